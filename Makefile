@@ -1,0 +1,196 @@
+# ctxleak: one plain Makefile for the whole tree.
+#
+#   make            build the library, the daemon and the CLI into build/
+#   make check      install missing build dependencies, build, run all tests
+#   make check SAN=1   the same under ASan + UBSan (into build/san/)
+#   make check-tsan    the client tests under ThreadSanitizer (build/tsan/)
+#   make bench      run the benchmarks in bench/
+#   make install    PREFIX, DESTDIR, LIBDIR, BINDIR, SBINDIR, INCLUDEDIR
+#   make clean
+#
+# Every part builds from the sources that sit in its directory, so a new
+# file needs no edit here:
+#   proto/*.c                      -> linked into the library and the daemon
+#   client/*.c                     -> libctxleak.so.0 and libctxleak.a
+#   daemon/cli*.c                  -> ctxleak (the CLI)
+#   daemon/ctxleakd.c              -> main() of ctxleakd
+#   daemon/*.c (the rest)          -> the daemon's core, also linked into tests
+#   tests/test_*.c                 -> one Check test program each
+#   bench/bench_*.c                -> one benchmark program each
+#   examples/*.c                   -> one example worker each
+
+VERSION   := 0.1.0
+SOVERSION := 0
+
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+DESTDIR    ?=
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g
+STD     := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -pthread
+LDLIBS_PTHREAD := -pthread
+
+# Build variants go to their own directory so that switching never mixes
+# objects built with different flags.
+ifeq ($(SAN),1)
+B         := build/san
+CFLAGS    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+LDFLAGS   += -fsanitize=address,undefined
+else ifeq ($(TSAN),1)
+B         := build/tsan
+CFLAGS    := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
+LDFLAGS   += -fsanitize=thread
+else
+B         := build
+endif
+
+PKGS        := libevent msgpack sqlite3 check libsystemd
+PKG_CFLAGS   = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+EVENT_LIBS   = $(shell pkg-config --libs libevent 2>/dev/null)
+MSGPACK_LIBS = $(shell pkg-config --libs msgpack 2>/dev/null)
+SQLITE_LIBS  = $(shell pkg-config --libs sqlite3 2>/dev/null)
+SYSTEMD_LIBS = $(shell pkg-config --libs libsystemd 2>/dev/null)
+CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
+
+ALL_CFLAGS = $(STD) $(CFLAGS) $(PKG_CFLAGS) -Iproto -Iclient -Idaemon
+
+# ---------------------------------------------------------------- sources
+
+PROTO_SRCS  := $(wildcard proto/*.c)
+CLIENT_SRCS := $(wildcard client/*.c)
+CLI_SRCS    := $(wildcard daemon/cli*.c)
+DMAIN_SRCS  := daemon/ctxleakd.c
+DCORE_SRCS  := $(filter-out $(CLI_SRCS) $(DMAIN_SRCS),$(wildcard daemon/*.c))
+TEST_SRCS   := $(wildcard tests/test_*.c)
+# tests/*.c that are not test_*.c: shared support (daemon harness) linked
+# into every test program.
+TSUP_SRCS   := $(filter-out $(TEST_SRCS),$(wildcard tests/*.c))
+BENCH_SRCS  := $(wildcard bench/bench_*.c)
+EXAMPLE_SRCS := $(wildcard examples/*.c)
+
+obj = $(patsubst %.c,$(B)/%.o,$(1))
+# Library objects are PIC with hidden visibility: only what the version
+# script names is exported from libctxleak.so.
+pic = $(patsubst %.c,$(B)/pic/%.o,$(1))
+
+PROTO_A   := $(B)/libproto.a
+CLIENT_A  := $(B)/libctxleak.a
+CLIENT_SO := $(B)/libctxleak.so.$(VERSION)
+DCORE_A   := $(B)/libctxleakd.a
+CTXLEAKD  := $(B)/ctxleakd
+CTXLEAK   := $(B)/ctxleak
+TESTS     := $(patsubst tests/%.c,$(B)/tests/%,$(TEST_SRCS))
+BENCHES   := $(patsubst bench/%.c,$(B)/bench/%,$(BENCH_SRCS))
+EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(EXAMPLE_SRCS))
+
+DAEMON_LIBS = $(EVENT_LIBS) $(MSGPACK_LIBS) $(SQLITE_LIBS) $(SYSTEMD_LIBS) -lm
+TEST_LIBS   = $(DCORE_A) $(CLIENT_A) $(PROTO_A) $(DAEMON_LIBS) $(CHECK_LIBS) $(LDLIBS_PTHREAD)
+
+.PHONY: all deps check check-tsan bench install uninstall clean
+.DEFAULT_GOAL := all
+# Keep objects of pattern-built programs (tests, benchmarks, examples).
+.SECONDARY:
+
+all: deps $(CLIENT_A) $(CLIENT_SO) $(CTXLEAKD) $(CTXLEAK) $(B)/libctxleak.pc
+
+# Asks pkg-config for every build dependency and installs what is missing
+# (as root) or prints the exact command (otherwise).
+deps:
+	@sh .ci/deps
+
+# ---------------------------------------------------------------- rules
+
+$(B)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(B)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -MMD -MP -c -o $@ $<
+
+$(PROTO_A): $(call obj,$(PROTO_SRCS))
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(CLIENT_A): $(call pic,$(CLIENT_SRCS) $(PROTO_SRCS))
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(CLIENT_SO): $(call pic,$(CLIENT_SRCS) $(PROTO_SRCS)) client/libctxleak.map
+	$(CC) -shared -Wl,-soname,libctxleak.so.$(SOVERSION) \
+		-Wl,--version-script=client/libctxleak.map -Wl,-z,defs \
+		$(LDFLAGS) -o $@ $(call pic,$(CLIENT_SRCS) $(PROTO_SRCS)) $(LDLIBS_PTHREAD)
+	ln -sf libctxleak.so.$(VERSION) $(B)/libctxleak.so.$(SOVERSION)
+	ln -sf libctxleak.so.$(SOVERSION) $(B)/libctxleak.so
+
+$(DCORE_A): $(call obj,$(DCORE_SRCS))
+	@rm -f $@
+	$(AR) rcs $@ $^
+
+$(CTXLEAKD): $(call obj,$(DMAIN_SRCS)) $(DCORE_A) $(PROTO_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS) $(LDLIBS_PTHREAD)
+
+$(CTXLEAK): $(call obj,$(CLI_SRCS))
+	$(CC) $(LDFLAGS) -o $@ $^ $(SQLITE_LIBS)
+
+$(B)/tests/%: $(B)/tests/%.o $(call obj,$(TSUP_SRCS)) $(DCORE_A) $(CLIENT_A) $(PROTO_A)
+	$(CC) $(LDFLAGS) -o $@ $< $(call obj,$(TSUP_SRCS)) $(TEST_LIBS)
+
+$(B)/bench/%: $(B)/bench/%.o $(call obj,$(TSUP_SRCS)) $(DCORE_A) $(CLIENT_A) $(PROTO_A)
+	$(CC) $(LDFLAGS) -o $@ $< $(call obj,$(TSUP_SRCS)) $(TEST_LIBS)
+
+$(B)/examples/%: $(B)/examples/%.o $(CLIENT_A)
+	$(CC) $(LDFLAGS) -o $@ $< $(CLIENT_A) $(EVENT_LIBS) $(LDLIBS_PTHREAD)
+
+$(B)/libctxleak.pc: client/libctxleak.pc.in
+	@mkdir -p $(B)
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+
+# ---------------------------------------------------------------- tests
+
+# tests/run runs every test program and prints one "N passed, N failed"
+# line; it exits non-zero when any test fails.
+check: all $(TESTS) $(EXAMPLES)
+	@sh tests/run $(B) $(TESTS)
+
+check-tsan:
+	$(MAKE) TSAN=1 deps $(B)/tsan/tests/test_client
+	@sh tests/run build/tsan build/tsan/tests/test_client
+
+bench: all $(BENCHES)
+	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
+
+# ---------------------------------------------------------------- install
+
+install: all
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+		$(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR)
+	install -m 0644 client/ctxleak.h $(DESTDIR)$(INCLUDEDIR)/
+	install -m 0644 $(CLIENT_A) $(DESTDIR)$(LIBDIR)/
+	install -m 0755 $(CLIENT_SO) $(DESTDIR)$(LIBDIR)/
+	ln -sf libctxleak.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libctxleak.so.$(SOVERSION)
+	ln -sf libctxleak.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libctxleak.so
+	install -m 0644 $(B)/libctxleak.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	install -m 0755 $(CTXLEAKD) $(DESTDIR)$(SBINDIR)/
+	install -m 0755 $(CTXLEAK) $(DESTDIR)$(BINDIR)/
+
+uninstall:
+	rm -f $(DESTDIR)$(INCLUDEDIR)/ctxleak.h \
+	      $(DESTDIR)$(LIBDIR)/libctxleak.a \
+	      $(DESTDIR)$(LIBDIR)/libctxleak.so.$(VERSION) \
+	      $(DESTDIR)$(LIBDIR)/libctxleak.so.$(SOVERSION) \
+	      $(DESTDIR)$(LIBDIR)/libctxleak.so \
+	      $(DESTDIR)$(PKGCONFIGDIR)/libctxleak.pc \
+	      $(DESTDIR)$(SBINDIR)/ctxleakd $(DESTDIR)$(BINDIR)/ctxleak
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

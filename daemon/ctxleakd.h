@@ -1,0 +1,124 @@
+/*
+ * ctxleakd.h: the internal header of the ctxleakd daemon.  Every daemon
+ * source file includes it, and only it, for the declarations of the other
+ * files.  One section per file.
+ */
+#ifndef CTXLEAKD_H
+#define CTXLEAKD_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "../proto/proto.h"
+#include "rules.h"
+
+#define CTXLEAKD_VERSION "0.1.0"
+
+/* ------------------------------------------------------------ log.c */
+
+enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+
+/* Logs go to stderr (journald takes them from there), one line each,
+ * "<N>" syslog priority prefixes when stderr is the journal, else a
+ * timestamp and the level name. */
+void log_open(const char *path); /* NULL: stderr; else append to a file */
+void log_reopen(void);		 /* SIGHUP: reopen the file */
+void log_set_level(enum log_level level);
+int log_level_from_name(const char *name); /* -1: unknown */
+void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Log and exit(1); fatal appends strerror(errno), fatalx does not. */
+void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* ------------------------------------------------------------ store.c */
+
+/* The only module that speaks SQL.  Schema: daemon/SCHEMA.md. */
+
+struct store_config {
+	const char *path;
+	int keep_all;		  /* --keep=all: every record; else leaky */
+	uint64_t retention_age;	  /* ns; 0: keep forever */
+	uint64_t retention_bytes; /* database size; 0: no limit */
+	uint32_t commit_ms;	  /* commit at least this often (~200) */
+	uint32_t commit_rows;	  /* ... or after this many rows */
+};
+
+/* What the store knows of a connected process, owned by the caller. */
+struct store_proc {
+	int64_t id;	      /* processes.id */
+	int64_t clock_offset; /* realtime - monotonic, from HELLO */
+};
+
+struct store_process_info {
+	const struct proto_hello *hello;
+	pid_t pid; /* SO_PEERCRED */
+	uid_t uid;
+	gid_t gid;
+};
+
+struct store_stats {
+	uint64_t rows_written;
+	uint64_t rows_failed; /* not stored: disk full, I/O error */
+	uint64_t commits;
+	uint64_t retention_deleted;
+	int degraded; /* the last write failed; retrying */
+};
+
+struct store;
+
+/* NULL and a one-line reason in err when the file cannot be opened,
+ * created, or is of a newer schema. */
+struct store *store_open(const struct store_config *cfg, char *err,
+			 size_t errlen);
+void store_close(struct store *s); /* commits what is pending */
+
+/* A HELLO arrived.  A known instance continues its row (connections+1). */
+int store_process_open(struct store *s, const struct store_process_info *pi,
+		       struct store_proc *out);
+/* The process is gone (or its connection is): counters, model, error. */
+void store_process_update(struct store *s, const struct store_proc *p,
+			  uint64_t records, uint64_t dropped,
+			  uint64_t unknown_skipped, const char *error,
+			  const struct rules_model *model, int disconnected);
+/* Returns sites.id for a SITE record; 0 on failure. */
+int64_t store_site(struct store *s, const struct store_proc *p,
+		   const struct proto_record *site);
+void store_verdict(struct store *s, const struct store_proc *p,
+		   const struct rules_verdict *v);
+void store_finding(struct store *s, const struct store_proc *p,
+		   const struct rules_finding *f);
+void store_request(struct store *s, const struct store_proc *p,
+		   const struct rules_request *rq);
+void store_dropped(struct store *s, const struct store_proc *p,
+		   const struct proto_record *dropped);
+/* Commit when due; retention now and then.  Called from a timer. */
+void store_tick(struct store *s);
+void store_commit(struct store *s);
+void store_stats(const struct store *s, struct store_stats *out);
+
+/* ------------------------------------------------------------ ctxleakd.c */
+
+struct config {
+	const char *socket_path;
+	const char *db_path;
+	const char *log_path; /* NULL: stderr */
+	int keep_all;
+	enum log_level log_level;
+	unsigned max_connections;
+	uint32_t max_open_scopes;
+	uint64_t max_request_age;  /* ns */
+	uint64_t retention_age;	   /* ns */
+	uint64_t retention_bytes;
+	uint64_t linger;	   /* ns a disconnected process waits for a
+				      reconnection before it is finalised */
+	struct proto_limits limits;
+};
+
+extern struct config cfg;
+
+#endif /* CTXLEAKD_H */

@@ -1,0 +1,179 @@
+/*
+ * rules.h: the leak rules engine of ctxleakd, one instance per client
+ * process.
+ *
+ * It is a pure module: records in, verdicts, findings and rebuilt requests
+ * out through callbacks, no I/O, no clock, no globals, so that every rule is
+ * tested without sockets or SQLite.  The rules are those of "Leak classes"
+ * in DESIGN.md.  Records may be added in any order; they are judged in
+ * timestamp order once a watermark says that nothing earlier can still
+ * arrive (rules_advance), or all at once when the process is gone
+ * (rules_finish).
+ *
+ * Memory is bounded by rules_config: open scopes, remembered ended scopes,
+ * records waiting for a watermark, tags per request.
+ */
+#ifndef CTXLEAKD_RULES_H
+#define CTXLEAKD_RULES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../proto/proto.h"
+
+enum leak_class {
+	LEAK_NONE = 0,
+	LEAK_LOST,
+	LEAK_STALE,
+	LEAK_BLEED,
+	LEAK_OVERLAP,
+	LEAK_MISNEST,
+	LEAK_UNCLOSED,
+};
+#define LEAK_CLASS_COUNT 7
+
+/* "lost", "stale", ... ("" for LEAK_NONE); -1 for an unknown name. */
+const char *leak_class_name(enum leak_class c);
+int leak_class_from_name(const char *name);
+
+/* Why a scope was reported unclosed. */
+enum rules_unclosed_reason {
+	RULES_UNCLOSED_DISCONNECT = 1, /* its process went away */
+	RULES_UNCLOSED_AGE,	       /* older than max_request_age */
+	RULES_UNCLOSED_LIMIT,	       /* evicted: max_open_scopes reached */
+};
+
+struct rules_config {
+	uint32_t max_open_scopes;  /* past it the oldest open scope is
+				      reported unclosed and forgotten */
+	uint32_t max_ended_scopes; /* ended scopes remembered, for stale */
+	uint32_t max_pending;	   /* records waiting for a watermark; past
+				      it the oldest are judged at once */
+	uint32_t max_tags;	   /* final tags kept per request */
+	uint64_t max_request_age;  /* ns; 0: no limit */
+	int hold_records;	   /* deliver each request's records with
+				      the request when it retires instead of
+				      one by one (--keep=leaky) */
+	uint64_t *request_seq;	   /* daemon-wide request id allocator: the
+				      engine takes ++*request_seq for each
+				      request; never NULL */
+};
+
+/* A record after judgement. */
+struct rules_verdict {
+	const struct proto_record *rec;
+	uint64_t rid;	      /* request the record belongs to in truth:
+				 request(cause) for TAG/EVENT/RESUME/SUSPEND
+				 and child BEGIN, the new request for a
+				 request BEGIN, the scope's request for END;
+				 0: none */
+	uint64_t rid_ctx;     /* request the backend attributed it to:
+				 request(ctx), or request(prev) for BEGIN;
+				 0: none */
+	enum leak_class leak; /* LEAK_NONE, or the finding it produced */
+};
+
+/* A finding: one per offending record, or per unclosed scope. */
+struct rules_finding {
+	enum leak_class leak;
+	uint64_t victim_rid, victim_ctx;  /* the victim request (root ctx) */
+	struct proto_str victim_name;
+	uint64_t source_rid, source_ctx;  /* 0 for lost, misnest, unclosed */
+	struct proto_str source_name;
+	const struct proto_record *rec;	  /* the evidence; for unclosed a
+					     synthesised BEGIN of the scope */
+	enum rules_unclosed_reason reason; /* unclosed only */
+	const char *detail;		  /* one line, human, for the report */
+};
+
+/* A tag of a request's final context. */
+struct rules_tag {
+	struct proto_str key, value;
+	uint64_t ts;
+	uint64_t tid;
+	uint32_t site;
+	uint64_t setter_rid; /* request whose code set it: request(cause) */
+	uint64_t setter_ctx;
+};
+
+/* A request when it retires: rebuilt context, findings, held records. */
+struct rules_request {
+	uint64_t rid;
+	uint64_t ctx; /* root ctx */
+	struct proto_str name;
+	uint32_t site;
+	uint64_t begin_ts, end_ts; /* end_ts 0: never ended (unclosed) */
+	uint64_t begin_tid;
+	uint32_t nthreads;	   /* threads that ran its code */
+	const uint64_t *threads;   /* up to RULES_MAX_THREADS of them */
+	uint32_t nscopes;	   /* scopes, itself included */
+	uint64_t nrecords;	   /* records whose rid is this request */
+	uint32_t ntags;
+	const struct rules_tag *tags; /* final value per key, first set first */
+	uint32_t tags_dropped;	      /* over max_tags */
+	uint32_t victim_of[LEAK_CLASS_COUNT]; /* findings with it as victim */
+	uint32_t source_of;		      /* findings with it as source */
+	size_t nheld;			      /* hold_records only */
+	const struct rules_verdict *held;     /* in ts order */
+};
+#define RULES_MAX_THREADS 16
+
+struct rules_sink {
+	/* Every judged record, in ts order, except those held for their
+	 * request when hold_records is set. */
+	void (*verdict)(void *arg, const struct rules_verdict *v);
+	void (*finding)(void *arg, const struct rules_finding *f);
+	/* A request whose scopes have all ended (or been reported unclosed)
+	 * and whose last END is at or below the watermark. */
+	void (*request)(void *arg, const struct rules_request *rq);
+	void *arg;
+};
+
+/* The process's concurrency model, inferred from what was judged. */
+struct rules_model {
+	const char *model;     /* "thread-per-request", "event-loop",
+				  "thread-pool", "mixed", "unknown" */
+	const char *recommend; /* backend that isolates its requests:
+				  "thread" or "task" */
+	char evidence[256];    /* one line, e.g. "3 requests interleaved on
+				  thread 4712; thread backend cannot isolate
+				  them; use task" */
+	uint64_t requests;
+	uint64_t interleaved;  /* requests that ran interleaved with another
+				  on one thread */
+	uint64_t handed_off;   /* requests whose code ran on >1 thread */
+	uint64_t max_interleave_tid, max_interleave; /* worst thread */
+};
+
+struct rules_stats {
+	uint64_t added, judged, pending;
+	uint64_t open_scopes, ended_scopes;
+	uint64_t findings[LEAK_CLASS_COUNT];
+	uint64_t evicted; /* scopes forgotten because of max_open_scopes */
+	uint64_t forced;  /* records judged early because of max_pending */
+};
+
+struct rules; /* opaque */
+
+void rules_config_default(struct rules_config *cfg);
+struct rules *rules_new(const struct rules_config *cfg,
+			const struct rules_sink *sink);
+void rules_free(struct rules *r);
+
+/* Queue a copy of one record: BEGIN, END, TAG, EVENT, RESUME, SUSPEND
+ * (others are ignored).  Returns 0, or -1 when out of memory. */
+int rules_add(struct rules *r, const struct proto_record *rec);
+
+/* Judge every queued record with ts <= watermark, retire the requests that
+ * are complete, report scopes older than max_request_age (measured from
+ * the watermark). */
+void rules_advance(struct rules *r, uint64_t watermark);
+
+/* The process is gone: judge everything queued, report every open scope
+ * unclosed (RULES_UNCLOSED_DISCONNECT), retire every request. */
+void rules_finish(struct rules *r);
+
+void rules_model(const struct rules *r, struct rules_model *out);
+void rules_stats(const struct rules *r, struct rules_stats *out);
+
+#endif /* CTXLEAKD_RULES_H */

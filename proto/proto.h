@@ -1,0 +1,213 @@
+/*
+ * proto.h: the ctxleak wire protocol v1, shared by the client library and
+ * the daemon.  The normative description is proto/PROTOCOL.md; this header
+ * is its C form.
+ *
+ * A connection carries a stream of msgpack objects: one HELLO map, then
+ * records.  Every record is an array that starts with the same six fields,
+ *
+ *     [type, ts, tid, ctx, cause, site, ...type-specific fields...]
+ *
+ * The encoder (proto_encode_*) writes msgpack bytes directly into a
+ * caller-owned buffer: it sits on the client's hot path, so it allocates
+ * nothing and does not go through msgpack-c's generic packer.  The decoder
+ * (proto_decoder_*) is streaming: feed it bytes in any chunking and take
+ * typed messages out; it frames and bounds every object itself before
+ * msgpack-c decodes it, so that no input can make it allocate more than its
+ * limits.
+ *
+ * Nothing here does I/O or keeps global state.
+ */
+#ifndef CTXLEAK_PROTO_H
+#define CTXLEAK_PROTO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PROTO_VERSION 1
+
+/* Record types: the first element of every record array. */
+enum proto_type {
+	PROTO_SITE = 1,      /* defines a call-site ID: file, line, function */
+	PROTO_BEGIN = 2,     /* a scope begins: prev, kind, name */
+	PROTO_END = 3,       /* a scope ends: cur */
+	PROTO_TAG = 4,       /* key, value on the current scope */
+	PROTO_EVENT = 5,     /* name, message in the current scope */
+	PROTO_RESUME = 6,    /* a continuation of `cause` is entered */
+	PROTO_SUSPEND = 7,   /* the continuation is left */
+	PROTO_DROPPED = 8,   /* count records were dropped since `since` */
+	PROTO_WATERMARK = 9, /* every record of this process with ts <= this
+				ts has been sent */
+};
+#define PROTO_TYPE_MAX PROTO_WATERMARK
+
+/* BEGIN's kind field. */
+enum proto_kind {
+	PROTO_KIND_REQUEST = 0, /* ctxleak_begin: a new root scope */
+	PROTO_KIND_CHILD = 1,	/* ctxleak_begin_child */
+};
+
+/*
+ * A string on the wire: bytes with a length, not NUL-terminated, may hold
+ * NUL bytes and need not be UTF-8.  ptr == NULL means msgpack nil (allowed
+ * only where PROTOCOL.md says so).  Decoded strings point into the
+ * decoder's memory and stay valid until the next proto_decoder_next() or
+ * proto_decoder_feed() call.
+ */
+struct proto_str {
+	const char *ptr;
+	uint32_t len;
+};
+
+/*
+ * One record, decoded or to be encoded.  The first six fields are common to
+ * every type; the others are meaningful only for the types named beside
+ * them and are zero / {NULL, 0} otherwise.
+ */
+struct proto_record {
+	uint8_t type;	/* enum proto_type */
+	uint64_t ts;	/* CLOCK_MONOTONIC, ns */
+	uint64_t tid;	/* OS thread id (gettid) */
+	uint64_t ctx;	/* backend ctx; for BEGIN the new scope, for END the
+			   scope being ended; 0: none */
+	uint64_t cause; /* true (causal) ctx; 0: none */
+	uint32_t site;	/* call site ID (0: none); for SITE the ID defined */
+
+	uint64_t prev;	 /* BEGIN: backend ctx before it */
+	uint8_t kind;	 /* BEGIN: enum proto_kind */
+	uint64_t cur;	 /* END: backend ctx at that moment */
+	uint64_t count;	 /* DROPPED: records dropped */
+	uint64_t since;	 /* DROPPED: ts of the first dropped record */
+	uint32_t line;	 /* SITE */
+	struct proto_str name;	  /* BEGIN (nil allowed), EVENT */
+	struct proto_str key;	  /* TAG */
+	struct proto_str value;	  /* TAG (nil allowed) */
+	struct proto_str message; /* EVENT (nil allowed) */
+	struct proto_str file;	  /* SITE */
+	struct proto_str func;	  /* SITE */
+};
+
+/* The first object on a connection: a msgpack map (see PROTOCOL.md). */
+struct proto_hello {
+	uint32_t version;	 /* PROTO_VERSION of the sender */
+	uint64_t instance;	 /* random per process, new after fork */
+	uint32_t pid;		 /* what the process says its pid is */
+	struct proto_str app;	 /* application name */
+	struct proto_str backend; /* thread | global | task | custom */
+	struct proto_str reason;  /* why that backend was chosen */
+	int64_t clock_offset;	 /* CLOCK_REALTIME - CLOCK_MONOTONIC, ns */
+	struct proto_str client; /* client library and version, informative */
+};
+
+/* ---------------------------------------------------------------- limits */
+
+/*
+ * Decoder limits.  Every one is enforced before memory is committed, so a
+ * stream costs at most about max_object bytes of buffering beyond the
+ * bytes of one read.
+ */
+struct proto_limits {
+	uint32_t max_object; /* bytes in one msgpack object */
+	uint32_t max_string; /* bytes in one string */
+	uint32_t max_array;  /* elements in one array or entries in one map */
+	uint32_t max_depth;  /* nesting of arrays and maps */
+};
+
+#define PROTO_DEFAULT_MAX_OBJECT (64 * 1024)
+#define PROTO_DEFAULT_MAX_STRING (16 * 1024)
+#define PROTO_DEFAULT_MAX_ARRAY 64
+#define PROTO_DEFAULT_MAX_DEPTH 8
+
+void proto_limits_default(struct proto_limits *lim);
+
+/* --------------------------------------------------------------- encoder */
+
+/*
+ * Upper bound of the encoded size of a record whose strings total
+ * `strings` bytes: every fixed field at its widest encoding, plus a
+ * 5-byte header per string.
+ */
+#define PROTO_RECORD_FIXED_MAX 96
+#define PROTO_RECORD_SIZE_MAX(strings) (PROTO_RECORD_FIXED_MAX + (strings))
+
+/*
+ * Append record `r` to buf[0..cap).  Returns the bytes written, or 0 when
+ * they would not fit (nothing is written then).  Integers use msgpack's
+ * smallest encoding.  Fields that the record's type does not have are not
+ * written.  Allocates nothing.
+ */
+size_t proto_encode_record(void *buf, size_t cap, const struct proto_record *r);
+
+/* Append the HELLO map; same contract as proto_encode_record. */
+size_t proto_encode_hello(void *buf, size_t cap, const struct proto_hello *h);
+
+/* --------------------------------------------------------------- decoder */
+
+/* What proto_decoder_next returns.  Errors are sticky: once one is
+ * returned, every later call returns it again. */
+enum proto_status {
+	PROTO_OK = 0,		/* a message was decoded into *msg */
+	PROTO_MORE = 1,		/* need more bytes */
+	PROTO_E_NOT_MSGPACK = -1, /* bytes that are not valid msgpack */
+	PROTO_E_TOO_BIG = -2,	/* an object over max_object bytes */
+	PROTO_E_STRING = -3,	/* a string over max_string bytes */
+	PROTO_E_ARRAY = -4,	/* an array or map over max_array entries */
+	PROTO_E_DEPTH = -5,	/* nesting over max_depth */
+	PROTO_E_TYPE = -6,	/* a field of the wrong msgpack type, or a
+				   record that is not an array */
+	PROTO_E_SHORT = -7,	/* a record with fewer fields than its type has */
+	PROTO_E_NO_HELLO = -8,	/* a record before HELLO */
+	PROTO_E_HELLO = -9,	/* a HELLO that lacks a required key, or a
+				   second HELLO */
+	PROTO_E_VERSION = -10,	/* a HELLO of a newer protocol version */
+	PROTO_E_NOMEM = -11,	/* allocation failed */
+};
+
+/* A decoded message: the HELLO or one record. */
+struct proto_msg {
+	int is_hello;
+	struct proto_hello hello; /* when is_hello */
+	struct proto_record rec;  /* otherwise */
+};
+
+struct proto_decoder; /* opaque */
+
+/* lim NULL: proto_limits_default.  Returns NULL when out of memory. */
+struct proto_decoder *proto_decoder_new(const struct proto_limits *lim);
+void proto_decoder_free(struct proto_decoder *d);
+
+/*
+ * Append len bytes of the stream.  Returns 0, or a negative proto_status
+ * (sticky) when the bytes already buffered for an incomplete object would
+ * exceed max_object.  Bytes are copied; buf may be reused at once.
+ */
+int proto_decoder_feed(struct proto_decoder *d, const void *buf, size_t len);
+
+/*
+ * Decode the next message.  PROTO_OK fills *msg (strings point into the
+ * decoder until the next feed/next call); PROTO_MORE means the buffered
+ * bytes end inside an object (or are empty).  Records of an unknown type
+ * are skipped and counted, never returned.
+ */
+enum proto_status proto_decoder_next(struct proto_decoder *d,
+				     struct proto_msg *msg);
+
+/* A one-line description of the error, with the stream offset at which
+ * the offending object starts ("" when there is none). */
+const char *proto_decoder_error(const struct proto_decoder *d);
+
+/* Bytes of the stream consumed by complete messages so far. */
+uint64_t proto_decoder_offset(const struct proto_decoder *d);
+
+/* Records of an unknown type skipped so far. */
+uint64_t proto_decoder_skipped(const struct proto_decoder *d);
+
+/* Bytes buffered but not yet consumed (for memory accounting). */
+size_t proto_decoder_buffered(const struct proto_decoder *d);
+
+/* A name for a status ("ok", "not msgpack", ...) and for a record type
+ * ("BEGIN", ...; "?" when unknown). */
+const char *proto_status_name(enum proto_status st);
+const char *proto_type_name(unsigned type);
+
+#endif /* CTXLEAK_PROTO_H */
