@@ -1,0 +1,152 @@
+/*
+ * thread_pool.c: a dispatcher that accepts requests and a pool of worker
+ * threads that serve them, the shape of most C job servers.
+ *
+ * The dispatcher begins each request and tags it, then hands it to the
+ * pool as a work item carrying ctxleak_capture(); a worker resumes that
+ * token, does the work, ends the request and suspends.  The dispatcher
+ * serves each accepted request as a continuation of its listener, so the
+ * request it just queued is no longer current when it accepts the next.
+ *
+ * With the task backend the context follows the work item and every record
+ * lands in its own request.  With thread and global it does not: the worker
+ * records its work under whatever its slot held (nothing, or a request the
+ * dispatcher began earlier) and the dispatcher's slot still holds the
+ * previous request when the next one begins.
+ *
+ * usage: thread_pool [REQUESTS]
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "example.h"
+
+#define WORKERS 4
+
+struct job {
+	struct job *next;
+	unsigned id;
+	uint64_t request; /* to end it */
+	uint64_t token;	  /* the context it runs in */
+};
+
+struct queue {
+	pthread_mutex_t lock;
+	pthread_cond_t ready;
+	struct job *head, **tail;
+	int closed;
+};
+
+static void queue_push(struct queue *q, struct job *job)
+{
+	pthread_mutex_lock(&q->lock);
+	job->next = NULL;
+	*q->tail = job;
+	q->tail = &job->next;
+	pthread_cond_signal(&q->ready);
+	pthread_mutex_unlock(&q->lock);
+}
+
+static void queue_close(struct queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	q->closed = 1;
+	pthread_cond_broadcast(&q->ready);
+	pthread_mutex_unlock(&q->lock);
+}
+
+/* NULL once the queue is closed and drained. */
+static struct job *queue_pop(struct queue *q)
+{
+	struct job *job;
+
+	pthread_mutex_lock(&q->lock);
+	while (!q->head && !q->closed)
+		pthread_cond_wait(&q->ready, &q->lock);
+	job = q->head;
+	if (job) {
+		q->head = job->next;
+		if (!q->head)
+			q->tail = &q->head;
+	}
+	pthread_mutex_unlock(&q->lock);
+	return job;
+}
+
+static void run_job(struct job *job)
+{
+	char item[32];
+	uint64_t query;
+
+	snprintf(item, sizeof(item), "item-%u", job->id);
+	ctxleak_resume(job->token);
+	ctxleak_event("dequeued", item);
+	query = ctxleak_begin_child("db.query");
+	ctxleak_event("db.rows", "1 row");
+	ctxleak_end(query);
+	ctxleak_tag("status", "200");
+	ctxleak_end(job->request);
+	ctxleak_suspend();
+}
+
+static void *worker(void *arg)
+{
+	struct queue *q = arg;
+	struct job *job;
+
+	while ((job = queue_pop(q))) {
+		run_job(job);
+		free(job);
+	}
+	return NULL;
+}
+
+static void accept_request(struct queue *q, uint64_t listener, unsigned id)
+{
+	struct job *job = malloc(sizeof(*job));
+	char item[32];
+
+	if (!job)
+		example_fail("malloc");
+	snprintf(item, sizeof(item), "item-%u", id);
+	ctxleak_resume(listener);
+	job->id = id;
+	job->request = ctxleak_begin("GET /item");
+	ctxleak_tag("item", item);
+	job->token = ctxleak_capture();
+	queue_push(q, job);
+	ctxleak_suspend();
+}
+
+int main(int argc, char **argv)
+{
+	unsigned requests = example_requests(argc, argv, 1000);
+	struct queue q = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+			  NULL, NULL, 0};
+	pthread_t pool[WORKERS];
+	uint64_t listener;
+	unsigned i;
+	int rc;
+
+	example_start("thread_pool", NULL);
+	q.tail = &q.head;
+	for (i = 0; i < WORKERS; i++) {
+		rc = pthread_create(&pool[i], NULL, worker, &q);
+		if (rc) {
+			errno = rc;
+			example_fail("pthread_create");
+		}
+	}
+	listener = ctxleak_capture();
+	for (i = 0; i < requests; i++)
+		accept_request(&q, listener, i);
+	queue_close(&q);
+	for (i = 0; i < WORKERS; i++)
+		pthread_join(pool[i], NULL);
+	printf("thread_pool: %u requests, 1 dispatcher, %u workers, "
+	       "backend %s\n",
+	       requests, WORKERS, ctxleak_backend_name());
+	ctxleak_shutdown();
+	return 0;
+}
