@@ -100,6 +100,77 @@ void store_dropped(struct store *s, const struct store_proc *p,
 void store_tick(struct store *s);
 void store_commit(struct store *s);
 void store_stats(const struct store *s, struct store_stats *out);
+/* The highest requests.id stored (0: none), so that the daemon-wide
+ * request_seq continues after a restart. */
+uint64_t store_last_request_id(struct store *s);
+
+/* ------------------------------------------------------------ server.c */
+
+/* The listening socket: created at cfg.socket_path, or adopted from
+ * systemd.  Exits with a clear message when it cannot listen. */
+struct event_base;
+void server_listen(struct event_base *base);
+/* SIGTERM: stop accepting, read what clients already sent, finalise every
+ * process.  The caller then commits and closes the store. */
+void server_drain(void);
+/* Live counters, one line, for sd_notify STATUS= and the log. */
+void server_status(char *buf, size_t len);
+
+/* ------------------------------------------------------------ conn.c */
+
+/* Take a connected client socket; it is closed on EOF, error or bad
+ * input.  Every connection holds at most one process. */
+void conn_accept(struct event_base *base, int fd);
+/* Read what every connection already has (up to EAGAIN or EOF), then
+ * close them all. */
+void conn_drain_all(void);
+unsigned conn_count(void);
+
+struct conn_stats {
+	uint64_t accepted;
+	uint64_t rejected;	 /* over --max-connections */
+	uint64_t proto_errors; /* connections closed for bad input */
+	uint64_t records;	 /* records received */
+};
+void conn_stats(struct conn_stats *out);
+void conn_count_rejected(void);
+
+/* ------------------------------------------------------------ process.c */
+
+/* A client process by instance ID: its rules engine and its store row.
+ * It outlives its connections for cfg.linger so that a reconnection
+ * continues it. */
+struct process;
+struct ucred;
+
+/* Before the first connection: the store gives the last request id. */
+void process_init(struct event_base *base, struct store *store);
+/* A HELLO: find or create the process.  NULL when the store failed. */
+struct process *process_attach(const struct proto_hello *hello,
+			       const struct ucred *cred);
+/* The connection is gone (error NULL: cleanly).  skipped: records of an
+ * unknown type the connection's decoder skipped. */
+void process_detach(struct process *p, const char *error, uint64_t skipped);
+int64_t process_site(struct process *p, const struct proto_record *site);
+void process_record(struct process *p, const struct proto_record *rec);
+void process_watermark(struct process *p, uint64_t ts);
+void process_dropped(struct process *p, const struct proto_record *rec);
+/* Drain: finalise every process, lingering or not. */
+void process_finalise_all(void);
+
+struct process_stats {
+	uint64_t live;	   /* processes in memory */
+	uint64_t findings; /* findings reported since start */
+};
+void process_stats(struct process_stats *out);
+
+/* ------------------------------------------------------------ sdnotify.c */
+
+/* systemd integration; every call does nothing without systemd. */
+int sdnotify_listen_fd(void); /* the socket systemd passed, or -1 */
+void sdnotify_start(struct event_base *base); /* watchdog, STATUS= timers */
+void sdnotify_ready(void);
+void sdnotify_stopping(void);
 
 /* ------------------------------------------------------------ ctxleakd.c */
 

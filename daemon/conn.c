@@ -1,0 +1,282 @@
+/*
+ * conn.c: one client connection: the peer's credentials, reading and
+ * decoding its stream, the HELLO that ties it to a process, the
+ * connection's site IDs, and closing it on EOF or bad input.
+ *
+ * Bad input closes this connection only.  What was decoded before it stays
+ * with the process and is judged like the records of any disconnect.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "ctxleakd.h"
+
+/* libevent's bufferevent reads 4 KiB at a time; one large read per wakeup
+ * decodes noticeably faster. */
+#define READ_CHUNK (64 * 1024)
+/* Reads per wakeup before yielding to the other connections. */
+#define READS_PER_WAKEUP 16
+/* Client site IDs are small and dense (the library counts from 1); a
+ * client that defines more gets 0 (no site) for the rest. */
+#define MAX_SITES_PER_CONN 65536
+
+struct conn {
+	int fd;
+	struct event *ev;
+	struct proto_decoder *dec;
+	struct ucred cred;
+	struct process *proc;
+	int64_t *sites; /* client site ID -> sites.id */
+	uint32_t nsites;
+	int sites_full_logged;
+	LIST_ENTRY(conn) entry;
+};
+
+static LIST_HEAD(, conn) conns = LIST_HEAD_INITIALIZER(conns);
+static unsigned nconns;
+static struct conn_stats stats;
+static unsigned char read_buf[READ_CHUNK];
+
+unsigned conn_count(void)
+{
+	return nconns;
+}
+
+void conn_stats(struct conn_stats *out)
+{
+	*out = stats;
+}
+
+void conn_count_rejected(void)
+{
+	stats.rejected++;
+}
+
+static void conn_free(struct conn *c, const char *error)
+{
+	if (c->proc != NULL)
+		process_detach(c->proc, error, proto_decoder_skipped(c->dec));
+	else
+		log_debug("pid %d: disconnected before HELLO",
+			  (int)c->cred.pid);
+	LIST_REMOVE(c, entry);
+	nconns--;
+	event_free(c->ev);
+	close(c->fd);
+	proto_decoder_free(c->dec);
+	free(c->sites);
+	free(c);
+}
+
+/* Record the mapping; the table grows to the highest ID seen. */
+static void map_site(struct conn *c, uint32_t client_id, int64_t db_id)
+{
+	uint32_t n;
+	int64_t *grown;
+
+	if (client_id == 0)
+		return;
+	if (client_id >= MAX_SITES_PER_CONN) {
+		if (!c->sites_full_logged)
+			log_warn("pid %d: site ID %u over %d ignored",
+				 (int)c->cred.pid, client_id,
+				 MAX_SITES_PER_CONN);
+		c->sites_full_logged = 1;
+		return;
+	}
+	if (client_id >= c->nsites) {
+		n = c->nsites != 0 ? c->nsites : 64;
+		while (n <= client_id)
+			n *= 2;
+		grown = realloc(c->sites, n * sizeof *grown);
+		if (grown == NULL)
+			return;
+		memset(grown + c->nsites, 0, (n - c->nsites) * sizeof *grown);
+		c->sites = grown;
+		c->nsites = n;
+	}
+	c->sites[client_id] = db_id;
+}
+
+static uint32_t lookup_site(const struct conn *c, uint32_t client_id)
+{
+	if (client_id >= c->nsites)
+		return 0;
+	return (uint32_t)c->sites[client_id];
+}
+
+static void handle_record(struct conn *c, struct proto_record *rec)
+{
+	stats.records++;
+	switch (rec->type) {
+	case PROTO_SITE:
+		map_site(c, rec->site, process_site(c->proc, rec));
+		break;
+	case PROTO_DROPPED:
+		process_dropped(c->proc, rec);
+		break;
+	case PROTO_WATERMARK:
+		process_watermark(c->proc, rec->ts);
+		break;
+	default:
+		rec->site = lookup_site(c, rec->site);
+		process_record(c->proc, rec);
+		break;
+	}
+}
+
+/* Returns 0, or -1 when the connection must close (the reason is in
+ * error). */
+static int handle_message(struct conn *c, struct proto_msg *msg, char *error,
+			  size_t errlen)
+{
+	if (!msg->is_hello) {
+		handle_record(c, &msg->rec);
+		return 0;
+	}
+	if (msg->hello.pid != (uint32_t)c->cred.pid)
+		log_info("pid %d: HELLO claims pid %u; the kernel's is kept",
+			 (int)c->cred.pid, msg->hello.pid);
+	c->proc = process_attach(&msg->hello, &c->cred);
+	if (c->proc == NULL) {
+		snprintf(error, errlen, "the store could not record it");
+		return -1;
+	}
+	return 0;
+}
+
+/* Decode every complete message buffered.  Returns 0, or -1 with the
+ * reason in error. */
+static int decode_all(struct conn *c, char *error, size_t errlen)
+{
+	struct proto_msg msg;
+	enum proto_status st;
+
+	while ((st = proto_decoder_next(c->dec, &msg)) == PROTO_OK)
+		if (handle_message(c, &msg, error, errlen) == -1)
+			return -1;
+	if (st == PROTO_MORE)
+		return 0;
+	snprintf(error, errlen, "%s", proto_decoder_error(c->dec));
+	if (*error == '\0')
+		snprintf(error, errlen, "%s", proto_status_name(st));
+	return -1;
+}
+
+enum read_result { READ_AGAIN, READ_EOF, READ_BAD };
+
+/* Read and decode until the socket is empty, at most max_reads times. */
+static enum read_result read_some(struct conn *c, int max_reads, char *error,
+				  size_t errlen)
+{
+	ssize_t n;
+	int st;
+
+	for (int i = 0; i < max_reads; i++) {
+		n = read(c->fd, read_buf, sizeof read_buf);
+		if (n == 0)
+			return READ_EOF;
+		if (n == -1) {
+			if (errno == EAGAIN || errno == EINTR)
+				return READ_AGAIN;
+			snprintf(error, errlen, "read: %s", strerror(errno));
+			return READ_EOF;
+		}
+		st = proto_decoder_feed(c->dec, read_buf, (size_t)n);
+		if (st == 0 && decode_all(c, error, errlen) == 0)
+			continue;
+		if (st != 0)
+			snprintf(error, errlen, "%s",
+				 proto_decoder_error(c->dec));
+		return READ_BAD;
+	}
+	return READ_AGAIN;
+}
+
+/* Finish a connection whose stream ended or went bad. */
+static void conn_close(struct conn *c, enum read_result how, char *error)
+{
+	char why[512];
+
+	if (how == READ_BAD) {
+		stats.proto_errors++;
+		log_warn("pid %d: closing connection: %s", (int)c->cred.pid,
+			 error);
+		snprintf(why, sizeof why, "%s", error);
+		conn_free(c, why);
+		return;
+	}
+	if (*error != '\0')
+		log_info("pid %d: %s", (int)c->cred.pid, error);
+	conn_free(c, NULL);
+}
+
+static void on_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	char error[512] = "";
+	enum read_result r;
+
+	(void)fd;
+	(void)what;
+	r = read_some(c, READS_PER_WAKEUP, error, sizeof error);
+	if (r != READ_AGAIN)
+		conn_close(c, r, error);
+}
+
+void conn_accept(struct event_base *base, int fd)
+{
+	socklen_t len = sizeof(struct ucred);
+	struct conn *c = calloc(1, sizeof *c);
+
+	if (c == NULL) {
+		log_error("out of memory: connection refused");
+		close(fd);
+		return;
+	}
+	c->fd = fd;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) == -1)
+		log_warn("SO_PEERCRED: %s", strerror(errno));
+	c->dec = proto_decoder_new(&cfg.limits);
+	c->ev = event_new(base, fd, EV_READ | EV_PERSIST, on_read, c);
+	if (c->dec == NULL || c->ev == NULL || event_add(c->ev, NULL) == -1) {
+		log_error("out of memory: connection refused");
+		if (c->ev != NULL)
+			event_free(c->ev);
+		proto_decoder_free(c->dec);
+		close(fd);
+		free(c);
+		return;
+	}
+	LIST_INSERT_HEAD(&conns, c, entry);
+	nconns++;
+	stats.accepted++;
+	log_debug("pid %d: connected (%u open)", (int)c->cred.pid, nconns);
+}
+
+void conn_drain_all(void)
+{
+	struct conn *c;
+	char error[512];
+	enum read_result r;
+
+	int avail;
+
+	/* Read what the kernel holds now, not what peers keep writing: the
+	 * drain must end. */
+	while ((c = LIST_FIRST(&conns)) != NULL) {
+		error[0] = '\0';
+		if (ioctl(c->fd, FIONREAD, &avail) == -1)
+			avail = 0;
+		r = read_some(c, avail / READ_CHUNK + 2, error, sizeof error);
+		conn_close(c, r == READ_AGAIN ? READ_EOF : r, error);
+	}
+}

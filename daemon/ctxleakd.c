@@ -1,0 +1,474 @@
+/*
+ * ctxleakd.c: main() of the ctxleak daemon: the command line, struct
+ * config cfg, the store's lifetime, the timers and the signals.
+ *
+ * It runs in the foreground (systemd or the user supervises it) until
+ * SIGTERM or SIGINT, then drains: nothing a client wrote before the signal
+ * and the kernel accepted is lost.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "ctxleakd.h"
+
+#define NS_PER_SEC    1000000000ULL
+#define STORE_TICK_MS 100
+
+struct config cfg;
+
+static struct store *store;
+static struct event_base *base;
+static char default_socket[PATH_MAX];
+static char default_db[PATH_MAX];
+
+static const char usage_text[] =
+    "usage: ctxleakd [options]\n"
+    "Collect records from ctxleak clients, find context leaks, store "
+    "them in SQLite.\n"
+    "\n"
+    "  --socket PATH           listen here (default %s)\n"
+    "  --db PATH               database file (default %s)\n"
+    "  --keep leaky|all        records to keep: of leaky requests only "
+    "(default),\n"
+    "                          or every record\n"
+    "  --log-level LEVEL       error, warn, info (default) or debug\n"
+    "  --log-file PATH         append the log here instead of stderr;\n"
+    "                          SIGHUP reopens it\n"
+    "  --max-connections N     client connections at once (default %u)\n"
+    "  --max-open-scopes N     open scopes per process (default %u)\n"
+    "  --max-request-age DUR   report requests open longer as unclosed\n"
+    "                          (e.g. 10m; default 0: never)\n"
+    "  --retention AGE[,SIZE]  delete data older than AGE or beyond SIZE\n"
+    "                          (e.g. 7d, 7d,1G or ,500M; default: keep)\n"
+    "  --linger DUR            wait for a reconnection this long before\n"
+    "                          finalising a process (default 1s)\n"
+    "  --max-record-size N     bytes in one record (default %u)\n"
+    "  --max-string N          bytes in one string (default %u)\n"
+    "  --help, --version\n"
+    "\n"
+    "Durations take a unit: ns, us, ms, s, m, h, d (0 needs none).  "
+    "Sizes take\n"
+    "an optional K, M or G (powers of 1024).\n";
+
+static void usage(FILE *out)
+{
+	struct rules_config rc;
+	struct proto_limits lim;
+
+	rules_config_default(&rc);
+	proto_limits_default(&lim);
+	fprintf(out, usage_text, default_socket, default_db,
+		cfg.max_connections, rc.max_open_scopes, lim.max_object,
+		lim.max_string);
+}
+
+static void __attribute__((noreturn, format(printf, 1, 2)))
+bad_usage(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("ctxleakd: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\nTry 'ctxleakd --help'.\n", stderr);
+	exit(2);
+}
+
+/* A number followed by a unit from units[] (each with its multiplier).
+ * Returns -1 on syntax errors and overflow. */
+struct unit {
+	const char *suffix;
+	uint64_t mult;
+};
+
+static int parse_with_unit(const char *s, const struct unit *units,
+			   int unit_required, uint64_t *out)
+{
+	unsigned long long n;
+	char *end;
+
+	if (*s < '0' || *s > '9')
+		return -1;
+	errno = 0;
+	n = strtoull(s, &end, 10);
+	if (errno != 0)
+		return -1;
+	if (*end == '\0' && (!unit_required || n == 0)) {
+		*out = n;
+		return 0;
+	}
+	for (; units->suffix != NULL; units++) {
+		if (strcmp(end, units->suffix) != 0)
+			continue;
+		if (n > UINT64_MAX / units->mult)
+			return -1;
+		*out = n * units->mult;
+		return 0;
+	}
+	return -1;
+}
+
+static const struct unit duration_units[] = {
+    {"ns", 1},
+    {"us", 1000},
+    {"ms", 1000000},
+    {"s", NS_PER_SEC},
+    {"m", 60 * NS_PER_SEC},
+    {"h", 3600 * NS_PER_SEC},
+    {"d", 86400 * NS_PER_SEC},
+    {NULL, 0},
+};
+
+static const struct unit size_units[] = {
+    {"K", 1ULL << 10}, {"M", 1ULL << 20}, {"G", 1ULL << 30},
+    {"k", 1ULL << 10}, {"T", 1ULL << 40}, {NULL, 0},
+};
+
+static uint64_t parse_duration(const char *opt, const char *s)
+{
+	uint64_t v;
+
+	if (parse_with_unit(s, duration_units, 1, &v) == -1)
+		bad_usage("--%s: bad duration '%s' (e.g. 500ms, 10s, 7d)", opt,
+			  s);
+	return v;
+}
+
+static uint64_t parse_size(const char *opt, const char *s, uint64_t max)
+{
+	uint64_t v;
+
+	if (parse_with_unit(s, size_units, 0, &v) == -1 || v > max)
+		bad_usage("--%s: bad size '%s' (e.g. 4096, 64K, 1G; at most "
+			  "%llu)",
+			  opt, s, (unsigned long long)max);
+	return v;
+}
+
+static uint32_t parse_count(const char *opt, const char *s)
+{
+	uint64_t v;
+
+	if (parse_with_unit(s, size_units, 0, &v) == -1 || v == 0 ||
+	    v > UINT32_MAX)
+		bad_usage("--%s: bad number '%s' (a positive integer)", opt, s);
+	return (uint32_t)v;
+}
+
+static void parse_retention(const char *s)
+{
+	const char *comma = strchr(s, ',');
+	char age[64];
+	size_t n = comma != NULL ? (size_t)(comma - s) : strlen(s);
+
+	if (n >= sizeof age || (n == 0 && (comma == NULL || comma[1] == '\0')))
+		bad_usage("--retention: bad value '%s' (e.g. 7d, 7d,1G or "
+			  ",500M)",
+			  s);
+	memcpy(age, s, n);
+	age[n] = '\0';
+	cfg.retention_age = n > 0 ? parse_duration("retention", age) : 0;
+	cfg.retention_bytes =
+	    comma != NULL ? parse_size("retention", comma + 1, UINT64_MAX) : 0;
+}
+
+/* As root the system paths; otherwise the XDG base directories, the same
+ * the client and the CLI look at. */
+static void set_default_paths(void)
+{
+	const char *runtime = getenv("XDG_RUNTIME_DIR");
+	const char *state = getenv("XDG_STATE_HOME");
+	const char *home = getenv("HOME");
+	struct passwd *pw;
+
+	if (geteuid() == 0) {
+		snprintf(default_socket, sizeof default_socket,
+			 "/run/ctxleak/ctxleak.sock");
+		snprintf(default_db, sizeof default_db,
+			 "/var/lib/ctxleak/ctxleak.db");
+		return;
+	}
+	if (runtime != NULL && *runtime != '\0')
+		snprintf(default_socket, sizeof default_socket,
+			 "%s/ctxleak/ctxleak.sock", runtime);
+	else
+		snprintf(default_socket, sizeof default_socket,
+			 "/tmp/ctxleak-%u/ctxleak.sock", (unsigned)getuid());
+	if (home == NULL || *home == '\0') {
+		pw = getpwuid(getuid());
+		home = pw != NULL ? pw->pw_dir : "/";
+	}
+	if (state != NULL && *state != '\0')
+		snprintf(default_db, sizeof default_db, "%s/ctxleak/ctxleak.db",
+			 state);
+	else
+		snprintf(default_db, sizeof default_db,
+			 "%s/.local/state/ctxleak/ctxleak.db", home);
+}
+
+static void set_defaults(void)
+{
+	struct rules_config rc;
+
+	rules_config_default(&rc);
+	set_default_paths();
+	cfg.socket_path = default_socket;
+	cfg.db_path = default_db;
+	cfg.log_level = LOG_LEVEL_INFO;
+	cfg.max_connections = 1024;
+	cfg.max_open_scopes = rc.max_open_scopes;
+	cfg.max_request_age = rc.max_request_age;
+	cfg.linger = NS_PER_SEC;
+	proto_limits_default(&cfg.limits);
+}
+
+enum {
+	OPT_SOCKET = 256,
+	OPT_DB,
+	OPT_KEEP,
+	OPT_LOG_LEVEL,
+	OPT_LOG_FILE,
+	OPT_MAX_CONNECTIONS,
+	OPT_MAX_OPEN_SCOPES,
+	OPT_MAX_REQUEST_AGE,
+	OPT_RETENTION,
+	OPT_LINGER,
+	OPT_MAX_RECORD_SIZE,
+	OPT_MAX_STRING,
+	OPT_HELP,
+	OPT_VERSION,
+};
+
+static const struct option long_options[] = {
+    {"socket", required_argument, NULL, OPT_SOCKET},
+    {"db", required_argument, NULL, OPT_DB},
+    {"keep", required_argument, NULL, OPT_KEEP},
+    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+    {"log-file", required_argument, NULL, OPT_LOG_FILE},
+    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
+    {"max-open-scopes", required_argument, NULL, OPT_MAX_OPEN_SCOPES},
+    {"max-request-age", required_argument, NULL, OPT_MAX_REQUEST_AGE},
+    {"retention", required_argument, NULL, OPT_RETENTION},
+    {"linger", required_argument, NULL, OPT_LINGER},
+    {"max-record-size", required_argument, NULL, OPT_MAX_RECORD_SIZE},
+    {"max-string", required_argument, NULL, OPT_MAX_STRING},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+static void parse_keep(const char *s)
+{
+	if (strcmp(s, "all") == 0)
+		cfg.keep_all = 1;
+	else if (strcmp(s, "leaky") == 0)
+		cfg.keep_all = 0;
+	else
+		bad_usage("--keep: '%s' is neither leaky nor all", s);
+}
+
+static void parse_option(int opt, const char *arg)
+{
+	int level;
+
+	switch (opt) {
+	case OPT_SOCKET:
+		if (*arg == '\0' || strlen(arg) >= 108)
+			bad_usage("--socket: path empty or longer than 107 "
+				  "bytes");
+		cfg.socket_path = arg;
+		break;
+	case OPT_DB:
+		cfg.db_path = arg;
+		break;
+	case OPT_KEEP:
+		parse_keep(arg);
+		break;
+	case OPT_LOG_LEVEL:
+		level = log_level_from_name(arg);
+		if (level < 0)
+			bad_usage("--log-level: '%s' is not one of error, "
+				  "warn, info, debug",
+				  arg);
+		cfg.log_level = (enum log_level)level;
+		break;
+	case OPT_LOG_FILE:
+		cfg.log_path = arg;
+		break;
+	case OPT_MAX_CONNECTIONS:
+		cfg.max_connections = parse_count("max-connections", arg);
+		break;
+	case OPT_MAX_OPEN_SCOPES:
+		cfg.max_open_scopes = parse_count("max-open-scopes", arg);
+		break;
+	case OPT_MAX_REQUEST_AGE:
+		cfg.max_request_age = parse_duration("max-request-age", arg);
+		break;
+	case OPT_RETENTION:
+		parse_retention(arg);
+		break;
+	case OPT_LINGER:
+		cfg.linger = parse_duration("linger", arg);
+		break;
+	case OPT_MAX_RECORD_SIZE:
+		cfg.limits.max_object =
+		    (uint32_t)parse_size("max-record-size", arg, 64ULL << 20);
+		if (cfg.limits.max_object < 64)
+			bad_usage("--max-record-size: at least 64 bytes");
+		break;
+	case OPT_MAX_STRING:
+		cfg.limits.max_string =
+		    (uint32_t)parse_size("max-string", arg, 64ULL << 20);
+		break;
+	case OPT_HELP:
+		usage(stdout);
+		exit(0);
+	case OPT_VERSION:
+		printf("ctxleakd %s\n", CTXLEAKD_VERSION);
+		exit(0);
+	default:
+		fputs("Try 'ctxleakd --help'.\n", stderr);
+		exit(2);
+	}
+}
+
+static void parse_args(int argc, char **argv)
+{
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1)
+		parse_option(opt, optarg);
+	if (optind < argc)
+		bad_usage("unexpected argument '%s'", argv[optind]);
+}
+
+/* The store does not create directories; the default one may not exist
+ * yet on a fresh machine.  Failures are left for the store to report. */
+static void make_db_directory(void)
+{
+	char dir[PATH_MAX];
+	char *slash;
+
+	snprintf(dir, sizeof dir, "%s", cfg.db_path);
+	slash = strrchr(dir, '/');
+	if (slash == NULL || slash == dir)
+		return;
+	*slash = '\0';
+	for (char *p = dir + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		mkdir(dir, 0755);
+		*p = '/';
+	}
+	mkdir(dir, geteuid() == 0 ? 0755 : 0700);
+}
+
+static void open_store(void)
+{
+	struct store_config sc = {
+	    .path = cfg.db_path,
+	    .keep_all = cfg.keep_all,
+	    .retention_age = cfg.retention_age,
+	    .retention_bytes = cfg.retention_bytes,
+	    .commit_ms = 200,
+	    .commit_rows = 10000,
+	};
+	char err[512] = "";
+
+	make_db_directory();
+	store = store_open(&sc, err, sizeof err);
+	if (store == NULL)
+		fatalx("cannot open database %s: %s", cfg.db_path, err);
+}
+
+static void on_store_tick(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	store_tick(store);
+}
+
+static void on_terminate(evutil_socket_t sig, short what, void *arg)
+{
+	char status[256];
+
+	(void)what;
+	(void)arg;
+	log_info("%s: draining", strsignal((int)sig));
+	sdnotify_stopping();
+	server_drain();
+	server_status(status, sizeof status);
+	store_close(store);
+	store = NULL;
+	log_info("stopped: %s", status);
+	event_base_loopbreak(base);
+}
+
+static void on_hangup(evutil_socket_t sig, short what, void *arg)
+{
+	(void)sig;
+	(void)what;
+	(void)arg;
+	log_reopen();
+}
+
+static struct event *add_event(int fd, short what, event_callback_fn cb,
+			       const struct timeval *tv)
+{
+	struct event *ev = event_new(base, fd, what, cb, NULL);
+
+	if (ev == NULL || event_add(ev, tv) == -1)
+		fatalx("cannot add an event");
+	return ev;
+}
+
+int main(int argc, char **argv)
+{
+	const struct timeval tick = {0, STORE_TICK_MS * 1000};
+	struct event *events[4];
+
+	set_defaults();
+	parse_args(argc, argv);
+	log_open(cfg.log_path);
+	log_set_level(cfg.log_level);
+	signal(SIGPIPE, SIG_IGN);
+
+	base = event_base_new();
+	if (base == NULL)
+		fatalx("cannot create the event loop");
+	open_store();
+	process_init(base, store);
+	server_listen(base);
+
+	events[0] =
+	    add_event(SIGTERM, EV_SIGNAL | EV_PERSIST, on_terminate, NULL);
+	events[1] =
+	    add_event(SIGINT, EV_SIGNAL | EV_PERSIST, on_terminate, NULL);
+	events[2] = add_event(SIGHUP, EV_SIGNAL | EV_PERSIST, on_hangup, NULL);
+	events[3] = add_event(-1, EV_PERSIST, on_store_tick, &tick);
+	sdnotify_start(base);
+	sdnotify_ready();
+	log_info("ctxleakd %s listening on %s, database %s, keep %s",
+		 CTXLEAKD_VERSION, cfg.socket_path, cfg.db_path,
+		 cfg.keep_all ? "all" : "leaky");
+
+	event_base_dispatch(base);
+
+	for (size_t i = 0; i < sizeof events / sizeof events[0]; i++)
+		event_free(events[i]);
+	event_base_free(base);
+	return 0;
+}

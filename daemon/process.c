@@ -1,0 +1,224 @@
+/*
+ * process.c: the client processes ctxleakd knows, by instance ID.  Each
+ * has one rules engine whose sink writes straight to the store, and
+ * outlives its connections: after the last one closes it lingers for
+ * --linger so that a reconnection (a restarted daemon connection, a
+ * flushed buffer) continues it, then it is finalised: everything queued is
+ * judged, open scopes become unclosed, and its row gets its counters and
+ * concurrency model.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+
+#include "ctxleakd.h"
+
+struct process {
+	uint64_t instance;
+	pid_t pid; /* the kernel's, for log lines */
+	struct store_proc sp;
+	struct rules *rules;
+	unsigned conns;	      /* connections attached now */
+	struct event *linger; /* pending while no connection is attached */
+	uint64_t records, dropped, skipped;
+	char *error; /* the last protocol error that closed a connection */
+	TAILQ_ENTRY(process) entry;
+};
+
+static TAILQ_HEAD(, process) processes = TAILQ_HEAD_INITIALIZER(processes);
+static struct event_base *process_base;
+static struct store *process_store;
+/* Daemon-wide, so that requests.id stays unique across processes and
+ * restarts. */
+static uint64_t request_seq;
+static struct process_stats stats;
+
+void process_init(struct event_base *base, struct store *store)
+{
+	process_base = base;
+	process_store = store;
+	request_seq = store_last_request_id(store);
+}
+
+void process_stats(struct process_stats *out)
+{
+	*out = stats;
+}
+
+static void sink_verdict(void *arg, const struct rules_verdict *v)
+{
+	struct process *p = arg;
+
+	store_verdict(process_store, &p->sp, v);
+}
+
+static void sink_finding(void *arg, const struct rules_finding *f)
+{
+	struct process *p = arg;
+
+	stats.findings++;
+	/* Names and details only: tag values and messages stay out of logs. */
+	log_debug("pid %d: %s of request %llu at site %u", (int)p->pid,
+		  leak_class_name(f->leak), (unsigned long long)f->victim_rid,
+		  f->rec != NULL ? f->rec->site : 0);
+	store_finding(process_store, &p->sp, f);
+}
+
+static void sink_request(void *arg, const struct rules_request *rq)
+{
+	struct process *p = arg;
+
+	store_request(process_store, &p->sp, rq);
+}
+
+static struct process *process_find(uint64_t instance)
+{
+	struct process *p;
+
+	TAILQ_FOREACH(p, &processes, entry)
+	if (p->instance == instance)
+		return p;
+	return NULL;
+}
+
+static struct process *process_new(uint64_t instance)
+{
+	struct rules_config rc;
+	struct rules_sink sink = {sink_verdict, sink_finding, sink_request,
+				  NULL};
+	struct process *p = calloc(1, sizeof *p);
+
+	if (p == NULL)
+		return NULL;
+	rules_config_default(&rc);
+	rc.max_open_scopes = cfg.max_open_scopes;
+	rc.max_request_age = cfg.max_request_age;
+	rc.hold_records = !cfg.keep_all;
+	rc.request_seq = &request_seq;
+	sink.arg = p;
+	p->instance = instance;
+	p->rules = rules_new(&rc, &sink);
+	if (p->rules == NULL) {
+		free(p);
+		return NULL;
+	}
+	TAILQ_INSERT_TAIL(&processes, p, entry);
+	stats.live++;
+	return p;
+}
+
+static void process_free(struct process *p)
+{
+	if (p->linger != NULL)
+		event_free(p->linger);
+	TAILQ_REMOVE(&processes, p, entry);
+	stats.live--;
+	rules_free(p->rules);
+	free(p->error);
+	free(p);
+}
+
+struct process *process_attach(const struct proto_hello *hello,
+			       const struct ucred *cred)
+{
+	struct store_process_info pi = {hello, cred->pid, cred->uid, cred->gid};
+	struct process *p = process_find(hello->instance);
+	int fresh = p == NULL;
+
+	if (fresh && (p = process_new(hello->instance)) == NULL) {
+		log_error("pid %d: out of memory", (int)cred->pid);
+		return NULL;
+	}
+	if (store_process_open(process_store, &pi, &p->sp) == -1) {
+		log_error("pid %d: cannot record the process", (int)cred->pid);
+		if (fresh)
+			process_free(p);
+		return NULL;
+	}
+	if (p->linger != NULL) {
+		event_free(p->linger);
+		p->linger = NULL;
+	}
+	p->pid = cred->pid;
+	p->conns++;
+	log_debug("pid %d: %s process %llu", (int)cred->pid,
+		  fresh ? "new" : "continues", (unsigned long long)p->sp.id);
+	return p;
+}
+
+int64_t process_site(struct process *p, const struct proto_record *site)
+{
+	return store_site(process_store, &p->sp, site);
+}
+
+void process_record(struct process *p, const struct proto_record *rec)
+{
+	p->records++;
+	if (rules_add(p->rules, rec) == -1)
+		log_error("pid %d: out of memory: record lost", (int)p->pid);
+}
+
+void process_watermark(struct process *p, uint64_t ts)
+{
+	rules_advance(p->rules, ts);
+}
+
+void process_dropped(struct process *p, const struct proto_record *rec)
+{
+	p->dropped += rec->count;
+	store_dropped(process_store, &p->sp, rec);
+}
+
+static void process_finalise(struct process *p)
+{
+	struct rules_model model;
+
+	rules_finish(p->rules);
+	rules_model(p->rules, &model);
+	store_process_update(process_store, &p->sp, p->records, p->dropped,
+			     p->skipped, p->error, &model, 1);
+	log_debug("pid %d: process %llu finalised: %llu records, %s",
+		  (int)p->pid, (unsigned long long)p->sp.id,
+		  (unsigned long long)p->records, model.model);
+	process_free(p);
+}
+
+static void on_linger_end(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	process_finalise(arg);
+}
+
+void process_detach(struct process *p, const char *error, uint64_t skipped)
+{
+	struct timeval tv = {(time_t)(cfg.linger / 1000000000),
+			     (suseconds_t)(cfg.linger % 1000000000 / 1000)};
+
+	p->skipped += skipped;
+	if (error != NULL) {
+		free(p->error);
+		p->error = strdup(error);
+	}
+	if (--p->conns > 0)
+		return;
+	if (cfg.linger == 0) {
+		process_finalise(p);
+		return;
+	}
+	p->linger = evtimer_new(process_base, on_linger_end, p);
+	if (p->linger == NULL || evtimer_add(p->linger, &tv) == -1)
+		process_finalise(p);
+}
+
+void process_finalise_all(void)
+{
+	struct process *p;
+
+	while ((p = TAILQ_FIRST(&processes)) != NULL)
+		process_finalise(p);
+}

@@ -1,0 +1,195 @@
+/*
+ * server.c: ctxleakd's listening socket: creating it (or adopting the one
+ * systemd passed), accepting clients within --max-connections, and the
+ * orderly stop that reads what clients already sent before exiting.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "ctxleakd.h"
+
+static struct event_base *server_base;
+static struct event *listen_event;
+static int listen_fd = -1;
+static int from_systemd; /* systemd owns the socket file: never unlink */
+
+/* For the records/s figure of server_status. */
+static uint64_t status_records;
+static struct timespec status_time;
+
+static void make_socket_directory(const char *path)
+{
+	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char *slash;
+
+	snprintf(dir, sizeof dir, "%s", path);
+	slash = strrchr(dir, '/');
+	if (slash == NULL || slash == dir)
+		return;
+	*slash = '\0';
+	/* Only the last component: the one we name (ctxleak/) under a
+	 * runtime directory that must already exist. */
+	if (mkdir(dir, geteuid() == 0 ? 0755 : 0700) == -1 && errno != EEXIST)
+		fatal("cannot create socket directory %s", dir);
+}
+
+static void fill_address(struct sockaddr_un *sun, const char *path)
+{
+	memset(sun, 0, sizeof *sun);
+	sun->sun_family = AF_UNIX;
+	if (strlen(path) >= sizeof sun->sun_path)
+		fatalx("socket path too long: %s", path);
+	memcpy(sun->sun_path, path, strlen(path));
+}
+
+/* A socket file may be left by a daemon that crashed.  Remove it only when
+ * nothing answers on it: a live daemon must keep its socket. */
+static void remove_stale_socket(const struct sockaddr_un *sun)
+{
+	struct stat st;
+	int fd;
+
+	if (lstat(sun->sun_path, &st) == -1)
+		return;
+	if (!S_ISSOCK(st.st_mode))
+		fatalx("%s exists and is not a socket", sun->sun_path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		fatal("socket");
+	if (connect(fd, (const struct sockaddr *)sun, sizeof *sun) == 0)
+		fatalx("another ctxleakd is listening on %s", sun->sun_path);
+	if (errno != ECONNREFUSED)
+		fatal("cannot check %s", sun->sun_path);
+	close(fd);
+	log_info("replacing stale socket %s", sun->sun_path);
+	if (unlink(sun->sun_path) == -1)
+		fatal("cannot remove stale socket %s", sun->sun_path);
+}
+
+static int create_socket(const char *path)
+{
+	struct sockaddr_un sun;
+	int fd;
+
+	fill_address(&sun, path);
+	make_socket_directory(path);
+	remove_stale_socket(&sun);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd == -1)
+		fatal("socket");
+	if (bind(fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
+		if (errno == EADDRINUSE)
+			fatalx("another ctxleakd is listening on %s", path);
+		fatal("cannot bind %s", path);
+	}
+	/* After bind: the group (set by the unit or the directory) gets
+	 * access, nobody else. */
+	if (chmod(path, 0660) == -1)
+		fatal("chmod %s", path);
+	if (listen(fd, SOMAXCONN) == -1)
+		fatal("listen on %s", path);
+	return fd;
+}
+
+static void on_accept(evutil_socket_t fd, short what, void *arg)
+{
+	int cfd;
+
+	(void)what;
+	(void)arg;
+	/* A few at a time: a storm of connections must not starve the
+	 * clients already connected. */
+	for (int i = 0; i < 64; i++) {
+		cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd == -1) {
+			if (errno != EAGAIN && errno != EINTR &&
+			    errno != ECONNABORTED)
+				log_warn("accept: %s", strerror(errno));
+			return;
+		}
+		if (conn_count() >= cfg.max_connections) {
+			conn_count_rejected();
+			log_warn("connection refused: %u connections open "
+				 "(--max-connections)",
+				 conn_count());
+			close(cfd);
+			continue;
+		}
+		conn_accept(server_base, cfd);
+	}
+}
+
+void server_listen(struct event_base *base)
+{
+	server_base = base;
+	listen_fd = sdnotify_listen_fd();
+	if (listen_fd >= 0) {
+		from_systemd = 1;
+		if (fcntl(listen_fd, F_SETFL,
+			  fcntl(listen_fd, F_GETFL) | O_NONBLOCK) == -1)
+			fatal("fcntl");
+		log_info("using the socket passed by systemd");
+	} else {
+		listen_fd = create_socket(cfg.socket_path);
+	}
+	listen_event =
+	    event_new(base, listen_fd, EV_READ | EV_PERSIST, on_accept, NULL);
+	if (listen_event == NULL || event_add(listen_event, NULL) == -1)
+		fatalx("cannot watch the listening socket");
+	clock_gettime(CLOCK_MONOTONIC, &status_time);
+}
+
+static void stop_listening(void)
+{
+	if (listen_event == NULL)
+		return;
+	event_free(listen_event);
+	listen_event = NULL;
+	close(listen_fd);
+	listen_fd = -1;
+	if (!from_systemd && unlink(cfg.socket_path) == -1 && errno != ENOENT)
+		log_warn("cannot remove %s: %s", cfg.socket_path,
+			 strerror(errno));
+}
+
+void server_drain(void)
+{
+	stop_listening();
+	conn_drain_all();
+	process_finalise_all();
+}
+
+void server_status(char *buf, size_t len)
+{
+	struct conn_stats cs;
+	struct process_stats ps;
+	struct timespec now;
+	double secs, rate;
+
+	conn_stats(&cs);
+	process_stats(&ps);
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	secs = (double)(now.tv_sec - status_time.tv_sec) +
+	       (double)(now.tv_nsec - status_time.tv_nsec) / 1e9;
+	rate = secs > 0 ? (double)(cs.records - status_records) / secs : 0;
+	status_records = cs.records;
+	status_time = now;
+	snprintf(buf, len,
+		 "%u connections, %llu processes, %.0f records/s, %llu "
+		 "records, %llu findings, %llu refused, %llu bad input",
+		 conn_count(), (unsigned long long)ps.live, rate,
+		 (unsigned long long)cs.records,
+		 (unsigned long long)ps.findings,
+		 (unsigned long long)cs.rejected,
+		 (unsigned long long)cs.proto_errors);
+}
