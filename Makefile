@@ -5,6 +5,8 @@
 #   make check SAN=1   the same under ASan + UBSan (into build/san/)
 #   make check-tsan    the client tests under ThreadSanitizer (build/tsan/)
 #   make bench      run the benchmarks in bench/
+#   make demo       run the example workers against a private daemon and
+#                   print the leak report (examples/demo.sh)
 #   make install    PREFIX, DESTDIR, LIBDIR, BINDIR, SBINDIR, INCLUDEDIR
 #   make clean
 #
@@ -166,6 +168,12 @@ check-tsan:
 
 bench: all $(BENCHES)
 	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
+
+# Runs every example under each backend against a private daemon under
+# demo/ and prints the leak report.
+.PHONY: demo
+demo: all $(EXAMPLES)
+	@sh examples/demo.sh $(B)
 
 # ---------------------------------------------------------------- install
 
