@@ -41,6 +41,11 @@ enum proto_type {
 };
 #define PROTO_TYPE_MAX PROTO_WATERMARK
 
+/* Elements in a record of each type (index: enum proto_type; 0 for 0).
+ * A decoder accepts more (a later version may append fields), never
+ * fewer. */
+extern const uint8_t proto_type_fields[PROTO_TYPE_MAX + 1];
+
 /* BEGIN's kind field. */
 enum proto_kind {
 	PROTO_KIND_REQUEST = 0, /* ctxleak_begin: a new root scope */
@@ -132,7 +137,9 @@ void proto_limits_default(struct proto_limits *lim);
 
 /*
  * Append record `r` to buf[0..cap).  Returns the bytes written, or 0 when
- * they would not fit (nothing is written then).  Integers use msgpack's
+ * they would not fit or r->type is not a known type (nothing is written
+ * then).  A string field whose ptr is NULL is written as nil where the
+ * type allows nil, else as the empty string.  Integers use msgpack's
  * smallest encoding.  Fields that the record's type does not have are not
  * written.  Allocates nothing.
  */
@@ -172,7 +179,9 @@ struct proto_msg {
 
 struct proto_decoder; /* opaque */
 
-/* lim NULL: proto_limits_default.  Returns NULL when out of memory. */
+/* lim NULL: proto_limits_default; a zero field of *lim takes its default.
+ * max_depth is capped at 32, the deepest nesting msgpack-c decodes.
+ * Returns NULL when out of memory. */
 struct proto_decoder *proto_decoder_new(const struct proto_limits *lim);
 void proto_decoder_free(struct proto_decoder *d);
 
