@@ -65,6 +65,9 @@ ALL_CFLAGS = $(STD) $(CFLAGS) $(PKG_CFLAGS) -Iproto -Iclient -Idaemon
 # ---------------------------------------------------------------- sources
 
 PROTO_SRCS  := $(wildcard proto/*.c)
+# The client only encodes; the decoder (proto/decode*.c) needs msgpack-c,
+# which libctxleak neither needs nor links.
+CLIENT_PROTO_SRCS := $(filter-out proto/decode%.c,$(PROTO_SRCS))
 CLIENT_SRCS := $(wildcard client/*.c)
 CLI_SRCS    := $(wildcard daemon/cli*.c)
 DMAIN_SRCS  := daemon/ctxleakd.c
@@ -120,14 +123,14 @@ $(PROTO_A): $(call obj,$(PROTO_SRCS))
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(CLIENT_A): $(call pic,$(CLIENT_SRCS) $(PROTO_SRCS))
+$(CLIENT_A): $(call pic,$(CLIENT_SRCS) $(CLIENT_PROTO_SRCS))
 	@rm -f $@
 	$(AR) rcs $@ $^
 
-$(CLIENT_SO): $(call pic,$(CLIENT_SRCS) $(PROTO_SRCS)) client/libctxleak.map
+$(CLIENT_SO): $(call pic,$(CLIENT_SRCS) $(CLIENT_PROTO_SRCS)) client/libctxleak.map
 	$(CC) -shared -Wl,-soname,libctxleak.so.$(SOVERSION) \
 		-Wl,--version-script=client/libctxleak.map -Wl,-z,defs \
-		$(LDFLAGS) -o $@ $(call pic,$(CLIENT_SRCS) $(PROTO_SRCS)) $(LDLIBS_PTHREAD)
+		$(LDFLAGS) -o $@ $(call pic,$(CLIENT_SRCS) $(CLIENT_PROTO_SRCS)) $(LDLIBS_PTHREAD)
 	ln -sf libctxleak.so.$(VERSION) $(B)/libctxleak.so.$(SOVERSION)
 	ln -sf libctxleak.so.$(SOVERSION) $(B)/libctxleak.so
 
