@@ -1,0 +1,511 @@
+/*
+ * harness.c: the integration-test harness: the real ctxleakd in a
+ * temporary directory, client children, raw connections, and read-only
+ * queries on the daemon's database.  See harness.h.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "harness.h"
+#include "proto.h"
+
+#define POLL_MS 10
+
+static char error_buf[4096];
+
+static void __attribute__((format(printf, 1, 2)))
+set_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(error_buf, sizeof error_buf, fmt, ap);
+	va_end(ap);
+}
+
+const char *harness_error(void)
+{
+	return error_buf;
+}
+
+const char *harness_daemon_path(void)
+{
+	const char *bin = getenv("CTXLEAKD_BIN");
+
+	return bin != NULL && *bin != '\0' ? bin : "build/ctxleakd";
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+
+	nanosleep(&ts, NULL);
+}
+
+/* Polls of POLL_MS within HARNESS_TIMEOUT_SEC. */
+#define POLL_ROUNDS (HARNESS_TIMEOUT_SEC * 1000 / POLL_MS)
+
+/* Exit status as a shell reports it. */
+static int exit_status(int status)
+{
+	if (WIFEXITED(status))
+		return WEXITSTATUS(status);
+	if (WIFSIGNALED(status))
+		return 128 + WTERMSIG(status);
+	return -1;
+}
+
+/* Wait for pid within the timeout; -1 when it is still running. */
+static int wait_exit(pid_t pid)
+{
+	int status;
+
+	for (int i = 0; i < POLL_ROUNDS; i++) {
+		pid_t r = waitpid(pid, &status, WNOHANG);
+
+		if (r == pid)
+			return exit_status(status);
+		if (r == -1 && errno != EINTR)
+			return -1;
+		sleep_ms(POLL_MS);
+	}
+	return -1;
+}
+
+static char *read_file(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf = NULL;
+	size_t len = 0, cap = 0, n;
+
+	if (f == NULL)
+		return strdup("");
+	do {
+		if (len + 4096 + 1 > cap) {
+			cap = cap * 2 + 8192;
+			buf = realloc(buf, cap);
+			if (buf == NULL)
+				abort();
+		}
+		n = fread(buf + len, 1, cap - len - 1, f);
+		len += n;
+	} while (n > 0);
+	fclose(f);
+	buf[len] = '\0';
+	return buf;
+}
+
+int harness_prepare(struct harness_daemon *d)
+{
+	memset(d, 0, sizeof *d);
+	snprintf(d->dir, sizeof d->dir, "/tmp/ctxleak-test-XXXXXX");
+	if (mkdtemp(d->dir) == NULL) {
+		set_error("mkdtemp: %s", strerror(errno));
+		return -1;
+	}
+	snprintf(d->socket, sizeof d->socket, "%s/ctxleak.sock", d->dir);
+	snprintf(d->db, sizeof d->db, "%s/ctxleak.db", d->dir);
+	snprintf(d->log, sizeof d->log, "%s/stderr.log", d->dir);
+	return 0;
+}
+
+/* -1 when path does not fit in sun_path. */
+static int fill_address(struct sockaddr_un *sun, const char *path)
+{
+	size_t len = strlen(path);
+
+	memset(sun, 0, sizeof *sun);
+	sun->sun_family = AF_UNIX;
+	if (len >= sizeof sun->sun_path) {
+		set_error("socket path too long: %s", path);
+		return -1;
+	}
+	memcpy(sun->sun_path, path, len);
+	return 0;
+}
+
+static int socket_accepts(const char *path)
+{
+	struct sockaddr_un sun;
+	int fd, ok;
+
+	if (fill_address(&sun, path) == -1)
+		return 0;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return 0;
+	ok = connect(fd, (struct sockaddr *)&sun, sizeof sun) == 0;
+	close(fd);
+	return ok;
+}
+
+static pid_t spawn_daemon(const char *const *argv, const char *out_path)
+{
+	pid_t pid = fork();
+	int fd;
+
+	if (pid != 0)
+		return pid;
+	fd = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+	if (fd == -1)
+		_exit(126);
+	dup2(fd, STDOUT_FILENO);
+	dup2(fd, STDERR_FILENO);
+	close(fd);
+	execv(harness_daemon_path(), (char *const *)argv);
+	fprintf(stderr, "exec %s: %s\n", harness_daemon_path(),
+		strerror(errno));
+	_exit(127);
+}
+
+int harness_launch(struct harness_daemon *d, const char *const *args)
+{
+	const char *argv[64] = {"ctxleakd", "--socket", d->socket, "--db",
+				d->db,	    "--linger", "0"};
+	size_t n = 7;
+	char *log;
+	int st;
+
+	for (; args != NULL && *args != NULL; args++)
+		if (n < sizeof argv / sizeof argv[0] - 1)
+			argv[n++] = *args;
+	argv[n] = NULL;
+	d->pid = spawn_daemon(argv, d->log);
+	if (d->pid == -1) {
+		set_error("fork: %s", strerror(errno));
+		return -1;
+	}
+	for (int i = 0; i < POLL_ROUNDS; i++) {
+		if (socket_accepts(d->socket))
+			return 0;
+		if (waitpid(d->pid, &st, WNOHANG) == d->pid) {
+			d->pid = 0;
+			log = harness_log(d);
+			set_error("ctxleakd exited with status %d before "
+				  "listening:\n%s",
+				  exit_status(st), log);
+			free(log);
+			return -1;
+		}
+		sleep_ms(POLL_MS);
+	}
+	harness_kill(d);
+	set_error("ctxleakd did not listen on %s in %d s", d->socket,
+		  HARNESS_TIMEOUT_SEC);
+	return -1;
+}
+
+int harness_start(struct harness_daemon *d, const char *const *args)
+{
+	if (harness_prepare(d) == -1)
+		return -1;
+	return harness_launch(d, args);
+}
+
+int harness_stop(struct harness_daemon *d)
+{
+	int st;
+
+	if (d->pid <= 0) {
+		set_error("ctxleakd is not running");
+		return -1;
+	}
+	kill(d->pid, SIGTERM);
+	st = wait_exit(d->pid);
+	if (st == -1) {
+		set_error("ctxleakd did not stop in %d s", HARNESS_TIMEOUT_SEC);
+		harness_kill(d);
+		return -1;
+	}
+	d->pid = 0;
+	return st;
+}
+
+void harness_kill(struct harness_daemon *d)
+{
+	if (d->pid <= 0)
+		return;
+	kill(d->pid, SIGKILL);
+	waitpid(d->pid, NULL, 0);
+	d->pid = 0;
+}
+
+void harness_cleanup(struct harness_daemon *d)
+{
+	char cmd[400];
+
+	harness_kill(d);
+	if (d->dir[0] == '\0')
+		return;
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", d->dir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "harness: cannot remove %s\n", d->dir);
+	d->dir[0] = '\0';
+}
+
+char *harness_log(const struct harness_daemon *d)
+{
+	return read_file(d->log);
+}
+
+static int count_occurrences(const char *hay, const char *needle)
+{
+	int n = 0;
+
+	while ((hay = strstr(hay, needle)) != NULL) {
+		n++;
+		hay += strlen(needle);
+	}
+	return n;
+}
+
+int harness_wait_log(const struct harness_daemon *d, const char *needle,
+		     int count)
+{
+	char *log;
+	int n;
+
+	for (int i = 0; i < POLL_ROUNDS; i++) {
+		log = harness_log(d);
+		n = count_occurrences(log, needle);
+		free(log);
+		if (n >= count)
+			return 0;
+		sleep_ms(POLL_MS);
+	}
+	set_error("'%s' not %d times in the daemon's log", needle, count);
+	return -1;
+}
+
+int harness_exec(const char *const *argv, char **out)
+{
+	char path[] = "/tmp/ctxleak-exec-XXXXXX";
+	int fd = mkstemp(path);
+	pid_t pid;
+	int st;
+
+	if (fd == -1) {
+		set_error("mkstemp: %s", strerror(errno));
+		return -1;
+	}
+	close(fd);
+	pid = spawn_daemon(argv, path);
+	st = pid == -1 ? -1 : wait_exit(pid);
+	if (st == -1 && pid > 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		set_error("ctxleakd did not exit in %d s", HARNESS_TIMEOUT_SEC);
+	}
+	if (out != NULL)
+		*out = read_file(path);
+	unlink(path);
+	return st;
+}
+
+/* ------------------------------------------------------------ database */
+
+static sqlite3_stmt *query(const struct harness_daemon *d, const char *sql,
+			   sqlite3 **db)
+{
+	sqlite3_stmt *st = NULL;
+
+	if (sqlite3_open_v2(d->db, db, SQLITE_OPEN_READONLY, NULL) !=
+	    SQLITE_OK) {
+		set_error("open %s: %s", d->db, sqlite3_errmsg(*db));
+		return NULL;
+	}
+	sqlite3_busy_timeout(*db, HARNESS_TIMEOUT_SEC * 1000);
+	if (sqlite3_prepare_v2(*db, sql, -1, &st, NULL) != SQLITE_OK) {
+		set_error("%s: %s", sql, sqlite3_errmsg(*db));
+		return NULL;
+	}
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		set_error("%s: no row (%s)", sql, sqlite3_errmsg(*db));
+		sqlite3_finalize(st);
+		return NULL;
+	}
+	return st;
+}
+
+int64_t harness_query_int(const struct harness_daemon *d, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = query(d, sql, &db);
+	int64_t v = INT64_MIN;
+
+	if (st != NULL)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+char *harness_query_str(const struct harness_daemon *d, const char *sql)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = query(d, sql, &db);
+	const unsigned char *text;
+	char *v = NULL;
+
+	if (st != NULL && (text = sqlite3_column_text(st, 0)) != NULL)
+		v = strdup((const char *)text);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+int harness_wait_int(const struct harness_daemon *d, const char *sql,
+		     int64_t want)
+{
+	int64_t v = INT64_MIN;
+
+	for (int i = 0; i < POLL_ROUNDS; i++) {
+		v = harness_query_int(d, sql);
+		if (v != INT64_MIN && v >= want)
+			return 0;
+		sleep_ms(POLL_MS);
+	}
+	set_error("%s: %lld, not >= %lld after %d s", sql, (long long)v,
+		  (long long)want, HARNESS_TIMEOUT_SEC);
+	return -1;
+}
+
+/* ------------------------------------------------------------- clients */
+
+pid_t harness_client_spawn(const struct harness_daemon *d,
+			   enum ctxleak_backend backend, harness_client_fn fn,
+			   void *arg)
+{
+	struct ctxleak_options opt;
+	pid_t pid = fork();
+	int rc;
+
+	if (pid != 0) {
+		if (pid == -1)
+			set_error("fork: %s", strerror(errno));
+		return pid;
+	}
+	setenv("CTXLEAK_SOCKET", d->socket, 1);
+	ctxleak_options_init(&opt);
+	opt.socket_path = d->socket;
+	opt.backend = backend;
+	opt.app = "harness";
+	if (ctxleak_init(&opt) != CTXLEAK_OK)
+		_exit(125);
+	rc = fn(arg);
+	ctxleak_shutdown();
+	_exit(rc);
+}
+
+int harness_client_wait(pid_t pid)
+{
+	int st = wait_exit(pid);
+
+	if (st == -1) {
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		set_error("client %d did not exit in %d s", (int)pid,
+			  HARNESS_TIMEOUT_SEC);
+	}
+	return st;
+}
+
+int harness_client(const struct harness_daemon *d, enum ctxleak_backend backend,
+		   harness_client_fn fn, void *arg)
+{
+	pid_t pid = harness_client_spawn(d, backend, fn, arg);
+
+	return pid == -1 ? -1 : harness_client_wait(pid);
+}
+
+/* ----------------------------------------------------- raw connections */
+
+int harness_connect(const struct harness_daemon *d)
+{
+	struct sockaddr_un sun;
+	int fd;
+
+	if (fill_address(&sun, d->socket) == -1)
+		return -1;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1 ||
+	    connect(fd, (struct sockaddr *)&sun, sizeof sun) == -1) {
+		set_error("connect %s: %s", d->socket, strerror(errno));
+		if (fd != -1)
+			close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+int harness_write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	ssize_t n;
+
+	while (len > 0) {
+		n = send(fd, p, len, MSG_NOSIGNAL);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			set_error("write: %s", strerror(errno));
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int harness_send_hello(int fd, uint64_t instance, uint32_t pid)
+{
+	struct proto_hello h = {
+	    .version = PROTO_VERSION,
+	    .instance = instance,
+	    .pid = pid,
+	    .app = {"raw", 3},
+	    .backend = {"thread", 6},
+	    .reason = {"test", 4},
+	    .client = {"harness", 7},
+	};
+	unsigned char buf[512];
+	size_t n = proto_encode_hello(buf, sizeof buf, &h);
+
+	if (n == 0) {
+		set_error("proto_encode_hello failed");
+		return -1;
+	}
+	return harness_write_all(fd, buf, n);
+}
+
+int harness_wait_closed(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	char buf[256];
+
+	for (int i = 0; i < POLL_ROUNDS; i++) {
+		if (poll(&pfd, 1, POLL_MS) == 1) {
+			ssize_t n = read(fd, buf, sizeof buf);
+
+			if (n <= 0)
+				return 0;
+		}
+	}
+	set_error("the daemon kept the connection open for %d s",
+		  HARNESS_TIMEOUT_SEC);
+	return -1;
+}

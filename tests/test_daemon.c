@@ -1,0 +1,766 @@
+/*
+ * test_daemon.c: integration tests of ctxleakd: the real daemon on a
+ * temporary socket and database, driven by the real client library in
+ * forked children and by raw connections, with exact assertions on what
+ * the database holds afterwards.
+ */
+#include <check.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "ctxleak.h"
+#include "harness.h"
+#include "proto.h"
+
+#define START(d, ...)                                                          \
+	do {                                                                   \
+		const char *args_[] = {__VA_ARGS__, NULL};                     \
+		ck_assert_msg(harness_start((d), args_) == 0, "%s",            \
+			      harness_error());                                \
+	} while (0)
+
+#define STOP_OK(d) ck_assert_int_eq(harness_stop(d), 0)
+
+static int64_t query_int(const struct harness_daemon *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int64_t query_int(const struct harness_daemon *d, const char *fmt, ...)
+{
+	char sql[1024];
+	va_list ap;
+	int64_t v;
+
+	va_start(ap, fmt);
+	vsnprintf(sql, sizeof sql, fmt, ap);
+	va_end(ap);
+	v = harness_query_int(d, sql);
+	ck_assert_msg(v != INT64_MIN, "%s", harness_error());
+	return v;
+}
+
+static void assert_log_has(const struct harness_daemon *d, const char *s)
+{
+	char *log = harness_log(d);
+
+	ck_assert_msg(strstr(log, s) != NULL, "'%s' not in the log:\n%s", s,
+		      log);
+	free(log);
+}
+
+/* ------------------------------------------------------ client scenarios */
+
+/*
+ * The worked example of DESIGN.md: one thread runs an event loop whose
+ * callbacks are wrapped (resume of the registering token on entry, suspend
+ * on exit).
+ */
+static int worked_example(void *arg)
+{
+	uint64_t a, b, c, token_a, token_b;
+
+	(void)arg;
+	ctxleak_resume(0); /* accept callback */
+	a = ctxleak_begin("GET /a");
+	ctxleak_tag("user", "alice");
+	token_a = ctxleak_capture();
+	ctxleak_suspend();
+
+	ctxleak_resume(0); /* accept callback */
+	b = ctxleak_begin("GET /b");
+	ctxleak_tag("user", "bob");
+	token_b = ctxleak_capture();
+	ctxleak_suspend();
+
+	ctxleak_resume(token_a); /* DB callback of A */
+	ctxleak_event("db.done", NULL);
+	ctxleak_tag("status", "200");
+	ctxleak_end(a);
+	ctxleak_suspend();
+
+	ctxleak_resume(token_b); /* DB callback of B */
+	ctxleak_event("db.done", NULL);
+	ctxleak_end(b);
+	ctxleak_suspend();
+
+	ctxleak_resume(0); /* accept callback */
+	c = ctxleak_begin("GET /c");
+	ctxleak_end(c);
+	ctxleak_suspend();
+	return 0;
+}
+
+static int64_t leaks_of(const struct harness_daemon *d, const char *cls,
+			const char *victim, const char *source)
+{
+	if (source == NULL)
+		return query_int(d,
+				 "SELECT count(*) FROM leaks WHERE class = '%s'"
+				 " AND victim_name = '%s' AND source_name IS "
+				 "NULL",
+				 cls, victim);
+	return query_int(d,
+			 "SELECT count(*) FROM leaks WHERE class = '%s' AND "
+			 "victim_name = '%s' AND source_name = '%s'",
+			 cls, victim, source);
+}
+
+static void assert_worked_example_leaks(const struct harness_daemon *d)
+{
+	ck_assert_int_eq(query_int(d, "SELECT count(*) FROM leaks"), 7);
+	ck_assert_int_eq(leaks_of(d, "overlap", "GET /b", "GET /a"), 1);
+	ck_assert_int_eq(leaks_of(d, "bleed", "GET /a", "GET /b"), 2);
+	ck_assert_int_eq(leaks_of(d, "misnest", "GET /a", NULL), 1);
+	ck_assert_int_eq(leaks_of(d, "misnest", "GET /b", NULL), 1);
+	ck_assert_int_eq(leaks_of(d, "lost", "GET /b", NULL), 1);
+	ck_assert_int_eq(leaks_of(d, "stale", "GET /c", "GET /a"), 1);
+	/* The evidence: the two bleeds are A's event and tag under B. */
+	ck_assert_int_eq(query_int(d, "SELECT count(*) FROM leaks WHERE "
+				      "class = 'bleed' AND record = 'EVENT' "
+				      "AND name = 'db.done'"),
+			 1);
+	ck_assert_int_eq(query_int(d, "SELECT count(*) FROM leaks WHERE "
+				      "class = 'bleed' AND record = 'TAG' AND "
+				      "name = 'status'"),
+			 1);
+	/* B's rebuilt context holds status=200, set by A's code. */
+	ck_assert_int_eq(
+	    query_int(d, "SELECT count(*) FROM tags t "
+			 "JOIN requests r ON r.id = t.request_id "
+			 "JOIN requests s ON s.id = t.setter_request_id "
+			 "WHERE r.name = 'GET /b' AND t.key = 'status' AND "
+			 "t.value = '200' AND s.name = 'GET /a'"),
+	    1);
+}
+
+static void run_worked_example(enum ctxleak_backend backend, const char *name)
+{
+	struct harness_daemon d;
+
+	START(&d, "--keep", "all");
+	ck_assert_int_eq(harness_client(&d, backend, worked_example, NULL), 0);
+	STOP_OK(&d);
+	ck_assert_int_eq(query_int(&d,
+				   "SELECT count(*) FROM processes "
+				   "WHERE backend = '%s'",
+				   name),
+			 1);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests"), 3);
+	assert_worked_example_leaks(&d);
+	harness_cleanup(&d);
+}
+
+START_TEST(test_worked_example_thread)
+{
+	run_worked_example(CTXLEAK_BACKEND_THREAD, "thread");
+}
+END_TEST
+
+START_TEST(test_worked_example_global)
+{
+	run_worked_example(CTXLEAK_BACKEND_GLOBAL, "global");
+}
+END_TEST
+
+START_TEST(test_worked_example_task)
+{
+	struct harness_daemon d;
+
+	START(&d, "--keep", "all");
+	ck_assert_int_eq(
+	    harness_client(&d, CTXLEAK_BACKEND_TASK, worked_example, NULL), 0);
+	STOP_OK(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 0);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests WHERE "
+				       "leaks = 0 AND end_ts IS NOT NULL"),
+			 3);
+	/* Under task, status=200 stays in A's own context. */
+	ck_assert_int_eq(
+	    query_int(&d, "SELECT count(*) FROM tags t JOIN requests r ON "
+			  "r.id = t.request_id WHERE r.name = 'GET /a' "
+			  "AND t.key = 'status' AND t.setter_request_id "
+			  "= r.id"),
+	    1);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* Children that start together: each waits for the parent to close the
+ * pipe. */
+struct barrier {
+	int rd, wr;
+};
+
+static int after_barrier(void *arg)
+{
+	struct barrier *b = arg;
+	char c;
+
+	close(b->wr);
+	if (read(b->rd, &c, 1) != 0)
+		return 1;
+	return worked_example(NULL);
+}
+
+START_TEST(test_two_clients_at_once)
+{
+	struct harness_daemon d;
+	struct barrier b;
+	int fds[2];
+	pid_t thread_pid, task_pid;
+
+	START(&d, "--keep", "all");
+	ck_assert_int_eq(pipe(fds), 0);
+	b.rd = fds[0];
+	b.wr = fds[1];
+	thread_pid =
+	    harness_client_spawn(&d, CTXLEAK_BACKEND_THREAD, after_barrier, &b);
+	task_pid =
+	    harness_client_spawn(&d, CTXLEAK_BACKEND_TASK, after_barrier, &b);
+	ck_assert(thread_pid > 0 && task_pid > 0);
+	close(fds[0]);
+	close(fds[1]);
+	ck_assert_int_eq(harness_client_wait(thread_pid), 0);
+	ck_assert_int_eq(harness_client_wait(task_pid), 0);
+	STOP_OK(&d);
+
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes"), 2);
+	ck_assert_int_eq(query_int(&d, "SELECT pid FROM processes WHERE "
+				       "backend = 'thread'"),
+			 thread_pid);
+	ck_assert_int_eq(query_int(&d, "SELECT pid FROM processes WHERE "
+				       "backend = 'task'"),
+			 task_pid);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks l JOIN "
+				       "processes p ON p.id = l.process_id "
+				       "WHERE p.backend = 'thread'"),
+			 7);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks l JOIN "
+				       "processes p ON p.id = l.process_id "
+				       "WHERE p.backend = 'task'"),
+			 0);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests r JOIN "
+				       "processes p ON p.id = r.process_id "
+				       "GROUP BY p.id ORDER BY 1 LIMIT 1"),
+			 3);
+	ck_assert_int_eq(query_int(&d, "SELECT count(DISTINCT process_id) "
+				       "FROM requests"),
+			 2);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* Begins a request, makes sure it reached the daemon, then waits to be
+ * killed. */
+static int hang_in_request(void *arg)
+{
+	(void)arg;
+	ctxleak_begin("GET /hang");
+	ctxleak_tag("user", "carol");
+	ctxleak_flush();
+	for (;;)
+		pause();
+	return 1;
+}
+
+START_TEST(test_killed_client_gives_unclosed)
+{
+	struct harness_daemon d;
+	pid_t pid;
+
+	START(&d, "--keep", "all");
+	pid = harness_client_spawn(&d, CTXLEAK_BACKEND_THREAD, hang_in_request,
+				   NULL);
+	ck_assert(pid > 0);
+	/* --keep=all stores each record once a watermark covers it. */
+	ck_assert_msg(harness_wait_int(&d,
+				       "SELECT count(*) FROM records WHERE "
+				       "type = 'BEGIN' AND name = 'GET /hang'",
+				       1) == 0,
+		      "%s", harness_error());
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(harness_client_wait(pid), 128 + SIGKILL);
+	STOP_OK(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 1);
+	ck_assert_int_eq(leaks_of(&d, "unclosed", "GET /hang", NULL), 1);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests WHERE "
+				       "name = 'GET /hang' AND end_ts IS NULL "
+				       "AND unclosed = 1"),
+			 1);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* ------------------------------------------------------ raw connections */
+
+static size_t encode(unsigned char *buf, size_t cap,
+		     const struct proto_record *r)
+{
+	size_t n = proto_encode_record(buf, cap, r);
+
+	ck_assert_uint_gt(n, 0);
+	return n;
+}
+
+/* One clean request: BEGIN, TAG, EVENT, END of ctx at ts. */
+static size_t encode_request(unsigned char *buf, size_t cap, uint64_t ctx,
+			     uint64_t ts)
+{
+	struct proto_record r = {.type = PROTO_BEGIN,
+				 .ts = ts,
+				 .tid = 7,
+				 .ctx = ctx,
+				 .cause = 0,
+				 .kind = PROTO_KIND_REQUEST,
+				 .name = {"GET /raw", 8}};
+	size_t n = encode(buf, cap, &r);
+
+	r = (struct proto_record){.type = PROTO_TAG,
+				  .ts = ts + 1,
+				  .tid = 7,
+				  .ctx = ctx,
+				  .cause = ctx,
+				  .key = {"k", 1},
+				  .value = {"v", 1}};
+	n += encode(buf + n, cap - n, &r);
+	r = (struct proto_record){.type = PROTO_EVENT,
+				  .ts = ts + 2,
+				  .tid = 7,
+				  .ctx = ctx,
+				  .cause = ctx,
+				  .name = {"e", 1},
+				  .message = {"m", 1}};
+	n += encode(buf + n, cap - n, &r);
+	r = (struct proto_record){.type = PROTO_END,
+				  .ts = ts + 3,
+				  .tid = 7,
+				  .ctx = ctx,
+				  .cause = ctx,
+				  .cur = ctx};
+	n += encode(buf + n, cap - n, &r);
+	return n;
+}
+
+START_TEST(test_garbage_closes_only_its_connection)
+{
+	struct harness_daemon d;
+	const char junk[] = "\xc1\xc1\xc1 this is not msgpack";
+	int fd;
+
+	START(&d, "--keep", "all");
+	fd = harness_connect(&d);
+	ck_assert_msg(fd >= 0, "%s", harness_error());
+	ck_assert_int_eq(harness_send_hello(fd, 4711, (uint32_t)getpid()), 0);
+	ck_assert_int_eq(harness_write_all(fd, junk, sizeof junk), 0);
+	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
+	close(fd);
+
+	ck_assert_int_eq(
+	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
+	    0);
+	STOP_OK(&d);
+	assert_log_has(&d, "closing connection");
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
+				       "instance = 4711 AND error IS NOT NULL "
+				       "AND error <> ''"),
+			 1);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
+				       "instance <> 4711 AND error IS NULL"),
+			 1);
+	assert_worked_example_leaks(&d);
+	harness_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_bad_input_keeps_what_came_before)
+{
+	struct harness_daemon d;
+	unsigned char buf[1024];
+	size_t n;
+	int fd;
+
+	START(&d, "--keep", "all");
+	fd = harness_connect(&d);
+	ck_assert_msg(fd >= 0, "%s", harness_error());
+	ck_assert_int_eq(harness_send_hello(fd, 4712, 0), 0);
+	n = encode_request(buf, sizeof buf, 99, 1000);
+	buf[n++] = 0xc1; /* never used in msgpack */
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
+	close(fd);
+	STOP_OK(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
+				       "processes p ON p.id = r.process_id "
+				       "WHERE p.instance = 4712"),
+			 4);
+	ck_assert_int_eq(query_int(&d, "SELECT records FROM processes WHERE "
+				       "instance = 4712"),
+			 4);
+	harness_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_record_before_hello)
+{
+	struct harness_daemon d;
+	unsigned char buf[512];
+	size_t n;
+	int fd;
+
+	START(&d, "--keep", "all");
+	fd = harness_connect(&d);
+	ck_assert_msg(fd >= 0, "%s", harness_error());
+	n = encode_request(buf, sizeof buf, 5, 1000);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
+	close(fd);
+	/* Only that connection: the daemon still serves clients. */
+	ck_assert_int_eq(
+	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
+	    0);
+	STOP_OK(&d);
+	assert_log_has(&d, "closing connection");
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes"), 1);
+	assert_worked_example_leaks(&d);
+	harness_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_kernel_pid_wins)
+{
+	struct harness_daemon d;
+	unsigned char buf[512];
+	size_t n;
+	int fd;
+
+	START(&d, "--keep", "all");
+	fd = harness_connect(&d);
+	ck_assert_msg(fd >= 0, "%s", harness_error());
+	ck_assert_int_eq(harness_send_hello(fd, 4713, 1), 0);
+	n = encode_request(buf, sizeof buf, 5, 1000);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	close(fd);
+	ck_assert_msg(harness_wait_int(&d,
+				       "SELECT count(*) FROM processes WHERE "
+				       "disconnected_at IS NOT NULL",
+				       1) == 0,
+		      "%s", harness_error());
+	STOP_OK(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT pid FROM processes WHERE "
+				       "instance = 4713"),
+			 getpid());
+	ck_assert_int_eq(query_int(&d, "SELECT hello_pid FROM processes "
+				       "WHERE instance = 4713"),
+			 1);
+	ck_assert_int_eq(query_int(&d, "SELECT uid FROM processes WHERE "
+				       "instance = 4713"),
+			 getuid());
+	harness_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_reconnection_continues_process)
+{
+	struct harness_daemon d;
+	unsigned char buf[512];
+	size_t n;
+	int fd;
+
+	/* Long enough that the second connection comes within it. */
+	START(&d, "--keep", "all", "--linger", "60s");
+	for (int i = 0; i < 2; i++) {
+		fd = harness_connect(&d);
+		ck_assert_msg(fd >= 0, "%s", harness_error());
+		ck_assert_int_eq(harness_send_hello(fd, 4714, 0), 0);
+		n = encode_request(buf, sizeof buf, 10 + (uint64_t)i,
+				   1000 + 100 * (uint64_t)i);
+		ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+		close(fd);
+	}
+	STOP_OK(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes"), 1);
+	ck_assert_int_eq(query_int(&d, "SELECT connections FROM processes"), 2);
+	ck_assert_int_eq(query_int(&d, "SELECT records FROM processes"), 8);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests"), 2);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 0);
+	harness_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_sigterm_drains)
+{
+	enum { N = 5000 };
+	struct harness_daemon d;
+	size_t cap = N * 4 * PROTO_RECORD_SIZE_MAX(16), n = 0;
+	unsigned char *buf = malloc(cap);
+	int fd;
+
+	ck_assert_ptr_nonnull(buf);
+	START(&d, "--keep", "all");
+	for (uint64_t i = 0; i < N; i++)
+		n += encode_request(buf + n, cap - n, 1000 + i, 10 * (i + 1));
+	fd = harness_connect(&d);
+	ck_assert_msg(fd >= 0, "%s", harness_error());
+	ck_assert_int_eq(harness_send_hello(fd, 4715, 0), 0);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	/* At once, with the connection still open: what the kernel took
+	 * must all be stored. */
+	STOP_OK(&d);
+	close(fd);
+	free(buf);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records"), 4 * N);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests"), N);
+	ck_assert_int_eq(query_int(&d, "SELECT records FROM processes"), 4 * N);
+	assert_log_has(&d, "draining");
+	ck_assert_int_eq(access(d.socket, F_OK), -1);
+	harness_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_keep_leaky)
+{
+	struct harness_daemon d;
+
+	START(&d, "--keep", "leaky");
+	ck_assert_int_eq(
+	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
+	    0);
+	ck_assert_int_eq(
+	    harness_client(&d, CTXLEAK_BACKEND_TASK, worked_example, NULL), 0);
+	STOP_OK(&d);
+	/* Summaries of every request, records only of the leaky ones. */
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests"), 6);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
+				       "processes p ON p.id = r.process_id "
+				       "WHERE p.backend = 'task'"),
+			 0);
+	ck_assert_int_gt(query_int(&d, "SELECT count(*) FROM records r JOIN "
+				       "processes p ON p.id = r.process_id "
+				       "WHERE p.backend = 'thread'"),
+			 0);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
+				       "requests q ON q.id = r.request_id "
+				       "WHERE q.leaks = 0 AND q.source_of = 0"),
+			 0);
+	assert_worked_example_leaks(&d);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* ------------------------------------------------------ socket and limits */
+
+START_TEST(test_second_daemon_refused)
+{
+	struct harness_daemon d;
+	char db2[400], *out;
+	int st;
+
+	START(&d, "--keep", "all");
+	snprintf(db2, sizeof db2, "%s/other.db", d.dir);
+	{
+		const char *argv[] = {"ctxleakd", "--socket", d.socket,
+				      "--db",	  db2,	      NULL};
+		st = harness_exec(argv, &out);
+	}
+	ck_assert_msg(st == 1, "status %d: %s", st, out);
+	ck_assert_msg(strstr(out, "another ctxleakd is listening on") != NULL,
+		      "%s", out);
+	free(out);
+	/* The first one is untouched. */
+	ck_assert_int_eq(
+	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
+	    0);
+	STOP_OK(&d);
+	assert_worked_example_leaks(&d);
+	harness_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_stale_socket_replaced)
+{
+	struct harness_daemon d;
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	struct stat st;
+	int fd;
+
+	ck_assert_int_eq(harness_prepare(&d), 0);
+	/* A socket file nobody listens on, as a crash leaves it. */
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s", d.socket);
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+	close(fd);
+	ck_assert_msg(harness_launch(&d, NULL) == 0, "%s", harness_error());
+	assert_log_has(&d, "replacing stale socket");
+	ck_assert_int_eq(stat(d.socket, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0660);
+	STOP_OK(&d);
+	harness_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_unwritable_db)
+{
+	struct harness_daemon d;
+	char file[400], db[420], *out;
+	FILE *f;
+	int st;
+
+	ck_assert_int_eq(harness_prepare(&d), 0);
+	/* A path under a regular file: unwritable even for root. */
+	snprintf(file, sizeof file, "%s/file", d.dir);
+	snprintf(db, sizeof db, "%s/x.db", file);
+	f = fopen(file, "w");
+	ck_assert_ptr_nonnull(f);
+	fclose(f);
+	{
+		const char *argv[] = {"ctxleakd", "--socket", d.socket,
+				      "--db",	  db,	      NULL};
+		st = harness_exec(argv, &out);
+	}
+	ck_assert_msg(st == 1, "status %d: %s", st, out);
+	ck_assert_msg(strstr(out, "cannot open database") != NULL &&
+			  strstr(out, db) != NULL,
+		      "%s", out);
+	free(out);
+	/* It failed before listening. */
+	ck_assert_int_eq(access(d.socket, F_OK), -1);
+	harness_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_max_connections)
+{
+	struct harness_daemon d;
+	int fds[3];
+
+	START(&d, "--max-connections", "2", "--log-level", "debug");
+	for (int i = 0; i < 2; i++) {
+		fds[i] = harness_connect(&d);
+		ck_assert_msg(fds[i] >= 0, "%s", harness_error());
+		ck_assert_int_eq(
+		    harness_send_hello(fds[i], 100 + (uint64_t)i, 0), 0);
+		/* Once the daemon has handled this HELLO, the harness's
+		 * readiness probe is long closed and uncounted. */
+		ck_assert_msg(harness_wait_log(&d, "new process", i + 1) == 0,
+			      "%s", harness_error());
+	}
+	fds[2] = harness_connect(&d);
+	ck_assert_msg(fds[2] >= 0, "%s", harness_error());
+	ck_assert_msg(harness_wait_closed(fds[2]) == 0, "%s", harness_error());
+	assert_log_has(&d, "--max-connections");
+	/* A slot frees up when a client leaves. */
+	close(fds[0]);
+	ck_assert_msg(harness_wait_log(&d, "finalised", 1) == 0, "%s",
+		      harness_error());
+	close(fds[2]);
+	fds[2] = harness_connect(&d);
+	ck_assert_int_eq(harness_send_hello(fds[2], 102, 0), 0);
+	ck_assert_msg(harness_wait_log(&d, "new process", 3) == 0, "%s",
+		      harness_error());
+	close(fds[1]);
+	close(fds[2]);
+	STOP_OK(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes"), 3);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* ------------------------------------------------------ command line */
+
+static int run_cli(const char *a1, const char *a2, char **out)
+{
+	const char *argv[] = {"ctxleakd", a1, a2, NULL};
+
+	return harness_exec(argv, out);
+}
+
+START_TEST(test_help_and_version)
+{
+	char *out;
+
+	ck_assert_int_eq(run_cli("--help", NULL, &out), 0);
+	ck_assert_msg(strstr(out, "--socket PATH") != NULL &&
+			  strstr(out, "--keep leaky|all") != NULL,
+		      "%s", out);
+	free(out);
+	ck_assert_int_eq(run_cli("--version", NULL, &out), 0);
+	ck_assert_str_eq(out, "ctxleakd 0.1.0\n");
+	free(out);
+}
+END_TEST
+
+START_TEST(test_bad_options)
+{
+	static const char *const cases[][3] = {
+	    {"--keep", "some", "neither leaky nor all"},
+	    {"--log-level", "loud", "--log-level"},
+	    {"--max-connections", "0", "--max-connections"},
+	    {"--max-request-age", "10", "bad duration"},
+	    {"--retention", "7x", "bad duration"},
+	    {"--retention", ",lots", "bad size"},
+	    {"--linger", "-1s", "bad duration"},
+	    {"--bogus", NULL, "Try 'ctxleakd --help'"},
+	};
+	char *out;
+
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		ck_assert_int_eq(run_cli(cases[i][0], cases[i][1], &out), 2);
+		ck_assert_msg(strstr(out, cases[i][2]) != NULL, "%s %s: %s",
+			      cases[i][0], cases[i][1], out);
+		free(out);
+	}
+}
+END_TEST
+
+static Suite *daemon_suite(void)
+{
+	Suite *s = suite_create("daemon");
+	TCase *findings = tcase_create("findings");
+	TCase *input = tcase_create("input");
+	TCase *lifecycle = tcase_create("lifecycle");
+	TCase *cli = tcase_create("command line");
+
+	tcase_set_timeout(findings, 60);
+	tcase_set_timeout(input, 60);
+	tcase_set_timeout(lifecycle, 60);
+	tcase_add_test(findings, test_worked_example_thread);
+	tcase_add_test(findings, test_worked_example_global);
+	tcase_add_test(findings, test_worked_example_task);
+	tcase_add_test(findings, test_two_clients_at_once);
+	tcase_add_test(findings, test_killed_client_gives_unclosed);
+	tcase_add_test(findings, test_keep_leaky);
+	tcase_add_test(input, test_garbage_closes_only_its_connection);
+	tcase_add_test(input, test_bad_input_keeps_what_came_before);
+	tcase_add_test(input, test_record_before_hello);
+	tcase_add_test(input, test_kernel_pid_wins);
+	tcase_add_test(input, test_reconnection_continues_process);
+	tcase_add_test(lifecycle, test_sigterm_drains);
+	tcase_add_test(lifecycle, test_second_daemon_refused);
+	tcase_add_test(lifecycle, test_stale_socket_replaced);
+	tcase_add_test(lifecycle, test_unwritable_db);
+	tcase_add_test(lifecycle, test_max_connections);
+	tcase_add_test(cli, test_help_and_version);
+	tcase_add_test(cli, test_bad_options);
+	suite_add_tcase(s, findings);
+	suite_add_tcase(s, input);
+	suite_add_tcase(s, lifecycle);
+	suite_add_tcase(s, cli);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(daemon_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
