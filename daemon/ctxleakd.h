@@ -37,21 +37,32 @@ void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn)
 
 /* ------------------------------------------------------------ store.c */
 
-/* The only module that speaks SQL.  Schema: daemon/SCHEMA.md. */
+/* The only module that speaks SQL.  Schema: daemon/SCHEMA.md.  Every write
+ * goes into one open transaction that store_tick commits every commit_ms or
+ * commit_rows rows; a failed write (disk full, I/O error) rolls that
+ * transaction back, counts its rows in rows_failed and never reaches the
+ * caller, who goes on as if nothing happened. */
 
 struct store_config {
 	const char *path;
 	int keep_all;		  /* --keep=all: every record; else leaky */
 	uint64_t retention_age;	  /* ns; 0: keep forever */
 	uint64_t retention_bytes; /* database size; 0: no limit */
-	uint32_t commit_ms;	  /* commit at least this often (~200) */
-	uint32_t commit_rows;	  /* ... or after this many rows */
+	uint32_t commit_ms;	  /* commit at least this often; 0: 200 */
+	uint32_t commit_rows;	  /* ... or after this many rows; 0: 10000 */
+	uint32_t retention_ms;	  /* start a retention pass this often;
+				     0: every 5 s */
 };
 
-/* What the store knows of a connected process, owned by the caller. */
+/* What the store knows of a connected process, owned by the caller.  Zero
+ * it for a process the caller has not seen; pass the same one again when
+ * that process reconnects. */
 struct store_proc {
 	int64_t id;	      /* processes.id */
 	int64_t clock_offset; /* realtime - monotonic, from HELLO */
+	/* The row's counters before the caller first saw the process (a
+	 * restarted daemon), to which store_process_update adds its own. */
+	uint64_t base_records, base_dropped, base_skipped;
 };
 
 struct store_process_info {
@@ -77,15 +88,21 @@ struct store *store_open(const struct store_config *cfg, char *err,
 			 size_t errlen);
 void store_close(struct store *s); /* commits what is pending */
 
-/* A HELLO arrived.  A known instance continues its row (connections+1). */
+/* A HELLO arrived.  A known instance continues its row (connections+1).
+ * Commits at once, so that the row exists before anything refers to it;
+ * -1 when that fails. */
 int store_process_open(struct store *s, const struct store_process_info *pi,
 		       struct store_proc *out);
-/* The process is gone (or its connection is): counters, model, error. */
+/* The process is gone (or its connection is): counters, model, error.
+ * The counters are the caller's totals since it first saw the process;
+ * error and model NULL leave the row's as they are. */
 void store_process_update(struct store *s, const struct store_proc *p,
 			  uint64_t records, uint64_t dropped,
 			  uint64_t unknown_skipped, const char *error,
 			  const struct rules_model *model, int disconnected);
-/* Returns sites.id for a SITE record; 0 on failure. */
+/* Returns sites.id for a SITE record; 0 on failure.  Records given to the
+ * store carry sites.id in their site field: the caller translates the
+ * client's site IDs with this before the records reach the rules. */
 int64_t store_site(struct store *s, const struct store_proc *p,
 		   const struct proto_record *site);
 void store_verdict(struct store *s, const struct store_proc *p,
@@ -100,9 +117,34 @@ void store_dropped(struct store *s, const struct store_proc *p,
 void store_tick(struct store *s);
 void store_commit(struct store *s);
 void store_stats(const struct store *s, struct store_stats *out);
-/* The highest requests.id stored (0: none), so that the daemon-wide
- * request_seq continues after a restart. */
+/* The highest request id stored anywhere in the file (0: none), so that
+ * the daemon-wide request_seq continues after a restart. */
 uint64_t store_last_request_id(struct store *s);
+/* Caps the file at its current size plus `extra` pages (PRAGMA
+ * max_page_count), or lifts the cap (extra < 0): how the tests make the
+ * disk full. */
+void store_limit_pages(struct store *s, int64_t extra);
+
+/* store_schema.c: creates or migrates the schema of an open connection.
+ * -1 and a one-line reason when the file is not a ctxleak database or is
+ * of a newer schema. */
+struct sqlite3;
+#define STORE_SCHEMA_VERSION 1
+#define STORE_APPLICATION_ID 0x63786c6b /* "cxlk" */
+int store_schema_open(struct sqlite3 *db, const char *path, char *err,
+		      size_t errlen);
+
+/* store_retain.c: retention by age and by size in bounded chunks, inside
+ * the store's open transaction. */
+struct retention;
+struct retention *retention_new(struct sqlite3 *db);
+void retention_free(struct retention *r);
+/* One bounded step: deletes rows older than cutoff (wall-clock ns; 0: no
+ * age limit) and, over max_bytes (0: no limit), the oldest rows until the
+ * file is back under 90% of it.  Returns 1 when more remains to delete,
+ * 0 when done, or a negative SQLite result code; *deleted counts rows. */
+int retention_step(struct retention *r, int64_t cutoff, uint64_t max_bytes,
+		   uint64_t *deleted);
 
 /* ------------------------------------------------------------ server.c */
 

@@ -1,0 +1,891 @@
+/*
+ * store.c: the SQLite store of ctxleakd, the only module that speaks SQL.
+ *
+ * Everything the rules produce is written through prepared statements into
+ * one open transaction, committed every commit_ms or commit_rows rows from
+ * store_tick: batching is what makes SQLite fast enough to take every
+ * record under --keep=all.  Under --keep=leaky only records of requests
+ * involved in a finding are kept.
+ *
+ * A write that fails for want of space or because of an I/O error must not
+ * take the daemon down: the transaction is rolled back, its rows are
+ * counted as failed, the store is marked degraded (logged once per
+ * episode), rows are refused until the next tick, and from then on writing
+ * resumes as normal; the first commit that succeeds ends the episode.
+ *
+ * Schema and migrations: store_schema.c; retention: store_retain.c; the
+ * contract with the people and the CLI that read the file: SCHEMA.md.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "ctxleakd.h"
+
+#define DEFAULT_COMMIT_MS    200
+#define DEFAULT_COMMIT_ROWS  10000
+#define DEFAULT_RETENTION_MS 5000
+#define BUSY_TIMEOUT_MS	     5000
+
+enum {
+	ST_BEGIN,
+	ST_COMMIT,
+	ST_ROLLBACK,
+	ST_RECORD,
+	ST_LEAK,
+	ST_REQUEST,
+	ST_TAG,
+	ST_DROP,
+	ST_SITE,
+	ST_PROC_FIND,
+	ST_PROC_INSERT,
+	ST_PROC_RECONNECT,
+	ST_PROC_UPDATE,
+	ST_SAVE_RID,
+	NSTMT
+};
+
+static const char *const sql[NSTMT] = {
+    [ST_BEGIN] = "BEGIN",
+    [ST_COMMIT] = "COMMIT",
+    [ST_ROLLBACK] = "ROLLBACK",
+    [ST_RECORD] = "INSERT INTO records(process_id, request_id, "
+		  "ctx_request_id, type, ts, tid, ctx, cause, other, "
+		  "site_id, name, value, leak) "
+		  "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+		  "?12, ?13)",
+    [ST_LEAK] = "INSERT INTO leaks(process_id, class, ts, tid, "
+		"victim_request_id, victim_ctx, victim_name, "
+		"source_request_id, source_ctx, source_name, record, ctx, "
+		"cause, other, site_id, name, value, detail) "
+		"VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
+		"?13, ?14, ?15, ?16, ?17, ?18)",
+    [ST_REQUEST] = "INSERT INTO requests(id, process_id, ctx, name, "
+		   "site_id, begin_ts, end_ts, begin_tid, threads, scopes, "
+		   "records, leaks, lost, stale, bleed, overlap, misnest, "
+		   "unclosed, source_of, tags_dropped) "
+		   "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
+		   "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+    [ST_TAG] = "INSERT INTO tags(request_id, key, value, ts, tid, site_id, "
+	       "setter_request_id, setter_ctx) "
+	       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [ST_DROP] = "INSERT INTO drops(process_id, since_ts, until_ts, count) "
+		"VALUES(?1, ?2, ?3, ?4)",
+    [ST_SITE] = "INSERT INTO sites(id, process_id, file, line, func) "
+		"VALUES(?1, ?2, ?3, ?4, ?5)",
+    [ST_PROC_FIND] = "SELECT id, records, dropped, unknown_skipped "
+		     "FROM processes WHERE instance = ?1",
+    /* ?1..?10 are bound alike for both. */
+    [ST_PROC_INSERT] = "INSERT INTO processes(id, instance, pid, "
+		       "hello_pid, uid, gid, app, backend, "
+		       "backend_reason, client, connected_at) "
+		       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, "
+		       "?11)",
+    [ST_PROC_RECONNECT] = "UPDATE processes SET "
+			  "connections = connections + 1, "
+			  "disconnected_at = NULL, pid = ?3, "
+			  "hello_pid = ?4, uid = ?5, gid = ?6, app = ?7, "
+			  "backend = ?8, backend_reason = ?9, client = ?10 "
+			  "WHERE id = ?1 AND instance = ?2",
+    [ST_PROC_UPDATE] = "UPDATE processes SET records = ?2, dropped = ?3, "
+		       "unknown_skipped = ?4, error = coalesce(?5, error), "
+		       "model = coalesce(?6, model), "
+		       "recommend = coalesce(?7, recommend), "
+		       "model_evidence = coalesce(?8, model_evidence), "
+		       "disconnected_at = coalesce(?9, disconnected_at) "
+		       "WHERE id = ?1",
+    [ST_SAVE_RID] = "INSERT OR REPLACE INTO meta(key, value) "
+		    "VALUES('last_request_id', ?1)",
+};
+
+struct store {
+	sqlite3 *db;
+	sqlite3_stmt *st[NSTMT];
+	struct retention *retention;
+	int keep_all;
+	int64_t retention_age;
+	uint64_t retention_bytes;
+	uint64_t commit_ns, retention_ns;
+	uint32_t commit_rows;
+
+	int in_txn;
+	uint64_t txn_start; /* CLOCK_MONOTONIC ns */
+	uint64_t pending;   /* rows written in the open transaction */
+	uint64_t pending_deleted;
+	int hold_off; /* a write failed since the last tick */
+	int row_error_logged;
+
+	uint64_t next_retention; /* CLOCK_MONOTONIC ns */
+	int retention_more;
+
+	/* Ids are assigned here rather than by SQLite: SQLite would hand a
+	 * rolled-back id out again while the caller still holds it. */
+	int64_t last_process_id, last_site_id;
+	uint64_t last_rid, saved_rid;
+
+	struct store_stats stats;
+};
+
+static uint64_t clock_ns(clockid_t clock)
+{
+	struct timespec ts;
+
+	clock_gettime(clock, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The client's monotonic ts on the wall clock.  Unsigned arithmetic: the
+ * sum is what counts, and no overflow is undefined. */
+static int64_t wall_ts(const struct store_proc *p, uint64_t ts)
+{
+	return (int64_t)(ts + (uint64_t)p->clock_offset);
+}
+
+/* ------------------------------------------------------------ binding */
+
+/* ctx values and ids are unsigned 64-bit: stored with the same bits. */
+static void bind_u64(sqlite3_stmt *st, int i, uint64_t v)
+{
+	sqlite3_bind_int64(st, i, (int64_t)v);
+}
+
+/* 0 means "none" for ids, sites and optional ctx values. */
+static void bind_opt(sqlite3_stmt *st, int i, uint64_t v)
+{
+	if (v == 0)
+		sqlite3_bind_null(st, i);
+	else
+		sqlite3_bind_int64(st, i, (int64_t)v);
+}
+
+/* Strings are bound without copy: every statement is stepped before the
+ * function that binds it returns. */
+static void bind_str(sqlite3_stmt *st, int i, struct proto_str s)
+{
+	if (s.ptr == NULL)
+		sqlite3_bind_null(st, i);
+	else
+		sqlite3_bind_text(st, i, s.ptr, (int)s.len, SQLITE_STATIC);
+}
+
+static void bind_cstr(sqlite3_stmt *st, int i, const char *s)
+{
+	if (s == NULL)
+		sqlite3_bind_null(st, i);
+	else
+		sqlite3_bind_text(st, i, s, -1, SQLITE_STATIC);
+}
+
+/* The type-specific columns a record and a leak share: other (BEGIN's
+ * prev, END's cur) at i, name (BEGIN/EVENT name, TAG key) at i + 1 and
+ * value (TAG value, EVENT message) at i + 2. */
+static void bind_fields(sqlite3_stmt *st, int i, const struct proto_record *r)
+{
+	struct proto_str none = {NULL, 0};
+	struct proto_str name = none, value = none;
+
+	switch (r->type) {
+	case PROTO_BEGIN:
+		bind_u64(st, i, r->prev);
+		name = r->name;
+		break;
+	case PROTO_END:
+		bind_u64(st, i, r->cur);
+		break;
+	case PROTO_TAG:
+		sqlite3_bind_null(st, i);
+		name = r->key;
+		value = r->value;
+		break;
+	case PROTO_EVENT:
+		sqlite3_bind_null(st, i);
+		name = r->name;
+		value = r->message;
+		break;
+	default:
+		sqlite3_bind_null(st, i);
+	}
+	bind_str(st, i + 1, name);
+	bind_str(st, i + 2, value);
+}
+
+static const char *class_or_null(enum leak_class c)
+{
+	return c == LEAK_NONE ? NULL : leak_class_name(c);
+}
+
+static void note_rid(struct store *s, uint64_t rid)
+{
+	if (rid > s->last_rid)
+		s->last_rid = rid;
+}
+
+/* ------------------------------------------------------------ transactions */
+
+static int is_row_error(int rc)
+{
+	switch (rc & 0xff) {
+	case SQLITE_CONSTRAINT:
+	case SQLITE_TOOBIG:
+	case SQLITE_MISMATCH:
+	case SQLITE_RANGE:
+		return 1;
+	}
+	return 0;
+}
+
+/* The open transaction is lost: `extra` rows beyond those pending were
+ * being written when it failed. */
+static void txn_failed(struct store *s, int rc, uint64_t extra,
+		       const char *what)
+{
+	uint64_t lost = s->pending + extra;
+
+	if (!sqlite3_get_autocommit(s->db)) {
+		sqlite3_step(s->st[ST_ROLLBACK]);
+		sqlite3_reset(s->st[ST_ROLLBACK]);
+	}
+	s->in_txn = 0;
+	s->pending = 0;
+	s->pending_deleted = 0;
+	s->stats.rows_failed += lost;
+	s->hold_off = 1;
+	if (!s->stats.degraded)
+		log_error("store: %s failed: %s; %llu rows not stored, "
+			  "retrying on later ticks",
+			  what, sqlite3_errstr(rc), (unsigned long long)lost);
+	s->stats.degraded = 1;
+}
+
+static int txn_begin(struct store *s)
+{
+	int rc = sqlite3_step(s->st[ST_BEGIN]);
+
+	sqlite3_reset(s->st[ST_BEGIN]);
+	if (rc != SQLITE_DONE) {
+		txn_failed(s, rc, 0, "begin");
+		return -1;
+	}
+	s->in_txn = 1;
+	s->txn_start = clock_ns(CLOCK_MONOTONIC);
+	return 0;
+}
+
+static int step_once(sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* The highest request id goes into the file with the rows that use it. */
+static int save_last_rid(struct store *s)
+{
+	if (s->last_rid == s->saved_rid)
+		return SQLITE_OK;
+	bind_u64(s->st[ST_SAVE_RID], 1, s->last_rid);
+	return step_once(s->st[ST_SAVE_RID]);
+}
+
+static int txn_commit(struct store *s)
+{
+	uint64_t rid = s->last_rid;
+	int rc;
+
+	if (!s->in_txn)
+		return 0;
+	if ((rc = save_last_rid(s)) == SQLITE_OK)
+		rc = step_once(s->st[ST_COMMIT]);
+	if (rc != SQLITE_OK) {
+		txn_failed(s, rc, 0, "commit");
+		return -1;
+	}
+	s->in_txn = 0;
+	s->saved_rid = rid;
+	s->stats.commits++;
+	s->stats.rows_written += s->pending;
+	s->stats.retention_deleted += s->pending_deleted;
+	s->pending = 0;
+	s->pending_deleted = 0;
+	if (s->stats.degraded)
+		log_info("store: writing again; %llu rows could not be stored",
+			 (unsigned long long)s->stats.rows_failed);
+	s->stats.degraded = 0;
+	return 0;
+}
+
+/* Before binding a row: 0 when it can be written now. */
+static int row_begin(struct store *s)
+{
+	if (s->hold_off || (!s->in_txn && txn_begin(s) == -1)) {
+		s->stats.rows_failed++;
+		return -1;
+	}
+	return 0;
+}
+
+static int row_end(struct store *s, sqlite3_stmt *st)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	if (rc == SQLITE_DONE) {
+		if (++s->pending >= s->commit_rows)
+			txn_commit(s);
+		return 0;
+	}
+	if (!is_row_error(rc)) {
+		txn_failed(s, rc, 1, "insert");
+		return -1;
+	}
+	/* A bad row, not a bad disk: the transaction goes on without it. */
+	s->stats.rows_failed++;
+	if (!s->row_error_logged)
+		log_error("store: a row was refused: %s (later ones are only "
+			  "counted)",
+			  sqlite3_errmsg(s->db));
+	s->row_error_logged = 1;
+	return -1;
+}
+
+/* ------------------------------------------------------------ rows */
+
+static void write_record(struct store *s, const struct store_proc *p,
+			 const struct rules_verdict *v)
+{
+	sqlite3_stmt *st = s->st[ST_RECORD];
+	const struct proto_record *r = v->rec;
+
+	if (row_begin(s) == -1)
+		return;
+	note_rid(s, v->rid);
+	note_rid(s, v->rid_ctx);
+	sqlite3_bind_int64(st, 1, p->id);
+	bind_opt(st, 2, v->rid);
+	bind_opt(st, 3, v->rid_ctx);
+	bind_cstr(st, 4, proto_type_name(r->type));
+	sqlite3_bind_int64(st, 5, wall_ts(p, r->ts));
+	bind_u64(st, 6, r->tid);
+	bind_u64(st, 7, r->ctx);
+	bind_u64(st, 8, r->cause);
+	bind_fields(st, 9, r);
+	bind_opt(st, 12, r->site);
+	bind_cstr(st, 13, class_or_null(v->leak));
+	row_end(s, st);
+}
+
+void store_verdict(struct store *s, const struct store_proc *p,
+		   const struct rules_verdict *v)
+{
+	if (s->keep_all || v->leak != LEAK_NONE)
+		write_record(s, p, v);
+}
+
+void store_finding(struct store *s, const struct store_proc *p,
+		   const struct rules_finding *f)
+{
+	sqlite3_stmt *st = s->st[ST_LEAK];
+	const struct proto_record *r = f->rec;
+
+	if (row_begin(s) == -1)
+		return;
+	note_rid(s, f->victim_rid);
+	note_rid(s, f->source_rid);
+	sqlite3_bind_int64(st, 1, p->id);
+	bind_cstr(st, 2, leak_class_name(f->leak));
+	sqlite3_bind_int64(st, 3, wall_ts(p, r->ts));
+	bind_u64(st, 4, r->tid);
+	bind_opt(st, 5, f->victim_rid);
+	bind_opt(st, 6, f->victim_ctx);
+	bind_str(st, 7, f->victim_name);
+	bind_opt(st, 8, f->source_rid);
+	bind_opt(st, 9, f->source_ctx);
+	bind_str(st, 10, f->source_name);
+	bind_cstr(st, 11, proto_type_name(r->type));
+	bind_u64(st, 12, r->ctx);
+	bind_u64(st, 13, r->cause);
+	bind_fields(st, 14, r);
+	bind_opt(st, 17, r->site);
+	bind_cstr(st, 18, f->detail);
+	row_end(s, st);
+}
+
+static void write_tag(struct store *s, const struct rules_request *rq,
+		      const struct store_proc *p, const struct rules_tag *t)
+{
+	sqlite3_stmt *st = s->st[ST_TAG];
+
+	if (row_begin(s) == -1)
+		return;
+	note_rid(s, t->setter_rid);
+	bind_u64(st, 1, rq->rid);
+	bind_str(st, 2, t->key);
+	bind_str(st, 3, t->value);
+	sqlite3_bind_int64(st, 4, wall_ts(p, t->ts));
+	bind_u64(st, 5, t->tid);
+	bind_opt(st, 6, t->site);
+	bind_opt(st, 7, t->setter_rid);
+	bind_opt(st, 8, t->setter_ctx);
+	row_end(s, st);
+}
+
+/* "4711 4712": the threads that ran the request's code. */
+static void format_threads(const struct rules_request *rq, char *buf,
+			   size_t len)
+{
+	uint32_t n =
+	    rq->nthreads < RULES_MAX_THREADS ? rq->nthreads : RULES_MAX_THREADS;
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (uint32_t i = 0; i < n && off < len; i++)
+		off += (size_t)snprintf(buf + off, len - off, "%s%llu",
+					i ? " " : "",
+					(unsigned long long)rq->threads[i]);
+}
+
+static void write_request(struct store *s, const struct store_proc *p,
+			  const struct rules_request *rq)
+{
+	sqlite3_stmt *st = s->st[ST_REQUEST];
+	char threads[RULES_MAX_THREADS * 21];
+	uint64_t leaks = 0;
+
+	if (row_begin(s) == -1)
+		return;
+	note_rid(s, rq->rid);
+	for (int c = LEAK_NONE + 1; c < LEAK_CLASS_COUNT; c++)
+		leaks += rq->victim_of[c];
+	format_threads(rq, threads, sizeof threads);
+	bind_u64(st, 1, rq->rid);
+	sqlite3_bind_int64(st, 2, p->id);
+	bind_u64(st, 3, rq->ctx);
+	bind_str(st, 4, rq->name);
+	bind_opt(st, 5, rq->site);
+	sqlite3_bind_int64(st, 6, wall_ts(p, rq->begin_ts));
+	if (rq->end_ts == 0)
+		sqlite3_bind_null(st, 7);
+	else
+		sqlite3_bind_int64(st, 7, wall_ts(p, rq->end_ts));
+	bind_u64(st, 8, rq->begin_tid);
+	bind_cstr(st, 9, threads);
+	sqlite3_bind_int64(st, 10, rq->nscopes);
+	bind_u64(st, 11, rq->nrecords);
+	bind_u64(st, 12, leaks);
+	for (int c = LEAK_LOST; c <= LEAK_UNCLOSED; c++)
+		sqlite3_bind_int64(st, 13 + c - LEAK_LOST, rq->victim_of[c]);
+	sqlite3_bind_int64(st, 19, rq->source_of);
+	sqlite3_bind_int64(st, 20, rq->tags_dropped);
+	row_end(s, st);
+}
+
+static int request_involved(const struct rules_request *rq)
+{
+	for (int c = LEAK_NONE + 1; c < LEAK_CLASS_COUNT; c++)
+		if (rq->victim_of[c] != 0)
+			return 1;
+	return rq->source_of != 0;
+}
+
+void store_request(struct store *s, const struct store_proc *p,
+		   const struct rules_request *rq)
+{
+	write_request(s, p, rq);
+	for (uint32_t i = 0; i < rq->ntags; i++)
+		write_tag(s, rq, p, &rq->tags[i]);
+	if (!s->keep_all && !request_involved(rq))
+		return;
+	for (size_t i = 0; i < rq->nheld; i++)
+		write_record(s, p, &rq->held[i]);
+}
+
+void store_dropped(struct store *s, const struct store_proc *p,
+		   const struct proto_record *dropped)
+{
+	sqlite3_stmt *st = s->st[ST_DROP];
+
+	if (row_begin(s) == -1)
+		return;
+	sqlite3_bind_int64(st, 1, p->id);
+	sqlite3_bind_int64(st, 2, wall_ts(p, dropped->since));
+	sqlite3_bind_int64(st, 3, wall_ts(p, dropped->ts));
+	bind_u64(st, 4, dropped->count);
+	row_end(s, st);
+}
+
+int64_t store_site(struct store *s, const struct store_proc *p,
+		   const struct proto_record *site)
+{
+	sqlite3_stmt *st = s->st[ST_SITE];
+	int64_t id = s->last_site_id + 1;
+
+	if (row_begin(s) == -1)
+		return 0;
+	sqlite3_bind_int64(st, 1, id);
+	sqlite3_bind_int64(st, 2, p->id);
+	bind_str(st, 3, site->file);
+	sqlite3_bind_int64(st, 4, site->line);
+	bind_str(st, 5, site->func);
+	if (row_end(s, st) == -1)
+		return 0;
+	s->last_site_id = id;
+	return id;
+}
+
+/* ------------------------------------------------------------ processes */
+
+/* Binds ?1..?10 of ST_PROC_INSERT and ST_PROC_RECONNECT. */
+static void bind_process(sqlite3_stmt *st, int64_t id,
+			 const struct store_process_info *pi)
+{
+	const struct proto_hello *h = pi->hello;
+
+	sqlite3_bind_int64(st, 1, id);
+	bind_u64(st, 2, h->instance);
+	sqlite3_bind_int64(st, 3, pi->pid);
+	if (h->pid == (uint32_t)pi->pid)
+		sqlite3_bind_null(st, 4);
+	else
+		sqlite3_bind_int64(st, 4, h->pid);
+	sqlite3_bind_int64(st, 5, pi->uid);
+	sqlite3_bind_int64(st, 6, pi->gid);
+	bind_str(st, 7, h->app);
+	bind_str(st, 8, h->backend);
+	bind_str(st, 9, h->reason);
+	bind_str(st, 10, h->client);
+}
+
+/* The row of an instance, with its counters as base, or 0. */
+static int64_t find_process(struct store *s, uint64_t instance,
+			    struct store_proc *base)
+{
+	sqlite3_stmt *st = s->st[ST_PROC_FIND];
+	int64_t id = 0;
+
+	bind_u64(st, 1, instance);
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		id = sqlite3_column_int64(st, 0);
+		base->base_records = (uint64_t)sqlite3_column_int64(st, 1);
+		base->base_dropped = (uint64_t)sqlite3_column_int64(st, 2);
+		base->base_skipped = (uint64_t)sqlite3_column_int64(st, 3);
+	}
+	sqlite3_reset(st);
+	return id;
+}
+
+int store_process_open(struct store *s, const struct store_process_info *pi,
+		       struct store_proc *out)
+{
+	struct store_proc found = {0};
+	int64_t id = find_process(s, pi->hello->instance, &found);
+	sqlite3_stmt *st = s->st[id ? ST_PROC_RECONNECT : ST_PROC_INSERT];
+
+	/* Nothing may refer to a process row that is not there: this one is
+	 * written even while rows are held off, and committed at once. */
+	s->hold_off = 0;
+	if (row_begin(s) == -1)
+		return -1;
+	bind_process(st, id ? id : s->last_process_id + 1, pi);
+	if (id == 0)
+		sqlite3_bind_int64(st, 11, (int64_t)clock_ns(CLOCK_REALTIME));
+	if (row_end(s, st) == -1 || txn_commit(s) == -1)
+		return -1;
+	if (id == 0) {
+		id = ++s->last_process_id;
+		found = (struct store_proc){0};
+	}
+	if (out->id != id) {
+		out->base_records = found.base_records;
+		out->base_dropped = found.base_dropped;
+		out->base_skipped = found.base_skipped;
+	}
+	out->id = id;
+	out->clock_offset = pi->hello->clock_offset;
+	return 0;
+}
+
+void store_process_update(struct store *s, const struct store_proc *p,
+			  uint64_t records, uint64_t dropped,
+			  uint64_t unknown_skipped, const char *error,
+			  const struct rules_model *model, int disconnected)
+{
+	sqlite3_stmt *st = s->st[ST_PROC_UPDATE];
+
+	if (row_begin(s) == -1)
+		return;
+	sqlite3_bind_int64(st, 1, p->id);
+	bind_u64(st, 2, p->base_records + records);
+	bind_u64(st, 3, p->base_dropped + dropped);
+	bind_u64(st, 4, p->base_skipped + unknown_skipped);
+	bind_cstr(st, 5, error);
+	bind_cstr(st, 6, model ? model->model : NULL);
+	bind_cstr(st, 7, model ? model->recommend : NULL);
+	bind_cstr(st, 8, model && model->evidence[0] ? model->evidence : NULL);
+	if (disconnected)
+		sqlite3_bind_int64(st, 9, (int64_t)clock_ns(CLOCK_REALTIME));
+	else
+		sqlite3_bind_null(st, 9);
+	row_end(s, st);
+}
+
+/* ------------------------------------------------------------ ticks */
+
+static void retain(struct store *s, uint64_t now)
+{
+	int64_t cutoff = 0;
+	uint64_t deleted = 0;
+	int rc;
+
+	if (!s->in_txn && txn_begin(s) == -1)
+		return;
+	if (s->retention_age != 0)
+		cutoff = (int64_t)clock_ns(CLOCK_REALTIME) - s->retention_age;
+	rc = retention_step(s->retention, cutoff, s->retention_bytes, &deleted);
+	if (rc < 0) {
+		txn_failed(s, -rc, 0, "retention");
+		return;
+	}
+	s->pending_deleted += deleted;
+	s->retention_more = rc;
+	if (!rc)
+		s->next_retention = now + s->retention_ns;
+}
+
+void store_tick(struct store *s)
+{
+	uint64_t now = clock_ns(CLOCK_MONOTONIC);
+
+	s->hold_off = 0;
+	if ((s->retention_age != 0 || s->retention_bytes != 0) &&
+	    (s->retention_more || now >= s->next_retention))
+		retain(s, now);
+	if (s->in_txn && (now - s->txn_start >= s->commit_ns ||
+			  s->pending >= s->commit_rows))
+		txn_commit(s);
+}
+
+void store_commit(struct store *s)
+{
+	txn_commit(s);
+}
+
+void store_stats(const struct store *s, struct store_stats *out)
+{
+	*out = s->stats;
+}
+
+uint64_t store_last_request_id(struct store *s)
+{
+	return s->last_rid;
+}
+
+void store_limit_pages(struct store *s, int64_t extra)
+{
+	char q[96];
+
+	if (extra < 0)
+		snprintf(q, sizeof q, "PRAGMA max_page_count = 4294967294");
+	else
+		snprintf(q, sizeof q,
+			 "PRAGMA max_page_count = "
+			 "(SELECT page_count + %lld FROM pragma_page_count)",
+			 (long long)extra);
+	sqlite3_exec(s->db, q, NULL, NULL, NULL);
+}
+
+/* ------------------------------------------------------------ open, close */
+
+/* mkdir -p of the file's directory; directories it creates get 0750
+ * whatever the umask. */
+static int make_parent(const char *path, char *err, size_t errlen)
+{
+	char *dir = strdup(path);
+	char *slash = dir ? strrchr(dir, '/') : NULL;
+	int rc = 0;
+
+	if (slash == NULL || slash == dir) {
+		free(dir);
+		return 0;
+	}
+	*slash = '\0';
+	for (char *p = dir + 1; rc == 0 && p != NULL; p = strchr(p + 1, '/')) {
+		char c = *p;
+
+		*p = '\0';
+		if (mkdir(dir, 0750) == 0)
+			chmod(dir, 0750);
+		else if (errno != EEXIST)
+			rc = -1;
+		*p = c;
+		if (c == '\0')
+			break;
+	}
+	if (rc == -1)
+		snprintf(err, errlen, "cannot create directory %s: %s", dir,
+			 strerror(errno));
+	free(dir);
+	return rc;
+}
+
+/* Creates the file 0640 whatever the umask; an existing file keeps its
+ * mode.  Opening it here also gives a plain errno for the error line. */
+static int create_file(const char *path, char *err, size_t errlen)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+
+	if (fd >= 0) {
+		fchmod(fd, 0640);
+	} else if (errno == EEXIST) {
+		fd = open(path, O_RDWR | O_CLOEXEC);
+	}
+	if (fd < 0) {
+		snprintf(err, errlen, "cannot open database %s: %s", path,
+			 strerror(errno));
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
+/* SQLite gives the -wal and -shm files the database's mode; say so
+ * explicitly rather than depend on it. */
+static void match_mode(const char *path)
+{
+	static const char *const suffix[] = {"-wal", "-shm"};
+	struct stat st;
+	char aux[4096];
+
+	if (stat(path, &st) == -1)
+		return;
+	for (size_t i = 0; i < sizeof suffix / sizeof suffix[0]; i++) {
+		snprintf(aux, sizeof aux, "%s%s", path, suffix[i]);
+		chmod(aux, st.st_mode & 0777);
+	}
+}
+
+static int64_t query_int(sqlite3 *db, const char *q)
+{
+	sqlite3_stmt *st;
+	int64_t v = 0;
+
+	if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK)
+		return 0;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+static int configure(struct store *s, const char *path, char *err,
+		     size_t errlen)
+{
+	char q[128];
+
+	if (sqlite3_exec(
+		s->db,
+		"PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
+		"PRAGMA journal_size_limit = 67108864;"
+		"PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY",
+		NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	match_mode(path);
+	/* The daemon has just started: no process is connected. */
+	snprintf(q, sizeof q,
+		 "UPDATE processes SET disconnected_at = %lld "
+		 "WHERE disconnected_at IS NULL",
+		 (long long)clock_ns(CLOCK_REALTIME));
+	if (sqlite3_exec(s->db, q, NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	for (int i = 0; i < NSTMT; i++)
+		if (sqlite3_prepare_v3(s->db, sql[i], -1,
+				       SQLITE_PREPARE_PERSISTENT, &s->st[i],
+				       NULL) != SQLITE_OK)
+			goto fail;
+	if ((s->retention = retention_new(s->db)) == NULL)
+		goto fail;
+	return 0;
+fail:
+	snprintf(err, errlen, "cannot open database %s: %s", path,
+		 sqlite3_errmsg(s->db));
+	return -1;
+}
+
+static void load_ids(struct store *s)
+{
+	s->last_process_id = query_int(s->db, "SELECT max(id) FROM processes");
+	s->last_site_id = query_int(s->db, "SELECT max(id) FROM sites");
+	s->last_rid = (uint64_t)query_int(
+	    s->db, "SELECT max(coalesce((SELECT value FROM meta WHERE "
+		   "key = 'last_request_id'), 0), "
+		   "coalesce((SELECT max(id) FROM requests), 0))");
+	s->saved_rid = s->last_rid;
+}
+
+static void apply_config(struct store *s, const struct store_config *cfg)
+{
+	s->keep_all = cfg->keep_all;
+	s->retention_age = (int64_t)cfg->retention_age;
+	s->retention_bytes = cfg->retention_bytes;
+	s->commit_ns =
+	    (uint64_t)(cfg->commit_ms ? cfg->commit_ms : DEFAULT_COMMIT_MS) *
+	    1000000u;
+	s->commit_rows =
+	    cfg->commit_rows ? cfg->commit_rows : DEFAULT_COMMIT_ROWS;
+	s->retention_ns = (uint64_t)(cfg->retention_ms ? cfg->retention_ms
+						       : DEFAULT_RETENTION_MS) *
+			  1000000u;
+}
+
+struct store *store_open(const struct store_config *cfg, char *err,
+			 size_t errlen)
+{
+	struct store *s = calloc(1, sizeof *s);
+	int rc;
+
+	if (s == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (make_parent(cfg->path, err, errlen) == -1 ||
+	    create_file(cfg->path, err, errlen) == -1)
+		goto fail;
+	rc = sqlite3_open_v2(cfg->path, &s->db,
+			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "cannot open database %s: %s", cfg->path,
+			 sqlite3_errstr(rc));
+		goto fail;
+	}
+	sqlite3_extended_result_codes(s->db, 1);
+	sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+	if (store_schema_open(s->db, cfg->path, err, errlen) == -1 ||
+	    configure(s, cfg->path, err, errlen) == -1)
+		goto fail;
+	apply_config(s, cfg);
+	load_ids(s);
+	return s;
+fail:
+	store_close(s);
+	return NULL;
+}
+
+void store_close(struct store *s)
+{
+	if (s == NULL)
+		return;
+	if (s->db != NULL)
+		txn_commit(s);
+	retention_free(s->retention);
+	for (int i = 0; i < NSTMT; i++)
+		sqlite3_finalize(s->st[i]);
+	sqlite3_close(s->db);
+	free(s);
+}

@@ -1,0 +1,226 @@
+/*
+ * store_schema.c: the database schema of ctxleakd and its migrations.
+ *
+ * The schema is versioned with PRAGMA user_version and marked as ours with
+ * PRAGMA application_id.  A new file is migrated from version 0, so that
+ * creating a database and upgrading one run the same steps; each step
+ * brings the file from the version before it to its own, and all the steps
+ * a file needs run in one transaction, so that a failed upgrade leaves the
+ * file as it was.  daemon/SCHEMA.md documents the result for people who
+ * query it; tests/test_store.c checks that the two agree.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <sqlite3.h>
+
+#include "ctxleakd.h"
+
+/*
+ * Version 1.  The records table takes one row per record under --keep=all,
+ * so it is kept small and carries a single index, on request_id, whose
+ * values the daemon assigns in sequence: an index on the clients' random
+ * ctx values would cut the insert rate by about five times.
+ */
+static const char schema_v1[] =
+    "CREATE TABLE processes ("
+    " id INTEGER PRIMARY KEY,"
+    " instance INTEGER NOT NULL,"
+    " pid INTEGER NOT NULL,"
+    " hello_pid INTEGER,"
+    " uid INTEGER,"
+    " gid INTEGER,"
+    " app TEXT,"
+    " backend TEXT,"
+    " backend_reason TEXT,"
+    " client TEXT,"
+    " connected_at INTEGER NOT NULL,"
+    " disconnected_at INTEGER,"
+    " connections INTEGER NOT NULL DEFAULT 1,"
+    " records INTEGER NOT NULL DEFAULT 0,"
+    " dropped INTEGER NOT NULL DEFAULT 0,"
+    " unknown_skipped INTEGER NOT NULL DEFAULT 0,"
+    " error TEXT,"
+    " model TEXT,"
+    " recommend TEXT,"
+    " model_evidence TEXT);"
+    "CREATE INDEX processes_instance ON processes(instance);"
+    "CREATE TABLE sites ("
+    " id INTEGER PRIMARY KEY,"
+    " process_id INTEGER NOT NULL,"
+    " file TEXT NOT NULL,"
+    " line INTEGER NOT NULL,"
+    " func TEXT);"
+    "CREATE TABLE requests ("
+    " id INTEGER PRIMARY KEY,"
+    " process_id INTEGER NOT NULL,"
+    " ctx INTEGER NOT NULL,"
+    " name TEXT,"
+    " site_id INTEGER,"
+    " begin_ts INTEGER NOT NULL,"
+    " end_ts INTEGER,"
+    " begin_tid INTEGER,"
+    " threads TEXT NOT NULL,"
+    " scopes INTEGER NOT NULL,"
+    " records INTEGER NOT NULL,"
+    " leaks INTEGER NOT NULL,"
+    " lost INTEGER NOT NULL, stale INTEGER NOT NULL,"
+    " bleed INTEGER NOT NULL, overlap INTEGER NOT NULL,"
+    " misnest INTEGER NOT NULL, unclosed INTEGER NOT NULL,"
+    " source_of INTEGER NOT NULL,"
+    " tags_dropped INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX requests_ctx ON requests(ctx);"
+    "CREATE TABLE tags ("
+    " request_id INTEGER NOT NULL,"
+    " key TEXT NOT NULL,"
+    " value TEXT,"
+    " ts INTEGER NOT NULL,"
+    " tid INTEGER,"
+    " site_id INTEGER,"
+    " setter_request_id INTEGER,"
+    " setter_ctx INTEGER);"
+    "CREATE INDEX tags_request ON tags(request_id);"
+    "CREATE TABLE leaks ("
+    " id INTEGER PRIMARY KEY,"
+    " process_id INTEGER NOT NULL,"
+    " class TEXT NOT NULL,"
+    " ts INTEGER NOT NULL,"
+    " tid INTEGER,"
+    " victim_request_id INTEGER,"
+    " victim_ctx INTEGER,"
+    " victim_name TEXT,"
+    " source_request_id INTEGER,"
+    " source_ctx INTEGER,"
+    " source_name TEXT,"
+    " record TEXT NOT NULL,"
+    " ctx INTEGER,"
+    " cause INTEGER,"
+    " other INTEGER,"
+    " name TEXT,"
+    " value TEXT,"
+    " site_id INTEGER,"
+    " detail TEXT);"
+    "CREATE INDEX leaks_ts ON leaks(ts);"
+    "CREATE TABLE records ("
+    " id INTEGER PRIMARY KEY,"
+    " process_id INTEGER NOT NULL,"
+    " request_id INTEGER,"
+    " ctx_request_id INTEGER,"
+    " type TEXT NOT NULL,"
+    " ts INTEGER NOT NULL,"
+    " tid INTEGER NOT NULL,"
+    " ctx INTEGER NOT NULL,"
+    " cause INTEGER NOT NULL,"
+    " other INTEGER,"
+    " site_id INTEGER,"
+    " name TEXT,"
+    " value TEXT,"
+    " leak TEXT);"
+    "CREATE INDEX records_request ON records(request_id);"
+    "CREATE TABLE drops ("
+    " process_id INTEGER NOT NULL,"
+    " since_ts INTEGER NOT NULL,"
+    " until_ts INTEGER NOT NULL,"
+    " count INTEGER NOT NULL);"
+    "CREATE TABLE meta ("
+    " key TEXT PRIMARY KEY,"
+    " value INTEGER NOT NULL);";
+
+/* Step i brings a file from version i to version i + 1. */
+static const char *const migrations[STORE_SCHEMA_VERSION] = {
+    schema_v1,
+};
+
+static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)
+{
+	sqlite3_stmt *st;
+	int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+
+	if (rc != SQLITE_OK)
+		return rc;
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*out = sqlite3_column_int64(st, 0);
+		rc = SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static int migrate(sqlite3 *db, int64_t from, char *err, size_t errlen)
+{
+	char sql[128];
+	int64_t v;
+
+	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	for (v = from; v < STORE_SCHEMA_VERSION; v++)
+		if (sqlite3_exec(db, migrations[v], NULL, NULL, NULL) !=
+		    SQLITE_OK)
+			goto fail;
+	snprintf(sql, sizeof sql,
+		 "PRAGMA application_id = %d; PRAGMA user_version = %d; "
+		 "COMMIT",
+		 STORE_APPLICATION_ID, STORE_SCHEMA_VERSION);
+	if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+		goto fail;
+	return 0;
+fail:
+	snprintf(err, errlen, "cannot migrate schema from version %lld: %s",
+		 (long long)from, sqlite3_errmsg(db));
+	if (!sqlite3_get_autocommit(db))
+		sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	return -1;
+}
+
+/* A file of version 0 is ours to create only when it is empty: any other
+ * SQLite file belongs to someone else. */
+static int check_ours(sqlite3 *db, const char *path, int64_t version, char *err,
+		      size_t errlen)
+{
+	int64_t app_id, objects;
+	int rc = pragma_int(db, "PRAGMA application_id", &app_id);
+
+	if (rc == SQLITE_OK)
+		rc = pragma_int(db, "SELECT count(*) FROM sqlite_master",
+				&objects);
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "cannot open database %s: %s", path,
+			 sqlite3_errstr(rc));
+		return -1;
+	}
+	if (version == 0 && app_id == 0 && objects == 0)
+		return 0;
+	if (app_id != STORE_APPLICATION_ID) {
+		snprintf(err, errlen,
+			 "%s is not a ctxleak database (application_id %lld, "
+			 "expected %d)",
+			 path, (long long)app_id, STORE_APPLICATION_ID);
+		return -1;
+	}
+	return 0;
+}
+
+int store_schema_open(sqlite3 *db, const char *path, char *err, size_t errlen)
+{
+	int64_t version;
+	int rc = pragma_int(db, "PRAGMA user_version", &version);
+
+	if (rc != SQLITE_OK) {
+		snprintf(err, errlen, "cannot open database %s: %s", path,
+			 sqlite3_errstr(rc));
+		return -1;
+	}
+	if (check_ours(db, path, version, err, errlen) == -1)
+		return -1;
+	if (version > STORE_SCHEMA_VERSION) {
+		snprintf(err, errlen,
+			 "database schema version %lld is newer than this "
+			 "ctxleakd supports (%d)",
+			 (long long)version, STORE_SCHEMA_VERSION);
+		return -1;
+	}
+	if (version < STORE_SCHEMA_VERSION)
+		return migrate(db, version, err, errlen);
+	return 0;
+}
