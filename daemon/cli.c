@@ -1,0 +1,469 @@
+/*
+ * cli.c: main() of the ctxleak CLI: global options, the table of
+ * subcommands, option parsing shared by all of them, help and dispatch.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+const char *const cli_class_names[CLI_CLASS_COUNT] = {
+    "bleed", "stale", "overlap", "lost", "misnest", "unclosed",
+};
+
+#define FILTER_HELP_CLASS                                                      \
+	"  --class CLASS[,CLASS]  only these classes: bleed stale overlap "    \
+	"lost\n"                                                               \
+	"                         misnest unclosed\n"
+#define FILTER_HELP_PROC                                                       \
+	"  --app NAME             only processes of this application\n"        \
+	"  --pid PID              only this process id\n"
+#define FILTER_HELP_REQUEST                                                    \
+	"  --request NAME         only findings whose victim or source "       \
+	"request\n"                                                            \
+	"                         has this name\n"
+#define FILTER_HELP_SITE                                                       \
+	"  --site FILE[:LINE]     only findings at this call site (FILE may "  \
+	"be\n"                                                                 \
+	"                         the end of the path)\n"
+#define FILTER_HELP_TIME                                                       \
+	"  --since WHEN           only findings at or after WHEN: a duration " \
+	"ago\n"                                                                \
+	"                         (30s, 10m, 2h, 7d) or an RFC 3339 time\n"    \
+	"  --until WHEN           only findings at or before WHEN\n"
+
+static const struct cli_cmd commands[] = {
+    {"leaks", "list findings, newest first",
+     "usage: ctxleak [OPTIONS] leaks [FILTERS]\n"
+     "\n"
+     "Lists findings, newest first.\n"
+     "\n" FILTER_HELP_CLASS FILTER_HELP_PROC FILTER_HELP_REQUEST
+	 FILTER_HELP_SITE FILTER_HELP_TIME
+     "  --limit N              at most N findings (default 50 in a "
+     "table,\n"
+     "                         all with --json; 0: all)\n",
+     CLI_OPT_CLASS | CLI_OPT_APP | CLI_OPT_PID | CLI_OPT_REQUEST |
+	 CLI_OPT_SITE | CLI_OPT_TIME | CLI_OPT_LIMIT,
+     0, 0, cli_leaks},
+    {"show", "one request: header, tags, timeline, findings",
+     "usage: ctxleak [OPTIONS] show REQUEST\n"
+     "\n"
+     "Shows one request's rebuilt context: its header, its tags and the\n"
+     "request whose code set each, its records by thread (when the daemon\n"
+     "kept them) with each finding marked, and the other requests\n"
+     "involved.  REQUEST is a request id (#12 or 12), a ctx in decimal, "
+     "or\n"
+     "a request name (the newest such request).\n",
+     0, 1, 1, cli_show},
+    {"summary", "counts by class, app, request and site; models; gaps",
+     "usage: ctxleak [OPTIONS] summary [FILTERS]\n"
+     "\n"
+     "Counts findings by class, application, request name and site, gives\n"
+     "each process's inferred concurrency model and the backend that "
+     "would\n"
+     "isolate its requests, and states the windows in which clients "
+     "dropped\n"
+     "records (counts over them may be incomplete).\n"
+     "\n" FILTER_HELP_CLASS FILTER_HELP_PROC FILTER_HELP_REQUEST
+	 FILTER_HELP_SITE FILTER_HELP_TIME,
+     CLI_OPT_CLASS | CLI_OPT_APP | CLI_OPT_PID | CLI_OPT_REQUEST |
+	 CLI_OPT_SITE | CLI_OPT_TIME,
+     0, 0, cli_summary},
+    {"processes", "client processes, their backend, model and counts",
+     "usage: ctxleak [OPTIONS] processes [--app NAME] [--pid PID]\n"
+     "\n"
+     "Lists the client processes the daemon has seen.\n"
+     "\n" FILTER_HELP_PROC,
+     CLI_OPT_APP | CLI_OPT_PID, 0, 0, cli_processes},
+    {"sites", "call sites and the findings at each",
+     "usage: ctxleak [OPTIONS] sites [--app NAME] [--pid PID]\n"
+     "\n"
+     "Lists call sites, the most findings first.\n"
+     "\n" FILTER_HELP_PROC,
+     CLI_OPT_APP | CLI_OPT_PID, 0, 0, cli_sites},
+};
+#define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
+
+static const char global_help[] =
+    "Global options (before or after the subcommand):\n"
+    "  --db PATH              the database (default: %s)\n"
+    "  --json                 one JSON object per line\n"
+    "  --fail-on CLASS[,CLASS]|any\n"
+    "                         exit 1 when a finding of these classes is\n"
+    "                         in the selection (for CI gates)\n"
+    "  --color=auto|always|never\n"
+    "                         colour (auto: on a terminal, unless "
+    "NO_COLOR)\n"
+    "  -h, --help             this help\n"
+    "  --version              the version\n"
+    "\n"
+    "Exit codes: 0 ok, 1 --fail-on matched, 2 usage error, 3 database\n"
+    "missing or unreadable.\n";
+
+int cli_error(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("ctxleak: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	return code;
+}
+
+static int class_index(const char *name, size_t len)
+{
+	for (int i = 0; i < CLI_CLASS_COUNT; i++)
+		if (strlen(cli_class_names[i]) == len &&
+		    strncmp(cli_class_names[i], name, len) == 0)
+			return i;
+	return -1;
+}
+
+int cli_parse_classes(const char *list, unsigned *out)
+{
+	unsigned mask = 0;
+
+	if (strcmp(list, "any") == 0) {
+		*out = CLI_CLASS_ALL;
+		return 0;
+	}
+	for (const char *p = list;; p++) {
+		size_t len = strcspn(p, ",");
+		int i = class_index(p, len);
+
+		if (i < 0)
+			return -1;
+		mask |= 1u << i;
+		p += len;
+		if (*p == '\0')
+			break;
+	}
+	*out = mask;
+	return 0;
+}
+
+static void print_help(FILE *f)
+{
+	char def[4096];
+
+	fputs("usage: ctxleak [OPTIONS] COMMAND [ARGS]\n"
+	      "\n"
+	      "Queries the database of ctxleakd: where request context "
+	      "leaked.\n"
+	      "\n"
+	      "Commands:\n",
+	      f);
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		fprintf(f, "  %-10s %s\n", commands[i].name,
+			commands[i].summary);
+	fputs("\n'ctxleak COMMAND --help' describes each.\n\n", f);
+	fprintf(f, global_help, cli_db_default(def, sizeof(def)));
+}
+
+static void print_cmd_help(const struct cli_cmd *cmd)
+{
+	char def[4096];
+
+	fputs(cmd->usage, stdout);
+	fputc('\n', stdout);
+	printf(global_help, cli_db_default(def, sizeof(def)));
+}
+
+enum {
+	OPT_DB = 256,
+	OPT_JSON,
+	OPT_FAIL_ON,
+	OPT_COLOR,
+	OPT_VERSION,
+	OPT_CLASS,
+	OPT_APP,
+	OPT_PID,
+	OPT_REQUEST,
+	OPT_SITE,
+	OPT_SINCE,
+	OPT_UNTIL,
+	OPT_LIMIT,
+};
+
+static const struct option long_options[] = {
+    {"db", required_argument, NULL, OPT_DB},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"fail-on", required_argument, NULL, OPT_FAIL_ON},
+    {"color", optional_argument, NULL, OPT_COLOR},
+    {"colour", optional_argument, NULL, OPT_COLOR},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {"class", required_argument, NULL, OPT_CLASS},
+    {"app", required_argument, NULL, OPT_APP},
+    {"pid", required_argument, NULL, OPT_PID},
+    {"request", required_argument, NULL, OPT_REQUEST},
+    {"site", required_argument, NULL, OPT_SITE},
+    {"since", required_argument, NULL, OPT_SINCE},
+    {"until", required_argument, NULL, OPT_UNTIL},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {NULL, 0, NULL, 0},
+};
+
+/* Which CLI_OPT_* bit a filter option needs. */
+static unsigned option_bit(int opt)
+{
+	switch (opt) {
+	case OPT_CLASS:
+		return CLI_OPT_CLASS;
+	case OPT_APP:
+		return CLI_OPT_APP;
+	case OPT_PID:
+		return CLI_OPT_PID;
+	case OPT_REQUEST:
+		return CLI_OPT_REQUEST;
+	case OPT_SITE:
+		return CLI_OPT_SITE;
+	case OPT_SINCE:
+	case OPT_UNTIL:
+		return CLI_OPT_TIME;
+	case OPT_LIMIT:
+		return CLI_OPT_LIMIT;
+	}
+	return 0;
+}
+
+static int parse_number(const char *s, long long min, long long *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtoll(s, &end, 10);
+	return (errno || end == s || *end != '\0' || *out < min) ? -1 : 0;
+}
+
+static int parse_site(struct cli_filter *f, char *arg)
+{
+	char *colon = strrchr(arg, ':');
+	long long line;
+
+	f->site_file = arg;
+	if (colon && colon[1] != '\0' &&
+	    strspn(colon + 1, "0123456789") == strlen(colon + 1)) {
+		if (parse_number(colon + 1, 1, &line) < 0)
+			return -1;
+		*colon = '\0';
+		f->site_line = (long)line;
+	}
+	return *arg ? 0 : -1;
+}
+
+static int parse_when(const char *arg, int64_t *out)
+{
+	if (cli_time_parse(arg, cli_time_now(), out) < 0)
+		return cli_error(CLI_EXIT_USAGE,
+				 "'%s' is neither a duration (30s, 10m, 2h, "
+				 "7d) nor an RFC 3339 time",
+				 arg);
+	return 0;
+}
+
+static int parse_color(struct cli *c, const char *arg)
+{
+	if (arg == NULL || strcmp(arg, "always") == 0)
+		c->color_mode = CLI_COLOR_ALWAYS;
+	else if (strcmp(arg, "auto") == 0)
+		c->color_mode = CLI_COLOR_AUTO;
+	else if (strcmp(arg, "never") == 0)
+		c->color_mode = CLI_COLOR_NEVER;
+	else
+		return cli_error(CLI_EXIT_USAGE,
+				 "--color takes auto, always or never");
+	return 0;
+}
+
+static int parse_filter_option(struct cli *c, int opt, char *arg)
+{
+	struct cli_filter *f = &c->filter;
+	long long n;
+
+	switch (opt) {
+	case OPT_CLASS:
+		if (cli_parse_classes(arg, &f->classes) < 0)
+			return cli_error(CLI_EXIT_USAGE,
+					 "unknown class in '%s'", arg);
+		return 0;
+	case OPT_APP:
+		f->app = arg;
+		return 0;
+	case OPT_PID:
+		if (parse_number(arg, 1, &n) < 0)
+			return cli_error(CLI_EXIT_USAGE, "bad --pid '%s'", arg);
+		f->pid = n;
+		return 0;
+	case OPT_REQUEST:
+		f->request = arg;
+		return 0;
+	case OPT_SITE:
+		if (parse_site(f, arg) < 0)
+			return cli_error(CLI_EXIT_USAGE, "bad --site '%s'",
+					 arg);
+		return 0;
+	case OPT_SINCE:
+		return parse_when(arg, &f->since);
+	case OPT_UNTIL:
+		return parse_when(arg, &f->until);
+	case OPT_LIMIT:
+		if (parse_number(arg, 0, &n) < 0)
+			return cli_error(CLI_EXIT_USAGE, "bad --limit '%s'",
+					 arg);
+		f->limit = (long)n;
+		return 0;
+	}
+	return CLI_EXIT_USAGE;
+}
+
+/* Options common to every command; -1 when opt is not one of them. */
+static int parse_global_option(struct cli *c, int opt, char *arg)
+{
+	switch (opt) {
+	case OPT_DB:
+		c->db_path = arg;
+		return 0;
+	case OPT_JSON:
+		c->json = 1;
+		return 0;
+	case OPT_FAIL_ON:
+		if (cli_parse_classes(arg, &c->fail_on) < 0)
+			return cli_error(CLI_EXIT_USAGE,
+					 "unknown class in --fail-on '%s'",
+					 arg);
+		return 0;
+	case OPT_COLOR:
+		return parse_color(c, arg);
+	}
+	return -1;
+}
+
+/*
+ * Parses argv in one pass: global options anywhere, the subcommand's own
+ * options after it.  Sets *cmd (NULL: none given).  Returns -1 to go on, or
+ * an exit code (help and version print and return CLI_EXIT_OK).
+ */
+static int parse_args(struct cli *c, int argc, char **argv,
+		      const struct cli_cmd **cmd)
+{
+	int opt, rc;
+
+	*cmd = NULL;
+	opterr = 0;
+	/* "+": stop at the subcommand so that its name is found first. */
+	while ((opt = getopt_long(argc, argv, "+h", long_options, NULL)) !=
+	       -1) {
+		if (opt == 'h') {
+			print_help(stdout);
+			return CLI_EXIT_OK;
+		}
+		if (opt == OPT_VERSION) {
+			printf("ctxleak %s (database schema %d)\n", CLI_VERSION,
+			       CLI_SCHEMA_VERSION);
+			return CLI_EXIT_OK;
+		}
+		rc = parse_global_option(c, opt, optarg);
+		if (rc > 0)
+			return rc;
+		if (rc < 0)
+			return cli_error(CLI_EXIT_USAGE,
+					 "%s: not a global option (see "
+					 "'ctxleak --help')",
+					 argv[optind - 1]);
+	}
+	if (optind >= argc) {
+		print_help(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	for (size_t i = 0; i < NCOMMANDS; i++)
+		if (strcmp(argv[optind], commands[i].name) == 0)
+			*cmd = &commands[i];
+	if (*cmd == NULL)
+		return cli_error(CLI_EXIT_USAGE,
+				 "unknown command '%s' (see 'ctxleak --help')",
+				 argv[optind]);
+	return -1;
+}
+
+static int parse_cmd_args(struct cli *c, const struct cli_cmd *cmd, int argc,
+			  char **argv)
+{
+	int opt, rc;
+
+	optind = 0; /* glibc: restart, forgetting the "+" of the first pass */
+	while ((opt = getopt_long(argc, argv, "h", long_options, NULL)) != -1) {
+		if (opt == 'h') {
+			print_cmd_help(cmd);
+			return CLI_EXIT_OK;
+		}
+		if (opt == '?' || opt == ':' || opt == OPT_VERSION)
+			return cli_error(CLI_EXIT_USAGE,
+					 "%s: bad option '%s' (see 'ctxleak "
+					 "%s --help')",
+					 cmd->name, argv[optind - 1],
+					 cmd->name);
+		rc = parse_global_option(c, opt, optarg);
+		if (rc > 0)
+			return rc;
+		if (rc == 0)
+			continue;
+		if (!(cmd->options & option_bit(opt)))
+			return cli_error(CLI_EXIT_USAGE,
+					 "%s does not take %s (see 'ctxleak "
+					 "%s --help')",
+					 cmd->name, argv[optind - 1],
+					 cmd->name);
+		rc = parse_filter_option(c, opt, optarg);
+		if (rc)
+			return rc;
+	}
+	c->nargs = argc - optind;
+	c->args = argv + optind;
+	if (c->nargs < cmd->min_args || c->nargs > cmd->max_args)
+		return cli_error(CLI_EXIT_USAGE,
+				 "%s: wrong number of arguments (see 'ctxleak "
+				 "%s --help')",
+				 cmd->name, cmd->name);
+	return -1;
+}
+
+static int run(struct cli *c, const struct cli_cmd *cmd)
+{
+	int rc;
+
+	if (c->filter.since && c->filter.until &&
+	    c->filter.since > c->filter.until)
+		return cli_error(CLI_EXIT_USAGE, "--since is after --until");
+	c->color = cli_color_wanted(c->color_mode, c->out);
+	rc = cli_db_open(c);
+	if (rc)
+		return rc;
+	rc = cmd->run(c);
+	cli_db_close(c);
+	if (fflush(c->out) != 0 || ferror(c->out))
+		return cli_error(CLI_EXIT_DB, "write error: %s",
+				 strerror(errno));
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	char db_default[4096];
+	struct cli c = {.out = stdout, .filter = {.limit = -1}};
+	const struct cli_cmd *cmd;
+	int rc;
+
+	c.db_path = cli_db_default(db_default, sizeof(db_default));
+	rc = parse_args(&c, argc, argv, &cmd);
+	if (rc >= 0)
+		return rc;
+	rc = parse_cmd_args(&c, cmd, argc - optind, argv + optind);
+	if (rc >= 0)
+		return rc;
+	return run(&c, cmd);
+}

@@ -1,0 +1,264 @@
+/*
+ * cli_db.c: the CLI's side of the database: where it is, opening it
+ * read-only, telling the user plainly when it is not one we can read, and
+ * the SQL of the selection shared by the subcommands (filters, --fail-on).
+ *
+ * The file is opened with SQLITE_OPEN_READONLY: in WAL mode that reads a
+ * consistent snapshot while ctxleakd writes, and the CLI can never change
+ * or lock out the daemon's data.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+/* Readers wait this long for a writer's checkpoint instead of failing. */
+#define BUSY_TIMEOUT_MS 5000
+
+const char *cli_db_default(char *buf, size_t len)
+{
+	const char *state = getenv("XDG_STATE_HOME");
+	const char *home = getenv("HOME");
+
+	if (geteuid() == 0)
+		snprintf(buf, len, "/var/lib/ctxleak/ctxleak.db");
+	else if (state && state[0] == '/')
+		snprintf(buf, len, "%s/ctxleak/ctxleak.db", state);
+	else
+		snprintf(buf, len, "%s/.local/state/ctxleak/ctxleak.db",
+			 home ? home : "");
+	return buf;
+}
+
+/* Missing and unreadable files, before SQLite turns them into less clear
+ * errors (or, for a missing file, into an empty database). */
+static int check_file(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st) < 0) {
+		if (errno == ENOENT)
+			return cli_error(CLI_EXIT_DB,
+					 "no database at %s (has ctxleakd run? "
+					 "use --db PATH)",
+					 path);
+		return cli_error(CLI_EXIT_DB, "cannot read %s: %s", path,
+				 strerror(errno));
+	}
+	if (!S_ISREG(st.st_mode))
+		return cli_error(CLI_EXIT_DB, "%s is not a file", path);
+	if (access(path, R_OK) < 0)
+		return cli_error(CLI_EXIT_DB, "cannot read %s: %s", path,
+				 strerror(errno));
+	return 0;
+}
+
+/* One integer from a query; -1 when it fails (not SQLite, locked...). */
+static long long query_int(sqlite3 *db, const char *sql, int *err)
+{
+	sqlite3_stmt *st;
+	long long v = -1;
+
+	*err = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+	if (*err != SQLITE_OK)
+		return -1;
+	*err = sqlite3_step(st);
+	if (*err == SQLITE_ROW) {
+		v = sqlite3_column_int64(st, 0);
+		*err = SQLITE_OK;
+	}
+	sqlite3_finalize(st);
+	return v;
+}
+
+static int check_schema(struct cli *c)
+{
+	int err;
+	long long tables, version;
+
+	tables = query_int(c->db,
+			   "SELECT count(*) FROM sqlite_master WHERE type = "
+			   "'table' AND name IN ('processes', 'leaks')",
+			   &err);
+	if (err == SQLITE_NOTADB)
+		return cli_error(CLI_EXIT_DB,
+				 "%s is not a ctxleak database (not SQLite)",
+				 c->db_path);
+	if (err != SQLITE_OK)
+		return cli_error(CLI_EXIT_DB, "cannot read %s: %s", c->db_path,
+				 sqlite3_errstr(err));
+	if (tables != 2)
+		return cli_error(CLI_EXIT_DB,
+				 "%s is not a ctxleak database (no processes "
+				 "and leaks tables)",
+				 c->db_path);
+	version = query_int(c->db, "PRAGMA user_version", &err);
+	if (err != SQLITE_OK)
+		return cli_error(CLI_EXIT_DB, "cannot read %s: %s", c->db_path,
+				 sqlite3_errstr(err));
+	if (version > CLI_SCHEMA_VERSION)
+		return cli_error(CLI_EXIT_DB,
+				 "%s has schema version %lld, newer than this "
+				 "ctxleak reads (%d): upgrade ctxleak",
+				 c->db_path, version, CLI_SCHEMA_VERSION);
+	return 0;
+}
+
+int cli_db_open(struct cli *c)
+{
+	int rc = check_file(c->db_path), err;
+
+	if (rc)
+		return rc;
+	err = sqlite3_open_v2(c->db_path, &c->db, SQLITE_OPEN_READONLY, NULL);
+	if (err != SQLITE_OK) {
+		cli_db_close(c);
+		return cli_error(CLI_EXIT_DB, "cannot open %s: %s", c->db_path,
+				 sqlite3_errstr(err));
+	}
+	sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+	rc = check_schema(c);
+	if (rc)
+		cli_db_close(c);
+	return rc;
+}
+
+void cli_db_close(struct cli *c)
+{
+	sqlite3_close(c->db);
+	c->db = NULL;
+}
+
+sqlite3_stmt *cli_db_prepare(struct cli *c, const char *sql)
+{
+	sqlite3_stmt *st;
+
+	if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		cli_error(CLI_EXIT_DB, "%s: unexpected schema: %s", c->db_path,
+			  sqlite3_errmsg(c->db));
+		return NULL;
+	}
+	return st;
+}
+
+int cli_db_done(struct cli *c, int rc)
+{
+	if (rc == SQLITE_DONE)
+		return 0;
+	return cli_error(CLI_EXIT_DB, "cannot read %s: %s", c->db_path,
+			 sqlite3_errmsg(c->db));
+}
+
+const char *cli_db_text(sqlite3_stmt *st, int col, int *len)
+{
+	/* Text before bytes: sqlite3_column_bytes may convert the value. */
+	const char *s = (const char *)sqlite3_column_text(st, col);
+
+	*len = s ? sqlite3_column_bytes(st, col) : 0;
+	return s;
+}
+
+/* " AND l.class IN ('bleed','lost')" for a class mask. */
+static size_t class_sql(unsigned classes, char *buf, size_t len)
+{
+	size_t n = 0;
+	const char *sep = " AND l.class IN (";
+
+	for (int i = 0; i < CLI_CLASS_COUNT && n < len; i++) {
+		if (!(classes & (1u << i)))
+			continue;
+		n += snprintf(buf + n, len - n, "%s'%s'", sep,
+			      cli_class_names[i]);
+		sep = ", ";
+	}
+	if (n && n < len)
+		n += snprintf(buf + n, len - n, ")");
+	return n < len ? n : len - 1;
+}
+
+void cli_db_filter_sql(const struct cli_filter *f, char *buf, size_t len)
+{
+	size_t n = class_sql(f->classes, buf, len);
+
+#define ADD(cond, sql)                                                         \
+	do {                                                                   \
+		if ((cond) && n < len)                                         \
+			n += snprintf(buf + n, len - n, "%s", sql);            \
+	} while (0)
+	buf[n] = '\0';
+	ADD(f->app, " AND p.app = :app");
+	ADD(f->pid, " AND p.pid = :pid");
+	ADD(f->request,
+	    " AND (l.victim_name = :request OR l.source_name = :request)");
+	/* FILE matches the whole path or its last components. */
+	ADD(f->site_file,
+	    " AND l.site_id IN (SELECT id FROM sites WHERE (file = :file OR "
+	    "substr(file, -length(:file) - 1) = '/' || :file) AND (:line = 0 "
+	    "OR line = :line))");
+	ADD(f->since, " AND l.ts >= :since");
+	ADD(f->until, " AND l.ts <= :until");
+#undef ADD
+}
+
+static void bind_text(sqlite3_stmt *st, const char *name, const char *v)
+{
+	int i = sqlite3_bind_parameter_index(st, name);
+
+	if (i > 0)
+		sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+}
+
+static void bind_int(sqlite3_stmt *st, const char *name, int64_t v)
+{
+	int i = sqlite3_bind_parameter_index(st, name);
+
+	if (i > 0)
+		sqlite3_bind_int64(st, i, v);
+}
+
+void cli_db_bind_filter(sqlite3_stmt *st, const struct cli_filter *f)
+{
+	bind_text(st, ":app", f->app);
+	bind_int(st, ":pid", f->pid);
+	bind_text(st, ":request", f->request);
+	bind_text(st, ":file", f->site_file);
+	bind_int(st, ":line", f->site_line);
+	bind_int(st, ":since", f->since);
+	bind_int(st, ":until", f->until);
+}
+
+long long cli_db_fail_count(struct cli *c, const char *where)
+{
+	char sql[2048], classes[256];
+	sqlite3_stmt *st;
+	long long n = -1;
+
+	class_sql(c->fail_on, classes, sizeof(classes));
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM leaks l JOIN processes p ON p.id = "
+		 "l.process_id WHERE 1%s%s",
+		 where, classes);
+	st = cli_db_prepare(c, sql);
+	if (st == NULL)
+		return -1;
+	cli_db_bind_filter(st, &c->filter);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return n;
+}
+
+int cli_db_fail_exit(struct cli *c, const char *where)
+{
+	long long n;
+
+	if (!c->fail_on)
+		return CLI_EXIT_OK;
+	n = cli_db_fail_count(c, where);
+	if (n < 0)
+		return CLI_EXIT_DB;
+	return n > 0 ? CLI_EXIT_MATCH : CLI_EXIT_OK;
+}

@@ -1,0 +1,216 @@
+/*
+ * cli_leaks.c: `ctxleak leaks`, the findings of the selection, newest
+ * first, as a table or one JSON object per finding.
+ */
+#include <string.h>
+
+#include "cli.h"
+
+#define DEFAULT_TABLE_LIMIT 50
+
+enum {
+	L_ID,
+	L_CLASS,
+	L_APP,
+	L_PID,
+	L_TID,
+	L_TS,
+	L_VICTIM_ID,
+	L_VICTIM_CTX,
+	L_VICTIM_NAME,
+	L_SOURCE_ID,
+	L_SOURCE_CTX,
+	L_SOURCE_NAME,
+	L_RECORD,
+	L_NAME,
+	L_VALUE,
+	L_CTX,
+	L_CAUSE,
+	L_OTHER,
+	L_FILE,
+	L_LINE,
+	L_FUNC,
+	L_DETAIL,
+};
+
+static const char leaks_sql[] =
+    "SELECT l.id, l.class, p.app, p.pid, l.tid, l.ts, l.victim_request_id,"
+    " l.victim_ctx, l.victim_name, l.source_request_id, l.source_ctx,"
+    " l.source_name, l.record, l.name, l.value, l.ctx, l.cause, l.other,"
+    " s.file, s.line, s.func, l.detail"
+    " FROM leaks l JOIN processes p ON p.id = l.process_id"
+    " LEFT JOIN sites s ON s.id = l.site_id WHERE 1%s"
+    " ORDER BY l.ts DESC, l.id DESC LIMIT :limit";
+
+static const char *text(sqlite3_stmt *st, int col)
+{
+	return (const char *)sqlite3_column_text(st, col);
+}
+
+/* "server.c:142 on_db_reply", or NULL without a site. */
+static const char *site_str(sqlite3_stmt *st, char *buf, size_t len)
+{
+	if (sqlite3_column_type(st, L_FILE) == SQLITE_NULL)
+		return NULL;
+	snprintf(buf, len, "%s:%d%s%s", text(st, L_FILE),
+		 sqlite3_column_int(st, L_LINE),
+		 sqlite3_column_type(st, L_FUNC) == SQLITE_NULL ? "" : " ",
+		 sqlite3_column_type(st, L_FUNC) == SQLITE_NULL
+		     ? ""
+		     : text(st, L_FUNC));
+	return buf;
+}
+
+static void json_request(struct cli_json *j, sqlite3_stmt *st, const char *side,
+			 int id_col, int ctx_col, int name_col)
+{
+	char key[32];
+
+	cli_json_kctx(j, side, sqlite3_column_int64(st, ctx_col));
+	snprintf(key, sizeof(key), "%s_request", side);
+	cli_json_kcol(j, key, st, id_col);
+	snprintf(key, sizeof(key), "%s_name", side);
+	cli_json_kcol(j, key, st, name_col);
+}
+
+static void json_leak(struct cli_json *j, sqlite3_stmt *st)
+{
+	const char *record = text(st, L_RECORD);
+	int is_tag = record && strcmp(record, "TAG") == 0;
+	int is_event = record && strcmp(record, "EVENT") == 0;
+	char site[1024];
+
+	cli_json_object(j);
+	cli_json_kint(j, "id", sqlite3_column_int64(st, L_ID));
+	cli_json_kcol(j, "class", st, L_CLASS);
+	cli_json_kcol(j, "app", st, L_APP);
+	cli_json_kcol(j, "pid", st, L_PID);
+	cli_json_kcol(j, "tid", st, L_TID);
+	cli_json_kts(j, "ts", sqlite3_column_int64(st, L_TS));
+	json_request(j, st, "victim", L_VICTIM_ID, L_VICTIM_CTX, L_VICTIM_NAME);
+	json_request(j, st, "source", L_SOURCE_ID, L_SOURCE_CTX, L_SOURCE_NAME);
+	cli_json_kcol(j, "record", st, L_RECORD);
+	cli_json_kcol(j, is_tag ? "key" : "name", st, L_NAME);
+	if (is_tag || is_event)
+		cli_json_kcol(j, is_tag ? "value" : "message", st, L_VALUE);
+	cli_json_kctx(j, "ctx", sqlite3_column_int64(st, L_CTX));
+	cli_json_kctx(j, "cause", sqlite3_column_int64(st, L_CAUSE));
+	if (record && !strcmp(record, "BEGIN"))
+		cli_json_kctx(j, "prev", sqlite3_column_int64(st, L_OTHER));
+	else if (record && !strcmp(record, "END"))
+		cli_json_kctx(j, "cur", sqlite3_column_int64(st, L_OTHER));
+	cli_json_kstr(j, "site", site_str(st, site, sizeof(site)));
+	cli_json_kcol(j, "detail", st, L_DETAIL);
+	cli_json_end(j);
+}
+
+static const struct cli_col leak_cols[] = {
+    {"TIME", 0},
+    {"CLASS", 0},
+    {"PID", CLI_COL_RIGHT},
+    {"VICTIM", CLI_COL_SHRINK},
+    {"SOURCE", CLI_COL_SHRINK},
+    {"RECORD", CLI_COL_SHRINK},
+    {"SITE", CLI_COL_SHRINK},
+};
+
+static void table_leak(struct cli_table *t, sqlite3_stmt *st)
+{
+	char buf[1024], tbuf[32];
+	int len;
+	const char *s;
+
+	cli_table_cell(t, cli_time_short(sqlite3_column_int64(st, L_TS), tbuf,
+					 sizeof(tbuf)));
+	cli_table_cell_styled(t, cli_class_style(text(st, L_CLASS)),
+			      text(st, L_CLASS));
+	cli_table_cell(t, text(st, L_PID));
+	s = cli_db_text(st, L_VICTIM_NAME, &len);
+	cli_table_cell(t,
+		       cli_request_label(sqlite3_column_int64(st, L_VICTIM_ID),
+					 s, len, buf, sizeof(buf)));
+	s = cli_db_text(st, L_SOURCE_NAME, &len);
+	cli_table_cell(t,
+		       cli_request_label(sqlite3_column_int64(st, L_SOURCE_ID),
+					 s, len, buf, sizeof(buf)));
+	snprintf(buf, sizeof(buf), "%s%s%s%s%s", text(st, L_RECORD),
+		 text(st, L_NAME) ? " " : "",
+		 text(st, L_NAME) ? text(st, L_NAME) : "",
+		 text(st, L_VALUE) ? "=" : "",
+		 text(st, L_VALUE) ? text(st, L_VALUE) : "");
+	cli_table_cell(t, buf);
+	/* The file's name and line say where; the rest is in --json. */
+	if (site_str(st, buf, sizeof(buf))) {
+		*strchrnul(buf, ' ') = '\0';
+		s = strrchr(buf, '/');
+		cli_table_cell(t, s ? s + 1 : buf);
+	} else {
+		cli_table_cell(t, NULL);
+	}
+}
+
+/* The footer of a table: how many there are, and why not more. */
+static void table_footer(struct cli *c, long shown, int more, long limit)
+{
+	if (shown == 0)
+		fprintf(c->out, "no findings%s\n",
+			c->filter.classes || c->filter.app || c->filter.pid ||
+				c->filter.request || c->filter.site_file ||
+				c->filter.since || c->filter.until
+			    ? " match the filters"
+			    : "");
+	else if (more)
+		fprintf(c->out,
+			"(the newest %ld shown: --limit N or --limit 0 for "
+			"more)\n",
+			limit);
+}
+
+int cli_leaks(struct cli *c)
+{
+	char where[1024], sql[sizeof(leaks_sql) + sizeof(where)];
+	long limit = c->filter.limit, shown = 0;
+	struct cli_table *t = NULL;
+	struct cli_json *j = NULL;
+	sqlite3_stmt *st;
+	int more = 0, rc;
+
+	if (limit < 0)
+		limit = c->json ? 0 : DEFAULT_TABLE_LIMIT;
+	cli_db_filter_sql(&c->filter, where, sizeof(where));
+	snprintf(sql, sizeof(sql), leaks_sql, where);
+	st = cli_db_prepare(c, sql);
+	if (st == NULL)
+		return CLI_EXIT_DB;
+	cli_db_bind_filter(st, &c->filter);
+	/* One more than shown, to know whether there are more. */
+	sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":limit"),
+			   limit ? limit + 1 : -1);
+	if (c->json)
+		j = cli_json_new(c->out);
+	else
+		t = cli_table_new(c, leak_cols, 7);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (limit && shown == limit) {
+			more = 1;
+			rc = SQLITE_DONE;
+			break;
+		}
+		shown++;
+		if (j)
+			json_leak(j, st);
+		else
+			table_leak(t, st);
+	}
+	sqlite3_finalize(st);
+	cli_json_free(j);
+	if (t) {
+		if (shown)
+			cli_table_print(t);
+		cli_table_free(t);
+		table_footer(c, shown, more, limit);
+	}
+	if (cli_db_done(c, rc))
+		return CLI_EXIT_DB;
+	return cli_db_fail_exit(c, where);
+}

@@ -1,0 +1,239 @@
+/*
+ * cli_list.c: `ctxleak processes` and `ctxleak sites`, the two plain
+ * listings of what the daemon has seen.
+ */
+#include <string.h>
+
+#include "cli.h"
+
+/* A listing: one query filtered by --app/--pid, one row per line. */
+struct listing {
+	const char *sql; /* with a %s for the filter's conditions */
+	const struct cli_col *cols;
+	int ncols;
+	void (*json_row)(struct cli_json *j, sqlite3_stmt *st);
+	void (*table_row)(struct cli_table *t, sqlite3_stmt *st);
+	const char *empty;
+};
+
+static int run_listing(struct cli *c, const struct listing *l)
+{
+	char where[512], sql[2048];
+	struct cli_table *t = NULL;
+	struct cli_json *j = NULL;
+	sqlite3_stmt *st;
+	int rc, n = 0;
+
+	cli_db_filter_sql(&c->filter, where, sizeof(where));
+	snprintf(sql, sizeof(sql), l->sql, where);
+	if ((st = cli_db_prepare(c, sql)) == NULL)
+		return CLI_EXIT_DB;
+	cli_db_bind_filter(st, &c->filter);
+	if (c->json)
+		j = cli_json_new(c->out);
+	else
+		t = cli_table_new(c, l->cols, l->ncols);
+	for (; (rc = sqlite3_step(st)) == SQLITE_ROW; n++) {
+		if (j)
+			l->json_row(j, st);
+		else
+			l->table_row(t, st);
+	}
+	sqlite3_finalize(st);
+	cli_json_free(j);
+	if (t) {
+		if (n)
+			cli_table_print(t);
+		else
+			fprintf(c->out, "%s\n", l->empty);
+		cli_table_free(t);
+	}
+	if (cli_db_done(c, rc))
+		return CLI_EXIT_DB;
+	return cli_db_fail_exit(c, where);
+}
+
+/* ------------------------------------------------------------ processes */
+
+enum {
+	P_PID,
+	P_APP,
+	P_BACKEND,
+	P_MODEL,
+	P_RECOMMEND,
+	P_RECORDS,
+	P_DROPPED,
+	P_LEAKS,
+	P_CONNECTED,
+	P_DISCONNECTED,
+	/* JSON only from here on. */
+	P_ID,
+	P_INSTANCE,
+	P_HELLO_PID,
+	P_UID,
+	P_GID,
+	P_REASON,
+	P_CLIENT,
+	P_CONNECTIONS,
+	P_UNKNOWN,
+	P_ERROR,
+	P_EVIDENCE,
+	P_REQUESTS,
+};
+
+static const char processes_sql[] =
+    "SELECT p.pid, p.app, p.backend, p.model, p.recommend, p.records,"
+    " p.dropped, (SELECT count(*) FROM leaks l WHERE l.process_id ="
+    " p.id), p.connected_at, p.disconnected_at, p.id, p.instance,"
+    " p.hello_pid, p.uid, p.gid, p.backend_reason, p.client,"
+    " p.connections, p.unknown_skipped, p.error, p.model_evidence,"
+    " (SELECT count(*) FROM requests r WHERE r.process_id = p.id)"
+    " FROM processes p WHERE 1%s ORDER BY p.connected_at DESC, p.id DESC";
+
+static void json_process(struct cli_json *j, sqlite3_stmt *st)
+{
+	static const struct {
+		const char *key;
+		int col;
+	} cols[] = {
+	    {"id", P_ID},
+	    {"pid", P_PID},
+	    {"hello_pid", P_HELLO_PID},
+	    {"uid", P_UID},
+	    {"gid", P_GID},
+	    {"app", P_APP},
+	    {"backend", P_BACKEND},
+	    {"backend_reason", P_REASON},
+	    {"client", P_CLIENT},
+	    {"connections", P_CONNECTIONS},
+	    {"records", P_RECORDS},
+	    {"dropped", P_DROPPED},
+	    {"unknown_skipped", P_UNKNOWN},
+	    {"error", P_ERROR},
+	    {"model", P_MODEL},
+	    {"recommend", P_RECOMMEND},
+	    {"model_evidence", P_EVIDENCE},
+	    {"requests", P_REQUESTS},
+	    {"leaks", P_LEAKS},
+	};
+
+	cli_json_object(j);
+	for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++)
+		cli_json_kcol(j, cols[i].key, st, cols[i].col);
+	cli_json_kctx(j, "instance", sqlite3_column_int64(st, P_INSTANCE));
+	cli_json_kts(j, "connected_at", sqlite3_column_int64(st, P_CONNECTED));
+	cli_json_kts(j, "disconnected_at",
+		     sqlite3_column_int64(st, P_DISCONNECTED));
+	cli_json_end(j);
+}
+
+static const struct cli_col process_cols[] = {
+    {"PID", CLI_COL_RIGHT},
+    {"APP", CLI_COL_SHRINK},
+    {"BACKEND", 0},
+    {"MODEL", CLI_COL_SHRINK},
+    {"USE", 0},
+    {"RECORDS", CLI_COL_RIGHT},
+    {"DROPPED", CLI_COL_RIGHT},
+    {"LEAKS", CLI_COL_RIGHT},
+    {"CONNECTED", 0},
+};
+
+static void table_process(struct cli_table *t, sqlite3_stmt *st)
+{
+	char buf[32];
+	const char *recommend =
+	    (const char *)sqlite3_column_text(st, P_RECOMMEND);
+	const char *backend = (const char *)sqlite3_column_text(st, P_BACKEND);
+
+	for (int col = P_PID; col <= P_MODEL; col++)
+		cli_table_cell(t, (const char *)sqlite3_column_text(st, col));
+	/* The advice stands out when it differs from what is in use. */
+	cli_table_cell_styled(t,
+			      recommend && backend && strcmp(recommend, backend)
+				  ? CLI_STYLE_RED
+				  : CLI_STYLE_NONE,
+			      recommend);
+	for (int col = P_RECORDS; col <= P_LEAKS; col++)
+		cli_table_cell(t, (const char *)sqlite3_column_text(st, col));
+	cli_table_cell(t, cli_time_short(sqlite3_column_int64(st, P_CONNECTED),
+					 buf, sizeof(buf)));
+}
+
+int cli_processes(struct cli *c)
+{
+	static const struct listing processes = {
+	    processes_sql, process_cols,  9,
+	    json_process,  table_process, "no processes",
+	};
+
+	return run_listing(c, &processes);
+}
+
+/* ------------------------------------------------------------ sites */
+
+enum { S_FILE, S_LINE, S_FUNC, S_PROCS, S_LEAKS, S_CLASS0 };
+
+/* Per-class counts follow S_LEAKS, in cli_class_names order. */
+static const char sites_sql[] =
+    "SELECT s.file, s.line, s.func, count(DISTINCT s.process_id),"
+    " count(l.id), sum(l.class = 'bleed'), sum(l.class = 'stale'),"
+    " sum(l.class = 'overlap'), sum(l.class = 'lost'),"
+    " sum(l.class = 'misnest'), sum(l.class = 'unclosed')"
+    " FROM sites s JOIN processes p ON p.id = s.process_id"
+    " LEFT JOIN leaks l ON l.site_id = s.id WHERE 1%s"
+    " GROUP BY s.file, s.line, s.func"
+    " ORDER BY count(l.id) DESC, s.file, s.line";
+
+static void json_site(struct cli_json *j, sqlite3_stmt *st)
+{
+	cli_json_object(j);
+	cli_json_kcol(j, "file", st, S_FILE);
+	cli_json_kcol(j, "line", st, S_LINE);
+	cli_json_kcol(j, "func", st, S_FUNC);
+	cli_json_kcol(j, "processes", st, S_PROCS);
+	cli_json_kcol(j, "leaks", st, S_LEAKS);
+	cli_json_key(j, "classes");
+	cli_json_object(j);
+	for (int i = 0; i < CLI_CLASS_COUNT; i++)
+		cli_json_kint(j, cli_class_names[i],
+			      sqlite3_column_int64(st, S_CLASS0 + i));
+	cli_json_end(j);
+	cli_json_end(j);
+}
+
+static const struct cli_col site_cols[] = {
+    {"SITE", CLI_COL_SHRINK},	 {"FUNCTION", CLI_COL_SHRINK},
+    {"PROCS", CLI_COL_RIGHT},	 {"LEAKS", CLI_COL_RIGHT},
+    {"CLASSES", CLI_COL_SHRINK},
+};
+
+static void table_site(struct cli_table *t, sqlite3_stmt *st)
+{
+	char classes[256] = "";
+	size_t n = 0;
+
+	cli_table_cellf(t, "%s:%d", sqlite3_column_text(st, S_FILE),
+			sqlite3_column_int(st, S_LINE));
+	cli_table_cell(t, (const char *)sqlite3_column_text(st, S_FUNC));
+	cli_table_cell(t, (const char *)sqlite3_column_text(st, S_PROCS));
+	cli_table_cell(t, (const char *)sqlite3_column_text(st, S_LEAKS));
+	for (int i = 0; i < CLI_CLASS_COUNT; i++) {
+		long long k = sqlite3_column_int64(st, S_CLASS0 + i);
+
+		if (k && n < sizeof(classes))
+			n += snprintf(classes + n, sizeof(classes) - n,
+				      "%s%s %lld", n ? ", " : "",
+				      cli_class_names[i], k);
+	}
+	cli_table_cell(t, classes);
+}
+
+int cli_sites(struct cli *c)
+{
+	static const struct listing sites = {
+	    sites_sql, site_cols, 5, json_site, table_site, "no sites",
+	};
+
+	return run_listing(c, &sites);
+}

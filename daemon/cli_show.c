@@ -1,0 +1,674 @@
+/*
+ * cli_show.c: `ctxleak show REQUEST`, one request's rebuilt context: its
+ * header, its final tags and whose code set each, its records by thread
+ * with each finding marked where it happened, the findings it is part of,
+ * and the other requests involved.
+ *
+ * Records exist only for requests the daemon chose to keep (--keep=leaky:
+ * those involved in a finding); the timeline says so when there are none
+ * rather than looking like a request that did nothing.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* The request being shown. */
+struct shown {
+	int64_t id;
+	int64_t begin_ts; /* offsets in the timeline are from here */
+};
+
+static const char *text(sqlite3_stmt *st, int col)
+{
+	return (const char *)sqlite3_column_text(st, col);
+}
+
+static sqlite3_stmt *prepare_id(struct cli *c, const char *sql, int64_t id)
+{
+	sqlite3_stmt *st = cli_db_prepare(c, sql);
+
+	if (st)
+		sqlite3_bind_int64(st, 1, id);
+	return st;
+}
+
+/* ------------------------------------------------------------ lookup */
+
+static int64_t first_id(struct cli *c, const char *sql, const char *arg,
+			int64_t num)
+{
+	sqlite3_stmt *st = cli_db_prepare(c, sql);
+	int64_t id = 0;
+
+	if (st == NULL)
+		return -1;
+	if (arg)
+		sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_int64(st, 1, num);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		id = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return id;
+}
+
+/* "#12" and "12" are ids; a number that is no id is a ctx (the bits of the
+ * unsigned value); anything else is a name.  0: no such request. */
+static int64_t resolve(struct cli *c, const char *arg)
+{
+	const char *digits = arg[0] == '#' ? arg + 1 : arg;
+	int numeric = *digits && strspn(digits, "0123456789") == strlen(digits);
+	uint64_t n = numeric ? strtoull(digits, NULL, 10) : 0;
+	int64_t id;
+
+	if (!numeric)
+		return first_id(c,
+				"SELECT id FROM requests WHERE name = ?"
+				" ORDER BY begin_ts DESC, id DESC LIMIT 1",
+				arg, 0);
+	id = first_id(c, "SELECT id FROM requests WHERE id = ?", NULL,
+		      (int64_t)n);
+	if (id != 0 || arg[0] == '#')
+		return id;
+	return first_id(c,
+			"SELECT id FROM requests WHERE ctx = ?"
+			" ORDER BY begin_ts DESC, id DESC LIMIT 1",
+			NULL, (int64_t)n);
+}
+
+/* ------------------------------------------------------------ header */
+
+enum {
+	H_ID,
+	H_CTX,
+	H_NAME,
+	H_BEGIN,
+	H_END,
+	H_TID,
+	H_THREADS,
+	H_SCOPES,
+	H_RECORDS,
+	H_LEAKS,
+	H_SOURCE_OF,
+	H_PID,
+	H_APP,
+	H_BACKEND,
+	H_FILE,
+	H_LINE,
+	H_FUNC,
+	H_CLASS0, /* then one per class, in cli_class_names order */
+};
+
+static const char header_sql[] =
+    "SELECT r.id, r.ctx, r.name, r.begin_ts, r.end_ts, r.begin_tid,"
+    " r.threads, r.scopes, r.records, r.leaks, r.source_of, p.pid, p.app,"
+    " p.backend, s.file, s.line, s.func, r.bleed, r.stale, r.overlap,"
+    " r.lost, r.misnest, r.unclosed"
+    " FROM requests r JOIN processes p ON p.id = r.process_id"
+    " LEFT JOIN sites s ON s.id = r.site_id WHERE r.id = ?";
+
+static void header_json(struct cli_json *j, sqlite3_stmt *st)
+{
+	char site[1024];
+
+	cli_json_kint(j, "id", sqlite3_column_int64(st, H_ID));
+	cli_json_kctx(j, "ctx", sqlite3_column_int64(st, H_CTX));
+	cli_json_kcol(j, "name", st, H_NAME);
+	cli_json_kcol(j, "pid", st, H_PID);
+	cli_json_kcol(j, "app", st, H_APP);
+	cli_json_kcol(j, "backend", st, H_BACKEND);
+	cli_json_kts(j, "begin", sqlite3_column_int64(st, H_BEGIN));
+	cli_json_kts(j, "end", sqlite3_column_int64(st, H_END));
+	cli_json_kcol(j, "begin_tid", st, H_TID);
+	cli_json_kcol(j, "threads", st, H_THREADS);
+	snprintf(site, sizeof(site), "%s:%d %s", text(st, H_FILE),
+		 sqlite3_column_int(st, H_LINE),
+		 text(st, H_FUNC) ? text(st, H_FUNC) : "");
+	cli_json_kstr(j, "site", text(st, H_FILE) ? site : NULL);
+	cli_json_kcol(j, "scopes", st, H_SCOPES);
+	cli_json_kcol(j, "records", st, H_RECORDS);
+	cli_json_kcol(j, "leaks", st, H_LEAKS);
+	cli_json_kcol(j, "source_of", st, H_SOURCE_OF);
+	cli_json_key(j, "classes");
+	cli_json_object(j);
+	for (int i = 0; i < CLI_CLASS_COUNT; i++)
+		cli_json_kint(j, cli_class_names[i],
+			      sqlite3_column_int64(st, H_CLASS0 + i));
+	cli_json_end(j);
+}
+
+static void header_field(struct cli *c, const char *label)
+{
+	fprintf(c->out, "%s%-9s%s", cli_style_start(c, CLI_STYLE_BOLD), label,
+		cli_style_end(c, CLI_STYLE_BOLD));
+}
+
+static void header_times(struct cli *c, sqlite3_stmt *st)
+{
+	char a[64], b[64];
+	int64_t begin = sqlite3_column_int64(st, H_BEGIN);
+
+	header_field(c, "begin");
+	fprintf(c->out, "%s on thread %lld", cli_time_rfc3339(begin, a, 64),
+		sqlite3_column_int64(st, H_TID));
+	if (text(st, H_FILE)) {
+		fputs(" at ", c->out);
+		cli_print_safe(c->out, text(st, H_FILE),
+			       strlen(text(st, H_FILE)));
+		fprintf(c->out, ":%d", sqlite3_column_int(st, H_LINE));
+	}
+	fputc('\n', c->out);
+	header_field(c, "end");
+	if (sqlite3_column_type(st, H_END) == SQLITE_NULL)
+		fprintf(c->out, "%snever (unclosed)%s\n",
+			cli_style_start(c, CLI_STYLE_RED),
+			cli_style_end(c, CLI_STYLE_RED));
+	else
+		fprintf(
+		    c->out, "%s, after %s\n",
+		    cli_time_rfc3339(sqlite3_column_int64(st, H_END), a, 64),
+		    cli_time_duration(sqlite3_column_int64(st, H_END) - begin,
+				      b, 64));
+}
+
+static void header_findings(struct cli *c, sqlite3_stmt *st)
+{
+	const char *sep = " (";
+
+	header_field(c, "findings");
+	fprintf(c->out, "%lld as victim", sqlite3_column_int64(st, H_LEAKS));
+	for (int i = 0; i < CLI_CLASS_COUNT; i++) {
+		long long n = sqlite3_column_int64(st, H_CLASS0 + i);
+
+		if (n == 0)
+			continue;
+		fprintf(c->out, "%s%s%s %lld%s", sep,
+			cli_style_start(c, cli_class_style(cli_class_names[i])),
+			cli_class_names[i], n,
+			cli_style_end(c, cli_class_style(cli_class_names[i])));
+		sep = ", ";
+	}
+	fprintf(c->out, "%s, %lld as source\n", *sep == ',' ? ")" : "",
+		sqlite3_column_int64(st, H_SOURCE_OF));
+}
+
+static void header_text(struct cli *c, sqlite3_stmt *st)
+{
+	char ctx[24];
+	int len;
+	const char *s = cli_db_text(st, H_NAME, &len);
+
+	fprintf(c->out, "%srequest #%lld ", cli_style_start(c, CLI_STYLE_BOLD),
+		sqlite3_column_int64(st, H_ID));
+	cli_print_safe(c->out, s ? s : "(unnamed)", s ? (size_t)len : 9);
+	fprintf(c->out, "%s  ctx %s\n", cli_style_end(c, CLI_STYLE_BOLD),
+		cli_ctx_str(sqlite3_column_int64(st, H_CTX), ctx, sizeof(ctx)));
+	header_field(c, "process");
+	fprintf(c->out, "pid %lld, app ", sqlite3_column_int64(st, H_PID));
+	s = cli_db_text(st, H_APP, &len);
+	cli_print_safe(c->out, s ? s : "-", s ? (size_t)len : 1);
+	fprintf(c->out, ", backend %s\n",
+		text(st, H_BACKEND) ? text(st, H_BACKEND) : "-");
+	header_times(c, st);
+	header_field(c, "threads");
+	cli_print_safe(c->out, text(st, H_THREADS),
+		       strlen(text(st, H_THREADS)));
+	fprintf(c->out, "\n");
+	header_field(c, "scopes");
+	fprintf(c->out, "%lld, %lld records\n",
+		sqlite3_column_int64(st, H_SCOPES),
+		sqlite3_column_int64(st, H_RECORDS));
+	header_findings(c, st);
+}
+
+static int show_header(struct cli *c, struct cli_json *j, struct shown *r)
+{
+	sqlite3_stmt *st = prepare_id(c, header_sql, r->id);
+	int rc;
+
+	if (st == NULL)
+		return CLI_EXIT_DB;
+	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		r->begin_ts = sqlite3_column_int64(st, H_BEGIN);
+		if (j) {
+			cli_json_key(j, "request");
+			cli_json_object(j);
+			header_json(j, st);
+			cli_json_end(j);
+		} else {
+			header_text(c, st);
+		}
+		rc = SQLITE_DONE;
+	}
+	sqlite3_finalize(st);
+	return cli_db_done(c, rc);
+}
+
+/* ------------------------------------------------------------ sections */
+
+/* One part of the request below its header: a query on the request id,
+ * then a row each as JSON or into a table. */
+struct section {
+	const char *title; /* table heading */
+	const char *json;  /* JSON member */
+	const char *sql;   /* ? is the request id */
+	const struct cli_col *cols;
+	int ncols;
+	void (*json_row)(struct cli_json *j, sqlite3_stmt *st,
+			 const struct shown *r);
+	void (*table_row)(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
+			  const struct shown *r);
+	const char *empty; /* said in a table when there are no rows */
+};
+
+static int show_section(struct cli *c, struct cli_json *j,
+			const struct shown *r, const struct section *s)
+{
+	sqlite3_stmt *st = prepare_id(c, s->sql, r->id);
+	struct cli_table *t = NULL;
+	int rc, n = 0;
+
+	if (st == NULL)
+		return CLI_EXIT_DB;
+	if (j) {
+		cli_json_key(j, s->json);
+		cli_json_array(j);
+	} else {
+		fprintf(c->out, "\n%s%s%s\n",
+			cli_style_start(c, CLI_STYLE_BOLD), s->title,
+			cli_style_end(c, CLI_STYLE_BOLD));
+		t = cli_table_new(c, s->cols, s->ncols);
+	}
+	for (; (rc = sqlite3_step(st)) == SQLITE_ROW; n++) {
+		if (j)
+			s->json_row(j, st, r);
+		else
+			s->table_row(c, t, st, r);
+	}
+	sqlite3_finalize(st);
+	if (j) {
+		cli_json_end(j);
+	} else {
+		if (n)
+			cli_table_print(t);
+		else
+			fprintf(c->out, "%s\n", s->empty);
+		cli_table_free(t);
+	}
+	return cli_db_done(c, rc);
+}
+
+/* "#3 GET /a" from an id column followed by its name column. */
+static void request_cell(struct cli_table *t, sqlite3_stmt *st, int col,
+			 enum cli_style style)
+{
+	char buf[512];
+	int len;
+	const char *name = cli_db_text(st, col + 1, &len);
+
+	cli_table_cell_styled(t, style,
+			      cli_request_label(sqlite3_column_int64(st, col),
+						name, len, buf, sizeof(buf)));
+}
+
+/* Time since the request began: "+1.25ms". */
+static void offset_cell(struct cli_table *t, int64_t ts, const struct shown *r)
+{
+	char buf[32];
+
+	if (ts < r->begin_ts)
+		cli_table_cellf(t, "-%s",
+				cli_time_duration(r->begin_ts - ts, buf, 32));
+	else
+		cli_table_cellf(t, "+%s",
+				cli_time_duration(ts - r->begin_ts, buf, 32));
+}
+
+/* ------------------------------------------------------------ tags */
+
+enum {
+	T_KEY,
+	T_VALUE,
+	T_TS,
+	T_TID,
+	T_SETTER,
+	T_SETTER_NAME,
+	T_SETTER_CTX,
+	T_FILE,
+	T_LINE
+};
+
+static const char tags_sql[] =
+    "SELECT t.key, t.value, t.ts, t.tid, t.setter_request_id, sr.name,"
+    " t.setter_ctx, s.file, s.line FROM tags t"
+    " LEFT JOIN requests sr ON sr.id = t.setter_request_id"
+    " LEFT JOIN sites s ON s.id = t.site_id"
+    " WHERE t.request_id = ? ORDER BY t.ts, t.rowid";
+
+static int foreign_setter(sqlite3_stmt *st, const struct shown *r)
+{
+	return sqlite3_column_int64(st, T_SETTER) != r->id;
+}
+
+static void tag_json(struct cli_json *j, sqlite3_stmt *st,
+		     const struct shown *r)
+{
+	cli_json_object(j);
+	cli_json_kcol(j, "key", st, T_KEY);
+	cli_json_kcol(j, "value", st, T_VALUE);
+	cli_json_kts(j, "ts", sqlite3_column_int64(st, T_TS));
+	cli_json_kcol(j, "tid", st, T_TID);
+	cli_json_kcol(j, "setter_request", st, T_SETTER);
+	cli_json_kcol(j, "setter_name", st, T_SETTER_NAME);
+	cli_json_kctx(j, "setter_ctx", sqlite3_column_int64(st, T_SETTER_CTX));
+	cli_json_kbool(j, "foreign", foreign_setter(st, r));
+	cli_json_kcol(j, "file", st, T_FILE);
+	cli_json_kcol(j, "line", st, T_LINE);
+	cli_json_end(j);
+}
+
+static const struct cli_col tag_cols[] = {
+    {"KEY", CLI_COL_SHRINK},
+    {"VALUE", CLI_COL_SHRINK},
+    {"SET BY", CLI_COL_SHRINK},
+    {"SITE", CLI_COL_SHRINK},
+};
+
+static void tag_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
+		    const struct shown *r)
+{
+	(void)c;
+	cli_table_cell(t, text(st, T_KEY));
+	cli_table_cell(t, text(st, T_VALUE));
+	if (sqlite3_column_type(st, T_SETTER) == SQLITE_NULL)
+		cli_table_cell_styled(t, CLI_STYLE_RED, "no request");
+	else if (!foreign_setter(st, r))
+		cli_table_cell(t, "this request");
+	else
+		request_cell(t, st, T_SETTER, CLI_STYLE_RED);
+	if (text(st, T_FILE))
+		cli_table_cellf(t, "%s:%d", text(st, T_FILE),
+				sqlite3_column_int(st, T_LINE));
+	else
+		cli_table_cell(t, NULL);
+}
+
+static const struct section tags_section = {
+    "tags", tags_sql, tag_cols, 4, tag_json, tag_row, "no tags",
+};
+
+/* ------------------------------------------------------------ records */
+
+enum {
+	R_ID,
+	R_TYPE,
+	R_TS,
+	R_TID,
+	R_CTX,
+	R_CAUSE,
+	R_OTHER,
+	R_NAME,
+	R_VALUE,
+	R_LEAK,
+	R_TRUE,
+	R_TRUE_NAME,
+	R_SAID,
+	R_SAID_NAME,
+	R_FILE,
+	R_LINE
+};
+
+/* The records of the request in truth, and those the backend wrongly
+ * attributed to it: both are its story. */
+static const char records_sql[] =
+    "SELECT d.id, d.type, d.ts, d.tid, d.ctx, d.cause, d.other, d.name,"
+    " d.value, d.leak, d.request_id, tr.name, d.ctx_request_id, cr.name,"
+    " s.file, s.line FROM records d"
+    " LEFT JOIN requests tr ON tr.id = d.request_id"
+    " LEFT JOIN requests cr ON cr.id = d.ctx_request_id"
+    " LEFT JOIN sites s ON s.id = d.site_id"
+    " WHERE d.request_id = ?1 OR d.ctx_request_id = ?1"
+    " ORDER BY d.tid, d.ts, d.id";
+
+static void record_json(struct cli_json *j, sqlite3_stmt *st,
+			const struct shown *r)
+{
+	(void)r;
+	cli_json_object(j);
+	cli_json_kcol(j, "id", st, R_ID);
+	cli_json_kcol(j, "type", st, R_TYPE);
+	cli_json_kts(j, "ts", sqlite3_column_int64(st, R_TS));
+	cli_json_kcol(j, "tid", st, R_TID);
+	cli_json_kctx(j, "ctx", sqlite3_column_int64(st, R_CTX));
+	cli_json_kctx(j, "cause", sqlite3_column_int64(st, R_CAUSE));
+	cli_json_kctx(j, "other", sqlite3_column_int64(st, R_OTHER));
+	cli_json_kcol(j, "name", st, R_NAME);
+	cli_json_kcol(j, "value", st, R_VALUE);
+	cli_json_kcol(j, "request", st, R_TRUE);
+	cli_json_kcol(j, "ctx_request", st, R_SAID);
+	cli_json_kcol(j, "leak", st, R_LEAK);
+	cli_json_kcol(j, "file", st, R_FILE);
+	cli_json_kcol(j, "line", st, R_LINE);
+	cli_json_end(j);
+}
+
+static const struct cli_col record_cols[] = {
+    {"TID", CLI_COL_RIGHT},	{"AT", CLI_COL_RIGHT},
+    {"RECORD", CLI_COL_SHRINK}, {"BACKEND SAID", CLI_COL_SHRINK},
+    {"TRULY", CLI_COL_SHRINK},	{"FINDING", 0},
+};
+
+static void record_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
+		       const struct shown *r)
+{
+	const char *leak = text(st, R_LEAK);
+	char what[512];
+
+	(void)c;
+	cli_table_cell(t, text(st, R_TID));
+	offset_cell(t, sqlite3_column_int64(st, R_TS), r);
+	snprintf(what, sizeof(what), "%s%s%s%s%s", text(st, R_TYPE),
+		 text(st, R_NAME) ? " " : "",
+		 text(st, R_NAME) ? text(st, R_NAME) : "",
+		 text(st, R_VALUE) ? "=" : "",
+		 text(st, R_VALUE) ? text(st, R_VALUE) : "");
+	cli_table_cell(t, what);
+	request_cell(t, st, R_SAID,
+		     sqlite3_column_int64(st, R_SAID) !=
+			     sqlite3_column_int64(st, R_TRUE)
+			 ? CLI_STYLE_RED
+			 : CLI_STYLE_NONE);
+	request_cell(t, st, R_TRUE, CLI_STYLE_NONE);
+	snprintf(what, sizeof(what), "%s%s", leak ? "<- " : "",
+		 leak ? leak : "");
+	cli_table_cell_styled(t, cli_class_style(leak), what);
+}
+
+static const struct section records_section = {
+    "timeline",
+    records_sql,
+    record_cols,
+    6,
+    record_json,
+    record_row,
+    "no records kept (ctxleakd --keep=leaky keeps those of requests "
+    "involved in a finding; --keep=all keeps every one)",
+};
+
+/* ------------------------------------------------------------ findings */
+
+enum {
+	F_ID,
+	F_CLASS,
+	F_TS,
+	F_TID,
+	F_VICTIM,
+	F_VICTIM_NAME,
+	F_SOURCE,
+	F_SOURCE_NAME,
+	F_RECORD,
+	F_NAME,
+	F_DETAIL
+};
+
+static const char findings_sql[] =
+    "SELECT l.id, l.class, l.ts, l.tid, l.victim_request_id,"
+    " l.victim_name, l.source_request_id, l.source_name, l.record, l.name,"
+    " l.detail FROM leaks l"
+    " WHERE l.victim_request_id = ?1 OR l.source_request_id = ?1"
+    " ORDER BY l.ts, l.id";
+
+static void finding_json(struct cli_json *j, sqlite3_stmt *st,
+			 const struct shown *r)
+{
+	cli_json_object(j);
+	cli_json_kcol(j, "id", st, F_ID);
+	cli_json_kcol(j, "class", st, F_CLASS);
+	cli_json_kstr(j, "role",
+		      sqlite3_column_int64(st, F_VICTIM) == r->id ? "victim"
+								  : "source");
+	cli_json_kts(j, "ts", sqlite3_column_int64(st, F_TS));
+	cli_json_kcol(j, "tid", st, F_TID);
+	cli_json_kcol(j, "victim_request", st, F_VICTIM);
+	cli_json_kcol(j, "victim_name", st, F_VICTIM_NAME);
+	cli_json_kcol(j, "source_request", st, F_SOURCE);
+	cli_json_kcol(j, "source_name", st, F_SOURCE_NAME);
+	cli_json_kcol(j, "record", st, F_RECORD);
+	cli_json_kcol(j, "name", st, F_NAME);
+	cli_json_kcol(j, "detail", st, F_DETAIL);
+	cli_json_end(j);
+}
+
+static const struct cli_col finding_cols[] = {
+    {"AT", CLI_COL_RIGHT},
+    {"CLASS", 0},
+    {"AS", 0},
+    {"OTHER REQUEST", CLI_COL_SHRINK},
+    {"DETAIL", CLI_COL_SHRINK},
+};
+
+static void finding_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
+			const struct shown *r)
+{
+	int victim = sqlite3_column_int64(st, F_VICTIM) == r->id;
+
+	(void)c;
+	offset_cell(t, sqlite3_column_int64(st, F_TS), r);
+	cli_table_cell_styled(t, cli_class_style(text(st, F_CLASS)),
+			      text(st, F_CLASS));
+	cli_table_cell(t, victim ? "victim" : "source");
+	request_cell(t, st, victim ? F_SOURCE : F_VICTIM, CLI_STYLE_NONE);
+	cli_table_cell(t, text(st, F_DETAIL));
+}
+
+static const struct section findings_section = {
+    "findings",	  findings_sql, finding_cols,  5,
+    finding_json, finding_row,	"no findings",
+};
+
+/* ------------------------------------------------------------ related */
+
+static const char related_sql[] =
+    "SELECT r.id, r.name, r.ctx, r.begin_ts, r.end_ts FROM requests r"
+    " WHERE r.id <> ?1 AND r.id IN ("
+    " SELECT victim_request_id FROM leaks WHERE source_request_id = ?1"
+    " UNION SELECT source_request_id FROM leaks WHERE victim_request_id = ?1"
+    " UNION SELECT request_id FROM records WHERE ctx_request_id = ?1"
+    " UNION SELECT ctx_request_id FROM records WHERE request_id = ?1"
+    " UNION SELECT setter_request_id FROM tags WHERE request_id = ?1)"
+    " ORDER BY r.begin_ts, r.id";
+
+static void related_json(struct cli_json *j, sqlite3_stmt *st,
+			 const struct shown *r)
+{
+	(void)r;
+	cli_json_object(j);
+	cli_json_kcol(j, "id", st, 0);
+	cli_json_kcol(j, "name", st, 1);
+	cli_json_kctx(j, "ctx", sqlite3_column_int64(st, 2));
+	cli_json_kts(j, "begin", sqlite3_column_int64(st, 3));
+	cli_json_kts(j, "end", sqlite3_column_int64(st, 4));
+	cli_json_end(j);
+}
+
+static const struct cli_col related_cols[] = {
+    {"REQUEST", CLI_COL_SHRINK},
+    {"BEGAN", CLI_COL_RIGHT},
+    {"ENDED", CLI_COL_RIGHT},
+    {"CTX", 0},
+};
+
+static void related_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
+			const struct shown *r)
+{
+	char ctx[24];
+
+	(void)c;
+	request_cell(t, st, 0, CLI_STYLE_NONE);
+	offset_cell(t, sqlite3_column_int64(st, 3), r);
+	if (sqlite3_column_type(st, 4) == SQLITE_NULL)
+		cli_table_cell(t, "never");
+	else
+		offset_cell(t, sqlite3_column_int64(st, 4), r);
+	cli_table_cell(t, cli_ctx_str(sqlite3_column_int64(st, 2), ctx, 24));
+}
+
+static const struct section related_section = {
+    "other requests involved",
+    related_sql,
+    related_cols,
+    4,
+    related_json,
+    related_row,
+    "none",
+};
+
+/* ------------------------------------------------------------ show */
+
+static int show(struct cli *c, struct cli_json *j, struct shown *r)
+{
+	static const struct section *const sections[] = {
+	    &tags_section,
+	    &records_section,
+	    &findings_section,
+	    &related_section,
+	};
+	int rc = show_header(c, j, r);
+
+	for (size_t i = 0; i < 4 && rc == 0; i++)
+		rc = show_section(c, j, r, sections[i]);
+	return rc;
+}
+
+int cli_show(struct cli *c)
+{
+	struct shown r = {0};
+	struct cli_json *j = NULL;
+	char where[128];
+	int rc;
+
+	r.id = resolve(c, c->args[0]);
+	if (r.id < 0)
+		return CLI_EXIT_DB;
+	if (r.id == 0)
+		return cli_error(CLI_EXIT_USAGE, "no request matches '%s'",
+				 c->args[0]);
+	if (c->json) {
+		j = cli_json_new(c->out);
+		cli_json_object(j);
+	}
+	rc = show(c, j, &r);
+	if (j) {
+		cli_json_end(j);
+		cli_json_free(j);
+	}
+	if (rc)
+		return rc;
+	snprintf(where, sizeof(where),
+		 " AND (l.victim_request_id = %" PRId64
+		 " OR l.source_request_id = %" PRId64 ")",
+		 r.id, r.id);
+	return cli_db_fail_exit(c, where);
+}
