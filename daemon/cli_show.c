@@ -396,7 +396,14 @@ static void tag_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
 }
 
 static const struct section tags_section = {
-    "tags", tags_sql, tag_cols, 4, tag_json, tag_row, "no tags",
+    .title = "tags",
+    .json = "tags",
+    .sql = tags_sql,
+    .cols = tag_cols,
+    .ncols = 4,
+    .json_row = tag_json,
+    .table_row = tag_row,
+    .empty = "no tags",
 };
 
 /* ------------------------------------------------------------ records */
@@ -487,14 +494,15 @@ static void record_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
 }
 
 static const struct section records_section = {
-    "timeline",
-    records_sql,
-    record_cols,
-    6,
-    record_json,
-    record_row,
-    "no records kept (ctxleakd --keep=leaky keeps those of requests "
-    "involved in a finding; --keep=all keeps every one)",
+    .title = "timeline",
+    .json = "timeline",
+    .sql = records_sql,
+    .cols = record_cols,
+    .ncols = 6,
+    .json_row = record_json,
+    .table_row = record_row,
+    .empty = "no records kept (ctxleakd --keep=leaky keeps those of "
+	     "requests involved in a finding, --keep=all every one)",
 };
 
 /* ------------------------------------------------------------ findings */
@@ -564,8 +572,14 @@ static void finding_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
 }
 
 static const struct section findings_section = {
-    "findings",	  findings_sql, finding_cols,  5,
-    finding_json, finding_row,	"no findings",
+    .title = "findings",
+    .json = "findings",
+    .sql = findings_sql,
+    .cols = finding_cols,
+    .ncols = 5,
+    .json_row = finding_json,
+    .table_row = finding_row,
+    .empty = "no findings",
 };
 
 /* ------------------------------------------------------------ related */
@@ -616,13 +630,14 @@ static void related_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
 }
 
 static const struct section related_section = {
-    "other requests involved",
-    related_sql,
-    related_cols,
-    4,
-    related_json,
-    related_row,
-    "none",
+    .title = "other requests involved",
+    .json = "related",
+    .sql = related_sql,
+    .cols = related_cols,
+    .ncols = 4,
+    .json_row = related_json,
+    .table_row = related_row,
+    .empty = "none",
 };
 
 /* ------------------------------------------------------------ show */
