@@ -7,7 +7,9 @@
 #   make bench      run the benchmarks in bench/
 #   make demo       run the example workers against a private daemon and
 #                   print the leak report (examples/demo.sh)
-#   make install    PREFIX, DESTDIR, LIBDIR, BINDIR, SBINDIR, INCLUDEDIR
+#   make install    PREFIX, DESTDIR, LIBDIR, BINDIR, SBINDIR, INCLUDEDIR,
+#                   MANDIR, UNITDIR, SYSUSERSDIR, TMPFILESDIR
+#   make uninstall  removes exactly what install put (same variables)
 #   make clean
 #
 # Every part builds from the sources that sit in its directory, so a new
@@ -153,10 +155,14 @@ $(B)/bench/%: $(B)/bench/%.o $(call obj,$(TSUP_SRCS)) $(DCORE_A) $(CLIENT_A) $(P
 $(B)/examples/%: $(B)/examples/%.o $(CLIENT_A)
 	$(CC) $(LDFLAGS) -o $@ $< $(CLIENT_A) $(EVENT_LIBS) $(LDLIBS_PTHREAD)
 
+# Fills the install directories into a template (.pc file, service unit).
+SUBST_DIRS = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g' \
+	-e 's|@VERSION@|$(VERSION)|g'
+
 $(B)/libctxleak.pc: client/libctxleak.pc.in
 	@mkdir -p $(B)
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
-	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@
+	$(SUBST_DIRS) $< > $@
 
 # ---------------------------------------------------------------- tests
 
@@ -180,26 +186,53 @@ demo: all $(EXAMPLES)
 
 # ---------------------------------------------------------------- install
 
+# systemd's own pkg-config file says where it reads units, sysusers.d and
+# tmpfiles.d files; without it, the usual places under PREFIX.
+systemd_dir = $(shell pkg-config --variable=$(1) systemd 2>/dev/null)
+UNITDIR     ?= $(or $(call systemd_dir,systemdsystemunitdir),$(PREFIX)/lib/systemd/system)
+SYSUSERSDIR ?= $(or $(call systemd_dir,sysusersdir),$(PREFIX)/lib/sysusers.d)
+TMPFILESDIR ?= $(or $(call systemd_dir,tmpfilesdir),$(PREFIX)/lib/tmpfiles.d)
+
+PUBLIC_HEADERS := client/ctxleak.h $(wildcard client/ctxleak_event.h)
+MAN_PAGES      := daemon/ctxleak.1 client/libctxleak.3 daemon/ctxleakd.8
+
+# Everything install puts, so that uninstall removes exactly that.
+INSTALLED = $(addprefix $(INCLUDEDIR)/,$(notdir $(PUBLIC_HEADERS))) \
+	$(addprefix $(LIBDIR)/,libctxleak.a libctxleak.so.$(VERSION) \
+		libctxleak.so.$(SOVERSION) libctxleak.so) \
+	$(PKGCONFIGDIR)/libctxleak.pc \
+	$(SBINDIR)/ctxleakd $(BINDIR)/ctxleak \
+	$(UNITDIR)/ctxleakd.service $(UNITDIR)/ctxleakd.socket \
+	$(SYSUSERSDIR)/ctxleak.conf $(TMPFILESDIR)/ctxleak.conf \
+	$(foreach m,$(MAN_PAGES),$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))
+
+# The .pc file and the service unit are filled in here, not taken from the
+# build, so that `make && make install PREFIX=/usr` names the directories
+# that install really used.
 install: all
-	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR) \
-		$(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR)
-	install -m 0644 client/ctxleak.h $(DESTDIR)$(INCLUDEDIR)/
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR) \
+		$(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) \
+		$(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man8
+	install -m 0644 $(PUBLIC_HEADERS) $(DESTDIR)$(INCLUDEDIR)/
 	install -m 0644 $(CLIENT_A) $(DESTDIR)$(LIBDIR)/
 	install -m 0755 $(CLIENT_SO) $(DESTDIR)$(LIBDIR)/
 	ln -sf libctxleak.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libctxleak.so.$(SOVERSION)
 	ln -sf libctxleak.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libctxleak.so
-	install -m 0644 $(B)/libctxleak.pc $(DESTDIR)$(PKGCONFIGDIR)/
+	$(SUBST_DIRS) client/libctxleak.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/libctxleak.pc
 	install -m 0755 $(CTXLEAKD) $(DESTDIR)$(SBINDIR)/
 	install -m 0755 $(CTXLEAK) $(DESTDIR)$(BINDIR)/
+	$(SUBST_DIRS) systemd/ctxleakd.service > $(DESTDIR)$(UNITDIR)/ctxleakd.service
+	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/libctxleak.pc $(DESTDIR)$(UNITDIR)/ctxleakd.service
+	install -m 0644 systemd/ctxleakd.socket $(DESTDIR)$(UNITDIR)/
+	install -m 0644 systemd/ctxleak.conf $(DESTDIR)$(SYSUSERSDIR)/
+	install -m 0644 systemd/ctxleak-tmpfiles.conf $(DESTDIR)$(TMPFILESDIR)/ctxleak.conf
+	install -m 0644 daemon/ctxleak.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 client/libctxleak.3 $(DESTDIR)$(MANDIR)/man3/
+	install -m 0644 daemon/ctxleakd.8 $(DESTDIR)$(MANDIR)/man8/
 
 uninstall:
-	rm -f $(DESTDIR)$(INCLUDEDIR)/ctxleak.h \
-	      $(DESTDIR)$(LIBDIR)/libctxleak.a \
-	      $(DESTDIR)$(LIBDIR)/libctxleak.so.$(VERSION) \
-	      $(DESTDIR)$(LIBDIR)/libctxleak.so.$(SOVERSION) \
-	      $(DESTDIR)$(LIBDIR)/libctxleak.so \
-	      $(DESTDIR)$(PKGCONFIGDIR)/libctxleak.pc \
-	      $(DESTDIR)$(SBINDIR)/ctxleakd $(DESTDIR)$(BINDIR)/ctxleak
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
 
 clean:
 	rm -rf build
