@@ -1,0 +1,533 @@
+/*
+ * api.c: the public calls of libctxleak and the per-thread truth tracking
+ * behind them: DESIGN.md's table "Exact effect of each call", with
+ * B = the backend's slot (backend.c) and C = cl_self.cause.  Also init,
+ * shutdown and fork, which set up the other files.
+ *
+ * Each scope's saved pair (B, C at its begin) lives in a table of the
+ * thread that began it, so that the calls take no lock.  A scope ended on
+ * another thread (or never begun) is still reported, but that thread does
+ * not know its pair: B and C are then left as they are.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "client.h"
+
+/* The macros of ctxleak.h would rename the plain functions below. */
+#undef ctxleak_begin
+#undef ctxleak_begin_child
+#undef ctxleak_end
+#undef ctxleak_tag
+#undef ctxleak_event
+#undef ctxleak_resume
+#undef ctxleak_suspend
+
+/* Bounds on per-thread state that a broken program could grow forever
+ * (scopes never ended, resumes never suspended): past them the library
+ * stops remembering, and the records still go out. */
+#define MAX_SCOPES (1u << 16)
+#define MAX_DEPTH  (1u << 16)
+#define ID_BLOCK   1024
+
+struct cl_config cl_config;
+_Atomic int cl_enabled;
+
+static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER;
+static int started; /* once per process: init after shutdown is refused */
+static uint64_t id_key;
+static _Atomic uint64_t id_counter;
+
+/* ------------------------------------------------------------ ids */
+
+/* splitmix64's finaliser: a bijection, so distinct inputs stay distinct. */
+static uint64_t mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9u;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebu;
+	x ^= x >> 31;
+	return x;
+}
+
+uint64_t cl_random64(void)
+{
+	uint64_t x;
+
+	if (getrandom(&x, sizeof(x), GRND_NONBLOCK) != sizeof(x))
+		x = mix64(cl_now() ^ ((uint64_t)getpid() << 32) ^
+			  (uint64_t)(uintptr_t)&x);
+	return x ? x : 1;
+}
+
+/* Unique in the process: numbers from a shared counter, taken a block at
+ * a time, scrambled with a per-process key. */
+static uint64_t new_ctx(struct cl_thread *t)
+{
+	uint64_t x;
+
+	do {
+		if (t->id_next == t->id_end) {
+			t->id_next = atomic_fetch_add(&id_counter, ID_BLOCK);
+			t->id_end = t->id_next + ID_BLOCK;
+		}
+		x = mix64(id_key + t->id_next++);
+	} while (!x);
+	return x;
+}
+
+/* ------------------------------------------------------ scope table */
+
+static struct cl_scope *scope_slot(struct cl_thread *t, uint64_t ctx)
+{
+	uint32_t mask = t->scopes_cap - 1, i = (uint32_t)ctx & mask;
+
+	while (t->scopes[i].ctx && t->scopes[i].ctx != ctx)
+		i = (i + 1) & mask;
+	return &t->scopes[i];
+}
+
+static int scopes_grow(struct cl_thread *t)
+{
+	uint32_t cap = t->scopes_cap ? t->scopes_cap * 2 : 64;
+	struct cl_scope *old = t->scopes, *grown = calloc(cap, sizeof(*grown));
+	uint32_t old_cap = t->scopes_cap;
+
+	if (!grown)
+		return -1;
+	t->scopes = grown;
+	t->scopes_cap = cap;
+	for (uint32_t i = 0; i < old_cap; i++)
+		if (old[i].ctx)
+			*scope_slot(t, old[i].ctx) = old[i];
+	free(old);
+	return 0;
+}
+
+static void scope_remember(struct cl_thread *t, const struct cl_scope *s)
+{
+	if ((t->nscopes + 1) * 2 > t->scopes_cap &&
+	    (t->nscopes >= MAX_SCOPES || scopes_grow(t)))
+		return;
+	*scope_slot(t, s->ctx) = *s;
+	t->nscopes++;
+}
+
+/* Linear probing: close the gap so that later entries stay findable. */
+static void scope_forget(struct cl_thread *t, struct cl_scope *s)
+{
+	uint32_t mask = t->scopes_cap - 1, hole = (uint32_t)(s - t->scopes);
+	uint32_t i = hole, home;
+
+	for (;;) {
+		i = (i + 1) & mask;
+		if (!t->scopes[i].ctx)
+			break;
+		home = (uint32_t)t->scopes[i].ctx & mask;
+		/* Move entry i into the hole unless its home lies
+		 * cyclically in (hole, i]. */
+		if (((i - home) & mask) >= ((i - hole) & mask)) {
+			t->scopes[hole] = t->scopes[i];
+			hole = i;
+		}
+	}
+	t->scopes[hole].ctx = 0;
+	t->nscopes--;
+}
+
+static struct cl_scope *scope_find(struct cl_thread *t, uint64_t ctx)
+{
+	struct cl_scope *s;
+
+	if (!t->nscopes)
+		return NULL;
+	s = scope_slot(t, ctx);
+	return s->ctx ? s : NULL;
+}
+
+/* ---------------------------------------------------- resume stack */
+
+static void stack_push(struct cl_thread *t, uint64_t c, uint64_t b)
+{
+	if (t->depth == t->stack_cap) {
+		uint32_t cap = t->stack_cap ? t->stack_cap * 2 : 16;
+		struct cl_frame *grown;
+
+		if (cap > MAX_DEPTH)
+			return;
+		grown = realloc(t->stack, cap * sizeof(*grown));
+		if (!grown)
+			return;
+		t->stack = grown;
+		t->stack_cap = cap;
+	}
+	t->stack[t->depth++] = (struct cl_frame){c, b};
+}
+
+/* ------------------------------------------------------ the calls */
+
+#define RETURN_IF_OFF(v)                                                       \
+	do {                                                                   \
+		if (CL_UNLIKELY(!atomic_load_explicit(&cl_enabled,             \
+						      memory_order_relaxed)))  \
+			return v;                                              \
+	} while (0)
+
+static uint64_t begin(struct ctxleak_site *site, const char *name,
+		      enum proto_kind kind)
+{
+	struct cl_thread *t = &cl_self;
+	uint64_t x = new_ctx(t), b = cl_backend_get();
+	struct proto_record r = {
+	    .type = PROTO_BEGIN,
+	    .ctx = x,
+	    .cause = t->cause,
+	    .site = cl_site_id(site),
+	    .prev = b,
+	    .kind = (uint8_t)kind,
+	    .name = cl_str(name),
+	};
+	struct cl_scope s = {
+	    .ctx = x,
+	    .saved_b = b,
+	    .saved_c = t->cause,
+	    .root = kind == PROTO_KIND_REQUEST || !b,
+	};
+
+	cl_emit(&r);
+	scope_remember(t, &s);
+	cl_backend_set(x);
+	t->cause = x;
+	return x;
+}
+
+uint64_t ctxleak_begin_at(struct ctxleak_site *site, const char *name)
+{
+	RETURN_IF_OFF(0);
+	return begin(site, name, PROTO_KIND_REQUEST);
+}
+
+uint64_t ctxleak_begin_child_at(struct ctxleak_site *site, const char *name)
+{
+	RETURN_IF_OFF(0);
+	return begin(site, name, PROTO_KIND_CHILD);
+}
+
+void ctxleak_end_at(struct ctxleak_site *site, uint64_t ctx)
+{
+	struct cl_thread *t = &cl_self;
+	struct proto_record r = {.type = PROTO_END, .ctx = ctx};
+	struct cl_scope *s;
+	int root;
+
+	RETURN_IF_OFF();
+	if (!ctx)
+		return;
+	r.cause = t->cause;
+	r.site = cl_site_id(site);
+	r.cur = cl_backend_get();
+	cl_emit(&r);
+	s = scope_find(t, ctx);
+	if (!s)
+		return;
+	cl_backend_set(s->saved_b);
+	t->cause = s->saved_c;
+	root = s->root;
+	scope_forget(t, s);
+	if (root)
+		cl_ship_wake();
+}
+
+void ctxleak_tag_at(struct ctxleak_site *site, const char *key,
+		    const char *value)
+{
+	struct proto_record r = {.type = PROTO_TAG};
+
+	RETURN_IF_OFF();
+	if (!key)
+		return;
+	r.ctx = cl_backend_get();
+	r.cause = cl_self.cause;
+	r.site = cl_site_id(site);
+	r.key = cl_str(key);
+	r.value = cl_str(value);
+	cl_emit(&r);
+}
+
+void ctxleak_event_at(struct ctxleak_site *site, const char *name,
+		      const char *message)
+{
+	struct proto_record r = {.type = PROTO_EVENT};
+
+	RETURN_IF_OFF();
+	if (!name)
+		return;
+	r.ctx = cl_backend_get();
+	r.cause = cl_self.cause;
+	r.site = cl_site_id(site);
+	r.name = cl_str(name);
+	r.message = cl_str(message);
+	cl_emit(&r);
+}
+
+void ctxleak_resume_at(struct ctxleak_site *site, uint64_t token)
+{
+	struct cl_thread *t = &cl_self;
+	struct proto_record r = {.type = PROTO_RESUME, .cause = token};
+
+	RETURN_IF_OFF();
+	r.ctx = cl_backend_get();
+	r.site = cl_site_id(site);
+	cl_emit(&r);
+	stack_push(t, t->cause, r.ctx);
+	t->cause = token;
+	if (cl_backend == CTXLEAK_BACKEND_TASK)
+		t->slot = token;
+}
+
+/* Without a matching resume the record still goes out and B, C stay. */
+void ctxleak_suspend_at(struct ctxleak_site *site)
+{
+	struct cl_thread *t = &cl_self;
+	struct proto_record r = {.type = PROTO_SUSPEND};
+	struct cl_frame f;
+
+	RETURN_IF_OFF();
+	r.ctx = cl_backend_get();
+	r.cause = t->cause;
+	r.site = cl_site_id(site);
+	cl_emit(&r);
+	if (!t->depth)
+		return;
+	f = t->stack[--t->depth];
+	t->cause = f.c;
+	if (cl_backend == CTXLEAK_BACKEND_TASK)
+		t->slot = f.b;
+}
+
+uint64_t ctxleak_capture(void)
+{
+	RETURN_IF_OFF(0);
+	return cl_self.cause;
+}
+
+uint64_t ctxleak_current(void)
+{
+	RETURN_IF_OFF(0);
+	return cl_backend_get();
+}
+
+int ctxleak_flush(void)
+{
+	if (!atomic_load(&cl_enabled))
+		return CTXLEAK_ENOTINIT;
+	return cl_ship_flush();
+}
+
+uint64_t ctxleak_begin(const char *name)
+{
+	return ctxleak_begin_at(NULL, name);
+}
+
+uint64_t ctxleak_begin_child(const char *name)
+{
+	return ctxleak_begin_child_at(NULL, name);
+}
+
+void ctxleak_end(uint64_t ctx)
+{
+	ctxleak_end_at(NULL, ctx);
+}
+
+void ctxleak_tag(const char *key, const char *value)
+{
+	ctxleak_tag_at(NULL, key, value);
+}
+
+void ctxleak_event(const char *name, const char *message)
+{
+	ctxleak_event_at(NULL, name, message);
+}
+
+void ctxleak_resume(uint64_t token)
+{
+	ctxleak_resume_at(NULL, token);
+}
+
+void ctxleak_suspend(void)
+{
+	ctxleak_suspend_at(NULL);
+}
+
+/* ------------------------------------------------ init and shutdown */
+
+void ctxleak_options_init(struct ctxleak_options *opt)
+{
+	memset(opt, 0, sizeof(*opt));
+	opt->size = sizeof(*opt);
+}
+
+static int copy_string(char *dst, size_t cap, const char *src)
+{
+	if (strlen(src) >= cap)
+		return CTXLEAK_EINVAL;
+	strcpy(dst, src);
+	return CTXLEAK_OK;
+}
+
+/* The daemon's default, shared with ctxleakd and the CLI (DESIGN.md). */
+static int default_socket(char *dst, size_t cap)
+{
+	const char *xdg = getenv("XDG_RUNTIME_DIR");
+	int n;
+
+	if (geteuid() == 0)
+		n = snprintf(dst, cap, "/run/ctxleak/ctxleak.sock");
+	else if (xdg && *xdg)
+		n = snprintf(dst, cap, "%s/ctxleak/ctxleak.sock", xdg);
+	else
+		n = snprintf(dst, cap, "/tmp/ctxleak-%u/ctxleak.sock",
+			     (unsigned)getuid());
+	return n < 0 || (size_t)n >= cap ? CTXLEAK_EINVAL : CTXLEAK_OK;
+}
+
+static const char *option_or_env(const char *value, const char *env)
+{
+	const char *s = value ? value : getenv(env);
+
+	return s && *s ? s : NULL;
+}
+
+static int configure(const struct ctxleak_options *o)
+{
+	const char *sock = option_or_env(o->socket_path, "CTXLEAK_SOCKET");
+	const char *app = option_or_env(o->app, "CTXLEAK_APP");
+	int err;
+
+	err = sock ? copy_string(cl_config.socket_path,
+				 sizeof(cl_config.socket_path), sock)
+		   : default_socket(cl_config.socket_path,
+				    sizeof(cl_config.socket_path));
+	if (err)
+		return err;
+	snprintf(cl_config.app, sizeof(cl_config.app), "%s",
+		 app ? app : program_invocation_short_name);
+	cl_config.buffer_limit =
+	    o->buffer_limit ? o->buffer_limit : 4 * 1024 * 1024;
+	cl_config.flush_interval_ms =
+	    o->flush_interval_ms ? o->flush_interval_ms : 100;
+	return cl_backend_choose(o, cl_config.reason, sizeof(cl_config.reason));
+}
+
+/* A child of fork reports as a new process (DESIGN.md): new instance,
+ * new ctx numbers, and nothing of the parent's buffers. */
+static void fork_prepare(void)
+{
+	pthread_mutex_lock(&init_mu);
+	cl_ship_fork_prepare();
+}
+
+static void fork_parent(void)
+{
+	cl_ship_fork_release();
+	pthread_mutex_unlock(&init_mu);
+}
+
+static void fork_child(void)
+{
+	cl_ship_fork_release();
+	if (atomic_load(&cl_enabled)) {
+		id_key = cl_random64();
+		cl_buf_after_fork();
+		cl_ship_after_fork();
+	}
+	pthread_mutex_unlock(&init_mu);
+}
+
+static void at_exit(void)
+{
+	ctxleak_shutdown();
+}
+
+static int disabled_by_env(void)
+{
+	const char *s = getenv("CTXLEAK_DISABLE");
+
+	return s && !strcmp(s, "1");
+}
+
+int ctxleak_init(const struct ctxleak_options *opt)
+{
+	struct ctxleak_options o;
+	int err;
+
+	if (disabled_by_env())
+		return CTXLEAK_EDISABLED;
+	ctxleak_options_init(&o);
+	if (opt)
+		memcpy(&o, opt,
+		       opt->size && opt->size < sizeof(o) ? opt->size
+							  : sizeof(o));
+	pthread_mutex_lock(&init_mu);
+	err = started ? CTXLEAK_EALREADY : configure(&o);
+	if (!err) {
+		id_key = cl_random64();
+		cl_buf_init_process();
+		err = cl_ship_start();
+	}
+	if (!err) {
+		started = 1;
+		pthread_atfork(fork_prepare, fork_parent, fork_child);
+		atexit(at_exit);
+		atomic_store(&cl_enabled, 1);
+	}
+	pthread_mutex_unlock(&init_mu);
+	return err;
+}
+
+void ctxleak_shutdown(void)
+{
+	pthread_mutex_lock(&init_mu);
+	if (atomic_load(&cl_enabled)) {
+		atomic_store(&cl_enabled, 0);
+		cl_ship_stop();
+	}
+	pthread_mutex_unlock(&init_mu);
+}
+
+void ctxleak_stats(struct ctxleak_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	cl_ship_stats(out);
+}
+
+const char *ctxleak_version(void)
+{
+	return CTXLEAK_VERSION_STRING;
+}
+
+const char *ctxleak_strerror(int err)
+{
+	switch (err) {
+	case CTXLEAK_OK:
+		return "success";
+	case CTXLEAK_EINVAL:
+		return "invalid option or argument";
+	case CTXLEAK_ENOMEM:
+		return "out of memory";
+	case CTXLEAK_EALREADY:
+		return "already initialised";
+	case CTXLEAK_EDISABLED:
+		return "disabled by CTXLEAK_DISABLE";
+	case CTXLEAK_ESYS:
+		return "system call failed";
+	case CTXLEAK_ENOTINIT:
+		return "not initialised";
+	}
+	return "unknown error";
+}

@@ -1,0 +1,395 @@
+/*
+ * buffer.c: the per-thread record buffers, the hot path of the library.
+ *
+ * Each thread encodes its records straight into a chain of chunks that it
+ * alone writes and that the shipping thread alone reads (ship.c): no lock,
+ * no syscall, no allocation per record.  Chunks that the shipper drained
+ * come back as the thread's spare, so a steady stream allocates nothing.
+ *
+ * The bytes buffered by all threads together are bounded by
+ * cl_config.buffer_limit.  Each thread takes credit from the global budget
+ * in grants (so the shared counter is touched once per grant, not per
+ * record) and the shipper gives the bytes back once they are sent.  A
+ * record that the thread's credit plus what is left of the budget cannot
+ * hold is dropped and counted exactly; the slack is at most one grant per
+ * thread.
+ *
+ * The watermark (see ship.c) needs to know which threads are between
+ * reading the clock and publishing their record: that is `busy`.  The
+ * producer sets it with a plain store and a compiler barrier; the shipper
+ * makes it visible with membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED), an
+ * asymmetric fence that costs the producer nothing.  Where membarrier is
+ * missing the producer pays a full fence instead.
+ */
+#include <errno.h>
+#include <linux/membarrier.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+
+/* Large enough for the largest record: three strings at their limit. */
+#define CHUNK_BYTES (16 * 1024)
+#define CHUNK_CAP   (CHUNK_BYTES - sizeof(struct cl_chunk))
+_Static_assert(CHUNK_CAP >= PROTO_RECORD_SIZE_MAX(3 * CTXLEAK_MAX_STRING),
+	       "a chunk holds any record");
+
+CL_TLS struct cl_thread cl_self;
+pthread_mutex_t cl_registry_mu = PTHREAD_MUTEX_INITIALIZER;
+struct cl_buf *cl_registry;
+_Atomic int64_t cl_budget;
+_Atomic uint64_t cl_truncated;
+_Atomic uint64_t cl_gone_records, cl_gone_dropped;
+int cl_fence_producer = 1;
+
+static pthread_key_t exit_key;
+static int have_exit_key;
+static int64_t grant_bytes;
+
+uint64_t cl_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int membarrier(int cmd)
+{
+	return (int)syscall(SYS_membarrier, cmd, 0, 0);
+}
+
+/* Called at init and in the child of a fork: membarrier registration
+ * belongs to the address space. */
+void cl_buf_init_process(void)
+{
+	int cmds = membarrier(MEMBARRIER_CMD_QUERY);
+
+	cl_fence_producer = 1;
+	if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
+	    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0)
+		cl_fence_producer = 0;
+	atomic_store(&cl_budget, (int64_t)cl_config.buffer_limit);
+	grant_bytes = (int64_t)cl_config.buffer_limit / 64;
+	if (grant_bytes > 16 * 1024)
+		grant_bytes = 16 * 1024;
+}
+
+/* The shipper's side of the busy handshake. */
+void cl_buf_fence(void)
+{
+	if (cl_fence_producer || membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+		atomic_thread_fence(memory_order_seq_cst);
+}
+
+struct proto_str cl_str(const char *s)
+{
+	size_t len;
+
+	if (!s)
+		return (struct proto_str){NULL, 0};
+	len = strnlen(s, CTXLEAK_MAX_STRING + 1);
+	if (CL_UNLIKELY(len > CTXLEAK_MAX_STRING)) {
+		len = CTXLEAK_MAX_STRING;
+		atomic_fetch_add_explicit(&cl_truncated, 1,
+					  memory_order_relaxed);
+	}
+	return (struct proto_str){s, (uint32_t)len};
+}
+
+/* ------------------------------------------------------------ chunks */
+
+static struct cl_chunk *chunk_new(struct cl_buf *b)
+{
+	struct cl_chunk *c = atomic_exchange(&b->spare, NULL);
+
+	if (c)
+		return c;
+	c = malloc(CHUNK_BYTES);
+	if (!c)
+		return NULL;
+	atomic_init(&c->next, NULL);
+	atomic_init(&c->end, 0);
+	c->cap = CHUNK_CAP;
+	return c;
+}
+
+/* The shipper is done with c: keep it as the producer's spare. */
+static void chunk_recycle(struct cl_buf *b, struct cl_chunk *c)
+{
+	atomic_store_explicit(&c->next, NULL, memory_order_relaxed);
+	atomic_store_explicit(&c->end, 0, memory_order_relaxed);
+	free(atomic_exchange(&b->spare, c));
+}
+
+/* -------------------------------------------------------- threads */
+
+static void unlink_buf(struct cl_buf *b)
+{
+	struct cl_buf **pp = &cl_registry;
+
+	while (*pp != b)
+		pp = &(*pp)->next;
+	*pp = b->next;
+}
+
+static void thread_exit(void *p)
+{
+	struct cl_buf *b = p;
+	struct cl_thread *t = &cl_self;
+
+	if (t->buf == b)
+		cl_buf_reset_thread(t);
+	pthread_mutex_lock(&cl_registry_mu);
+	if (cl_ship_running) {
+		/* The shipper sends what is left, then frees it. */
+		atomic_store_explicit(&b->exited, 1, memory_order_release);
+		b = NULL;
+	} else {
+		unlink_buf(b);
+	}
+	pthread_mutex_unlock(&cl_registry_mu);
+	if (b)
+		cl_buf_free(b);
+	else
+		cl_ship_wake();
+}
+
+static void make_exit_key(void)
+{
+	if (pthread_key_create(&exit_key, thread_exit))
+		abort();
+	have_exit_key = 1;
+}
+
+struct cl_buf *cl_buf_attach(struct cl_thread *t)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+	struct cl_buf *b = calloc(1, sizeof(*b));
+
+	if (!b)
+		return NULL;
+	pthread_mutex_init(&b->drop_mu, NULL);
+	b->wchunk = b->rchunk = chunk_new(b);
+	if (!b->wchunk) {
+		free(b);
+		return NULL;
+	}
+	pthread_once(&once, make_exit_key);
+	pthread_setspecific(exit_key, b);
+	t->tid = (uint64_t)gettid();
+	pthread_mutex_lock(&cl_registry_mu);
+	b->next = cl_registry;
+	cl_registry = b;
+	pthread_mutex_unlock(&cl_registry_mu);
+	t->buf = b;
+	return b;
+}
+
+/* Forgets the calling thread's state (thread exit, fork child). */
+void cl_buf_reset_thread(struct cl_thread *t)
+{
+	free(t->stack);
+	free(t->scopes);
+	memset(t, 0, sizeof(*t));
+}
+
+/* The thread is gone: its counters and unused credit go back. */
+void cl_buf_free(struct cl_buf *b)
+{
+	struct cl_chunk *c = b->rchunk, *next;
+
+	atomic_fetch_add(&cl_gone_records, atomic_load(&b->records));
+	atomic_fetch_add(&cl_gone_dropped, b->drop_total);
+	atomic_fetch_add(&cl_budget, b->credit);
+	while (c) {
+		next = atomic_load_explicit(&c->next, memory_order_relaxed);
+		free(c);
+		c = next;
+	}
+	free(atomic_load_explicit(&b->spare, memory_order_relaxed));
+	pthread_mutex_destroy(&b->drop_mu);
+	free(b);
+}
+
+/* -------------------------------------------------------- producer */
+
+static int take_credit(struct cl_buf *b, size_t need)
+{
+	int64_t want = (int64_t)need - b->credit, take;
+	int64_t avail = atomic_load_explicit(&cl_budget, memory_order_relaxed);
+
+	if (want < grant_bytes)
+		want = grant_bytes;
+	do {
+		if (avail + b->credit < (int64_t)need)
+			return 0;
+		take = avail < want ? avail : want;
+	} while (
+	    !atomic_compare_exchange_weak(&cl_budget, &avail, avail - take));
+	b->credit += take;
+	return 1;
+}
+
+static void drop(struct cl_buf *b, uint64_t ts)
+{
+	pthread_mutex_lock(&b->drop_mu);
+	if (!b->drop_count)
+		b->drop_since = ts;
+	b->drop_count++;
+	b->drop_total++;
+	pthread_mutex_unlock(&b->drop_mu);
+}
+
+uint64_t cl_buf_take_drops(struct cl_buf *b, uint64_t *since)
+{
+	uint64_t n;
+
+	pthread_mutex_lock(&b->drop_mu);
+	n = b->drop_count;
+	*since = b->drop_since;
+	b->drop_count = 0;
+	pthread_mutex_unlock(&b->drop_mu);
+	return n;
+}
+
+/* The record did not fit the current chunk: move to a fresh one. */
+static size_t encode_in_new_chunk(struct cl_buf *b,
+				  const struct proto_record *r)
+{
+	struct cl_chunk *c = chunk_new(b);
+
+	if (!c)
+		return 0;
+	/* Release: the shipper reads the old chunk's final end after it
+	 * sees next. */
+	atomic_store_explicit(&b->wchunk->next, c, memory_order_release);
+	b->wchunk = c;
+	return proto_encode_record(c->data, c->cap, r);
+}
+
+void cl_emit(struct proto_record *r)
+{
+	struct cl_thread *t = &cl_self;
+	struct cl_buf *b = t->buf;
+	struct cl_chunk *c;
+	uint32_t pos;
+	size_t n;
+
+	if (CL_UNLIKELY(!b) && !(b = cl_buf_attach(t)))
+		return;
+	r->tid = t->tid;
+	atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
+	if (CL_UNLIKELY(cl_fence_producer))
+		atomic_thread_fence(memory_order_seq_cst);
+	else
+		atomic_signal_fence(memory_order_seq_cst);
+	r->ts = cl_now();
+
+	c = b->wchunk;
+	pos = atomic_load_explicit(&c->end, memory_order_relaxed);
+	n = proto_encode_record(c->data + pos, c->cap - pos, r);
+	if (CL_UNLIKELY(!n)) {
+		n = encode_in_new_chunk(b, r);
+		c = b->wchunk;
+		pos = 0;
+	}
+	if (CL_UNLIKELY(!n || ((int64_t)n > b->credit && !take_credit(b, n)))) {
+		drop(b, r->ts);
+	} else {
+		b->credit -= (int64_t)n;
+		atomic_store_explicit(&b->last_ts, r->ts, memory_order_relaxed);
+		atomic_store_explicit(&c->end, pos + (uint32_t)n,
+				      memory_order_release);
+		atomic_store_explicit(
+		    &b->records,
+		    atomic_load_explicit(&b->records, memory_order_relaxed) + 1,
+		    memory_order_relaxed);
+	}
+	atomic_store_explicit(&b->busy, 0, memory_order_release);
+}
+
+/* -------------------------------------------------------- consumer */
+
+size_t cl_buf_collect(struct cl_buf *b, struct cl_bytes *out, int *complete)
+{
+	size_t total = 0;
+	struct cl_chunk *c, *next;
+	uint32_t end;
+
+	for (;;) {
+		c = b->rchunk;
+		/* next before end: once next is set, end is final. */
+		next = atomic_load_explicit(&c->next, memory_order_acquire);
+		end = atomic_load_explicit(&c->end, memory_order_acquire);
+		if (end > b->rpos) {
+			if (cl_bytes_reserve(out, end - b->rpos)) {
+				*complete = 0;
+				break;
+			}
+			memcpy(out->p + out->len, c->data + b->rpos,
+			       end - b->rpos);
+			out->len += end - b->rpos;
+			total += end - b->rpos;
+			b->rpos = end;
+		}
+		if (!next)
+			break;
+		b->rchunk = next;
+		b->rpos = 0;
+		chunk_recycle(b, c);
+	}
+	return total;
+}
+
+/*
+ * In the child of a fork, which runs only the forking thread: the
+ * parent's records are the parent's to send, so every buffer is dropped
+ * and this thread starts again with nothing (DESIGN.md).
+ */
+void cl_buf_after_fork(void)
+{
+	struct cl_buf *b, *next;
+
+	for (b = cl_registry; b; b = next) {
+		next = b->next;
+		cl_buf_free(b);
+	}
+	cl_registry = NULL;
+	cl_buf_reset_thread(&cl_self);
+	if (have_exit_key)
+		pthread_setspecific(exit_key, NULL);
+	atomic_store(&cl_gone_records, 0);
+	atomic_store(&cl_gone_dropped, 0);
+	atomic_store(&cl_truncated, 0);
+	cl_buf_init_process();
+}
+
+/* At shutdown, which freed this thread's buffer: not again at its exit. */
+void cl_buf_forget_self(void)
+{
+	if (have_exit_key)
+		pthread_setspecific(exit_key, NULL);
+	cl_buf_reset_thread(&cl_self);
+}
+
+/* Whether no thread has a record or a drop that is not collected yet. */
+int cl_buf_all_empty(void)
+{
+	struct cl_buf *b;
+	int empty = 1;
+
+	pthread_mutex_lock(&cl_registry_mu);
+	for (b = cl_registry; b && empty; b = b->next) {
+		empty = !atomic_load(&b->rchunk->next) &&
+			atomic_load(&b->rchunk->end) == b->rpos;
+		pthread_mutex_lock(&b->drop_mu);
+		empty = empty && !b->drop_count;
+		pthread_mutex_unlock(&b->drop_mu);
+	}
+	pthread_mutex_unlock(&cl_registry_mu);
+	return empty;
+}

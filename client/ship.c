@@ -1,0 +1,686 @@
+/*
+ * ship.c: the connection to ctxleakd and the background thread
+ * ("ctxleak-ship") that drains every thread's buffer into it.
+ *
+ * What goes out on a connection: HELLO and every SITE registered so far;
+ * then batches, each made of the SITEs registered since, a DROPPED record
+ * when records were dropped, every thread's records, and a WATERMARK.
+ * The socket is non-blocking and sent to with MSG_NOSIGNAL: the host's
+ * threads never wait for the daemon and never get SIGPIPE.  While there is
+ * no daemon the records stay in the thread buffers, under their limit.
+ *
+ * A batch cut by a broken connection continues on the next one at the
+ * start of the record it broke in (the daemon discards the half it got),
+ * after that connection's own HELLO and SITEs.
+ *
+ * The watermark W promises that every record of this process with
+ * ts <= W has been sent.  A thread sets its buffer's `busy` before it
+ * reads the clock and clears it after publishing.  The shipper reads
+ * T = now, then fences every thread (cl_buf_fence: membarrier), then
+ * collects.  A record with ts < T had its busy store made before T was
+ * read, so after the fence the shipper sees either busy (and then lowers W
+ * below that thread's last published ts, since the record in flight may
+ * be as old as that) or the record itself.  So W = min(T - 1, each busy
+ * thread's last ts - 1).  Only the threads pay nothing but a plain store.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client.h"
+
+#define MS	     1000000ull
+#define BACKOFF_MIN  (10 * MS)
+#define BACKOFF_MAX  (1000 * MS)
+#define STOP_WAIT    (1000 * MS) /* at shutdown and exit, for the daemon */
+#define WAKE_MIN_GAP (1 * MS)	 /* between flushes woken by request ends */
+
+/* The parts of what goes out, in order.  Each is sent from off to len. */
+enum { SEG_HELLO, SEG_SITES, SEG_DROPPED, SEG_RECORDS, NSEG };
+
+struct seg {
+	struct cl_bytes b;
+	size_t off;
+};
+
+static struct {
+	pthread_t thread;
+	_Atomic int stop;
+	int wake_fd;
+	/* Held by the shipper except while it sleeps, so that fork()
+	 * finds its state whole. */
+	pthread_mutex_t mu;
+
+	pthread_mutex_t flush_mu;
+	pthread_cond_t flush_cond;
+	uint64_t flush_req, flush_done; /* under flush_mu */
+
+	/* The shipper's own. */
+	int fd;
+	struct seg seg[NSEG];
+	int64_t credit; /* bytes of SEG_RECORDS to give back to the budget */
+	uint64_t drops, drop_since; /* collected, not yet encoded */
+	unsigned conn_sites;
+	uint64_t backoff, next_connect, next_flush, last_batch, last_wm;
+	uint64_t stop_deadline;
+	int final_collected;
+
+	_Atomic uint64_t sent_bytes, connects;
+} ship = {
+    .mu = PTHREAD_MUTEX_INITIALIZER,
+    .flush_mu = PTHREAD_MUTEX_INITIALIZER,
+    .flush_cond = PTHREAD_COND_INITIALIZER,
+    .fd = -1,
+    .wake_fd = -1,
+};
+
+static _Atomic int wake_pending;
+uint64_t cl_instance;
+int cl_ship_running;
+
+/* ------------------------------------------------------------ bytes */
+
+int cl_bytes_reserve(struct cl_bytes *b, size_t more)
+{
+	size_t cap = b->cap ? b->cap : 4096;
+	unsigned char *grown;
+
+	if (b->len + more <= b->cap)
+		return 0;
+	while (cap < b->len + more)
+		cap *= 2;
+	grown = realloc(b->p, cap);
+	if (!grown)
+		return -1;
+	b->p = grown;
+	b->cap = cap;
+	return 0;
+}
+
+int cl_bytes_record(struct cl_bytes *b, const struct proto_record *r)
+{
+	size_t strings = r->name.len + r->key.len + r->value.len +
+			 r->message.len + r->file.len + r->func.len;
+
+	if (cl_bytes_reserve(b, PROTO_RECORD_SIZE_MAX(strings)))
+		return -1;
+	b->len += proto_encode_record(b->p + b->len, b->cap - b->len, r);
+	return 0;
+}
+
+static void bytes_free(struct cl_bytes *b)
+{
+	free(b->p);
+	memset(b, 0, sizeof(*b));
+}
+
+/* ---------------------------------------------------- record bounds */
+
+static size_t be(const unsigned char *p, int n)
+{
+	size_t v = 0;
+
+	while (n--)
+		v = v << 8 | *p++;
+	return v;
+}
+
+/* Header and payload sizes of the msgpack value at p, and how many values
+ * it contains; -1 for what our encoder never writes. */
+static int mp_head(const unsigned char *p, size_t *head, size_t *body,
+		   size_t *kids)
+{
+	unsigned c = p[0];
+
+	*head = 1;
+	*body = *kids = 0;
+	if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3)
+		return 0;
+	if ((c & 0xe0) == 0xa0)
+		*body = c & 0x1f;
+	else if ((c & 0xf0) == 0x90)
+		*kids = c & 0x0f;
+	else if ((c & 0xf0) == 0x80)
+		*kids = 2 * (c & 0x0f);
+	else if (c >= 0xcc && c <= 0xcf)
+		*body = (size_t)1 << (c - 0xcc);
+	else if (c >= 0xd0 && c <= 0xd3)
+		*body = (size_t)1 << (c - 0xd0);
+	else if (c == 0xd9 || c == 0xc4)
+		*head = 2;
+	else if (c == 0xda || c == 0xc5 || c == 0xdc || c == 0xde)
+		*head = 3;
+	else if (c == 0xdb || c == 0xc6 || c == 0xdd || c == 0xdf)
+		*head = 5;
+	else
+		return -1;
+	return 0;
+}
+
+/* Bytes of the msgpack object at p[0..n), 0 when it does not end there.
+ * The input is our own encoder's output. */
+static size_t mp_size(const unsigned char *p, size_t n)
+{
+	size_t off = 0, left = 1, head, body, kids, len;
+	unsigned c;
+
+	while (left--) {
+		if (off >= n || mp_head(p + off, &head, &body, &kids))
+			return 0;
+		if (off + head > n)
+			return 0;
+		c = p[off];
+		len = be(p + off + 1, (int)head - 1);
+		if (c == 0xdc || c == 0xdd)
+			kids = len;
+		else if (c == 0xde || c == 0xdf)
+			kids = 2 * len;
+		else if (head > 1)
+			body = len;
+		off += head + body;
+		left += kids;
+	}
+	return off <= n ? off : 0;
+}
+
+/* The start of the record that byte `at` of b belongs to. */
+static size_t record_start(const struct cl_bytes *b, size_t at)
+{
+	size_t pos = 0, n;
+
+	while ((n = mp_size(b->p + pos, b->len - pos)) && pos + n <= at)
+		pos += n;
+	return pos;
+}
+
+/* ------------------------------------------------------- connection */
+
+static void seg_clear(struct seg *s)
+{
+	s->b.len = s->off = 0;
+}
+
+static int all_sent(void)
+{
+	for (int i = 0; i < NSEG; i++)
+		if (ship.seg[i].off < ship.seg[i].b.len)
+			return 0;
+	return 1;
+}
+
+static void schedule_retry(uint64_t now)
+{
+	ship.next_connect = now + ship.backoff;
+	ship.backoff =
+	    ship.backoff * 2 > BACKOFF_MAX ? BACKOFF_MAX : ship.backoff * 2;
+}
+
+static void disconnect(uint64_t now)
+{
+	struct seg *dropped = &ship.seg[SEG_DROPPED];
+	struct seg *records = &ship.seg[SEG_RECORDS];
+
+	close(ship.fd);
+	ship.fd = -1;
+	/* The next connection starts with its own HELLO and all SITEs. */
+	seg_clear(&ship.seg[SEG_HELLO]);
+	seg_clear(&ship.seg[SEG_SITES]);
+	if (dropped->off == dropped->b.len)
+		seg_clear(dropped);
+	dropped->off = 0;
+	records->off = record_start(&records->b, records->off);
+	schedule_retry(now);
+}
+
+static int64_t clock_offset(void)
+{
+	struct timespec rt, mono;
+
+	clock_gettime(CLOCK_REALTIME, &rt);
+	clock_gettime(CLOCK_MONOTONIC, &mono);
+	return (int64_t)(rt.tv_sec - mono.tv_sec) * 1000000000 +
+	       (rt.tv_nsec - mono.tv_nsec);
+}
+
+static struct proto_str pstr(const char *s)
+{
+	return (struct proto_str){s, (uint32_t)strlen(s)};
+}
+
+static int encode_hello(struct cl_bytes *out)
+{
+	struct proto_hello h = {
+	    .version = PROTO_VERSION,
+	    .instance = cl_instance,
+	    .pid = (uint32_t)getpid(),
+	    .app = pstr(cl_config.app),
+	    .backend = pstr(cl_backend_str(cl_backend)),
+	    .reason = pstr(cl_config.reason),
+	    .clock_offset = clock_offset(),
+	    .client = pstr("libctxleak " CTXLEAK_VERSION_STRING),
+	};
+
+	if (cl_bytes_reserve(out, 1024))
+		return -1;
+	out->len +=
+	    proto_encode_hello(out->p + out->len, out->cap - out->len, &h);
+	return 0;
+}
+
+static void connect_daemon(uint64_t now)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct cl_bytes *hello = &ship.seg[SEG_HELLO].b;
+
+	memcpy(sa.sun_path, cl_config.socket_path,
+	       strlen(cl_config.socket_path));
+	ship.fd =
+	    socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (ship.fd < 0 ||
+	    connect(ship.fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    encode_hello(hello)) {
+		if (ship.fd >= 0)
+			close(ship.fd);
+		ship.fd = -1;
+		seg_clear(&ship.seg[SEG_HELLO]);
+		schedule_retry(now);
+		return;
+	}
+	ship.conn_sites = cl_site_encode(hello, 0);
+	atomic_fetch_add(&ship.connects, 1);
+}
+
+/* Sends what it can; 0, or -1 when the connection broke. */
+static int send_pending(void)
+{
+	struct seg *s;
+	ssize_t n;
+
+	for (int i = 0; i < NSEG; i++) {
+		s = &ship.seg[i];
+		while (s->off < s->b.len) {
+			n = send(ship.fd, s->b.p + s->off, s->b.len - s->off,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				return errno == EAGAIN ? 0 : -1;
+			s->off += (size_t)n;
+			atomic_fetch_add_explicit(&ship.sent_bytes, (uint64_t)n,
+						  memory_order_relaxed);
+		}
+	}
+	/* The whole batch is out: its bytes leave the budget's account. */
+	atomic_fetch_add(&cl_budget, ship.credit);
+	ship.credit = 0;
+	for (int i = SEG_SITES; i < NSEG; i++)
+		seg_clear(&ship.seg[i]);
+	ship.backoff = BACKOFF_MIN;
+	return 0;
+}
+
+/* The daemon sends nothing: readable means closed (or misbehaving). */
+static int peer_closed(void)
+{
+	char scratch[256];
+	ssize_t n = recv(ship.fd, scratch, sizeof(scratch), MSG_DONTWAIT);
+
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
+}
+
+/* ------------------------------------------------------------ batch */
+
+/* Takes every thread's published records into SEG_RECORDS; returns W. */
+static uint64_t collect(int *complete)
+{
+	uint64_t w, last, n, s;
+	struct cl_buf **pp, *b;
+	int exited;
+
+	w = cl_now() - 1;
+	cl_buf_fence();
+	pthread_mutex_lock(&cl_registry_mu);
+	for (pp = &cl_registry; (b = *pp);) {
+		exited = atomic_load_explicit(&b->exited, memory_order_acquire);
+		if (atomic_load_explicit(&b->busy, memory_order_acquire)) {
+			last = atomic_load_explicit(&b->last_ts,
+						    memory_order_relaxed);
+			if (!last || last - 1 < w)
+				w = last ? last - 1 : 0;
+		}
+		ship.credit += (int64_t)cl_buf_collect(
+		    b, &ship.seg[SEG_RECORDS].b, complete);
+		n = cl_buf_take_drops(b, &s);
+		if (n && (!ship.drops || s < ship.drop_since))
+			ship.drop_since = s;
+		ship.drops += n;
+		if (exited && *complete) {
+			*pp = b->next;
+			cl_buf_free(b);
+		} else {
+			pp = &b->next;
+		}
+	}
+	pthread_mutex_unlock(&cl_registry_mu);
+	return w;
+}
+
+static void build_batch(uint64_t now)
+{
+	struct proto_record r = {0};
+	uint64_t w;
+	int complete = 1;
+
+	atomic_store(&wake_pending, 0);
+	w = collect(&complete);
+	/* After the records: a record is only encoded once its site is
+	 * registered, so every site they name is in the table now. */
+	ship.conn_sites =
+	    cl_site_encode(&ship.seg[SEG_SITES].b, ship.conn_sites);
+	if (ship.drops) {
+		r.type = PROTO_DROPPED;
+		r.ts = now;
+		r.count = ship.drops;
+		r.since = ship.drop_since;
+		if (!cl_bytes_record(&ship.seg[SEG_DROPPED].b, &r))
+			ship.drops = 0;
+	}
+	if (complete && w > ship.last_wm) {
+		r = (struct proto_record){.type = PROTO_WATERMARK, .ts = w};
+		if (!cl_bytes_record(&ship.seg[SEG_RECORDS].b, &r))
+			ship.last_wm = w;
+	}
+	ship.last_batch = now;
+	ship.next_flush = now + cl_config.flush_interval_ms * MS;
+	if (atomic_load(&ship.stop))
+		ship.final_collected = 1;
+}
+
+/* ------------------------------------------------------------ thread */
+
+static uint64_t flush_requested(void)
+{
+	uint64_t req;
+
+	pthread_mutex_lock(&ship.flush_mu);
+	req = ship.flush_req;
+	pthread_mutex_unlock(&ship.flush_mu);
+	return req;
+}
+
+static void flush_answer(uint64_t req)
+{
+	pthread_mutex_lock(&ship.flush_mu);
+	if (req > ship.flush_done) {
+		ship.flush_done = req;
+		pthread_cond_broadcast(&ship.flush_cond);
+	}
+	pthread_mutex_unlock(&ship.flush_mu);
+}
+
+static int batch_due(uint64_t now, uint64_t req)
+{
+	if (atomic_load(&ship.stop))
+		return !ship.final_collected;
+	if (req > ship.flush_done || now >= ship.next_flush)
+		return 1;
+	return atomic_load(&wake_pending) &&
+	       now >= ship.last_batch + WAKE_MIN_GAP;
+}
+
+static int until(uint64_t now, uint64_t when)
+{
+	return when <= now ? 0 : (int)((when - now + MS - 1) / MS);
+}
+
+static int poll_timeout(uint64_t now)
+{
+	int t = until(now, ship.next_flush);
+
+	if (atomic_load(&ship.stop))
+		return 10;
+	if (ship.fd < 0 && until(now, ship.next_connect) < t)
+		t = until(now, ship.next_connect);
+	if (atomic_load(&wake_pending) &&
+	    until(now, ship.last_batch + WAKE_MIN_GAP) < t)
+		t = until(now, ship.last_batch + WAKE_MIN_GAP);
+	return t;
+}
+
+/* Sleeps until woken, the socket is ready, or the next deadline. */
+static void wait_events(uint64_t now)
+{
+	struct pollfd p[2] = {{.fd = ship.wake_fd, .events = POLLIN},
+			      {.fd = ship.fd, .events = POLLIN}};
+	uint64_t count;
+
+	if (ship.fd >= 0 && !all_sent())
+		p[1].events |= POLLOUT;
+	if (poll(p, ship.fd >= 0 ? 2 : 1, poll_timeout(now)) <= 0)
+		return;
+	if (p[0].revents & POLLIN && read(ship.wake_fd, &count, 8) < 0)
+		return;
+	if (ship.fd >= 0 && p[1].revents & (POLLIN | POLLHUP | POLLERR) &&
+	    peer_closed())
+		disconnect(cl_now());
+}
+
+static void ship_once(uint64_t now, uint64_t req)
+{
+	/* Shutting down, the daemon has only STOP_WAIT to appear. */
+	if (ship.fd < 0 &&
+	    (now >= ship.next_connect || atomic_load(&ship.stop)))
+		connect_daemon(now);
+	if (ship.fd < 0)
+		return;
+	if (all_sent() && batch_due(now, req))
+		build_batch(now);
+	if (send_pending())
+		disconnect(now);
+}
+
+static int finished(uint64_t now)
+{
+	if (!atomic_load(&ship.stop))
+		return 0;
+	if (ship.fd < 0 && all_sent() && !ship.drops && cl_buf_all_empty())
+		return 1; /* nothing to wait for the daemon for */
+	return (ship.final_collected && all_sent()) ||
+	       now >= ship.stop_deadline;
+}
+
+static void *ship_main(void *arg)
+{
+	uint64_t now, req;
+
+	(void)arg;
+	pthread_setname_np(pthread_self(), "ctxleak-ship");
+	pthread_mutex_lock(&ship.mu);
+	for (;;) {
+		now = cl_now();
+		req = flush_requested();
+		ship_once(now, req);
+		flush_answer(req);
+		if (finished(now))
+			break;
+		pthread_mutex_unlock(&ship.mu);
+		wait_events(now);
+		pthread_mutex_lock(&ship.mu);
+	}
+	pthread_mutex_unlock(&ship.mu);
+	return NULL;
+}
+
+static void reset_state(void)
+{
+	atomic_store(&ship.stop, 0);
+	ship.fd = -1;
+	ship.credit = 0;
+	ship.drops = ship.drop_since = 0;
+	ship.conn_sites = 0;
+	ship.backoff = BACKOFF_MIN;
+	ship.next_connect = ship.last_batch = ship.last_wm = 0;
+	ship.next_flush = cl_now() + cl_config.flush_interval_ms * MS;
+	ship.final_collected = 0;
+	ship.flush_req = ship.flush_done = 0;
+	atomic_store(&ship.sent_bytes, 0);
+	atomic_store(&ship.connects, 0);
+	atomic_store(&wake_pending, 0);
+	cl_instance = cl_random64();
+}
+
+/* The shipper takes no signal meant for the host. */
+static int spawn(void)
+{
+	sigset_t all, old;
+	int err;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = pthread_create(&ship.thread, NULL, ship_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err)
+		return CTXLEAK_ESYS;
+	pthread_mutex_lock(&cl_registry_mu);
+	cl_ship_running = 1;
+	pthread_mutex_unlock(&cl_registry_mu);
+	return CTXLEAK_OK;
+}
+
+int cl_ship_start(void)
+{
+	int err;
+
+	if (ship.wake_fd < 0)
+		ship.wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (ship.wake_fd < 0)
+		return CTXLEAK_ESYS;
+	reset_state();
+	err = spawn();
+	if (err) {
+		close(ship.wake_fd);
+		ship.wake_fd = -1;
+	}
+	return err;
+}
+
+static void kick(void)
+{
+	uint64_t one = 1;
+
+	if (write(ship.wake_fd, &one, sizeof(one)) < 0)
+		return; /* the counter is full: a wakeup is pending anyway */
+}
+
+/* Coalesced: one write per flush, however many requests end before it. */
+void cl_ship_wake(void)
+{
+	if (!atomic_load_explicit(&wake_pending, memory_order_relaxed) &&
+	    !atomic_exchange(&wake_pending, 1))
+		kick();
+}
+
+int cl_ship_flush(void)
+{
+	struct timespec deadline;
+	uint64_t mine;
+
+	pthread_mutex_lock(&ship.flush_mu);
+	mine = ++ship.flush_req;
+	kick();
+	clock_gettime(CLOCK_REALTIME, &deadline);
+	deadline.tv_sec += 1;
+	while (ship.flush_done < mine &&
+	       pthread_cond_timedwait(&ship.flush_cond, &ship.flush_mu,
+				      &deadline) != ETIMEDOUT)
+		;
+	pthread_mutex_unlock(&ship.flush_mu);
+	return CTXLEAK_OK;
+}
+
+/* Frees every byte the shipper owns (the thread is gone). */
+static void release_all(void)
+{
+	if (ship.fd >= 0)
+		close(ship.fd);
+	ship.fd = -1;
+	for (int i = 0; i < NSEG; i++)
+		bytes_free(&ship.seg[i].b), ship.seg[i].off = 0;
+}
+
+void cl_ship_stop(void)
+{
+	struct cl_buf **pp, *b;
+
+	ship.stop_deadline = cl_now() + STOP_WAIT;
+	atomic_store(&ship.stop, 1);
+	kick();
+	pthread_join(ship.thread, NULL);
+	release_all();
+	pthread_mutex_lock(&cl_registry_mu);
+	cl_ship_running = 0;
+	/* Live threads free their own buffer when they exit. */
+	for (pp = &cl_registry; (b = *pp);) {
+		if (atomic_load(&b->exited) || b == cl_self.buf) {
+			*pp = b->next;
+			cl_buf_free(b);
+		} else {
+			pp = &b->next;
+		}
+	}
+	pthread_mutex_unlock(&cl_registry_mu);
+	cl_buf_forget_self();
+}
+
+void cl_ship_fork_prepare(void)
+{
+	pthread_mutex_lock(&ship.mu);
+	pthread_mutex_lock(&ship.flush_mu);
+	pthread_mutex_lock(&cl_registry_mu);
+	pthread_mutex_lock(&cl_site_mu);
+}
+
+void cl_ship_fork_release(void)
+{
+	pthread_mutex_unlock(&cl_site_mu);
+	pthread_mutex_unlock(&cl_registry_mu);
+	pthread_mutex_unlock(&ship.flush_mu);
+	pthread_mutex_unlock(&ship.mu);
+}
+
+/* In the child: the parent's connection and batch are the parent's. */
+void cl_ship_after_fork(void)
+{
+	release_all();
+	close(ship.wake_fd);
+	ship.wake_fd = -1;
+	cl_ship_running = 0;
+	if (cl_ship_start())
+		atomic_store(&cl_enabled, 0);
+}
+
+void cl_ship_stats(struct ctxleak_stats *out)
+{
+	struct cl_buf *b;
+
+	out->records = atomic_load(&cl_gone_records);
+	out->dropped = atomic_load(&cl_gone_dropped);
+	pthread_mutex_lock(&cl_registry_mu);
+	for (b = cl_registry; b; b = b->next) {
+		out->records += atomic_load(&b->records);
+		pthread_mutex_lock(&b->drop_mu);
+		out->dropped += b->drop_total;
+		pthread_mutex_unlock(&b->drop_mu);
+	}
+	pthread_mutex_unlock(&cl_registry_mu);
+	out->sent_bytes = atomic_load(&ship.sent_bytes);
+	out->connects = atomic_load(&ship.connects);
+	out->truncated = atomic_load(&cl_truncated);
+}
