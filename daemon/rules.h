@@ -76,14 +76,14 @@ struct rules_verdict {
 /* A finding: one per offending record, or per unclosed scope. */
 struct rules_finding {
 	enum leak_class leak;
-	uint64_t victim_rid, victim_ctx;  /* the victim request (root ctx) */
+	uint64_t victim_rid, victim_ctx; /* the victim request (root ctx) */
 	struct proto_str victim_name;
-	uint64_t source_rid, source_ctx;  /* 0 for lost, misnest, unclosed */
+	uint64_t source_rid, source_ctx; /* 0 for lost, misnest, unclosed */
 	struct proto_str source_name;
-	const struct proto_record *rec;	  /* the evidence; for unclosed a
-					     synthesised BEGIN of the scope */
+	const struct proto_record *rec;	   /* the evidence; for unclosed a
+					      synthesised BEGIN of the scope */
 	enum rules_unclosed_reason reason; /* unclosed only */
-	const char *detail;		  /* one line, human, for the report */
+	const char *detail;		   /* one line, human, for the report */
 };
 
 /* A tag of a request's final context. */
@@ -104,10 +104,10 @@ struct rules_request {
 	uint32_t site;
 	uint64_t begin_ts, end_ts; /* end_ts 0: never ended (unclosed) */
 	uint64_t begin_tid;
-	uint32_t nthreads;	   /* threads that ran its code */
-	const uint64_t *threads;   /* up to RULES_MAX_THREADS of them */
-	uint32_t nscopes;	   /* scopes, itself included */
-	uint64_t nrecords;	   /* records whose rid is this request */
+	uint32_t nthreads;	 /* threads that ran its code */
+	const uint64_t *threads; /* up to RULES_MAX_THREADS of them */
+	uint32_t nscopes;	 /* scopes, itself included */
+	uint64_t nrecords;	 /* records whose rid is this request */
 	uint32_t ntags;
 	const struct rules_tag *tags; /* final value per key, first set first */
 	uint32_t tags_dropped;	      /* over max_tags */
@@ -139,9 +139,9 @@ struct rules_model {
 				  thread 4712; thread backend cannot isolate
 				  them; use task" */
 	uint64_t requests;
-	uint64_t interleaved;  /* requests that ran interleaved with another
-				  on one thread */
-	uint64_t handed_off;   /* requests whose code ran on >1 thread */
+	uint64_t interleaved; /* requests that ran interleaved with another
+				 on one thread */
+	uint64_t handed_off;  /* requests whose code ran on >1 thread */
 	uint64_t max_interleave_tid, max_interleave; /* worst thread */
 };
 
@@ -149,8 +149,10 @@ struct rules_stats {
 	uint64_t added, judged, pending;
 	uint64_t open_scopes, ended_scopes;
 	uint64_t findings[LEAK_CLASS_COUNT];
-	uint64_t evicted; /* scopes forgotten because of max_open_scopes */
-	uint64_t forced;  /* records judged early because of max_pending */
+	uint64_t evicted;    /* scopes forgotten because of max_open_scopes */
+	uint64_t forced;     /* records judged early because of max_pending */
+	uint64_t bytes_used; /* bytes the engine allocated and holds */
+	uint64_t requests_live; /* begun and not yet retired */
 };
 
 struct rules; /* opaque */

@@ -1,0 +1,1005 @@
+/*
+ * rules.c: the leak rules engine: queueing records until a watermark,
+ * judging them in timestamp order, rebuilding each request's context and
+ * retiring it.  The tables it stands on are in rules_scope.c, the human
+ * detail lines in rules_detail.c, the concurrency model in rules_model.c.
+ *
+ * The engine's spec (DESIGN.md "Leak classes", made precise):
+ *
+ * request(x) is the root ancestor of scope x.  A request BEGIN (kind 0)
+ * makes a root; a child BEGIN (kind 1) has parent = its prev, and with
+ * prev = 0 it is a root of its own.  A ctx never seen begin is its own
+ * "unknown" request: it gets a request id and an entry in the ended table
+ * when first needed, so that every record naming it resolves to the same
+ * pseudo request (its name is NULL and it never retires).  A request has
+ * ended from the first END of its root on; "ended before ts" means end
+ * ts < the record's ts.
+ *
+ * Records are queued by rules_add in any arrival order and judged in (ts,
+ * arrival) order once rules_advance's watermark covers them, or all in
+ * rules_finish; so findings do not depend on how batches from different
+ * threads interleave on the wire.  Past max_pending the oldest queued
+ * record is judged at once (stats.forced).
+ *
+ * TAG, EVENT and child BEGIN: c = ctx (BEGIN: prev), t = cause; the first
+ * rule that applies gives the record's finding:
+ *   lost    t != 0, c == 0               victim request(t)
+ *   stale   c != 0, request(c) ended     victim request(t), source request(c)
+ *   bleed   c != 0, request(c) != request(t)   same; with t == 0 this is
+ *           background work recorded under a request (victim none).
+ * Request BEGIN with prev != 0: stale when request(prev) ended, else
+ * overlap; victim the new request, source request(prev).
+ * END(x): misnest when cur != x, or when it is on another thread than
+ * BEGIN(x) while request(t) != request(x) (victim request(x)); or when x
+ * already ended or was never begun (victim request(t), if any).
+ * unclosed: an open scope at rules_finish (DISCONNECT), older than
+ * max_request_age at the watermark (AGE), or the oldest open scope when a
+ * new one would exceed max_open_scopes (LIMIT); victim request(x), the
+ * evidence a BEGIN rebuilt from the scope.  Such a scope is forgotten: a
+ * later END of it is misnest.
+ * A BEGIN whose ctx is 0 or already open opens no scope and finds nothing.
+ *
+ * Reassembly: every judged record belongs to request(cause) (a request
+ * BEGIN to the new request, an END to request(x)), whose context counts
+ * it, its thread and, as victim or source, its findings; a TAG lands in
+ * request(ctx)'s context, the storage the backend used, with setter
+ * request(cause).  A request retires when it has no open scope and the
+ * watermark has passed its last END; it is then remembered only through
+ * the ended table (root ctx -> id, end ts, name), bounded by
+ * max_ended_scopes.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rules_int.h"
+
+/* A queued record with its strings. */
+struct pnode {
+	struct proto_record rec;
+	uint64_t seq;
+	size_t size;
+	char strings[];
+};
+
+/* What judging one record found. */
+struct judgement {
+	struct req *owner; /* request(cause), the record's rid */
+	struct req *said;  /* request(ctx or prev), its rid_ctx */
+	struct req *victim, *source;
+	enum leak_class leak;
+	struct misnest_info mn;
+	struct iname *name_ref; /* keeps mn.scope_name alive */
+};
+
+static const char *const class_names[LEAK_CLASS_COUNT] = {
+    "", "lost", "stale", "bleed", "overlap", "misnest", "unclosed",
+};
+
+const char *leak_class_name(enum leak_class c)
+{
+	if ((unsigned)c >= LEAK_CLASS_COUNT)
+		return "";
+	return class_names[c];
+}
+
+int leak_class_from_name(const char *name)
+{
+	for (int c = 1; c < LEAK_CLASS_COUNT; c++)
+		if (strcmp(name, class_names[c]) == 0)
+			return c;
+	return -1;
+}
+
+void rules_config_default(struct rules_config *cfg)
+{
+	memset(cfg, 0, sizeof(*cfg));
+	cfg->max_open_scopes = 1u << 18;
+	cfg->max_ended_scopes = 1u << 16;
+	cfg->max_pending = 1u << 16;
+	cfg->max_tags = 64;
+	cfg->max_request_age = 3600ull * 1000000000ull;
+}
+
+struct rules *rules_new(const struct rules_config *cfg,
+			const struct rules_sink *sink)
+{
+	struct rules *r = calloc(1, sizeof(*r));
+
+	if (r == NULL)
+		return NULL;
+	r->cfg = *cfg;
+	if (r->cfg.request_seq == NULL)
+		r->cfg.request_seq = &r->own_seq;
+	if (sink != NULL)
+		r->sink = *sink;
+	rules_mem_add(r, sizeof(*r));
+	return r;
+}
+
+/* ------------------------------------------------------------ queue */
+
+static int pnode_before(const struct pnode *a, const struct pnode *b)
+{
+	if (a->rec.ts != b->rec.ts)
+		return a->rec.ts < b->rec.ts;
+	return a->seq < b->seq;
+}
+
+static void heap_up(struct pnode **h, size_t i)
+{
+	while (i > 0 && pnode_before(h[i], h[(i - 1) / 2])) {
+		struct pnode *tmp = h[i];
+
+		h[i] = h[(i - 1) / 2];
+		h[(i - 1) / 2] = tmp;
+		i = (i - 1) / 2;
+	}
+}
+
+static void heap_down(struct pnode **h, size_t n, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, m = i;
+
+		if (l < n && pnode_before(h[l], h[m]))
+			m = l;
+		if (l + 1 < n && pnode_before(h[l + 1], h[m]))
+			m = l + 1;
+		if (m == i)
+			return;
+		struct pnode *tmp = h[i];
+
+		h[i] = h[m];
+		h[m] = tmp;
+		i = m;
+	}
+}
+
+static struct pnode *heap_pop(struct rules *r)
+{
+	struct pnode *top = r->heap[0];
+
+	r->heap[0] = r->heap[--r->npending];
+	heap_down(r->heap, r->npending, 0);
+	r->stats.pending = r->npending;
+	return top;
+}
+
+static void copy_str(struct proto_str *s, char **at)
+{
+	if (s->ptr == NULL)
+		return;
+	memcpy(*at, s->ptr, s->len);
+	s->ptr = *at;
+	*at += s->len;
+}
+
+static struct pnode *pnode_new(struct rules *r, const struct proto_record *rec)
+{
+	size_t len = (size_t)rec->name.len + rec->key.len + rec->value.len +
+		     rec->message.len;
+	size_t size = sizeof(struct pnode) + len;
+	struct pnode *n = rules_alloc(r, size);
+	char *at;
+
+	if (n == NULL)
+		return NULL;
+	n->rec = *rec;
+	n->size = size;
+	n->seq = r->seq++;
+	/* Only the strings the engine reads or delivers are kept. */
+	n->rec.file = n->rec.func = (struct proto_str){NULL, 0};
+	at = n->strings;
+	copy_str(&n->rec.name, &at);
+	copy_str(&n->rec.key, &at);
+	copy_str(&n->rec.value, &at);
+	copy_str(&n->rec.message, &at);
+	return n;
+}
+
+static void judge(struct rules *r, struct pnode *n);
+
+int rules_add(struct rules *r, const struct proto_record *rec)
+{
+	struct pnode *n;
+
+	if (rec->type < PROTO_BEGIN || rec->type > PROTO_SUSPEND)
+		return 0;
+	if (r->npending == r->heap_cap) {
+		size_t cap = r->heap_cap ? r->heap_cap * 2 : 64;
+		struct pnode **heap = realloc(r->heap, cap * sizeof(*heap));
+
+		if (heap == NULL)
+			return -1;
+		rules_mem_add(r, (cap - r->heap_cap) * sizeof(*heap));
+		r->heap = heap;
+		r->heap_cap = cap;
+	}
+	n = pnode_new(r, rec);
+	if (n == NULL)
+		return -1;
+	r->heap[r->npending++] = n;
+	heap_up(r->heap, r->npending - 1);
+	r->stats.added++;
+	r->stats.pending = r->npending;
+	while (r->npending > r->cfg.max_pending) {
+		r->stats.forced++;
+		judge(r, heap_pop(r));
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ requests */
+
+static struct req *pin(struct req *q)
+{
+	if (q != NULL)
+		q->refs++;
+	return q;
+}
+
+static void unpin(struct rules *r, struct req *q)
+{
+	if (q != NULL)
+		req_put(r, q);
+}
+
+static uint64_t next_rid(struct rules *r)
+{
+	return ++*r->cfg.request_seq;
+}
+
+/* request(ctx), pinned for the judgement; NULL for ctx 0 or when out of
+ * memory. */
+static struct req *resolve(struct rules *r, uint64_t ctx)
+{
+	struct scope *s;
+	struct req *q;
+
+	if (ctx == 0)
+		return NULL;
+	s = scope_find(r, ctx);
+	if (s != NULL)
+		return pin(s->req);
+	q = ended_find(r, ctx);
+	if (q != NULL)
+		return pin(q);
+	q = rules_alloc(r, sizeof(*q));
+	if (q == NULL)
+		return NULL;
+	q->state = REQ_UNKNOWN;
+	q->rid = next_rid(r);
+	q->root.ctx = ctx;
+	q->root.req = q;
+	pin(q);
+	ended_insert(r, ctx, q);
+	return q;
+}
+
+static struct req_more *more(struct rules *r, struct req *q)
+{
+	if (q->more == NULL)
+		q->more = rules_alloc(r, sizeof(*q->more));
+	return q->more;
+}
+
+static void done_push(struct rules *r, struct req *q)
+{
+	if (q->in_done)
+		return;
+	q->in_done = 1;
+	q->next_done = NULL;
+	if (r->done_tail != NULL)
+		r->done_tail->next_done = q;
+	else
+		r->done_head = q;
+	r->done_tail = q;
+}
+
+static struct req *done_pop(struct rules *r)
+{
+	struct req *q = r->done_head;
+
+	r->done_head = q->next_done;
+	if (r->done_head == NULL)
+		r->done_tail = NULL;
+	q->in_done = 0;
+	return q;
+}
+
+/* A scope of q stopped being open at ts (END, or reported unclosed). */
+static void req_scope_gone(struct rules *r, struct req *q, uint64_t ts)
+{
+	if (q->state != REQ_LIVE)
+		return;
+	if (ts > q->last_ts)
+		q->last_ts = ts;
+	if (--q->nopen == 0)
+		done_push(r, q);
+}
+
+static void fill_scope(struct scope *s, const struct proto_record *rec,
+		       struct iname *name, struct req *q)
+{
+	s->ctx = rec->ctx;
+	s->begin_ts = rec->ts;
+	s->tid = rec->tid;
+	s->site = rec->site;
+	s->name = name;
+	s->req = q;
+}
+
+static void report_unclosed(struct rules *r, struct scope *s,
+			    enum rules_unclosed_reason reason);
+
+/* Room for one more open scope: the oldest goes when the limit is hit. */
+static void make_room(struct rules *r)
+{
+	if (r->cfg.max_open_scopes == 0 || r->oldest == NULL ||
+	    r->stats.open_scopes < r->cfg.max_open_scopes)
+		return;
+	r->stats.evicted++;
+	report_unclosed(r, r->oldest, RULES_UNCLOSED_LIMIT);
+}
+
+/* A new request rooted at rec's BEGIN. */
+static struct req *req_begin(struct rules *r, const struct proto_record *rec)
+{
+	struct req *q;
+
+	make_room(r);
+	q = rules_alloc(r, sizeof(*q));
+	if (q == NULL)
+		return NULL;
+	fill_scope(&q->root, rec, iname_get(r, rec->name), q);
+	q->root.is_root = 1;
+	q->rid = next_rid(r);
+	q->refs = 1;
+	q->nopen = q->nscopes = 1;
+	if (scope_open(r, &q->root) == -1) {
+		req_put(r, q);
+		return NULL;
+	}
+	r->stats.requests_live++;
+	r->model_requests++;
+	return q;
+}
+
+/* A child scope of request q (which may be retired or unknown). */
+static void child_begin(struct rules *r, const struct proto_record *rec,
+			struct req *q)
+{
+	struct scope *s;
+
+	make_room(r);
+	s = scope_alloc(r);
+	if (s == NULL)
+		return;
+	fill_scope(s, rec, iname_get(r, rec->name), q);
+	if (scope_open(r, s) == -1) {
+		scope_free(r, s);
+		return;
+	}
+	if (q->state == REQ_LIVE) {
+		q->nopen++;
+		q->nscopes++;
+	}
+}
+
+/* ------------------------------------------------------------ context */
+
+static void note_thread(struct rules *r, struct req *q, uint64_t tid)
+{
+	struct req_more *m = q->more;
+
+	if (m == NULL || m->threads == NULL) {
+		/* The common case costs nothing: one thread, the root's. */
+		if (tid == q->root.tid && q->nthreads <= 1) {
+			q->nthreads = 1;
+			return;
+		}
+		m = more(r, q);
+		if (m == NULL)
+			return;
+		m->threads =
+		    rules_alloc(r, RULES_MAX_THREADS * sizeof(*m->threads));
+		if (m->threads == NULL)
+			return;
+		if (q->nthreads == 1)
+			m->threads[m->nkept++] = q->root.tid;
+	}
+	for (uint32_t i = 0; i < m->nkept; i++)
+		if (m->threads[i] == tid)
+			return;
+	/* Past RULES_MAX_THREADS each move to a thread not kept counts. */
+	if (m->nkept < RULES_MAX_THREADS)
+		m->threads[m->nkept++] = tid;
+	else if (tid == q->last_tid)
+		return;
+	if (++q->nthreads == 2 && !q->handed_off) {
+		q->handed_off = 1;
+		r->model_handed_off++;
+	}
+}
+
+static void note_record(struct rules *r, struct req *q, uint64_t tid)
+{
+	if (q == NULL || q->state != REQ_LIVE)
+		return;
+	q->nrecords++;
+	note_thread(r, q, tid);
+	model_note(r, q, tid);
+}
+
+static char *dup_str(struct rules *r, struct proto_str s)
+{
+	char *p;
+
+	if (s.ptr == NULL)
+		return NULL;
+	p = rules_alloc(r, (size_t)s.len + 1);
+	if (p != NULL)
+		memcpy(p, s.ptr, s.len);
+	return p;
+}
+
+static void tag_free_value(struct rules *r, struct rtag *t)
+{
+	if (t->value != NULL)
+		rules_release(r, t->value, (size_t)t->vlen + 1);
+	t->value = NULL;
+}
+
+static struct rtag *tag_slot(struct rules *r, struct req_more *m,
+			     const struct proto_record *rec)
+{
+	struct rtag *t;
+
+	for (uint32_t i = 0; i < m->ntags; i++) {
+		t = &m->tags[i];
+		if (t->klen == rec->key.len &&
+		    memcmp(t->key, rec->key.ptr, t->klen) == 0) {
+			tag_free_value(r, t);
+			return t;
+		}
+	}
+	if (m->ntags >= r->cfg.max_tags) {
+		m->tags_dropped++;
+		return NULL;
+	}
+	if (m->ntags == m->tags_cap) {
+		uint32_t cap = m->tags_cap ? m->tags_cap * 2 : 4;
+		struct rtag *tags = realloc(m->tags, cap * sizeof(*tags));
+
+		if (tags == NULL)
+			return NULL;
+		rules_mem_add(r, (cap - m->tags_cap) * sizeof(*tags));
+		m->tags = tags;
+		m->tags_cap = cap;
+	}
+	t = &m->tags[m->ntags];
+	memset(t, 0, sizeof(*t));
+	t->key = dup_str(r, rec->key);
+	if (t->key == NULL)
+		return NULL;
+	t->klen = rec->key.len;
+	m->ntags++;
+	return t;
+}
+
+/* A TAG lands in the context of the request the backend said. */
+static void tag_set(struct rules *r, struct req *q, struct req *setter,
+		    const struct proto_record *rec)
+{
+	struct req_more *m;
+	struct rtag *t;
+
+	if (q == NULL || q->state != REQ_LIVE || rec->key.ptr == NULL)
+		return;
+	m = more(r, q);
+	if (m == NULL || (t = tag_slot(r, m, rec)) == NULL)
+		return;
+	t->value = dup_str(r, rec->value);
+	t->vlen = rec->value.len;
+	t->ts = rec->ts;
+	t->tid = rec->tid;
+	t->site = rec->site;
+	t->setter_rid = setter ? setter->rid : 0;
+	t->setter_ctx = setter ? setter->root.ctx : 0;
+}
+
+/* ------------------------------------------------------------ findings */
+
+static void name_req(const struct req *q, uint64_t *rid, uint64_t *ctx,
+		     struct proto_str *name)
+{
+	*rid = q ? q->rid : 0;
+	*ctx = q ? q->root.ctx : 0;
+	*name = q ? iname_str(q->root.name) : (struct proto_str){NULL, 0};
+}
+
+static void report(struct rules *r, enum leak_class leak,
+		   const struct proto_record *rec, struct req *victim,
+		   struct req *source, enum rules_unclosed_reason reason,
+		   const struct misnest_info *mn)
+{
+	struct rules_finding f;
+
+	memset(&f, 0, sizeof(f));
+	f.leak = leak;
+	f.rec = rec;
+	f.reason = reason;
+	name_req(victim, &f.victim_rid, &f.victim_ctx, &f.victim_name);
+	name_req(source, &f.source_rid, &f.source_ctx, &f.source_name);
+	f.detail = detail_finding(r, &f, victim, source, mn);
+	r->stats.findings[leak]++;
+	if (victim != NULL && victim->state == REQ_LIVE && more(r, victim))
+		victim->more->victim_of[leak]++;
+	if (source != NULL && source->state == REQ_LIVE && more(r, source))
+		source->more->source_of++;
+	if (r->sink.finding != NULL)
+		r->sink.finding(r->sink.arg, &f);
+}
+
+static void report_unclosed(struct rules *r, struct scope *s,
+			    enum rules_unclosed_reason reason)
+{
+	struct req *q = pin(s->req);
+	struct proto_record rec;
+
+	memset(&rec, 0, sizeof(rec));
+	rec.type = PROTO_BEGIN;
+	rec.ts = s->begin_ts;
+	rec.tid = s->tid;
+	rec.ctx = s->ctx;
+	rec.site = s->site;
+	rec.kind = s->is_root ? PROTO_KIND_REQUEST : PROTO_KIND_CHILD;
+	rec.name = iname_str(s->name);
+	report(r, LEAK_UNCLOSED, &rec, q, NULL, reason, NULL);
+	scope_close(r, s);
+	ended_insert(r, s->ctx, q);
+	if (!s->is_root)
+		scope_free(r, s);
+	req_scope_gone(r, q, 0);
+	unpin(r, q);
+}
+
+/* ------------------------------------------------------------ judging */
+
+/* The lost / stale / bleed rules of TAG, EVENT and child BEGIN. */
+static void judge_work(const struct proto_record *rec, uint64_t c,
+		       struct judgement *j)
+{
+	if (rec->cause != 0 && c == 0)
+		j->leak = LEAK_LOST;
+	else if (c != 0 && j->said != NULL && j->said->ended &&
+		 j->said->end_ts < rec->ts)
+		j->leak = LEAK_STALE;
+	else if (c != 0 && j->said != j->owner)
+		j->leak = LEAK_BLEED;
+	else
+		return;
+	j->victim = pin(j->owner);
+	if (j->leak != LEAK_LOST)
+		j->source = pin(j->said);
+}
+
+static void judge_request_begin(struct rules *r, const struct proto_record *rec,
+				struct judgement *j)
+{
+	j->owner = pin(req_begin(r, rec));
+	if (rec->prev == 0 || j->owner == NULL || j->said == NULL)
+		return;
+	if (j->said->ended && j->said->end_ts < rec->ts)
+		j->leak = LEAK_STALE;
+	else
+		j->leak = LEAK_OVERLAP;
+	j->victim = pin(j->owner);
+	j->source = pin(j->said);
+}
+
+static void judge_begin(struct rules *r, const struct proto_record *rec,
+			struct judgement *j)
+{
+	int opens = rec->ctx != 0 && scope_find(r, rec->ctx) == NULL;
+	struct req *q;
+
+	j->said = resolve(r, rec->prev);
+	if (opens && rec->kind == PROTO_KIND_REQUEST) {
+		judge_request_begin(r, rec, j);
+		return;
+	}
+	j->owner = resolve(r, rec->cause);
+	if (rec->kind == PROTO_KIND_CHILD)
+		judge_work(rec, rec->prev, j);
+	if (!opens)
+		return;
+	if (rec->prev != 0) {
+		if (j->said != NULL)
+			child_begin(r, rec, j->said);
+		return;
+	}
+	/* A child begun with nothing current is a request of its own; it
+	 * is also the true owner of its BEGIN when nothing was. */
+	q = req_begin(r, rec);
+	if (j->owner == NULL)
+		j->owner = pin(q);
+}
+
+static void judge_end(struct rules *r, const struct proto_record *rec,
+		      struct judgement *j)
+{
+	struct scope *s = scope_find(r, rec->ctx);
+	struct req *q, *truth;
+
+	j->mn.scope_name = (struct proto_str){NULL, 0};
+	if (s == NULL) {
+		q = ended_find(r, rec->ctx);
+		j->mn.why = q && q->state != REQ_UNKNOWN ? MISNEST_ENDED
+							 : MISNEST_UNKNOWN;
+		j->owner = resolve(r, rec->ctx);
+		j->said = pin(j->owner);
+		j->leak = LEAK_MISNEST;
+		j->victim = resolve(r, rec->cause);
+		return;
+	}
+	q = s->req;
+	j->owner = pin(q);
+	j->said = pin(q);
+	j->mn.scope_name = iname_str(s->name);
+	j->mn.begin_tid = s->tid;
+	truth = resolve(r, rec->cause);
+	if (rec->cur != rec->ctx)
+		j->mn.why = MISNEST_CUR;
+	else if (rec->tid != s->tid && truth != q)
+		j->mn.why = MISNEST_THREAD;
+	unpin(r, truth);
+	if (j->mn.why != 0) {
+		j->leak = LEAK_MISNEST;
+		j->victim = pin(q);
+	}
+	scope_close(r, s);
+	if (s->is_root && !q->ended) {
+		q->ended = 1;
+		q->end_ts = rec->ts;
+	}
+	ended_insert(r, s->ctx, q);
+	req_scope_gone(r, q, rec->ts);
+	/* The name outlives the scope: the detail is written later. */
+	if (!s->is_root) {
+		j->mn.scope_name = (struct proto_str){NULL, 0};
+		if (j->leak != LEAK_NONE && s->name != NULL) {
+			j->name_ref = s->name;
+			s->name = NULL;
+			j->mn.scope_name = iname_str(j->name_ref);
+		}
+		scope_free(r, s);
+	}
+}
+
+static void hold(struct rules *r, struct req *q, const struct proto_record *rec,
+		 const struct rules_verdict *v)
+{
+	struct req_more *m;
+	struct hrec *h;
+	struct proto_str s1 = rec->name, s2 = rec->message;
+
+	if (rec->type == PROTO_BEGIN && rec->kind == PROTO_KIND_REQUEST &&
+	    rec->ctx == q->root.ctx && rec->cause == 0 && rec->prev == 0 &&
+	    v->leak == LEAK_NONE && !q->begin_held && q->nrecords == 1) {
+		q->begin_held = 1;
+		return;
+	}
+	m = more(r, q);
+	if (m == NULL)
+		return;
+	if (m->nheld == m->held_cap) {
+		uint32_t cap = m->held_cap ? m->held_cap * 2 : 4;
+		struct hrec *held = realloc(m->held, cap * sizeof(*held));
+
+		if (held == NULL)
+			return;
+		rules_mem_add(r, (cap - m->held_cap) * sizeof(*held));
+		m->held = held;
+		m->held_cap = cap;
+	}
+	if (rec->type == PROTO_TAG) {
+		s1 = rec->key;
+		s2 = rec->value;
+	}
+	h = &m->held[m->nheld++];
+	memset(h, 0, sizeof(*h));
+	h->ts = rec->ts;
+	h->tid = rec->tid;
+	h->ctx = rec->ctx;
+	h->cause = rec->cause;
+	h->other = rec->type == PROTO_BEGIN ? rec->prev : rec->cur;
+	h->rid_ctx = v->rid_ctx;
+	h->site = rec->site;
+	h->type = rec->type;
+	h->kind = rec->kind;
+	h->leak = (uint8_t)v->leak;
+	h->s1 = arena_copy(r, &m->strings, s1.ptr, s1.len);
+	h->l1 = h->s1 ? s1.len : 0;
+	h->s2 = arena_copy(r, &m->strings, s2.ptr, s2.len);
+	h->l2 = h->s2 ? s2.len : 0;
+}
+
+static void deliver(struct rules *r, const struct proto_record *rec,
+		    const struct judgement *j)
+{
+	struct rules_verdict v = {rec, 0, 0, j->leak};
+
+	v.rid = j->owner ? j->owner->rid : 0;
+	v.rid_ctx = j->said ? j->said->rid : 0;
+	if (r->cfg.hold_records && j->owner != NULL &&
+	    j->owner->state == REQ_LIVE)
+		hold(r, j->owner, rec, &v);
+	else if (r->sink.verdict != NULL)
+		r->sink.verdict(r->sink.arg, &v);
+}
+
+static void judge(struct rules *r, struct pnode *n)
+{
+	const struct proto_record *rec = &n->rec;
+	struct judgement j;
+
+	memset(&j, 0, sizeof(j));
+	switch (rec->type) {
+	case PROTO_BEGIN:
+		judge_begin(r, rec, &j);
+		break;
+	case PROTO_END:
+		judge_end(r, rec, &j);
+		break;
+	default:
+		j.owner = resolve(r, rec->cause);
+		j.said = resolve(r, rec->ctx);
+		if (rec->type == PROTO_TAG || rec->type == PROTO_EVENT)
+			judge_work(rec, rec->ctx, &j);
+		if (rec->type == PROTO_TAG)
+			tag_set(r, j.said, j.owner, rec);
+		break;
+	}
+	note_record(r, j.owner, rec->tid);
+	if (j.leak != LEAK_NONE)
+		report(r, j.leak, rec, j.victim, j.source,
+		       (enum rules_unclosed_reason)0, &j.mn);
+	deliver(r, rec, &j);
+	unpin(r, j.owner);
+	unpin(r, j.said);
+	unpin(r, j.victim);
+	unpin(r, j.source);
+	iname_put(r, j.name_ref);
+	r->stats.judged++;
+	rules_release(r, n, n->size);
+}
+
+/* ------------------------------------------------------------ retiring */
+
+static void rebuild_record(struct proto_record *rec, const struct hrec *h)
+{
+	memset(rec, 0, sizeof(*rec));
+	rec->type = h->type;
+	rec->ts = h->ts;
+	rec->tid = h->tid;
+	rec->ctx = h->ctx;
+	rec->cause = h->cause;
+	rec->site = h->site;
+	rec->kind = h->kind;
+	if (h->type == PROTO_BEGIN)
+		rec->prev = h->other;
+	else
+		rec->cur = h->other;
+	if (h->type == PROTO_TAG) {
+		rec->key = (struct proto_str){h->s1, h->l1};
+		rec->value = (struct proto_str){h->s2, h->l2};
+	} else {
+		rec->name = (struct proto_str){h->s1, h->l1};
+		rec->message = (struct proto_str){h->s2, h->l2};
+	}
+}
+
+/* The verdicts held for q, its rebuilt BEGIN first; NULL when none or
+ * out of memory (then none are delivered). */
+static struct rules_verdict *held_verdicts(struct req *q, size_t *n)
+{
+	struct req_more *m = q->more;
+	size_t nheld = m ? m->nheld : 0, k = 0;
+	size_t count = nheld + q->begin_held;
+	struct rules_verdict *v;
+	struct proto_record *recs;
+
+	*n = 0;
+	if (count == 0)
+		return NULL;
+	v = malloc(count * (sizeof(*v) + sizeof(*recs)));
+	if (v == NULL)
+		return NULL;
+	recs = (struct proto_record *)(v + count);
+	if (q->begin_held) {
+		memset(&recs[0], 0, sizeof(recs[0]));
+		recs[0].type = PROTO_BEGIN;
+		recs[0].ts = q->root.begin_ts;
+		recs[0].tid = q->root.tid;
+		recs[0].ctx = q->root.ctx;
+		recs[0].site = q->root.site;
+		recs[0].name = iname_str(q->root.name);
+		v[k++] = (struct rules_verdict){&recs[0], q->rid, 0, LEAK_NONE};
+	}
+	for (size_t i = 0; i < nheld; i++, k++) {
+		rebuild_record(&recs[k], &m->held[i]);
+		v[k] = (struct rules_verdict){
+		    &recs[k], q->rid, m->held[i].rid_ctx, m->held[i].leak};
+	}
+	*n = count;
+	return v;
+}
+
+static struct rules_tag *final_tags(const struct req_more *m)
+{
+	struct rules_tag *tags;
+
+	if (m == NULL || m->ntags == 0)
+		return NULL;
+	tags = calloc(m->ntags, sizeof(*tags));
+	for (uint32_t i = 0; tags != NULL && i < m->ntags; i++) {
+		const struct rtag *t = &m->tags[i];
+
+		tags[i].key = (struct proto_str){t->key, t->klen};
+		tags[i].value = (struct proto_str){t->value, t->vlen};
+		tags[i].ts = t->ts;
+		tags[i].tid = t->tid;
+		tags[i].site = t->site;
+		tags[i].setter_rid = t->setter_rid;
+		tags[i].setter_ctx = t->setter_ctx;
+	}
+	return tags;
+}
+
+static void more_free(struct rules *r, struct req *q)
+{
+	struct req_more *m = q->more;
+
+	if (m == NULL)
+		return;
+	for (uint32_t i = 0; i < m->ntags; i++) {
+		rules_release(r, m->tags[i].key, (size_t)m->tags[i].klen + 1);
+		tag_free_value(r, &m->tags[i]);
+	}
+	rules_release(r, m->tags, m->tags_cap * sizeof(*m->tags));
+	rules_release(r, m->threads, RULES_MAX_THREADS * sizeof(*m->threads));
+	rules_release(r, m->held, m->held_cap * sizeof(*m->held));
+	arena_free(r, &m->strings);
+	rules_release(r, m, sizeof(*m));
+	q->more = NULL;
+}
+
+static void retire(struct rules *r, struct req *q)
+{
+	struct rules_request rq;
+	struct req_more *m = q->more;
+	struct rules_verdict *held = NULL;
+	struct rules_tag *tags;
+
+	memset(&rq, 0, sizeof(rq));
+	rq.rid = q->rid;
+	rq.ctx = q->root.ctx;
+	rq.name = iname_str(q->root.name);
+	rq.site = q->root.site;
+	rq.begin_ts = q->root.begin_ts;
+	rq.end_ts = q->ended ? q->end_ts : 0;
+	rq.begin_tid = q->root.tid;
+	rq.nthreads = q->nthreads;
+	rq.threads = m && m->threads ? m->threads : &q->root.tid;
+	rq.nscopes = q->nscopes;
+	rq.nrecords = q->nrecords;
+	tags = final_tags(m);
+	if (tags != NULL) {
+		rq.ntags = m->ntags;
+		rq.tags = tags;
+	}
+	if (m != NULL) {
+		rq.tags_dropped = m->tags_dropped;
+		memcpy(rq.victim_of, m->victim_of, sizeof(rq.victim_of));
+		rq.source_of = m->source_of;
+	}
+	if (r->cfg.hold_records) {
+		held = held_verdicts(q, &rq.nheld);
+		rq.held = held;
+	}
+	if (r->sink.request != NULL)
+		r->sink.request(r->sink.arg, &rq);
+	free(held);
+	free(tags);
+	more_free(r, q);
+	q->state = REQ_RETIRED;
+	r->stats.requests_live--;
+	req_put(r, q);
+}
+
+/* Retire the complete requests whose last END is at or below watermark
+ * (all of them when finishing). */
+static void retire_done(struct rules *r, uint64_t watermark, int all)
+{
+	while (r->done_head != NULL) {
+		struct req *q = r->done_head;
+
+		if (q->nopen > 0) { /* a child reopened it */
+			done_pop(r);
+			continue;
+		}
+		if (!all && q->last_ts > watermark)
+			return;
+		retire(r, done_pop(r));
+	}
+}
+
+static void expire_old(struct rules *r, uint64_t watermark)
+{
+	uint64_t age = r->cfg.max_request_age;
+
+	while (age != 0 && r->oldest != NULL &&
+	       watermark > r->oldest->begin_ts &&
+	       watermark - r->oldest->begin_ts > age)
+		report_unclosed(r, r->oldest, RULES_UNCLOSED_AGE);
+}
+
+void rules_advance(struct rules *r, uint64_t watermark)
+{
+	while (r->npending > 0 && r->heap[0]->rec.ts <= watermark)
+		judge(r, heap_pop(r));
+	expire_old(r, watermark);
+	retire_done(r, watermark, 0);
+}
+
+void rules_finish(struct rules *r)
+{
+	while (r->npending > 0)
+		judge(r, heap_pop(r));
+	while (r->oldest != NULL)
+		report_unclosed(r, r->oldest, RULES_UNCLOSED_DISCONNECT);
+	retire_done(r, 0, 1);
+}
+
+void rules_stats(const struct rules *r, struct rules_stats *out)
+{
+	*out = r->stats;
+}
+
+void rules_free(struct rules *r)
+{
+	struct scope *s;
+
+	if (r == NULL)
+		return;
+	while (r->npending > 0) {
+		struct pnode *n = heap_pop(r);
+
+		rules_release(r, n, n->size);
+	}
+	free(r->heap);
+	/* Every live request has an open scope or is on the done queue. */
+	while ((s = r->oldest) != NULL) {
+		struct req *q = s->req;
+
+		scope_close(r, s);
+		if (!s->is_root)
+			scope_free(r, s);
+		if (q->state == REQ_LIVE)
+			done_push(r, q);
+	}
+	while (r->done_head != NULL) {
+		struct req *q = done_pop(r);
+
+		more_free(r, q);
+		q->state = REQ_RETIRED;
+		req_put(r, q);
+	}
+	ended_free(r);
+	ptab_free(r, &r->open);
+	scopes_free_slabs(r);
+	inames_free(r);
+	model_free(r);
+	free(r);
+}

@@ -1,0 +1,228 @@
+/*
+ * rules_int.h: the private structures of the rules engine, shared by
+ * rules.c (judging, reassembly, retirement), rules_scope.c (the scope and
+ * ended tables, interned names, arenas), rules_detail.c (the human line of
+ * each finding) and rules_model.c (concurrency-model inference).  Nothing
+ * outside daemon/rules*.c includes it.
+ *
+ * Memory is laid out for 100k open scopes in under 200 bytes each: a child
+ * scope is a 64-byte slab slot plus one pointer slot of the hash table; a
+ * root scope is embedded in its request, which keeps everything that is
+ * not needed by a quiet request (tags, extra threads, finding counts, held
+ * records) in a separately allocated `more` part.
+ */
+#ifndef CTXLEAKD_RULES_INT_H
+#define CTXLEAKD_RULES_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "rules.h"
+
+/* A scope name, shared by every scope of the same name in a process. */
+struct iname {
+	struct iname *next; /* hash chain */
+	uint32_t refs;
+	uint32_t len;
+	uint32_t hash;
+	char s[];
+};
+
+/*
+ * A scope.  Every structure kept in a struct ptab starts with its ctx:
+ * the tables store pointers and read the key through them.
+ */
+struct scope {
+	uint64_t ctx;
+	uint64_t begin_ts;
+	uint64_t tid;
+	struct iname *name;
+	struct req *req;	     /* request(ctx), fixed at BEGIN */
+	struct scope *older, *newer; /* open scopes in judging order */
+	uint32_t site;
+	uint8_t is_root; /* embedded in its request */
+};
+
+/* An open-addressing hash of pointers to structs that start with a ctx. */
+struct ptab {
+	uint64_t **slot;
+	uint32_t bits; /* capacity is 1 << bits (0: no array yet) */
+	uint32_t count;
+};
+
+/* Bump allocation for a request's held strings, freed all at once. */
+struct arena {
+	struct arena_chunk *head;
+};
+
+enum req_state {
+	REQ_LIVE = 0, /* begun, not yet retired: its context is rebuilt */
+	REQ_RETIRED,  /* delivered; kept while ended entries refer to it */
+	REQ_UNKNOWN,  /* pseudo request of a ctx never seen begin */
+};
+
+/* A record kept for its request under hold_records, compactly. */
+struct hrec {
+	uint64_t ts, tid, ctx, cause;
+	uint64_t other; /* BEGIN: prev; END: cur */
+	uint64_t rid_ctx;
+	const char *s1, *s2; /* name or key; value or message (NULL: nil) */
+	uint32_t l1, l2;
+	uint32_t site;
+	uint8_t type, kind, leak;
+};
+
+struct rtag {
+	char *key, *value; /* value NULL: nil */
+	uint32_t klen, vlen;
+	uint64_t ts, tid;
+	uint32_t site;
+	uint64_t setter_rid, setter_ctx;
+};
+
+/* What a request needs only once it does more than begin. */
+struct req_more {
+	uint32_t victim_of[LEAK_CLASS_COUNT];
+	uint32_t source_of;
+	uint32_t ntags, tags_cap, tags_dropped;
+	struct rtag *tags;
+	uint64_t *threads; /* RULES_MAX_THREADS of them, once a second
+			      thread (or a first that is not the root's)
+			      ran its code */
+	uint32_t nkept;
+	uint32_t nheld, held_cap;
+	struct hrec *held;
+	struct arena strings;
+};
+
+struct req {
+	struct scope root; /* first: a req is found through its root ctx */
+	uint64_t rid;
+	uint64_t end_ts;  /* first END of the root; 0 while open */
+	uint64_t last_ts; /* latest END of any of its scopes */
+	uint64_t nrecords;
+	uint64_t last_tid; /* thread of its latest record (model) */
+	struct req_more *more;
+	struct req *next_done; /* queue of requests with no open scope */
+	uint32_t nopen, nscopes;
+	uint32_t refs; /* 1 while LIVE, one per ended-table entry, one
+			  per judgement in progress that uses it */
+	uint32_t nthreads;
+	uint8_t state;	    /* enum req_state */
+	uint8_t ended;	    /* the root has ended */
+	uint8_t in_done;    /* on the done queue */
+	uint8_t begin_held; /* its BEGIN (cause 0, prev 0, no finding) is
+			       rebuilt on retirement, not stored */
+	uint8_t interleaved, handed_off;
+};
+
+/* The ended table: ctx -> request, for stale and for misnest of a second
+ * END.  A ring gives the eviction order. */
+struct ended {
+	uint64_t ctx;
+	struct req *req;
+};
+
+/* A thread, for the model: which request's code ran on it last. */
+struct model_thread {
+	uint64_t tid;
+	uint64_t last_rid;
+	uint64_t interleaved; /* requests found interleaved on it */
+};
+
+struct pnode; /* a queued record (rules.c) */
+
+struct rules {
+	struct rules_config cfg;
+	struct rules_sink sink;
+
+	/* pending records: a min-heap on (ts, seq) */
+	struct pnode **heap;
+	size_t npending, heap_cap;
+	uint64_t seq;
+
+	/* open scopes */
+	struct ptab open;
+	struct scope *oldest, *newest;
+	struct scope *free_scopes; /* slab free list, through ->newer */
+	void **slabs;
+	size_t nslabs;
+
+	/* ended scopes and unknown requests */
+	struct ptab ended_tab;
+	struct ended *ring;
+	uint32_t ring_cap, ring_head, ring_count;
+
+	/* interned names */
+	struct iname **names;
+	uint32_t names_bits, nnames;
+
+	struct req *done_head, *done_tail;
+
+	/* model inference */
+	struct ptab threads; /* of struct model_thread */
+	uint64_t model_requests, model_interleaved, model_handed_off;
+
+	uint64_t own_seq; /* when the config gives no request_seq */
+	struct rules_stats stats;
+	char detail[512];
+};
+
+/* Bytes the engine allocated and still holds, for stats.bytes_used. */
+void rules_mem_add(struct rules *r, size_t n);
+void rules_mem_sub(struct rules *r, size_t n);
+void *rules_alloc(struct rules *r, size_t n); /* zeroed; NULL: no memory */
+void rules_release(struct rules *r, void *p, size_t n);
+
+/* rules_scope.c */
+uint64_t **ptab_find(const struct ptab *t, uint64_t ctx);
+int ptab_insert(struct rules *r, struct ptab *t, uint64_t *entry);
+void ptab_remove(struct ptab *t, uint64_t ctx);
+void ptab_free(struct rules *r, struct ptab *t);
+
+struct scope *scope_alloc(struct rules *r);
+void scope_free(struct rules *r, struct scope *s);
+void scopes_free_slabs(struct rules *r);
+int scope_open(struct rules *r, struct scope *s);
+void scope_close(struct rules *r, struct scope *s);
+struct scope *scope_find(const struct rules *r, uint64_t ctx);
+
+struct iname *iname_get(struct rules *r, struct proto_str s);
+void iname_put(struct rules *r, struct iname *n);
+void inames_free(struct rules *r);
+struct proto_str iname_str(const struct iname *n);
+
+struct req *ended_find(const struct rules *r, uint64_t ctx);
+int ended_insert(struct rules *r, uint64_t ctx, struct req *q);
+void ended_free(struct rules *r);
+
+const char *arena_copy(struct rules *r, struct arena *a, const char *s,
+		       uint32_t len);
+void arena_free(struct rules *r, struct arena *a);
+
+void req_put(struct rules *r, struct req *q);
+
+/* Why an END is misnest, for its detail line. */
+enum misnest_why {
+	MISNEST_CUR = 1, /* cur != x */
+	MISNEST_THREAD,	 /* another thread, another request's code */
+	MISNEST_ENDED,	 /* x already ended */
+	MISNEST_UNKNOWN, /* x never begun (or forgotten) */
+};
+
+struct misnest_info {
+	enum misnest_why why;
+	struct proto_str scope_name;
+	uint64_t begin_tid;
+};
+
+/* rules_detail.c: fills r->detail; mn only for misnest */
+const char *detail_finding(struct rules *r, const struct rules_finding *f,
+			   const struct req *victim, const struct req *source,
+			   const struct misnest_info *mn);
+
+/* rules_model.c */
+void model_note(struct rules *r, struct req *q, uint64_t tid);
+void model_free(struct rules *r);
+
+#endif /* CTXLEAKD_RULES_INT_H */

@@ -1,0 +1,127 @@
+/*
+ * rules_model.c: infers a process's concurrency model from its judged
+ * records, and the backend that would isolate its requests.
+ *
+ * A request is interleaved when its code returns to a thread after another
+ * request's code ran there while it was still open: an event loop or
+ * coroutines, where a thread-local or global backend cannot tell requests
+ * apart.  A request is handed off when its code ran on more than one
+ * thread (rules.c counts that): a thread pool, where a thread-local
+ * backend loses it.  Neither, with requests seen, is thread-per-request,
+ * the one model the `thread` backend fits.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rules_int.h"
+
+/* Threads tracked per process; more than this is not a model question. */
+#define MODEL_MAX_THREADS 65536
+
+static struct model_thread *thread_get(struct rules *r, uint64_t tid)
+{
+	uint64_t **hit = ptab_find(&r->threads, tid);
+	struct model_thread *t;
+
+	if (hit != NULL)
+		return (struct model_thread *)*hit;
+	if (r->threads.count >= MODEL_MAX_THREADS)
+		return NULL;
+	t = rules_alloc(r, sizeof(*t));
+	if (t == NULL)
+		return NULL;
+	t->tid = tid;
+	if (ptab_insert(r, &r->threads, &t->tid) == -1) {
+		rules_release(r, t, sizeof(*t));
+		return NULL;
+	}
+	return t;
+}
+
+void model_note(struct rules *r, struct req *q, uint64_t tid)
+{
+	struct model_thread *t = thread_get(r, tid);
+
+	if (t == NULL)
+		return;
+	if (t->last_rid != q->rid) {
+		t->last_rid = q->rid;
+		/* Back on a thread where another request ran since. */
+		if (q->last_tid == tid && !q->ended && !q->interleaved) {
+			q->interleaved = 1;
+			t->interleaved++;
+			r->model_interleaved++;
+		}
+	}
+	q->last_tid = tid;
+}
+
+void model_free(struct rules *r)
+{
+	for (size_t i = 0; r->threads.bits && i < (1u << r->threads.bits); i++)
+		if (r->threads.slot[i] != NULL)
+			rules_release(r, r->threads.slot[i],
+				      sizeof(struct model_thread));
+	ptab_free(r, &r->threads);
+}
+
+static void worst_thread(const struct rules *r, struct rules_model *out)
+{
+	for (size_t i = 0; r->threads.bits && i < (1u << r->threads.bits);
+	     i++) {
+		const struct model_thread *t =
+		    (const struct model_thread *)r->threads.slot[i];
+
+		if (t != NULL && t->interleaved > out->max_interleave) {
+			out->max_interleave = t->interleaved;
+			out->max_interleave_tid = t->tid;
+		}
+	}
+}
+
+void rules_model(const struct rules *r, struct rules_model *out)
+{
+	unsigned long long n = r->model_requests, il = r->model_interleaved,
+			   ho = r->model_handed_off;
+
+	memset(out, 0, sizeof(*out));
+	out->requests = n;
+	out->interleaved = il;
+	out->handed_off = ho;
+	worst_thread(r, out);
+	out->recommend = "task";
+	if (n == 0) {
+		out->model = "unknown";
+		snprintf(out->evidence, sizeof(out->evidence),
+			 "no requests seen");
+	} else if (il > 0 && ho > 0) {
+		out->model = "mixed";
+		snprintf(out->evidence, sizeof(out->evidence),
+			 "%llu requests interleaved (%llu on thread %llu) and "
+			 "%llu handed between threads; thread backend cannot "
+			 "isolate them; use task",
+			 il, (unsigned long long)out->max_interleave,
+			 (unsigned long long)out->max_interleave_tid, ho);
+	} else if (il > 0) {
+		out->model = "event-loop";
+		snprintf(out->evidence, sizeof(out->evidence),
+			 "%llu requests interleaved on thread %llu; thread "
+			 "backend cannot isolate them; use task",
+			 (unsigned long long)out->max_interleave,
+			 (unsigned long long)out->max_interleave_tid);
+	} else if (ho > 0) {
+		out->model = "thread-pool";
+		snprintf(out->evidence, sizeof(out->evidence),
+			 "%llu of %llu requests handed between threads; "
+			 "thread backend loses them on hand-off; use task",
+			 ho, n);
+	} else {
+		out->model = "thread-per-request";
+		out->recommend = "thread";
+		snprintf(out->evidence, sizeof(out->evidence),
+			 "%llu requests, each on one thread, none "
+			 "interleaved; thread backend isolates them",
+			 n);
+	}
+}

@@ -1,0 +1,483 @@
+/*
+ * rules_scope.c: the rules engine's memory: the open-scope table (an
+ * open-addressing hash of pointers keyed by ctx, a slab of compact scope
+ * structs, and a list in judging order for age and limit eviction), the
+ * bounded table of ended scopes, interned scope names and the per-request
+ * string arenas.  Every byte allocated here is counted in stats.bytes_used.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "rules_int.h"
+
+#define PTAB_MIN_BITS 4
+#define SLAB_SCOPES   1024
+#define ARENA_MIN     64
+
+void rules_mem_add(struct rules *r, size_t n)
+{
+	r->stats.bytes_used += n;
+}
+
+void rules_mem_sub(struct rules *r, size_t n)
+{
+	r->stats.bytes_used -= n;
+}
+
+void *rules_alloc(struct rules *r, size_t n)
+{
+	void *p = calloc(1, n);
+
+	if (p != NULL)
+		rules_mem_add(r, n);
+	return p;
+}
+
+void rules_release(struct rules *r, void *p, size_t n)
+{
+	if (p == NULL)
+		return;
+	rules_mem_sub(r, n);
+	free(p);
+}
+
+/* ------------------------------------------------------------ ptab */
+
+/* Fibonacci hashing: ctx values are random, but tids and hostile clients'
+ * ctx values need not be, and the multiply costs nothing. */
+static uint32_t ptab_home(const struct ptab *t, uint64_t key)
+{
+	return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> (64 - t->bits));
+}
+
+uint64_t **ptab_find(const struct ptab *t, uint64_t ctx)
+{
+	uint32_t mask, i;
+
+	if (t->bits == 0)
+		return NULL;
+	mask = (1u << t->bits) - 1;
+	for (i = ptab_home(t, ctx);; i = (i + 1) & mask) {
+		if (t->slot[i] == NULL)
+			return NULL;
+		if (*t->slot[i] == ctx)
+			return &t->slot[i];
+	}
+}
+
+static void ptab_place(struct ptab *t, uint64_t *entry)
+{
+	uint32_t mask = (1u << t->bits) - 1;
+	uint32_t i = ptab_home(t, *entry);
+
+	while (t->slot[i] != NULL)
+		i = (i + 1) & mask;
+	t->slot[i] = entry;
+}
+
+static int ptab_resize(struct rules *r, struct ptab *t, uint32_t bits)
+{
+	struct ptab old = *t;
+	size_t cap = (size_t)1 << bits;
+
+	t->slot = rules_alloc(r, cap * sizeof(*t->slot));
+	if (t->slot == NULL) {
+		*t = old;
+		return -1;
+	}
+	t->bits = bits;
+	for (size_t i = 0; old.bits && i < ((size_t)1 << old.bits); i++)
+		if (old.slot[i] != NULL)
+			ptab_place(t, old.slot[i]);
+	if (old.bits)
+		rules_release(r, old.slot,
+			      ((size_t)1 << old.bits) * sizeof(*old.slot));
+	return 0;
+}
+
+/* The caller guarantees that the key is not in the table yet. */
+int ptab_insert(struct rules *r, struct ptab *t, uint64_t *entry)
+{
+	/* Keep the load under 3/4 so that probes stay short. */
+	if (t->bits == 0 || ((uint64_t)t->count + 1) * 4 > (3ull << t->bits)) {
+		uint32_t bits = t->bits ? t->bits + 1 : PTAB_MIN_BITS;
+
+		if (ptab_resize(r, t, bits) == -1)
+			return -1;
+	}
+	ptab_place(t, entry);
+	t->count++;
+	return 0;
+}
+
+/* Backward-shift deletion: no tombstones, so lookups never slow down. */
+void ptab_remove(struct ptab *t, uint64_t ctx)
+{
+	uint64_t **hit = ptab_find(t, ctx);
+	uint32_t mask, i, j, home;
+
+	if (hit == NULL)
+		return;
+	mask = (1u << t->bits) - 1;
+	i = (uint32_t)(hit - t->slot);
+	for (j = (i + 1) & mask; t->slot[j] != NULL; j = (j + 1) & mask) {
+		home = ptab_home(t, *t->slot[j]);
+		/* Move j into the hole i unless its home lies in (i, j]. */
+		if (i <= j ? (home <= i || home > j)
+			   : (home <= i && home > j)) {
+			t->slot[i] = t->slot[j];
+			i = j;
+		}
+	}
+	t->slot[i] = NULL;
+	t->count--;
+}
+
+void ptab_free(struct rules *r, struct ptab *t)
+{
+	if (t->bits)
+		rules_release(r, t->slot,
+			      ((size_t)1 << t->bits) * sizeof(*t->slot));
+	memset(t, 0, sizeof(*t));
+}
+
+/* ------------------------------------------------------------ scopes */
+
+struct scope *scope_alloc(struct rules *r)
+{
+	struct scope *s;
+
+	if (r->free_scopes == NULL) {
+		void **slabs =
+		    realloc(r->slabs, (r->nslabs + 1) * sizeof(*slabs));
+		struct scope *slab;
+
+		if (slabs == NULL)
+			return NULL;
+		r->slabs = slabs;
+		slab = rules_alloc(r, SLAB_SCOPES * sizeof(*slab));
+		if (slab == NULL)
+			return NULL;
+		rules_mem_add(r, sizeof(*slabs));
+		slabs[r->nslabs++] = slab;
+		for (size_t i = 0; i < SLAB_SCOPES; i++) {
+			slab[i].newer = r->free_scopes;
+			r->free_scopes = &slab[i];
+		}
+	}
+	s = r->free_scopes;
+	r->free_scopes = s->newer;
+	memset(s, 0, sizeof(*s));
+	return s;
+}
+
+void scope_free(struct rules *r, struct scope *s)
+{
+	iname_put(r, s->name);
+	s->name = NULL;
+	s->newer = r->free_scopes;
+	r->free_scopes = s;
+}
+
+void scopes_free_slabs(struct rules *r)
+{
+	for (size_t i = 0; i < r->nslabs; i++)
+		rules_release(r, r->slabs[i],
+			      SLAB_SCOPES * sizeof(struct scope));
+	rules_mem_sub(r, r->nslabs * sizeof(*r->slabs));
+	free(r->slabs);
+	r->slabs = NULL;
+	r->nslabs = 0;
+	r->free_scopes = NULL;
+}
+
+int scope_open(struct rules *r, struct scope *s)
+{
+	if (ptab_insert(r, &r->open, &s->ctx) == -1)
+		return -1;
+	s->older = r->newest;
+	s->newer = NULL;
+	if (r->newest != NULL)
+		r->newest->newer = s;
+	else
+		r->oldest = s;
+	r->newest = s;
+	r->stats.open_scopes++;
+	return 0;
+}
+
+void scope_close(struct rules *r, struct scope *s)
+{
+	ptab_remove(&r->open, s->ctx);
+	if (s->older != NULL)
+		s->older->newer = s->newer;
+	else
+		r->oldest = s->newer;
+	if (s->newer != NULL)
+		s->newer->older = s->older;
+	else
+		r->newest = s->older;
+	s->older = s->newer = NULL;
+	r->stats.open_scopes--;
+}
+
+struct scope *scope_find(const struct rules *r, uint64_t ctx)
+{
+	uint64_t **hit = ptab_find(&r->open, ctx);
+
+	return hit ? (struct scope *)*hit : NULL;
+}
+
+/* ------------------------------------------------------------ names */
+
+static uint32_t name_hash(const char *s, uint32_t len)
+{
+	uint32_t h = 2166136261u;
+
+	for (uint32_t i = 0; i < len; i++)
+		h = (h ^ (unsigned char)s[i]) * 16777619u;
+	return h;
+}
+
+static int names_grow(struct rules *r)
+{
+	uint32_t bits = r->names_bits ? r->names_bits + 1 : PTAB_MIN_BITS;
+	size_t cap = (size_t)1 << bits;
+	struct iname **names = rules_alloc(r, cap * sizeof(*names));
+
+	if (names == NULL)
+		return -1;
+	for (size_t i = 0; r->names_bits && i < ((size_t)1 << r->names_bits);
+	     i++) {
+		struct iname *n, *next;
+
+		for (n = r->names[i]; n != NULL; n = next) {
+			next = n->next;
+			n->next = names[n->hash & (cap - 1)];
+			names[n->hash & (cap - 1)] = n;
+		}
+	}
+	if (r->names_bits)
+		rules_release(r, r->names,
+			      ((size_t)1 << r->names_bits) * sizeof(*names));
+	r->names = names;
+	r->names_bits = bits;
+	return 0;
+}
+
+/* NULL for a nil name, or when out of memory: the scope is then nameless
+ * rather than lost. */
+struct iname *iname_get(struct rules *r, struct proto_str s)
+{
+	uint32_t h;
+	struct iname *n;
+
+	if (s.ptr == NULL)
+		return NULL;
+	if ((r->names_bits == 0 || r->nnames >= (1u << r->names_bits)) &&
+	    names_grow(r) == -1)
+		return NULL;
+	h = name_hash(s.ptr, s.len);
+	for (n = r->names[h & ((1u << r->names_bits) - 1)]; n; n = n->next)
+		if (n->hash == h && n->len == s.len &&
+		    memcmp(n->s, s.ptr, s.len) == 0) {
+			n->refs++;
+			return n;
+		}
+	n = rules_alloc(r, sizeof(*n) + s.len + 1);
+	if (n == NULL)
+		return NULL;
+	memcpy(n->s, s.ptr, s.len);
+	n->len = s.len;
+	n->hash = h;
+	n->refs = 1;
+	n->next = r->names[h & ((1u << r->names_bits) - 1)];
+	r->names[h & ((1u << r->names_bits) - 1)] = n;
+	r->nnames++;
+	return n;
+}
+
+void iname_put(struct rules *r, struct iname *n)
+{
+	struct iname **pp;
+
+	if (n == NULL || --n->refs > 0)
+		return;
+	pp = &r->names[n->hash & ((1u << r->names_bits) - 1)];
+	while (*pp != n)
+		pp = &(*pp)->next;
+	*pp = n->next;
+	r->nnames--;
+	rules_release(r, n, sizeof(*n) + n->len + 1);
+}
+
+void inames_free(struct rules *r)
+{
+	if (r->names_bits)
+		rules_release(r, r->names,
+			      ((size_t)1 << r->names_bits) * sizeof(*r->names));
+	r->names = NULL;
+	r->names_bits = 0;
+}
+
+struct proto_str iname_str(const struct iname *n)
+{
+	struct proto_str s = {NULL, 0};
+
+	if (n != NULL) {
+		s.ptr = n->s;
+		s.len = n->len;
+	}
+	return s;
+}
+
+/* ------------------------------------------------------------ ended */
+
+void req_put(struct rules *r, struct req *q)
+{
+	if (--q->refs > 0)
+		return;
+	iname_put(r, q->root.name);
+	rules_release(r, q, sizeof(*q));
+}
+
+struct req *ended_find(const struct rules *r, uint64_t ctx)
+{
+	uint64_t **hit = ptab_find(&r->ended_tab, ctx);
+
+	return hit ? ((struct ended *)*hit)->req : NULL;
+}
+
+/* The table points into the ring, so a larger ring is indexed anew. */
+static int ring_grow(struct rules *r)
+{
+	uint32_t cap = r->ring_cap ? r->ring_cap * 2 : 64;
+	struct ptab tab = {NULL, 0, 0};
+	struct ended *ring;
+
+	if (cap > r->cfg.max_ended_scopes)
+		cap = r->cfg.max_ended_scopes;
+	ring = rules_alloc(r, (size_t)cap * sizeof(*ring));
+	if (ring == NULL)
+		return -1;
+	for (uint32_t i = 0; i < r->ring_count; i++) {
+		ring[i] = r->ring[(r->ring_head + i) % r->ring_cap];
+		if (ptab_insert(r, &tab, &ring[i].ctx) == -1) {
+			ptab_free(r, &tab);
+			rules_release(r, ring, (size_t)cap * sizeof(*ring));
+			return -1;
+		}
+	}
+	ptab_free(r, &r->ended_tab);
+	r->ended_tab = tab;
+	rules_release(r, r->ring, (size_t)r->ring_cap * sizeof(*ring));
+	r->ring = ring;
+	r->ring_cap = cap;
+	r->ring_head = 0;
+	return 0;
+}
+
+static void ended_evict_oldest(struct rules *r)
+{
+	struct ended *e = &r->ring[r->ring_head];
+
+	ptab_remove(&r->ended_tab, e->ctx);
+	req_put(r, e->req);
+	r->ring_head = (r->ring_head + 1) % r->ring_cap;
+	r->ring_count--;
+	r->stats.ended_scopes--;
+}
+
+int ended_insert(struct rules *r, uint64_t ctx, struct req *q)
+{
+	uint64_t **hit = ptab_find(&r->ended_tab, ctx);
+	struct ended *e;
+
+	if (r->cfg.max_ended_scopes == 0)
+		return 0;
+	q->refs++;
+	if (hit != NULL) {
+		e = (struct ended *)*hit;
+		req_put(r, e->req);
+		e->req = q;
+		return 0;
+	}
+	if (r->ring_count == r->ring_cap) {
+		if (r->ring_cap < r->cfg.max_ended_scopes) {
+			if (ring_grow(r) == -1)
+				goto fail;
+		} else {
+			ended_evict_oldest(r);
+		}
+	}
+	e = &r->ring[(r->ring_head + r->ring_count) % r->ring_cap];
+	e->ctx = ctx;
+	e->req = q;
+	if (ptab_insert(r, &r->ended_tab, &e->ctx) == -1)
+		goto fail;
+	r->ring_count++;
+	r->stats.ended_scopes++;
+	return 0;
+fail:
+	req_put(r, q);
+	return -1;
+}
+
+void ended_free(struct rules *r)
+{
+	while (r->ring_count > 0)
+		ended_evict_oldest(r);
+	ptab_free(r, &r->ended_tab);
+	rules_release(r, r->ring, (size_t)r->ring_cap * sizeof(*r->ring));
+	r->ring = NULL;
+	r->ring_cap = 0;
+}
+
+/* ------------------------------------------------------------ arena */
+
+struct arena_chunk {
+	struct arena_chunk *next;
+	size_t size, used;
+	char data[];
+};
+
+/* Returns a copy that is never NULL for a non-nil string, so that NULL
+ * keeps meaning nil; NULL also when out of memory (the string is then
+ * held as nil). */
+const char *arena_copy(struct rules *r, struct arena *a, const char *s,
+		       uint32_t len)
+{
+	struct arena_chunk *c = a->head;
+	char *p;
+
+	if (s == NULL)
+		return NULL;
+	if (c == NULL || c->size - c->used < (size_t)len + 1) {
+		size_t size = c ? c->size * 2 : ARENA_MIN;
+
+		while (size < (size_t)len + 1)
+			size *= 2;
+		c = rules_alloc(r, sizeof(*c) + size);
+		if (c == NULL)
+			return NULL;
+		c->size = size;
+		c->next = a->head;
+		a->head = c;
+	}
+	p = c->data + c->used;
+	memcpy(p, s, len);
+	p[len] = '\0';
+	c->used += (size_t)len + 1;
+	return p;
+}
+
+void arena_free(struct rules *r, struct arena *a)
+{
+	struct arena_chunk *c, *next;
+
+	for (c = a->head; c != NULL; c = next) {
+		next = c->next;
+		rules_release(r, c, sizeof(*c) + c->size);
+	}
+	a->head = NULL;
+}
