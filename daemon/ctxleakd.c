@@ -449,6 +449,7 @@ int main(int argc, char **argv)
 	base = event_base_new();
 	if (base == NULL)
 		fatalx("cannot create the event loop");
+	server_prepare();
 	open_store();
 	process_init(base, store);
 	server_listen(base);

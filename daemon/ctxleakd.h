@@ -149,8 +149,11 @@ int retention_step(struct retention *r, int64_t cutoff, uint64_t max_bytes,
 /* ------------------------------------------------------------ server.c */
 
 /* The listening socket: created at cfg.socket_path, or adopted from
- * systemd.  Exits with a clear message when it cannot listen. */
+ * systemd.  server_prepare, before the store opens, fails early when
+ * another daemon listens there and removes a stale socket file;
+ * server_listen then listens.  Both exit with a clear message on error. */
 struct event_base;
+void server_prepare(void);
 void server_listen(struct event_base *base);
 /* SIGTERM: stop accepting, read what clients already sent, finalise every
  * process.  The caller then commits and closes the store. */

@@ -82,8 +82,6 @@ static int create_socket(const char *path)
 	int fd;
 
 	fill_address(&sun, path);
-	make_socket_directory(path);
-	remove_stale_socket(&sun);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (fd == -1)
 		fatal("socket");
@@ -129,12 +127,24 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
-void server_listen(struct event_base *base)
+void server_prepare(void)
 {
-	server_base = base;
+	struct sockaddr_un sun;
+
 	listen_fd = sdnotify_listen_fd();
 	if (listen_fd >= 0) {
 		from_systemd = 1;
+		return;
+	}
+	fill_address(&sun, cfg.socket_path);
+	make_socket_directory(cfg.socket_path);
+	remove_stale_socket(&sun);
+}
+
+void server_listen(struct event_base *base)
+{
+	server_base = base;
+	if (from_systemd) {
 		if (fcntl(listen_fd, F_SETFL,
 			  fcntl(listen_fd, F_GETFL) | O_NONBLOCK) == -1)
 			fatal("fcntl");
