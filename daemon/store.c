@@ -58,13 +58,13 @@ static const char *const sql[NSTMT] = {
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_RECORD] = "INSERT INTO records(process_id, request_id, "
 		  "ctx_request_id, type, ts, tid, ctx, cause, other, "
-		  "site_id, name, value, leak) "
+		  "name, value, site_id, leak) "
 		  "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
 		  "?12, ?13)",
     [ST_LEAK] = "INSERT INTO leaks(process_id, class, ts, tid, "
 		"victim_request_id, victim_ctx, victim_name, "
 		"source_request_id, source_ctx, source_name, record, ctx, "
-		"cause, other, site_id, name, value, detail) "
+		"cause, other, name, value, site_id, detail) "
 		"VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, "
 		"?13, ?14, ?15, ?16, ?17, ?18)",
     [ST_REQUEST] = "INSERT INTO requests(id, process_id, ctx, name, "
@@ -687,17 +687,27 @@ uint64_t store_last_request_id(struct store *s)
 	return s->last_rid;
 }
 
+static int64_t query_int(sqlite3 *db, const char *q)
+{
+	sqlite3_stmt *st;
+	int64_t v = 0;
+
+	if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK)
+		return 0;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
 void store_limit_pages(struct store *s, int64_t extra)
 {
-	char q[96];
+	char q[64];
+	int64_t pages = 4294967294; /* SQLite's largest */
 
-	if (extra < 0)
-		snprintf(q, sizeof q, "PRAGMA max_page_count = 4294967294");
-	else
-		snprintf(q, sizeof q,
-			 "PRAGMA max_page_count = "
-			 "(SELECT page_count + %lld FROM pragma_page_count)",
-			 (long long)extra);
+	if (extra >= 0)
+		pages = query_int(s->db, "PRAGMA page_count") + extra;
+	snprintf(q, sizeof q, "PRAGMA max_page_count = %lld", (long long)pages);
 	sqlite3_exec(s->db, q, NULL, NULL, NULL);
 }
 
@@ -716,17 +726,18 @@ static int make_parent(const char *path, char *err, size_t errlen)
 		return 0;
 	}
 	*slash = '\0';
-	for (char *p = dir + 1; rc == 0 && p != NULL; p = strchr(p + 1, '/')) {
-		char c = *p;
-
-		*p = '\0';
-		if (mkdir(dir, 0750) == 0)
+	for (char *p = strchr(dir + 1, '/');; p = strchr(p + 1, '/')) {
+		if (p != NULL)
+			*p = '\0';
+		if (mkdir(dir, 0750) == 0) {
 			chmod(dir, 0750);
-		else if (errno != EEXIST)
+		} else if (errno != EEXIST) {
 			rc = -1;
-		*p = c;
-		if (c == '\0')
 			break;
+		}
+		if (p == NULL)
+			break;
+		*p = '/';
 	}
 	if (rc == -1)
 		snprintf(err, errlen, "cannot create directory %s: %s", dir,
@@ -771,19 +782,6 @@ static void match_mode(const char *path)
 	}
 }
 
-static int64_t query_int(sqlite3 *db, const char *q)
-{
-	sqlite3_stmt *st;
-	int64_t v = 0;
-
-	if (sqlite3_prepare_v2(db, q, -1, &st, NULL) != SQLITE_OK)
-		return 0;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return v;
-}
-
 static int configure(struct store *s, const char *path, char *err,
 		     size_t errlen)
 {
@@ -796,7 +794,6 @@ static int configure(struct store *s, const char *path, char *err,
 		"PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY",
 		NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
-	match_mode(path);
 	/* The daemon has just started: no process is connected. */
 	snprintf(q, sizeof q,
 		 "UPDATE processes SET disconnected_at = %lld "
@@ -804,6 +801,7 @@ static int configure(struct store *s, const char *path, char *err,
 		 (long long)clock_ns(CLOCK_REALTIME));
 	if (sqlite3_exec(s->db, q, NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
+	match_mode(path);
 	for (int i = 0; i < NSTMT; i++)
 		if (sqlite3_prepare_v3(s->db, sql[i], -1,
 				       SQLITE_PREPARE_PERSISTENT, &s->st[i],
