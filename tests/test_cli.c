@@ -1,0 +1,1203 @@
+/*
+ * test_cli.c: the ctxleak CLI, run as a program ($CTXLEAK_BIN) on databases
+ * that the real ctxleakd wrote from known client scenarios, and on files
+ * that are not such databases.
+ *
+ * The "report" suite builds one database for all its tests: the worked
+ * example of DESIGN.md under the thread backend (1 overlap, 2 bleed,
+ * 2 misnest, 1 lost, 1 stale) and again under the task backend (none), with
+ * one tag of control characters and invalid UTF-8.  Every --json line is
+ * checked by a strict JSON parser below, every table by its width.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "ctxleak.h"
+#include "harness.h"
+
+/* A tag value that no output may pass on raw: ESC, a C0 control, an
+ * invalid byte, a truncated sequence and an overlong NUL. */
+#define NASTY_VALUE "\x1b[31mred\x01\xff|\xe2\x82|\xc0\x80"
+
+/* ------------------------------------------------------------ running */
+
+struct run {
+	int status; /* exit status, or -1 */
+	char *out, *err;
+};
+
+static void run_free(struct run *r)
+{
+	free(r->out);
+	free(r->err);
+}
+
+static const char *cli_path(void)
+{
+	const char *bin = getenv("CTXLEAK_BIN");
+
+	return bin && *bin ? bin : "build/ctxleak";
+}
+
+static char *read_all_fd(int fd)
+{
+	size_t len = 0, cap = 4096;
+	char *buf = malloc(cap);
+	ssize_t n;
+
+	ck_assert_ptr_nonnull(buf);
+	for (;;) {
+		if (len + 1 == cap) {
+			buf = realloc(buf, cap *= 2);
+			ck_assert_ptr_nonnull(buf);
+		}
+		n = read(fd, buf + len, cap - len - 1);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) /* EOF, or EIO once a pty's slave is closed */
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = '\0';
+	return buf;
+}
+
+static char *read_file_at(const char *path)
+{
+	int fd = open(path, O_RDONLY);
+	char *s;
+
+	ck_assert_int_ge(fd, 0);
+	s = read_all_fd(fd);
+	close(fd);
+	return s;
+}
+
+static int wait_status(pid_t pid)
+{
+	int st;
+
+	while (waitpid(pid, &st, 0) < 0)
+		ck_assert_int_eq(errno, EINTR);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Child side: environment changes ("K=V" sets, "K" unsets), then exec. */
+static void exec_cli(const char *const *env, char **argv)
+{
+	for (; env && *env; env++) {
+		const char *eq = strchr(*env, '=');
+
+		if (eq) {
+			char key[64];
+
+			snprintf(key, sizeof(key), "%.*s", (int)(eq - *env),
+				 *env);
+			setenv(key, eq + 1, 1);
+		} else {
+			unsetenv(*env);
+		}
+	}
+	argv[0] = (char *)cli_path();
+	execv(argv[0], argv);
+	_exit(127);
+}
+
+/* Runs the CLI with argv (argv[0] is replaced), stdout and stderr to
+ * files. */
+static struct run run_argv(const char *const *env, char **argv)
+{
+	char out[] = "/tmp/ctxleak-cli-out-XXXXXX";
+	char err[] = "/tmp/ctxleak-cli-err-XXXXXX";
+	int ofd = mkstemp(out), efd = mkstemp(err);
+	struct run r;
+	pid_t pid;
+
+	ck_assert_int_ge(ofd, 0);
+	ck_assert_int_ge(efd, 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		dup2(ofd, 1);
+		dup2(efd, 2);
+		exec_cli(env, argv);
+	}
+	r.status = wait_status(pid);
+	r.out = read_file_at(out);
+	r.err = read_file_at(err);
+	close(ofd);
+	close(efd);
+	unlink(out);
+	unlink(err);
+	return r;
+}
+
+#define MAX_ARGS 32
+
+/* run(env, "leaks", "--json", NULL): the CLI with these arguments. */
+static struct run run_env(const char *const *env, ...)
+{
+	char *argv[MAX_ARGS] = {NULL};
+	va_list ap;
+	int n = 1;
+
+	va_start(ap, env);
+	while ((argv[n] = va_arg(ap, char *)) != NULL)
+		ck_assert_int_lt(++n, MAX_ARGS - 1);
+	va_end(ap);
+	return run_argv(env, argv);
+}
+
+#define run(...) run_env(NULL, __VA_ARGS__, NULL)
+
+/* The CLI with stdout on a pseudo-terminal; returns what it wrote. */
+static char *run_on_tty(const char *const *env, const char *db, const char *cmd)
+{
+	char *argv[] = {NULL, "--db", (char *)db, (char *)cmd, NULL};
+	int master = posix_openpt(O_RDWR | O_NOCTTY);
+	char *out;
+	pid_t pid;
+
+	ck_assert_int_ge(master, 0);
+	ck_assert_int_eq(grantpt(master), 0);
+	ck_assert_int_eq(unlockpt(master), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
+
+		if (slave < 0)
+			_exit(126);
+		close(master);
+		dup2(slave, 1);
+		exec_cli(env, argv);
+	}
+	/* Read while it runs: a full pty would block it. */
+	out = read_all_fd(master);
+	ck_assert_int_eq(wait_status(pid), 0);
+	close(master);
+	return out;
+}
+
+/* ------------------------------------------------------------ JSON */
+
+/*
+ * A strict JSON parser (RFC 8259) that keeps the members of the top-level
+ * object, so that tests can look at them.  Strings must be valid UTF-8
+ * with no raw control characters.
+ */
+struct member {
+	const char *key, *val; /* raw JSON text, key with its quotes */
+	size_t klen, vlen;
+};
+
+struct json {
+	const char *p, *end;
+	int depth;
+	struct member top[64];
+	int ntop;
+};
+
+static int parse_value(struct json *j);
+
+static void skip_ws(struct json *j)
+{
+	while (j->p < j->end && strchr(" \t\r\n", *j->p))
+		j->p++;
+}
+
+static int utf8_len(const unsigned char *s, size_t n)
+{
+	int len = s[0] < 0x80		  ? 1
+		  : (s[0] & 0xe0) == 0xc0 ? 2
+		  : (s[0] & 0xf0) == 0xe0 ? 3
+		  : (s[0] & 0xf8) == 0xf0 ? 4
+					  : 0;
+	unsigned v;
+
+	if (len == 0 || (size_t)len > n)
+		return 0;
+	v = len == 1 ? s[0] : s[0] & (0x7f >> len);
+	for (int i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		v = v << 6 | (s[i] & 0x3f);
+	}
+	if ((len == 2 && v < 0x80) || (len == 3 && v < 0x800) ||
+	    (len == 4 && v < 0x10000) || v > 0x10ffff ||
+	    (v >= 0xd800 && v <= 0xdfff))
+		return 0;
+	return len;
+}
+
+static int parse_string(struct json *j)
+{
+	if (j->p >= j->end || *j->p++ != '"')
+		return -1;
+	while (j->p < j->end && *j->p != '"') {
+		unsigned char ch = (unsigned char)*j->p;
+		int n;
+
+		if (ch < 0x20)
+			return -1;
+		if (ch == '\\') {
+			if (++j->p >= j->end)
+				return -1;
+			if (*j->p == 'u') {
+				for (int i = 1; i <= 4; i++)
+					if (j->p + i >= j->end ||
+					    !strchr("0123456789abcdefABCDEF",
+						    j->p[i]))
+						return -1;
+				j->p += 5;
+			} else if (strchr("\"\\/bfnrt", *j->p) && *j->p) {
+				j->p++;
+			} else {
+				return -1;
+			}
+			continue;
+		}
+		n = utf8_len((const unsigned char *)j->p,
+			     (size_t)(j->end - j->p));
+		if (n == 0)
+			return -1;
+		j->p += n;
+	}
+	if (j->p >= j->end)
+		return -1;
+	j->p++;
+	return 0;
+}
+
+static int parse_number(struct json *j)
+{
+	const char *start;
+
+	if (j->p < j->end && *j->p == '-')
+		j->p++;
+	start = j->p;
+	while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
+		j->p++;
+	if (j->p == start || (*start == '0' && j->p - start > 1))
+		return -1;
+	if (j->p < j->end && *j->p == '.') {
+		start = ++j->p;
+		while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
+			j->p++;
+		if (j->p == start)
+			return -1;
+	}
+	if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
+		j->p++;
+		if (j->p < j->end && (*j->p == '+' || *j->p == '-'))
+			j->p++;
+		start = j->p;
+		while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
+			j->p++;
+		if (j->p == start)
+			return -1;
+	}
+	return 0;
+}
+
+static int parse_literal(struct json *j, const char *lit)
+{
+	size_t n = strlen(lit);
+
+	if ((size_t)(j->end - j->p) < n || strncmp(j->p, lit, n) != 0)
+		return -1;
+	j->p += n;
+	return 0;
+}
+
+static int parse_members(struct json *j, int top)
+{
+	skip_ws(j);
+	if (j->p < j->end && *j->p == '}')
+		return j->p++, 0;
+	for (;;) {
+		struct member m = {.key = j->p};
+
+		skip_ws(j);
+		m.key = j->p;
+		if (parse_string(j) < 0)
+			return -1;
+		m.klen = (size_t)(j->p - m.key);
+		skip_ws(j);
+		if (j->p >= j->end || *j->p++ != ':')
+			return -1;
+		skip_ws(j);
+		m.val = j->p;
+		if (parse_value(j) < 0)
+			return -1;
+		m.vlen = (size_t)(j->p - m.val);
+		if (top && j->ntop < 64)
+			j->top[j->ntop++] = m;
+		skip_ws(j);
+		if (j->p < j->end && *j->p == ',') {
+			j->p++;
+			continue;
+		}
+		return j->p < j->end && *j->p++ == '}' ? 0 : -1;
+	}
+}
+
+static int parse_elements(struct json *j)
+{
+	skip_ws(j);
+	if (j->p < j->end && *j->p == ']')
+		return j->p++, 0;
+	for (;;) {
+		if (parse_value(j) < 0)
+			return -1;
+		skip_ws(j);
+		if (j->p < j->end && *j->p == ',') {
+			j->p++;
+			continue;
+		}
+		return j->p < j->end && *j->p++ == ']' ? 0 : -1;
+	}
+}
+
+static int parse_value(struct json *j)
+{
+	int rc;
+
+	skip_ws(j);
+	if (j->p >= j->end || ++j->depth > 64)
+		return -1;
+	switch (*j->p) {
+	case '{':
+		j->p++;
+		rc = parse_members(j, j->depth == 1);
+		break;
+	case '[':
+		j->p++;
+		rc = parse_elements(j);
+		break;
+	case '"':
+		rc = parse_string(j);
+		break;
+	case 't':
+		rc = parse_literal(j, "true");
+		break;
+	case 'f':
+		rc = parse_literal(j, "false");
+		break;
+	case 'n':
+		rc = parse_literal(j, "null");
+		break;
+	default:
+		rc = parse_number(j);
+	}
+	j->depth--;
+	return rc;
+}
+
+/* Parses one line that must be exactly one JSON object. */
+static void json_line(struct json *j, const char *line, size_t len)
+{
+	memset(j, 0, sizeof(*j));
+	j->p = line;
+	j->end = line + len;
+	skip_ws(j);
+	ck_assert_msg(j->p < j->end && *j->p == '{', "not an object: %.*s",
+		      (int)len, line);
+	ck_assert_msg(parse_value(j) == 0, "invalid JSON: %.*s", (int)len,
+		      line);
+	skip_ws(j);
+	ck_assert_msg(j->p == j->end, "trailing bytes: %.*s", (int)len, line);
+}
+
+/* The raw JSON text of a top-level member, NUL-terminated in buf; NULL
+ * when absent. */
+static const char *member(const struct json *j, const char *key, char *buf,
+			  size_t len)
+{
+	for (int i = 0; i < j->ntop; i++) {
+		const struct member *m = &j->top[i];
+
+		if (m->klen == strlen(key) + 2 &&
+		    strncmp(m->key + 1, key, strlen(key)) == 0) {
+			snprintf(buf, len, "%.*s", (int)m->vlen, m->val);
+			return buf;
+		}
+	}
+	return NULL;
+}
+
+/* Calls fn on every line of out, each a JSON object; returns the count. */
+static int each_json_line(const char *out,
+			  void (*fn)(const struct json *j, void *arg),
+			  void *arg)
+{
+	struct json j;
+	int n = 0;
+
+	for (const char *p = out; *p;) {
+		const char *nl = strchr(p, '\n');
+
+		ck_assert_msg(nl != NULL, "unterminated last line");
+		json_line(&j, p, (size_t)(nl - p));
+		if (fn)
+			fn(&j, arg);
+		n++;
+		p = nl + 1;
+	}
+	return n;
+}
+
+static void assert_member(const struct json *j, const char *key,
+			  const char *want)
+{
+	char buf[4096];
+	const char *v = member(j, key, buf, sizeof(buf));
+
+	ck_assert_msg(v != NULL, "no \"%s\"", key);
+	ck_assert_msg(strcmp(v, want) == 0, "\"%s\" is %s, not %s", key, v,
+		      want);
+}
+
+START_TEST(test_json_validator)
+{
+	static const char *const bad[] = {
+	    "{\"a\":1,}",	"{\"a\":01}",		"{\"a\":\"\x01\"}",
+	    "{\"a\":\"\xff\"}", "{\"a\":\"\\x\"}",	"{a:1}",
+	    "{\"a\":1}x",	"{\"a\":\"\xc0\x80\"}", "{\"a\":[1,]}",
+	    "{\"a\":tru}",
+	};
+	struct json j;
+
+	json_line(
+	    &j, "{\"a\":[1,-2.5e3,{\"b\":null}],\"c\":\"\\u00e9\xc3\xa9\"}",
+	    strlen(
+		"{\"a\":[1,-2.5e3,{\"b\":null}],\"c\":\"\\u00e9\xc3\xa9\"}"));
+	assert_member(&j, "c", "\"\\u00e9\xc3\xa9\"");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&j, 0, sizeof(j));
+		j.p = bad[i];
+		j.end = bad[i] + strlen(bad[i]);
+		ck_assert_msg(parse_value(&j) < 0 || j.p != j.end,
+			      "accepted %s", bad[i]);
+	}
+}
+END_TEST
+
+/* ------------------------------------------------------------ fixture */
+
+static struct harness_daemon daemon_;
+static const char *db;
+
+static int worked_example(void *arg)
+{
+	uint64_t a, b, c, token_a, token_b;
+
+	(void)arg;
+	ctxleak_resume(0); /* accept callback */
+	a = ctxleak_begin("GET /a");
+	ctxleak_tag("user", "alice");
+	ctxleak_tag("note", NASTY_VALUE);
+	token_a = ctxleak_capture();
+	ctxleak_suspend();
+
+	ctxleak_resume(0); /* accept callback */
+	b = ctxleak_begin("GET /b");
+	ctxleak_tag("user", "bob");
+	token_b = ctxleak_capture();
+	ctxleak_suspend();
+
+	ctxleak_resume(token_a); /* DB callback of A */
+	ctxleak_event("db.done", NULL);
+	ctxleak_tag("status", "200");
+	ctxleak_end(a);
+	ctxleak_suspend();
+
+	ctxleak_resume(token_b); /* DB callback of B */
+	ctxleak_event("db.done", NULL);
+	ctxleak_end(b);
+	ctxleak_suspend();
+
+	ctxleak_resume(0); /* accept callback */
+	c = ctxleak_begin("GET /c");
+	ctxleak_end(c);
+	ctxleak_suspend();
+	return 0;
+}
+
+static void report_setup(void)
+{
+	const char *args[] = {"--keep", "all", NULL};
+
+	ck_assert_msg(harness_start(&daemon_, args) == 0, "%s",
+		      harness_error());
+	/* Task first: `show NAME` takes the newest request of that name. */
+	ck_assert_int_eq(harness_client(&daemon_, CTXLEAK_BACKEND_TASK,
+					worked_example, NULL),
+			 0);
+	ck_assert_int_eq(harness_client(&daemon_, CTXLEAK_BACKEND_THREAD,
+					worked_example, NULL),
+			 0);
+	ck_assert_int_eq(harness_stop(&daemon_), 0);
+	db = daemon_.db;
+}
+
+static void report_teardown(void)
+{
+	harness_cleanup(&daemon_);
+}
+
+/* run() with --db of the fixture first. */
+#define cli(...) run("--db", db, __VA_ARGS__)
+
+/* ------------------------------------------------------------ leaks */
+
+struct leak_counts {
+	int cls[6];
+	char last_ts[64];
+	int descending;
+};
+
+static const char *const classes[] = {"\"overlap\"", "\"bleed\"",
+				      "\"misnest\"", "\"lost\"",
+				      "\"stale\"",   "\"unclosed\""};
+
+static int is_ctx(const char *v)
+{
+	return strcmp(v, "null") == 0 ||
+	       (v[0] == '"' && strspn(v + 1, "0123456789") == strlen(v) - 2 &&
+		strlen(v) > 2);
+}
+
+static void check_leak(const struct json *j, void *arg)
+{
+	static const char *const fields[] = {
+	    "class",  "app",	     "pid",	    "tid",    "ts",   "victim",
+	    "source", "victim_name", "source_name", "record", "site", "detail",
+	};
+	struct leak_counts *lc = arg;
+	char buf[4096], key[16];
+	const char *v;
+
+	for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
+		ck_assert_msg(member(j, fields[i], buf, sizeof(buf)),
+			      "no \"%s\"", fields[i]);
+	ck_assert(is_ctx(member(j, "victim", buf, sizeof(buf))));
+	ck_assert(is_ctx(member(j, "source", buf, sizeof(buf))));
+	ck_assert(member(j, "name", key, sizeof(key)) ||
+		  member(j, "key", key, sizeof(key)));
+	v = member(j, "record", buf, sizeof(buf));
+	ck_assert_msg(strstr("\"BEGIN\" \"END\" \"TAG\" \"EVENT\"", v), "%s",
+		      v);
+	/* "2026-11-25T15:27:01.123456789Z" */
+	v = member(j, "ts", buf, sizeof(buf));
+	ck_assert_int_eq(strlen(v), 32);
+	ck_assert(v[11] == 'T' && v[20] == '.' && v[30] == 'Z');
+	if (lc->last_ts[0] && strcmp(v, lc->last_ts) > 0)
+		lc->descending = 0;
+	snprintf(lc->last_ts, sizeof(lc->last_ts), "%s", v);
+	v = member(j, "class", buf, sizeof(buf));
+	for (int i = 0; i < 6; i++)
+		if (strcmp(v, classes[i]) == 0)
+			lc->cls[i]++;
+}
+
+START_TEST(test_leaks_json)
+{
+	struct leak_counts lc = {.descending = 1};
+	struct run r = cli("leaks", "--json");
+
+	ck_assert_int_eq(r.status, 0);
+	ck_assert_int_eq(each_json_line(r.out, check_leak, &lc), 7);
+	ck_assert_int_eq(lc.cls[0], 1); /* overlap */
+	ck_assert_int_eq(lc.cls[1], 2); /* bleed */
+	ck_assert_int_eq(lc.cls[2], 2); /* misnest */
+	ck_assert_int_eq(lc.cls[3], 1); /* lost */
+	ck_assert_int_eq(lc.cls[4], 1); /* stale */
+	ck_assert_int_eq(lc.cls[5], 0);
+	ck_assert_msg(lc.descending, "not newest first:\n%s", r.out);
+	run_free(&r);
+}
+END_TEST
+
+static void check_bleed(const struct json *j, void *arg)
+{
+	char buf[256];
+
+	(void)arg;
+	assert_member(j, "class", "\"bleed\"");
+	assert_member(j, "victim_name", "\"GET /a\"");
+	assert_member(j, "source_name", "\"GET /b\"");
+	assert_member(j, "app", "\"harness\"");
+	ck_assert_str_ne(member(j, "victim", buf, sizeof(buf)), "null");
+	ck_assert(strcmp(member(j, "record", buf, sizeof(buf)), "\"TAG\"")
+		      ? member(j, "name", buf, sizeof(buf)) &&
+			    !strcmp(buf, "\"db.done\"")
+		      : member(j, "key", buf, sizeof(buf)) &&
+			    !strcmp(buf, "\"status\""));
+}
+
+static void check_lost(const struct json *j, void *arg)
+{
+	(void)arg;
+	assert_member(j, "class", "\"lost\"");
+	assert_member(j, "source", "null");
+	assert_member(j, "source_name", "null");
+	assert_member(j, "victim_name", "\"GET /b\"");
+}
+
+static int count_lines(const char *s)
+{
+	int n = 0;
+
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}
+
+static int json_count(struct run r)
+{
+	int n;
+
+	ck_assert_msg(r.status == 0, "exit %d: %s", r.status, r.err);
+	n = each_json_line(r.out, NULL, NULL);
+	run_free(&r);
+	return n;
+}
+
+START_TEST(test_leaks_filters)
+{
+	struct run r = cli("leaks", "--json", "--class", "bleed");
+
+	ck_assert_int_eq(r.status, 0);
+	ck_assert_int_eq(each_json_line(r.out, check_bleed, NULL), 2);
+	run_free(&r);
+	r = cli("leaks", "--json", "--class", "lost");
+	ck_assert_int_eq(each_json_line(r.out, check_lost, NULL), 1);
+	run_free(&r);
+	ck_assert_int_eq(
+	    json_count(cli("leaks", "--json", "--class", "bleed,lost")), 3);
+	ck_assert_int_eq(
+	    json_count(cli("leaks", "--json", "--class", "unclosed")), 0);
+	/* A request is selected as victim or as source. */
+	ck_assert_int_eq(
+	    json_count(cli("leaks", "--json", "--request", "GET /c")), 1);
+	ck_assert_int_eq(
+	    json_count(cli("leaks", "--json", "--request", "GET /a")), 5);
+	ck_assert_int_eq(json_count(cli("leaks", "--json", "--request", "x")),
+			 0);
+	ck_assert_int_eq(json_count(cli("leaks", "--json", "--limit", "3")), 3);
+	ck_assert_int_eq(json_count(cli("leaks", "--json", "--limit", "0")), 7);
+	ck_assert_int_eq(
+	    json_count(cli("leaks", "--json", "--site", "test_cli.c")), 7);
+	ck_assert_int_eq(
+	    json_count(cli("leaks", "--json", "--site", "tests/test_cli.c")),
+	    7);
+	ck_assert_int_eq(json_count(cli("leaks", "--json", "--site", "cli.c")),
+			 0);
+	ck_assert_int_eq(json_count(cli("leaks", "--json", "--app", "harness")),
+			 7);
+	ck_assert_int_eq(json_count(cli("leaks", "--json", "--app", "other")),
+			 0);
+}
+END_TEST
+
+START_TEST(test_leaks_time_filters)
+{
+	ck_assert_int_eq(json_count(cli("leaks", "--json", "--since", "1h")),
+			 7);
+	ck_assert_int_eq(json_count(cli("leaks", "--json", "--until", "1h")),
+			 0);
+	ck_assert_int_eq(json_count(cli("leaks", "--json", "--since", "7d",
+					"--until", "2099-01-01T00:00:00Z")),
+			 7);
+	ck_assert_int_eq(json_count(cli("leaks", "--json", "--since",
+					"2000-01-01T00:00:00.5+02:00")),
+			 7);
+	ck_assert_int_eq(json_count(cli("leaks", "--json", "--since",
+					"2099-01-01T00:00:00Z")),
+			 0);
+}
+END_TEST
+
+/* Columns on screen of each line: code points, no line over 80. */
+static void assert_fits(const char *out)
+{
+	int w = 0;
+
+	for (const char *p = out; *p; p++) {
+		ck_assert_msg(*p != '\033', "escape code in:\n%s", out);
+		if (*p == '\n') {
+			ck_assert_msg(w <= 80, "line of %d columns:\n%s", w,
+				      out);
+			w = 0;
+		} else {
+			w += ((unsigned char)*p & 0xc0) != 0x80;
+		}
+	}
+}
+
+START_TEST(test_leaks_table)
+{
+	struct run r = cli("leaks");
+
+	ck_assert_int_eq(r.status, 0);
+	assert_fits(r.out);
+	ck_assert_int_eq(count_lines(r.out), 8); /* header + 7 */
+	ck_assert_ptr_nonnull(strstr(r.out, "CLASS"));
+	ck_assert_ptr_nonnull(strstr(r.out, "overlap"));
+	ck_assert_ptr_nonnull(strstr(r.out, "GET /b"));
+	run_free(&r);
+	r = cli("leaks", "--limit", "2");
+	ck_assert_int_eq(count_lines(r.out), 4); /* + a line about more */
+	ck_assert_ptr_nonnull(strstr(r.out, "--limit"));
+	run_free(&r);
+	r = cli("leaks", "--class", "unclosed");
+	ck_assert_str_eq(r.out, "no findings match the filters\n");
+	run_free(&r);
+}
+END_TEST
+
+/* ------------------------------------------------------------ show */
+
+START_TEST(test_show_table)
+{
+	struct run r = cli("show", "GET /b");
+
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	assert_fits(r.out);
+	/* status=200 in B's context was set by A's code. */
+	ck_assert_msg(strstr(r.out, "status") && strstr(r.out, "GET /a"), "%s",
+		      r.out);
+	ck_assert_ptr_nonnull(strstr(r.out, "<- overlap"));
+	ck_assert_ptr_nonnull(strstr(r.out, "timeline"));
+	ck_assert_ptr_nonnull(strstr(r.out, "other requests involved"));
+	run_free(&r);
+}
+END_TEST
+
+struct show_check {
+	char id[32], ctx[32];
+	int foreign_status;
+};
+
+static void check_show(const struct json *j, void *arg)
+{
+	struct show_check *sc = arg;
+	char buf[16384];
+	const char *tags = member(j, "tags", buf, sizeof(buf));
+
+	ck_assert_ptr_nonnull(member(j, "request", buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(strstr(buf, "\"name\":\"GET /b\""));
+	sscanf(strstr(buf, "\"id\":"), "\"id\":%31[0-9]", sc->id);
+	sscanf(strstr(buf, "\"ctx\":\""), "\"ctx\":\"%31[0-9]", sc->ctx);
+	tags = member(j, "tags", buf, sizeof(buf));
+	ck_assert_ptr_nonnull(tags);
+	sc->foreign_status =
+	    strstr(tags, "\"key\":\"status\",\"value\":\"200\"") &&
+	    strstr(tags, "\"setter_name\":\"GET /a\"") &&
+	    strstr(tags, "\"foreign\":true");
+	ck_assert_ptr_nonnull(member(j, "timeline", buf, sizeof(buf)));
+	ck_assert_str_ne(buf, "[]");
+	ck_assert_ptr_nonnull(member(j, "findings", buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(strstr(buf, "\"class\":\"overlap\""));
+	ck_assert_ptr_nonnull(member(j, "related", buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(strstr(buf, "\"name\":\"GET /a\""));
+}
+
+START_TEST(test_show_json_and_lookup)
+{
+	struct show_check sc = {0}, again = {0};
+	struct run r = cli("show", "--json", "GET /b");
+	char hash[40];
+
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	ck_assert_int_eq(each_json_line(r.out, check_show, &sc), 1);
+	ck_assert(sc.foreign_status);
+	run_free(&r);
+	/* The same request by #id, id and ctx. */
+	snprintf(hash, sizeof(hash), "#%s", sc.id);
+	r = cli("show", "--json", hash);
+	ck_assert_int_eq(each_json_line(r.out, check_show, &again), 1);
+	run_free(&r);
+	r = cli("show", "--json", sc.id);
+	ck_assert_int_eq(each_json_line(r.out, check_show, &again), 1);
+	run_free(&r);
+	r = cli("show", "--json", sc.ctx);
+	ck_assert_int_eq(each_json_line(r.out, check_show, &again), 1);
+	ck_assert_str_eq(again.ctx, sc.ctx);
+	run_free(&r);
+	r = cli("show", "no such request");
+	ck_assert_int_eq(r.status, 2);
+	ck_assert_ptr_nonnull(strstr(r.err, "no request matches"));
+	run_free(&r);
+}
+END_TEST
+
+/* The nasty tag reaches JSON escaped and valid, a table sanitised. */
+START_TEST(test_escaping)
+{
+	struct run r = cli("show", "--json", "GET /a");
+	const char *want = "\"key\":\"note\",\"value\":\"\\u001b[31mred\\u0001"
+			   "\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd|"
+			   "\xef\xbf\xbd\xef\xbf\xbd\"";
+
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	ck_assert_int_eq(each_json_line(r.out, NULL, NULL), 1);
+	ck_assert_msg(strstr(r.out, want), "%s", r.out);
+	run_free(&r);
+	r = cli("show", "GET /a");
+	ck_assert_int_eq(r.status, 0);
+	assert_fits(r.out); /* also: no ESC */
+	ck_assert_ptr_null(strchr(r.out, '\x01'));
+	ck_assert_ptr_nonnull(strstr(r.out, "?[31mred?\xef\xbf\xbd"));
+	run_free(&r);
+}
+END_TEST
+
+/* ------------------------------------------------------------ summary */
+
+START_TEST(test_summary)
+{
+	struct run r = cli("summary", "--json");
+	struct json j;
+	char buf[8192];
+
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	ck_assert_int_eq(count_lines(r.out), 1);
+	json_line(&j, r.out, strlen(r.out) - 1);
+	assert_member(&j, "findings", "7");
+	ck_assert_ptr_nonnull(member(&j, "by_class", buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(strstr(buf, "{\"class\":\"bleed\",\"count\":2}"));
+	ck_assert_ptr_nonnull(strstr(buf, "{\"class\":\"stale\",\"count\":1}"));
+	ck_assert_ptr_nonnull(member(&j, "by_request", buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(
+	    strstr(buf, "{\"request\":\"GET /b\",\"count\":3}"));
+	ck_assert_ptr_nonnull(member(&j, "by_site", buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(strstr(buf, "test_cli.c:"));
+	ck_assert_ptr_nonnull(member(&j, "processes", buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(strstr(buf, "\"backend\":\"thread\""));
+	ck_assert_ptr_nonnull(strstr(buf, "\"backend\":\"task\""));
+	assert_member(&j, "incomplete", "[]");
+	run_free(&r);
+	r = cli("summary");
+	ck_assert_int_eq(r.status, 0);
+	assert_fits(r.out);
+	ck_assert_ptr_nonnull(strstr(r.out, "7 findings"));
+	ck_assert_ptr_nonnull(strstr(r.out, "no records were dropped"));
+	run_free(&r);
+	r = cli("summary", "--json", "--class", "lost");
+	json_line(&j, r.out, strlen(r.out) - 1);
+	assert_member(&j, "findings", "1");
+	run_free(&r);
+}
+END_TEST
+
+/* ------------------------------------------------------------ lists */
+
+static void check_process(const struct json *j, void *arg)
+{
+	char buf[256];
+	int *leaks = arg;
+
+	ck_assert_ptr_nonnull(member(j, "pid", buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(member(j, "model", buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(member(j, "recommend", buf, sizeof(buf)));
+	*leaks += atoi(member(j, "leaks", buf, sizeof(buf)));
+}
+
+static void sum_site_leaks(const struct json *j, void *arg)
+{
+	char buf[256];
+
+	ck_assert_ptr_nonnull(member(j, "file", buf, sizeof(buf)));
+	ck_assert_str_eq(buf, "\"tests/test_cli.c\"");
+	*(int *)arg += atoi(member(j, "leaks", buf, sizeof(buf)));
+}
+
+START_TEST(test_processes_and_sites)
+{
+	struct run r = cli("processes", "--json");
+	int leaks = 0;
+
+	ck_assert_int_eq(r.status, 0);
+	ck_assert_int_eq(each_json_line(r.out, check_process, &leaks), 2);
+	ck_assert_int_eq(leaks, 7);
+	run_free(&r);
+	r = cli("processes");
+	assert_fits(r.out);
+	ck_assert_int_eq(count_lines(r.out), 3);
+	ck_assert_ptr_nonnull(strstr(r.out, "thread"));
+	run_free(&r);
+	leaks = 0;
+	r = cli("sites", "--json");
+	ck_assert_int_eq(r.status, 0);
+	ck_assert_int_gt(each_json_line(r.out, sum_site_leaks, &leaks), 0);
+	ck_assert_int_eq(leaks, 7);
+	run_free(&r);
+	r = cli("sites");
+	assert_fits(r.out);
+	ck_assert_ptr_nonnull(strstr(r.out, "test_cli.c:"));
+	run_free(&r);
+}
+END_TEST
+
+/* ------------------------------------------------------------ exit codes */
+
+static int status_of(struct run r)
+{
+	int s = r.status;
+
+	run_free(&r);
+	return s;
+}
+
+START_TEST(test_fail_on)
+{
+	ck_assert_int_eq(status_of(cli("leaks", "--fail-on", "bleed")), 1);
+	ck_assert_int_eq(status_of(cli("--fail-on", "any", "leaks")), 1);
+	ck_assert_int_eq(status_of(cli("leaks", "--fail-on", "unclosed")), 0);
+	/* Only the selection counts. */
+	ck_assert_int_eq(
+	    status_of(cli("leaks", "--fail-on", "bleed", "--class", "lost")),
+	    0);
+	ck_assert_int_eq(status_of(cli("leaks", "--fail-on", "bleed,lost",
+				       "--class", "lost")),
+			 1);
+	ck_assert_int_eq(
+	    status_of(cli("leaks", "--limit", "1", "--fail-on", "overlap")), 1);
+	ck_assert_int_eq(status_of(cli("summary", "--fail-on", "stale")), 1);
+	ck_assert_int_eq(status_of(cli("show", "GET /c", "--fail-on", "stale")),
+			 1);
+	ck_assert_int_eq(status_of(cli("show", "GET /c", "--fail-on", "bleed")),
+			 0);
+	ck_assert_int_eq(status_of(cli("processes", "--fail-on", "any")), 1);
+}
+END_TEST
+
+START_TEST(test_usage_errors)
+{
+	ck_assert_int_eq(status_of(run("--db", "/nonexistent")), 2);
+	ck_assert_int_eq(status_of(run("frobnicate")), 2);
+	ck_assert_int_eq(status_of(run("leaks", "--bogus")), 2);
+	ck_assert_int_eq(status_of(run("leaks", "--class", "nope")), 2);
+	ck_assert_int_eq(status_of(run("leaks", "--since", "yesterday")), 2);
+	ck_assert_int_eq(status_of(run("leaks", "--since", "2026-13-01")), 2);
+	ck_assert_int_eq(status_of(run("leaks", "--limit", "-1")), 2);
+	ck_assert_int_eq(status_of(run("leaks", "--limit")), 2);
+	ck_assert_int_eq(status_of(run("leaks", "extra")), 2);
+	ck_assert_int_eq(
+	    status_of(run("leaks", "--since", "1h", "--until", "2h")), 2);
+	ck_assert_int_eq(status_of(run("show")), 2);
+	ck_assert_int_eq(status_of(run("show", "a", "b")), 2);
+	ck_assert_int_eq(status_of(run("processes", "--class", "bleed")), 2);
+	ck_assert_int_eq(status_of(run("--color=maybe", "leaks")), 2);
+	ck_assert_int_eq(status_of(run("--fail-on", "nope", "leaks")), 2);
+}
+END_TEST
+
+START_TEST(test_help_and_version)
+{
+	static const char *const cmds[] = {"leaks", "show", "summary",
+					   "processes", "sites"};
+	struct run r = run("--help");
+
+	ck_assert_int_eq(r.status, 0);
+	for (size_t i = 0; i < 5; i++)
+		ck_assert_ptr_nonnull(strstr(r.out, cmds[i]));
+	run_free(&r);
+	for (size_t i = 0; i < 5; i++) {
+		r = run(cmds[i], "--help");
+		ck_assert_int_eq(r.status, 0);
+		ck_assert_ptr_nonnull(strstr(r.out, "usage: ctxleak"));
+		ck_assert_ptr_nonnull(strstr(r.out, cmds[i]));
+		ck_assert_ptr_nonnull(strstr(r.out, "--db PATH"));
+		run_free(&r);
+	}
+	r = run("--version");
+	ck_assert_int_eq(r.status, 0);
+	ck_assert_ptr_nonnull(strstr(r.out, CTXLEAK_VERSION_STRING));
+	run_free(&r);
+}
+END_TEST
+
+/* ------------------------------------------------------------ databases */
+
+static char tmpdir[64];
+
+static void db_setup(void)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/ctxleak-cli-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void db_teardown(void)
+{
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static void make_db(const char *path, const char *sql)
+{
+	sqlite3 *s;
+
+	ck_assert_int_eq(sqlite3_open(path, &s), SQLITE_OK);
+	ck_assert_msg(sqlite3_exec(s, sql, NULL, NULL, NULL) == SQLITE_OK, "%s",
+		      sqlite3_errmsg(s));
+	sqlite3_close(s);
+}
+
+/* Exit 3 and exactly one line on stderr that says what is wrong. */
+static void assert_bad_db(const char *path, const char *says)
+{
+	struct run r = run("--db", path, "leaks");
+
+	ck_assert_int_eq(r.status, 3);
+	ck_assert_str_eq(r.out, "");
+	ck_assert_int_eq(count_lines(r.err), 1);
+	ck_assert_msg(strncmp(r.err, "ctxleak: ", 9) == 0 &&
+			  strstr(r.err, says),
+		      "%s", r.err);
+	run_free(&r);
+}
+
+START_TEST(test_bad_databases)
+{
+	char path[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/missing.db", tmpdir);
+	assert_bad_db(path, "no database at");
+	ck_assert_int_ne(access(path, F_OK), 0); /* not created */
+	snprintf(path, sizeof(path), "%s/text.db", tmpdir);
+	f = fopen(path, "w");
+	fputs("this is not a database, but it is long enough to look like "
+	      "one to a careless reader of its first hundred bytes.......\n",
+	      f);
+	fclose(f);
+	assert_bad_db(path, "not a ctxleak database (not SQLite)");
+	snprintf(path, sizeof(path), "%s/other.db", tmpdir);
+	make_db(path, "CREATE TABLE processes (id INTEGER);");
+	assert_bad_db(path, "not a ctxleak database");
+	snprintf(path, sizeof(path), "%s/newer.db", tmpdir);
+	make_db(path, "CREATE TABLE processes (id INTEGER);"
+		      "CREATE TABLE leaks (id INTEGER);"
+		      "PRAGMA user_version = 99;");
+	assert_bad_db(path, "newer");
+	assert_bad_db(tmpdir, "not a file");
+}
+END_TEST
+
+/* ------------------------------------------------------------ colour */
+
+START_TEST(test_color)
+{
+	static const char *const no_color[] = {"NO_COLOR=1", NULL};
+	static const char *const color_ok[] = {"NO_COLOR", NULL};
+	char *out;
+	struct run r;
+
+	/* Not a terminal: never, whatever the command. */
+	r = cli("summary");
+	ck_assert_ptr_null(strchr(r.out, '\033'));
+	run_free(&r);
+	r = cli("--color=always", "leaks");
+	ck_assert_ptr_nonnull(strchr(r.out, '\033'));
+	run_free(&r);
+	out = run_on_tty(no_color, db, "leaks");
+	ck_assert_ptr_nonnull(strstr(out, "overlap"));
+	ck_assert_ptr_null(strchr(out, '\033'));
+	free(out);
+	out = run_on_tty(color_ok, db, "leaks");
+	ck_assert_ptr_nonnull(strchr(out, '\033'));
+	free(out);
+}
+END_TEST
+
+/* ------------------------------------------------------------ live */
+
+/* The CLI reads while the daemon holds the database open and writes. */
+START_TEST(test_reads_while_daemon_runs)
+{
+	struct harness_daemon d;
+	struct run r;
+
+	ck_assert_msg(harness_start(&d, NULL) == 0, "%s", harness_error());
+	ck_assert_int_eq(
+	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
+	    0);
+	ck_assert_int_eq(harness_wait_int(&d, "SELECT count(*) FROM leaks", 7),
+			 0);
+	r = run("--db", d.db, "leaks", "--json");
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	ck_assert_int_eq(each_json_line(r.out, NULL, NULL), 7);
+	run_free(&r);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	harness_cleanup(&d);
+}
+END_TEST
+
+static Suite *cli_suite(void)
+{
+	Suite *s = suite_create("cli");
+	TCase *tc;
+
+	tc = tcase_create("json");
+	tcase_add_test(tc, test_json_validator);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("report");
+	tcase_add_unchecked_fixture(tc, report_setup, report_teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_leaks_json);
+	tcase_add_test(tc, test_leaks_filters);
+	tcase_add_test(tc, test_leaks_time_filters);
+	tcase_add_test(tc, test_leaks_table);
+	tcase_add_test(tc, test_show_table);
+	tcase_add_test(tc, test_show_json_and_lookup);
+	tcase_add_test(tc, test_escaping);
+	tcase_add_test(tc, test_summary);
+	tcase_add_test(tc, test_processes_and_sites);
+	tcase_add_test(tc, test_fail_on);
+	tcase_add_test(tc, test_color);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("usage");
+	tcase_add_test(tc, test_usage_errors);
+	tcase_add_test(tc, test_help_and_version);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("database");
+	tcase_add_checked_fixture(tc, db_setup, db_teardown);
+	tcase_add_test(tc, test_bad_databases);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("live");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_reads_while_daemon_runs);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(cli_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
