@@ -153,6 +153,10 @@ enum cli_style cli_class_style(const char *cls);
 /* Writes client bytes for a terminal: invalid UTF-8 as U+FFFD, control
  * characters as '?', so that no client can send escape sequences. */
 void cli_print_safe(FILE *out, const char *s, size_t len);
+/* Prints s (sanitised as above) as a paragraph that fits the screen, each
+ * line indented. */
+void cli_print_wrapped(const struct cli *c, enum cli_style style, int indent,
+		       const char *s);
 
 /* A table that fits the terminal (80 columns when not one). */
 enum { CLI_COL_RIGHT = 1, CLI_COL_SHRINK = 2 };

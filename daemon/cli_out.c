@@ -316,6 +316,41 @@ void cli_table_free(struct cli_table *t)
 	free(t);
 }
 
+/* Where a line of at most width columns that starts at s ends: after the
+ * last word that fits, or mid-word when one word is wider than a line. */
+static const char *line_break(const char *s, int width)
+{
+	const char *space = NULL, *p = s;
+
+	for (int w = 0; *p; p++) {
+		if (((unsigned char)*p & 0xc0) == 0x80)
+			continue;
+		if (*p == ' ')
+			space = p;
+		if (++w > width)
+			return space && space > s ? space : p;
+	}
+	return p;
+}
+
+void cli_print_wrapped(const struct cli *c, enum cli_style style, int indent,
+		       const char *s)
+{
+	char *safe = safe_dup(s, strlen(s));
+	int width = screen_width(c) - indent;
+	const char *p = safe, *end;
+
+	while (*p) {
+		end = line_break(p, width > 20 ? width : 20);
+		fprintf(c->out, "%*s%s%.*s%s\n", indent, "",
+			cli_style_start(c, style), (int)(end - p), p,
+			cli_style_end(c, style));
+		for (p = end; *p == ' '; p++)
+			;
+	}
+	free(safe);
+}
+
 /* ------------------------------------------------------------ JSON */
 
 struct cli_json {

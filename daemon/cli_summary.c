@@ -117,32 +117,23 @@ static const char models_sql[] =
 
 static void model_line(struct cli *c, sqlite3_stmt *st)
 {
+	const char *app = (const char *)sqlite3_column_text(st, 1);
 	const char *backend = (const char *)sqlite3_column_text(st, 2);
+	const char *model = (const char *)sqlite3_column_text(st, 3);
 	const char *recommend = (const char *)sqlite3_column_text(st, 4);
-	int len;
-	const char *s;
+	const char *evidence = (const char *)sqlite3_column_text(st, 5);
+	int wrong = recommend && backend && strcmp(recommend, backend);
+	char line[1024];
 
-	fprintf(c->out, "pid %lld (", sqlite3_column_int64(st, 0));
-	s = cli_db_text(st, 1, &len);
-	cli_print_safe(c->out, s ? s : "-", s ? (size_t)len : 1);
-	fprintf(c->out, "): backend %s, model %s",
-		backend ? backend : "unknown",
-		sqlite3_column_type(st, 3) == SQLITE_NULL
-		    ? "not inferred yet"
-		    : (const char *)sqlite3_column_text(st, 3));
-	if (recommend && backend && strcmp(recommend, backend))
-		fprintf(c->out, ": %suse %s%s",
-			cli_style_start(c, CLI_STYLE_RED), recommend,
-			cli_style_end(c, CLI_STYLE_RED));
-	else if (recommend)
-		fprintf(c->out, ": %s is right", recommend);
-	fputc('\n', c->out);
-	s = cli_db_text(st, 5, &len);
-	if (s && len) {
-		fputs("  ", c->out);
-		cli_print_safe(c->out, s, (size_t)len);
-		fputc('\n', c->out);
-	}
+	snprintf(
+	    line, sizeof(line), "pid %lld (%s): backend %s, model %s%s%s%s",
+	    sqlite3_column_int64(st, 0), app ? app : "-",
+	    backend ? backend : "unknown", model ? model : "not inferred yet",
+	    recommend ? (wrong ? ": use " : ": ") : "",
+	    recommend ? recommend : "", recommend && !wrong ? " is right" : "");
+	cli_print_wrapped(c, wrong ? CLI_STYLE_RED : CLI_STYLE_NONE, 0, line);
+	if (evidence && *evidence)
+		cli_print_wrapped(c, CLI_STYLE_NONE, 2, evidence);
 }
 
 static void model_json(struct cli_json *j, sqlite3_stmt *st)
@@ -196,17 +187,15 @@ static const char drops_sql[] =
 
 static void drop_line(struct cli *c, sqlite3_stmt *st)
 {
-	char since[64], until[64];
+	char since[64], until[64], line[256];
 
-	fprintf(
-	    c->out,
-	    "%spid %lld dropped %lld records between %s and %s: counts "
-	    "may be incomplete%s\n",
-	    cli_style_start(c, CLI_STYLE_YELLOW), sqlite3_column_int64(st, 0),
-	    sqlite3_column_int64(st, 2),
-	    cli_time_rfc3339(sqlite3_column_int64(st, 3), since, sizeof(since)),
-	    cli_time_rfc3339(sqlite3_column_int64(st, 4), until, sizeof(until)),
-	    cli_style_end(c, CLI_STYLE_YELLOW));
+	snprintf(line, sizeof(line),
+		 "pid %lld dropped %lld records between %s and %s: counts "
+		 "may be incomplete",
+		 sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 2),
+		 cli_time_rfc3339(sqlite3_column_int64(st, 3), since, 64),
+		 cli_time_rfc3339(sqlite3_column_int64(st, 4), until, 64));
+	cli_print_wrapped(c, CLI_STYLE_YELLOW, 0, line);
 }
 
 static void drop_json(struct cli_json *j, sqlite3_stmt *st)
