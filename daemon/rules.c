@@ -677,12 +677,51 @@ static void judge_end(struct rules *r, const struct proto_record *rec,
 	}
 }
 
+/* Room for one more held record: doubling, then by an eighth, so that a
+ * request with many records wastes little. */
+static struct hrec *held_slot(struct rules *r, struct req_more *m)
+{
+	if (m->nheld == m->held_cap) {
+		uint32_t cap = m->held_cap < 1024
+				   ? (m->held_cap ? m->held_cap * 2 : 4)
+				   : m->held_cap + m->held_cap / 8;
+		struct hrec *held = realloc(m->held, cap * sizeof(*held));
+
+		if (held == NULL)
+			return NULL;
+		rules_mem_add(r, (cap - m->held_cap) * sizeof(*held));
+		m->held = held;
+		m->held_cap = cap;
+	}
+	return &m->held[m->nheld++];
+}
+
+static void hold_strings(struct rules *r, struct req_more *m, struct hrec *h,
+			 struct proto_str s1, struct proto_str s2)
+{
+	char *p = arena_alloc(r, &m->strings, (size_t)s1.len + s2.len + 2);
+
+	h->nil = (s1.ptr ? 0 : HREC_NIL1) | (s2.ptr ? 0 : HREC_NIL2);
+	if (p == NULL) {
+		h->nil = HREC_NIL1 | HREC_NIL2;
+		return;
+	}
+	h->s = p;
+	h->l1 = s1.len;
+	h->l2 = s2.len;
+	if (s1.len)
+		memcpy(p, s1.ptr, s1.len);
+	p[s1.len] = '\0';
+	if (s2.len)
+		memcpy(p + s1.len + 1, s2.ptr, s2.len);
+	p[s1.len + 1 + s2.len] = '\0';
+}
+
 static void hold(struct rules *r, struct req *q, const struct proto_record *rec,
 		 const struct rules_verdict *v)
 {
 	struct req_more *m;
 	struct hrec *h;
-	struct proto_str s1 = rec->name, s2 = rec->message;
 
 	if (rec->type == PROTO_BEGIN && rec->kind == PROTO_KIND_REQUEST &&
 	    rec->ctx == q->root.ctx && rec->cause == 0 && rec->prev == 0 &&
@@ -691,23 +730,8 @@ static void hold(struct rules *r, struct req *q, const struct proto_record *rec,
 		return;
 	}
 	m = more(r, q);
-	if (m == NULL)
+	if (m == NULL || (h = held_slot(r, m)) == NULL)
 		return;
-	if (m->nheld == m->held_cap) {
-		uint32_t cap = m->held_cap ? m->held_cap * 2 : 4;
-		struct hrec *held = realloc(m->held, cap * sizeof(*held));
-
-		if (held == NULL)
-			return;
-		rules_mem_add(r, (cap - m->held_cap) * sizeof(*held));
-		m->held = held;
-		m->held_cap = cap;
-	}
-	if (rec->type == PROTO_TAG) {
-		s1 = rec->key;
-		s2 = rec->value;
-	}
-	h = &m->held[m->nheld++];
 	memset(h, 0, sizeof(*h));
 	h->ts = rec->ts;
 	h->tid = rec->tid;
@@ -719,10 +743,10 @@ static void hold(struct rules *r, struct req *q, const struct proto_record *rec,
 	h->type = rec->type;
 	h->kind = rec->kind;
 	h->leak = (uint8_t)v->leak;
-	h->s1 = arena_copy(r, &m->strings, s1.ptr, s1.len);
-	h->l1 = h->s1 ? s1.len : 0;
-	h->s2 = arena_copy(r, &m->strings, s2.ptr, s2.len);
-	h->l2 = h->s2 ? s2.len : 0;
+	if (rec->type == PROTO_TAG)
+		hold_strings(r, m, h, rec->key, rec->value);
+	else
+		hold_strings(r, m, h, rec->name, rec->message);
 }
 
 static void deliver(struct rules *r, const struct proto_record *rec,
@@ -779,6 +803,8 @@ static void judge(struct rules *r, struct pnode *n)
 
 static void rebuild_record(struct proto_record *rec, const struct hrec *h)
 {
+	struct proto_str s1, s2;
+
 	memset(rec, 0, sizeof(*rec));
 	rec->type = h->type;
 	rec->ts = h->ts;
@@ -791,12 +817,16 @@ static void rebuild_record(struct proto_record *rec, const struct hrec *h)
 		rec->prev = h->other;
 	else
 		rec->cur = h->other;
+	s1.ptr = h->nil & HREC_NIL1 ? NULL : h->s;
+	s1.len = h->l1;
+	s2.ptr = h->nil & HREC_NIL2 ? NULL : h->s + h->l1 + 1;
+	s2.len = h->l2;
 	if (h->type == PROTO_TAG) {
-		rec->key = (struct proto_str){h->s1, h->l1};
-		rec->value = (struct proto_str){h->s2, h->l2};
+		rec->key = s1;
+		rec->value = s2;
 	} else {
-		rec->name = (struct proto_str){h->s1, h->l1};
-		rec->message = (struct proto_str){h->s2, h->l2};
+		rec->name = s1;
+		rec->message = s2;
 	}
 }
 

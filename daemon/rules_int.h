@@ -66,11 +66,15 @@ struct hrec {
 	uint64_t ts, tid, ctx, cause;
 	uint64_t other; /* BEGIN: prev; END: cur */
 	uint64_t rid_ctx;
-	const char *s1, *s2; /* name or key; value or message (NULL: nil) */
+	const char *s; /* name or key, then value or message, each with a
+			  NUL, in the request's arena */
 	uint32_t l1, l2;
 	uint32_t site;
 	uint8_t type, kind, leak;
+	uint8_t nil; /* HREC_NIL1, HREC_NIL2 */
 };
+#define HREC_NIL1 1
+#define HREC_NIL2 2
 
 struct rtag {
 	char *key, *value; /* value NULL: nil */
@@ -196,8 +200,7 @@ struct req *ended_find(const struct rules *r, uint64_t ctx);
 int ended_insert(struct rules *r, uint64_t ctx, struct req *q);
 void ended_free(struct rules *r);
 
-const char *arena_copy(struct rules *r, struct arena *a, const char *s,
-		       uint32_t len);
+char *arena_alloc(struct rules *r, struct arena *a, size_t size);
 void arena_free(struct rules *r, struct arena *a);
 
 void req_put(struct rules *r, struct req *q);

@@ -13,6 +13,7 @@
 #define PTAB_MIN_BITS 4
 #define SLAB_SCOPES   1024
 #define ARENA_MIN     64
+#define ARENA_MAX     (64 * 1024)
 
 void rules_mem_add(struct rules *r, size_t n)
 {
@@ -441,33 +442,29 @@ struct arena_chunk {
 	char data[];
 };
 
-/* Returns a copy that is never NULL for a non-nil string, so that NULL
- * keeps meaning nil; NULL also when out of memory (the string is then
- * held as nil). */
-const char *arena_copy(struct rules *r, struct arena *a, const char *s,
-		       uint32_t len)
+/* Chunks double up to ARENA_MAX so that a request with many records
+ * wastes little, and a quiet one costs one small chunk. */
+char *arena_alloc(struct rules *r, struct arena *a, size_t size)
 {
 	struct arena_chunk *c = a->head;
 	char *p;
 
-	if (s == NULL)
-		return NULL;
-	if (c == NULL || c->size - c->used < (size_t)len + 1) {
-		size_t size = c ? c->size * 2 : ARENA_MIN;
+	if (c == NULL || c->size - c->used < size) {
+		size_t cap = c ? c->size * 2 : ARENA_MIN;
 
-		while (size < (size_t)len + 1)
-			size *= 2;
-		c = rules_alloc(r, sizeof(*c) + size);
+		if (cap > ARENA_MAX)
+			cap = ARENA_MAX;
+		while (cap < size)
+			cap *= 2;
+		c = rules_alloc(r, sizeof(*c) + cap);
 		if (c == NULL)
 			return NULL;
-		c->size = size;
+		c->size = cap;
 		c->next = a->head;
 		a->head = c;
 	}
 	p = c->data + c->used;
-	memcpy(p, s, len);
-	p[len] = '\0';
-	c->used += (size_t)len + 1;
+	c->used += size;
 	return p;
 }
 
