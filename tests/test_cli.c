@@ -25,6 +25,7 @@
 
 #include "ctxleak.h"
 #include "harness.h"
+#include "proto.h"
 
 /* A tag value that no output may pass on raw: ESC, a C0 control, an
  * invalid byte, a truncated sequence and an overlong NUL. */
@@ -1149,6 +1150,54 @@ START_TEST(test_reads_while_daemon_runs)
 }
 END_TEST
 
+/* A client that reports dropped records: the summary must say that its
+ * counts are incomplete over that window, and only over it. */
+START_TEST(test_dropped_window)
+{
+	struct proto_record dropped = {.type = PROTO_DROPPED,
+				       .ts = 2000000000,
+				       .since = 1000000000,
+				       .count = 120};
+	unsigned char buf[128];
+	size_t n = proto_encode_record(buf, sizeof(buf), &dropped);
+	struct harness_daemon d;
+	struct run r;
+	struct json j;
+	int fd;
+
+	ck_assert_msg(harness_start(&d, NULL) == 0, "%s", harness_error());
+	fd = harness_connect(&d);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(harness_send_hello(fd, 42, (uint32_t)getpid()), 0);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	close(fd);
+	ck_assert_int_eq(harness_wait_int(&d, "SELECT count(*) FROM drops", 1),
+			 0);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	r = run("--db", d.db, "summary");
+	ck_assert_int_eq(r.status, 0);
+	assert_fits(r.out);
+	ck_assert_msg(strstr(r.out, "dropped 120 records between "
+				    "1970-01-01T00:00:01.000000000Z and") &&
+			  strstr(r.out, "1970-01-01T00:00:02.000000000Z: "
+					"counts may be incomplete"),
+		      "%s", r.out);
+	ck_assert_ptr_null(strstr(r.out, "counts are complete"));
+	run_free(&r);
+	r = run("--db", d.db, "summary", "--json");
+	json_line(&j, r.out, strlen(r.out) - 1);
+	ck_assert_ptr_nonnull(
+	    member(&j, "incomplete", (char *)buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(strstr((char *)buf, "\"dropped\":120"));
+	run_free(&r);
+	/* A selection after the window is complete. */
+	r = run("--db", d.db, "summary", "--since", "1h");
+	ck_assert_ptr_nonnull(strstr(r.out, "counts are complete"));
+	run_free(&r);
+	harness_cleanup(&d);
+}
+END_TEST
+
 static Suite *cli_suite(void)
 {
 	Suite *s = suite_create("cli");
@@ -1187,6 +1236,7 @@ static Suite *cli_suite(void)
 	tc = tcase_create("live");
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_reads_while_daemon_runs);
+	tcase_add_test(tc, test_dropped_window);
 	suite_add_tcase(s, tc);
 	return s;
 }
