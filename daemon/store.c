@@ -308,6 +308,13 @@ static int txn_commit(struct store *s)
 		txn_failed(s, rc, 0, "commit");
 		return -1;
 	}
+	/* Only rows prove that the disk takes writes again: a transaction
+	 * that only deleted may need no new page. */
+	if (s->stats.degraded && s->pending > 0) {
+		log_info("store: writing again; %llu rows could not be stored",
+			 (unsigned long long)s->stats.rows_failed);
+		s->stats.degraded = 0;
+	}
 	s->in_txn = 0;
 	s->saved_rid = rid;
 	s->stats.commits++;
@@ -315,10 +322,6 @@ static int txn_commit(struct store *s)
 	s->stats.retention_deleted += s->pending_deleted;
 	s->pending = 0;
 	s->pending_deleted = 0;
-	if (s->stats.degraded)
-		log_info("store: writing again; %llu rows could not be stored",
-			 (unsigned long long)s->stats.rows_failed);
-	s->stats.degraded = 0;
 	return 0;
 }
 

@@ -24,7 +24,12 @@
 
 #include "ctxleakd.h"
 
-#define CHUNK 5000
+/* Rows per table per step, by age.  By size, smaller chunks, the size
+ * measured between them: a chunk of requests with their tags may be a
+ * good part of a small database. */
+#define AGE_CHUNK   5000
+#define SIZE_CHUNK  1000
+#define SIZE_CHUNKS 5
 
 enum {
 	AGE_TAGS,
@@ -111,7 +116,7 @@ struct retention *retention_new(sqlite3 *db)
 }
 
 /* Runs one DELETE; returns the rows it deleted or -rc. */
-static int64_t run(struct retention *r, int which, int64_t cutoff)
+static int64_t run(struct retention *r, int which, int64_t cutoff, int chunk)
 {
 	sqlite3_stmt *st = r->st[which];
 	int rc;
@@ -119,7 +124,7 @@ static int64_t run(struct retention *r, int which, int64_t cutoff)
 	if (sqlite3_bind_parameter_count(st) >= 1)
 		sqlite3_bind_int64(st, 1, cutoff);
 	if (sqlite3_bind_parameter_count(st) >= 2)
-		sqlite3_bind_int(st, 2, CHUNK);
+		sqlite3_bind_int(st, 2, chunk);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
@@ -143,12 +148,12 @@ static int64_t query(struct retention *r, int which)
 
 /* Runs statements first..last in order; their deletions add to *deleted. */
 static int run_range(struct retention *r, int first, int last, int64_t cutoff,
-		     uint64_t *deleted)
+		     int chunk, uint64_t *deleted)
 {
 	int64_t n;
 
 	for (int i = first; i <= last; i++) {
-		if ((n = run(r, i, cutoff)) < 0)
+		if ((n = run(r, i, cutoff, chunk)) < 0)
 			return (int)n;
 		*deleted += (uint64_t)n;
 	}
@@ -164,40 +169,61 @@ static int run_range(struct retention *r, int first, int last, int64_t cutoff,
 static int age_step(struct retention *r, int64_t cutoff, uint64_t *deleted)
 {
 	uint64_t before = *deleted;
-	int rc = run_range(r, AGE_TAGS, AGE_DROPS, cutoff, deleted);
+	int rc = run_range(r, AGE_TAGS, AGE_DROPS, cutoff, AGE_CHUNK, deleted);
 
 	if (rc < 0)
 		return rc;
 	if (*deleted != before)
 		return 1;
-	return run_range(r, AGE_SITES, AGE_PROCESSES, cutoff, deleted);
+	return run_range(r, AGE_SITES, AGE_PROCESSES, cutoff, AGE_CHUNK,
+			 deleted);
+}
+
+/* Pages in use, in bytes, or -rc. */
+static int64_t used_bytes(struct retention *r)
+{
+	int64_t page_size = query(r, PAGE_SIZE);
+	int64_t used = query(r, PAGES_USED);
+
+	if (page_size < 0)
+		return page_size;
+	if (used < 0)
+		return used;
+	return used * page_size;
 }
 
 /* Records are the bulk of any database, so they go first; the rest only
  * once no record is left. */
-static int size_step(struct retention *r, uint64_t max_bytes, uint64_t *deleted)
+static int size_chunk(struct retention *r, uint64_t *deleted)
 {
-	int64_t page_size = query(r, PAGE_SIZE);
-	int64_t used = query(r, PAGES_USED);
-	uint64_t before = *deleted;
-	int64_t n;
+	int64_t n = run(r, SIZE_RECORDS, 0, SIZE_CHUNK);
 
-	if (page_size < 0)
-		return (int)page_size;
-	if (used < 0)
-		return (int)used;
-	used *= page_size;
-	if ((uint64_t)used > max_bytes)
-		r->trimming = 1;
-	else if ((uint64_t)used <= max_bytes / 10 * 9)
-		r->trimming = 0;
-	if (!r->trimming)
-		return 0;
-	if ((n = run(r, SIZE_RECORDS, 0)) < 0)
+	if (n < 0)
 		return (int)n;
 	*deleted += (uint64_t)n;
-	if (n == 0 && (n = run_range(r, SIZE_TAGS, SIZE_DROPS, 0, deleted)) < 0)
-		return (int)n;
+	if (n > 0)
+		return 0;
+	return run_range(r, SIZE_TAGS, SIZE_DROPS, 0, SIZE_CHUNK, deleted);
+}
+
+static int size_step(struct retention *r, uint64_t max_bytes, uint64_t *deleted)
+{
+	uint64_t before = *deleted;
+	int64_t used;
+	int rc;
+
+	for (int i = 0; i < SIZE_CHUNKS; i++) {
+		if ((used = used_bytes(r)) < 0)
+			return (int)used;
+		if ((uint64_t)used > max_bytes)
+			r->trimming = 1;
+		else if ((uint64_t)used <= max_bytes / 10 * 9)
+			r->trimming = 0;
+		if (!r->trimming)
+			return 0;
+		if ((rc = size_chunk(r, deleted)) < 0)
+			return rc;
+	}
 	/* Nothing left to delete: the schema alone is over the limit. */
 	return *deleted != before;
 }

@@ -977,6 +977,51 @@ START_TEST(test_retention_by_size)
 }
 END_TEST
 
+/* With no record left, the oldest requests (with their tags) and leaks
+ * go. */
+START_TEST(test_retention_by_size_without_records)
+{
+	struct store *s = open_default(0);
+	struct store_proc p = add_process(s, 1, 0);
+	struct store_config cfg = {
+	    .path = path, .commit_ms = 1, .retention_ms = 1};
+	char big[100];
+	struct rules_tag tags[2];
+	struct proto_record r = tag_rec(100, 1, 1, big);
+	int64_t n = 3000, left;
+
+	memset(big, 'v', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	tags[0] = (struct rules_tag){str("a"), str(big), 1, 1, 0, 0, 0};
+	tags[1] = (struct rules_tag){str("b"), str(big), 1, 1, 0, 0, 0};
+	for (int64_t i = 1; i <= n; i++) {
+		struct rules_request rq = request_of((uint64_t)i, 100);
+		struct rules_finding f = finding_of(&r, (uint64_t)i, 0);
+
+		rq.ntags = 2;
+		rq.tags = tags;
+		store_request(s, &p, &rq);
+		store_finding(s, &p, &f);
+	}
+	store_close(s);
+	cfg.retention_bytes = (uint64_t)used_bytes() / 2;
+	s = open_store(&cfg);
+	tick_until_retained(s);
+	store_close(s);
+	ck_assert_int_le(used_bytes(), (int64_t)cfg.retention_bytes / 10 * 9);
+	left = q("SELECT count(*) FROM requests");
+	ck_assert_int_gt(left, 0);
+	ck_assert_int_lt(left, n);
+	ck_assert_int_eq(q("SELECT min(id) FROM requests"), n - left + 1);
+	ck_assert_int_eq(q("SELECT count(*) FROM tags"), 2 * left);
+	ck_assert_int_eq(q("SELECT count(*) FROM tags WHERE request_id NOT IN "
+			   "(SELECT id FROM requests)"),
+			 0);
+	ck_assert_int_eq(q("SELECT max(id) FROM leaks"), n);
+	ck_assert_int_lt(q("SELECT count(*) FROM leaks"), n);
+}
+END_TEST
+
 /* ------------------------------------------------------------ disk full */
 
 static int count_lines(const char *p, const char *needle)
@@ -1087,7 +1132,9 @@ static Suite *store_suite(void)
 	    {"batching",
 	     {test_commit_by_rows, test_commit_by_time,
 	      test_reader_beside_writer}},
-	    {"retention", {test_retention_by_age, test_retention_by_size}},
+	    {"retention",
+	     {test_retention_by_age, test_retention_by_size,
+	      test_retention_by_size_without_records}},
 	    {"disk full", {test_disk_full, test_disk_full_ids}},
 	};
 
