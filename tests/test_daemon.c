@@ -6,6 +6,7 @@
  */
 #include <check.h>
 #include <stdarg.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -671,6 +672,87 @@ START_TEST(test_max_connections)
 }
 END_TEST
 
+START_TEST(test_sighup_reopens_log_file)
+{
+	struct harness_daemon d;
+	char path[100], rotated[110];
+	int fd;
+
+	ck_assert_int_eq(harness_prepare(&d), 0);
+	snprintf(path, sizeof path, "%s/daemon.log", d.dir);
+	snprintf(rotated, sizeof rotated, "%s.1", path);
+	{
+		const char *args[] = {"--log-file", path, "--log-level",
+				      "debug", NULL};
+		ck_assert_msg(harness_launch(&d, args) == 0, "%s",
+			      harness_error());
+	}
+	ck_assert_int_eq(rename(path, rotated), 0);
+	ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+	/* The file is back once the daemon handled the signal; a
+	 * connection then logs into it, not into the rotated one. */
+	snprintf(d.log, sizeof d.log, "%s", path);
+	ck_assert_msg(harness_wait_log(&d, "log file reopened", 1) == 0, "%s",
+		      harness_error());
+	fd = harness_connect(&d);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(harness_send_hello(fd, 4716, 0), 0);
+	ck_assert_msg(harness_wait_log(&d, "new process", 1) == 0, "%s",
+		      harness_error());
+	close(fd);
+	STOP_OK(&d);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* Reads one datagram from the notify socket, waiting at most the
+ * harness's timeout.  "" on timeout. */
+static void read_notify(int fd, char *buf, size_t len)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	ssize_t n = 0;
+
+	if (poll(&pfd, 1, HARNESS_TIMEOUT_SEC * 1000) == 1)
+		n = recv(fd, buf, len - 1, 0);
+	buf[n > 0 ? n : 0] = '\0';
+}
+
+START_TEST(test_sd_notify)
+{
+	struct harness_daemon d;
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	char msg[512];
+	int fd, watchdog = 0;
+
+	ck_assert_int_eq(harness_prepare(&d), 0);
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s/notify", d.dir);
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+	setenv("NOTIFY_SOCKET", sun.sun_path, 1);
+	setenv("WATCHDOG_USEC", "200000", 1);
+	ck_assert_msg(harness_launch(&d, NULL) == 0, "%s", harness_error());
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+
+	/* READY=1 once the store is open and the socket listens, which
+	 * harness_launch has seen; then watchdog pings at half the period. */
+	read_notify(fd, msg, sizeof msg);
+	ck_assert_msg(strstr(msg, "READY=1") != NULL, "%s", msg);
+	for (int i = 0; i < 100 && !watchdog; i++) {
+		read_notify(fd, msg, sizeof msg);
+		watchdog = strcmp(msg, "WATCHDOG=1") == 0;
+	}
+	ck_assert(watchdog);
+	STOP_OK(&d);
+	do
+		read_notify(fd, msg, sizeof msg);
+	while (strcmp(msg, "WATCHDOG=1") == 0);
+	ck_assert_msg(strstr(msg, "STOPPING=1") != NULL, "%s", msg);
+	close(fd);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* ------------------------------------------------------ command line */
 
 static int run_cli(const char *a1, const char *a2, char **out)
@@ -745,6 +827,8 @@ static Suite *daemon_suite(void)
 	tcase_add_test(lifecycle, test_stale_socket_replaced);
 	tcase_add_test(lifecycle, test_unwritable_db);
 	tcase_add_test(lifecycle, test_max_connections);
+	tcase_add_test(lifecycle, test_sighup_reopens_log_file);
+	tcase_add_test(lifecycle, test_sd_notify);
 	tcase_add_test(cli, test_help_and_version);
 	tcase_add_test(cli, test_bad_options);
 	suite_add_tcase(s, findings);
