@@ -198,10 +198,12 @@ static struct pnode *pnode_new(struct rules *r, const struct proto_record *rec)
 }
 
 static void judge(struct rules *r, struct pnode *n);
+static void retire_done(struct rules *r, uint64_t watermark, int all);
 
 int rules_add(struct rules *r, const struct proto_record *rec)
 {
 	struct pnode *n;
+	uint64_t forced_ts = 0;
 
 	if (rec->type < PROTO_BEGIN || rec->type > PROTO_SUSPEND)
 		return 0;
@@ -222,10 +224,18 @@ int rules_add(struct rules *r, const struct proto_record *rec)
 	heap_up(r->heap, r->npending - 1);
 	r->stats.added++;
 	r->stats.pending = r->npending;
+	if (r->npending <= r->cfg.max_pending)
+		return 0;
+	/* Judging early treats the judged ts as a watermark: complete
+	 * requests retire too, or a client that never sends watermarks
+	 * would keep every request until it disconnects. */
 	while (r->npending > r->cfg.max_pending) {
+		n = heap_pop(r);
+		forced_ts = n->rec.ts;
 		r->stats.forced++;
-		judge(r, heap_pop(r));
+		judge(r, n);
 	}
+	retire_done(r, forced_ts, 0);
 	return 0;
 }
 

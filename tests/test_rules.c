@@ -1346,6 +1346,26 @@ START_TEST(test_max_pending)
 }
 END_TEST
 
+/* A client that never sends a watermark still has its requests retired
+ * once forced judging passes them. */
+START_TEST(test_max_pending_retires)
+{
+	struct rules *r = engine(pending_4);
+	const struct proto_record recs[] = {
+	    BEGIN(1, 1, A, 0, 0, "a"), END(2, 1, A, A, A),
+	    BEGIN(3, 1, B, 0, 0, "b"), END(4, 1, B, B, B),
+	    BEGIN(5, 1, C, 0, 0, "c"), END(6, 1, C, C, C),
+	};
+
+	add_all(r, recs, 6);
+	ck_assert_uint_eq(got.nrequests, 1); /* A; B's END is queued */
+	ck_assert_uint_eq(got.requests[0].ctx, A);
+	rules_finish(r);
+	ck_assert_uint_eq(got.nrequests, 3);
+	rules_free(r);
+}
+END_TEST
+
 START_TEST(test_stats_and_names)
 {
 	struct rules *r = engine(NULL);
@@ -1425,6 +1445,7 @@ static Suite *rules_suite(void)
 	tcase_add_test(tc, test_memory_open_requests);
 	tcase_add_test(tc, test_memory_open_children);
 	tcase_add_test(tc, test_max_pending);
+	tcase_add_test(tc, test_max_pending_retires);
 	tcase_add_test(tc, test_stats_and_names);
 	suite_add_tcase(s, tc);
 	return s;
