@@ -116,6 +116,35 @@ static inline uint32_t str_len(const struct proto_str *s)
 	return s->ptr ? s->len : 0;
 }
 
+/*
+ * Names and tag values are mostly a few bytes: copy those with fixed-size
+ * moves (two overlapping ones) instead of a call to memcpy, which costs
+ * more than the rest of the record.
+ */
+static inline void copy_bytes(uint8_t *p, const char *s, uint32_t len)
+{
+	uint64_t a, b;
+	uint32_t c, d;
+
+	if (len > 16) {
+		memcpy(p, s, len);
+	} else if (len >= 8) {
+		memcpy(&a, s, 8);
+		memcpy(&b, s + len - 8, 8);
+		memcpy(p, &a, 8);
+		memcpy(p + len - 8, &b, 8);
+	} else if (len >= 4) {
+		memcpy(&c, s, 4);
+		memcpy(&d, s + len - 4, 4);
+		memcpy(p, &c, 4);
+		memcpy(p + len - 4, &d, 4);
+	} else if (len > 0) {
+		p[0] = (uint8_t)s[0];
+		p[len / 2] = (uint8_t)s[len / 2];
+		p[len - 1] = (uint8_t)s[len - 1];
+	}
+}
+
 static inline uint8_t *put_str_bytes(uint8_t *p, const char *s, uint32_t len)
 {
 	if (len < 32) {
@@ -131,8 +160,7 @@ static inline uint8_t *put_str_bytes(uint8_t *p, const char *s, uint32_t len)
 		*p = 0xdb;
 		p = put_be32(p + 1, len);
 	}
-	if (len)
-		memcpy(p, s, len);
+	copy_bytes(p, s, len);
 	return p + len;
 }
 

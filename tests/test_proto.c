@@ -351,26 +351,33 @@ static const int64_t edge_ints[] = {
 
 /* Strings at every boundary of msgpack's str formats, plus a NUL and
  * UTF-8.  Static, so that records may point at them. */
-static char big_string[70000];
+static char big_string[70100];
 
 static struct proto_str edge_str(unsigned i)
 {
-	static const uint32_t lens[] = {0, 1, 31, 32, 255, 256, 65535, 65536};
+	/* The encoder's small-copy sizes, then msgpack's str formats. */
+	static const uint32_t lens[] = {
+	    0, 1, 2, 3, 4, 7, 8, 9, 15, 16, 17, 31, 32, 255, 256, 65535, 65536};
+	static const unsigned n = sizeof(lens) / sizeof(lens[0]);
 	static const char nul[] = "a\0b\0";
 	static const char utf8[] =
 	    "Gr\xc3\xbc\xc3\x9f \xe2\x9c\x93 \xf0\x9f\x90\x8d";
 
 	if (!big_string[0])
-		memset(big_string, 'x', sizeof(big_string));
-	if (i < 8)
-		return (struct proto_str){big_string, lens[i]};
-	if (i == 8)
+		for (size_t k = 0; k < sizeof(big_string); k++)
+			big_string[k] = (char)('a' + k % 26);
+	if (i < n)
+		return (struct proto_str){big_string + i, lens[i]};
+	if (i == n)
 		return (struct proto_str){nul, sizeof(nul) - 1};
-	if (i == 9)
+	if (i == n + 1)
 		return (struct proto_str){utf8, sizeof(utf8) - 1};
 	return (struct proto_str){NULL, 0};
 }
-#define N_EDGE_STRS 11
+#define EDGE_NUL    17
+#define EDGE_UTF8   18
+#define EDGE_NIL    19
+#define N_EDGE_STRS 20
 
 /* ----------------------------------------------------------- encoder */
 
@@ -699,9 +706,9 @@ START_TEST(test_round_trip_hello_edges)
 		h.app = edge_str(i % N_EDGE_STRS);
 		if (h.app.len > 1000)
 			h.app.len = 1000;
-		h.backend = edge_str(8);
-		h.reason = edge_str(9);
-		h.client = edge_str(10);
+		h.backend = edge_str(EDGE_NUL);
+		h.reason = edge_str(EDGE_UTF8);
+		h.client = edge_str(EDGE_NIL);
 		add_hello(&b, &h);
 		ck_assert_int_eq(proto_decoder_feed(d, b.p, b.len), 0);
 		ck_assert_int_eq(proto_decoder_next(d, &msg), PROTO_OK);
@@ -1081,7 +1088,7 @@ START_TEST(test_too_big)
 	struct proto_record r = {.type = PROTO_TAG, .ctx = 1};
 	struct bytes b = {0};
 
-	r.key = r.value = edge_str(4); /* 255 bytes each */
+	r.key = r.value = (struct proto_str){big_string, 255};
 	add_record(&b, &r);
 	ck_rejects_lim(1, b.p, b.len, PROTO_E_TOO_BIG,
 		       "exceeds the limit of 200", &lim);
