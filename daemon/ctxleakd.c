@@ -462,9 +462,8 @@ int main(int argc, char **argv)
 	events[3] = add_event(-1, EV_PERSIST, on_store_tick, &tick);
 	sdnotify_start(base);
 	sdnotify_ready();
-	log_info("ctxleakd %s listening on %s, database %s, keep %s",
-		 CTXLEAKD_VERSION, cfg.socket_path, cfg.db_path,
-		 cfg.keep_all ? "all" : "leaky");
+	log_info("ctxleakd %s ready: database %s, keep %s", CTXLEAKD_VERSION,
+		 cfg.db_path, cfg.keep_all ? "all" : "leaky");
 
 	event_base_dispatch(base);
 

@@ -141,6 +141,21 @@ void server_prepare(void)
 	remove_stale_socket(&sun);
 }
 
+/* The unit, not --socket, names this socket: say which it is. */
+static void log_systemd_socket(void)
+{
+	struct sockaddr_un sun;
+	socklen_t len = sizeof sun;
+
+	memset(&sun, 0, sizeof sun);
+	if (getsockname(listen_fd, (struct sockaddr *)&sun, &len) == -1 ||
+	    sun.sun_path[0] == '\0')
+		log_info("listening on the socket passed by systemd");
+	else
+		log_info("listening on %.*s (passed by systemd)",
+			 (int)sizeof sun.sun_path, sun.sun_path);
+}
+
 void server_listen(struct event_base *base)
 {
 	server_base = base;
@@ -148,9 +163,10 @@ void server_listen(struct event_base *base)
 		if (fcntl(listen_fd, F_SETFL,
 			  fcntl(listen_fd, F_GETFL) | O_NONBLOCK) == -1)
 			fatal("fcntl");
-		log_info("using the socket passed by systemd");
+		log_systemd_socket();
 	} else {
 		listen_fd = create_socket(cfg.socket_path);
+		log_info("listening on %s", cfg.socket_path);
 	}
 	listen_event =
 	    event_new(base, listen_fd, EV_READ | EV_PERSIST, on_accept, NULL);
