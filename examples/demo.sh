@@ -168,24 +168,24 @@ field($0, "class") != "" { n[field($0, "app"), field($0, "class")]++; next }
 	dropped[a] += field($0, "dropped")
 }
 END {
-	printf "%-26s", "run"
+	printf "%-25s", "run"
 	for (c = 1; c <= nclass; c++)
-		printf "%8s", class[c]
+		printf "%" (length(class[c]) + 2) "s", class[c]
 	printf "\n"
 	for (i = 1; i <= nrun; i++) {
 		total = 0
-		printf "%-26s", app[i]
+		printf "%-25s", app[i]
 		for (c = 1; c <= nclass; c++) {
 			k = n[app[i], class[c]]
 			total += k
-			printf "%8s", k ? k : "-"
+			printf "%" (length(class[c]) + 2) "s", k ? k : "-"
 		}
 		printf "  %s\n", total ? "LEAKS" : dropped[app[i]] ? \
 			"incomplete" : "clean"
 	}
 	printf "\nBackend recommended for each process, from what it did:\n"
 	for (i = 1; i <= nrun; i++)
-		printf "  %-26s %-16s -> %s\n", app[i], model[app[i]], \
+		printf "  %-25s %-18s -> %s\n", app[i], model[app[i]], \
 			rec[app[i]] == "" ? "?" : rec[app[i]]
 }'
 
