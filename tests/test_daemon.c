@@ -407,6 +407,113 @@ START_TEST(test_bad_input_keeps_what_came_before)
 }
 END_TEST
 
+START_TEST(test_string_limit_closes_connection)
+{
+	struct harness_daemon d;
+	char big[100];
+	unsigned char buf[1024];
+	struct proto_record tag = {.type = PROTO_TAG,
+				   .ts = 2000,
+				   .tid = 7,
+				   .ctx = 99,
+				   .cause = 99,
+				   .key = {"k", 1},
+				   .value = {big, sizeof big}};
+	size_t n;
+	int fd;
+
+	memset(big, 'x', sizeof big);
+	START(&d, "--keep", "all", "--max-string", "64");
+	fd = harness_connect(&d);
+	ck_assert_msg(fd >= 0, "%s", harness_error());
+	ck_assert_int_eq(harness_send_hello(fd, 4717, 0), 0);
+	n = encode_request(buf, sizeof buf, 99, 1000);
+	n += encode(buf + n, sizeof buf - n, &tag);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
+	close(fd);
+	STOP_OK(&d);
+	assert_log_has(&d, "closing connection: ");
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records"), 4);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
+				       "error LIKE '%%string%%'"),
+			 1);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* Opens n request scopes (never ended) from ts 1000 on, then sends a
+ * watermark at ts `watermark`. */
+static void open_scopes(int fd, int n, uint64_t watermark)
+{
+	unsigned char buf[256];
+	struct proto_record r = {.type = PROTO_BEGIN,
+				 .tid = 7,
+				 .kind = PROTO_KIND_REQUEST,
+				 .name = {"GET /open", 9}};
+
+	for (int i = 0; i < n; i++) {
+		r.ts = 1000 + (uint64_t)i;
+		r.ctx = 500 + (uint64_t)i;
+		ck_assert_int_eq(
+		    harness_write_all(fd, buf, encode(buf, sizeof buf, &r)), 0);
+	}
+	r = (struct proto_record){.type = PROTO_WATERMARK, .ts = watermark};
+	ck_assert_int_eq(
+	    harness_write_all(fd, buf, encode(buf, sizeof buf, &r)), 0);
+}
+
+START_TEST(test_max_open_scopes)
+{
+	struct harness_daemon d;
+	int fd;
+
+	START(&d, "--keep", "all", "--max-open-scopes", "10");
+	fd = harness_connect(&d);
+	ck_assert_msg(fd >= 0, "%s", harness_error());
+	ck_assert_int_eq(harness_send_hello(fd, 4718, 0), 0);
+	open_scopes(fd, 25, 2000);
+	/* While connected only the scopes evicted over the limit are
+	 * unclosed; the rest follow at the disconnect. */
+	ck_assert_msg(harness_wait_int(&d,
+				       "SELECT count(*) FROM leaks WHERE "
+				       "class = 'unclosed'",
+				       15) == 0,
+		      "%s", harness_error());
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 15);
+	close(fd);
+	STOP_OK(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks WHERE "
+				       "class = 'unclosed'"),
+			 25);
+	harness_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_max_request_age)
+{
+	struct harness_daemon d;
+	int fd;
+
+	START(&d, "--keep", "all", "--max-request-age", "1s");
+	fd = harness_connect(&d);
+	ck_assert_msg(fd >= 0, "%s", harness_error());
+	ck_assert_int_eq(harness_send_hello(fd, 4719, 0), 0);
+	/* The watermark is 2 s of client time later: every scope is too
+	 * old, with the connection still open. */
+	open_scopes(fd, 3, 1000 + 2000000000ULL);
+	ck_assert_msg(harness_wait_int(&d,
+				       "SELECT count(*) FROM leaks WHERE "
+				       "class = 'unclosed'",
+				       3) == 0,
+		      "%s", harness_error());
+	close(fd);
+	STOP_OK(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 3);
+	harness_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_record_before_hello)
 {
 	struct harness_daemon d;
@@ -820,6 +927,9 @@ static Suite *daemon_suite(void)
 	tcase_add_test(input, test_garbage_closes_only_its_connection);
 	tcase_add_test(input, test_bad_input_keeps_what_came_before);
 	tcase_add_test(input, test_record_before_hello);
+	tcase_add_test(input, test_string_limit_closes_connection);
+	tcase_add_test(input, test_max_open_scopes);
+	tcase_add_test(input, test_max_request_age);
 	tcase_add_test(input, test_kernel_pid_wins);
 	tcase_add_test(input, test_reconnection_continues_process);
 	tcase_add_test(lifecycle, test_sigterm_drains);
