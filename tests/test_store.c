@@ -987,11 +987,12 @@ START_TEST(test_retention_by_size_without_records)
 	    .path = path, .commit_ms = 1, .retention_ms = 1};
 	char big[100];
 	struct rules_tag tags[2];
-	struct proto_record r = tag_rec(100, 1, 1, big);
+	struct proto_record r;
 	int64_t n = 3000, left;
 
 	memset(big, 'v', sizeof big - 1);
 	big[sizeof big - 1] = '\0';
+	r = tag_rec(100, 1, 1, big);
 	tags[0] = (struct rules_tag){str("a"), str(big), 1, 1, 0, 0, 0};
 	tags[1] = (struct rules_tag){str("b"), str(big), 1, 1, 0, 0, 0};
 	for (int64_t i = 1; i <= n; i++) {
