@@ -552,7 +552,12 @@ static enum proto_status to_msg(struct proto_decoder *d,
 		    object_type_name(o->type));
 }
 
-/* The framed object at head, through msgpack-c, into *msg. */
+/*
+ * The framed object at head, through msgpack-c, into *msg.  msgpack_unpack
+ * with our own zone, cleared after each object, rather than
+ * msgpack_unpack_next: the latter frees its zone and makes a new one (two
+ * mallocs) for every object.
+ */
 static enum proto_status decode_object(struct proto_decoder *d,
 				       struct proto_msg *msg)
 {

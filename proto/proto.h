@@ -187,8 +187,11 @@ void proto_decoder_free(struct proto_decoder *d);
 
 /*
  * Append len bytes of the stream.  Returns 0, or a negative proto_status
- * (sticky) when the bytes already buffered for an incomplete object would
- * exceed max_object.  Bytes are copied; buf may be reused at once.
+ * (sticky) when the object at the head of the buffer, complete or not,
+ * already breaks a limit (its buffered or announced bytes exceed
+ * max_object, a string or array header over its limit, ...).  Bytes are
+ * copied; buf may be reused at once.  Drain proto_decoder_next() after
+ * each feed: the buffer then holds at most one incomplete object.
  */
 int proto_decoder_feed(struct proto_decoder *d, const void *buf, size_t len);
 
