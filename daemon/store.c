@@ -32,7 +32,10 @@
 #define DEFAULT_COMMIT_MS    200
 #define DEFAULT_COMMIT_ROWS  10000
 #define DEFAULT_RETENTION_MS 5000
-#define BUSY_TIMEOUT_MS	     5000
+/* Readers never block the writer under WAL; only another writer (someone's
+ * sqlite3 shell) can, and waiting for it stalls the event loop: past this,
+ * the batch fails like a full disk and is retried on later ticks. */
+#define BUSY_TIMEOUT_MS 1000
 
 enum {
 	ST_BEGIN,

@@ -1113,6 +1113,36 @@ START_TEST(test_disk_full_ids)
 }
 END_TEST
 
+/* Someone else holding the write lock is survived like a full disk. */
+START_TEST(test_other_writer)
+{
+	struct store *s = open_default(1);
+	struct store_proc p = add_process(s, 1, 0);
+	struct store_stats st;
+	sqlite3 *other;
+
+	ck_assert_int_eq(sqlite3_open(path, &other), SQLITE_OK);
+	ck_assert_int_eq(
+	    sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+	    SQLITE_OK);
+	verdicts(s, &p, 10, 0, LEAK_NONE, "x");
+	store_commit(s);
+	store_stats(s, &st);
+	ck_assert_int_eq(st.degraded, 1);
+	ck_assert_uint_eq(st.rows_failed, 10);
+	ck_assert_int_eq(sqlite3_exec(other, "COMMIT", NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(other);
+	store_tick(s);
+	verdicts(s, &p, 5, 0, LEAK_NONE, "x");
+	store_commit(s);
+	store_stats(s, &st);
+	ck_assert_int_eq(st.degraded, 0);
+	store_close(s);
+	ck_assert_int_eq(q("SELECT count(*) FROM records"), 5);
+}
+END_TEST
+
 static Suite *store_suite(void)
 {
 	Suite *s = suite_create("store");
@@ -1136,7 +1166,8 @@ static Suite *store_suite(void)
 	    {"retention",
 	     {test_retention_by_age, test_retention_by_size,
 	      test_retention_by_size_without_records}},
-	    {"disk full", {test_disk_full, test_disk_full_ids}},
+	    {"disk full",
+	     {test_disk_full, test_disk_full_ids, test_other_writer}},
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
