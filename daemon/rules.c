@@ -64,6 +64,7 @@ struct pnode {
 /* What judging one record found. */
 struct judgement {
 	struct req *owner; /* request(cause), the record's rid */
+	struct req *truth; /* the same through true parents (model) */
 	struct req *said;  /* request(ctx or prev), its rid_ctx */
 	struct req *victim, *source;
 	enum leak_class leak;
@@ -264,6 +265,7 @@ static uint64_t next_rid(struct rules *r)
 static struct req *resolve(struct rules *r, uint64_t ctx)
 {
 	struct scope *s;
+	struct ended *e;
 	struct req *q;
 
 	if (ctx == 0)
@@ -271,9 +273,9 @@ static struct req *resolve(struct rules *r, uint64_t ctx)
 	s = scope_find(r, ctx);
 	if (s != NULL)
 		return pin(s->req);
-	q = ended_find(r, ctx);
-	if (q != NULL)
-		return pin(q);
+	e = ended_find(r, ctx);
+	if (e != NULL)
+		return pin(e->req);
 	q = rules_alloc(r, sizeof(*q));
 	if (q == NULL)
 		return NULL;
@@ -282,8 +284,27 @@ static struct req *resolve(struct rules *r, uint64_t ctx)
 	q->root.ctx = ctx;
 	q->root.req = q;
 	pin(q);
-	ended_insert(r, ctx, q);
+	ended_insert(r, ctx, q, q);
 	return q;
+}
+
+/* The request whose code truly runs under ctx: like request(ctx), but
+ * following the cause at each child's BEGIN rather than its prev, so that
+ * the model does not depend on the backend.  Pinned. */
+static struct req *resolve_truth(struct rules *r, uint64_t ctx)
+{
+	struct scope *s;
+	struct ended *e;
+
+	if (ctx == 0)
+		return NULL;
+	s = scope_find(r, ctx);
+	if (s != NULL)
+		return pin(scope_truth(s));
+	e = ended_find(r, ctx);
+	if (e != NULL)
+		return pin(e->truth);
+	return resolve(r, ctx);
 }
 
 static struct req_more *more(struct rules *r, struct req *q)
@@ -375,9 +396,10 @@ static struct req *req_begin(struct rules *r, const struct proto_record *rec)
 	return q;
 }
 
-/* A child scope of request q (which may be retired or unknown). */
+/* A child scope of request q (which may be retired or unknown), begun
+ * by the code of request truth. */
 static void child_begin(struct rules *r, const struct proto_record *rec,
-			struct req *q)
+			struct req *q, struct req *truth)
 {
 	struct scope *s;
 
@@ -386,6 +408,7 @@ static void child_begin(struct rules *r, const struct proto_record *rec,
 	if (s == NULL)
 		return;
 	fill_scope(s, rec, iname_get(r, rec->name), q);
+	s->truth = pin(truth);
 	if (scope_open(r, s) == -1) {
 		scope_free(r, s);
 		return;
@@ -424,12 +447,11 @@ static void note_thread(struct rules *r, struct req *q, uint64_t tid)
 	/* Past RULES_MAX_THREADS each move to a thread not kept counts. */
 	if (m->nkept < RULES_MAX_THREADS)
 		m->threads[m->nkept++] = tid;
-	else if (tid == q->last_tid)
+	else if (tid == m->last_unkept)
 		return;
-	if (++q->nthreads == 2 && !q->handed_off) {
-		q->handed_off = 1;
-		r->model_handed_off++;
-	}
+	else
+		m->last_unkept = tid;
+	q->nthreads++;
 }
 
 static void note_record(struct rules *r, struct req *q, uint64_t tid)
@@ -438,7 +460,6 @@ static void note_record(struct rules *r, struct req *q, uint64_t tid)
 		return;
 	q->nrecords++;
 	note_thread(r, q, tid);
-	model_note(r, q, tid);
 }
 
 static char *dup_str(struct rules *r, struct proto_str s)
@@ -567,7 +588,7 @@ static void report_unclosed(struct rules *r, struct scope *s,
 	rec.name = iname_str(s->name);
 	report(r, LEAK_UNCLOSED, &rec, q, NULL, reason, NULL);
 	scope_close(r, s);
-	ended_insert(r, s->ctx, q);
+	ended_insert(r, s->ctx, q, scope_truth(s));
 	if (!s->is_root)
 		scope_free(r, s);
 	req_scope_gone(r, q, 0);
@@ -598,6 +619,7 @@ static void judge_request_begin(struct rules *r, const struct proto_record *rec,
 				struct judgement *j)
 {
 	j->owner = pin(req_begin(r, rec));
+	j->truth = pin(j->owner);
 	if (rec->prev == 0 || j->owner == NULL || j->said == NULL)
 		return;
 	if (j->said->ended && j->said->end_ts < rec->ts)
@@ -620,33 +642,38 @@ static void judge_begin(struct rules *r, const struct proto_record *rec,
 		return;
 	}
 	j->owner = resolve(r, rec->cause);
+	j->truth = resolve_truth(r, rec->cause);
 	if (rec->kind == PROTO_KIND_CHILD)
 		judge_work(rec, rec->prev, j);
 	if (!opens)
 		return;
 	if (rec->prev != 0) {
 		if (j->said != NULL)
-			child_begin(r, rec, j->said);
+			child_begin(r, rec, j->said, j->truth);
 		return;
 	}
 	/* A child begun with nothing current is a request of its own; it
 	 * is also the true owner of its BEGIN when nothing was. */
 	q = req_begin(r, rec);
-	if (j->owner == NULL)
+	if (j->owner == NULL) {
 		j->owner = pin(q);
+		j->truth = pin(q);
+	}
 }
 
 static void judge_end(struct rules *r, const struct proto_record *rec,
 		      struct judgement *j)
 {
 	struct scope *s = scope_find(r, rec->ctx);
+	struct ended *e;
 	struct req *q, *truth;
 
 	j->mn.scope_name = (struct proto_str){NULL, 0};
+	j->truth = resolve_truth(r, rec->cause);
 	if (s == NULL) {
-		q = ended_find(r, rec->ctx);
-		j->mn.why = q && q->state != REQ_UNKNOWN ? MISNEST_ENDED
-							 : MISNEST_UNKNOWN;
+		e = ended_find(r, rec->ctx);
+		j->mn.why = e && e->req->state != REQ_UNKNOWN ? MISNEST_ENDED
+							      : MISNEST_UNKNOWN;
 		j->owner = resolve(r, rec->ctx);
 		j->said = pin(j->owner);
 		j->leak = LEAK_MISNEST;
@@ -673,7 +700,7 @@ static void judge_end(struct rules *r, const struct proto_record *rec,
 		q->ended = 1;
 		q->end_ts = rec->ts;
 	}
-	ended_insert(r, s->ctx, q);
+	ended_insert(r, s->ctx, q, scope_truth(s));
 	req_scope_gone(r, q, rec->ts);
 	/* The name outlives the scope: the detail is written later. */
 	if (!s->is_root) {
@@ -788,6 +815,7 @@ static void judge(struct rules *r, struct pnode *n)
 		break;
 	default:
 		j.owner = resolve(r, rec->cause);
+		j.truth = resolve_truth(r, rec->cause);
 		j.said = resolve(r, rec->ctx);
 		if (rec->type == PROTO_TAG || rec->type == PROTO_EVENT)
 			judge_work(rec, rec->ctx, &j);
@@ -796,11 +824,14 @@ static void judge(struct rules *r, struct pnode *n)
 		break;
 	}
 	note_record(r, j.owner, rec->tid);
+	if (j.truth != NULL && j.truth->state == REQ_LIVE)
+		model_note(r, j.truth, rec->tid);
 	if (j.leak != LEAK_NONE)
 		report(r, j.leak, rec, j.victim, j.source,
 		       (enum rules_unclosed_reason)0, &j.mn);
 	deliver(r, rec, &j);
 	unpin(r, j.owner);
+	unpin(r, j.truth);
 	unpin(r, j.said);
 	unpin(r, j.victim);
 	unpin(r, j.source);

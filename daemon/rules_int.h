@@ -37,7 +37,10 @@ struct scope {
 	uint64_t begin_ts;
 	uint64_t tid;
 	struct iname *name;
-	struct req *req;	     /* request(ctx), fixed at BEGIN */
+	struct req *req;   /* request(ctx), fixed at BEGIN */
+	struct req *truth; /* held: the request whose code began it, for
+			      the model; NULL for a root (it is its own)
+			      or a child of no request's code */
 	struct scope *older, *newer; /* open scopes in judging order */
 	uint32_t site;
 	uint8_t is_root; /* embedded in its request */
@@ -94,6 +97,7 @@ struct req_more {
 			      thread (or a first that is not the root's)
 			      ran its code */
 	uint32_t nkept;
+	uint64_t last_unkept; /* past RULES_MAX_THREADS */
 	uint32_t nheld, held_cap;
 	struct hrec *held;
 	struct arena strings;
@@ -125,6 +129,7 @@ struct req {
 struct ended {
 	uint64_t ctx;
 	struct req *req;
+	struct req *truth; /* scope_truth() when it ended */
 };
 
 /* A thread, for the model: which request's code ran on it last. */
@@ -190,14 +195,16 @@ void scopes_free_slabs(struct rules *r);
 int scope_open(struct rules *r, struct scope *s);
 void scope_close(struct rules *r, struct scope *s);
 struct scope *scope_find(const struct rules *r, uint64_t ctx);
+struct req *scope_truth(const struct scope *s);
 
 struct iname *iname_get(struct rules *r, struct proto_str s);
 void iname_put(struct rules *r, struct iname *n);
 void inames_free(struct rules *r);
 struct proto_str iname_str(const struct iname *n);
 
-struct req *ended_find(const struct rules *r, uint64_t ctx);
-int ended_insert(struct rules *r, uint64_t ctx, struct req *q);
+struct ended *ended_find(const struct rules *r, uint64_t ctx);
+int ended_insert(struct rules *r, uint64_t ctx, struct req *q,
+		 struct req *truth);
 void ended_free(struct rules *r);
 
 char *arena_alloc(struct rules *r, struct arena *a, size_t size);

@@ -45,6 +45,10 @@ void model_note(struct rules *r, struct req *q, uint64_t tid)
 
 	if (t == NULL)
 		return;
+	if (q->last_tid != 0 && q->last_tid != tid && !q->handed_off) {
+		q->handed_off = 1;
+		r->model_handed_off++;
+	}
 	if (t->last_rid != q->rid) {
 		t->last_rid = q->rid;
 		/* Back on a thread where another request ran since. */

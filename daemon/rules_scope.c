@@ -176,6 +176,9 @@ void scope_free(struct rules *r, struct scope *s)
 {
 	iname_put(r, s->name);
 	s->name = NULL;
+	if (s->truth != NULL)
+		req_put(r, s->truth);
+	s->truth = NULL;
 	s->newer = r->free_scopes;
 	r->free_scopes = s;
 }
@@ -227,6 +230,11 @@ struct scope *scope_find(const struct rules *r, uint64_t ctx)
 	uint64_t **hit = ptab_find(&r->open, ctx);
 
 	return hit ? (struct scope *)*hit : NULL;
+}
+
+struct req *scope_truth(const struct scope *s)
+{
+	return s->is_root ? s->req : s->truth;
 }
 
 /* ------------------------------------------------------------ names */
@@ -342,11 +350,11 @@ void req_put(struct rules *r, struct req *q)
 	rules_release(r, q, sizeof(*q));
 }
 
-struct req *ended_find(const struct rules *r, uint64_t ctx)
+struct ended *ended_find(const struct rules *r, uint64_t ctx)
 {
 	uint64_t **hit = ptab_find(&r->ended_tab, ctx);
 
-	return hit ? ((struct ended *)*hit)->req : NULL;
+	return hit ? (struct ended *)*hit : NULL;
 }
 
 /* The table points into the ring, so a larger ring is indexed anew. */
@@ -384,44 +392,57 @@ static void ended_evict_oldest(struct rules *r)
 
 	ptab_remove(&r->ended_tab, e->ctx);
 	req_put(r, e->req);
+	if (e->truth != NULL)
+		req_put(r, e->truth);
 	r->ring_head = (r->ring_head + 1) % r->ring_cap;
 	r->ring_count--;
 	r->stats.ended_scopes--;
 }
 
-int ended_insert(struct rules *r, uint64_t ctx, struct req *q)
+static void ended_set(struct rules *r, struct ended *e, struct req *q,
+		      struct req *truth)
 {
-	uint64_t **hit = ptab_find(&r->ended_tab, ctx);
-	struct ended *e;
+	struct req *old = e->req, *old_truth = e->truth;
+
+	e->req = q;
+	e->truth = truth;
+	q->refs++;
+	if (truth != NULL)
+		truth->refs++;
+	if (old != NULL)
+		req_put(r, old);
+	if (old_truth != NULL)
+		req_put(r, old_truth);
+}
+
+int ended_insert(struct rules *r, uint64_t ctx, struct req *q,
+		 struct req *truth)
+{
+	struct ended *e = ended_find(r, ctx);
 
 	if (r->cfg.max_ended_scopes == 0)
 		return 0;
-	q->refs++;
-	if (hit != NULL) {
-		e = (struct ended *)*hit;
-		req_put(r, e->req);
-		e->req = q;
+	if (e != NULL) {
+		ended_set(r, e, q, truth);
 		return 0;
 	}
 	if (r->ring_count == r->ring_cap) {
 		if (r->ring_cap < r->cfg.max_ended_scopes) {
 			if (ring_grow(r) == -1)
-				goto fail;
+				return -1;
 		} else {
 			ended_evict_oldest(r);
 		}
 	}
 	e = &r->ring[(r->ring_head + r->ring_count) % r->ring_cap];
 	e->ctx = ctx;
-	e->req = q;
 	if (ptab_insert(r, &r->ended_tab, &e->ctx) == -1)
-		goto fail;
+		return -1;
+	e->req = e->truth = NULL;
+	ended_set(r, e, q, truth);
 	r->ring_count++;
 	r->stats.ended_scopes++;
 	return 0;
-fail:
-	req_put(r, q);
-	return -1;
 }
 
 void ended_free(struct rules *r)

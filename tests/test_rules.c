@@ -1238,6 +1238,37 @@ START_TEST(test_model_thread_pool)
 }
 END_TEST
 
+/* Under `global`, a child begun by A's code is attached to B, the request
+ * the slot held; the model still follows the true owner, so it sees
+ * thread-per-request, not B handed between threads. */
+START_TEST(test_model_ignores_backend)
+{
+	struct rules *r = engine(NULL);
+	struct rules_model m;
+	const struct proto_record recs[] = {
+	    BEGIN(1, 1, A, 0, 0, "a"),
+	    BEGIN(2, 2, B, 0, A, "b"),	   /* overlap */
+	    CHILD(3, 1, 0xa2, A, B, "db"), /* bleed */
+	    TAG(4, 1, 0xa2, 0xa2, "rows", "1"),
+	    END(5, 1, 0xa2, 0xa2, 0xa2),
+	    EVENT(6, 2, B, B, "e"),
+	    END(7, 2, B, B, B),
+	    END(8, 1, A, A, A),
+	};
+
+	RUN(r, recs);
+	ck_assert_uint_eq(got.nfindings, 2);
+	/* The rules follow the backend's tree: db's records are B's. */
+	ck_assert_uint_eq(request_of(B)->nthreads, 2);
+	ck_assert_str_eq(tag_of(request_of(B), "rows")->value, "1");
+	rules_model(r, &m);
+	ck_assert_str_eq(m.model, "thread-per-request");
+	ck_assert_str_eq(m.recommend, "thread");
+	ck_assert_uint_eq(m.handed_off, 0);
+	rules_free(r);
+}
+END_TEST
+
 START_TEST(test_model_unknown)
 {
 	struct rules *r = engine(NULL);
@@ -1437,6 +1468,7 @@ static Suite *rules_suite(void)
 	tcase_add_test(tc, test_model_thread_per_request);
 	tcase_add_test(tc, test_model_event_loop);
 	tcase_add_test(tc, test_model_thread_pool);
+	tcase_add_test(tc, test_model_ignores_backend);
 	tcase_add_test(tc, test_model_unknown);
 	suite_add_tcase(s, tc);
 
