@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -51,6 +52,36 @@ static double now_sec(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds of the calling thread: on a shared machine, records per CPU
+ * second compare the parts where wall-clock rates depend on the load. */
+static double thread_cpu_sec(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds of the children reaped so far (the daemons). */
+static double children_cpu_sec(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_CHILDREN, &ru);
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* Records per wall-clock second and per CPU second of the part measured. */
+struct rate {
+	double wall, cpu;
+};
+
+static struct rate rate_of(size_t n, double wall, double cpu)
+{
+	return (struct rate){(double)n / wall, (double)n / cpu};
 }
 
 static void die(const char *what)
@@ -183,7 +214,7 @@ static void *write_all_thread(void *arg)
 	return NULL;
 }
 
-static double bench_decode(const struct stream *s)
+static struct rate bench_decode(const struct stream *s)
 {
 	static unsigned char buf[64 * 1024];
 	struct proto_decoder *dec = proto_decoder_new(NULL);
@@ -193,12 +224,13 @@ static double bench_decode(const struct stream *s)
 	pthread_t th;
 	ssize_t n;
 	int sv[2];
-	double t0;
+	double t0, c0;
 
 	if (dec == NULL || socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == -1)
 		die("socketpair");
 	w.fd = sv[0];
 	t0 = now_sec();
+	c0 = thread_cpu_sec();
 	pthread_create(&th, NULL, write_all_thread, &w);
 	while ((n = read(sv[1], buf, sizeof buf)) > 0) {
 		if (proto_decoder_feed(dec, buf, (size_t)n) != 0)
@@ -208,13 +240,14 @@ static double bench_decode(const struct stream *s)
 			    !msg.is_hello && msg.rec.type != PROTO_WATERMARK;
 	}
 	t0 = now_sec() - t0;
+	c0 = thread_cpu_sec() - c0;
 	pthread_join(th, NULL);
 	close(sv[0]);
 	close(sv[1]);
 	proto_decoder_free(dec);
 	if (decoded != s->n)
 		die("socket + decode: record count differs");
-	return (double)s->n / t0;
+	return rate_of(s->n, t0, c0);
 }
 
 /* ---------------------------------------------------------- (b) raw SQLite */
@@ -261,12 +294,12 @@ static void insert_row(sqlite3_stmt *st, const struct proto_record *r,
 	sqlite3_reset(st);
 }
 
-static double bench_sqlite(const struct stream *s, const char *dir)
+static struct rate bench_sqlite(const struct stream *s, const char *dir)
 {
 	char path[256];
 	sqlite3 *db;
 	sqlite3_stmt *st;
-	double t0;
+	double t0, c0;
 
 	snprintf(path, sizeof path, "%s/raw.db", dir);
 	if (sqlite3_open(path, &db) != SQLITE_OK ||
@@ -279,6 +312,7 @@ static double bench_sqlite(const struct stream *s, const char *dir)
 			       -1, &st, NULL) != SQLITE_OK)
 		die(sqlite3_errmsg(db));
 	t0 = now_sec();
+	c0 = thread_cpu_sec();
 	for (size_t i = 0; i < s->n; i++) {
 		if (i % 10000 == 0)
 			sqlite3_exec(db, i == 0 ? "BEGIN" : "COMMIT; BEGIN",
@@ -287,37 +321,41 @@ static double bench_sqlite(const struct stream *s, const char *dir)
 	}
 	sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
 	t0 = now_sec() - t0;
+	c0 = thread_cpu_sec() - c0;
 	sqlite3_finalize(st);
 	sqlite3_close(db);
-	return (double)s->n / t0;
+	return rate_of(s->n, t0, c0);
 }
 
 /* ------------------------------------------------------- (c, d) ctxleakd */
 
-static double bench_daemon(const struct stream *s, const char *keep,
-			   int64_t *records_stored, int64_t *requests_stored)
+static struct rate bench_daemon(const struct stream *s, const char *keep,
+				int64_t *records_stored,
+				int64_t *requests_stored)
 {
 	const char *args[] = {"--keep", keep, "--log-level", "warn", NULL};
 	struct harness_daemon d;
-	double t0;
+	double t0, c0;
 	int fd, st;
 
 	if (harness_start(&d, args) == -1)
 		die(harness_error());
 	t0 = now_sec();
+	c0 = children_cpu_sec();
 	fd = harness_connect(&d);
 	if (fd == -1 || harness_write_all(fd, s->bytes, s->len) == -1)
 		die(harness_error());
 	close(fd);
 	st = harness_stop(&d);
 	t0 = now_sec() - t0;
+	c0 = children_cpu_sec() - c0;
 	if (st != 0)
 		die("ctxleakd did not stop cleanly");
 	*records_stored = harness_query_int(&d, "SELECT count(*) FROM records");
 	*requests_stored =
 	    harness_query_int(&d, "SELECT count(*) FROM requests");
 	harness_cleanup(&d);
-	return (double)s->n / t0;
+	return rate_of(s->n, t0, c0);
 }
 
 /* ---------------------------------------------------------- RSS per scope */
@@ -405,11 +443,16 @@ static void bench_rss(void)
 	free(buf);
 }
 
+static void print_rate(const char *what, struct rate r)
+{
+	printf("%-24s %10.0f %14.0f\n", what, r.wall, r.cpu);
+}
+
 int main(int argc, char **argv)
 {
 	size_t want = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000;
 	char dir[] = "/tmp/ctxleak-bench-XXXXXX";
-	double decode, raw, all, leaky;
+	struct rate decode, raw, all, leaky;
 	int64_t all_rows, all_reqs, leaky_rows, leaky_reqs;
 	struct stream s;
 	char cmd[64];
@@ -426,15 +469,19 @@ int main(int argc, char **argv)
 	all = bench_daemon(&s, "all", &all_rows, &all_reqs);
 	leaky = bench_daemon(&s, "leaky", &leaky_rows, &leaky_reqs);
 
-	printf("(a) socket + decode      %10.0f records/s\n", decode);
-	printf("(b) raw SQLite inserts   %10.0f records/s\n", raw);
-	printf("(c) ctxleakd keep=all    %10.0f records/s  %5.1f%% of (b) "
-	       "(target >= 70%%)  stored %lld records, %lld requests\n",
-	       all, 100 * all / raw, (long long)all_rows, (long long)all_reqs);
-	printf("(d) ctxleakd keep=leaky  %10.0f records/s  %5.1f%% of (a) "
-	       "(target >= 50%%)  stored %lld records, %lld requests\n",
-	       leaky, 100 * leaky / decode, (long long)leaky_rows,
-	       (long long)leaky_reqs);
+	printf("                          records/s  records/CPU-s\n");
+	print_rate("(a) socket + decode", decode);
+	print_rate("(b) raw SQLite inserts", raw);
+	print_rate("(c) ctxleakd keep=all", all);
+	print_rate("(d) ctxleakd keep=leaky", leaky);
+	printf("(c)/(b) %5.1f%% wall, %5.1f%% CPU (target >= 70%%); stored "
+	       "%lld records, %lld requests\n",
+	       100 * all.wall / raw.wall, 100 * all.cpu / raw.cpu,
+	       (long long)all_rows, (long long)all_reqs);
+	printf("(d)/(a) %5.1f%% wall, %5.1f%% CPU (target >= 50%%); stored "
+	       "%lld records, %lld requests\n",
+	       100 * leaky.wall / decode.wall, 100 * leaky.cpu / decode.cpu,
+	       (long long)leaky_rows, (long long)leaky_reqs);
 	bench_rss();
 
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
