@@ -24,7 +24,8 @@
 #define READ_CHUNK (64 * 1024)
 /* Reads per wakeup before yielding to the other connections. */
 #define READS_PER_WAKEUP 16
-/* Client site IDs are small and dense (the library counts from 1); a
+/* Client site IDs are small and dense (the library counts from 1), so a
+ * plain array maps them; this bounds it to 256 KiB per connection.  A
  * client that defines more gets 0 (no site) for the rest. */
 #define MAX_SITES_PER_CONN 65536
 
@@ -34,7 +35,8 @@ struct conn {
 	struct proto_decoder *dec;
 	struct ucred cred;
 	struct process *proc;
-	int64_t *sites; /* client site ID -> sites.id */
+	uint32_t *sites; /* client site ID -> sites.id (records carry 32
+			    bits) */
 	uint32_t nsites;
 	int sites_full_logged;
 	LIST_ENTRY(conn) entry;
@@ -80,7 +82,7 @@ static void conn_free(struct conn *c, const char *error)
 static void map_site(struct conn *c, uint32_t client_id, int64_t db_id)
 {
 	uint32_t n;
-	int64_t *grown;
+	uint32_t *grown;
 
 	if (client_id == 0)
 		return;
@@ -103,14 +105,14 @@ static void map_site(struct conn *c, uint32_t client_id, int64_t db_id)
 		c->sites = grown;
 		c->nsites = n;
 	}
-	c->sites[client_id] = db_id;
+	c->sites[client_id] = (uint32_t)db_id;
 }
 
 static uint32_t lookup_site(const struct conn *c, uint32_t client_id)
 {
 	if (client_id >= c->nsites)
 		return 0;
-	return (uint32_t)c->sites[client_id];
+	return c->sites[client_id];
 }
 
 static void handle_record(struct conn *c, struct proto_record *rec)
@@ -147,7 +149,7 @@ static int handle_message(struct conn *c, struct proto_msg *msg, char *error,
 			 (int)c->cred.pid, msg->hello.pid);
 	c->proc = process_attach(&msg->hello, &c->cred);
 	if (c->proc == NULL) {
-		snprintf(error, errlen, "the store could not record it");
+		snprintf(error, errlen, "HELLO not accepted");
 		return -1;
 	}
 	return 0;

@@ -20,6 +20,7 @@
 struct process {
 	uint64_t instance;
 	pid_t pid; /* the kernel's, for log lines */
+	uid_t uid;
 	struct store_proc sp;
 	struct rules *rules;
 	unsigned conns;	      /* connections attached now */
@@ -129,6 +130,14 @@ struct process *process_attach(const struct proto_hello *hello,
 	struct process *p = process_find(hello->instance);
 	int fresh = p == NULL;
 
+	/* Another user must not feed records into someone else's
+	 * process by naming its instance. */
+	if (!fresh && p->uid != cred->uid) {
+		log_warn("pid %d: instance of a process of uid %u refused for "
+			 "uid %u",
+			 (int)cred->pid, (unsigned)p->uid, (unsigned)cred->uid);
+		return NULL;
+	}
 	if (fresh && (p = process_new(hello->instance)) == NULL) {
 		log_error("pid %d: out of memory", (int)cred->pid);
 		return NULL;
@@ -144,6 +153,7 @@ struct process *process_attach(const struct proto_hello *hello,
 		p->linger = NULL;
 	}
 	p->pid = cred->pid;
+	p->uid = cred->uid;
 	p->conns++;
 	log_debug("pid %d: %s process %llu", (int)cred->pid,
 		  fresh ? "new" : "continues", (unsigned long long)p->sp.id);

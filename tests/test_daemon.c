@@ -601,6 +601,50 @@ START_TEST(test_reconnection_continues_process)
 }
 END_TEST
 
+/* The child, as another user, names the instance of the parent's
+ * connection: 0 when the daemon closes its connection. */
+static int hijack_instance(const struct harness_daemon *d)
+{
+	int fd;
+
+	if (setgid(65534) == -1 || setuid(65534) == -1)
+		return 2;
+	fd = harness_connect(d);
+	if (fd == -1 || harness_send_hello(fd, 4721, 0) == -1)
+		return 3;
+	return harness_wait_closed(fd) == 0 ? 0 : 4;
+}
+
+START_TEST(test_instance_of_another_uid_refused)
+{
+	struct harness_daemon d;
+	pid_t pid;
+	int fd;
+
+	if (geteuid() != 0)
+		return; /* needs a second user */
+	START(&d, "--keep", "all", "--log-level", "debug");
+	ck_assert_int_eq(chmod(d.dir, 0755), 0);
+	ck_assert_int_eq(chmod(d.socket, 0666), 0);
+	fd = harness_connect(&d);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(harness_send_hello(fd, 4721, 0), 0);
+	ck_assert_msg(harness_wait_log(&d, "new process", 1) == 0, "%s",
+		      harness_error());
+	pid = fork();
+	if (pid == 0)
+		_exit(hijack_instance(&d));
+	ck_assert_int_eq(harness_client_wait(pid), 0);
+	close(fd);
+	STOP_OK(&d);
+	assert_log_has(&d, "refused for uid 65534");
+	ck_assert_int_eq(query_int(&d, "SELECT connections FROM processes "
+				       "WHERE instance = 4721"),
+			 1);
+	harness_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_sigterm_drains)
 {
 	enum { N = 5000 };
@@ -930,6 +974,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(input, test_string_limit_closes_connection);
 	tcase_add_test(input, test_max_open_scopes);
 	tcase_add_test(input, test_max_request_age);
+	tcase_add_test(input, test_instance_of_another_uid_refused);
 	tcase_add_test(input, test_kernel_pid_wins);
 	tcase_add_test(input, test_reconnection_continues_process);
 	tcase_add_test(lifecycle, test_sigterm_drains);
