@@ -856,6 +856,31 @@ START_TEST(test_sighup_reopens_log_file)
 }
 END_TEST
 
+START_TEST(test_journal_prefixes)
+{
+	struct harness_daemon d;
+	char stream[64];
+	struct stat st;
+	FILE *f;
+
+	ck_assert_int_eq(harness_prepare(&d), 0);
+	/* journald tells its streams apart by device and inode. */
+	f = fopen(d.log, "w");
+	ck_assert_ptr_nonnull(f);
+	fclose(f);
+	ck_assert_int_eq(stat(d.log, &st), 0);
+	snprintf(stream, sizeof stream, "%llu:%llu",
+		 (unsigned long long)st.st_dev, (unsigned long long)st.st_ino);
+	setenv("JOURNAL_STREAM", stream, 1);
+	ck_assert_msg(harness_launch(&d, NULL) == 0, "%s", harness_error());
+	unsetenv("JOURNAL_STREAM");
+	STOP_OK(&d);
+	assert_log_has(&d, "<6>ctxleakd 0.1.0 ready");
+	assert_log_has(&d, "\n<6>stopped: ");
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* Reads one datagram from the notify socket, waiting at most the
  * harness's timeout.  "" on timeout. */
 static void read_notify(int fd, char *buf, size_t len)
@@ -984,6 +1009,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(lifecycle, test_max_connections);
 	tcase_add_test(lifecycle, test_sighup_reopens_log_file);
 	tcase_add_test(lifecycle, test_sd_notify);
+	tcase_add_test(lifecycle, test_journal_prefixes);
 	tcase_add_test(cli, test_help_and_version);
 	tcase_add_test(cli, test_bad_options);
 	suite_add_tcase(s, findings);
