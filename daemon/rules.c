@@ -392,7 +392,6 @@ static struct req *req_begin(struct rules *r, const struct proto_record *rec)
 		return NULL;
 	}
 	r->stats.requests_live++;
-	r->model_requests++;
 	return q;
 }
 
@@ -620,6 +619,8 @@ static void judge_request_begin(struct rules *r, const struct proto_record *rec,
 {
 	j->owner = pin(req_begin(r, rec));
 	j->truth = pin(j->owner);
+	if (j->owner != NULL)
+		r->model_requests++;
 	if (rec->prev == 0 || j->owner == NULL || j->said == NULL)
 		return;
 	if (j->said->ended && j->said->end_ts < rec->ts)
@@ -655,9 +656,15 @@ static void judge_begin(struct rules *r, const struct proto_record *rec,
 	/* A child begun with nothing current is a request of its own; it
 	 * is also the true owner of its BEGIN when nothing was. */
 	q = req_begin(r, rec);
+	if (q == NULL)
+		return;
 	if (j->owner == NULL) {
 		j->owner = pin(q);
 		j->truth = pin(q);
+		r->model_requests++;
+	} else {
+		/* In truth it is part of the request whose code began it. */
+		q->root.truth = pin(j->truth);
 	}
 }
 

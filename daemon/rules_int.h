@@ -39,8 +39,8 @@ struct scope {
 	struct iname *name;
 	struct req *req;   /* request(ctx), fixed at BEGIN */
 	struct req *truth; /* held: the request whose code began it, for
-			      the model; NULL for a root (it is its own)
-			      or a child of no request's code */
+			      the model; NULL for a child of no request's
+			      code, and for a root that is its own */
 	struct scope *older, *newer; /* open scopes in judging order */
 	uint32_t site;
 	uint8_t is_root; /* embedded in its request */

@@ -234,7 +234,7 @@ struct scope *scope_find(const struct rules *r, uint64_t ctx)
 
 struct req *scope_truth(const struct scope *s)
 {
-	return s->is_root ? s->req : s->truth;
+	return s->truth != NULL || !s->is_root ? s->truth : s->req;
 }
 
 /* ------------------------------------------------------------ names */
@@ -347,6 +347,8 @@ void req_put(struct rules *r, struct req *q)
 	if (--q->refs > 0)
 		return;
 	iname_put(r, q->root.name);
+	if (q->root.truth != NULL)
+		req_put(r, q->root.truth);
 	rules_release(r, q, sizeof(*q));
 }
 

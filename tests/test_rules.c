@@ -1269,6 +1269,41 @@ START_TEST(test_model_ignores_backend)
 }
 END_TEST
 
+/* A worker whose thread-local slot is empty begins a child for A's job:
+ * the child is a request of its own by the rules (and lost), but the
+ * model still sees one request handed to the worker, not two
+ * interleaving. */
+START_TEST(test_model_child_without_backend)
+{
+	struct rules *r = engine(NULL);
+	struct rules_model m;
+	const struct proto_record recs[] = {
+	    BEGIN(1, 1, A, 0, 0, "a"),
+	    RESUME(2, 2, 0, A),
+	    CHILD(3, 2, 0xa2, A, 0, "db"), /* lost */
+	    EVENT(4, 2, 0xa2, 0xa2, "rows"),
+	    END(5, 2, 0xa2, 0xa2, 0xa2),
+	    TAG(6, 2, 0, A, "status", "200"), /* lost */
+	    END(7, 2, A, A, 0),		      /* misnest */
+	    SUSPEND(8, 2, 0, A),
+	};
+
+	RUN(r, recs);
+	ck_assert_uint_eq(got.nfindings, 3);
+	check_finding(0, LEAK_LOST, A, 0);
+	check_finding(1, LEAK_LOST, A, 0);
+	check_finding(2, LEAK_MISNEST, A, 0);
+	ck_assert_uint_eq(got.nrequests, 2);
+	ck_assert_str_eq(request_of(0xa2)->name, "db");
+	rules_model(r, &m);
+	ck_assert_str_eq(m.model, "thread-pool");
+	ck_assert_uint_eq(m.requests, 1);
+	ck_assert_uint_eq(m.interleaved, 0);
+	ck_assert_uint_eq(m.handed_off, 1);
+	rules_free(r);
+}
+END_TEST
+
 START_TEST(test_model_unknown)
 {
 	struct rules *r = engine(NULL);
@@ -1469,6 +1504,7 @@ static Suite *rules_suite(void)
 	tcase_add_test(tc, test_model_event_loop);
 	tcase_add_test(tc, test_model_thread_pool);
 	tcase_add_test(tc, test_model_ignores_backend);
+	tcase_add_test(tc, test_model_child_without_backend);
 	tcase_add_test(tc, test_model_unknown);
 	suite_add_tcase(s, tc);
 
