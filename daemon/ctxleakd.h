@@ -39,9 +39,10 @@ void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn)
 
 /* The only module that speaks SQL.  Schema: daemon/SCHEMA.md.  Every write
  * goes into one open transaction that store_tick commits every commit_ms or
- * commit_rows rows; a failed write (disk full, I/O error) rolls that
- * transaction back, counts its rows in rows_failed and never reaches the
- * caller, who goes on as if nothing happened. */
+ * commit_rows rows.  A failed write (disk full, I/O error, another writer's
+ * lock) rolls that transaction back and counts its rows in rows_failed;
+ * the writing functions return nothing, so the caller goes on as before,
+ * and the store writes again from the next tick. */
 
 struct store_config {
 	const char *path;
