@@ -11,7 +11,8 @@
  * take the daemon down: the transaction is rolled back, its rows are
  * counted as failed, the store is marked degraded (logged once per
  * episode), rows are refused until the next tick, and from then on writing
- * resumes as normal; the first commit that succeeds ends the episode.
+ * resumes as normal; the first commit of rows that succeeds ends the
+ * episode.
  *
  * Schema and migrations: store_schema.c; retention: store_retain.c; the
  * contract with the people and the CLI that read the file: SCHEMA.md.
