@@ -297,11 +297,13 @@ void cl_emit(struct proto_record *r)
 		c = b->wchunk;
 		pos = 0;
 	}
+	/* A dropped record is done with too: the watermark promises only
+	 * what was not dropped, and DROPPED accounts for the rest. */
+	atomic_store_explicit(&b->last_ts, r->ts, memory_order_relaxed);
 	if (CL_UNLIKELY(!n || ((int64_t)n > b->credit && !take_credit(b, n)))) {
 		drop(b, r->ts);
 	} else {
 		b->credit -= (int64_t)n;
-		atomic_store_explicit(&b->last_ts, r->ts, memory_order_relaxed);
 		atomic_store_explicit(&c->end, pos + (uint32_t)n,
 				      memory_order_release);
 		atomic_store_explicit(

@@ -472,18 +472,23 @@ static void wait_events(uint64_t now)
 		disconnect(cl_now());
 }
 
-static void ship_once(uint64_t now, uint64_t req)
+/* One round; returns whether the flush request req has been served. */
+static int ship_once(uint64_t now, uint64_t req)
 {
 	/* Shutting down, the daemon has only STOP_WAIT to appear. */
 	if (ship.fd < 0 &&
 	    (now >= ship.next_connect || atomic_load(&ship.stop)))
 		connect_daemon(now);
+	if (ship.fd >= 0 && send_pending())
+		disconnect(now);
 	if (ship.fd < 0)
-		return;
-	if (all_sent() && batch_due(now, req))
-		build_batch(now);
+		return 1; /* nothing can be shipped now */
+	if (!all_sent() || !batch_due(now, req))
+		return req <= ship.flush_done;
+	build_batch(now);
 	if (send_pending())
 		disconnect(now);
+	return 1;
 }
 
 static int finished(uint64_t now)
@@ -506,8 +511,8 @@ static void *ship_main(void *arg)
 	for (;;) {
 		now = cl_now();
 		req = flush_requested();
-		ship_once(now, req);
-		flush_answer(req);
+		if (ship_once(now, req))
+			flush_answer(req);
 		if (finished(now))
 			break;
 		pthread_mutex_unlock(&ship.mu);

@@ -1,0 +1,1356 @@
+/*
+ * test_client.c: libctxleak against a real listener.
+ *
+ * The "daemon" here is a thread of the test: it listens on an AF_UNIX
+ * socket in a temporary directory, decodes every connection with proto's
+ * decoder and keeps each message, so that a test asserts on exactly what
+ * went over the wire.  Check forks every test, which gives each one a
+ * fresh library (its state is per process).  Every wait polls with a
+ * generous timeout; nothing depends on timing.
+ */
+#include <check.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctxleak.h"
+#include "proto.h"
+
+#define WAIT_MS	  20000
+#define MAX_CONNS 32
+
+/* ------------------------------------------------------------ listener */
+
+/* One decoded message, with its strings copied out of the decoder. */
+struct tmsg {
+	int hello;
+	struct proto_hello h;
+	struct proto_record r;
+	char *owned[6];
+};
+
+struct tconn {
+	int fd; /* -1 once closed */
+	struct proto_decoder *dec;
+	struct tmsg *m;
+	size_t n, cap;
+	size_t records; /* not counting HELLO */
+	int error;	/* a decoder status < 0 */
+};
+
+struct listener {
+	char dir[64], path[108];
+	int lfd;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	struct tconn c[MAX_CONNS];
+	int nconns;
+	_Atomic int stop;
+	/* Close a connection once it brought this many records; for this
+	 * many connections. */
+	size_t close_after;
+	int closes_left;
+};
+
+static void own(struct proto_str *s, char **slot)
+{
+	if (!s->ptr)
+		return;
+	*slot = malloc(s->len + 1);
+	ck_assert_ptr_nonnull(*slot);
+	memcpy(*slot, s->ptr, s->len);
+	(*slot)[s->len] = 0;
+	s->ptr = *slot;
+}
+
+static void keep(struct tconn *c, struct proto_msg *msg)
+{
+	struct tmsg *t;
+
+	if (c->n == c->cap) {
+		c->cap = c->cap ? c->cap * 2 : 256;
+		c->m = realloc(c->m, c->cap * sizeof(*c->m));
+		ck_assert_ptr_nonnull(c->m);
+	}
+	t = &c->m[c->n++];
+	memset(t, 0, sizeof(*t));
+	t->hello = msg->is_hello;
+	if (t->hello) {
+		t->h = msg->hello;
+		own(&t->h.app, &t->owned[0]);
+		own(&t->h.backend, &t->owned[1]);
+		own(&t->h.reason, &t->owned[2]);
+		own(&t->h.client, &t->owned[3]);
+		return;
+	}
+	c->records++;
+	t->r = msg->rec;
+	own(&t->r.name, &t->owned[0]);
+	own(&t->r.key, &t->owned[1]);
+	own(&t->r.value, &t->owned[2]);
+	own(&t->r.message, &t->owned[3]);
+	own(&t->r.file, &t->owned[4]);
+	own(&t->r.func, &t->owned[5]);
+}
+
+static void conn_read(struct listener *l, struct tconn *c)
+{
+	char buf[65536];
+	struct proto_msg msg;
+	enum proto_status st;
+	ssize_t n = read(c->fd, buf, sizeof(buf));
+
+	if (n <= 0) {
+		close(c->fd);
+		c->fd = -1;
+		return;
+	}
+	pthread_mutex_lock(&l->mu);
+	proto_decoder_feed(c->dec, buf, (size_t)n);
+	while ((st = proto_decoder_next(c->dec, &msg)) == PROTO_OK)
+		keep(c, &msg);
+	if (st < 0)
+		c->error = st;
+	if (l->close_after && l->closes_left > 0 &&
+	    c->records >= l->close_after) {
+		l->closes_left--;
+		close(c->fd);
+		c->fd = -1;
+	}
+	pthread_cond_broadcast(&l->cond);
+	pthread_mutex_unlock(&l->mu);
+}
+
+static void accept_one(struct listener *l)
+{
+	int fd = accept4(l->lfd, NULL, NULL, SOCK_CLOEXEC);
+	struct tconn *c;
+
+	if (fd < 0)
+		return;
+	ck_assert_int_lt(l->nconns, MAX_CONNS);
+	pthread_mutex_lock(&l->mu);
+	c = &l->c[l->nconns++];
+	memset(c, 0, sizeof(*c));
+	c->fd = fd;
+	c->dec = proto_decoder_new(NULL);
+	ck_assert_ptr_nonnull(c->dec);
+	pthread_mutex_unlock(&l->mu);
+}
+
+static void *listener_main(void *arg)
+{
+	struct listener *l = arg;
+	struct pollfd p[MAX_CONNS + 1];
+	int map[MAX_CONNS + 1], n;
+
+	while (!atomic_load(&l->stop)) {
+		p[0] = (struct pollfd){.fd = l->lfd, .events = POLLIN};
+		n = 1;
+		for (int i = 0; i < l->nconns; i++) {
+			if (l->c[i].fd < 0)
+				continue;
+			p[n] =
+			    (struct pollfd){.fd = l->c[i].fd, .events = POLLIN};
+			map[n++] = i;
+		}
+		if (poll(p, (nfds_t)n, 50) <= 0)
+			continue;
+		if (p[0].revents & POLLIN)
+			accept_one(l);
+		for (int i = 1; i < n; i++)
+			if (p[i].revents)
+				conn_read(l, &l->c[map[i]]);
+	}
+	return NULL;
+}
+
+static void socket_path(struct listener *l)
+{
+	strcpy(l->dir, "/tmp/ctxleak-test-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(l->dir));
+	snprintf(l->path, sizeof(l->path), "%s/ctxleak.sock", l->dir);
+}
+
+/* Listens on l->path (chosen by socket_path first). */
+static void listener_start(struct listener *l)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+
+	pthread_mutex_init(&l->mu, NULL);
+	pthread_cond_init(&l->cond, NULL);
+	strcpy(sa.sun_path, l->path);
+	l->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(l->lfd, 0);
+	ck_assert_int_eq(bind(l->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(l->lfd, 16), 0);
+	ck_assert_int_eq(pthread_create(&l->thread, NULL, listener_main, l), 0);
+}
+
+static void listener_stop(struct listener *l)
+{
+	atomic_store(&l->stop, 1);
+	pthread_join(l->thread, NULL);
+	close(l->lfd);
+	unlink(l->path);
+	rmdir(l->dir);
+}
+
+/* Polls pred under the listener's lock until it holds or WAIT_MS. */
+static int wait_for(struct listener *l, int (*pred)(struct listener *, void *),
+		    void *arg)
+{
+	struct timespec until;
+	int ok;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += WAIT_MS / 1000;
+	pthread_mutex_lock(&l->mu);
+	while (!(ok = pred(l, arg)) &&
+	       pthread_cond_timedwait(&l->cond, &l->mu, &until) != ETIMEDOUT)
+		;
+	if (!ok)
+		ok = pred(l, arg);
+	pthread_mutex_unlock(&l->mu);
+	return ok;
+}
+
+static int record_matches(const struct tmsg *t, uint8_t type, const char *name)
+{
+	if (t->hello || (type && t->r.type != type))
+		return 0;
+	return !name || (t->r.name.ptr && !strcmp(t->r.name.ptr, name));
+}
+
+static size_t count_records(struct listener *l, uint8_t type, const char *name)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < l->nconns; i++)
+		for (size_t j = 0; j < l->c[i].n; j++)
+			n += record_matches(&l->c[i].m[j], type, name);
+	return n;
+}
+
+/* Counts as messages arrive, resuming where it stopped: a wait over a
+ * long stream stays linear. */
+struct count_arg {
+	uint8_t type;	  /* 0: any record */
+	const char *name; /* EVENT name, NULL: any */
+	size_t want, have;
+	size_t pos[MAX_CONNS]; /* messages counted per connection */
+};
+
+static int enough_records(struct listener *l, void *arg)
+{
+	struct count_arg *a = arg;
+
+	for (int i = 0; i < l->nconns; i++)
+		for (; a->pos[i] < l->c[i].n; a->pos[i]++)
+			a->have += record_matches(&l->c[i].m[a->pos[i]],
+						  a->type, a->name);
+	return a->have >= a->want;
+}
+
+static int wait_records(struct listener *l, uint8_t type, const char *name,
+			size_t want)
+{
+	struct count_arg a = {.type = type, .name = name, .want = want};
+
+	return wait_for(l, enough_records, &a);
+}
+
+/* Every record's site was defined by a SITE earlier on its connection,
+ * and no connection saw a decoding error. */
+static void check_sites(struct listener *l)
+{
+	for (int i = 0; i < l->nconns; i++) {
+		static char defined[4096];
+
+		memset(defined, 0, sizeof(defined));
+		ck_assert_msg(!l->c[i].error, "conn %d: %s", i,
+			      proto_status_name(l->c[i].error));
+		for (size_t j = 0; j < l->c[i].n; j++) {
+			struct proto_record *r = &l->c[i].m[j].r;
+
+			if (l->c[i].m[j].hello)
+				continue;
+			ck_assert_uint_lt(r->site, sizeof(defined));
+			if (r->type == PROTO_SITE)
+				defined[r->site] = 1;
+			else if (r->site)
+				ck_assert_msg(defined[r->site],
+					      "site %u used before SITE",
+					      r->site);
+		}
+	}
+}
+
+/* The records of the given types in arrival order, across connections. */
+static size_t select_records(struct listener *l, unsigned types,
+			     struct proto_record **out, size_t max)
+{
+	size_t n = 0;
+
+	for (int i = 0; i < l->nconns; i++)
+		for (size_t j = 0; j < l->c[i].n && n < max; j++)
+			if (!l->c[i].m[j].hello &&
+			    (types >> l->c[i].m[j].r.type & 1))
+				out[n++] = &l->c[i].m[j].r;
+	return n;
+}
+
+#define USER_TYPES                                                             \
+	(1u << PROTO_BEGIN | 1u << PROTO_END | 1u << PROTO_TAG |               \
+	 1u << PROTO_EVENT | 1u << PROTO_RESUME | 1u << PROTO_SUSPEND)
+
+static const struct proto_hello *first_hello(struct listener *l, int conn)
+{
+	ck_assert_int_gt(l->nconns, conn);
+	ck_assert_uint_gt(l->c[conn].n, 0);
+	ck_assert(l->c[conn].m[0].hello);
+	return &l->c[conn].m[0].h;
+}
+
+/* ------------------------------------------------------------ client */
+
+static void init_client(const char *path, enum ctxleak_backend backend,
+			size_t limit, uint32_t interval_ms)
+{
+	struct ctxleak_options o;
+
+	ctxleak_options_init(&o);
+	o.socket_path = path;
+	o.backend = backend;
+	o.app = "test";
+	o.buffer_limit = limit;
+	o.flush_interval_ms = interval_ms;
+	ck_assert_int_eq(ctxleak_init(&o), CTXLEAK_OK);
+}
+
+static void start(struct listener *l, enum ctxleak_backend backend)
+{
+	memset(l, 0, sizeof(*l));
+	socket_path(l);
+	listener_start(l);
+	init_client(l->path, backend, 0, 0);
+}
+
+static void str_eq(struct proto_str s, const char *want)
+{
+	if (!want) {
+		ck_assert_ptr_null(s.ptr);
+		return;
+	}
+	ck_assert_ptr_nonnull(s.ptr);
+	ck_assert_str_eq(s.ptr, want);
+}
+
+/* --------------------------------------------------------- API records */
+
+START_TEST(test_every_call)
+{
+	struct listener l;
+	struct proto_record *r[16];
+	uint64_t req, child, token;
+	int line;
+
+	start(&l, CTXLEAK_BACKEND_THREAD);
+	line = __LINE__ + 1;
+	req = ctxleak_begin("GET /x");
+	child = ctxleak_begin_child("db");
+	ck_assert_uint_ne(req, 0);
+	ck_assert_uint_ne(child, 0);
+	ck_assert_uint_ne(req, child);
+	ck_assert_uint_eq(ctxleak_current(), child);
+	ctxleak_tag("user", "alice");
+	ctxleak_event("query", "select 1");
+	token = ctxleak_capture();
+	ck_assert_uint_eq(token, child);
+	ctxleak_end(child);
+	ck_assert_uint_eq(ctxleak_current(), req);
+	ctxleak_resume(token);
+	ctxleak_suspend();
+	ctxleak_end(req);
+	ck_assert_uint_eq(ctxleak_current(), 0);
+	ck_assert_int_eq(ctxleak_flush(), CTXLEAK_OK);
+	ck_assert(wait_records(&l, PROTO_END, NULL, 2));
+	listener_stop(&l);
+
+	check_sites(&l);
+	ck_assert_uint_eq(select_records(&l, USER_TYPES, r, 16), 8);
+	ck_assert_uint_eq(r[0]->type, PROTO_BEGIN);
+	ck_assert_uint_eq(r[0]->ctx, req);
+	ck_assert_uint_eq(r[0]->cause, 0);
+	ck_assert_uint_eq(r[0]->prev, 0);
+	ck_assert_uint_eq(r[0]->kind, PROTO_KIND_REQUEST);
+	str_eq(r[0]->name, "GET /x");
+	ck_assert_uint_eq(r[1]->type, PROTO_BEGIN);
+	ck_assert_uint_eq(r[1]->ctx, child);
+	ck_assert_uint_eq(r[1]->cause, req);
+	ck_assert_uint_eq(r[1]->prev, req);
+	ck_assert_uint_eq(r[1]->kind, PROTO_KIND_CHILD);
+	ck_assert_uint_eq(r[2]->type, PROTO_TAG);
+	ck_assert_uint_eq(r[2]->ctx, child);
+	ck_assert_uint_eq(r[2]->cause, child);
+	str_eq(r[2]->key, "user");
+	str_eq(r[2]->value, "alice");
+	ck_assert_uint_eq(r[3]->type, PROTO_EVENT);
+	str_eq(r[3]->name, "query");
+	str_eq(r[3]->message, "select 1");
+	ck_assert_uint_eq(r[4]->type, PROTO_END);
+	ck_assert_uint_eq(r[4]->ctx, child);
+	ck_assert_uint_eq(r[4]->cur, child);
+	ck_assert_uint_eq(r[5]->type, PROTO_RESUME);
+	ck_assert_uint_eq(r[5]->ctx, req);
+	ck_assert_uint_eq(r[5]->cause, child);
+	ck_assert_uint_eq(r[6]->type, PROTO_SUSPEND);
+	ck_assert_uint_eq(r[6]->cause, child);
+	ck_assert_uint_eq(r[7]->type, PROTO_END);
+	ck_assert_uint_eq(r[7]->ctx, req);
+	ck_assert_uint_eq(r[7]->cause, req);
+	ck_assert_uint_eq(r[7]->cur, req);
+	for (int i = 0; i < 8; i++) {
+		ck_assert_uint_eq(r[i]->tid, (uint64_t)gettid());
+		ck_assert_uint_ne(r[i]->site, 0);
+		ck_assert_uint_gt(r[i]->ts, 0);
+		if (i)
+			ck_assert_uint_ge(r[i]->ts, r[i - 1]->ts);
+	}
+	/* The first call's site names this file, line and function. */
+	for (size_t j = 0; j < l.c[0].n; j++) {
+		struct proto_record *s = &l.c[0].m[j].r;
+
+		if (l.c[0].m[j].hello || s->type != PROTO_SITE ||
+		    s->site != r[0]->site)
+			continue;
+		str_eq(s->file, __FILE__);
+		/* Check names the function behind START_TEST so. */
+		str_eq(s->func, "test_every_call_fn");
+		ck_assert_uint_eq(s->line, (unsigned)line);
+	}
+	ck_assert_uint_ne(r[0]->site, r[1]->site); /* one ID per site */
+}
+END_TEST
+
+START_TEST(test_hello)
+{
+	struct listener l;
+	const struct proto_hello *h;
+	struct ctxleak_stats st;
+
+	start(&l, CTXLEAK_BACKEND_GLOBAL);
+	ck_assert_str_eq(ctxleak_backend_name(), "global");
+	(ctxleak_event)("plain", NULL);
+	ctxleak_flush();
+	ck_assert(wait_records(&l, PROTO_EVENT, "plain", 1));
+	listener_stop(&l);
+	h = first_hello(&l, 0);
+	ck_assert_uint_eq(h->version, PROTO_VERSION);
+	ck_assert_uint_ne(h->instance, 0);
+	ck_assert_uint_eq(h->pid, (uint32_t)getpid());
+	str_eq(h->app, "test");
+	str_eq(h->backend, "global");
+	str_eq(h->reason, "chosen by the application");
+	str_eq(h->client, "libctxleak " CTXLEAK_VERSION_STRING);
+	ck_assert_int_ne(h->clock_offset, 0);
+	ck_assert_uint_eq(count_records(&l, PROTO_EVENT, "plain"), 1);
+	ctxleak_stats(&st);
+	ck_assert_uint_eq(st.records, 1);
+	ck_assert_uint_eq(st.connects, 1);
+	ck_assert_uint_gt(st.sent_bytes, 0);
+}
+END_TEST
+
+/* -------------------------------------------------- the worked example */
+
+enum { NONE, A, B, C };
+
+struct expect {
+	uint8_t type;
+	int ctx, cause, extra; /* extra: BEGIN's prev, END's cur */
+};
+
+/* DESIGN.md's worked example, one thread, every callback wrapped. */
+static void worked_example(uint64_t id[4])
+{
+	uint64_t token_a, token_b;
+
+	id[NONE] = 0;
+	ctxleak_resume(0);
+	id[A] = ctxleak_begin("GET /a");
+	ctxleak_tag("user", "alice");
+	token_a = ctxleak_capture();
+	ctxleak_suspend();
+	ctxleak_resume(0);
+	id[B] = ctxleak_begin("GET /b");
+	ctxleak_tag("user", "bob");
+	token_b = ctxleak_capture();
+	ctxleak_suspend();
+	ctxleak_resume(token_a);
+	ctxleak_event("db.done", NULL);
+	ctxleak_tag("status", "200");
+	ctxleak_end(id[A]);
+	ctxleak_suspend();
+	ctxleak_resume(token_b);
+	ctxleak_event("db.done", NULL);
+	ctxleak_end(id[B]);
+	ctxleak_suspend();
+	ctxleak_resume(0);
+	id[C] = ctxleak_begin("GET /c");
+	ctxleak_end(id[C]);
+	ctxleak_suspend();
+}
+
+/* thread and global: the slot is never switched by resume/suspend. */
+static const struct expect shared_slot[] = {
+    {PROTO_RESUME, NONE, NONE, 0},  {PROTO_BEGIN, A, NONE, NONE},
+    {PROTO_TAG, A, A, 0},	    {PROTO_SUSPEND, A, A, 0},
+    {PROTO_RESUME, A, NONE, 0},	    {PROTO_BEGIN, B, NONE, A},
+    {PROTO_TAG, B, B, 0},	    {PROTO_SUSPEND, B, B, 0},
+    {PROTO_RESUME, B, A, 0},	    {PROTO_EVENT, B, A, 0},
+    {PROTO_TAG, B, A, 0},	    {PROTO_END, A, A, B},
+    {PROTO_SUSPEND, NONE, NONE, 0}, {PROTO_RESUME, NONE, B, 0},
+    {PROTO_EVENT, NONE, B, 0},	    {PROTO_END, B, B, NONE},
+    {PROTO_SUSPEND, A, NONE, 0},    {PROTO_RESUME, A, NONE, 0},
+    {PROTO_BEGIN, C, NONE, A},	    {PROTO_END, C, C, C},
+    {PROTO_SUSPEND, A, NONE, 0},
+};
+
+/* task: resume and suspend switch the slot, so backend and truth agree. */
+static const struct expect task_slot[] = {
+    {PROTO_RESUME, NONE, NONE, 0},  {PROTO_BEGIN, A, NONE, NONE},
+    {PROTO_TAG, A, A, 0},	    {PROTO_SUSPEND, A, A, 0},
+    {PROTO_RESUME, NONE, NONE, 0},  {PROTO_BEGIN, B, NONE, NONE},
+    {PROTO_TAG, B, B, 0},	    {PROTO_SUSPEND, B, B, 0},
+    {PROTO_RESUME, NONE, A, 0},	    {PROTO_EVENT, A, A, 0},
+    {PROTO_TAG, A, A, 0},	    {PROTO_END, A, A, A},
+    {PROTO_SUSPEND, NONE, NONE, 0}, {PROTO_RESUME, NONE, B, 0},
+    {PROTO_EVENT, B, B, 0},	    {PROTO_END, B, B, B},
+    {PROTO_SUSPEND, NONE, NONE, 0}, {PROTO_RESUME, NONE, NONE, 0},
+    {PROTO_BEGIN, C, NONE, NONE},   {PROTO_END, C, C, C},
+    {PROTO_SUSPEND, NONE, NONE, 0},
+};
+
+#define NEXPECT (sizeof(shared_slot) / sizeof(shared_slot[0]))
+
+static void check_example(struct listener *l, const struct expect *e,
+			  const uint64_t id[4])
+{
+	struct proto_record *r[NEXPECT + 1];
+
+	ck_assert_uint_eq(select_records(l, USER_TYPES, r, NEXPECT + 1),
+			  NEXPECT);
+	for (size_t i = 0; i < NEXPECT; i++) {
+		ck_assert_msg(r[i]->type == e[i].type, "record %zu: %s", i,
+			      proto_type_name(r[i]->type));
+		ck_assert_msg(r[i]->ctx == id[e[i].ctx], "record %zu ctx", i);
+		ck_assert_msg(r[i]->cause == id[e[i].cause], "record %zu cause",
+			      i);
+		if (e[i].type == PROTO_BEGIN)
+			ck_assert_msg(r[i]->prev == id[e[i].extra],
+				      "record %zu prev", i);
+		if (e[i].type == PROTO_END)
+			ck_assert_msg(r[i]->cur == id[e[i].extra],
+				      "record %zu cur", i);
+	}
+}
+
+static void run_example(enum ctxleak_backend backend, const char *name,
+			const struct expect *e)
+{
+	struct listener l;
+	uint64_t id[4];
+
+	start(&l, backend);
+	ck_assert_str_eq(ctxleak_backend_name(), name);
+	worked_example(id);
+	ctxleak_flush();
+	ck_assert(wait_records(&l, 0, NULL, NEXPECT));
+	listener_stop(&l);
+	check_sites(&l);
+	check_example(&l, e, id);
+	str_eq(first_hello(&l, 0)->backend, name);
+}
+
+START_TEST(test_example_thread)
+{
+	run_example(CTXLEAK_BACKEND_THREAD, "thread", shared_slot);
+}
+END_TEST
+
+START_TEST(test_example_global)
+{
+	run_example(CTXLEAK_BACKEND_GLOBAL, "global", shared_slot);
+}
+END_TEST
+
+START_TEST(test_example_task)
+{
+	run_example(CTXLEAK_BACKEND_TASK, "task", task_slot);
+}
+END_TEST
+
+/* The global slot is one per process: another thread sees it. */
+static void *read_current(void *out)
+{
+	*(uint64_t *)out = ctxleak_current();
+	return NULL;
+}
+
+START_TEST(test_global_is_shared)
+{
+	struct listener l;
+	pthread_t t;
+	uint64_t seen = 0, ctx;
+
+	start(&l, CTXLEAK_BACKEND_GLOBAL);
+	ctx = ctxleak_begin("r");
+	pthread_create(&t, NULL, read_current, &seen);
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(seen, ctx);
+	ctxleak_end(ctx);
+	listener_stop(&l);
+}
+END_TEST
+
+START_TEST(test_thread_is_per_thread)
+{
+	struct listener l;
+	pthread_t t;
+	uint64_t seen = 1, ctx;
+
+	start(&l, CTXLEAK_BACKEND_THREAD);
+	ctx = ctxleak_begin("r");
+	pthread_create(&t, NULL, read_current, &seen);
+	pthread_join(t, NULL);
+	ck_assert_uint_eq(seen, 0);
+	ck_assert_uint_eq(ctxleak_current(), ctx);
+	ctxleak_end(ctx);
+	listener_stop(&l);
+}
+END_TEST
+
+/* ----------------------------------------------------------- backends */
+
+struct app_storage {
+	uint64_t ctx;
+	int gets, sets;
+};
+
+static uint64_t app_get(void *user)
+{
+	struct app_storage *s = user;
+
+	s->gets++;
+	return s->ctx;
+}
+
+static void app_set(void *user, uint64_t ctx)
+{
+	struct app_storage *s = user;
+
+	s->sets++;
+	s->ctx = ctx;
+}
+
+START_TEST(test_custom_backend)
+{
+	struct listener l;
+	struct ctxleak_options o;
+	struct app_storage st = {.ctx = 77};
+	struct proto_record *r[4];
+	uint64_t ctx;
+
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	listener_start(&l);
+	ctxleak_options_init(&o);
+	o.socket_path = l.path;
+	o.backend = CTXLEAK_BACKEND_CUSTOM;
+	o.custom_get = app_get;
+	o.custom_user = &st;
+	ck_assert_int_eq(ctxleak_init(&o), CTXLEAK_EINVAL);
+	o.custom_set = app_set;
+	ck_assert_int_eq(ctxleak_init(&o), CTXLEAK_OK);
+	ck_assert_str_eq(ctxleak_backend_name(), "custom");
+
+	ctx = ctxleak_begin("r");
+	ck_assert_uint_eq(st.ctx, ctx);
+	ck_assert_uint_eq(ctxleak_current(), ctx);
+	st.ctx = 5; /* the application's storage went wrong */
+	ctxleak_event("e", "m");
+	ctxleak_resume(ctx); /* custom is not switched by resume */
+	ck_assert_uint_eq(st.ctx, 5);
+	ctxleak_suspend();
+	ctxleak_end(ctx);
+	ck_assert_uint_eq(st.ctx, 77); /* restored to what it was before */
+	ck_assert_int_gt(st.gets, 0);
+	ctxleak_flush();
+	ck_assert(wait_records(&l, PROTO_END, NULL, 1));
+	listener_stop(&l);
+	ck_assert_uint_eq(select_records(&l,
+					 1u << PROTO_BEGIN | 1u << PROTO_EVENT |
+					     1u << PROTO_END,
+					 r, 4),
+			  3);
+	ck_assert_uint_eq(r[0]->prev, 77);
+	ck_assert_uint_eq(r[1]->ctx, 5);
+	ck_assert_uint_eq(r[1]->cause, ctx);
+	ck_assert_uint_eq(r[2]->cur, 5);
+	str_eq(first_hello(&l, 0)->backend, "custom");
+}
+END_TEST
+
+static void check_auto(int scheduler, const char *backend, const char *why)
+{
+	struct listener l;
+
+	if (scheduler)
+		ck_assert_int_eq(ctxleak_set_scheduler("libevent"), CTXLEAK_OK);
+	start(&l, CTXLEAK_BACKEND_AUTO);
+	ck_assert_str_eq(ctxleak_backend_name(), backend);
+	ctxleak_event("e", NULL);
+	ctxleak_flush();
+	ck_assert(wait_records(&l, PROTO_EVENT, NULL, 1));
+	listener_stop(&l);
+	str_eq(first_hello(&l, 0)->backend, backend);
+	str_eq(first_hello(&l, 0)->reason, why);
+}
+
+START_TEST(test_auto_without_scheduler)
+{
+	unsetenv("CTXLEAK_BACKEND");
+	check_auto(0, "thread",
+		   "auto: no scheduler integration installed; thread-local "
+		   "storage");
+}
+END_TEST
+
+START_TEST(test_auto_with_scheduler)
+{
+	unsetenv("CTXLEAK_BACKEND");
+	check_auto(1, "task",
+		   "auto: scheduler integration 'libevent' "
+		   "installed");
+	ck_assert_int_eq(ctxleak_set_scheduler("late"), CTXLEAK_EALREADY);
+}
+END_TEST
+
+START_TEST(test_environment)
+{
+	struct listener l;
+
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	listener_start(&l);
+	setenv("CTXLEAK_SOCKET", l.path, 1);
+	setenv("CTXLEAK_BACKEND", "global", 1);
+	setenv("CTXLEAK_APP", "from-env", 1);
+	ck_assert_int_eq(ctxleak_init(NULL), CTXLEAK_OK);
+	ck_assert_int_eq(ctxleak_init(NULL), CTXLEAK_EALREADY);
+	ctxleak_event("e", NULL);
+	ctxleak_flush();
+	ck_assert(wait_records(&l, PROTO_EVENT, NULL, 1));
+	listener_stop(&l);
+	str_eq(first_hello(&l, 0)->backend, "global");
+	str_eq(first_hello(&l, 0)->reason, "CTXLEAK_BACKEND=global");
+	str_eq(first_hello(&l, 0)->app, "from-env");
+}
+END_TEST
+
+START_TEST(test_bad_backend)
+{
+	struct ctxleak_options o;
+
+	setenv("CTXLEAK_BACKEND", "fibre", 1);
+	ck_assert_int_eq(ctxleak_init(NULL), CTXLEAK_EINVAL);
+	unsetenv("CTXLEAK_BACKEND");
+	ctxleak_options_init(&o);
+	o.backend = (enum ctxleak_backend)99;
+	ck_assert_int_eq(ctxleak_init(&o), CTXLEAK_EINVAL);
+	ck_assert_uint_eq(ctxleak_begin("off"), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------ threads */
+
+#define THREADS	   8
+#define PER_THREAD 20000
+
+static void *emit_numbered(void *arg)
+{
+	char msg[32];
+	uint64_t ctx = ctxleak_begin("worker");
+
+	for (int i = 0; i < PER_THREAD; i++) {
+		snprintf(msg, sizeof(msg), "%d", i);
+		ctxleak_event("n", msg);
+	}
+	ctxleak_end(ctx);
+	(void)arg;
+	return NULL;
+}
+
+/* Each thread's events arrive complete and in its own order. */
+static void check_numbered(struct listener *l, int threads, int per_thread)
+{
+	uint64_t tids[64] = {0};
+	int next[64] = {0}, ntids = 0, k;
+
+	for (int i = 0; i < l->nconns; i++) {
+		for (size_t j = 0; j < l->c[i].n; j++) {
+			struct proto_record *r = &l->c[i].m[j].r;
+
+			if (l->c[i].m[j].hello || r->type != PROTO_EVENT)
+				continue;
+			for (k = 0; k < ntids && tids[k] != r->tid; k++)
+				;
+			if (k == ntids) {
+				ck_assert_int_lt(ntids, 64);
+				tids[ntids++] = r->tid;
+			}
+			ck_assert_int_eq(atoi(r->message.ptr), next[k]);
+			next[k]++;
+		}
+	}
+	ck_assert_int_eq(ntids, threads);
+	for (k = 0; k < ntids; k++)
+		ck_assert_int_eq(next[k], per_thread);
+}
+
+START_TEST(test_threads)
+{
+	struct listener l;
+	pthread_t t[THREADS];
+	struct ctxleak_stats st;
+
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	listener_start(&l);
+	init_client(l.path, CTXLEAK_BACKEND_THREAD, 64 << 20, 0);
+	for (int i = 0; i < THREADS; i++)
+		pthread_create(&t[i], NULL, emit_numbered, NULL);
+	for (int i = 0; i < THREADS; i++)
+		pthread_join(t[i], NULL);
+	ck_assert(
+	    wait_records(&l, PROTO_EVENT, "n", (size_t)THREADS * PER_THREAD));
+	ck_assert(wait_records(&l, PROTO_END, NULL, THREADS));
+	listener_stop(&l);
+	check_sites(&l);
+	check_numbered(&l, THREADS, PER_THREAD);
+	ctxleak_stats(&st);
+	ck_assert_uint_eq(st.dropped, 0);
+	ck_assert_uint_eq(st.records, (uint64_t)THREADS * (PER_THREAD + 2));
+}
+END_TEST
+
+/* ----------------------------------------------- daemon absent, limits */
+
+START_TEST(test_daemon_appears)
+{
+	struct listener l;
+	struct ctxleak_stats st;
+
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	init_client(l.path, CTXLEAK_BACKEND_THREAD, 0, 10);
+	for (int i = 0; i < 100; i++)
+		ctxleak_event("early", NULL);
+	ck_assert_int_eq(ctxleak_flush(), CTXLEAK_OK);
+	ctxleak_stats(&st);
+	ck_assert_uint_eq(st.connects, 0);
+	ck_assert_uint_eq(st.sent_bytes, 0);
+	listener_start(&l);
+	ck_assert(wait_records(&l, PROTO_EVENT, "early", 100));
+	listener_stop(&l);
+	check_sites(&l);
+	ck_assert_uint_eq(count_records(&l, PROTO_EVENT, "early"), 100);
+	ck_assert_uint_eq(count_records(&l, PROTO_DROPPED, NULL), 0);
+}
+END_TEST
+
+static uint64_t dropped_on_wire(struct listener *l, uint64_t *since)
+{
+	struct proto_record *r[64];
+	size_t n = select_records(l, 1u << PROTO_DROPPED, r, 64);
+	uint64_t total = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		total += r[i]->count;
+		if (!i)
+			*since = r[i]->since;
+	}
+	return total;
+}
+
+START_TEST(test_buffer_limit)
+{
+	enum { EVENTS = 20000 };
+	struct listener l;
+	struct ctxleak_stats st;
+	uint64_t since = 0, received;
+
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	init_client(l.path, CTXLEAK_BACKEND_THREAD, 64 * 1024, 10);
+	for (int i = 0; i < EVENTS; i++)
+		ctxleak_event("fill", "0123456789");
+	ctxleak_stats(&st);
+	ck_assert_uint_gt(st.dropped, 0);
+	ck_assert_uint_lt(st.dropped, EVENTS);
+	ck_assert_uint_eq(st.records + st.dropped, EVENTS);
+	listener_start(&l);
+	ck_assert(wait_records(&l, PROTO_DROPPED, NULL, 1));
+	ck_assert(wait_records(&l, PROTO_EVENT, "fill", st.records));
+	listener_stop(&l);
+	received = count_records(&l, PROTO_EVENT, "fill");
+	ck_assert_uint_eq(received, st.records);
+	ck_assert_uint_eq(dropped_on_wire(&l, &since), st.dropped);
+	ck_assert_uint_gt(since, 0);
+	/* The budget holds: what was buffered is about the limit. */
+	ck_assert_uint_le(received * 20, 64 * 1024);
+}
+END_TEST
+
+/* ------------------------------------------------ broken connections */
+
+/* The newest connection's last EVENT carries message `arg`. */
+static int last_event_is(struct listener *l, void *arg)
+{
+	struct tconn *c = l->nconns ? &l->c[l->nconns - 1] : NULL;
+
+	for (size_t j = c ? c->n : 0; j-- > 0;)
+		if (!c->m[j].hello && c->m[j].r.type == PROTO_EVENT)
+			return c->m[j].r.message.ptr &&
+			       !strcmp(c->m[j].r.message.ptr, arg);
+	return 0;
+}
+
+static int first_closed(struct listener *l, void *arg)
+{
+	(void)arg;
+	return l->nconns && l->c[0].fd < 0;
+}
+
+START_TEST(test_reconnect)
+{
+	enum { EVENTS = 3000 };
+	struct listener l;
+	struct ctxleak_stats st;
+	char msg[32];
+	int prev = -1;
+
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	l.close_after = 1000;
+	l.closes_left = 1;
+	listener_start(&l);
+	init_client(l.path, CTXLEAK_BACKEND_THREAD, 0, 5);
+	for (int i = 0; i < EVENTS; i++) {
+		snprintf(msg, sizeof(msg), "%d", i);
+		ctxleak_event("n", msg);
+		if (i % 100 == 99)
+			ctxleak_flush();
+		/* Half of them after the listener hung up. */
+		if (i == EVENTS / 2)
+			ck_assert(wait_for(&l, first_closed, NULL));
+	}
+	ctxleak_flush();
+	ck_assert(wait_for(&l, last_event_is, "2999"));
+	listener_stop(&l);
+	ck_assert_int_ge(l.nconns, 2);
+	check_sites(&l); /* no half record: the decoder saw no error */
+	ck_assert_uint_eq(first_hello(&l, 0)->instance,
+			  first_hello(&l, 1)->instance);
+	ctxleak_stats(&st);
+	ck_assert_uint_ge(st.connects, 2);
+	/* On the new connection the events go on in order to the last. */
+	for (size_t j = 0; j < l.c[1].n; j++) {
+		struct proto_record *r = &l.c[1].m[j].r;
+
+		if (l.c[1].m[j].hello || r->type != PROTO_EVENT)
+			continue;
+		ck_assert_int_gt(atoi(r->message.ptr), prev);
+		prev = atoi(r->message.ptr);
+	}
+	ck_assert_int_eq(prev, EVENTS - 1);
+}
+END_TEST
+
+/* --------------------------------------------------------------- fork */
+
+static int has_message(struct tconn *c, const char *message)
+{
+	for (size_t j = 0; j < c->n; j++)
+		if (!c->m[j].hello && c->m[j].r.message.ptr &&
+		    !strcmp(c->m[j].r.message.ptr, message))
+			return 1;
+	return 0;
+}
+
+static int conn_of_pid(struct listener *l, pid_t pid)
+{
+	for (int i = 0; i < l->nconns; i++)
+		if (l->c[i].n && l->c[i].m[0].hello &&
+		    l->c[i].m[0].h.pid == (uint32_t)pid)
+			return i;
+	return -1;
+}
+
+START_TEST(test_fork)
+{
+	struct listener l;
+	pid_t child;
+	int status, pc, cc;
+
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	listener_start(&l);
+	/* A long interval: the parent's events stay buffered over fork. */
+	init_client(l.path, CTXLEAK_BACKEND_THREAD, 0, 60000);
+	ctxleak_event("e", "hello");
+	ctxleak_flush();
+	ck_assert(wait_records(&l, PROTO_EVENT, "e", 1));
+	ctxleak_event("e", "parent");
+	child = fork();
+	ck_assert_int_ge(child, 0);
+	if (child == 0) {
+		ctxleak_event("e", "child");
+		ctxleak_shutdown();
+		_exit(0);
+	}
+	ck_assert_int_eq(waitpid(child, &status, 0), child);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ctxleak_flush();
+	ck_assert(wait_records(&l, PROTO_EVENT, "e", 3));
+	listener_stop(&l);
+	check_sites(&l);
+	pc = conn_of_pid(&l, getpid());
+	cc = conn_of_pid(&l, child);
+	ck_assert_int_ge(pc, 0);
+	ck_assert_int_ge(cc, 0);
+	ck_assert_uint_ne(l.c[pc].m[0].h.instance, l.c[cc].m[0].h.instance);
+	ck_assert(has_message(&l.c[cc], "child"));
+	ck_assert(!has_message(&l.c[cc], "parent"));
+	ck_assert(!has_message(&l.c[cc], "hello"));
+	ck_assert(has_message(&l.c[pc], "parent"));
+	ck_assert(!has_message(&l.c[pc], "child"));
+	ck_assert_uint_eq(count_records(&l, PROTO_EVENT, "e"), 3);
+}
+END_TEST
+
+/* ----------------------------------------------------------- SIGPIPE */
+
+START_TEST(test_no_sigpipe)
+{
+	struct listener l;
+	struct ctxleak_stats st;
+	char big[CTXLEAK_MAX_STRING];
+
+	ck_assert(signal(SIGPIPE, SIG_DFL) != SIG_ERR);
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = 0;
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	l.close_after = 1;
+	l.closes_left = 3;
+	listener_start(&l);
+	init_client(l.path, CTXLEAK_BACKEND_THREAD, 64 << 20, 1);
+	/* Big records keep the client sending while the listener hangs up
+	 * three times. */
+	for (int i = 0; i < 3000; i++) {
+		ctxleak_event("big", big);
+		if (i % 50 == 0)
+			ctxleak_flush();
+	}
+	ctxleak_flush();
+	ck_assert(wait_records(&l, PROTO_EVENT, "big", 1));
+	ck_assert(wait_for(&l, last_event_is, big));
+	listener_stop(&l);
+	ctxleak_stats(&st);
+	ck_assert_uint_ge(st.connects, 4);
+	check_sites(&l);
+}
+END_TEST
+
+/* ------------------------------------------------------ bad arguments */
+
+START_TEST(test_bad_arguments)
+{
+	struct listener l;
+	struct proto_record *r[16];
+	struct ctxleak_stats st;
+	char *longer = malloc(CTXLEAK_MAX_STRING + 100);
+	uint64_t ctx;
+
+	memset(longer, 'a', CTXLEAK_MAX_STRING + 99);
+	longer[CTXLEAK_MAX_STRING + 99] = 0;
+	start(&l, CTXLEAK_BACKEND_THREAD);
+	ctx = ctxleak_begin(NULL);     /* BEGIN, name nil */
+	ctxleak_tag(NULL, "v");	       /* nothing */
+	ctxleak_tag("k", NULL);	       /* TAG, value nil */
+	ctxleak_event(NULL, "m");      /* nothing */
+	ctxleak_event("e", NULL);      /* EVENT, message nil */
+	ctxleak_event(longer, longer); /* both cut */
+	ctxleak_end(0);		       /* nothing */
+	ctxleak_end(12345);	       /* END, nothing restored */
+	ck_assert_uint_eq(ctxleak_current(), ctx);
+	ck_assert_uint_eq(ctxleak_capture(), ctx);
+	ctxleak_suspend(); /* no resume: SUSPEND, nothing restored */
+	ck_assert_uint_eq(ctxleak_current(), ctx);
+	ck_assert_uint_eq(ctxleak_capture(), ctx);
+	ctxleak_end(ctx);
+	ctxleak_end(ctx); /* twice: reported, the daemon calls it misnest */
+	ctxleak_flush();
+	ck_assert(wait_records(&l, PROTO_END, NULL, 3));
+	listener_stop(&l);
+	ck_assert_uint_eq(select_records(&l, USER_TYPES, r, 16), 8);
+	ck_assert_uint_eq(r[0]->type, PROTO_BEGIN);
+	str_eq(r[0]->name, NULL);
+	ck_assert_uint_eq(r[1]->type, PROTO_TAG);
+	str_eq(r[1]->key, "k");
+	str_eq(r[1]->value, NULL);
+	ck_assert_uint_eq(r[2]->type, PROTO_EVENT);
+	str_eq(r[2]->message, NULL);
+	ck_assert_uint_eq(r[3]->type, PROTO_EVENT);
+	ck_assert_uint_eq(r[3]->name.len, CTXLEAK_MAX_STRING);
+	ck_assert_uint_eq(r[3]->message.len, CTXLEAK_MAX_STRING);
+	ck_assert_uint_eq(r[4]->type, PROTO_END);
+	ck_assert_uint_eq(r[4]->ctx, 12345);
+	ck_assert_uint_eq(r[4]->cur, ctx);
+	ck_assert_uint_eq(r[5]->type, PROTO_SUSPEND);
+	ck_assert_uint_eq(r[5]->ctx, ctx);
+	ck_assert_uint_eq(r[5]->cause, ctx);
+	ck_assert_uint_eq(r[6]->type, PROTO_END);
+	ck_assert_uint_eq(r[6]->cur, ctx);
+	ck_assert_uint_eq(r[7]->type, PROTO_END);
+	ck_assert_uint_eq(r[7]->ctx, ctx);
+	ck_assert_uint_eq(r[7]->cur, 0);
+	ctxleak_stats(&st);
+	ck_assert_uint_eq(st.truncated, 2);
+	free(longer);
+}
+END_TEST
+
+/* ------------------------------------------- disabled, uninitialised */
+
+static void check_all_off(uint64_t records)
+{
+	struct ctxleak_stats st;
+
+	ck_assert_uint_eq(ctxleak_begin("x"), 0);
+	ck_assert_uint_eq(ctxleak_begin_child("x"), 0);
+	ctxleak_tag("k", "v");
+	ctxleak_event("e", "m");
+	ctxleak_resume(42);
+	ck_assert_uint_eq(ctxleak_capture(), 0);
+	ctxleak_suspend();
+	ctxleak_end(42);
+	ck_assert_uint_eq(ctxleak_current(), 0);
+	ck_assert_int_eq(ctxleak_flush(), CTXLEAK_ENOTINIT);
+	ck_assert_str_eq(ctxleak_backend_name(), "none");
+	ctxleak_stats(&st);
+	ck_assert_uint_eq(st.records, records);
+	ctxleak_shutdown();
+}
+
+START_TEST(test_uninitialised)
+{
+	check_all_off(0);
+}
+END_TEST
+
+START_TEST(test_disabled)
+{
+	struct listener l;
+
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	listener_start(&l);
+	setenv("CTXLEAK_DISABLE", "1", 1);
+	setenv("CTXLEAK_SOCKET", l.path, 1);
+	ck_assert_int_eq(ctxleak_init(NULL), CTXLEAK_EDISABLED);
+	check_all_off(0);
+	listener_stop(&l);
+	ck_assert_int_eq(l.nconns, 0);
+}
+END_TEST
+
+START_TEST(test_shutdown)
+{
+	struct listener l;
+	struct ctxleak_stats st;
+
+	/* Slow flushes: only shutdown sends the event. */
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	listener_start(&l);
+	init_client(l.path, CTXLEAK_BACKEND_THREAD, 0, 60000);
+	ctxleak_event("last", NULL);
+	ctxleak_shutdown();
+	ck_assert(wait_records(&l, PROTO_EVENT, "last", 1));
+	ctxleak_shutdown();
+	ctxleak_stats(&st);
+	ck_assert_uint_eq(st.records, 1);
+	check_all_off(1);
+	ck_assert_int_eq(ctxleak_init(NULL), CTXLEAK_EALREADY);
+	listener_stop(&l);
+}
+END_TEST
+
+/* A thread that exits hands its records over. */
+static void *emit_and_exit(void *arg)
+{
+	ctxleak_event("gone", arg);
+	return NULL;
+}
+
+START_TEST(test_thread_exit)
+{
+	struct listener l;
+	pthread_t t;
+
+	start(&l, CTXLEAK_BACKEND_THREAD);
+	for (int i = 0; i < 50; i++) {
+		pthread_create(&t, NULL, emit_and_exit, "bye");
+		pthread_join(t, NULL);
+	}
+	ctxleak_flush();
+	ck_assert(wait_records(&l, PROTO_EVENT, "gone", 50));
+	listener_stop(&l);
+	ck_assert_uint_eq(count_records(&l, PROTO_EVENT, "gone"), 50);
+}
+END_TEST
+
+/* ---------------------------------------------------------- watermark */
+
+static _Atomic int keep_emitting;
+
+/* Bursts with pauses: the shipper and the listener share the CPUs. */
+static void *emit_until_told(void *arg)
+{
+	while (atomic_load(&keep_emitting)) {
+		for (int i = 0; i < 20; i++)
+			ctxleak_event("w", arg);
+		usleep(1000);
+	}
+	return NULL;
+}
+
+/* No record arrives after a watermark that is not newer than it. */
+static void check_watermarks(struct tconn *c, size_t *marks)
+{
+	uint64_t wm = 0;
+
+	for (size_t j = 0; j < c->n; j++) {
+		struct proto_record *r = &c->m[j].r;
+
+		if (c->m[j].hello || r->type == PROTO_SITE)
+			continue;
+		if (r->type == PROTO_WATERMARK) {
+			ck_assert_uint_gt(r->ts, wm);
+			wm = r->ts;
+			++*marks;
+		} else if (r->type != PROTO_DROPPED) {
+			ck_assert_msg(r->ts > wm,
+				      "record at %" PRIu64
+				      " after watermark %" PRIu64,
+				      r->ts, wm);
+		}
+	}
+}
+
+START_TEST(test_watermark)
+{
+	struct listener l;
+	pthread_t t[4];
+	size_t marks = 0;
+
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	listener_start(&l);
+	init_client(l.path, CTXLEAK_BACKEND_THREAD, 0, 1);
+	atomic_store(&keep_emitting, 1);
+	for (int i = 0; i < 4; i++)
+		pthread_create(&t[i], NULL, emit_until_told, "x");
+	ck_assert(wait_records(&l, PROTO_WATERMARK, NULL, 50));
+	atomic_store(&keep_emitting, 0);
+	for (int i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	ctxleak_flush();
+	listener_stop(&l);
+	for (int i = 0; i < l.nconns; i++)
+		check_watermarks(&l.c[i], &marks);
+	ck_assert_uint_ge(marks, 50);
+}
+END_TEST
+
+/* --------------------------------------------------------------- main */
+
+static Suite *client_suite(void)
+{
+	Suite *s = suite_create("client");
+	TCase *api = tcase_create("api");
+	TCase *example = tcase_create("worked example");
+	TCase *backends = tcase_create("backends");
+	TCase *ship = tcase_create("shipping");
+	TCase *robust = tcase_create("robustness");
+
+	/* The shipping tests move a few hundred thousand records. */
+	tcase_set_timeout(ship, 30);
+	tcase_set_timeout(robust, 30);
+	tcase_add_test(api, test_every_call);
+	tcase_add_test(api, test_hello);
+	tcase_add_test(api, test_shutdown);
+	tcase_add_test(api, test_uninitialised);
+	tcase_add_test(api, test_disabled);
+	tcase_add_test(example, test_example_thread);
+	tcase_add_test(example, test_example_global);
+	tcase_add_test(example, test_example_task);
+	tcase_add_test(backends, test_global_is_shared);
+	tcase_add_test(backends, test_thread_is_per_thread);
+	tcase_add_test(backends, test_custom_backend);
+	tcase_add_test(backends, test_auto_without_scheduler);
+	tcase_add_test(backends, test_auto_with_scheduler);
+	tcase_add_test(backends, test_environment);
+	tcase_add_test(backends, test_bad_backend);
+	tcase_add_test(ship, test_threads);
+	tcase_add_test(ship, test_thread_exit);
+	tcase_add_test(ship, test_daemon_appears);
+	tcase_add_test(ship, test_buffer_limit);
+	tcase_add_test(ship, test_watermark);
+	tcase_add_test(robust, test_reconnect);
+	tcase_add_test(robust, test_fork);
+	tcase_add_test(robust, test_no_sigpipe);
+	tcase_add_test(robust, test_bad_arguments);
+	suite_add_tcase(s, api);
+	suite_add_tcase(s, example);
+	suite_add_tcase(s, backends);
+	suite_add_tcase(s, ship);
+	suite_add_tcase(s, robust);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(client_suite());
+	int failed;
+
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
