@@ -190,6 +190,13 @@ END {
 }'
 
 mkdir -p "$dir"
+# Two demos in one tree would share the socket and delete each other's
+# database: the second waits for none and says why.
+exec 9>"$dir/.lock"
+if ! flock -n 9; then
+	echo "demo: another demo is running in this tree ($dir/.lock)" >&2
+	exit 1
+fi
 rm -f "$db" "$db-wal" "$db-shm" "$log"
 choose_socket
 start_daemon
