@@ -22,8 +22,8 @@ db=$dir/ctxleak.db
 log=$dir/ctxleakd.log
 ctxleak="$build/ctxleak --db $db"
 
-# What the demo runs: example, backend, the app name it reports under, and
-# the example's extra arguments.
+# What the demo runs: example, backend and the example's extra arguments.
+# Each run reports as application example/backend (-fixed with --fixed).
 RUNS="thread_per_request thread
 thread_per_request global
 thread_per_request task
