@@ -793,7 +793,14 @@ static int configure(struct store *s, const char *path, char *err,
 		     size_t errlen)
 {
 	char q[128];
+	int persist_wal = 1;
 
+	/* Keep the -wal and -shm files when the daemon closes the database:
+	 * SQLite needs them to read a WAL database, and a reader that may
+	 * not write in the directory (group ctxleak) cannot create them. */
+	if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL,
+				 &persist_wal) != SQLITE_OK)
+		goto fail;
 	if (sqlite3_exec(
 		s->db,
 		"PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;"
