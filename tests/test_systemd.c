@@ -490,21 +490,16 @@ START_TEST(test_socket_activation)
 	snprintf(notify_env, sizeof notify_env, "NOTIFY_SOCKET=%s",
 		 notify_path);
 	{
-		const char *argv[] = {"systemd-socket-activate",
-				      "-l",
-				      d.socket,
-				      "-E",
-				      notify_env,
-				      "-E",
-				      "WATCHDOG_USEC=200000",
-				      harness_daemon_path(),
-				      "--socket",
+		const char *argv[] = {"systemd-socket-activate", "-l", d.socket,
+				      "-E", notify_env, "-E",
+				      /* Pings every 0.5 s: the kernel queues
+				       * only net.unix.max_dgram_qlen (10) of
+				       * them before sd_notify blocks the
+				       * daemon until this test reads. */
+				      "WATCHDOG_USEC=1000000",
+				      harness_daemon_path(), "--socket",
 				      "/nonexistent/ctxleak/ctxleak.sock",
-				      "--db",
-				      d.db,
-				      "--keep",
-				      "all",
-				      NULL};
+				      "--db", d.db, "--keep", "all", NULL};
 
 		d.pid = spawn(argv, NULL, d.log);
 	}
@@ -542,6 +537,120 @@ START_TEST(test_socket_activation)
 					       " WHERE type = 'EVENT'"
 					       " AND name = 'db.done'"),
 			 1);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* The unit's user and a worker's, as numbers that need no passwd entry. */
+#define DAEMON_UID "61234"
+#define READER_UID "61235"
+
+static const char *cli_path(void)
+{
+	const char *bin = getenv("CTXLEAK_BIN");
+
+	return bin != NULL && *bin != '\0' ? bin : "build/ctxleak";
+}
+
+/* Exit status of `ctxleak processes` on db as READER_UID, with the
+ * daemon's group as a supplementary group (member) or none. */
+static int read_as_reader(const char *db, int member, const char *log)
+{
+	const char *argv[] = {"setpriv",
+			      "--reuid=" READER_UID,
+			      "--regid=" READER_UID,
+			      member ? "--groups=" DAEMON_UID
+				     : "--clear-groups",
+			      cli_path(),
+			      "--db",
+			      db,
+			      "processes",
+			      NULL};
+
+	unlink(log);
+	return run(argv, NULL, log);
+}
+
+/*
+ * What the unit's User=, UMask=, CapabilityBoundingSet=, NoNewPrivileges=
+ * and PrivateNetwork= leave the daemon, rebuilt with unshare and setpriv:
+ * it must still take the passed socket, hear workers from the host's
+ * network namespace, and write a database that its group, and only its
+ * group, reads.
+ */
+START_TEST(test_sandboxed_daemon)
+{
+	struct harness_daemon d;
+	char state[PATH_MAX], log[PATH_MAX];
+	struct stat st;
+	int rc;
+
+	scratch(&d);
+	ck_assert_int_eq(chmod(d.dir, 0755), 0);
+	path_join(state, d.dir, "state");
+	path_join(log, d.dir, "reader.log");
+	ck_assert_int_eq(mkdir(state, 0750), 0);
+	ck_assert_int_eq(chown(state, 61234, 61234), 0);
+	/* The harness's queries read the database where the daemon puts it. */
+	path_join(d.db, state, "ctxleak.db");
+	{
+		const char *argv[] = {"systemd-socket-activate",
+				      "-l",
+				      d.socket,
+				      "sh",
+				      "-c",
+				      "umask 0027 && exec \"$@\"",
+				      "sh",
+				      "unshare",
+				      "-n",
+				      "setpriv",
+				      "--reuid=" DAEMON_UID,
+				      "--regid=" DAEMON_UID,
+				      "--clear-groups",
+				      "--no-new-privs",
+				      "--bounding-set=-all",
+				      "--inh-caps=-all",
+				      harness_daemon_path(),
+				      "--socket",
+				      "/nonexistent/ctxleak/ctxleak.sock",
+				      "--db",
+				      d.db,
+				      "--keep",
+				      "all",
+				      NULL};
+
+		d.pid = spawn(argv, NULL, d.log);
+	}
+	wait_for_path(d.socket, d.pid);
+	ck_assert_int_eq(
+	    harness_client(&d, CTXLEAK_BACKEND_THREAD, activated_client, NULL),
+	    0);
+	ck_assert_msg(harness_wait_int(&d,
+				       "SELECT count(*) FROM records"
+				       " WHERE name = 'db.done'",
+				       1) == 0,
+		      "%s\n%s", harness_error(), harness_log(&d));
+	rc = read_as_reader(d.db, 1, log);
+	ck_assert_msg(rc == 0, "a member of the group cannot read: %s",
+		      slurp(log));
+	rc = harness_stop(&d);
+	ck_assert_msg(rc == 0, "exit %d:\n%s", rc, harness_log(&d));
+
+	/* Before anything else opens it: a reader as root would leave the
+	 * -wal and -shm files that the group's reads need. */
+	rc = read_as_reader(d.db, 1, log);
+	ck_assert_msg(rc == 0,
+		      "a member of the group cannot read once the daemon "
+		      "stopped: %s",
+		      slurp(log));
+	ck_assert_int_eq(stat(d.db, &st), 0);
+	ck_assert_uint_eq(st.st_uid, 61234);
+	ck_assert_uint_eq(st.st_mode & 0777, 0640);
+	ck_assert_int_eq(harness_query_int(&d,
+					   "SELECT count(*) FROM requests"
+					   " WHERE name = 'GET /activated'"),
+			 1);
+	ck_assert_int_eq(read_as_reader(d.db, 0, log), 3);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -816,6 +925,8 @@ static Suite *systemd_suite(void)
 	static const char *const users[] = {"systemd-sysusers",
 					    "systemd-tmpfiles", NULL};
 	static const char *const activate[] = {"systemd-socket-activate", NULL};
+	static const char *const sandbox[] = {"systemd-socket-activate",
+					      "unshare", "setpriv", NULL};
 	Suite *s = suite_create("systemd");
 	TCase *tc;
 
@@ -837,6 +948,12 @@ static Suite *systemd_suite(void)
 		tc = tcase_create("activation");
 		tcase_set_timeout(tc, 60);
 		tcase_add_test(tc, test_socket_activation);
+		suite_add_tcase(s, tc);
+	}
+	if (geteuid() == 0 && have_tools(sandbox, "the sandboxed daemon")) {
+		tc = tcase_create("sandbox");
+		tcase_set_timeout(tc, 60);
+		tcase_add_test(tc, test_sandboxed_daemon);
 		suite_add_tcase(s, tc);
 	}
 	tc = tcase_create("install");
