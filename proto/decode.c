@@ -19,7 +19,9 @@
  * keeps its place (offset and the elements still due per open container)
  * between calls.  The buffer holds the unconsumed bytes only; it is
  * compacted before it grows, so a caller that drains proto_decoder_next()
- * after each feed keeps at most max_object plus one read of bytes.
+ * after each feed keeps at most max_object plus one read of bytes.  The
+ * zone holds msgpack-c's view of one object only, at most one 24-byte
+ * msgpack_object per input byte, and shrinks back to one chunk after it.
  */
 #include <msgpack.h>
 #include <stdarg.h>
