@@ -99,20 +99,29 @@ void cli_db_close(struct cli *c);
 /* Prepares sql; a failure (a schema we do not know) is reported on stderr
  * and gives NULL. */
 sqlite3_stmt *cli_db_prepare(struct cli *c, const char *sql);
+/* The condition on drops d that its window overlaps --since/--until. */
+#define CLI_DROPS_IN_RANGE                                                     \
+	" AND (:since = 0 OR d.until_ts >= :since)"                            \
+	" AND (:until = 0 OR d.since_ts <= :until)"
+/* Records that clients of the selection (--app, --pid) said they dropped
+ * in its time range: when nonzero, no count over it is complete.  -1 on
+ * error. */
+long long cli_db_dropped(struct cli *c);
+/* The filter's process conditions alone (--app, --pid), as below. */
+void cli_db_process_sql(const struct cli_filter *f, char *buf, size_t len);
 /* Binds the filter's values to the named parameters the statement has. */
 void cli_db_bind_filter(sqlite3_stmt *st, const struct cli_filter *f);
 /* " AND ..." conditions on leaks l JOIN processes p for the filter, into
  * buf (bound by cli_db_bind_filter). */
 void cli_db_filter_sql(const struct cli_filter *f, char *buf, size_t len);
-/* Counts the findings that match where (on leaks l JOIN processes p) and
- * the --fail-on classes, with the filter bound; -1 on error. */
-long long cli_db_fail_count(struct cli *c, const char *where);
 /* The exit code for a command whose selection is where: CLI_EXIT_MATCH when
  * --fail-on is set and matches, else CLI_EXIT_OK (CLI_EXIT_DB on error). */
 int cli_db_fail_exit(struct cli *c, const char *where);
 /* sqlite3_step's end: 0 when rc is SQLITE_DONE, else a message on stderr
  * and CLI_EXIT_DB (a locked or damaged file). */
 int cli_db_done(struct cli *c, int rc);
+/* Text of a column (NULL when SQL NULL). */
+const char *cli_db_str(sqlite3_stmt *st, int col);
 /* Text of a column with its length (NULL when SQL NULL). */
 const char *cli_db_text(sqlite3_stmt *st, int col, int *len);
 
@@ -207,6 +216,10 @@ int cli_summary(struct cli *c);	  /* cli_summary.c */
 int cli_processes(struct cli *c); /* cli_list.c */
 int cli_sites(struct cli *c);	  /* cli_list.c */
 
+/* A record for a table: "TAG status=200", "EVENT db.done: message",
+ * "BEGIN GET /a", in buf. */
+char *cli_record_str(const char *type, const char *name, const char *value,
+		     char *buf, size_t len);
 /* A ctx as unsigned decimal, in buf. */
 char *cli_ctx_str(int64_t ctx, char *buf, size_t len);
 /* "#12 GET /a" for a request id and name, in buf (ASCII-safe). */

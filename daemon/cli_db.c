@@ -152,6 +152,11 @@ int cli_db_done(struct cli *c, int rc)
 			 sqlite3_errmsg(c->db));
 }
 
+const char *cli_db_str(sqlite3_stmt *st, int col)
+{
+	return (const char *)sqlite3_column_text(st, col);
+}
+
 const char *cli_db_text(sqlite3_stmt *st, int col, int *len)
 {
 	/* Text before bytes: sqlite3_column_bytes may convert the value. */
@@ -203,6 +208,13 @@ void cli_db_filter_sql(const struct cli_filter *f, char *buf, size_t len)
 #undef ADD
 }
 
+void cli_db_process_sql(const struct cli_filter *f, char *buf, size_t len)
+{
+	struct cli_filter pf = {.app = f->app, .pid = f->pid};
+
+	cli_db_filter_sql(&pf, buf, len);
+}
+
 static void bind_text(sqlite3_stmt *st, const char *name, const char *v)
 {
 	int i = sqlite3_bind_parameter_index(st, name);
@@ -230,7 +242,8 @@ void cli_db_bind_filter(sqlite3_stmt *st, const struct cli_filter *f)
 	bind_int(st, ":until", f->until);
 }
 
-long long cli_db_fail_count(struct cli *c, const char *where)
+/* Counts the findings that match where and the --fail-on classes. */
+static long long fail_count(struct cli *c, const char *where)
 {
 	char sql[2048], classes[256];
 	sqlite3_stmt *st;
@@ -251,13 +264,33 @@ long long cli_db_fail_count(struct cli *c, const char *where)
 	return n;
 }
 
+long long cli_db_dropped(struct cli *c)
+{
+	char where[256], sql[1024];
+	sqlite3_stmt *st;
+	long long n = -1;
+
+	cli_db_process_sql(&c->filter, where, sizeof(where));
+	snprintf(sql, sizeof(sql),
+		 "SELECT coalesce(sum(d.count), 0) FROM drops d JOIN processes"
+		 " p ON p.id = d.process_id WHERE 1%s" CLI_DROPS_IN_RANGE,
+		 where);
+	if ((st = cli_db_prepare(c, sql)) == NULL)
+		return -1;
+	cli_db_bind_filter(st, &c->filter);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return n;
+}
+
 int cli_db_fail_exit(struct cli *c, const char *where)
 {
 	long long n;
 
 	if (!c->fail_on)
 		return CLI_EXIT_OK;
-	n = cli_db_fail_count(c, where);
+	n = fail_count(c, where);
 	if (n < 0)
 		return CLI_EXIT_DB;
 	return n > 0 ? CLI_EXIT_MATCH : CLI_EXIT_OK;

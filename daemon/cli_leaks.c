@@ -42,22 +42,17 @@ static const char leaks_sql[] =
     " LEFT JOIN sites s ON s.id = l.site_id WHERE 1%s"
     " ORDER BY l.ts DESC, l.id DESC LIMIT :limit";
 
-static const char *text(sqlite3_stmt *st, int col)
-{
-	return (const char *)sqlite3_column_text(st, col);
-}
-
 /* "server.c:142 on_db_reply", or NULL without a site. */
 static const char *site_str(sqlite3_stmt *st, char *buf, size_t len)
 {
 	if (sqlite3_column_type(st, L_FILE) == SQLITE_NULL)
 		return NULL;
-	snprintf(buf, len, "%s:%d%s%s", text(st, L_FILE),
+	snprintf(buf, len, "%s:%d%s%s", cli_db_str(st, L_FILE),
 		 sqlite3_column_int(st, L_LINE),
 		 sqlite3_column_type(st, L_FUNC) == SQLITE_NULL ? "" : " ",
 		 sqlite3_column_type(st, L_FUNC) == SQLITE_NULL
 		     ? ""
-		     : text(st, L_FUNC));
+		     : cli_db_str(st, L_FUNC));
 	return buf;
 }
 
@@ -75,7 +70,7 @@ static void json_request(struct cli_json *j, sqlite3_stmt *st, const char *side,
 
 static void json_leak(struct cli_json *j, sqlite3_stmt *st)
 {
-	const char *record = text(st, L_RECORD);
+	const char *record = cli_db_str(st, L_RECORD);
 	int is_tag = record && strcmp(record, "TAG") == 0;
 	int is_event = record && strcmp(record, "EVENT") == 0;
 	char site[1024];
@@ -122,9 +117,9 @@ static void table_leak(struct cli_table *t, sqlite3_stmt *st)
 
 	cli_table_cell(t, cli_time_short(sqlite3_column_int64(st, L_TS), tbuf,
 					 sizeof(tbuf)));
-	cli_table_cell_styled(t, cli_class_style(text(st, L_CLASS)),
-			      text(st, L_CLASS));
-	cli_table_cell(t, text(st, L_PID));
+	cli_table_cell_styled(t, cli_class_style(cli_db_str(st, L_CLASS)),
+			      cli_db_str(st, L_CLASS));
+	cli_table_cell(t, cli_db_str(st, L_PID));
 	s = cli_db_text(st, L_VICTIM_NAME, &len);
 	cli_table_cell(t,
 		       cli_request_label(sqlite3_column_int64(st, L_VICTIM_ID),
@@ -133,12 +128,9 @@ static void table_leak(struct cli_table *t, sqlite3_stmt *st)
 	cli_table_cell(t,
 		       cli_request_label(sqlite3_column_int64(st, L_SOURCE_ID),
 					 s, len, buf, sizeof(buf)));
-	snprintf(buf, sizeof(buf), "%s%s%s%s%s", text(st, L_RECORD),
-		 text(st, L_NAME) ? " " : "",
-		 text(st, L_NAME) ? text(st, L_NAME) : "",
-		 text(st, L_VALUE) ? "=" : "",
-		 text(st, L_VALUE) ? text(st, L_VALUE) : "");
-	cli_table_cell(t, buf);
+	cli_table_cell(
+	    t, cli_record_str(cli_db_str(st, L_RECORD), cli_db_str(st, L_NAME),
+			      cli_db_str(st, L_VALUE), buf, sizeof(buf)));
 	/* The file's name and line say where; the rest is in --json. */
 	if (site_str(st, buf, sizeof(buf))) {
 		*strchrnul(buf, ' ') = '\0';
@@ -149,21 +141,33 @@ static void table_leak(struct cli_table *t, sqlite3_stmt *st)
 	}
 }
 
-/* The footer of a table: how many there are, and why not more. */
+static int filtered(const struct cli_filter *f)
+{
+	return f->classes || f->app || f->pid || f->request || f->site_file ||
+	       f->since || f->until;
+}
+
+/* The footer of a table: why there are no more rows, and never a bare "no
+ * findings" over records that clients dropped. */
 static void table_footer(struct cli *c, long shown, int more, long limit)
 {
-	if (shown == 0)
-		fprintf(c->out, "no findings%s\n",
-			c->filter.classes || c->filter.app || c->filter.pid ||
-				c->filter.request || c->filter.site_file ||
-				c->filter.since || c->filter.until
-			    ? " match the filters"
-			    : "");
-	else if (more)
+	long long dropped;
+
+	if (more)
 		fprintf(c->out,
 			"(the newest %ld shown: --limit N or --limit 0 for "
 			"more)\n",
 			limit);
+	if (shown)
+		return;
+	fprintf(c->out, "no findings%s\n",
+		filtered(&c->filter) ? " match the filters" : "");
+	dropped = cli_db_dropped(c);
+	if (dropped > 0)
+		fprintf(c->out,
+			"but clients dropped %lld records in this range: see "
+			"'ctxleak summary'\n",
+			dropped);
 }
 
 int cli_leaks(struct cli *c)

@@ -142,12 +142,11 @@ static const struct cli_col process_cols[] = {
 static void table_process(struct cli_table *t, sqlite3_stmt *st)
 {
 	char buf[32];
-	const char *recommend =
-	    (const char *)sqlite3_column_text(st, P_RECOMMEND);
-	const char *backend = (const char *)sqlite3_column_text(st, P_BACKEND);
+	const char *recommend = cli_db_str(st, P_RECOMMEND);
+	const char *backend = cli_db_str(st, P_BACKEND);
 
 	for (int col = P_PID; col <= P_MODEL; col++)
-		cli_table_cell(t, (const char *)sqlite3_column_text(st, col));
+		cli_table_cell(t, cli_db_str(st, col));
 	/* The advice stands out when it differs from what is in use. */
 	cli_table_cell_styled(t,
 			      recommend && backend && strcmp(recommend, backend)
@@ -155,7 +154,7 @@ static void table_process(struct cli_table *t, sqlite3_stmt *st)
 				  : CLI_STYLE_NONE,
 			      recommend);
 	for (int col = P_RECORDS; col <= P_LEAKS; col++)
-		cli_table_cell(t, (const char *)sqlite3_column_text(st, col));
+		cli_table_cell(t, cli_db_str(st, col));
 	cli_table_cell(t, cli_time_short(sqlite3_column_int64(st, P_CONNECTED),
 					 buf, sizeof(buf)));
 }
@@ -215,9 +214,9 @@ static void table_site(struct cli_table *t, sqlite3_stmt *st)
 
 	cli_table_cellf(t, "%s:%d", sqlite3_column_text(st, S_FILE),
 			sqlite3_column_int(st, S_LINE));
-	cli_table_cell(t, (const char *)sqlite3_column_text(st, S_FUNC));
-	cli_table_cell(t, (const char *)sqlite3_column_text(st, S_PROCS));
-	cli_table_cell(t, (const char *)sqlite3_column_text(st, S_LEAKS));
+	cli_table_cell(t, cli_db_str(st, S_FUNC));
+	cli_table_cell(t, cli_db_str(st, S_PROCS));
+	cli_table_cell(t, cli_db_str(st, S_LEAKS));
 	for (int i = 0; i < CLI_CLASS_COUNT; i++) {
 		long long k = sqlite3_column_int64(st, S_CLASS0 + i);
 

@@ -138,6 +138,16 @@ char *cli_ctx_str(int64_t ctx, char *buf, size_t len)
 	return buf;
 }
 
+char *cli_record_str(const char *type, const char *name, const char *value,
+		     char *buf, size_t len)
+{
+	const char *sep = type && !strcmp(type, "TAG") ? "=" : ": ";
+
+	snprintf(buf, len, "%s%s%s%s%s", type ? type : "?", name ? " " : "",
+		 name ? name : "", value ? sep : "", value ? value : "");
+	return buf;
+}
+
 char *cli_request_label(int64_t id, const char *name, int namelen, char *buf,
 			size_t len)
 {

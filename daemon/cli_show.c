@@ -20,11 +20,6 @@ struct shown {
 	int64_t begin_ts; /* offsets in the timeline are from here */
 };
 
-static const char *text(sqlite3_stmt *st, int col)
-{
-	return (const char *)sqlite3_column_text(st, col);
-}
-
 static sqlite3_stmt *prepare_id(struct cli *c, const char *sql, int64_t id)
 {
 	sqlite3_stmt *st = cli_db_prepare(c, sql);
@@ -123,10 +118,10 @@ static void header_json(struct cli_json *j, sqlite3_stmt *st)
 	cli_json_kts(j, "end", sqlite3_column_int64(st, H_END));
 	cli_json_kcol(j, "begin_tid", st, H_TID);
 	cli_json_kcol(j, "threads", st, H_THREADS);
-	snprintf(site, sizeof(site), "%s:%d %s", text(st, H_FILE),
+	snprintf(site, sizeof(site), "%s:%d %s", cli_db_str(st, H_FILE),
 		 sqlite3_column_int(st, H_LINE),
-		 text(st, H_FUNC) ? text(st, H_FUNC) : "");
-	cli_json_kstr(j, "site", text(st, H_FILE) ? site : NULL);
+		 cli_db_str(st, H_FUNC) ? cli_db_str(st, H_FUNC) : "");
+	cli_json_kstr(j, "site", cli_db_str(st, H_FILE) ? site : NULL);
 	cli_json_kcol(j, "scopes", st, H_SCOPES);
 	cli_json_kcol(j, "records", st, H_RECORDS);
 	cli_json_kcol(j, "leaks", st, H_LEAKS);
@@ -153,10 +148,10 @@ static void header_times(struct cli *c, sqlite3_stmt *st)
 	header_field(c, "begin");
 	fprintf(c->out, "%s on thread %lld", cli_time_rfc3339(begin, a, 64),
 		sqlite3_column_int64(st, H_TID));
-	if (text(st, H_FILE)) {
+	if (cli_db_str(st, H_FILE)) {
 		fputs(" at ", c->out);
-		cli_print_safe(c->out, text(st, H_FILE),
-			       strlen(text(st, H_FILE)));
+		cli_print_safe(c->out, cli_db_str(st, H_FILE),
+			       strlen(cli_db_str(st, H_FILE)));
 		fprintf(c->out, ":%d", sqlite3_column_int(st, H_LINE));
 	}
 	fputc('\n', c->out);
@@ -210,11 +205,11 @@ static void header_text(struct cli *c, sqlite3_stmt *st)
 	s = cli_db_text(st, H_APP, &len);
 	cli_print_safe(c->out, s ? s : "-", s ? (size_t)len : 1);
 	fprintf(c->out, ", backend %s\n",
-		text(st, H_BACKEND) ? text(st, H_BACKEND) : "-");
+		cli_db_str(st, H_BACKEND) ? cli_db_str(st, H_BACKEND) : "-");
 	header_times(c, st);
 	header_field(c, "threads");
-	cli_print_safe(c->out, text(st, H_THREADS),
-		       strlen(text(st, H_THREADS)));
+	cli_print_safe(c->out, cli_db_str(st, H_THREADS),
+		       strlen(cli_db_str(st, H_THREADS)));
 	fprintf(c->out, "\n");
 	header_field(c, "scopes");
 	fprintf(c->out, "%lld, %lld records\n",
@@ -380,16 +375,16 @@ static void tag_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
 		    const struct shown *r)
 {
 	(void)c;
-	cli_table_cell(t, text(st, T_KEY));
-	cli_table_cell(t, text(st, T_VALUE));
+	cli_table_cell(t, cli_db_str(st, T_KEY));
+	cli_table_cell(t, cli_db_str(st, T_VALUE));
 	if (sqlite3_column_type(st, T_SETTER) == SQLITE_NULL)
 		cli_table_cell_styled(t, CLI_STYLE_RED, "no request");
 	else if (!foreign_setter(st, r))
 		cli_table_cell(t, "this request");
 	else
 		request_cell(t, st, T_SETTER, CLI_STYLE_RED);
-	if (text(st, T_FILE))
-		cli_table_cellf(t, "%s:%d", text(st, T_FILE),
+	if (cli_db_str(st, T_FILE))
+		cli_table_cellf(t, "%s:%d", cli_db_str(st, T_FILE),
 				sqlite3_column_int(st, T_LINE));
 	else
 		cli_table_cell(t, NULL);
@@ -470,18 +465,15 @@ static const struct cli_col record_cols[] = {
 static void record_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
 		       const struct shown *r)
 {
-	const char *leak = text(st, R_LEAK);
+	const char *leak = cli_db_str(st, R_LEAK);
 	char what[512];
 
 	(void)c;
-	cli_table_cell(t, text(st, R_TID));
+	cli_table_cell(t, cli_db_str(st, R_TID));
 	offset_cell(t, sqlite3_column_int64(st, R_TS), r);
-	snprintf(what, sizeof(what), "%s%s%s%s%s", text(st, R_TYPE),
-		 text(st, R_NAME) ? " " : "",
-		 text(st, R_NAME) ? text(st, R_NAME) : "",
-		 text(st, R_VALUE) ? "=" : "",
-		 text(st, R_VALUE) ? text(st, R_VALUE) : "");
-	cli_table_cell(t, what);
+	cli_table_cell(
+	    t, cli_record_str(cli_db_str(st, R_TYPE), cli_db_str(st, R_NAME),
+			      cli_db_str(st, R_VALUE), what, sizeof(what)));
 	request_cell(t, st, R_SAID,
 		     sqlite3_column_int64(st, R_SAID) !=
 			     sqlite3_column_int64(st, R_TRUE)
@@ -564,11 +556,11 @@ static void finding_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
 
 	(void)c;
 	offset_cell(t, sqlite3_column_int64(st, F_TS), r);
-	cli_table_cell_styled(t, cli_class_style(text(st, F_CLASS)),
-			      text(st, F_CLASS));
+	cli_table_cell_styled(t, cli_class_style(cli_db_str(st, F_CLASS)),
+			      cli_db_str(st, F_CLASS));
 	cli_table_cell(t, victim ? "victim" : "source");
 	request_cell(t, st, victim ? F_SOURCE : F_VICTIM, CLI_STYLE_NONE);
-	cli_table_cell(t, text(st, F_DETAIL));
+	cli_table_cell(t, cli_db_str(st, F_DETAIL));
 }
 
 static const struct section findings_section = {

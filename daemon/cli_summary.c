@@ -77,13 +77,10 @@ static int print_breakdown(struct cli *c, struct cli_json *j,
 		} else {
 			cli_table_cell_styled(
 			    t,
-			    b == breakdowns
-				? cli_class_style(
-				      (const char *)sqlite3_column_text(st, 0))
-				: CLI_STYLE_NONE,
-			    (const char *)sqlite3_column_text(st, 0));
-			cli_table_cell(
-			    t, (const char *)sqlite3_column_text(st, 1));
+			    b == breakdowns ? cli_class_style(cli_db_str(st, 0))
+					    : CLI_STYLE_NONE,
+			    cli_db_str(st, 0));
+			cli_table_cell(t, cli_db_str(st, 1));
 		}
 	}
 	sqlite3_finalize(st);
@@ -117,11 +114,11 @@ static const char models_sql[] =
 
 static void model_line(struct cli *c, sqlite3_stmt *st)
 {
-	const char *app = (const char *)sqlite3_column_text(st, 1);
-	const char *backend = (const char *)sqlite3_column_text(st, 2);
-	const char *model = (const char *)sqlite3_column_text(st, 3);
-	const char *recommend = (const char *)sqlite3_column_text(st, 4);
-	const char *evidence = (const char *)sqlite3_column_text(st, 5);
+	const char *app = cli_db_str(st, 1);
+	const char *backend = cli_db_str(st, 2);
+	const char *model = cli_db_str(st, 3);
+	const char *recommend = cli_db_str(st, 4);
+	const char *evidence = cli_db_str(st, 5);
 	int wrong = recommend && backend && strcmp(recommend, backend);
 	char line[1024];
 
@@ -221,10 +218,6 @@ static int print_drops(struct cli *c, struct cli_json *j, const char *where,
 	if ((st = cli_db_prepare(c, sql)) == NULL)
 		return CLI_EXIT_DB;
 	cli_db_bind_filter(st, &c->filter);
-	sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":since"),
-			   c->filter.since);
-	sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":until"),
-			   c->filter.until);
 	if (j) {
 		cli_json_key(j, "incomplete");
 		cli_json_array(j);
@@ -242,14 +235,6 @@ static int print_drops(struct cli *c, struct cli_json *j, const char *where,
 }
 
 /* ------------------------------------------------------------ summary */
-
-/* The process-level filter alone (--app, --pid) for models and drops. */
-static void process_where(const struct cli_filter *f, char *buf, size_t len)
-{
-	struct cli_filter pf = {.app = f->app, .pid = f->pid};
-
-	cli_db_filter_sql(&pf, buf, len);
-}
 
 static void headline(struct cli *c, long long findings, long long requests)
 {
@@ -280,7 +265,7 @@ static int summary_body(struct cli *c, struct cli_json *j, const char *where)
 	}
 	for (size_t i = 0; i < 4 && rc == 0 && (j || findings); i++)
 		rc = print_breakdown(c, j, &breakdowns[i], where);
-	process_where(&c->filter, pwhere, sizeof(pwhere));
+	cli_db_process_sql(&c->filter, pwhere, sizeof(pwhere));
 	if (rc == 0)
 		rc = print_models(c, j, pwhere);
 	if (rc == 0 && !j)

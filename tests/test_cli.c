@@ -1190,6 +1190,10 @@ START_TEST(test_dropped_window)
 	    member(&j, "incomplete", (char *)buf, sizeof(buf)));
 	ck_assert_ptr_nonnull(strstr((char *)buf, "\"dropped\":120"));
 	run_free(&r);
+	r = run("--db", d.db, "leaks");
+	ck_assert_str_eq(r.out, "no findings\nbut clients dropped 120 records "
+				"in this range: see 'ctxleak summary'\n");
+	run_free(&r);
 	/* A selection after the window is complete. */
 	r = run("--db", d.db, "summary", "--since", "1h");
 	ck_assert_ptr_nonnull(strstr(r.out, "counts are complete"));
