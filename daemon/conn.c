@@ -64,11 +64,11 @@ void conn_count_rejected(void)
 
 static void conn_free(struct conn *c, const char *error)
 {
+	log_debug("pid %d: disconnected after %llu bytes%s", (int)c->cred.pid,
+		  (unsigned long long)proto_decoder_offset(c->dec),
+		  c->proc == NULL ? " and before HELLO" : "");
 	if (c->proc != NULL)
 		process_detach(c->proc, error, proto_decoder_skipped(c->dec));
-	else
-		log_debug("pid %d: disconnected before HELLO",
-			  (int)c->cred.pid);
 	LIST_REMOVE(c, entry);
 	nconns--;
 	event_free(c->ev);

@@ -449,16 +449,17 @@ int main(int argc, char **argv)
 	base = event_base_new();
 	if (base == NULL)
 		fatalx("cannot create the event loop");
-	server_prepare();
-	open_store();
-	process_init(base, store);
-	server_listen(base);
-
+	/* Before the socket listens: a client may connect and a supervisor
+	 * signal at once, and SIGTERM must then drain, not kill. */
 	events[0] =
 	    add_event(SIGTERM, EV_SIGNAL | EV_PERSIST, on_terminate, NULL);
 	events[1] =
 	    add_event(SIGINT, EV_SIGNAL | EV_PERSIST, on_terminate, NULL);
 	events[2] = add_event(SIGHUP, EV_SIGNAL | EV_PERSIST, on_hangup, NULL);
+	server_prepare();
+	open_store();
+	process_init(base, store);
+	server_listen(base);
 	events[3] = add_event(-1, EV_PERSIST, on_store_tick, &tick);
 	sdnotify_start(base);
 	sdnotify_ready();
