@@ -514,6 +514,48 @@ START_TEST(test_max_request_age)
 }
 END_TEST
 
+START_TEST(test_dropped_and_unknown_counted)
+{
+	struct harness_daemon d;
+	/* A record of a type from a later version: [99, ts, tid, ctx,
+	 * cause, site] */
+	static const unsigned char unknown[] = {0x96, 0x63, 0x01, 0x02,
+						0x03, 0x04, 0x00};
+	struct proto_record dropped = {.type = PROTO_DROPPED,
+				       .ts = 5000,
+				       .tid = 7,
+				       .count = 42,
+				       .since = 4000};
+	unsigned char buf[1024];
+	size_t n;
+	int fd;
+
+	START(&d, "--keep", "all");
+	fd = harness_connect(&d);
+	ck_assert_msg(fd >= 0, "%s", harness_error());
+	ck_assert_int_eq(harness_send_hello(fd, 4722, 0), 0);
+	n = encode_request(buf, sizeof buf, 99, 1000);
+	memcpy(buf + n, unknown, sizeof unknown);
+	n += sizeof unknown;
+	n += encode(buf + n, sizeof buf - n, &dropped);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	close(fd);
+	ck_assert_msg(harness_wait_int(&d,
+				       "SELECT count(*) FROM processes WHERE "
+				       "disconnected_at IS NOT NULL",
+				       1) == 0,
+		      "%s", harness_error());
+	STOP_OK(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT dropped FROM processes"), 42);
+	ck_assert_int_eq(query_int(&d, "SELECT unknown_skipped FROM processes"),
+			 1);
+	ck_assert_int_eq(query_int(&d, "SELECT records FROM processes"), 4);
+	ck_assert_int_eq(query_int(&d, "SELECT sum(count) FROM drops"), 42);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records"), 4);
+	harness_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_record_before_hello)
 {
 	struct harness_daemon d;
@@ -996,6 +1038,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(input, test_garbage_closes_only_its_connection);
 	tcase_add_test(input, test_bad_input_keeps_what_came_before);
 	tcase_add_test(input, test_record_before_hello);
+	tcase_add_test(input, test_dropped_and_unknown_counted);
 	tcase_add_test(input, test_string_limit_closes_connection);
 	tcase_add_test(input, test_max_open_scopes);
 	tcase_add_test(input, test_max_request_age);
