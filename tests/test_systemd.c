@@ -904,6 +904,31 @@ START_TEST(test_install_uninstall)
 }
 END_TEST
 
+/* ------------------------------------------------------------- man */
+
+/* groff -ww warns of every doubtful construct (unknown macros, bad
+ * escapes, lines it cannot break): a clean page says nothing. */
+START_TEST(test_man_pages)
+{
+	static const char *const pages[] = {
+	    "daemon/ctxleakd.8", "daemon/ctxleak.1", "client/libctxleak.3"};
+	struct harness_daemon d;
+	char log[PATH_MAX], *out;
+
+	scratch(&d);
+	path_join(log, d.dir, "groff.log");
+	for (size_t i = 0; i < sizeof pages / sizeof pages[0]; i++) {
+		const char *argv[] = {"groff", "-man",	 "-Tutf8", "-ww",
+				      "-z",    pages[i], NULL};
+
+		out = capture(argv, NULL, log);
+		ck_assert_msg(out[0] == '\0', "%s:\n%s", pages[i], out);
+		free(out);
+	}
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* ------------------------------------------------------------- main */
 
 static int have_tools(const char *const *tools, const char *what)
@@ -925,6 +950,7 @@ static Suite *systemd_suite(void)
 	static const char *const users[] = {"systemd-sysusers",
 					    "systemd-tmpfiles", NULL};
 	static const char *const activate[] = {"systemd-socket-activate", NULL};
+	static const char *const groff[] = {"groff", NULL};
 	static const char *const sandbox[] = {"systemd-socket-activate",
 					      "unshare", "setpriv", NULL};
 	Suite *s = suite_create("systemd");
@@ -954,6 +980,11 @@ static Suite *systemd_suite(void)
 		tc = tcase_create("sandbox");
 		tcase_set_timeout(tc, 60);
 		tcase_add_test(tc, test_sandboxed_daemon);
+		suite_add_tcase(s, tc);
+	}
+	if (have_tools(groff, "the man pages")) {
+		tc = tcase_create("man");
+		tcase_add_test(tc, test_man_pages);
 		suite_add_tcase(s, tc);
 	}
 	tc = tcase_create("install");
