@@ -31,6 +31,11 @@
  * invalid byte, a truncated sequence and an overlong NUL. */
 #define NASTY_VALUE "\x1b[31mred\x01\xff|\xe2\x82|\xc0\x80"
 
+/* Wider than any table: it must be cut with an ellipsis. */
+#define LONG_VALUE                                                             \
+	"0123456789abcdefghij0123456789abcdefghij0123456789abcdefghij"         \
+	"0123456789abcdefghij0123456789abcdefghij"
+
 /* ------------------------------------------------------------ running */
 
 struct run {
@@ -509,6 +514,7 @@ static int worked_example(void *arg)
 	a = ctxleak_begin("GET /a");
 	ctxleak_tag("user", "alice");
 	ctxleak_tag("note", NASTY_VALUE);
+	ctxleak_tag("long", LONG_VALUE);
 	token_a = ctxleak_capture();
 	ctxleak_suspend();
 
@@ -862,6 +868,26 @@ START_TEST(test_escaping)
 	assert_fits(r.out); /* also: no ESC */
 	ck_assert_ptr_null(strchr(r.out, '\x01'));
 	ck_assert_ptr_nonnull(strstr(r.out, "?[31mred?\xef\xbf\xbd"));
+	run_free(&r);
+}
+END_TEST
+
+/* A value wider than its column is cut with an ellipsis in a table, whole
+ * in JSON. */
+START_TEST(test_truncation)
+{
+	struct run r = cli("show", "GET /a");
+	const char *line = strstr(r.out, "\nlong ");
+
+	ck_assert_int_eq(r.status, 0);
+	assert_fits(r.out);
+	ck_assert_ptr_null(strstr(r.out, LONG_VALUE));
+	ck_assert_ptr_nonnull(line);
+	ck_assert_ptr_nonnull(strstr(line, "\xe2\x80\xa6"));
+	ck_assert(strstr(line, "\xe2\x80\xa6") < strchr(line + 1, '\n'));
+	run_free(&r);
+	r = cli("show", "--json", "GET /a");
+	ck_assert_ptr_nonnull(strstr(r.out, "\"value\":\"" LONG_VALUE "\""));
 	run_free(&r);
 }
 END_TEST
@@ -1221,6 +1247,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_show_table);
 	tcase_add_test(tc, test_show_json_and_lookup);
 	tcase_add_test(tc, test_escaping);
+	tcase_add_test(tc, test_truncation);
 	tcase_add_test(tc, test_summary);
 	tcase_add_test(tc, test_processes_and_sites);
 	tcase_add_test(tc, test_fail_on);
