@@ -204,16 +204,13 @@ static enum read_result read_some(struct conn *c, int max_reads, char *error,
 }
 
 /* Finish a connection whose stream ended or went bad. */
-static void conn_close(struct conn *c, enum read_result how, char *error)
+static void conn_close(struct conn *c, enum read_result how, const char *error)
 {
-	char why[512];
-
 	if (how == READ_BAD) {
 		stats.proto_errors++;
 		log_warn("pid %d: closing connection: %s", (int)c->cred.pid,
 			 error);
-		snprintf(why, sizeof why, "%s", error);
-		conn_free(c, why);
+		conn_free(c, error);
 		return;
 	}
 	if (*error != '\0')
@@ -269,7 +266,6 @@ void conn_drain_all(void)
 	struct conn *c;
 	char error[512];
 	enum read_result r;
-
 	int avail;
 
 	/* Read what the kernel holds now, not what peers keep writing: the

@@ -2,10 +2,10 @@
  * process.c: the client processes ctxleakd knows, by instance ID.  Each
  * has one rules engine whose sink writes straight to the store, and
  * outlives its connections: after the last one closes it lingers for
- * --linger so that a reconnection (a restarted daemon connection, a
- * flushed buffer) continues it, then it is finalised: everything queued is
- * judged, open scopes become unclosed, and its row gets its counters and
- * concurrency model.
+ * --linger so that a client that reconnects (after a failed send, say)
+ * continues it, then it is finalised: everything queued is judged, open
+ * scopes become unclosed, and its row gets its counters and concurrency
+ * model.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +30,7 @@ struct process {
 	TAILQ_ENTRY(process) entry;
 };
 
+/* Searched once per HELLO only, so a list is enough. */
 static TAILQ_HEAD(, process) processes = TAILQ_HEAD_INITIALIZER(processes);
 static struct event_base *process_base;
 static struct store *process_store;
