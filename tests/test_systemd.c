@@ -958,6 +958,8 @@ static Suite *systemd_suite(void)
 
 	if (have_tools(analyze, "the unit checks")) {
 		tc = tcase_create("units");
+		/* systemd-analyze takes seconds on a loaded machine. */
+		tcase_set_timeout(tc, 60);
 		tcase_add_test(tc, test_units_verify);
 		tcase_add_test(tc, test_units_security);
 		suite_add_tcase(s, tc);
