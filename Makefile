@@ -230,6 +230,9 @@ install: all
 	install -m 0644 daemon/ctxleak.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 client/libctxleak.3 $(DESTDIR)$(MANDIR)/man3/
 	install -m 0644 daemon/ctxleakd.8 $(DESTDIR)$(MANDIR)/man8/
+# The loader finds a new library in /usr/local/lib only through its cache;
+# a staged install (DESTDIR) is the packager's to register.
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
