@@ -208,6 +208,23 @@ static void listener_stop(struct listener *l)
 	rmdir(l->dir);
 }
 
+static void listener_free(struct listener *l)
+{
+	for (int i = 0; i < l->nconns; i++) {
+		struct tconn *c = &l->c[i];
+
+		for (size_t j = 0; j < c->n; j++)
+			for (int k = 0; k < 6; k++)
+				free(c->m[j].owned[k]);
+		free(c->m);
+		proto_decoder_free(c->dec);
+		if (c->fd >= 0)
+			close(c->fd);
+	}
+	pthread_mutex_destroy(&l->mu);
+	pthread_cond_destroy(&l->cond);
+}
+
 /* Polls pred under the listener's lock until it holds or WAIT_MS. */
 static int wait_for(struct listener *l, int (*pred)(struct listener *, void *),
 		    void *arg)
@@ -442,6 +459,7 @@ START_TEST(test_every_call)
 		ck_assert_uint_eq(s->line, (unsigned)line);
 	}
 	ck_assert_uint_ne(r[0]->site, r[1]->site); /* one ID per site */
+	listener_free(&l);
 }
 END_TEST
 
@@ -471,6 +489,7 @@ START_TEST(test_hello)
 	ck_assert_uint_eq(st.records, 1);
 	ck_assert_uint_eq(st.connects, 1);
 	ck_assert_uint_gt(st.sent_bytes, 0);
+	listener_free(&l);
 }
 END_TEST
 
@@ -583,6 +602,7 @@ static void run_example(enum ctxleak_backend backend, const char *name,
 	check_sites(&l);
 	check_example(&l, e, id);
 	str_eq(first_hello(&l, 0)->backend, name);
+	listener_free(&l);
 }
 
 START_TEST(test_example_thread)
@@ -623,6 +643,7 @@ START_TEST(test_global_is_shared)
 	ck_assert_uint_eq(seen, ctx);
 	ctxleak_end(ctx);
 	listener_stop(&l);
+	listener_free(&l);
 }
 END_TEST
 
@@ -640,6 +661,7 @@ START_TEST(test_thread_is_per_thread)
 	ck_assert_uint_eq(ctxleak_current(), ctx);
 	ctxleak_end(ctx);
 	listener_stop(&l);
+	listener_free(&l);
 }
 END_TEST
 
@@ -711,6 +733,7 @@ START_TEST(test_custom_backend)
 	ck_assert_uint_eq(r[1]->cause, ctx);
 	ck_assert_uint_eq(r[2]->cur, 5);
 	str_eq(first_hello(&l, 0)->backend, "custom");
+	listener_free(&l);
 }
 END_TEST
 
@@ -728,6 +751,7 @@ static void check_auto(int scheduler, const char *backend, const char *why)
 	listener_stop(&l);
 	str_eq(first_hello(&l, 0)->backend, backend);
 	str_eq(first_hello(&l, 0)->reason, why);
+	listener_free(&l);
 }
 
 START_TEST(test_auto_without_scheduler)
@@ -768,6 +792,7 @@ START_TEST(test_environment)
 	str_eq(first_hello(&l, 0)->backend, "global");
 	str_eq(first_hello(&l, 0)->reason, "CTXLEAK_BACKEND=global");
 	str_eq(first_hello(&l, 0)->app, "from-env");
+	listener_free(&l);
 }
 END_TEST
 
@@ -788,7 +813,7 @@ END_TEST
 /* ------------------------------------------------------------ threads */
 
 #define THREADS	   8
-#define PER_THREAD 20000
+#define PER_THREAD 5000
 
 static void *emit_numbered(void *arg)
 {
@@ -854,6 +879,7 @@ START_TEST(test_threads)
 	ctxleak_stats(&st);
 	ck_assert_uint_eq(st.dropped, 0);
 	ck_assert_uint_eq(st.records, (uint64_t)THREADS * (PER_THREAD + 2));
+	listener_free(&l);
 }
 END_TEST
 
@@ -879,6 +905,7 @@ START_TEST(test_daemon_appears)
 	check_sites(&l);
 	ck_assert_uint_eq(count_records(&l, PROTO_EVENT, "early"), 100);
 	ck_assert_uint_eq(count_records(&l, PROTO_DROPPED, NULL), 0);
+	listener_free(&l);
 }
 END_TEST
 
@@ -922,6 +949,7 @@ START_TEST(test_buffer_limit)
 	ck_assert_uint_gt(since, 0);
 	/* The budget holds: what was buffered is about the limit. */
 	ck_assert_uint_le(received * 20, 64 * 1024);
+	listener_free(&l);
 }
 END_TEST
 
@@ -987,10 +1015,13 @@ START_TEST(test_reconnect)
 		prev = atoi(r->message.ptr);
 	}
 	ck_assert_int_eq(prev, EVENTS - 1);
+	listener_free(&l);
 }
 END_TEST
 
 /* --------------------------------------------------------------- fork */
+
+#ifndef __SANITIZE_THREAD__
 
 static int has_message(struct tconn *c, const char *message)
 {
@@ -1049,8 +1080,11 @@ START_TEST(test_fork)
 	ck_assert(has_message(&l.c[pc], "parent"));
 	ck_assert(!has_message(&l.c[pc], "child"));
 	ck_assert_uint_eq(count_records(&l, PROTO_EVENT, "e"), 3);
+	listener_free(&l);
 }
 END_TEST
+
+#endif
 
 /* ----------------------------------------------------------- SIGPIPE */
 
@@ -1083,6 +1117,7 @@ START_TEST(test_no_sigpipe)
 	ctxleak_stats(&st);
 	ck_assert_uint_ge(st.connects, 4);
 	check_sites(&l);
+	listener_free(&l);
 }
 END_TEST
 
@@ -1142,6 +1177,7 @@ START_TEST(test_bad_arguments)
 	ctxleak_stats(&st);
 	ck_assert_uint_eq(st.truncated, 2);
 	free(longer);
+	listener_free(&l);
 }
 END_TEST
 
@@ -1186,6 +1222,7 @@ START_TEST(test_disabled)
 	check_all_off(0);
 	listener_stop(&l);
 	ck_assert_int_eq(l.nconns, 0);
+	listener_free(&l);
 }
 END_TEST
 
@@ -1208,6 +1245,7 @@ START_TEST(test_shutdown)
 	check_all_off(1);
 	ck_assert_int_eq(ctxleak_init(NULL), CTXLEAK_EALREADY);
 	listener_stop(&l);
+	listener_free(&l);
 }
 END_TEST
 
@@ -1232,6 +1270,7 @@ START_TEST(test_thread_exit)
 	ck_assert(wait_records(&l, PROTO_EVENT, "gone", 50));
 	listener_stop(&l);
 	ck_assert_uint_eq(count_records(&l, PROTO_EVENT, "gone"), 50);
+	listener_free(&l);
 }
 END_TEST
 
@@ -1295,6 +1334,7 @@ START_TEST(test_watermark)
 	for (int i = 0; i < l.nconns; i++)
 		check_watermarks(&l.c[i], &marks);
 	ck_assert_uint_ge(marks, 50);
+	listener_free(&l);
 }
 END_TEST
 
@@ -1333,7 +1373,12 @@ static Suite *client_suite(void)
 	tcase_add_test(ship, test_buffer_limit);
 	tcase_add_test(ship, test_watermark);
 	tcase_add_test(robust, test_reconnect);
+#ifndef __SANITIZE_THREAD__
+	/* The child starts the library's thread again, as a real child
+	 * does, and ThreadSanitizer cannot follow threads made after a
+	 * multi-threaded fork.  The plain and ASan runs cover it. */
 	tcase_add_test(robust, test_fork);
+#endif
 	tcase_add_test(robust, test_no_sigpipe);
 	tcase_add_test(robust, test_bad_arguments);
 	suite_add_tcase(s, api);
