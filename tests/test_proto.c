@@ -869,7 +869,7 @@ static void rnd_record(uint64_t *state, struct proto_record *r)
 	}
 }
 
-#define STREAM_RECORDS 3000
+#define STREAM_RECORDS 1000
 
 struct stream {
 	struct bytes b;
@@ -1006,7 +1006,7 @@ START_TEST(test_truncated_everywhere)
 {
 	struct stream s;
 
-	stream_make(&s, 40, 99);
+	stream_make(&s, 25, 99);
 	for (size_t cut = 0; cut <= s.b.len; cut++) {
 		struct proto_decoder *d = proto_decoder_new(NULL);
 		size_t next = 0, whole = 0;
@@ -1472,7 +1472,7 @@ START_TEST(test_mutated_streams)
 	uint64_t seed = 0xfeed;
 
 	stream_make(&s, 30, 5);
-	for (int round = 0; round < 3000; round++) {
+	for (int round = 0; round < 1500; round++) {
 		struct proto_decoder *d = proto_decoder_new(NULL);
 		uint8_t *p = malloc(s.b.len);
 		struct proto_msg msg;
