@@ -14,7 +14,7 @@
 #
 # Every part builds from the sources that sit in its directory, so a new
 # file needs no edit here:
-#   proto/*.c                      -> linked into the library and the daemon
+#   proto/*.c                      -> the daemon; all but decode*.c, the library
 #   client/*.c                     -> libctxleak.so.0 and libctxleak.a
 #   daemon/cli*.c                  -> ctxleak (the CLI)
 #   daemon/ctxleakd.c              -> main() of ctxleakd
