@@ -56,10 +56,15 @@
 /* A queued record with its strings. */
 struct pnode {
 	struct proto_record rec;
-	uint64_t seq;
+	struct pnode *next; /* in the cache of free nodes */
 	size_t size;
 	char strings[];
 };
+
+/* Nodes with room for this many bytes of strings are cached, up to
+ * PNODE_CACHE of them. */
+#define PNODE_STRINGS 96
+#define PNODE_CACHE   1024
 
 /* What judging one record found. */
 struct judgement {
@@ -95,7 +100,7 @@ void rules_config_default(struct rules_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->max_open_scopes = 1u << 18;
-	cfg->max_ended_scopes = 1u << 16;
+	cfg->max_ended_scopes = 1u << 14;
 	cfg->max_pending = 1u << 16;
 	cfg->max_tags = 64;
 	cfg->max_request_age = 3600ull * 1000000000ull;
@@ -113,52 +118,58 @@ struct rules *rules_new(const struct rules_config *cfg,
 		r->cfg.request_seq = &r->own_seq;
 	if (sink != NULL)
 		r->sink = *sink;
+	r->open.load = PTAB_DENSE;
+	r->ended_tab.load = PTAB_SPARSE;
+	r->threads.load = PTAB_SPARSE;
 	rules_mem_add(r, sizeof(*r));
 	return r;
 }
 
 /* ------------------------------------------------------------ queue */
 
-static int pnode_before(const struct pnode *a, const struct pnode *b)
+/* The heap holds its keys, so that sifting does not touch the records. */
+static int pending_before(const struct pending *a, const struct pending *b)
 {
-	if (a->rec.ts != b->rec.ts)
-		return a->rec.ts < b->rec.ts;
+	if (a->ts != b->ts)
+		return a->ts < b->ts;
 	return a->seq < b->seq;
 }
 
-static void heap_up(struct pnode **h, size_t i)
+static void pending_swap(struct pending *a, struct pending *b)
 {
-	while (i > 0 && pnode_before(h[i], h[(i - 1) / 2])) {
-		struct pnode *tmp = h[i];
+	struct pending tmp = *a;
 
-		h[i] = h[(i - 1) / 2];
-		h[(i - 1) / 2] = tmp;
+	*a = *b;
+	*b = tmp;
+}
+
+static void heap_up(struct pending *h, size_t i)
+{
+	while (i > 0 && pending_before(&h[i], &h[(i - 1) / 2])) {
+		pending_swap(&h[i], &h[(i - 1) / 2]);
 		i = (i - 1) / 2;
 	}
 }
 
-static void heap_down(struct pnode **h, size_t n, size_t i)
+static void heap_down(struct pending *h, size_t n, size_t i)
 {
 	for (;;) {
 		size_t l = 2 * i + 1, m = i;
 
-		if (l < n && pnode_before(h[l], h[m]))
+		if (l < n && pending_before(&h[l], &h[m]))
 			m = l;
-		if (l + 1 < n && pnode_before(h[l + 1], h[m]))
+		if (l + 1 < n && pending_before(&h[l + 1], &h[m]))
 			m = l + 1;
 		if (m == i)
 			return;
-		struct pnode *tmp = h[i];
-
-		h[i] = h[m];
-		h[m] = tmp;
+		pending_swap(&h[i], &h[m]);
 		i = m;
 	}
 }
 
 static struct pnode *heap_pop(struct rules *r)
 {
-	struct pnode *top = r->heap[0];
+	struct pnode *top = r->heap[0].n;
 
 	r->heap[0] = r->heap[--r->npending];
 	heap_down(r->heap, r->npending, 0);
@@ -175,19 +186,52 @@ static void copy_str(struct proto_str *s, char **at)
 	*at += s->len;
 }
 
+/* Records with short strings, nearly all of them, reuse nodes from a
+ * small cache: queueing and judging allocate nothing in the steady state. */
+static struct pnode *pnode_alloc(struct rules *r, size_t strings)
+{
+	struct pnode *n;
+	size_t size = sizeof(*n) + strings;
+
+	if (strings <= PNODE_STRINGS) {
+		n = r->free_pnodes;
+		if (n != NULL) {
+			r->free_pnodes = n->next;
+			r->nfree_pnodes--;
+			return n;
+		}
+		size = sizeof(*n) + PNODE_STRINGS;
+	}
+	n = malloc(size);
+	if (n != NULL) {
+		n->size = size;
+		rules_mem_add(r, size);
+	}
+	return n;
+}
+
+static void pnode_free(struct rules *r, struct pnode *n)
+{
+	if (n->size == sizeof(*n) + PNODE_STRINGS &&
+	    r->nfree_pnodes < PNODE_CACHE) {
+		n->next = r->free_pnodes;
+		r->free_pnodes = n;
+		r->nfree_pnodes++;
+		return;
+	}
+	rules_release(r, n, n->size);
+}
+
 static struct pnode *pnode_new(struct rules *r, const struct proto_record *rec)
 {
 	size_t len = (size_t)rec->name.len + rec->key.len + rec->value.len +
 		     rec->message.len;
-	size_t size = sizeof(struct pnode) + len;
-	struct pnode *n = rules_alloc(r, size);
+	struct pnode *n = pnode_alloc(r, len);
 	char *at;
 
 	if (n == NULL)
 		return NULL;
 	n->rec = *rec;
-	n->size = size;
-	n->seq = r->seq++;
 	/* Only the strings the engine reads or delivers are kept. */
 	n->rec.file = n->rec.func = (struct proto_str){NULL, 0};
 	at = n->strings;
@@ -210,7 +254,7 @@ int rules_add(struct rules *r, const struct proto_record *rec)
 		return 0;
 	if (r->npending == r->heap_cap) {
 		size_t cap = r->heap_cap ? r->heap_cap * 2 : 64;
-		struct pnode **heap = realloc(r->heap, cap * sizeof(*heap));
+		struct pending *heap = realloc(r->heap, cap * sizeof(*heap));
 
 		if (heap == NULL)
 			return -1;
@@ -221,7 +265,9 @@ int rules_add(struct rules *r, const struct proto_record *rec)
 	n = pnode_new(r, rec);
 	if (n == NULL)
 		return -1;
-	r->heap[r->npending++] = n;
+	r->heap[r->npending].ts = n->rec.ts;
+	r->heap[r->npending].seq = r->seq++;
+	r->heap[r->npending++].n = n;
 	heap_up(r->heap, r->npending - 1);
 	r->stats.added++;
 	r->stats.pending = r->npending;
@@ -844,7 +890,7 @@ static void judge(struct rules *r, struct pnode *n)
 	unpin(r, j.source);
 	iname_put(r, j.name_ref);
 	r->stats.judged++;
-	rules_release(r, n, n->size);
+	pnode_free(r, n);
 }
 
 /* ------------------------------------------------------------ retiring */
@@ -1025,7 +1071,7 @@ static void expire_old(struct rules *r, uint64_t watermark)
 
 void rules_advance(struct rules *r, uint64_t watermark)
 {
-	while (r->npending > 0 && r->heap[0]->rec.ts <= watermark)
+	while (r->npending > 0 && r->heap[0].ts <= watermark)
 		judge(r, heap_pop(r));
 	expire_old(r, watermark);
 	retire_done(r, watermark, 0);
@@ -1054,6 +1100,12 @@ void rules_free(struct rules *r)
 	while (r->npending > 0) {
 		struct pnode *n = heap_pop(r);
 
+		rules_release(r, n, n->size);
+	}
+	while (r->free_pnodes != NULL) {
+		struct pnode *n = r->free_pnodes;
+
+		r->free_pnodes = n->next;
 		rules_release(r, n, n->size);
 	}
 	free(r->heap);

@@ -45,7 +45,8 @@ enum rules_unclosed_reason {
 
 struct rules_config {
 	uint32_t max_open_scopes;  /* past it the oldest open scope is
-				      reported unclosed and forgotten */
+				      reported unclosed and forgotten;
+				      0: no limit */
 	uint32_t max_ended_scopes; /* ended scopes remembered, for stale */
 	uint32_t max_pending;	   /* records waiting for a watermark; past
 				      it the oldest are judged at once */
@@ -69,7 +70,10 @@ struct rules_verdict {
 				 0: none */
 	uint64_t rid_ctx;     /* request the backend attributed it to:
 				 request(ctx), or request(prev) for BEGIN;
-				 0: none */
+				 0: none.  A ctx never seen begin is a
+				 pseudo request of its own with an id but
+				 no rules_request (the engine's spec is at
+				 the top of rules.c) */
 	enum leak_class leak; /* LEAK_NONE, or the finding it produced */
 };
 

@@ -46,12 +46,17 @@ struct scope {
 	uint8_t is_root; /* embedded in its request */
 };
 
-/* An open-addressing hash of pointers to structs that start with a ctx. */
+/* An open-addressing hash of pointers to structs that start with a ctx
+ * (rules_scope.c says how it is laid out). */
 struct ptab {
 	uint64_t **slot;
-	uint32_t bits; /* capacity is 1 << bits (0: no array yet) */
+	uint32_t *hash; /* each slot's hash, in the same allocation */
+	uint32_t bits;	/* capacity is 1 << bits (0: no array yet) */
 	uint32_t count;
+	uint32_t load; /* eighths full before it grows */
 };
+#define PTAB_DENSE  7 /* searched mostly for keys it holds */
+#define PTAB_SPARSE 4 /* searched mostly for keys it lacks */
 
 /* Bump allocation for a request's held strings, freed all at once. */
 struct arena {
@@ -141,14 +146,21 @@ struct model_thread {
 
 struct pnode; /* a queued record (rules.c) */
 
+struct pending {
+	uint64_t ts, seq;
+	struct pnode *n;
+};
+
 struct rules {
 	struct rules_config cfg;
 	struct rules_sink sink;
 
-	/* pending records: a min-heap on (ts, seq) */
-	struct pnode **heap;
+	/* pending records: a min-heap on (ts, arrival) */
+	struct pending *heap;
 	size_t npending, heap_cap;
 	uint64_t seq;
+	struct pnode *free_pnodes;
+	uint32_t nfree_pnodes;
 
 	/* open scopes */
 	struct ptab open;

@@ -64,7 +64,7 @@ void model_note(struct rules *r, struct req *q, uint64_t tid)
 void model_free(struct rules *r)
 {
 	for (size_t i = 0; r->threads.bits && i < (1u << r->threads.bits); i++)
-		if (r->threads.slot[i] != NULL)
+		if (r->threads.hash[i] != 0)
 			rules_release(r, r->threads.slot[i],
 				      sizeof(struct model_thread));
 	ptab_free(r, &r->threads);

@@ -44,36 +44,56 @@ void rules_release(struct rules *r, void *p, size_t n)
 
 /* ------------------------------------------------------------ ptab */
 
+/*
+ * Each slot's 32-bit hash (never 0: 0 marks an empty slot) sits in a
+ * parallel array, so that probing and deletion read that dense array and
+ * dereference an entry only when its hash matches: the entries themselves
+ * are scattered over the heap.  A table that is mostly searched for keys
+ * it holds (open scopes) fills to 7/8, about 16 bytes per entry; one that
+ * is mostly searched for keys it lacks (ended scopes) stops at 1/2, where
+ * a miss costs a few probes rather than dozens.
+ */
+#define PTAB_LOAD_DEN 8
+
 /* Fibonacci hashing: ctx values are random, but tids and hostile clients'
  * ctx values need not be, and the multiply costs nothing. */
-static uint32_t ptab_home(const struct ptab *t, uint64_t key)
+static uint32_t ptab_hash(uint64_t key)
 {
-	return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> (64 - t->bits));
+	return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32) | 1;
+}
+
+static uint32_t ptab_home(const struct ptab *t, uint32_t hash)
+{
+	return hash >> (32 - t->bits);
+}
+
+static size_t ptab_bytes(uint32_t bits)
+{
+	return ((size_t)1 << bits) * (sizeof(uint64_t *) + sizeof(uint32_t));
 }
 
 uint64_t **ptab_find(const struct ptab *t, uint64_t ctx)
 {
-	uint32_t mask, i;
+	uint32_t mask, i, h = ptab_hash(ctx);
 
 	if (t->bits == 0)
 		return NULL;
 	mask = (1u << t->bits) - 1;
-	for (i = ptab_home(t, ctx);; i = (i + 1) & mask) {
-		if (t->slot[i] == NULL)
-			return NULL;
-		if (*t->slot[i] == ctx)
+	for (i = ptab_home(t, h); t->hash[i] != 0; i = (i + 1) & mask)
+		if (t->hash[i] == h && *t->slot[i] == ctx)
 			return &t->slot[i];
-	}
+	return NULL;
 }
 
-static void ptab_place(struct ptab *t, uint64_t *entry)
+static void ptab_place(struct ptab *t, uint64_t *entry, uint32_t h)
 {
 	uint32_t mask = (1u << t->bits) - 1;
-	uint32_t i = ptab_home(t, *entry);
+	uint32_t i = ptab_home(t, h);
 
-	while (t->slot[i] != NULL)
+	while (t->hash[i] != 0)
 		i = (i + 1) & mask;
 	t->slot[i] = entry;
+	t->hash[i] = h;
 }
 
 static int ptab_resize(struct rules *r, struct ptab *t, uint32_t bits)
@@ -81,32 +101,32 @@ static int ptab_resize(struct rules *r, struct ptab *t, uint32_t bits)
 	struct ptab old = *t;
 	size_t cap = (size_t)1 << bits;
 
-	t->slot = rules_alloc(r, cap * sizeof(*t->slot));
+	t->slot = rules_alloc(r, ptab_bytes(bits));
 	if (t->slot == NULL) {
 		*t = old;
 		return -1;
 	}
+	t->hash = (uint32_t *)(t->slot + cap);
 	t->bits = bits;
 	for (size_t i = 0; old.bits && i < ((size_t)1 << old.bits); i++)
-		if (old.slot[i] != NULL)
-			ptab_place(t, old.slot[i]);
+		if (old.hash[i] != 0)
+			ptab_place(t, old.slot[i], old.hash[i]);
 	if (old.bits)
-		rules_release(r, old.slot,
-			      ((size_t)1 << old.bits) * sizeof(*old.slot));
+		rules_release(r, old.slot, ptab_bytes(old.bits));
 	return 0;
 }
 
 /* The caller guarantees that the key is not in the table yet. */
 int ptab_insert(struct rules *r, struct ptab *t, uint64_t *entry)
 {
-	/* Keep the load under 3/4 so that probes stay short. */
-	if (t->bits == 0 || ((uint64_t)t->count + 1) * 4 > (3ull << t->bits)) {
+	if (t->bits == 0 || ((uint64_t)t->count + 1) * PTAB_LOAD_DEN >
+				((uint64_t)t->load << t->bits)) {
 		uint32_t bits = t->bits ? t->bits + 1 : PTAB_MIN_BITS;
 
 		if (ptab_resize(r, t, bits) == -1)
 			return -1;
 	}
-	ptab_place(t, entry);
+	ptab_place(t, entry, ptab_hash(*entry));
 	t->count++;
 	return 0;
 }
@@ -121,25 +141,28 @@ void ptab_remove(struct ptab *t, uint64_t ctx)
 		return;
 	mask = (1u << t->bits) - 1;
 	i = (uint32_t)(hit - t->slot);
-	for (j = (i + 1) & mask; t->slot[j] != NULL; j = (j + 1) & mask) {
-		home = ptab_home(t, *t->slot[j]);
+	for (j = (i + 1) & mask; t->hash[j] != 0; j = (j + 1) & mask) {
+		home = ptab_home(t, t->hash[j]);
 		/* Move j into the hole i unless its home lies in (i, j]. */
 		if (i <= j ? (home <= i || home > j)
 			   : (home <= i && home > j)) {
 			t->slot[i] = t->slot[j];
+			t->hash[i] = t->hash[j];
 			i = j;
 		}
 	}
 	t->slot[i] = NULL;
+	t->hash[i] = 0;
 	t->count--;
 }
 
 void ptab_free(struct rules *r, struct ptab *t)
 {
 	if (t->bits)
-		rules_release(r, t->slot,
-			      ((size_t)1 << t->bits) * sizeof(*t->slot));
-	memset(t, 0, sizeof(*t));
+		rules_release(r, t->slot, ptab_bytes(t->bits));
+	t->slot = NULL;
+	t->hash = NULL;
+	t->bits = t->count = 0;
 }
 
 /* ------------------------------------------------------------ scopes */
@@ -363,7 +386,7 @@ struct ended *ended_find(const struct rules *r, uint64_t ctx)
 static int ring_grow(struct rules *r)
 {
 	uint32_t cap = r->ring_cap ? r->ring_cap * 2 : 64;
-	struct ptab tab = {NULL, 0, 0};
+	struct ptab tab = {NULL, NULL, 0, 0, PTAB_SPARSE};
 	struct ended *ring;
 
 	if (cap > r->cfg.max_ended_scopes)
