@@ -295,7 +295,7 @@ static void next_object(struct proto_decoder *d)
  */
 struct fields {
 	struct proto_decoder *d;
-	const char *msg; /* "HELLO", "BEGIN", ... for error messages */
+	const char *what; /* "HELLO", "BEGIN", ... for error messages */
 	enum proto_status st;
 };
 
@@ -339,19 +339,19 @@ static uint64_t get_uint(struct fields *f, const msgpack_object *o,
 	if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
 		f->st =
 		    fail(f->d, PROTO_E_TYPE, "%s field %s is negative (%lld)",
-			 f->msg, name, (long long)o->via.i64);
+			 f->what, name, (long long)o->via.i64);
 		return 0;
 	}
 	if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER) {
 		f->st = fail(f->d, PROTO_E_TYPE,
 			     "%s field %s is %s, not an unsigned integer",
-			     f->msg, name, object_type_name(o->type));
+			     f->what, name, object_type_name(o->type));
 		return 0;
 	}
 	if (o->via.u64 > max) {
 		f->st = fail(f->d, PROTO_E_TYPE,
 			     "%s field %s is %llu, over its maximum %llu",
-			     f->msg, name, (unsigned long long)o->via.u64,
+			     f->what, name, (unsigned long long)o->via.u64,
 			     (unsigned long long)max);
 		return 0;
 	}
@@ -384,7 +384,7 @@ static struct proto_str get_str(struct fields *f, const msgpack_object *o,
 	if (o->type != MSGPACK_OBJECT_NIL || nil == NIL_REFUSED)
 		f->st =
 		    fail(f->d, PROTO_E_TYPE, "%s field %s is %s, not %s",
-			 f->msg, name, object_type_name(o->type),
+			 f->what, name, object_type_name(o->type),
 			 nil == NIL_ALLOWED ? "a string or nil" : "a string");
 	return s;
 }
@@ -444,10 +444,10 @@ static enum proto_status to_record(struct proto_decoder *d,
 		return DECODE_SKIPPED;
 	}
 	r->type = (uint8_t)type;
-	f.msg = proto_type_name(r->type);
+	f.what = proto_type_name(r->type);
 	if (a->size < proto_type_fields[type])
 		return fail(d, PROTO_E_SHORT,
-			    "%s record of %u elements; it has %u", f.msg,
+			    "%s record of %u elements; it has %u", f.what,
 			    a->size, proto_type_fields[type]);
 	r->ts = get_uint(&f, &e[1], "ts", UINT64_MAX);
 	r->tid = get_uint(&f, &e[2], "tid", UINT64_MAX);
