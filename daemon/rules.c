@@ -306,51 +306,53 @@ static uint64_t next_rid(struct rules *r)
 	return ++*r->cfg.request_seq;
 }
 
-/* request(ctx), pinned for the judgement; NULL for ctx 0 or when out of
- * memory. */
-static struct req *resolve(struct rules *r, uint64_t ctx)
+/* The pseudo request of a ctx never seen begin. */
+static struct req *unknown_req(struct rules *r, uint64_t ctx)
 {
-	struct scope *s;
-	struct ended *e;
-	struct req *q;
+	struct req *q = rules_alloc(r, sizeof(*q));
 
-	if (ctx == 0)
-		return NULL;
-	s = scope_find(r, ctx);
-	if (s != NULL)
-		return pin(s->req);
-	e = ended_find(r, ctx);
-	if (e != NULL)
-		return pin(e->req);
-	q = rules_alloc(r, sizeof(*q));
 	if (q == NULL)
 		return NULL;
 	q->state = REQ_UNKNOWN;
 	q->rid = next_rid(r);
 	q->root.ctx = ctx;
 	q->root.req = q;
-	pin(q);
 	ended_insert(r, ctx, q, q);
 	return q;
 }
 
-/* The request whose code truly runs under ctx: like request(ctx), but
- * following the cause at each child's BEGIN rather than its prev, so that
- * the model does not depend on the backend.  Pinned. */
-static struct req *resolve_truth(struct rules *r, uint64_t ctx)
+/*
+ * request(ctx), pinned for the judgement; NULL for ctx 0 or when out of
+ * memory.  With truth, also the request whose code truly runs under ctx:
+ * like request(ctx) but following the cause at each child's BEGIN rather
+ * than its prev, so that the model does not depend on the backend.
+ */
+static struct req *resolve_pair(struct rules *r, uint64_t ctx,
+				struct req **truth)
 {
 	struct scope *s;
 	struct ended *e;
+	struct req *q = NULL, *t = NULL;
 
-	if (ctx == 0)
-		return NULL;
-	s = scope_find(r, ctx);
-	if (s != NULL)
-		return pin(scope_truth(s));
-	e = ended_find(r, ctx);
-	if (e != NULL)
-		return pin(e->truth);
-	return resolve(r, ctx);
+	if (ctx != 0 && (s = scope_find(r, ctx)) != NULL) {
+		q = s->req;
+		t = scope_truth(s);
+	} else if (ctx != 0 && (e = ended_find(r, ctx)) != NULL) {
+		q = e->req;
+		t = e->truth;
+	} else if (ctx != 0) {
+		q = t = unknown_req(r, ctx);
+	}
+	/* Pinned before anything can drop the last reference. */
+	pin(q);
+	if (truth != NULL)
+		*truth = pin(t);
+	return q;
+}
+
+static struct req *resolve(struct rules *r, uint64_t ctx)
+{
+	return resolve_pair(r, ctx, NULL);
 }
 
 static struct req_more *more(struct rules *r, struct req *q)
@@ -688,8 +690,7 @@ static void judge_begin(struct rules *r, const struct proto_record *rec,
 		judge_request_begin(r, rec, j);
 		return;
 	}
-	j->owner = resolve(r, rec->cause);
-	j->truth = resolve_truth(r, rec->cause);
+	j->owner = resolve_pair(r, rec->cause, &j->truth);
 	if (rec->kind == PROTO_KIND_CHILD)
 		judge_work(rec, rec->prev, j);
 	if (!opens)
@@ -718,19 +719,17 @@ static void judge_end(struct rules *r, const struct proto_record *rec,
 		      struct judgement *j)
 {
 	struct scope *s = scope_find(r, rec->ctx);
-	struct ended *e;
-	struct req *q, *truth;
+	struct ended *e = s ? NULL : ended_find(r, rec->ctx);
+	struct req *q, *by;
 
 	j->mn.scope_name = (struct proto_str){NULL, 0};
-	j->truth = resolve_truth(r, rec->cause);
 	if (s == NULL) {
-		e = ended_find(r, rec->ctx);
 		j->mn.why = e && e->req->state != REQ_UNKNOWN ? MISNEST_ENDED
 							      : MISNEST_UNKNOWN;
 		j->owner = resolve(r, rec->ctx);
 		j->said = pin(j->owner);
 		j->leak = LEAK_MISNEST;
-		j->victim = resolve(r, rec->cause);
+		j->victim = resolve_pair(r, rec->cause, &j->truth);
 		return;
 	}
 	q = s->req;
@@ -738,12 +737,12 @@ static void judge_end(struct rules *r, const struct proto_record *rec,
 	j->said = pin(q);
 	j->mn.scope_name = iname_str(s->name);
 	j->mn.begin_tid = s->tid;
-	truth = resolve(r, rec->cause);
+	by = resolve_pair(r, rec->cause, &j->truth); /* request(t) */
 	if (rec->cur != rec->ctx)
 		j->mn.why = MISNEST_CUR;
-	else if (rec->tid != s->tid && truth != q)
+	else if (rec->tid != s->tid && by != q)
 		j->mn.why = MISNEST_THREAD;
-	unpin(r, truth);
+	unpin(r, by);
 	if (j->mn.why != 0) {
 		j->leak = LEAK_MISNEST;
 		j->victim = pin(q);
@@ -867,8 +866,7 @@ static void judge(struct rules *r, struct pnode *n)
 		judge_end(r, rec, &j);
 		break;
 	default:
-		j.owner = resolve(r, rec->cause);
-		j.truth = resolve_truth(r, rec->cause);
+		j.owner = resolve_pair(r, rec->cause, &j.truth);
 		j.said = resolve(r, rec->ctx);
 		if (rec->type == PROTO_TAG || rec->type == PROTO_EVENT)
 			judge_work(rec, rec->ctx, &j);
