@@ -254,8 +254,15 @@ START_TEST(test_units_verify)
 	path_join(socket_unit, d.dir, "ctxleakd.socket");
 	path_join(log, d.dir, "verify.log");
 	{
-		const char *argv[] = {"systemd-analyze", "verify", service,
-				      socket_unit, NULL};
+		/* Without man(1) (a minimal container) the pages cannot be
+		 * looked up; everything else is still verified. */
+		const char *argv[] = {
+		    "systemd-analyze",
+		    "verify",
+		    have_cmd("man") ? "--man=yes" : "--man=no",
+		    service,
+		    socket_unit,
+		    NULL};
 		const char *env[] = {manpath, NULL};
 
 		run_ok(argv, env, log);
