@@ -789,6 +789,13 @@ static void match_mode(const char *path)
 	}
 }
 
+/* SQLite's in-memory database (the fuzz target stores into one): no file
+ * to create, no WAL to keep. */
+static int is_memory(const char *path)
+{
+	return strcmp(path, ":memory:") == 0;
+}
+
 static int configure(struct store *s, const char *path, char *err,
 		     size_t errlen)
 {
@@ -798,7 +805,8 @@ static int configure(struct store *s, const char *path, char *err,
 	/* Keep the -wal and -shm files when the daemon closes the database:
 	 * SQLite needs them to read a WAL database, and a reader that may
 	 * not write in the directory (group ctxleak) cannot create them. */
-	if (sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL,
+	if (!is_memory(path) &&
+	    sqlite3_file_control(s->db, "main", SQLITE_FCNTL_PERSIST_WAL,
 				 &persist_wal) != SQLITE_OK)
 		goto fail;
 	if (sqlite3_exec(
@@ -866,8 +874,9 @@ struct store *store_open(const struct store_config *cfg, char *err,
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	if (make_parent(cfg->path, err, errlen) == -1 ||
-	    create_file(cfg->path, err, errlen) == -1)
+	if (!is_memory(cfg->path) &&
+	    (make_parent(cfg->path, err, errlen) == -1 ||
+	     create_file(cfg->path, err, errlen) == -1))
 		goto fail;
 	rc = sqlite3_open_v2(cfg->path, &s->db,
 			     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
