@@ -422,28 +422,32 @@ void cli_json_end(struct cli_json *j)
 		fputc('\n', j->out);
 }
 
+/* Bytes that need no escape are written in runs: one call per string,
+ * not per character, in the common case. */
 static void write_string(FILE *out, const char *s, size_t len)
 {
 	const unsigned char *p = (const unsigned char *)s;
-	size_t i = 0, n;
+	size_t i = 0, run = 0, n;
 	uint32_t cp;
 
 	fputc('"', out);
 	while (i < len) {
 		n = cli_utf8_next(p + i, len - i, &cp);
-		if (n == 0) {
-			fputs(REPLACEMENT, out);
-			n = 1;
-		} else if (cp == '"' || cp == '\\') {
-			fputc('\\', out);
-			fputc((int)cp, out);
-		} else if (cp < 0x20 || cp == 0x7f) {
-			fprintf(out, "\\u%04x", (unsigned)cp);
-		} else {
-			fwrite(p + i, 1, n, out);
+		if (n && cp != '"' && cp != '\\' && cp >= 0x20 && cp != 0x7f) {
+			i += n;
+			continue;
 		}
-		i += n;
+		fwrite(p + run, 1, i - run, out);
+		if (n == 0)
+			fputs(REPLACEMENT, out);
+		else if (cp == '"' || cp == '\\')
+			fprintf(out, "\\%c", (int)cp);
+		else
+			fprintf(out, "\\u%04x", (unsigned)cp);
+		i += n ? n : 1;
+		run = i;
 	}
+	fwrite(p + run, 1, i - run, out);
 	fputc('"', out);
 }
 
