@@ -16,7 +16,7 @@
 
 #include "ctxleakd.h"
 
-#define STATUS_INTERVAL_SEC 5
+#define STATUS_INTERVAL_SEC 2
 
 static struct event *watchdog_event;
 static struct event *status_event;

@@ -935,12 +935,26 @@ static void read_notify(int fd, char *buf, size_t len)
 	buf[n > 0 ? n : 0] = '\0';
 }
 
+/* Reads notifications until one contains needle: 1, or 0 when none did
+ * among the next 1000 (watchdog pings come every 100 ms). */
+static int wait_notify(int fd, const char *needle, char *msg, size_t len)
+{
+	for (int i = 0; i < 1000; i++) {
+		read_notify(fd, msg, len);
+		if (strstr(msg, needle) != NULL)
+			return 1;
+		if (*msg == '\0')
+			return 0;
+	}
+	return 0;
+}
+
 START_TEST(test_sd_notify)
 {
 	struct harness_daemon d;
 	struct sockaddr_un sun = {.sun_family = AF_UNIX};
 	char msg[512];
-	int fd, watchdog = 0;
+	int fd;
 
 	ck_assert_int_eq(harness_prepare(&d), 0);
 	snprintf(sun.sun_path, sizeof sun.sun_path, "%s/notify", d.dir);
@@ -952,20 +966,17 @@ START_TEST(test_sd_notify)
 	unsetenv("NOTIFY_SOCKET");
 	unsetenv("WATCHDOG_USEC");
 
-	/* READY=1 once the store is open and the socket listens, which
-	 * harness_launch has seen; then watchdog pings at half the period. */
+	/* READY=1 first: the store is open and the socket listens, which
+	 * harness_launch has seen. */
 	read_notify(fd, msg, sizeof msg);
 	ck_assert_msg(strstr(msg, "READY=1") != NULL, "%s", msg);
-	for (int i = 0; i < 100 && !watchdog; i++) {
-		read_notify(fd, msg, sizeof msg);
-		watchdog = strcmp(msg, "WATCHDOG=1") == 0;
-	}
-	ck_assert(watchdog);
+	ck_assert(wait_notify(fd, "WATCHDOG=1", msg, sizeof msg));
+	ck_assert_msg(wait_notify(fd, "STATUS=0 connections, 0 processes", msg,
+				  sizeof msg),
+		      "%s", msg);
 	STOP_OK(&d);
-	do
-		read_notify(fd, msg, sizeof msg);
-	while (strcmp(msg, "WATCHDOG=1") == 0);
-	ck_assert_msg(strstr(msg, "STOPPING=1") != NULL, "%s", msg);
+	ck_assert_msg(wait_notify(fd, "STOPPING=1", msg, sizeof msg), "%s",
+		      msg);
 	close(fd);
 	harness_cleanup(&d);
 }
