@@ -579,11 +579,27 @@ static int read_as_reader(const char *db, int member, const char *log)
 }
 
 /*
- * What the unit's User=, UMask=, CapabilityBoundingSet=, NoNewPrivileges=
- * and PrivateNetwork= leave the daemon, rebuilt with unshare and setpriv:
- * it must still take the passed socket, hear workers from the host's
- * network namespace, and write a database that its group, and only its
- * group, reads.
+ * ProtectSystem=strict, ProtectHome=yes and UMask=0027 in a new mount
+ * namespace: the whole tree read-only but the state directory ($1), the
+ * home directories empty, then the command that follows.
+ */
+static const char protect_system_script[] =
+    "state=$1; shift;"
+    " mount --bind \"$state\" \"$state\" &&"
+    " mount -o remount,bind,ro / &&"
+    " for d in /home /root /run/user; do"
+    "   if [ -d $d ]; then mount -t tmpfs -o ro,mode=0755 none $d || exit 1;"
+    "   fi;"
+    " done &&"
+    " umask 0027 && exec \"$@\"";
+
+/*
+ * What the unit's User=, UMask=, CapabilityBoundingSet=, NoNewPrivileges=,
+ * PrivateNetwork=, ProtectSystem=strict and ProtectHome= leave the daemon,
+ * rebuilt with unshare and setpriv: it must still take the passed socket,
+ * hear workers from the host's network namespace, write its database where
+ * nothing else is writable, and its group, and only its group, must be
+ * able to read that database.
  */
 START_TEST(test_sandboxed_daemon)
 {
@@ -604,12 +620,14 @@ START_TEST(test_sandboxed_daemon)
 		const char *argv[] = {"systemd-socket-activate",
 				      "-l",
 				      d.socket,
+				      "unshare",
+				      "--mount",
+				      "--net",
 				      "sh",
 				      "-c",
-				      "umask 0027 && exec \"$@\"",
+				      protect_system_script,
 				      "sh",
-				      "unshare",
-				      "-n",
+				      state,
 				      "setpriv",
 				      "--reuid=" DAEMON_UID,
 				      "--regid=" DAEMON_UID,
