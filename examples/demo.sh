@@ -140,6 +140,22 @@ report_table() {
 	} | awk -v runs="$RUNS" "$TABLE_AWK"
 }
 
+# One bleed of the event loop, told in the daemon's words: the request to
+# show the user first.
+example_finding() {
+	line=$($ctxleak leaks --app event_loop/thread --class bleed --limit 1 \
+		--json)
+	victim=$(echo "$line" | sed -n 's/.*"victim_request":\([0-9]*\).*/\1/p')
+	detail=$(echo "$line" | sed -n 's/.*"detail":"\(.*\)"}$/\1/p')
+	if [ -z "$victim" ]; then
+		victim=1
+		return
+	fi
+	echo
+	echo "For instance, in event_loop under thread:"
+	echo "$detail." | fold -s -w 74 | sed 's/^/    /'
+}
+
 # Reads `processes --json` and `leaks --json` lines (told apart by the
 # "class" field) and prints one row per run in the order they ran.
 # shellcheck disable=SC2016 # awk's $ are awk's
@@ -208,10 +224,12 @@ echo
 $ctxleak summary
 echo
 report_table
+example_finding
 cat <<EOF
 
-The database is $db (the daemon's log: $log).  Explore it:
+The database stays in $db (the daemon's log in $log).
+Explore it:
     $build/ctxleak --db $db leaks --app event_loop/thread --limit 10
-    $build/ctxleak --db $db show '#12'
+    $build/ctxleak --db $db show '#$victim'
     sqlite3 $db 'select class, count(*) from leaks group by 1'
 EOF
