@@ -192,6 +192,48 @@ START_TEST(test_worked_example_task)
 }
 END_TEST
 
+/* A bleed whose tag value and event message are secrets. */
+static int leak_secrets(void *arg)
+{
+	uint64_t a, b, token_a;
+
+	(void)arg;
+	a = ctxleak_begin("GET /login");
+	token_a = ctxleak_capture();
+	b = ctxleak_begin("GET /other");
+	ctxleak_resume(token_a);
+	ctxleak_tag("token", "s3cr3t-t0ken");
+	ctxleak_event("auth", "p4ssw0rd-in-message");
+	ctxleak_suspend();
+	ctxleak_end(b);
+	ctxleak_end(a);
+	return 0;
+}
+
+START_TEST(test_no_secrets_in_logs)
+{
+	struct harness_daemon d;
+	char *log;
+
+	START(&d, "--log-level", "debug");
+	ck_assert_int_eq(
+	    harness_client(&d, CTXLEAK_BACKEND_THREAD, leak_secrets, NULL), 0);
+	STOP_OK(&d);
+	/* The values reached the daemon and are in the database... */
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks WHERE "
+				       "value IN ('s3cr3t-t0ken', "
+				       "'p4ssw0rd-in-message')"),
+			 2);
+	/* ...but never in its log, even at debug level. */
+	log = harness_log(&d);
+	ck_assert_msg(strstr(log, "bleed") != NULL, "%s", log);
+	ck_assert_msg(strstr(log, "s3cr3t") == NULL, "%s", log);
+	ck_assert_msg(strstr(log, "p4ssw0rd") == NULL, "%s", log);
+	free(log);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* Children that start together: each waits for the parent to close the
  * pipe. */
 struct barrier {
@@ -1046,6 +1088,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(findings, test_two_clients_at_once);
 	tcase_add_test(findings, test_killed_client_gives_unclosed);
 	tcase_add_test(findings, test_keep_leaky);
+	tcase_add_test(findings, test_no_secrets_in_logs);
 	tcase_add_test(input, test_garbage_closes_only_its_connection);
 	tcase_add_test(input, test_bad_input_keeps_what_came_before);
 	tcase_add_test(input, test_record_before_hello);
