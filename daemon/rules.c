@@ -454,7 +454,9 @@ static void child_begin(struct rules *r, const struct proto_record *rec,
 	s = scope_alloc(r);
 	if (s == NULL)
 		return;
-	fill_scope(s, rec, iname_get(r, rec->name), q);
+	/* Held: a retired or unknown request lives only as long as
+	 * something refers to it. */
+	fill_scope(s, rec, iname_get(r, rec->name), pin(q));
 	s->truth = pin(truth);
 	if (scope_open(r, s) == -1) {
 		scope_free(r, s);
@@ -1112,10 +1114,10 @@ void rules_free(struct rules *r)
 		struct req *q = s->req;
 
 		scope_close(r, s);
-		if (!s->is_root)
-			scope_free(r, s);
 		if (q->state == REQ_LIVE)
 			done_push(r, q);
+		if (!s->is_root)
+			scope_free(r, s);
 	}
 	while (r->done_head != NULL) {
 		struct req *q = done_pop(r);

@@ -37,7 +37,8 @@ struct scope {
 	uint64_t begin_ts;
 	uint64_t tid;
 	struct iname *name;
-	struct req *req;   /* request(ctx), fixed at BEGIN */
+	struct req *req;   /* request(ctx), fixed at BEGIN; children hold
+			      it */
 	struct req *truth; /* held: the request whose code began it, for
 			      the model; NULL for a child of no request's
 			      code, and for a root that is its own */

@@ -202,6 +202,9 @@ void scope_free(struct rules *r, struct scope *s)
 	if (s->truth != NULL)
 		req_put(r, s->truth);
 	s->truth = NULL;
+	if (s->req != NULL)
+		req_put(r, s->req);
+	s->req = NULL;
 	s->newer = r->free_scopes;
 	r->free_scopes = s;
 }

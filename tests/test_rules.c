@@ -15,9 +15,9 @@
 
 /* ------------------------------------------------------------ collector */
 
-#define MAX_FINDINGS 256
+#define MAX_FINDINGS 4096
 #define MAX_VERDICTS 4096
-#define MAX_REQUESTS 64
+#define MAX_REQUESTS 4096
 #define MAX_HELD     32
 #define MAX_TAGS     8
 
@@ -882,6 +882,139 @@ START_TEST(test_arrival_order)
 }
 END_TEST
 
+/*
+ * Random streams over a few ctx values and threads, with every record
+ * type, exercise every path (unknown ctx, double END, BEGIN of an open
+ * ctx, children of ended requests...).  Whatever the order in which the
+ * threads' batches arrive within each watermark window, the findings,
+ * verdicts and rebuilt requests are the same.
+ */
+#define RANDOM_RECORDS 3000
+
+static void random_stream(struct proto_record *recs, unsigned seed)
+{
+	static const char *const names[] = {"a", "b", "c", "d"};
+
+	for (size_t i = 0; i < RANDOM_RECORDS; i++) {
+		struct proto_record *rec = &recs[i];
+		unsigned x = (unsigned)rand_r(&seed);
+
+		memset(rec, 0, sizeof(*rec));
+		rec->type = PROTO_BEGIN + x % 6;
+		rec->ts = i + 1;
+		rec->tid = 1 + (x >> 3) % 4;
+		rec->ctx = (unsigned)rand_r(&seed) % 24;
+		rec->cause = (unsigned)rand_r(&seed) % 24;
+		rec->prev = (unsigned)rand_r(&seed) % 24;
+		rec->cur = rand_r(&seed) % 2 ? rec->ctx : rec->prev;
+		rec->kind = (x >> 6) % 2;
+		rec->site = (x >> 7) % 5;
+		rec->name = (struct proto_str)S(names[(x >> 9) % 4]);
+		rec->key = (struct proto_str)S(names[(x >> 11) % 4]);
+		rec->value = (struct proto_str)S(names[(x >> 13) % 4]);
+	}
+}
+
+struct digest {
+	uint64_t sum, n;
+};
+
+static void digest_add(struct digest *d, uint64_t v)
+{
+	d->sum = d->sum * 1000003u + v;
+	d->n++;
+}
+
+/* Everything the sinks saw, in order. */
+static struct digest digest_got(void)
+{
+	struct digest d = {0, 0};
+
+	for (size_t i = 0; i < got.nfindings; i++) {
+		const struct got_finding *f = &got.findings[i];
+
+		digest_add(&d, f->leak);
+		digest_add(&d, f->ts);
+		digest_add(&d, f->victim_rid);
+		digest_add(&d, f->source_rid);
+		for (const char *c = f->detail; *c; c++)
+			digest_add(&d, (unsigned char)*c);
+	}
+	for (size_t i = 0; i < got.nverdicts && i < MAX_VERDICTS; i++) {
+		digest_add(&d, got.verdicts[i].ts);
+		digest_add(&d, got.verdicts[i].rid);
+		digest_add(&d, got.verdicts[i].rid_ctx);
+		digest_add(&d, got.verdicts[i].leak);
+	}
+	for (size_t i = 0; i < got.nrequests; i++) {
+		const struct got_request *q = &got.requests[i];
+
+		digest_add(&d, q->rid);
+		digest_add(&d, q->end_ts);
+		digest_add(&d, q->nrecords);
+		digest_add(&d, q->ntags);
+		digest_add(&d, q->nheld);
+		digest_add(&d, q->source_of);
+	}
+	return d;
+}
+
+static void random_requests(struct rules_config *cfg)
+{
+	cfg->hold_records = 1;
+	cfg->max_open_scopes = 16;
+	cfg->max_ended_scopes = 8;
+	cfg->max_request_age = 200;
+}
+
+START_TEST(test_random_streams)
+{
+	static struct proto_record recs[RANDOM_RECORDS];
+
+	for (unsigned seed = 1; seed <= 4; seed++) {
+		struct digest base, d;
+		struct rules_stats st;
+		struct rules *r;
+
+		random_stream(recs, seed * 104729);
+		r = engine(random_requests);
+		for (size_t i = 0; i < RANDOM_RECORDS; i++) {
+			add_all(r, &recs[i], 1);
+			if (i % 100 == 99)
+				rules_advance(r, recs[i].ts);
+		}
+		rules_finish(r);
+		rules_stats(r, &st);
+		ck_assert_uint_eq(st.open_scopes, 0);
+		ck_assert_uint_eq(st.requests_live, 0);
+		ck_assert_uint_eq(st.pending, 0);
+		ck_assert_uint_le(st.ended_scopes, 8);
+		rules_free(r);
+		ck_assert_uint_gt(got.nfindings, 0);
+		base = digest_got();
+		/* Each window of 100 added thread by thread, in a shuffled
+		 * order of threads. */
+		r = engine(random_requests);
+		for (size_t w = 0; w < RANDOM_RECORDS; w += 100) {
+			unsigned order = seed + (unsigned)w;
+			uint64_t first = 1 + (unsigned)rand_r(&order) % 4;
+
+			for (uint64_t k = 0; k < 4; k++)
+				for (size_t i = w; i < w + 100; i++)
+					if (recs[i].tid ==
+					    1 + (first - 1 + k) % 4)
+						add_all(r, &recs[i], 1);
+			rules_advance(r, recs[w + 99].ts);
+		}
+		rules_finish(r);
+		rules_free(r);
+		d = digest_got();
+		ck_assert_uint_eq(d.n, base.n);
+		ck_assert_uint_eq(d.sum, base.sum);
+	}
+}
+END_TEST
+
 START_TEST(test_reversed_batch)
 {
 	struct rules *r = engine(NULL);
@@ -1133,6 +1266,50 @@ START_TEST(test_stale_after_retirement)
 	ck_assert_uint_eq(got.findings[0].source_rid, request_of(B)->rid);
 	check_finding(1, LEAK_BLEED, 0xd1, A);
 	ck_assert_int_eq(got.findings[1].source_named, 0);
+	rules_free(r);
+}
+END_TEST
+
+static void ended_100(struct rules_config *cfg)
+{
+	cfg->max_ended_scopes = 100;
+}
+
+/* The ended table grows, wraps and evicts oldest first. */
+START_TEST(test_ended_table_bound)
+{
+	struct rules *r = engine(ended_100);
+	struct rules_stats st;
+	uint64_t ts = 1;
+
+	for (uint64_t i = 1; i <= 300; i++) {
+		struct proto_record b = BEGIN(ts, 1, i, 0, 0, "r");
+		struct proto_record e = END(ts + 1, 1, i, i, i);
+
+		add_all(r, &b, 1);
+		add_all(r, &e, 1);
+		rules_advance(r, ts + 1);
+		ts += 2;
+	}
+	rules_stats(r, &st);
+	ck_assert_uint_eq(st.ended_scopes, 100);
+	ck_assert_uint_eq(got.nrequests, 300);
+	/* 201 is remembered and stale; 200 is forgotten: unknown. */
+	{
+		const struct proto_record recs[] = {
+		    BEGIN(1000, 1, 0x1000, 0, 0, "new"),
+		    TAG(1001, 1, 201, 0x1000, "k", "v"),
+		    TAG(1002, 1, 200, 0x1000, "k", "v"),
+		    END(1003, 1, 0x1000, 0x1000, 0x1000),
+		};
+
+		RUN(r, recs);
+	}
+	ck_assert_uint_eq(got.nfindings, 2);
+	check_finding(0, LEAK_STALE, 0x1000, 201);
+	ck_assert_uint_eq(got.findings[0].source_rid, 201);
+	check_finding(1, LEAK_BLEED, 0x1000, 200);
+	ck_assert_uint_gt(got.findings[1].source_rid, 300);
 	rules_free(r);
 }
 END_TEST
@@ -1484,6 +1661,7 @@ static Suite *rules_suite(void)
 
 	tc = tcase_create("order");
 	tcase_add_test(tc, test_arrival_order);
+	tcase_add_test(tc, test_random_streams);
 	tcase_add_test(tc, test_reversed_batch);
 	tcase_add_test(tc, test_watermark_holds_back);
 	suite_add_tcase(s, tc);
@@ -1496,6 +1674,7 @@ static Suite *rules_suite(void)
 	tcase_add_test(tc, test_hold_records);
 	tcase_add_test(tc, test_hold_copies_strings);
 	tcase_add_test(tc, test_stale_after_retirement);
+	tcase_add_test(tc, test_ended_table_bound);
 	tcase_add_test(tc, test_detail_quotes_user_data);
 	suite_add_tcase(s, tc);
 
