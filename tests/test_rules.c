@@ -1015,6 +1015,46 @@ START_TEST(test_random_streams)
 }
 END_TEST
 
+static void tight_limits(struct rules_config *cfg)
+{
+	cfg->max_pending = 7;
+	cfg->max_open_scopes = 4;
+	cfg->max_ended_scopes = 3;
+	cfg->max_tags = 2;
+	cfg->max_request_age = 50;
+}
+
+/* The same streams against limits that force every early path: what
+ * comes out is bounded and everything is accounted for at the end. */
+START_TEST(test_random_limits)
+{
+	static struct proto_record recs[RANDOM_RECORDS];
+
+	for (unsigned seed = 1; seed <= 4; seed++) {
+		struct rules *r = engine(tight_limits);
+		struct rules_stats st;
+
+		random_stream(recs, seed * 7727);
+		for (size_t i = RANDOM_RECORDS; i-- > 0;) /* backwards */
+			add_all(r, &recs[i], 1);
+		rules_stats(r, &st);
+		ck_assert_uint_eq(st.pending, 7);
+		ck_assert_uint_eq(st.forced, RANDOM_RECORDS - 7);
+		ck_assert_uint_le(st.open_scopes, 4);
+		rules_finish(r);
+		rules_stats(r, &st);
+		ck_assert_uint_eq(st.judged, RANDOM_RECORDS);
+		ck_assert_uint_eq(got.nverdicts, RANDOM_RECORDS);
+		ck_assert_uint_eq(st.open_scopes, 0);
+		ck_assert_uint_eq(st.requests_live, 0);
+		ck_assert_uint_gt(st.evicted, 0);
+		for (size_t i = 0; i < got.nrequests; i++)
+			ck_assert_uint_le(got.requests[i].ntags, 2);
+		rules_free(r);
+	}
+}
+END_TEST
+
 START_TEST(test_reversed_batch)
 {
 	struct rules *r = engine(NULL);
@@ -1662,6 +1702,7 @@ static Suite *rules_suite(void)
 	tc = tcase_create("order");
 	tcase_add_test(tc, test_arrival_order);
 	tcase_add_test(tc, test_random_streams);
+	tcase_add_test(tc, test_random_limits);
 	tcase_add_test(tc, test_reversed_batch);
 	tcase_add_test(tc, test_watermark_holds_back);
 	suite_add_tcase(s, tc);
