@@ -1233,6 +1233,9 @@ static Suite *cli_suite(void)
 	Suite *s = suite_create("cli");
 	TCase *tc;
 
+	/* Every case runs the CLI as a program many times, some the daemon
+	 * too: generous limits, so that only a hang fails on a loaded
+	 * machine. */
 	tc = tcase_create("json");
 	tcase_add_test(tc, test_json_validator);
 	suite_add_tcase(s, tc);
@@ -1255,11 +1258,13 @@ static Suite *cli_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("usage");
+	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_usage_errors);
 	tcase_add_test(tc, test_help_and_version);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("database");
+	tcase_set_timeout(tc, 60);
 	tcase_add_checked_fixture(tc, db_setup, db_teardown);
 	tcase_add_test(tc, test_bad_databases);
 	suite_add_tcase(s, tc);
