@@ -74,15 +74,23 @@ static long long query_int(sqlite3 *db, const char *sql, int *err)
 	return v;
 }
 
-static int check_schema(struct cli *c)
+/* The first read: how many of our tables there are.  Any failure of the
+ * file itself (not SQLite, unreadable WAL files) shows here. */
+static int probe(sqlite3 *db, long long *tables)
 {
 	int err;
-	long long tables, version;
 
-	tables = query_int(c->db,
-			   "SELECT count(*) FROM sqlite_master WHERE type = "
-			   "'table' AND name IN ('processes', 'leaks')",
-			   &err);
+	*tables = query_int(db,
+			    "SELECT count(*) FROM sqlite_master WHERE type = "
+			    "'table' AND name IN ('processes', 'leaks')",
+			    &err);
+	return err;
+}
+
+static int check_schema(struct cli *c, int err, long long tables)
+{
+	long long version;
+
 	if (err == SQLITE_NOTADB)
 		return cli_error(CLI_EXIT_DB,
 				 "%s is not a ctxleak database (not SQLite)",
@@ -107,20 +115,75 @@ static int check_schema(struct cli *c)
 	return 0;
 }
 
+/* Whether the database's write-ahead log holds nothing: no writer has
+ * anything that the main file lacks. */
+static int wal_empty(const char *path)
+{
+	char wal[4096];
+	struct stat st;
+
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	return stat(wal, &st) < 0 ? errno == ENOENT : st.st_size == 0;
+}
+
+/* "file:PATH?immutable=1", PATH percent-encoded where URIs need it. */
+static void immutable_uri(const char *path, char *buf, size_t len)
+{
+	size_t n = snprintf(buf, len, "file:");
+
+	for (; *path && n + 4 < len; path++)
+		n += strchr("?#%", *path)
+			 ? (size_t)snprintf(buf + n, len - n, "%%%02X",
+					    (unsigned char)*path)
+			 : (size_t)snprintf(buf + n, len - n, "%c", *path);
+	snprintf(buf + n, len - n, "?immutable=1");
+}
+
+static int open_db(struct cli *c, const char *name, int flags)
+{
+	int err =
+	    sqlite3_open_v2(name, &c->db, SQLITE_OPEN_READONLY | flags, NULL);
+
+	if (err == SQLITE_OK)
+		sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
+	return err;
+}
+
+/*
+ * A reader of a WAL database needs its -shm file, and to create it when
+ * it is missing: a user allowed to read the file but not to write in its
+ * directory (a member of group ctxleak, once the daemon has stopped)
+ * cannot.  When the log is empty the main file is the whole database, and
+ * SQLite may read it as immutable, without the -shm file.
+ */
 int cli_db_open(struct cli *c)
 {
+	char uri[8192];
+	long long tables = 0;
 	int rc = check_file(c->db_path), err;
 
 	if (rc)
 		return rc;
-	err = sqlite3_open_v2(c->db_path, &c->db, SQLITE_OPEN_READONLY, NULL);
-	if (err != SQLITE_OK) {
+	err = open_db(c, c->db_path, 0);
+	if (err == SQLITE_OK)
+		err = probe(c->db, &tables);
+	if ((err == SQLITE_CANTOPEN || (err & 0xff) == SQLITE_READONLY) &&
+	    wal_empty(c->db_path)) {
 		cli_db_close(c);
-		return cli_error(CLI_EXIT_DB, "cannot open %s: %s", c->db_path,
-				 sqlite3_errstr(err));
+		immutable_uri(c->db_path, uri, sizeof(uri));
+		err = open_db(c, uri, SQLITE_OPEN_URI);
+		if (err == SQLITE_OK)
+			err = probe(c->db, &tables);
 	}
-	sqlite3_busy_timeout(c->db, BUSY_TIMEOUT_MS);
-	rc = check_schema(c);
+	if (err == SQLITE_CANTOPEN || (err & 0xff) == SQLITE_READONLY)
+		rc =
+		    cli_error(CLI_EXIT_DB,
+			      "cannot read %s: %s (a reader needs its -wal and "
+			      "-shm files too, or write access to its "
+			      "directory)",
+			      c->db_path, sqlite3_errstr(err));
+	else
+		rc = check_schema(c, err, tables);
 	if (rc)
 		cli_db_close(c);
 	return rc;

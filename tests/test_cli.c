@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <grp.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -121,8 +122,8 @@ static void exec_cli(const char *const *env, char **argv)
 }
 
 /* Runs the CLI with argv (argv[0] is replaced), stdout and stderr to
- * files. */
-static struct run run_argv(const char *const *env, char **argv)
+ * files, as user uid unless it is 0. */
+static struct run run_argv(const char *const *env, char **argv, uid_t uid)
 {
 	char out[] = "/tmp/ctxleak-cli-out-XXXXXX";
 	char err[] = "/tmp/ctxleak-cli-err-XXXXXX";
@@ -137,6 +138,8 @@ static struct run run_argv(const char *const *env, char **argv)
 	if (pid == 0) {
 		dup2(ofd, 1);
 		dup2(efd, 2);
+		if (uid && (setgroups(0, NULL) || setgid(uid) || setuid(uid)))
+			_exit(126);
 		exec_cli(env, argv);
 	}
 	r.status = wait_status(pid);
@@ -162,7 +165,7 @@ static struct run run_env(const char *const *env, ...)
 	while ((argv[n] = va_arg(ap, char *)) != NULL)
 		ck_assert_int_lt(++n, MAX_ARGS - 1);
 	va_end(ap);
-	return run_argv(env, argv);
+	return run_argv(env, argv, 0);
 }
 
 #define run(...) run_env(NULL, __VA_ARGS__, NULL)
@@ -1127,6 +1130,62 @@ START_TEST(test_bad_databases)
 }
 END_TEST
 
+static void copy_file(const char *from, const char *to)
+{
+	int in = open(from, O_RDONLY);
+	int out = open(to, O_WRONLY | O_CREAT | O_EXCL, 0644);
+	char buf[65536];
+	ssize_t n;
+
+	ck_assert_int_ge(in, 0);
+	ck_assert_int_ge(out, 0);
+	while ((n = read(in, buf, sizeof(buf))) > 0)
+		ck_assert_int_eq(write(out, buf, (size_t)n), n);
+	ck_assert_int_eq(n, 0);
+	close(in);
+	close(out);
+}
+
+/* A user who may read the database but not write in its directory (a
+ * member of group ctxleak once the daemon has stopped) cannot create the
+ * -shm file that WAL readers use; the CLI must read it all the same, and
+ * say plainly when it cannot. */
+START_TEST(test_reader_without_write_access)
+{
+	char dir[] = "/tmp/ctxleak-cli-ro-XXXXXX", path[64], wal[80];
+	char *argv[] = {NULL, "--db", path, "leaks", "--json", NULL};
+	/* root may write anywhere: the test runs as nobody then. */
+	uid_t uid = geteuid() == 0 ? 65534 : 0;
+	struct run r;
+	int fd;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/ctxleak.db", dir);
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	copy_file(db, path);
+	ck_assert_int_eq(chmod(dir, 0555), 0);
+	r = run_argv(NULL, argv, uid);
+	ck_assert_msg(r.status == 0, "exit %d: %s", r.status, r.err);
+	ck_assert_int_eq(each_json_line(r.out, NULL, NULL), 7);
+	run_free(&r);
+	/* A log with data in it cannot be skipped. */
+	ck_assert_int_eq(chmod(dir, 0755), 0);
+	fd = open(wal, O_WRONLY | O_CREAT, 0600);
+	ck_assert_int_eq(write(fd, "not empty", 9), 9);
+	close(fd);
+	ck_assert_int_eq(chmod(dir, 0555), 0);
+	r = run_argv(NULL, argv, uid);
+	ck_assert_int_eq(r.status, 3);
+	ck_assert_int_eq(count_lines(r.err), 1);
+	ck_assert_ptr_nonnull(strstr(r.err, "-wal"));
+	run_free(&r);
+	ck_assert_int_eq(chmod(dir, 0755), 0);
+	unlink(wal);
+	unlink(path);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 /* ------------------------------------------------------------ colour */
 
 START_TEST(test_color)
@@ -1255,6 +1314,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_processes_and_sites);
 	tcase_add_test(tc, test_fail_on);
 	tcase_add_test(tc, test_color);
+	tcase_add_test(tc, test_reader_without_write_access);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("usage");
