@@ -44,9 +44,14 @@
  * it, its thread and, as victim or source, its findings; a TAG lands in
  * request(ctx)'s context, the storage the backend used, with setter
  * request(cause).  A request retires when it has no open scope and the
- * watermark has passed its last END; it is then remembered only through
- * the ended table (root ctx -> id, end ts, name), bounded by
- * max_ended_scopes.
+ * watermark has passed its last END (or, without watermarks, once forced
+ * judging has passed it); it is then remembered only through the ended
+ * table (root ctx -> id, end ts, name), bounded by max_ended_scopes.
+ *
+ * Model: besides request(x), each scope remembers the request whose code
+ * began it (request(cause) of its BEGIN), and the model attributes each
+ * record to that true owner, so that the concurrency model inferred from
+ * one program is the same under every backend (rules_model.c).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -96,6 +101,9 @@ int leak_class_from_name(const char *name)
 	return -1;
 }
 
+/* Per process: 256k open scopes is under 50 MB; 16k ended scopes keep
+ * the ended table in cache while covering any stale ctx of recent
+ * requests; an hour is longer than any request that is not a leak. */
 void rules_config_default(struct rules_config *cfg)
 {
 	memset(cfg, 0, sizeof(*cfg));

@@ -11,7 +11,6 @@
  * the one model the `thread` backend fits.
  */
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "rules_int.h"
