@@ -19,6 +19,8 @@
 #define CLI_VERSION "0.1.0"
 /* The newest PRAGMA user_version this CLI understands. */
 #define CLI_SCHEMA_VERSION 1
+/* PRAGMA application_id of every ctxleak database: "cxlk". */
+#define CLI_APPLICATION_ID 0x63786c6b
 
 /* Exit codes, for scripts. */
 enum {

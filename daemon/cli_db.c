@@ -103,6 +103,12 @@ static int check_schema(struct cli *c, int err, long long tables)
 				 "%s is not a ctxleak database (no processes "
 				 "and leaks tables)",
 				 c->db_path);
+	if (query_int(c->db, "PRAGMA application_id", &err) !=
+	    CLI_APPLICATION_ID)
+		return cli_error(CLI_EXIT_DB,
+				 "%s is not a ctxleak database (application_id "
+				 "is not \"cxlk\")",
+				 c->db_path);
 	version = query_int(c->db, "PRAGMA user_version", &err);
 	if (err != SQLITE_OK)
 		return cli_error(CLI_EXIT_DB, "cannot read %s: %s", c->db_path,

@@ -1124,8 +1124,14 @@ START_TEST(test_bad_databases)
 	snprintf(path, sizeof(path), "%s/newer.db", tmpdir);
 	make_db(path, "CREATE TABLE processes (id INTEGER);"
 		      "CREATE TABLE leaks (id INTEGER);"
+		      "PRAGMA application_id = 1668836459;"
 		      "PRAGMA user_version = 99;");
 	assert_bad_db(path, "newer");
+	/* Our tables' names in someone else's file. */
+	snprintf(path, sizeof(path), "%s/foreign.db", tmpdir);
+	make_db(path, "CREATE TABLE processes (id INTEGER);"
+		      "CREATE TABLE leaks (id INTEGER);");
+	assert_bad_db(path, "not a ctxleak database (application_id");
 	assert_bad_db(tmpdir, "not a file");
 }
 END_TEST
