@@ -4,6 +4,9 @@
 #   make check      install missing build dependencies, build, run all tests
 #   make check SAN=1   the same under ASan + UBSan (into build/san/)
 #   make check-tsan    the client tests under ThreadSanitizer (build/tsan/)
+#   make check-valgrind   the integration tests under valgrind memcheck
+#   make fuzz       fuzz the daemon's ingest path for FUZZ_SECONDS (60) with
+#                   libFuzzer (clang, into build/fuzz/); fails on any crash
 #   make bench      run the benchmarks in bench/
 #   make demo       run the example workers against a private daemon and
 #                   print the leak report (examples/demo.sh)
@@ -99,7 +102,7 @@ EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(EXAMPLE_SRCS))
 DAEMON_LIBS = $(EVENT_LIBS) $(MSGPACK_LIBS) $(SQLITE_LIBS) $(SYSTEMD_LIBS) -lm
 TEST_LIBS   = $(DCORE_A) $(CLIENT_A) $(PROTO_A) $(DAEMON_LIBS) $(CHECK_LIBS) $(LDLIBS_PTHREAD)
 
-.PHONY: all deps check check-tsan bench install uninstall clean
+.PHONY: all deps check check-tsan check-valgrind bench install uninstall clean
 .DEFAULT_GOAL := all
 # Keep objects of pattern-built programs (tests, benchmarks, examples).
 .SECONDARY:
@@ -175,6 +178,19 @@ check-tsan:
 	$(MAKE) TSAN=1 deps $(B)/tsan/tests/test_client
 	@sh tests/run build/tsan build/tsan/tests/test_client
 
+# The daemon runs under valgrind too (--trace-children), and so do the
+# forked client children; CK_FORK=no keeps Check's own fork out of it.
+# Shells and tools the harness runs are not traced.
+VALGRIND = valgrind -q --error-exitcode=1 --leak-check=full \
+	--errors-for-leak-kinds=definite --trace-children=yes \
+	--trace-children-skip='*/sh,*/rm,*/bash'
+VALGRIND_TESTS := $(B)/tests/test_proto $(B)/tests/test_daemon
+check-valgrind: all $(VALGRIND_TESTS)
+	@for t in $(VALGRIND_TESTS); do echo "== valgrind $$t"; \
+		CK_FORK=no CTXLEAKD_BIN=$(CURDIR)/$(CTXLEAKD) \
+		CTXLEAK_BIN=$(CURDIR)/$(CTXLEAK) $(VALGRIND) $$t || exit 1; \
+	done
+
 bench: all $(BENCHES)
 	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
 
@@ -183,6 +199,36 @@ bench: all $(BENCHES)
 .PHONY: demo
 demo: all $(EXAMPLES)
 	@sh examples/demo.sh $(B)
+
+# ---------------------------------------------------------------- fuzzing
+
+# tests/fuzz/fuzz_ingest.c is built with clang and libFuzzer by a second
+# make into build/fuzz/, so that its objects never mix with the others.
+# Every crash found so far (tests/fuzz/regress/) is replayed first; then the
+# fuzzer runs on a copy of the seed corpus, which it grows.  make fuzz-seeds
+# captures new seeds from the real client library (tests/fuzz/mkseeds.c).
+FUZZ_SECONDS ?= 60
+FUZZ_B       := build/fuzz
+FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_REGRESS := $(wildcard tests/fuzz/regress/*)
+
+.PHONY: fuzz fuzz-seeds
+fuzz: deps
+	$(MAKE) B=$(FUZZ_B) CC=clang \
+		CFLAGS="-O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link $(FUZZ_SAN)" \
+		LDFLAGS="-fsanitize=fuzzer $(FUZZ_SAN)" $(FUZZ_B)/fuzz_ingest
+	rm -rf $(FUZZ_B)/corpus
+	mkdir -p $(FUZZ_B)/corpus
+	cp tests/fuzz/seeds/* $(FUZZ_B)/corpus/
+	$(if $(FUZZ_REGRESS),$(FUZZ_B)/fuzz_ingest $(FUZZ_REGRESS))
+	$(FUZZ_B)/fuzz_ingest -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+		-print_final_stats=1 -artifact_prefix=$(FUZZ_B)/ $(FUZZ_B)/corpus
+
+$(B)/fuzz_ingest: $(B)/tests/fuzz/fuzz_ingest.o $(DCORE_A) $(PROTO_A)
+	$(CC) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS) $(LDLIBS_PTHREAD)
+
+fuzz-seeds: $(B)/tests/fuzz/mkseeds
+	$(B)/tests/fuzz/mkseeds tests/fuzz/seeds
 
 # ---------------------------------------------------------------- install
 
