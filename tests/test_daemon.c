@@ -1082,6 +1082,7 @@ static Suite *daemon_suite(void)
 	tcase_set_timeout(findings, 60);
 	tcase_set_timeout(input, 60);
 	tcase_set_timeout(lifecycle, 60);
+	tcase_set_timeout(cli, 60);
 	tcase_add_test(findings, test_worked_example_thread);
 	tcase_add_test(findings, test_worked_example_global);
 	tcase_add_test(findings, test_worked_example_task);
