@@ -162,21 +162,25 @@ static void put_begin(struct line *l, const struct rules_finding *f,
 static void put_finding(struct line *l, const struct rules_finding *f,
 			const struct req *victim, const struct req *source)
 {
+	const char *verb = f->rec->type == PROTO_BEGIN ? "begun" : "recorded";
+
 	put_work(l, f->rec);
 	put(l, victim ? " of " : " with ");
 	put_req(l, victim);
 	switch (f->leak) {
 	case LEAK_LOST:
-		put(l, " was recorded with no backend ctx (context not "
-		       "carried across a callback or thread)");
+		put(l,
+		    " was %s with no backend ctx (context not carried "
+		    "across a callback or thread)",
+		    verb);
 		break;
 	case LEAK_STALE:
-		put(l, " was recorded under ended ");
+		put(l, " was %s under ended ", verb);
 		put_req(l, source);
 		put(l, " (storage not cleared after it)");
 		break;
 	default:
-		put(l, " was recorded under ");
+		put(l, " was %s under ", verb);
 		put_req(l, source);
 		put(l, victim ? " (backend ctx of another request)"
 			      : " (background work under a request's ctx)");

@@ -670,7 +670,8 @@ START_TEST(test_precedence_work)
 	check_finding(4, LEAK_BLEED, A, B);
 	check_finding(5, LEAK_LOST, B, 0);
 	ck_assert_ptr_nonnull(strstr(got.findings[4].detail,
-				     "child scope 'db2' of request #1 'a'"));
+				     "child scope 'db2' of request #1 'a' was "
+				     "begun under request #2 'b'"));
 	rules_free(r);
 }
 END_TEST
