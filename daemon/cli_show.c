@@ -49,6 +49,14 @@ static int64_t first_id(struct cli *c, const char *sql, const char *arg,
 	return id;
 }
 
+/* A request that has records or findings but no row yet: it was still
+ * open when the daemon last wrote (SCHEMA.md: ids are assigned at BEGIN,
+ * rows written when requests retire). */
+static const char unretired_sql[] =
+    "SELECT ?1 WHERE EXISTS (SELECT 1 FROM records WHERE request_id = ?1)"
+    " OR EXISTS (SELECT 1 FROM leaks WHERE victim_request_id = ?1"
+    " OR source_request_id = ?1)";
+
 /* "#12" and "12" are ids; a number that is no id is a ctx (the bits of the
  * unsigned value); anything else is a name.  0: no such request. */
 static int64_t resolve(struct cli *c, const char *arg)
@@ -65,6 +73,8 @@ static int64_t resolve(struct cli *c, const char *arg)
 				arg, 0);
 	id = first_id(c, "SELECT id FROM requests WHERE id = ?", NULL,
 		      (int64_t)n);
+	if (id == 0)
+		id = first_id(c, unretired_sql, NULL, (int64_t)n);
 	if (id != 0 || arg[0] == '#')
 		return id;
 	return first_id(c,
@@ -126,6 +136,7 @@ static void header_json(struct cli_json *j, sqlite3_stmt *st)
 	cli_json_kcol(j, "records", st, H_RECORDS);
 	cli_json_kcol(j, "leaks", st, H_LEAKS);
 	cli_json_kcol(j, "source_of", st, H_SOURCE_OF);
+	cli_json_kbool(j, "retired", 1);
 	cli_json_key(j, "classes");
 	cli_json_object(j);
 	for (int i = 0; i < CLI_CLASS_COUNT; i++)
@@ -218,6 +229,41 @@ static void header_text(struct cli *c, sqlite3_stmt *st)
 	header_findings(c, st);
 }
 
+/* The header of a request without a row: what its records say. */
+static int unretired_header(struct cli *c, struct cli_json *j, struct shown *r)
+{
+	sqlite3_stmt *st =
+	    prepare_id(c,
+		       "SELECT min(ts) FROM (SELECT ts FROM records WHERE"
+		       " request_id = ?1 UNION ALL SELECT ts FROM leaks WHERE"
+		       " victim_request_id = ?1 OR source_request_id = ?1)",
+		       r->id);
+	char ts[64];
+
+	if (st == NULL)
+		return CLI_EXIT_DB;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		r->begin_ts = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	if (j) {
+		cli_json_key(j, "request");
+		cli_json_object(j);
+		cli_json_kint(j, "id", r->id);
+		cli_json_kts(j, "first_seen", r->begin_ts);
+		cli_json_kbool(j, "retired", 0);
+		cli_json_end(j);
+		return 0;
+	}
+	fprintf(c->out,
+		"%srequest #%lld%s  first seen %s\n"
+		"not retired: still open, or the daemon stopped before it "
+		"ended\n",
+		cli_style_start(c, CLI_STYLE_BOLD), (long long)r->id,
+		cli_style_end(c, CLI_STYLE_BOLD),
+		cli_time_rfc3339(r->begin_ts, ts, sizeof(ts)));
+	return 0;
+}
+
 static int show_header(struct cli *c, struct cli_json *j, struct shown *r)
 {
 	sqlite3_stmt *st = prepare_id(c, header_sql, r->id);
@@ -225,7 +271,11 @@ static int show_header(struct cli *c, struct cli_json *j, struct shown *r)
 
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	if ((rc = sqlite3_step(st)) == SQLITE_DONE) {
+		sqlite3_finalize(st);
+		return unretired_header(c, j, r);
+	}
+	if (rc == SQLITE_ROW) {
 		r->begin_ts = sqlite3_column_int64(st, H_BEGIN);
 		if (j) {
 			cli_json_key(j, "request");

@@ -1241,6 +1241,62 @@ START_TEST(test_reads_while_daemon_runs)
 }
 END_TEST
 
+/* Begins a request, tags it, ships it, then waits for the parent: the
+ * request is open while the test looks at it. */
+static int open_request(void *arg)
+{
+	int *pipefd = arg;
+	char ch;
+
+	close(pipefd[1]);
+	ctxleak_begin("GET /slow");
+	ctxleak_tag("user", "carol");
+	ctxleak_flush();
+	return read(pipefd[0], &ch, 1) == 0 ? 0 : 1;
+}
+
+/* A request that has records but no row yet (still open) is shown from
+ * its records. */
+START_TEST(test_show_open_request)
+{
+	const char *args[] = {"--keep", "all", NULL};
+	struct harness_daemon d;
+	int pipefd[2];
+	char id[32];
+	struct run r;
+	pid_t child;
+
+	/* CLOEXEC: the daemon and the CLI must not hold the write end. */
+	ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
+	ck_assert_msg(harness_start(&d, args) == 0, "%s", harness_error());
+	child = harness_client_spawn(&d, CTXLEAK_BACKEND_THREAD, open_request,
+				     pipefd);
+	ck_assert_int_gt(child, 0);
+	close(pipefd[0]);
+	ck_assert_int_eq(harness_wait_int(&d,
+					  "SELECT count(*) FROM records WHERE"
+					  " type = 'TAG'",
+					  1),
+			 0);
+	snprintf(id, sizeof(id), "#%lld",
+		 (long long)harness_query_int(
+		     &d, "SELECT request_id FROM records WHERE type = 'TAG'"));
+	r = run("--db", d.db, "show", id);
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	ck_assert_ptr_nonnull(strstr(r.out, "not retired"));
+	ck_assert_ptr_nonnull(strstr(r.out, "TAG user=carol"));
+	run_free(&r);
+	r = run("--db", d.db, "show", "--json", id);
+	ck_assert_int_eq(each_json_line(r.out, NULL, NULL), 1);
+	ck_assert_ptr_nonnull(strstr(r.out, "\"retired\":false"));
+	run_free(&r);
+	close(pipefd[1]);
+	ck_assert_int_eq(harness_client_wait(child), 0);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* A client that reports dropped records: the summary must say that its
  * counts are incomplete over that window, and only over it. */
 START_TEST(test_dropped_window)
@@ -1339,6 +1395,7 @@ static Suite *cli_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_reads_while_daemon_runs);
 	tcase_add_test(tc, test_dropped_window);
+	tcase_add_test(tc, test_show_open_request);
 	suite_add_tcase(s, tc);
 	return s;
 }
