@@ -864,14 +864,81 @@ static void build_installed_prog(const char *dest, const char *src,
 	run_ok(argv, NULL, log);
 }
 
+/* The library's files: SONAME links, the SONAME itself, the .pc file's
+ * paths (those of the install, not of the build). */
+static void assert_library(const char *lib, const char *log)
+{
+	char so_version[64], so[PATH_MAX], *text;
+	const char *argv[] = {"sh", "-c",
+			      "objdump -p \"$0\" | awk '/SONAME/ { print $2 }'",
+			      so, NULL};
+
+	snprintf(so_version, sizeof so_version, "libctxleak.so.%s",
+		 CTXLEAK_VERSION_STRING);
+	assert_link(lib, "libctxleak.so.0", so_version);
+	assert_link(lib, "libctxleak.so", "libctxleak.so.0");
+	path_join(so, lib, so_version);
+	text = output_of(argv, NULL, log);
+	ck_assert_str_eq(text, "libctxleak.so.0");
+	free(text);
+	path_join(so, lib, "pkgconfig/libctxleak.pc");
+	text = slurp(so);
+	ck_assert_ptr_nonnull(strstr(text, "libdir=/usr/lib\n"));
+	free(text);
+}
+
+/* `systemctl enable ctxleakd.socket`, offline on the DESTDIR: the socket's
+ * [Install] section hooks it into sockets.target; disable undoes it. */
+static void assert_socket_enables(const char *dest, const char *log)
+{
+	char root[PATH_MAX + 8], link[PATH_MAX];
+	const char *enable[] = {"systemctl", root, "enable", "ctxleakd.socket",
+				NULL};
+	const char *disable[] = {"systemctl", root, "disable",
+				 "ctxleakd.socket", NULL};
+	struct stat st;
+
+	if (!have_cmd("systemctl"))
+		return;
+	snprintf(root, sizeof root, "--root=%s", dest);
+	path_join(link, dest,
+		  "etc/systemd/system/sockets.target.wants/ctxleakd.socket");
+	run_ok(enable, NULL, log);
+	ck_assert_msg(lstat(link, &st) == 0 && S_ISLNK(st.st_mode),
+		      "enable made no %s", link);
+	run_ok(disable, NULL, log);
+	ck_assert_int_eq(lstat(link, &st), -1);
+}
+
+/* Build installed_prog against the DESTDIR and run it on the daemon d;
+ * it must have loaded the installed library. */
+static void run_installed_prog(const struct harness_daemon *d, const char *dest,
+			       const char *lib, const char *log)
+{
+	char src[PATH_MAX], prog[PATH_MAX], loaded[PATH_MAX], *ran;
+	char env_lib[PATH_MAX + 32], env_sock[PATH_MAX + 32];
+	const char *argv[] = {prog, NULL};
+	const char *env[] = {env_lib, env_sock, "CTXLEAK_APP=installed",
+			     "CTXLEAK_BACKEND=thread", NULL};
+
+	path_join(src, d->dir, "prog.c");
+	path_join(prog, d->dir, "prog");
+	write_text(src, installed_prog);
+	build_installed_prog(dest, src, prog, log);
+	snprintf(env_lib, sizeof env_lib, "LD_LIBRARY_PATH=%s", lib);
+	snprintf(env_sock, sizeof env_sock, "CTXLEAK_SOCKET=%s", d->socket);
+	ran = output_of(argv, env, log);
+	path_join(loaded, lib, "libctxleak.so.0");
+	ck_assert_str_eq(ran, loaded);
+	free(ran);
+}
+
 START_TEST(test_install_uninstall)
 {
 	struct harness_daemon d;
 	const char *keep[] = {"--keep", "all", NULL};
-	char dest[PATH_MAX], lib[PATH_MAX], log[PATH_MAX], path[PATH_MAX];
-	char src[PATH_MAX], prog[PATH_MAX], so_version[64];
-	char env_lib[PATH_MAX + 32], env_sock[PATH_MAX + 32];
-	char *files, *want, *text, *ran;
+	char dest[PATH_MAX], lib[PATH_MAX], log[PATH_MAX];
+	char *files, *want;
 
 	ck_assert_msg(harness_start(&d, keep) == 0, "%s", harness_error());
 	path_join(dest, d.dir, "dest");
@@ -884,43 +951,9 @@ START_TEST(test_install_uninstall)
 	ck_assert_str_eq(files, want);
 	free(files);
 	free(want);
-	snprintf(so_version, sizeof so_version, "libctxleak.so.%s",
-		 CTXLEAK_VERSION_STRING);
-	assert_link(lib, "libctxleak.so.0", so_version);
-	assert_link(lib, "libctxleak.so", "libctxleak.so.0");
-	{
-		char so[PATH_MAX], *soname;
-		const char *argv[] = {"sh", "-c",
-				      "objdump -p \"$0\" | awk '/SONAME/ "
-				      "{ print $2 }'",
-				      so, NULL};
-
-		path_join(so, lib, so_version);
-		soname = output_of(argv, NULL, log);
-		ck_assert_str_eq(soname, "libctxleak.so.0");
-		free(soname);
-	}
-	path_join(path, lib, "pkgconfig/libctxleak.pc");
-	text = slurp(path);
-	ck_assert_ptr_nonnull(strstr(text, "libdir=/usr/lib\n"));
-	free(text);
-
-	path_join(src, d.dir, "prog.c");
-	path_join(prog, d.dir, "prog");
-	write_text(src, installed_prog);
-	build_installed_prog(dest, src, prog, log);
-	snprintf(env_lib, sizeof env_lib, "LD_LIBRARY_PATH=%s", lib);
-	snprintf(env_sock, sizeof env_sock, "CTXLEAK_SOCKET=%s", d.socket);
-	{
-		const char *argv[] = {prog, NULL};
-		const char *env[] = {env_lib, env_sock, "CTXLEAK_APP=installed",
-				     "CTXLEAK_BACKEND=thread", NULL};
-
-		ran = output_of(argv, env, log);
-	}
-	path_join(path, lib, "libctxleak.so.0");
-	ck_assert_str_eq(ran, path);
-	free(ran);
+	assert_library(lib, log);
+	assert_socket_enables(dest, log);
+	run_installed_prog(&d, dest, lib, log);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	ck_assert_int_eq(
 	    harness_query_int(&d, "SELECT count(*) FROM requests r"
