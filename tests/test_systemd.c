@@ -521,6 +521,9 @@ START_TEST(test_socket_activation)
 		      "no READY=1; got %s\nlog:\n%s", seen, log);
 	ck_assert_msg(notify_wait(nfd, "WATCHDOG=1", seen, sizeof seen) == 0,
 		      "no WATCHDOG=1; got %s\nlog:\n%s", seen, log);
+	/* systemctl status shows it. */
+	ck_assert_msg(strstr(seen, "STATUS=") != NULL, "no STATUS=; got %s",
+		      seen);
 	free(log);
 	st = harness_stop(&d);
 	log = harness_log(&d);
