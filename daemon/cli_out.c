@@ -274,10 +274,11 @@ static void fit_widths(const struct cli_table *t, int *w, int width)
 	}
 }
 
+/* One cell and what follows it: the gap, or the end of the line. */
 static void print_cell(const struct cli_table *t, const char *s,
-		       enum cli_style style, int width, int col)
+		       enum cli_style style, int width, int col, int last)
 {
-	int tw = text_width(s), last = col == t->ncols - 1;
+	int tw = text_width(s);
 	int pad = tw < width ? width - tw : 0;
 	FILE *out = t->c->out;
 
@@ -296,12 +297,29 @@ static void print_cell(const struct cli_table *t, const char *s,
 	fputs(last ? "\n" : "  ", out);
 }
 
+/* Cells after the last non-empty one are left out: no trailing blanks. */
+static void print_row(const struct cli_table *t, char *const *cells,
+		      const enum cli_style *styles, const int *w)
+{
+	int last = t->ncols - 1;
+
+	while (last > 0 && cells[last][0] == '\0')
+		last--;
+	for (int k = 0; k <= last; k++)
+		print_cell(t, cells[k], styles[k], w[k], k, k == last);
+}
+
 void cli_table_print(struct cli_table *t)
 {
 	int w[32] = {0};
+	char *headers[32];
+	enum cli_style bold[32];
 
-	for (int i = 0; i < t->ncols; i++)
+	for (int i = 0; i < t->ncols; i++) {
 		w[i] = text_width(t->cols[i].header);
+		headers[i] = (char *)t->cols[i].header;
+		bold[i] = CLI_STYLE_BOLD;
+	}
 	for (size_t i = 0; i < t->ncells; i++) {
 		int tw = text_width(t->cells[i]);
 
@@ -309,12 +327,9 @@ void cli_table_print(struct cli_table *t)
 			w[i % t->ncols] = tw;
 	}
 	fit_widths(t, w, screen_width(t->c));
-	for (int i = 0; i < t->ncols; i++)
-		print_cell(t, t->cols[i].header, CLI_STYLE_BOLD, w[i], i);
+	print_row(t, headers, bold, w);
 	for (size_t i = 0; i + t->ncols <= t->ncells; i += t->ncols)
-		for (int k = 0; k < t->ncols; k++)
-			print_cell(t, t->cells[i + k], t->styles[i + k], w[k],
-				   k);
+		print_row(t, t->cells + i, t->styles + i, w);
 }
 
 void cli_table_free(struct cli_table *t)

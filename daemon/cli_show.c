@@ -157,15 +157,19 @@ static void header_times(struct cli *c, sqlite3_stmt *st)
 	int64_t begin = sqlite3_column_int64(st, H_BEGIN);
 
 	header_field(c, "begin");
-	fprintf(c->out, "%s on thread %lld", cli_time_rfc3339(begin, a, 64),
+	fprintf(c->out, "%s on thread %lld\n", cli_time_rfc3339(begin, a, 64),
 		sqlite3_column_int64(st, H_TID));
 	if (cli_db_str(st, H_FILE)) {
-		fputs(" at ", c->out);
+		header_field(c, "site");
+		snprintf(b, sizeof(b), ":%d ", sqlite3_column_int(st, H_LINE));
 		cli_print_safe(c->out, cli_db_str(st, H_FILE),
 			       strlen(cli_db_str(st, H_FILE)));
-		fprintf(c->out, ":%d", sqlite3_column_int(st, H_LINE));
+		fputs(b, c->out);
+		if (cli_db_str(st, H_FUNC))
+			cli_print_safe(c->out, cli_db_str(st, H_FUNC),
+				       strlen(cli_db_str(st, H_FUNC)));
+		fputc('\n', c->out);
 	}
-	fputc('\n', c->out);
 	header_field(c, "end");
 	if (sqlite3_column_type(st, H_END) == SQLITE_NULL)
 		fprintf(c->out, "%snever (unclosed)%s\n",

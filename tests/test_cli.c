@@ -740,13 +740,16 @@ START_TEST(test_leaks_time_filters)
 }
 END_TEST
 
-/* Columns on screen of each line: code points, no line over 80. */
+/* Columns on screen of each line: code points, no line over 80, and no
+ * blanks at the end of one. */
 static void assert_fits(const char *out)
 {
 	int w = 0;
 
 	for (const char *p = out; *p; p++) {
 		ck_assert_msg(*p != '\033', "escape code in:\n%s", out);
+		ck_assert_msg(!(*p == ' ' && p[1] == '\n'),
+			      "trailing blank in:\n%s", out);
 		if (*p == '\n') {
 			ck_assert_msg(w <= 80, "line of %d columns:\n%s", w,
 				      out);
