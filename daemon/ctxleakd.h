@@ -167,16 +167,16 @@ void server_status(char *buf, size_t len);
 /* Take a connected client socket; it is closed on EOF, error or bad
  * input.  Every connection holds at most one process. */
 void conn_accept(struct event_base *base, int fd);
-/* Read what every connection already has (up to EAGAIN or EOF), then
- * close them all. */
+/* Read what the kernel holds for every connection now, then close them
+ * all. */
 void conn_drain_all(void);
 unsigned conn_count(void);
 
 struct conn_stats {
 	uint64_t accepted;
-	uint64_t rejected;	 /* over --max-connections */
+	uint64_t rejected;     /* over --max-connections */
 	uint64_t proto_errors; /* connections closed for bad input */
-	uint64_t records;	 /* records received */
+	uint64_t records;      /* records received */
 };
 void conn_stats(struct conn_stats *out);
 void conn_count_rejected(void);
@@ -191,7 +191,8 @@ struct ucred;
 
 /* Before the first connection: the store gives the last request id. */
 void process_init(struct event_base *base, struct store *store);
-/* A HELLO: find or create the process.  NULL when the store failed. */
+/* A HELLO: find or create the process.  NULL when the store failed, or
+ * when the instance is a live process of another uid. */
 struct process *process_attach(const struct proto_hello *hello,
 			       const struct ucred *cred);
 /* The connection is gone (error NULL: cleanly).  skipped: records of an
