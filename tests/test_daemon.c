@@ -1048,6 +1048,23 @@ START_TEST(test_help_and_version)
 }
 END_TEST
 
+START_TEST(test_every_option_accepted)
+{
+	struct harness_daemon d;
+
+	START(&d, "--keep", "all", "--log-level", "warn", "--max-connections",
+	      "10", "--max-open-scopes", "1000", "--max-request-age", "10m",
+	      "--retention", "7d,1G", "--linger", "250ms", "--max-record-size",
+	      "64K", "--max-string", "4096");
+	ck_assert_int_eq(
+	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
+	    0);
+	STOP_OK(&d);
+	assert_worked_example_leaks(&d);
+	harness_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_bad_options)
 {
 	static const char *const cases[][3] = {
@@ -1110,6 +1127,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(lifecycle, test_journal_prefixes);
 	tcase_add_test(cli, test_help_and_version);
 	tcase_add_test(cli, test_bad_options);
+	tcase_add_test(cli, test_every_option_accepted);
 	suite_add_tcase(s, findings);
 	suite_add_tcase(s, input);
 	suite_add_tcase(s, lifecycle);
