@@ -178,20 +178,26 @@ static void stack_push(struct cl_thread *t, uint64_t c, uint64_t b)
 			return v;                                              \
 	} while (0)
 
+/*
+ * The fields every record has.  The encoder reads only the fields of
+ * r->type (proto.h), so the calls set those and leave the rest unset:
+ * zeroing the whole struct first would cost more than encoding it.
+ */
+static inline void head(struct proto_record *r, uint8_t type, uint64_t ctx,
+			uint64_t cause, struct ctxleak_site *site)
+{
+	r->type = type;
+	r->ctx = ctx;
+	r->cause = cause;
+	r->site = cl_site_id(site);
+}
+
 static uint64_t begin(struct ctxleak_site *site, const char *name,
 		      enum proto_kind kind)
 {
 	struct cl_thread *t = &cl_self;
 	uint64_t x = new_ctx(t), b = cl_backend_get();
-	struct proto_record r = {
-	    .type = PROTO_BEGIN,
-	    .ctx = x,
-	    .cause = t->cause,
-	    .site = cl_site_id(site),
-	    .prev = b,
-	    .kind = (uint8_t)kind,
-	    .name = cl_str(name),
-	};
+	struct proto_record r;
 	struct cl_scope s = {
 	    .ctx = x,
 	    .saved_b = b,
@@ -199,6 +205,10 @@ static uint64_t begin(struct ctxleak_site *site, const char *name,
 	    .root = kind == PROTO_KIND_REQUEST || !b,
 	};
 
+	head(&r, PROTO_BEGIN, x, t->cause, site);
+	r.prev = b;
+	r.kind = (uint8_t)kind;
+	r.name = cl_str(name);
 	cl_emit(&r);
 	scope_remember(t, &s);
 	cl_backend_set(x);
@@ -220,16 +230,16 @@ uint64_t ctxleak_begin_child_at(struct ctxleak_site *site, const char *name)
 
 void ctxleak_end_at(struct ctxleak_site *site, uint64_t ctx)
 {
-	struct cl_thread *t = &cl_self;
-	struct proto_record r = {.type = PROTO_END, .ctx = ctx};
+	struct cl_thread *t;
+	struct proto_record r;
 	struct cl_scope *s;
 	int root;
 
 	RETURN_IF_OFF();
 	if (!ctx)
 		return;
-	r.cause = t->cause;
-	r.site = cl_site_id(site);
+	t = &cl_self;
+	head(&r, PROTO_END, ctx, t->cause, site);
 	r.cur = cl_backend_get();
 	cl_emit(&r);
 	s = scope_find(t, ctx);
@@ -246,14 +256,12 @@ void ctxleak_end_at(struct ctxleak_site *site, uint64_t ctx)
 void ctxleak_tag_at(struct ctxleak_site *site, const char *key,
 		    const char *value)
 {
-	struct proto_record r = {.type = PROTO_TAG};
+	struct proto_record r;
 
 	RETURN_IF_OFF();
 	if (!key)
 		return;
-	r.ctx = cl_backend_get();
-	r.cause = cl_self.cause;
-	r.site = cl_site_id(site);
+	head(&r, PROTO_TAG, cl_backend_get(), cl_self.cause, site);
 	r.key = cl_str(key);
 	r.value = cl_str(value);
 	cl_emit(&r);
@@ -262,14 +270,12 @@ void ctxleak_tag_at(struct ctxleak_site *site, const char *key,
 void ctxleak_event_at(struct ctxleak_site *site, const char *name,
 		      const char *message)
 {
-	struct proto_record r = {.type = PROTO_EVENT};
+	struct proto_record r;
 
 	RETURN_IF_OFF();
 	if (!name)
 		return;
-	r.ctx = cl_backend_get();
-	r.cause = cl_self.cause;
-	r.site = cl_site_id(site);
+	head(&r, PROTO_EVENT, cl_backend_get(), cl_self.cause, site);
 	r.name = cl_str(name);
 	r.message = cl_str(message);
 	cl_emit(&r);
@@ -277,12 +283,12 @@ void ctxleak_event_at(struct ctxleak_site *site, const char *name,
 
 void ctxleak_resume_at(struct ctxleak_site *site, uint64_t token)
 {
-	struct cl_thread *t = &cl_self;
-	struct proto_record r = {.type = PROTO_RESUME, .cause = token};
+	struct cl_thread *t;
+	struct proto_record r;
 
 	RETURN_IF_OFF();
-	r.ctx = cl_backend_get();
-	r.site = cl_site_id(site);
+	t = &cl_self;
+	head(&r, PROTO_RESUME, cl_backend_get(), token, site);
 	cl_emit(&r);
 	stack_push(t, t->cause, r.ctx);
 	t->cause = token;
@@ -293,14 +299,13 @@ void ctxleak_resume_at(struct ctxleak_site *site, uint64_t token)
 /* Without a matching resume the record still goes out and B, C stay. */
 void ctxleak_suspend_at(struct ctxleak_site *site)
 {
-	struct cl_thread *t = &cl_self;
-	struct proto_record r = {.type = PROTO_SUSPEND};
+	struct cl_thread *t;
+	struct proto_record r;
 	struct cl_frame f;
 
 	RETURN_IF_OFF();
-	r.ctx = cl_backend_get();
-	r.cause = t->cause;
-	r.site = cl_site_id(site);
+	t = &cl_self;
+	head(&r, PROTO_SUSPEND, cl_backend_get(), t->cause, site);
 	cl_emit(&r);
 	if (!t->depth)
 		return;
