@@ -27,6 +27,22 @@ static int from_systemd; /* systemd owns the socket file: never unlink */
 static uint64_t status_records;
 static struct timespec status_time;
 
+/* Without root the default directory sits in /tmp when there is no
+ * XDG_RUNTIME_DIR, where another user may have made it first to catch
+ * the clients' records. */
+static void check_socket_directory(const char *dir)
+{
+	struct stat st;
+
+	if (stat(dir, &st) == -1)
+		fatal("socket directory %s", dir);
+	if (!S_ISDIR(st.st_mode))
+		fatalx("socket directory %s is not a directory", dir);
+	if (st.st_uid != geteuid() && st.st_uid != 0)
+		fatalx("socket directory %s belongs to uid %u, not to us", dir,
+		       (unsigned)st.st_uid);
+}
+
 static void make_socket_directory(const char *path)
 {
 	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
@@ -41,6 +57,7 @@ static void make_socket_directory(const char *path)
 	 * runtime directory that must already exist. */
 	if (mkdir(dir, geteuid() == 0 ? 0755 : 0700) == -1 && errno != EEXIST)
 		fatal("cannot create socket directory %s", dir);
+	check_socket_directory(dir);
 }
 
 static void fill_address(struct sockaddr_un *sun, const char *path)

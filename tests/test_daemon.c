@@ -840,6 +840,57 @@ START_TEST(test_stale_socket_replaced)
 }
 END_TEST
 
+/* As nobody, a socket directory made by another user is refused. */
+static int start_in_foreign_dir(const char *dir, char **out)
+{
+	char sock[128], db[128];
+	const char *argv[] = {"ctxleakd", "--socket", sock, "--db", db, NULL};
+
+	snprintf(sock, sizeof sock, "%s/ctxleak.sock", dir);
+	snprintf(db, sizeof db, "/tmp/ctxleak-nobody-%d.db", (int)getpid());
+	if (setgid(65534) == -1 || setuid(65534) == -1)
+		return -2;
+	return harness_exec(argv, out);
+}
+
+START_TEST(test_foreign_socket_directory)
+{
+	struct harness_daemon d;
+	char dir[100], *out = NULL;
+	int fds[2], st;
+	pid_t pid;
+
+	if (geteuid() != 0)
+		return; /* needs a second user */
+	ck_assert_int_eq(harness_prepare(&d), 0);
+	ck_assert_int_eq(chmod(d.dir, 0755), 0);
+	snprintf(dir, sizeof dir, "%s/other", d.dir);
+	ck_assert_int_eq(mkdir(dir, 0777), 0);
+	ck_assert_int_eq(chown(dir, 1, 1), 0); /* daemon, not nobody */
+	ck_assert_int_eq(chmod(dir, 0777), 0);
+	ck_assert_int_eq(pipe(fds), 0);
+	pid = fork();
+	if (pid == 0) {
+		st = start_in_foreign_dir(dir, &out);
+		if (out != NULL && write(fds[1], out, strlen(out)) < 0)
+			_exit(3);
+		_exit(st == 1 ? 0 : 2);
+	}
+	close(fds[1]);
+	ck_assert_int_eq(harness_client_wait(pid), 0);
+	{
+		char buf[512] = "";
+		ssize_t n = read(fds[0], buf, sizeof buf - 1);
+
+		ck_assert_msg(n > 0 && strstr(buf, "belongs to uid 1") != NULL,
+			      "%s", buf);
+	}
+	close(fds[0]);
+	ck_assert_int_eq(access(dir, F_OK), 0);
+	harness_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_unwritable_db)
 {
 	struct harness_daemon d;
@@ -1121,6 +1172,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(lifecycle, test_second_daemon_refused);
 	tcase_add_test(lifecycle, test_stale_socket_replaced);
 	tcase_add_test(lifecycle, test_unwritable_db);
+	tcase_add_test(lifecycle, test_foreign_socket_directory);
 	tcase_add_test(lifecycle, test_max_connections);
 	tcase_add_test(lifecycle, test_sighup_reopens_log_file);
 	tcase_add_test(lifecycle, test_sd_notify);
