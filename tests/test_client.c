@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "ctxleak.h"
+#include "ctxleak_event.h"
 #include "proto.h"
 
 #define WAIT_MS	  20000
@@ -1338,6 +1339,157 @@ START_TEST(test_watermark)
 }
 END_TEST
 
+/* ---------------------------------------------------------- libevent */
+
+/* The worked example again, as libevent callbacks wrapped by
+ * ctxleak_event.h.  The test steps the loop one callback at a time, so
+ * the order is the example's whatever the machine's speed. */
+struct loop_example {
+	struct event_base *base;
+	uint64_t id[4];
+	struct event *db[2]; /* the DB callbacks of A and B */
+};
+
+static void db_done(evutil_socket_t fd, short what, void *arg)
+{
+	uint64_t *ctx = arg;
+
+	(void)fd, (void)what;
+	ctxleak_event("db.done", NULL);
+	if (ctx[0] == ctx[1]) /* request A's callback */
+		ctxleak_tag("status", "200");
+	ctxleak_end(ctx[0]);
+}
+
+static struct loop_example ex;
+
+static void accept_req(evutil_socket_t fd, short what, void *arg)
+{
+	static uint64_t pair[3][2];
+	int i = (int)(intptr_t)arg;
+	static const char *const names[] = {"GET /a", "GET /b", "GET /c"};
+	static const char *const users[] = {"alice", "bob"};
+
+	(void)fd, (void)what;
+	ex.id[A + i] = ctxleak_begin(names[i]);
+	if (i == 2) {
+		ctxleak_end(ex.id[C]);
+		return;
+	}
+	ctxleak_tag("user", users[i]);
+	pair[i][0] = ex.id[A + i];
+	pair[i][1] = ex.id[A]; /* db_done tags status only for A */
+	ex.db[i] = ctxleak_event_new(ex.base, -1, 0, db_done, pair[i]);
+	ck_assert_ptr_nonnull(ex.db[i]);
+}
+
+static void step(void)
+{
+	ck_assert_int_ge(event_base_loop(ex.base, EVLOOP_NONBLOCK), 0);
+}
+
+static void accept_step(int i)
+{
+	struct timeval now = {0, 0};
+
+	ck_assert_int_eq(ctxleak_event_base_once(ex.base, -1, EV_TIMEOUT,
+						 accept_req,
+						 (void *)(intptr_t)i, &now),
+			 0);
+	step();
+}
+
+static void db_step(int i)
+{
+	event_active(ex.db[i], EV_TIMEOUT, 1);
+	step();
+	ctxleak_event_free(ex.db[i]);
+}
+
+static void run_loop_example(struct listener *l)
+{
+	ex.base = event_base_new();
+	ck_assert_ptr_nonnull(ex.base);
+	accept_step(0);
+	accept_step(1);
+	db_step(0);
+	db_step(1);
+	accept_step(2);
+	event_base_free(ex.base);
+	ctxleak_flush();
+	ck_assert(wait_records(l, 0, NULL, NEXPECT));
+	listener_stop(l);
+	check_sites(l);
+}
+
+START_TEST(test_libevent_task)
+{
+	struct listener l;
+
+	ck_assert_int_eq(ctxleak_libevent_setup(), CTXLEAK_OK);
+	unsetenv("CTXLEAK_BACKEND");
+	start(&l, CTXLEAK_BACKEND_AUTO);
+	ck_assert_str_eq(ctxleak_backend_name(), "task");
+	run_loop_example(&l);
+	check_example(&l, task_slot, ex.id);
+	listener_free(&l);
+}
+END_TEST
+
+START_TEST(test_libevent_thread)
+{
+	struct listener l;
+
+	start(&l, CTXLEAK_BACKEND_THREAD);
+	run_loop_example(&l);
+	check_example(&l, shared_slot, ex.id);
+	listener_free(&l);
+}
+END_TEST
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	char buf[16];
+
+	*(uint64_t *)arg = ctxleak_capture();
+	bufferevent_read(bev, buf, sizeof(buf));
+}
+
+/* A bufferevent's callbacks run in the context that set them, and the
+ * wrappers are freed (LeakSanitizer and valgrind check). */
+START_TEST(test_libevent_bufferevent)
+{
+	struct listener l;
+	struct event_base *base = event_base_new();
+	struct bufferevent *bev;
+	uint64_t ctx, seen = 0;
+	int sv[2];
+
+	start(&l, CTXLEAK_BACKEND_THREAD);
+	ck_assert_int_eq(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	bev = bufferevent_socket_new(base, sv[0], BEV_OPT_CLOSE_ON_FREE);
+	ck_assert_ptr_nonnull(bev);
+	ctx = ctxleak_begin("conn");
+	ck_assert_int_eq(
+	    ctxleak_bufferevent_setcb(bev, on_read, NULL, NULL, &seen), 0);
+	/* Set again: the first wrapper is replaced and freed. */
+	ck_assert_int_eq(
+	    ctxleak_bufferevent_setcb(bev, on_read, NULL, NULL, &seen), 0);
+	bufferevent_enable(bev, EV_READ);
+	ctxleak_end(ctx);
+	ck_assert_uint_eq(ctxleak_capture(), 0);
+	ck_assert_int_eq(write(sv[1], "x", 1), 1);
+	ck_assert_int_eq(event_base_loop(base, EVLOOP_ONCE), 0);
+	ck_assert_uint_eq(seen, ctx);
+	ck_assert_uint_eq(ctxleak_capture(), 0);
+	ctxleak_bufferevent_free(bev);
+	close(sv[1]);
+	event_base_free(base);
+	listener_stop(&l);
+	listener_free(&l);
+}
+END_TEST
+
 /* --------------------------------------------------------------- main */
 
 static Suite *client_suite(void)
@@ -1348,6 +1500,7 @@ static Suite *client_suite(void)
 	TCase *backends = tcase_create("backends");
 	TCase *ship = tcase_create("shipping");
 	TCase *robust = tcase_create("robustness");
+	TCase *libevent = tcase_create("libevent");
 
 	/* The shipping tests move a few hundred thousand records. */
 	tcase_set_timeout(ship, 30);
@@ -1381,7 +1534,11 @@ static Suite *client_suite(void)
 #endif
 	tcase_add_test(robust, test_no_sigpipe);
 	tcase_add_test(robust, test_bad_arguments);
+	tcase_add_test(libevent, test_libevent_task);
+	tcase_add_test(libevent, test_libevent_thread);
+	tcase_add_test(libevent, test_libevent_bufferevent);
 	suite_add_tcase(s, api);
+	suite_add_tcase(s, libevent);
 	suite_add_tcase(s, example);
 	suite_add_tcase(s, backends);
 	suite_add_tcase(s, ship);
