@@ -80,7 +80,9 @@ void ctxleak_options_init(struct ctxleak_options *opt);
 /* Start the library.  opt NULL: defaults and environment.  Returns
  * CTXLEAK_OK (also when the daemon is not there yet: records are buffered
  * and sent once it is), CTXLEAK_EDISABLED, CTXLEAK_EALREADY, CTXLEAK_EINVAL
- * or CTXLEAK_ENOMEM. */
+ * or CTXLEAK_ENOMEM.  The library starts once per process: after
+ * ctxleak_shutdown() it stays off and ctxleak_init() returns
+ * CTXLEAK_EALREADY. */
 int ctxleak_init(const struct ctxleak_options *opt);
 
 /* Flush what is buffered (waiting at most a short while for the daemon),
@@ -91,6 +93,8 @@ void ctxleak_shutdown(void);
  * Declare that the application carries context across its scheduler with
  * capture/resume (for example through ctxleak_event.h): the `auto` backend
  * then picks `task`, and HELLO says why.  Call before ctxleak_init().
+ * Returns CTXLEAK_OK, CTXLEAK_EINVAL (name NULL, empty or over 63 bytes)
+ * or CTXLEAK_EALREADY (after init).
  */
 int ctxleak_set_scheduler(const char *name);
 
@@ -143,7 +147,10 @@ uint64_t ctxleak_begin_at(struct ctxleak_site *site, const char *name);
  * none). */
 uint64_t ctxleak_begin_child_at(struct ctxleak_site *site, const char *name);
 /* End a scope; what was current before it is restored.  An unknown ctx is
- * still reported (the daemon calls it misnest); 0 is ignored. */
+ * still reported (the daemon calls it misnest); 0 is ignored.  The thread
+ * that began a scope keeps what to restore: a ctx this thread did not
+ * begin (another thread's, unknown, or already ended) is reported and
+ * leaves the backend's ctx and the true ctx as they are. */
 void ctxleak_end_at(struct ctxleak_site *site, uint64_t ctx);
 /* A tag on the current scope.  key NULL: ignored; value NULL: nil. */
 void ctxleak_tag_at(struct ctxleak_site *site, const char *key,
@@ -154,13 +161,17 @@ void ctxleak_event_at(struct ctxleak_site *site, const char *name,
 /* Enter a continuation of token (from ctxleak_capture); leave it with
  * ctxleak_suspend.  Nest as deep as needed. */
 void ctxleak_resume_at(struct ctxleak_site *site, uint64_t token);
+/* Without a matching resume on this thread: reported, nothing restored. */
 void ctxleak_suspend_at(struct ctxleak_site *site);
 
 /* The true ctx, to carry across a boundary (callback, queue, thread). */
 uint64_t ctxleak_capture(void);
 /* The backend's current ctx (0: none). */
 uint64_t ctxleak_current(void);
-/* Ship what is buffered now.  Returns CTXLEAK_OK, or CTXLEAK_ENOTINIT. */
+/* Ship what is buffered now: returns once the library's thread has taken
+ * it into a batch and offered it to the socket (or found no daemon), or
+ * after 1 s; it never waits for the daemon to read.  Returns CTXLEAK_OK,
+ * or CTXLEAK_ENOTINIT. */
 int ctxleak_flush(void);
 
 /* Without a site, for FFI and function pointers. */
