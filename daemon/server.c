@@ -18,6 +18,8 @@
 
 #include "ctxleakd.h"
 
+#define REFUSED_LOG_SEC 10
+
 static struct event_base *server_base;
 static struct event *listen_event;
 static int listen_fd = -1;
@@ -116,6 +118,28 @@ static int create_socket(const char *path)
 	return fd;
 }
 
+/* Over --max-connections.  A storm of refusals logs one line per
+ * REFUSED_LOG_SEC, not one per connection. */
+static void refuse(int fd)
+{
+	static time_t last_log;
+	static unsigned long unlogged;
+	struct timespec now;
+
+	conn_count_rejected();
+	unlogged++;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (last_log == 0 || now.tv_sec - last_log >= REFUSED_LOG_SEC) {
+		log_warn("%lu connection(s) refused: %u open "
+			 "(--max-connections)",
+			 unlogged, conn_count());
+		last_log = now.tv_sec;
+		unlogged = 0;
+	}
+	/* After the log line: a client that sees the close finds it. */
+	close(fd);
+}
+
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
 	int cfd;
@@ -133,11 +157,7 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		if (conn_count() >= cfg.max_connections) {
-			conn_count_rejected();
-			log_warn("connection refused: %u connections open "
-				 "(--max-connections)",
-				 conn_count());
-			close(cfd);
+			refuse(cfd);
 			continue;
 		}
 		conn_accept(server_base, cfd);
