@@ -545,6 +545,21 @@ static int worked_example(void *arg)
 	return 0;
 }
 
+/* Every test of the report reads this database: when the daemon did not
+ * produce the oracle's findings, say what it produced instead, once. */
+static void assert_worked_example_db(const struct harness_daemon *d)
+{
+	char *found = harness_query_str(
+	    d, "SELECT group_concat(class || ' ' || coalesce(detail, ''), "
+	       "'; ') FROM leaks");
+	char *log = harness_log(d);
+
+	ck_assert_msg(harness_query_int(d, "SELECT count(*) FROM leaks") == 7,
+		      "the daemon found: %s\nits log:\n%s", found, log);
+	free(found);
+	free(log);
+}
+
 static void report_setup(void)
 {
 	const char *args[] = {"--keep", "all", NULL};
@@ -560,6 +575,7 @@ static void report_setup(void)
 			 0);
 	ck_assert_int_eq(harness_stop(&daemon_), 0);
 	db = daemon_.db;
+	assert_worked_example_db(&daemon_);
 }
 
 static void report_teardown(void)
