@@ -9,8 +9,11 @@
  * A load generator thread in the same process keeps CONNECTIONS requests in
  * flight at once, so their callbacks interleave on the loop's thread.
  *
- * Every callback runs resumed in the context that registered it, so the
- * database callback of a request carries that request as its truth.  With
+ * The connection's callbacks and the database's are registered through
+ * ctxleak_event.h, so each runs resumed in the context that registered it
+ * and the database callback of a request carries that request as its
+ * truth.  The accept callback needs none: it runs in no request and
+ * records nothing.  With
  * the task backend the context follows; with thread and global the loop's
  * one slot holds whichever request began last, and the requests' tags,
  * events and ends land in each other.
@@ -29,6 +32,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "ctxleak_event.h"
 #include "example.h"
 
 #define CONNECTIONS 16
@@ -38,77 +42,13 @@ struct server {
 	unsigned expected, served, open;
 };
 
-struct resumed;
-
 struct conn {
 	struct server *srv;
 	struct bufferevent *bev;
-	struct resumed *callbacks;
 	uint64_t request;
 	char item[32];
 	unsigned seq;
 };
-
-/* ------------------------------------------------ callbacks resumed in
- * the context that registered them */
-
-struct resumed {
-	uint64_t token;
-	event_callback_fn event;
-	bufferevent_data_cb read;
-	bufferevent_event_cb status;
-	evconnlistener_cb accept;
-	void *arg;
-};
-
-static struct resumed *resumed_new(void *arg)
-{
-	struct resumed *r = calloc(1, sizeof(*r));
-
-	if (!r)
-		example_fail("calloc");
-	r->token = ctxleak_capture();
-	r->arg = arg;
-	return r;
-}
-
-static void resumed_once(evutil_socket_t fd, short what, void *arg)
-{
-	struct resumed *r = arg;
-
-	ctxleak_resume(r->token);
-	r->event(fd, what, r->arg);
-	ctxleak_suspend();
-	free(r);
-}
-
-static void resumed_read(struct bufferevent *bev, void *arg)
-{
-	struct resumed *r = arg;
-
-	ctxleak_resume(r->token);
-	r->read(bev, r->arg);
-	ctxleak_suspend();
-}
-
-static void resumed_status(struct bufferevent *bev, short what, void *arg)
-{
-	struct resumed *r = arg;
-
-	ctxleak_resume(r->token);
-	r->status(bev, what, r->arg);
-	ctxleak_suspend();
-}
-
-static void resumed_accept(struct evconnlistener *l, evutil_socket_t fd,
-			   struct sockaddr *sa, int len, void *arg)
-{
-	struct resumed *r = arg;
-
-	ctxleak_resume(r->token);
-	r->accept(l, fd, sa, len, r->arg);
-	ctxleak_suspend();
-}
 
 /* ------------------------------------------------------------- server */
 
@@ -130,7 +70,6 @@ static void on_request(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 	struct timeval latency = {0, 100 + 150 * (c->seq++ % 4)};
-	struct resumed *db;
 	char *line;
 
 	line =
@@ -141,10 +80,8 @@ static void on_request(struct bufferevent *bev, void *arg)
 	free(line);
 	c->request = ctxleak_begin("GET /item");
 	ctxleak_tag("item", c->item);
-	db = resumed_new(c);
-	db->event = db_reply;
-	if (event_base_once(c->srv->base, -1, EV_TIMEOUT, resumed_once, db,
-			    &latency) < 0)
+	if (ctxleak_event_base_once(c->srv->base, -1, EV_TIMEOUT, db_reply, c,
+				    &latency) < 0)
 		example_fail("event_base_once");
 }
 
@@ -155,8 +92,7 @@ static void on_close(struct bufferevent *bev, short what, void *arg)
 
 	if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
 		return;
-	bufferevent_free(bev);
-	free(c->callbacks);
+	ctxleak_bufferevent_free(bev);
 	free(c);
 	if (--srv->open == 0 && srv->served == srv->expected)
 		event_base_loopbreak(srv->base);
@@ -177,11 +113,8 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd,
 	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (!c->bev)
 		example_fail("bufferevent_socket_new");
-	c->callbacks = resumed_new(c);
-	c->callbacks->read = on_request;
-	c->callbacks->status = on_close;
-	bufferevent_setcb(c->bev, resumed_read, NULL, resumed_status,
-			  c->callbacks);
+	if (ctxleak_bufferevent_setcb(c->bev, on_request, NULL, on_close, c))
+		example_fail("ctxleak_bufferevent_setcb");
 	bufferevent_enable(c->bev, EV_READ);
 	srv->open++;
 }
@@ -260,18 +193,16 @@ int main(int argc, char **argv)
 	struct load load = {.requests = example_requests(argc, argv, 1000)};
 	struct server srv = {.expected = load.requests};
 	struct evconnlistener *listener;
-	struct resumed *accepted;
 	pthread_t generator;
 	int rc;
 
+	ctxleak_libevent_setup();
 	example_start("event_loop", NULL);
 	load_address(&load);
 	if (!(srv.base = event_base_new()))
 		example_fail("event_base_new");
-	accepted = resumed_new(&srv);
-	accepted->accept = on_accept;
 	listener = evconnlistener_new_bind(
-	    srv.base, resumed_accept, accepted,
+	    srv.base, on_accept, &srv,
 	    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 64,
 	    (struct sockaddr *)&load.addr, (int)load.addrlen);
 	if (!listener)
@@ -287,7 +218,6 @@ int main(int argc, char **argv)
 	       "thread, backend %s\n",
 	       srv.served, CONNECTIONS, ctxleak_backend_name());
 	evconnlistener_free(listener);
-	free(accepted);
 	event_base_free(srv.base);
 	ctxleak_shutdown();
 	return srv.served == load.requests ? 0 : 1;
