@@ -377,6 +377,10 @@ static void build_batch(uint64_t now)
 	struct proto_record r = {0};
 	uint64_t w;
 	int complete = 1;
+	/* Read before collecting: a stop that comes while collect() runs
+	 * may follow records it did not see, so this batch is not the
+	 * final one then. */
+	int stopping = atomic_load(&ship.stop);
 
 	atomic_store(&wake_pending, 0);
 	w = collect(&complete);
@@ -399,7 +403,7 @@ static void build_batch(uint64_t now)
 	}
 	ship.last_batch = now;
 	ship.next_flush = now + cl_config.flush_interval_ms * MS;
-	if (atomic_load(&ship.stop))
+	if (stopping)
 		ship.final_collected = 1;
 }
 
