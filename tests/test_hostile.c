@@ -1,0 +1,741 @@
+/*
+ * test_hostile.c: the real ctxleakd against hostile and broken peers on
+ * raw AF_UNIX connections: random bytes, truncated objects, absurd length
+ * prefixes, deep nesting, wrong types, lying HELLOs, connection storms.
+ *
+ * In every test a well-behaved client (the real library in a forked child)
+ * is connected alongside: it sends the first half of DESIGN.md's worked
+ * example, waits while the hostile peers do their worst, sends the second
+ * half, and its findings must come out exactly as the worked example says.
+ * The daemon's open descriptors are counted before and after each storm
+ * (no leak), and its resident memory is held under a stated bound.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctxleak.h"
+#include "harness.h"
+#include "proto.h"
+
+/* Resident memory the daemon may have after any storm here.  Its own
+ * needs are a few MiB plus SQLite's 16 MiB page cache; the rest is head
+ * room for the allocator keeping freed connection buffers. */
+#define RSS_BOUND_KB	       (96 * 1024)
+#define CHURN_CONNECTIONS      10000
+#define CONCURRENT_CONNECTIONS 1000
+/* Records in the worked example: 5 RESUME/SUSPEND pairs, 3 BEGIN, 3 END,
+ * 3 TAG, 2 EVENT. */
+#define WORKED_RECORDS 21
+
+#define START(d, ...)                                                          \
+	do {                                                                   \
+		const char *args_[] = {__VA_ARGS__, NULL};                     \
+		ck_assert_msg(harness_start((d), args_) == 0, "%s",            \
+			      harness_error());                                \
+	} while (0)
+
+static int64_t query_int(const struct harness_daemon *d, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int64_t query_int(const struct harness_daemon *d, const char *fmt, ...)
+{
+	char sql[1024];
+	va_list ap;
+	int64_t v;
+
+	va_start(ap, fmt);
+	vsnprintf(sql, sizeof sql, fmt, ap);
+	va_end(ap);
+	v = harness_query_int(d, sql);
+	ck_assert_msg(v != INT64_MIN, "%s", harness_error());
+	return v;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+
+	nanosleep(&ts, NULL);
+}
+
+/* ------------------------------------------------- the daemon's health */
+
+static int daemon_fds(const struct harness_daemon *d)
+{
+	char path[64];
+	struct dirent *e;
+	DIR *dir;
+	int n = 0;
+
+	snprintf(path, sizeof path, "/proc/%d/fd", (int)d->pid);
+	dir = opendir(path);
+	ck_assert_msg(dir != NULL, "%s: the daemon is gone", path);
+	while ((e = readdir(dir)) != NULL)
+		if (e->d_name[0] != '.')
+			n++;
+	closedir(dir);
+	return n;
+}
+
+/* Closing is asynchronous on the daemon's side: poll until its count is
+ * back at `want`, and report what it was when time ran out. */
+static void assert_fds_return_to(const struct harness_daemon *d, int want)
+{
+	int n = daemon_fds(d);
+
+	for (int i = 0; n != want && i < HARNESS_TIMEOUT_SEC * 100; i++) {
+		sleep_ms(10);
+		n = daemon_fds(d);
+	}
+	ck_assert_msg(n == want, "the daemon holds %d descriptors, %d before",
+		      n, want);
+}
+
+static long daemon_rss_kb(const struct harness_daemon *d)
+{
+	char path[64], line[256];
+	long kb = -1;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/status", (int)d->pid);
+	f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "%s: the daemon is gone", path);
+	while (fgets(line, sizeof line, f) != NULL)
+		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+static void assert_alive_and_small(const struct harness_daemon *d,
+				   const char *after)
+{
+	long kb;
+
+	ck_assert_msg(kill(d->pid, 0) == 0, "the daemon died");
+	kb = daemon_rss_kb(d);
+	printf("daemon RSS after %s: %ld KiB (bound %d KiB)\n", after, kb,
+	       RSS_BOUND_KB);
+	ck_assert_msg(kb > 0 && kb < RSS_BOUND_KB,
+		      "the daemon's RSS is %ld KiB, bound %d KiB", kb,
+		      RSS_BOUND_KB);
+}
+
+/* ------------------------------------------------ the well-behaved client */
+
+/* The worked example of DESIGN.md in two halves: steps 1-2, then (after a
+ * byte on the pipe) steps 3-5. */
+static int worked_example_in_halves(void *arg)
+{
+	int go = *(int *)arg;
+	uint64_t a, b, c, token_a, token_b;
+	char byte;
+
+	ctxleak_resume(0);
+	a = ctxleak_begin("GET /a");
+	ctxleak_tag("user", "alice");
+	token_a = ctxleak_capture();
+	ctxleak_suspend();
+	ctxleak_resume(0);
+	b = ctxleak_begin("GET /b");
+	ctxleak_tag("user", "bob");
+	token_b = ctxleak_capture();
+	ctxleak_suspend();
+	ctxleak_flush();
+	if (read(go, &byte, 1) != 1)
+		return 3;
+
+	ctxleak_resume(token_a);
+	ctxleak_event("db.done", NULL);
+	ctxleak_tag("status", "200");
+	ctxleak_end(a);
+	ctxleak_suspend();
+	ctxleak_resume(token_b);
+	ctxleak_event("db.done", NULL);
+	ctxleak_end(b);
+	ctxleak_suspend();
+	ctxleak_resume(0);
+	c = ctxleak_begin("GET /c");
+	ctxleak_end(c);
+	ctxleak_suspend();
+	return 0;
+}
+
+struct companion {
+	pid_t pid;
+	int go[2];
+};
+
+/* Start the client and wait until the daemon has its first half. */
+static void companion_start(const struct harness_daemon *d, struct companion *c)
+{
+	ck_assert_int_eq(pipe(c->go), 0);
+	c->pid = harness_client_spawn(d, CTXLEAK_BACKEND_THREAD,
+				      worked_example_in_halves, &c->go[0]);
+	ck_assert_msg(c->pid > 0, "%s", harness_error());
+	close(c->go[0]);
+	ck_assert_msg(harness_wait_int(d,
+				       "SELECT count(*) FROM processes "
+				       "WHERE app = 'harness'",
+				       1) == 0,
+		      "%s", harness_error());
+}
+
+static void companion_finish(struct companion *c)
+{
+	ck_assert_int_eq(write(c->go[1], "g", 1), 1);
+	close(c->go[1]);
+	ck_assert_int_eq(harness_client_wait(c->pid), 0);
+}
+
+/* Stop the daemon and check that the client's data came through whole:
+ * every record, and exactly the worked example's findings. */
+static void stop_and_check_companion(struct harness_daemon *d)
+{
+	static const char *const expected[][2] = {
+	    {"overlap", "1"}, {"bleed", "2"}, {"misnest", "2"},
+	    {"lost", "1"},    {"stale", "1"},
+	};
+	const char *proc = "(SELECT id FROM processes WHERE app = 'harness')";
+
+	ck_assert_int_eq(harness_stop(d), 0);
+	ck_assert_int_eq(query_int(d, "SELECT count(*) FROM processes WHERE "
+				      "app = 'harness' AND error IS NULL"),
+			 1);
+	ck_assert_msg(query_int(d, "SELECT records FROM processes WHERE "
+				   "app = 'harness'") == WORKED_RECORDS,
+		      "the client's process has %lld records, %lld dropped, "
+		      "%lld connections; %d expected",
+		      (long long)query_int(d, "SELECT records FROM processes "
+					      "WHERE app = 'harness'"),
+		      (long long)query_int(d, "SELECT dropped FROM processes "
+					      "WHERE app = 'harness'"),
+		      (long long)query_int(d, "SELECT connections FROM "
+					      "processes WHERE app = 'harness'"),
+		      WORKED_RECORDS);
+	ck_assert_int_eq(query_int(d,
+				   "SELECT count(*) FROM records WHERE "
+				   "process_id = %s",
+				   proc),
+			 WORKED_RECORDS);
+	ck_assert_int_eq(query_int(d,
+				   "SELECT count(*) FROM requests WHERE "
+				   "process_id = %s",
+				   proc),
+			 3);
+	ck_assert_int_eq(
+	    query_int(d, "SELECT count(*) FROM leaks WHERE process_id = %s",
+		      proc),
+	    7);
+	for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++)
+		ck_assert_int_eq(query_int(d,
+					   "SELECT count(*) FROM leaks WHERE "
+					   "process_id = %s AND class = '%s'",
+					   proc, expected[i][0]),
+				 atoi(expected[i][1]));
+	/* B's rebuilt context holds status=200, set by A's code. */
+	ck_assert_int_eq(
+	    query_int(d, "SELECT count(*) FROM tags t "
+			 "JOIN requests r ON r.id = t.request_id "
+			 "JOIN requests s ON s.id = t.setter_request_id "
+			 "WHERE r.name = 'GET /b' AND t.key = 'status' AND "
+			 "t.value = '200' AND s.name = 'GET /a'"),
+	    1);
+}
+
+/* ------------------------------------------------------ hostile peers */
+
+static int connect_raw(const struct harness_daemon *d)
+{
+	int fd = harness_connect(d);
+
+	ck_assert_msg(fd >= 0, "%s", harness_error());
+	return fd;
+}
+
+/* The daemon must close the connection by itself: bad input is refused
+ * at once, not waited out. */
+static void send_and_expect_close(const struct harness_daemon *d, int hello,
+				  const void *buf, size_t len)
+{
+	static uint64_t instance = 1u << 20;
+	int fd = connect_raw(d);
+
+	if (hello)
+		ck_assert_int_eq(harness_send_hello(fd, ++instance, 0), 0);
+	ck_assert_int_eq(harness_write_all(fd, buf, len), 0);
+	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
+	close(fd);
+}
+
+static size_t encode(unsigned char *buf, size_t cap,
+		     const struct proto_record *r)
+{
+	size_t n = proto_encode_record(buf, cap, r);
+
+	ck_assert_uint_gt(n, 0);
+	return n;
+}
+
+/* A clean request: BEGIN, TAG, EVENT, END of ctx; 4 records. */
+static size_t encode_request(unsigned char *buf, size_t cap, uint64_t ctx)
+{
+	struct proto_record r[] = {
+	    {.type = PROTO_BEGIN,
+	     .ts = 1000,
+	     .tid = 7,
+	     .ctx = ctx,
+	     .kind = PROTO_KIND_REQUEST,
+	     .name = {"GET /raw", 8}},
+	    {.type = PROTO_TAG,
+	     .ts = 1001,
+	     .tid = 7,
+	     .ctx = ctx,
+	     .cause = ctx,
+	     .key = {"k", 1},
+	     .value = {"v", 1}},
+	    {.type = PROTO_EVENT,
+	     .ts = 1002,
+	     .tid = 7,
+	     .ctx = ctx,
+	     .cause = ctx,
+	     .name = {"e", 1}},
+	    {.type = PROTO_END,
+	     .ts = 1003,
+	     .tid = 7,
+	     .ctx = ctx,
+	     .cause = ctx,
+	     .cur = ctx},
+	};
+	size_t n = 0;
+
+	for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
+		n += encode(buf + n, cap - n, &r[i]);
+	return n;
+}
+
+static int raw_hello(const struct harness_daemon *d, uint64_t instance)
+{
+	int fd = connect_raw(d);
+
+	ck_assert_int_eq(harness_send_hello(fd, instance, 0), 0);
+	return fd;
+}
+
+static uint32_t xorshift(uint32_t *s)
+{
+	*s ^= *s << 13;
+	*s ^= *s >> 17;
+	*s ^= *s << 5;
+	return *s;
+}
+
+START_TEST(test_random_bytes)
+{
+	struct harness_daemon d;
+	struct companion c;
+	unsigned char junk[4096];
+	uint32_t seed = 0x2545f491;
+	int fd, fds;
+
+	START(&d, "--keep", "all");
+	companion_start(&d, &c);
+	fds = daemon_fds(&d);
+	/* Random bytes may stop inside an object the daemon then waits
+	 * for, so the peer closes; half of them come after a HELLO. */
+	for (int i = 0; i < 200; i++) {
+		for (size_t j = 0; j < sizeof junk; j++)
+			junk[j] = (unsigned char)xorshift(&seed);
+		fd = i % 2 ? raw_hello(&d, 100 + (uint64_t)i) : connect_raw(&d);
+		harness_write_all(fd, junk, 1 + xorshift(&seed) % sizeof junk);
+		close(fd);
+	}
+	assert_fds_return_to(&d, fds);
+	assert_alive_and_small(&d, "random bytes");
+	companion_finish(&c);
+	stop_and_check_companion(&d);
+	harness_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_truncated_objects_then_close)
+{
+	struct harness_daemon d;
+	struct companion c;
+	unsigned char buf[1024], tag[256];
+	struct proto_record r = {.type = PROTO_TAG,
+				 .ts = 1004,
+				 .tid = 7,
+				 .ctx = 5,
+				 .cause = 5,
+				 .key = {"cut", 3},
+				 .value = {"somewhere in here", 17}};
+	size_t n, tlen = encode(tag, sizeof tag, &r);
+	int fd, fds;
+
+	START(&d, "--keep", "all");
+	companion_start(&d, &c);
+	fds = daemon_fds(&d);
+	n = encode_request(buf, sizeof buf, 5);
+	/* Every cut of the fifth record: the four before it are kept. */
+	for (size_t cut = 1; cut < tlen; cut++) {
+		fd = raw_hello(&d, 1000 + cut);
+		ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+		ck_assert_int_eq(harness_write_all(fd, tag, cut), 0);
+		close(fd);
+	}
+	assert_fds_return_to(&d, fds);
+	companion_finish(&c);
+	stop_and_check_companion(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
+				       "app = 'raw' AND records = 4"),
+			 (int64_t)tlen - 1);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
+				       "processes p ON p.id = r.process_id "
+				       "WHERE p.app = 'raw'"),
+			 4 * ((int64_t)tlen - 1));
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* Length prefixes that announce 4 GiB: the daemon refuses them from the
+ * header alone, without waiting for (or allocating) the payload. */
+START_TEST(test_four_gib_prefixes)
+{
+	static const unsigned char str32[] = {0x98, 0x04, 0x01, 0x07, 0x05,
+					      0x05, 0x00, 0xa1, 'k',  0xdb,
+					      0xff, 0xff, 0xff, 0xff, 'x'};
+	static const unsigned char bin32[] = {0x98, 0x04, 0x01, 0x07, 0x05,
+					      0x05, 0x00, 0xa1, 'k',  0xc6,
+					      0xff, 0xff, 0xff, 0xff, 'x'};
+	static const unsigned char ext32[] = {0xc9, 0xff, 0xff, 0xff,
+					      0xff, 0x01, 'x'};
+	struct harness_daemon d;
+	struct companion c;
+	int fds;
+
+	START(&d, "--keep", "all");
+	companion_start(&d, &c);
+	fds = daemon_fds(&d);
+	send_and_expect_close(&d, 1, str32, sizeof str32);
+	send_and_expect_close(&d, 1, bin32, sizeof bin32);
+	send_and_expect_close(&d, 1, ext32, sizeof ext32);
+	/* The same as the HELLO's application name. */
+	send_and_expect_close(&d, 0,
+			      "\x81\xa3"
+			      "app"
+			      "\xdb\xff\xff\xff\xff",
+			      10);
+	assert_fds_return_to(&d, fds);
+	assert_alive_and_small(&d, "4 GiB prefixes");
+	companion_finish(&c);
+	stop_and_check_companion(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
+				       "app = 'raw' AND error LIKE "
+				       "'%%4294967295 bytes exceeds%%'"),
+			 3);
+	harness_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_huge_arrays_and_deep_nesting)
+{
+	static const unsigned char array32[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+	static const unsigned char map32[] = {0xdf, 0xff, 0xff, 0xff, 0xff};
+	static const unsigned char array16[] = {0xdc, 0xff, 0xff};
+	struct harness_daemon d;
+	struct companion c;
+	/* Far deeper than the limit, and small enough to be written whole
+	 * before the daemon hangs up. */
+	unsigned char deep[4096];
+	int fds;
+
+	START(&d, "--keep", "all");
+	companion_start(&d, &c);
+	fds = daemon_fds(&d);
+	send_and_expect_close(&d, 1, array32, sizeof array32);
+	send_and_expect_close(&d, 1, map32, sizeof map32);
+	send_and_expect_close(&d, 1, array16, sizeof array16);
+	send_and_expect_close(&d, 0, map32, sizeof map32);
+	/* Nesting: one-element arrays, and one-entry maps as HELLO. */
+	memset(deep, 0x91, sizeof deep);
+	send_and_expect_close(&d, 1, deep, sizeof deep);
+	memset(deep, 0x81, sizeof deep);
+	send_and_expect_close(&d, 0, deep, sizeof deep);
+	assert_fds_return_to(&d, fds);
+	assert_alive_and_small(&d, "huge arrays, deep nesting");
+	companion_finish(&c);
+	stop_and_check_companion(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
+				       "app = 'raw' AND error LIKE "
+				       "'%%exceeds the limit%%'"),
+			 3);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
+				       "app = 'raw' AND error LIKE "
+				       "'%%nested deeper%%'"),
+			 1);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* Records before HELLO and fields of the wrong msgpack type: each closes
+ * its connection, and nothing of it is stored as a record. */
+START_TEST(test_wrong_types_and_order)
+{
+#define BYTES(s) s, sizeof(s) - 1
+	static const struct {
+		int hello;
+		const char *bytes;
+		size_t len;
+	} cases[] = {
+	    /* a record before HELLO */
+	    {0, BYTES("\x98\x04\x01\x07\x05\x05\x00\xa1k\xa1v")},
+	    /* HELLO as an array, as a string, as nil */
+	    {0, BYTES("\x92\x01\x02")},
+	    {0, BYTES("\xa5hello")},
+	    {0, BYTES("\xc0")},
+	    /* HELLO whose version is a string */
+	    {0, BYTES("\x81\xa7version\xa1\x31")},
+	    /* a record that is a map, a string, a float */
+	    {1, BYTES("\x81\x01\x02")},
+	    {1, BYTES("\xa3\x42\x45G")},
+	    {1, BYTES("\xcb\x3f\xf0\x00\x00\x00\x00\x00\x00")},
+	    /* type as a string; ts as a string; ctx negative */
+	    {1, BYTES("\x98\xa1\x34\x01\x07\x05\x05\x00\xa1k\xa1v")},
+	    {1, BYTES("\x98\x04\xa2ts\x07\x05\x05\x00\xa1k\xa1v")},
+	    {1, BYTES("\x98\x04\x01\x07\xff\x05\x00\xa1k\xa1v")},
+	    /* a second HELLO */
+	    {1, BYTES("\x81\xa7version\x01")},
+	};
+#undef BYTES
+	struct harness_daemon d;
+	struct companion c;
+	int fds;
+
+	START(&d, "--keep", "all");
+	companion_start(&d, &c);
+	fds = daemon_fds(&d);
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+		send_and_expect_close(&d, cases[i].hello, cases[i].bytes,
+				      cases[i].len);
+	assert_fds_return_to(&d, fds);
+	companion_finish(&c);
+	stop_and_check_companion(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
+				       "processes p ON p.id = r.process_id "
+				       "WHERE p.app = 'raw'"),
+			 0);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
+				       "app = 'raw' AND error IS NULL"),
+			 0);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* A peer that claims to be the well-behaved client's pid: the kernel's
+ * credentials are recorded as the pid, the claim only as hello_pid, and
+ * the real client's row is untouched. */
+START_TEST(test_hello_claims_another_pid)
+{
+	struct harness_daemon d;
+	struct companion c;
+	unsigned char buf[512];
+	size_t n;
+	int fd;
+
+	START(&d, "--keep", "all");
+	companion_start(&d, &c);
+	fd = connect_raw(&d);
+	ck_assert_int_eq(harness_send_hello(fd, 4242, (uint32_t)c.pid), 0);
+	n = encode_request(buf, sizeof buf, 77);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	close(fd);
+	ck_assert_msg(harness_wait_int(&d,
+				       "SELECT count(*) FROM processes WHERE "
+				       "instance = 4242 AND disconnected_at "
+				       "IS NOT NULL",
+				       1) == 0,
+		      "%s", harness_error());
+	companion_finish(&c);
+	stop_and_check_companion(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT pid FROM processes WHERE "
+				       "instance = 4242"),
+			 getpid());
+	ck_assert_int_eq(query_int(&d, "SELECT hello_pid FROM processes "
+				       "WHERE instance = 4242"),
+			 c.pid);
+	ck_assert_int_eq(query_int(&d,
+				   "SELECT count(*) FROM processes WHERE "
+				   "pid = %d",
+				   (int)c.pid),
+			 1);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
+				       "processes p ON p.id = r.process_id "
+				       "WHERE p.instance = 4242"),
+			 4);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* ------------------------------------------------------------- storms */
+
+START_TEST(test_connection_churn)
+{
+	struct harness_daemon d;
+	struct companion c;
+	unsigned char buf[512];
+	size_t n = encode_request(buf, sizeof buf, 9);
+	int fd, fds;
+
+	START(&d, "--keep", "all");
+	companion_start(&d, &c);
+	fds = daemon_fds(&d);
+	/* Most connect and leave at once; every tenth says HELLO and sends
+	 * one request first. */
+	for (int i = 0; i < CHURN_CONNECTIONS; i++) {
+		fd = connect_raw(&d);
+		if (i % 10 == 0) {
+			ck_assert_int_eq(harness_send_hello(fd, 10000 + i, 0),
+					 0);
+			ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+		}
+		close(fd);
+	}
+	assert_fds_return_to(&d, fds);
+	assert_alive_and_small(&d, "the connection churn");
+	companion_finish(&c);
+	stop_and_check_companion(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
+				       "app = 'raw' AND records = 4"),
+			 CHURN_CONNECTIONS / 10);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* The test's own descriptor limit, inherited by the daemon it starts. */
+static void raise_fd_limit(rlim_t want)
+{
+	struct rlimit rl;
+
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	ck_assert_msg(
+	    rl.rlim_max >= want, "RLIMIT_NOFILE hard limit %llu is under %llu",
+	    (unsigned long long)rl.rlim_max, (unsigned long long)want);
+	if (rl.rlim_cur < want) {
+		rl.rlim_cur = want;
+		ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	}
+}
+
+START_TEST(test_thousand_concurrent_connections)
+{
+	struct harness_daemon d;
+	struct companion c;
+	unsigned char buf[512];
+	struct proto_record wm = {.type = PROTO_WATERMARK, .ts = 2000};
+	int fd[CONCURRENT_CONNECTIONS];
+	size_t n;
+	int fds;
+
+	raise_fd_limit(2 * CONCURRENT_CONNECTIONS + 256);
+	START(&d, "--keep", "all", "--max-connections", "2000");
+	companion_start(&d, &c);
+	fds = daemon_fds(&d);
+	n = encode_request(buf, sizeof buf, 11);
+	n += encode(buf + n, sizeof buf - n, &wm);
+	for (int i = 0; i < CONCURRENT_CONNECTIONS; i++) {
+		fd[i] = raw_hello(&d, 20000 + (uint64_t)i);
+		ck_assert_int_eq(harness_write_all(fd[i], buf, n), 0);
+	}
+	/* All of them at once: the watermark retires each request while
+	 * every connection is still open. */
+	ck_assert_msg(harness_wait_int(&d,
+				       "SELECT count(*) FROM requests r JOIN "
+				       "processes p ON p.id = r.process_id "
+				       "WHERE p.app = 'raw' AND "
+				       "p.disconnected_at IS NULL",
+				       CONCURRENT_CONNECTIONS) == 0,
+		      "%s", harness_error());
+	ck_assert_int_eq(daemon_fds(&d), fds + CONCURRENT_CONNECTIONS);
+	for (int i = 0; i < CONCURRENT_CONNECTIONS; i++)
+		close(fd[i]);
+	assert_fds_return_to(&d, fds);
+	assert_alive_and_small(&d, "the concurrent connections");
+	companion_finish(&c);
+	stop_and_check_companion(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
+				       "processes p ON p.id = r.process_id "
+				       "WHERE p.app = 'raw'"),
+			 4 * CONCURRENT_CONNECTIONS);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* ------------------------------------------------------------- modes */
+
+START_TEST(test_socket_and_database_modes)
+{
+	struct harness_daemon d;
+	struct stat st;
+	mode_t old = umask(0);
+
+	/* With no umask at all the daemon must still restrict both. */
+	START(&d, "--keep", "all");
+	umask(old);
+	ck_assert_int_eq(stat(d.socket, &st), 0);
+	ck_assert_msg(S_ISSOCK(st.st_mode), "%s is not a socket", d.socket);
+	ck_assert_uint_eq(st.st_mode & 07777, 0660);
+	ck_assert_int_eq(stat(d.db, &st), 0);
+	ck_assert_uint_eq(st.st_mode & 07777, 0640);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	harness_cleanup(&d);
+}
+END_TEST
+
+static Suite *hostile_suite(void)
+{
+	Suite *s = suite_create("hostile");
+	TCase *input = tcase_create("input");
+	TCase *storms = tcase_create("storms");
+	TCase *modes = tcase_create("modes");
+
+	tcase_set_timeout(input, 60);
+	tcase_set_timeout(storms, 120);
+	tcase_add_test(input, test_random_bytes);
+	tcase_add_test(input, test_truncated_objects_then_close);
+	tcase_add_test(input, test_four_gib_prefixes);
+	tcase_add_test(input, test_huge_arrays_and_deep_nesting);
+	tcase_add_test(input, test_wrong_types_and_order);
+	tcase_add_test(input, test_hello_claims_another_pid);
+	tcase_add_test(storms, test_connection_churn);
+	tcase_add_test(storms, test_thousand_concurrent_connections);
+	tcase_add_test(modes, test_socket_and_database_modes);
+	suite_add_tcase(s, input);
+	suite_add_tcase(s, storms);
+	suite_add_tcase(s, modes);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(hostile_suite());
+	int failed;
+
+	/* Peers that the daemon hangs up on must not kill the test. */
+	signal(SIGPIPE, SIG_IGN);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
