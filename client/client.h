@@ -39,7 +39,6 @@ extern struct cl_config cl_config;
 /* 1 between init and shutdown: the one branch every call takes first. */
 extern _Atomic int cl_enabled;
 
-uint64_t cl_now(void);	    /* CLOCK_MONOTONIC, ns */
 uint64_t cl_random64(void); /* nonzero */
 
 /* ------------------------------------------------------------ backend.c */
@@ -76,10 +75,9 @@ struct cl_buf {
 
 	/* Shared with the shipper. */
 	_Atomic int busy;	  /* between clock read and publication */
-	_Atomic uint64_t last_ts; /* ts of the last published record */
+	_Atomic uint64_t last_ts; /* ts of the last record kept or dropped */
 	_Atomic int exited;	  /* the thread is gone; drain and free */
-	_Atomic uint64_t records; /* counters, written by the producer */
-	_Atomic uint64_t truncated;
+	_Atomic uint64_t records; /* written by the producer only */
 	_Atomic(struct cl_chunk *) spare; /* a drained chunk to reuse */
 
 	/* Drops are the slow path: a mutex keeps count and since exact. */
@@ -94,7 +92,7 @@ struct cl_buf {
 	struct cl_buf *next; /* registry, under cl_registry_mu */
 };
 
-/* Per-thread library state (the thread's half of DESIGN.md's table). */
+/* A scope begun on this thread, with what its end restores. */
 struct cl_scope {
 	uint64_t ctx; /* 0: free slot */
 	uint64_t saved_b, saved_c;
@@ -105,6 +103,7 @@ struct cl_frame {
 	uint64_t c, b;
 };
 
+/* Per-thread library state (the thread's half of DESIGN.md's table). */
 struct cl_thread {
 	struct cl_buf *buf; /* NULL until the thread's first record */
 	uint64_t tid;
@@ -147,6 +146,7 @@ static inline void cl_backend_set(uint64_t ctx)
 	}
 }
 
+uint64_t cl_now(void); /* CLOCK_MONOTONIC, ns */
 extern pthread_mutex_t cl_registry_mu;
 extern struct cl_buf *cl_registry; /* every thread's buffer */
 extern _Atomic int64_t cl_budget;  /* bytes of buffer_limit not granted */
