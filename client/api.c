@@ -27,9 +27,9 @@
 #undef ctxleak_resume
 #undef ctxleak_suspend
 
-/* Bounds on per-thread state that a broken program could grow forever
- * (scopes never ended, resumes never suspended): past them the library
- * stops remembering, and the records still go out. */
+/* Bounds on per-thread state that could grow forever: scopes that end on
+ * another thread (or never), resumes never suspended.  Past them the
+ * records still go out; see scope_remember and stack_push. */
 #define MAX_SCOPES (1u << 16)
 #define MAX_DEPTH  (1u << 16)
 #define ID_BLOCK   1024
@@ -109,10 +109,16 @@ static int scopes_grow(struct cl_thread *t)
 	return 0;
 }
 
+/* A full table starts over: what fills it is scopes that a pool handed
+ * to other threads to end, and the newest scopes are the likeliest to end
+ * here. */
 static void scope_remember(struct cl_thread *t, const struct cl_scope *s)
 {
-	if ((t->nscopes + 1) * 2 > t->scopes_cap &&
-	    (t->nscopes >= MAX_SCOPES || scopes_grow(t)))
+	if (t->nscopes >= MAX_SCOPES) {
+		memset(t->scopes, 0, t->scopes_cap * sizeof(*t->scopes));
+		t->nscopes = 0;
+	}
+	if ((t->nscopes + 1) * 2 > t->scopes_cap && scopes_grow(t))
 		return;
 	*scope_slot(t, s->ctx) = *s;
 	t->nscopes++;

@@ -1122,6 +1122,26 @@ START_TEST(test_no_sigpipe)
 }
 END_TEST
 
+/* A pool whose scopes all end on other threads fills the table of the
+ * thread that began them; a scope begun and ended here is still
+ * restored afterwards. */
+START_TEST(test_scopes_handed_off)
+{
+	uint64_t before, mine;
+
+	init_client("/nonexistent/ctxleak.sock", CTXLEAK_BACKEND_THREAD,
+		    64 << 20, 0);
+	for (int i = 0; i < 70000; i++)
+		before = ctxleak_begin_child("handed off");
+	ck_assert_uint_eq(ctxleak_current(), before);
+	mine = ctxleak_begin_child("mine");
+	ck_assert_uint_eq(ctxleak_current(), mine);
+	ctxleak_end(mine);
+	ck_assert_uint_eq(ctxleak_current(), before);
+	ck_assert_uint_eq(ctxleak_capture(), before);
+}
+END_TEST
+
 /* ------------------------------------------------------ bad arguments */
 
 START_TEST(test_bad_arguments)
@@ -1534,6 +1554,7 @@ static Suite *client_suite(void)
 #endif
 	tcase_add_test(robust, test_no_sigpipe);
 	tcase_add_test(robust, test_bad_arguments);
+	tcase_add_test(robust, test_scopes_handed_off);
 	tcase_add_test(libevent, test_libevent_task);
 	tcase_add_test(libevent, test_libevent_thread);
 	tcase_add_test(libevent, test_libevent_bufferevent);
