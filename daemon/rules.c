@@ -522,38 +522,40 @@ static void note_record(struct rules *r, struct req *q, uint64_t tid)
 	note_thread(r, q, tid);
 }
 
-static char *dup_str(struct rules *r, struct proto_str s)
+static void tag_release(struct rules *r, struct rtag *t)
 {
-	char *p;
-
-	if (s.ptr == NULL)
-		return NULL;
-	p = rules_alloc(r, (size_t)s.len + 1);
-	if (p != NULL)
-		memcpy(p, s.ptr, s.len);
-	return p;
+	if (t->kv != NULL)
+		rules_release(r, t->kv, (size_t)t->klen + t->vlen + 2);
+	t->kv = NULL;
 }
 
-static void tag_free_value(struct rules *r, struct rtag *t)
+/* Key and value in one block, each with a NUL: one allocation a tag. */
+static int tag_store(struct rules *r, struct rtag *t, struct proto_str key,
+		     struct proto_str value)
 {
-	if (t->value != NULL)
-		rules_release(r, t->value, (size_t)t->vlen + 1);
-	t->value = NULL;
+	char *kv = rules_alloc(r, (size_t)key.len + value.len + 2);
+
+	if (kv == NULL)
+		return -1;
+	memcpy(kv, key.ptr, key.len);
+	if (value.ptr != NULL)
+		memcpy(kv + key.len + 1, value.ptr, value.len);
+	tag_release(r, t);
+	t->kv = kv;
+	t->klen = key.len;
+	t->vlen = value.len;
+	t->nil = value.ptr == NULL;
+	return 0;
 }
 
+/* The tag of that key, or a fresh slot just past the last one. */
 static struct rtag *tag_slot(struct rules *r, struct req_more *m,
-			     const struct proto_record *rec)
+			     struct proto_str key)
 {
-	struct rtag *t;
-
-	for (uint32_t i = 0; i < m->ntags; i++) {
-		t = &m->tags[i];
-		if (t->klen == rec->key.len &&
-		    memcmp(t->key, rec->key.ptr, t->klen) == 0) {
-			tag_free_value(r, t);
-			return t;
-		}
-	}
+	for (uint32_t i = 0; i < m->ntags; i++)
+		if (m->tags[i].klen == key.len &&
+		    memcmp(m->tags[i].kv, key.ptr, key.len) == 0)
+			return &m->tags[i];
 	if (m->ntags >= r->cfg.max_tags) {
 		m->tags_dropped++;
 		return NULL;
@@ -568,14 +570,8 @@ static struct rtag *tag_slot(struct rules *r, struct req_more *m,
 		m->tags = tags;
 		m->tags_cap = cap;
 	}
-	t = &m->tags[m->ntags];
-	memset(t, 0, sizeof(*t));
-	t->key = dup_str(r, rec->key);
-	if (t->key == NULL)
-		return NULL;
-	t->klen = rec->key.len;
-	m->ntags++;
-	return t;
+	memset(&m->tags[m->ntags], 0, sizeof(m->tags[0]));
+	return &m->tags[m->ntags];
 }
 
 /* A TAG lands in the context of the request the backend said. */
@@ -588,10 +584,11 @@ static void tag_set(struct rules *r, struct req *q, struct req *setter,
 	if (q == NULL || q->state != REQ_LIVE || rec->key.ptr == NULL)
 		return;
 	m = more(r, q);
-	if (m == NULL || (t = tag_slot(r, m, rec)) == NULL)
+	if (m == NULL || (t = tag_slot(r, m, rec->key)) == NULL ||
+	    tag_store(r, t, rec->key, rec->value) == -1)
 		return;
-	t->value = dup_str(r, rec->value);
-	t->vlen = rec->value.len;
+	if (t == &m->tags[m->ntags])
+		m->ntags++;
 	t->ts = rec->ts;
 	t->tid = rec->tid;
 	t->site = rec->site;
@@ -785,7 +782,7 @@ static struct hrec *held_slot(struct rules *r, struct req_more *m)
 {
 	if (m->nheld == m->held_cap) {
 		uint32_t cap = m->held_cap < 1024
-				   ? (m->held_cap ? m->held_cap * 2 : 4)
+				   ? (m->held_cap ? m->held_cap * 2 : 8)
 				   : m->held_cap + m->held_cap / 8;
 		struct hrec *held = realloc(m->held, cap * sizeof(*held));
 
@@ -935,23 +932,14 @@ static void rebuild_record(struct proto_record *rec, const struct hrec *h)
 	}
 }
 
-/* The verdicts held for q, its rebuilt BEGIN first; NULL when none or
- * out of memory (then none are delivered). */
-static struct rules_verdict *held_verdicts(struct req *q, size_t *n)
+/* The verdicts held for q into v (and their records into recs), its
+ * rebuilt BEGIN first. */
+static void held_verdicts(const struct req *q, struct rules_verdict *v,
+			  struct proto_record *recs)
 {
-	struct req_more *m = q->more;
-	size_t nheld = m ? m->nheld : 0, k = 0;
-	size_t count = nheld + q->begin_held;
-	struct rules_verdict *v;
-	struct proto_record *recs;
+	const struct req_more *m = q->more;
+	size_t k = 0;
 
-	*n = 0;
-	if (count == 0)
-		return NULL;
-	v = malloc(count * (sizeof(*v) + sizeof(*recs)));
-	if (v == NULL)
-		return NULL;
-	recs = (struct proto_record *)(v + count);
 	if (q->begin_held) {
 		memset(&recs[0], 0, sizeof(recs[0]));
 		recs[0].type = PROTO_BEGIN;
@@ -962,34 +950,45 @@ static struct rules_verdict *held_verdicts(struct req *q, size_t *n)
 		recs[0].name = iname_str(q->root.name);
 		v[k++] = (struct rules_verdict){&recs[0], q->rid, 0, LEAK_NONE};
 	}
-	for (size_t i = 0; i < nheld; i++, k++) {
+	for (size_t i = 0; m != NULL && i < m->nheld; i++, k++) {
 		rebuild_record(&recs[k], &m->held[i]);
 		v[k] = (struct rules_verdict){
 		    &recs[k], q->rid, m->held[i].rid_ctx, m->held[i].leak};
 	}
-	*n = count;
-	return v;
 }
 
-static struct rules_tag *final_tags(const struct req_more *m)
+static void final_tags(const struct req_more *m, struct rules_tag *tags)
 {
-	struct rules_tag *tags;
-
-	if (m == NULL || m->ntags == 0)
-		return NULL;
-	tags = calloc(m->ntags, sizeof(*tags));
-	for (uint32_t i = 0; tags != NULL && i < m->ntags; i++) {
+	for (uint32_t i = 0; i < m->ntags; i++) {
 		const struct rtag *t = &m->tags[i];
 
-		tags[i].key = (struct proto_str){t->key, t->klen};
-		tags[i].value = (struct proto_str){t->value, t->vlen};
+		tags[i].key = (struct proto_str){t->kv, t->klen};
+		tags[i].value = (struct proto_str){
+		    t->nil ? NULL : t->kv + t->klen + 1, t->vlen};
 		tags[i].ts = t->ts;
 		tags[i].tid = t->tid;
 		tags[i].site = t->site;
 		tags[i].setter_rid = t->setter_rid;
 		tags[i].setter_ctx = t->setter_ctx;
 	}
-	return tags;
+}
+
+/* Memory for what a retiring request delivers, reused from one request
+ * to the next while it stays under SCRATCH_KEEP bytes. */
+#define SCRATCH_KEEP (256 * 1024)
+
+static void *scratch(struct rules *r, size_t size)
+{
+	if (size > r->scratch_cap) {
+		void *p = realloc(r->scratch, size);
+
+		if (p == NULL)
+			return NULL;
+		rules_mem_add(r, size - r->scratch_cap);
+		r->scratch = p;
+		r->scratch_cap = size;
+	}
+	return r->scratch;
 }
 
 static void more_free(struct rules *r, struct req *q)
@@ -998,10 +997,8 @@ static void more_free(struct rules *r, struct req *q)
 
 	if (m == NULL)
 		return;
-	for (uint32_t i = 0; i < m->ntags; i++) {
-		rules_release(r, m->tags[i].key, (size_t)m->tags[i].klen + 1);
-		tag_free_value(r, &m->tags[i]);
-	}
+	for (uint32_t i = 0; i < m->ntags; i++)
+		tag_release(r, &m->tags[i]);
 	rules_release(r, m->tags, m->tags_cap * sizeof(*m->tags));
 	rules_release(r, m->threads, RULES_MAX_THREADS * sizeof(*m->threads));
 	rules_release(r, m->held, m->held_cap * sizeof(*m->held));
@@ -1014,8 +1011,12 @@ static void retire(struct rules *r, struct req *q)
 {
 	struct rules_request rq;
 	struct req_more *m = q->more;
-	struct rules_verdict *held = NULL;
-	struct rules_tag *tags;
+	size_t ntags = m ? m->ntags : 0;
+	size_t nheld =
+	    r->cfg.hold_records ? (m ? m->nheld : 0) + q->begin_held : 0;
+	struct rules_tag *tags = scratch(
+	    r, ntags * sizeof(*tags) +
+		   nheld * (sizeof(*rq.held) + sizeof(struct proto_record)));
 
 	memset(&rq, 0, sizeof(rq));
 	rq.rid = q->rid;
@@ -1029,24 +1030,33 @@ static void retire(struct rules *r, struct req *q)
 	rq.threads = m && m->threads ? m->threads : &q->root.tid;
 	rq.nscopes = q->nscopes;
 	rq.nrecords = q->nrecords;
-	tags = final_tags(m);
-	if (tags != NULL) {
-		rq.ntags = m->ntags;
+	/* Out of memory, the tags and records are not delivered. */
+	if (tags != NULL && ntags > 0) {
+		final_tags(m, tags);
+		rq.ntags = (uint32_t)ntags;
 		rq.tags = tags;
+	}
+	if (tags != NULL && nheld > 0) {
+		struct rules_verdict *v =
+		    (struct rules_verdict *)(tags + ntags);
+
+		held_verdicts(q, v, (struct proto_record *)(v + nheld));
+		rq.nheld = nheld;
+		rq.held = v;
 	}
 	if (m != NULL) {
 		rq.tags_dropped = m->tags_dropped;
 		memcpy(rq.victim_of, m->victim_of, sizeof(rq.victim_of));
 		rq.source_of = m->source_of;
 	}
-	if (r->cfg.hold_records) {
-		held = held_verdicts(q, &rq.nheld);
-		rq.held = held;
-	}
 	if (r->sink.request != NULL)
 		r->sink.request(r->sink.arg, &rq);
-	free(held);
-	free(tags);
+	if (r->scratch_cap > SCRATCH_KEEP) { /* after a huge request */
+		rules_mem_sub(r, r->scratch_cap);
+		free(r->scratch);
+		r->scratch = NULL;
+		r->scratch_cap = 0;
+	}
 	more_free(r, q);
 	q->state = REQ_RETIRED;
 	r->stats.requests_live--;
@@ -1137,6 +1147,7 @@ void rules_free(struct rules *r)
 		q->state = REQ_RETIRED;
 		req_put(r, q);
 	}
+	free(r->scratch);
 	ended_free(r);
 	ptab_free(r, &r->open);
 	scopes_free_slabs(r);

@@ -86,8 +86,9 @@ struct hrec {
 #define HREC_NIL2 2
 
 struct rtag {
-	char *key, *value; /* value NULL: nil */
+	char *kv; /* key, NUL, value, NUL */
 	uint32_t klen, vlen;
+	uint8_t nil; /* the value is nil */
 	uint64_t ts, tid;
 	uint32_t site;
 	uint64_t setter_rid, setter_ctx;
@@ -186,6 +187,8 @@ struct rules {
 	uint64_t model_requests, model_interleaved, model_handed_off;
 
 	uint64_t own_seq; /* when the config gives no request_seq */
+	void *scratch;	  /* see scratch() in rules.c */
+	size_t scratch_cap;
 	struct rules_stats stats;
 	char detail[512];
 };

@@ -40,6 +40,7 @@ struct got_verdict {
 
 struct got_tag {
 	char key[32], value[32];
+	int value_nil;
 	uint64_t setter_rid, setter_ctx;
 };
 
@@ -137,6 +138,7 @@ static void on_request(void *arg, const struct rules_request *rq)
 			 rq->tags[i].key);
 		copy_str(g->tags[i].value, sizeof(g->tags[i].value),
 			 rq->tags[i].value);
+		g->tags[i].value_nil = rq->tags[i].value.ptr == NULL;
 		g->tags[i].setter_rid = rq->tags[i].setter_rid;
 		g->tags[i].setter_ctx = rq->tags[i].setter_ctx;
 	}
@@ -1171,8 +1173,21 @@ START_TEST(test_request_context)
 	    END(9, 1, A, A, A),
 	};
 
-	RUN(r, recs);
+	struct proto_record nil = AS TAG(10, 1, B, B, "gone", "x");
+	struct proto_record b[] = {
+	    BEGIN(9, 1, B, 0, 0, "b"),
+	    END(11, 1, B, B, B),
+	};
+
+	nil.value = (struct proto_str){NULL, 0};
+	add_all(r, recs, 9);
+	add_all(r, &b[0], 1);
+	add_all(r, &nil, 1);
+	add_all(r, &b[1], 1);
+	rules_finish(r);
 	ck_assert_uint_eq(got.nfindings, 0);
+	ck_assert_int_eq(tag_of(request_of(B), "gone")->value_nil, 1);
+	ck_assert_int_eq(tag_of(request_of(A), "rows")->value_nil, 0);
 	a = request_of(A);
 	ck_assert_str_eq(a->name, "a");
 	ck_assert_uint_eq(a->begin_ts, 1);
