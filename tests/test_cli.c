@@ -549,15 +549,18 @@ static int worked_example(void *arg)
  * produce the oracle's findings, say what it produced instead, once. */
 static void assert_worked_example_db(const struct harness_daemon *d)
 {
+	static char msg[16384];
 	char *found = harness_query_str(
 	    d, "SELECT group_concat(class || ' ' || coalesce(detail, ''), "
 	       "'; ') FROM leaks");
 	char *log = harness_log(d);
 
-	ck_assert_msg(harness_query_int(d, "SELECT count(*) FROM leaks") == 7,
-		      "the daemon found: %s\nits log:\n%s", found, log);
+	snprintf(msg, sizeof(msg), "the daemon found: %s\nits log:\n%s", found,
+		 log);
 	free(found);
 	free(log);
+	ck_assert_msg(harness_query_int(d, "SELECT count(*) FROM leaks") == 7,
+		      "%s", msg);
 }
 
 static void report_setup(void)
