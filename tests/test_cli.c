@@ -555,8 +555,8 @@ static void assert_worked_example_db(const struct harness_daemon *d)
 	       "'; ') FROM leaks");
 	char *log = harness_log(d);
 
-	snprintf(msg, sizeof(msg), "the daemon found: %s\nits log:\n%s", found,
-		 log);
+	snprintf(msg, sizeof(msg), "the daemon found: %s\nits log:\n%s",
+		 found ? found : "nothing", log ? log : "");
 	free(found);
 	free(log);
 	ck_assert_msg(harness_query_int(d, "SELECT count(*) FROM leaks") == 7,
