@@ -28,10 +28,14 @@
  * plain array maps them; this bounds it to 256 KiB per connection.  A
  * client that defines more gets 0 (no site) for the rest. */
 #define MAX_SITES_PER_CONN 65536
+/* A connection that says nothing holds one of --max-connections slots;
+ * the library sends HELLO as soon as it connects. */
+#define HELLO_TIMEOUT_SEC 10
 
 struct conn {
 	int fd;
 	struct event *ev;
+	struct event *hello_timer; /* until HELLO */
 	struct proto_decoder *dec;
 	struct ucred cred;
 	struct process *proc;
@@ -72,6 +76,8 @@ static void conn_free(struct conn *c, const char *error)
 	LIST_REMOVE(c, entry);
 	nconns--;
 	event_free(c->ev);
+	if (c->hello_timer != NULL)
+		event_free(c->hello_timer);
 	close(c->fd);
 	proto_decoder_free(c->dec);
 	free(c->sites);
@@ -152,6 +158,8 @@ static int handle_message(struct conn *c, struct proto_msg *msg, char *error,
 		snprintf(error, errlen, "HELLO not accepted");
 		return -1;
 	}
+	event_free(c->hello_timer);
+	c->hello_timer = NULL;
 	return 0;
 }
 
@@ -231,8 +239,20 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 		conn_close(c, r, error);
 }
 
+static void on_hello_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	char error[64];
+
+	(void)fd;
+	(void)what;
+	snprintf(error, sizeof error, "no HELLO within %d s",
+		 HELLO_TIMEOUT_SEC);
+	conn_close(arg, READ_BAD, error);
+}
+
 void conn_accept(struct event_base *base, int fd)
 {
+	const struct timeval hello_timeout = {HELLO_TIMEOUT_SEC, 0};
 	socklen_t len = sizeof(struct ucred);
 	struct conn *c = calloc(1, sizeof *c);
 
@@ -246,10 +266,15 @@ void conn_accept(struct event_base *base, int fd)
 		log_warn("SO_PEERCRED: %s", strerror(errno));
 	c->dec = proto_decoder_new(&cfg.limits);
 	c->ev = event_new(base, fd, EV_READ | EV_PERSIST, on_read, c);
-	if (c->dec == NULL || c->ev == NULL || event_add(c->ev, NULL) == -1) {
+	c->hello_timer = evtimer_new(base, on_hello_timeout, c);
+	if (c->dec == NULL || c->ev == NULL || c->hello_timer == NULL ||
+	    event_add(c->ev, NULL) == -1 ||
+	    evtimer_add(c->hello_timer, &hello_timeout) == -1) {
 		log_error("out of memory: connection refused");
 		if (c->ev != NULL)
 			event_free(c->ev);
+		if (c->hello_timer != NULL)
+			event_free(c->hello_timer);
 		proto_decoder_free(c->dec);
 		close(fd);
 		free(c);

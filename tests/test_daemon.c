@@ -1075,6 +1075,33 @@ START_TEST(test_sd_notify)
 }
 END_TEST
 
+/* Takes the daemon's HELLO timeout, 10 s, to run. */
+START_TEST(test_silent_connection_closed)
+{
+	struct harness_daemon d;
+	struct pollfd pfd = {.events = POLLIN};
+	int talker, silent;
+
+	START(&d, "--log-level", "debug");
+	talker = harness_connect(&d);
+	ck_assert_msg(talker >= 0, "%s", harness_error());
+	ck_assert_int_eq(harness_send_hello(talker, 4723, 0), 0);
+	ck_assert_msg(harness_wait_log(&d, "new process", 1) == 0, "%s",
+		      harness_error());
+	silent = harness_connect(&d);
+	ck_assert_msg(silent >= 0, "%s", harness_error());
+	ck_assert_msg(harness_wait_closed(silent) == 0, "%s", harness_error());
+	assert_log_has(&d, "closing connection: no HELLO within 10 s");
+	/* The one that said HELLO earlier is still open. */
+	pfd.fd = talker;
+	ck_assert_int_eq(poll(&pfd, 1, 0), 0);
+	close(talker);
+	close(silent);
+	STOP_OK(&d);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* ------------------------------------------------------ command line */
 
 static int run_cli(const char *a1, const char *a2, char **out)
@@ -1146,11 +1173,13 @@ static Suite *daemon_suite(void)
 	TCase *input = tcase_create("input");
 	TCase *lifecycle = tcase_create("lifecycle");
 	TCase *cli = tcase_create("command line");
+	TCase *slow = tcase_create("slow");
 
 	tcase_set_timeout(findings, 60);
 	tcase_set_timeout(input, 60);
 	tcase_set_timeout(lifecycle, 60);
 	tcase_set_timeout(cli, 60);
+	tcase_set_timeout(slow, 60);
 	tcase_add_test(findings, test_worked_example_thread);
 	tcase_add_test(findings, test_worked_example_global);
 	tcase_add_test(findings, test_worked_example_task);
@@ -1180,10 +1209,12 @@ static Suite *daemon_suite(void)
 	tcase_add_test(cli, test_help_and_version);
 	tcase_add_test(cli, test_bad_options);
 	tcase_add_test(cli, test_every_option_accepted);
+	tcase_add_test(slow, test_silent_connection_closed);
 	suite_add_tcase(s, findings);
 	suite_add_tcase(s, input);
 	suite_add_tcase(s, lifecycle);
 	suite_add_tcase(s, cli);
+	suite_add_tcase(s, slow);
 	return s;
 }
 
