@@ -134,14 +134,22 @@ static void assert_alive_and_small(const struct harness_daemon *d,
 
 /* ------------------------------------------------ the well-behaved client */
 
+struct companion {
+	pid_t pid;
+	int go[2];
+};
+
 /* The worked example of DESIGN.md in two halves: steps 1-2, then (after a
  * byte on the pipe) steps 3-5. */
 static int worked_example_in_halves(void *arg)
 {
-	int go = *(int *)arg;
+	struct companion *comp = arg;
 	uint64_t a, b, c, token_a, token_b;
 	char byte;
 
+	/* A test that fails before its go closes the pipe: then read() sees
+	 * the end and the client does not wait forever. */
+	close(comp->go[1]);
 	ctxleak_resume(0);
 	a = ctxleak_begin("GET /a");
 	ctxleak_tag("user", "alice");
@@ -153,7 +161,7 @@ static int worked_example_in_halves(void *arg)
 	token_b = ctxleak_capture();
 	ctxleak_suspend();
 	ctxleak_flush();
-	if (read(go, &byte, 1) != 1)
+	if (read(comp->go[0], &byte, 1) != 1)
 		return 3;
 
 	ctxleak_resume(token_a);
@@ -172,17 +180,12 @@ static int worked_example_in_halves(void *arg)
 	return 0;
 }
 
-struct companion {
-	pid_t pid;
-	int go[2];
-};
-
 /* Start the client and wait until the daemon has its first half. */
 static void companion_start(const struct harness_daemon *d, struct companion *c)
 {
 	ck_assert_int_eq(pipe(c->go), 0);
 	c->pid = harness_client_spawn(d, CTXLEAK_BACKEND_THREAD,
-				      worked_example_in_halves, &c->go[0]);
+				      worked_example_in_halves, c);
 	ck_assert_msg(c->pid > 0, "%s", harness_error());
 	close(c->go[0]);
 	ck_assert_msg(harness_wait_int(d,
@@ -203,9 +206,12 @@ static void companion_finish(struct companion *c)
  * every record, and exactly the worked example's findings. */
 static void stop_and_check_companion(struct harness_daemon *d)
 {
-	static const char *const expected[][2] = {
-	    {"overlap", "1"}, {"bleed", "2"}, {"misnest", "2"},
-	    {"lost", "1"},    {"stale", "1"},
+	static const struct {
+		const char *class;
+		int count;
+	} expected[] = {
+	    {"overlap", 1}, {"bleed", 2}, {"misnest", 2},
+	    {"lost", 1},    {"stale", 1},
 	};
 	const char *proc = "(SELECT id FROM processes WHERE app = 'harness')";
 
@@ -243,8 +249,8 @@ static void stop_and_check_companion(struct harness_daemon *d)
 		ck_assert_int_eq(query_int(d,
 					   "SELECT count(*) FROM leaks WHERE "
 					   "process_id = %s AND class = '%s'",
-					   proc, expected[i][0]),
-				 atoi(expected[i][1]));
+					   proc, expected[i].class),
+				 expected[i].count);
 	/* B's rebuilt context holds status=200, set by A's code. */
 	ck_assert_int_eq(
 	    query_int(d, "SELECT count(*) FROM tags t "
@@ -695,6 +701,7 @@ struct load_slot {
 
 struct load {
 	_Atomic int stop;
+	pid_t test; /* a client whose test died stops too */
 	struct load_slot slot[LOAD_CLIENTS];
 };
 
@@ -710,7 +717,7 @@ static int emit_until_stopped(void *arg)
 	struct load_slot *slot = &a->load->slot[a->index];
 	uint64_t ctx;
 
-	while (!a->load->stop) {
+	while (!a->load->stop && getppid() == a->load->test) {
 		ctx = ctxleak_begin("GET /load");
 		ctxleak_tag("k", "v");
 		ctxleak_event("e", NULL);
@@ -758,6 +765,7 @@ START_TEST(test_sigterm_under_load)
 	char *log;
 
 	ck_assert_ptr_ne(load, MAP_FAILED);
+	load->test = getpid();
 	START(&d, "--keep", "all", "--log-level", "debug");
 	for (int i = 0; i < LOAD_CLIENTS; i++) {
 		args[i] = (struct load_arg){load, i};
