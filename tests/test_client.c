@@ -245,9 +245,15 @@ static int wait_for(struct listener *l, int (*pred)(struct listener *, void *),
 	return ok;
 }
 
+#define USER_TYPES                                                             \
+	(1u << PROTO_BEGIN | 1u << PROTO_END | 1u << PROTO_TAG |               \
+	 1u << PROTO_EVENT | 1u << PROTO_RESUME | 1u << PROTO_SUSPEND)
+
+/* type 0: any record of an API call (not SITE, DROPPED or WATERMARK). */
 static int record_matches(const struct tmsg *t, uint8_t type, const char *name)
 {
-	if (t->hello || (type && t->r.type != type))
+	if (t->hello ||
+	    (type ? t->r.type != type : !(USER_TYPES >> t->r.type & 1)))
 		return 0;
 	return !name || (t->r.name.ptr && !strcmp(t->r.name.ptr, name));
 }
@@ -265,7 +271,7 @@ static size_t count_records(struct listener *l, uint8_t type, const char *name)
 /* Counts as messages arrive, resuming where it stopped: a wait over a
  * long stream stays linear. */
 struct count_arg {
-	uint8_t type;	  /* 0: any record */
+	uint8_t type;	  /* 0: any record of an API call */
 	const char *name; /* EVENT name, NULL: any */
 	size_t want, have;
 	size_t pos[MAX_CONNS]; /* messages counted per connection */
@@ -329,10 +335,6 @@ static size_t select_records(struct listener *l, unsigned types,
 				out[n++] = &l->c[i].m[j].r;
 	return n;
 }
-
-#define USER_TYPES                                                             \
-	(1u << PROTO_BEGIN | 1u << PROTO_END | 1u << PROTO_TAG |               \
-	 1u << PROTO_EVENT | 1u << PROTO_RESUME | 1u << PROTO_SUSPEND)
 
 static const struct proto_hello *first_hello(struct listener *l, int conn)
 {
@@ -1122,6 +1124,44 @@ START_TEST(test_no_sigpipe)
 }
 END_TEST
 
+#ifndef __SANITIZE_THREAD__ /* forks a multi-threaded process: see main */
+/* A process that exits without ctxleak_shutdown still delivers what it
+ * buffered (atexit), and with no daemon its exit does not hang. */
+static pid_t emit_and_exit_child(const char *path)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		init_client(path, CTXLEAK_BACKEND_THREAD, 0, 60000);
+		ctxleak_event("at exit", NULL);
+		exit(0);
+	}
+	return pid;
+}
+
+START_TEST(test_exit_flushes)
+{
+	struct listener l;
+	int status;
+	pid_t pid;
+
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	listener_start(&l);
+	pid = emit_and_exit_child(l.path);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	ck_assert(wait_records(&l, PROTO_EVENT, "at exit", 1));
+	listener_stop(&l);
+	listener_free(&l);
+	pid = emit_and_exit_child("/nonexistent/ctxleak.sock");
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+END_TEST
+#endif
+
 /* A pool whose scopes all end on other threads fills the table of the
  * thread that began them; a scope begun and ended here is still
  * restored afterwards. */
@@ -1551,6 +1591,7 @@ static Suite *client_suite(void)
 	 * does, and ThreadSanitizer cannot follow threads made after a
 	 * multi-threaded fork.  The plain and ASan runs cover it. */
 	tcase_add_test(robust, test_fork);
+	tcase_add_test(robust, test_exit_flushes);
 #endif
 	tcase_add_test(robust, test_no_sigpipe);
 	tcase_add_test(robust, test_bad_arguments);
