@@ -181,7 +181,7 @@ check-tsan:
 # The daemon runs under valgrind too (--trace-children), and so do the
 # forked client children; CK_FORK=no keeps Check's own fork out of it.
 # Shells and tools the harness runs are not traced.
-VALGRIND = valgrind -q --error-exitcode=1 --leak-check=full \
+VALGRIND = valgrind -q --vgdb=no --error-exitcode=1 --leak-check=full \
 	--errors-for-leak-kinds=definite --trace-children=yes \
 	--trace-children-skip='*/sh,*/rm,*/bash'
 VALGRIND_TESTS := $(B)/tests/test_proto $(B)/tests/test_daemon
