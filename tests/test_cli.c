@@ -1398,6 +1398,13 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_processes_and_sites);
 	tcase_add_test(tc, test_fail_on);
 	tcase_add_test(tc, test_color);
+	suite_add_tcase(s, tc);
+
+	/* Its own case: it runs the CLI as another user, which tools that
+	 * follow children (valgrind --trace-children) cannot always do. */
+	tc = tcase_create("access");
+	tcase_add_unchecked_fixture(tc, report_setup, report_teardown);
+	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_reader_without_write_access);
 	suite_add_tcase(s, tc);
 
