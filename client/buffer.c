@@ -4,7 +4,8 @@
  * Each thread encodes its records straight into a chain of chunks that it
  * alone writes and that the shipping thread alone reads (ship.c): no lock,
  * no syscall, no allocation per record.  Chunks that the shipper drained
- * come back as the thread's spare, so a steady stream allocates nothing.
+ * come back to the thread (up to MAX_SPARE), so a steady stream neither
+ * allocates nor faults in fresh pages.
  *
  * The bytes buffered by all threads together are bounded by
  * cl_config.buffer_limit.  Each thread takes credit from the global budget
@@ -34,6 +35,7 @@
 /* Large enough for the largest record: three strings at their limit. */
 #define CHUNK_BYTES (16 * 1024)
 #define CHUNK_CAP   (CHUNK_BYTES - sizeof(struct cl_chunk))
+#define MAX_SPARE   16 /* per thread: 256 KiB kept for reuse at most */
 _Static_assert(CHUNK_CAP >= PROTO_RECORD_SIZE_MAX(3 * CTXLEAK_MAX_STRING),
 	       "a chunk holds any record");
 
@@ -102,12 +104,20 @@ struct proto_str cl_str(const char *s)
 
 /* ------------------------------------------------------------ chunks */
 
+/* Taking the whole list at once, never one node, leaves the shipper's
+ * lock-free push without an ABA problem. */
 static struct cl_chunk *chunk_new(struct cl_buf *b)
 {
-	struct cl_chunk *c = atomic_exchange(&b->spare, NULL);
+	struct cl_chunk *c;
 
-	if (c)
+	if (!b->reuse)
+		b->reuse = atomic_exchange(&b->spare, NULL);
+	if ((c = b->reuse)) {
+		b->reuse = atomic_load_explicit(&c->next, memory_order_relaxed);
+		atomic_store_explicit(&c->next, NULL, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&b->nspare, 1, memory_order_relaxed);
 		return c;
+	}
 	c = malloc(CHUNK_BYTES);
 	if (!c)
 		return NULL;
@@ -117,12 +127,33 @@ static struct cl_chunk *chunk_new(struct cl_buf *b)
 	return c;
 }
 
-/* The shipper is done with c: keep it as the producer's spare. */
+/* The shipper is done with c: give it back to the producer. */
 static void chunk_recycle(struct cl_buf *b, struct cl_chunk *c)
 {
-	atomic_store_explicit(&c->next, NULL, memory_order_relaxed);
+	struct cl_chunk *head;
+
+	if (atomic_load_explicit(&b->nspare, memory_order_relaxed) >=
+	    MAX_SPARE) {
+		free(c);
+		return;
+	}
+	atomic_fetch_add_explicit(&b->nspare, 1, memory_order_relaxed);
 	atomic_store_explicit(&c->end, 0, memory_order_relaxed);
-	free(atomic_exchange(&b->spare, c));
+	head = atomic_load_explicit(&b->spare, memory_order_relaxed);
+	do
+		atomic_store_explicit(&c->next, head, memory_order_relaxed);
+	while (!atomic_compare_exchange_weak_explicit(
+	    &b->spare, &head, c, memory_order_release, memory_order_relaxed));
+}
+
+static void chunks_free(struct cl_chunk *c)
+{
+	struct cl_chunk *next;
+
+	for (; c; c = next) {
+		next = atomic_load_explicit(&c->next, memory_order_relaxed);
+		free(c);
+	}
 }
 
 /* -------------------------------------------------------- threads */
@@ -200,17 +231,12 @@ void cl_buf_reset_thread(struct cl_thread *t)
 /* The thread is gone: its counters and unused credit go back. */
 void cl_buf_free(struct cl_buf *b)
 {
-	struct cl_chunk *c = b->rchunk, *next;
-
 	atomic_fetch_add(&cl_gone_records, atomic_load(&b->records));
 	atomic_fetch_add(&cl_gone_dropped, b->drop_total);
 	atomic_fetch_add(&cl_budget, b->credit);
-	while (c) {
-		next = atomic_load_explicit(&c->next, memory_order_relaxed);
-		free(c);
-		c = next;
-	}
-	free(atomic_load_explicit(&b->spare, memory_order_relaxed));
+	chunks_free(b->rchunk);
+	chunks_free(b->reuse);
+	chunks_free(atomic_load_explicit(&b->spare, memory_order_acquire));
 	pthread_mutex_destroy(&b->drop_mu);
 	free(b);
 }

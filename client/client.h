@@ -71,6 +71,7 @@ struct cl_chunk {
 struct cl_buf {
 	/* Producer side (its thread only, or the shipper after it exited). */
 	struct cl_chunk *wchunk;
+	struct cl_chunk *reuse;
 	int64_t credit; /* bytes of the global budget this thread holds */
 
 	/* Shared with the shipper. */
@@ -78,7 +79,10 @@ struct cl_buf {
 	_Atomic uint64_t last_ts; /* ts of the last record kept or dropped */
 	_Atomic int exited;	  /* the thread is gone; drain and free */
 	_Atomic uint64_t records; /* written by the producer only */
-	_Atomic(struct cl_chunk *) spare; /* a drained chunk to reuse */
+	/* Drained chunks to reuse: the shipper pushes onto spare, the
+	 * producer takes the whole list into its own `reuse`. */
+	_Atomic(struct cl_chunk *) spare;
+	_Atomic uint32_t nspare; /* in spare and reuse together */
 
 	/* Drops are the slow path: a mutex keeps count and since exact. */
 	pthread_mutex_t drop_mu;
