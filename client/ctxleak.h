@@ -43,12 +43,12 @@ enum ctxleak_backend {
 /* Results of the functions that return int. */
 enum ctxleak_error {
 	CTXLEAK_OK = 0,
-	CTXLEAK_EINVAL = -1,   /* a bad option or argument */
-	CTXLEAK_ENOMEM = -2,   /* out of memory */
-	CTXLEAK_EALREADY = -3, /* already initialised */
+	CTXLEAK_EINVAL = -1,	/* a bad option or argument */
+	CTXLEAK_ENOMEM = -2,	/* out of memory */
+	CTXLEAK_EALREADY = -3,	/* already initialised */
 	CTXLEAK_EDISABLED = -4, /* CTXLEAK_DISABLE=1: every call is a no-op */
-	CTXLEAK_ESYS = -5,     /* a system call failed (see errno) */
-	CTXLEAK_ENOTINIT = -6, /* not initialised */
+	CTXLEAK_ESYS = -5,	/* a system call failed (see errno) */
+	CTXLEAK_ENOTINIT = -6,	/* not initialised */
 };
 
 /*
@@ -64,11 +64,11 @@ struct ctxleak_options {
 				    (/run/ctxleak/ctxleak.sock as root,
 				    $XDG_RUNTIME_DIR/ctxleak/ctxleak.sock) */
 	enum ctxleak_backend backend;
-	const char *app;	     /* NULL: $CTXLEAK_APP, else the program name */
-	size_t buffer_limit;	     /* bytes buffered, all threads together,
-					before records are dropped (and
-					counted); 0: 4 MiB */
-	uint32_t flush_interval_ms;  /* 0: 100 ms */
+	const char *app;     /* NULL: $CTXLEAK_APP, else the program name */
+	size_t buffer_limit; /* bytes buffered, all threads together,
+				before records are dropped (and
+				counted); 0: 4 MiB */
+	uint32_t flush_interval_ms; /* 0: 100 ms */
 	/* The custom backend: the application's own storage. */
 	uint64_t (*custom_get)(void *user);
 	void (*custom_set)(void *user, uint64_t ctx);
@@ -105,11 +105,11 @@ const char *ctxleak_backend_name(void);
 
 /* Counters since init, for tests and health checks. */
 struct ctxleak_stats {
-	uint64_t records;     /* records produced */
-	uint64_t dropped;     /* records dropped at the buffer limit */
-	uint64_t sent_bytes;  /* bytes the daemon's socket accepted */
-	uint64_t connects;    /* connections made */
-	uint64_t truncated;   /* strings cut to CTXLEAK_MAX_STRING */
+	uint64_t records;    /* records produced */
+	uint64_t dropped;    /* records dropped at the buffer limit */
+	uint64_t sent_bytes; /* bytes the daemon's socket accepted */
+	uint64_t connects;   /* connections made */
+	uint64_t truncated;  /* strings cut to CTXLEAK_MAX_STRING */
 };
 void ctxleak_stats(struct ctxleak_stats *out);
 
@@ -127,12 +127,11 @@ struct ctxleak_site {
 };
 
 #if defined(__GNUC__) || defined(__clang__)
-#define CTXLEAK_SITE_HERE                                                    \
-	(__extension__({                                                     \
-		static struct ctxleak_site ctxleak_site_ = {__FILE__,        \
-							    __func__,        \
-							    __LINE__, 0};    \
-		&ctxleak_site_;                                              \
+#define CTXLEAK_SITE_HERE                                                      \
+	(__extension__({                                                       \
+		static struct ctxleak_site ctxleak_site_ = {                   \
+		    __FILE__, __func__, __LINE__, 0};                          \
+		&ctxleak_site_;                                                \
 	}))
 #else
 #define CTXLEAK_SITE_HERE ((struct ctxleak_site *)0)
@@ -185,15 +184,15 @@ void ctxleak_suspend(void);
 
 #ifndef CTXLEAK_NO_SITE_MACROS
 #define ctxleak_begin(name) ctxleak_begin_at(CTXLEAK_SITE_HERE, (name))
-#define ctxleak_begin_child(name)                                            \
+#define ctxleak_begin_child(name)                                              \
 	ctxleak_begin_child_at(CTXLEAK_SITE_HERE, (name))
 #define ctxleak_end(ctx) ctxleak_end_at(CTXLEAK_SITE_HERE, (ctx))
-#define ctxleak_tag(key, value)                                              \
+#define ctxleak_tag(key, value)                                                \
 	ctxleak_tag_at(CTXLEAK_SITE_HERE, (key), (value))
-#define ctxleak_event(name, message)                                         \
+#define ctxleak_event(name, message)                                           \
 	ctxleak_event_at(CTXLEAK_SITE_HERE, (name), (message))
 #define ctxleak_resume(token) ctxleak_resume_at(CTXLEAK_SITE_HERE, (token))
-#define ctxleak_suspend() ctxleak_suspend_at(CTXLEAK_SITE_HERE)
+#define ctxleak_suspend()     ctxleak_suspend_at(CTXLEAK_SITE_HERE)
 #endif
 
 #ifdef __cplusplus
