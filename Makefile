@@ -211,6 +211,9 @@ FUZZ_SECONDS ?= 60
 FUZZ_B       := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_REGRESS := $(wildcard tests/fuzz/regress/*)
+# Long enough for streams that pass the rules' limits (64 open scopes of
+# about 30 bytes each); libFuzzer would otherwise stop at the largest seed.
+FUZZ_MAX_LEN := 16384
 
 .PHONY: fuzz fuzz-seeds
 fuzz: deps
@@ -222,7 +225,8 @@ fuzz: deps
 	cp tests/fuzz/seeds/* $(FUZZ_B)/corpus/
 	$(if $(FUZZ_REGRESS),$(FUZZ_B)/fuzz_ingest $(FUZZ_REGRESS))
 	$(FUZZ_B)/fuzz_ingest -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
-		-print_final_stats=1 -artifact_prefix=$(FUZZ_B)/ $(FUZZ_B)/corpus
+		-max_len=$(FUZZ_MAX_LEN) -print_final_stats=1 \
+		-artifact_prefix=$(FUZZ_B)/ $(FUZZ_B)/corpus
 
 $(B)/fuzz_ingest: $(B)/tests/fuzz/fuzz_ingest.o $(DCORE_A) $(PROTO_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS) $(LDLIBS_PTHREAD)
