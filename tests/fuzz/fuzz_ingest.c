@@ -8,7 +8,7 @@
  * An input is two bytes of options, then a client stream (HELLO and
  * records, as tests/fuzz/mkseeds.c captures them):
  *
- *	byte 0, bit 7	 hold_records (--keep=leaky) instead of --keep=all
+ *	byte 0, bit 7	 hold_records (--keep=leaky), else --keep=all
  *	byte 0, bits 0-3 the largest chunk fed at once is 2^n bytes
  *	byte 1		 seeds the sequence of chunk sizes
  *
