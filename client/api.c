@@ -8,6 +8,13 @@
  * thread that began it, so that the calls take no lock.  A scope ended on
  * another thread (or never begun) is still reported, but that thread does
  * not know its pair: B and C are then left as they are.
+ *
+ * The thread's state is used by name (cl_self.x), never through a pointer
+ * to it.  Given `t = &cl_self`, GCC 12 with -fsanitize=null tests t for
+ * NULL with the flags of the `add x@gottpoff(%rip), %reg` that computes
+ * it; linking an executable, ld relaxes that add to a `lea`, which sets no
+ * flags, so the check read stale flags and reported a null cl_thread
+ * where there was none (ctxleak_end after scopes ended in begin order).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -67,44 +74,46 @@ uint64_t cl_random64(void)
 
 /* Unique in the process: numbers from a shared counter, taken a block at
  * a time, scrambled with a per-process key. */
-static uint64_t new_ctx(struct cl_thread *t)
+static uint64_t new_ctx(void)
 {
 	uint64_t x;
 
 	do {
-		if (t->id_next == t->id_end) {
-			t->id_next = atomic_fetch_add(&id_counter, ID_BLOCK);
-			t->id_end = t->id_next + ID_BLOCK;
+		if (cl_self.id_next == cl_self.id_end) {
+			cl_self.id_next =
+			    atomic_fetch_add(&id_counter, ID_BLOCK);
+			cl_self.id_end = cl_self.id_next + ID_BLOCK;
 		}
-		x = mix64(id_key + t->id_next++);
+		x = mix64(id_key + cl_self.id_next++);
 	} while (!x);
 	return x;
 }
 
 /* ------------------------------------------------------ scope table */
 
-static struct cl_scope *scope_slot(struct cl_thread *t, uint64_t ctx)
+static struct cl_scope *scope_slot(uint64_t ctx)
 {
-	uint32_t mask = t->scopes_cap - 1, i = (uint32_t)ctx & mask;
+	uint32_t mask = cl_self.scopes_cap - 1, i = (uint32_t)ctx & mask;
 
-	while (t->scopes[i].ctx && t->scopes[i].ctx != ctx)
+	while (cl_self.scopes[i].ctx && cl_self.scopes[i].ctx != ctx)
 		i = (i + 1) & mask;
-	return &t->scopes[i];
+	return &cl_self.scopes[i];
 }
 
-static int scopes_grow(struct cl_thread *t)
+static int scopes_grow(void)
 {
-	uint32_t cap = t->scopes_cap ? t->scopes_cap * 2 : 64;
-	struct cl_scope *old = t->scopes, *grown = calloc(cap, sizeof(*grown));
-	uint32_t old_cap = t->scopes_cap;
+	uint32_t cap = cl_self.scopes_cap ? cl_self.scopes_cap * 2 : 64;
+	struct cl_scope *old = cl_self.scopes,
+			*grown = calloc(cap, sizeof(*grown));
+	uint32_t old_cap = cl_self.scopes_cap;
 
 	if (!grown)
 		return -1;
-	t->scopes = grown;
-	t->scopes_cap = cap;
+	cl_self.scopes = grown;
+	cl_self.scopes_cap = cap;
 	for (uint32_t i = 0; i < old_cap; i++)
 		if (old[i].ctx)
-			*scope_slot(t, old[i].ctx) = old[i];
+			*scope_slot(old[i].ctx) = old[i];
 	free(old);
 	return 0;
 }
@@ -112,67 +121,69 @@ static int scopes_grow(struct cl_thread *t)
 /* A full table starts over: what fills it is scopes that a pool handed
  * to other threads to end, and the newest scopes are the likeliest to end
  * here. */
-static void scope_remember(struct cl_thread *t, const struct cl_scope *s)
+static void scope_remember(const struct cl_scope *s)
 {
-	if (t->nscopes >= MAX_SCOPES) {
-		memset(t->scopes, 0, t->scopes_cap * sizeof(*t->scopes));
-		t->nscopes = 0;
+	if (cl_self.nscopes >= MAX_SCOPES) {
+		memset(cl_self.scopes, 0,
+		       cl_self.scopes_cap * sizeof(*cl_self.scopes));
+		cl_self.nscopes = 0;
 	}
-	if ((t->nscopes + 1) * 2 > t->scopes_cap && scopes_grow(t))
+	if ((cl_self.nscopes + 1) * 2 > cl_self.scopes_cap && scopes_grow())
 		return;
-	*scope_slot(t, s->ctx) = *s;
-	t->nscopes++;
+	*scope_slot(s->ctx) = *s;
+	cl_self.nscopes++;
 }
 
 /* Linear probing: close the gap so that later entries stay findable. */
-static void scope_forget(struct cl_thread *t, struct cl_scope *s)
+static void scope_forget(struct cl_scope *s)
 {
-	uint32_t mask = t->scopes_cap - 1, hole = (uint32_t)(s - t->scopes);
+	uint32_t mask = cl_self.scopes_cap - 1,
+		 hole = (uint32_t)(s - cl_self.scopes);
 	uint32_t i = hole, home;
 
 	for (;;) {
 		i = (i + 1) & mask;
-		if (!t->scopes[i].ctx)
+		if (!cl_self.scopes[i].ctx)
 			break;
-		home = (uint32_t)t->scopes[i].ctx & mask;
+		home = (uint32_t)cl_self.scopes[i].ctx & mask;
 		/* Move entry i into the hole unless its home lies
 		 * cyclically in (hole, i]. */
 		if (((i - home) & mask) >= ((i - hole) & mask)) {
-			t->scopes[hole] = t->scopes[i];
+			cl_self.scopes[hole] = cl_self.scopes[i];
 			hole = i;
 		}
 	}
-	t->scopes[hole].ctx = 0;
-	t->nscopes--;
+	cl_self.scopes[hole].ctx = 0;
+	cl_self.nscopes--;
 }
 
-static struct cl_scope *scope_find(struct cl_thread *t, uint64_t ctx)
+static struct cl_scope *scope_find(uint64_t ctx)
 {
 	struct cl_scope *s;
 
-	if (!t->nscopes)
+	if (!cl_self.nscopes)
 		return NULL;
-	s = scope_slot(t, ctx);
+	s = scope_slot(ctx);
 	return s->ctx ? s : NULL;
 }
 
 /* ---------------------------------------------------- resume stack */
 
-static void stack_push(struct cl_thread *t, uint64_t c, uint64_t b)
+static void stack_push(uint64_t c, uint64_t b)
 {
-	if (t->depth == t->stack_cap) {
-		uint32_t cap = t->stack_cap ? t->stack_cap * 2 : 16;
+	if (cl_self.depth == cl_self.stack_cap) {
+		uint32_t cap = cl_self.stack_cap ? cl_self.stack_cap * 2 : 16;
 		struct cl_frame *grown;
 
 		if (cap > MAX_DEPTH)
 			return;
-		grown = realloc(t->stack, cap * sizeof(*grown));
+		grown = realloc(cl_self.stack, cap * sizeof(*grown));
 		if (!grown)
 			return;
-		t->stack = grown;
-		t->stack_cap = cap;
+		cl_self.stack = grown;
+		cl_self.stack_cap = cap;
 	}
-	t->stack[t->depth++] = (struct cl_frame){c, b};
+	cl_self.stack[cl_self.depth++] = (struct cl_frame){c, b};
 }
 
 /* ------------------------------------------------------ the calls */
@@ -201,24 +212,23 @@ static inline void head(struct proto_record *r, uint8_t type, uint64_t ctx,
 static uint64_t begin(struct ctxleak_site *site, const char *name,
 		      enum proto_kind kind)
 {
-	struct cl_thread *t = &cl_self;
-	uint64_t x = new_ctx(t), b = cl_backend_get();
+	uint64_t x = new_ctx(), b = cl_backend_get();
 	struct proto_record r;
 	struct cl_scope s = {
 	    .ctx = x,
 	    .saved_b = b,
-	    .saved_c = t->cause,
+	    .saved_c = cl_self.cause,
 	    .root = kind == PROTO_KIND_REQUEST || !b,
 	};
 
-	head(&r, PROTO_BEGIN, x, t->cause, site);
+	head(&r, PROTO_BEGIN, x, cl_self.cause, site);
 	r.prev = b;
 	r.kind = (uint8_t)kind;
 	r.name = cl_str(name);
 	cl_emit(&r);
-	scope_remember(t, &s);
+	scope_remember(&s);
 	cl_backend_set(x);
-	t->cause = x;
+	cl_self.cause = x;
 	return x;
 }
 
@@ -236,7 +246,6 @@ uint64_t ctxleak_begin_child_at(struct ctxleak_site *site, const char *name)
 
 void ctxleak_end_at(struct ctxleak_site *site, uint64_t ctx)
 {
-	struct cl_thread *t;
 	struct proto_record r;
 	struct cl_scope *s;
 	int root;
@@ -244,17 +253,16 @@ void ctxleak_end_at(struct ctxleak_site *site, uint64_t ctx)
 	RETURN_IF_OFF();
 	if (!ctx)
 		return;
-	t = &cl_self;
-	head(&r, PROTO_END, ctx, t->cause, site);
+	head(&r, PROTO_END, ctx, cl_self.cause, site);
 	r.cur = cl_backend_get();
 	cl_emit(&r);
-	s = scope_find(t, ctx);
+	s = scope_find(ctx);
 	if (!s)
 		return;
 	cl_backend_set(s->saved_b);
-	t->cause = s->saved_c;
+	cl_self.cause = s->saved_c;
 	root = s->root;
-	scope_forget(t, s);
+	scope_forget(s);
 	if (root)
 		cl_ship_wake();
 }
@@ -289,36 +297,32 @@ void ctxleak_event_at(struct ctxleak_site *site, const char *name,
 
 void ctxleak_resume_at(struct ctxleak_site *site, uint64_t token)
 {
-	struct cl_thread *t;
 	struct proto_record r;
 
 	RETURN_IF_OFF();
-	t = &cl_self;
 	head(&r, PROTO_RESUME, cl_backend_get(), token, site);
 	cl_emit(&r);
-	stack_push(t, t->cause, r.ctx);
-	t->cause = token;
+	stack_push(cl_self.cause, r.ctx);
+	cl_self.cause = token;
 	if (cl_backend == CTXLEAK_BACKEND_TASK)
-		t->slot = token;
+		cl_self.slot = token;
 }
 
 /* Without a matching resume the record still goes out and B, C stay. */
 void ctxleak_suspend_at(struct ctxleak_site *site)
 {
-	struct cl_thread *t;
 	struct proto_record r;
 	struct cl_frame f;
 
 	RETURN_IF_OFF();
-	t = &cl_self;
-	head(&r, PROTO_SUSPEND, cl_backend_get(), t->cause, site);
+	head(&r, PROTO_SUSPEND, cl_backend_get(), cl_self.cause, site);
 	cl_emit(&r);
-	if (!t->depth)
+	if (!cl_self.depth)
 		return;
-	f = t->stack[--t->depth];
-	t->cause = f.c;
+	f = cl_self.stack[--cl_self.depth];
+	cl_self.cause = f.c;
 	if (cl_backend == CTXLEAK_BACKEND_TASK)
-		t->slot = f.b;
+		cl_self.slot = f.b;
 }
 
 uint64_t ctxleak_capture(void)

@@ -1182,6 +1182,27 @@ START_TEST(test_scopes_handed_off)
 }
 END_TEST
 
+/* Scopes ended in the order they began: each end moves later entries of
+ * the scope table back into the hole, and every end still restores what
+ * was current before its scope.  Built with ASan + UBSan and linked
+ * statically, this once tripped a false null check on the thread's
+ * state (see the top of client/api.c). */
+START_TEST(test_scopes_ended_in_begin_order)
+{
+	uint64_t x[64];
+
+	init_client("/nonexistent/ctxleak.sock", CTXLEAK_BACKEND_THREAD,
+		    64 << 20, 0);
+	for (int i = 0; i < 64; i++)
+		x[i] = ctxleak_begin("nested");
+	for (int i = 0; i < 64; i++) {
+		ctxleak_end(x[i]);
+		ck_assert_uint_eq(ctxleak_current(), i ? x[i - 1] : 0);
+		ck_assert_uint_eq(ctxleak_capture(), i ? x[i - 1] : 0);
+	}
+}
+END_TEST
+
 /* ------------------------------------------------------ bad arguments */
 
 START_TEST(test_bad_arguments)
@@ -1596,6 +1617,7 @@ static Suite *client_suite(void)
 	tcase_add_test(robust, test_no_sigpipe);
 	tcase_add_test(robust, test_bad_arguments);
 	tcase_add_test(robust, test_scopes_handed_off);
+	tcase_add_test(robust, test_scopes_ended_in_begin_order);
 	tcase_add_test(libevent, test_libevent_task);
 	tcase_add_test(libevent, test_libevent_thread);
 	tcase_add_test(libevent, test_libevent_bufferevent);
