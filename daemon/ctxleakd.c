@@ -390,7 +390,7 @@ static void open_store(void)
 	make_db_directory();
 	store = store_open(&sc, err, sizeof err);
 	if (store == NULL)
-		fatalx("cannot open database %s: %s", cfg.db_path, err);
+		fatalx("%s", err); /* the store's line names the path */
 }
 
 static void on_store_tick(evutil_socket_t fd, short what, void *arg)

@@ -921,6 +921,30 @@ START_TEST(test_unwritable_db)
 }
 END_TEST
 
+/* The store's reason names the database once: the daemon adds nothing. */
+START_TEST(test_db_error_said_once)
+{
+	struct harness_daemon d;
+	char want[200], twice[200], *out;
+	int st;
+
+	ck_assert_int_eq(harness_prepare(&d), 0);
+	{
+		const char *argv[] = {"ctxleakd", "--socket", d.socket,
+				      "--db",	  d.dir,      NULL};
+		st = harness_exec(argv, &out);
+	}
+	ck_assert_msg(st == 1, "status %d: %s", st, out);
+	snprintf(want, sizeof want, "cannot open database %s: Is a directory\n",
+		 d.dir);
+	snprintf(twice, sizeof twice, "%s: cannot open database", d.dir);
+	ck_assert_msg(strstr(out, want) != NULL, "%s", out);
+	ck_assert_msg(strstr(out, twice) == NULL, "%s", out);
+	free(out);
+	harness_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_max_connections)
 {
 	struct harness_daemon d;
@@ -1201,6 +1225,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(lifecycle, test_second_daemon_refused);
 	tcase_add_test(lifecycle, test_stale_socket_replaced);
 	tcase_add_test(lifecycle, test_unwritable_db);
+	tcase_add_test(lifecycle, test_db_error_said_once);
 	tcase_add_test(lifecycle, test_foreign_socket_directory);
 	tcase_add_test(lifecycle, test_max_connections);
 	tcase_add_test(lifecycle, test_sighup_reopens_log_file);
