@@ -353,28 +353,6 @@ static void parse_args(int argc, char **argv)
 		bad_usage("unexpected argument '%s'", argv[optind]);
 }
 
-/* The store does not create directories; the default one may not exist
- * yet on a fresh machine.  Failures are left for the store to report. */
-static void make_db_directory(void)
-{
-	char dir[PATH_MAX];
-	char *slash;
-
-	snprintf(dir, sizeof dir, "%s", cfg.db_path);
-	slash = strrchr(dir, '/');
-	if (slash == NULL || slash == dir)
-		return;
-	*slash = '\0';
-	for (char *p = dir + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		mkdir(dir, 0755);
-		*p = '/';
-	}
-	mkdir(dir, geteuid() == 0 ? 0755 : 0700);
-}
-
 static void open_store(void)
 {
 	struct store_config sc = {
@@ -387,7 +365,8 @@ static void open_store(void)
 	};
 	char err[512] = "";
 
-	make_db_directory();
+	/* The store creates missing directories itself, 0750 so that group
+	 * ctxleak may read the database. */
 	store = store_open(&sc, err, sizeof err);
 	if (store == NULL)
 		fatalx("%s", err); /* the store's line names the path */

@@ -945,6 +945,34 @@ START_TEST(test_db_error_said_once)
 }
 END_TEST
 
+/* Missing directories of the database are made 0750: group ctxleak reads
+ * the database, others do not. */
+START_TEST(test_db_directories_0750)
+{
+	struct harness_daemon d;
+	char top[100], leaf[110], db[130];
+	struct stat st;
+
+	ck_assert_int_eq(harness_prepare(&d), 0);
+	snprintf(top, sizeof top, "%s/state", d.dir);
+	snprintf(leaf, sizeof leaf, "%s/ctxleak", top);
+	snprintf(db, sizeof db, "%s/ctxleak.db", leaf);
+	{
+		const char *args[] = {"--db", db, NULL};
+		ck_assert_msg(harness_launch(&d, args) == 0, "%s",
+			      harness_error());
+	}
+	STOP_OK(&d);
+	ck_assert_int_eq(stat(top, &st), 0);
+	ck_assert_int_eq(st.st_mode & 07777, 0750);
+	ck_assert_int_eq(stat(leaf, &st), 0);
+	ck_assert_int_eq(st.st_mode & 07777, 0750);
+	ck_assert_int_eq(stat(db, &st), 0);
+	ck_assert_int_eq(st.st_mode & 07777, 0640);
+	harness_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_max_connections)
 {
 	struct harness_daemon d;
@@ -1226,6 +1254,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(lifecycle, test_stale_socket_replaced);
 	tcase_add_test(lifecycle, test_unwritable_db);
 	tcase_add_test(lifecycle, test_db_error_said_once);
+	tcase_add_test(lifecycle, test_db_directories_0750);
 	tcase_add_test(lifecycle, test_foreign_socket_directory);
 	tcase_add_test(lifecycle, test_max_connections);
 	tcase_add_test(lifecycle, test_sighup_reopens_log_file);
