@@ -138,7 +138,8 @@ struct rules_model {
 	const char *model;     /* "thread-per-request", "event-loop",
 				  "thread-pool", "mixed", "unknown" */
 	const char *recommend; /* backend that isolates its requests:
-				  "thread" or "task" */
+				  "thread" or "task"; NULL with no
+				  requests seen */
 	char evidence[256];    /* one line, e.g. "3 requests interleaved on
 				  thread 4712; thread backend cannot isolate
 				  them; use task" */

@@ -83,42 +83,68 @@ static void worst_thread(const struct rules *r, struct rules_model *out)
 	}
 }
 
+/* Findings that mean the backend let one request's context reach another
+ * (misnest and unclosed are the application's scoping, not storage). */
+static uint64_t isolation_findings(const struct rules *r)
+{
+	return r->stats.findings[LEAK_BLEED] + r->stats.findings[LEAK_STALE] +
+	       r->stats.findings[LEAK_OVERLAP] + r->stats.findings[LEAK_LOST];
+}
+
+/* A model the thread backend cannot serve: task is the library's answer,
+ * but a backend that already isolated every request (task itself, or a
+ * custom one switched per coroutine) needs no change, and saying "use
+ * task" would send its users chasing a problem they do not have. */
+static void recommend_task(const struct rules *r, struct rules_model *out,
+			   const char *why, const char *flaw)
+{
+	out->recommend = "task";
+	if (isolation_findings(r) == 0)
+		snprintf(out->evidence, sizeof(out->evidence),
+			 "%s; the current backend already isolates them "
+			 "(task is the recommended backend for this model)",
+			 why);
+	else
+		snprintf(out->evidence, sizeof(out->evidence),
+			 "%s; thread backend %s; use task", why, flaw);
+}
+
 void rules_model(const struct rules *r, struct rules_model *out)
 {
 	unsigned long long n = r->model_requests, il = r->model_interleaved,
 			   ho = r->model_handed_off;
+	char why[160];
 
 	memset(out, 0, sizeof(*out));
 	out->requests = n;
 	out->interleaved = il;
 	out->handed_off = ho;
 	worst_thread(r, out);
-	out->recommend = "task";
 	if (n == 0) {
+		/* No evidence either way: recommending would be a guess. */
 		out->model = "unknown";
 		snprintf(out->evidence, sizeof(out->evidence),
-			 "no requests seen");
+			 "no requests seen; nothing to recommend");
 	} else if (il > 0 && ho > 0) {
 		out->model = "mixed";
-		snprintf(out->evidence, sizeof(out->evidence),
+		snprintf(why, sizeof(why),
 			 "%llu requests interleaved (%llu on thread %llu) and "
-			 "%llu handed between threads; thread backend cannot "
-			 "isolate them; use task",
+			 "%llu handed between threads",
 			 il, (unsigned long long)out->max_interleave,
 			 (unsigned long long)out->max_interleave_tid, ho);
+		recommend_task(r, out, why, "cannot isolate them");
 	} else if (il > 0) {
 		out->model = "event-loop";
-		snprintf(out->evidence, sizeof(out->evidence),
-			 "%llu requests interleaved on thread %llu; thread "
-			 "backend cannot isolate them; use task",
+		snprintf(why, sizeof(why),
+			 "%llu requests interleaved on thread %llu",
 			 (unsigned long long)out->max_interleave,
 			 (unsigned long long)out->max_interleave_tid);
+		recommend_task(r, out, why, "cannot isolate them");
 	} else if (ho > 0) {
 		out->model = "thread-pool";
-		snprintf(out->evidence, sizeof(out->evidence),
-			 "%llu of %llu requests handed between threads; "
-			 "thread backend loses them on hand-off; use task",
-			 ho, n);
+		snprintf(why, sizeof(why),
+			 "%llu of %llu requests handed between threads", ho, n);
+		recommend_task(r, out, why, "loses them on hand-off");
 	} else {
 		out->model = "thread-per-request";
 		out->recommend = "thread";

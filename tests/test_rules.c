@@ -391,7 +391,7 @@ static void check_example_leaky(void)
 	ck_assert_uint_eq(b->victim_of[LEAK_LOST], 1);
 }
 
-static void check_example_model(struct rules *r)
+static void check_example_model(struct rules *r, const char *evidence)
 {
 	struct rules_model m;
 
@@ -401,9 +401,7 @@ static void check_example_model(struct rules *r)
 	ck_assert_uint_eq(m.requests, 3);
 	ck_assert_uint_eq(m.interleaved, 2);
 	ck_assert_uint_eq(m.max_interleave_tid, T);
-	ck_assert_str_eq(m.evidence, "2 requests interleaved on thread 100; "
-				     "thread backend cannot isolate them; "
-				     "use task");
+	ck_assert_str_eq(m.evidence, evidence);
 }
 
 START_TEST(test_example_thread)
@@ -412,7 +410,8 @@ START_TEST(test_example_thread)
 
 	RUN(r, example_thread);
 	check_example_leaky();
-	check_example_model(r);
+	check_example_model(r, "2 requests interleaved on thread 100; "
+			       "thread backend cannot isolate them; use task");
 	rules_free(r);
 }
 END_TEST
@@ -442,7 +441,9 @@ START_TEST(test_example_task)
 	ck_assert_uint_eq(b->end_ts, 42);
 	ck_assert_uint_eq(b->nthreads, 1);
 	ck_assert_uint_eq(b->threads[0], T);
-	check_example_model(r);
+	check_example_model(r, "2 requests interleaved on thread 100; the "
+			       "current backend already isolates them (task "
+			       "is the recommended backend for this model)");
 	rules_free(r);
 }
 END_TEST
@@ -1438,9 +1439,11 @@ START_TEST(test_model_event_loop)
 	ck_assert_uint_eq(m.interleaved, 3);
 	ck_assert_uint_eq(m.max_interleave, 3);
 	ck_assert_uint_eq(m.max_interleave_tid, 5);
+	/* ctx = cause throughout: whatever the backend, it isolated them. */
 	ck_assert_str_eq(m.evidence, "3 requests interleaved on thread 5; "
-				     "thread backend cannot isolate them; "
-				     "use task");
+				     "the current backend already isolates "
+				     "them (task is the recommended backend "
+				     "for this model)");
 	rules_free(r);
 }
 END_TEST
@@ -1464,8 +1467,9 @@ START_TEST(test_model_thread_pool)
 	ck_assert_uint_eq(m.handed_off, 2);
 	ck_assert_uint_eq(m.interleaved, 0);
 	ck_assert_str_eq(m.evidence, "2 of 2 requests handed between threads; "
-				     "thread backend loses them on hand-off; "
-				     "use task");
+				     "the current backend already isolates "
+				     "them (task is the recommended backend "
+				     "for this model)");
 	ck_assert_uint_eq(request_of(A)->nthreads, 2);
 	rules_free(r);
 }
@@ -1546,6 +1550,60 @@ START_TEST(test_model_unknown)
 	rules_model(r, &m);
 	ck_assert_str_eq(m.model, "unknown");
 	ck_assert_uint_eq(m.requests, 0);
+	rules_free(r);
+}
+END_TEST
+
+/* With no requests there is no evidence for any backend. */
+START_TEST(test_model_no_requests_no_advice)
+{
+	struct rules *r = engine(NULL);
+	struct rules_model m;
+
+	rules_finish(r);
+	rules_model(r, &m);
+	ck_assert_str_eq(m.model, "unknown");
+	ck_assert_ptr_null(m.recommend);
+	ck_assert_str_eq(m.evidence, "no requests seen; nothing to recommend");
+	rules_free(r);
+}
+END_TEST
+
+/* A thread pool whose backend lost A's context on the hand-off is told to
+ * use task; the same pool whose backend carried it (a custom backend the
+ * application switches, or task) is told it already isolates them. */
+START_TEST(test_model_backend_already_isolates)
+{
+	struct rules *r = engine(NULL);
+	struct rules_model m;
+	const struct proto_record lossy[] = {
+	    BEGIN(1, 1, A, 0, 0, "a"), RESUME(2, 2, 0, A),
+	    EVENT(3, 2, 0, A, "work"), /* lost */
+	    SUSPEND(4, 2, 0, A),       END(5, 1, A, A, A),
+	};
+	const struct proto_record carried[] = {
+	    BEGIN(1, 1, A, 0, 0, "a"), RESUME(2, 2, 0, A),
+	    EVENT(3, 2, A, A, "work"), SUSPEND(4, 2, A, A),
+	    END(5, 1, A, A, A),
+	};
+
+	RUN(r, lossy);
+	ck_assert_uint_eq(got.nfindings, 1);
+	rules_model(r, &m);
+	ck_assert_str_eq(m.model, "thread-pool");
+	ck_assert_str_eq(m.recommend, "task");
+	ck_assert_str_eq(m.evidence, "1 of 1 requests handed between threads; "
+				     "thread backend loses them on hand-off; "
+				     "use task");
+	rules_free(r);
+
+	r = engine(NULL);
+	RUN(r, carried);
+	ck_assert_uint_eq(got.nfindings, 0);
+	rules_model(r, &m);
+	ck_assert_str_eq(m.model, "thread-pool");
+	ck_assert_str_eq(m.recommend, "task");
+	ck_assert_ptr_nonnull(strstr(m.evidence, "already isolates them"));
 	rules_free(r);
 }
 END_TEST
@@ -1742,6 +1800,8 @@ static Suite *rules_suite(void)
 	tcase_add_test(tc, test_model_ignores_backend);
 	tcase_add_test(tc, test_model_child_without_backend);
 	tcase_add_test(tc, test_model_unknown);
+	tcase_add_test(tc, test_model_no_requests_no_advice);
+	tcase_add_test(tc, test_model_backend_already_isolates);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("limits");
