@@ -19,9 +19,15 @@
 #include "ctxleakd.h"
 
 #define REFUSED_LOG_SEC 10
+/* Out of descriptors, accept fails at once while the listener stays
+ * readable: without a pause the loop would spin on it. */
+#define ACCEPT_PAUSE_MS 100
 
 static struct event_base *server_base;
 static struct event *listen_event;
+static struct event *resume_event;    /* re-arms listen_event after a pause */
+static unsigned long accept_failures; /* in this episode; 0: none */
+static struct timespec accept_paused_at;
 static int listen_fd = -1;
 static int from_systemd; /* systemd owns the socket file: never unlink */
 
@@ -140,6 +146,59 @@ static void refuse(int fd)
 	close(fd);
 }
 
+static int out_of_descriptors(int err)
+{
+	return err == EMFILE || err == ENFILE || err == ENOBUFS ||
+	       err == ENOMEM;
+}
+
+/*
+ * Stop watching the listener for ACCEPT_PAUSE_MS, and log once per
+ * episode.  Waiting rather than the reserve-descriptor trick (accept and
+ * close at once) keeps the pending clients, and what they already wrote,
+ * in the kernel's backlog until a connection closes and frees a
+ * descriptor; the library does not block its host meanwhile.
+ */
+static void pause_accepting(int err)
+{
+	const struct timeval pause = {0, ACCEPT_PAUSE_MS * 1000};
+
+	if (accept_failures++ == 0) {
+		clock_gettime(CLOCK_MONOTONIC, &accept_paused_at);
+		log_warn("accept: %s with %u connections open; retrying every "
+			 "%d ms",
+			 strerror(err), conn_count(), ACCEPT_PAUSE_MS);
+	}
+	event_del(listen_event);
+	if (evtimer_add(resume_event, &pause) == -1)
+		fatalx("cannot add a timer");
+}
+
+static void on_resume_accepting(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (listen_event != NULL && event_add(listen_event, NULL) == -1)
+		fatalx("cannot watch the listening socket");
+}
+
+/* The episode's one summary line, once a connection is accepted again. */
+static void end_accept_episode(void)
+{
+	struct timespec now;
+	double secs;
+
+	if (accept_failures == 0)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	secs = (double)(now.tv_sec - accept_paused_at.tv_sec) +
+	       (double)(now.tv_nsec - accept_paused_at.tv_nsec) / 1e9;
+	log_info("accepting again after %lu failed attempt(s) in %.1f s",
+		 accept_failures, secs);
+	accept_failures = 0;
+}
+
 static void on_accept(evutil_socket_t fd, short what, void *arg)
 {
 	int cfd;
@@ -151,11 +210,14 @@ static void on_accept(evutil_socket_t fd, short what, void *arg)
 	for (int i = 0; i < 64; i++) {
 		cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd == -1) {
-			if (errno != EAGAIN && errno != EINTR &&
-			    errno != ECONNABORTED)
+			if (out_of_descriptors(errno))
+				pause_accepting(errno);
+			else if (errno != EAGAIN && errno != EINTR &&
+				 errno != ECONNABORTED)
 				log_warn("accept: %s", strerror(errno));
 			return;
 		}
+		end_accept_episode();
 		if (conn_count() >= cfg.max_connections) {
 			refuse(cfd);
 			continue;
@@ -207,7 +269,9 @@ void server_listen(struct event_base *base)
 	}
 	listen_event =
 	    event_new(base, listen_fd, EV_READ | EV_PERSIST, on_accept, NULL);
-	if (listen_event == NULL || event_add(listen_event, NULL) == -1)
+	resume_event = evtimer_new(base, on_resume_accepting, NULL);
+	if (listen_event == NULL || resume_event == NULL ||
+	    event_add(listen_event, NULL) == -1)
 		fatalx("cannot watch the listening socket");
 	clock_gettime(CLOCK_MONOTONIC, &status_time);
 }
@@ -217,7 +281,8 @@ static void stop_listening(void)
 	if (listen_event == NULL)
 		return;
 	event_free(listen_event);
-	listen_event = NULL;
+	event_free(resume_event);
+	listen_event = resume_event = NULL;
 	close(listen_fd);
 	listen_fd = -1;
 	if (!from_systemd && unlink(cfg.socket_path) == -1 && errno != ENOENT)

@@ -11,9 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ctxleak.h"
@@ -1010,6 +1012,106 @@ START_TEST(test_max_connections)
 }
 END_TEST
 
+/* The lowest descriptor number pid has free: the next it would get. */
+static int lowest_free_fd(pid_t pid)
+{
+	char path[64];
+	int fd;
+
+	for (fd = 0;; fd++) {
+		snprintf(path, sizeof path, "/proc/%d/fd/%d", (int)pid, fd);
+		if (access(path, F_OK) == -1)
+			return fd;
+	}
+}
+
+/* User plus system CPU time of pid, in seconds. */
+static double cpu_seconds(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	unsigned long long utime, stime;
+	FILE *f;
+	size_t n;
+
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* Fields 14 and 15, counted after the command name's ')'. */
+	p = strrchr(buf, ')');
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(sscanf(p + 2,
+				"%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+				"%llu %llu",
+				&utime, &stime),
+			 2);
+	return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+static int count_in_log(const struct harness_daemon *d, const char *needle)
+{
+	char *log = harness_log(d);
+	int n = 0;
+
+	for (char *p = strstr(log, needle); p != NULL;
+	     p = strstr(p + 1, needle))
+		n++;
+	free(log);
+	return n;
+}
+
+#define FD_STORM 16
+
+/* Out of descriptors, the daemon pauses accepting instead of spinning on
+ * the listener, logs the episode once, and accepts the waiting clients
+ * when descriptors free up. */
+START_TEST(test_out_of_descriptors)
+{
+	const struct timespec second = {1, 0};
+	struct harness_daemon d;
+	struct rlimit rl;
+	int fds[FD_STORM];
+	double cpu;
+
+	START(&d, "--log-level", "debug");
+	/* Room for three more descriptors at most. */
+	rl.rlim_cur = rl.rlim_max = (rlim_t)lowest_free_fd(d.pid) + 3;
+	ck_assert_int_eq(prlimit(d.pid, RLIMIT_NOFILE, &rl, NULL), 0);
+	for (int i = 0; i < FD_STORM; i++) {
+		fds[i] = harness_connect(&d);
+		ck_assert_msg(fds[i] >= 0, "%s", harness_error());
+	}
+	ck_assert_msg(harness_wait_log(&d, "Too many open files", 1) == 0, "%s",
+		      harness_error());
+	cpu = cpu_seconds(d.pid);
+	nanosleep(&second, NULL);
+	cpu = cpu_seconds(d.pid) - cpu;
+	/* A spinning loop burns the whole second and logs each turn. */
+	ck_assert_msg(cpu < 0.5, "%.2f s of CPU in 1 s", cpu);
+	ck_assert_int_eq(count_in_log(&d, "Too many open files"), 1);
+
+	for (int i = 0; i < FD_STORM; i++)
+		close(fds[i]);
+	ck_assert_int_eq(
+	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
+	    0);
+	ck_assert_msg(harness_wait_log(&d, "accepting again after", 1) == 0,
+		      "%s", harness_error());
+	/* The client waited in the backlog: its process row says it got
+	 * through. */
+	ck_assert_msg(harness_wait_int(&d,
+				       "SELECT count(*) FROM processes "
+				       "WHERE disconnected_at IS NOT NULL",
+				       1) == 0,
+		      "%s", harness_error());
+	STOP_OK(&d);
+	assert_worked_example_leaks(&d);
+	harness_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_sighup_reopens_log_file)
 {
 	struct harness_daemon d;
@@ -1257,6 +1359,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(lifecycle, test_db_directories_0750);
 	tcase_add_test(lifecycle, test_foreign_socket_directory);
 	tcase_add_test(lifecycle, test_max_connections);
+	tcase_add_test(lifecycle, test_out_of_descriptors);
 	tcase_add_test(lifecycle, test_sighup_reopens_log_file);
 	tcase_add_test(lifecycle, test_sd_notify);
 	tcase_add_test(lifecycle, test_journal_prefixes);
