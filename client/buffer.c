@@ -228,11 +228,28 @@ void cl_buf_reset_thread(struct cl_thread *t)
 	memset(t, 0, sizeof(*t));
 }
 
+/* Records published and never collected: the thread emitted them after
+ * the shipper's last batch, so they count as dropped. */
+static uint64_t uncollected(struct cl_buf *b)
+{
+	uint64_t n = 0;
+	uint32_t pos = b->rpos;
+
+	for (struct cl_chunk *c = b->rchunk; c;
+	     c = atomic_load_explicit(&c->next, memory_order_acquire)) {
+		n += cl_records_in(
+		    c->data + pos,
+		    atomic_load_explicit(&c->end, memory_order_acquire) - pos);
+		pos = 0;
+	}
+	return n;
+}
+
 /* The thread is gone: its counters and unused credit go back. */
 void cl_buf_free(struct cl_buf *b)
 {
 	atomic_fetch_add(&cl_gone_records, atomic_load(&b->records));
-	atomic_fetch_add(&cl_gone_dropped, b->drop_total);
+	atomic_fetch_add(&cl_gone_dropped, b->drop_total + uncollected(b));
 	atomic_fetch_add(&cl_budget, b->credit);
 	chunks_free(b->rchunk);
 	chunks_free(b->reuse);

@@ -211,9 +211,11 @@ struct cl_bytes {
 int cl_bytes_reserve(struct cl_bytes *b, size_t more);
 /* Encodes one record at the end of b; -1 on out of memory. */
 int cl_bytes_record(struct cl_bytes *b, const struct proto_record *r);
+/* Records in p[0..n) (whole ones, watermarks aside). */
+uint64_t cl_records_in(const unsigned char *p, size_t n);
 
 int cl_ship_start(void);
-void cl_ship_stop(void);	 /* flush with a bounded wait, then stop */
+void cl_ship_stop(void);	 /* flush while the daemon takes it, stop */
 void cl_ship_wake(void);	 /* a root scope ended: flush soon */
 int cl_ship_flush(void);	 /* ctxleak_flush */
 void cl_ship_fork_prepare(void); /* takes the locks fork must not split */

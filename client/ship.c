@@ -36,11 +36,13 @@
 
 #include "client.h"
 
-#define MS	     1000000ull
-#define BACKOFF_MIN  (10 * MS)
-#define BACKOFF_MAX  (1000 * MS)
-#define STOP_WAIT    (1000 * MS) /* at shutdown and exit, for the daemon */
-#define WAKE_MIN_GAP (1 * MS)	 /* between flushes woken by request ends */
+#define MS	    1000000ull
+#define BACKOFF_MIN (10 * MS)
+#define BACKOFF_MAX (1000 * MS)
+/* At shutdown and exit, the longest the daemon may take no byte (or stay
+ * away) before the rest is given up and counted as dropped. */
+#define STOP_STALL   (1000 * MS)
+#define WAKE_MIN_GAP (1 * MS) /* between flushes woken by request ends */
 
 /* The parts of what goes out, in order.  Each is sent from off to len. */
 enum { SEG_HELLO, SEG_SITES, SEG_DROPPED, SEG_RECORDS, NSEG };
@@ -69,7 +71,7 @@ static struct {
 	uint64_t drops, drop_since; /* collected, not yet encoded */
 	unsigned conn_sites;
 	uint64_t backoff, next_connect, next_flush, last_batch, last_wm;
-	uint64_t stop_deadline;
+	uint64_t stop_at, last_progress;
 	int final_collected;
 
 	_Atomic uint64_t sent_bytes, connects;
@@ -82,6 +84,7 @@ static struct {
 };
 
 static _Atomic int wake_pending;
+static _Atomic uint64_t unsent; /* records shutdown gave up on */
 uint64_t cl_instance;
 int cl_ship_running;
 
@@ -200,6 +203,19 @@ static size_t record_start(const struct cl_bytes *b, size_t at)
 	return pos;
 }
 
+uint64_t cl_records_in(const unsigned char *p, size_t n)
+{
+	uint64_t count = 0;
+	size_t pos = 0, len;
+
+	while ((len = mp_size(p + pos, n - pos))) {
+		/* A fixarray whose first element is the type. */
+		count += len > 1 && p[pos + 1] != PROTO_WATERMARK;
+		pos += len;
+	}
+	return count;
+}
+
 /* ------------------------------------------------------- connection */
 
 static void seg_clear(struct seg *s)
@@ -313,6 +329,7 @@ static int send_pending(void)
 			if (n < 0)
 				return errno == EAGAIN ? 0 : -1;
 			s->off += (size_t)n;
+			ship.last_progress = cl_now();
 			atomic_fetch_add_explicit(&ship.sent_bytes, (uint64_t)n,
 						  memory_order_relaxed);
 		}
@@ -431,8 +448,10 @@ static void flush_answer(uint64_t req)
 
 static int batch_due(uint64_t now, uint64_t req)
 {
+	/* After the final batch, records of threads that were inside a
+	 * call when shutdown began, or that exited just then. */
 	if (atomic_load(&ship.stop))
-		return !ship.final_collected;
+		return !ship.final_collected || !cl_buf_all_empty();
 	if (req > ship.flush_done || now >= ship.next_flush)
 		return 1;
 	return atomic_load(&wake_pending) &&
@@ -495,14 +514,19 @@ static int ship_once(uint64_t now, uint64_t req)
 	return 1;
 }
 
-static int finished(uint64_t now)
+/* Stopping, the shipper waits as long as the daemon takes bytes: under
+ * load a slow daemon is still a working one. */
+static int finished(void)
 {
+	uint64_t since;
+
 	if (!atomic_load(&ship.stop))
 		return 0;
-	if (ship.fd < 0 && all_sent() && !ship.drops && cl_buf_all_empty())
-		return 1; /* nothing to wait for the daemon for */
-	return (ship.final_collected && all_sent()) ||
-	       now >= ship.stop_deadline;
+	if (all_sent() && !ship.drops && cl_buf_all_empty())
+		return ship.final_collected || ship.fd < 0;
+	since = ship.last_progress > ship.stop_at ? ship.last_progress
+						  : ship.stop_at;
+	return cl_now() >= since + STOP_STALL;
 }
 
 static void *ship_main(void *arg)
@@ -517,7 +541,7 @@ static void *ship_main(void *arg)
 		req = flush_requested();
 		if (ship_once(now, req))
 			flush_answer(req);
-		if (finished(now))
+		if (finished())
 			break;
 		pthread_mutex_unlock(&ship.mu);
 		wait_events(now);
@@ -541,6 +565,7 @@ static void reset_state(void)
 	ship.flush_req = ship.flush_done = 0;
 	atomic_store(&ship.sent_bytes, 0);
 	atomic_store(&ship.connects, 0);
+	atomic_store(&unsent, 0);
 	atomic_store(&wake_pending, 0);
 	cl_instance = cl_random64();
 }
@@ -624,14 +649,31 @@ static void release_all(void)
 		bytes_free(&ship.seg[i].b), ship.seg[i].off = 0;
 }
 
+/* The shipper gave up, or records came after its last batch: what was
+ * never sent counts as dropped, so that sent + dropped = recorded.  The
+ * shipper is gone; its state is ours. */
+static void count_unsent(void)
+{
+	struct seg *r = &ship.seg[SEG_RECORDS];
+	int complete = 1;
+	size_t from;
+
+	collect(&complete);
+	from = record_start(&r->b, r->off);
+	if (from < r->b.len)
+		atomic_fetch_add(&unsent,
+				 cl_records_in(r->b.p + from, r->b.len - from));
+}
+
 void cl_ship_stop(void)
 {
 	struct cl_buf **pp, *b;
 
-	ship.stop_deadline = cl_now() + STOP_WAIT;
+	ship.stop_at = cl_now();
 	atomic_store(&ship.stop, 1);
 	kick();
 	pthread_join(ship.thread, NULL);
+	count_unsent();
 	release_all();
 	pthread_mutex_lock(&cl_registry_mu);
 	cl_ship_running = 0;
@@ -680,7 +722,7 @@ void cl_ship_stats(struct ctxleak_stats *out)
 	struct cl_buf *b;
 
 	out->records = atomic_load(&cl_gone_records);
-	out->dropped = atomic_load(&cl_gone_dropped);
+	out->dropped = atomic_load(&cl_gone_dropped) + atomic_load(&unsent);
 	pthread_mutex_lock(&cl_registry_mu);
 	for (b = cl_registry; b; b = b->next) {
 		out->records += atomic_load(&b->records);

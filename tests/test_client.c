@@ -59,10 +59,14 @@ struct listener {
 	struct tconn c[MAX_CONNS];
 	int nconns;
 	_Atomic int stop;
+	_Atomic int running; /* the thread has started its loop */
 	/* Close a connection once it brought this many records; for this
 	 * many connections. */
 	size_t close_after;
 	int closes_left;
+	/* A slow daemon: at most this many bytes a read, then a pause. */
+	size_t read_cap;
+	int read_pause_ms;
 };
 
 static void own(struct proto_str *s, char **slot)
@@ -111,11 +115,15 @@ static void conn_read(struct listener *l, struct tconn *c)
 	char buf[65536];
 	struct proto_msg msg;
 	enum proto_status st;
-	ssize_t n = read(c->fd, buf, sizeof(buf));
+	size_t cap = l->read_cap ? l->read_cap : sizeof(buf);
+	ssize_t n = read(c->fd, buf, cap);
 
 	if (n <= 0) {
+		pthread_mutex_lock(&l->mu);
 		close(c->fd);
 		c->fd = -1;
+		pthread_cond_broadcast(&l->cond);
+		pthread_mutex_unlock(&l->mu);
 		return;
 	}
 	pthread_mutex_lock(&l->mu);
@@ -132,6 +140,8 @@ static void conn_read(struct listener *l, struct tconn *c)
 	}
 	pthread_cond_broadcast(&l->cond);
 	pthread_mutex_unlock(&l->mu);
+	if (l->read_pause_ms)
+		poll(NULL, 0, l->read_pause_ms);
 }
 
 static void accept_one(struct listener *l)
@@ -157,6 +167,7 @@ static void *listener_main(void *arg)
 	struct pollfd p[MAX_CONNS + 1];
 	int map[MAX_CONNS + 1], n;
 
+	atomic_store(&l->running, 1);
 	while (!atomic_load(&l->stop)) {
 		p[0] = (struct pollfd){.fd = l->lfd, .events = POLLIN};
 		n = 1;
@@ -198,6 +209,11 @@ static void listener_start(struct listener *l)
 	ck_assert_int_eq(bind(l->lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
 	ck_assert_int_eq(listen(l->lfd, 16), 0);
 	ck_assert_int_eq(pthread_create(&l->thread, NULL, listener_main, l), 0);
+	/* A test may fork next, and under ASan a child forked while the
+	 * new thread is still setting itself up (allocating) inherits the
+	 * allocator's lock held, and hangs. */
+	while (!atomic_load(&l->running))
+		poll(NULL, 0, 1);
 }
 
 static void listener_stop(struct listener *l)
@@ -1203,6 +1219,117 @@ START_TEST(test_scopes_ended_in_begin_order)
 }
 END_TEST
 
+/* ------------------------------------------- shutdown, slow daemon */
+
+/*
+ * A process emits a burst, on several threads and beside busy threads,
+ * and shuts down at once while a slow daemon still has most of it to
+ * read.  Every record must reach the daemon or be counted as dropped:
+ * records received + dropped = records produced, in every run.  Each run
+ * is a child process, since the library starts once per process.
+ */
+#define BURST_RUNS    3
+#define BURST_THREADS 4
+#define BURST_EVENTS  3000
+#define BURST_SPIN    2
+
+static _Atomic int burst_done;
+
+static void *emit_burst(void *arg)
+{
+	static const char pad[] = "a message long enough to fill the "
+				  "socket and the buffers quickly";
+	uint64_t ctx = ctxleak_begin("burst");
+
+	for (int i = 0; i < BURST_EVENTS; i++)
+		ctxleak_event("b", pad);
+	ctxleak_end(ctx);
+	(void)arg;
+	return NULL;
+}
+
+static void *spin_until_done(void *arg)
+{
+	while (!atomic_load_explicit(&burst_done, memory_order_relaxed))
+		;
+	(void)arg;
+	return NULL;
+}
+
+/* The child: emits, shuts down, writes its drop count to fd. */
+static void burst_child(const char *path, int fd)
+{
+	pthread_t emit[BURST_THREADS], spin[BURST_SPIN];
+	struct ctxleak_stats st;
+
+	init_client(path, CTXLEAK_BACKEND_THREAD, 64 << 20, 0);
+	for (int i = 0; i < BURST_SPIN; i++)
+		pthread_create(&spin[i], NULL, spin_until_done, NULL);
+	for (int i = 0; i < BURST_THREADS; i++)
+		pthread_create(&emit[i], NULL, emit_burst, NULL);
+	for (int i = 0; i < BURST_THREADS; i++)
+		pthread_join(emit[i], NULL);
+	ctxleak_shutdown();
+	atomic_store(&burst_done, 1);
+	for (int i = 0; i < BURST_SPIN; i++)
+		pthread_join(spin[i], NULL);
+	ctxleak_stats(&st);
+	_exit(write(fd, &st.dropped, sizeof(st.dropped)) == sizeof(st.dropped)
+		  ? 0
+		  : 1);
+}
+
+static int conn_closed(struct listener *l, void *arg)
+{
+	int i = *(int *)arg;
+
+	return i < l->nconns && l->c[i].fd < 0;
+}
+
+static size_t conn_api_records(struct tconn *c)
+{
+	size_t n = 0;
+
+	for (size_t j = 0; j < c->n; j++)
+		n += record_matches(&c->m[j], 0, NULL);
+	return n;
+}
+
+START_TEST(test_shutdown_slow_daemon)
+{
+	const size_t produced = BURST_THREADS * (BURST_EVENTS + 2);
+	struct listener l;
+	uint64_t dropped;
+	int fds[2], status;
+	pid_t pid;
+
+	memset(&l, 0, sizeof(l));
+	l.read_cap = 4096;
+	l.read_pause_ms = 5;
+	socket_path(&l);
+	listener_start(&l);
+	for (int run = 0; run < BURST_RUNS; run++) {
+		ck_assert_int_eq(pipe(fds), 0);
+		pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0)
+			burst_child(l.path, fds[1]);
+		close(fds[1]);
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+		ck_assert_int_eq(read(fds[0], &dropped, sizeof(dropped)),
+				 sizeof(dropped));
+		close(fds[0]);
+		ck_assert(wait_for(&l, conn_closed, &run));
+		ck_assert_uint_eq(conn_api_records(&l.c[run]) + dropped,
+				  produced);
+	}
+	listener_stop(&l);
+	check_sites(&l);
+	listener_free(&l);
+}
+END_TEST
+
 /* ------------------------------------------------------ bad arguments */
 
 START_TEST(test_bad_arguments)
@@ -1582,10 +1709,12 @@ static Suite *client_suite(void)
 	TCase *ship = tcase_create("shipping");
 	TCase *robust = tcase_create("robustness");
 	TCase *libevent = tcase_create("libevent");
+	TCase *slow_daemon = tcase_create("slow daemon");
 
 	/* The shipping tests move a few hundred thousand records. */
 	tcase_set_timeout(ship, 30);
 	tcase_set_timeout(robust, 30);
+	tcase_set_timeout(slow_daemon, 60);
 	tcase_add_test(api, test_every_call);
 	tcase_add_test(api, test_hello);
 	tcase_add_test(api, test_shutdown);
@@ -1613,6 +1742,7 @@ static Suite *client_suite(void)
 	 * multi-threaded fork.  The plain and ASan runs cover it. */
 	tcase_add_test(robust, test_fork);
 	tcase_add_test(robust, test_exit_flushes);
+	tcase_add_test(slow_daemon, test_shutdown_slow_daemon);
 #endif
 	tcase_add_test(robust, test_no_sigpipe);
 	tcase_add_test(robust, test_bad_arguments);
@@ -1627,6 +1757,7 @@ static Suite *client_suite(void)
 	suite_add_tcase(s, backends);
 	suite_add_tcase(s, ship);
 	suite_add_tcase(s, robust);
+	suite_add_tcase(s, slow_daemon);
 	return s;
 }
 
