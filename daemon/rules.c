@@ -61,15 +61,9 @@
 /* A queued record with its strings. */
 struct pnode {
 	struct proto_record rec;
-	struct pnode *next; /* in the cache of free nodes */
 	size_t size;
 	char strings[];
 };
-
-/* Nodes with room for this many bytes of strings are cached, up to
- * PNODE_CACHE of them. */
-#define PNODE_STRINGS 96
-#define PNODE_CACHE   1024
 
 /* What judging one record found. */
 struct judgement {
@@ -197,39 +191,20 @@ static void copy_str(struct proto_str *s, char **at)
 	*at += s->len;
 }
 
-/* Records with short strings, nearly all of them, reuse nodes from a
- * small cache: queueing and judging allocate nothing in the steady state. */
+/* Records with short strings, nearly all of them, reuse blocks from the
+ * cache: queueing and judging allocate nothing in the steady state. */
 static struct pnode *pnode_alloc(struct rules *r, size_t strings)
 {
-	struct pnode *n;
-	size_t size = sizeof(*n) + strings;
+	size_t size = sizeof(struct pnode) + strings;
+	struct pnode *n = rules_alloc_raw(r, size);
 
-	if (strings <= PNODE_STRINGS) {
-		n = r->free_pnodes;
-		if (n != NULL) {
-			r->free_pnodes = n->next;
-			r->nfree_pnodes--;
-			return n;
-		}
-		size = sizeof(*n) + PNODE_STRINGS;
-	}
-	n = malloc(size);
-	if (n != NULL) {
+	if (n != NULL)
 		n->size = size;
-		rules_mem_add(r, size);
-	}
 	return n;
 }
 
 static void pnode_free(struct rules *r, struct pnode *n)
 {
-	if (n->size == sizeof(*n) + PNODE_STRINGS &&
-	    r->nfree_pnodes < PNODE_CACHE) {
-		n->next = r->free_pnodes;
-		r->free_pnodes = n;
-		r->nfree_pnodes++;
-		return;
-	}
 	rules_release(r, n, n->size);
 }
 
@@ -562,11 +537,12 @@ static struct rtag *tag_slot(struct rules *r, struct req_more *m,
 	}
 	if (m->ntags == m->tags_cap) {
 		uint32_t cap = m->tags_cap ? m->tags_cap * 2 : 4;
-		struct rtag *tags = realloc(m->tags, cap * sizeof(*tags));
+		struct rtag *tags =
+		    rules_grow(r, m->tags, m->tags_cap * sizeof(*tags),
+			       cap * sizeof(*tags));
 
 		if (tags == NULL)
 			return NULL;
-		rules_mem_add(r, (cap - m->tags_cap) * sizeof(*tags));
 		m->tags = tags;
 		m->tags_cap = cap;
 	}
@@ -784,11 +760,12 @@ static struct hrec *held_slot(struct rules *r, struct req_more *m)
 		uint32_t cap = m->held_cap < 1024
 				   ? (m->held_cap ? m->held_cap * 2 : 8)
 				   : m->held_cap + m->held_cap / 8;
-		struct hrec *held = realloc(m->held, cap * sizeof(*held));
+		struct hrec *held =
+		    rules_grow(r, m->held, m->held_cap * sizeof(*held),
+			       cap * sizeof(*held));
 
 		if (held == NULL)
 			return NULL;
-		rules_mem_add(r, (cap - m->held_cap) * sizeof(*held));
 		m->held = held;
 		m->held_cap = cap;
 	}
@@ -1118,17 +1095,8 @@ void rules_free(struct rules *r)
 
 	if (r == NULL)
 		return;
-	while (r->npending > 0) {
-		struct pnode *n = heap_pop(r);
-
-		rules_release(r, n, n->size);
-	}
-	while (r->free_pnodes != NULL) {
-		struct pnode *n = r->free_pnodes;
-
-		r->free_pnodes = n->next;
-		rules_release(r, n, n->size);
-	}
+	while (r->npending > 0)
+		pnode_free(r, heap_pop(r));
 	free(r->heap);
 	/* Every live request has an open scope or is on the done queue. */
 	while ((s = r->oldest) != NULL) {
@@ -1153,5 +1121,6 @@ void rules_free(struct rules *r)
 	scopes_free_slabs(r);
 	inames_free(r);
 	model_free(r);
+	rules_cache_free(r);
 	free(r);
 }

@@ -148,6 +148,10 @@ struct model_thread {
 
 struct pnode; /* a queued record (rules.c) */
 
+/* Size classes of the block cache: malloc's own chunk sizes, 24, 40, ...
+ * up to 1016 bytes, so that rounding up to a class costs no memory. */
+#define RULES_CACHE_CLASSES 64
+
 struct pending {
 	uint64_t ts, seq;
 	struct pnode *n;
@@ -161,8 +165,6 @@ struct rules {
 	struct pending *heap;
 	size_t npending, heap_cap;
 	uint64_t seq;
-	struct pnode *free_pnodes;
-	uint32_t nfree_pnodes;
 
 	/* open scopes */
 	struct ptab open;
@@ -186,6 +188,10 @@ struct rules {
 	struct ptab threads; /* of struct model_thread */
 	uint64_t model_requests, model_interleaved, model_handed_off;
 
+	/* freed small blocks by size class, for reuse (rules_scope.c) */
+	void *cache[RULES_CACHE_CLASSES];
+	size_t cache_bytes;
+
 	uint64_t own_seq; /* when the config gives no request_seq */
 	void *scratch;	  /* see scratch() in rules.c */
 	size_t scratch_cap;
@@ -196,8 +202,12 @@ struct rules {
 /* Bytes the engine allocated and still holds, for stats.bytes_used. */
 void rules_mem_add(struct rules *r, size_t n);
 void rules_mem_sub(struct rules *r, size_t n);
-void *rules_alloc(struct rules *r, size_t n); /* zeroed; NULL: no memory */
-void rules_release(struct rules *r, void *p, size_t n);
+void *rules_alloc(struct rules *r, size_t n);	  /* zeroed; NULL: no memory */
+void *rules_alloc_raw(struct rules *r, size_t n); /* not zeroed */
+/* p's n bytes moved to a new block of size m (> n); p released. */
+void *rules_grow(struct rules *r, void *p, size_t n, size_t m);
+void rules_release(struct rules *r, void *p, size_t n); /* n as allocated */
+void rules_cache_free(struct rules *r);
 
 /* rules_scope.c */
 uint64_t **ptab_find(const struct ptab *t, uint64_t ctx);

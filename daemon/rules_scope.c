@@ -2,8 +2,9 @@
  * rules_scope.c: the rules engine's memory: the open-scope table (an
  * open-addressing hash of pointers keyed by ctx, a slab of compact scope
  * structs, and a list in judging order for age and limit eviction), the
- * bounded table of ended scopes, interned scope names and the per-request
- * string arenas.  Every byte allocated here is counted in stats.bytes_used.
+ * bounded table of ended scopes, interned scope names, the per-request
+ * string arenas, and the block cache under all of them.  Every byte
+ * allocated here is counted in stats.bytes_used.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -25,21 +26,114 @@ void rules_mem_sub(struct rules *r, size_t n)
 	r->stats.bytes_used -= n;
 }
 
+/*
+ * The block cache.  Nearly everything a request allocates (the request,
+ * its tags, held records and string arena, each queued record) is freed
+ * when it retires and allocated again, the same sizes, for the requests
+ * that follow: freed blocks of up to 1016 bytes wait on a free list per
+ * size class for the next allocation of that class, so that in the steady
+ * state judging and retiring call malloc and free not at all.  A class is
+ * one of malloc's chunk sizes (16k + 8 usable bytes), so a block takes
+ * the memory it took before, and bytes_used counts the class size.  The
+ * cache holds at most CACHE_BYTES per engine, about what one watermark's
+ * worth of requests and queued records needs; cached blocks stay counted
+ * in bytes_used, since the engine holds them.
+ */
+#define CACHE_BYTES (2u << 20)
+
+struct cached {
+	struct cached *next;
+};
+
+/* The class of an n-byte block, 0 when it is not cached. */
+static size_t cache_class(size_t n)
+{
+	size_t c = (n + 8 + 15) / 16 - 1;
+
+	if (n == 0 || c >= RULES_CACHE_CLASSES)
+		return 0;
+	return c == 0 ? 1 : c;
+}
+
+static size_t class_size(size_t c)
+{
+	return c * 16 + 8;
+}
+
+/* The bytes an n-byte block is counted for. */
+static size_t block_size(size_t n)
+{
+	size_t c = cache_class(n);
+
+	return c ? class_size(c) : n;
+}
+
+void *rules_alloc_raw(struct rules *r, size_t n)
+{
+	size_t c = cache_class(n);
+	struct cached *b = c ? r->cache[c] : NULL;
+
+	if (b != NULL) {
+		r->cache[c] = b->next;
+		r->cache_bytes -= class_size(c);
+		return b;
+	}
+	b = malloc(block_size(n));
+	if (b != NULL)
+		rules_mem_add(r, block_size(n));
+	return b;
+}
+
 void *rules_alloc(struct rules *r, size_t n)
 {
-	void *p = calloc(1, n);
+	void *p = rules_alloc_raw(r, n);
 
 	if (p != NULL)
-		rules_mem_add(r, n);
+		memset(p, 0, n);
 	return p;
+}
+
+void *rules_grow(struct rules *r, void *p, size_t n, size_t m)
+{
+	void *q = rules_alloc_raw(r, m);
+
+	if (q == NULL)
+		return NULL;
+	if (n > 0)
+		memcpy(q, p, n);
+	rules_release(r, p, n);
+	return q;
 }
 
 void rules_release(struct rules *r, void *p, size_t n)
 {
+	size_t c = cache_class(n);
+	struct cached *b = p;
+
 	if (p == NULL)
 		return;
-	rules_mem_sub(r, n);
+	if (c != 0 && r->cache_bytes + class_size(c) <= CACHE_BYTES) {
+		b->next = r->cache[c];
+		r->cache[c] = b;
+		r->cache_bytes += class_size(c);
+		return;
+	}
+	rules_mem_sub(r, block_size(n));
 	free(p);
+}
+
+void rules_cache_free(struct rules *r)
+{
+	for (size_t c = 1; c < RULES_CACHE_CLASSES; c++) {
+		while (r->cache[c] != NULL) {
+			struct cached *b = r->cache[c];
+
+			r->cache[c] = b->next;
+			rules_mem_sub(r, class_size(c));
+			free(b);
+		}
+	}
+	r->cache_bytes = 0;
 }
 
 /* ------------------------------------------------------------ ptab */

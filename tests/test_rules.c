@@ -1653,6 +1653,74 @@ START_TEST(test_memory_open_requests)
 }
 END_TEST
 
+/* Requests that come and go, as a busy service's do: what each one
+ * allocates is reused by the ones after it, so that after the bounded
+ * tables have filled, the engine's memory does not grow with the number
+ * of requests it has retired. */
+static uint64_t churn_retired, churn_held;
+
+static void churn_request(void *arg, const struct rules_request *rq)
+{
+	(void)arg;
+	churn_retired++;
+	churn_held += rq->nheld;
+}
+
+static uint64_t churn(struct rules *r, uint64_t from, uint64_t to)
+{
+	struct rules_stats st;
+	char user[32];
+
+	for (uint64_t i = from; i < to; i++) {
+		uint64_t ts = 4 * i + 1, ctx = 0x9e3779b97f4a7c15ull * (i + 1);
+		struct proto_record recs[] = {
+		    BEGIN(ts, 1, ctx, 0, 0, "GET /churn"),
+		    TAG(ts + 1, 1, ctx, ctx, "user", ""),
+		    EVENT(ts + 2, 1, ctx, ctx, "db.query"),
+		    END(ts + 3, 1, ctx, ctx, ctx),
+		};
+
+		/* Values of many lengths, so that blocks of many sizes
+		 * come and go. */
+		snprintf(user, sizeof user, "user-%llu",
+			 (unsigned long long)(i * 7919 % 1000003));
+		recs[1].value =
+		    (struct proto_str){user, (uint32_t)strlen(user)};
+		for (size_t k = 0; k < sizeof recs / sizeof recs[0]; k++)
+			ck_assert_int_eq(rules_add(r, &recs[k]), 0);
+		if (i % 1000 == 999)
+			rules_advance(r, ts + 3);
+	}
+	rules_stats(r, &st);
+	return st.bytes_used;
+}
+
+START_TEST(test_memory_steady_state)
+{
+	struct rules_sink counting = {NULL, NULL, churn_request, NULL};
+	struct rules_config cfg;
+	struct rules *r;
+	uint64_t warm, later;
+
+	rules_config_default(&cfg);
+	cfg.hold_records = 1;
+	r = rules_new(&cfg, &counting);
+	ck_assert_ptr_nonnull(r);
+	churn_retired = churn_held = 0;
+	warm = churn(r, 0, 2 * cfg.max_ended_scopes);
+	later = churn(r, 2 * cfg.max_ended_scopes, 6 * cfg.max_ended_scopes);
+	rules_finish(r);
+	ck_assert_uint_eq(churn_retired, 6 * cfg.max_ended_scopes);
+	ck_assert_uint_eq(churn_held, 4 * churn_retired);
+	printf("rules: steady state: %llu bytes after %u requests, %llu "
+	       "after %u\n",
+	       (unsigned long long)warm, 2 * cfg.max_ended_scopes,
+	       (unsigned long long)later, 6 * cfg.max_ended_scopes);
+	ck_assert_uint_le(later, warm + 64 * 1024);
+	rules_free(r);
+}
+END_TEST
+
 START_TEST(test_memory_open_children)
 {
 	struct rules *r = engine(many_open);
@@ -1808,6 +1876,7 @@ static Suite *rules_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_memory_open_requests);
 	tcase_add_test(tc, test_memory_open_children);
+	tcase_add_test(tc, test_memory_steady_state);
 	tcase_add_test(tc, test_max_pending);
 	tcase_add_test(tc, test_max_pending_retires);
 	tcase_add_test(tc, test_stats_and_names);
