@@ -1219,6 +1219,24 @@ START_TEST(test_scopes_ended_in_begin_order)
 }
 END_TEST
 
+/* With no daemon to take them, what shutdown could not send is counted
+ * as dropped, not silently lost. */
+START_TEST(test_shutdown_no_daemon_counts)
+{
+	struct ctxleak_stats st;
+
+	init_client("/nonexistent/ctxleak.sock", CTXLEAK_BACKEND_THREAD, 0,
+		    60000);
+	for (int i = 0; i < 10; i++)
+		ctxleak_event("unsent", NULL);
+	ctxleak_shutdown();
+	ctxleak_stats(&st);
+	ck_assert_uint_eq(st.records, 10);
+	ck_assert_uint_eq(st.dropped, 10);
+	ck_assert_uint_eq(st.sent_bytes, 0);
+}
+END_TEST
+
 /* ------------------------------------------- shutdown, slow daemon */
 
 /*
@@ -1731,6 +1749,7 @@ static Suite *client_suite(void)
 	tcase_add_test(robust, test_bad_arguments);
 	tcase_add_test(robust, test_scopes_handed_off);
 	tcase_add_test(robust, test_scopes_ended_in_begin_order);
+	tcase_add_test(slow_daemon, test_shutdown_no_daemon_counts);
 	tcase_add_loop_test(slow_daemon, test_shutdown_slow_daemon, 0,
 			    BURST_RUNS);
 	tcase_add_test(libevent, test_libevent_task);
