@@ -1076,6 +1076,10 @@ START_TEST(test_out_of_descriptors)
 	double cpu;
 
 	START(&d, "--log-level", "debug");
+	/* The harness's readiness probe is closed first: freeing its
+	 * descriptor would end the episode early. */
+	ck_assert_msg(harness_wait_log(&d, "before HELLO", 1) == 0, "%s",
+		      harness_error());
 	/* Room for three more descriptors at most. */
 	rl.rlim_cur = rl.rlim_max = (rlim_t)lowest_free_fd(d.pid) + 3;
 	ck_assert_int_eq(prlimit(d.pid, RLIMIT_NOFILE, &rl, NULL), 0);
