@@ -1310,6 +1310,47 @@ static size_t api_records(struct tconn *c)
 	return n;
 }
 
+/* Bounded, so that the buffer limit drops nothing: every record counted
+ * in stats.dropped is then one that shutdown did not send. */
+static void *emit_until_done(void *arg)
+{
+	for (int i = 0;
+	     i < 20 * BURST_EVENTS &&
+	     !atomic_load_explicit(&burst_done, memory_order_relaxed);
+	     i++)
+		ctxleak_event("late", NULL);
+	(void)arg;
+	return NULL;
+}
+
+/* Threads still emitting while shutdown runs: a record published after
+ * the last batch is sent by one more, or counted, never lost. */
+START_TEST(test_shutdown_while_emitting)
+{
+	pthread_t emit[BURST_THREADS];
+	struct ctxleak_stats st;
+	struct listener l;
+
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	listener_start(&l);
+	init_client(l.path, CTXLEAK_BACKEND_THREAD, 64 << 20, 0);
+	for (int i = 0; i < BURST_THREADS; i++)
+		pthread_create(&emit[i], NULL, emit_until_done, NULL);
+	ck_assert(wait_records(&l, PROTO_EVENT, "late", 1000));
+	ctxleak_shutdown();
+	atomic_store(&burst_done, 1);
+	for (int i = 0; i < BURST_THREADS; i++)
+		pthread_join(emit[i], NULL);
+	ck_assert(wait_for(&l, first_conn_closed, NULL));
+	listener_stop(&l);
+	ck_assert_int_eq(l.nconns, 1);
+	ctxleak_stats(&st);
+	ck_assert_uint_eq(api_records(&l.c[0]) + st.dropped, st.records);
+	listener_free(&l);
+}
+END_TEST
+
 START_TEST(test_shutdown_slow_daemon)
 {
 	const size_t produced = BURST_THREADS * (BURST_EVENTS + 2);
@@ -1750,6 +1791,8 @@ static Suite *client_suite(void)
 	tcase_add_test(robust, test_scopes_handed_off);
 	tcase_add_test(robust, test_scopes_ended_in_begin_order);
 	tcase_add_test(slow_daemon, test_shutdown_no_daemon_counts);
+	tcase_add_loop_test(slow_daemon, test_shutdown_while_emitting, 0,
+			    BURST_RUNS);
 	tcase_add_loop_test(slow_daemon, test_shutdown_slow_daemon, 0,
 			    BURST_RUNS);
 	tcase_add_test(libevent, test_libevent_task);
