@@ -5,6 +5,7 @@
  * the database holds afterwards.
  */
 #include <check.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <poll.h>
 #include <signal.h>
@@ -1233,6 +1234,65 @@ START_TEST(test_sd_notify)
 }
 END_TEST
 
+/* Fills the notify socket's queue, as a systemd that has stopped reading
+ * would leave it. */
+static void fill_notify_queue(const struct sockaddr_un *sun)
+{
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int n = 0;
+
+	ck_assert_int_ge(fd, 0);
+	while (sendto(fd, "X=1", 3, 0, (const struct sockaddr *)sun,
+		      sizeof *sun) == 3)
+		n++;
+	ck_assert_msg(errno == EAGAIN, "sendto: %s", strerror(errno));
+	ck_assert_int_gt(n, 0);
+	close(fd);
+}
+
+/* libsystemd's sd_notify blocks while the notify socket's queue is full:
+ * the daemon must go on serving its clients meanwhile, and notify again
+ * once systemd reads. */
+START_TEST(test_sd_notify_never_blocks)
+{
+	struct harness_daemon d;
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	char msg[512];
+	int fd;
+
+	ck_assert_int_eq(harness_prepare(&d), 0);
+	snprintf(sun.sun_path, sizeof sun.sun_path, "%s/notify", d.dir);
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+	setenv("NOTIFY_SOCKET", sun.sun_path, 1);
+	setenv("WATCHDOG_USEC", "200000", 1);
+	ck_assert_msg(harness_launch(&d, NULL) == 0, "%s", harness_error());
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	read_notify(fd, msg, sizeof msg);
+	ck_assert_msg(strstr(msg, "READY=1") != NULL, "%s", msg);
+
+	/* The next watchdog ping, 100 ms away, finds the queue full. */
+	fill_notify_queue(&sun);
+	ck_assert_int_eq(
+	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
+	    0);
+	ck_assert_msg(harness_wait_int(&d,
+				       "SELECT count(*) FROM processes "
+				       "WHERE disconnected_at IS NOT NULL",
+				       1) == 0,
+		      "%s", harness_error());
+
+	ck_assert(wait_notify(fd, "WATCHDOG=1", msg, sizeof msg));
+	STOP_OK(&d);
+	ck_assert_msg(wait_notify(fd, "STOPPING=1", msg, sizeof msg), "%s",
+		      msg);
+	close(fd);
+	assert_worked_example_leaks(&d);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* Takes the daemon's HELLO timeout, 10 s, to run. */
 START_TEST(test_silent_connection_closed)
 {
@@ -1366,6 +1426,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(lifecycle, test_out_of_descriptors);
 	tcase_add_test(lifecycle, test_sighup_reopens_log_file);
 	tcase_add_test(lifecycle, test_sd_notify);
+	tcase_add_test(lifecycle, test_sd_notify_never_blocks);
 	tcase_add_test(lifecycle, test_journal_prefixes);
 	tcase_add_test(cli, test_help_and_version);
 	tcase_add_test(cli, test_bad_options);
