@@ -172,14 +172,88 @@ static void heap_down(struct pending *h, size_t n, size_t i)
 	}
 }
 
-static struct pnode *heap_pop(struct rules *r)
+static int heap_push(struct rules *r, struct pending p)
 {
-	struct pnode *top = r->heap[0].n;
+	if (r->nheap == r->heap_cap) {
+		size_t cap = r->heap_cap ? r->heap_cap * 2 : 64;
+		struct pending *heap = realloc(r->heap, cap * sizeof(*heap));
 
-	r->heap[0] = r->heap[--r->npending];
-	heap_down(r->heap, r->npending, 0);
-	r->stats.pending = r->npending;
-	return top;
+		if (heap == NULL)
+			return -1;
+		rules_mem_add(r, (cap - r->heap_cap) * sizeof(*heap));
+		r->heap = heap;
+		r->heap_cap = cap;
+	}
+	r->heap[r->nheap++] = p;
+	heap_up(r->heap, r->nheap - 1);
+	return 0;
+}
+
+/* A process's records arrive nearly in ts order (one thread's batch
+ * after another's): those that come after everything in the run are
+ * queued and dequeued in O(1), and only the others pay for the heap. */
+static struct pending *run_at(const struct rules *r, size_t i)
+{
+	return &r->run[(r->run_head + i) & (r->run_cap - 1)];
+}
+
+static int run_push(struct rules *r, struct pending p)
+{
+	if (r->nrun == r->run_cap) {
+		size_t cap = r->run_cap ? r->run_cap * 2 : 64;
+		struct pending *run = malloc(cap * sizeof(*run));
+
+		if (run == NULL)
+			return -1;
+		for (size_t i = 0; i < r->nrun; i++)
+			run[i] = *run_at(r, i);
+		free(r->run);
+		rules_mem_add(r, (cap - r->run_cap) * sizeof(*run));
+		r->run = run;
+		r->run_cap = cap;
+		r->run_head = 0;
+	}
+	*run_at(r, r->nrun++) = p;
+	return 0;
+}
+
+static int pending_push(struct rules *r, struct pending p)
+{
+	int rc;
+
+	if (r->nrun == 0 || !pending_before(&p, run_at(r, r->nrun - 1)))
+		rc = run_push(r, p);
+	else
+		rc = heap_push(r, p);
+	if (rc == 0)
+		r->stats.pending = ++r->npending;
+	return rc;
+}
+
+/* The record to judge next, or NULL. */
+static const struct pending *pending_next(const struct rules *r)
+{
+	const struct pending *run = r->nrun ? run_at(r, 0) : NULL;
+
+	if (r->nheap > 0 && (run == NULL || pending_before(&r->heap[0], run)))
+		return &r->heap[0];
+	return run;
+}
+
+static struct pnode *pending_pop(struct rules *r)
+{
+	const struct pending *next = pending_next(r);
+	struct pnode *n = next->n;
+
+	if (r->nheap > 0 && next == &r->heap[0]) {
+		r->heap[0] = r->heap[--r->nheap];
+		heap_down(r->heap, r->nheap, 0);
+	} else {
+		r->run_head = (r->run_head + 1) & (r->run_cap - 1);
+		r->nrun--;
+	}
+	r->stats.pending = --r->npending;
+	return n;
 }
 
 static void copy_str(struct proto_str *s, char **at)
@@ -238,32 +312,21 @@ int rules_add(struct rules *r, const struct proto_record *rec)
 
 	if (rec->type < PROTO_BEGIN || rec->type > PROTO_SUSPEND)
 		return 0;
-	if (r->npending == r->heap_cap) {
-		size_t cap = r->heap_cap ? r->heap_cap * 2 : 64;
-		struct pending *heap = realloc(r->heap, cap * sizeof(*heap));
-
-		if (heap == NULL)
-			return -1;
-		rules_mem_add(r, (cap - r->heap_cap) * sizeof(*heap));
-		r->heap = heap;
-		r->heap_cap = cap;
-	}
 	n = pnode_new(r, rec);
 	if (n == NULL)
 		return -1;
-	r->heap[r->npending].ts = n->rec.ts;
-	r->heap[r->npending].seq = r->seq++;
-	r->heap[r->npending++].n = n;
-	heap_up(r->heap, r->npending - 1);
+	if (pending_push(r, (struct pending){n->rec.ts, r->seq++, n}) == -1) {
+		pnode_free(r, n);
+		return -1;
+	}
 	r->stats.added++;
-	r->stats.pending = r->npending;
 	if (r->npending <= r->cfg.max_pending)
 		return 0;
 	/* Judging early treats the judged ts as a watermark: complete
 	 * requests retire too, or a client that never sends watermarks
 	 * would keep every request until it disconnects. */
 	while (r->npending > r->cfg.max_pending) {
-		n = heap_pop(r);
+		n = pending_pop(r);
 		forced_ts = n->rec.ts;
 		r->stats.forced++;
 		judge(r, n);
@@ -1069,8 +1132,10 @@ static void expire_old(struct rules *r, uint64_t watermark)
 
 void rules_advance(struct rules *r, uint64_t watermark)
 {
-	while (r->npending > 0 && r->heap[0].ts <= watermark)
-		judge(r, heap_pop(r));
+	const struct pending *next;
+
+	while ((next = pending_next(r)) != NULL && next->ts <= watermark)
+		judge(r, pending_pop(r));
 	expire_old(r, watermark);
 	retire_done(r, watermark, 0);
 }
@@ -1078,7 +1143,7 @@ void rules_advance(struct rules *r, uint64_t watermark)
 void rules_finish(struct rules *r)
 {
 	while (r->npending > 0)
-		judge(r, heap_pop(r));
+		judge(r, pending_pop(r));
 	while (r->oldest != NULL)
 		report_unclosed(r, r->oldest, RULES_UNCLOSED_DISCONNECT);
 	retire_done(r, 0, 1);
@@ -1096,8 +1161,9 @@ void rules_free(struct rules *r)
 	if (r == NULL)
 		return;
 	while (r->npending > 0)
-		pnode_free(r, heap_pop(r));
+		pnode_free(r, pending_pop(r));
 	free(r->heap);
+	free(r->run);
 	/* Every live request has an open scope or is on the done queue. */
 	while ((s = r->oldest) != NULL) {
 		struct req *q = s->req;

@@ -161,9 +161,13 @@ struct rules {
 	struct rules_config cfg;
 	struct rules_sink sink;
 
-	/* pending records: a min-heap on (ts, arrival) */
+	/* pending records, in (ts, arrival) order: those that arrive in
+	 * that order wait in a FIFO ring (the run), the others in a 4-ary
+	 * min-heap, and judging takes the earlier of the two heads */
 	struct pending *heap;
-	size_t npending, heap_cap;
+	size_t npending, nheap, heap_cap;
+	struct pending *run;
+	size_t run_head, nrun, run_cap; /* run_cap: a power of 2 */
 	uint64_t seq;
 
 	/* open scopes */
