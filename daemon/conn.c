@@ -286,20 +286,41 @@ void conn_accept(struct event_base *base, int fd)
 	log_debug("pid %d: connected (%u open)", (int)c->cred.pid, nconns);
 }
 
+/*
+ * Everything the kernel took from this client, and nothing it will take
+ * later.  On Linux, once the reader of an AF_UNIX stream socket has shut
+ * it down for reading, the peer's send() fails with EPIPE while the bytes
+ * already queued stay readable and then read() returns 0.  Without it, a
+ * batch written between our last read and close() would be accepted by
+ * the kernel and lost; with it, the client keeps that batch and counts it.
+ */
+static enum read_result read_to_end(struct conn *c, char *error, size_t errlen)
+{
+	enum read_result r;
+	int avail;
+
+	if (shutdown(c->fd, SHUT_RD) == 0) {
+		while ((r = read_some(c, READS_PER_WAKEUP, error, errlen)) ==
+		       READ_AGAIN)
+			;
+		return r;
+	}
+	log_warn("pid %d: shutdown: %s", (int)c->cred.pid, strerror(errno));
+	/* Peers may keep writing: read what the kernel holds now only, so
+	 * that the drain ends. */
+	if (ioctl(c->fd, FIONREAD, &avail) == -1)
+		avail = 0;
+	r = read_some(c, avail / READ_CHUNK + 2, error, errlen);
+	return r == READ_AGAIN ? READ_EOF : r;
+}
+
 void conn_drain_all(void)
 {
 	struct conn *c;
 	char error[512];
-	enum read_result r;
-	int avail;
 
-	/* Read what the kernel holds now, not what peers keep writing: the
-	 * drain must end. */
 	while ((c = LIST_FIRST(&conns)) != NULL) {
 		error[0] = '\0';
-		if (ioctl(c->fd, FIONREAD, &avail) == -1)
-			avail = 0;
-		r = read_some(c, avail / READ_CHUNK + 2, error, sizeof error);
-		conn_close(c, r == READ_AGAIN ? READ_EOF : r, error);
+		conn_close(c, read_to_end(c, error, sizeof error), error);
 	}
 }
