@@ -5,6 +5,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,8 +291,47 @@ static void stop_listening(void)
 			 strerror(errno));
 }
 
+/*
+ * Clients still in the listener's backlog at the stop may have sent HELLO
+ * and records that the kernel took: accept them and read them like the
+ * others.  Linux refuses new connections to a listener shut down for
+ * reading but still hands out the queued ones, so the backlog ends.  The
+ * socket systemd passed stays whole for the next start (shutting it down
+ * would shut down systemd's too), so there the accepting is bounded.
+ */
+static void accept_backlog(void)
+{
+	unsigned long limit = from_systemd ? SOMAXCONN : ULONG_MAX;
+	int cfd;
+
+	if (!from_systemd && shutdown(listen_fd, SHUT_RD) == -1)
+		log_warn("shutdown of the listener: %s", strerror(errno));
+	for (unsigned long n = 0; n < limit; n++) {
+		cfd = accept4(listen_fd, NULL, NULL,
+			      SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (cfd == -1 && (errno == EINTR || errno == ECONNABORTED))
+			continue;
+		if (cfd == -1 && out_of_descriptors(errno) &&
+		    conn_count() > 0) {
+			conn_drain_all();
+			continue;
+		}
+		if (cfd == -1) {
+			if (errno != EAGAIN)
+				log_warn("accept: %s", strerror(errno));
+			return;
+		}
+		/* Within --max-connections still: read those open first. */
+		if (conn_count() >= cfg.max_connections)
+			conn_drain_all();
+		conn_accept(server_base, cfd);
+	}
+}
+
 void server_drain(void)
 {
+	if (listen_fd >= 0)
+		accept_backlog();
 	stop_listening();
 	conn_drain_all();
 	process_finalise_all();

@@ -218,13 +218,18 @@ int harness_start(struct harness_daemon *d, const char *const *args)
 
 int harness_stop(struct harness_daemon *d)
 {
-	int st;
-
 	if (d->pid <= 0) {
 		set_error("ctxleakd is not running");
 		return -1;
 	}
 	kill(d->pid, SIGTERM);
+	return harness_wait_exit(d);
+}
+
+int harness_wait_exit(struct harness_daemon *d)
+{
+	int st;
+
 	st = wait_exit(d->pid);
 	if (st == -1) {
 		set_error("ctxleakd did not stop in %d s", HARNESS_TIMEOUT_SEC);

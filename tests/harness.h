@@ -67,6 +67,10 @@ int harness_start(struct harness_daemon *d, const char *const *args);
  * signal when it died of one, or -1 on timeout (it is then killed). */
 int harness_stop(struct harness_daemon *d);
 
+/* Wait for an exit the test asked for by other means (a signal sent while
+ * the daemon was stopped); the same result as harness_stop. */
+int harness_wait_exit(struct harness_daemon *d);
+
 /* SIGKILL and reap. */
 void harness_kill(struct harness_daemon *d);
 

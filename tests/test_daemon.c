@@ -16,6 +16,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -762,6 +763,141 @@ START_TEST(test_sigterm_drains)
 }
 END_TEST
 
+/* A client of the drain tests: what it produced (counted by the test: the
+ * library's records leave out those dropped at the buffer limit) and what
+ * the library says it dropped. */
+struct drain_report {
+	pid_t pid;
+	uint64_t produced, dropped, buffered;
+};
+
+struct drain_pipes {
+	int stop_rd, stop_wr; /* closed by the parent: stop emitting */
+	int report_wr;
+};
+
+static int stop_asked(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLIN};
+
+	return poll(&p, 1, 0) != 0;
+}
+
+/* Emits steadily until told to stop, then shuts the library down and
+ * reports its own figures: the daemon is gone by then. */
+static int emit_until_stopped(void *arg)
+{
+	struct drain_pipes *p = arg;
+	struct drain_report r = {.pid = getpid()};
+	struct ctxleak_stats st;
+	uint64_t ctx;
+
+	close(p->stop_wr);
+	for (unsigned i = 0; !stop_asked(p->stop_rd); i++) {
+		ctx = ctxleak_begin("drain");
+		ctxleak_tag("i", "v");
+		ctxleak_end(ctx);
+		r.produced += 3;
+		if (i % 32 == 0)
+			usleep(200);
+	}
+	ctxleak_shutdown();
+	ctxleak_stats(&st);
+	r.buffered = st.records;
+	r.dropped = st.dropped;
+	return write(p->report_wr, &r, sizeof r) == sizeof r ? 0 : 1;
+}
+
+START_TEST(test_sigterm_loses_nothing_of_busy_clients)
+{
+	enum { CLIENTS = 4 };
+	struct harness_daemon d;
+	struct drain_pipes p;
+	struct drain_report r;
+	pid_t pids[CLIENTS];
+	int stop[2], report[2];
+	int64_t stored;
+
+	START(&d, "--keep", "all");
+	ck_assert_int_eq(pipe(stop), 0);
+	ck_assert_int_eq(pipe(report), 0);
+	p = (struct drain_pipes){stop[0], stop[1], report[1]};
+	for (int i = 0; i < CLIENTS; i++) {
+		pids[i] = harness_client_spawn(&d, CTXLEAK_BACKEND_THREAD,
+					       emit_until_stopped, &p);
+		ck_assert_int_gt(pids[i], 0);
+	}
+	close(stop[0]);
+	close(report[1]);
+	/* Every client connected and its batches flowing. */
+	ck_assert_msg(harness_wait_int(&d,
+				       "SELECT count(DISTINCT process_id) "
+				       "FROM records",
+				       CLIENTS) == 0,
+		      "%s", harness_error());
+	STOP_OK(&d);
+	close(stop[1]);
+	for (int i = 0; i < CLIENTS; i++) {
+		ck_assert_int_eq(read(report[0], &r, sizeof r), sizeof r);
+		stored = query_int(&d,
+				   "SELECT count(*) FROM records r JOIN "
+				   "processes p ON p.id = r.process_id "
+				   "WHERE p.pid = %d",
+				   (int)r.pid);
+		ck_assert_msg((uint64_t)stored + r.dropped == r.produced,
+			      "pid %d: %lld stored + %llu dropped != %llu "
+			      "produced (%llu buffered)",
+			      (int)r.pid, (long long)stored,
+			      (unsigned long long)r.dropped,
+			      (unsigned long long)r.produced,
+			      (unsigned long long)r.buffered);
+	}
+	for (int i = 0; i < CLIENTS; i++)
+		ck_assert_int_eq(harness_client_wait(pids[i]), 0);
+	close(report[0]);
+	harness_cleanup(&d);
+}
+END_TEST
+
+START_TEST(test_sigterm_accepts_the_backlog)
+{
+	/* More than the daemon accepts per wakeup (64): some are still in
+	 * the backlog when the signal is seen, whatever libevent runs
+	 * first once the daemon continues. */
+	enum { CONNS = 100, REQUESTS = 10 };
+	struct harness_daemon d;
+	unsigned char buf[REQUESTS * 4 * PROTO_RECORD_SIZE_MAX(16)];
+	int fds[CONNS], st;
+	size_t n = 0;
+
+	START(&d, "--keep", "all");
+	for (uint64_t i = 0; i < REQUESTS; i++)
+		n += encode_request(buf + n, sizeof buf - n, 1000 + i,
+				    10 * (i + 1));
+	/* Stopped, it accepts nothing: the connections wait in the
+	 * listener's backlog with all they sent. */
+	ck_assert_int_eq(kill(d.pid, SIGSTOP), 0);
+	ck_assert_int_eq(waitpid(d.pid, &st, WUNTRACED), d.pid);
+	ck_assert(WIFSTOPPED(st));
+	for (int i = 0; i < CONNS; i++) {
+		fds[i] = harness_connect(&d);
+		ck_assert_msg(fds[i] >= 0, "%s", harness_error());
+		ck_assert_int_eq(harness_send_hello(fds[i], 9000 + i, 0), 0);
+		ck_assert_int_eq(harness_write_all(fds[i], buf, n), 0);
+	}
+	ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
+	ck_assert_int_eq(kill(d.pid, SIGCONT), 0);
+	ck_assert_int_eq(harness_wait_exit(&d), 0);
+	for (int i = 0; i < CONNS; i++)
+		close(fds[i]);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes"),
+			 CONNS);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records"),
+			 CONNS * REQUESTS * 4);
+	harness_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_keep_leaky)
 {
 	struct harness_daemon d;
@@ -1416,6 +1552,8 @@ static Suite *daemon_suite(void)
 	tcase_add_test(input, test_kernel_pid_wins);
 	tcase_add_test(input, test_reconnection_continues_process);
 	tcase_add_test(lifecycle, test_sigterm_drains);
+	tcase_add_test(lifecycle, test_sigterm_loses_nothing_of_busy_clients);
+	tcase_add_test(lifecycle, test_sigterm_accepts_the_backlog);
 	tcase_add_test(lifecycle, test_second_daemon_refused);
 	tcase_add_test(lifecycle, test_stale_socket_replaced);
 	tcase_add_test(lifecycle, test_unwritable_db);
