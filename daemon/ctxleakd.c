@@ -3,8 +3,8 @@
  * config cfg, the store's lifetime, the timers and the signals.
  *
  * It runs in the foreground (systemd or the user supervises it) until
- * SIGTERM or SIGINT, then drains: nothing a client wrote before the signal
- * and the kernel accepted is lost.
+ * SIGTERM or SIGINT, then drains: nothing the kernel accepted from a
+ * client is lost, and what clients send after that fails on their side.
  */
 #include <errno.h>
 #include <getopt.h>
