@@ -437,6 +437,43 @@ int harness_client(const struct harness_daemon *d, enum ctxleak_backend backend,
 	return pid == -1 ? -1 : harness_client_wait(pid);
 }
 
+int harness_worked_example(void *arg)
+{
+	const struct harness_example *ex = arg;
+	uint64_t a, b, c, token_a, token_b;
+
+	ctxleak_resume(0); /* accept callback */
+	a = ctxleak_begin("GET /a");
+	ctxleak_tag("user", "alice");
+	if (ex && ex->tag_a)
+		ex->tag_a();
+	token_a = ctxleak_capture();
+	ctxleak_suspend();
+
+	ctxleak_resume(0); /* accept callback */
+	b = ctxleak_begin("GET /b");
+	ctxleak_tag("user", "bob");
+	token_b = ctxleak_capture();
+	ctxleak_suspend();
+
+	ctxleak_resume(token_a); /* DB callback of A */
+	ctxleak_event("db.done", NULL);
+	ctxleak_tag("status", "200");
+	ctxleak_end(a);
+	ctxleak_suspend();
+
+	ctxleak_resume(token_b); /* DB callback of B */
+	ctxleak_event("db.done", NULL);
+	ctxleak_end(b);
+	ctxleak_suspend();
+
+	ctxleak_resume(0); /* accept callback */
+	c = ctxleak_begin("GET /c");
+	ctxleak_end(c);
+	ctxleak_suspend();
+	return 0;
+}
+
 /* ----------------------------------------------------- raw connections */
 
 int harness_connect(const struct harness_daemon *d)

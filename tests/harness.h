@@ -124,6 +124,18 @@ pid_t harness_client_spawn(const struct harness_daemon *d,
 			   void *arg);
 int harness_client_wait(pid_t pid);
 
+/*
+ * The worked example of DESIGN.md as a client function: one thread runs an
+ * event loop whose callbacks are wrapped (resume of the registering token
+ * on entry, suspend on exit); requests GET /a, GET /b, GET /c; 21 records.
+ * arg may point at a struct harness_example to add tags to request A.
+ */
+#define HARNESS_EXAMPLE_RECORDS 21
+struct harness_example {
+	void (*tag_a)(void); /* called in A's accept callback, after user */
+};
+int harness_worked_example(void *arg);
+
 /* ----------------------------------------------------- raw connections */
 
 /* A blocking connection to the daemon's socket; -1 on error. */
