@@ -343,16 +343,18 @@ void cl_emit(struct proto_record *r)
 	/* A dropped record is done with too: the watermark promises only
 	 * what was not dropped, and DROPPED accounts for the rest. */
 	atomic_store_explicit(&b->last_ts, r->ts, memory_order_relaxed);
+	/* Every record counts, kept or dropped: stats say records produced,
+	 * so that produced - dropped is what the daemon is owed. */
+	atomic_store_explicit(
+	    &b->records,
+	    atomic_load_explicit(&b->records, memory_order_relaxed) + 1,
+	    memory_order_relaxed);
 	if (CL_UNLIKELY(!n || ((int64_t)n > b->credit && !take_credit(b, n)))) {
 		drop(b, r->ts);
 	} else {
 		b->credit -= (int64_t)n;
 		atomic_store_explicit(&c->end, pos + (uint32_t)n,
 				      memory_order_release);
-		atomic_store_explicit(
-		    &b->records,
-		    atomic_load_explicit(&b->records, memory_order_relaxed) + 1,
-		    memory_order_relaxed);
 	}
 	atomic_store_explicit(&b->busy, 0, memory_order_release);
 }
