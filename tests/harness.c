@@ -455,6 +455,12 @@ int harness_worked_example(void *arg)
 	ctxleak_tag("user", "bob");
 	token_b = ctxleak_capture();
 	ctxleak_suspend();
+	if (ex && ex->between) {
+		int status = ex->between(ex->arg);
+
+		if (status)
+			return status;
+	}
 
 	ctxleak_resume(token_a); /* DB callback of A */
 	ctxleak_event("db.done", NULL);

@@ -133,6 +133,10 @@ int harness_client_wait(pid_t pid);
 #define HARNESS_EXAMPLE_RECORDS 21
 struct harness_example {
 	void (*tag_a)(void); /* called in A's accept callback, after user */
+	/* Called between step 2 and step 3 (both requests begun, no DB
+	 * callback yet); a nonzero return ends the scenario with it. */
+	int (*between)(void *arg);
+	void *arg;
 };
 int harness_worked_example(void *arg);
 

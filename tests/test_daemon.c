@@ -61,46 +61,6 @@ static void assert_log_has(const struct harness_daemon *d, const char *s)
 
 /* ------------------------------------------------------ client scenarios */
 
-/*
- * The worked example of DESIGN.md: one thread runs an event loop whose
- * callbacks are wrapped (resume of the registering token on entry, suspend
- * on exit).
- */
-static int worked_example(void *arg)
-{
-	uint64_t a, b, c, token_a, token_b;
-
-	(void)arg;
-	ctxleak_resume(0); /* accept callback */
-	a = ctxleak_begin("GET /a");
-	ctxleak_tag("user", "alice");
-	token_a = ctxleak_capture();
-	ctxleak_suspend();
-
-	ctxleak_resume(0); /* accept callback */
-	b = ctxleak_begin("GET /b");
-	ctxleak_tag("user", "bob");
-	token_b = ctxleak_capture();
-	ctxleak_suspend();
-
-	ctxleak_resume(token_a); /* DB callback of A */
-	ctxleak_event("db.done", NULL);
-	ctxleak_tag("status", "200");
-	ctxleak_end(a);
-	ctxleak_suspend();
-
-	ctxleak_resume(token_b); /* DB callback of B */
-	ctxleak_event("db.done", NULL);
-	ctxleak_end(b);
-	ctxleak_suspend();
-
-	ctxleak_resume(0); /* accept callback */
-	c = ctxleak_begin("GET /c");
-	ctxleak_end(c);
-	ctxleak_suspend();
-	return 0;
-}
-
 static int64_t leaks_of(const struct harness_daemon *d, const char *cls,
 			const char *victim, const char *source)
 {
@@ -149,7 +109,8 @@ static void run_worked_example(enum ctxleak_backend backend, const char *name)
 	struct harness_daemon d;
 
 	START(&d, "--keep", "all");
-	ck_assert_int_eq(harness_client(&d, backend, worked_example, NULL), 0);
+	ck_assert_int_eq(
+	    harness_client(&d, backend, harness_worked_example, NULL), 0);
 	STOP_OK(&d);
 	ck_assert_int_eq(query_int(&d,
 				   "SELECT count(*) FROM processes "
@@ -178,8 +139,9 @@ START_TEST(test_worked_example_task)
 	struct harness_daemon d;
 
 	START(&d, "--keep", "all");
-	ck_assert_int_eq(
-	    harness_client(&d, CTXLEAK_BACKEND_TASK, worked_example, NULL), 0);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_TASK,
+					harness_worked_example, NULL),
+			 0);
 	STOP_OK(&d);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 0);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests WHERE "
@@ -252,7 +214,7 @@ static int after_barrier(void *arg)
 	close(b->wr);
 	if (read(b->rd, &c, 1) != 0)
 		return 1;
-	return worked_example(NULL);
+	return harness_worked_example(NULL);
 }
 
 START_TEST(test_two_clients_at_once)
@@ -408,9 +370,9 @@ START_TEST(test_garbage_closes_only_its_connection)
 	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
 	close(fd);
 
-	ck_assert_int_eq(
-	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
-	    0);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
 	STOP_OK(&d);
 	assert_log_has(&d, "closing connection");
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
@@ -617,9 +579,9 @@ START_TEST(test_record_before_hello)
 	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
 	close(fd);
 	/* Only that connection: the daemon still serves clients. */
-	ck_assert_int_eq(
-	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
-	    0);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
 	STOP_OK(&d);
 	assert_log_has(&d, "closing connection");
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes"), 1);
@@ -768,7 +730,7 @@ END_TEST
  * the library says it dropped. */
 struct drain_report {
 	pid_t pid;
-	uint64_t produced, dropped, buffered;
+	uint64_t produced, dropped, recorded;
 };
 
 struct drain_pipes {
@@ -803,7 +765,7 @@ static int emit_until_stopped(void *arg)
 	}
 	ctxleak_shutdown();
 	ctxleak_stats(&st);
-	r.buffered = st.records;
+	r.recorded = st.records;
 	r.dropped = st.dropped;
 	return write(p->report_wr, &r, sizeof r) == sizeof r ? 0 : 1;
 }
@@ -846,11 +808,13 @@ START_TEST(test_sigterm_loses_nothing_of_busy_clients)
 				   (int)r.pid);
 		ck_assert_msg((uint64_t)stored + r.dropped == r.produced,
 			      "pid %d: %lld stored + %llu dropped != %llu "
-			      "produced (%llu buffered)",
+			      "produced (%llu recorded)",
 			      (int)r.pid, (long long)stored,
 			      (unsigned long long)r.dropped,
 			      (unsigned long long)r.produced,
-			      (unsigned long long)r.buffered);
+			      (unsigned long long)r.recorded);
+		/* The library counts what it was given, kept or dropped. */
+		ck_assert_uint_eq(r.recorded, r.produced);
 	}
 	for (int i = 0; i < CLIENTS; i++)
 		ck_assert_int_eq(harness_client_wait(pids[i]), 0);
@@ -903,11 +867,12 @@ START_TEST(test_keep_leaky)
 	struct harness_daemon d;
 
 	START(&d, "--keep", "leaky");
-	ck_assert_int_eq(
-	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
-	    0);
-	ck_assert_int_eq(
-	    harness_client(&d, CTXLEAK_BACKEND_TASK, worked_example, NULL), 0);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_TASK,
+					harness_worked_example, NULL),
+			 0);
 	STOP_OK(&d);
 	/* Summaries of every request, records only of the leaky ones. */
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests"), 6);
@@ -948,9 +913,9 @@ START_TEST(test_second_daemon_refused)
 		      "%s", out);
 	free(out);
 	/* The first one is untouched. */
-	ck_assert_int_eq(
-	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
-	    0);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
 	STOP_OK(&d);
 	assert_worked_example_leaks(&d);
 	harness_cleanup(&d);
@@ -1235,9 +1200,9 @@ START_TEST(test_out_of_descriptors)
 
 	for (int i = 0; i < FD_STORM; i++)
 		close(fds[i]);
-	ck_assert_int_eq(
-	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
-	    0);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
 	ck_assert_msg(harness_wait_log(&d, "accepting again after", 1) == 0,
 		      "%s", harness_error());
 	/* The client waited in the backlog: its process row says it got
@@ -1410,9 +1375,9 @@ START_TEST(test_sd_notify_never_blocks)
 
 	/* The next watchdog ping, 100 ms away, finds the queue full. */
 	fill_notify_queue(&sun);
-	ck_assert_int_eq(
-	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
-	    0);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
 	ck_assert_msg(harness_wait_int(&d,
 				       "SELECT count(*) FROM processes "
 				       "WHERE disconnected_at IS NOT NULL",
@@ -1488,9 +1453,9 @@ START_TEST(test_every_option_accepted)
 	      "10", "--max-open-scopes", "1000", "--max-request-age", "10m",
 	      "--retention", "7d,1G", "--linger", "250ms", "--max-record-size",
 	      "64K", "--max-string", "4096");
-	ck_assert_int_eq(
-	    harness_client(&d, CTXLEAK_BACKEND_THREAD, worked_example, NULL),
-	    0);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
 	STOP_OK(&d);
 	assert_worked_example_leaks(&d);
 	harness_cleanup(&d);

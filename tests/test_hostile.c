@@ -37,7 +37,6 @@
 #define CONCURRENT_CONNECTIONS 1000
 /* Records in the worked example: 5 RESUME/SUSPEND pairs, 3 BEGIN, 3 END,
  * 3 TAG, 2 EVENT. */
-#define WORKED_RECORDS 21
 
 #define START(d, ...)                                                          \
 	do {                                                                   \
@@ -143,45 +142,27 @@ struct companion {
 	int go[2];
 };
 
-/* The worked example of DESIGN.md in two halves: steps 1-2, then (after a
- * byte on the pipe) steps 3-5. */
+/* Between the halves of the worked example (steps 1-2, then 3-5): ship
+ * the first half and wait for a byte on the pipe. */
+static int wait_for_go(void *arg)
+{
+	struct companion *comp = arg;
+	char byte;
+
+	ctxleak_flush();
+	return read(comp->go[0], &byte, 1) == 1 ? 0 : 3;
+}
+
+/* The worked example of DESIGN.md in two halves. */
 static int worked_example_in_halves(void *arg)
 {
 	struct companion *comp = arg;
-	uint64_t a, b, c, token_a, token_b;
-	char byte;
+	struct harness_example ex = {.between = wait_for_go, .arg = comp};
 
 	/* A test that fails before its go closes the pipe: then read() sees
 	 * the end and the client does not wait forever. */
 	close(comp->go[1]);
-	ctxleak_resume(0);
-	a = ctxleak_begin("GET /a");
-	ctxleak_tag("user", "alice");
-	token_a = ctxleak_capture();
-	ctxleak_suspend();
-	ctxleak_resume(0);
-	b = ctxleak_begin("GET /b");
-	ctxleak_tag("user", "bob");
-	token_b = ctxleak_capture();
-	ctxleak_suspend();
-	ctxleak_flush();
-	if (read(comp->go[0], &byte, 1) != 1)
-		return 3;
-
-	ctxleak_resume(token_a);
-	ctxleak_event("db.done", NULL);
-	ctxleak_tag("status", "200");
-	ctxleak_end(a);
-	ctxleak_suspend();
-	ctxleak_resume(token_b);
-	ctxleak_event("db.done", NULL);
-	ctxleak_end(b);
-	ctxleak_suspend();
-	ctxleak_resume(0);
-	c = ctxleak_begin("GET /c");
-	ctxleak_end(c);
-	ctxleak_suspend();
-	return 0;
+	return harness_worked_example(&ex);
 }
 
 /* Start the client and wait until the daemon has its first half. */
@@ -223,23 +204,23 @@ static void stop_and_check_companion(struct harness_daemon *d)
 	ck_assert_int_eq(query_int(d, "SELECT count(*) FROM processes WHERE "
 				      "app = 'harness' AND error IS NULL"),
 			 1);
-	ck_assert_msg(query_int(d, "SELECT records FROM processes WHERE "
-				   "app = 'harness'") == WORKED_RECORDS,
-		      "the client's process has %lld records, %lld dropped, "
-		      "%lld connections; %d expected",
-		      (long long)query_int(d, "SELECT records FROM processes "
-					      "WHERE app = 'harness'"),
-		      (long long)query_int(d, "SELECT dropped FROM processes "
-					      "WHERE app = 'harness'"),
-		      (long long)query_int(d,
-					   "SELECT connections FROM "
-					   "processes WHERE app = 'harness'"),
-		      WORKED_RECORDS);
+	ck_assert_msg(
+	    query_int(d, "SELECT records FROM processes WHERE "
+			 "app = 'harness'") == HARNESS_EXAMPLE_RECORDS,
+	    "the client's process has %lld records, %lld dropped, "
+	    "%lld connections; %d expected",
+	    (long long)query_int(d, "SELECT records FROM processes "
+				    "WHERE app = 'harness'"),
+	    (long long)query_int(d, "SELECT dropped FROM processes "
+				    "WHERE app = 'harness'"),
+	    (long long)query_int(d, "SELECT connections FROM "
+				    "processes WHERE app = 'harness'"),
+	    HARNESS_EXAMPLE_RECORDS);
 	ck_assert_int_eq(query_int(d,
 				   "SELECT count(*) FROM records WHERE "
 				   "process_id = %s",
 				   proc),
-			 WORKED_RECORDS);
+			 HARNESS_EXAMPLE_RECORDS);
 	ck_assert_int_eq(query_int(d,
 				   "SELECT count(*) FROM requests WHERE "
 				   "process_id = %s",
