@@ -187,7 +187,7 @@ VALGRIND = valgrind -q --vgdb=no --error-exitcode=1 --leak-check=full \
 VALGRIND_TESTS := $(B)/tests/test_proto $(B)/tests/test_daemon
 check-valgrind: all $(VALGRIND_TESTS)
 	@for t in $(VALGRIND_TESTS); do echo "== valgrind $$t"; \
-		CK_FORK=no CTXLEAKD_BIN=$(CURDIR)/$(CTXLEAKD) \
+		CK_FORK=no CTXLEAK_TEST_SLOW=1 CTXLEAKD_BIN=$(CURDIR)/$(CTXLEAKD) \
 		CTXLEAK_BIN=$(CURDIR)/$(CTXLEAK) $(VALGRIND) $$t || exit 1; \
 	done
 
