@@ -49,7 +49,7 @@ const char *harness_daemon_path(void)
 	return bin != NULL && *bin != '\0' ? bin : "build/ctxleakd";
 }
 
-static void sleep_ms(int ms)
+void harness_sleep_ms(int ms)
 {
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
 
@@ -81,7 +81,7 @@ static int wait_exit(pid_t pid)
 			return exit_status(status);
 		if (r == -1 && errno != EINTR)
 			return -1;
-		sleep_ms(POLL_MS);
+		harness_sleep_ms(POLL_MS);
 	}
 	return -1;
 }
@@ -201,7 +201,7 @@ int harness_launch(struct harness_daemon *d, const char *const *args)
 			free(log);
 			return -1;
 		}
-		sleep_ms(POLL_MS);
+		harness_sleep_ms(POLL_MS);
 	}
 	harness_kill(d);
 	set_error("ctxleakd did not listen on %s in %d s", d->socket,
@@ -290,7 +290,7 @@ int harness_wait_log(const struct harness_daemon *d, const char *needle,
 		free(log);
 		if (n >= count)
 			return 0;
-		sleep_ms(POLL_MS);
+		harness_sleep_ms(POLL_MS);
 	}
 	set_error("'%s' not %d times in the daemon's log", needle, count);
 	return -1;
@@ -382,7 +382,7 @@ int harness_wait_int(const struct harness_daemon *d, const char *sql,
 		v = harness_query_int(d, sql);
 		if (v != INT64_MIN && v >= want)
 			return 0;
-		sleep_ms(POLL_MS);
+		harness_sleep_ms(POLL_MS);
 	}
 	set_error("%s: %lld, not >= %lld after %d s", sql, (long long)v,
 		  (long long)want, HARNESS_TIMEOUT_SEC);

@@ -46,6 +46,9 @@ struct harness_daemon {
 /* The message of the last failure ("" when none). */
 const char *harness_error(void);
 
+/* Sleep ms milliseconds. */
+void harness_sleep_ms(int ms);
+
 /* The daemon binary under test. */
 const char *harness_daemon_path(void);
 

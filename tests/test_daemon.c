@@ -21,15 +21,8 @@
 #include <unistd.h>
 
 #include "ctxleak.h"
-#include "harness.h"
+#include "harness_check.h"
 #include "proto.h"
-
-#define START(d, ...)                                                          \
-	do {                                                                   \
-		const char *args_[] = {__VA_ARGS__, NULL};                     \
-		ck_assert_msg(harness_start((d), args_) == 0, "%s",            \
-			      harness_error());                                \
-	} while (0)
 
 /* A daemon that does not stop cleanly says why, with its log. */
 static void stop_ok(struct harness_daemon *d)
@@ -47,23 +40,6 @@ static void stop_ok(struct harness_daemon *d)
 	ck_abort_msg("%s", msg);
 }
 #define STOP_OK(d) stop_ok(d)
-
-static int64_t query_int(const struct harness_daemon *d, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int64_t query_int(const struct harness_daemon *d, const char *fmt, ...)
-{
-	char sql[1024];
-	va_list ap;
-	int64_t v;
-
-	va_start(ap, fmt);
-	vsnprintf(sql, sizeof sql, fmt, ap);
-	va_end(ap);
-	v = harness_query_int(d, sql);
-	ck_assert_msg(v != INT64_MIN, "%s", harness_error());
-	return v;
-}
 
 static void assert_log_has(const struct harness_daemon *d, const char *s)
 {

@@ -25,7 +25,7 @@
 #include <unistd.h>
 
 #include "ctxleak.h"
-#include "harness.h"
+#include "harness_check.h"
 #include "proto.h"
 
 /* Resident memory the daemon may gain in any storm here.  1,000 open
@@ -37,37 +37,6 @@
 #define CONCURRENT_CONNECTIONS 1000
 /* Records in the worked example: 5 RESUME/SUSPEND pairs, 3 BEGIN, 3 END,
  * 3 TAG, 2 EVENT. */
-
-#define START(d, ...)                                                          \
-	do {                                                                   \
-		const char *args_[] = {__VA_ARGS__, NULL};                     \
-		ck_assert_msg(harness_start((d), args_) == 0, "%s",            \
-			      harness_error());                                \
-	} while (0)
-
-static int64_t query_int(const struct harness_daemon *d, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int64_t query_int(const struct harness_daemon *d, const char *fmt, ...)
-{
-	char sql[1024];
-	va_list ap;
-	int64_t v;
-
-	va_start(ap, fmt);
-	vsnprintf(sql, sizeof sql, fmt, ap);
-	va_end(ap);
-	v = harness_query_int(d, sql);
-	ck_assert_msg(v != INT64_MIN, "%s", harness_error());
-	return v;
-}
-
-static void sleep_ms(int ms)
-{
-	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-
-	nanosleep(&ts, NULL);
-}
 
 /* ------------------------------------------------- the daemon's health */
 
@@ -95,7 +64,7 @@ static void assert_fds_return_to(const struct harness_daemon *d, int want)
 	int n = daemon_fds(d);
 
 	for (int i = 0; n != want && i < HARNESS_TIMEOUT_SEC * 100; i++) {
-		sleep_ms(10);
+		harness_sleep_ms(10);
 		n = daemon_fds(d);
 	}
 	ck_assert_msg(n == want, "the daemon holds %d descriptors, %d before",
@@ -719,7 +688,7 @@ static int emit_until_stopped(void *arg)
 		ctxleak_event("e", NULL);
 		ctxleak_end(ctx);
 		slot->produced += 4;
-		sleep_ms(1);
+		harness_sleep_ms(1);
 	}
 	ctxleak_shutdown();
 	ctxleak_stats(&slot->st);
