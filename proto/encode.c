@@ -1,6 +1,7 @@
 /*
  * encode.c: the encoder of the wire protocol: one record or the HELLO map
- * appended to a caller-owned buffer as msgpack bytes.
+ * (and, for the daemon, its RECEIPT) appended to a caller-owned buffer as
+ * msgpack bytes.
  *
  * It sits on the client's hot path (every ctxleak_* call ends here), so it
  * writes the bytes itself instead of going through msgpack-c's packer: no
@@ -367,4 +368,19 @@ size_t proto_encode_hello(void *buf, size_t cap, const struct proto_hello *h)
 	p = put_int(put_key(p, "clock_offset"), h->clock_offset);
 	p = put_opt_str(p, "client", &h->client);
 	return (size_t)(p - (uint8_t *)buf);
+}
+
+size_t proto_encode_receipt(void *buf, size_t cap,
+			    const struct proto_receipt *r)
+{
+	uint8_t *p = buf;
+	size_t size = 2 + uint_size(r->records) + uint_size(r->dropped);
+
+	if (size > cap)
+		return 0;
+	*p++ = 0x93;
+	*p++ = PROTO_MSG_RECEIPT;
+	p = put_uint(p, r->records);
+	put_uint(p, r->dropped);
+	return size;
 }

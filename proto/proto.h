@@ -222,4 +222,49 @@ size_t proto_decoder_buffered(const struct proto_decoder *d);
 const char *proto_status_name(enum proto_status st);
 const char *proto_type_name(unsigned type);
 
+/* --------------------------------------------------------------- receipt */
+
+/*
+ * The daemon's one message to a client (PROTOCOL.md, section 2.2), sent
+ * once right after it accepted HELLO, so that a client that reconnects
+ * learns what the daemon holds of its process instance from before this
+ * connection, and counts what a daemon crash lost:
+ *
+ *     [kind = PROTO_MSG_RECEIPT, records, dropped, ...]
+ *
+ * Nothing else ever comes from the daemon.  Encoder and parser need no
+ * msgpack-c: the client links neither.
+ */
+#define PROTO_MSG_RECEIPT 1
+
+struct proto_receipt {
+	uint64_t records; /* records received, counted as the client counts
+			     them: every record but SITE, DROPPED and
+			     WATERMARK */
+	uint64_t dropped; /* the sum of the DROPPED records' counts */
+};
+
+/* A RECEIPT's bytes at most: fixarray, kind, two uint 64. */
+#define PROTO_RECEIPT_SIZE_MAX 20
+
+/* Same contract as proto_encode_record. */
+size_t proto_encode_receipt(void *buf, size_t cap,
+			    const struct proto_receipt *r);
+
+/*
+ * The RECEIPT at the start of buf[0..len): returns its size in bytes and
+ * fills *out, 0 when buf ends inside it (nothing is filled), -1 when the
+ * bytes are not a RECEIPT (another kind, or not the layout above).
+ * Trailing extra elements of any msgpack type are skipped.
+ */
+int64_t proto_parse_receipt(const void *buf, size_t len,
+			    struct proto_receipt *out);
+
+/*
+ * Bytes of the msgpack object at the start of buf[0..len), 0 when buf
+ * ends inside it, -1 at a byte that msgpack never uses (0xc1).  Any
+ * format and nesting; it reads no byte outside buf.
+ */
+int64_t proto_object_size(const void *buf, size_t len);
+
 #endif /* CTXLEAK_PROTO_H */

@@ -1,7 +1,8 @@
 /*
  * test_proto.c: tests of the wire protocol in proto/: the encoder against
  * msgpack-c's packer, the decoder's round trips, chunking, limits and
- * malformed input.
+ * malformed input, and the daemon's RECEIPT with the object bounds its
+ * parser uses.
  */
 #include <check.h>
 #include <msgpack.h>
@@ -1702,6 +1703,215 @@ static Suite *names_suite(void)
 	return s;
 }
 
+/* ------------------------------------------------------------ receipt */
+
+static void ck_receipt_parses(const void *buf, size_t len, uint64_t records,
+			      uint64_t dropped)
+{
+	struct proto_receipt r = {~0ull, ~0ull};
+
+	ck_assert_int_eq(proto_parse_receipt(buf, len, &r), (int64_t)len);
+	ck_assert_uint_eq(r.records, records);
+	ck_assert_uint_eq(r.dropped, dropped);
+	/* Every cut is incomplete, never malformed. */
+	for (size_t cut = 0; cut < len; cut++)
+		ck_assert_int_eq(proto_parse_receipt(buf, cut, &r), 0);
+}
+
+START_TEST(test_receipt_bytes)
+{
+	static const unsigned char small[] = {0x93, 0x01, 0x05, 0x00};
+	static const unsigned char wide[] = {0x93, 0x01, 0xcd, 0x01, 0x2c,
+					     0xcf, 0x00, 0x00, 0x01, 0x00,
+					     0x00, 0x00, 0x00, 0x00};
+	struct proto_receipt r = {5, 0};
+	unsigned char buf[PROTO_RECEIPT_SIZE_MAX];
+
+	ck_assert_uint_eq(proto_encode_receipt(buf, sizeof buf, &r),
+			  sizeof small);
+	ck_assert_mem_eq(buf, small, sizeof small);
+	r = (struct proto_receipt){300, 1ull << 40};
+	ck_assert_uint_eq(proto_encode_receipt(buf, sizeof buf, &r),
+			  sizeof wide);
+	ck_assert_mem_eq(buf, wide, sizeof wide);
+	/* Too small a buffer: nothing written. */
+	memset(buf, 0xee, sizeof buf);
+	ck_assert_uint_eq(proto_encode_receipt(buf, sizeof wide - 1, &r), 0);
+	ck_assert_uint_eq(buf[0], 0xee);
+}
+END_TEST
+
+/* Byte for byte what msgpack-c packs, and back, at every width. */
+START_TEST(test_receipt_round_trip)
+{
+	static const uint64_t v[] = {0,		127,	     128,
+				     255,	256,	     65535,
+				     65536,	0xffffffffu, 0x100000000ull,
+				     UINT64_MAX};
+	unsigned char buf[PROTO_RECEIPT_SIZE_MAX];
+	size_t n, nv = sizeof v / sizeof v[0];
+	struct proto_receipt r;
+	struct pk p;
+
+	for (size_t i = 0; i < nv; i++) {
+		r = (struct proto_receipt){v[i], v[nv - 1 - i]};
+		n = proto_encode_receipt(buf, sizeof buf, &r);
+		pk_init(&p);
+		msgpack_pack_array(&p.pk, 3);
+		msgpack_pack_uint64(&p.pk, PROTO_MSG_RECEIPT);
+		msgpack_pack_uint64(&p.pk, r.records);
+		msgpack_pack_uint64(&p.pk, r.dropped);
+		ck_assert_uint_eq(n, p.sb.size);
+		ck_assert_mem_eq(buf, p.sb.data, n);
+		ck_receipt_parses(buf, n, r.records, r.dropped);
+		msgpack_sbuffer_destroy(&p.sb);
+	}
+}
+END_TEST
+
+/* A later revision may append elements of any type: they are skipped,
+ * and what follows the receipt is not taken as part of it. */
+START_TEST(test_receipt_trailing_elements)
+{
+	struct proto_receipt r;
+	size_t size;
+	struct pk p;
+
+	pk_init(&p);
+	msgpack_pack_array(&p.pk, 7);
+	msgpack_pack_uint64(&p.pk, PROTO_MSG_RECEIPT);
+	msgpack_pack_uint64(&p.pk, 1000);
+	msgpack_pack_uint64(&p.pk, 3);
+	msgpack_pack_double(&p.pk, 2.5);
+	msgpack_pack_map(&p.pk, 1);
+	pk_str(&p, "k");
+	msgpack_pack_array(&p.pk, 2);
+	msgpack_pack_nil(&p.pk);
+	msgpack_pack_int64(&p.pk, -40000);
+	msgpack_pack_bin_with_body(&p.pk, "\x00\x01", 2);
+	msgpack_pack_ext_with_body(&p.pk, "abcd", 4, 7);
+	ck_receipt_parses(p.sb.data, p.sb.size, 1000, 3);
+	size = p.sb.size;
+	msgpack_pack_uint64(&p.pk, 300); /* the next object */
+	ck_assert_int_eq(proto_parse_receipt(p.sb.data, p.sb.size, &r),
+			 (int64_t)size);
+	msgpack_sbuffer_destroy(&p.sb);
+}
+END_TEST
+
+START_TEST(test_receipt_malformed)
+{
+	static const struct {
+		const char *why;
+		unsigned char bytes[8];
+		size_t len;
+	} bad[] = {
+	    {"another kind", {0x93, 0x02, 0x05, 0x00}, 4},
+	    {"kind 0", {0x93, 0x00, 0x05, 0x00}, 4},
+	    {"two elements", {0x92, 0x01, 0x05}, 3},
+	    {"not an array", {0x81, 0x01, 0x05}, 3},
+	    {"a bare integer", {0x01}, 1},
+	    {"a string count", {0x93, 0x01, 0xa1, '5', 0x00}, 5},
+	    {"a negative count", {0x93, 0x01, 0xff, 0x00}, 4},
+	    {"a signed-format count", {0x93, 0x01, 0xd0, 0x05, 0x00}, 5},
+	    {"nil dropped", {0x93, 0x01, 0x05, 0xc0}, 4},
+	    {"the byte msgpack never uses", {0x93, 0x01, 0xc1, 0x00}, 4},
+	};
+	struct proto_receipt r = {7, 7};
+
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		ck_assert_msg(
+		    proto_parse_receipt(bad[i].bytes, bad[i].len, &r) == -1,
+		    "%s was taken for a receipt", bad[i].why);
+		ck_assert_uint_eq(r.records, 7);
+	}
+}
+END_TEST
+
+/* proto_object_size agrees with msgpack-c on every format, and a cut
+ * object is incomplete, however large its headers say it is. */
+START_TEST(test_object_size)
+{
+	static const unsigned char str32_4gib[] = {0xdb, 0xff, 0xff,
+						   0xff, 0xff, 'x'};
+	static const unsigned char array32_huge[] = {0xdd, 0xff, 0xff, 0xff,
+						     0xff, 0x01, 0x02};
+	char big[70000];
+	struct pk p;
+	msgpack_unpacked u;
+	size_t off = 0, start;
+	int objects = 0;
+
+	memset(big, 'b', sizeof big);
+	pk_init(&p);
+	msgpack_pack_nil(&p.pk);
+	msgpack_pack_true(&p.pk);
+	msgpack_pack_int64(&p.pk, -1);
+	msgpack_pack_int64(&p.pk, -200);
+	msgpack_pack_int64(&p.pk, INT64_MIN);
+	msgpack_pack_uint64(&p.pk, UINT64_MAX);
+	msgpack_pack_float(&p.pk, 1.5f);
+	msgpack_pack_double(&p.pk, 1.5);
+	msgpack_pack_str_with_body(&p.pk, big, 31);
+	msgpack_pack_str_with_body(&p.pk, big, 200);
+	msgpack_pack_str_with_body(&p.pk, big, 1000);
+	msgpack_pack_str_with_body(&p.pk, big, sizeof big);
+	msgpack_pack_bin_with_body(&p.pk, big, 10);
+	msgpack_pack_bin_with_body(&p.pk, big, 300);
+	msgpack_pack_bin_with_body(&p.pk, big, sizeof big);
+	for (size_t n = 1; n <= 16; n *= 2)
+		msgpack_pack_ext_with_body(&p.pk, big, n, 1); /* fixext */
+	msgpack_pack_ext_with_body(&p.pk, big, 3, 1);
+	msgpack_pack_ext_with_body(&p.pk, big, 300, 1);
+	msgpack_pack_ext_with_body(&p.pk, big, sizeof big, 1);
+	msgpack_pack_array(&p.pk, 20);
+	for (int i = 0; i < 20; i++)
+		msgpack_pack_map(&p.pk, 0);
+	msgpack_pack_map(&p.pk, 17);
+	for (int i = 0; i < 17; i++) {
+		msgpack_pack_int(&p.pk, i);
+		msgpack_pack_array(&p.pk, 1);
+		msgpack_pack_array(&p.pk, 0);
+	}
+	msgpack_unpacked_init(&u);
+	while (off < p.sb.size) {
+		start = off;
+		ck_assert_int_eq(
+		    msgpack_unpack_next(&u, p.sb.data, p.sb.size, &off),
+		    MSGPACK_UNPACK_SUCCESS);
+		ck_assert_int_eq(
+		    proto_object_size(p.sb.data + start, p.sb.size - start),
+		    (int64_t)(off - start));
+		for (size_t cut = start; cut < off; cut += 1 + cut / 64)
+			ck_assert_int_eq(
+			    proto_object_size(p.sb.data + start, cut - start),
+			    0);
+		objects++;
+	}
+	ck_assert_int_eq(objects, 25);
+	msgpack_unpacked_destroy(&u);
+	msgpack_sbuffer_destroy(&p.sb);
+	ck_assert_int_eq(proto_object_size(str32_4gib, sizeof str32_4gib), 0);
+	ck_assert_int_eq(proto_object_size(array32_huge, sizeof array32_huge),
+			 0);
+	ck_assert_int_eq(proto_object_size("\x92\x01\xc1", 3), -1);
+}
+END_TEST
+
+static Suite *receipt_suite(void)
+{
+	Suite *s = suite_create("receipt");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_receipt_bytes);
+	tcase_add_test(tc, test_receipt_round_trip);
+	tcase_add_test(tc, test_receipt_trailing_elements);
+	tcase_add_test(tc, test_receipt_malformed);
+	tcase_add_test(tc, test_object_size);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
 int main(void)
 {
 	SRunner *sr = srunner_create(encoder_suite());
@@ -1712,6 +1922,7 @@ int main(void)
 	srunner_add_suite(sr, malformed_suite());
 	srunner_add_suite(sr, compat_suite());
 	srunner_add_suite(sr, names_suite());
+	srunner_add_suite(sr, receipt_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
