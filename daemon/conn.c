@@ -5,6 +5,11 @@
  *
  * Bad input closes this connection only.  What was decoded before it stays
  * with the process and is judged like the records of any disconnect.
+ *
+ * The one thing written to a client is the RECEIPT right after its HELLO
+ * (PROTOCOL.md, 2.2).  A client that never reads it leaves it unread, and
+ * closing then makes the kernel report ECONNRESET to our read after the
+ * last byte it sent: that is its end of stream, not an error.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -141,6 +146,23 @@ static void handle_record(struct conn *c, struct proto_record *rec)
 	}
 }
 
+/* The socket is fresh, so its few bytes fit at once; a client that cannot
+ * take them cannot be waited for, so it goes without. */
+static void send_receipt(struct conn *c)
+{
+	unsigned char buf[PROTO_RECEIPT_SIZE_MAX];
+	struct proto_receipt r;
+	size_t len;
+	ssize_t n;
+
+	process_receipt(c->proc, &r);
+	len = proto_encode_receipt(buf, sizeof buf, &r);
+	n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (n != (ssize_t)len)
+		log_info("pid %d: no RECEIPT sent: %s", (int)c->cred.pid,
+			 n == -1 ? strerror(errno) : "short write");
+}
+
 /* Returns 0, or -1 when the connection must close (the reason is in
  * error). */
 static int handle_message(struct conn *c, struct proto_msg *msg, char *error,
@@ -160,6 +182,7 @@ static int handle_message(struct conn *c, struct proto_msg *msg, char *error,
 	}
 	event_free(c->hello_timer);
 	c->hello_timer = NULL;
+	send_receipt(c);
 	return 0;
 }
 
@@ -192,7 +215,7 @@ static enum read_result read_some(struct conn *c, int max_reads, char *error,
 
 	for (int i = 0; i < max_reads; i++) {
 		n = read(c->fd, read_buf, sizeof read_buf);
-		if (n == 0)
+		if (n == 0 || (n == -1 && errno == ECONNRESET))
 			return READ_EOF;
 		if (n == -1) {
 			if (errno == EAGAIN || errno == EINTR)

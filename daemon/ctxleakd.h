@@ -101,6 +101,21 @@ void store_process_update(struct store *s, const struct store_proc *p,
 			  uint64_t records, uint64_t dropped,
 			  uint64_t unknown_skipped, const char *error,
 			  const struct rules_model *model, int disconnected);
+/* The caller's rows that must commit with everything else: the hook runs
+ * in the open transaction right before each COMMIT, and at each tick with
+ * no transaction open (writing opens one).  It returns an SQLite result
+ * code; an error fails the transaction.  After any rollback it runs with
+ * STORE_HOOK_ROLLBACK: what it wrote is gone. */
+enum store_hook_event { STORE_HOOK_WRITE, STORE_HOOK_ROLLBACK };
+typedef int (*store_commit_hook)(struct store *s, enum store_hook_event ev,
+				 void *arg);
+void store_set_commit_hook(struct store *s, store_commit_hook hook, void *arg);
+/* For the hook: the process row's counters (the caller's totals since it
+ * first saw the process, as for store_process_update), in the open
+ * transaction or a new one.  Returns an SQLite result code. */
+int store_process_counts(struct store *s, const struct store_proc *p,
+			 uint64_t records, uint64_t dropped,
+			 uint64_t unknown_skipped);
 /* Returns sites.id for a SITE record; 0 on failure.  Records given to the
  * store carry sites.id in their site field: the caller translates the
  * client's site IDs with this before the records reach the rules. */
@@ -202,6 +217,10 @@ int64_t process_site(struct process *p, const struct proto_record *site);
 void process_record(struct process *p, const struct proto_record *rec);
 void process_watermark(struct process *p, uint64_t ts);
 void process_dropped(struct process *p, const struct proto_record *rec);
+/* The RECEIPT for a HELLO process_attach just took: what the daemon holds
+ * of the process from before this connection (received while it runs;
+ * after a restart, what was committed). */
+void process_receipt(const struct process *p, struct proto_receipt *out);
 /* Drain: finalise every process, lingering or not. */
 void process_finalise_all(void);
 

@@ -6,6 +6,12 @@
  * continues it, then it is finalised: everything queued is judged, open
  * scopes become unclosed, and its row gets its counters and concurrency
  * model.
+ *
+ * Before that, every commit carries the row's counters of the records
+ * judged so far (not those received: a record waiting for its watermark
+ * has no row yet), so that after a crash the row says exactly how many
+ * records of the process the database holds.  A client that reconnects is
+ * told that number in its RECEIPT, and counts the rest as lost.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +32,9 @@ struct process {
 	unsigned conns;	      /* connections attached now */
 	struct event *linger; /* pending while no connection is attached */
 	uint64_t records, dropped, skipped;
-	char *error; /* the last protocol error that closed a connection */
+	uint64_t judged; /* records the rules delivered to the store */
+	int dirty;	 /* counters changed since the store last had them */
+	char *error;	 /* the last protocol error that closed a connection */
 	TAILQ_ENTRY(process) entry;
 };
 
@@ -38,12 +46,50 @@ static struct store *process_store;
  * restarts. */
 static uint64_t request_seq;
 static struct process_stats stats;
+/* Some process is dirty. */
+static int counts_dirty;
+
+static void mark_dirty(struct process *p)
+{
+	p->dirty = 1;
+	counts_dirty = 1;
+}
+
+/* The store's commit hook: each process's counters go into the
+ * transaction that holds the rows they count. */
+static int write_counts(struct store *s, enum store_hook_event ev, void *arg)
+{
+	struct process *p;
+	int rc;
+
+	(void)arg;
+	if (ev == STORE_HOOK_ROLLBACK) {
+		TAILQ_FOREACH(p, &processes, entry)
+		mark_dirty(p);
+		return 0;
+	}
+	if (!counts_dirty)
+		return 0;
+	TAILQ_FOREACH(p, &processes, entry)
+	{
+		if (!p->dirty || p->sp.id == 0)
+			continue;
+		rc = store_process_counts(s, &p->sp, p->judged, p->dropped,
+					  p->skipped);
+		if (rc != 0)
+			return rc;
+		p->dirty = 0;
+	}
+	counts_dirty = 0;
+	return 0;
+}
 
 void process_init(struct event_base *base, struct store *store)
 {
 	process_base = base;
 	process_store = store;
 	request_seq = store_last_request_id(store);
+	store_set_commit_hook(store, write_counts, NULL);
 }
 
 void process_stats(struct process_stats *out)
@@ -51,10 +97,13 @@ void process_stats(struct process_stats *out)
 	*out = stats;
 }
 
+/* Counted before the store call: a commit it makes must count its row. */
 static void sink_verdict(void *arg, const struct rules_verdict *v)
 {
 	struct process *p = arg;
 
+	p->judged++;
+	mark_dirty(p);
 	store_verdict(process_store, &p->sp, v);
 }
 
@@ -74,6 +123,8 @@ static void sink_request(void *arg, const struct rules_request *rq)
 {
 	struct process *p = arg;
 
+	p->judged += rq->nheld;
+	mark_dirty(p);
 	store_request(process_store, &p->sp, rq);
 }
 
@@ -181,7 +232,14 @@ void process_watermark(struct process *p, uint64_t ts)
 void process_dropped(struct process *p, const struct proto_record *rec)
 {
 	p->dropped += rec->count;
+	mark_dirty(p);
 	store_dropped(process_store, &p->sp, rec);
+}
+
+void process_receipt(const struct process *p, struct proto_receipt *out)
+{
+	out->records = p->sp.base_records + p->records;
+	out->dropped = p->sp.base_dropped + p->dropped;
 }
 
 static void process_finalise(struct process *p)
@@ -211,6 +269,7 @@ void process_detach(struct process *p, const char *error, uint64_t skipped)
 			     (suseconds_t)(cfg.linger % 1000000000 / 1000)};
 
 	p->skipped += skipped;
+	mark_dirty(p);
 	if (error != NULL) {
 		free(p->error);
 		p->error = strdup(error);

@@ -52,6 +52,7 @@ enum {
 	ST_PROC_INSERT,
 	ST_PROC_RECONNECT,
 	ST_PROC_UPDATE,
+	ST_PROC_COUNTS,
 	ST_SAVE_RID,
 	NSTMT
 };
@@ -105,6 +106,8 @@ static const char *const sql[NSTMT] = {
 		       "model_evidence = coalesce(?8, model_evidence), "
 		       "disconnected_at = coalesce(?9, disconnected_at) "
 		       "WHERE id = ?1",
+    [ST_PROC_COUNTS] = "UPDATE processes SET records = ?2, dropped = ?3, "
+		       "unknown_skipped = ?4 WHERE id = ?1",
     [ST_SAVE_RID] = "INSERT OR REPLACE INTO meta(key, value) "
 		    "VALUES('last_request_id', ?1)",
 };
@@ -133,6 +136,9 @@ struct store {
 	 * rolled-back id out again while the caller still holds it. */
 	int64_t last_process_id, last_site_id;
 	uint64_t last_rid, saved_rid;
+
+	store_commit_hook hook;
+	void *hook_arg;
 
 	struct store_stats stats;
 };
@@ -266,6 +272,8 @@ static void txn_failed(struct store *s, int rc, uint64_t extra,
 			  "retrying on later ticks",
 			  what, sqlite3_errstr(rc), (unsigned long long)lost);
 	s->stats.degraded = 1;
+	if (s->hook != NULL)
+		s->hook(s, STORE_HOOK_ROLLBACK, s->hook_arg);
 }
 
 static int txn_begin(struct store *s)
@@ -299,6 +307,12 @@ static int save_last_rid(struct store *s)
 	return step_once(s->st[ST_SAVE_RID]);
 }
 
+static int run_hook(struct store *s)
+{
+	return s->hook != NULL ? s->hook(s, STORE_HOOK_WRITE, s->hook_arg)
+			       : SQLITE_OK;
+}
+
 static int txn_commit(struct store *s)
 {
 	uint64_t rid = s->last_rid;
@@ -306,7 +320,8 @@ static int txn_commit(struct store *s)
 
 	if (!s->in_txn)
 		return 0;
-	if ((rc = save_last_rid(s)) == SQLITE_OK)
+	if ((rc = run_hook(s)) == SQLITE_OK &&
+	    (rc = save_last_rid(s)) == SQLITE_OK)
 		rc = step_once(s->st[ST_COMMIT]);
 	if (rc != SQLITE_OK) {
 		txn_failed(s, rc, 0, "commit");
@@ -643,6 +658,27 @@ void store_process_update(struct store *s, const struct store_proc *p,
 	row_end(s, st);
 }
 
+void store_set_commit_hook(struct store *s, store_commit_hook hook, void *arg)
+{
+	s->hook = hook;
+	s->hook_arg = arg;
+}
+
+int store_process_counts(struct store *s, const struct store_proc *p,
+			 uint64_t records, uint64_t dropped,
+			 uint64_t unknown_skipped)
+{
+	sqlite3_stmt *st = s->st[ST_PROC_COUNTS];
+
+	if (!s->in_txn && txn_begin(s) == -1)
+		return SQLITE_ERROR;
+	sqlite3_bind_int64(st, 1, p->id);
+	bind_u64(st, 2, p->base_records + records);
+	bind_u64(st, 3, p->base_dropped + dropped);
+	bind_u64(st, 4, p->base_skipped + unknown_skipped);
+	return step_once(st);
+}
+
 /* ------------------------------------------------------------ ticks */
 
 static void retain(struct store *s, uint64_t now)
@@ -666,11 +702,24 @@ static void retain(struct store *s, uint64_t now)
 		s->next_retention = now + s->retention_ns;
 }
 
+/* The hook's rows may be all that changed (a judged record that is no
+ * row under --keep=leaky): they open a transaction of their own. */
+static void write_hook_rows(struct store *s)
+{
+	int rc;
+
+	if (s->in_txn || (rc = run_hook(s)) == SQLITE_OK)
+		return;
+	if (s->in_txn)
+		txn_failed(s, rc, 0, "update");
+}
+
 void store_tick(struct store *s)
 {
 	uint64_t now = clock_ns(CLOCK_MONOTONIC);
 
 	s->hold_off = 0;
+	write_hook_rows(s);
 	if ((s->retention_age != 0 || s->retention_bytes != 0) &&
 	    (s->retention_more || now >= s->next_retention))
 		retain(s, now);
