@@ -106,7 +106,8 @@ const char *ctxleak_backend_name(void);
 /* Counters since init, for tests and health checks. */
 struct ctxleak_stats {
 	uint64_t records;    /* records produced */
-	uint64_t dropped;    /* at the buffer limit, or unsent at shutdown */
+	uint64_t dropped;    /* at the buffer limit, unsent at shutdown, or
+				lost when a daemon was killed */
 	uint64_t sent_bytes; /* bytes the daemon's socket accepted */
 	uint64_t connects;   /* connections made */
 	uint64_t truncated;  /* strings cut to CTXLEAK_MAX_STRING */

@@ -13,6 +13,18 @@
  * start of the record it broke in (the daemon discards the half it got),
  * after that connection's own HELLO and SITEs.
  *
+ * Nothing the kernel took is known to be stored: a daemon killed before
+ * its next commit loses it.  So the shipper counts what the kernel took
+ * (whole records, and the counts of whole DROPPED records), and right
+ * after each HELLO the daemon says, once, what it holds of this process
+ * from before the connection (its RECEIPT: records, drops).  What it lacks
+ * died with the daemon before it: lost records are counted as dropped,
+ * in ctxleak_stats and in a DROPPED record, and lost DROPPED counts go
+ * out again, so that for every process the records stored plus the drops
+ * reported make the records produced.  Shutting down on a connection whose
+ * receipt may show a loss, the shipper waits for it, within STOP_STALL (a
+ * daemon older than the RECEIPT never sends one).
+ *
  * The watermark W promises that every record of this process with
  * ts <= W has been sent.  A thread sets its buffer's `busy` before it
  * reads the clock and clears it after publishing.  The shipper reads
@@ -50,6 +62,8 @@ enum { SEG_HELLO, SEG_SITES, SEG_DROPPED, SEG_RECORDS, NSEG };
 struct seg {
 	struct cl_bytes b;
 	size_t off;
+	size_t counted; /* SEG_RECORDS: the records before it are counted
+			   in ship.handed */
 };
 
 static struct {
@@ -74,6 +88,22 @@ static struct {
 	uint64_t stop_at, last_progress;
 	int final_collected;
 
+	/* What the kernel took for the daemon: whole records, and the
+	 * counts of whole DROPPED records, less what receipts showed lost. */
+	uint64_t handed, drops_handed;
+	uint64_t seg_drops; /* the count of the DROPPED in SEG_DROPPED */
+	/* The smallest ts handed and not yet confirmed by a receipt, on
+	 * earlier connections and on this one: where a loss may start. */
+	uint64_t since_old, since_conn;
+	/* This connection's RECEIPT: what the daemon should hold from
+	 * before it, and the bytes of it read so far. */
+	struct {
+		uint64_t handed, drops, since;
+		int due;
+		unsigned char buf[64];
+		size_t len;
+	} receipt;
+
 	_Atomic uint64_t sent_bytes, connects;
 } ship = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
@@ -85,6 +115,7 @@ static struct {
 
 static _Atomic int wake_pending;
 static _Atomic uint64_t unsent; /* records shutdown gave up on */
+static _Atomic uint64_t lost;	/* records a daemon crash lost */
 uint64_t cl_instance;
 int cl_ship_running;
 
@@ -126,81 +157,31 @@ static void bytes_free(struct cl_bytes *b)
 
 /* ---------------------------------------------------- record bounds */
 
-static size_t be(const unsigned char *p, int n)
+/* Bytes of the record at p[0..n), 0 when it does not end there.  The
+ * input is our own encoder's output. */
+static size_t record_size(const unsigned char *p, size_t n)
 {
-	size_t v = 0;
+	int64_t size = proto_object_size(p, n);
 
-	while (n--)
-		v = v << 8 | *p++;
-	return v;
+	return size > 0 ? (size_t)size : 0;
 }
 
-/* Header and payload sizes of the msgpack value at p, and how many values
- * it contains; -1 for what our encoder never writes. */
-static int mp_head(const unsigned char *p, size_t *head, size_t *body,
-		   size_t *kids)
+/* A fixarray whose first element is the type. */
+static int is_watermark(const unsigned char *p, size_t size)
 {
-	unsigned c = p[0];
-
-	*head = 1;
-	*body = *kids = 0;
-	if (c <= 0x7f || c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3)
-		return 0;
-	if ((c & 0xe0) == 0xa0)
-		*body = c & 0x1f;
-	else if ((c & 0xf0) == 0x90)
-		*kids = c & 0x0f;
-	else if ((c & 0xf0) == 0x80)
-		*kids = 2 * (c & 0x0f);
-	else if (c >= 0xcc && c <= 0xcf)
-		*body = (size_t)1 << (c - 0xcc);
-	else if (c >= 0xd0 && c <= 0xd3)
-		*body = (size_t)1 << (c - 0xd0);
-	else if (c == 0xd9 || c == 0xc4)
-		*head = 2;
-	else if (c == 0xda || c == 0xc5 || c == 0xdc || c == 0xde)
-		*head = 3;
-	else if (c == 0xdb || c == 0xc6 || c == 0xdd || c == 0xdf)
-		*head = 5;
-	else
-		return -1;
-	return 0;
+	return size > 1 && p[1] == PROTO_WATERMARK;
 }
 
-/* Bytes of the msgpack object at p[0..n), 0 when it does not end there.
- * The input is our own encoder's output. */
-static size_t mp_size(const unsigned char *p, size_t n)
+/* A record's ts: its second element, an unsigned integer right after the
+ * fixarray header and the type. */
+static uint64_t record_ts(const unsigned char *p, size_t size)
 {
-	size_t off = 0, left = 1, head, body, kids, len;
-	unsigned c;
+	unsigned n = p[2] >= 0xcc && p[2] <= 0xcf ? 1u << (p[2] - 0xcc) : 0;
+	uint64_t ts = n ? 0 : p[2];
 
-	while (left--) {
-		if (off >= n || mp_head(p + off, &head, &body, &kids))
-			return 0;
-		if (off + head > n)
-			return 0;
-		c = p[off];
-		len = be(p + off + 1, (int)head - 1);
-		if (c == 0xdc || c == 0xdd)
-			kids = len;
-		else if (c == 0xde || c == 0xdf)
-			kids = 2 * len;
-		else if (head > 1)
-			body = len;
-		off += head + body;
-		left += kids;
-	}
-	return off <= n ? off : 0;
-}
-
-/* The start of the record that byte `at` of b belongs to. */
-static size_t record_start(const struct cl_bytes *b, size_t at)
-{
-	size_t pos = 0, n;
-
-	while ((n = mp_size(b->p + pos, b->len - pos)) && pos + n <= at)
-		pos += n;
-	return pos;
+	for (unsigned i = 0; i < n && 3 + i < size; i++)
+		ts = ts << 8 | p[3 + i];
+	return ts;
 }
 
 uint64_t cl_records_in(const unsigned char *p, size_t n)
@@ -208,9 +189,8 @@ uint64_t cl_records_in(const unsigned char *p, size_t n)
 	uint64_t count = 0;
 	size_t pos = 0, len;
 
-	while ((len = mp_size(p + pos, n - pos))) {
-		/* A fixarray whose first element is the type. */
-		count += len > 1 && p[pos + 1] != PROTO_WATERMARK;
+	while ((len = record_size(p + pos, n - pos))) {
+		count += len > 1 && !is_watermark(p + pos, len);
 		pos += len;
 	}
 	return count;
@@ -220,7 +200,42 @@ uint64_t cl_records_in(const unsigned char *p, size_t n)
 
 static void seg_clear(struct seg *s)
 {
-	s->b.len = s->off = 0;
+	s->b.len = s->off = s->counted = 0;
+}
+
+static void note_drops(uint64_t n, uint64_t since)
+{
+	if (n && (!ship.drops || since < ship.drop_since))
+		ship.drop_since = since;
+	ship.drops += n;
+}
+
+/* Counts the whole records of SEG_RECORDS before `upto` that are not yet
+ * counted as handed; returns where the first one not counted starts. */
+static size_t count_handed(size_t upto)
+{
+	struct seg *s = &ship.seg[SEG_RECORDS];
+	size_t pos = s->counted, n;
+	uint64_t ts;
+
+	while (pos < upto && (n = record_size(s->b.p + pos, upto - pos))) {
+		if (!is_watermark(s->b.p + pos, n)) {
+			ship.handed++;
+			ts = record_ts(s->b.p + pos, n);
+			if (ts < ship.since_conn)
+				ship.since_conn = ts;
+		}
+		pos += n;
+	}
+	s->counted = pos;
+	return pos;
+}
+
+/* SEG_DROPPED went out whole. */
+static void count_drops_handed(void)
+{
+	ship.drops_handed += ship.seg_drops;
+	ship.seg_drops = 0;
 }
 
 static int all_sent(void)
@@ -245,14 +260,91 @@ static void disconnect(uint64_t now)
 
 	close(ship.fd);
 	ship.fd = -1;
+	ship.receipt.due = 0;
 	/* The next connection starts with its own HELLO and all SITEs. */
 	seg_clear(&ship.seg[SEG_HELLO]);
 	seg_clear(&ship.seg[SEG_SITES]);
-	if (dropped->off == dropped->b.len)
+	if (dropped->off == dropped->b.len) {
+		count_drops_handed();
 		seg_clear(dropped);
+	}
 	dropped->off = 0;
-	records->off = record_start(&records->b, records->off);
+	records->off = count_handed(records->off);
 	schedule_retry(now);
+}
+
+/* ---------------------------------------------------------- receipt */
+
+/* A new connection: what the daemon should say it holds from before. */
+static void expect_receipt(void)
+{
+	if (ship.since_conn < ship.since_old)
+		ship.since_old = ship.since_conn;
+	ship.since_conn = UINT64_MAX;
+	ship.receipt.handed = ship.handed;
+	ship.receipt.drops = ship.drops_handed;
+	ship.receipt.since = ship.since_old;
+	ship.receipt.due = 1;
+	ship.receipt.len = 0;
+}
+
+static uint64_t shortfall(uint64_t want, uint64_t got)
+{
+	return got < want ? want - got : 0;
+}
+
+/* What the daemon lacks died with it: records are counted as dropped,
+ * and DROPPED counts go out again. */
+static void take_receipt(const struct proto_receipt *r)
+{
+	uint64_t records = shortfall(ship.receipt.handed, r->records);
+	uint64_t drops = shortfall(ship.receipt.drops, r->dropped);
+	uint64_t since = ship.receipt.since;
+
+	ship.handed -= records;
+	ship.drops_handed -= drops;
+	note_drops(records + drops, since != UINT64_MAX ? since : cl_now());
+	atomic_fetch_add(&lost, records);
+	ship.since_old = UINT64_MAX;
+}
+
+static void read_receipt(void)
+{
+	struct proto_receipt r;
+	int64_t n = proto_parse_receipt(ship.receipt.buf, ship.receipt.len, &r);
+
+	if (n == 0 && ship.receipt.len < sizeof(ship.receipt.buf))
+		return; /* the rest is on its way */
+	ship.receipt.due = 0;
+	if (n > 0)
+		take_receipt(&r);
+}
+
+/* Shutting down, wait for a receipt that may show a loss. */
+static int receipt_awaited(void)
+{
+	return ship.fd >= 0 && ship.receipt.due &&
+	       (ship.receipt.handed || ship.receipt.drops);
+}
+
+/* The daemon sends only its RECEIPT: after it, readable means closed
+ * (or misbehaving, and what it sends is discarded). */
+static int peer_closed(void)
+{
+	unsigned char scratch[256];
+	int due = ship.receipt.due;
+	unsigned char *to = due ? ship.receipt.buf + ship.receipt.len : scratch;
+	size_t room =
+	    due ? sizeof(ship.receipt.buf) - ship.receipt.len : sizeof(scratch);
+	ssize_t n = recv(ship.fd, to, room, MSG_DONTWAIT);
+
+	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+		return 1;
+	if (n > 0 && due) {
+		ship.receipt.len += (size_t)n;
+		read_receipt();
+	}
+	return 0;
 }
 
 static int64_t clock_offset(void)
@@ -311,6 +403,7 @@ static void connect_daemon(uint64_t now)
 	}
 	ship.conn_sites = cl_site_encode(hello, 0);
 	atomic_fetch_add(&ship.connects, 1);
+	expect_receipt();
 }
 
 /* Sends what it can; 0, or -1 when the connection broke. */
@@ -337,19 +430,12 @@ static int send_pending(void)
 	/* The whole batch is out: its bytes leave the budget's account. */
 	atomic_fetch_add(&cl_budget, ship.credit);
 	ship.credit = 0;
+	count_handed(ship.seg[SEG_RECORDS].b.len);
+	count_drops_handed();
 	for (int i = SEG_SITES; i < NSEG; i++)
 		seg_clear(&ship.seg[i]);
 	ship.backoff = BACKOFF_MIN;
 	return 0;
-}
-
-/* The daemon sends nothing: readable means closed (or misbehaving). */
-static int peer_closed(void)
-{
-	char scratch[256];
-	ssize_t n = recv(ship.fd, scratch, sizeof(scratch), MSG_DONTWAIT);
-
-	return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
 }
 
 /* ------------------------------------------------------------ batch */
@@ -375,9 +461,7 @@ static uint64_t collect(int *complete)
 		ship.credit += (int64_t)cl_buf_collect(
 		    b, &ship.seg[SEG_RECORDS].b, complete);
 		n = cl_buf_take_drops(b, &s);
-		if (n && (!ship.drops || s < ship.drop_since))
-			ship.drop_since = s;
-		ship.drops += n;
+		note_drops(n, s);
 		if (exited && *complete) {
 			*pp = b->next;
 			cl_buf_free(b);
@@ -410,8 +494,10 @@ static void build_batch(uint64_t now)
 		r.ts = now;
 		r.count = ship.drops;
 		r.since = ship.drop_since;
-		if (!cl_bytes_record(&ship.seg[SEG_DROPPED].b, &r))
+		if (!cl_bytes_record(&ship.seg[SEG_DROPPED].b, &r)) {
+			ship.seg_drops += ship.drops;
 			ship.drops = 0;
+		}
 	}
 	if (complete && w > ship.last_wm) {
 		r = (struct proto_record){.type = PROTO_WATERMARK, .ts = w};
@@ -451,7 +537,8 @@ static int batch_due(uint64_t now, uint64_t req)
 	/* After the final batch, records of threads that were inside a
 	 * call when shutdown began, or that exited just then. */
 	if (atomic_load(&ship.stop))
-		return !ship.final_collected || !cl_buf_all_empty();
+		return !ship.final_collected || !cl_buf_all_empty() ||
+		       ship.drops;
 	if (req > ship.flush_done || now >= ship.next_flush)
 		return 1;
 	return atomic_load(&wake_pending) &&
@@ -522,7 +609,8 @@ static int finished(void)
 
 	if (!atomic_load(&ship.stop))
 		return 0;
-	if (all_sent() && !ship.drops && cl_buf_all_empty())
+	if (all_sent() && !ship.drops && cl_buf_all_empty() &&
+	    !receipt_awaited())
 		return ship.final_collected || ship.fd < 0;
 	since = ship.last_progress > ship.stop_at ? ship.last_progress
 						  : ship.stop_at;
@@ -563,9 +651,13 @@ static void reset_state(void)
 	ship.next_flush = cl_now() + cl_config.flush_interval_ms * MS;
 	ship.final_collected = 0;
 	ship.flush_req = ship.flush_done = 0;
+	ship.handed = ship.drops_handed = ship.seg_drops = 0;
+	ship.since_old = ship.since_conn = UINT64_MAX;
+	memset(&ship.receipt, 0, sizeof(ship.receipt));
 	atomic_store(&ship.sent_bytes, 0);
 	atomic_store(&ship.connects, 0);
 	atomic_store(&unsent, 0);
+	atomic_store(&lost, 0);
 	atomic_store(&wake_pending, 0);
 	cl_instance = cl_random64();
 }
@@ -645,8 +737,10 @@ static void release_all(void)
 	if (ship.fd >= 0)
 		close(ship.fd);
 	ship.fd = -1;
-	for (int i = 0; i < NSEG; i++)
-		bytes_free(&ship.seg[i].b), ship.seg[i].off = 0;
+	for (int i = 0; i < NSEG; i++) {
+		bytes_free(&ship.seg[i].b);
+		ship.seg[i].off = ship.seg[i].counted = 0;
+	}
 }
 
 /* The shipper gave up, or records came after its last batch: what was
@@ -659,7 +753,7 @@ static void count_unsent(void)
 	size_t from;
 
 	collect(&complete);
-	from = record_start(&r->b, r->off);
+	from = count_handed(r->off);
 	if (from < r->b.len)
 		atomic_fetch_add(&unsent,
 				 cl_records_in(r->b.p + from, r->b.len - from));
@@ -722,7 +816,8 @@ void cl_ship_stats(struct ctxleak_stats *out)
 	struct cl_buf *b;
 
 	out->records = atomic_load(&cl_gone_records);
-	out->dropped = atomic_load(&cl_gone_dropped) + atomic_load(&unsent);
+	out->dropped = atomic_load(&cl_gone_dropped) + atomic_load(&unsent) +
+		       atomic_load(&lost);
 	pthread_mutex_lock(&cl_registry_mu);
 	for (b = cl_registry; b; b = b->next) {
 		out->records += atomic_load(&b->records);
