@@ -540,6 +540,32 @@ int harness_send_hello(int fd, uint64_t instance, uint32_t pid)
 	return harness_write_all(fd, buf, n);
 }
 
+/* One byte at a time: a RECEIPT is a few bytes, and whatever follows it
+ * stays in the socket for the test to see. */
+int harness_read_receipt(int fd, struct proto_receipt *out)
+{
+	struct pollfd pfd = {.fd = fd, .events = POLLIN};
+	unsigned char buf[64];
+	size_t len = 0;
+	int64_t n = 0;
+
+	for (int i = 0; i < POLL_ROUNDS && n == 0 && len < sizeof buf; i++) {
+		if (poll(&pfd, 1, POLL_MS) != 1)
+			continue;
+		if (recv(fd, buf + len, 1, 0) != 1) {
+			set_error("the daemon closed before its RECEIPT");
+			return -1;
+		}
+		n = proto_parse_receipt(buf, ++len, out);
+	}
+	if (n <= 0) {
+		set_error("no RECEIPT: %zu bytes, %s", len,
+			  n < 0 ? "not a RECEIPT" : "incomplete");
+		return -1;
+	}
+	return 0;
+}
+
 int harness_wait_closed(int fd)
 {
 	struct pollfd pfd = {.fd = fd, .events = POLLIN};

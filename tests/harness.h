@@ -151,6 +151,11 @@ int harness_connect(const struct harness_daemon *d);
 int harness_send_hello(int fd, uint64_t instance, uint32_t pid);
 /* Write all len bytes; 0 or -1. */
 int harness_write_all(int fd, const void *buf, size_t len);
+/* Read the RECEIPT the daemon sends after a HELLO it accepted, waiting
+ * at most the timeout; 0 and *out filled, or -1 (timeout, close, or bytes
+ * that are not a RECEIPT).  Reads no byte past it. */
+struct proto_receipt;
+int harness_read_receipt(int fd, struct proto_receipt *out);
 /* Poll until the daemon closes fd (read() returns 0 or an error).
  * Returns 0, or -1 on timeout; data the daemon sends is discarded. */
 int harness_wait_closed(int fd);

@@ -1393,6 +1393,7 @@ START_TEST(test_silent_connection_closed)
 {
 	struct harness_daemon d;
 	struct pollfd pfd = {.events = POLLIN};
+	struct proto_receipt receipt;
 	int talker, silent;
 
 	START(&d, "--log-level", "debug");
@@ -1405,7 +1406,10 @@ START_TEST(test_silent_connection_closed)
 	ck_assert_msg(silent >= 0, "%s", harness_error());
 	ck_assert_msg(harness_wait_closed(silent) == 0, "%s", harness_error());
 	assert_log_has(&d, "closing connection: no HELLO within 10 s");
-	/* The one that said HELLO earlier is still open. */
+	/* The one that said HELLO earlier is still open: past its RECEIPT,
+	 * nothing to read. */
+	ck_assert_msg(harness_read_receipt(talker, &receipt) == 0, "%s",
+		      harness_error());
 	pfd.fd = talker;
 	ck_assert_int_eq(poll(&pfd, 1, 0), 0);
 	close(talker);

@@ -1,0 +1,487 @@
+/*
+ * test_crash.c: ctxleakd killed with SIGKILL while real clients emit, then
+ * restarted on the same socket and database.  The clients keep running,
+ * reconnect, and learn from the daemon's RECEIPT what the crash lost, so
+ * that for every client the records stored plus the drops it reported
+ * equal the records it produced, exactly.
+ *
+ * Around it: the client's side of the RECEIPT against a scripted daemon
+ * (what it counts lost, what it reports again), a peer that never reads
+ * its RECEIPT, and reconnections to a daemon that lost nothing (alive, or
+ * stopped in order), which must count no loss.
+ */
+#include <check.h>
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ctxleak.h"
+#include "harness_check.h"
+#include "proto.h"
+
+#define CLIENTS 8
+/* Records each client must have stored before a kill, and after each
+ * restart before the next step. */
+#define STORED_BEFORE 100
+/* Bytes each client must hand a stopped daemon before it is killed: some
+ * whole records, which the kill then certainly loses. */
+#define HANDED_TO_STOPPED 2000
+
+/* ------------------------------------------------------ emitting clients */
+
+/* What each client saw, in memory shared with the test. */
+struct slot {
+	pid_t pid;
+	uint64_t produced;
+	_Atomic uint64_t sent_bytes; /* published as it goes */
+	struct ctxleak_stats st;     /* after shutdown */
+};
+
+struct fleet {
+	_Atomic int stop;
+	pid_t test; /* a client whose test died stops too */
+	int n;
+	struct slot slot[CLIENTS];
+};
+
+struct client_arg {
+	struct fleet *fleet;
+	int index;
+};
+
+/* Requests until told to stop, then shut down and report the counters. */
+static int emit_until_stopped(void *arg)
+{
+	struct client_arg *a = arg;
+	struct slot *slot = &a->fleet->slot[a->index];
+	struct ctxleak_stats st;
+	uint64_t ctx;
+
+	while (!a->fleet->stop && getppid() == a->fleet->test) {
+		ctx = ctxleak_begin("GET /crash");
+		ctxleak_tag("k", "v");
+		ctxleak_event("e", NULL);
+		ctxleak_end(ctx);
+		slot->produced += 4;
+		ctxleak_stats(&st);
+		slot->sent_bytes = st.sent_bytes;
+		harness_sleep_ms(1);
+	}
+	ctxleak_shutdown();
+	ctxleak_stats(&slot->st);
+	slot->pid = getpid();
+	return 0;
+}
+
+static struct fleet *fleet_start(const struct harness_daemon *d, int n,
+				 struct client_arg *args, pid_t *pids)
+{
+	struct fleet *f = mmap(NULL, sizeof *f, PROT_READ | PROT_WRITE,
+			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	ck_assert_ptr_ne(f, MAP_FAILED);
+	f->test = getpid();
+	f->n = n;
+	for (int i = 0; i < n; i++) {
+		args[i] = (struct client_arg){f, i};
+		pids[i] = harness_client_spawn(d, CTXLEAK_BACKEND_THREAD,
+					       emit_until_stopped, &args[i]);
+		ck_assert_msg(pids[i] > 0, "%s", harness_error());
+	}
+	return f;
+}
+
+static void fleet_stop(struct fleet *f, const pid_t *pids)
+{
+	f->stop = 1;
+	for (int i = 0; i < f->n; i++)
+		ck_assert_int_eq(harness_client_wait(pids[i]), 0);
+}
+
+static int64_t realtime_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Every client has STORED_BEFORE records stored, produced after `after`
+ * (wall-clock ns), and `connections` connections. */
+static void wait_all_storing(const struct harness_daemon *d, int n,
+			     int64_t after, int connections)
+{
+	char sql[512];
+
+	snprintf(sql, sizeof sql,
+		 "SELECT count(*) FROM processes WHERE connections >= %d",
+		 connections);
+	ck_assert_msg(harness_wait_int(d, sql, n) == 0, "%s", harness_error());
+	snprintf(sql, sizeof sql,
+		 "SELECT count(*) FROM (SELECT process_id FROM records "
+		 "WHERE ts > %lld GROUP BY process_id HAVING count(*) >= %d)",
+		 (long long)after, STORED_BEFORE);
+	ck_assert_msg(harness_wait_int(d, sql, n) == 0, "%s", harness_error());
+}
+
+/* Stop the daemon and let every client hand its socket more bytes than a
+ * record, which the daemon will never read. */
+static void freeze_with_bytes_in_flight(const struct harness_daemon *d,
+					struct fleet *f)
+{
+	uint64_t before[CLIENTS];
+	int behind;
+
+	ck_assert_int_eq(kill(d->pid, SIGSTOP), 0);
+	for (int i = 0; i < f->n; i++)
+		before[i] = f->slot[i].sent_bytes;
+	for (int round = 0; round < HARNESS_TIMEOUT_SEC * 100; round++) {
+		behind = 0;
+		for (int i = 0; i < f->n; i++)
+			behind += f->slot[i].sent_bytes <
+				  before[i] + HANDED_TO_STOPPED;
+		if (behind == 0)
+			return;
+		harness_sleep_ms(10);
+	}
+	ck_abort_msg("%d clients handed the stopped daemon nothing", behind);
+}
+
+static void restart(struct harness_daemon *d, const char *const *args)
+{
+	ck_assert_msg(harness_launch(d, args) == 0, "%s", harness_error());
+}
+
+/* For every client: its row, its records rows, its own counters. */
+static uint64_t check_counts(const struct harness_daemon *d,
+			     const struct fleet *f, int min_connections)
+{
+	uint64_t lost_total = 0;
+
+	printf("pid, produced, lost or dropped (client), records, dropped, "
+	       "records rows, connections\n");
+	for (int i = 0; i < f->n; i++) {
+		const struct slot *sl = &f->slot[i];
+		const char *row = "FROM processes WHERE pid = %d";
+		char q[128];
+		int64_t records, dropped, rows, conns;
+
+		snprintf(q, sizeof q, "SELECT records %s", row);
+		records = query_int(d, q, (int)sl->pid);
+		snprintf(q, sizeof q, "SELECT dropped %s", row);
+		dropped = query_int(d, q, (int)sl->pid);
+		snprintf(q, sizeof q, "SELECT connections %s", row);
+		conns = query_int(d, q, (int)sl->pid);
+		rows = query_int(d,
+				 "SELECT count(*) FROM records WHERE "
+				 "process_id = (SELECT id FROM processes "
+				 "WHERE pid = %d)",
+				 (int)sl->pid);
+		printf("  %d: %llu, %llu, %lld, %lld, %lld, %lld\n",
+		       (int)sl->pid, (unsigned long long)sl->produced,
+		       (unsigned long long)sl->st.dropped, (long long)records,
+		       (long long)dropped, (long long)rows, (long long)conns);
+		ck_assert_uint_eq(sl->st.records, sl->produced);
+		ck_assert_int_ge(conns, min_connections);
+		ck_assert_int_eq(rows, records);
+		ck_assert_uint_eq((uint64_t)(records + dropped), sl->produced);
+		ck_assert_uint_eq((uint64_t)dropped, sl->st.dropped);
+		lost_total += sl->st.dropped;
+	}
+	return lost_total;
+}
+
+/*
+ * Two kills: the first of a daemon stopped (SIGSTOP) while every client
+ * handed its socket bytes the daemon never read, so that each client
+ * certainly loses records to it; the second of a running daemon, which
+ * loses what it had received or judged since its last commit.
+ */
+START_TEST(test_sigkill_twice_loses_nothing_uncounted)
+{
+	const char *args[] = {"--keep", "all", NULL};
+	struct harness_daemon d;
+	struct client_arg cargs[CLIENTS];
+	pid_t pids[CLIENTS];
+	struct fleet *f;
+	uint64_t lost;
+
+	ck_assert_msg(harness_start(&d, args) == 0, "%s", harness_error());
+	f = fleet_start(&d, CLIENTS, cargs, pids);
+	wait_all_storing(&d, CLIENTS, 0, 1);
+	freeze_with_bytes_in_flight(&d, f);
+	harness_kill(&d);
+	restart(&d, args);
+	wait_all_storing(&d, CLIENTS, realtime_ns(), 2);
+	harness_kill(&d);
+	restart(&d, args);
+	wait_all_storing(&d, CLIENTS, realtime_ns(), 3);
+	fleet_stop(f, pids);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	printf("SIGKILL twice under load, --keep=all:\n");
+	lost = check_counts(&d, f, 3);
+	printf("records lost in the crashes and counted: %llu\n",
+	       (unsigned long long)lost);
+	/* What the stopped daemon never read. */
+	for (int i = 0; i < CLIENTS; i++)
+		ck_assert_uint_gt(f->slot[i].st.dropped, 0);
+	munmap(f, sizeof *f);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* A stop in order loses nothing the kernel took: the clients reconnect to
+ * the next daemon and count no loss. */
+START_TEST(test_sigterm_restart_counts_no_loss)
+{
+	const char *args[] = {"--keep", "all", NULL};
+	struct harness_daemon d;
+	struct client_arg cargs[2];
+	pid_t pids[2];
+	struct fleet *f;
+
+	ck_assert_msg(harness_start(&d, args) == 0, "%s", harness_error());
+	f = fleet_start(&d, 2, cargs, pids);
+	wait_all_storing(&d, 2, 0, 1);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	restart(&d, args);
+	wait_all_storing(&d, 2, realtime_ns(), 2);
+	fleet_stop(f, pids);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	printf("SIGTERM and restart under load:\n");
+	ck_assert_uint_eq(check_counts(&d, f, 2), 0);
+	munmap(f, sizeof *f);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* ------------------------------------------------------- raw peers */
+
+/* BEGIN, TAG, EVENT, END of one request at ts .. ts + 3: four records;
+ * then, when `judge`, a watermark past them. */
+static size_t encode_request(unsigned char *buf, size_t cap, uint64_t ctx,
+			     uint64_t ts, int judge)
+{
+	struct proto_record r[] = {
+	    {.type = PROTO_BEGIN,
+	     .ts = ts,
+	     .tid = 7,
+	     .ctx = ctx,
+	     .kind = PROTO_KIND_REQUEST,
+	     .name = {"GET /raw", 8}},
+	    {.type = PROTO_TAG,
+	     .ts = ts + 1,
+	     .tid = 7,
+	     .ctx = ctx,
+	     .cause = ctx,
+	     .key = {"k", 1},
+	     .value = {"v", 1}},
+	    {.type = PROTO_EVENT,
+	     .ts = ts + 2,
+	     .tid = 7,
+	     .ctx = ctx,
+	     .cause = ctx,
+	     .name = {"e", 1}},
+	    {.type = PROTO_END,
+	     .ts = ts + 3,
+	     .tid = 7,
+	     .ctx = ctx,
+	     .cause = ctx,
+	     .cur = ctx},
+	    {.type = PROTO_WATERMARK, .ts = ts + 1000},
+	};
+	size_t n = 0, one;
+
+	for (int i = 0; i < 4 + !!judge; i++) {
+		one = proto_encode_record(buf + n, cap - n, &r[i]);
+		ck_assert_uint_gt(one, 0);
+		n += one;
+	}
+	return n;
+}
+
+static size_t encode_dropped(unsigned char *buf, size_t cap, uint64_t count)
+{
+	struct proto_record r = {
+	    .type = PROTO_DROPPED, .ts = 3000, .count = count, .since = 2500};
+	size_t n = proto_encode_record(buf, cap, &r);
+
+	ck_assert_uint_gt(n, 0);
+	return n;
+}
+
+static int hello(const struct harness_daemon *d, uint64_t instance)
+{
+	int fd = harness_connect(d);
+
+	ck_assert_msg(fd >= 0, "%s", harness_error());
+	ck_assert_int_eq(harness_send_hello(fd, instance, 0), 0);
+	return fd;
+}
+
+static void expect_receipt(int fd, uint64_t records, uint64_t dropped)
+{
+	struct proto_receipt r;
+
+	ck_assert_msg(harness_read_receipt(fd, &r) == 0, "%s", harness_error());
+	ck_assert_uint_eq(r.records, records);
+	ck_assert_uint_eq(r.dropped, dropped);
+}
+
+/* The daemon has finalised a connection's process: its row shows it
+ * disconnected. */
+static void wait_disconnected(const struct harness_daemon *d, int conns)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof sql,
+		 "SELECT count(*) FROM processes WHERE app = 'raw' AND "
+		 "connections = %d AND disconnected_at IS NOT NULL",
+		 conns);
+	ck_assert_msg(harness_wait_int(d, sql, 1) == 0, "%s", harness_error());
+}
+
+/*
+ * An instance over three connections to a live daemon.  The first never
+ * reads its RECEIPT and closes with it unread: its records are all kept,
+ * and the daemon takes the close for a plain end of stream.  Each later
+ * one is told exactly what the earlier ones sent: nothing lost.  _i is 0
+ * for a daemon that finalises a process as soon as its connection closes
+ * (the RECEIPT then comes from the row), 1 for one that keeps it in
+ * memory for a reconnection.
+ */
+START_TEST(test_raw_reconnections_live_daemon)
+{
+	const char *linger = _i ? "30s" : "0";
+	struct harness_daemon d;
+	unsigned char buf[512];
+	size_t n;
+	int fd;
+	char *log;
+
+	START(&d, "--keep", "all", "--linger", linger, "--log-level", "debug");
+	fd = hello(&d, 0x5eed);
+	n = encode_request(buf, sizeof buf, 11, 1000, 1);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	/* The records are in when the request is. */
+	ck_assert_msg(
+	    harness_wait_int(&d, "SELECT count(*) FROM requests", 1) == 0, "%s",
+	    harness_error());
+	close(fd);
+	if (!_i)
+		wait_disconnected(&d, 1);
+	fd = hello(&d, 0x5eed);
+	expect_receipt(fd, 4, 0);
+	n = encode_dropped(buf, sizeof buf, 3);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	close(fd);
+	/* Its end of stream is read with the DROPPED. */
+	ck_assert_msg(harness_wait_int(&d, "SELECT count(*) FROM drops", 1) ==
+			  0,
+		      "%s", harness_error());
+	fd = hello(&d, 0x5eed);
+	expect_receipt(fd, 4, 3);
+	close(fd);
+	/* A new instance holds nothing. */
+	fd = hello(&d, 0xf00d);
+	expect_receipt(fd, 0, 0);
+	close(fd);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_int_eq(query_int(&d,
+				   "SELECT count(*) FROM processes WHERE "
+				   "instance = %d AND records = 4 AND "
+				   "dropped = 3 AND connections = 3 AND "
+				   "error IS NULL",
+				   0x5eed),
+			 1);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records"), 4);
+	log = harness_log(&d);
+	ck_assert_msg(strstr(log, "reset") == NULL &&
+			  strstr(log, "closing connection") == NULL &&
+			  strstr(log, "RECEIPT") == NULL,
+		      "%s", log);
+	free(log);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* After a kill, the RECEIPT is what was committed: the restarted daemon's
+ * count for an instance equals its stored rows. */
+START_TEST(test_raw_receipt_after_kill_is_committed)
+{
+	const char *args[] = {"--keep", "all", NULL};
+	struct harness_daemon d;
+	unsigned char buf[512];
+	struct proto_receipt r;
+	size_t n;
+	int fd;
+
+	ck_assert_msg(harness_start(&d, args) == 0, "%s", harness_error());
+	fd = hello(&d, 0xbeef);
+	n = encode_request(buf, sizeof buf, 12, 1000, 1);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	ck_assert_msg(harness_wait_int(&d,
+				       "SELECT records FROM processes WHERE "
+				       "instance = 48879",
+				       4) == 0,
+		      "%s", harness_error());
+	/* Four more that the daemon receives but cannot judge: no watermark
+	 * covers them.  A request row says they are in. */
+	n = encode_request(buf, sizeof buf, 13, 5000, 0);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	n = encode_request(buf, sizeof buf, 14, 3000, 1);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	ck_assert_msg(
+	    harness_wait_int(&d, "SELECT count(*) FROM requests", 2) == 0, "%s",
+	    harness_error());
+	harness_kill(&d);
+	close(fd);
+	restart(&d, args);
+	fd = hello(&d, 0xbeef);
+	ck_assert_msg(harness_read_receipt(fd, &r) == 0, "%s", harness_error());
+	close(fd);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_uint_eq(r.records, 8);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records"), 8);
+	harness_cleanup(&d);
+}
+END_TEST
+
+static Suite *crash_suite(void)
+{
+	Suite *s = suite_create("crash");
+	TCase *kill9 = tcase_create("sigkill");
+	TCase *raw = tcase_create("raw");
+
+	tcase_set_timeout(kill9, 120);
+	tcase_add_test(kill9, test_sigkill_twice_loses_nothing_uncounted);
+	tcase_add_test(kill9, test_sigterm_restart_counts_no_loss);
+	tcase_set_timeout(raw, 60);
+	tcase_add_loop_test(raw, test_raw_reconnections_live_daemon, 0, 2);
+	tcase_add_test(raw, test_raw_receipt_after_kill_is_committed);
+	suite_add_tcase(s, kill9);
+	suite_add_tcase(s, raw);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(crash_suite());
+	int failed;
+
+	/* Peers that the daemon hangs up on must not kill the test. */
+	signal(SIGPIPE, SIG_IGN);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
