@@ -43,11 +43,15 @@ struct slot {
 	pid_t pid;
 	uint64_t produced;
 	_Atomic uint64_t sent_bytes; /* published as it goes */
+	_Atomic int idle;	     /* stopped emitting, flushed */
 	struct ctxleak_stats st;     /* after shutdown */
 };
 
+/* Clients stop emitting at `stop`, and shut down at `quit`: in between,
+ * the test waits for the daemon to have what they sent, so that no
+ * shutdown gives up on a daemon that is only slow. */
 struct fleet {
-	_Atomic int stop;
+	_Atomic int stop, quit;
 	pid_t test; /* a client whose test died stops too */
 	int n;
 	struct slot slot[CLIENTS];
@@ -58,15 +62,21 @@ struct client_arg {
 	int index;
 };
 
+static int told(const struct fleet *f, const _Atomic int *flag)
+{
+	return *flag || getppid() != f->test;
+}
+
 /* Requests until told to stop, then shut down and report the counters. */
 static int emit_until_stopped(void *arg)
 {
 	struct client_arg *a = arg;
-	struct slot *slot = &a->fleet->slot[a->index];
+	struct fleet *f = a->fleet;
+	struct slot *slot = &f->slot[a->index];
 	struct ctxleak_stats st;
 	uint64_t ctx;
 
-	while (!a->fleet->stop && getppid() == a->fleet->test) {
+	while (!told(f, &f->stop)) {
 		ctx = ctxleak_begin("GET /crash");
 		ctxleak_tag("k", "v");
 		ctxleak_event("e", NULL);
@@ -74,8 +84,12 @@ static int emit_until_stopped(void *arg)
 		slot->produced += 4;
 		ctxleak_stats(&st);
 		slot->sent_bytes = st.sent_bytes;
-		harness_sleep_ms(1);
+		harness_sleep_ms(2);
 	}
+	ctxleak_flush();
+	slot->idle = 1;
+	while (!told(f, &f->quit))
+		harness_sleep_ms(1);
 	ctxleak_shutdown();
 	ctxleak_stats(&slot->st);
 	slot->pid = getpid();
@@ -100,9 +114,28 @@ static struct fleet *fleet_start(const struct harness_daemon *d, int n,
 	return f;
 }
 
-static void fleet_stop(struct fleet *f, const pid_t *pids)
+/* Every client has sent everything, and the daemon has it: stored, or
+ * counted as dropped. */
+static void fleet_stop(const struct harness_daemon *d, struct fleet *f,
+		       const pid_t *pids)
 {
+	struct slot *sl;
+	char sql[128];
+
 	f->stop = 1;
+	for (int i = 0; i < f->n; i++) {
+		sl = &f->slot[i];
+		for (int r = 0; !sl->idle && r < HARNESS_TIMEOUT_SEC * 100; r++)
+			harness_sleep_ms(10);
+		ck_assert_msg(sl->idle, "client %d did not stop", (int)pids[i]);
+		snprintf(sql, sizeof sql,
+			 "SELECT records + dropped FROM processes "
+			 "WHERE pid = %d",
+			 (int)pids[i]);
+		if (harness_wait_int(d, sql, (int64_t)sl->produced) == -1)
+			printf("%s\n", harness_error());
+	}
+	f->quit = 1;
 	for (int i = 0; i < f->n; i++)
 		ck_assert_int_eq(harness_client_wait(pids[i]), 0);
 }
@@ -225,7 +258,7 @@ START_TEST(test_sigkill_twice_loses_nothing_uncounted)
 	harness_kill(&d);
 	restart(&d, args);
 	wait_all_storing(&d, CLIENTS, realtime_ns(), 3);
-	fleet_stop(f, pids);
+	fleet_stop(&d, f, pids);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	printf("SIGKILL twice under load, --keep=all:\n");
 	lost = check_counts(&d, f, 3);
@@ -255,7 +288,7 @@ START_TEST(test_sigterm_restart_counts_no_loss)
 	ck_assert_int_eq(harness_stop(&d), 0);
 	restart(&d, args);
 	wait_all_storing(&d, 2, realtime_ns(), 2);
-	fleet_stop(f, pids);
+	fleet_stop(&d, f, pids);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	printf("SIGTERM and restart under load:\n");
 	ck_assert_uint_eq(check_counts(&d, f, 2), 0);
@@ -456,11 +489,237 @@ START_TEST(test_raw_receipt_after_kill_is_committed)
 }
 END_TEST
 
+/* ------------------------------------------------- a scripted daemon */
+
+/* One connection of the client to the scripted daemon, and what came on
+ * it. */
+struct peer {
+	int fd;
+	struct proto_decoder *dec;
+	int hello, eof;
+	uint64_t records; /* every record but SITE, DROPPED, WATERMARK */
+	uint64_t dropped; /* the DROPPED counts */
+};
+
+static int script_listen(struct harness_daemon *fake)
+{
+	struct sockaddr_un sun = {.sun_family = AF_UNIX};
+	int fd;
+
+	ck_assert_msg(harness_prepare(fake) == 0, "%s", harness_error());
+	memcpy(sun.sun_path, fake->socket, strlen(fake->socket));
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
+	ck_assert_int_eq(listen(fd, 8), 0);
+	return fd;
+}
+
+static void peer_accept(struct peer *p, int lfd)
+{
+	struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+
+	memset(p, 0, sizeof *p);
+	ck_assert_int_eq(poll(&pfd, 1, HARNESS_TIMEOUT_SEC * 1000), 1);
+	p->fd = accept(lfd, NULL, NULL);
+	ck_assert_int_ge(p->fd, 0);
+	p->dec = proto_decoder_new(NULL);
+	ck_assert_ptr_nonnull(p->dec);
+}
+
+static void peer_take(struct peer *p, const struct proto_msg *m)
+{
+	if (m->is_hello)
+		p->hello = 1;
+	else if (m->rec.type == PROTO_DROPPED)
+		p->dropped += m->rec.count;
+	else if (m->rec.type != PROTO_SITE && m->rec.type != PROTO_WATERMARK)
+		p->records++;
+}
+
+/* Read until the peer has said HELLO and sent at least this much (or,
+ * with eof, until it closed). */
+static void peer_until(struct peer *p, uint64_t records, uint64_t dropped,
+		       int eof)
+{
+	struct pollfd pfd = {.fd = p->fd, .events = POLLIN};
+	unsigned char buf[4096];
+	struct proto_msg m;
+	ssize_t n;
+
+	for (int i = 0; i < HARNESS_TIMEOUT_SEC * 100; i++) {
+		if (p->hello && p->records >= records &&
+		    p->dropped >= dropped && (!eof || p->eof))
+			return;
+		if (poll(&pfd, 1, 10) != 1)
+			continue;
+		n = read(p->fd, buf, sizeof buf);
+		ck_assert_int_ge(n, 0);
+		p->eof = n == 0;
+		ck_assert_int_eq(proto_decoder_feed(p->dec, buf, (size_t)n), 0);
+		while (proto_decoder_next(p->dec, &m) == PROTO_OK)
+			peer_take(p, &m);
+	}
+	ck_abort_msg("the client sent %llu records and %llu dropped, not %llu "
+		     "and %llu%s",
+		     (unsigned long long)p->records,
+		     (unsigned long long)p->dropped,
+		     (unsigned long long)records, (unsigned long long)dropped,
+		     eof ? " and its end" : "");
+}
+
+/* One byte at a time when `split`: the client must put it together. */
+static void peer_receipt(struct peer *p, uint64_t records, uint64_t dropped,
+			 int split)
+{
+	struct proto_receipt r = {records, dropped};
+	unsigned char buf[PROTO_RECEIPT_SIZE_MAX];
+	size_t n = proto_encode_receipt(buf, sizeof buf, &r);
+
+	for (size_t off = 0; split && off < n; off++) {
+		ck_assert_int_eq(harness_write_all(p->fd, buf + off, 1), 0);
+		harness_sleep_ms(20);
+	}
+	if (!split)
+		ck_assert_int_eq(harness_write_all(p->fd, buf, n), 0);
+}
+
+static void peer_close(struct peer *p)
+{
+	close(p->fd);
+	proto_decoder_free(p->dec);
+}
+
+struct scripted {
+	int go[2];
+	struct slot *slot;
+};
+
+/* 100 records, then wait for the test's go, then 4 more. */
+static int hundred_then_four(void *arg)
+{
+	struct scripted *sc = arg;
+	char byte;
+
+	close(sc->go[1]);
+	for (int i = 0; i < 26; i++) {
+		uint64_t ctx = ctxleak_begin("GET /scripted");
+
+		ctxleak_tag("k", "v");
+		ctxleak_event("e", NULL);
+		ctxleak_end(ctx);
+		if (i == 24 && (ctxleak_flush() != CTXLEAK_OK ||
+				read(sc->go[0], &byte, 1) != 1))
+			return 3;
+	}
+	ctxleak_shutdown();
+	ctxleak_stats(&sc->slot->st);
+	return 0;
+}
+
+static pid_t scripted_start(const struct harness_daemon *fake,
+			    struct scripted *sc)
+{
+	pid_t pid;
+
+	sc->slot = mmap(NULL, sizeof *sc->slot, PROT_READ | PROT_WRITE,
+			MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ck_assert_ptr_ne(sc->slot, MAP_FAILED);
+	ck_assert_int_eq(pipe(sc->go), 0);
+	pid = harness_client_spawn(fake, CTXLEAK_BACKEND_THREAD,
+				   hundred_then_four, sc);
+	ck_assert_int_gt(pid, 0);
+	close(sc->go[0]);
+	return pid;
+}
+
+static void scripted_go(struct scripted *sc)
+{
+	ck_assert_int_eq(write(sc->go[1], "g", 1), 1);
+	close(sc->go[1]);
+}
+
+/*
+ * The daemon took 100 records and dies (the test closes the connection);
+ * the next one says it holds 90: the client counts 10 lost and reports
+ * them.  That one dies too, and the next says it holds no drop: the
+ * client reports the 10 again, without counting them twice.
+ */
+START_TEST(test_client_counts_what_the_receipt_lacks)
+{
+	struct harness_daemon fake;
+	struct scripted sc;
+	struct peer p;
+	int lfd = script_listen(&fake);
+	pid_t pid = scripted_start(&fake, &sc);
+
+	peer_accept(&p, lfd);
+	peer_until(&p, 0, 0, 0);
+	peer_receipt(&p, 0, 0, 0);
+	peer_until(&p, 100, 0, 0);
+	peer_close(&p);
+
+	peer_accept(&p, lfd);
+	peer_until(&p, 0, 0, 0);
+	peer_receipt(&p, 90, 0, 1);
+	peer_until(&p, 0, 10, 0);
+	ck_assert_uint_eq(p.dropped, 10);
+	ck_assert_uint_eq(p.records, 0);
+	peer_close(&p);
+
+	peer_accept(&p, lfd);
+	peer_until(&p, 0, 0, 0);
+	peer_receipt(&p, 90, 0, 0);
+	scripted_go(&sc);
+	peer_until(&p, 4, 10, 1);
+	ck_assert_uint_eq(p.records, 4);
+	ck_assert_uint_eq(p.dropped, 10);
+	peer_close(&p);
+
+	ck_assert_int_eq(harness_client_wait(pid), 0);
+	ck_assert_uint_eq(sc.slot->st.records, 104);
+	ck_assert_uint_eq(sc.slot->st.dropped, 10);
+	close(lfd);
+	munmap(sc.slot, sizeof *sc.slot);
+	harness_cleanup(&fake);
+}
+END_TEST
+
+/* A daemon older than the RECEIPT never sends one: the client counts no
+ * loss, and its shutdown ends all the same. */
+START_TEST(test_client_without_receipts)
+{
+	struct harness_daemon fake;
+	struct scripted sc;
+	struct peer p;
+	int lfd = script_listen(&fake);
+	pid_t pid = scripted_start(&fake, &sc);
+
+	peer_accept(&p, lfd);
+	peer_until(&p, 100, 0, 0);
+	peer_close(&p);
+	peer_accept(&p, lfd);
+	peer_until(&p, 0, 0, 0);
+	scripted_go(&sc);
+	peer_until(&p, 4, 0, 1);
+	ck_assert_uint_eq(p.records, 4);
+	ck_assert_uint_eq(p.dropped, 0);
+	peer_close(&p);
+	ck_assert_int_eq(harness_client_wait(pid), 0);
+	ck_assert_uint_eq(sc.slot->st.records, 104);
+	ck_assert_uint_eq(sc.slot->st.dropped, 0);
+	close(lfd);
+	munmap(sc.slot, sizeof *sc.slot);
+	harness_cleanup(&fake);
+}
+END_TEST
+
 static Suite *crash_suite(void)
 {
 	Suite *s = suite_create("crash");
 	TCase *kill9 = tcase_create("sigkill");
 	TCase *raw = tcase_create("raw");
+	TCase *client = tcase_create("client");
 
 	tcase_set_timeout(kill9, 120);
 	tcase_add_test(kill9, test_sigkill_twice_loses_nothing_uncounted);
@@ -468,8 +727,12 @@ static Suite *crash_suite(void)
 	tcase_set_timeout(raw, 60);
 	tcase_add_loop_test(raw, test_raw_reconnections_live_daemon, 0, 2);
 	tcase_add_test(raw, test_raw_receipt_after_kill_is_committed);
+	tcase_set_timeout(client, 60);
+	tcase_add_test(client, test_client_counts_what_the_receipt_lacks);
+	tcase_add_test(client, test_client_without_receipts);
 	suite_add_tcase(s, kill9);
 	suite_add_tcase(s, raw);
+	suite_add_tcase(s, client);
 	return s;
 }
 
@@ -480,6 +743,8 @@ int main(void)
 
 	/* Peers that the daemon hangs up on must not kill the test. */
 	signal(SIGPIPE, SIG_IGN);
+	/* The figures of a test that fails are printed all the same. */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
