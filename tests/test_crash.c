@@ -169,6 +169,22 @@ static void wait_all_storing(const struct harness_daemon *d, int n,
 	ck_assert_msg(harness_wait_int(d, sql, n) == 0, "%s", harness_error());
 }
 
+/* The state letter of /proc/PID/stat ('T': stopped). */
+static char process_state(pid_t pid)
+{
+	char path[64], line[512], *paren;
+	FILE *f;
+
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(line, sizeof line, f));
+	fclose(f);
+	paren = strrchr(line, ')');
+	ck_assert_ptr_nonnull(paren);
+	return paren[2];
+}
+
 /* Stop the daemon and let every client hand its socket more bytes than a
  * record, which the daemon will never read. */
 static void freeze_with_bytes_in_flight(const struct harness_daemon *d,
@@ -178,6 +194,12 @@ static void freeze_with_bytes_in_flight(const struct harness_daemon *d,
 	int behind;
 
 	ck_assert_int_eq(kill(d->pid, SIGSTOP), 0);
+	/* The signal takes effect a moment later: what the clients hand
+	 * over counts from then on. */
+	for (int i = 0; process_state(d->pid) != 'T'; i++) {
+		ck_assert_int_lt(i, HARNESS_TIMEOUT_SEC * 100);
+		harness_sleep_ms(10);
+	}
 	for (int i = 0; i < f->n; i++)
 		before[i] = f->slot[i].sent_bytes;
 	for (int round = 0; round < HARNESS_TIMEOUT_SEC * 100; round++) {
