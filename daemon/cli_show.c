@@ -714,7 +714,11 @@ int cli_show(struct cli *c)
 	if (r.id < 0)
 		return CLI_EXIT_DB;
 	if (r.id == 0)
-		return cli_error(CLI_EXIT_USAGE, "no request matches '%s'",
+		return cli_error(CLI_EXIT_USAGE,
+				 "no request matches '%s' (ctxleakd "
+				 "--keep=leaky, the default, keeps only "
+				 "requests involved in a finding; the others "
+				 "are counted in request_stats)",
 				 c->args[0]);
 	if (c->json) {
 		j = cli_json_new(c->out);

@@ -868,8 +868,21 @@ START_TEST(test_keep_leaky)
 					harness_worked_example, NULL),
 			 0);
 	STOP_OK(&d);
-	/* Summaries of every request, records only of the leaky ones. */
-	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests"), 6);
+	/* Rows and records of the leaky requests (all three under thread),
+	 * counts of the clean ones (all three under task). */
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests r JOIN "
+				       "processes p ON p.id = r.process_id "
+				       "WHERE p.backend = 'thread'"),
+			 3);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests"), 3);
+	ck_assert_int_eq(query_int(&d, "SELECT sum(s.requests) FROM "
+				       "request_stats s JOIN processes p ON "
+				       "p.id = s.process_id WHERE "
+				       "p.backend = 'task'"),
+			 3);
+	ck_assert_int_eq(query_int(&d, "SELECT sum(requests) FROM "
+				       "request_stats"),
+			 3);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
 				       "processes p ON p.id = r.process_id "
 				       "WHERE p.backend = 'task'"),
