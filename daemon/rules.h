@@ -118,7 +118,9 @@ struct rules_request {
 	uint32_t victim_of[LEAK_CLASS_COUNT]; /* findings with it as victim */
 	uint32_t source_of;		      /* findings with it as source */
 	size_t nheld;			      /* hold_records only */
-	const struct rules_verdict *held;     /* in ts order */
+	const struct rules_verdict *held;     /* in ts order; NULL when no
+						 finding names the request
+						 (nheld still counts them) */
 };
 #define RULES_MAX_THREADS 16
 

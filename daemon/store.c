@@ -553,7 +553,7 @@ void store_request(struct store *s, const struct store_proc *p,
 	write_request(s, p, rq);
 	for (uint32_t i = 0; i < rq->ntags; i++)
 		write_tag(s, rq, p, &rq->tags[i]);
-	for (size_t i = 0; i < rq->nheld; i++)
+	for (size_t i = 0; rq->held != NULL && i < rq->nheld; i++)
 		write_record(s, p, &rq->held[i]);
 }
 

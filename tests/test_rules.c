@@ -53,6 +53,7 @@ struct got_request {
 	struct got_tag tags[MAX_TAGS];
 	uint32_t victim_of[LEAK_CLASS_COUNT], source_of;
 	size_t nheld;
+	int held_delivered; /* rq->held was not NULL */
 	struct got_verdict held[MAX_HELD];
 };
 
@@ -145,7 +146,9 @@ static void on_request(void *arg, const struct rules_request *rq)
 	memcpy(g->victim_of, rq->victim_of, sizeof(g->victim_of));
 	g->source_of = rq->source_of;
 	g->nheld = rq->nheld;
-	for (size_t i = 0; i < rq->nheld && i < MAX_HELD; i++)
+	g->held_delivered = rq->held != NULL;
+	for (size_t i = 0; g->held_delivered && i < rq->nheld && i < MAX_HELD;
+	     i++)
 		to_verdict(&g->held[i], &rq->held[i]);
 }
 
@@ -444,6 +447,27 @@ START_TEST(test_example_task)
 	check_example_model(r, "2 requests interleaved on thread 100; the "
 			       "current backend already isolates them (task "
 			       "is the recommended backend for this model)");
+	rules_free(r);
+}
+END_TEST
+
+/* Held records go out with a request a finding names; a clean request's
+ * are only counted. */
+START_TEST(test_held_only_when_involved)
+{
+	struct rules *r = engine(hold);
+
+	RUN(r, example_task);
+	ck_assert_uint_eq(got.nfindings, 0);
+	ck_assert_uint_eq(got.nrequests, 3);
+	for (size_t i = 0; i < got.nrequests; i++) {
+		ck_assert_uint_gt(got.requests[i].nheld, 0);
+		ck_assert_int_eq(got.requests[i].held_delivered, 0);
+	}
+	rules_free(r);
+	r = engine(hold);
+	RUN(r, example_thread);
+	ck_assert_int_eq(request_of(A)->held_delivered, 1);
 	rules_free(r);
 }
 END_TEST
@@ -1820,6 +1844,7 @@ static Suite *rules_suite(void)
 	tcase_add_test(tc, test_example_thread);
 	tcase_add_test(tc, test_example_global);
 	tcase_add_test(tc, test_example_task);
+	tcase_add_test(tc, test_held_only_when_involved);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("classes");
