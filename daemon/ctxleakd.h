@@ -255,6 +255,8 @@ struct config {
 	unsigned max_connections;
 	uint32_t max_open_scopes;
 	uint64_t max_request_age; /* ns */
+	uint64_t max_held;	  /* bytes of records held, all processes
+				     together (--keep=leaky); 0: no limit */
 	uint64_t retention_age;	  /* ns */
 	uint64_t retention_bytes;
 	uint64_t linger; /* ns a disconnected process waits for a

@@ -118,6 +118,8 @@ struct rules *rules_new(const struct rules_config *cfg,
 	r->cfg = *cfg;
 	if (r->cfg.request_seq == NULL)
 		r->cfg.request_seq = &r->own_seq;
+	if (r->cfg.held_bytes == NULL)
+		r->cfg.held_bytes = &r->own_held;
 	if (sink != NULL)
 		r->sink = *sink;
 	r->open.load = PTAB_DENSE;
@@ -856,6 +858,24 @@ static void hold_strings(struct rules *r, struct req_more *m, struct hrec *h,
 	p[s1.len + 1 + s2.len] = '\0';
 }
 
+/* What holding rec costs, counted against max_held_bytes: the slot and
+ * its strings.  0 when it may be held, and then it is counted. */
+static int over_held_limit(struct rules *r, struct req_more *m,
+			   const struct proto_record *rec)
+{
+	uint64_t cost = sizeof(struct hrec) + 2;
+
+	cost += rec->type == PROTO_TAG
+		    ? (uint64_t)rec->key.len + rec->value.len
+		    : (uint64_t)rec->name.len + rec->message.len;
+	if (r->cfg.max_held_bytes != 0 &&
+	    *r->cfg.held_bytes + cost > r->cfg.max_held_bytes)
+		return 1;
+	*r->cfg.held_bytes += cost;
+	m->held_bytes += cost;
+	return 0;
+}
+
 static void hold(struct rules *r, struct req *q, const struct proto_record *rec,
 		 const struct rules_verdict *v)
 {
@@ -869,7 +889,14 @@ static void hold(struct rules *r, struct req *q, const struct proto_record *rec,
 		return;
 	}
 	m = more(r, q);
-	if (m == NULL || (h = held_slot(r, m)) == NULL)
+	if (m == NULL)
+		return;
+	if (over_held_limit(r, m, rec)) {
+		m->held_dropped++;
+		r->stats.held_dropped++;
+		return;
+	}
+	if ((h = held_slot(r, m)) == NULL)
 		return;
 	memset(h, 0, sizeof(*h));
 	h->ts = rec->ts;
@@ -1042,6 +1069,7 @@ static void more_free(struct rules *r, struct req *q)
 	rules_release(r, m->tags, m->tags_cap * sizeof(*m->tags));
 	rules_release(r, m->threads, RULES_MAX_THREADS * sizeof(*m->threads));
 	rules_release(r, m->held, m->held_cap * sizeof(*m->held));
+	*r->cfg.held_bytes -= m->held_bytes;
 	arena_free(r, &m->strings);
 	rules_release(r, m, sizeof(*m));
 	q->more = NULL;
@@ -1101,6 +1129,7 @@ static void retire(struct rules *r, struct req *q)
 	}
 	if (m != NULL) {
 		rq.tags_dropped = m->tags_dropped;
+		rq.held_dropped = m->held_dropped;
 		memcpy(rq.victim_of, m->victim_of, sizeof(rq.victim_of));
 		rq.source_of = m->source_of;
 	}

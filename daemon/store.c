@@ -75,9 +75,9 @@ static const char *const sql[NSTMT] = {
     [ST_REQUEST] = "INSERT INTO requests(id, process_id, ctx, name, "
 		   "site_id, begin_ts, end_ts, begin_tid, threads, scopes, "
 		   "records, leaks, lost, stale, bleed, overlap, misnest, "
-		   "unclosed, source_of, tags_dropped) "
+		   "unclosed, source_of, tags_dropped, records_not_kept) "
 		   "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-		   "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+		   "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     [ST_TAG] = "INSERT INTO tags(request_id, key, value, ts, tid, site_id, "
 	       "setter_request_id, setter_ctx) "
 	       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -508,6 +508,7 @@ static void write_request(struct store *s, const struct store_proc *p,
 		sqlite3_bind_int64(st, 13 + c - LEAK_LOST, rq->victim_of[c]);
 	sqlite3_bind_int64(st, 19, rq->source_of);
 	sqlite3_bind_int64(st, 20, rq->tags_dropped);
+	sqlite3_bind_int64(st, 21, rq->held_dropped);
 	row_end(s, st);
 }
 

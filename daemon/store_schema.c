@@ -131,6 +131,8 @@ static const char schema_v1[] =
  * longer a requests row with its tags but a count in request_stats, per
  * process, minute, site and name (store_summary.c says why).  The daemon
  * adds to the row of the current minute, found through the index.
+ * requests.records_not_kept counts the records of a request that --max-held
+ * kept the daemon from holding until the request retired.
  */
 static const char schema_v2[] =
     "CREATE TABLE request_stats ("
@@ -145,7 +147,9 @@ static const char schema_v2[] =
     " handed_off INTEGER NOT NULL,"
     " duration_sum INTEGER NOT NULL,"
     " duration_max INTEGER NOT NULL);"
-    "CREATE INDEX request_stats_minute ON request_stats(process_id, minute);";
+    "CREATE INDEX request_stats_minute ON request_stats(process_id, minute);"
+    "ALTER TABLE requests ADD COLUMN records_not_kept INTEGER NOT NULL "
+    "DEFAULT 0;";
 
 /* Pages of a new file.  Four times SQLite's default: the insert rate under
  * --keep=all goes up by about 45%, for about 4x the bytes of a 200 ms

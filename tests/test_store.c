@@ -618,6 +618,7 @@ START_TEST(test_request_and_tags)
 	rq.ntags = 2;
 	rq.tags = tags;
 	rq.tags_dropped = 1;
+	rq.held_dropped = 5;
 	rq.victim_of[LEAK_BLEED] = 2;
 	rq.victim_of[LEAK_UNCLOSED] = 1;
 	rq.source_of = 4;
@@ -633,9 +634,10 @@ START_TEST(test_request_and_tags)
 	       "|| '|' || begin_tid || '|' || threads || '|' || scopes || "
 	       "'|' || records || '|' || leaks || '|' || lost || stale || "
 	       "bleed || overlap || misnest || unclosed || '|' || "
-	       "source_of || '|' || tags_dropped FROM requests WHERE id = 7",
+	       "source_of || '|' || tags_dropped || '|' || records_not_kept "
+	       "FROM requests WHERE id = 7",
 	       buf, sizeof buf),
-	    "7|1|1007|GET /a|2|1010|1020|7|4711 4712|3|12|3|002001|4|1");
+	    "7|1|1007|GET /a|2|1010|1020|7|4711 4712|3|12|3|002001|4|1|5");
 	ck_assert_str_eq(qs("SELECT coalesce(end_ts, 'NULL') || '|' || threads "
 			    "|| '|' || (site_id IS NULL) FROM requests WHERE "
 			    "id = 8",
@@ -1143,13 +1145,16 @@ START_TEST(test_migrates_version_1)
 
 	clean_request(s, &p, 1, "GET /a", 2, 100, 5, 1000);
 	store_close(s);
-	exec_on(path, "DROP TABLE request_stats; PRAGMA user_version = 1");
+	exec_on(path, "DROP TABLE request_stats; ALTER TABLE requests DROP "
+		      "COLUMN records_not_kept; PRAGMA user_version = 1");
 	s = open_default(0);
 	p = add_process(s, 1, 0);
 	clean_request(s, &p, 2, "GET /a", 2, 100, 5, 1000);
 	store_close(s);
 	ck_assert_int_eq(q("PRAGMA user_version"), 2);
-	ck_assert_int_eq(q("SELECT count(*) FROM requests"), 1);
+	ck_assert_int_eq(q("SELECT count(*) FROM requests WHERE "
+			   "records_not_kept = 0"),
+			 1);
 	ck_assert_int_eq(q("SELECT sum(requests) FROM request_stats"), 1);
 }
 END_TEST
