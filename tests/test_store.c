@@ -598,6 +598,55 @@ START_TEST(test_finding_evidence)
 }
 END_TEST
 
+/* The query plan of sql, one step a line. */
+static void query_plan(const char *sql, char *buf, size_t len)
+{
+	sqlite3 *db = reader();
+	sqlite3_stmt *st;
+	char eqp[1024];
+	size_t off = 0;
+
+	snprintf(eqp, sizeof eqp, "EXPLAIN QUERY PLAN %s", sql);
+	ck_assert_int_eq(sqlite3_prepare_v2(db, eqp, -1, &st, NULL), SQLITE_OK);
+	buf[0] = '\0';
+	while (sqlite3_step(st) == SQLITE_ROW && off < len)
+		off += (size_t)snprintf(buf + off, len - off, "%s\n",
+					sqlite3_column_text(st, 3));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+}
+
+/* `ctxleak show` finds the records wrongly attributed to a request
+ * through a partial index that holds only those. */
+START_TEST(test_misattributed_records_indexed)
+{
+	struct store *s = open_default(1);
+	struct store_proc p = add_process(s, 1, 0);
+	struct proto_record r = tag_rec(10, 1002, 1001, "x");
+	struct rules_verdict v = {&r, 1, 1, LEAK_NONE};
+	char plan[1024];
+
+	for (int i = 0; i < 100; i++)
+		store_verdict(s, &p, &v);
+	v.rid_ctx = 2;
+	v.leak = LEAK_BLEED;
+	store_verdict(s, &p, &v);
+	store_close(s);
+	ck_assert_int_eq(q("SELECT count(*) FROM records INDEXED BY "
+			   "records_ctx_request WHERE ctx_request_id IS NOT "
+			   "request_id"),
+			 1);
+	/* The WHERE of cli_show.c's records_sql. */
+	query_plan("SELECT * FROM records d WHERE d.request_id = 2 OR "
+		   "(d.ctx_request_id = 2 AND d.ctx_request_id IS NOT "
+		   "d.request_id)",
+		   plan, sizeof plan);
+	ck_assert_msg(strstr(plan, "USING INDEX records_ctx_request") &&
+			  strstr(plan, "USING INDEX records_request"),
+		      "%s", plan);
+}
+END_TEST
+
 START_TEST(test_request_and_tags)
 {
 	struct store *s = open_default(0);
@@ -1145,13 +1194,17 @@ START_TEST(test_migrates_version_1)
 
 	clean_request(s, &p, 1, "GET /a", 2, 100, 5, 1000);
 	store_close(s);
-	exec_on(path, "DROP TABLE request_stats; ALTER TABLE requests DROP "
-		      "COLUMN records_not_kept; PRAGMA user_version = 1");
+	exec_on(path, "DROP TABLE request_stats; DROP INDEX "
+		      "records_ctx_request; ALTER TABLE requests DROP COLUMN "
+		      "records_not_kept; PRAGMA user_version = 1");
 	s = open_default(0);
 	p = add_process(s, 1, 0);
 	clean_request(s, &p, 2, "GET /a", 2, 100, 5, 1000);
 	store_close(s);
 	ck_assert_int_eq(q("PRAGMA user_version"), 2);
+	ck_assert_int_eq(q("SELECT count(*) FROM sqlite_master WHERE name = "
+			   "'records_ctx_request'"),
+			 1);
 	ck_assert_int_eq(q("SELECT count(*) FROM requests WHERE "
 			   "records_not_kept = 0"),
 			 1);
@@ -1319,7 +1372,7 @@ static Suite *store_suite(void)
 	     {test_keep_all_vs_leaky, test_record_columns,
 	      test_finding_evidence, test_request_and_tags,
 	      test_process_reconnect, test_sites_and_drops,
-	      test_last_request_id}},
+	      test_last_request_id, test_misattributed_records_indexed}},
 	    {"batching",
 	     {test_commit_by_rows, test_commit_by_time,
 	      test_reader_beside_writer}},
