@@ -35,6 +35,7 @@ struct process {
 	uint64_t judged; /* records the rules delivered to the store */
 	int dirty;	 /* counters changed since the store last had them */
 	char *error;	 /* the last protocol error that closed a connection */
+	int held_warned;
 	TAILQ_ENTRY(process) entry;
 };
 
@@ -45,6 +46,8 @@ static struct store *process_store;
 /* Daemon-wide, so that requests.id stays unique across processes and
  * restarts. */
 static uint64_t request_seq;
+/* Daemon-wide too: --max-held bounds all the processes together. */
+static uint64_t held_bytes;
 static struct process_stats stats;
 /* Some process is dirty. */
 static int counts_dirty;
@@ -123,8 +126,15 @@ static void sink_request(void *arg, const struct rules_request *rq)
 {
 	struct process *p = arg;
 
-	p->judged += rq->nheld;
+	/* Records over --max-held were judged all the same. */
+	p->judged += rq->nheld + rq->held_dropped;
 	mark_dirty(p);
+	if (rq->held_dropped != 0 && !p->held_warned) {
+		log_warn("pid %d: --max-held reached: request %llu (and maybe "
+			 "others) keeps only part of its records",
+			 (int)p->pid, (unsigned long long)rq->rid);
+		p->held_warned = 1;
+	}
 	store_request(process_store, &p->sp, rq);
 }
 
@@ -152,6 +162,8 @@ static struct process *process_new(uint64_t instance)
 	rc.max_request_age = cfg.max_request_age;
 	rc.hold_records = !cfg.keep_all;
 	rc.request_seq = &request_seq;
+	rc.max_held_bytes = cfg.max_held;
+	rc.held_bytes = &held_bytes;
 	sink.arg = p;
 	p->instance = instance;
 	p->rules = rules_new(&rc, &sink);
