@@ -5,6 +5,7 @@
 #   make check SAN=1   the same under ASan + UBSan (into build/san/)
 #   make check-tsan    the client tests under ThreadSanitizer (build/tsan/)
 #   make check-valgrind   the integration tests under valgrind memcheck
+#   make check-load    1,000 connections and 10M records (tests/load/)
 #   make fuzz       fuzz the daemon's ingest path for FUZZ_SECONDS (60) with
 #                   libFuzzer (clang, into build/fuzz/); fails on any crash
 #   make bench      run the benchmarks in bench/
@@ -102,7 +103,8 @@ EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(EXAMPLE_SRCS))
 DAEMON_LIBS = $(EVENT_LIBS) $(MSGPACK_LIBS) $(SQLITE_LIBS) $(SYSTEMD_LIBS) -lm
 TEST_LIBS   = $(DCORE_A) $(CLIENT_A) $(PROTO_A) $(DAEMON_LIBS) $(CHECK_LIBS) $(LDLIBS_PTHREAD)
 
-.PHONY: all deps check check-tsan check-valgrind bench install uninstall clean
+.PHONY: all deps check check-tsan check-valgrind check-load bench install \
+	uninstall clean
 .DEFAULT_GOAL := all
 # Keep objects of pattern-built programs (tests, benchmarks, examples).
 .SECONDARY:
@@ -190,6 +192,12 @@ check-valgrind: all $(VALGRIND_TESTS)
 		CK_FORK=no CTXLEAK_TEST_SLOW=1 CTXLEAKD_BIN=$(CURDIR)/$(CTXLEAKD) \
 		CTXLEAK_BIN=$(CURDIR)/$(CTXLEAK) $(VALGRIND) $$t || exit 1; \
 	done
+
+# Too slow for every make check, and for the sanitizers and valgrind: its
+# own program, built by the tests' pattern rule, outside test_*.c.
+LOAD_TEST := $(B)/tests/load/load
+check-load: all $(LOAD_TEST)
+	@sh tests/run $(B) $(LOAD_TEST)
 
 bench: all $(BENCHES)
 	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
