@@ -436,9 +436,14 @@ static struct rate bench_sqlite(const struct stream *s, const char *dir,
 
 /* ------------------------------------------------------- (c, d) ctxleakd */
 
+/* What the daemon stored of the stream. */
+struct stored {
+	int64_t records, requests, tags;
+	int64_t counted, stats_rows; /* clean requests in request_stats */
+};
+
 static struct rate bench_daemon(const struct stream *s, const char *keep,
-				int64_t *records_stored,
-				int64_t *requests_stored, int64_t *tags_stored)
+				struct stored *out)
 {
 	const char *args[] = {"--keep", keep, "--log-level", "warn", NULL};
 	struct harness_daemon d;
@@ -458,10 +463,13 @@ static struct rate bench_daemon(const struct stream *s, const char *keep,
 	c0 = children_cpu_sec() - c0;
 	if (st != 0)
 		die("ctxleakd did not stop cleanly");
-	*records_stored = harness_query_int(&d, "SELECT count(*) FROM records");
-	*requests_stored =
-	    harness_query_int(&d, "SELECT count(*) FROM requests");
-	*tags_stored = harness_query_int(&d, "SELECT count(*) FROM tags");
+	out->records = harness_query_int(&d, "SELECT count(*) FROM records");
+	out->requests = harness_query_int(&d, "SELECT count(*) FROM requests");
+	out->tags = harness_query_int(&d, "SELECT count(*) FROM tags");
+	out->counted = harness_query_int(
+	    &d, "SELECT coalesce(sum(requests), 0) FROM request_stats");
+	out->stats_rows =
+	    harness_query_int(&d, "SELECT count(*) FROM request_stats");
 	harness_cleanup(&d);
 	return rate_of(s->n, t0, c0);
 }
@@ -556,13 +564,21 @@ static void print_rate(const char *what, struct rate r)
 	printf("%-24s %10.0f %14.0f\n", what, r.wall, r.cpu);
 }
 
+static void print_stored(const struct stored *st)
+{
+	printf("    stored %lld records, %lld requests, %lld tags; %lld "
+	       "requests counted in %lld request_stats rows\n",
+	       (long long)st->records, (long long)st->requests,
+	       (long long)st->tags, (long long)st->counted,
+	       (long long)st->stats_rows);
+}
+
 int main(int argc, char **argv)
 {
 	size_t want = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000;
 	char dir[] = "/tmp/ctxleak-bench-XXXXXX";
 	struct rate decode, raw_records, raw, all, leaky;
-	int64_t all_rows, all_reqs, all_tags, leaky_rows, leaky_reqs,
-	    leaky_tags;
+	struct stored all_stored, leaky_stored;
 	uint64_t records_rows, same_rows;
 	struct stream s;
 	char cmd[64];
@@ -577,9 +593,8 @@ int main(int argc, char **argv)
 	decode = bench_decode(&s);
 	raw_records = bench_sqlite(&s, dir, 0, &records_rows);
 	raw = bench_sqlite(&s, dir, 1, &same_rows);
-	all = bench_daemon(&s, "all", &all_rows, &all_reqs, &all_tags);
-	leaky =
-	    bench_daemon(&s, "leaky", &leaky_rows, &leaky_reqs, &leaky_tags);
+	all = bench_daemon(&s, "all", &all_stored);
+	leaky = bench_daemon(&s, "leaky", &leaky_stored);
 
 	printf("                          records/s  records/CPU-s\n");
 	print_rate("(a) socket + decode", decode);
@@ -590,14 +605,12 @@ int main(int argc, char **argv)
 	printf("(b) rows: %llu records only, %llu same rows\n",
 	       (unsigned long long)records_rows, (unsigned long long)same_rows);
 	printf("(c)/(b) %5.1f%% wall, %5.1f%% CPU (target >= 70%% of same "
-	       "rows); stored %lld records, %lld requests, %lld tags\n",
-	       100 * all.wall / raw.wall, 100 * all.cpu / raw.cpu,
-	       (long long)all_rows, (long long)all_reqs, (long long)all_tags);
-	printf("(d)/(a) %5.1f%% wall, %5.1f%% CPU (target >= 50%%); stored "
-	       "%lld records, %lld requests, %lld tags\n",
-	       100 * leaky.wall / decode.wall, 100 * leaky.cpu / decode.cpu,
-	       (long long)leaky_rows, (long long)leaky_reqs,
-	       (long long)leaky_tags);
+	       "rows)\n",
+	       100 * all.wall / raw.wall, 100 * all.cpu / raw.cpu);
+	print_stored(&all_stored);
+	printf("(d)/(a) %5.1f%% wall, %5.1f%% CPU (target >= 50%%)\n",
+	       100 * leaky.wall / decode.wall, 100 * leaky.cpu / decode.cpu);
+	print_stored(&leaky_stored);
 	bench_rss();
 
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);

@@ -17,8 +17,9 @@
 #include <sqlite3.h>
 
 #define CLI_VERSION "0.1.0"
-/* The newest PRAGMA user_version this CLI understands. */
-#define CLI_SCHEMA_VERSION 1
+/* The PRAGMA user_version this CLI reads: a newer file needs a newer
+ * CLI, an older one a start of ctxleakd, which migrates it. */
+#define CLI_SCHEMA_VERSION 2
 /* PRAGMA application_id of every ctxleak database: "cxlk". */
 #define CLI_APPLICATION_ID 0x63786c6b
 

@@ -118,6 +118,13 @@ static int check_schema(struct cli *c, int err, long long tables)
 				 "%s has schema version %lld, newer than this "
 				 "ctxleak reads (%d): upgrade ctxleak",
 				 c->db_path, version, CLI_SCHEMA_VERSION);
+	/* Read-only, the CLI cannot migrate; the daemon does on start. */
+	if (version < CLI_SCHEMA_VERSION)
+		return cli_error(CLI_EXIT_DB,
+				 "%s has schema version %lld, older than this "
+				 "ctxleak reads (%d): start ctxleakd once to "
+				 "migrate it",
+				 c->db_path, version, CLI_SCHEMA_VERSION);
 	return 0;
 }
 

@@ -87,7 +87,9 @@ static const char processes_sql[] =
     " p.id), p.connected_at, p.disconnected_at, p.id, p.instance,"
     " p.hello_pid, p.uid, p.gid, p.backend_reason, p.client,"
     " p.connections, p.unknown_skipped, p.error, p.model_evidence,"
-    " (SELECT count(*) FROM requests r WHERE r.process_id = p.id)"
+    " (SELECT count(*) FROM requests r WHERE r.process_id = p.id) +"
+    " (SELECT coalesce(sum(requests), 0) FROM request_stats s"
+    " WHERE s.process_id = p.id)"
     " FROM processes p WHERE 1%s ORDER BY p.connected_at DESC, p.id DESC";
 
 static void json_process(struct cli_json *j, sqlite3_stmt *st)

@@ -477,7 +477,9 @@ enum {
 };
 
 /* The records of the request in truth, and those the backend wrongly
- * attributed to it: both are its story. */
+ * attributed to it: both are its story.  The second test is written as
+ * the partial index records_ctx_request is, so that SQLite uses it
+ * instead of scanning every record. */
 static const char records_sql[] =
     "SELECT d.id, d.type, d.ts, d.tid, d.ctx, d.cause, d.other, d.name,"
     " d.value, d.leak, d.request_id, tr.name, d.ctx_request_id, cr.name,"
@@ -485,7 +487,8 @@ static const char records_sql[] =
     " LEFT JOIN requests tr ON tr.id = d.request_id"
     " LEFT JOIN requests cr ON cr.id = d.ctx_request_id"
     " LEFT JOIN sites s ON s.id = d.site_id"
-    " WHERE d.request_id = ?1 OR d.ctx_request_id = ?1"
+    " WHERE d.request_id = ?1 OR (d.ctx_request_id = ?1 AND"
+    " d.ctx_request_id IS NOT d.request_id)"
     " ORDER BY d.tid, d.ts, d.id";
 
 static void record_json(struct cli_json *j, sqlite3_stmt *st,
@@ -714,7 +717,11 @@ int cli_show(struct cli *c)
 	if (r.id < 0)
 		return CLI_EXIT_DB;
 	if (r.id == 0)
-		return cli_error(CLI_EXIT_USAGE, "no request matches '%s'",
+		return cli_error(CLI_EXIT_USAGE,
+				 "no request matches '%s' (ctxleakd "
+				 "--keep=leaky, the default, keeps only "
+				 "requests involved in a finding; the others "
+				 "are counted in request_stats)",
 				 c->args[0]);
 	if (c->json) {
 		j = cli_json_new(c->out);

@@ -23,6 +23,11 @@
 
 #define NS_PER_SEC    1000000000ULL
 #define STORE_TICK_MS 100
+/* Held records are those of requests still open under --keep=leaky, kept
+ * in case a finding names the request: far more than the in-flight
+ * requests of any service need, far less than an unbounded request
+ * could take. */
+#define DEFAULT_MAX_HELD (64ULL << 20)
 
 struct config cfg;
 
@@ -38,16 +43,19 @@ static const char usage_text[] =
     "\n"
     "  --socket PATH           listen here (default %s)\n"
     "  --db PATH               database file (default %s)\n"
-    "  --keep leaky|all        records to keep: of leaky requests only "
-    "(default),\n"
-    "                          or every record\n"
+    "  --keep leaky|all        leaky (default): rows and records of the "
+    "requests\n"
+    "                          in a finding, counts of the others; all: "
+    "every one\n"
     "  --log-level LEVEL       error, warn, info (default) or debug\n"
     "  --log-file PATH         append the log here instead of stderr;\n"
     "                          SIGHUP reopens it\n"
     "  --max-connections N     client connections at once (default %u)\n"
     "  --max-open-scopes N     open scopes per process (default %u)\n"
     "  --max-request-age DUR   report requests open longer as unclosed\n"
-    "                          (e.g. 10m; default 0: never)\n"
+    "                          (default 1h; 0: never)\n"
+    "  --max-held SIZE         records held in memory, under --keep=leaky,\n"
+    "                          for requests still open (default 64M)\n"
     "  --retention AGE[,SIZE]  delete data older than AGE or beyond SIZE\n"
     "                          (e.g. 7d, 7d,1G or ,500M; default: keep)\n"
     "  --linger DUR            wait for a reconnection this long before\n"
@@ -229,6 +237,7 @@ static void set_defaults(void)
 	cfg.max_connections = 1024;
 	cfg.max_open_scopes = rc.max_open_scopes;
 	cfg.max_request_age = rc.max_request_age;
+	cfg.max_held = DEFAULT_MAX_HELD;
 	cfg.linger = NS_PER_SEC;
 	proto_limits_default(&cfg.limits);
 }
@@ -242,6 +251,7 @@ enum {
 	OPT_MAX_CONNECTIONS,
 	OPT_MAX_OPEN_SCOPES,
 	OPT_MAX_REQUEST_AGE,
+	OPT_MAX_HELD,
 	OPT_RETENTION,
 	OPT_LINGER,
 	OPT_MAX_RECORD_SIZE,
@@ -259,6 +269,7 @@ static const struct option long_options[] = {
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"max-open-scopes", required_argument, NULL, OPT_MAX_OPEN_SCOPES},
     {"max-request-age", required_argument, NULL, OPT_MAX_REQUEST_AGE},
+    {"max-held", required_argument, NULL, OPT_MAX_HELD},
     {"retention", required_argument, NULL, OPT_RETENTION},
     {"linger", required_argument, NULL, OPT_LINGER},
     {"max-record-size", required_argument, NULL, OPT_MAX_RECORD_SIZE},
@@ -314,6 +325,9 @@ static void parse_option(int opt, const char *arg)
 		break;
 	case OPT_MAX_REQUEST_AGE:
 		cfg.max_request_age = parse_duration("max-request-age", arg);
+		break;
+	case OPT_MAX_HELD:
+		cfg.max_held = parse_size("max-held", arg, UINT64_MAX);
 		break;
 	case OPT_RETENTION:
 		parse_retention(arg);

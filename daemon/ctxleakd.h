@@ -18,7 +18,12 @@
 
 /* ------------------------------------------------------------ log.c */
 
-enum log_level { LOG_LEVEL_ERROR, LOG_LEVEL_WARN, LOG_LEVEL_INFO, LOG_LEVEL_DEBUG };
+enum log_level {
+	LOG_LEVEL_ERROR,
+	LOG_LEVEL_WARN,
+	LOG_LEVEL_INFO,
+	LOG_LEVEL_DEBUG
+};
 
 /* Logs go to stderr (journald takes them from there), one line each,
  * "<N>" syslog priority prefixes when stderr is the journal, else a
@@ -32,8 +37,10 @@ void log_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Log and exit(1); fatal appends strerror(errno), fatalx does not. */
-void fatal(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-void fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+void fatal(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
+void fatalx(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2), noreturn));
 
 /* ------------------------------------------------------------ store.c */
 
@@ -130,7 +137,7 @@ void store_limit_pages(struct store *s, int64_t extra);
  * -1 and a one-line reason when the file is not a ctxleak database or is
  * of a newer schema. */
 struct sqlite3;
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 #define STORE_APPLICATION_ID 0x63786c6b /* "cxlk" */
 int store_schema_open(struct sqlite3 *db, const char *path, char *err,
 		      size_t errlen);
@@ -146,6 +153,24 @@ void retention_free(struct retention *r);
  * 0 when done, or a negative SQLite result code; *deleted counts rows. */
 int retention_step(struct retention *r, int64_t cutoff, uint64_t max_bytes,
 		   uint64_t *deleted);
+
+/* store_summary.c: under --keep=leaky, requests with no finding counted
+ * per process, minute, site and name (request_stats) instead of a row
+ * each.  Counts gather in memory; the store flushes them into its open
+ * transaction just before each commit. */
+struct summaries;
+struct summaries *summaries_new(struct sqlite3 *db);
+void summaries_free(struct summaries *sm);
+/* Counts a clean request that began at begin_wall (wall-clock ns).
+ * 0 when counted, 1 when the table is full (flush, then add again), -1
+ * when out of memory. */
+int summaries_add(struct summaries *sm, int64_t process_id, int64_t begin_wall,
+		  const struct rules_request *rq);
+/* Writes every key counted since the last flush or clear, then forgets
+ * them all; the rows written, or a negative SQLite result code. */
+int64_t summaries_flush(struct summaries *sm);
+void summaries_clear(struct summaries *sm);
+unsigned summaries_pending(const struct summaries *sm); /* keys counted */
 
 /* ------------------------------------------------------------ server.c */
 
@@ -229,11 +254,13 @@ struct config {
 	enum log_level log_level;
 	unsigned max_connections;
 	uint32_t max_open_scopes;
-	uint64_t max_request_age;  /* ns */
-	uint64_t retention_age;	   /* ns */
+	uint64_t max_request_age; /* ns */
+	uint64_t max_held;	  /* bytes of records held, all processes
+				     together (--keep=leaky); 0: no limit */
+	uint64_t retention_age;	  /* ns */
 	uint64_t retention_bytes;
-	uint64_t linger;	   /* ns a disconnected process waits for a
-				      reconnection before it is finalised */
+	uint64_t linger; /* ns a disconnected process waits for a
+			    reconnection before it is finalised */
 	struct proto_limits limits;
 };
 

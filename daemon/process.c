@@ -27,6 +27,7 @@ struct process {
 	struct event *linger; /* pending while no connection is attached */
 	uint64_t records, dropped, skipped;
 	char *error; /* the last protocol error that closed a connection */
+	int held_warned;
 	TAILQ_ENTRY(process) entry;
 };
 
@@ -37,6 +38,8 @@ static struct store *process_store;
 /* Daemon-wide, so that requests.id stays unique across processes and
  * restarts. */
 static uint64_t request_seq;
+/* Daemon-wide too: --max-held bounds all the processes together. */
+static uint64_t held_bytes;
 static struct process_stats stats;
 
 void process_init(struct event_base *base, struct store *store)
@@ -74,6 +77,12 @@ static void sink_request(void *arg, const struct rules_request *rq)
 {
 	struct process *p = arg;
 
+	if (rq->held_dropped != 0 && !p->held_warned) {
+		log_warn("pid %d: --max-held reached: request %llu (and maybe "
+			 "others) keeps only part of its records",
+			 (int)p->pid, (unsigned long long)rq->rid);
+		p->held_warned = 1;
+	}
 	store_request(process_store, &p->sp, rq);
 }
 
@@ -101,6 +110,8 @@ static struct process *process_new(uint64_t instance)
 	rc.max_request_age = cfg.max_request_age;
 	rc.hold_records = !cfg.keep_all;
 	rc.request_seq = &request_seq;
+	rc.max_held_bytes = cfg.max_held;
+	rc.held_bytes = &held_bytes;
 	sink.arg = p;
 	p->instance = instance;
 	p->rules = rules_new(&rc, &sink);

@@ -118,6 +118,8 @@ struct rules *rules_new(const struct rules_config *cfg,
 	r->cfg = *cfg;
 	if (r->cfg.request_seq == NULL)
 		r->cfg.request_seq = &r->own_seq;
+	if (r->cfg.held_bytes == NULL)
+		r->cfg.held_bytes = &r->own_held;
 	if (sink != NULL)
 		r->sink = *sink;
 	r->open.load = PTAB_DENSE;
@@ -856,6 +858,24 @@ static void hold_strings(struct rules *r, struct req_more *m, struct hrec *h,
 	p[s1.len + 1 + s2.len] = '\0';
 }
 
+/* What holding rec costs, counted against max_held_bytes: the slot and
+ * its strings.  0 when it may be held, and then it is counted. */
+static int over_held_limit(struct rules *r, struct req_more *m,
+			   const struct proto_record *rec)
+{
+	uint64_t cost = sizeof(struct hrec) + 2;
+
+	cost += rec->type == PROTO_TAG
+		    ? (uint64_t)rec->key.len + rec->value.len
+		    : (uint64_t)rec->name.len + rec->message.len;
+	if (r->cfg.max_held_bytes != 0 &&
+	    *r->cfg.held_bytes + cost > r->cfg.max_held_bytes)
+		return 1;
+	*r->cfg.held_bytes += cost;
+	m->held_bytes += cost;
+	return 0;
+}
+
 static void hold(struct rules *r, struct req *q, const struct proto_record *rec,
 		 const struct rules_verdict *v)
 {
@@ -869,7 +889,14 @@ static void hold(struct rules *r, struct req *q, const struct proto_record *rec,
 		return;
 	}
 	m = more(r, q);
-	if (m == NULL || (h = held_slot(r, m)) == NULL)
+	if (m == NULL)
+		return;
+	if (over_held_limit(r, m, rec)) {
+		m->held_dropped++;
+		r->stats.held_dropped++;
+		return;
+	}
+	if ((h = held_slot(r, m)) == NULL)
 		return;
 	memset(h, 0, sizeof(*h));
 	h->ts = rec->ts;
@@ -1042,9 +1069,21 @@ static void more_free(struct rules *r, struct req *q)
 	rules_release(r, m->tags, m->tags_cap * sizeof(*m->tags));
 	rules_release(r, m->threads, RULES_MAX_THREADS * sizeof(*m->threads));
 	rules_release(r, m->held, m->held_cap * sizeof(*m->held));
+	*r->cfg.held_bytes -= m->held_bytes;
 	arena_free(r, &m->strings);
 	rules_release(r, m, sizeof(*m));
 	q->more = NULL;
+}
+
+/* Whether a finding names the request, as victim or source. */
+static int involved(const struct req_more *m)
+{
+	if (m == NULL)
+		return 0;
+	for (int c = LEAK_NONE + 1; c < LEAK_CLASS_COUNT; c++)
+		if (m->victim_of[c] != 0)
+			return 1;
+	return m->source_of != 0;
 }
 
 static void retire(struct rules *r, struct req *q)
@@ -1070,22 +1109,27 @@ static void retire(struct rules *r, struct req *q)
 	rq.threads = m && m->threads ? m->threads : &q->root.tid;
 	rq.nscopes = q->nscopes;
 	rq.nrecords = q->nrecords;
-	/* Out of memory, the tags and records are not delivered. */
+	/* Out of memory, the tags and records are not delivered (nheld
+	 * still counts the records). */
 	if (tags != NULL && ntags > 0) {
 		final_tags(m, tags);
 		rq.ntags = (uint32_t)ntags;
 		rq.tags = tags;
 	}
-	if (tags != NULL && nheld > 0) {
+	rq.nheld = nheld;
+	/* A clean request's records are of no use to anyone (they are held
+	 * for the requests a finding involves), and rebuilding them was a
+	 * tenth of the daemon's time under --keep=leaky. */
+	if (tags != NULL && nheld > 0 && involved(m)) {
 		struct rules_verdict *v =
 		    (struct rules_verdict *)(tags + ntags);
 
 		held_verdicts(q, v, (struct proto_record *)(v + nheld));
-		rq.nheld = nheld;
 		rq.held = v;
 	}
 	if (m != NULL) {
 		rq.tags_dropped = m->tags_dropped;
+		rq.held_dropped = m->held_dropped;
 		memcpy(rq.victim_of, m->victim_of, sizeof(rq.victim_of));
 		rq.source_of = m->source_of;
 	}

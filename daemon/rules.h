@@ -57,7 +57,16 @@ struct rules_config {
 				      one by one (--keep=leaky) */
 	uint64_t *request_seq;	   /* daemon-wide request id allocator: the
 				      engine takes ++*request_seq for each
-				      request; never NULL */
+				      request; NULL: the engine's own */
+	uint64_t max_held_bytes;   /* hold_records: bytes of held records,
+				      counted in *held_bytes; past it a
+				      request's further records are
+				      counted (held_dropped), not held, so
+				      that no request can hold memory
+				      without bound; 0: no limit */
+	uint64_t *held_bytes;	   /* shared like request_seq, so that the
+				      limit is daemon-wide; NULL: the
+				      engine's own */
 };
 
 /* A record after judgement. */
@@ -118,7 +127,10 @@ struct rules_request {
 	uint32_t victim_of[LEAK_CLASS_COUNT]; /* findings with it as victim */
 	uint32_t source_of;		      /* findings with it as source */
 	size_t nheld;			      /* hold_records only */
-	const struct rules_verdict *held;     /* in ts order */
+	uint32_t held_dropped;		  /* not held: over max_held_bytes */
+	const struct rules_verdict *held; /* in ts order; NULL when no
+					     finding names the request
+					     (nheld still counts them) */
 };
 #define RULES_MAX_THREADS 16
 
@@ -154,9 +166,10 @@ struct rules_stats {
 	uint64_t added, judged, pending;
 	uint64_t open_scopes, ended_scopes;
 	uint64_t findings[LEAK_CLASS_COUNT];
-	uint64_t evicted;    /* scopes forgotten because of max_open_scopes */
-	uint64_t forced;     /* records judged early because of max_pending */
-	uint64_t bytes_used; /* bytes the engine allocated and holds */
+	uint64_t evicted;      /* scopes forgotten because of max_open_scopes */
+	uint64_t forced;       /* records judged early because of max_pending */
+	uint64_t held_dropped; /* records not held: max_held_bytes */
+	uint64_t bytes_used;   /* bytes the engine allocated and holds */
 	uint64_t requests_live; /* begun and not yet retired */
 };
 

@@ -105,7 +105,8 @@ struct req_more {
 			      ran its code */
 	uint32_t nkept;
 	uint64_t last_unkept; /* past RULES_MAX_THREADS */
-	uint32_t nheld, held_cap;
+	uint32_t nheld, held_cap, held_dropped;
+	uint64_t held_bytes; /* counted against max_held_bytes */
 	struct hrec *held;
 	struct arena strings;
 };
@@ -196,8 +197,9 @@ struct rules {
 	void *cache[RULES_CACHE_CLASSES];
 	size_t cache_bytes;
 
-	uint64_t own_seq; /* when the config gives no request_seq */
-	void *scratch;	  /* see scratch() in rules.c */
+	uint64_t own_seq;  /* when the config gives no request_seq */
+	uint64_t own_held; /* when the config gives no held_bytes */
+	void *scratch;	   /* see scratch() in rules.c */
 	size_t scratch_cap;
 	struct rules_stats stats;
 	char detail[512];

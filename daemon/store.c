@@ -5,7 +5,8 @@
  * one open transaction, committed every commit_ms or commit_rows rows from
  * store_tick: batching is what makes SQLite fast enough to take every
  * record under --keep=all.  Under --keep=leaky only records of requests
- * involved in a finding are kept.
+ * involved in a finding are kept, and the other requests are counted per
+ * minute (store_summary.c) rather than written a row each.
  *
  * A write that fails for want of space or because of an I/O error must not
  * take the daemon down: the transaction is rolled back, its rows are
@@ -74,9 +75,9 @@ static const char *const sql[NSTMT] = {
     [ST_REQUEST] = "INSERT INTO requests(id, process_id, ctx, name, "
 		   "site_id, begin_ts, end_ts, begin_tid, threads, scopes, "
 		   "records, leaks, lost, stale, bleed, overlap, misnest, "
-		   "unclosed, source_of, tags_dropped) "
+		   "unclosed, source_of, tags_dropped, records_not_kept) "
 		   "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-		   "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+		   "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
     [ST_TAG] = "INSERT INTO tags(request_id, key, value, ts, tid, site_id, "
 	       "setter_request_id, setter_ctx) "
 	       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -113,6 +114,7 @@ struct store {
 	sqlite3 *db;
 	sqlite3_stmt *st[NSTMT];
 	struct retention *retention;
+	struct summaries *summaries; /* clean requests under --keep=leaky */
 	int keep_all;
 	int64_t retention_age;
 	uint64_t retention_bytes;
@@ -299,6 +301,20 @@ static int save_last_rid(struct store *s)
 	return step_once(s->st[ST_SAVE_RID]);
 }
 
+/* The summaries counted so far go into the transaction they are
+ * committed with; if it fails, its rows count as not stored with them. */
+static int write_summaries(struct store *s)
+{
+	unsigned keys = summaries_pending(s->summaries);
+	int64_t n;
+
+	if (keys == 0)
+		return SQLITE_OK;
+	n = summaries_flush(s->summaries);
+	s->pending += n < 0 ? keys : (uint64_t)n;
+	return n < 0 ? (int)-n : SQLITE_OK;
+}
+
 static int txn_commit(struct store *s)
 {
 	uint64_t rid = s->last_rid;
@@ -306,7 +322,8 @@ static int txn_commit(struct store *s)
 
 	if (!s->in_txn)
 		return 0;
-	if ((rc = save_last_rid(s)) == SQLITE_OK)
+	if ((rc = write_summaries(s)) == SQLITE_OK &&
+	    (rc = save_last_rid(s)) == SQLITE_OK)
 		rc = step_once(s->st[ST_COMMIT]);
 	if (rc != SQLITE_OK) {
 		txn_failed(s, rc, 0, "commit");
@@ -491,6 +508,7 @@ static void write_request(struct store *s, const struct store_proc *p,
 		sqlite3_bind_int64(st, 13 + c - LEAK_LOST, rq->victim_of[c]);
 	sqlite3_bind_int64(st, 19, rq->source_of);
 	sqlite3_bind_int64(st, 20, rq->tags_dropped);
+	sqlite3_bind_int64(st, 21, rq->held_dropped);
 	row_end(s, st);
 }
 
@@ -502,15 +520,41 @@ static int request_involved(const struct rules_request *rq)
 	return rq->source_of != 0;
 }
 
+/* Under --keep=leaky a request no finding involves is only counted; its
+ * held records go (store_summary.c says why). */
+static void count_clean(struct store *s, const struct store_proc *p,
+			const struct rules_request *rq)
+{
+	int64_t begin = wall_ts(p, rq->begin_ts);
+	int rc;
+
+	if (row_begin(s) == -1)
+		return;
+	note_rid(s, rq->rid);
+	rc = summaries_add(s->summaries, p->id, begin, rq);
+	if (rc == 1) {
+		/* Full: what was counted goes into the open transaction. */
+		if ((rc = write_summaries(s)) != SQLITE_OK) {
+			txn_failed(s, rc, 1, "summaries");
+			return;
+		}
+		rc = summaries_add(s->summaries, p->id, begin, rq);
+	}
+	if (rc != 0)
+		s->stats.rows_failed++;
+}
+
 void store_request(struct store *s, const struct store_proc *p,
 		   const struct rules_request *rq)
 {
+	if (!s->keep_all && !request_involved(rq)) {
+		count_clean(s, p, rq);
+		return;
+	}
 	write_request(s, p, rq);
 	for (uint32_t i = 0; i < rq->ntags; i++)
 		write_tag(s, rq, p, &rq->tags[i]);
-	if (!s->keep_all && !request_involved(rq))
-		return;
-	for (size_t i = 0; i < rq->nheld; i++)
+	for (size_t i = 0; rq->held != NULL && i < rq->nheld; i++)
 		write_record(s, p, &rq->held[i]);
 }
 
@@ -829,7 +873,8 @@ static int configure(struct store *s, const char *path, char *err,
 				       SQLITE_PREPARE_PERSISTENT, &s->st[i],
 				       NULL) != SQLITE_OK)
 			goto fail;
-	if ((s->retention = retention_new(s->db)) == NULL)
+	if ((s->retention = retention_new(s->db)) == NULL ||
+	    (s->summaries = summaries_new(s->db)) == NULL)
 		goto fail;
 	return 0;
 fail:
@@ -910,6 +955,7 @@ void store_close(struct store *s)
 	if (s->db != NULL)
 		txn_commit(s);
 	retention_free(s->retention);
+	summaries_free(s->summaries);
 	for (int i = 0; i < NSTMT; i++)
 		sqlite3_finalize(s->st[i]);
 	sqlite3_close(s->db);

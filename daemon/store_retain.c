@@ -6,13 +6,13 @@
  * a big backlog is worked off over several ticks.
  *
  * The hot tables have no index on time (records) or none at all (requests,
- * drops), because every index costs insert speed.  Their ids grow in
- * roughly the order of their timestamps (a request is numbered when it
- * begins, a record when it is judged, held records are late by at most a
- * request's lifetime), so age retention looks at the oldest CHUNK rows by
- * id and deletes those older than the cutoff: the oldest rows are always
- * in that window, and a row that arrived late waits until the window
- * reaches it.
+ * drops; request_stats has one, but on process and minute), because every index
+ * costs insert speed.  Their ids grow in roughly the order of their timestamps
+ * (a request is numbered when it begins, a record when it is judged, held
+ * records are late by at most a request's lifetime), so age retention looks at
+ * the oldest CHUNK rows by id and deletes those older than the cutoff: the
+ * oldest rows are always in that window, and a row that arrived late waits
+ * until the window reaches it.
  *
  * Size retention counts the pages in use (page_count - freelist_count):
  * SQLite does not shrink the file, but it reuses freed pages, so holding
@@ -37,6 +37,7 @@ enum {
 	AGE_RECORDS,
 	AGE_LEAKS,
 	AGE_DROPS,
+	AGE_STATS,
 	AGE_SITES,
 	AGE_PROCESSES,
 	SIZE_RECORDS,
@@ -44,6 +45,7 @@ enum {
 	SIZE_REQUESTS,
 	SIZE_LEAKS,
 	SIZE_DROPS,
+	SIZE_STATS,
 	PAGES_USED,
 	PAGE_SIZE,
 	NSTMT
@@ -64,6 +66,10 @@ static const char *const sql[NSTMT] = {
 		  "WHERE ts < ?1 LIMIT ?2)",
     [AGE_DROPS] = "DELETE FROM drops WHERE rowid IN (SELECT rowid FROM "
 		  "drops WHERE until_ts < ?1 LIMIT ?2)",
+    /* A minute's counts go once the whole minute is past the cutoff. */
+    [AGE_STATS] = "DELETE FROM request_stats WHERE rowid IN (SELECT rowid "
+		  "FROM request_stats ORDER BY rowid LIMIT ?2) AND "
+		  "minute + 60000000000 <= ?1",
     [AGE_SITES] = "DELETE FROM sites WHERE process_id IN (SELECT id FROM "
 		  "processes WHERE disconnected_at < ?1)",
     [AGE_PROCESSES] = "DELETE FROM processes WHERE disconnected_at < ?1",
@@ -77,6 +83,8 @@ static const char *const sql[NSTMT] = {
 		   "ORDER BY id LIMIT ?2)",
     [SIZE_DROPS] = "DELETE FROM drops WHERE rowid IN (SELECT rowid FROM "
 		   "drops ORDER BY rowid LIMIT ?2)",
+    [SIZE_STATS] = "DELETE FROM request_stats WHERE rowid IN (SELECT rowid "
+		   "FROM request_stats ORDER BY rowid LIMIT ?2)",
     [PAGES_USED] = "SELECT (SELECT page_count FROM pragma_page_count) - "
 		   "(SELECT freelist_count FROM pragma_freelist_count)",
     [PAGE_SIZE] = "PRAGMA page_size",
@@ -169,7 +177,7 @@ static int run_range(struct retention *r, int first, int last, int64_t cutoff,
 static int age_step(struct retention *r, int64_t cutoff, uint64_t *deleted)
 {
 	uint64_t before = *deleted;
-	int rc = run_range(r, AGE_TAGS, AGE_DROPS, cutoff, AGE_CHUNK, deleted);
+	int rc = run_range(r, AGE_TAGS, AGE_STATS, cutoff, AGE_CHUNK, deleted);
 
 	if (rc < 0)
 		return rc;
@@ -203,7 +211,7 @@ static int size_chunk(struct retention *r, uint64_t *deleted)
 	*deleted += (uint64_t)n;
 	if (n > 0)
 		return 0;
-	return run_range(r, SIZE_TAGS, SIZE_DROPS, 0, SIZE_CHUNK, deleted);
+	return run_range(r, SIZE_TAGS, SIZE_STATS, 0, SIZE_CHUNK, deleted);
 }
 
 static int size_step(struct retention *r, uint64_t max_bytes, uint64_t *deleted)

@@ -232,4 +232,5 @@ Explore it:
     $build/ctxleak --db $db leaks --app event_loop/thread --limit 10
     $build/ctxleak --db $db show '#$victim'
     sqlite3 $db 'select class, count(*) from leaks group by 1'
+    sqlite3 $db 'select name, sum(requests) from request_stats group by 1'
 EOF

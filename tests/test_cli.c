@@ -1124,6 +1124,13 @@ START_TEST(test_bad_databases)
 		      "PRAGMA application_id = 1668836459;"
 		      "PRAGMA user_version = 99;");
 	assert_bad_db(path, "newer");
+	/* Read-only, the CLI cannot migrate: it says who can. */
+	snprintf(path, sizeof(path), "%s/older.db", tmpdir);
+	make_db(path, "CREATE TABLE processes (id INTEGER);"
+		      "CREATE TABLE leaks (id INTEGER);"
+		      "PRAGMA application_id = 1668836459;"
+		      "PRAGMA user_version = 1;");
+	assert_bad_db(path, "start ctxleakd once to migrate it");
 	/* Our tables' names in someone else's file. */
 	snprintf(path, sizeof(path), "%s/foreign.db", tmpdir);
 	make_db(path, "CREATE TABLE processes (id INTEGER);"
@@ -1234,6 +1241,36 @@ START_TEST(test_reads_while_daemon_runs)
 	ck_assert_int_eq(each_json_line(r.out, NULL, NULL), 7);
 	run_free(&r);
 	ck_assert_int_eq(harness_stop(&d), 0);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* Under --keep=leaky (the default) clean requests are counted, not
+ * kept: `processes` still counts them, `show` says why it finds none. */
+static void assert_requests(const struct json *j, void *want)
+{
+	assert_member(j, "requests", want);
+}
+
+START_TEST(test_leaky_counts_clean_requests)
+{
+	struct harness_daemon d;
+	struct run r;
+
+	ck_assert_msg(harness_start(&d, NULL) == 0, "%s", harness_error());
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_TASK,
+					harness_worked_example, NULL),
+			 0);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	r = run("--db", d.db, "processes", "--json");
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	ck_assert_int_eq(each_json_line(r.out, assert_requests, "3"), 1);
+	run_free(&r);
+	r = run("--db", d.db, "show", "GET /a");
+	ck_assert_int_eq(r.status, 2);
+	ck_assert_msg(strstr(r.err, "counted in request_stats") != NULL, "%s",
+		      r.err);
+	run_free(&r);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -1400,6 +1437,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_reads_while_daemon_runs);
 	tcase_add_test(tc, test_dropped_window);
 	tcase_add_test(tc, test_show_open_request);
+	tcase_add_test(tc, test_leaky_counts_clean_requests);
 	suite_add_tcase(s, tc);
 	return s;
 }

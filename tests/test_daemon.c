@@ -856,6 +856,52 @@ START_TEST(test_sigterm_accepts_the_backlog)
 }
 END_TEST
 
+/* A request that never ends, with far more records than --max-held lets
+ * the daemon hold: it is reported unclosed, its row says how many of its
+ * records were not kept, and the log says why, once. */
+static int long_unclosed_request(void *arg)
+{
+	char value[64];
+
+	(void)arg;
+	memset(value, 'v', sizeof value - 1);
+	value[sizeof value - 1] = '\0';
+	ctxleak_begin("GET /endless");
+	for (int i = 0; i < 500; i++)
+		ctxleak_tag("k", value);
+	return 0;
+}
+
+START_TEST(test_max_held)
+{
+	struct harness_daemon d;
+	int64_t kept, not_kept;
+	char *log;
+
+	START(&d, "--max-held", "4K");
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					long_unclosed_request, NULL),
+			 0);
+	STOP_OK(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks WHERE "
+				       "class = 'unclosed'"),
+			 1);
+	kept = query_int(&d, "SELECT count(*) FROM records");
+	not_kept = query_int(&d, "SELECT records_not_kept FROM requests");
+	ck_assert_int_gt(not_kept, 0);
+	ck_assert_int_gt(kept, 0);
+	/* BEGIN and 500 TAGs: each kept or counted. */
+	ck_assert_int_eq(kept + not_kept, 501);
+	log = harness_log(&d);
+	ck_assert_ptr_nonnull(strstr(log, "--max-held reached"));
+	ck_assert_ptr_eq(
+	    strstr(strstr(log, "--max-held reached") + 1, "--max-held reached"),
+	    NULL);
+	free(log);
+	harness_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_keep_leaky)
 {
 	struct harness_daemon d;
@@ -868,8 +914,21 @@ START_TEST(test_keep_leaky)
 					harness_worked_example, NULL),
 			 0);
 	STOP_OK(&d);
-	/* Summaries of every request, records only of the leaky ones. */
-	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests"), 6);
+	/* Rows and records of the leaky requests (all three under thread),
+	 * counts of the clean ones (all three under task). */
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests r JOIN "
+				       "processes p ON p.id = r.process_id "
+				       "WHERE p.backend = 'thread'"),
+			 3);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests"), 3);
+	ck_assert_int_eq(query_int(&d, "SELECT sum(s.requests) FROM "
+				       "request_stats s JOIN processes p ON "
+				       "p.id = s.process_id WHERE "
+				       "p.backend = 'task'"),
+			 3);
+	ck_assert_int_eq(query_int(&d, "SELECT sum(requests) FROM "
+				       "request_stats"),
+			 3);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
 				       "processes p ON p.id = r.process_id "
 				       "WHERE p.backend = 'task'"),
@@ -1499,6 +1558,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(findings, test_two_clients_at_once);
 	tcase_add_test(findings, test_killed_client_gives_unclosed);
 	tcase_add_test(findings, test_keep_leaky);
+	tcase_add_test(findings, test_max_held);
 	tcase_add_test(findings, test_no_secrets_in_logs);
 	tcase_add_test(input, test_garbage_closes_only_its_connection);
 	tcase_add_test(input, test_bad_input_keeps_what_came_before);

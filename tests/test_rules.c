@@ -53,6 +53,8 @@ struct got_request {
 	struct got_tag tags[MAX_TAGS];
 	uint32_t victim_of[LEAK_CLASS_COUNT], source_of;
 	size_t nheld;
+	uint32_t held_dropped;
+	int held_delivered; /* rq->held was not NULL */
 	struct got_verdict held[MAX_HELD];
 };
 
@@ -145,7 +147,10 @@ static void on_request(void *arg, const struct rules_request *rq)
 	memcpy(g->victim_of, rq->victim_of, sizeof(g->victim_of));
 	g->source_of = rq->source_of;
 	g->nheld = rq->nheld;
-	for (size_t i = 0; i < rq->nheld && i < MAX_HELD; i++)
+	g->held_dropped = rq->held_dropped;
+	g->held_delivered = rq->held != NULL;
+	for (size_t i = 0; g->held_delivered && i < rq->nheld && i < MAX_HELD;
+	     i++)
 		to_verdict(&g->held[i], &rq->held[i]);
 }
 
@@ -172,6 +177,14 @@ static struct rules *engine(void (*tune)(struct rules_config *))
 static void hold(struct rules_config *cfg)
 {
 	cfg->hold_records = 1;
+}
+
+static uint64_t rules_stats_held_dropped(const struct rules *r)
+{
+	struct rules_stats st;
+
+	rules_stats(r, &st);
+	return st.held_dropped;
 }
 
 /* ------------------------------------------------------------ records */
@@ -444,6 +457,77 @@ START_TEST(test_example_task)
 	check_example_model(r, "2 requests interleaved on thread 100; the "
 			       "current backend already isolates them (task "
 			       "is the recommended backend for this model)");
+	rules_free(r);
+}
+END_TEST
+
+/* Held records go out with a request a finding names; a clean request's
+ * are only counted. */
+START_TEST(test_held_only_when_involved)
+{
+	struct rules *r = engine(hold);
+
+	RUN(r, example_task);
+	ck_assert_uint_eq(got.nfindings, 0);
+	ck_assert_uint_eq(got.nrequests, 3);
+	for (size_t i = 0; i < got.nrequests; i++) {
+		ck_assert_uint_gt(got.requests[i].nheld, 0);
+		ck_assert_int_eq(got.requests[i].held_delivered, 0);
+	}
+	rules_free(r);
+	r = engine(hold);
+	RUN(r, example_thread);
+	ck_assert_int_eq(request_of(A)->held_delivered, 1);
+	rules_free(r);
+}
+END_TEST
+
+/* Held records are bounded by max_held_bytes, counted across every engine
+ * that shares the counter; what does not fit is counted, and the budget
+ * comes back when the request retires. */
+static uint64_t shared_held;
+
+static void hold_small(struct rules_config *cfg)
+{
+	cfg->hold_records = 1;
+	cfg->max_held_bytes = 4096;
+	cfg->held_bytes = &shared_held;
+}
+
+START_TEST(test_held_bounded)
+{
+	struct rules *r = engine(hold_small), *other;
+	const struct proto_record begin = BEGIN(1, 1, A, 0, 0, "a");
+	struct proto_record tag = TAG(2, 1, A, A, "user", "alice");
+	const struct proto_record end = END(100000, 1, A, A, A);
+	const struct got_request *a;
+	size_t tags = 1000;
+
+	shared_held = 0;
+	ck_assert_int_eq(rules_add(r, &begin), 0);
+	for (size_t i = 0; i < tags; i++) {
+		tag.ts = 2 + i;
+		ck_assert_int_eq(rules_add(r, &tag), 0);
+	}
+	rules_advance(r, 1 + tags);
+	ck_assert_uint_le(shared_held, 4096);
+	ck_assert_uint_gt(shared_held, 0);
+	/* A second engine on the same budget holds nothing now. */
+	other = engine(hold_small);
+	ck_assert_int_eq(rules_add(other, &begin), 0);
+	tag.ts = 3;
+	ck_assert_int_eq(rules_add(other, &tag), 0);
+	rules_advance(other, 3);
+	ck_assert_uint_eq(rules_stats_held_dropped(other), 1);
+	rules_free(other);
+	memset(&got, 0, sizeof(got));
+	ck_assert_int_eq(rules_add(r, &end), 0);
+	rules_finish(r);
+	a = request_of(A);
+	ck_assert_uint_gt(a->held_dropped, 0);
+	/* Every record of it, BEGIN and END included, is held or counted. */
+	ck_assert_uint_eq(a->nheld + a->held_dropped, tags + 2);
+	ck_assert_uint_eq(shared_held, 0);
 	rules_free(r);
 }
 END_TEST
@@ -1820,6 +1904,8 @@ static Suite *rules_suite(void)
 	tcase_add_test(tc, test_example_thread);
 	tcase_add_test(tc, test_example_global);
 	tcase_add_test(tc, test_example_task);
+	tcase_add_test(tc, test_held_only_when_involved);
+	tcase_add_test(tc, test_held_bounded);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("classes");

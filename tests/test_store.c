@@ -374,10 +374,10 @@ START_TEST(test_newer_version_refused)
 	char err[256];
 
 	store_close(open_default(0));
-	exec_on(path, "PRAGMA user_version = 2");
+	exec_on(path, "PRAGMA user_version = 3");
 	open_fails(path, err, sizeof err);
-	ck_assert_msg(strstr(err, "database schema version 2 is newer than "
-				  "this ctxleakd supports (1)") != NULL,
+	ck_assert_msg(strstr(err, "database schema version 3 is newer than "
+				  "this ctxleakd supports (2)") != NULL,
 		      "%s", err);
 }
 END_TEST
@@ -497,7 +497,9 @@ START_TEST(test_keep_all_vs_leaky)
 			 2);
 	ck_assert_int_eq(q("SELECT count(*) FROM records WHERE value = 'held'"),
 			 5);
-	ck_assert_int_eq(q("SELECT count(*) FROM requests"), 3);
+	/* The clean request is only counted. */
+	ck_assert_int_eq(q("SELECT count(*) FROM requests"), 2);
+	ck_assert_int_eq(q("SELECT sum(requests) FROM request_stats"), 1);
 }
 END_TEST
 
@@ -596,6 +598,55 @@ START_TEST(test_finding_evidence)
 }
 END_TEST
 
+/* The query plan of sql, one step a line. */
+static void query_plan(const char *sql, char *buf, size_t len)
+{
+	sqlite3 *db = reader();
+	sqlite3_stmt *st;
+	char eqp[1024];
+	size_t off = 0;
+
+	snprintf(eqp, sizeof eqp, "EXPLAIN QUERY PLAN %s", sql);
+	ck_assert_int_eq(sqlite3_prepare_v2(db, eqp, -1, &st, NULL), SQLITE_OK);
+	buf[0] = '\0';
+	while (sqlite3_step(st) == SQLITE_ROW && off < len)
+		off += (size_t)snprintf(buf + off, len - off, "%s\n",
+					sqlite3_column_text(st, 3));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+}
+
+/* `ctxleak show` finds the records wrongly attributed to a request
+ * through a partial index that holds only those. */
+START_TEST(test_misattributed_records_indexed)
+{
+	struct store *s = open_default(1);
+	struct store_proc p = add_process(s, 1, 0);
+	struct proto_record r = tag_rec(10, 1002, 1001, "x");
+	struct rules_verdict v = {&r, 1, 1, LEAK_NONE};
+	char plan[1024];
+
+	for (int i = 0; i < 100; i++)
+		store_verdict(s, &p, &v);
+	v.rid_ctx = 2;
+	v.leak = LEAK_BLEED;
+	store_verdict(s, &p, &v);
+	store_close(s);
+	ck_assert_int_eq(q("SELECT count(*) FROM records INDEXED BY "
+			   "records_ctx_request WHERE ctx_request_id IS NOT "
+			   "request_id"),
+			 1);
+	/* The WHERE of cli_show.c's records_sql. */
+	query_plan("SELECT * FROM records d WHERE d.request_id = 2 OR "
+		   "(d.ctx_request_id = 2 AND d.ctx_request_id IS NOT "
+		   "d.request_id)",
+		   plan, sizeof plan);
+	ck_assert_msg(strstr(plan, "USING INDEX records_ctx_request") &&
+			  strstr(plan, "USING INDEX records_request"),
+		      "%s", plan);
+}
+END_TEST
+
 START_TEST(test_request_and_tags)
 {
 	struct store *s = open_default(0);
@@ -616,12 +667,14 @@ START_TEST(test_request_and_tags)
 	rq.ntags = 2;
 	rq.tags = tags;
 	rq.tags_dropped = 1;
+	rq.held_dropped = 5;
 	rq.victim_of[LEAK_BLEED] = 2;
 	rq.victim_of[LEAK_UNCLOSED] = 1;
 	rq.source_of = 4;
 	store_request(s, &p, &rq);
 	rq = request_of(8, 40);
 	rq.end_ts = 0;
+	rq.victim_of[LEAK_UNCLOSED] = 1;
 	store_request(s, &p, &rq);
 	store_close(s);
 	ck_assert_str_eq(
@@ -630,9 +683,10 @@ START_TEST(test_request_and_tags)
 	       "|| '|' || begin_tid || '|' || threads || '|' || scopes || "
 	       "'|' || records || '|' || leaks || '|' || lost || stale || "
 	       "bleed || overlap || misnest || unclosed || '|' || "
-	       "source_of || '|' || tags_dropped FROM requests WHERE id = 7",
+	       "source_of || '|' || tags_dropped || '|' || records_not_kept "
+	       "FROM requests WHERE id = 7",
 	       buf, sizeof buf),
-	    "7|1|1007|GET /a|2|1010|1020|7|4711 4712|3|12|3|002001|4|1");
+	    "7|1|1007|GET /a|2|1010|1020|7|4711 4712|3|12|3|002001|4|1|5");
 	ck_assert_str_eq(qs("SELECT coalesce(end_ts, 'NULL') || '|' || threads "
 			    "|| '|' || (site_id IS NULL) FROM requests WHERE "
 			    "id = 8",
@@ -1005,6 +1059,7 @@ START_TEST(test_retention_by_size_without_records)
 
 		rq.ntags = 2;
 		rq.tags = tags;
+		rq.victim_of[LEAK_LOST] = 1;
 		store_request(s, &p, &rq);
 		store_finding(s, &p, &f);
 	}
@@ -1024,6 +1079,160 @@ START_TEST(test_retention_by_size_without_records)
 			 0);
 	ck_assert_int_eq(q("SELECT max(id) FROM leaks"), n);
 	ck_assert_int_lt(q("SELECT count(*) FROM leaks"), n);
+}
+END_TEST
+
+/* ------------------------------------------------------------ summaries */
+
+#define MINUTE (60 * NS)
+
+/* A clean request of `name` (NULL: none) at `site`, `begin` ns into the
+ * wall-clock minute `minute`, lasting `duration` ns. */
+static void clean_request(struct store *s, const struct store_proc *p,
+			  uint64_t rid, const char *name, uint32_t site,
+			  int64_t minute, uint64_t begin, uint64_t duration)
+{
+	uint64_t threads[2] = {7, 8};
+	struct rules_tag tag = {str("user"), str("alice"), 1, 7, 0, rid, 0};
+	struct rules_request rq = request_of(rid, 0);
+
+	rq.name = str(name);
+	rq.site = site;
+	rq.begin_ts =
+	    (uint64_t)(minute * MINUTE) + begin - (uint64_t)p->clock_offset;
+	rq.end_ts = rq.begin_ts + duration;
+	rq.nthreads = rid % 2 ? 2 : 1;
+	rq.threads = threads;
+	rq.ntags = 1;
+	rq.tags = &tag;
+	store_request(s, p, &rq);
+}
+
+/* One row per process, minute, name and site, added to across commits. */
+START_TEST(test_clean_requests_counted)
+{
+	struct store *s = open_default(0);
+	struct store_proc p = add_process(s, 1, 0);
+	char buf[256];
+
+	clean_request(s, &p, 1, "GET /a", 2, 100, 5, 1000);
+	clean_request(s, &p, 2, "GET /a", 2, 100, 50 * NS, 3000);
+	clean_request(s, &p, 3, "GET /a", 2, 101, 0, 500);
+	clean_request(s, &p, 4, "GET /b", 0, 100, 0, 100);
+	clean_request(s, &p, 5, NULL, 0, 100, 0, 100);
+	clean_request(s, &p, 6, "", 0, 100, 0, 100);
+	store_commit(s);
+	clean_request(s, &p, 7, "GET /a", 2, 100, 59 * NS, 2000);
+	store_close(s);
+	ck_assert_int_eq(q("SELECT count(*) FROM requests"), 0);
+	ck_assert_int_eq(q("SELECT count(*) FROM tags"), 0);
+	ck_assert_int_eq(q("SELECT count(*) FROM request_stats"), 5);
+	ck_assert_str_eq(
+	    qs("SELECT process_id || '|' || requests || '|' || records || '|' "
+	       "|| scopes || '|' || tags || '|' || handed_off || '|' || "
+	       "duration_sum || '|' || duration_max FROM request_stats WHERE "
+	       "name = 'GET /a' AND site_id = 2 AND minute = 100 * 60000000000",
+	       buf, sizeof buf),
+	    "1|3|6|3|3|2|6000|3000");
+	ck_assert_int_eq(q("SELECT requests FROM request_stats WHERE minute = "
+			   "101 * 60000000000"),
+			 1);
+	ck_assert_int_eq(q("SELECT count(*) FROM request_stats WHERE name IS "
+			   "NULL AND site_id IS NULL"),
+			 1);
+	ck_assert_int_eq(
+	    q("SELECT count(*) FROM request_stats WHERE name = ''"), 1);
+	/* Ids stay unique after a restart although no row holds them. */
+	s = open_default(0);
+	ck_assert_uint_eq(store_last_request_id(s), 7);
+	store_close(s);
+}
+END_TEST
+
+/* More distinct keys than fit in memory between two commits. */
+START_TEST(test_summaries_overflow)
+{
+	struct store *s = open_default(0);
+	struct store_proc p = add_process(s, 1, 0);
+	char name[32];
+	int n = 10000;
+
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof name, "GET /%d", i);
+		clean_request(s, &p, (uint64_t)i + 1, name, 0, 100, 0, 10);
+	}
+	for (int i = 0; i < n; i += 1000)
+		clean_request(s, &p, (uint64_t)(n + i + 1), "GET /0", 0, 100, 0,
+			      10);
+	store_close(s);
+	ck_assert_int_eq(q("SELECT count(*) FROM request_stats"), n);
+	ck_assert_int_eq(q("SELECT sum(requests) FROM request_stats"), n + 10);
+	ck_assert_int_eq(q("SELECT requests FROM request_stats WHERE name = "
+			   "'GET /0'"),
+			 11);
+}
+END_TEST
+
+/* Under --keep=all every request is a row, and nothing is counted. */
+START_TEST(test_keep_all_no_summaries)
+{
+	struct store *s = open_default(1);
+	struct store_proc p = add_process(s, 1, 0);
+
+	clean_request(s, &p, 1, "GET /a", 2, 100, 5, 1000);
+	store_close(s);
+	ck_assert_int_eq(q("SELECT count(*) FROM requests"), 1);
+	ck_assert_int_eq(q("SELECT count(*) FROM request_stats"), 0);
+}
+END_TEST
+
+/* A version 1 file (no request_stats) is migrated and keeps its rows. */
+START_TEST(test_migrates_version_1)
+{
+	struct store *s = open_default(1);
+	struct store_proc p = add_process(s, 1, 0);
+
+	clean_request(s, &p, 1, "GET /a", 2, 100, 5, 1000);
+	store_close(s);
+	exec_on(path, "DROP TABLE request_stats; DROP INDEX "
+		      "records_ctx_request; ALTER TABLE requests DROP COLUMN "
+		      "records_not_kept; PRAGMA user_version = 1");
+	s = open_default(0);
+	p = add_process(s, 1, 0);
+	clean_request(s, &p, 2, "GET /a", 2, 100, 5, 1000);
+	store_close(s);
+	ck_assert_int_eq(q("PRAGMA user_version"), 2);
+	ck_assert_int_eq(q("SELECT count(*) FROM sqlite_master WHERE name = "
+			   "'records_ctx_request'"),
+			 1);
+	ck_assert_int_eq(q("SELECT count(*) FROM requests WHERE "
+			   "records_not_kept = 0"),
+			 1);
+	ck_assert_int_eq(q("SELECT sum(requests) FROM request_stats"), 1);
+}
+END_TEST
+
+/* A minute's counts go once all of the minute is older than the limit. */
+START_TEST(test_summaries_retained_by_age)
+{
+	struct store_config cfg = {.path = path,
+				   .retention_age = (uint64_t)HOUR,
+				   .commit_ms = 60000,
+				   .commit_rows = 1000000,
+				   .retention_ms = 1};
+	struct store *s = open_store(&cfg);
+	struct store_proc p = add_process(s, 1, 0);
+	int64_t now = (int64_t)now_ns(CLOCK_REALTIME) / MINUTE;
+
+	clean_request(s, &p, 1, "old", 0, now - 120, 0, 10);
+	clean_request(s, &p, 2, "new", 0, now, 0, 10);
+	store_commit(s);
+	tick_until_retained(s);
+	store_close(s);
+	ck_assert_int_eq(q("SELECT count(*) FROM request_stats"), 1);
+	ck_assert_int_eq(q("SELECT count(*) FROM request_stats WHERE name = "
+			   "'new'"),
+			 1);
 }
 END_TEST
 
@@ -1163,13 +1372,17 @@ static Suite *store_suite(void)
 	     {test_keep_all_vs_leaky, test_record_columns,
 	      test_finding_evidence, test_request_and_tags,
 	      test_process_reconnect, test_sites_and_drops,
-	      test_last_request_id}},
+	      test_last_request_id, test_misattributed_records_indexed}},
 	    {"batching",
 	     {test_commit_by_rows, test_commit_by_time,
 	      test_reader_beside_writer}},
 	    {"retention",
 	     {test_retention_by_age, test_retention_by_size,
 	      test_retention_by_size_without_records}},
+	    {"summaries",
+	     {test_clean_requests_counted, test_summaries_overflow,
+	      test_keep_all_no_summaries, test_migrates_version_1,
+	      test_summaries_retained_by_age}},
 	    {"disk full",
 	     {test_disk_full, test_disk_full_ids, test_other_writer}},
 	};
