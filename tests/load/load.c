@@ -411,8 +411,17 @@ START_TEST(test_raw_connections)
 			 CLIENTS * LEAKY_PER_CLIENT);
 	ck_assert_int_eq(query_int(&r.d, "SELECT count(*) FROM records"),
 			 CLIENTS * LEAKY_PER_CLIENT * RECORDS_PER_REQUEST);
+	/* The pairs have rows; the clean requests are counted, with their
+	 * records: between them, every request and every record. */
 	ck_assert_int_eq(query_int(&r.d, "SELECT count(*) FROM requests"),
-			 CLIENTS * SCOPES_PER_CLIENT);
+			 CLIENTS * LEAKY_PER_CLIENT * 2);
+	ck_assert_int_eq(
+	    query_int(&r.d, "SELECT sum(requests) FROM request_stats"),
+	    CLIENTS * (REQUESTS_PER_CLIENT - LEAKY_PER_CLIENT));
+	ck_assert_int_eq(
+	    query_int(&r.d, "SELECT sum(records) FROM request_stats"),
+	    CLIENTS * (REQUESTS_PER_CLIENT - LEAKY_PER_CLIENT) *
+		RECORDS_PER_REQUEST);
 	harness_cleanup(&r.d);
 }
 END_TEST
@@ -474,7 +483,10 @@ static int lib_client(void *arg)
 /* What the daemon must make of the first `received` records of a client:
  * what a client drops at shutdown is the end of its stream. */
 struct expect {
-	int64_t overlap, unclosed, records, requests;
+	int64_t overlap, unclosed;
+	int64_t records;  /* rows: those of requests a finding involves */
+	int64_t involved; /* requests with a row */
+	int64_t clean;	  /* requests only counted */
 };
 
 static void expect_of(int64_t received, struct expect *e)
@@ -488,17 +500,17 @@ static void expect_of(int64_t received, struct expect *e)
 			got = RECORDS_PER_REQUEST;
 		if (is_leaky(n)) {
 			/* BEGIN A, BEGIN B, TAG, 5 EVENT, END B, END A. */
-			e->requests += got >= 2 ? 2 : 1;
+			e->involved += got >= 2 ? 2 : 1;
 			e->overlap += got >= 2;
 			if (got < RECORDS_PER_REQUEST)
 				e->unclosed += got >= 2 && got <= 8 ? 2 : 1;
 			e->records += got; /* all involved */
+		} else if (got < RECORDS_PER_REQUEST) {
+			e->involved++;
+			e->unclosed++;
+			e->records += got;
 		} else {
-			e->requests++;
-			if (got < RECORDS_PER_REQUEST) {
-				e->unclosed++;
-				e->records += got;
-			}
+			e->clean++;
 		}
 	}
 }
@@ -594,7 +606,13 @@ START_TEST(test_library_clients)
 	ck_assert_int_eq(query_int(&r.d, "SELECT count(*) FROM records"),
 			 e.records);
 	ck_assert_int_eq(query_int(&r.d, "SELECT count(*) FROM requests"),
-			 e.requests);
+			 e.involved);
+	ck_assert_int_eq(
+	    query_int(&r.d, "SELECT sum(requests) FROM request_stats"),
+	    e.clean);
+	ck_assert_int_eq(
+	    query_int(&r.d, "SELECT sum(records) FROM request_stats"),
+	    e.clean * RECORDS_PER_REQUEST);
 	munmap(l.slots, CLIENTS * sizeof *l.slots);
 	harness_cleanup(&r.d);
 }
