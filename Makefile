@@ -207,7 +207,8 @@ check-tsan-run: all $(TSAN_TESTS) $(B)/tests/test_hostile
 VALGRIND = valgrind -q --vgdb=no --error-exitcode=1 --leak-check=full \
 	--errors-for-leak-kinds=definite --trace-children=yes \
 	--trace-children-skip='*/sh,*/rm,*/bash'
-VALGRIND_TESTS := $(B)/tests/test_proto $(B)/tests/test_daemon
+VALGRIND_TESTS := $(B)/tests/test_proto $(B)/tests/test_daemon \
+	$(B)/tests/test_faults
 check-valgrind: all $(VALGRIND_TESTS)
 	@for t in $(VALGRIND_TESTS); do echo "== valgrind $$t"; \
 		CK_FORK=no CTXLEAK_TEST_SLOW=1 CTXLEAKD_BIN=$(CURDIR)/$(CTXLEAKD) \
