@@ -3,9 +3,10 @@
  *
  * A full disk needs no root and no mount here: a file-size limit
  * (RLIMIT_FSIZE), lowered and raised from outside with prlimit(2), makes
- * every write past it fail as a full disk does (SQLite sees EFBIG or a
- * short write).  The daemon must log the episode once, keep its clients,
- * count what it could not store, and write again once the limit is gone.
+ * every write past it fail as on a full disk (EFBIG, which SQLite reports
+ * as an I/O error).  The daemon must log the episode once, keep its
+ * clients, count what it could not store, and write again once the limit
+ * is gone.
  *
  * A database the daemon may not create must stop it at once with one
  * clear line.  (A path under a regular file is test_daemon's
@@ -14,8 +15,6 @@
  */
 #include <check.h>
 #include <errno.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
