@@ -3,8 +3,10 @@
 #   make            build the library, the daemon and the CLI into build/
 #   make check      install missing build dependencies, build, run all tests
 #   make check SAN=1   the same under ASan + UBSan (into build/san/)
-#   make check-tsan    the client tests under ThreadSanitizer (build/tsan/)
+#   make check-tsan    the client and daemon tests under ThreadSanitizer
+#                      (build/tsan/)
 #   make check-valgrind   the integration tests under valgrind memcheck
+#   make check-load    1,000 connections and 10M records (tests/load/)
 #   make fuzz       fuzz the daemon's ingest path for FUZZ_SECONDS (60) with
 #                   libFuzzer (clang, into build/fuzz/); fails on any crash
 #   make bench      run the benchmarks in bench/
@@ -102,7 +104,8 @@ EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(EXAMPLE_SRCS))
 DAEMON_LIBS = $(EVENT_LIBS) $(MSGPACK_LIBS) $(SQLITE_LIBS) $(SYSTEMD_LIBS) -lm
 TEST_LIBS   = $(DCORE_A) $(CLIENT_A) $(PROTO_A) $(DAEMON_LIBS) $(CHECK_LIBS) $(LDLIBS_PTHREAD)
 
-.PHONY: all deps check check-tsan check-valgrind bench install uninstall clean
+.PHONY: all deps check check-tsan check-valgrind check-load bench install \
+	uninstall clean
 .DEFAULT_GOAL := all
 # Keep objects of pattern-built programs (tests, benchmarks, examples).
 .SECONDARY:
@@ -174,9 +177,29 @@ $(B)/libctxleak.pc: client/libctxleak.pc.in
 check: all $(TESTS) $(EXAMPLES)
 	@sh tests/run $(B) $(TESTS)
 
+# ThreadSanitizer over the client tests, and over the daemon's integration
+# tests run against the TSan-built ctxleakd of the same build directory
+# (tests/run points them at it), its notifier thread included.  Every
+# process writes its reports to $(B)/tsan-reports/, since the daemon's
+# stderr goes with its test directory: any report fails the run.
+# test_hostile runs its SIGTERM-under-load case only: the others are
+# single-threaded in the daemon, and its storms hold the daemon's RSS to a
+# bound that TSan's shadow memory alone exceeds.
+TSAN_TESTS := $(addprefix $(B)/tests/,test_client test_daemon test_faults)
+TSAN_ENV = TSAN_OPTIONS="log_path=$(CURDIR)/$(B)/tsan-reports/tsan $$TSAN_OPTIONS"
 check-tsan:
-	$(MAKE) TSAN=1 deps $(B)/tsan/tests/test_client
-	@sh tests/run build/tsan build/tsan/tests/test_client
+	$(MAKE) TSAN=1 deps check-tsan-run
+
+.PHONY: check-tsan-run
+check-tsan-run: all $(TSAN_TESTS) $(B)/tests/test_hostile
+	@rm -rf $(B)/tsan-reports && mkdir -p $(B)/tsan-reports
+	@$(TSAN_ENV) sh tests/run $(B) $(TSAN_TESTS); st=$$?; \
+	$(TSAN_ENV) CK_RUN_CASE=faults sh tests/run $(B) \
+		$(B)/tests/test_hostile || st=1; \
+	if [ -n "$$(ls $(B)/tsan-reports)" ]; then \
+		cat $(B)/tsan-reports/*; \
+		echo "ThreadSanitizer reported the races above"; exit 1; \
+	fi; exit $$st
 
 # The daemon runs under valgrind too (--trace-children), and so do the
 # forked client children; CK_FORK=no keeps Check's own fork out of it.
@@ -184,12 +207,19 @@ check-tsan:
 VALGRIND = valgrind -q --vgdb=no --error-exitcode=1 --leak-check=full \
 	--errors-for-leak-kinds=definite --trace-children=yes \
 	--trace-children-skip='*/sh,*/rm,*/bash'
-VALGRIND_TESTS := $(B)/tests/test_proto $(B)/tests/test_daemon
+VALGRIND_TESTS := $(B)/tests/test_proto $(B)/tests/test_daemon \
+	$(B)/tests/test_faults
 check-valgrind: all $(VALGRIND_TESTS)
 	@for t in $(VALGRIND_TESTS); do echo "== valgrind $$t"; \
 		CK_FORK=no CTXLEAK_TEST_SLOW=1 CTXLEAKD_BIN=$(CURDIR)/$(CTXLEAKD) \
 		CTXLEAK_BIN=$(CURDIR)/$(CTXLEAK) $(VALGRIND) $$t || exit 1; \
 	done
+
+# Too slow for every make check, and for the sanitizers and valgrind: its
+# own program, built by the tests' pattern rule, outside test_*.c.
+LOAD_TEST := $(B)/tests/load/load
+check-load: all $(LOAD_TEST)
+	@sh tests/run $(B) $(LOAD_TEST)
 
 bench: all $(BENCHES)
 	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done

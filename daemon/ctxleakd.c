@@ -397,6 +397,7 @@ static void on_store_tick(evutil_socket_t fd, short what, void *arg)
 static void on_terminate(evutil_socket_t sig, short what, void *arg)
 {
 	char status[256];
+	struct store_stats ss;
 
 	(void)what;
 	(void)arg;
@@ -404,9 +405,15 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	sdnotify_stopping();
 	server_drain();
 	server_status(status, sizeof status);
+	store_commit(store);
+	store_stats(store, &ss);
 	store_close(store);
 	store = NULL;
-	log_info("stopped: %s", status);
+	/* Rows not stored are data lost after the clients handed it over:
+	 * the last line says how many, even when the disk never recovered. */
+	log_info("stopped: %s; %llu rows stored, %llu not stored", status,
+		 (unsigned long long)ss.rows_written,
+		 (unsigned long long)ss.rows_failed);
 	event_base_loopbreak(base);
 }
 
@@ -438,6 +445,12 @@ int main(int argc, char **argv)
 	log_open(cfg.log_path);
 	log_set_level(cfg.log_level);
 	signal(SIGPIPE, SIG_IGN);
+	/* A file-size limit (ulimit -f, systemd's LimitFSIZE=) would
+	 * otherwise kill the daemon on the write that crosses it.  Ignored,
+	 * the write fails with EFBIG, which the store treats like a full
+	 * disk: rows are counted as lost, clients are still served, and
+	 * writing resumes once the limit is raised. */
+	signal(SIGXFSZ, SIG_IGN);
 
 	base = event_base_new();
 	if (base == NULL)
