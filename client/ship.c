@@ -556,6 +556,12 @@ static int poll_timeout(uint64_t now)
 
 	if (atomic_load(&ship.stop))
 		return 10;
+	/* No batch is built while the last one is not out, so the batch
+	 * deadlines (past due by then) would only spin the thread: only the
+	 * socket (POLLOUT, or the daemon closing) or a stop can change
+	 * anything. */
+	if (ship.fd >= 0 && !all_sent())
+		return -1;
 	if (ship.fd < 0 && until(now, ship.next_connect) < t)
 		t = until(now, ship.next_connect);
 	if (atomic_load(&wake_pending) &&

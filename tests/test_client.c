@@ -9,6 +9,7 @@
  * generous timeout; nothing depends on timing.
  */
 #include <check.h>
+#include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -1374,6 +1375,86 @@ START_TEST(test_shutdown_slow_daemon)
 }
 END_TEST
 
+/* CPU ticks the shipper thread ("ctxleak-ship") has used so far. */
+static long shipper_ticks(void)
+{
+	char path[300], buf[512];
+	unsigned long utime, stime;
+	long ticks = -1;
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	FILE *f;
+
+	ck_assert_ptr_nonnull(d);
+	while (ticks < 0 && (e = readdir(d)) != NULL) {
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stat",
+			 e->d_name);
+		if ((f = fopen(path, "r")) == NULL)
+			continue;
+		/* utime and stime are fields 14 and 15, the name field 2. */
+		if (fgets(buf, sizeof(buf), f) &&
+		    strstr(buf, "(ctxleak-ship)") &&
+		    sscanf(
+			strrchr(buf, ')') + 2,
+			"%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+			&utime, &stime) == 2)
+			ticks = (long)(utime + stime);
+		fclose(f);
+	}
+	closedir(d);
+	return ticks;
+}
+
+static void pause_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+/* A daemon that accepts and then reads nothing: the shipper waits for
+ * the socket instead of spinning, also with request ends waking it. */
+START_TEST(test_full_socket_no_spin)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct listener l;
+	int lfd, cfd;
+	long before, after;
+
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", l.path);
+	lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+	ck_assert_int_ge(lfd, 0);
+	ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	ck_assert_int_eq(listen(lfd, 1), 0);
+	init_client(l.path, CTXLEAK_BACKEND_THREAD, 64 << 20, 0);
+	cfd = accept(lfd, NULL, NULL);
+	ck_assert_int_ge(cfd, 0);
+	/* Far more than the socket holds. */
+	for (int i = 0; i < 20000; i++)
+		ctxleak_end(ctxleak_begin("fill the socket, then some more"));
+	pause_ms(200);
+	before = shipper_ticks();
+	ck_assert_int_ge(before, 0);
+	for (int i = 0; i < 10; i++) {
+		ctxleak_end(ctxleak_begin("wake it"));
+		pause_ms(100);
+	}
+	after = shipper_ticks();
+	/* A second of waiting: spinning takes all of it, waiting next to
+	 * none. */
+	ck_assert_msg(after - before < sysconf(_SC_CLK_TCK) / 4,
+		      "the shipper used %ld ticks in 1 s", after - before);
+	close(cfd);
+	close(lfd);
+	ctxleak_shutdown();
+	unlink(l.path);
+	rmdir(l.dir);
+}
+END_TEST
+
 /* ------------------------------------------------------ bad arguments */
 
 START_TEST(test_bad_arguments)
@@ -1796,6 +1877,7 @@ static Suite *client_suite(void)
 			    BURST_RUNS);
 	tcase_add_loop_test(slow_daemon, test_shutdown_slow_daemon, 0,
 			    BURST_RUNS);
+	tcase_add_test(slow_daemon, test_full_socket_no_spin);
 	tcase_add_test(libevent, test_libevent_task);
 	tcase_add_test(libevent, test_libevent_thread);
 	tcase_add_test(libevent, test_libevent_bufferevent);
