@@ -101,7 +101,8 @@ void store_close(struct store *s); /* commits what is pending */
  * -1 when that fails. */
 int store_process_open(struct store *s, const struct store_process_info *pi,
 		       struct store_proc *out);
-/* The process is gone (or its connection is): counters, model, error.
+/* The process is gone (or its connection is): counters, model, error,
+ * held until a commit holds them (also through a full disk).
  * The counters are the caller's totals since it first saw the process;
  * error and model NULL leave the row's as they are. */
 void store_process_update(struct store *s, const struct store_proc *p,

@@ -258,15 +258,6 @@ static struct pnode *pending_pop(struct rules *r)
 	return n;
 }
 
-static void copy_str(struct proto_str *s, char **at)
-{
-	if (s->ptr == NULL)
-		return;
-	memcpy(*at, s->ptr, s->len);
-	s->ptr = *at;
-	*at += s->len;
-}
-
 /* Records with short strings, nearly all of them, reuse blocks from the
  * cache: queueing and judging allocate nothing in the steady state. */
 static struct pnode *pnode_alloc(struct rules *r, size_t strings)
@@ -297,10 +288,10 @@ static struct pnode *pnode_new(struct rules *r, const struct proto_record *rec)
 	/* Only the strings the engine reads or delivers are kept. */
 	n->rec.file = n->rec.func = (struct proto_str){NULL, 0};
 	at = n->strings;
-	copy_str(&n->rec.name, &at);
-	copy_str(&n->rec.key, &at);
-	copy_str(&n->rec.value, &at);
-	copy_str(&n->rec.message, &at);
+	proto_str_move(&n->rec.name, &at);
+	proto_str_move(&n->rec.key, &at);
+	proto_str_move(&n->rec.value, &at);
+	proto_str_move(&n->rec.message, &at);
 	return n;
 }
 

@@ -13,7 +13,9 @@
  * counted as failed, the store is marked degraded (logged once per
  * episode), rows are refused until the next tick, and from then on writing
  * resumes as normal; the first commit of rows that succeeds ends the
- * episode.
+ * episode.  Process rows are the exception: a new process's row and a
+ * finalised process's counters are held in memory until a commit holds
+ * them, since nothing else could say them again.
  *
  * Schema and migrations: store_schema.c; retention: store_retain.c; the
  * contract with the people and the CLI that read the file: SCHEMA.md.
@@ -113,6 +115,31 @@ static const char *const sql[NSTMT] = {
 		    "VALUES('last_request_id', ?1)",
 };
 
+/* A process row that could not be written when its HELLO came (a full
+ * disk), with copies of its strings: written with the next transaction
+ * that commits.  Meanwhile the process is served, and what it sends is
+ * stored or counted as failed like everyone else's rows: refusing its
+ * HELLO lost what it sent without a count on either side. */
+struct held_process {
+	struct held_process *next;
+	int64_t id, connected_at;
+	struct proto_hello hello;
+	pid_t pid;
+	uid_t uid;
+	gid_t gid;
+	char strings[];
+};
+
+/* A finalised process's counters and model: kept until a commit holds
+ * them, because the process is gone and cannot say them again.  Written
+ * at commit, after the rows they count. */
+struct held_update {
+	struct held_update *next;
+	int64_t id, disconnected_at; /* 0: still connected */
+	uint64_t records, dropped, skipped;
+	char *error, *model, *recommend, *evidence;
+};
+
 struct store {
 	sqlite3 *db;
 	sqlite3_stmt *st[NSTMT];
@@ -141,6 +168,8 @@ struct store {
 
 	store_commit_hook hook;
 	void *hook_arg;
+	struct held_process *held_procs;  /* rows the disk refused at HELLO */
+	struct held_update *held_updates; /* finalised processes' counters */
 
 	struct store_stats stats;
 };
@@ -329,6 +358,144 @@ static int write_summaries(struct store *s)
 	return n < 0 ? (int)-n : SQLITE_OK;
 }
 
+/* ------------------------------------------------------------ held rows */
+
+/* Binds ?1..?10 of ST_PROC_INSERT and ST_PROC_RECONNECT. */
+static void bind_process(sqlite3_stmt *st, int64_t id,
+			 const struct store_process_info *pi)
+{
+	const struct proto_hello *h = pi->hello;
+
+	sqlite3_bind_int64(st, 1, id);
+	bind_u64(st, 2, h->instance);
+	sqlite3_bind_int64(st, 3, pi->pid);
+	if (h->pid == (uint32_t)pi->pid)
+		sqlite3_bind_null(st, 4);
+	else
+		sqlite3_bind_int64(st, 4, h->pid);
+	sqlite3_bind_int64(st, 5, pi->uid);
+	sqlite3_bind_int64(st, 6, pi->gid);
+	bind_str(st, 7, h->app);
+	bind_str(st, 8, h->backend);
+	bind_str(st, 9, h->reason);
+	bind_str(st, 10, h->client);
+}
+
+static struct held_process *held_process_find(struct store *s, int64_t id)
+{
+	struct held_process *h;
+
+	for (h = s->held_procs; h != NULL && h->id != id; h = h->next)
+		;
+	return h;
+}
+
+static int hold_process(struct store *s, int64_t id,
+			const struct store_process_info *pi,
+			int64_t connected_at)
+{
+	const struct proto_hello *h = pi->hello;
+	struct held_process *p =
+	    malloc(sizeof(*p) + h->app.len + h->backend.len + h->reason.len +
+		   h->client.len);
+	char *at;
+
+	if (p == NULL)
+		return -1;
+	p->id = id;
+	p->connected_at = connected_at;
+	p->hello = *h;
+	at = p->strings;
+	proto_str_move(&p->hello.app, &at);
+	proto_str_move(&p->hello.backend, &at);
+	proto_str_move(&p->hello.reason, &at);
+	proto_str_move(&p->hello.client, &at);
+	p->pid = pi->pid;
+	p->uid = pi->uid;
+	p->gid = pi->gid;
+	p->next = s->held_procs;
+	s->held_procs = p;
+	return 0;
+}
+
+static int write_held_inserts(struct store *s)
+{
+	sqlite3_stmt *st = s->st[ST_PROC_INSERT];
+	struct held_process *h;
+	int rc;
+
+	for (h = s->held_procs; h != NULL; h = h->next) {
+		struct store_process_info pi = {&h->hello, h->pid, h->uid,
+						h->gid};
+
+		bind_process(st, h->id, &pi);
+		sqlite3_bind_int64(st, 11, h->connected_at);
+		if ((rc = step_once(st)) != SQLITE_OK)
+			return rc;
+	}
+	return SQLITE_OK;
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s != NULL ? strdup(s) : NULL;
+}
+
+static void held_update_free(struct held_update *u)
+{
+	free(u->error);
+	free(u->model);
+	free(u->recommend);
+	free(u->evidence);
+	free(u);
+}
+
+static int write_held_update(struct store *s, const struct held_update *u)
+{
+	sqlite3_stmt *st = s->st[ST_PROC_UPDATE];
+
+	sqlite3_bind_int64(st, 1, u->id);
+	bind_u64(st, 2, u->records);
+	bind_u64(st, 3, u->dropped);
+	bind_u64(st, 4, u->skipped);
+	bind_cstr(st, 5, u->error);
+	bind_cstr(st, 6, u->model);
+	bind_cstr(st, 7, u->recommend);
+	bind_cstr(st, 8, u->evidence);
+	if (u->disconnected_at != 0)
+		sqlite3_bind_int64(st, 9, u->disconnected_at);
+	else
+		sqlite3_bind_null(st, 9);
+	return step_once(st);
+}
+
+static int write_held_updates(struct store *s)
+{
+	struct held_update *u;
+	int rc;
+
+	for (u = s->held_updates; u != NULL; u = u->next) {
+		if ((rc = write_held_update(s, u)) != SQLITE_OK)
+			return rc;
+	}
+	return SQLITE_OK;
+}
+
+static void free_held_processes(struct store *s)
+{
+	struct held_process *h;
+	struct held_update *u;
+
+	while ((h = s->held_procs) != NULL) {
+		s->held_procs = h->next;
+		free(h);
+	}
+	while ((u = s->held_updates) != NULL) {
+		s->held_updates = u->next;
+		held_update_free(u);
+	}
+}
+
 static int txn_commit(struct store *s)
 {
 	uint64_t rid = s->last_rid;
@@ -336,7 +503,11 @@ static int txn_commit(struct store *s)
 
 	if (!s->in_txn)
 		return 0;
-	if ((rc = run_hook(s)) == SQLITE_OK &&
+	/* Process rows before anything else; finalised processes' counters
+	 * after the live ones', which they supersede. */
+	if ((rc = write_held_inserts(s)) == SQLITE_OK &&
+	    (rc = run_hook(s)) == SQLITE_OK &&
+	    (rc = write_held_updates(s)) == SQLITE_OK &&
 	    (rc = write_summaries(s)) == SQLITE_OK &&
 	    (rc = save_last_rid(s)) == SQLITE_OK)
 		rc = step_once(s->st[ST_COMMIT]);
@@ -353,6 +524,7 @@ static int txn_commit(struct store *s)
 	}
 	s->in_txn = 0;
 	s->saved_rid = rid;
+	free_held_processes(s);
 	s->stats.commits++;
 	s->stats.rows_written += s->pending;
 	s->stats.retention_deleted += s->pending_deleted;
@@ -608,27 +780,6 @@ int64_t store_site(struct store *s, const struct store_proc *p,
 
 /* ------------------------------------------------------------ processes */
 
-/* Binds ?1..?10 of ST_PROC_INSERT and ST_PROC_RECONNECT. */
-static void bind_process(sqlite3_stmt *st, int64_t id,
-			 const struct store_process_info *pi)
-{
-	const struct proto_hello *h = pi->hello;
-
-	sqlite3_bind_int64(st, 1, id);
-	bind_u64(st, 2, h->instance);
-	sqlite3_bind_int64(st, 3, pi->pid);
-	if (h->pid == (uint32_t)pi->pid)
-		sqlite3_bind_null(st, 4);
-	else
-		sqlite3_bind_int64(st, 4, h->pid);
-	sqlite3_bind_int64(st, 5, pi->uid);
-	sqlite3_bind_int64(st, 6, pi->gid);
-	bind_str(st, 7, h->app);
-	bind_str(st, 8, h->backend);
-	bind_str(st, 9, h->reason);
-	bind_str(st, 10, h->client);
-}
-
 /* The row of an instance, with its counters as base, or 0. */
 static int64_t find_process(struct store *s, uint64_t instance,
 			    struct store_proc *base)
@@ -647,23 +798,43 @@ static int64_t find_process(struct store *s, uint64_t instance,
 	return id;
 }
 
+/* Written and committed at once: nothing may refer to a process row that
+ * is not there.  -1 when that failed (counted as a failed row). */
+static int write_process(struct store *s, int64_t id,
+			 const struct store_process_info *pi,
+			 int64_t connected_at)
+{
+	sqlite3_stmt *st = s->st[id ? ST_PROC_RECONNECT : ST_PROC_INSERT];
+
+	if (row_begin(s) == -1)
+		return -1;
+	bind_process(st, id ? id : s->last_process_id + 1, pi);
+	if (id == 0)
+		sqlite3_bind_int64(st, 11, connected_at);
+	if (row_end(s, st) == -1 || txn_commit(s) == -1)
+		return -1;
+	return 0;
+}
+
 int store_process_open(struct store *s, const struct store_process_info *pi,
 		       struct store_proc *out)
 {
 	struct store_proc found = {0};
 	int64_t id = find_process(s, pi->hello->instance, &found);
-	sqlite3_stmt *st = s->st[id ? ST_PROC_RECONNECT : ST_PROC_INSERT];
+	int64_t now = (int64_t)clock_ns(CLOCK_REALTIME);
 
-	/* Nothing may refer to a process row that is not there: this one is
-	 * written even while rows are held off, and committed at once. */
+	/* A reconnection of a process whose row is still held: the row
+	 * comes, with everything else, at the next commit. */
+	if (id == 0 && out->id != 0 && held_process_find(s, out->id)) {
+		out->clock_offset = pi->hello->clock_offset;
+		return 0;
+	}
 	s->hold_off = 0;
-	if (row_begin(s) == -1)
-		return -1;
-	bind_process(st, id ? id : s->last_process_id + 1, pi);
-	if (id == 0)
-		sqlite3_bind_int64(st, 11, (int64_t)clock_ns(CLOCK_REALTIME));
-	if (row_end(s, st) == -1 || txn_commit(s) == -1)
-		return -1;
+	if (write_process(s, id, pi, now) == -1 && id == 0) {
+		if (hold_process(s, s->last_process_id + 1, pi, now) == -1)
+			return -1;
+		s->stats.rows_failed--; /* held, not lost */
+	}
 	if (id == 0) {
 		id = ++s->last_process_id;
 		found = (struct store_proc){0};
@@ -683,23 +854,29 @@ void store_process_update(struct store *s, const struct store_proc *p,
 			  uint64_t unknown_skipped, const char *error,
 			  const struct rules_model *model, int disconnected)
 {
-	sqlite3_stmt *st = s->st[ST_PROC_UPDATE];
+	struct held_update *u = calloc(1, sizeof(*u));
 
-	if (row_begin(s) == -1)
+	if (u == NULL) {
+		s->stats.rows_failed++;
 		return;
-	sqlite3_bind_int64(st, 1, p->id);
-	bind_u64(st, 2, p->base_records + records);
-	bind_u64(st, 3, p->base_dropped + dropped);
-	bind_u64(st, 4, p->base_skipped + unknown_skipped);
-	bind_cstr(st, 5, error);
-	bind_cstr(st, 6, model ? model->model : NULL);
-	bind_cstr(st, 7, model ? model->recommend : NULL);
-	bind_cstr(st, 8, model && model->evidence[0] ? model->evidence : NULL);
+	}
+	u->id = p->id;
+	u->records = p->base_records + records;
+	u->dropped = p->base_dropped + dropped;
+	u->skipped = p->base_skipped + unknown_skipped;
 	if (disconnected)
-		sqlite3_bind_int64(st, 9, (int64_t)clock_ns(CLOCK_REALTIME));
-	else
-		sqlite3_bind_null(st, 9);
-	row_end(s, st);
+		u->disconnected_at = (int64_t)clock_ns(CLOCK_REALTIME);
+	u->error = dup_or_null(error);
+	if (model != NULL) {
+		u->model = dup_or_null(model->model);
+		u->recommend = dup_or_null(model->recommend);
+		u->evidence =
+		    dup_or_null(model->evidence[0] ? model->evidence : NULL);
+	}
+	u->next = s->held_updates;
+	s->held_updates = u;
+	if (!s->in_txn)
+		txn_begin(s);
 }
 
 void store_set_commit_hook(struct store *s, store_commit_hook hook, void *arg)
@@ -763,6 +940,9 @@ void store_tick(struct store *s)
 	uint64_t now = clock_ns(CLOCK_MONOTONIC);
 
 	s->hold_off = 0;
+	/* Held process rows must come even if nothing else does. */
+	if ((s->held_procs != NULL || s->held_updates != NULL) && !s->in_txn)
+		txn_begin(s);
 	write_hook_rows(s);
 	if ((s->retention_age != 0 || s->retention_bytes != 0) &&
 	    (s->retention_more || now >= s->next_retention))
@@ -1003,6 +1183,7 @@ void store_close(struct store *s)
 		return;
 	if (s->db != NULL)
 		txn_commit(s);
+	free_held_processes(s);
 	retention_free(s->retention);
 	summaries_free(s->summaries);
 	for (int i = 0; i < NSTMT; i++)

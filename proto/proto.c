@@ -1,9 +1,21 @@
 /*
  * proto.c: the tables of the wire protocol that both sides share: the
  * record layouts' lengths, the default limits, and the names of types and
- * statuses for logs and messages.
+ * statuses for logs and messages; and moving a decoded string into memory
+ * of one's own.
  */
+#include <string.h>
+
 #include "proto.h"
+
+void proto_str_move(struct proto_str *s, char **at)
+{
+	if (s->ptr == NULL)
+		return;
+	memcpy(*at, s->ptr, s->len);
+	s->ptr = *at;
+	*at += s->len;
+}
 
 const uint8_t proto_type_fields[PROTO_TYPE_MAX + 1] = {
     [PROTO_SITE] = 9,	 [PROTO_BEGIN] = 9,   [PROTO_END] = 7,

@@ -28,10 +28,10 @@
 
 /* Record types: the first element of every record array. */
 enum proto_type {
-	PROTO_SITE = 1,      /* defines a call-site ID: file, line, function */
+	PROTO_SITE = 1,	     /* defines a call-site ID: file, line, function */
 	PROTO_BEGIN = 2,     /* a scope begins: prev, kind, name */
-	PROTO_END = 3,       /* a scope ends: cur */
-	PROTO_TAG = 4,       /* key, value on the current scope */
+	PROTO_END = 3,	     /* a scope ends: cur */
+	PROTO_TAG = 4,	     /* key, value on the current scope */
 	PROTO_EVENT = 5,     /* name, message in the current scope */
 	PROTO_RESUME = 6,    /* a continuation of `cause` is entered */
 	PROTO_SUSPEND = 7,   /* the continuation is left */
@@ -63,6 +63,9 @@ struct proto_str {
 	const char *ptr;
 	uint32_t len;
 };
+/* Copies s's bytes to *at, points s at the copy and moves *at past it:
+ * how a decoded string is made to outlive the decoder. */
+void proto_str_move(struct proto_str *s, char **at);
 
 /*
  * One record, decoded or to be encoded.  The first six fields are common to
@@ -78,12 +81,12 @@ struct proto_record {
 	uint64_t cause; /* true (causal) ctx; 0: none */
 	uint32_t site;	/* call site ID (0: none); for SITE the ID defined */
 
-	uint64_t prev;	 /* BEGIN: backend ctx before it */
-	uint8_t kind;	 /* BEGIN: enum proto_kind */
-	uint64_t cur;	 /* END: backend ctx at that moment */
-	uint64_t count;	 /* DROPPED: records dropped */
-	uint64_t since;	 /* DROPPED: ts of the first dropped record */
-	uint32_t line;	 /* SITE */
+	uint64_t prev;		  /* BEGIN: backend ctx before it */
+	uint8_t kind;		  /* BEGIN: enum proto_kind */
+	uint64_t cur;		  /* END: backend ctx at that moment */
+	uint64_t count;		  /* DROPPED: records dropped */
+	uint64_t since;		  /* DROPPED: ts of the first dropped record */
+	uint32_t line;		  /* SITE */
 	struct proto_str name;	  /* BEGIN (nil allowed), EVENT */
 	struct proto_str key;	  /* TAG */
 	struct proto_str value;	  /* TAG (nil allowed) */
@@ -94,14 +97,14 @@ struct proto_record {
 
 /* The first object on a connection: a msgpack map (see PROTOCOL.md). */
 struct proto_hello {
-	uint32_t version;	 /* PROTO_VERSION of the sender */
-	uint64_t instance;	 /* random per process, new after fork */
-	uint32_t pid;		 /* what the process says its pid is */
-	struct proto_str app;	 /* application name */
+	uint32_t version;	  /* PROTO_VERSION of the sender */
+	uint64_t instance;	  /* random per process, new after fork */
+	uint32_t pid;		  /* what the process says its pid is */
+	struct proto_str app;	  /* application name */
 	struct proto_str backend; /* thread | global | task | custom */
 	struct proto_str reason;  /* why that backend was chosen */
-	int64_t clock_offset;	 /* CLOCK_REALTIME - CLOCK_MONOTONIC, ns */
-	struct proto_str client; /* client library and version, informative */
+	int64_t clock_offset;	  /* CLOCK_REALTIME - CLOCK_MONOTONIC, ns */
+	struct proto_str client;  /* client library and version, informative */
 };
 
 /* ---------------------------------------------------------------- limits */
@@ -120,8 +123,8 @@ struct proto_limits {
 
 #define PROTO_DEFAULT_MAX_OBJECT (64 * 1024)
 #define PROTO_DEFAULT_MAX_STRING (16 * 1024)
-#define PROTO_DEFAULT_MAX_ARRAY 64
-#define PROTO_DEFAULT_MAX_DEPTH 8
+#define PROTO_DEFAULT_MAX_ARRAY	 64
+#define PROTO_DEFAULT_MAX_DEPTH	 8
 
 void proto_limits_default(struct proto_limits *lim);
 
@@ -132,7 +135,7 @@ void proto_limits_default(struct proto_limits *lim);
  * `strings` bytes: every fixed field at its widest encoding, plus a
  * 5-byte header per string.
  */
-#define PROTO_RECORD_FIXED_MAX 96
+#define PROTO_RECORD_FIXED_MAX	       96
 #define PROTO_RECORD_SIZE_MAX(strings) (PROTO_RECORD_FIXED_MAX + (strings))
 
 /*
@@ -153,21 +156,21 @@ size_t proto_encode_hello(void *buf, size_t cap, const struct proto_hello *h);
 /* What proto_decoder_next returns.  Errors are sticky: once one is
  * returned, every later call returns it again. */
 enum proto_status {
-	PROTO_OK = 0,		/* a message was decoded into *msg */
-	PROTO_MORE = 1,		/* need more bytes */
+	PROTO_OK = 0,		  /* a message was decoded into *msg */
+	PROTO_MORE = 1,		  /* need more bytes */
 	PROTO_E_NOT_MSGPACK = -1, /* bytes that are not valid msgpack */
-	PROTO_E_TOO_BIG = -2,	/* an object over max_object bytes */
-	PROTO_E_STRING = -3,	/* a string over max_string bytes */
-	PROTO_E_ARRAY = -4,	/* an array or map over max_array entries */
-	PROTO_E_DEPTH = -5,	/* nesting over max_depth */
-	PROTO_E_TYPE = -6,	/* a field of the wrong msgpack type, or a
-				   record that is not an array */
-	PROTO_E_SHORT = -7,	/* a record with fewer fields than its type has */
-	PROTO_E_NO_HELLO = -8,	/* a record before HELLO */
-	PROTO_E_HELLO = -9,	/* a HELLO that lacks a required key, or a
-				   second HELLO */
-	PROTO_E_VERSION = -10,	/* a HELLO of a newer protocol version */
-	PROTO_E_NOMEM = -11,	/* allocation failed */
+	PROTO_E_TOO_BIG = -2,	  /* an object over max_object bytes */
+	PROTO_E_STRING = -3,	  /* a string over max_string bytes */
+	PROTO_E_ARRAY = -4,	  /* an array or map over max_array entries */
+	PROTO_E_DEPTH = -5,	  /* nesting over max_depth */
+	PROTO_E_TYPE = -6,	  /* a field of the wrong msgpack type, or a
+				     record that is not an array */
+	PROTO_E_SHORT = -7, /* a record with fewer fields than its type has */
+	PROTO_E_NO_HELLO = -8, /* a record before HELLO */
+	PROTO_E_HELLO = -9,    /* a HELLO that lacks a required key, or a
+				  second HELLO */
+	PROTO_E_VERSION = -10, /* a HELLO of a newer protocol version */
+	PROTO_E_NOMEM = -11,   /* allocation failed */
 };
 
 /* A decoded message: the HELLO or one record. */
