@@ -208,7 +208,7 @@ VALGRIND = valgrind -q --vgdb=no --error-exitcode=1 --leak-check=full \
 	--errors-for-leak-kinds=definite --trace-children=yes \
 	--trace-children-skip='*/sh,*/rm,*/bash'
 VALGRIND_TESTS := $(B)/tests/test_proto $(B)/tests/test_daemon \
-	$(B)/tests/test_faults
+	$(B)/tests/test_faults $(B)/tests/test_crash
 check-valgrind: all $(VALGRIND_TESTS)
 	@for t in $(VALGRIND_TESTS); do echo "== valgrind $$t"; \
 		CK_FORK=no CTXLEAK_TEST_SLOW=1 CTXLEAKD_BIN=$(CURDIR)/$(CTXLEAKD) \
