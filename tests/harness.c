@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -153,13 +154,24 @@ static int socket_accepts(const char *path)
 	return ok;
 }
 
+/* In a child just forked: it goes when the test does, so that a test
+ * killed (a timeout, a crash) leaves no daemon or client behind to hold
+ * sockets and CPU for the next ones. */
+static void die_with_parent(pid_t parent)
+{
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) == -1 || getppid() != parent)
+		_exit(125);
+}
+
 static pid_t spawn_daemon(const char *const *argv, const char *out_path)
 {
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	int fd;
 
 	if (pid != 0)
 		return pid;
+	die_with_parent(parent);
 	fd = open(out_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
 	if (fd == -1)
 		_exit(126);
@@ -396,6 +408,7 @@ pid_t harness_client_spawn(const struct harness_daemon *d,
 			   void *arg)
 {
 	struct ctxleak_options opt;
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	int rc;
 
@@ -404,6 +417,7 @@ pid_t harness_client_spawn(const struct harness_daemon *d,
 			set_error("fork: %s", strerror(errno));
 		return pid;
 	}
+	die_with_parent(parent);
 	setenv("CTXLEAK_SOCKET", d->socket, 1);
 	ctxleak_options_init(&opt);
 	opt.socket_path = d->socket;
