@@ -11,11 +11,11 @@
  * A write that fails for want of space or because of an I/O error must not
  * take the daemon down: the transaction is rolled back, its rows are
  * counted as failed, the store is marked degraded (logged once per
- * episode), rows are refused until the next tick, and from then on writing
- * resumes as normal; the first commit of rows that succeeds ends the
- * episode.  Process rows are the exception: a new process's row and a
- * finalised process's counters are held in memory until a commit holds
- * them, since nothing else could say them again.
+ * episode, and at most once a minute when a nearly full disk flaps), rows are
+ * refused until the next tick, and from then on writing resumes as normal; the
+ * first commit of rows that succeeds ends the episode.  Process rows are the
+ * exception: a new process's row and a finalised process's counters are held in
+ * memory until a commit holds them, since nothing else could say them again.
  *
  * Schema and migrations: store_schema.c; retention: store_retain.c; the
  * contract with the people and the CLI that read the file: SCHEMA.md.
@@ -40,6 +40,10 @@
  * sqlite3 shell) can, and waiting for it stalls the event loop: past this,
  * the batch fails like a full disk and is retried on later ticks. */
 #define BUSY_TIMEOUT_MS 1000
+/* A disk that is nearly full flaps: a small commit fits, the next does
+ * not.  Episodes that begin within this long of the last one logged are
+ * counted, not logged, and the next one logged says how many there were. */
+#define EPISODE_LOG_GAP_NS (60 * 1000000000ull)
 
 enum {
 	ST_BEGIN,
@@ -157,6 +161,9 @@ struct store {
 	uint64_t pending_deleted;
 	int hold_off; /* a write failed since the last tick */
 	int row_error_logged;
+	int episode_logged;	 /* the current failure episode was logged */
+	uint64_t episode_log_at; /* CLOCK_MONOTONIC ns of that log line */
+	unsigned episodes_quiet; /* episodes since, not logged */
 
 	uint64_t next_retention; /* CLOCK_MONOTONIC ns */
 	int retention_more;
@@ -282,6 +289,29 @@ static int is_row_error(int rc)
 	return 0;
 }
 
+static void episode_begins(struct store *s, int rc, uint64_t lost,
+			   const char *what)
+{
+	uint64_t now = clock_ns(CLOCK_MONOTONIC);
+	char quiet[64] = "";
+
+	s->episode_logged = s->episode_log_at == 0 ||
+			    now - s->episode_log_at >= EPISODE_LOG_GAP_NS;
+	if (!s->episode_logged) {
+		s->episodes_quiet++;
+		return;
+	}
+	if (s->episodes_quiet > 0)
+		snprintf(quiet, sizeof quiet,
+			 " (and %u times since the last report)",
+			 s->episodes_quiet);
+	log_error("store: %s failed: %s; %llu rows not stored, retrying on "
+		  "later ticks%s",
+		  what, sqlite3_errstr(rc), (unsigned long long)lost, quiet);
+	s->episode_log_at = now;
+	s->episodes_quiet = 0;
+}
+
 /* The open transaction is lost: `extra` rows beyond those pending were
  * being written when it failed. */
 static void txn_failed(struct store *s, int rc, uint64_t extra,
@@ -299,9 +329,7 @@ static void txn_failed(struct store *s, int rc, uint64_t extra,
 	s->stats.rows_failed += lost;
 	s->hold_off = 1;
 	if (!s->stats.degraded)
-		log_error("store: %s failed: %s; %llu rows not stored, "
-			  "retrying on later ticks",
-			  what, sqlite3_errstr(rc), (unsigned long long)lost);
+		episode_begins(s, rc, lost, what);
 	s->stats.degraded = 1;
 	if (s->hook != NULL)
 		s->hook(s, STORE_HOOK_ROLLBACK, s->hook_arg);
@@ -518,8 +546,10 @@ static int txn_commit(struct store *s)
 	/* Only rows prove that the disk takes writes again: a transaction
 	 * that only deleted may need no new page. */
 	if (s->stats.degraded && s->pending > 0) {
-		log_info("store: writing again; %llu rows could not be stored",
-			 (unsigned long long)s->stats.rows_failed);
+		if (s->episode_logged)
+			log_info("store: writing again; %llu rows could not be "
+				 "stored",
+				 (unsigned long long)s->stats.rows_failed);
 		s->stats.degraded = 0;
 	}
 	s->in_txn = 0;

@@ -1283,10 +1283,24 @@ START_TEST(test_disk_full)
 	ck_assert_int_eq(st.degraded, 0);
 	ck_assert_uint_eq(st.rows_failed, 3000);
 	ck_assert_int_eq(count_lines(log_path, "store: writing again"), 1);
+	/* The disk flaps: another episode within the minute is counted,
+	 * not logged again. */
+	store_limit_pages(s, 0);
+	verdicts(s, &p, 1000, 0, LEAK_NONE, big);
+	store_commit(s);
+	store_limit_pages(s, -1);
+	store_tick(s);
+	verdicts(s, &p, 50, 0, LEAK_NONE, big);
+	store_commit(s);
+	store_stats(s, &st);
+	ck_assert_int_eq(st.degraded, 0);
+	ck_assert_uint_eq(st.rows_failed, 4000);
+	ck_assert_int_eq(count_lines(log_path, " failed: "), 1);
+	ck_assert_int_eq(count_lines(log_path, "store: writing again"), 1);
 	store_close(s);
 	log_open(NULL);
-	ck_assert_int_eq(q("SELECT count(*) FROM records"), 150);
-	ck_assert_uint_eq(st.rows_written, 1 + 100 + 50);
+	ck_assert_int_eq(q("SELECT count(*) FROM records"), 200);
+	ck_assert_uint_eq(st.rows_written, 1 + 100 + 50 + 50);
 }
 END_TEST
 
