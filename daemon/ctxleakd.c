@@ -52,6 +52,8 @@ static const char usage_text[] =
     "                          SIGHUP reopens it\n"
     "  --max-connections N     client connections at once (default %u)\n"
     "  --max-open-scopes N     open scopes per process (default %u)\n"
+    "  --max-ended-scopes N    ended scopes remembered per process, to tell\n"
+    "                          stale context (default %u)\n"
     "  --max-request-age DUR   report requests open longer as unclosed\n"
     "                          (default 1h; 0: never)\n"
     "  --max-held SIZE         records held in memory, under --keep=leaky,\n"
@@ -76,8 +78,8 @@ static void usage(FILE *out)
 	rules_config_default(&rc);
 	proto_limits_default(&lim);
 	fprintf(out, usage_text, default_socket, default_db,
-		cfg.max_connections, rc.max_open_scopes, lim.max_object,
-		lim.max_string);
+		cfg.max_connections, rc.max_open_scopes, rc.max_ended_scopes,
+		lim.max_object, lim.max_string);
 }
 
 static void __attribute__((noreturn, format(printf, 1, 2)))
@@ -236,6 +238,7 @@ static void set_defaults(void)
 	cfg.log_level = LOG_LEVEL_INFO;
 	cfg.max_connections = 1024;
 	cfg.max_open_scopes = rc.max_open_scopes;
+	cfg.max_ended_scopes = rc.max_ended_scopes;
 	cfg.max_request_age = rc.max_request_age;
 	cfg.max_held = DEFAULT_MAX_HELD;
 	cfg.linger = NS_PER_SEC;
@@ -250,6 +253,7 @@ enum {
 	OPT_LOG_FILE,
 	OPT_MAX_CONNECTIONS,
 	OPT_MAX_OPEN_SCOPES,
+	OPT_MAX_ENDED_SCOPES,
 	OPT_MAX_REQUEST_AGE,
 	OPT_MAX_HELD,
 	OPT_RETENTION,
@@ -268,6 +272,7 @@ static const struct option long_options[] = {
     {"log-file", required_argument, NULL, OPT_LOG_FILE},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"max-open-scopes", required_argument, NULL, OPT_MAX_OPEN_SCOPES},
+    {"max-ended-scopes", required_argument, NULL, OPT_MAX_ENDED_SCOPES},
     {"max-request-age", required_argument, NULL, OPT_MAX_REQUEST_AGE},
     {"max-held", required_argument, NULL, OPT_MAX_HELD},
     {"retention", required_argument, NULL, OPT_RETENTION},
@@ -322,6 +327,9 @@ static void parse_option(int opt, const char *arg)
 		break;
 	case OPT_MAX_OPEN_SCOPES:
 		cfg.max_open_scopes = parse_count("max-open-scopes", arg);
+		break;
+	case OPT_MAX_ENDED_SCOPES:
+		cfg.max_ended_scopes = parse_count("max-ended-scopes", arg);
 		break;
 	case OPT_MAX_REQUEST_AGE:
 		cfg.max_request_age = parse_duration("max-request-age", arg);

@@ -159,6 +159,7 @@ static struct process *process_new(uint64_t instance)
 		return NULL;
 	rules_config_default(&rc);
 	rc.max_open_scopes = cfg.max_open_scopes;
+	rc.max_ended_scopes = cfg.max_ended_scopes;
 	rc.max_request_age = cfg.max_request_age;
 	rc.hold_records = !cfg.keep_all;
 	rc.request_seq = &request_seq;

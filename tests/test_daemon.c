@@ -1507,9 +1507,10 @@ START_TEST(test_every_option_accepted)
 	struct harness_daemon d;
 
 	START(&d, "--keep", "all", "--log-level", "warn", "--max-connections",
-	      "10", "--max-open-scopes", "1000", "--max-request-age", "10m",
-	      "--retention", "7d,1G", "--linger", "250ms", "--max-record-size",
-	      "64K", "--max-string", "4096");
+	      "10", "--max-open-scopes", "1000", "--max-ended-scopes", "100",
+	      "--max-request-age", "10m", "--max-held", "1M", "--retention",
+	      "7d,1G", "--linger", "250ms", "--max-record-size", "64K",
+	      "--max-string", "4096");
 	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
 					harness_worked_example, NULL),
 			 0);
@@ -1525,6 +1526,8 @@ START_TEST(test_bad_options)
 	    {"--keep", "some", "neither leaky nor all"},
 	    {"--log-level", "loud", "--log-level"},
 	    {"--max-connections", "0", "--max-connections"},
+	    {"--max-ended-scopes", "0", "--max-ended-scopes"},
+	    {"--max-held", "lots", "bad size"},
 	    {"--max-request-age", "10", "bad duration"},
 	    {"--retention", "7x", "bad duration"},
 	    {"--retention", ",lots", "bad size"},
