@@ -476,23 +476,6 @@ static struct rate bench_daemon(const struct stream *s, const char *keep,
 
 /* ---------------------------------------------------------- RSS per scope */
 
-static long vm_rss_kib(pid_t pid)
-{
-	char path[64], line[256];
-	long kib = -1;
-	FILE *f;
-
-	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	if (f == NULL)
-		return -1;
-	while (fgets(line, sizeof line, f) != NULL)
-		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
-			break;
-	fclose(f);
-	return kib;
-}
-
 /* Until the daemon has read all we wrote, then until its RSS settles. */
 static long settled_rss(int fd, pid_t pid)
 {
@@ -508,7 +491,7 @@ static long settled_rss(int fd, pid_t pid)
 	for (int i = 0; i < 400 && same < 4; i++) {
 		prev = rss;
 		nanosleep(&tick, NULL);
-		rss = vm_rss_kib(pid);
+		rss = harness_status_kb(pid, "VmRSS");
 		same = rss == prev ? same + 1 : 0;
 	}
 	return rss;

@@ -318,19 +318,13 @@ void cli_db_bind_filter(sqlite3_stmt *st, const struct cli_filter *f)
 	bind_int(st, ":until", f->until);
 }
 
-/* Counts the findings that match where and the --fail-on classes. */
-static long long fail_count(struct cli *c, const char *where)
+/* The one number sql computes under the command's filters; -1 when the
+ * query fails. */
+static long long filtered_number(struct cli *c, const char *sql)
 {
-	char sql[2048], classes[256];
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = cli_db_prepare(c, sql);
 	long long n = -1;
 
-	class_sql(c->fail_on, classes, sizeof(classes));
-	snprintf(sql, sizeof(sql),
-		 "SELECT count(*) FROM leaks l JOIN processes p ON p.id = "
-		 "l.process_id WHERE 1%s%s",
-		 where, classes);
-	st = cli_db_prepare(c, sql);
 	if (st == NULL)
 		return -1;
 	cli_db_bind_filter(st, &c->filter);
@@ -340,24 +334,29 @@ static long long fail_count(struct cli *c, const char *where)
 	return n;
 }
 
+/* Counts the findings that match where and the --fail-on classes. */
+static long long fail_count(struct cli *c, const char *where)
+{
+	char sql[2048], classes[256];
+
+	class_sql(c->fail_on, classes, sizeof(classes));
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM leaks l JOIN processes p ON p.id = "
+		 "l.process_id WHERE 1%s%s",
+		 where, classes);
+	return filtered_number(c, sql);
+}
+
 long long cli_db_dropped(struct cli *c)
 {
 	char where[256], sql[1024];
-	sqlite3_stmt *st;
-	long long n = -1;
 
 	cli_db_process_sql(&c->filter, where, sizeof(where));
 	snprintf(sql, sizeof(sql),
 		 "SELECT coalesce(sum(d.count), 0) FROM drops d JOIN processes"
 		 " p ON p.id = d.process_id WHERE 1%s" CLI_DROPS_IN_RANGE,
 		 where);
-	if ((st = cli_db_prepare(c, sql)) == NULL)
-		return -1;
-	cli_db_bind_filter(st, &c->filter);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return n;
+	return filtered_number(c, sql);
 }
 
 int cli_db_fail_exit(struct cli *c, const char *where)

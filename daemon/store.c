@@ -59,7 +59,6 @@ enum {
 	ST_PROC_INSERT,
 	ST_PROC_RECONNECT,
 	ST_PROC_UPDATE,
-	ST_PROC_COUNTS,
 	ST_SAVE_RID,
 	NSTMT
 };
@@ -113,8 +112,6 @@ static const char *const sql[NSTMT] = {
 		       "model_evidence = coalesce(?8, model_evidence), "
 		       "disconnected_at = coalesce(?9, disconnected_at) "
 		       "WHERE id = ?1",
-    [ST_PROC_COUNTS] = "UPDATE processes SET records = ?2, dropped = ?3, "
-		       "unknown_skipped = ?4 WHERE id = ?1",
     [ST_SAVE_RID] = "INSERT OR REPLACE INTO meta(key, value) "
 		    "VALUES('last_request_id', ?1)",
 };
@@ -134,11 +131,12 @@ struct held_process {
 	char strings[];
 };
 
-/* A finalised process's counters and model: kept until a commit holds
- * them, because the process is gone and cannot say them again.  Written
- * at commit, after the rows they count. */
-struct held_update {
-	struct held_update *next;
+/* What ST_PROC_UPDATE writes: counters always, the rest when not NULL
+ * (0).  A finalised process's is held until a commit holds it, because
+ * the process is gone and cannot say it again; it is written at commit,
+ * after the rows it counts. */
+struct process_update {
+	struct process_update *next;
 	int64_t id, disconnected_at; /* 0: still connected */
 	uint64_t records, dropped, skipped;
 	char *error, *model, *recommend, *evidence;
@@ -175,8 +173,8 @@ struct store {
 
 	store_commit_hook hook;
 	void *hook_arg;
-	struct held_process *held_procs;  /* rows the disk refused at HELLO */
-	struct held_update *held_updates; /* finalised processes' counters */
+	struct held_process *held_procs; /* rows the disk refused at HELLO */
+	struct process_update *held_updates; /* finalised processes' counters */
 
 	struct store_stats stats;
 };
@@ -469,7 +467,7 @@ static char *dup_or_null(const char *s)
 	return s != NULL ? strdup(s) : NULL;
 }
 
-static void held_update_free(struct held_update *u)
+static void process_update_free(struct process_update *u)
 {
 	free(u->error);
 	free(u->model);
@@ -478,7 +476,7 @@ static void held_update_free(struct held_update *u)
 	free(u);
 }
 
-static int write_held_update(struct store *s, const struct held_update *u)
+static int write_process_update(struct store *s, const struct process_update *u)
 {
 	sqlite3_stmt *st = s->st[ST_PROC_UPDATE];
 
@@ -499,11 +497,11 @@ static int write_held_update(struct store *s, const struct held_update *u)
 
 static int write_held_updates(struct store *s)
 {
-	struct held_update *u;
+	struct process_update *u;
 	int rc;
 
 	for (u = s->held_updates; u != NULL; u = u->next) {
-		if ((rc = write_held_update(s, u)) != SQLITE_OK)
+		if ((rc = write_process_update(s, u)) != SQLITE_OK)
 			return rc;
 	}
 	return SQLITE_OK;
@@ -512,7 +510,7 @@ static int write_held_updates(struct store *s)
 static void free_held_processes(struct store *s)
 {
 	struct held_process *h;
-	struct held_update *u;
+	struct process_update *u;
 
 	while ((h = s->held_procs) != NULL) {
 		s->held_procs = h->next;
@@ -520,7 +518,7 @@ static void free_held_processes(struct store *s)
 	}
 	while ((u = s->held_updates) != NULL) {
 		s->held_updates = u->next;
-		held_update_free(u);
+		process_update_free(u);
 	}
 }
 
@@ -884,7 +882,7 @@ void store_process_update(struct store *s, const struct store_proc *p,
 			  uint64_t unknown_skipped, const char *error,
 			  const struct rules_model *model, int disconnected)
 {
-	struct held_update *u = calloc(1, sizeof(*u));
+	struct process_update *u = calloc(1, sizeof(*u));
 
 	if (u == NULL) {
 		s->stats.rows_failed++;
@@ -919,15 +917,15 @@ int store_process_counts(struct store *s, const struct store_proc *p,
 			 uint64_t records, uint64_t dropped,
 			 uint64_t unknown_skipped)
 {
-	sqlite3_stmt *st = s->st[ST_PROC_COUNTS];
+	struct process_update u = {.id = p->id,
+				   .records = p->base_records + records,
+				   .dropped = p->base_dropped + dropped,
+				   .skipped =
+				       p->base_skipped + unknown_skipped};
 
 	if (!s->in_txn && txn_begin(s) == -1)
 		return SQLITE_ERROR;
-	sqlite3_bind_int64(st, 1, p->id);
-	bind_u64(st, 2, p->base_records + records);
-	bind_u64(st, 3, p->base_dropped + dropped);
-	bind_u64(st, 4, p->base_skipped + unknown_skipped);
-	return step_once(st);
+	return write_process_update(s, &u);
 }
 
 /* ------------------------------------------------------------ ticks */

@@ -49,6 +49,11 @@ const char *harness_error(void);
 /* Sleep ms milliseconds. */
 void harness_sleep_ms(int ms);
 
+/* What /proc says of a process (the daemon): its open descriptors, and a
+ * "kB" field of its status (VmRSS, VmHWM); -1 when it is gone. */
+int harness_fd_count(pid_t pid);
+long harness_status_kb(pid_t pid, const char *field);
+
 /* The daemon binary under test. */
 const char *harness_daemon_path(void);
 

@@ -39,4 +39,22 @@ static inline int64_t query_int(const struct harness_daemon *d, const char *fmt,
 	return v;
 }
 
+/* The daemon's open descriptors, or fail: it is gone. */
+static inline int daemon_fds(pid_t pid)
+{
+	int n = harness_fd_count(pid);
+
+	ck_assert_msg(n >= 0, "%s: the daemon is gone", harness_error());
+	return n;
+}
+
+/* A "kB" field of the daemon's /proc status (VmRSS, VmHWM), or fail. */
+static inline long daemon_status_kb(pid_t pid, const char *field)
+{
+	long kb = harness_status_kb(pid, field);
+
+	ck_assert_msg(kb >= 0, "%s: no %s", harness_error(), field);
+	return kb;
+}
+
 #endif /* CTXLEAK_HARNESS_CHECK_H */

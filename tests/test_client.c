@@ -27,6 +27,7 @@
 
 #include "ctxleak.h"
 #include "ctxleak_event.h"
+#include "harness.h"
 #include "proto.h"
 
 #define WAIT_MS	  20000
@@ -1405,14 +1406,6 @@ static long shipper_ticks(void)
 	return ticks;
 }
 
-static void pause_ms(long ms)
-{
-	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-
-	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
-		;
-}
-
 /* A daemon that accepts and then reads nothing: the shipper waits for
  * the socket instead of spinning, also with request ends waking it. */
 START_TEST(test_full_socket_no_spin)
@@ -1435,12 +1428,12 @@ START_TEST(test_full_socket_no_spin)
 	/* Far more than the socket holds. */
 	for (int i = 0; i < 20000; i++)
 		ctxleak_end(ctxleak_begin("fill the socket, then some more"));
-	pause_ms(200);
+	harness_sleep_ms(200);
 	before = shipper_ticks();
 	ck_assert_int_ge(before, 0);
 	for (int i = 0; i < 10; i++) {
 		ctxleak_end(ctxleak_begin("wake it"));
-		pause_ms(100);
+		harness_sleep_ms(100);
 	}
 	after = shipper_ticks();
 	/* A second of waiting: spinning takes all of it, waiting next to

@@ -1355,6 +1355,24 @@ static int wait_notify(int fd, const char *needle, char *msg, size_t len)
 	return 0;
 }
 
+/* Starts the daemon as systemd would under Type=notify with a 200 ms
+ * watchdog; returns the notify socket, bound at *sun in its directory. */
+static int launch_notified(struct harness_daemon *d, struct sockaddr_un *sun)
+{
+	int fd;
+
+	ck_assert_int_eq(harness_prepare(d), 0);
+	snprintf(sun->sun_path, sizeof sun->sun_path, "%s/notify", d->dir);
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	ck_assert_int_eq(bind(fd, (struct sockaddr *)sun, sizeof *sun), 0);
+	setenv("NOTIFY_SOCKET", sun->sun_path, 1);
+	setenv("WATCHDOG_USEC", "200000", 1);
+	ck_assert_msg(harness_launch(d, NULL) == 0, "%s", harness_error());
+	unsetenv("NOTIFY_SOCKET");
+	unsetenv("WATCHDOG_USEC");
+	return fd;
+}
+
 START_TEST(test_sd_notify)
 {
 	struct harness_daemon d;
@@ -1362,15 +1380,7 @@ START_TEST(test_sd_notify)
 	char msg[512];
 	int fd;
 
-	ck_assert_int_eq(harness_prepare(&d), 0);
-	snprintf(sun.sun_path, sizeof sun.sun_path, "%s/notify", d.dir);
-	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
-	setenv("NOTIFY_SOCKET", sun.sun_path, 1);
-	setenv("WATCHDOG_USEC", "200000", 1);
-	ck_assert_msg(harness_launch(&d, NULL) == 0, "%s", harness_error());
-	unsetenv("NOTIFY_SOCKET");
-	unsetenv("WATCHDOG_USEC");
+	fd = launch_notified(&d, &sun);
 
 	/* READY=1 first: the store is open and the socket listens, which
 	 * harness_launch has seen. */
@@ -1414,15 +1424,7 @@ START_TEST(test_sd_notify_never_blocks)
 	char msg[512];
 	int fd;
 
-	ck_assert_int_eq(harness_prepare(&d), 0);
-	snprintf(sun.sun_path, sizeof sun.sun_path, "%s/notify", d.dir);
-	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	ck_assert_int_eq(bind(fd, (struct sockaddr *)&sun, sizeof sun), 0);
-	setenv("NOTIFY_SOCKET", sun.sun_path, 1);
-	setenv("WATCHDOG_USEC", "200000", 1);
-	ck_assert_msg(harness_launch(&d, NULL) == 0, "%s", harness_error());
-	unsetenv("NOTIFY_SOCKET");
-	unsetenv("WATCHDOG_USEC");
+	fd = launch_notified(&d, &sun);
 	read_notify(fd, msg, sizeof msg);
 	ck_assert_msg(strstr(msg, "READY=1") != NULL, "%s", msg);
 

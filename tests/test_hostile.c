@@ -11,7 +11,6 @@
  * (no leak), and its resident memory is held under a stated bound.
  */
 #include <check.h>
-#include <dirent.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -40,51 +39,18 @@
 
 /* ------------------------------------------------- the daemon's health */
 
-static int daemon_fds(const struct harness_daemon *d)
-{
-	char path[64];
-	struct dirent *e;
-	DIR *dir;
-	int n = 0;
-
-	snprintf(path, sizeof path, "/proc/%d/fd", (int)d->pid);
-	dir = opendir(path);
-	ck_assert_msg(dir != NULL, "%s: the daemon is gone", path);
-	while ((e = readdir(dir)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(dir);
-	return n;
-}
-
 /* Closing is asynchronous on the daemon's side: poll until its count is
  * back at `want`, and report what it was when time ran out. */
 static void assert_fds_return_to(const struct harness_daemon *d, int want)
 {
-	int n = daemon_fds(d);
+	int n = daemon_fds(d->pid);
 
 	for (int i = 0; n != want && i < HARNESS_TIMEOUT_SEC * 100; i++) {
 		harness_sleep_ms(10);
-		n = daemon_fds(d);
+		n = daemon_fds(d->pid);
 	}
 	ck_assert_msg(n == want, "the daemon holds %d descriptors, %d before",
 		      n, want);
-}
-
-static long daemon_rss_kb(const struct harness_daemon *d)
-{
-	char path[64], line[256];
-	long kb = -1;
-	FILE *f;
-
-	snprintf(path, sizeof path, "/proc/%d/status", (int)d->pid);
-	f = fopen(path, "r");
-	ck_assert_msg(f != NULL, "%s: the daemon is gone", path);
-	while (fgets(line, sizeof line, f) != NULL)
-		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
-			break;
-	fclose(f);
-	return kb;
 }
 
 /* The daemon is up, and its RSS is within the bound of what it was
@@ -95,7 +61,7 @@ static void assert_alive_and_small(const struct harness_daemon *d,
 	long kb;
 
 	ck_assert_msg(kill(d->pid, 0) == 0, "the daemon died");
-	kb = daemon_rss_kb(d);
+	kb = daemon_status_kb(d->pid, "VmRSS");
 	printf("daemon RSS before and after %s: %ld KiB, %ld KiB (bound "
 	       "%ld KiB)\n",
 	       after, before_kb, kb, before_kb + RSS_GROWTH_BOUND_KB);
@@ -313,8 +279,8 @@ START_TEST(test_random_bytes)
 
 	START(&d, "--keep", "all");
 	companion_start(&d, &c);
-	fds = daemon_fds(&d);
-	rss = daemon_rss_kb(&d);
+	fds = daemon_fds(d.pid);
+	rss = daemon_status_kb(d.pid, "VmRSS");
 	/* Random bytes may stop inside an object the daemon then waits
 	 * for, so the peer closes; half of them come after a HELLO. */
 	for (int i = 0; i < 200; i++) {
@@ -349,7 +315,7 @@ START_TEST(test_truncated_objects_then_close)
 
 	START(&d, "--keep", "all");
 	companion_start(&d, &c);
-	fds = daemon_fds(&d);
+	fds = daemon_fds(d.pid);
 	n = encode_request(buf, sizeof buf, 5);
 	/* Every cut of the fifth record: the four before it are kept. */
 	for (size_t cut = 1; cut < tlen; cut++) {
@@ -391,8 +357,8 @@ START_TEST(test_four_gib_prefixes)
 
 	START(&d, "--keep", "all");
 	companion_start(&d, &c);
-	fds = daemon_fds(&d);
-	rss = daemon_rss_kb(&d);
+	fds = daemon_fds(d.pid);
+	rss = daemon_status_kb(d.pid, "VmRSS");
 	send_and_expect_close(&d, 1, str32, sizeof str32);
 	send_and_expect_close(&d, 1, bin32, sizeof bin32);
 	send_and_expect_close(&d, 1, ext32, sizeof ext32);
@@ -429,8 +395,8 @@ START_TEST(test_huge_arrays_and_deep_nesting)
 
 	START(&d, "--keep", "all");
 	companion_start(&d, &c);
-	fds = daemon_fds(&d);
-	rss = daemon_rss_kb(&d);
+	fds = daemon_fds(d.pid);
+	rss = daemon_status_kb(d.pid, "VmRSS");
 	send_and_expect_close(&d, 1, array32, sizeof array32);
 	send_and_expect_close(&d, 1, map32, sizeof map32);
 	send_and_expect_close(&d, 1, array16, sizeof array16);
@@ -492,7 +458,7 @@ START_TEST(test_wrong_types_and_order)
 
 	START(&d, "--keep", "all");
 	companion_start(&d, &c);
-	fds = daemon_fds(&d);
+	fds = daemon_fds(d.pid);
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		send_and_expect_close(&d, cases[i].hello, cases[i].bytes,
 				      cases[i].len);
@@ -568,8 +534,8 @@ START_TEST(test_connection_churn)
 
 	START(&d, "--keep", "all");
 	companion_start(&d, &c);
-	fds = daemon_fds(&d);
-	rss = daemon_rss_kb(&d);
+	fds = daemon_fds(d.pid);
+	rss = daemon_status_kb(d.pid, "VmRSS");
 	/* Most connect and leave at once; every tenth says HELLO and sends
 	 * one request first. */
 	for (int i = 0; i < CHURN_CONNECTIONS; i++) {
@@ -621,8 +587,8 @@ START_TEST(test_thousand_concurrent_connections)
 	raise_fd_limit(2 * CONCURRENT_CONNECTIONS + 256);
 	START(&d, "--keep", "all", "--max-connections", "2000");
 	companion_start(&d, &c);
-	fds = daemon_fds(&d);
-	rss = daemon_rss_kb(&d);
+	fds = daemon_fds(d.pid);
+	rss = daemon_status_kb(d.pid, "VmRSS");
 	n = encode_request(buf, sizeof buf, 11);
 	n += encode(buf + n, sizeof buf - n, &wm);
 	for (int i = 0; i < CONCURRENT_CONNECTIONS; i++) {
@@ -638,7 +604,7 @@ START_TEST(test_thousand_concurrent_connections)
 				       "p.disconnected_at IS NULL",
 				       CONCURRENT_CONNECTIONS) == 0,
 		      "%s", harness_error());
-	ck_assert_int_eq(daemon_fds(&d), fds + CONCURRENT_CONNECTIONS);
+	ck_assert_int_eq(daemon_fds(d.pid), fds + CONCURRENT_CONNECTIONS);
 	for (int i = 0; i < CONCURRENT_CONNECTIONS; i++)
 		close(fd[i]);
 	assert_fds_return_to(&d, fds);

@@ -21,7 +21,6 @@
  * linked into every test): `make check-load` builds and runs it.
  */
 #include <check.h>
-#include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -95,40 +94,6 @@ static int is_leaky(int n)
 }
 
 /* ---------------------------------------------------- the daemon's state */
-
-static int daemon_fds(pid_t pid)
-{
-	char path[64];
-	struct dirent *e;
-	DIR *dir;
-	int n = 0;
-
-	snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-	dir = opendir(path);
-	ck_assert_msg(dir != NULL, "%s: the daemon is gone", path);
-	while ((e = readdir(dir)) != NULL)
-		if (e->d_name[0] != '.')
-			n++;
-	closedir(dir);
-	return n;
-}
-
-static long daemon_status_kb(pid_t pid, const char *field)
-{
-	char path[64], line[256];
-	size_t len = strlen(field);
-	long kb = -1;
-	FILE *f;
-
-	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-	f = fopen(path, "r");
-	ck_assert_msg(f != NULL, "%s: the daemon is gone", path);
-	while (fgets(line, sizeof line, f) != NULL)
-		if (strncmp(line, field, len) == 0 && line[len] == ':')
-			kb = strtol(line + len + 1, NULL, 10);
-	fclose(f);
-	return kb;
-}
 
 /* Poll sql until it returns want, for as long as a loaded daemon may
  * need. */
