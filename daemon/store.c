@@ -157,6 +157,8 @@ struct store {
 	uint64_t txn_start; /* CLOCK_MONOTONIC ns */
 	uint64_t pending;   /* rows written in the open transaction */
 	uint64_t pending_deleted;
+	/* Writing a request's rows, which commit together or not at all. */
+	int in_request;
 	int hold_off; /* a write failed since the last tick */
 	int row_error_logged;
 	int episode_logged;	 /* the current failure episode was logged */
@@ -577,7 +579,7 @@ static int row_end(struct store *s, sqlite3_stmt *st)
 
 	sqlite3_reset(st);
 	if (rc == SQLITE_DONE) {
-		if (++s->pending >= s->commit_rows)
+		if (++s->pending >= s->commit_rows && !s->in_request)
 			txn_commit(s);
 		return 0;
 	}
@@ -759,6 +761,9 @@ static void count_clean(struct store *s, const struct store_proc *p,
 		s->stats.rows_failed++;
 }
 
+/* The process's counters already count the request's held records (see
+ * process.c): a commit between its rows would, after a crash, leave the
+ * row saying the file holds records it does not. */
 void store_request(struct store *s, const struct store_proc *p,
 		   const struct rules_request *rq)
 {
@@ -766,11 +771,15 @@ void store_request(struct store *s, const struct store_proc *p,
 		count_clean(s, p, rq);
 		return;
 	}
+	s->in_request = 1;
 	write_request(s, p, rq);
 	for (uint32_t i = 0; i < rq->ntags; i++)
 		write_tag(s, rq, p, &rq->tags[i]);
 	for (size_t i = 0; rq->held != NULL && i < rq->nheld; i++)
 		write_record(s, p, &rq->held[i]);
+	s->in_request = 0;
+	if (s->in_txn && s->pending >= s->commit_rows)
+		txn_commit(s);
 }
 
 void store_dropped(struct store *s, const struct store_proc *p,

@@ -843,6 +843,42 @@ START_TEST(test_commit_by_rows)
 }
 END_TEST
 
+/* A request's row, tags and held records commit together: the process's
+ * counters count them all at once. */
+START_TEST(test_request_rows_commit_together)
+{
+	struct store_config cfg = {.path = path,
+				   .keep_all = 0,
+				   .commit_ms = 60000,
+				   .commit_rows = 3};
+	struct store *s = open_store(&cfg);
+	struct store_proc p = add_process(s, 1, 0);
+	struct rules_tag tags[2] = {
+	    {str("user"), str("alice"), 20, 7, 0, 7, 1007},
+	    {str("status"), str("200"), 30, 7, 0, 7, 1007},
+	};
+	struct proto_record recs[4];
+	struct rules_verdict held[4];
+	struct rules_request rq = request_of(7, 10);
+
+	for (int i = 0; i < 4; i++) {
+		recs[i] = tag_rec(11 + (uint64_t)i, 1, 1, "x");
+		held[i] = (struct rules_verdict){&recs[i], 7, 7, LEAK_NONE};
+	}
+	rq.ntags = 2;
+	rq.tags = tags;
+	rq.nheld = 4;
+	rq.held = held;
+	rq.victim_of[LEAK_BLEED] = 1;
+	store_request(s, &p, &rq);
+	/* 7 rows over a commit_rows of 3: all of them, at once. */
+	ck_assert_int_eq(q("SELECT count(*) FROM requests"), 1);
+	ck_assert_int_eq(q("SELECT count(*) FROM tags"), 2);
+	ck_assert_int_eq(q("SELECT count(*) FROM records"), 4);
+	store_close(s);
+}
+END_TEST
+
 START_TEST(test_commit_by_time)
 {
 	struct store_config cfg = {
@@ -1393,8 +1429,8 @@ static Suite *store_suite(void)
 	      test_process_reconnect, test_sites_and_drops,
 	      test_last_request_id, test_misattributed_records_indexed}},
 	    {"batching",
-	     {test_commit_by_rows, test_commit_by_time,
-	      test_reader_beside_writer}},
+	     {test_commit_by_rows, test_request_rows_commit_together,
+	      test_commit_by_time, test_reader_beside_writer}},
 	    {"retention",
 	     {test_retention_by_age, test_retention_by_size,
 	      test_retention_by_size_without_records}},
