@@ -36,6 +36,10 @@ enum leak_class {
 const char *leak_class_name(enum leak_class c);
 int leak_class_from_name(const char *name);
 
+/* A fast, non-cryptographic hash of n bytes, 8 at a time, continuing from
+ * seed: the engine's names and the store's summaries key tables with it. */
+uint64_t rules_hash(const void *p, size_t n, uint64_t seed);
+
 /* Why a scope was reported unclosed. */
 enum rules_unclosed_reason {
 	RULES_UNCLOSED_DISCONNECT = 1, /* its process went away */

@@ -359,13 +359,32 @@ struct req *scope_truth(const struct scope *s)
 
 /* ------------------------------------------------------------ names */
 
-static uint32_t name_hash(const char *s, uint32_t len)
-{
-	uint32_t h = 2166136261u;
+/* Each step multiplies by the golden ratio, odd, and folds the high half,
+ * where the product's mixing is, into the low bits that index tables. */
+#define HASH_MUL 0x9e3779b97f4a7c15ull
 
-	for (uint32_t i = 0; i < len; i++)
-		h = (h ^ (unsigned char)s[i]) * 16777619u;
-	return h;
+static uint64_t hash_step(uint64_t h, uint64_t w)
+{
+	h = (h ^ w) * HASH_MUL;
+	return h ^ (h >> 29);
+}
+
+uint64_t rules_hash(const void *p, size_t n, uint64_t seed)
+{
+	const unsigned char *b = p;
+	uint64_t h = hash_step(seed, n), w;
+
+	for (; n >= 8; b += 8, n -= 8) {
+		memcpy(&w, b, 8);
+		h = hash_step(h, w);
+	}
+	if (n > 0) {
+		w = 0;
+		for (size_t i = 0; i < n; i++)
+			w |= (uint64_t)b[i] << (8 * i);
+		h = hash_step(h, w);
+	}
+	return hash_step(h, h >> 32);
 }
 
 static int names_grow(struct rules *r)
@@ -406,7 +425,7 @@ struct iname *iname_get(struct rules *r, struct proto_str s)
 	if ((r->names_bits == 0 || r->nnames >= (1u << r->names_bits)) &&
 	    names_grow(r) == -1)
 		return NULL;
-	h = name_hash(s.ptr, s.len);
+	h = (uint32_t)rules_hash(s.ptr, s.len, 0);
 	for (n = r->names[h & ((1u << r->names_bits) - 1)]; n; n = n->next)
 		if (n->hash == h && n->len == s.len &&
 		    memcmp(n->s, s.ptr, s.len) == 0) {

@@ -103,21 +103,13 @@ void summaries_clear(struct summaries *sm)
 	sm->nused = 0;
 }
 
-/* FNV-1a over the key. */
 static uint64_t key_hash(int64_t process_id, int64_t minute, uint32_t site,
 			 struct proto_str name)
 {
-	uint64_t h = 14695981039346656037ull;
-	const unsigned char *p;
 	uint64_t words[3] = {(uint64_t)process_id, (uint64_t)minute, site};
+	uint64_t h = rules_hash(words, sizeof words, name.ptr == NULL);
 
-	p = (const unsigned char *)words;
-	for (size_t i = 0; i < sizeof words; i++)
-		h = (h ^ p[i]) * 1099511628211ull;
-	p = (const unsigned char *)name.ptr;
-	for (uint32_t i = 0; p != NULL && i < name.len; i++)
-		h = (h ^ p[i]) * 1099511628211ull;
-	return h ^ (name.ptr == NULL);
+	return name.ptr != NULL ? rules_hash(name.ptr, name.len, h) : h;
 }
 
 static int same_key(const struct summary *e, uint64_t hash, int64_t process_id,
