@@ -27,7 +27,8 @@
  * in case a finding names the request: far more than the in-flight
  * requests of any service need, far less than an unbounded request
  * could take. */
-#define DEFAULT_MAX_HELD (64ULL << 20)
+#define DEFAULT_MAX_HELD    (64ULL << 20)
+#define DEFAULT_MAX_PENDING (64ULL << 20)
 
 struct config cfg;
 
@@ -58,6 +59,8 @@ static const char usage_text[] =
     "                          (default 1h; 0: never)\n"
     "  --max-held SIZE         records held in memory, under --keep=leaky,\n"
     "                          for requests still open (default 64M)\n"
+    "  --max-pending SIZE      records held in memory until a watermark\n"
+    "                          orders them (default 64M)\n"
     "  --retention AGE[,SIZE]  delete data older than AGE or beyond SIZE\n"
     "                          (e.g. 7d, 7d,1G or ,500M; default: keep)\n"
     "  --linger DUR            wait for a reconnection this long before\n"
@@ -241,6 +244,7 @@ static void set_defaults(void)
 	cfg.max_ended_scopes = rc.max_ended_scopes;
 	cfg.max_request_age = rc.max_request_age;
 	cfg.max_held = DEFAULT_MAX_HELD;
+	cfg.max_pending = DEFAULT_MAX_PENDING;
 	cfg.linger = NS_PER_SEC;
 	proto_limits_default(&cfg.limits);
 }
@@ -256,6 +260,7 @@ enum {
 	OPT_MAX_ENDED_SCOPES,
 	OPT_MAX_REQUEST_AGE,
 	OPT_MAX_HELD,
+	OPT_MAX_PENDING,
 	OPT_RETENTION,
 	OPT_LINGER,
 	OPT_MAX_RECORD_SIZE,
@@ -275,6 +280,7 @@ static const struct option long_options[] = {
     {"max-ended-scopes", required_argument, NULL, OPT_MAX_ENDED_SCOPES},
     {"max-request-age", required_argument, NULL, OPT_MAX_REQUEST_AGE},
     {"max-held", required_argument, NULL, OPT_MAX_HELD},
+    {"max-pending", required_argument, NULL, OPT_MAX_PENDING},
     {"retention", required_argument, NULL, OPT_RETENTION},
     {"linger", required_argument, NULL, OPT_LINGER},
     {"max-record-size", required_argument, NULL, OPT_MAX_RECORD_SIZE},
@@ -336,6 +342,9 @@ static void parse_option(int opt, const char *arg)
 		break;
 	case OPT_MAX_HELD:
 		cfg.max_held = parse_size("max-held", arg, UINT64_MAX);
+		break;
+	case OPT_MAX_PENDING:
+		cfg.max_pending = parse_size("max-pending", arg, UINT64_MAX);
 		break;
 	case OPT_RETENTION:
 		parse_retention(arg);

@@ -36,6 +36,8 @@ struct process {
 	int dirty;	 /* counters changed since the store last had them */
 	char *error;	 /* the last protocol error that closed a connection */
 	int held_warned;
+	int forced_warned;
+	uint32_t max_queued; /* the engine's max_pending, for the log */
 	TAILQ_ENTRY(process) entry;
 };
 
@@ -46,8 +48,9 @@ static struct store *process_store;
 /* Daemon-wide, so that requests.id stays unique across processes and
  * restarts. */
 static uint64_t request_seq;
-/* Daemon-wide too: --max-held bounds all the processes together. */
-static uint64_t held_bytes;
+/* Daemon-wide too: --max-held and --max-pending bound all the processes
+ * together. */
+static uint64_t held_bytes, pending_bytes;
 static struct process_stats stats;
 /* Some process is dirty. */
 static int counts_dirty;
@@ -165,7 +168,10 @@ static struct process *process_new(uint64_t instance)
 	rc.request_seq = &request_seq;
 	rc.max_held_bytes = cfg.max_held;
 	rc.held_bytes = &held_bytes;
+	rc.max_pending_bytes = cfg.max_pending;
+	rc.pending_bytes = &pending_bytes;
 	sink.arg = p;
+	p->max_queued = rc.max_pending;
 	p->instance = instance;
 	p->rules = rules_new(&rc, &sink);
 	if (p->rules == NULL) {
@@ -237,9 +243,28 @@ void process_record(struct process *p, const struct proto_record *rec)
 		log_error("pid %d: out of memory: record lost", (int)p->pid);
 }
 
+/* Said once per process, at a watermark or at the end, where asking the
+ * engine costs nothing. */
+static void warn_forced(struct process *p)
+{
+	struct rules_stats st;
+
+	if (p->forced_warned)
+		return;
+	rules_stats(p->rules, &st);
+	if (st.forced == 0)
+		return;
+	log_warn("pid %d: %llu records judged before a watermark ordered "
+		 "them (over --max-pending, or a queue of %u records): their "
+		 "findings may depend on arrival order",
+		 (int)p->pid, (unsigned long long)st.forced, p->max_queued);
+	p->forced_warned = 1;
+}
+
 void process_watermark(struct process *p, uint64_t ts)
 {
 	rules_advance(p->rules, ts);
+	warn_forced(p);
 }
 
 void process_dropped(struct process *p, const struct proto_record *rec)
@@ -259,6 +284,7 @@ static void process_finalise(struct process *p)
 {
 	struct rules_model model;
 
+	warn_forced(p);
 	rules_finish(p->rules);
 	rules_model(p->rules, &model);
 	store_process_update(process_store, &p->sp, p->records, p->dropped,

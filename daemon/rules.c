@@ -18,8 +18,9 @@
  * Records are queued by rules_add in any arrival order and judged in (ts,
  * arrival) order once rules_advance's watermark covers them, or all in
  * rules_finish; so findings do not depend on how batches from different
- * threads interleave on the wire.  Past max_pending the oldest queued
- * record is judged at once (stats.forced).
+ * threads interleave on the wire.  Past max_pending records, or past
+ * max_pending_bytes for all engines together, the oldest queued record is
+ * judged at once (stats.forced).
  *
  * TAG, EVENT and child BEGIN: c = ctx (BEGIN: prev), t = cause; the first
  * rule that applies gives the record's finding:
@@ -120,6 +121,8 @@ struct rules *rules_new(const struct rules_config *cfg,
 		r->cfg.request_seq = &r->own_seq;
 	if (r->cfg.held_bytes == NULL)
 		r->cfg.held_bytes = &r->own_held;
+	if (r->cfg.pending_bytes == NULL)
+		r->cfg.pending_bytes = &r->own_pending;
 	if (sink != NULL)
 		r->sink = *sink;
 	r->open.load = PTAB_DENSE;
@@ -255,6 +258,7 @@ static struct pnode *pending_pop(struct rules *r)
 		r->nrun--;
 	}
 	r->stats.pending = --r->npending;
+	*r->cfg.pending_bytes -= n->size;
 	return n;
 }
 
@@ -298,6 +302,15 @@ static struct pnode *pnode_new(struct rules *r, const struct proto_record *rec)
 static void judge(struct rules *r, struct pnode *n);
 static void retire_done(struct rules *r, uint64_t watermark, int all);
 
+/* Past a limit of the queue: by count, this engine's; by bytes, all the
+ * engines' together, of which this one gives back what it can. */
+static int over_pending(const struct rules *r)
+{
+	return r->npending > r->cfg.max_pending ||
+	       (r->cfg.max_pending_bytes != 0 && r->npending > 0 &&
+		*r->cfg.pending_bytes > r->cfg.max_pending_bytes);
+}
+
 int rules_add(struct rules *r, const struct proto_record *rec)
 {
 	struct pnode *n;
@@ -312,13 +325,14 @@ int rules_add(struct rules *r, const struct proto_record *rec)
 		pnode_free(r, n);
 		return -1;
 	}
+	*r->cfg.pending_bytes += n->size;
 	r->stats.added++;
-	if (r->npending <= r->cfg.max_pending)
+	if (!over_pending(r))
 		return 0;
 	/* Judging early treats the judged ts as a watermark: complete
 	 * requests retire too, or a client that never sends watermarks
 	 * would keep every request until it disconnects. */
-	while (r->npending > r->cfg.max_pending) {
+	while (over_pending(r)) {
 		n = pending_pop(r);
 		forced_ts = n->rec.ts;
 		r->stats.forced++;

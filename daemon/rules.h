@@ -48,29 +48,38 @@ enum rules_unclosed_reason {
 };
 
 struct rules_config {
-	uint32_t max_open_scopes;  /* past it the oldest open scope is
-				      reported unclosed and forgotten;
-				      0: no limit */
-	uint32_t max_ended_scopes; /* ended scopes remembered, for stale */
-	uint32_t max_pending;	   /* records waiting for a watermark; past
-				      it the oldest are judged at once */
-	uint32_t max_tags;	   /* final tags kept per request */
-	uint64_t max_request_age;  /* ns; 0: no limit */
-	int hold_records;	   /* deliver each request's records with
-				      the request when it retires instead of
-				      one by one (--keep=leaky) */
-	uint64_t *request_seq;	   /* daemon-wide request id allocator: the
-				      engine takes ++*request_seq for each
-				      request; NULL: the engine's own */
-	uint64_t max_held_bytes;   /* hold_records: bytes of held records,
-				      counted in *held_bytes; past it a
-				      request's further records are
-				      counted (held_dropped), not held, so
-				      that no request can hold memory
-				      without bound; 0: no limit */
-	uint64_t *held_bytes;	   /* shared like request_seq, so that the
-				      limit is daemon-wide; NULL: the
-				      engine's own */
+	uint32_t max_open_scopes;   /* past it the oldest open scope is
+				       reported unclosed and forgotten;
+				       0: no limit */
+	uint32_t max_ended_scopes;  /* ended scopes remembered, for stale */
+	uint32_t max_pending;	    /* records waiting for a watermark; past
+				       it the oldest are judged at once */
+	uint32_t max_tags;	    /* final tags kept per request */
+	uint64_t max_request_age;   /* ns; 0: no limit */
+	int hold_records;	    /* deliver each request's records with
+				       the request when it retires instead of
+				       one by one (--keep=leaky) */
+	uint64_t *request_seq;	    /* daemon-wide request id allocator: the
+				       engine takes ++*request_seq for each
+				       request; NULL: the engine's own */
+	uint64_t max_held_bytes;    /* hold_records: bytes of held records,
+				       counted in *held_bytes; past it a
+				       request's further records are
+				       counted (held_dropped), not held, so
+				       that no request can hold memory
+				       without bound; 0: no limit */
+	uint64_t *held_bytes;	    /* shared like request_seq, so that the
+				       limit is daemon-wide; NULL: the
+				       engine's own */
+	uint64_t max_pending_bytes; /* bytes of records waiting for a
+				       watermark, counted in
+				       *pending_bytes; past it this
+				       engine's oldest are judged at once,
+				       so that a client that sends long
+				       strings and no watermark cannot
+				       make the daemon hold them; 0: no
+				       limit */
+	uint64_t *pending_bytes;    /* shared like held_bytes */
 };
 
 /* A record after judgement. */
@@ -171,7 +180,8 @@ struct rules_stats {
 	uint64_t open_scopes, ended_scopes;
 	uint64_t findings[LEAK_CLASS_COUNT];
 	uint64_t evicted;      /* scopes forgotten because of max_open_scopes */
-	uint64_t forced;       /* records judged early because of max_pending */
+	uint64_t forced;       /* records judged early: max_pending or
+				  max_pending_bytes */
 	uint64_t held_dropped; /* records not held: max_held_bytes */
 	uint64_t bytes_used;   /* bytes the engine allocated and holds */
 	uint64_t requests_live; /* begun and not yet retired */

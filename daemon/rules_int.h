@@ -197,9 +197,10 @@ struct rules {
 	void *cache[RULES_CACHE_CLASSES];
 	size_t cache_bytes;
 
-	uint64_t own_seq;  /* when the config gives no request_seq */
-	uint64_t own_held; /* when the config gives no held_bytes */
-	void *scratch;	   /* see scratch() in rules.c */
+	uint64_t own_seq;     /* when the config gives no request_seq */
+	uint64_t own_held;    /* when the config gives no held_bytes */
+	uint64_t own_pending; /* when the config gives no pending_bytes */
+	void *scratch;	      /* see scratch() in rules.c */
 	size_t scratch_cap;
 	struct rules_stats stats;
 	char detail[512];

@@ -1510,9 +1510,9 @@ START_TEST(test_every_option_accepted)
 
 	START(&d, "--keep", "all", "--log-level", "warn", "--max-connections",
 	      "10", "--max-open-scopes", "1000", "--max-ended-scopes", "100",
-	      "--max-request-age", "10m", "--max-held", "1M", "--retention",
-	      "7d,1G", "--linger", "250ms", "--max-record-size", "64K",
-	      "--max-string", "4096");
+	      "--max-request-age", "10m", "--max-held", "1M", "--max-pending",
+	      "2M", "--retention", "7d,1G", "--linger", "250ms",
+	      "--max-record-size", "64K", "--max-string", "4096");
 	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
 					harness_worked_example, NULL),
 			 0);
@@ -1530,6 +1530,7 @@ START_TEST(test_bad_options)
 	    {"--max-connections", "0", "--max-connections"},
 	    {"--max-ended-scopes", "0", "--max-ended-scopes"},
 	    {"--max-held", "lots", "bad size"},
+	    {"--max-pending", "64Q", "bad size"},
 	    {"--max-request-age", "10", "bad duration"},
 	    {"--retention", "7x", "bad duration"},
 	    {"--retention", ",lots", "bad size"},

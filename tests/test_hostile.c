@@ -521,6 +521,48 @@ START_TEST(test_hello_claims_another_pid)
 }
 END_TEST
 
+/* Records at the string limit and never a watermark: the daemon holds
+ * them until a watermark orders them, but no more than --max-pending, and
+ * judges the oldest early rather than grow (by 96 MB here, without it). */
+START_TEST(test_long_strings_without_watermark)
+{
+	enum { RECORDS = 3000, STRING = 16000 };
+	static char text[STRING];
+	static unsigned char buf[PROTO_RECORD_SIZE_MAX(2 * STRING)];
+	struct proto_record r = {.type = PROTO_EVENT,
+				 .tid = 5,
+				 .name = {text, STRING},
+				 .message = {text, STRING}};
+	struct harness_daemon d;
+	long rss;
+	char *log;
+	int fd;
+
+	memset(text, 'x', sizeof text);
+	START(&d, "--max-pending", "4M");
+	rss = daemon_status_kb(d.pid, "VmRSS");
+	fd = connect_raw(&d);
+	ck_assert_int_eq(harness_send_hello(fd, 4343, 0), 0);
+	for (int i = 0; i < RECORDS; i++) {
+		r.ts = 1000 + (uint64_t)i;
+		ck_assert_int_eq(
+		    harness_write_all(fd, buf,
+				      proto_encode_record(buf, sizeof buf, &r)),
+		    0);
+	}
+	assert_alive_and_small(&d, rss, "3000 records of 32 KB");
+	close(fd);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_int_eq(query_int(&d, "SELECT records FROM processes WHERE "
+				       "instance = 4343"),
+			 RECORDS);
+	log = harness_log(&d);
+	ck_assert_ptr_nonnull(strstr(log, "judged before a watermark"));
+	free(log);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* ------------------------------------------------------------- storms */
 
 START_TEST(test_connection_churn)
@@ -788,6 +830,7 @@ static Suite *hostile_suite(void)
 	tcase_add_test(input, test_huge_arrays_and_deep_nesting);
 	tcase_add_test(input, test_wrong_types_and_order);
 	tcase_add_test(input, test_hello_claims_another_pid);
+	tcase_add_test(input, test_long_strings_without_watermark);
 	tcase_add_test(storms, test_connection_churn);
 	tcase_add_test(storms, test_thousand_concurrent_connections);
 	tcase_add_test(modes, test_socket_and_database_modes);

@@ -1855,6 +1855,52 @@ START_TEST(test_max_pending)
 }
 END_TEST
 
+/* Queued bytes are bounded by max_pending_bytes across every engine that
+ * shares the counter: an engine over it judges its own oldest at once, and
+ * whatever is judged gives its bytes back. */
+static uint64_t shared_pending;
+
+static void pending_small(struct rules_config *cfg)
+{
+	cfg->max_pending_bytes = 8192;
+	cfg->pending_bytes = &shared_pending;
+}
+
+START_TEST(test_max_pending_bytes)
+{
+	static char text[1000];
+	struct rules *r = engine(pending_small), *other;
+	struct proto_record rec = EVENT(0, 1, 0, 0, "e");
+	struct rules_stats st;
+
+	memset(text, 'x', sizeof text);
+	rec.message = (struct proto_str){text, sizeof text};
+	shared_pending = 0;
+	for (uint64_t i = 0; i < 100; i++) {
+		rec.ts = 1000 - i;
+		ck_assert_int_eq(rules_add(r, &rec), 0);
+		ck_assert_uint_le(shared_pending, 8192);
+	}
+	rules_stats(r, &st);
+	ck_assert_uint_gt(st.pending, 4);
+	ck_assert_uint_lt(st.pending, 9);
+	ck_assert_uint_eq(st.forced, 100 - st.pending);
+	ck_assert_uint_eq(got.nverdicts, st.forced);
+	/* A second engine on the same budget: its record is judged at once,
+	 * the first engine's queue stays as it was. */
+	other = engine(pending_small);
+	ck_assert_int_eq(rules_add(other, &rec), 0);
+	ck_assert_uint_eq(got.nverdicts, 1);
+	rules_stats(other, &st);
+	ck_assert_uint_eq(st.pending, 0);
+	ck_assert_uint_eq(st.forced, 1);
+	rules_free(other);
+	rules_finish(r);
+	ck_assert_uint_eq(shared_pending, 0);
+	rules_free(r);
+}
+END_TEST
+
 /* A client that never sends a watermark still has its requests retired
  * once forced judging passes them. */
 START_TEST(test_max_pending_retires)
@@ -1965,6 +2011,7 @@ static Suite *rules_suite(void)
 	tcase_add_test(tc, test_memory_steady_state);
 	tcase_add_test(tc, test_max_pending);
 	tcase_add_test(tc, test_max_pending_retires);
+	tcase_add_test(tc, test_max_pending_bytes);
 	tcase_add_test(tc, test_stats_and_names);
 	suite_add_tcase(s, tc);
 	return s;

@@ -847,10 +847,8 @@ END_TEST
  * counters count them all at once. */
 START_TEST(test_request_rows_commit_together)
 {
-	struct store_config cfg = {.path = path,
-				   .keep_all = 0,
-				   .commit_ms = 60000,
-				   .commit_rows = 3};
+	struct store_config cfg = {
+	    .path = path, .keep_all = 0, .commit_ms = 60000, .commit_rows = 3};
 	struct store *s = open_store(&cfg);
 	struct store_proc p = add_process(s, 1, 0);
 	struct rules_tag tags[2] = {
