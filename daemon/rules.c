@@ -567,25 +567,42 @@ static void note_record(struct rules *r, struct req *q, uint64_t tid)
 	note_thread(r, q, tid);
 }
 
+/* A tag's block, key and value each with a NUL, counted against
+ * max_held_bytes like held records: a request has at most max_tags tags,
+ * but a process may have max_open_scopes requests open, and their tags at
+ * the string limit would otherwise be gigabytes. */
+static size_t tag_size(uint32_t klen, uint32_t vlen)
+{
+	return (size_t)klen + vlen + 2;
+}
+
 static void tag_release(struct rules *r, struct rtag *t)
 {
-	if (t->kv != NULL)
-		rules_release(r, t->kv, (size_t)t->klen + t->vlen + 2);
+	if (t->kv != NULL) {
+		rules_release(r, t->kv, tag_size(t->klen, t->vlen));
+		*r->cfg.held_bytes -= tag_size(t->klen, t->vlen);
+	}
 	t->kv = NULL;
 }
 
-/* Key and value in one block, each with a NUL: one allocation a tag. */
+/* 0 when stored, 1 when over max_held_bytes, -1 when out of memory. */
 static int tag_store(struct rules *r, struct rtag *t, struct proto_str key,
 		     struct proto_str value)
 {
-	char *kv = rules_alloc(r, (size_t)key.len + value.len + 2);
+	size_t size = tag_size(key.len, value.len);
+	size_t old = t->kv != NULL ? tag_size(t->klen, t->vlen) : 0;
+	char *kv;
 
-	if (kv == NULL)
+	if (r->cfg.max_held_bytes != 0 &&
+	    *r->cfg.held_bytes - old + size > r->cfg.max_held_bytes)
+		return 1;
+	if ((kv = rules_alloc(r, size)) == NULL)
 		return -1;
 	memcpy(kv, key.ptr, key.len);
 	if (value.ptr != NULL)
 		memcpy(kv + key.len + 1, value.ptr, value.len);
 	tag_release(r, t);
+	*r->cfg.held_bytes += size;
 	t->kv = kv;
 	t->klen = key.len;
 	t->vlen = value.len;
@@ -626,13 +643,17 @@ static void tag_set(struct rules *r, struct req *q, struct req *setter,
 {
 	struct req_more *m;
 	struct rtag *t;
+	int rc;
 
 	if (q == NULL || q->state != REQ_LIVE || rec->key.ptr == NULL)
 		return;
 	m = more(r, q);
-	if (m == NULL || (t = tag_slot(r, m, rec->key)) == NULL ||
-	    tag_store(r, t, rec->key, rec->value) == -1)
+	if (m == NULL || (t = tag_slot(r, m, rec->key)) == NULL)
 		return;
+	if ((rc = tag_store(r, t, rec->key, rec->value)) != 0) {
+		m->tags_dropped += rc == 1;
+		return;
+	}
 	if (t == &m->tags[m->ntags])
 		m->ntags++;
 	t->ts = rec->ts;

@@ -62,12 +62,14 @@ struct rules_config {
 	uint64_t *request_seq;	    /* daemon-wide request id allocator: the
 				       engine takes ++*request_seq for each
 				       request; NULL: the engine's own */
-	uint64_t max_held_bytes;    /* hold_records: bytes of held records,
-				       counted in *held_bytes; past it a
-				       request's further records are
-				       counted (held_dropped), not held, so
-				       that no request can hold memory
-				       without bound; 0: no limit */
+	uint64_t max_held_bytes;    /* bytes that open requests hold: their
+				       tags, and their records under
+				       hold_records, counted in
+				       *held_bytes; past it a request's
+				       further tags and records are counted
+				       (tags_dropped, held_dropped), not
+				       kept, so that requests cannot hold
+				       memory without bound; 0: no limit */
 	uint64_t *held_bytes;	    /* shared like request_seq, so that the
 				       limit is daemon-wide; NULL: the
 				       engine's own */
@@ -136,7 +138,7 @@ struct rules_request {
 	uint64_t nrecords;	 /* records whose rid is this request */
 	uint32_t ntags;
 	const struct rules_tag *tags; /* final value per key, first set first */
-	uint32_t tags_dropped;	      /* over max_tags */
+	uint32_t tags_dropped;	      /* over max_tags or max_held_bytes */
 	uint32_t victim_of[LEAK_CLASS_COUNT]; /* findings with it as victim */
 	uint32_t source_of;		      /* findings with it as source */
 	size_t nheld;			      /* hold_records only */

@@ -521,34 +521,54 @@ START_TEST(test_hello_claims_another_pid)
 }
 END_TEST
 
+/* Strings at the default limit, 16,000 bytes of them, for the tests of
+ * what the daemon holds in memory. */
+#define LONG_STRING 16000
+static char long_text[LONG_STRING];
+
+/* A daemon with one limit set, and a raw connection to it past its HELLO;
+ * *rss is the daemon's RSS before. */
+static int start_with_limit(struct harness_daemon *d, const char *limit,
+			    const char *value, uint64_t instance, long *rss)
+{
+	int fd;
+
+	memset(long_text, 'x', sizeof long_text);
+	START(d, limit, value);
+	*rss = daemon_status_kb(d->pid, "VmRSS");
+	fd = connect_raw(d);
+	ck_assert_int_eq(harness_send_hello(fd, instance, 0), 0);
+	return fd;
+}
+
+static void send_record(int fd, const struct proto_record *r)
+{
+	static unsigned char buf[PROTO_RECORD_SIZE_MAX(2 * LONG_STRING)];
+
+	ck_assert_int_eq(
+	    harness_write_all(fd, buf, proto_encode_record(buf, sizeof buf, r)),
+	    0);
+}
+
 /* Records at the string limit and never a watermark: the daemon holds
  * them until a watermark orders them, but no more than --max-pending, and
  * judges the oldest early rather than grow (by 96 MB here, without it). */
 START_TEST(test_long_strings_without_watermark)
 {
-	enum { RECORDS = 3000, STRING = 16000 };
-	static char text[STRING];
-	static unsigned char buf[PROTO_RECORD_SIZE_MAX(2 * STRING)];
+	enum { RECORDS = 3000 };
 	struct proto_record r = {.type = PROTO_EVENT,
 				 .tid = 5,
-				 .name = {text, STRING},
-				 .message = {text, STRING}};
+				 .name = {long_text, LONG_STRING},
+				 .message = {long_text, LONG_STRING}};
 	struct harness_daemon d;
 	long rss;
 	char *log;
 	int fd;
 
-	memset(text, 'x', sizeof text);
-	START(&d, "--max-pending", "4M");
-	rss = daemon_status_kb(d.pid, "VmRSS");
-	fd = connect_raw(&d);
-	ck_assert_int_eq(harness_send_hello(fd, 4343, 0), 0);
+	fd = start_with_limit(&d, "--max-pending", "4M", 4343, &rss);
 	for (int i = 0; i < RECORDS; i++) {
 		r.ts = 1000 + (uint64_t)i;
-		ck_assert_int_eq(
-		    harness_write_all(fd, buf,
-				      proto_encode_record(buf, sizeof buf, &r)),
-		    0);
+		send_record(fd, &r);
 	}
 	assert_alive_and_small(&d, rss, "3000 records of 32 KB");
 	close(fd);
@@ -559,6 +579,56 @@ START_TEST(test_long_strings_without_watermark)
 	log = harness_log(&d);
 	ck_assert_ptr_nonnull(strstr(log, "judged before a watermark"));
 	free(log);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* Requests left open, each with as many tags as it may keep, each at the
+ * string limit: what they hold is bounded by --max-held (100 MB here
+ * without it), and the tags past it are counted in tags_dropped. */
+START_TEST(test_long_tags_on_open_requests)
+{
+	enum { REQUESTS = 100, TAGS = 64 };
+	struct proto_record begin = {.type = PROTO_BEGIN,
+				     .tid = 5,
+				     .kind = PROTO_KIND_REQUEST,
+				     .name = {"GET /", 5}};
+	struct proto_record tag = {
+	    .type = PROTO_TAG, .tid = 5, .value = {long_text, LONG_STRING}};
+	struct proto_record wm = {.type = PROTO_WATERMARK};
+	struct harness_daemon d;
+	char key[16];
+	uint64_t ts = 1000;
+	long rss;
+	int fd;
+
+	fd = start_with_limit(&d, "--max-held", "4M", 4444, &rss);
+	for (uint64_t q = 1; q <= REQUESTS; q++) {
+		begin.ts = ts++;
+		begin.ctx = q;
+		send_record(fd, &begin);
+		for (int i = 0; i < TAGS; i++) {
+			snprintf(key, sizeof key, "key%d", i);
+			tag.key =
+			    (struct proto_str){key, (uint32_t)strlen(key)};
+			tag.ts = ts++;
+			tag.ctx = tag.cause = q;
+			send_record(fd, &tag);
+		}
+		wm.ts = ts;
+		send_record(fd, &wm);
+	}
+	assert_alive_and_small(&d, rss, "100 open requests of 1 MB of tags");
+	close(fd);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	/* Every tag is a row or counted, and the rows are within the limit. */
+	ck_assert_int_eq(query_int(&d, "SELECT (SELECT count(*) FROM tags) + "
+				       "(SELECT sum(tags_dropped) FROM "
+				       "requests)"),
+			 REQUESTS * TAGS);
+	ck_assert_int_le(query_int(&d, "SELECT sum(length(value)) FROM tags"),
+			 4 << 20);
+	ck_assert_int_gt(query_int(&d, "SELECT count(*) FROM tags"), 0);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -831,6 +901,7 @@ static Suite *hostile_suite(void)
 	tcase_add_test(input, test_wrong_types_and_order);
 	tcase_add_test(input, test_hello_claims_another_pid);
 	tcase_add_test(input, test_long_strings_without_watermark);
+	tcase_add_test(input, test_long_tags_on_open_requests);
 	tcase_add_test(storms, test_connection_churn);
 	tcase_add_test(storms, test_thousand_concurrent_connections);
 	tcase_add_test(modes, test_socket_and_database_modes);

@@ -53,7 +53,7 @@ struct got_request {
 	struct got_tag tags[MAX_TAGS];
 	uint32_t victim_of[LEAK_CLASS_COUNT], source_of;
 	size_t nheld;
-	uint32_t held_dropped;
+	uint32_t held_dropped, tags_dropped;
 	int held_delivered; /* rq->held was not NULL */
 	struct got_verdict held[MAX_HELD];
 };
@@ -148,6 +148,7 @@ static void on_request(void *arg, const struct rules_request *rq)
 	g->source_of = rq->source_of;
 	g->nheld = rq->nheld;
 	g->held_dropped = rq->held_dropped;
+	g->tags_dropped = rq->tags_dropped;
 	g->held_delivered = rq->held != NULL;
 	for (size_t i = 0; g->held_delivered && i < rq->nheld && i < MAX_HELD;
 	     i++)
@@ -528,6 +529,54 @@ START_TEST(test_held_bounded)
 	/* Every record of it, BEGIN and END included, is held or counted. */
 	ck_assert_uint_eq(a->nheld + a->held_dropped, tags + 2);
 	ck_assert_uint_eq(shared_held, 0);
+	rules_free(r);
+}
+END_TEST
+
+/* Tags count against the same budget, in both modes: many open requests
+ * with long tags cannot hold memory without bound either. */
+static void tags_small(struct rules_config *cfg)
+{
+	cfg->max_held_bytes = 4096;
+	cfg->held_bytes = &shared_held;
+}
+
+START_TEST(test_tags_bounded)
+{
+	static char value[1000];
+	struct rules *r = engine(tags_small);
+	struct proto_record tag = TAG(0, 1, 0, 0, "k", "");
+	char key[8];
+	const struct got_request *a;
+
+	memset(value, 'v', sizeof value);
+	tag.value = (struct proto_str){value, sizeof value};
+	shared_held = 0;
+	for (uint64_t q = 0; q < 3; q++) {
+		const struct proto_record begin =
+		    BEGIN(1 + q, 1, A + q, 0, 0, "a");
+
+		ck_assert_int_eq(rules_add(r, &begin), 0);
+	}
+	/* Ten distinct keys on each of the three open requests. */
+	for (uint64_t i = 0; i < 30; i++) {
+		snprintf(key, sizeof key, "k%llu", (unsigned long long)i % 10);
+		tag.ts = 10 + i;
+		tag.ctx = tag.cause = A + i / 10;
+		tag.key = (struct proto_str){key, (uint32_t)strlen(key)};
+		ck_assert_int_eq(rules_add(r, &tag), 0);
+	}
+	rules_advance(r, 100);
+	ck_assert_uint_le(shared_held, 4096);
+	ck_assert_uint_gt(shared_held, 3000);
+	rules_finish(r);
+	ck_assert_uint_eq(shared_held, 0);
+	/* Four fit; the first request had them, the others none. */
+	a = request_of(A);
+	ck_assert_uint_eq(a->ntags, 4);
+	ck_assert_uint_eq(a->tags_dropped, 6);
+	ck_assert_uint_eq(request_of(A + 1)->tags_dropped, 10);
+	ck_assert_uint_eq(request_of(A + 2)->tags_dropped, 10);
 	rules_free(r);
 }
 END_TEST
@@ -2012,6 +2061,7 @@ static Suite *rules_suite(void)
 	tcase_add_test(tc, test_max_pending);
 	tcase_add_test(tc, test_max_pending_retires);
 	tcase_add_test(tc, test_max_pending_bytes);
+	tcase_add_test(tc, test_tags_bounded);
 	tcase_add_test(tc, test_stats_and_names);
 	suite_add_tcase(s, tc);
 	return s;
