@@ -37,6 +37,7 @@ struct process {
 	char *error;	 /* the last protocol error that closed a connection */
 	int held_warned;
 	int forced_warned;
+	int names_warned;
 	uint32_t max_queued; /* the engine's max_pending, for the log */
 	TAILQ_ENTRY(process) entry;
 };
@@ -243,28 +244,35 @@ void process_record(struct process *p, const struct proto_record *rec)
 		log_error("pid %d: out of memory: record lost", (int)p->pid);
 }
 
-/* Said once per process, at a watermark or at the end, where asking the
- * engine costs nothing. */
-static void warn_forced(struct process *p)
+/* Each said once per process, at a watermark or at the end, where asking
+ * the engine costs nothing. */
+static void warn_limits(struct process *p)
 {
 	struct rules_stats st;
 
-	if (p->forced_warned)
+	if (p->forced_warned && p->names_warned)
 		return;
 	rules_stats(p->rules, &st);
-	if (st.forced == 0)
-		return;
-	log_warn("pid %d: %llu records judged before a watermark ordered "
-		 "them (over --max-pending, or a queue of %u records): their "
-		 "findings may depend on arrival order",
-		 (int)p->pid, (unsigned long long)st.forced, p->max_queued);
-	p->forced_warned = 1;
+	if (st.forced != 0 && !p->forced_warned) {
+		log_warn("pid %d: %llu records judged before a watermark "
+			 "ordered them (over --max-pending, or a queue of %u "
+			 "records): their findings may depend on arrival order",
+			 (int)p->pid, (unsigned long long)st.forced,
+			 p->max_queued);
+		p->forced_warned = 1;
+	}
+	if (st.names_dropped != 0 && !p->names_warned) {
+		log_warn("pid %d: --max-held reached: %llu scopes (and maybe "
+			 "more) kept without their names",
+			 (int)p->pid, (unsigned long long)st.names_dropped);
+		p->names_warned = 1;
+	}
 }
 
 void process_watermark(struct process *p, uint64_t ts)
 {
 	rules_advance(p->rules, ts);
-	warn_forced(p);
+	warn_limits(p);
 }
 
 void process_dropped(struct process *p, const struct proto_record *rec)
@@ -284,7 +292,7 @@ static void process_finalise(struct process *p)
 {
 	struct rules_model model;
 
-	warn_forced(p);
+	warn_limits(p);
 	rules_finish(p->rules);
 	rules_model(p->rules, &model);
 	store_process_update(process_store, &p->sp, p->records, p->dropped,

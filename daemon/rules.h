@@ -62,11 +62,12 @@ struct rules_config {
 	uint64_t *request_seq;	    /* daemon-wide request id allocator: the
 				       engine takes ++*request_seq for each
 				       request; NULL: the engine's own */
-	uint64_t max_held_bytes;    /* bytes that open requests hold: their
-				       tags, and their records under
+	uint64_t max_held_bytes;    /* bytes that requests hold: scope
+				       names, final tags, and records under
 				       hold_records, counted in
-				       *held_bytes; past it a request's
-				       further tags and records are counted
+				       *held_bytes; past it new names are
+				       dropped (names_dropped), and further
+				       tags and records counted
 				       (tags_dropped, held_dropped), not
 				       kept, so that requests cannot hold
 				       memory without bound; 0: no limit */
@@ -185,7 +186,8 @@ struct rules_stats {
 	uint64_t forced;       /* records judged early: max_pending or
 				  max_pending_bytes */
 	uint64_t held_dropped; /* records not held: max_held_bytes */
-	uint64_t bytes_used;   /* bytes the engine allocated and holds */
+	uint64_t names_dropped; /* scopes left nameless: max_held_bytes */
+	uint64_t bytes_used;	/* bytes the engine allocated and holds */
 	uint64_t requests_live; /* begun and not yet retired */
 };
 

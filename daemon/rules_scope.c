@@ -413,8 +413,15 @@ static int names_grow(struct rules *r)
 	return 0;
 }
 
-/* NULL for a nil name, or when out of memory: the scope is then nameless
- * rather than lost. */
+/* A name's block, counted against max_held_bytes: open and ended scopes
+ * hold their names, and each may be a distinct one at the string limit. */
+static size_t iname_size(uint32_t len)
+{
+	return sizeof(struct iname) + len + 1;
+}
+
+/* NULL for a nil name, or when out of memory or over max_held_bytes: the
+ * scope is then nameless rather than lost. */
 struct iname *iname_get(struct rules *r, struct proto_str s)
 {
 	uint32_t h;
@@ -432,9 +439,15 @@ struct iname *iname_get(struct rules *r, struct proto_str s)
 			n->refs++;
 			return n;
 		}
-	n = rules_alloc(r, sizeof(*n) + s.len + 1);
+	if (r->cfg.max_held_bytes != 0 &&
+	    *r->cfg.held_bytes + iname_size(s.len) > r->cfg.max_held_bytes) {
+		r->stats.names_dropped++;
+		return NULL;
+	}
+	n = rules_alloc(r, iname_size(s.len));
 	if (n == NULL)
 		return NULL;
+	*r->cfg.held_bytes += iname_size(s.len);
 	memcpy(n->s, s.ptr, s.len);
 	n->len = s.len;
 	n->hash = h;
@@ -456,7 +469,8 @@ void iname_put(struct rules *r, struct iname *n)
 		pp = &(*pp)->next;
 	*pp = n->next;
 	r->nnames--;
-	rules_release(r, n, sizeof(*n) + n->len + 1);
+	*r->cfg.held_bytes -= iname_size(n->len);
+	rules_release(r, n, iname_size(n->len));
 }
 
 void inames_free(struct rules *r)

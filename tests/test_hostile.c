@@ -633,6 +633,46 @@ START_TEST(test_long_tags_on_open_requests)
 }
 END_TEST
 
+/* Requests left open, each with a name of its own at the string limit:
+ * the names count against --max-held (160 MB here without it), and past
+ * it scopes are kept without them. */
+START_TEST(test_long_names_on_open_requests)
+{
+	enum { REQUESTS = 10000 };
+	struct proto_record begin = {.type = PROTO_BEGIN,
+				     .tid = 5,
+				     .kind = PROTO_KIND_REQUEST,
+				     .name = {long_text, LONG_STRING}};
+	struct proto_record wm = {.type = PROTO_WATERMARK};
+	struct harness_daemon d;
+	long rss;
+	char *log;
+	int fd;
+
+	fd = start_with_limit(&d, "--max-held", "4M", 4545, &rss);
+	for (uint64_t q = 1; q <= REQUESTS; q++) {
+		snprintf(long_text, 16, "%015llu", (unsigned long long)q);
+		begin.ts = wm.ts = q;
+		begin.ctx = q;
+		send_record(fd, &begin);
+		if (q % 100 == 0)
+			send_record(fd, &wm);
+	}
+	assert_alive_and_small(&d, rss, "10000 open requests of 16 KB names");
+	close(fd);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests"),
+			 REQUESTS);
+	ck_assert_int_gt(query_int(&d, "SELECT count(*) FROM requests WHERE "
+				       "name IS NULL"),
+			 REQUESTS / 2);
+	log = harness_log(&d);
+	ck_assert_ptr_nonnull(strstr(log, "kept without their names"));
+	free(log);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* ------------------------------------------------------------- storms */
 
 START_TEST(test_connection_churn)
@@ -902,6 +942,7 @@ static Suite *hostile_suite(void)
 	tcase_add_test(input, test_hello_claims_another_pid);
 	tcase_add_test(input, test_long_strings_without_watermark);
 	tcase_add_test(input, test_long_tags_on_open_requests);
+	tcase_add_test(input, test_long_names_on_open_requests);
 	tcase_add_test(storms, test_connection_churn);
 	tcase_add_test(storms, test_thousand_concurrent_connections);
 	tcase_add_test(modes, test_socket_and_database_modes);
