@@ -29,6 +29,8 @@
  * could take. */
 #define DEFAULT_MAX_HELD    (64ULL << 20)
 #define DEFAULT_MAX_PENDING (64ULL << 20)
+/* About 200 MB of open scopes (under 200 bytes each). */
+#define DEFAULT_MAX_OPEN_SCOPES_TOTAL (1ULL << 20)
 
 struct config cfg;
 
@@ -53,6 +55,10 @@ static const char usage_text[] =
     "                          SIGHUP reopens it\n"
     "  --max-connections N     client connections at once (default %u)\n"
     "  --max-open-scopes N     open scopes per process (default %u)\n"
+    "  --max-open-scopes-total N\n"
+    "                          open scopes of all processes together\n"
+    "                          (default %llu); past it, the process with the\n"
+    "                          most forgets its oldest\n"
     "  --max-ended-scopes N    ended scopes remembered per process, to tell\n"
     "                          stale context (default %u)\n"
     "  --max-request-age DUR   report requests open longer as unclosed\n"
@@ -82,7 +88,9 @@ static void usage(FILE *out)
 	rules_config_default(&rc);
 	proto_limits_default(&lim);
 	fprintf(out, usage_text, default_socket, default_db,
-		cfg.max_connections, rc.max_open_scopes, rc.max_ended_scopes,
+		cfg.max_connections, rc.max_open_scopes,
+		(unsigned long long)DEFAULT_MAX_OPEN_SCOPES_TOTAL,
+		rc.max_ended_scopes,
 		lim.max_object, lim.max_string);
 }
 
@@ -242,6 +250,7 @@ static void set_defaults(void)
 	cfg.log_level = LOG_LEVEL_INFO;
 	cfg.max_connections = 1024;
 	cfg.max_open_scopes = rc.max_open_scopes;
+	cfg.max_open_scopes_total = DEFAULT_MAX_OPEN_SCOPES_TOTAL;
 	cfg.max_ended_scopes = rc.max_ended_scopes;
 	cfg.max_request_age = rc.max_request_age;
 	cfg.max_held = DEFAULT_MAX_HELD;
@@ -262,6 +271,7 @@ enum {
 	OPT_MAX_REQUEST_AGE,
 	OPT_MAX_HELD,
 	OPT_MAX_PENDING,
+	OPT_MAX_OPEN_SCOPES_TOTAL,
 	OPT_RETENTION,
 	OPT_LINGER,
 	OPT_MAX_RECORD_SIZE,
@@ -278,6 +288,8 @@ static const struct option long_options[] = {
     {"log-file", required_argument, NULL, OPT_LOG_FILE},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
     {"max-open-scopes", required_argument, NULL, OPT_MAX_OPEN_SCOPES},
+    {"max-open-scopes-total", required_argument, NULL,
+     OPT_MAX_OPEN_SCOPES_TOTAL},
     {"max-ended-scopes", required_argument, NULL, OPT_MAX_ENDED_SCOPES},
     {"max-request-age", required_argument, NULL, OPT_MAX_REQUEST_AGE},
     {"max-held", required_argument, NULL, OPT_MAX_HELD},
@@ -334,6 +346,10 @@ static void parse_option(int opt, const char *arg)
 		break;
 	case OPT_MAX_OPEN_SCOPES:
 		cfg.max_open_scopes = parse_count("max-open-scopes", arg);
+		break;
+	case OPT_MAX_OPEN_SCOPES_TOTAL:
+		cfg.max_open_scopes_total =
+		    parse_count("max-open-scopes-total", arg);
 		break;
 	case OPT_MAX_ENDED_SCOPES:
 		cfg.max_ended_scopes = parse_count("max-ended-scopes", arg);

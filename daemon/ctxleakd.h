@@ -274,6 +274,7 @@ struct config {
 	enum log_level log_level;
 	unsigned max_connections;
 	uint32_t max_open_scopes;
+	uint64_t max_open_scopes_total; /* all processes together; 0: none */
 	uint32_t max_ended_scopes;
 	uint64_t max_request_age; /* ns */
 	uint64_t max_held;	  /* bytes of records held, all processes

@@ -38,6 +38,7 @@ struct process {
 	int held_warned;
 	int forced_warned;
 	int names_warned;
+	int evicted_warned;
 	uint32_t max_queued; /* the engine's max_pending, for the log */
 	TAILQ_ENTRY(process) entry;
 };
@@ -52,6 +53,8 @@ static uint64_t request_seq;
 /* Daemon-wide too: --max-held and --max-pending bound all the processes
  * together. */
 static uint64_t held_bytes, pending_bytes;
+/* And --max-open-scopes-total, every process's open scopes. */
+static uint64_t open_scopes_total;
 static struct process_stats stats;
 /* Some process is dirty. */
 static int counts_dirty;
@@ -171,6 +174,7 @@ static struct process *process_new(uint64_t instance)
 	rc.held_bytes = &held_bytes;
 	rc.max_pending_bytes = cfg.max_pending;
 	rc.pending_bytes = &pending_bytes;
+	rc.open_scopes_total = &open_scopes_total;
 	sink.arg = p;
 	p->max_queued = rc.max_pending;
 	p->instance = instance;
@@ -237,11 +241,56 @@ int64_t process_site(struct process *p, const struct proto_record *site)
 	return store_site(process_store, &p->sp, site);
 }
 
+/* The process with the most open scopes, and how many. */
+static struct process *most_open(uint64_t *count)
+{
+	struct process *p, *most = NULL;
+	struct rules_stats st;
+
+	*count = 0;
+	TAILQ_FOREACH(p, &processes, entry)
+	{
+		rules_stats(p->rules, &st);
+		if (st.open_scopes > *count) {
+			*count = st.open_scopes;
+			most = p;
+		}
+	}
+	return most;
+}
+
+/* Past --max-open-scopes-total the process with the most open scopes
+ * forgets its oldest (reported unclosed, as past --max-open-scopes):
+ * whoever opens without closing pays, not the process that happens to
+ * open the next scope.  Down to 15/16 of the limit, so that the search
+ * is paid once for many scopes. */
+static void limit_open_scopes(void)
+{
+	uint64_t limit = cfg.max_open_scopes_total, target, count;
+	struct process *p;
+
+	if (limit == 0 || open_scopes_total <= limit)
+		return;
+	target = limit - limit / 16;
+	while (open_scopes_total > target &&
+	       (p = most_open(&count)) != NULL) {
+		if (!p->evicted_warned)
+			log_warn("pid %d: --max-open-scopes-total reached: "
+				 "its oldest scopes (of %llu open) are "
+				 "forgotten and reported unclosed",
+				 (int)p->pid, (unsigned long long)count);
+		p->evicted_warned = 1;
+		for (; count > 0 && open_scopes_total > target; count--)
+			rules_evict_oldest(p->rules);
+	}
+}
+
 void process_record(struct process *p, const struct proto_record *rec)
 {
 	p->records++;
 	if (rules_add(p->rules, rec) == -1)
 		log_error("pid %d: out of memory: record lost", (int)p->pid);
+	limit_open_scopes();
 }
 
 /* Each said once per process, at a watermark or at the end, where asking
@@ -272,6 +321,7 @@ static void warn_limits(struct process *p)
 void process_watermark(struct process *p, uint64_t ts)
 {
 	rules_advance(p->rules, ts);
+	limit_open_scopes();
 	warn_limits(p);
 }
 

@@ -123,6 +123,8 @@ struct rules *rules_new(const struct rules_config *cfg,
 		r->cfg.held_bytes = &r->own_held;
 	if (r->cfg.pending_bytes == NULL)
 		r->cfg.pending_bytes = &r->own_pending;
+	if (r->cfg.open_scopes_total == NULL)
+		r->cfg.open_scopes_total = &r->own_open;
 	if (sink != NULL)
 		r->sink = *sink;
 	r->open.load = PTAB_DENSE;
@@ -467,14 +469,21 @@ static void fill_scope(struct scope *s, const struct proto_record *rec,
 static void report_unclosed(struct rules *r, struct scope *s,
 			    enum rules_unclosed_reason reason);
 
+int rules_evict_oldest(struct rules *r)
+{
+	if (r->oldest == NULL)
+		return -1;
+	r->stats.evicted++;
+	report_unclosed(r, r->oldest, RULES_UNCLOSED_LIMIT);
+	return 0;
+}
+
 /* Room for one more open scope: the oldest goes when the limit is hit. */
 static void make_room(struct rules *r)
 {
-	if (r->cfg.max_open_scopes == 0 || r->oldest == NULL ||
-	    r->stats.open_scopes < r->cfg.max_open_scopes)
-		return;
-	r->stats.evicted++;
-	report_unclosed(r, r->oldest, RULES_UNCLOSED_LIMIT);
+	if (r->cfg.max_open_scopes != 0 &&
+	    r->stats.open_scopes >= r->cfg.max_open_scopes)
+		rules_evict_oldest(r);
 }
 
 /* A new request rooted at rec's BEGIN. */

@@ -83,6 +83,9 @@ struct rules_config {
 				       make the daemon hold them; 0: no
 				       limit */
 	uint64_t *pending_bytes;    /* shared like held_bytes */
+	uint64_t *open_scopes_total; /* every engine's open scopes, shared
+					like held_bytes, for a daemon-wide
+					limit (rules_evict_oldest) */
 };
 
 /* A record after judgement. */
@@ -212,6 +215,10 @@ void rules_advance(struct rules *r, uint64_t watermark);
 void rules_finish(struct rules *r);
 
 void rules_model(const struct rules *r, struct rules_model *out);
+/* Forget the oldest open scope, reported unclosed (LIMIT) as when
+ * max_open_scopes is reached: how a daemon-wide limit takes room back from
+ * the engine that holds most.  0, or -1 when no scope is open. */
+int rules_evict_oldest(struct rules *r);
 void rules_stats(const struct rules *r, struct rules_stats *out);
 
 #endif /* CTXLEAKD_RULES_H */

@@ -200,6 +200,7 @@ struct rules {
 	uint64_t own_seq;     /* when the config gives no request_seq */
 	uint64_t own_held;    /* when the config gives no held_bytes */
 	uint64_t own_pending; /* when the config gives no pending_bytes */
+	uint64_t own_open;    /* when the config gives no open_scopes_total */
 	void *scratch;	      /* see scratch() in rules.c */
 	size_t scratch_cap;
 	struct rules_stats stats;

@@ -327,6 +327,7 @@ int scope_open(struct rules *r, struct scope *s)
 		r->oldest = s;
 	r->newest = s;
 	r->stats.open_scopes++;
+	(*r->cfg.open_scopes_total)++;
 	return 0;
 }
 
@@ -343,6 +344,7 @@ void scope_close(struct rules *r, struct scope *s)
 		r->newest = s->older;
 	s->older = s->newer = NULL;
 	r->stats.open_scopes--;
+	(*r->cfg.open_scopes_total)--;
 }
 
 struct scope *scope_find(const struct rules *r, uint64_t ctx)

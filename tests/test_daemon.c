@@ -462,6 +462,16 @@ static void open_scopes(int fd, int n, uint64_t watermark)
 	    harness_write_all(fd, buf, encode(buf, sizeof buf, &r)), 0);
 }
 
+/* Until the leaks table holds n unclosed findings. */
+static void wait_unclosed(const struct harness_daemon *d, int n)
+{
+	ck_assert_msg(harness_wait_int(d,
+				       "SELECT count(*) FROM leaks WHERE "
+				       "class = 'unclosed'",
+				       n) == 0,
+		      "%s", harness_error());
+}
+
 START_TEST(test_max_open_scopes)
 {
 	struct harness_daemon d;
@@ -474,17 +484,53 @@ START_TEST(test_max_open_scopes)
 	open_scopes(fd, 25, 2000);
 	/* While connected only the scopes evicted over the limit are
 	 * unclosed; the rest follow at the disconnect. */
-	ck_assert_msg(harness_wait_int(&d,
-				       "SELECT count(*) FROM leaks WHERE "
-				       "class = 'unclosed'",
-				       15) == 0,
-		      "%s", harness_error());
+	wait_unclosed(&d, 15);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 15);
 	close(fd);
 	STOP_OK(&d);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks WHERE "
 				       "class = 'unclosed'"),
 			 25);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* Scopes of the process of that instance forgotten over a limit. */
+static int64_t evicted_of(const struct harness_daemon *d, int instance)
+{
+	return query_int(d,
+			 "SELECT count(*) FROM leaks l JOIN processes p ON "
+			 "p.id = l.process_id WHERE p.instance = %d AND "
+			 "l.detail LIKE '%%open-scope limit%%'",
+			 instance);
+}
+
+/* Past the daemon-wide limit the process holding most open scopes
+ * forgets its oldest, down to 15/16 of the limit: not the process that
+ * opened the last one. */
+START_TEST(test_max_open_scopes_total)
+{
+	struct harness_daemon d;
+	int a, b;
+
+	START(&d, "--keep", "all", "--max-open-scopes-total", "32");
+	a = harness_connect(&d);
+	b = harness_connect(&d);
+	ck_assert_msg(a >= 0 && b >= 0, "%s", harness_error());
+	ck_assert_int_eq(harness_send_hello(a, 4720, 0), 0);
+	ck_assert_int_eq(harness_send_hello(b, 4721, 0), 0);
+	open_scopes(a, 40, 2000);
+	wait_unclosed(&d, 10);
+	open_scopes(b, 20, 2000);
+	wait_unclosed(&d, 30);
+	ck_assert_int_eq(evicted_of(&d, 4720), 30);
+	close(a);
+	close(b);
+	STOP_OK(&d);
+	ck_assert_int_eq(evicted_of(&d, 4721), 0);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks WHERE "
+				       "class = 'unclosed'"),
+			 60);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -501,11 +547,7 @@ START_TEST(test_max_request_age)
 	/* The watermark is 2 s of client time later: every scope is too
 	 * old, with the connection still open. */
 	open_scopes(fd, 3, 1000 + 2000000000ULL);
-	ck_assert_msg(harness_wait_int(&d,
-				       "SELECT count(*) FROM leaks WHERE "
-				       "class = 'unclosed'",
-				       3) == 0,
-		      "%s", harness_error());
+	wait_unclosed(&d, 3);
 	close(fd);
 	STOP_OK(&d);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 3);
@@ -1509,10 +1551,11 @@ START_TEST(test_every_option_accepted)
 	struct harness_daemon d;
 
 	START(&d, "--keep", "all", "--log-level", "warn", "--max-connections",
-	      "10", "--max-open-scopes", "1000", "--max-ended-scopes", "100",
-	      "--max-request-age", "10m", "--max-held", "1M", "--max-pending",
-	      "2M", "--retention", "7d,1G", "--linger", "250ms",
-	      "--max-record-size", "64K", "--max-string", "4096");
+	      "10", "--max-open-scopes", "1000", "--max-open-scopes-total",
+	      "100000", "--max-ended-scopes", "100", "--max-request-age", "10m",
+	      "--max-held", "1M", "--max-pending", "2M", "--retention", "7d,1G",
+	      "--linger", "250ms", "--max-record-size", "64K", "--max-string",
+	      "4096");
 	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
 					harness_worked_example, NULL),
 			 0);
@@ -1576,6 +1619,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(input, test_dropped_and_unknown_counted);
 	tcase_add_test(input, test_string_limit_closes_connection);
 	tcase_add_test(input, test_max_open_scopes);
+	tcase_add_test(input, test_max_open_scopes_total);
 	tcase_add_test(input, test_max_request_age);
 	tcase_add_test(input, test_instance_of_another_uid_refused);
 	tcase_add_test(input, test_kernel_pid_wins);

@@ -618,6 +618,47 @@ START_TEST(test_names_bounded)
 }
 END_TEST
 
+/* Engines sharing open_scopes_total count their open scopes there, and
+ * rules_evict_oldest forgets one as the per-engine limit would. */
+static uint64_t shared_open;
+
+static void open_shared(struct rules_config *cfg)
+{
+	cfg->open_scopes_total = &shared_open;
+}
+
+START_TEST(test_evict_oldest)
+{
+	struct rules *r = engine(open_shared), *other;
+	const struct proto_record recs[] = {
+	    BEGIN(1, 1, A, 0, 0, "a"),
+	    BEGIN(2, 1, B, 0, 0, "b"),
+	};
+	const struct proto_record c = BEGIN(3, 1, C, 0, 0, "c");
+
+	shared_open = 0;
+	add_all(r, recs, 2);
+	rules_advance(r, 2);
+	other = engine(open_shared);
+	ck_assert_int_eq(rules_add(other, &c), 0);
+	rules_advance(other, 3);
+	ck_assert_uint_eq(shared_open, 3);
+	memset(&got, 0, sizeof(got));
+	ck_assert_int_eq(rules_evict_oldest(r), 0);
+	ck_assert_uint_eq(shared_open, 2);
+	ck_assert_uint_eq(got.nfindings, 1);
+	ck_assert_int_eq(got.findings[0].leak, LEAK_UNCLOSED);
+	ck_assert_uint_eq(got.findings[0].ctx, A);
+	ck_assert_int_eq(got.findings[0].reason, RULES_UNCLOSED_LIMIT);
+	ck_assert_int_eq(rules_evict_oldest(r), 0);
+	ck_assert_int_eq(rules_evict_oldest(r), -1);
+	ck_assert_uint_eq(shared_open, 1);
+	rules_free(other);
+	ck_assert_uint_eq(shared_open, 0);
+	rules_free(r);
+}
+END_TEST
+
 /* ------------------------------------------------------------ classes */
 
 START_TEST(test_lost)
@@ -2100,6 +2141,7 @@ static Suite *rules_suite(void)
 	tcase_add_test(tc, test_max_pending_bytes);
 	tcase_add_test(tc, test_tags_bounded);
 	tcase_add_test(tc, test_names_bounded);
+	tcase_add_test(tc, test_evict_oldest);
 	tcase_add_test(tc, test_stats_and_names);
 	suite_add_tcase(s, tc);
 	return s;
