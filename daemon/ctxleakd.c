@@ -31,6 +31,9 @@
 #define DEFAULT_MAX_PENDING (64ULL << 20)
 /* About 200 MB of open scopes (under 200 bytes each). */
 #define DEFAULT_MAX_OPEN_SCOPES_TOTAL (1ULL << 20)
+/* About 75 MB of ended scopes with their requests (under 300 bytes each):
+ * sixteen processes' worth of the per-process default. */
+#define DEFAULT_MAX_ENDED_SCOPES_TOTAL (1ULL << 18)
 
 struct config cfg;
 
@@ -61,6 +64,10 @@ static const char usage_text[] =
     "                          most forgets its oldest\n"
     "  --max-ended-scopes N    ended scopes remembered per process, to tell\n"
     "                          stale context (default %u)\n"
+    "  --max-ended-scopes-total N\n"
+    "                          ended scopes of all processes together\n"
+    "                          (default %llu); past it, the process with the\n"
+    "                          most forgets its oldest\n"
     "  --max-request-age DUR   report requests open longer as unclosed\n"
     "                          (default 1h; 0: never)\n"
     "  --max-held SIZE         memory that requests hold: scope names,\n"
@@ -91,6 +98,7 @@ static void usage(FILE *out)
 		cfg.max_connections, rc.max_open_scopes,
 		(unsigned long long)DEFAULT_MAX_OPEN_SCOPES_TOTAL,
 		rc.max_ended_scopes,
+		(unsigned long long)DEFAULT_MAX_ENDED_SCOPES_TOTAL,
 		lim.max_object, lim.max_string);
 }
 
@@ -251,6 +259,7 @@ static void set_defaults(void)
 	cfg.max_connections = 1024;
 	cfg.max_open_scopes = rc.max_open_scopes;
 	cfg.max_open_scopes_total = DEFAULT_MAX_OPEN_SCOPES_TOTAL;
+	cfg.max_ended_scopes_total = DEFAULT_MAX_ENDED_SCOPES_TOTAL;
 	cfg.max_ended_scopes = rc.max_ended_scopes;
 	cfg.max_request_age = rc.max_request_age;
 	cfg.max_held = DEFAULT_MAX_HELD;
@@ -272,6 +281,7 @@ enum {
 	OPT_MAX_HELD,
 	OPT_MAX_PENDING,
 	OPT_MAX_OPEN_SCOPES_TOTAL,
+	OPT_MAX_ENDED_SCOPES_TOTAL,
 	OPT_RETENTION,
 	OPT_LINGER,
 	OPT_MAX_RECORD_SIZE,
@@ -291,6 +301,8 @@ static const struct option long_options[] = {
     {"max-open-scopes-total", required_argument, NULL,
      OPT_MAX_OPEN_SCOPES_TOTAL},
     {"max-ended-scopes", required_argument, NULL, OPT_MAX_ENDED_SCOPES},
+    {"max-ended-scopes-total", required_argument, NULL,
+     OPT_MAX_ENDED_SCOPES_TOTAL},
     {"max-request-age", required_argument, NULL, OPT_MAX_REQUEST_AGE},
     {"max-held", required_argument, NULL, OPT_MAX_HELD},
     {"max-pending", required_argument, NULL, OPT_MAX_PENDING},
@@ -350,6 +362,10 @@ static void parse_option(int opt, const char *arg)
 	case OPT_MAX_OPEN_SCOPES_TOTAL:
 		cfg.max_open_scopes_total =
 		    parse_count("max-open-scopes-total", arg);
+		break;
+	case OPT_MAX_ENDED_SCOPES_TOTAL:
+		cfg.max_ended_scopes_total =
+		    parse_count("max-ended-scopes-total", arg);
 		break;
 	case OPT_MAX_ENDED_SCOPES:
 		cfg.max_ended_scopes = parse_count("max-ended-scopes", arg);

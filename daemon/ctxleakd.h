@@ -276,13 +276,14 @@ struct config {
 	uint32_t max_open_scopes;
 	uint64_t max_open_scopes_total; /* all processes together; 0: none */
 	uint32_t max_ended_scopes;
-	uint64_t max_request_age; /* ns */
-	uint64_t max_held;	  /* bytes of records held, all processes
-				     together (--keep=leaky); 0: no limit */
-	uint64_t max_pending;	  /* bytes of records waiting for a
-				     watermark, all processes together;
-				     0: no limit */
-	uint64_t retention_age;	  /* ns */
+	uint64_t max_ended_scopes_total; /* all processes together; 0: none */
+	uint64_t max_request_age;	 /* ns */
+	uint64_t max_held;		 /* bytes of records held, all processes
+					    together (--keep=leaky); 0: no limit */
+	uint64_t max_pending;		 /* bytes of records waiting for a
+					    watermark, all processes together;
+					    0: no limit */
+	uint64_t retention_age;		 /* ns */
 	uint64_t retention_bytes;
 	uint64_t linger; /* ns a disconnected process waits for a
 			    reconnection before it is finalised */

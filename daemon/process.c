@@ -38,8 +38,8 @@ struct process {
 	int held_warned;
 	int forced_warned;
 	int names_warned;
-	int evicted_warned;
-	uint32_t max_queued; /* the engine's max_pending, for the log */
+	unsigned limits_warned; /* a bit per total_limits[] entry */
+	uint32_t max_queued;	/* the engine's max_pending, for the log */
 	TAILQ_ENTRY(process) entry;
 };
 
@@ -53,8 +53,8 @@ static uint64_t request_seq;
 /* Daemon-wide too: --max-held and --max-pending bound all the processes
  * together. */
 static uint64_t held_bytes, pending_bytes;
-/* And --max-open-scopes-total, every process's open scopes. */
-static uint64_t open_scopes_total;
+/* And --max-open-scopes-total and --max-ended-scopes-total. */
+static uint64_t open_scopes_total, ended_scopes_total;
 static struct process_stats stats;
 /* Some process is dirty. */
 static int counts_dirty;
@@ -175,6 +175,7 @@ static struct process *process_new(uint64_t instance)
 	rc.max_pending_bytes = cfg.max_pending;
 	rc.pending_bytes = &pending_bytes;
 	rc.open_scopes_total = &open_scopes_total;
+	rc.ended_scopes_total = &ended_scopes_total;
 	sink.arg = p;
 	p->max_queued = rc.max_pending;
 	p->instance = instance;
@@ -241,48 +242,82 @@ int64_t process_site(struct process *p, const struct proto_record *site)
 	return store_site(process_store, &p->sp, site);
 }
 
-/* The process with the most open scopes, and how many. */
-static struct process *most_open(uint64_t *count)
+/*
+ * Daemon-wide limits on what every process's engine holds.  Past one, the
+ * process that holds most gives back its oldest, down to 15/16 of the
+ * limit, so that finding that process is paid once for many: whoever
+ * holds without letting go pays, not whichever process adds the next one.
+ */
+struct total_limit {
+	const char *flag;
+	const uint64_t *limit; /* in cfg; 0: none */
+	const uint64_t *total;
+	uint64_t (*held)(const struct rules_stats *st);
+	uint64_t (*give_back)(struct rules *r, uint64_t n);
+	const char *consequence; /* for the log, once per process */
+};
+
+static uint64_t open_held(const struct rules_stats *st)
 {
-	struct process *p, *most = NULL;
+	return st->open_scopes;
+}
+
+static uint64_t ended_held(const struct rules_stats *st)
+{
+	return st->ended_scopes;
+}
+
+static const struct total_limit total_limits[] = {
+    {"--max-open-scopes-total", &cfg.max_open_scopes_total, &open_scopes_total,
+     open_held, rules_forget_open,
+     "its oldest open scopes are forgotten and reported unclosed"},
+    {"--max-ended-scopes-total", &cfg.max_ended_scopes_total,
+     &ended_scopes_total, ended_held, rules_forget_ended,
+     "its oldest ended scopes are forgotten: a record under one of their "
+     "contexts will be a bleed of an unknown request, not stale"},
+};
+
+/* The process that holds most, and how much. */
+static struct process *holds_most(const struct total_limit *l, uint64_t *most)
+{
+	struct process *p, *found = NULL;
 	struct rules_stats st;
 
-	*count = 0;
+	*most = 0;
 	TAILQ_FOREACH(p, &processes, entry)
 	{
 		rules_stats(p->rules, &st);
-		if (st.open_scopes > *count) {
-			*count = st.open_scopes;
-			most = p;
+		if (l->held(&st) > *most) {
+			*most = l->held(&st);
+			found = p;
 		}
 	}
-	return most;
+	return found;
 }
 
-/* Past --max-open-scopes-total the process with the most open scopes
- * forgets its oldest (reported unclosed, as past --max-open-scopes):
- * whoever opens without closing pays, not the process that happens to
- * open the next scope.  Down to 15/16 of the limit, so that the search
- * is paid once for many scopes. */
-static void limit_open_scopes(void)
+static void enforce(const struct total_limit *l, unsigned bit)
 {
-	uint64_t limit = cfg.max_open_scopes_total, target, count;
+	uint64_t limit = *l->limit, target, most;
 	struct process *p;
 
-	if (limit == 0 || open_scopes_total <= limit)
+	if (limit == 0 || *l->total <= limit)
 		return;
 	target = limit - limit / 16;
-	while (open_scopes_total > target &&
-	       (p = most_open(&count)) != NULL) {
-		if (!p->evicted_warned)
-			log_warn("pid %d: --max-open-scopes-total reached: "
-				 "its oldest scopes (of %llu open) are "
-				 "forgotten and reported unclosed",
-				 (int)p->pid, (unsigned long long)count);
-		p->evicted_warned = 1;
-		for (; count > 0 && open_scopes_total > target; count--)
-			rules_evict_oldest(p->rules);
+	while (*l->total > target && (p = holds_most(l, &most)) != NULL) {
+		if (!(p->limits_warned & bit))
+			log_warn("pid %d: %s reached: %s", (int)p->pid, l->flag,
+				 l->consequence);
+		p->limits_warned |= bit;
+		if (l->give_back(p->rules, *l->total - target) == 0)
+			break;
 	}
+}
+
+static void enforce_total_limits(void)
+{
+	for (unsigned i = 0; i < sizeof total_limits / sizeof total_limits[0];
+	     i++)
+		enforce(&total_limits[i], 1u << i);
 }
 
 void process_record(struct process *p, const struct proto_record *rec)
@@ -290,7 +325,7 @@ void process_record(struct process *p, const struct proto_record *rec)
 	p->records++;
 	if (rules_add(p->rules, rec) == -1)
 		log_error("pid %d: out of memory: record lost", (int)p->pid);
-	limit_open_scopes();
+	enforce_total_limits();
 }
 
 /* Each said once per process, at a watermark or at the end, where asking
@@ -321,7 +356,7 @@ static void warn_limits(struct process *p)
 void process_watermark(struct process *p, uint64_t ts)
 {
 	rules_advance(p->rules, ts);
-	limit_open_scopes();
+	enforce_total_limits();
 	warn_limits(p);
 }
 

@@ -125,6 +125,8 @@ struct rules *rules_new(const struct rules_config *cfg,
 		r->cfg.pending_bytes = &r->own_pending;
 	if (r->cfg.open_scopes_total == NULL)
 		r->cfg.open_scopes_total = &r->own_open;
+	if (r->cfg.ended_scopes_total == NULL)
+		r->cfg.ended_scopes_total = &r->own_ended;
 	if (sink != NULL)
 		r->sink = *sink;
 	r->open.load = PTAB_DENSE;
@@ -469,13 +471,15 @@ static void fill_scope(struct scope *s, const struct proto_record *rec,
 static void report_unclosed(struct rules *r, struct scope *s,
 			    enum rules_unclosed_reason reason);
 
-int rules_evict_oldest(struct rules *r)
+uint64_t rules_forget_open(struct rules *r, uint64_t n)
 {
-	if (r->oldest == NULL)
-		return -1;
-	r->stats.evicted++;
-	report_unclosed(r, r->oldest, RULES_UNCLOSED_LIMIT);
-	return 0;
+	uint64_t done = 0;
+
+	for (; done < n && r->oldest != NULL; done++) {
+		r->stats.evicted++;
+		report_unclosed(r, r->oldest, RULES_UNCLOSED_LIMIT);
+	}
+	return done;
 }
 
 /* Room for one more open scope: the oldest goes when the limit is hit. */
@@ -483,7 +487,7 @@ static void make_room(struct rules *r)
 {
 	if (r->cfg.max_open_scopes != 0 &&
 	    r->stats.open_scopes >= r->cfg.max_open_scopes)
-		rules_evict_oldest(r);
+		rules_forget_open(r, 1);
 }
 
 /* A new request rooted at rec's BEGIN. */

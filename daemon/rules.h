@@ -48,44 +48,45 @@ enum rules_unclosed_reason {
 };
 
 struct rules_config {
-	uint32_t max_open_scopes;   /* past it the oldest open scope is
-				       reported unclosed and forgotten;
-				       0: no limit */
-	uint32_t max_ended_scopes;  /* ended scopes remembered, for stale */
-	uint32_t max_pending;	    /* records waiting for a watermark; past
-				       it the oldest are judged at once */
-	uint32_t max_tags;	    /* final tags kept per request */
-	uint64_t max_request_age;   /* ns; 0: no limit */
-	int hold_records;	    /* deliver each request's records with
-				       the request when it retires instead of
-				       one by one (--keep=leaky) */
-	uint64_t *request_seq;	    /* daemon-wide request id allocator: the
-				       engine takes ++*request_seq for each
-				       request; NULL: the engine's own */
-	uint64_t max_held_bytes;    /* bytes that requests hold: scope
-				       names, final tags, and records under
-				       hold_records, counted in
-				       *held_bytes; past it new names are
-				       dropped (names_dropped), and further
-				       tags and records counted
-				       (tags_dropped, held_dropped), not
-				       kept, so that requests cannot hold
-				       memory without bound; 0: no limit */
-	uint64_t *held_bytes;	    /* shared like request_seq, so that the
-				       limit is daemon-wide; NULL: the
-				       engine's own */
-	uint64_t max_pending_bytes; /* bytes of records waiting for a
-				       watermark, counted in
-				       *pending_bytes; past it this
-				       engine's oldest are judged at once,
-				       so that a client that sends long
-				       strings and no watermark cannot
-				       make the daemon hold them; 0: no
-				       limit */
-	uint64_t *pending_bytes;    /* shared like held_bytes */
-	uint64_t *open_scopes_total; /* every engine's open scopes, shared
-					like held_bytes, for a daemon-wide
-					limit (rules_evict_oldest) */
+	uint32_t max_open_scopes;     /* past it the oldest open scope is
+					 reported unclosed and forgotten;
+					 0: no limit */
+	uint32_t max_ended_scopes;    /* ended scopes remembered, for stale */
+	uint32_t max_pending;	      /* records waiting for a watermark; past
+					 it the oldest are judged at once */
+	uint32_t max_tags;	      /* final tags kept per request */
+	uint64_t max_request_age;     /* ns; 0: no limit */
+	int hold_records;	      /* deliver each request's records with
+					 the request when it retires instead of
+					 one by one (--keep=leaky) */
+	uint64_t *request_seq;	      /* daemon-wide request id allocator: the
+					 engine takes ++*request_seq for each
+					 request; NULL: the engine's own */
+	uint64_t max_held_bytes;      /* bytes that requests hold: scope
+					 names, final tags, and records under
+					 hold_records, counted in
+					 *held_bytes; past it new names are
+					 dropped (names_dropped), and further
+					 tags and records counted
+					 (tags_dropped, held_dropped), not
+					 kept, so that requests cannot hold
+					 memory without bound; 0: no limit */
+	uint64_t *held_bytes;	      /* shared like request_seq, so that the
+					 limit is daemon-wide; NULL: the
+					 engine's own */
+	uint64_t max_pending_bytes;   /* bytes of records waiting for a
+					 watermark, counted in
+					 *pending_bytes; past it this
+					 engine's oldest are judged at once,
+					 so that a client that sends long
+					 strings and no watermark cannot
+					 make the daemon hold them; 0: no
+					 limit */
+	uint64_t *pending_bytes;      /* shared like held_bytes */
+	uint64_t *open_scopes_total;  /* every engine's open scopes, and */
+	uint64_t *ended_scopes_total; /* ended ones, shared like held_bytes,
+					 for daemon-wide limits
+					 (rules_forget_open, _ended) */
 };
 
 /* A record after judgement. */
@@ -215,10 +216,12 @@ void rules_advance(struct rules *r, uint64_t watermark);
 void rules_finish(struct rules *r);
 
 void rules_model(const struct rules *r, struct rules_model *out);
-/* Forget the oldest open scope, reported unclosed (LIMIT) as when
- * max_open_scopes is reached: how a daemon-wide limit takes room back from
- * the engine that holds most.  0, or -1 when no scope is open. */
-int rules_evict_oldest(struct rules *r);
+/* How a daemon-wide limit takes room back from the engine that holds most.
+ * Forget the n oldest open scopes, each reported unclosed (LIMIT) as when
+ * max_open_scopes is reached; or the n oldest ended scopes, as when
+ * max_ended_scopes is.  Both return how many there were to forget. */
+uint64_t rules_forget_open(struct rules *r, uint64_t n);
+uint64_t rules_forget_ended(struct rules *r, uint64_t n);
 void rules_stats(const struct rules *r, struct rules_stats *out);
 
 #endif /* CTXLEAKD_RULES_H */

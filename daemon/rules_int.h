@@ -201,6 +201,7 @@ struct rules {
 	uint64_t own_held;    /* when the config gives no held_bytes */
 	uint64_t own_pending; /* when the config gives no pending_bytes */
 	uint64_t own_open;    /* when the config gives no open_scopes_total */
+	uint64_t own_ended;   /* ... nor ended_scopes_total */
 	void *scratch;	      /* see scratch() in rules.c */
 	size_t scratch_cap;
 	struct rules_stats stats;

@@ -514,15 +514,15 @@ struct ended *ended_find(const struct rules *r, uint64_t ctx)
 	return hit ? (struct ended *)*hit : NULL;
 }
 
-/* The table points into the ring, so a larger ring is indexed anew. */
-static int ring_grow(struct rules *r)
+#define RING_MIN 64
+
+/* The table points into the ring, so a new ring, larger or smaller (cap >=
+ * ring_count), is indexed anew. */
+static int ring_resize(struct rules *r, uint32_t cap)
 {
-	uint32_t cap = r->ring_cap ? r->ring_cap * 2 : 64;
 	struct ptab tab = {NULL, NULL, 0, 0, PTAB_SPARSE};
 	struct ended *ring;
 
-	if (cap > r->cfg.max_ended_scopes)
-		cap = r->cfg.max_ended_scopes;
 	ring = rules_alloc(r, (size_t)cap * sizeof(*ring));
 	if (ring == NULL)
 		return -1;
@@ -543,6 +543,15 @@ static int ring_grow(struct rules *r)
 	return 0;
 }
 
+static int ring_grow(struct rules *r)
+{
+	uint32_t cap = r->ring_cap ? r->ring_cap * 2 : RING_MIN;
+
+	if (cap > r->cfg.max_ended_scopes)
+		cap = r->cfg.max_ended_scopes;
+	return ring_resize(r, cap);
+}
+
 static void ended_evict_oldest(struct rules *r)
 {
 	struct ended *e = &r->ring[r->ring_head];
@@ -554,6 +563,24 @@ static void ended_evict_oldest(struct rules *r)
 	r->ring_head = (r->ring_head + 1) % r->ring_cap;
 	r->ring_count--;
 	r->stats.ended_scopes--;
+	(*r->cfg.ended_scopes_total)--;
+}
+
+/* The ring goes back to half its size while a quarter would hold it: it
+ * grows again by doubling, so a ring at the edge does not flap. */
+uint64_t rules_forget_ended(struct rules *r, uint64_t n)
+{
+	uint64_t done = 0;
+	uint32_t cap = r->ring_cap;
+
+	for (; done < n && r->ring_count > 0; done++)
+		ended_evict_oldest(r);
+	while (cap > RING_MIN && r->ring_count < cap / 4)
+		cap /= 2;
+	/* On failure the larger ring stays: it costs only memory. */
+	if (cap != r->ring_cap)
+		(void)ring_resize(r, cap);
+	return done;
 }
 
 static void ended_set(struct rules *r, struct ended *e, struct req *q,
@@ -599,6 +626,7 @@ int ended_insert(struct rules *r, uint64_t ctx, struct req *q,
 	ended_set(r, e, q, truth);
 	r->ring_count++;
 	r->stats.ended_scopes++;
+	(*r->cfg.ended_scopes_total)++;
 	return 0;
 }
 

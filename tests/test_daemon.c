@@ -462,14 +462,18 @@ static void open_scopes(int fd, int n, uint64_t watermark)
 	    harness_write_all(fd, buf, encode(buf, sizeof buf, &r)), 0);
 }
 
+/* Until the query says n. */
+static void wait_for_int(const struct harness_daemon *d, const char *sql,
+			 int64_t n)
+{
+	ck_assert_msg(harness_wait_int(d, sql, n) == 0, "%s", harness_error());
+}
+
 /* Until the leaks table holds n unclosed findings. */
 static void wait_unclosed(const struct harness_daemon *d, int n)
 {
-	ck_assert_msg(harness_wait_int(d,
-				       "SELECT count(*) FROM leaks WHERE "
-				       "class = 'unclosed'",
-				       n) == 0,
-		      "%s", harness_error());
+	wait_for_int(d, "SELECT count(*) FROM leaks WHERE class = 'unclosed'",
+		     n);
 }
 
 START_TEST(test_max_open_scopes)
@@ -495,6 +499,17 @@ START_TEST(test_max_open_scopes)
 }
 END_TEST
 
+/* Two raw clients, of instances `instance` and the next. */
+static void connect_two(const struct harness_daemon *d, uint64_t instance,
+			int *a, int *b)
+{
+	*a = harness_connect(d);
+	*b = harness_connect(d);
+	ck_assert_msg(*a >= 0 && *b >= 0, "%s", harness_error());
+	ck_assert_int_eq(harness_send_hello(*a, instance, 0), 0);
+	ck_assert_int_eq(harness_send_hello(*b, instance + 1, 0), 0);
+}
+
 /* Scopes of the process of that instance forgotten over a limit. */
 static int64_t evicted_of(const struct harness_daemon *d, int instance)
 {
@@ -514,11 +529,7 @@ START_TEST(test_max_open_scopes_total)
 	int a, b;
 
 	START(&d, "--keep", "all", "--max-open-scopes-total", "32");
-	a = harness_connect(&d);
-	b = harness_connect(&d);
-	ck_assert_msg(a >= 0 && b >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(a, 4720, 0), 0);
-	ck_assert_int_eq(harness_send_hello(b, 4721, 0), 0);
+	connect_two(&d, 4720, &a, &b);
 	open_scopes(a, 40, 2000);
 	wait_unclosed(&d, 10);
 	open_scopes(b, 20, 2000);
@@ -531,6 +542,93 @@ START_TEST(test_max_open_scopes_total)
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks WHERE "
 				       "class = 'unclosed'"),
 			 60);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* n complete requests from ctx first on, then a watermark past them. */
+static void send_requests(int fd, uint64_t first, int n, uint64_t ts)
+{
+	unsigned char buf[1024];
+	struct proto_record wm = {.type = PROTO_WATERMARK,
+				  .ts = ts + 10 * (uint64_t)n};
+
+	for (int i = 0; i < n; i++)
+		ck_assert_int_eq(
+		    harness_write_all(fd, buf,
+				      encode_request(buf, sizeof buf,
+						     first + (uint64_t)i,
+						     ts + 10 * (uint64_t)i)),
+		    0);
+	ck_assert_int_eq(
+	    harness_write_all(fd, buf, encode(buf, sizeof buf, &wm)), 0);
+}
+
+/* A TAG of a new request (ctx 1000) under the context of an ended one. */
+static void send_probe(int fd, uint64_t ended_ctx, uint64_t ts)
+{
+	unsigned char buf[1024];
+	struct proto_record tag = {.type = PROTO_TAG,
+				   .ts = ts + 5,
+				   .tid = 7,
+				   .ctx = ended_ctx,
+				   .cause = 1000,
+				   .key = {"probe", 5}};
+
+	ck_assert_int_eq(
+	    harness_write_all(fd, buf,
+			      encode_request(buf, sizeof buf, 1000, ts)),
+	    0);
+	ck_assert_int_eq(
+	    harness_write_all(fd, buf, encode(buf, sizeof buf, &tag)), 0);
+}
+
+/* The class of the finding of process `instance` under ctx. */
+static char *probe_class(const struct harness_daemon *d, int instance,
+			 uint64_t ctx)
+{
+	char sql[256];
+
+	snprintf(
+	    sql, sizeof sql,
+	    "SELECT group_concat(l.class) FROM leaks l JOIN processes p "
+	    "ON p.id = l.process_id WHERE p.instance = %d AND l.ctx = %llu",
+	    instance, (unsigned long long)ctx);
+	return harness_query_str(d, sql);
+}
+
+/* Past the daemon-wide limit of ended scopes the process remembering most
+ * forgets its oldest: a record under one of their contexts is then of an
+ * unknown request (bleed), where the other process still tells stale. */
+START_TEST(test_max_ended_scopes_total)
+{
+	struct harness_daemon d;
+	char *class;
+	int a, b;
+
+	START(&d, "--keep", "all", "--max-ended-scopes-total", "64");
+	connect_two(&d, 4722, &a, &b);
+	/* A remembers 100, forgets down to 60; then B's 20 make A forget 20
+	 * more: A keeps 560-599, B all of its 500-519. */
+	send_requests(a, 500, 100, 1000);
+	wait_for_int(&d, "SELECT count(*) FROM requests", 100);
+	send_requests(b, 500, 20, 1000);
+	wait_for_int(&d, "SELECT count(*) FROM requests", 120);
+	send_probe(a, 500, 5000);
+	send_probe(a, 590, 6000);
+	send_probe(b, 500, 5000);
+	close(a);
+	close(b);
+	STOP_OK(&d);
+	class = probe_class(&d, 4722, 500);
+	ck_assert_str_eq(class, "bleed");
+	free(class);
+	class = probe_class(&d, 4722, 590);
+	ck_assert_str_eq(class, "stale");
+	free(class);
+	class = probe_class(&d, 4723, 500);
+	ck_assert_str_eq(class, "stale");
+	free(class);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -1552,7 +1650,8 @@ START_TEST(test_every_option_accepted)
 
 	START(&d, "--keep", "all", "--log-level", "warn", "--max-connections",
 	      "10", "--max-open-scopes", "1000", "--max-open-scopes-total",
-	      "100000", "--max-ended-scopes", "100", "--max-request-age", "10m",
+	      "100000", "--max-ended-scopes-total", "100000",
+	      "--max-ended-scopes", "100", "--max-request-age", "10m",
 	      "--max-held", "1M", "--max-pending", "2M", "--retention", "7d,1G",
 	      "--linger", "250ms", "--max-record-size", "64K", "--max-string",
 	      "4096");
@@ -1620,6 +1719,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(input, test_string_limit_closes_connection);
 	tcase_add_test(input, test_max_open_scopes);
 	tcase_add_test(input, test_max_open_scopes_total);
+	tcase_add_test(input, test_max_ended_scopes_total);
 	tcase_add_test(input, test_max_request_age);
 	tcase_add_test(input, test_instance_of_another_uid_refused);
 	tcase_add_test(input, test_kernel_pid_wins);

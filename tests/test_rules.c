@@ -619,7 +619,7 @@ START_TEST(test_names_bounded)
 END_TEST
 
 /* Engines sharing open_scopes_total count their open scopes there, and
- * rules_evict_oldest forgets one as the per-engine limit would. */
+ * rules_forget_open forgets the oldest as the per-engine limit would. */
 static uint64_t shared_open;
 
 static void open_shared(struct rules_config *cfg)
@@ -627,7 +627,7 @@ static void open_shared(struct rules_config *cfg)
 	cfg->open_scopes_total = &shared_open;
 }
 
-START_TEST(test_evict_oldest)
+START_TEST(test_forget_open)
 {
 	struct rules *r = engine(open_shared), *other;
 	const struct proto_record recs[] = {
@@ -644,18 +644,63 @@ START_TEST(test_evict_oldest)
 	rules_advance(other, 3);
 	ck_assert_uint_eq(shared_open, 3);
 	memset(&got, 0, sizeof(got));
-	ck_assert_int_eq(rules_evict_oldest(r), 0);
+	ck_assert_uint_eq(rules_forget_open(r, 1), 1);
 	ck_assert_uint_eq(shared_open, 2);
 	ck_assert_uint_eq(got.nfindings, 1);
 	ck_assert_int_eq(got.findings[0].leak, LEAK_UNCLOSED);
 	ck_assert_uint_eq(got.findings[0].ctx, A);
 	ck_assert_int_eq(got.findings[0].reason, RULES_UNCLOSED_LIMIT);
-	ck_assert_int_eq(rules_evict_oldest(r), 0);
-	ck_assert_int_eq(rules_evict_oldest(r), -1);
+	ck_assert_uint_eq(rules_forget_open(r, 5), 1);
 	ck_assert_uint_eq(shared_open, 1);
 	rules_free(other);
 	ck_assert_uint_eq(shared_open, 0);
 	rules_free(r);
+}
+END_TEST
+
+/* Likewise ended scopes: forgotten, their ctx is then of an unknown
+ * request (a bleed, no longer stale), and the ring shrinks back. */
+static uint64_t shared_ended;
+
+static void ended_shared(struct rules_config *cfg)
+{
+	cfg->ended_scopes_total = &shared_ended;
+}
+
+START_TEST(test_forget_ended)
+{
+	struct rules *r = engine(ended_shared);
+	struct proto_record begin = BEGIN(0, 1, 0, 0, 0, "a");
+	struct proto_record end = END(0, 1, 0, 0, 0);
+	const struct proto_record probe[] = {
+	    BEGIN(5000, 1, 0x7777, 0, 0, "p"),
+	    TAG(5001, 1, 0x1000, 0x7777, "k", "v"),
+	    TAG(5002, 1, 0x1000 + 999, 0x7777, "k", "v"),
+	};
+	struct rules_stats st;
+
+	shared_ended = 0;
+	for (uint64_t i = 0; i < 1000; i++) {
+		begin.ts = 10 + 2 * i;
+		end.ts = 11 + 2 * i;
+		begin.ctx = end.ctx = end.cause = end.cur = 0x1000 + i;
+		ck_assert_int_eq(rules_add(r, &begin), 0);
+		ck_assert_int_eq(rules_add(r, &end), 0);
+	}
+	rules_advance(r, 3000);
+	ck_assert_uint_eq(shared_ended, 1000);
+	rules_stats(r, &st);
+	ck_assert_uint_eq(st.ended_scopes, 1000);
+	ck_assert_uint_eq(rules_forget_ended(r, 990), 990);
+	ck_assert_uint_eq(shared_ended, 10);
+	memset(&got, 0, sizeof(got));
+	add_all(r, probe, 3);
+	rules_advance(r, 6000);
+	ck_assert_uint_eq(got.nfindings, 2);
+	ck_assert_int_eq(got.findings[0].leak, LEAK_BLEED);
+	ck_assert_int_eq(got.findings[1].leak, LEAK_STALE);
+	rules_free(r);
+	ck_assert_uint_eq(shared_ended, 0);
 }
 END_TEST
 
@@ -2141,7 +2186,8 @@ static Suite *rules_suite(void)
 	tcase_add_test(tc, test_max_pending_bytes);
 	tcase_add_test(tc, test_tags_bounded);
 	tcase_add_test(tc, test_names_bounded);
-	tcase_add_test(tc, test_evict_oldest);
+	tcase_add_test(tc, test_forget_open);
+	tcase_add_test(tc, test_forget_ended);
 	tcase_add_test(tc, test_stats_and_names);
 	suite_add_tcase(s, tc);
 	return s;
