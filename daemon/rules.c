@@ -593,7 +593,7 @@ static void tag_release(struct rules *r, struct rtag *t)
 {
 	if (t->kv != NULL) {
 		rules_release(r, t->kv, tag_size(t->klen, t->vlen));
-		*r->cfg.held_bytes -= tag_size(t->klen, t->vlen);
+		held_give(r, tag_size(t->klen, t->vlen));
 	}
 	t->kv = NULL;
 }
@@ -606,16 +606,16 @@ static int tag_store(struct rules *r, struct rtag *t, struct proto_str key,
 	size_t old = t->kv != NULL ? tag_size(t->klen, t->vlen) : 0;
 	char *kv;
 
-	if (r->cfg.max_held_bytes != 0 &&
-	    *r->cfg.held_bytes - old + size > r->cfg.max_held_bytes)
+	if (held_take(r, size, old) == -1)
 		return 1;
-	if ((kv = rules_alloc(r, size)) == NULL)
+	if ((kv = rules_alloc(r, size)) == NULL) {
+		held_give(r, size);
 		return -1;
+	}
 	memcpy(kv, key.ptr, key.len);
 	if (value.ptr != NULL)
 		memcpy(kv + key.len + 1, value.ptr, value.len);
 	tag_release(r, t);
-	*r->cfg.held_bytes += size;
 	t->kv = kv;
 	t->klen = key.len;
 	t->vlen = value.len;
@@ -907,10 +907,8 @@ static int over_held_limit(struct rules *r, struct req_more *m,
 	cost += rec->type == PROTO_TAG
 		    ? (uint64_t)rec->key.len + rec->value.len
 		    : (uint64_t)rec->name.len + rec->message.len;
-	if (r->cfg.max_held_bytes != 0 &&
-	    *r->cfg.held_bytes + cost > r->cfg.max_held_bytes)
+	if (held_take(r, cost, 0) == -1)
 		return 1;
-	*r->cfg.held_bytes += cost;
 	m->held_bytes += cost;
 	return 0;
 }
@@ -1108,21 +1106,18 @@ static void more_free(struct rules *r, struct req *q)
 	rules_release(r, m->tags, m->tags_cap * sizeof(*m->tags));
 	rules_release(r, m->threads, RULES_MAX_THREADS * sizeof(*m->threads));
 	rules_release(r, m->held, m->held_cap * sizeof(*m->held));
-	*r->cfg.held_bytes -= m->held_bytes;
+	held_give(r, m->held_bytes);
 	arena_free(r, &m->strings);
 	rules_release(r, m, sizeof(*m));
 	q->more = NULL;
 }
 
-/* Whether a finding names the request, as victim or source. */
-static int involved(const struct req_more *m)
+int rules_request_involved(const struct rules_request *rq)
 {
-	if (m == NULL)
-		return 0;
 	for (int c = LEAK_NONE + 1; c < LEAK_CLASS_COUNT; c++)
-		if (m->victim_of[c] != 0)
+		if (rq->victim_of[c] != 0)
 			return 1;
-	return m->source_of != 0;
+	return rq->source_of != 0;
 }
 
 static void retire(struct rules *r, struct req *q)
@@ -1148,6 +1143,12 @@ static void retire(struct rules *r, struct req *q)
 	rq.threads = m && m->threads ? m->threads : &q->root.tid;
 	rq.nscopes = q->nscopes;
 	rq.nrecords = q->nrecords;
+	if (m != NULL) {
+		rq.tags_dropped = m->tags_dropped;
+		rq.held_dropped = m->held_dropped;
+		memcpy(rq.victim_of, m->victim_of, sizeof(rq.victim_of));
+		rq.source_of = m->source_of;
+	}
 	/* Out of memory, the tags and records are not delivered (nheld
 	 * still counts the records). */
 	if (tags != NULL && ntags > 0) {
@@ -1159,18 +1160,12 @@ static void retire(struct rules *r, struct req *q)
 	/* A clean request's records are of no use to anyone (they are held
 	 * for the requests a finding involves), and rebuilding them was a
 	 * tenth of the daemon's time under --keep=leaky. */
-	if (tags != NULL && nheld > 0 && involved(m)) {
+	if (tags != NULL && nheld > 0 && rules_request_involved(&rq)) {
 		struct rules_verdict *v =
 		    (struct rules_verdict *)(tags + ntags);
 
 		held_verdicts(q, v, (struct proto_record *)(v + nheld));
 		rq.held = v;
-	}
-	if (m != NULL) {
-		rq.tags_dropped = m->tags_dropped;
-		rq.held_dropped = m->held_dropped;
-		memcpy(rq.victim_of, m->victim_of, sizeof(rq.victim_of));
-		rq.source_of = m->source_of;
 	}
 	if (r->sink.request != NULL)
 		r->sink.request(r->sink.arg, &rq);

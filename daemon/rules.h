@@ -216,6 +216,8 @@ void rules_advance(struct rules *r, uint64_t watermark);
 void rules_finish(struct rules *r);
 
 void rules_model(const struct rules *r, struct rules_model *out);
+/* Whether a finding names the request, as victim or source. */
+int rules_request_involved(const struct rules_request *rq);
 /* How a daemon-wide limit takes room back from the engine that holds most.
  * Forget the n oldest open scopes, each reported unclosed (LIMIT) as when
  * max_open_scopes is reached; or the n oldest ended scopes, as when

@@ -211,6 +211,23 @@ struct rules {
 /* Bytes the engine allocated and still holds, for stats.bytes_used. */
 void rules_mem_add(struct rules *r, size_t n);
 void rules_mem_sub(struct rules *r, size_t n);
+/* What requests hold (names, tags, held records) against max_held_bytes,
+ * counted daemon-wide in *held_bytes: held_take counts n and returns 0,
+ * or -1 when n more, less `freeing` about to be given back, would pass the
+ * limit.  Inline: held_take is on the path of every held record. */
+static inline int held_take(struct rules *r, uint64_t n, uint64_t freeing)
+{
+	if (r->cfg.max_held_bytes != 0 &&
+	    *r->cfg.held_bytes - freeing + n > r->cfg.max_held_bytes)
+		return -1;
+	*r->cfg.held_bytes += n;
+	return 0;
+}
+
+static inline void held_give(struct rules *r, uint64_t n)
+{
+	*r->cfg.held_bytes -= n;
+}
 void *rules_alloc(struct rules *r, size_t n);	  /* zeroed; NULL: no memory */
 void *rules_alloc_raw(struct rules *r, size_t n); /* not zeroed */
 /* p's n bytes moved to a new block of size m (> n); p released. */

@@ -441,15 +441,15 @@ struct iname *iname_get(struct rules *r, struct proto_str s)
 			n->refs++;
 			return n;
 		}
-	if (r->cfg.max_held_bytes != 0 &&
-	    *r->cfg.held_bytes + iname_size(s.len) > r->cfg.max_held_bytes) {
+	if (held_take(r, iname_size(s.len), 0) == -1) {
 		r->stats.names_dropped++;
 		return NULL;
 	}
 	n = rules_alloc(r, iname_size(s.len));
-	if (n == NULL)
+	if (n == NULL) {
+		held_give(r, iname_size(s.len));
 		return NULL;
-	*r->cfg.held_bytes += iname_size(s.len);
+	}
 	memcpy(n->s, s.ptr, s.len);
 	n->len = s.len;
 	n->hash = h;
@@ -471,7 +471,7 @@ void iname_put(struct rules *r, struct iname *n)
 		pp = &(*pp)->next;
 	*pp = n->next;
 	r->nnames--;
-	*r->cfg.held_bytes -= iname_size(n->len);
+	held_give(r, iname_size(n->len));
 	rules_release(r, n, iname_size(n->len));
 }
 

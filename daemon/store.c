@@ -729,14 +729,6 @@ static void write_request(struct store *s, const struct store_proc *p,
 	row_end(s, st);
 }
 
-static int request_involved(const struct rules_request *rq)
-{
-	for (int c = LEAK_NONE + 1; c < LEAK_CLASS_COUNT; c++)
-		if (rq->victim_of[c] != 0)
-			return 1;
-	return rq->source_of != 0;
-}
-
 /* Under --keep=leaky a request no finding involves is only counted; its
  * held records go (store_summary.c says why). */
 static void count_clean(struct store *s, const struct store_proc *p,
@@ -767,7 +759,7 @@ static void count_clean(struct store *s, const struct store_proc *p,
 void store_request(struct store *s, const struct store_proc *p,
 		   const struct rules_request *rq)
 {
-	if (!s->keep_all && !request_involved(rq)) {
+	if (!s->keep_all && !rules_request_involved(rq)) {
 		count_clean(s, p, rq);
 		return;
 	}

@@ -668,6 +668,16 @@ static void scripted_go(struct scripted *sc)
 	close(sc->go[1]);
 }
 
+/* The client exits cleanly, with these counts in its ctxleak_stats. */
+static void scripted_end(struct scripted *sc, pid_t pid, uint64_t records,
+			 uint64_t dropped)
+{
+	ck_assert_int_eq(harness_client_wait(pid), 0);
+	ck_assert_uint_eq(sc->slot->st.records, records);
+	ck_assert_uint_eq(sc->slot->st.dropped, dropped);
+	munmap(sc->slot, sizeof *sc->slot);
+}
+
 /*
  * The daemon took 100 records and dies (the test closes the connection);
  * the next one says it holds 90: the client counts 10 lost and reports
@@ -705,11 +715,8 @@ START_TEST(test_client_counts_what_the_receipt_lacks)
 	ck_assert_uint_eq(p.dropped, 10);
 	peer_close(&p);
 
-	ck_assert_int_eq(harness_client_wait(pid), 0);
-	ck_assert_uint_eq(sc.slot->st.records, 104);
-	ck_assert_uint_eq(sc.slot->st.dropped, 10);
+	scripted_end(&sc, pid, 104, 10);
 	close(lfd);
-	munmap(sc.slot, sizeof *sc.slot);
 	harness_cleanup(&fake);
 }
 END_TEST
@@ -734,11 +741,8 @@ START_TEST(test_client_without_receipts)
 	ck_assert_uint_eq(p.records, 4);
 	ck_assert_uint_eq(p.dropped, 0);
 	peer_close(&p);
-	ck_assert_int_eq(harness_client_wait(pid), 0);
-	ck_assert_uint_eq(sc.slot->st.records, 104);
-	ck_assert_uint_eq(sc.slot->st.dropped, 0);
+	scripted_end(&sc, pid, 104, 0);
 	close(lfd);
-	munmap(sc.slot, sizeof *sc.slot);
 	harness_cleanup(&fake);
 }
 END_TEST
