@@ -21,9 +21,10 @@
  *
  * Targets (issue 4): (c) >= 70% of (b, same rows); (d) >= 50% of (a).  Also the
  * daemon's RSS per open scope with 100k scopes open (target < 200 bytes).
- * On a shared machine the rates swing from run to run, (a)'s most: the
- * six measures run REPEATS times, in turn, and each figure is the median
- * of its runs, their range beside it.
+ * On a shared machine the rates swing from run to run by up to 2x, (a)'s
+ * most: the six measures run REPEATS rounds, each rate is the median of
+ * its rounds with their range beside it, and each target's ratio is the
+ * median of the rounds' ratios, its two sides having run back to back.
  * Figures are printed; the exit status is 0 unless the run itself failed.
  *
  * Usage: bench_ingest [RECORDS]   (default 1000000)
@@ -636,11 +637,34 @@ static void bench_rss(void)
 	free(buf);
 }
 
-static void print_spread(const char *what, struct spread sp)
+static void print_spread(const char *what, const struct rate *runs)
 {
+	struct spread sp = spread_of(runs, REPEATS);
+
 	printf("%-24s %10.0f %14.0f   median of %d; wall %.0f-%.0f\n", what,
 	       sp.median.wall, sp.median.cpu, REPEATS, sp.low.wall,
 	       sp.high.wall);
+}
+
+/* The median of the rounds' ratios of x to y, and their range: steadier
+ * than a ratio of medians when the machine's speed drifts between rounds.
+ * target 0: none. */
+static void print_ratio(const char *what, const struct rate *x,
+			const struct rate *y, int target)
+{
+	struct rate ratios[REPEATS];
+	struct spread sp;
+
+	for (int i = 0; i < REPEATS; i++)
+		ratios[i] = (struct rate){100 * x[i].wall / y[i].wall,
+					  100 * x[i].cpu / y[i].cpu};
+	sp = spread_of(ratios, REPEATS);
+	printf("%-9s %5.1f%% wall, %5.1f%% CPU, median of the rounds' ratios; "
+	       "wall %.1f-%.1f%%",
+	       what, sp.median.wall, sp.median.cpu, sp.low.wall, sp.high.wall);
+	if (target != 0)
+		printf(" (target >= %d%%)", target);
+	printf("\n");
 }
 
 static void print_stored(const struct stored *st)
@@ -656,8 +680,8 @@ int main(int argc, char **argv)
 {
 	size_t want = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000;
 	char dir[] = "/tmp/ctxleak-bench-XXXXXX";
-	struct rate runs[6][REPEATS];
-	struct spread unpack, decode, raw_records, raw, all, leaky;
+	enum { UNPACK, PROTO, RAW_RECORDS, RAW, ALL, LEAKY, MEASURES };
+	struct rate runs[MEASURES][REPEATS];
 	struct stored all_stored, leaky_stored;
 	uint64_t records_rows, same_rows;
 	struct stream s;
@@ -670,41 +694,30 @@ int main(int argc, char **argv)
 	       "leaky\n",
 	       s.n, s.n / STEPS, (double)s.len / 1e6, LEAKY_EVERY);
 
+	/* Each target's pair runs back to back, so that the ratio of a
+	 * round compares the two at the same moment of a shared machine. */
 	for (int i = 0; i < REPEATS; i++) {
-		runs[0][i] = bench_socket(&s, drain_msgpack_c);
-		runs[1][i] = bench_socket(&s, drain_proto);
-		runs[2][i] = bench_sqlite(&s, dir, 0, &records_rows);
-		runs[3][i] = bench_sqlite(&s, dir, 1, &same_rows);
-		runs[4][i] = bench_daemon(&s, "all", &all_stored);
-		runs[5][i] = bench_daemon(&s, "leaky", &leaky_stored);
+		runs[RAW_RECORDS][i] = bench_sqlite(&s, dir, 0, &records_rows);
+		runs[RAW][i] = bench_sqlite(&s, dir, 1, &same_rows);
+		runs[ALL][i] = bench_daemon(&s, "all", &all_stored);
+		runs[PROTO][i] = bench_socket(&s, drain_proto);
+		runs[UNPACK][i] = bench_socket(&s, drain_msgpack_c);
+		runs[LEAKY][i] = bench_daemon(&s, "leaky", &leaky_stored);
 	}
-	unpack = spread_of(runs[0], REPEATS);
-	decode = spread_of(runs[1], REPEATS);
-	raw_records = spread_of(runs[2], REPEATS);
-	raw = spread_of(runs[3], REPEATS);
-	all = spread_of(runs[4], REPEATS);
-	leaky = spread_of(runs[5], REPEATS);
 
 	printf("                          records/s  records/CPU-s\n");
-	print_spread("(a) socket + msgpack-c", unpack);
-	print_spread("    socket + proto", decode);
-	print_spread("(b) raw SQLite records", raw_records);
-	print_spread("(b) raw SQLite same rows", raw);
-	print_spread("(c) ctxleakd keep=all", all);
-	print_spread("(d) ctxleakd keep=leaky", leaky);
+	print_spread("(a) socket + msgpack-c", runs[UNPACK]);
+	print_spread("    socket + proto", runs[PROTO]);
+	print_spread("(b) raw SQLite records", runs[RAW_RECORDS]);
+	print_spread("(b) raw SQLite same rows", runs[RAW]);
+	print_spread("(c) ctxleakd keep=all", runs[ALL]);
+	print_spread("(d) ctxleakd keep=leaky", runs[LEAKY]);
 	printf("(b) rows: %llu records only, %llu same rows\n",
 	       (unsigned long long)records_rows, (unsigned long long)same_rows);
-	printf("(c)/(b) %5.1f%% wall, %5.1f%% CPU (target >= 70%% of same "
-	       "rows), medians\n",
-	       100 * all.median.wall / raw.median.wall,
-	       100 * all.median.cpu / raw.median.cpu);
+	print_ratio("(c)/(b)", runs[ALL], runs[RAW], 70);
 	print_stored(&all_stored);
-	printf("(d)/(a) %5.1f%% wall, %5.1f%% CPU (target >= 50%%), medians\n",
-	       100 * leaky.median.wall / unpack.median.wall,
-	       100 * leaky.median.cpu / unpack.median.cpu);
-	printf("    against socket + proto: %5.1f%% wall, %5.1f%% CPU\n",
-	       100 * leaky.median.wall / decode.median.wall,
-	       100 * leaky.median.cpu / decode.median.cpu);
+	print_ratio("(d)/(a)", runs[LEAKY], runs[UNPACK], 50);
+	print_ratio("(d)/proto", runs[LEAKY], runs[PROTO], 0);
 	print_stored(&leaky_stored);
 	bench_rss();
 
