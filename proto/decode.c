@@ -654,7 +654,8 @@ static uint64_t load_be(const uint8_t *p, unsigned width)
 	}
 }
 
-static uint64_t direct_uint(struct cursor *c, uint64_t max)
+static inline __attribute__((always_inline)) uint64_t
+direct_uint(struct cursor *c, uint64_t max)
 {
 	const uint8_t *p = c->p;
 	unsigned width;
