@@ -15,6 +15,10 @@
  * stay in our buffer), and the result is checked against the record
  * layouts into struct proto_msg.
  *
+ * Records, nearly all of a stream, mostly skip both: the direct path
+ * (below) reads a record in the form the client library writes in one
+ * pass, and leaves everything else to the scanner and msgpack-c.
+ *
  * Each byte is scanned once however the stream is chunked: the scanner
  * keeps its place (offset and the elements still due per open container)
  * between calls.  The buffer holds the unconsumed bytes only; it is
