@@ -59,10 +59,12 @@
 
 #include "rules_int.h"
 
-/* A queued record with its strings. */
+/* A queued record, kept as compactly as a held one, its strings after
+ * it: under half the bytes of a struct proto_record, so that the records
+ * between two watermarks stay in the cache until they are judged. */
 struct pnode {
-	struct proto_record rec;
-	size_t size;
+	struct hrec h;
+	uint32_t size; /* as allocated */
 	char strings[];
 };
 
@@ -266,6 +268,93 @@ static struct pnode *pending_pop(struct rules *r)
 	return n;
 }
 
+/* -------------------------------------------------------- compact records */
+
+/* The two strings a record of rec's type carries. */
+static void record_strings(const struct proto_record *rec, struct proto_str *s1,
+			   struct proto_str *s2)
+{
+	*s1 = rec->type == PROTO_TAG ? rec->key : rec->name;
+	*s2 = rec->type == PROTO_TAG ? rec->value : rec->message;
+}
+
+/* Bytes compact_record copies: both strings, each with a NUL. */
+static size_t compact_strings_size(const struct proto_record *rec)
+{
+	struct proto_str s1, s2;
+
+	record_strings(rec, &s1, &s2);
+	return (size_t)s1.len + s2.len + 2;
+}
+
+/* rec into *h, its strings copied to `strings` (compact_strings_size
+ * bytes); strings NULL: they are not kept, and read back as nil. */
+static void compact_record(struct hrec *h, const struct proto_record *rec,
+			   char *strings)
+{
+	struct proto_str s1, s2;
+
+	record_strings(rec, &s1, &s2);
+	*h = (struct hrec){
+	    .ts = rec->ts,
+	    .tid = rec->tid,
+	    .ctx = rec->ctx,
+	    .cause = rec->cause,
+	    .other = rec->type == PROTO_BEGIN ? rec->prev : rec->cur,
+	    .site = rec->site,
+	    .type = rec->type,
+	    .kind = rec->kind,
+	    .nil = HREC_NIL1 | HREC_NIL2,
+	};
+	if (strings == NULL)
+		return;
+	h->nil = (s1.ptr ? 0 : HREC_NIL1) | (s2.ptr ? 0 : HREC_NIL2);
+	h->s = strings;
+	h->l1 = s1.len;
+	h->l2 = s2.len;
+	if (s1.len)
+		memcpy(strings, s1.ptr, s1.len);
+	strings[s1.len] = '\0';
+	if (s2.len)
+		memcpy(strings + s1.len + 1, s2.ptr, s2.len);
+	strings[s1.len + 1 + s2.len] = '\0';
+}
+
+/* The record *h keeps, its strings pointing into h's. */
+static void rebuild_record(struct proto_record *rec, const struct hrec *h)
+{
+	/* Cleared by copying a zero record: a memset of it compiles to a
+	 * `rep stos`, slow to start, and this runs for every record. */
+	static const struct proto_record zero_record;
+	struct proto_str s1, s2;
+
+	*rec = zero_record;
+	rec->type = h->type;
+	rec->ts = h->ts;
+	rec->tid = h->tid;
+	rec->ctx = h->ctx;
+	rec->cause = h->cause;
+	rec->site = h->site;
+	rec->kind = h->kind;
+	if (h->type == PROTO_BEGIN)
+		rec->prev = h->other;
+	else
+		rec->cur = h->other;
+	s1.ptr = h->nil & HREC_NIL1 ? NULL : h->s;
+	s1.len = h->l1;
+	s2.ptr = h->nil & HREC_NIL2 ? NULL : h->s + h->l1 + 1;
+	s2.len = h->l2;
+	if (h->type == PROTO_TAG) {
+		rec->key = s1;
+		rec->value = s2;
+	} else {
+		rec->name = s1;
+		rec->message = s2;
+	}
+}
+
+/* ------------------------------------------------------------ the queue */
+
 /* Records with short strings, nearly all of them, reuse blocks from the
  * cache: queueing and judging allocate nothing in the steady state. */
 static struct pnode *pnode_alloc(struct rules *r, size_t strings)
@@ -285,21 +374,10 @@ static void pnode_free(struct rules *r, struct pnode *n)
 
 static struct pnode *pnode_new(struct rules *r, const struct proto_record *rec)
 {
-	size_t len = (size_t)rec->name.len + rec->key.len + rec->value.len +
-		     rec->message.len;
-	struct pnode *n = pnode_alloc(r, len);
-	char *at;
+	struct pnode *n = pnode_alloc(r, compact_strings_size(rec));
 
-	if (n == NULL)
-		return NULL;
-	n->rec = *rec;
-	/* Only the strings the engine reads or delivers are kept. */
-	n->rec.file = n->rec.func = (struct proto_str){NULL, 0};
-	at = n->strings;
-	proto_str_move(&n->rec.name, &at);
-	proto_str_move(&n->rec.key, &at);
-	proto_str_move(&n->rec.value, &at);
-	proto_str_move(&n->rec.message, &at);
+	if (n != NULL)
+		compact_record(&n->h, rec, n->strings);
 	return n;
 }
 
@@ -325,7 +403,7 @@ int rules_add(struct rules *r, const struct proto_record *rec)
 	n = pnode_new(r, rec);
 	if (n == NULL)
 		return -1;
-	if (pending_push(r, (struct pending){n->rec.ts, r->seq++, n}) == -1) {
+	if (pending_push(r, (struct pending){n->h.ts, r->seq++, n}) == -1) {
 		pnode_free(r, n);
 		return -1;
 	}
@@ -338,7 +416,7 @@ int rules_add(struct rules *r, const struct proto_record *rec)
 	 * would keep every request until it disconnects. */
 	while (over_pending(r)) {
 		n = pending_pop(r);
-		forced_ts = n->rec.ts;
+		forced_ts = n->h.ts;
 		r->stats.forced++;
 		judge(r, n);
 	}
@@ -876,27 +954,6 @@ static struct hrec *held_slot(struct rules *r, struct req_more *m)
 	return &m->held[m->nheld++];
 }
 
-static void hold_strings(struct rules *r, struct req_more *m, struct hrec *h,
-			 struct proto_str s1, struct proto_str s2)
-{
-	char *p = arena_alloc(r, &m->strings, (size_t)s1.len + s2.len + 2);
-
-	h->nil = (s1.ptr ? 0 : HREC_NIL1) | (s2.ptr ? 0 : HREC_NIL2);
-	if (p == NULL) {
-		h->nil = HREC_NIL1 | HREC_NIL2;
-		return;
-	}
-	h->s = p;
-	h->l1 = s1.len;
-	h->l2 = s2.len;
-	if (s1.len)
-		memcpy(p, s1.ptr, s1.len);
-	p[s1.len] = '\0';
-	if (s2.len)
-		memcpy(p + s1.len + 1, s2.ptr, s2.len);
-	p[s1.len + 1 + s2.len] = '\0';
-}
-
 /* What holding rec costs, counted against max_held_bytes: the slot and
  * its strings.  0 when it may be held, and then it is counted. */
 static int over_held_limit(struct rules *r, struct req_more *m,
@@ -935,21 +992,11 @@ static void hold(struct rules *r, struct req *q, const struct proto_record *rec,
 	}
 	if ((h = held_slot(r, m)) == NULL)
 		return;
-	memset(h, 0, sizeof(*h));
-	h->ts = rec->ts;
-	h->tid = rec->tid;
-	h->ctx = rec->ctx;
-	h->cause = rec->cause;
-	h->other = rec->type == PROTO_BEGIN ? rec->prev : rec->cur;
+	/* Out of memory for the strings: the record is held without them. */
+	compact_record(h, rec,
+		       arena_alloc(r, &m->strings, compact_strings_size(rec)));
 	h->rid_ctx = v->rid_ctx;
-	h->site = rec->site;
-	h->type = rec->type;
-	h->kind = rec->kind;
 	h->leak = (uint8_t)v->leak;
-	if (rec->type == PROTO_TAG)
-		hold_strings(r, m, h, rec->key, rec->value);
-	else
-		hold_strings(r, m, h, rec->name, rec->message);
 }
 
 static void deliver(struct rules *r, const struct proto_record *rec,
@@ -968,9 +1015,11 @@ static void deliver(struct rules *r, const struct proto_record *rec,
 
 static void judge(struct rules *r, struct pnode *n)
 {
-	const struct proto_record *rec = &n->rec;
+	struct proto_record record;
+	const struct proto_record *rec = &record;
 	struct judgement j;
 
+	rebuild_record(&record, &n->h);
 	memset(&j, 0, sizeof(j));
 	switch (rec->type) {
 	case PROTO_BEGIN:
@@ -1006,35 +1055,6 @@ static void judge(struct rules *r, struct pnode *n)
 }
 
 /* ------------------------------------------------------------ retiring */
-
-static void rebuild_record(struct proto_record *rec, const struct hrec *h)
-{
-	struct proto_str s1, s2;
-
-	memset(rec, 0, sizeof(*rec));
-	rec->type = h->type;
-	rec->ts = h->ts;
-	rec->tid = h->tid;
-	rec->ctx = h->ctx;
-	rec->cause = h->cause;
-	rec->site = h->site;
-	rec->kind = h->kind;
-	if (h->type == PROTO_BEGIN)
-		rec->prev = h->other;
-	else
-		rec->cur = h->other;
-	s1.ptr = h->nil & HREC_NIL1 ? NULL : h->s;
-	s1.len = h->l1;
-	s2.ptr = h->nil & HREC_NIL2 ? NULL : h->s + h->l1 + 1;
-	s2.len = h->l2;
-	if (h->type == PROTO_TAG) {
-		rec->key = s1;
-		rec->value = s2;
-	} else {
-		rec->name = s1;
-		rec->message = s2;
-	}
-}
 
 /* The verdicts held for q into v (and their records into recs), its
  * rebuilt BEGIN first. */

@@ -70,7 +70,8 @@ enum req_state {
 	REQ_UNKNOWN,  /* pseudo request of a ctx never seen begin */
 };
 
-/* A record kept for its request under hold_records, compactly. */
+/* A record kept compactly: queued until judged (rules.c's struct pnode),
+ * or held for its request under hold_records. */
 struct hrec {
 	uint64_t ts, tid, ctx, cause;
 	uint64_t other; /* BEGIN: prev; END: cur */
