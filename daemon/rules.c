@@ -459,6 +459,15 @@ static struct req *unknown_req(struct rules *r, uint64_t ctx)
 	return q;
 }
 
+/* q, and t into *truth unless truth is NULL, pinned before anything can
+ * drop their last reference. */
+static struct req *pin_pair(struct req *q, struct req *t, struct req **truth)
+{
+	if (truth != NULL)
+		*truth = pin(t);
+	return pin(q);
+}
+
 /*
  * request(ctx), pinned for the judgement; NULL for ctx 0 or when out of
  * memory.  With truth, also the request whose code truly runs under ctx:
@@ -481,11 +490,7 @@ static struct req *resolve_pair(struct rules *r, uint64_t ctx,
 	} else if (ctx != 0) {
 		q = t = unknown_req(r, ctx);
 	}
-	/* Pinned before anything can drop the last reference. */
-	pin(q);
-	if (truth != NULL)
-		*truth = pin(t);
-	return q;
+	return pin_pair(q, t, truth);
 }
 
 static struct req *resolve(struct rules *r, uint64_t ctx)
@@ -905,7 +910,9 @@ static void judge_end(struct rules *r, const struct proto_record *rec,
 	j->said = pin(q);
 	j->mn.scope_name = iname_str(s->name);
 	j->mn.begin_tid = s->tid;
-	by = resolve_pair(r, rec->cause, &j->truth); /* request(t) */
+	/* request(t): most ENDs run under the scope they end, found once. */
+	by = rec->cause == rec->ctx ? pin_pair(q, scope_truth(s), &j->truth)
+				    : resolve_pair(r, rec->cause, &j->truth);
 	if (rec->cur != rec->ctx)
 		j->mn.why = MISNEST_CUR;
 	else if (rec->tid != s->tid && by != q)
@@ -1030,7 +1037,10 @@ static void judge(struct rules *r, struct pnode *n)
 		break;
 	default:
 		j.owner = resolve_pair(r, rec->cause, &j.truth);
-		j.said = resolve(r, rec->ctx);
+		/* Most records are written under the request that runs them:
+		 * one lookup then. */
+		j.said = rec->ctx == rec->cause ? pin(j.owner)
+						: resolve(r, rec->ctx);
 		if (rec->type == PROTO_TAG || rec->type == PROTO_EVENT)
 			judge_work(rec, rec->ctx, &j);
 		if (rec->type == PROTO_TAG)
