@@ -413,16 +413,15 @@ struct field {
 	uint64_t max;
 };
 
+/* Written by hand: clang-format would split the stringified names from
+ * their initialisers. */
+/* clang-format off */
 #define UINT_FIELD(member, max_value)                                          \
-	{                                                                      \
-#member, FIELD_UINT,                                           \
-		    sizeof(((struct proto_record *)0)->member),                \
-		    offsetof(struct proto_record, member), max_value           \
-	}
+	{#member, FIELD_UINT, sizeof(((struct proto_record *)0)->member),      \
+	 offsetof(struct proto_record, member), max_value}
 #define STR_FIELD(member, kind)                                                \
-	{                                                                      \
-#member, kind, 0, offsetof(struct proto_record, member), 0     \
-	}
+	{#member, kind, 0, offsetof(struct proto_record, member), 0}
+/* clang-format on */
 
 /* Elements 1 to 5 of every record. */
 static const struct field common_fields[] = {
