@@ -17,7 +17,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -58,6 +61,9 @@ static uint64_t open_scopes_total, ended_scopes_total;
 static struct process_stats stats;
 /* Some process is dirty. */
 static int counts_dirty;
+/* Every engine's rules_config.hash_seed: secret, so that no client can
+ * pick ctx values that collide in the engines' tables. */
+static uint64_t hash_seed;
 
 static void mark_dirty(struct process *p)
 {
@@ -100,6 +106,13 @@ void process_init(struct event_base *base, struct store *store)
 	process_store = store;
 	request_seq = store_last_request_id(store);
 	store_set_commit_hook(store, write_counts, NULL);
+	/* Without the kernel's entropy, the clock and pid still differ from
+	 * run to run, which is all a seed that never leaves the daemon
+	 * needs. */
+	if (getrandom(&hash_seed, sizeof hash_seed, GRND_NONBLOCK) !=
+	    sizeof hash_seed)
+		hash_seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^
+			    (uint64_t)getpid();
 }
 
 void process_stats(struct process_stats *out)
@@ -176,6 +189,7 @@ static struct process *process_new(uint64_t instance)
 	rc.pending_bytes = &pending_bytes;
 	rc.open_scopes_total = &open_scopes_total;
 	rc.ended_scopes_total = &ended_scopes_total;
+	rc.hash_seed = hash_seed;
 	sink.arg = p;
 	p->max_queued = rc.max_pending;
 	p->instance = instance;

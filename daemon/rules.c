@@ -134,6 +134,7 @@ struct rules *rules_new(const struct rules_config *cfg,
 	r->open.load = PTAB_DENSE;
 	r->ended_tab.load = PTAB_SPARSE;
 	r->threads.load = PTAB_SPARSE;
+	r->open.seed = r->ended_tab.seed = r->threads.seed = cfg->hash_seed;
 	rules_mem_add(r, sizeof(*r));
 	return r;
 }

@@ -52,6 +52,7 @@ struct scope {
 struct ptab {
 	uint64_t **slot;
 	uint32_t *hash; /* each slot's hash, in the same allocation */
+	uint64_t seed;	/* rules_config.hash_seed */
 	uint32_t bits;	/* capacity is 1 << bits (0: no array yet) */
 	uint32_t count;
 	uint32_t load; /* eighths full before it grows */

@@ -69,6 +69,9 @@ void model_free(struct rules *r)
 	ptab_free(r, &r->threads);
 }
 
+/* The thread with the most interleaved requests, the lowest tid of those
+ * tied: the table's order depends on the daemon's hash seed, the answer
+ * must not. */
 static void worst_thread(const struct rules *r, struct rules_model *out)
 {
 	for (size_t i = 0; r->threads.bits && i < (1u << r->threads.bits);
@@ -76,10 +79,13 @@ static void worst_thread(const struct rules *r, struct rules_model *out)
 		const struct model_thread *t =
 		    (const struct model_thread *)r->threads.slot[i];
 
-		if (t != NULL && t->interleaved > out->max_interleave) {
-			out->max_interleave = t->interleaved;
-			out->max_interleave_tid = t->tid;
-		}
+		if (t == NULL || t->interleaved == 0 ||
+		    t->interleaved < out->max_interleave ||
+		    (t->interleaved == out->max_interleave &&
+		     t->tid > out->max_interleave_tid))
+			continue;
+		out->max_interleave = t->interleaved;
+		out->max_interleave_tid = t->tid;
 	}
 }
 

@@ -149,11 +149,24 @@ void rules_cache_free(struct rules *r)
  */
 #define PTAB_LOAD_DEN 8
 
-/* Fibonacci hashing: ctx values are random, but tids and hostile clients'
- * ctx values need not be, and the multiply costs nothing. */
-static uint32_t ptab_hash(uint64_t key)
+/*
+ * The library's ctx values are random, but a custom backend's, tids and a
+ * hostile client's need not be.  A multiply alone (Fibonacci hashing) let
+ * structured keys cluster: ctx values that are multiples of its own
+ * constant took 14 probes per operation instead of 1.6.  So the key, with
+ * the engine's secret seed, goes through murmur3's finaliser, where every
+ * bit of the key moves every bit of the hash, and a client that cannot
+ * learn the seed cannot choose keys that collide.
+ */
+static uint32_t ptab_hash(const struct ptab *t, uint64_t key)
 {
-	return (uint32_t)((key * 0x9E3779B97F4A7C15ull) >> 32) | 1;
+	key ^= t->seed;
+	key ^= key >> 33;
+	key *= 0xff51afd7ed558ccdull;
+	key ^= key >> 33;
+	key *= 0xc4ceb9fe1a85ec53ull;
+	key ^= key >> 33;
+	return (uint32_t)(key >> 32) | 1;
 }
 
 static uint32_t ptab_home(const struct ptab *t, uint32_t hash)
@@ -168,7 +181,7 @@ static size_t ptab_bytes(uint32_t bits)
 
 uint64_t **ptab_find(const struct ptab *t, uint64_t ctx)
 {
-	uint32_t mask, i, h = ptab_hash(ctx);
+	uint32_t mask, i, h = ptab_hash(t, ctx);
 
 	if (t->bits == 0)
 		return NULL;
@@ -220,7 +233,7 @@ int ptab_insert(struct rules *r, struct ptab *t, uint64_t *entry)
 		if (ptab_resize(r, t, bits) == -1)
 			return -1;
 	}
-	ptab_place(t, entry, ptab_hash(*entry));
+	ptab_place(t, entry, ptab_hash(t, *entry));
 	t->count++;
 	return 0;
 }
@@ -520,7 +533,7 @@ struct ended *ended_find(const struct rules *r, uint64_t ctx)
  * ring_count), is indexed anew. */
 static int ring_resize(struct rules *r, uint32_t cap)
 {
-	struct ptab tab = {NULL, NULL, 0, 0, PTAB_SPARSE};
+	struct ptab tab = {.seed = r->ended_tab.seed, .load = PTAB_SPARSE};
 	struct ended *ring;
 
 	ring = rules_alloc(r, (size_t)cap * sizeof(*ring));
