@@ -87,11 +87,11 @@ struct rules_config {
 	uint64_t *ended_scopes_total; /* ended ones, shared like held_bytes,
 					 for daemon-wide limits
 					 (rules_forget_open, _ended) */
-	uint64_t hash_seed;	      /* mixed into the hash of every ctx and
-					 tid, so that a client cannot choose
-					 values that collide; random in the
-					 daemon, 0 by default so that tests
-					 repeat */
+	uint64_t hash_seed;	      /* mixed into the hash of every ctx, tid
+					 and scope name, so that a client
+					 cannot choose values that collide;
+					 random in the daemon, 0 by default
+					 so that tests repeat */
 };
 
 /* A record after judgement. */

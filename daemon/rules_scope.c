@@ -447,7 +447,7 @@ struct iname *iname_get(struct rules *r, struct proto_str s)
 	if ((r->names_bits == 0 || r->nnames >= (1u << r->names_bits)) &&
 	    names_grow(r) == -1)
 		return NULL;
-	h = (uint32_t)rules_hash(s.ptr, s.len, 0);
+	h = (uint32_t)rules_hash(s.ptr, s.len, r->cfg.hash_seed);
 	for (n = r->names[h & ((1u << r->names_bits) - 1)]; n; n = n->next)
 		if (n->hash == h && n->len == s.len &&
 		    memcmp(n->s, s.ptr, s.len) == 0) {
