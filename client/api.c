@@ -51,24 +51,13 @@ static _Atomic uint64_t id_counter;
 
 /* ------------------------------------------------------------ ids */
 
-/* splitmix64's finaliser: a bijection, so distinct inputs stay distinct. */
-static uint64_t mix64(uint64_t x)
-{
-	x ^= x >> 30;
-	x *= 0xbf58476d1ce4e5b9u;
-	x ^= x >> 27;
-	x *= 0x94d049bb133111ebu;
-	x ^= x >> 31;
-	return x;
-}
-
 uint64_t cl_random64(void)
 {
 	uint64_t x;
 
 	if (getrandom(&x, sizeof(x), GRND_NONBLOCK) != sizeof(x))
-		x = mix64(cl_now() ^ ((uint64_t)getpid() << 32) ^
-			  (uint64_t)(uintptr_t)&x);
+		x = proto_mix64(cl_now() ^ ((uint64_t)getpid() << 32) ^
+				(uint64_t)(uintptr_t)&x);
 	return x ? x : 1;
 }
 
@@ -84,7 +73,7 @@ static uint64_t new_ctx(void)
 			    atomic_fetch_add(&id_counter, ID_BLOCK);
 			cl_self.id_end = cl_self.id_next + ID_BLOCK;
 		}
-		x = mix64(id_key + cl_self.id_next++);
+		x = proto_mix64(id_key + cl_self.id_next++);
 	} while (!x);
 	return x;
 }

@@ -154,19 +154,12 @@ void rules_cache_free(struct rules *r)
  * hostile client's need not be.  A multiply alone (Fibonacci hashing) let
  * structured keys cluster: ctx values that are multiples of its own
  * constant took 14 probes per operation instead of 1.6.  So the key, with
- * the engine's secret seed, goes through murmur3's finaliser, where every
- * bit of the key moves every bit of the hash, and a client that cannot
- * learn the seed cannot choose keys that collide.
+ * the engine's secret seed, goes through a full mixer, and a client that
+ * cannot learn the seed cannot choose keys that collide.
  */
 static uint32_t ptab_hash(const struct ptab *t, uint64_t key)
 {
-	key ^= t->seed;
-	key ^= key >> 33;
-	key *= 0xff51afd7ed558ccdull;
-	key ^= key >> 33;
-	key *= 0xc4ceb9fe1a85ec53ull;
-	key ^= key >> 33;
-	return (uint32_t)(key >> 32) | 1;
+	return (uint32_t)(proto_mix64(key ^ t->seed) >> 32) | 1;
 }
 
 static uint32_t ptab_home(const struct ptab *t, uint32_t hash)

@@ -67,6 +67,19 @@ struct proto_str {
  * how a decoded string is made to outlive the decoder. */
 void proto_str_move(struct proto_str *s, char **at);
 
+/* splitmix64's finaliser: a bijection, so distinct inputs stay distinct,
+ * and every bit of x moves every bit of the result.  The client makes its
+ * ctx values with it (from a counter), the daemon hashes them with it. */
+static inline uint64_t proto_mix64(uint64_t x)
+{
+	x ^= x >> 30;
+	x *= 0xbf58476d1ce4e5b9u;
+	x ^= x >> 27;
+	x *= 0x94d049bb133111ebu;
+	x ^= x >> 31;
+	return x;
+}
+
 /*
  * One record, decoded or to be encoded.  The first six fields are common to
  * every type; the others are meaningful only for the types named beside
