@@ -145,10 +145,18 @@ static void die(const char *what)
  * requests interleave the way an event loop's do. */
 enum { STEPS = 5 };
 
+/* Request rq's ctx, made as the client library makes them (a counter
+ * through proto_mix64): structured values, multiples of a constant say,
+ * would lay the daemon's tables out as no client's do. */
+static uint64_t ctx_of(uint64_t rq)
+{
+	return proto_mix64(rq + 1);
+}
+
 static void make_step(struct proto_record *r, uint64_t rq, int step,
 		      uint64_t ts, uint64_t other_ctx)
 {
-	uint64_t ctx = 0x9e3779b97f4a7c15ULL * (rq + 1); /* random-looking */
+	uint64_t ctx = ctx_of(rq);
 
 	memset(r, 0, sizeof *r);
 	r->ts = ts;
@@ -228,9 +236,7 @@ static void build_stream(struct stream *s, size_t want)
 				uint64_t rq = g + k;
 				uint64_t other_rq = g + (k + 1) % in_group;
 				uint64_t other =
-				    in_group > 1
-					? 0x9e3779b97f4a7c15ULL * (other_rq + 1)
-					: 0;
+				    in_group > 1 ? ctx_of(other_rq) : 0;
 
 				make_step(&s->recs[i], rq, step, ts++, other);
 				s->rids[i] = rq + 1;
@@ -620,7 +626,7 @@ static void bench_rss(void)
 	for (uint64_t i = 0; i < RSS_SCOPES; i++) {
 		r.type = PROTO_BEGIN;
 		r.ts = 1000 + i;
-		r.ctx = 0x9e3779b97f4a7c15ULL * (i + 1);
+		r.ctx = ctx_of(i);
 		len += proto_encode_record(buf + len, cap - len, &r);
 		if ((i + 1) % WATERMARK_EVERY != 0 && i + 1 != RSS_SCOPES)
 			continue;

@@ -46,7 +46,8 @@ static void request_records(uint64_t i, struct proto_record *v)
 {
 	uint64_t ts = i * RECORDS_PER_REQUEST + 1;
 	uint64_t tid = 100 + i % THREADS;
-	uint64_t a = (i + 1) * 0x9e3779b97f4a7c15ull, child = a ^ 0x55;
+	/* As the client library makes them (see bench_ingest's ctx_of). */
+	uint64_t a = proto_mix64(i + 1), child = a ^ 0x55;
 	const uint8_t type[RECORDS_PER_REQUEST] = {
 	    PROTO_BEGIN, PROTO_TAG, PROTO_BEGIN, PROTO_EVENT,
 	    PROTO_END,	 PROTO_TAG, PROTO_EVENT, PROTO_END,
