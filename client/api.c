@@ -20,7 +20,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "client.h"
@@ -50,16 +49,6 @@ static uint64_t id_key;
 static _Atomic uint64_t id_counter;
 
 /* ------------------------------------------------------------ ids */
-
-uint64_t cl_random64(void)
-{
-	uint64_t x;
-
-	if (getrandom(&x, sizeof(x), GRND_NONBLOCK) != sizeof(x))
-		x = proto_mix64(cl_now() ^ ((uint64_t)getpid() << 32) ^
-				(uint64_t)(uintptr_t)&x);
-	return x ? x : 1;
-}
 
 /* Unique in the process: numbers from a shared counter, taken a block at
  * a time, scrambled with a per-process key. */
@@ -446,7 +435,7 @@ static void fork_child(void)
 {
 	cl_ship_fork_release();
 	if (atomic_load(&cl_enabled)) {
-		id_key = cl_random64();
+		id_key = proto_random64();
 		cl_buf_after_fork();
 		cl_ship_after_fork();
 	}
@@ -480,7 +469,7 @@ int ctxleak_init(const struct ctxleak_options *opt)
 	pthread_mutex_lock(&init_mu);
 	err = started ? CTXLEAK_EALREADY : configure(&o);
 	if (!err) {
-		id_key = cl_random64();
+		id_key = proto_random64();
 		cl_buf_init_process();
 		err = cl_ship_start();
 	}

@@ -39,8 +39,6 @@ extern struct cl_config cl_config;
 /* 1 between init and shutdown: the one branch every call takes first. */
 extern _Atomic int cl_enabled;
 
-uint64_t cl_random64(void); /* nonzero */
-
 /* ------------------------------------------------------------ backend.c */
 
 extern enum ctxleak_backend cl_backend;

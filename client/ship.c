@@ -665,7 +665,7 @@ static void reset_state(void)
 	atomic_store(&unsent, 0);
 	atomic_store(&lost, 0);
 	atomic_store(&wake_pending, 0);
-	cl_instance = cl_random64();
+	cl_instance = proto_random64();
 }
 
 /* The shipper takes no signal meant for the host. */

@@ -17,10 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
-#include <sys/random.h>
 #include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -106,13 +103,7 @@ void process_init(struct event_base *base, struct store *store)
 	process_store = store;
 	request_seq = store_last_request_id(store);
 	store_set_commit_hook(store, write_counts, NULL);
-	/* Without the kernel's entropy, the clock and pid still differ from
-	 * run to run, which is all a seed that never leaves the daemon
-	 * needs. */
-	if (getrandom(&hash_seed, sizeof hash_seed, GRND_NONBLOCK) !=
-	    sizeof hash_seed)
-		hash_seed = (uint64_t)time(NULL) * 0x9e3779b97f4a7c15ull ^
-			    (uint64_t)getpid();
+	hash_seed = proto_random64();
 }
 
 void process_stats(struct process_stats *out)

@@ -98,13 +98,25 @@ struct token {
 	uint32_t fixlen; /* the length, when lenw is 0 */
 };
 
-static uint32_t read_be(const uint8_t *p, unsigned width)
+/* A big-endian unsigned integer of 1, 2, 4 or 8 bytes.  Spelt out per
+ * width, which compilers turn into one load and a byte swap. */
+static inline __attribute__((always_inline)) uint64_t load_be(const uint8_t *p,
+							      unsigned width)
 {
-	uint32_t v = 0;
-
-	for (unsigned i = 0; i < width; i++)
-		v = v << 8 | p[i];
-	return v;
+	switch (width) {
+	case 1:
+		return p[0];
+	case 2:
+		return (uint64_t)p[0] << 8 | p[1];
+	case 4:
+		return (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 |
+		       (uint64_t)p[2] << 8 | p[3];
+	default:
+		return (uint64_t)p[0] << 56 | (uint64_t)p[1] << 48 |
+		       (uint64_t)p[2] << 40 | (uint64_t)p[3] << 32 |
+		       (uint64_t)p[4] << 24 | (uint64_t)p[5] << 16 |
+		       (uint64_t)p[6] << 8 | p[7];
+	}
 }
 
 static struct token sized(enum token_kind kind, unsigned lenw)
@@ -249,7 +261,7 @@ static enum proto_status scan_token(struct proto_decoder *d)
 	}
 	if (d->tail - d->scan < t.hdr)
 		return PROTO_MORE;
-	n = t.lenw ? read_be(p + 1, t.lenw) : t.fixlen;
+	n = t.lenw ? (uint32_t)load_be(p + 1, t.lenw) : t.fixlen;
 	if (t.kind == TOK_ARRAY || t.kind == TOK_MAP)
 		return open_container(d, &t, n);
 	return skip_payload(d, &t, n);
@@ -637,27 +649,6 @@ struct cursor {
 	int ok; /* 0 once anything was not as expected */
 };
 
-/* A big-endian unsigned integer of 1, 2, 4 or 8 bytes.  Spelt out per
- * width, which compilers turn into one load and a byte swap. */
-static inline __attribute__((always_inline)) uint64_t load_be(const uint8_t *p,
-							      unsigned width)
-{
-	switch (width) {
-	case 1:
-		return p[0];
-	case 2:
-		return (uint64_t)p[0] << 8 | p[1];
-	case 4:
-		return (uint64_t)p[0] << 24 | (uint64_t)p[1] << 16 |
-		       (uint64_t)p[2] << 8 | p[3];
-	default:
-		return (uint64_t)p[0] << 56 | (uint64_t)p[1] << 48 |
-		       (uint64_t)p[2] << 40 | (uint64_t)p[3] << 32 |
-		       (uint64_t)p[4] << 24 | (uint64_t)p[5] << 16 |
-		       (uint64_t)p[6] << 8 | p[7];
-	}
-}
-
 static inline __attribute__((always_inline)) uint64_t
 direct_uint(struct cursor *c, uint64_t max)
 {
@@ -703,7 +694,7 @@ static struct proto_str direct_str(struct cursor *c, uint32_t max_len,
 	} else if (p < c->end && *p >= 0xd9 && *p <= 0xdb &&
 		   (size_t)(c->end - p) > (1u << (*p - 0xd9))) {
 		hdr = 1 + (1u << (*p - 0xd9));
-		len = read_be(p + 1, (unsigned)hdr - 1);
+		len = (uint32_t)load_be(p + 1, (unsigned)hdr - 1);
 	} else {
 		c->ok = 0;
 		return s;

@@ -1,12 +1,33 @@
 /*
  * proto.c: the tables of the wire protocol that both sides share: the
  * record layouts' lengths, the default limits, and the names of types and
- * statuses for logs and messages; and moving a decoded string into memory
- * of one's own.
+ * statuses for logs and messages; moving a decoded string into memory
+ * of one's own; and the random numbers both sides seed their IDs and
+ * hashes with.
  */
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "proto.h"
+
+uint64_t proto_random64(void)
+{
+	struct timespec ts;
+	uint64_t x;
+
+	if (getrandom(&x, sizeof(x), GRND_NONBLOCK) == sizeof(x) && x != 0)
+		return x;
+	/* Without the kernel's entropy (early boot, a seccomp filter), the
+	 * clock, the pid and the stack differ from run to run, which is all
+	 * an ID key or a seed that never leaves the process needs. */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	x = proto_mix64(
+	    ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^
+	    ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&x);
+	return x ? x : 1;
+}
 
 void proto_str_move(struct proto_str *s, char **at)
 {

@@ -80,6 +80,10 @@ static inline uint64_t proto_mix64(uint64_t x)
 	return x;
 }
 
+/* Random and nonzero: the kernel's, or when it has none to give, mixed
+ * from the clock and the pid. */
+uint64_t proto_random64(void);
+
 /*
  * One record, decoded or to be encoded.  The first six fields are common to
  * every type; the others are meaningful only for the types named beside

@@ -110,7 +110,6 @@ static int exit_status(int status)
 	return -1;
 }
 
-/* Wait for pid within the timeout; -1 when it is still running. */
 /* Blocks until pid exits or the timeout passes, through a pidfd, so that
  * the caller (bench_ingest times the daemon up to its exit) learns of the
  * exit at once rather than at the next poll.  1 when it exited, 0 when
@@ -130,6 +129,7 @@ static int wait_pidfd(pid_t pid, int timeout_ms)
 	return n == 1;
 }
 
+/* Wait for pid within the timeout; -1 when it is still running. */
 static int wait_exit(pid_t pid)
 {
 	int status, exited = wait_pidfd(pid, HARNESS_TIMEOUT_SEC * 1000);

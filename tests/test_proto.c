@@ -1501,56 +1501,51 @@ START_TEST(test_mutated_streams)
 }
 END_TEST
 
-/* What element i of a record of r's type holds, as PROTOCOL.md lays it
- * out: an unsigned integer (*u) or a string (*str, ptr NULL for nil). */
-static int expected_element(const struct proto_record *r, unsigned i,
-			    uint64_t *u, struct proto_str *str)
-{
-	const uint64_t common[] = {r->type, r->ts,    r->tid,
-				   r->ctx,  r->cause, r->site};
+/* An element of a record as PROTOCOL.md lays it out: an unsigned integer,
+ * or a string (ptr NULL for nil). */
+struct element {
+	int is_str;
+	uint64_t u;
+	struct proto_str str;
+};
+#define UINT_ELEM(v) ((struct element){0, (v), {NULL, 0}})
+#define STR_ELEM(s)  ((struct element){1, 0, (s)})
 
-	if (i < 6) {
-		*u = common[i];
-		return 0;
-	}
-	switch (r->type * 16 + i) {
-	case PROTO_SITE * 16 + 6:
-		*str = r->file;
-		return 1;
-	case PROTO_SITE * 16 + 7:
-		*u = r->line;
-		return 0;
-	case PROTO_SITE * 16 + 8:
-		*str = r->func;
-		return 1;
-	case PROTO_BEGIN * 16 + 6:
-		*u = r->prev;
-		return 0;
-	case PROTO_BEGIN * 16 + 7:
-		*u = r->kind;
-		return 0;
-	case PROTO_BEGIN * 16 + 8:
-	case PROTO_EVENT * 16 + 6:
-		*str = r->name;
-		return 1;
-	case PROTO_END * 16 + 6:
-		*u = r->cur;
-		return 0;
-	case PROTO_TAG * 16 + 6:
-		*str = r->key;
-		return 1;
-	case PROTO_TAG * 16 + 7:
-		*str = r->value;
-		return 1;
-	case PROTO_EVENT * 16 + 7:
-		*str = r->message;
-		return 1;
-	case PROTO_DROPPED * 16 + 6:
-		*u = r->count;
-		return 0;
-	default: /* PROTO_DROPPED * 16 + 7 */
-		*u = r->since;
-		return 0;
+/* The elements of a record of r's type, in order, into e. */
+static void expected_elements(const struct proto_record *r, struct element *e)
+{
+	e[0] = UINT_ELEM(r->type);
+	e[1] = UINT_ELEM(r->ts);
+	e[2] = UINT_ELEM(r->tid);
+	e[3] = UINT_ELEM(r->ctx);
+	e[4] = UINT_ELEM(r->cause);
+	e[5] = UINT_ELEM(r->site);
+	switch (r->type) {
+	case PROTO_SITE:
+		e[6] = STR_ELEM(r->file);
+		e[7] = UINT_ELEM(r->line);
+		e[8] = STR_ELEM(r->func);
+		break;
+	case PROTO_BEGIN:
+		e[6] = UINT_ELEM(r->prev);
+		e[7] = UINT_ELEM(r->kind);
+		e[8] = STR_ELEM(r->name);
+		break;
+	case PROTO_END:
+		e[6] = UINT_ELEM(r->cur);
+		break;
+	case PROTO_TAG:
+		e[6] = STR_ELEM(r->key);
+		e[7] = STR_ELEM(r->value);
+		break;
+	case PROTO_EVENT:
+		e[6] = STR_ELEM(r->name);
+		e[7] = STR_ELEM(r->message);
+		break;
+	case PROTO_DROPPED:
+		e[6] = UINT_ELEM(r->count);
+		e[7] = UINT_ELEM(r->since);
+		break;
 	}
 }
 
@@ -1558,6 +1553,7 @@ static int expected_element(const struct proto_record *r, unsigned i,
 static void ck_reads_as(const uint8_t *p, size_t len,
 			const struct proto_record *r)
 {
+	struct element want[16];
 	msgpack_zone zone;
 	msgpack_object o;
 	size_t off = 0;
@@ -1568,22 +1564,22 @@ static void ck_reads_as(const uint8_t *p, size_t len,
 	ck_assert_uint_eq(off, len);
 	ck_assert_int_eq(o.type, MSGPACK_OBJECT_ARRAY);
 	ck_assert_uint_ge(o.via.array.size, proto_type_fields[r->type]);
+	expected_elements(r, want);
 	for (unsigned i = 0; i < proto_type_fields[r->type]; i++) {
 		const msgpack_object *e = &o.via.array.ptr[i];
-		struct proto_str str;
-		uint64_t u;
+		const struct element *w = &want[i];
 
-		if (!expected_element(r, i, &u, &str)) {
+		if (!w->is_str) {
 			ck_assert_int_eq(e->type,
 					 MSGPACK_OBJECT_POSITIVE_INTEGER);
-			ck_assert_uint_eq(e->via.u64, u);
-		} else if (str.ptr == NULL) {
+			ck_assert_uint_eq(e->via.u64, w->u);
+		} else if (w->str.ptr == NULL) {
 			ck_assert_int_eq(e->type, MSGPACK_OBJECT_NIL);
 		} else {
 			ck_assert_int_eq(e->type, MSGPACK_OBJECT_STR);
-			ck_assert_uint_eq(e->via.str.size, str.len);
-			ck_assert(memcmp(e->via.str.ptr, str.ptr, str.len) ==
-				  0);
+			ck_assert_uint_eq(e->via.str.size, w->str.len);
+			ck_assert(memcmp(e->via.str.ptr, w->str.ptr,
+					 w->str.len) == 0);
 		}
 	}
 	msgpack_zone_destroy(&zone);
