@@ -20,19 +20,19 @@ char cl_scheduler[64];
 static const char *const backend_names[] = {
     [CTXLEAK_BACKEND_AUTO] = "auto",	 [CTXLEAK_BACKEND_THREAD] = "thread",
     [CTXLEAK_BACKEND_GLOBAL] = "global", [CTXLEAK_BACKEND_TASK] = "task",
-    [CTXLEAK_BACKEND_CUSTOM] = "custom",
+    [CTXLEAK_BACKEND_CUSTOM] = "custom", [CTXLEAK_BACKEND_OBSERVE] = "observe",
 };
 
 const char *cl_backend_str(enum ctxleak_backend b)
 {
-	if ((unsigned)b > CTXLEAK_BACKEND_CUSTOM)
+	if ((unsigned)b > CTXLEAK_BACKEND_OBSERVE)
 		return "?";
 	return backend_names[b];
 }
 
 static int backend_parse(const char *s, enum ctxleak_backend *out)
 {
-	for (unsigned i = 0; i <= CTXLEAK_BACKEND_CUSTOM; i++) {
+	for (unsigned i = 0; i <= CTXLEAK_BACKEND_OBSERVE; i++) {
 		if (!strcmp(s, backend_names[i])) {
 			*out = (enum ctxleak_backend)i;
 			return 0;
@@ -61,7 +61,7 @@ int cl_backend_choose(const struct ctxleak_options *opt, char *why, size_t len)
 	enum ctxleak_backend b = opt->backend;
 	const char *env = getenv("CTXLEAK_BACKEND");
 
-	if ((unsigned)b > CTXLEAK_BACKEND_CUSTOM)
+	if ((unsigned)b > CTXLEAK_BACKEND_OBSERVE)
 		return CTXLEAK_EINVAL;
 	snprintf(why, len, "chosen by the application");
 	if (b == CTXLEAK_BACKEND_AUTO && env && *env) {
@@ -71,12 +71,17 @@ int cl_backend_choose(const struct ctxleak_options *opt, char *why, size_t len)
 	}
 	if (b == CTXLEAK_BACKEND_AUTO)
 		resolve_auto(&b, why, len);
-	if (b == CTXLEAK_BACKEND_CUSTOM) {
-		if (!opt->custom_get || !opt->custom_set)
+	if (b == CTXLEAK_BACKEND_CUSTOM || b == CTXLEAK_BACKEND_OBSERVE) {
+		if (!opt->custom_get)
 			return CTXLEAK_EINVAL;
 		cl_custom_get = opt->custom_get;
-		cl_custom_set = opt->custom_set;
 		cl_custom_user = opt->custom_user;
+		/* A getter alone is observe mode: the library reads the
+		 * service's storage and never writes it. */
+		cl_custom_set =
+		    b == CTXLEAK_BACKEND_CUSTOM ? opt->custom_set : NULL;
+		if (!cl_custom_set)
+			b = CTXLEAK_BACKEND_OBSERVE;
 	}
 	cl_backend = b;
 	return CTXLEAK_OK;

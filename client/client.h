@@ -127,6 +127,7 @@ static inline uint64_t cl_backend_get(void)
 		return atomic_load_explicit(&cl_global_slot,
 					    memory_order_relaxed);
 	case CTXLEAK_BACKEND_CUSTOM:
+	case CTXLEAK_BACKEND_OBSERVE:
 		return cl_custom_get(cl_custom_user);
 	default:
 		return cl_self.slot;
@@ -142,6 +143,8 @@ static inline void cl_backend_set(uint64_t ctx)
 		break;
 	case CTXLEAK_BACKEND_CUSTOM:
 		cl_custom_set(cl_custom_user, ctx);
+		break;
+	case CTXLEAK_BACKEND_OBSERVE: /* the service's storage, not ours */
 		break;
 	default:
 		cl_self.slot = ctx;

@@ -38,6 +38,10 @@ enum ctxleak_backend {
 	CTXLEAK_BACKEND_GLOBAL,	  /* one per process */
 	CTXLEAK_BACKEND_TASK,	  /* follows resume/suspend (correct) */
 	CTXLEAK_BACKEND_CUSTOM,	  /* the application's own, via hooks */
+	CTXLEAK_BACKEND_OBSERVE,  /* the application's own storage, read
+				     through custom_get and never written:
+				     the same as CUSTOM with custom_set
+				     NULL (HELLO says "observe") */
 };
 
 /* Results of the functions that return int. */
@@ -55,8 +59,15 @@ enum ctxleak_error {
  * Options for ctxleak_init().  Fill with ctxleak_options_init() first, so
  * that fields added in later versions get their defaults.  A field left at
  * its default takes the environment's value when there is one:
- * CTXLEAK_SOCKET, CTXLEAK_BACKEND (thread|global|task|custom|auto),
- * CTXLEAK_APP.
+ * CTXLEAK_SOCKET, CTXLEAK_BACKEND (thread|global|task|custom|observe|auto;
+ * custom and observe need custom_get), CTXLEAK_APP.
+ *
+ * Observe mode, the main use: set custom_get to a function that reads the
+ * service's own storage (its thread-local, global, coroutine slot, another
+ * SDK's scope) and leave custom_set NULL.  Every record then carries what
+ * that storage says, the library never writes it, and the daemon checks
+ * the service's own code.  With custom_set too, the library also writes
+ * the storage on begin, end (and nothing else): a storage it keeps there.
  */
 struct ctxleak_options {
 	uint32_t size;		 /* sizeof(struct ctxleak_options) */
@@ -69,7 +80,8 @@ struct ctxleak_options {
 				before records are dropped (and
 				counted); 0: 4 MiB */
 	uint32_t flush_interval_ms; /* 0: 100 ms */
-	/* The custom backend: the application's own storage. */
+	/* The custom and observe backends: the application's own storage.
+	 * custom_get is required; custom_set NULL is observe mode. */
 	uint64_t (*custom_get)(void *user);
 	void (*custom_set)(void *user, uint64_t ctx);
 	void *custom_user;
@@ -100,7 +112,7 @@ int ctxleak_set_scheduler(const char *name);
 
 const char *ctxleak_strerror(int err);
 const char *ctxleak_version(void);
-/* The backend in use ("thread", ...; "none" before init). */
+/* The backend in use ("thread", "observe", ...; "none" before init). */
 const char *ctxleak_backend_name(void);
 
 /* Counters since init, for tests and health checks. */
@@ -111,6 +123,10 @@ struct ctxleak_stats {
 	uint64_t sent_bytes; /* bytes the daemon's socket accepted */
 	uint64_t connects;   /* connections made */
 	uint64_t truncated;  /* strings cut to CTXLEAK_MAX_STRING */
+	uint64_t connected;  /* 1 while a daemon has the connection */
+	uint64_t evicted;    /* open scopes forgotten at the process-wide
+				bound on scopes that never end: their end
+				restores nothing */
 };
 void ctxleak_stats(struct ctxleak_stats *out);
 

@@ -38,6 +38,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -105,6 +106,8 @@ static struct {
 	} receipt;
 
 	_Atomic uint64_t sent_bytes, connects;
+	_Atomic int connected; /* a daemon has the connection now */
+	int said_unreachable;  /* the one line on stderr was written */
 } ship = {
     .mu = PTHREAD_MUTEX_INITIALIZER,
     .flush_mu = PTHREAD_MUTEX_INITIALIZER,
@@ -260,6 +263,7 @@ static void disconnect(uint64_t now)
 
 	close(ship.fd);
 	ship.fd = -1;
+	atomic_store(&ship.connected, 0);
 	ship.receipt.due = 0;
 	/* The next connection starts with its own HELLO and all SITEs. */
 	seg_clear(&ship.seg[SEG_HELLO]);
@@ -382,6 +386,21 @@ static int encode_hello(struct cl_bytes *out)
 	return 0;
 }
 
+/* A worker whose records go nowhere says so, once, unless told not to:
+ * a silent library looked like a clean service. */
+static void say_unreachable(int err)
+{
+	const char *quiet = getenv("CTXLEAK_QUIET");
+
+	if (ship.said_unreachable || (quiet && !strcmp(quiet, "1")))
+		return;
+	ship.said_unreachable = 1;
+	fprintf(stderr,
+		"ctxleak: no daemon at %s (%s); records are kept, up to %zu "
+		"bytes, until one listens (CTXLEAK_QUIET=1 silences this)\n",
+		cl_config.socket_path, strerror(err), cl_config.buffer_limit);
+}
+
 static void connect_daemon(uint64_t now)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
@@ -394,6 +413,8 @@ static void connect_daemon(uint64_t now)
 	if (ship.fd < 0 ||
 	    connect(ship.fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
 	    encode_hello(hello)) {
+		if (atomic_load(&ship.connects) == 0)
+			say_unreachable(errno);
 		if (ship.fd >= 0)
 			close(ship.fd);
 		ship.fd = -1;
@@ -403,6 +424,7 @@ static void connect_daemon(uint64_t now)
 	}
 	ship.conn_sites = cl_site_encode(hello, 0);
 	atomic_fetch_add(&ship.connects, 1);
+	atomic_store(&ship.connected, 1);
 	expect_receipt();
 }
 
@@ -662,6 +684,8 @@ static void reset_state(void)
 	memset(&ship.receipt, 0, sizeof(ship.receipt));
 	atomic_store(&ship.sent_bytes, 0);
 	atomic_store(&ship.connects, 0);
+	atomic_store(&ship.connected, 0);
+	ship.said_unreachable = 0;
 	atomic_store(&unsent, 0);
 	atomic_store(&lost, 0);
 	atomic_store(&wake_pending, 0);
@@ -743,6 +767,7 @@ static void release_all(void)
 	if (ship.fd >= 0)
 		close(ship.fd);
 	ship.fd = -1;
+	atomic_store(&ship.connected, 0);
 	for (int i = 0; i < NSEG; i++) {
 		bytes_free(&ship.seg[i].b);
 		ship.seg[i].off = ship.seg[i].counted = 0;
@@ -834,5 +859,6 @@ void cl_ship_stats(struct ctxleak_stats *out)
 	pthread_mutex_unlock(&cl_registry_mu);
 	out->sent_bytes = atomic_load(&ship.sent_bytes);
 	out->connects = atomic_load(&ship.connects);
+	out->connected = (uint64_t)atomic_load(&ship.connected);
 	out->truncated = atomic_load(&cl_truncated);
 }
