@@ -735,10 +735,10 @@ START_TEST(test_custom_backend)
 	ctxleak_options_init(&o);
 	o.socket_path = l.path;
 	o.backend = CTXLEAK_BACKEND_CUSTOM;
-	o.custom_get = app_get;
-	o.custom_user = &st;
-	ck_assert_int_eq(ctxleak_init(&o), CTXLEAK_EINVAL);
 	o.custom_set = app_set;
+	o.custom_user = &st;
+	ck_assert_int_eq(ctxleak_init(&o), CTXLEAK_EINVAL); /* no getter */
+	o.custom_get = app_get;
 	ck_assert_int_eq(ctxleak_init(&o), CTXLEAK_OK);
 	ck_assert_str_eq(ctxleak_backend_name(), "custom");
 
@@ -766,6 +766,52 @@ START_TEST(test_custom_backend)
 	ck_assert_uint_eq(r[1]->cause, ctx);
 	ck_assert_uint_eq(r[2]->cur, 5);
 	str_eq(first_hello(&l, 0)->backend, "custom");
+	listener_free(&l);
+}
+END_TEST
+
+/* Observe mode: every record carries what the service's storage says, and
+ * the library never writes it, whatever the calls. */
+START_TEST(test_observe_backend)
+{
+	struct listener l;
+	struct ctxleak_options o;
+	struct app_storage st = {.ctx = 0};
+	struct proto_record *r[4];
+	uint64_t ctx;
+
+	memset(&l, 0, sizeof(l));
+	socket_path(&l);
+	listener_start(&l);
+	ctxleak_options_init(&o);
+	o.socket_path = l.path;
+	o.backend = _i ? CTXLEAK_BACKEND_OBSERVE : CTXLEAK_BACKEND_CUSTOM;
+	o.custom_get = app_get;
+	o.custom_user = &st;
+	ck_assert_int_eq(ctxleak_init(&o), CTXLEAK_OK);
+	ck_assert_str_eq(ctxleak_backend_name(), "observe");
+
+	ctx = ctxleak_begin("r");
+	ck_assert_uint_eq(st.ctx, 0); /* not written */
+	ck_assert_uint_eq(ctxleak_current(), 0);
+	st.ctx = ctx; /* the service sets its own storage */
+	ctxleak_event("e", "m");
+	ctxleak_end(ctx);
+	ck_assert_uint_eq(st.ctx, ctx); /* and clears it, or not */
+	ck_assert_int_eq(st.sets, 0);
+	ctxleak_flush();
+	ck_assert(wait_records(&l, PROTO_END, NULL, 1));
+	listener_stop(&l);
+	ck_assert_uint_eq(select_records(&l,
+					 1u << PROTO_BEGIN | 1u << PROTO_EVENT |
+					     1u << PROTO_END,
+					 r, 4),
+			  3);
+	ck_assert_uint_eq(r[0]->prev, 0);
+	ck_assert_uint_eq(r[1]->ctx, ctx);
+	ck_assert_uint_eq(r[1]->cause, ctx);
+	ck_assert_uint_eq(r[2]->cur, ctx);
+	str_eq(first_hello(&l, 0)->backend, "observe");
 	listener_free(&l);
 }
 END_TEST
@@ -1872,6 +1918,7 @@ static Suite *client_suite(void)
 	tcase_add_test(backends, test_global_is_shared);
 	tcase_add_test(backends, test_thread_is_per_thread);
 	tcase_add_test(backends, test_custom_backend);
+	tcase_add_loop_test(backends, test_observe_backend, 0, 2);
 	tcase_add_test(backends, test_auto_without_scheduler);
 	tcase_add_test(backends, test_auto_with_scheduler);
 	tcase_add_test(backends, test_environment);
