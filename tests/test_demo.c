@@ -225,37 +225,44 @@ START_TEST(test_thread_per_request_global)
 END_TEST
 
 /*
- * The dispatcher begins every request and the workers end them, so a
- * worker's slot is never set: each job records its event, its child's
- * begin and its status tag with no context (3 lost) and ends its request
- * with nothing current (1 misnest).  The dispatcher's slot still holds the
- * request it queued last when it begins the next one: every request but
- * the first begins over it (overlap while open, stale once ended).
+ * The dispatcher begins every request and the workers end them.  The
+ * dispatcher's slot still holds the request it queued last when it
+ * begins the next one: every request but the first begins over it
+ * (overlap while open, stale once ended).  A worker's END finds its own
+ * slot holding something else (misnest), and restores the request's
+ * saved pair into it: the request the dispatcher held at its begin.  So
+ * only a worker's first job runs with an empty slot, its event, child
+ * begin and status tag lost (3 each); later jobs record under an older
+ * request (stale or bleed, as the race falls).
  */
 START_TEST(test_thread_pool_thread)
 {
 	struct run r = {"thread_pool", "thread", NULL};
 	struct findings f = run_under_daemon(&r);
 
-	ck_assert_int_eq(f.lost, 3 * REQUESTS);
 	ck_assert_int_eq(f.misnest, REQUESTS);
 	ck_assert_int_eq(f.began_over, REQUESTS - 1);
-	ck_assert_int_eq(f.bleed, 0);
+	ck_assert_int_eq(f.lost % 3, 0);
+	ck_assert_int_ge(f.lost, 3);
+	ck_assert_int_le(f.lost, 3 * 4); /* 4 workers */
+	ck_assert_int_gt(f.stale + f.bleed, f.began_over);
 	ck_assert_int_eq(f.unclosed, 0);
 	assert_recommends(&f, "task");
 }
 END_TEST
 
 /* One slot for all: the workers write into whichever request the
- * dispatcher began last (how often depends on the race), and the slot is
- * never empty again, so every request but the first begins over another. */
+ * dispatcher began last, and each worker's END puts back what the slot
+ * held at that request's begin, so how often a request begins over
+ * another depends on the race. */
 START_TEST(test_thread_pool_global)
 {
 	struct run r = {"thread_pool", "global", NULL};
 	struct findings f = run_under_daemon(&r);
 
-	ck_assert_int_eq(f.began_over, REQUESTS - 1);
-	ck_assert_int_gt(f.bleed + f.lost, 0);
+	ck_assert_int_gt(f.began_over, 0);
+	ck_assert_int_le(f.began_over, REQUESTS - 1);
+	ck_assert_int_gt(f.bleed + f.lost + f.stale, 0);
 	ck_assert_int_eq(f.unclosed, 0);
 	assert_recommends(&f, "task");
 }
