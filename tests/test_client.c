@@ -1242,6 +1242,66 @@ START_TEST(test_truth_random)
 }
 END_TEST
 
+/* A worker whose daemon is away says so once on stderr, unless
+ * CTXLEAK_QUIET=1; its stats say it is not connected.  _i: quiet. */
+START_TEST(test_says_unreachable)
+{
+	char path[] = "/tmp/ctxleak-stderr-XXXXXX", text[1024];
+	int fd = mkstemp(path), saved = dup(2);
+	struct ctxleak_stats st;
+	ssize_t n;
+	const char *hit;
+
+	ck_assert_int_ge(fd, 0);
+	if (_i)
+		setenv("CTXLEAK_QUIET", "1", 1);
+	else
+		unsetenv("CTXLEAK_QUIET");
+	dup2(fd, 2);
+	init_client("/nonexistent/ctxleak.sock", CTXLEAK_BACKEND_THREAD, 0,
+		    10);
+	for (int i = 0; i < 3; i++) {
+		ctxleak_event("e", NULL);
+		ctxleak_flush();
+		poll(NULL, 0, 30); /* past a reconnect or two */
+	}
+	ctxleak_stats(&st);
+	ctxleak_shutdown();
+	dup2(saved, 2);
+	n = pread(fd, text, sizeof(text) - 1, 0);
+	ck_assert_int_ge(n, 0);
+	text[n] = 0;
+	close(fd);
+	unlink(path);
+	ck_assert_uint_eq(st.connected, 0);
+	if (_i) {
+		ck_assert_str_eq(text, "");
+		return;
+	}
+	hit = strstr(text, "ctxleak: no daemon at /nonexistent/ctxleak.sock");
+	ck_assert_msg(hit, "stderr: %s", text);
+	ck_assert_ptr_null(strstr(hit + 1, "ctxleak: no daemon"));
+}
+END_TEST
+
+/* Connected while a daemon has the connection. */
+START_TEST(test_stats_connected)
+{
+	struct listener l;
+	struct ctxleak_stats st;
+
+	start(&l, CTXLEAK_BACKEND_THREAD);
+	ctxleak_event("e", NULL);
+	ctxleak_flush();
+	ck_assert(wait_records(&l, PROTO_EVENT, NULL, 1));
+	ctxleak_stats(&st);
+	ck_assert_uint_eq(st.connected, 1);
+	ck_assert_uint_eq(st.connects, 1);
+	listener_stop(&l);
+	listener_free(&l);
+}
+END_TEST
+
 /* ----------------------------------------------- daemon absent, limits */
 
 START_TEST(test_daemon_appears)
@@ -2245,6 +2305,8 @@ static Suite *client_suite(void)
 	tcase_add_test(ship, test_threads);
 	tcase_add_test(ship, test_thread_exit);
 	tcase_add_test(ship, test_daemon_appears);
+	tcase_add_loop_test(ship, test_says_unreachable, 0, 2);
+	tcase_add_test(ship, test_stats_connected);
 	tcase_add_test(ship, test_buffer_limit);
 	tcase_add_test(ship, test_watermark);
 	tcase_add_test(robust, test_reconnect);
