@@ -371,8 +371,8 @@ struct ctxleak_ev_reg {
 	union {
 		evconnlistener_cb accept;
 		ctxleak_evhttp_cb http;
-	} fn;			    /* the application's callback */
-	void *arg;		    /* and its argument */
+	} fn;			     /* the application's callback */
+	void *arg;		     /* and its argument */
 	struct ctxleak_ev_reg *next; /* the registry's list */
 };
 
@@ -383,8 +383,7 @@ struct ctxleak_ev_registry {
 
 CTXLEAK_EV_ONE struct ctxleak_ev_registry *ctxleak_ev_registry(void)
 {
-	static struct ctxleak_ev_registry r = {PTHREAD_MUTEX_INITIALIZER,
-					       NULL};
+	static struct ctxleak_ev_registry r = {PTHREAD_MUTEX_INITIALIZER, NULL};
 
 	return &r;
 }
@@ -392,7 +391,7 @@ CTXLEAK_EV_ONE struct ctxleak_ev_registry *ctxleak_ev_registry(void)
 /* A wrapper, not yet registered: its owner exists only once libevent has
  * made it. */
 static inline struct ctxleak_ev_reg *ctxleak_ev_reg_new(const char *path,
-							 void *arg)
+							void *arg)
 {
 	struct ctxleak_ev_reg *w =
 	    (struct ctxleak_ev_reg *)calloc(1, sizeof(*w));
@@ -439,8 +438,8 @@ static inline void ctxleak_ev_reg_drop(const void *owner, const char *path,
 	pthread_mutex_lock(&r->lock);
 	for (pp = &r->head; (w = *pp);) {
 		if (w->owner == owner &&
-		    (all || (path ? w->path && !strcmp(w->path, path)
-				  : !w->path))) {
+		    (all ||
+		     (path ? w->path && !strcmp(w->path, path) : !w->path))) {
 			*pp = w->next;
 			w->next = gone;
 			gone = w;
@@ -648,7 +647,8 @@ CTXLEAK_EV_ONE void ctxleak_http_run(struct evhttp_request *req, void *p)
 	(ctxleak_suspend)();
 }
 
-/* A wrapper for cb on owner http; NULL when out of memory. */
+/* A wrapper for handler cb of path (NULL: the generic one), not yet
+ * registered; NULL when out of memory. */
 static inline struct ctxleak_ev_reg *
 ctxleak_http_wrap(const char *path, ctxleak_evhttp_cb cb, void *arg)
 {
