@@ -33,11 +33,13 @@
 /* Connections open at once in the server tests. */
 #define CONNS 8
 /* The evhttp test's requests: SLOW deferred replies held until all of
- * them have arrived, FAST replied in the handler, one 404 from the
- * generic callback. */
+ * them have arrived and FAST replied in the handler, each on a connection
+ * of its own (HTTP/1.0), then two on one kept-alive connection (HTTP/1.1,
+ * pipelined): one more /fast and a 404 from the generic callback. */
 #define SLOW	      6
 #define FAST	      3
-#define HTTP_REQUESTS (SLOW + FAST + 1)
+#define HTTP_CONNS    (SLOW + FAST + 1)
+#define HTTP_REQUESTS (SLOW + FAST + 2)
 
 /* Fork, run fn in the child, return its exit status (-1: it died). */
 static int in_child(int (*fn)(void))
@@ -57,7 +59,7 @@ static int in_child(int (*fn)(void))
 /* What a foreign timer's callback is given: smaller than the adapter's
  * wrapper, so that reading it as one runs past its end. */
 struct small {
-	int fired;
+	int fired; /* how often the callback ran */
 };
 
 static void count_fired(evutil_socket_t fd, short what, void *arg)
@@ -237,20 +239,20 @@ END_TEST
  * the requests are open together.
  */
 struct lserver {
-	struct event_base *base;
-	struct evconnlistener *lev;
-	struct sockaddr_un addr; /* an abstract socket */
-	socklen_t addrlen;
-	int accepted, closed;
+	struct event_base *base;    /* the loop, on the process's main thread */
+	struct evconnlistener *lev; /* the listener */
+	struct sockaddr_un addr;    /* an abstract socket */
+	socklen_t addrlen;	    /* its length */
+	int accepted, closed;	    /* lines read, connections closed */
 	int plain; /* accept through evconnlistener_new_bind, unwrapped */
 };
 
 struct lconn {
-	struct lserver *srv;
-	struct bufferevent *bev;
-	struct event *reply; /* the reply timer */
-	uint64_t req;
-	char line[32];
+	struct lserver *srv;	 /* its server */
+	struct bufferevent *bev; /* the connection */
+	struct event *reply;	 /* the reply timer */
+	uint64_t req;		 /* the connection's request */
+	char line[32];		 /* the line it read */
 };
 
 static void lconn_reply(evutil_socket_t fd, short what, void *arg)
@@ -463,24 +465,24 @@ END_TEST
  * once, whatever the timing) and then run in the order they came; /fast
  * replies in the handler; anything else gets a 404 from the generic
  * callback.  The load, a thread of the same process that makes no ctxleak
- * call, sends every request on a connection of its own before it reads
- * any reply, reads each to the end (HTTP/1.0: the server closes after
- * the reply, after the request completed) and then wakes the loop through
- * a pipe to stop it.
+ * call, sends every request (see HTTP_CONNS) before it reads any reply,
+ * reads each connection to the end (the server closes after the last
+ * reply, once its request completed) and then wakes the loop through a
+ * pipe to stop it.
  */
 struct hserver {
-	struct event_base *base;
-	struct evhttp *http;
-	int port;
+	struct event_base *base;  /* the loop, on the process's main thread */
+	struct evhttp *http;	  /* the server */
+	int port;		  /* its port on 127.0.0.1 */
 	int stop[2];		  /* the load writes a byte when done */
 	struct hslow *slow[SLOW]; /* the deferred replies, in arrival order */
-	int nslow;
+	int nslow;		  /* how many /slow requests have come */
 };
 
 struct hslow {
-	struct evhttp_request *req;
-	struct event *reply; /* the timer, made in the request */
-	char id[16];
+	struct evhttp_request *req; /* the request to reply to */
+	struct event *reply;	    /* the timer, made in the request */
+	char id[16];		    /* the request's id */
 };
 
 /* The request's id (its query's "id=..."), tagged on the request. */
@@ -561,34 +563,58 @@ static void on_stop(evutil_socket_t fd, short what, void *arg)
 	event_base_loopbreak(arg);
 }
 
-/* The path of request i of the load. */
-static const char *load_path(int i)
+/* What connection i of the load sends: request i, or on the last one
+ * requests i and i + 1. */
+static int load_request(char *buf, size_t size, int i)
 {
-	return i < SLOW ? "/slow" : i < SLOW + FAST ? "/fast" : "/nope";
+	if (i < SLOW + FAST)
+		return snprintf(
+		    buf, size,
+		    "GET %s?id=%d HTTP/1.0\r\nHost: localhost\r\n\r\n",
+		    i < SLOW ? "/slow" : "/fast", i);
+	return snprintf(buf, size,
+			"GET /fast?id=%d HTTP/1.1\r\nHost: localhost\r\n\r\n"
+			"GET /nope?id=%d HTTP/1.1\r\nHost: localhost\r\n"
+			"Connection: close\r\n\r\n",
+			i, i + 1);
+}
+
+/* Past the reply to request id, with status line status, at the start of
+ * buf (the load aborts on anything else). */
+static const char *load_reply(const char *buf, const char *status, int id)
+{
+	char body[32];
+	size_t len = strlen(status);
+	const char *end;
+
+	snprintf(body, sizeof(body), "\r\n\r\n%d\n", id);
+	if (strncmp(buf, status, len) || !(end = strstr(buf, body)))
+		abort();
+	return end + strlen(body);
 }
 
 static void *hserver_load(void *arg)
 {
 	struct hserver *srv = arg;
 	struct sockaddr_in sin = {.sin_family = AF_INET};
-	int fd[HTTP_REQUESTS], i;
-	char buf[1024], want[64];
+	int fd[HTTP_CONNS], i;
+	char buf[2048];
 	ssize_t n, got;
+	const char *rest;
 
 	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	sin.sin_port = htons(srv->port);
-	for (i = 0; i < HTTP_REQUESTS; i++) {
+	for (i = 0; i < HTTP_CONNS; i++) {
 		fd[i] = socket(AF_INET, SOCK_STREAM, 0);
 		if (fd[i] < 0 ||
 		    connect(fd[i], (struct sockaddr *)&sin, sizeof(sin)))
 			abort();
-		n = snprintf(buf, sizeof(buf),
-			     "GET %s?id=%d HTTP/1.0\r\nHost: localhost\r\n\r\n",
-			     load_path(i), i);
+		n = load_request(buf, sizeof(buf), i);
 		if (write(fd[i], buf, n) != n)
 			abort();
 	}
-	for (i = 0; i < HTTP_REQUESTS; i++) {
+	for (i = 0; i < HTTP_CONNS; i++) {
+		/* to the end: the server closes after the last reply */
 		for (got = 0;
 		     (n = read(fd[i], buf + got, sizeof(buf) - 1 - got)) > 0;
 		     got += n)
@@ -596,12 +622,14 @@ static void *hserver_load(void *arg)
 		if (n < 0)
 			abort();
 		buf[got] = '\0';
-		snprintf(want, sizeof(want), "HTTP/1.0 %s",
-			 i < SLOW + FAST ? "200" : "404");
-		if (strncmp(buf, want, strlen(want)))
-			abort();
-		snprintf(want, sizeof(want), "\r\n\r\n%d\n", i);
-		if (!strstr(buf, want))
+		if (i < SLOW + FAST) {
+			rest = load_reply(buf, "HTTP/1.0 200 OK\r\n", i);
+		} else {
+			rest = load_reply(buf, "HTTP/1.1 200 OK\r\n", i);
+			rest = load_reply(rest, "HTTP/1.1 404 Not Found\r\n",
+					  i + 1);
+		}
+		if (*rest)
 			abort();
 		close(fd[i]);
 	}
@@ -674,7 +702,7 @@ static void run_hserver(struct harness_daemon *d, enum ctxleak_backend backend)
 			 SLOW);
 	ck_assert_int_eq(query_int(d, "SELECT count(*) FROM requests WHERE "
 				      "name = 'GET /fast'"),
-			 FAST);
+			 FAST + 1);
 	ck_assert_int_eq(query_int(d, "SELECT count(*) FROM requests WHERE "
 				      "name = 'GET /nope'"),
 			 1);
