@@ -60,10 +60,10 @@
  *   upstream connection) enters the request with the token the handler
  *   took with ctxleak_capture():
  *
- *	req->token = ctxleak_capture();		// in the handler
+ *	job->token = ctxleak_capture();		// in the handler
  *	...
- *	ctxleak_resume(req->token);		// where the reply is made
- *	evhttp_send_reply(req->http, 200, "OK", body);
+ *	ctxleak_resume(job->token);		// where the reply is made
+ *	evhttp_send_reply(job->req, 200, "OK", body);
  *	ctxleak_suspend();
  *
  *   libevent 2.1 completes no request whose client went away before the
@@ -77,8 +77,15 @@
  * initialised, the library records nothing and the callbacks run as they
  * would without the wrappers.
  *
- * Call ctxleak_libevent_setup() before ctxleak_init(): the `auto` backend
- * then picks `task`, and the daemon is told why.
+ * The adapter carries the truth (the cause) across callbacks; records are
+ * checked against the backend.  Observing the service's own storage
+ * (CTXLEAK_BACKEND_OBSERVE with a getter) finds the bugs in the service's
+ * code.  Under `task` a program that carries its context only through
+ * these wrappers gives no finding; under `thread` or `global` the loop's
+ * one slot holds whichever request began last, and the findings are what
+ * such a storage would really do.  Call ctxleak_libevent_setup() before
+ * ctxleak_init(): the `auto` backend then picks `task`, and the daemon is
+ * told why.
  *
  *	static void on_reply(evutil_socket_t fd, short what, void *arg)
  *	{
@@ -109,7 +116,8 @@
  * evhttp request's scope needs no memory of its own: its ctx travels as
  * the on-complete callback's argument.  Each callback may free its own
  * event, bufferevent or listener: a trampoline does not touch its wrapper
- * after the callback returns.
+ * after the callback returns.  Replace or free callbacks on the loop's
+ * thread, or while none of them runs, as libevent's own arguments ask.
  */
 #ifndef CTXLEAK_EVENT_H
 #define CTXLEAK_EVENT_H
@@ -168,8 +176,8 @@ CTXLEAK_EV_ONE void ctxleak_ev_run(evutil_socket_t fd, short what, void *p)
 	(ctxleak_suspend)();
 }
 
-/* Our wrapper on ev, NULL when ev's callback is not ours: only then is
- * its argument a struct ctxleak_ev_wrap. */
+/* Our wrapper on ev, or NULL: ev's argument is a struct ctxleak_ev_wrap
+ * only when its callback is our trampoline. */
 static inline struct ctxleak_ev_wrap *ctxleak_ev_wrapper(struct event *ev)
 {
 	if (event_get_callback(ev) != ctxleak_ev_run)
