@@ -152,6 +152,19 @@
 #define CTXLEAK_EV_ONE static inline
 #endif
 
+/* Declared first, for programs built with -Wmissing-prototypes. */
+struct ctxleak_ev_registry;
+CTXLEAK_EV_ONE void ctxleak_ev_run(evutil_socket_t fd, short what, void *p);
+CTXLEAK_EV_ONE void ctxleak_bev_read(struct bufferevent *bev, void *p);
+CTXLEAK_EV_ONE void ctxleak_bev_write(struct bufferevent *bev, void *p);
+CTXLEAK_EV_ONE void ctxleak_bev_event(struct bufferevent *bev, short what,
+				      void *p);
+CTXLEAK_EV_ONE struct ctxleak_ev_registry *ctxleak_ev_registry(void);
+CTXLEAK_EV_ONE void ctxleak_lev_run(struct evconnlistener *lev,
+				    evutil_socket_t fd, struct sockaddr *sa,
+				    int len, void *p);
+CTXLEAK_EV_ONE void ctxleak_http_run(struct evhttp_request *req, void *p);
+
 /* Use ctxleak_libevent_setup() before ctxleak_init(). */
 static inline int ctxleak_libevent_setup(void)
 {
