@@ -774,6 +774,101 @@ START_TEST(test_evhttp_leaky)
 }
 END_TEST
 
+/* ------------------------------------------------------- registrations */
+
+static void accept_count(struct evconnlistener *lev, evutil_socket_t fd,
+			 struct sockaddr *sa, int len, void *arg)
+{
+	(void)sa;
+	(void)len;
+	close(fd);
+	((struct small *)arg)->fired++;
+	event_base_loopbreak(evconnlistener_get_base(lev));
+}
+
+static void http_never(struct evhttp_request *req, void *arg)
+{
+	(void)req;
+	(void)arg;
+	abort();
+}
+
+/* How many wrappers the registry holds. */
+static int registered(void)
+{
+	struct ctxleak_ev_reg *w;
+	int n = 0;
+
+	for (w = ctxleak_ev_registry()->head; w; w = w->next)
+		n++;
+	return n;
+}
+
+/*
+ * Every way to replace or remove a listener's or an evhttp's callback
+ * frees the wrapper it replaces, exactly once (the leak check and ASan
+ * under SAN=1 say so), and the listener's new callback is the one that
+ * runs.  0 when all held.
+ */
+static int registrations(void)
+{
+	struct event_base *base = event_base_new();
+	struct small first = {0}, second = {0};
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	socklen_t addrlen;
+	struct evconnlistener *lev;
+	struct evhttp *http;
+	int fd, client, len;
+
+	len = snprintf(addr.sun_path + 1, sizeof(addr.sun_path) - 1,
+		       "ctxleak-test-event-reg-%ld", (long)getpid());
+	addrlen = offsetof(struct sockaddr_un, sun_path) + 1 + len;
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	/* nonblocking, as evconnlistener_new wants: it accepts until
+	 * EAGAIN */
+	if (!base || fd < 0 || bind(fd, (struct sockaddr *)&addr, addrlen) ||
+	    evutil_make_socket_nonblocking(fd))
+		return 60;
+	lev = ctxleak_evconnlistener_new(base, accept_count, &first,
+					 LEV_OPT_CLOSE_ON_FREE, 4, fd);
+	if (!lev || registered() != 1 ||
+	    ctxleak_evconnlistener_set_cb(lev, accept_count, &second) ||
+	    registered() != 1)
+		return 61;
+	client = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (client < 0 || connect(client, (struct sockaddr *)&addr, addrlen))
+		return 62;
+	event_base_dispatch(base);
+	close(client);
+	if (first.fired != 0 || second.fired != 1)
+		return 63;
+	if (ctxleak_evconnlistener_set_cb(lev, NULL, NULL) || registered())
+		return 64;
+	ctxleak_evconnlistener_free(lev);
+
+	if (!(http = evhttp_new(base)) ||
+	    ctxleak_evhttp_set_cb(http, "/a", http_never, NULL) ||
+	    ctxleak_evhttp_set_cb(http, "/b", http_never, NULL) ||
+	    ctxleak_evhttp_set_gencb(http, http_never, NULL) ||
+	    ctxleak_evhttp_set_gencb(http, http_never, &first) ||
+	    registered() != 3)
+		return 65;
+	if (ctxleak_evhttp_del_cb(http, "/a") ||
+	    ctxleak_evhttp_del_cb(http, "/a") != -1 || registered() != 2)
+		return 66;
+	if (ctxleak_evhttp_set_gencb(http, NULL, NULL) || registered() != 1)
+		return 67;
+	ctxleak_evhttp_free(http);
+	event_base_free(base);
+	return registered() ? 68 : 0;
+}
+
+START_TEST(test_registrations)
+{
+	ck_assert_int_eq(in_child(registrations), 0);
+}
+END_TEST
+
 /* Disabled or not initialised, the servers run as they would without the
  * adapter (their own checks hold), with no daemon to talk to. */
 static int servers_quiet(void)
@@ -819,6 +914,7 @@ static Suite *event_suite(void)
 	tcase_add_test(servers, test_evhttp_task);
 	tcase_add_loop_test(servers, test_evhttp_leaky, 0,
 			    sizeof(leaky_backends) / sizeof(leaky_backends[0]));
+	tcase_add_test(servers, test_registrations);
 	tcase_add_test(servers, test_servers_uninitialised);
 	tcase_add_test(servers, test_servers_disabled);
 	suite_add_tcase(s, servers);
