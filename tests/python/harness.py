@@ -18,7 +18,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -130,10 +129,18 @@ class Daemon:
         return dict(rows[0])
 
 
-def run_client(daemon, script, env=None, expect_rc=0):
-    """Run script (dedented) in a child python3 against daemon (None: no
-    daemon at all); returns the JSON the script printed as its last line
-    of stdout (None if none)."""
+def dedent(script):
+    """The script with the indentation of its first line taken off every
+    line that has it: a test's indented script may end with STATS."""
+    lines = script.strip("\n").splitlines()
+    indent = lines[0][:len(lines[0]) - len(lines[0].lstrip())]
+    return "\n".join(ln[len(indent):] if ln.startswith(indent) else ln
+                     for ln in lines) + "\n"
+
+
+def client_env(daemon, env=None):
+    """The environment of a client child: the package on its path,
+    CTXLEAK_SOCKET at daemon (None: at no daemon at all)."""
     e = dict(os.environ)
     e["PYTHONPATH"] = PACKAGE + os.pathsep + e.get("PYTHONPATH", "")
     e["CTXLEAK_QUIET"] = "1"
@@ -142,14 +149,57 @@ def run_client(daemon, script, env=None, expect_rc=0):
     for k in ("CTXLEAK_BACKEND", "CTXLEAK_APP", "CTXLEAK_DISABLE"):
         e.pop(k, None)
     e.update(env or {})
-    p = subprocess.run([sys.executable, "-c", textwrap.dedent(script)],
-                       env=e, capture_output=True, text=True,
-                       timeout=TIMEOUT * 3)
+    return e
+
+
+def run_client(daemon, script, env=None, expect_rc=0):
+    """Run script (dedented) in a child python3 against daemon (None: no
+    daemon at all); returns the JSON the script printed as its last line
+    of stdout (None if none)."""
+    p = subprocess.run([sys.executable, "-c", dedent(script)],
+                       env=client_env(daemon, env), capture_output=True,
+                       text=True, timeout=TIMEOUT * 3)
     if p.returncode != expect_rc:
         raise AssertionError(f"client exited {p.returncode}:\n{p.stdout}"
                              f"\n{p.stderr}")
     lines = p.stdout.strip().splitlines()
     return json.loads(lines[-1]) if lines else None
+
+
+class Client:
+    """A client child the test steps through: the script calls step()
+    (defined for it) to print a line and wait for the test's go()."""
+
+    PRELUDE = ("import sys\n"
+               "def step(what):\n"
+               "    print(what, flush=True)\n"
+               "    sys.stdin.readline()\n")
+
+    def __init__(self, daemon, script, env=None):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", self.PRELUDE + dedent(script)],
+            env=client_env(daemon, env), stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def expect(self, what):
+        """Wait for the script's step(what)."""
+        line = self.proc.stdout.readline().strip()
+        if line != what:
+            self.proc.kill()
+            raise AssertionError(f"client said {line!r}, not {what!r}:\n"
+                                 + self.proc.stderr.read())
+
+    def go(self):
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def finish(self):
+        """Wait for the exit; returns the JSON of its last line."""
+        out, err = self.proc.communicate(timeout=TIMEOUT * 3)
+        if self.proc.returncode != 0:
+            raise AssertionError(f"client exited {self.proc.returncode}:"
+                                 f"\n{out}\n{err}")
+        return json.loads(out.strip().splitlines()[-1])
 
 
 # Ends a client script: shut down, then print stats() as JSON.
