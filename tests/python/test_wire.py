@@ -72,6 +72,33 @@ class TestDumps(unittest.TestCase):
             if size:
                 self.assertEqual(len(got), int(size.group(1)), heading)
 
+    def test_shipper_encoder_same_bytes(self):
+        """The shipper's cached encoder writes what the dumps show, on
+        first use and from its caches."""
+        tuples = {
+            "TAG user=alice": (_wire.TAG, T + 200, 4242, A, A, 1, "user",
+                               "alice"),
+            "BEGIN request A": (_wire.BEGIN, T + 100, 4242, A, 0, 1, 0,
+                                _wire.KIND_REQUEST, "GET /a"),
+            "END of A": (_wire.END, T + 9000, 4242, A, A, 1, A),
+            "EVENT db.done": (_wire.EVENT, T + 300, 4242, A, A, 1,
+                              "db.done", None),
+            "RESUME of A": (_wire.RESUME, T + 400, 4243, 0, A, 1),
+            "SUSPEND": (_wire.SUSPEND, T + 500, 4243, 0, A, 1),
+        }
+        d = dumps()
+        enc = _wire.Encoder()
+        for _ in range(2):
+            for heading, want in d.items():
+                key = case_of(heading)
+                if key in tuples:
+                    self.assertEqual(enc.record(tuples[key]).hex(" "),
+                                     want.hex(" "), heading)
+        # Small ts, cut and unhashable strings take the slow paths.
+        r = (_wire.TAG, 5, 1, 2, 3, 4, ["k"], "v" * 5000)
+        self.assertEqual(enc.record(r), _wire.tag(*r[1:]))
+        self.assertEqual(enc.truncated, 1)
+
     def test_receipt_dump(self):
         (want,) = [v for k, v in dumps().items() if k.startswith("RECEIPT")]
         self.assertEqual(_wire.parse_receipt(want), (300, 0, 6))

@@ -23,7 +23,7 @@ process the records stored plus the drops reported make the records
 produced.
 """
 
-import errno
+import operator
 import os
 import sys
 import time
@@ -43,6 +43,7 @@ WAKE_MIN_GAP = 1 * MS  # between batches woken by request ends
 SEND_CHUNK = 256 * 1024  # bytes offered to one send()
 HELLO = 0  # the item type of the HELLO in the outgoing list
 _RECORDS = (BEGIN, END, TAG, EVENT, RESUME, SUSPEND)
+_ts_of = operator.itemgetter(1)
 _MAX = (1 << 64) - 1
 
 
@@ -63,13 +64,13 @@ class Shipper:
         self.instance = _core._random64()  # the same on every connection
         self.sock = None
         # The outgoing bytes: items (type, bytes, ts or count), their
-        # concatenation `wire` from item `first` on, the end offset of
-        # each in `ends`, and `off`, the bytes of wire the kernel took.
+        # concatenation `wire`, `off`, the bytes of wire the kernel took,
+        # and `totals` of the items: (records, DROPPED counts, smallest
+        # ts of the records).
         self.items = []
         self.wire = b""
-        self.ends = []
-        self.first = 0
         self.off = 0
+        self.totals = (0, 0, _MAX)
         self.drops = 0  # known dropped, not yet in a DROPPED item
         self.drop_since = 0
         self.conn_sites = 0  # sites whose SITE went out on this connection
@@ -108,7 +109,7 @@ class Shipper:
         self.lost = 0  # records a killed daemon lost
         self.sent_bytes = 0
         self.connects = 0
-        self.truncated = 0
+        self.enc = _wire.Encoder()
         self.said_unreachable = False
         self._socket = _core._original("socket", "socket")
         self._select = _core._original("select", "select")
@@ -180,7 +181,7 @@ class Shipper:
             "sent_bytes": self.sent_bytes,
             "connects": self.connects,
             "connected": int(self.sock is not None and self.running),
-            "truncated": self.truncated,
+            "truncated": self.enc.truncated,
             "instance": self.instance,
         }
 
@@ -314,8 +315,7 @@ class Shipper:
         # The item the last connection broke in starts over here; the
         # SITEs of the cut batch are in the head now, and its HELLO was
         # that connection's.
-        rest = [it for it in self.items[self.first:]
-                if it[0] != SITE and it[0] != HELLO]
+        rest = [it for it in self.items if it[0] != SITE and it[0] != HELLO]
         self._set_items(head + rest)
         self._expect_receipt()
 
@@ -391,16 +391,17 @@ class Shipper:
 
     # ------------------------------------------------------ sending
 
-    def _set_items(self, items):
+    def _set_items(self, items, totals=None):
+        """items go out next; totals as self.totals, counted here when
+        not given."""
         self.items = items
-        self.wire = b"".join(it[1] for it in items)
-        self.ends = []
-        end = 0
-        for it in items:
-            end += len(it[1])
-            self.ends.append(end)
-        self.first = 0
+        self.wire = b"".join([it[1] for it in items])
         self.off = 0
+        if totals is None:
+            ts = [it[2] for it in items if it[0] in _RECORDS]
+            totals = (len(ts), sum(it[2] for it in items
+                                   if it[0] == DROPPED), min(ts, default=_MAX))
+        self.totals = totals
 
     def _pending(self):
         return self.off < len(self.wire)
@@ -410,18 +411,29 @@ class Shipper:
             self.drop_since = since
         self.drops += n
 
+    def _count(self, totals):
+        records, drops, since = totals
+        self.handed += records
+        self.drops_handed += drops
+        if since < self.since_conn:
+            self.since_conn = since
+
     def _count_sent(self):
-        """Counts the items the kernel took whole."""
-        while self.first < len(self.items) and \
-                self.ends[self.first] <= self.off:
-            kind, _, info = self.items[self.first]
-            if kind == DROPPED:
-                self.drops_handed += info
-            elif kind in _RECORDS:
-                self.handed += 1
-                if info < self.since_conn:
-                    self.since_conn = info
-            self.first += 1
+        """Counts the items the kernel took whole, and keeps the others:
+        the one a broken connection cut starts over."""
+        if not self._pending():
+            self._count(self.totals)
+            self._set_items([], (0, 0, _MAX))
+            return
+        end = 0
+        for i, it in enumerate(self.items):
+            end += len(it[1])
+            if end > self.off:
+                break
+        rest = self.items[i:]
+        self._set_items(self.items[:i])
+        self._count(self.totals)
+        self._set_items(rest)
 
     def _send(self):
         import socket as socket_mod
@@ -440,9 +452,8 @@ class Shipper:
             self.off += n
             self.sent_bytes += n
             self.last_progress = _mono()
-        self._count_sent()
         if not self._pending():
-            self._set_items([])
+            self._count_sent()
             self.backoff = BACKOFF_MIN
 
     # ------------------------------------------------------ batches
@@ -481,45 +492,25 @@ class Shipper:
                                                  self.drop_since),
                           self.drops))
             self.drops = 0
-        encode = self._encode
-        for r in recs:
-            items.append((r[0], encode(r), r[1]))
+        drops = items[-1][2] if items and items[-1][0] == DROPPED else 0
+        encode = self.enc.record
+        items += [(r[0], encode(r), r[1]) for r in recs]
         if w is not None and w > self.last_wm:
             items.append((WATERMARK, _wire.watermark(w, 0), 0))
             self.last_wm = w
-        self._set_items(items)
+        self._set_items(items, (n, drops, min(map(_ts_of, recs),
+                                              default=_MAX)))
         self.last_batch = now
         self.next_batch = now + self.interval
         if stopping:
             self.final_collected = True
-
-    def _encode(self, r):
-        kind = r[0]
-        if kind == TAG or kind == EVENT:
-            self._check_cut(r[6])
-            self._check_cut(r[7])
-            return (_wire.tag if kind == TAG else _wire.event)(*r[1:])
-        if kind == BEGIN:
-            self._check_cut(r[8])
-            return _wire.begin(*r[1:])
-        if kind == END:
-            return _wire.end(*r[1:])
-        if kind == RESUME:
-            return _wire.resume(*r[1:])
-        return _wire.suspend(*r[1:])
-
-    def _check_cut(self, s):
-        # A str of at most 1024 characters is at most 4096 bytes.
-        if s is not None and (not isinstance(s, str) or len(s) > 1024) \
-                and _wire.cut(s):
-            self.truncated += 1
 
     def _count_unsent(self):
         """The thread gave up, or records came after its last batch: what
         was never sent counts as dropped, so that the daemon's records
         plus the drops make the records produced."""
         self._count_sent()
-        n = sum(1 for it in self.items[self.first:] if it[0] in _RECORDS)
+        n = self.totals[0]
         q = _core._q
         taken = len(q)
         q.clear()

@@ -197,3 +197,75 @@ def parse_receipt(buf):
             except ValueError:
                 break
     return records, dropped_, pos
+
+
+# ------------------------------------------------- the shipper's encoder
+
+class Encoder:
+    """Encodes the records the calls queue, as tuples (type, ts, tid, ctx,
+    cause, site, ...the type's fields), into the bytes the per-type
+    functions above make.  The same values come back record after record
+    (the tid, the ctx of a request, a site, a tag key), so their encodings
+    are cached, up to CACHE_MAX each: this is what the shipping thread
+    spends its time on, with the GIL that the application wants too."""
+
+    CACHE_MAX = 4096
+
+    def __init__(self):
+        self.ints = {}  # int -> its encoding
+        self.strs = {}  # str -> its encoding (cut strings are not kept)
+        self.mids = {}  # (tid, ctx, cause, site) -> their encodings
+        self.truncated = 0  # strings cut to MAX_STRING
+
+    def _u(self, v):
+        b = self.ints.get(v)
+        if b is None:
+            if len(self.ints) >= self.CACHE_MAX:
+                self.ints.clear()
+            b = self.ints[v] = uint(v)
+        return b
+
+    def _s(self, s):
+        try:
+            b = self.strs.get(s)
+        except TypeError:  # unhashable: str() it
+            s = str(s)
+            b = self.strs.get(s)
+        if b is None:
+            b = string(s)
+            if s is not None and _utf8(s)[1]:
+                self.truncated += 1
+            elif len(b) <= 256:
+                if len(self.strs) >= self.CACHE_MAX:
+                    self.strs.clear()
+                self.strs[s] = b
+        return b
+
+    def record(self, r):
+        kind = r[0]
+        u = self._u
+        ts = r[1]
+        # tid, ctx, cause, site: one lookup for the four together.
+        key = r[2:6]
+        mid = self.mids.get(key)
+        if mid is None:
+            if len(self.mids) >= self.CACHE_MAX:
+                self.mids.clear()
+            mid = self.mids[key] = u(r[2]) + u(r[3]) + u(r[4]) + u(r[5])
+        head = (_HEADS[kind]
+                + (b"\xcf" + _U64.pack(ts) if ts > 0xFFFFFFFF else uint(ts))
+                + mid)
+        if kind == TAG or kind == EVENT:
+            return head + self._s(r[6]) + self._s(r[7])
+        if kind == BEGIN:
+            return head + u(r[6]) + u(r[7]) + self._s(r[8])
+        if kind == END:
+            return head + u(r[6])
+        return head  # RESUME, SUSPEND
+
+
+# fixarray header and type of each record type, by type.
+_HEADS = {SITE: b"\x99\x01", BEGIN: b"\x99\x02", END: b"\x97\x03",
+          TAG: b"\x98\x04", EVENT: b"\x98\x05", RESUME: b"\x96\x06",
+          SUSPEND: b"\x96\x07", DROPPED: b"\x98\x08",
+          WATERMARK: b"\x96\x09"}
