@@ -525,6 +525,9 @@ def init(socket=None, app=None, backend=None, observe=None, *,
     slow or away before they are dropped (and counted).  flush_interval:
     seconds between batches.
 
+    Under gevent, call it after monkey.patch_all(): the thread backend
+    then models the per-greenlet threading.local the service gets.
+
     Bad arguments raise ValueError or TypeError; nothing the daemon does
     ever raises."""
     global _on, _started, _backend, _reason, _observe, _slot, _limit

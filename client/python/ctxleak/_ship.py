@@ -204,7 +204,10 @@ class Shipper:
                     self.flush_done = req
                 if self._finished():
                     break
-                self._wait(now)
+                try:
+                    self._wait(now)
+                except Exception:
+                    self._disconnect(_mono())
         finally:
             self.running = False
             self.done.release()
