@@ -100,11 +100,11 @@ _scopes_lock = threading.Lock()  # eviction only
 _ids = itertools.count(1)
 _key = 0
 
-# Per OS thread (per greenlet under patch_all): the native thread id,
+# Per OS thread (gevent's patch_all() left aside): the native thread id,
 # cached because threading.get_native_id is a system call.
 _Tls = None
 _tls = None
-_native_id = threading.get_native_id
+_native_id = None
 
 
 def _mix64(x):
@@ -531,7 +531,7 @@ def init(socket=None, app=None, backend=None, observe=None, *,
     Bad arguments raise ValueError or TypeError; nothing the daemon does
     ever raises."""
     global _on, _started, _backend, _reason, _observe, _slot, _limit
-    global _ship, _key, _Tls, _tls
+    global _ship, _key, _Tls, _tls, _native_id
     if os.environ.get("CTXLEAK_DISABLE") == "1":
         return False
     backend, reason = _choose_backend(backend, observe)
@@ -553,6 +553,7 @@ def init(socket=None, app=None, backend=None, observe=None, *,
     _slot = type("ThreadSlot", (threading.local,), {"b": 0})()
     _Tls = _original("_thread", "_local")
     _tls = _Tls()
+    _native_id = _original("_thread", "get_native_id")
     _limit = max_buffered
     _key = _random64()
     _ship = ship_mod.Shipper(path, _app_name(app), backend, reason,
