@@ -39,7 +39,6 @@ import sys
 import threading
 import time
 
-from . import _wire
 from ._wire import (BEGIN, END, EVENT, KIND_CHILD, KIND_REQUEST, RESUME,
                     SUSPEND, TAG)
 

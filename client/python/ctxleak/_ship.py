@@ -25,6 +25,7 @@ produced.
 
 import operator
 import os
+import socket
 import sys
 import time
 
@@ -293,11 +294,10 @@ class Shipper:
             pass
 
     def _connect(self, now):
-        import socket as socket_mod
         try:
-            s = self._socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM |
-                             socket_mod.SOCK_NONBLOCK |
-                             socket_mod.SOCK_CLOEXEC)
+            s = self._socket(socket.AF_UNIX, socket.SOCK_STREAM |
+                             socket.SOCK_NONBLOCK |
+                             socket.SOCK_CLOEXEC)
         except OSError as e:
             self._retry_later(now, e)
             return
@@ -439,12 +439,11 @@ class Shipper:
         self._set_items(rest)
 
     def _send(self):
-        import socket as socket_mod
         view = memoryview(self.wire)
         while self.off < len(self.wire):
             try:
                 n = self.sock.send(view[self.off:self.off + SEND_CHUNK],
-                                   socket_mod.MSG_NOSIGNAL)
+                                   socket.MSG_NOSIGNAL)
             except InterruptedError:
                 continue
             except BlockingIOError:
