@@ -509,8 +509,8 @@ def _app_name(app):
     env = os.environ.get("CTXLEAK_APP")
     if env:
         return env
-    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] \
-        else "python"
+    argv = getattr(sys, "argv", None)  # embedded interpreters: none
+    return os.path.basename(argv[0]) if argv and argv[0] else "python"
 
 
 def init(socket=None, app=None, backend=None, observe=None, *,
@@ -565,7 +565,11 @@ def init(socket=None, app=None, backend=None, observe=None, *,
     _ship = ship_mod.Shipper(path, _app_name(app), backend, reason,
                              flush_interval)
     _on = True
-    _ship.start()
+    try:
+        _ship.start()
+    except RuntimeError:  # no thread to be had: stay off
+        _on = False
+        return False
     os.register_at_fork(after_in_child=_after_fork)
     atexit.register(shutdown)
     return True
@@ -618,7 +622,7 @@ def _after_fork():
     a connection of its own, new ctx numbers, none of the parent's
     records; its threads' truth stays as it was."""
     global _q, _drops, _drop_since, _drops_total, _key, _tls, _ship
-    global _drop_lock, _site_lock, _scopes_lock, _evicted
+    global _drop_lock, _site_lock, _scopes_lock, _evicted, _on
     if not _on:
         return
     _drop_lock = threading.Lock()
@@ -629,4 +633,7 @@ def _after_fork():
     _key = _random64()
     _tls = _Tls()
     _ship = _ship.forked()
-    _ship.start()
+    try:
+        _ship.start()
+    except RuntimeError:
+        _on = False

@@ -128,9 +128,15 @@ class Shipper:
     # ------------------------------------------------------ control
 
     def start(self):
+        """Starts the thread; RuntimeError when there is none to be had."""
         self.done.acquire()
         self.running = True
-        _core._original("_thread", "start_new_thread")(self._main, ())
+        try:
+            _core._original("_thread", "start_new_thread")(self._main, ())
+        except RuntimeError:
+            self.running = False
+            self.done.release()
+            raise
 
     def kick(self):
         try:
