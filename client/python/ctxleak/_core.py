@@ -59,6 +59,11 @@ def _original(module, name):
     return getattr(__import__(module), name)
 
 
+# Real locks, even when gevent patched threading before this import: the
+# shipper, an OS thread, takes them too, and no call blocks inside one.
+_lock = _original("_thread", "allocate_lock")
+
+
 # ------------------------------------------------------------ the truth
 
 # C: the true ctx of the execution context.
@@ -84,7 +89,7 @@ _limit = 65536  # records the deque holds before dropping
 _ship = None  # the _ship.Shipper
 
 # Drops are the slow path: a lock keeps count and since exact.
-_drop_lock = threading.Lock()
+_drop_lock = _lock()
 _drops = 0  # dropped at the limit, not yet taken by the shipper
 _drop_since = 0  # ts of the first of those
 _drops_total = 0  # dropped at the limit since init
@@ -94,7 +99,7 @@ _evicted = 0  # scopes forgotten at MAX_SCOPES
 # ctx -> (saved B, saved C, is a root).  "x is known" of DESIGN.md.
 MAX_SCOPES = 1 << 16
 _scopes = {}
-_scopes_lock = threading.Lock()  # eviction only
+_scopes_lock = _lock()  # eviction only
 
 # ctx numbers: a counter (next() is atomic under the GIL) mixed with a
 # per-process key into IDs unique in the process.
@@ -144,7 +149,7 @@ def _tid():
 _sites = {}
 _site_ids = {}  # (file, line, function) -> site ID
 site_table = []  # site ID - 1 -> (file, line, function); append-only
-_site_lock = threading.Lock()
+_site_lock = _lock()
 
 
 def _site(f):
@@ -625,9 +630,9 @@ def _after_fork():
     global _drop_lock, _site_lock, _scopes_lock, _evicted, _on
     if not _on:
         return
-    _drop_lock = threading.Lock()
-    _site_lock = threading.Lock()
-    _scopes_lock = threading.Lock()
+    _drop_lock = _lock()
+    _site_lock = _lock()
+    _scopes_lock = _lock()
     _q = collections.deque()
     _drops = _drop_since = _drops_total = _evicted = 0
     _key = _random64()
