@@ -8,6 +8,7 @@
  * or lock out the daemon's data.
  */
 #include <errno.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -24,7 +25,7 @@ const char *cli_db_default(char *buf, size_t len)
 	const char *home = getenv("HOME");
 
 	if (geteuid() == 0)
-		snprintf(buf, len, "/var/lib/ctxleak/ctxleak.db");
+		snprintf(buf, len, CLI_SYSTEM_DB);
 	else if (state && state[0] == '/')
 		snprintf(buf, len, "%s/ctxleak/ctxleak.db", state);
 	else
@@ -33,18 +34,73 @@ const char *cli_db_default(char *buf, size_t len)
 	return buf;
 }
 
+/* The database of a daemon run by hand as this user, or as the user who
+ * ran sudo, in buf; NULL when there is none. */
+static const char *user_db(char *buf, size_t len)
+{
+	const char *state = getenv("XDG_STATE_HOME");
+	const char *home = getenv("HOME");
+	const char *sudo = getenv("SUDO_USER");
+	struct passwd *pw = sudo && *sudo ? getpwnam(sudo) : NULL;
+	struct stat st;
+
+	if (state && state[0] == '/') {
+		snprintf(buf, len, "%s/ctxleak/ctxleak.db", state);
+		if (stat(buf, &st) == 0)
+			return buf;
+	}
+	if (home && home[0] == '/') {
+		snprintf(buf, len, "%s/.local/state/ctxleak/ctxleak.db", home);
+		if (stat(buf, &st) == 0)
+			return buf;
+	}
+	if (pw && pw->pw_dir) {
+		snprintf(buf, len, "%s/.local/state/ctxleak/ctxleak.db",
+			 pw->pw_dir);
+		if (stat(buf, &st) == 0)
+			return buf;
+	}
+	return NULL;
+}
+
+/* For root on the system database: " (a user daemon's database is at
+ * PATH: --db PATH)", or "". */
+static const char *user_db_hint(const char *path, char *buf, size_t len)
+{
+	char user[4096];
+
+	buf[0] = '\0';
+	if (geteuid() == 0 && strcmp(path, CLI_SYSTEM_DB) == 0 &&
+	    user_db(user, sizeof(user)))
+		snprintf(buf, len,
+			 "; as root this is the system daemon's database, but "
+			 "a daemon run by hand wrote %s: pass --db %s",
+			 user, user);
+	return buf;
+}
+
+void cli_db_say_where(const struct cli *c)
+{
+	char hint[10000];
+
+	fprintf(stderr, "ctxleak: read %s%s\n", c->db_path,
+		user_db_hint(c->db_path, hint, sizeof(hint)));
+}
+
 /* Missing and unreadable files, before SQLite turns them into less clear
  * errors (or, for a missing file, into an empty database). */
 static int check_file(const char *path)
 {
+	char hint[10000];
 	struct stat st;
 
 	if (stat(path, &st) < 0) {
 		if (errno == ENOENT)
 			return cli_error(CLI_EXIT_DB,
 					 "no database at %s (has ctxleakd run? "
-					 "use --db PATH)",
-					 path);
+					 "use --db PATH)%s",
+					 path,
+					 user_db_hint(path, hint, sizeof(hint)));
 		return cli_error(CLI_EXIT_DB, "cannot read %s: %s", path,
 				 strerror(errno));
 	}
@@ -206,6 +262,28 @@ void cli_db_close(struct cli *c)
 {
 	sqlite3_close(c->db);
 	c->db = NULL;
+}
+
+/* A BEGIN record names the request of any scope's ctx; a request row, its
+ * root's (all that --keep=leaky may have kept of a clean request). */
+int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t ctx)
+{
+	static const char sql[] =
+	    "SELECT request_id FROM records WHERE process_id = ?1 AND"
+	    " ctx = ?2 AND type = 'BEGIN' AND request_id IS NOT NULL"
+	    " UNION ALL SELECT id FROM requests WHERE process_id = ?1 AND"
+	    " ctx = ?2 LIMIT 1";
+	sqlite3_stmt *st;
+	int64_t id = 0;
+
+	if (ctx == 0 || sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
+		return 0;
+	sqlite3_bind_int64(st, 1, process_id);
+	sqlite3_bind_int64(st, 2, ctx);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		id = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return id;
 }
 
 sqlite3_stmt *cli_db_prepare(struct cli *c, const char *sql)
