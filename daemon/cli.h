@@ -241,6 +241,8 @@ void cli_json_kbool(struct cli_json *j, const char *key, int v);
 void cli_json_kctx(struct cli_json *j, const char *key, int64_t ctx);
 /* A wall-clock ns timestamp as RFC 3339; null when ns is 0. */
 void cli_json_kts(struct cli_json *j, const char *key, int64_t ns);
+/* A span of ns as a number of microseconds, exactly: "1.250" for 1250. */
+void cli_json_kusec(struct cli_json *j, const char *key, int64_t ns);
 /* A column as it is: null, integer, or string. */
 void cli_json_kcol(struct cli_json *j, const char *key, sqlite3_stmt *st,
 		   int col);

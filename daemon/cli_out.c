@@ -575,6 +575,14 @@ void cli_json_kts(struct cli_json *j, const char *key, int64_t ns)
 		      ns ? cli_time_rfc3339(ns, buf, sizeof(buf)) : NULL);
 }
 
+void cli_json_kusec(struct cli_json *j, const char *key, int64_t ns)
+{
+	cli_json_key(j, key);
+	before_value(j);
+	fprintf(j->out, "%s%" PRId64 ".%03" PRId64, ns < 0 ? "-" : "",
+		(ns < 0 ? -ns : ns) / 1000, (ns < 0 ? -ns : ns) % 1000);
+}
+
 void cli_json_kcol(struct cli_json *j, const char *key, sqlite3_stmt *st,
 		   int col)
 {

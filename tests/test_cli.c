@@ -1132,6 +1132,179 @@ START_TEST(test_root_hint)
 }
 END_TEST
 
+/* ------------------------------------------------------------ export */
+
+/* What the trace held, by the format's rules. */
+struct trace {
+	int scopes, marks, findings, processes;
+	long long finding_ids[16];
+	double a_dur; /* of the scope GET /a, in microseconds */
+};
+
+/* A JSON number (no string, no literal) as a double; Check fails on
+ * anything else. */
+static double number(const struct json *j, const char *key)
+{
+	char buf[64], *end;
+	const char *v = member(j, key, buf, sizeof(buf));
+	double d;
+
+	ck_assert_msg(v != NULL, "no \"%s\"", key);
+	ck_assert_msg(strchr("-0123456789", v[0]), "\"%s\" is %s", key, v);
+	d = strtod(v, &end);
+	ck_assert_msg(*end == '\0', "\"%s\" is %s", key, v);
+	return d;
+}
+
+static int is_int(const struct json *j, const char *key)
+{
+	char buf[64];
+	const char *v = member(j, key, buf, sizeof(buf));
+
+	return v && strspn(v, "-0123456789") == strlen(v);
+}
+
+/*
+ * One event, against the Trace Event Format: name and ph are strings,
+ * pid and tid integers; X and i have a number ts (microseconds, here
+ * since the earliest event: >= 0); X a dur >= 0; i a scope s of g, p or
+ * t; M (metadata) args with a name.
+ */
+static void check_event(const struct json *ev, struct trace *t)
+{
+	char ph[8], buf[8192], cat[32], args_text[8192];
+	struct json args;
+
+	ck_assert_ptr_nonnull(member(ev, "name", buf, sizeof(buf)));
+	ck_assert(buf[0] == '"');
+	ck_assert_ptr_nonnull(member(ev, "ph", ph, sizeof(ph)));
+	ck_assert(is_int(ev, "pid") && is_int(ev, "tid"));
+	ck_assert_ptr_nonnull(member(ev, "args", args_text, sizeof(args_text)));
+	json_line(&args, args_text, strlen(args_text));
+	if (!strcmp(ph, "\"M\"")) {
+		assert_member(ev, "name", "\"process_name\"");
+		ck_assert_ptr_nonnull(member(&args, "name", buf, sizeof(buf)));
+		t->processes++;
+		return;
+	}
+	ck_assert_msg(number(ev, "ts") >= 0, "ts < 0");
+	ck_assert_ptr_nonnull(member(ev, "cat", cat, sizeof(cat)));
+	if (!strcmp(ph, "\"X\"")) {
+		ck_assert_msg(number(ev, "dur") >= 0, "dur < 0");
+		assert_member(ev, "cat", "\"scope\"");
+		t->scopes++;
+		if (!strcmp(member(ev, "name", buf, sizeof(buf)), "\"GET /a\""))
+			t->a_dur = number(ev, "dur");
+		return;
+	}
+	ck_assert_msg(!strcmp(ph, "\"i\""), "ph %s", ph);
+	member(ev, "s", buf, sizeof(buf));
+	ck_assert_msg(strstr("\"g\" \"p\" \"t\"", buf), "s %s", buf);
+	if (!strcmp(cat, "\"record\"")) {
+		t->marks++;
+		return;
+	}
+	assert_member(ev, "cat", "\"finding\"");
+	ck_assert_ptr_nonnull(member(&args, "class", buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(member(&args, "fix", buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(member(&args, "detail", buf, sizeof(buf)));
+	ck_assert_int_lt(t->findings, 16);
+	t->finding_ids[t->findings++] = (long long)number(&args, "id");
+}
+
+/* Parses out, one JSON object whose traceEvents is an array of events,
+ * and checks each. */
+static void check_trace(const char *out, struct trace *t)
+{
+	static char events[1 << 20];
+	struct json top, el, ev;
+	const char *p;
+
+	memset(t, 0, sizeof(*t));
+	ck_assert_msg(count_lines(out) == 1, "%s", out);
+	json_line(&top, out, strlen(out) - 1);
+	assert_member(&top, "displayTimeUnit", "\"ns\"");
+	ck_assert_ptr_nonnull(member(&top, "otherData", events, 1024));
+	ck_assert_ptr_nonnull(strstr(events, "\"epoch\":\""));
+	ck_assert_ptr_nonnull(member(&top, "traceEvents", events, sizeof(events)));
+	ck_assert(events[0] == '[');
+	for (p = events + 1; *p != ']';) {
+		memset(&el, 0, sizeof(el));
+		el.p = p;
+		el.end = events + strlen(events);
+		ck_assert_int_eq(json_parse_value(&el), 0);
+		json_line(&ev, p, (size_t)(el.p - p));
+		check_event(&ev, t);
+		p = el.p;
+		if (*p == ',')
+			p++;
+	}
+}
+
+static int has_id(const struct trace *t, long long id)
+{
+	for (int i = 0; i < t->findings; i++)
+		if (t->finding_ids[i] == id)
+			return 1;
+	return 0;
+}
+
+START_TEST(test_export_chrome_trace)
+{
+	struct run r = cli("export", "--format", "chrome-trace");
+	struct trace t;
+	long long a_ns;
+
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	check_trace(r.out, &t);
+	ck_assert_int_eq(t.processes, 2);
+	ck_assert_int_eq(t.scopes, harness_query_int(&daemon_,
+						     "SELECT count(*) FROM "
+						     "records WHERE type = "
+						     "'BEGIN'"));
+	ck_assert_int_eq(t.marks, harness_query_int(&daemon_,
+						    "SELECT count(*) FROM "
+						    "records WHERE type IN "
+						    "('TAG', 'EVENT')"));
+	ck_assert_int_eq(t.findings, 7);
+	for (long long id = 1; id <= 7; id++)
+		ck_assert_msg(has_id(&t, id), "finding %lld missing", id);
+	/* Microseconds: GET /a (thread backend, the newer) lasted its
+	 * end_ts - begin_ts ns. */
+	a_ns = harness_query_int(&daemon_,
+				 "SELECT end_ts - begin_ts FROM requests WHERE"
+				 " name = 'GET /a' ORDER BY id DESC LIMIT 1");
+	ck_assert_msg((long long)(t.a_dur * 1000 + 0.5) == a_ns,
+		      "dur %f us for %lld ns", t.a_dur, a_ns);
+	run_free(&r);
+	/* A finding filter: its findings, and the scopes of the requests
+	 * they involve. */
+	r = cli("export", "--format", "chrome-trace", "--class", "bleed");
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	check_trace(r.out, &t);
+	ck_assert_int_eq(t.findings, 2);
+	ck_assert_int_eq(
+	    t.scopes,
+	    harness_query_int(&daemon_,
+			      "SELECT count(*) FROM records WHERE type ="
+			      " 'BEGIN' AND request_id IN (SELECT"
+			      " victim_request_id FROM leaks WHERE class ="
+			      " 'bleed' UNION SELECT source_request_id FROM"
+			      " leaks WHERE class = 'bleed')"));
+	run_free(&r);
+	/* Nothing selected: still a valid trace, and stderr says where. */
+	r = cli("export", "--format", "chrome-trace", "--since", "2099-01-01");
+	ck_assert_int_eq(r.status, 0);
+	check_trace(r.out, &t);
+	ck_assert_int_eq(t.scopes + t.findings + t.marks, 0);
+	ck_assert_ptr_nonnull(strstr(r.err, "ctxleak: read "));
+	run_free(&r);
+	ck_assert_int_eq(status_of(cli("export", "--format", "chrome-trace",
+				       "--fail-on", "stale")),
+			 1);
+}
+END_TEST
+
 /* ------------------------------------------------------------ colour */
 
 START_TEST(test_color)
@@ -1354,6 +1527,7 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_show_fix_hints);
 	tcase_add_test(tc, test_says_which_database);
 	tcase_add_test(tc, test_limit_max);
+	tcase_add_test(tc, test_export_chrome_trace);
 	suite_add_tcase(s, tc);
 
 	/* Its own case: it runs the CLI as another user, which tools that
