@@ -405,10 +405,11 @@ static int parse_filter_option(struct cli *c, int opt, char *arg)
 		return 0;
 	case OPT_FORMAT:
 		if (strcmp(arg, "chrome-trace") != 0)
-			return cli_error(CLI_EXIT_USAGE,
-					 "--format: unknown format '%s'; valid: "
-					 "chrome-trace",
-					 arg);
+			return cli_error(
+			    CLI_EXIT_USAGE,
+			    "--format: unknown format '%s'; valid: "
+			    "chrome-trace",
+			    arg);
 		c->format = arg;
 		return 0;
 	}

@@ -28,7 +28,7 @@ enum {
 	CLI_EXIT_OK = 0,
 	CLI_EXIT_MATCH = 1, /* --fail-on matched a finding */
 	CLI_EXIT_USAGE = 2,
-	CLI_EXIT_DB = 3, /* database missing, unreadable or not ours */
+	CLI_EXIT_DB = 3,	/* database missing, unreadable or not ours */
 	CLI_EXIT_NOT_FOUND = 4, /* show: no request matches */
 };
 
@@ -58,11 +58,11 @@ struct cli_filter {
 struct cli {
 	const char *db_path;
 	int json;
-	int wide; /* --wide: tables never cut to the screen */
-	int all;  /* show --all: RESUME/SUSPEND rows too */
+	int wide;	    /* --wide: tables never cut to the screen */
+	int all;	    /* show --all: RESUME/SUSPEND rows too */
 	const char *html;   /* show --html FILE: the picture's path */
 	const char *format; /* export --format */
-	unsigned fail_on; /* classes that make the exit code 1; 0: off */
+	unsigned fail_on;   /* classes that make the exit code 1; 0: off */
 	enum cli_color color_mode;
 	int color; /* resolved: emit escape codes */
 	struct cli_filter filter;

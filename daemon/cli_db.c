@@ -96,11 +96,11 @@ static int check_file(const char *path)
 
 	if (stat(path, &st) < 0) {
 		if (errno == ENOENT)
-			return cli_error(CLI_EXIT_DB,
-					 "no database at %s (has ctxleakd run? "
-					 "use --db PATH)%s",
-					 path,
-					 user_db_hint(path, hint, sizeof(hint)));
+			return cli_error(
+			    CLI_EXIT_DB,
+			    "no database at %s (has ctxleakd run? "
+			    "use --db PATH)%s",
+			    path, user_db_hint(path, hint, sizeof(hint)));
 		return cli_error(CLI_EXIT_DB, "cannot read %s: %s", path,
 				 strerror(errno));
 	}
@@ -276,7 +276,8 @@ int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t ctx)
 	sqlite3_stmt *st;
 	int64_t id = 0;
 
-	if (ctx == 0 || sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
+	if (ctx == 0 ||
+	    sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
 		return 0;
 	sqlite3_bind_int64(st, 1, process_id);
 	sqlite3_bind_int64(st, 2, ctx);

@@ -24,11 +24,11 @@
 
 /* Every query below is a printf format: %1$s the process conditions (on
  * p), %2$s the involved-requests condition (on b, or ""), %3$s the
- * findings' conditions (on l and p). */
+ * findings' conditions (on l and p).  A scope's END e is the first END of
+ * its ctx in its request after it. */
 #define SCOPES_FROM                                                            \
 	" FROM records b JOIN processes p ON p.id = b.process_id"              \
 	" LEFT JOIN requests r ON r.id = b.request_id"                         \
-	/* Its END: the first of its ctx in its request after it. */           \
 	" LEFT JOIN records e ON e.id = (SELECT min(x.id) FROM records x"      \
 	" WHERE x.request_id = b.request_id AND x.ctx = b.ctx AND"             \
 	" x.type = 'END' AND x.id > b.id)"                                     \
@@ -59,8 +59,19 @@ static const char bounds_sql[] =
     " UNION ALL SELECT l.ts, l.ts" FINDINGS_FROM ")";
 
 /* Scopes and marks share their columns. */
-enum { B_PID, B_TID, B_TS, B_TYPE, B_NAME, B_VALUE, B_CTX, B_REQ, B_REQ_NAME,
-       B_END, B_END_TID };
+enum {
+	B_PID,
+	B_TID,
+	B_TS,
+	B_TYPE,
+	B_NAME,
+	B_VALUE,
+	B_CTX,
+	B_REQ,
+	B_REQ_NAME,
+	B_END,
+	B_END_TID
+};
 
 static const char scopes_sql[] =
     "SELECT p.pid, b.tid, b.ts, b.type, b.name, b.value, b.ctx,"
@@ -70,9 +81,24 @@ static const char marks_sql[] =
     "SELECT p.pid, b.tid, b.ts, b.type, b.name, b.value, b.ctx,"
     " b.request_id, r.name, NULL, NULL" MARKS_FROM " ORDER BY b.ts, b.id";
 
-enum { F_ID, F_CLASS, F_TS, F_TID, F_PID, F_VICTIM, F_VICTIM_NAME, F_SOURCE,
-       F_SOURCE_NAME, F_RECORD, F_NAME, F_VALUE, F_DETAIL, F_PROCESS, F_FILE,
-       F_LINE };
+enum {
+	F_ID,
+	F_CLASS,
+	F_TS,
+	F_TID,
+	F_PID,
+	F_VICTIM,
+	F_VICTIM_NAME,
+	F_SOURCE,
+	F_SOURCE_NAME,
+	F_RECORD,
+	F_NAME,
+	F_VALUE,
+	F_DETAIL,
+	F_PROCESS,
+	F_FILE,
+	F_LINE
+};
 
 static const char findings_sql[] =
     "SELECT l.id, l.class, l.ts, l.tid, p.pid, l.victim_request_id,"
@@ -84,13 +110,14 @@ static const char processes_sql[] =
     "SELECT DISTINCT p.pid, p.app, p.backend FROM processes p WHERE 1%1$s"
     " ORDER BY p.pid";
 
-struct export {
+struct export
+{
 	struct cli *c;
 	struct cli_json *j;
-	char where[1024];     /* %3$s */
-	char process[256];    /* %1$s */
-	char involved[2600];  /* %2$s */
-	int64_t first, last;  /* wall-clock ns of the earliest and latest */
+	char where[1024];    /* %3$s */
+	char process[256];   /* %1$s */
+	char involved[2600]; /* %2$s */
+	int64_t first, last; /* wall-clock ns of the earliest and latest */
 };
 
 static sqlite3_stmt *prepare(struct export *x, const char *fmt)
@@ -173,8 +200,8 @@ static void mark_event(struct export *x, sqlite3_stmt *st)
 	cli_json_end(x->j);
 }
 
-static void request_member(struct export *x, const char *key,
-			   sqlite3_stmt *st, int col)
+static void request_member(struct export *x, const char *key, sqlite3_stmt *st,
+			   int col)
 {
 	char label[512], idkey[32];
 	int len;
@@ -216,12 +243,12 @@ static void finding_event(struct export *x, sqlite3_stmt *st)
 	snprintf(site, sizeof(site), "%s:%d", cli_db_str(st, F_FILE),
 		 sqlite3_column_int(st, F_LINE));
 	cli_json_kstr(x->j, "site", cli_db_str(st, F_FILE) ? site : NULL);
-	cli_json_kstr(x->j, "detail",
-		      cli_db_str(st, F_DETAIL)
-			  ? cli_detail(x->c, sqlite3_column_int64(st, F_PROCESS),
-				       cli_db_str(st, F_DETAIL), detail,
-				       sizeof(detail))
-			  : NULL);
+	cli_json_kstr(
+	    x->j, "detail",
+	    cli_db_str(st, F_DETAIL)
+		? cli_detail(x->c, sqlite3_column_int64(st, F_PROCESS),
+			     cli_db_str(st, F_DETAIL), detail, sizeof(detail))
+		: NULL);
 	cli_json_kstr(x->j, "fix", cli_class_fix(cls));
 	cli_json_end(x->j);
 	cli_json_end(x->j);

@@ -54,10 +54,10 @@ static const char *const palette[] = {
 /* A request drawn one by one. */
 struct hreq {
 	int64_t id;
-	char *name;	/* NULL: unnamed, or no row (not retired) */
-	int64_t begin;	/* ns; 0 when it has no row */
-	int victim;	/* findings of the shown request's with it as victim */
-	int source;	/* ...and as source */
+	char *name;    /* NULL: unnamed, or no row (not retired) */
+	int64_t begin; /* ns; 0 when it has no row */
+	int victim;    /* findings of the shown request's with it as victim */
+	int source;    /* ...and as source */
 	const char *color;
 };
 
@@ -67,8 +67,8 @@ struct hrec {
 	int64_t req;  /* request in truth; 0: none */
 	int64_t said; /* request the backend said; 0: none */
 	char *type, *name, *value, *leak;
-	int64_t end_ts;	 /* BEGIN: its END's ts, or 0 when none kept */
-	int depth;	 /* BEGIN: scopes of its request open around it */
+	int64_t end_ts; /* BEGIN: its END's ts, or 0 when none kept */
+	int depth;	/* BEGIN: scopes of its request open around it */
 };
 
 /* A finding of the shown request. */
@@ -81,8 +81,8 @@ struct hfind {
 /* A thread. */
 struct hlane {
 	int64_t tid;
-	int expanded;	   /* involved records ran on it */
-	int64_t *rows;	   /* request ids, one row each (0: no request) */
+	int expanded;  /* involved records ran on it */
+	int64_t *rows; /* request ids, one row each (0: no request) */
 	int nrows;
 	long others;	   /* records of requests not involved */
 	long other_reqs;   /* how many such requests */
@@ -231,8 +231,8 @@ static const char *req_name(struct page *pg, int64_t id)
 
 static const char reqs_sql[] =
     INVOLVED_CTE "SELECT inv.id, r.name, r.begin_ts FROM inv"
-    " LEFT JOIN requests r ON r.id = inv.id"
-    " ORDER BY inv.id <> ?1, r.begin_ts, inv.id";
+		 " LEFT JOIN requests r ON r.id = inv.id"
+		 " ORDER BY inv.id <> ?1, r.begin_ts, inv.id";
 
 /* The records drawn one by one: those of the involved requests, and
  * work of no request done under the shown one's context.  (Written as
@@ -241,8 +241,7 @@ static const char reqs_sql[] =
 	"(d.request_id IN (SELECT id FROM inv) OR (d.ctx_request_id = ?1"      \
 	" AND d.ctx_request_id IS NOT d.request_id))"
 
-static const char recs_sql[] =
-    INVOLVED_CTE
+static const char recs_sql[] = INVOLVED_CTE
     "SELECT d.id, d.ts, d.tid, d.ctx, d.other, d.request_id,"
     " d.ctx_request_id, d.type, d.name, d.value, d.leak, d.process_id"
     " FROM records d WHERE " DRAWN " ORDER BY d.ts, d.id";
@@ -257,17 +256,15 @@ static const char finds_sql[] =
 
 /* Every other record of the process in the window, by thread and time
  * column: what the picture counts instead of drawing. */
-static const char others_sql[] =
-    INVOLVED_CTE
+static const char others_sql[] = INVOLVED_CTE
     "SELECT d.tid, min(?5 - 1, (d.ts - ?3) * ?5 / (?4 - ?3 + 1)), count(*)"
     " FROM records d WHERE d.process_id = ?2 AND d.ts BETWEEN ?3 AND ?4"
     " AND NOT coalesce(" DRAWN ", 0) GROUP BY 1, 2";
 
 static const char other_reqs_sql[] =
-    INVOLVED_CTE
-    "SELECT d.tid, count(DISTINCT d.request_id) FROM records d"
-    " WHERE d.process_id = ?2 AND d.ts BETWEEN ?3 AND ?4"
-    " AND NOT coalesce(" DRAWN ", 0) GROUP BY 1";
+    INVOLVED_CTE "SELECT d.tid, count(DISTINCT d.request_id) FROM records d"
+		 " WHERE d.process_id = ?2 AND d.ts BETWEEN ?3 AND ?4"
+		 " AND NOT coalesce(" DRAWN ", 0) GROUP BY 1";
 
 static sqlite3_stmt *query(struct page *pg, const char *sql)
 {
@@ -395,7 +392,8 @@ static void pair_scopes(struct page *pg)
 		for (int k = i + 1; k < pg->nrecs; k++) {
 			struct hrec *e = &pg->recs[k];
 
-			if (is(e, "END") && e->ctx == b->ctx && e->req == b->req) {
+			if (is(e, "END") && e->ctx == b->ctx &&
+			    e->req == b->req) {
 				b->end_ts = e->ts;
 				break;
 			}
@@ -487,7 +485,8 @@ static double x_of(const struct page *pg, int64_t ts)
 			break;
 		x += (double)(pg->breaks[i].from - at) * pg->scale;
 		if (ts < pg->breaks[i].to)
-			return x + BREAK_PX * (double)(ts - pg->breaks[i].from) /
+			return x + BREAK_PX *
+				       (double)(ts - pg->breaks[i].from) /
 				       (double)(pg->breaks[i].to -
 						pg->breaks[i].from);
 		x += BREAK_PX;
@@ -524,9 +523,9 @@ static void find_breaks(struct page *pg)
 			cut += t[i + 1] - t[i];
 		}
 	free(t);
-	pg->scale = (double)(pg->plot_w - pg->nbreaks * BREAK_PX) /
-		    (double)(pg->t1 - pg->t0 - cut > 0 ? pg->t1 - pg->t0 - cut
-						       : 1);
+	pg->scale =
+	    (double)(pg->plot_w - pg->nbreaks * BREAK_PX) /
+	    (double)(pg->t1 - pg->t0 - cut > 0 ? pg->t1 - pg->t0 - cut : 1);
 }
 
 static int load_others(struct page *pg)
@@ -541,8 +540,9 @@ static int load_others(struct page *pg)
 		int64_t slice = sqlite3_column_int64(st, 1);
 		int n = sqlite3_column_int(st, 2);
 		/* The slice's middle, placed as the axis places it. */
-		double x = x_of(pg, pg->t0 + (int64_t)((slice + 0.5) *
-						       (pg->t1 - pg->t0) / FINE));
+		double x =
+		    x_of(pg, pg->t0 + (int64_t)((slice + 0.5) *
+						(pg->t1 - pg->t0) / FINE));
 		int b = (int)((x - LABEL_W) * BUCKETS / pg->plot_w);
 
 		l->hist[b < 0 ? 0 : b >= BUCKETS ? BUCKETS - 1 : b] += n;
@@ -657,8 +657,9 @@ static void strip(struct page *pg, const struct hlane *l, int y)
 
 	for (int b = 0; b < BUCKETS; b++)
 		max = l->hist[b] > max ? l->hist[b] : max;
-	fprintf(out, "<g class=\"others\"><title>%ld records of %ld requests "
-		     "not involved</title>",
+	fprintf(out,
+		"<g class=\"others\"><title>%ld records of %ld requests "
+		"not involved</title>",
 		l->others, l->other_reqs);
 	for (int b = 0; b < BUCKETS; b++) {
 		if (l->hist[b] == 0)
@@ -770,8 +771,9 @@ static void row_label(struct page *pg, int64_t req, int y)
 	fprintf(out,
 		"<text class=\"rowlabel%s%s\" data-req=\"%" PRId64 "\" x=\"8\" "
 		"y=\"%d\" fill=\"%s\">",
-		q && q->victim ? " victim" : "", q && q->source ? " source" : "",
-		req, y + ROW_H / 2 + 4, color_of(pg, req));
+		q && q->victim ? " victim" : "",
+		q && q->source ? " source" : "", req, y + ROW_H / 2 + 4,
+		color_of(pg, req));
 	html_req(out, req, q ? q->name : NULL);
 	if (q && q->victim)
 		fputs(" \xc2\xb7 victim", out);
@@ -867,9 +869,10 @@ static void flags(struct page *pg)
 			"<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\"/>"
 			"<polygon points=\"%.1f,%d %.1f,%d %.1f,%d\"/>"
 			"<text x=\"%.1f\" y=\"%d\">%s</text></a>\n",
-			x, y - 2 - 9 * lift, x, y + ROW_H, x - 5, y - 8 - 9 * lift,
-			x + 5, y - 8 - 9 * lift, x, y - 1 - 9 * lift, x + 6,
-			y - 2 - 9 * lift, f->cls ? f->cls : "?");
+			x, y - 2 - 9 * lift, x, y + ROW_H, x - 5,
+			y - 8 - 9 * lift, x + 5, y - 8 - 9 * lift, x,
+			y - 1 - 9 * lift, x + 6, y - 2 - 9 * lift,
+			f->cls ? f->cls : "?");
 	}
 }
 
@@ -885,10 +888,10 @@ static int layout(struct page *pg)
 			if (l->expanded != pass)
 				continue;
 			l->y = y;
-			l->h = l->expanded ? LANE_HEAD_H + l->nrows * ROW_H +
-						 (l->others ? STRIP_H + 4 : 0) +
-						 8
-					   : FOLDED_H;
+			l->h = l->expanded
+				   ? LANE_HEAD_H + l->nrows * ROW_H +
+					 (l->others ? STRIP_H + 4 : 0) + 8
+				   : FOLDED_H;
 			y += l->h;
 		}
 	return y + 10;
@@ -1040,12 +1043,13 @@ static void evidence(struct page *pg)
 		const struct hfind *f = &pg->finds[i];
 
 		fprintf(out,
-			"<tr class=\"evidence\" id=\"f%" PRId64 "\"><td>%" PRId64
-			"</td><td>",
+			"<tr class=\"evidence\" id=\"f%" PRId64
+			"\"><td>%" PRId64 "</td><td>",
 			f->id, f->id);
 		html_at(pg, f->ts);
-		fprintf(out, "</td><td class=\"cls\">%s</td><td>%" PRId64
-			     "</td><td>",
+		fprintf(out,
+			"</td><td class=\"cls\">%s</td><td>%" PRId64
+			"</td><td>",
 			f->cls ? f->cls : "?", f->tid);
 		html_req(out, f->victim, f->victim_name);
 		fputs("</td><td>", out);
@@ -1104,10 +1108,11 @@ static void head(struct page *pg)
 			"summarised as grey strips",
 			others);
 	if (folded)
-		fprintf(out,
-			", %d threads where only they ran folded to one line "
-			"each (<button id=\"toggle-folded\">show/hide</button>)",
-			folded);
+		fprintf(
+		    out,
+		    ", %d threads where only they ran folded to one line "
+		    "each (<button id=\"toggle-folded\">show/hide</button>)",
+		    folded);
 	fputs(".<br>Database ", out);
 	html(out, pg->c->db_path);
 	fprintf(out, ", read %s.</p>\n",

@@ -311,7 +311,8 @@ struct section {
 	int (*table_row)(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
 			 const struct shown *r);
 	/* Without cols: prints the row as a paragraph of its own. */
-	void (*text_row)(struct cli *c, sqlite3_stmt *st, const struct shown *r);
+	void (*text_row)(struct cli *c, sqlite3_stmt *st,
+			 const struct shown *r);
 	const char *empty;  /* said in a table when there are no rows */
 	const char *folded; /* printf format of the note on folded rows */
 };
@@ -562,8 +563,8 @@ static void held_cell(struct cli *c, struct cli_table *t, sqlite3_stmt *st)
 		return;
 	}
 	if (held == 0)
-		held = cli_db_ctx_request(c, sqlite3_column_int64(st, R_PROCESS),
-					  cur);
+		held = cli_db_ctx_request(
+		    c, sqlite3_column_int64(st, R_PROCESS), cur);
 	if (held == 0) {
 		cli_table_cell_styled(t, CLI_STYLE_RED,
 				      cli_ctx_str(cur, buf, sizeof(buf)));
@@ -672,20 +673,19 @@ static void finding_json(struct cli_json *j, sqlite3_stmt *st,
 	cli_json_kcol(j, "source_name", st, F_SOURCE_NAME);
 	cli_json_kcol(j, "record", st, F_RECORD);
 	cli_json_kcol(j, "name", st, F_NAME);
-	cli_json_kstr(j, "detail",
-		      cli_db_str(st, F_DETAIL)
-			  ? cli_detail(r->c, sqlite3_column_int64(st, F_PROCESS),
-				       cli_db_str(st, F_DETAIL), detail,
-				       sizeof(detail))
-			  : NULL);
+	cli_json_kstr(
+	    j, "detail",
+	    cli_db_str(st, F_DETAIL)
+		? cli_detail(r->c, sqlite3_column_int64(st, F_PROCESS),
+			     cli_db_str(st, F_DETAIL), detail, sizeof(detail))
+		: NULL);
 	cli_json_kstr(j, "fix", cli_class_fix(cli_db_str(st, F_CLASS)));
 	cli_json_end(j);
 }
 
 /* A paragraph each, not a table row: the detail and the fix are
  * sentences, which a table would cut. */
-static void finding_text(struct cli *c, sqlite3_stmt *st,
-			 const struct shown *r)
+static void finding_text(struct cli *c, sqlite3_stmt *st, const struct shown *r)
 {
 	int victim = sqlite3_column_int64(st, F_VICTIM) == r->id;
 	const char *cls = cli_db_str(st, F_CLASS);

@@ -143,7 +143,6 @@ struct run run_env(const char *const *env, ...)
 	return run_argv(env, argv, 0);
 }
 
-
 /* The CLI with stdout on a pseudo-terminal; returns what it wrote. */
 char *run_on_tty(const char *const *env, const char *db, const char *cmd)
 {
@@ -386,8 +385,7 @@ void json_line(struct json *j, const char *line, size_t len)
 
 /* The raw JSON text of a top-level member, NUL-terminated in buf; NULL
  * when absent. */
-const char *member(const struct json *j, const char *key, char *buf,
-			  size_t len)
+const char *member(const struct json *j, const char *key, char *buf, size_t len)
 {
 	for (int i = 0; i < j->ntop; i++) {
 		const struct member *m = &j->top[i];
@@ -402,9 +400,8 @@ const char *member(const struct json *j, const char *key, char *buf,
 }
 
 /* Calls fn on every line of out, each a JSON object; returns the count. */
-int each_json_line(const char *out,
-			  void (*fn)(const struct json *j, void *arg),
-			  void *arg)
+int each_json_line(const char *out, void (*fn)(const struct json *j, void *arg),
+		   void *arg)
 {
 	struct json j;
 	int n = 0;
@@ -422,8 +419,7 @@ int each_json_line(const char *out,
 	return n;
 }
 
-void assert_member(const struct json *j, const char *key,
-			  const char *want)
+void assert_member(const struct json *j, const char *key, const char *want)
 {
 	char buf[4096];
 	const char *v = member(j, key, buf, sizeof(buf));
@@ -432,7 +428,6 @@ void assert_member(const struct json *j, const char *key,
 	ck_assert_msg(strcmp(v, want) == 0, "\"%s\" is %s, not %s", key, v,
 		      want);
 }
-
 
 int count_lines(const char *s)
 {

@@ -633,8 +633,8 @@ START_TEST(test_impossible_dates)
 	    "2026-02-30T00:00:00Z", "2026-02-29", "2100-02-29",
 	    "2026-04-31T12:00:00Z", "2026-06-31",
 	};
-	static const char *const good[] = {"2024-02-29T00:00:00Z",
-					   "2000-02-29", "2026-12-31"};
+	static const char *const good[] = {"2024-02-29T00:00:00Z", "2000-02-29",
+					   "2026-12-31"};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		ck_assert_msg(status_of(run("leaks", "--since", bad[i])) == 2,
@@ -875,8 +875,8 @@ static long long request_id(const char *name)
 }
 
 /* The table row of show's timeline that starts with record on one line. */
-static const char *timeline_row(const char *out, const char *record,
-				char *buf, size_t len)
+static const char *timeline_row(const char *out, const char *record, char *buf,
+				size_t len)
 {
 	const char *p = strstr(out, "\ntimeline\n");
 
@@ -939,7 +939,7 @@ END_TEST
 START_TEST(test_ctx_never_hex)
 {
 	static const char *const args[][4] = {
-	    {"show", "GET /a", NULL},	      {"show", "GET /b", NULL},
+	    {"show", "GET /a", NULL},		{"show", "GET /b", NULL},
 	    {"show", "--json", "GET /a", NULL}, {"leaks", "--json", NULL},
 	    {"leaks", "--wide", NULL},
 	};
@@ -1015,9 +1015,8 @@ START_TEST(test_show_folds_resume)
 	ck_assert_int_gt(wraps, 0);
 	run_free(&r);
 	r = cli("--wide", "show", "GET /a");
-	ck_assert_int_eq(lines_with(r.out, "  RESUME") +
-			     lines_with(r.out, "  SUSPEND"),
-			 0);
+	ck_assert_int_eq(
+	    lines_with(r.out, "  RESUME") + lines_with(r.out, "  SUSPEND"), 0);
 	snprintf(note, sizeof(note),
 		 "(%d RESUME/SUSPEND rows without a finding folded: --all "
 		 "shows them)",
@@ -1079,12 +1078,10 @@ START_TEST(test_limit_max)
 	ck_assert_int_eq(json_count(cli("leaks", "--json", "--limit",
 					"9223372036854775807")),
 			 7);
-	ck_assert_int_eq(status_of(cli("leaks", "--limit",
-				       "9223372036854775807")),
-			 0);
-	ck_assert_int_eq(status_of(cli("leaks", "--limit",
-				       "9223372036854775808")),
-			 2);
+	ck_assert_int_eq(
+	    status_of(cli("leaks", "--limit", "9223372036854775807")), 0);
+	ck_assert_int_eq(
+	    status_of(cli("leaks", "--limit", "9223372036854775808")), 2);
 }
 END_TEST
 
@@ -1114,9 +1111,8 @@ START_TEST(test_root_hint)
 	snprintf(want, sizeof(want), "pass --db %s\n", path);
 	/* No --db: the system database, which may or may not exist here. */
 	r = run_env(env, "show", "no such request", NULL);
-	ck_assert_msg(r.status == (access("/var/lib/ctxleak/ctxleak.db", F_OK)
-					   ? 3
-					   : 4),
+	ck_assert_msg(r.status ==
+			  (access("/var/lib/ctxleak/ctxleak.db", F_OK) ? 3 : 4),
 		      "exit %d: %s", r.status, r.err);
 	ck_assert_msg(strstr(r.err, "/var/lib/ctxleak/ctxleak.db") &&
 			  strstr(r.err, want),
@@ -1226,7 +1222,8 @@ static void check_trace(const char *out, struct trace *t)
 	assert_member(&top, "displayTimeUnit", "\"ns\"");
 	ck_assert_ptr_nonnull(member(&top, "otherData", events, 1024));
 	ck_assert_ptr_nonnull(strstr(events, "\"epoch\":\""));
-	ck_assert_ptr_nonnull(member(&top, "traceEvents", events, sizeof(events)));
+	ck_assert_ptr_nonnull(
+	    member(&top, "traceEvents", events, sizeof(events)));
 	ck_assert(events[0] == '[');
 	for (p = events + 1; *p != ']';) {
 		memset(&el, 0, sizeof(el));
@@ -1258,14 +1255,14 @@ START_TEST(test_export_chrome_trace)
 	ck_assert_msg(r.status == 0, "%s", r.err);
 	check_trace(r.out, &t);
 	ck_assert_int_eq(t.processes, 2);
-	ck_assert_int_eq(t.scopes, harness_query_int(&daemon_,
-						     "SELECT count(*) FROM "
+	ck_assert_int_eq(t.scopes,
+			 harness_query_int(&daemon_, "SELECT count(*) FROM "
 						     "records WHERE type = "
 						     "'BEGIN'"));
-	ck_assert_int_eq(t.marks, harness_query_int(&daemon_,
-						    "SELECT count(*) FROM "
-						    "records WHERE type IN "
-						    "('TAG', 'EVENT')"));
+	ck_assert_int_eq(t.marks,
+			 harness_query_int(&daemon_, "SELECT count(*) FROM "
+						     "records WHERE type IN "
+						     "('TAG', 'EVENT')"));
 	ck_assert_int_eq(t.findings, 7);
 	for (long long id = 1; id <= 7; id++)
 		ck_assert_msg(has_id(&t, id), "finding %lld missing", id);

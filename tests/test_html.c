@@ -129,8 +129,8 @@ static int chromium(const char *file, char **dom, char **log)
 
 	snprintf(url, sizeof(url), "file://%s", file);
 	/* A fresh profile each time: nothing carried over. */
-	snprintf(profile, sizeof(profile), "--user-data-dir=%s/profile-%d",
-		 dir, rand());
+	snprintf(profile, sizeof(profile), "--user-data-dir=%s/profile-%d", dir,
+		 rand());
 	snprintf(out, sizeof(out), "%s/dom.html", dir);
 	snprintf(err, sizeof(err), "%s/chromium.log", dir);
 	pid = fork();
@@ -166,9 +166,8 @@ static void assert_no_console_error(const char *log)
 
 		while (bol > log && bol[-1] != '\n')
 			bol--;
-		ck_assert_msg(strncmp(p - 4, "INFO", 4) == 0,
-			      "console: %.*s", (int)(strchrnul(p, '\n') - bol),
-			      bol);
+		ck_assert_msg(strncmp(p - 4, "INFO", 4) == 0, "console: %.*s",
+			      (int)(strchrnul(p, '\n') - bol), bol);
 	}
 	ck_assert_msg(strstr(log, "Uncaught") == NULL, "%s", log);
 }
@@ -273,8 +272,10 @@ START_TEST(test_html_in_chromium)
 	assert_no_console_error(log);
 	/* The script ran to its end and said so on the console. */
 	ck_assert_msg(strstr(dom, "data-ready=\"1\""), "%s", dom);
-	snprintf(want, sizeof(want), "ctxleak: timeline drawn: %lld lanes, "
-		 "%lld findings", tids, findings);
+	snprintf(want, sizeof(want),
+		 "ctxleak: timeline drawn: %lld lanes, "
+		 "%lld findings",
+		 tids, findings);
 	ck_assert_msg(strstr(log, want), "%s", log);
 	ck_assert_int_eq(count(dom, "<g class=\"lane expanded\""), drawn_tids);
 	ck_assert_int_eq(count(dom, "<g class=\"lane collapsed\""),
@@ -286,12 +287,12 @@ START_TEST(test_html_in_chromium)
 	ck_assert_int_eq(count(dom, "<tr class=\"evidence\""), findings);
 	ck_assert_int_eq(count(dom, "<a class=\"finding overlap\""), 1);
 	/* Each flag's link lands on its row, which has the fix. */
-	for (const char *p = dom; (p = strstr(p, "<a class=\"finding "));
-	     p++) {
+	for (const char *p = dom; (p = strstr(p, "<a class=\"finding ")); p++) {
 		const char *href = strstr(p, "href=\"#f");
 
 		ck_assert_ptr_nonnull(href);
-		snprintf(want, sizeof(want), "<tr class=\"evidence\" id=\"f%lld\"",
+		snprintf(want, sizeof(want),
+			 "<tr class=\"evidence\" id=\"f%lld\"",
 			 atoll(href + strlen("href=\"#f")));
 		ck_assert_msg(strstr(dom, want), "no %s", want);
 	}
