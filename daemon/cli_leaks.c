@@ -97,13 +97,14 @@ static void json_leak(struct cli *c, struct cli_json *j, sqlite3_stmt *st)
 	else if (record && !strcmp(record, "END"))
 		cli_json_kctx(j, "cur", sqlite3_column_int64(st, L_OTHER));
 	cli_json_kstr(j, "site", site_str(st, site, sizeof(site)));
+	/* "detail" stays last: scripts take it to the end of the line. */
+	cli_json_kstr(j, "fix", cli_class_fix(cli_db_str(st, L_CLASS)));
 	cli_json_kstr(j, "detail",
 		      cli_db_str(st, L_DETAIL)
 			  ? cli_detail(c, sqlite3_column_int64(st, L_PROCESS),
 				       cli_db_str(st, L_DETAIL), detail,
 				       sizeof(detail))
 			  : NULL);
-	cli_json_kstr(j, "fix", cli_class_fix(cli_db_str(st, L_CLASS)));
 	cli_json_end(j);
 }
 
