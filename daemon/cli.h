@@ -70,6 +70,15 @@ struct cli {
 	char **args;
 	sqlite3 *db;
 	FILE *out;
+	struct cli_root *roots; /* every request's root ctx, sorted, once
+				   cli_db_ctx_request needs them */
+	size_t nroots;
+	int roots_loaded;
+};
+
+/* A request's root ctx in its process. */
+struct cli_root {
+	int64_t process, ctx, id;
 };
 
 /* ------------------------------------------------------------ cli.c */
@@ -119,9 +128,11 @@ int cli_db_open(struct cli *c);
  * database read, and, for root on the system database, the user's own
  * database when there is one (a daemon run by hand writes there). */
 void cli_db_say_where(const struct cli *c);
-/* The request a ctx (root or child scope) of a process belongs to, from
- * the records and requests the daemon kept; 0 when unknown. */
-int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t ctx);
+/* The request a ctx of a process belongs to: a scope of request hint
+ * (looked up by index), or any request's root; 0 when neither.  Other
+ * requests' child scopes are not searched: no index leads to them. */
+int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t hint,
+			   int64_t ctx);
 void cli_db_close(struct cli *c);
 /* Prepares sql; a failure (a schema we do not know) is reported on stderr
  * and gives NULL. */
@@ -195,10 +206,11 @@ void cli_print_wrapped(const struct cli *c, enum cli_style style, int indent,
 		       const char *s);
 
 /* A finding's detail as the CLI shows it: each hex ctx the daemon wrote
- * ("ctx 0x2a") given as the request it belongs to ("#12"), or in decimal
- * as every other ctx is, in buf. */
-char *cli_detail(struct cli *c, int64_t process_id, const char *detail,
-		 char *buf, size_t len);
+ * ("ctx 0x2a") given as the request it belongs to ("#12", as
+ * cli_db_ctx_request finds it with the victim as hint), or in decimal as
+ * every other ctx is, in buf. */
+char *cli_detail(struct cli *c, int64_t process_id, int64_t victim,
+		 const char *detail, char *buf, size_t len);
 
 /* The columns a table may use: --wide none, else COLUMNS, else the
  * terminal's width, else 80. */

@@ -262,29 +262,74 @@ void cli_db_close(struct cli *c)
 {
 	sqlite3_close(c->db);
 	c->db = NULL;
+	free(c->roots);
+	c->roots = NULL;
+	c->nroots = 0;
+	c->roots_loaded = 0;
 }
 
-/* A BEGIN record names the request of any scope's ctx; a request row, its
- * root's (all that --keep=leaky may have kept of a clean request). */
-int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t ctx)
+static int cmp_root(const void *a, const void *b)
 {
-	static const char sql[] =
-	    "SELECT request_id FROM records WHERE process_id = ?1 AND"
-	    " ctx = ?2 AND type = 'BEGIN' AND request_id IS NOT NULL"
-	    " UNION ALL SELECT id FROM requests WHERE process_id = ?1 AND"
-	    " ctx = ?2 LIMIT 1";
-	sqlite3_stmt *st;
-	int64_t id = 0;
+	const struct cli_root *x = a, *y = b;
 
-	if (ctx == 0 ||
-	    sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK)
-		return 0;
-	sqlite3_bind_int64(st, 1, process_id);
-	sqlite3_bind_int64(st, 2, ctx);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		id = sqlite3_column_int64(st, 0);
+	if (x->process != y->process)
+		return x->process < y->process ? -1 : 1;
+	return x->ctx < y->ctx ? -1 : x->ctx > y->ctx;
+}
+
+/* One scan of requests, sorted for bsearch: a lookup per finding would
+ * scan it (no index on ctx) once each. */
+static void load_roots(struct cli *c)
+{
+	sqlite3_stmt *st;
+	size_t cap = 0;
+
+	c->roots_loaded = 1;
+	if (sqlite3_prepare_v2(c->db,
+			       "SELECT process_id, ctx, id FROM requests", -1,
+			       &st, NULL) != SQLITE_OK)
+		return;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		if (c->nroots == cap) {
+			cap = cap ? 2 * cap : 1024;
+			c->roots = realloc(c->roots, cap * sizeof(*c->roots));
+			if (c->roots == NULL)
+				abort();
+		}
+		c->roots[c->nroots].process = sqlite3_column_int64(st, 0);
+		c->roots[c->nroots].ctx = sqlite3_column_int64(st, 1);
+		c->roots[c->nroots++].id = sqlite3_column_int64(st, 2);
+	}
 	sqlite3_finalize(st);
-	return id;
+	qsort(c->roots, c->nroots, sizeof(*c->roots), cmp_root);
+}
+
+int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t hint,
+			   int64_t ctx)
+{
+	static const char sql[] = "SELECT 1 FROM records WHERE request_id = ?1"
+				  " AND ctx = ?2 AND type = 'BEGIN'";
+	struct cli_root key = {process_id, ctx, 0}, *found;
+	sqlite3_stmt *st;
+	int mine = 0;
+
+	if (ctx == 0)
+		return 0;
+	if (hint &&
+	    sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_int64(st, 1, hint);
+		sqlite3_bind_int64(st, 2, ctx);
+		mine = sqlite3_step(st) == SQLITE_ROW;
+		sqlite3_finalize(st);
+		if (mine)
+			return hint;
+	}
+	if (!c->roots_loaded)
+		load_roots(c);
+	found = c->nroots ? bsearch(&key, c->roots, c->nroots,
+				    sizeof(*c->roots), cmp_root)
+			  : NULL;
+	return found ? found->id : 0;
 }
 
 sqlite3_stmt *cli_db_prepare(struct cli *c, const char *sql)

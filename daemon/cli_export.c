@@ -247,6 +247,7 @@ static void finding_event(struct export *x, sqlite3_stmt *st)
 	    x->j, "detail",
 	    cli_db_str(st, F_DETAIL)
 		? cli_detail(x->c, sqlite3_column_int64(st, F_PROCESS),
+			     sqlite3_column_int64(st, F_VICTIM),
 			     cli_db_str(st, F_DETAIL), detail, sizeof(detail))
 		: NULL);
 	cli_json_kstr(x->j, "fix", cli_class_fix(cls));

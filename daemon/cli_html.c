@@ -1066,8 +1066,8 @@ static void evidence(struct page *pg)
 		}
 		fputs("</td><td>", out);
 		if (f->detail)
-			html(out, cli_detail(pg->c, f->process, f->detail, buf,
-					     sizeof(buf)));
+			html(out, cli_detail(pg->c, f->process, f->victim,
+					     f->detail, buf, sizeof(buf)));
 		fputs("</td><td class=\"fix\">", out);
 		html(out, cli_class_fix(f->cls));
 		fputs("</td></tr>\n", out);

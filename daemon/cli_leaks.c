@@ -102,6 +102,7 @@ static void json_leak(struct cli *c, struct cli_json *j, sqlite3_stmt *st)
 	cli_json_kstr(j, "detail",
 		      cli_db_str(st, L_DETAIL)
 			  ? cli_detail(c, sqlite3_column_int64(st, L_PROCESS),
+				       sqlite3_column_int64(st, L_VICTIM_ID),
 				       cli_db_str(st, L_DETAIL), detail,
 				       sizeof(detail))
 			  : NULL);

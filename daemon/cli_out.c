@@ -175,8 +175,8 @@ static int hex_ctx_at(const char *detail, const char *p)
 	       (p - detail >= 8 && !strncmp(p - 8, "ctx was ", 8));
 }
 
-char *cli_detail(struct cli *c, int64_t process_id, const char *detail,
-		 char *buf, size_t len)
+char *cli_detail(struct cli *c, int64_t process_id, int64_t victim,
+		 const char *detail, char *buf, size_t len)
 {
 	size_t n = 0;
 	const char *p = detail;
@@ -193,7 +193,7 @@ char *cli_detail(struct cli *c, int64_t process_id, const char *detail,
 		}
 		ctx = strtoull(p, &end, 16);
 		p = end;
-		id = cli_db_ctx_request(c, process_id, (int64_t)ctx);
+		id = cli_db_ctx_request(c, process_id, victim, (int64_t)ctx);
 		n += id ? snprintf(buf + n, len - n, "#%" PRId64, id)
 			: snprintf(buf + n, len - n, "%" PRIu64, ctx);
 		if (n >= len)

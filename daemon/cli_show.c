@@ -563,8 +563,9 @@ static void held_cell(struct cli *c, struct cli_table *t, sqlite3_stmt *st)
 		return;
 	}
 	if (held == 0)
-		held = cli_db_ctx_request(
-		    c, sqlite3_column_int64(st, R_PROCESS), cur);
+		held =
+		    cli_db_ctx_request(c, sqlite3_column_int64(st, R_PROCESS),
+				       sqlite3_column_int64(st, R_TRUE), cur);
 	if (held == 0) {
 		cli_table_cell_styled(t, CLI_STYLE_RED,
 				      cli_ctx_str(cur, buf, sizeof(buf)));
@@ -677,6 +678,7 @@ static void finding_json(struct cli_json *j, sqlite3_stmt *st,
 	    j, "detail",
 	    cli_db_str(st, F_DETAIL)
 		? cli_detail(r->c, sqlite3_column_int64(st, F_PROCESS),
+			     sqlite3_column_int64(st, F_VICTIM),
 			     cli_db_str(st, F_DETAIL), detail, sizeof(detail))
 		: NULL);
 	cli_json_kstr(j, "fix", cli_class_fix(cli_db_str(st, F_CLASS)));
@@ -714,6 +716,7 @@ static void finding_text(struct cli *c, sqlite3_stmt *st, const struct shown *r)
 		cli_print_wrapped(
 		    c, CLI_STYLE_NONE, 4,
 		    cli_detail(c, sqlite3_column_int64(st, F_PROCESS),
+			       sqlite3_column_int64(st, F_VICTIM),
 			       cli_db_str(st, F_DETAIL), detail,
 			       sizeof(detail)));
 	if (cli_class_fix(cls)) {

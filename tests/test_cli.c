@@ -1066,6 +1066,10 @@ START_TEST(test_says_which_database)
 	ck_assert_str_eq(r.out, "");
 	ck_assert_str_eq(r.err, want);
 	run_free(&r);
+	r = cli("processes", "--app", "nobody");
+	ck_assert_str_eq(r.out, "no processes\n");
+	ck_assert_str_eq(r.err, want);
+	run_free(&r);
 	r = cli("leaks");
 	ck_assert_str_eq(r.err, "");
 	run_free(&r);
