@@ -42,7 +42,6 @@
 #define FINE	    4096 /* time slices counted, then put in columns */
 #define MAX_BREAKS  8	 /* idle stretches cut out of the time axis */
 #define BREAK_PX    56	 /* px such a stretch is drawn as */
-#define FLAG_LANE   (-1) /* a finding with no kept record on its thread */
 
 /* Request colours; red and orange stay for findings and roles. */
 static const char *const palette[] = {
@@ -53,34 +52,35 @@ static const char *const palette[] = {
 
 /* A request drawn one by one. */
 struct hreq {
-	int64_t id;
+	int64_t id;    /* requests.id */
 	char *name;    /* NULL: unnamed, or no row (not retired) */
 	int64_t begin; /* ns; 0 when it has no row */
 	int victim;    /* findings of the shown request's with it as victim */
 	int source;    /* ...and as source */
-	const char *color;
+	const char *color; /* its colour, from the palette */
 };
 
 /* A record of an involved request. */
 struct hrec {
-	int64_t id, ts, tid, ctx, other;
-	int64_t req;  /* request in truth; 0: none */
-	int64_t said; /* request the backend said; 0: none */
-	char *type, *name, *value, *leak;
+	int64_t id, ts, tid, ctx;  /* the records row's */
+	int64_t req;		   /* request in truth; 0: none */
+	int64_t said;		   /* request the backend said; 0: none */
+	char *type, *name, *value; /* the records row's */
 	int64_t end_ts; /* BEGIN: its END's ts, or 0 when none kept */
 	int depth;	/* BEGIN: scopes of its request open around it */
 };
 
 /* A finding of the shown request. */
 struct hfind {
-	int64_t id, ts, tid, victim, source, process, ctx, other;
+	/* The leaks row's, victim and source its request ids (0: none). */
+	int64_t id, ts, tid, victim, source, process;
 	char *cls, *victim_name, *source_name, *record, *name, *value;
-	char *detail, *site;
+	char *detail, *site; /* site: "file:line" */
 };
 
-/* A thread. */
+/* A thread's lane. */
 struct hlane {
-	int64_t tid;
+	int64_t tid;   /* the thread */
 	int expanded;  /* involved records ran on it */
 	int64_t *rows; /* request ids, one row each (0: no request) */
 	int nrows;
@@ -90,21 +90,22 @@ struct hlane {
 	int y, h;	   /* where it is drawn */
 };
 
+/* Everything one page shows, loaded before a byte is written. */
 struct page {
 	struct cli *c;
-	FILE *out;
-	int64_t id; /* the shown request */
-	int64_t process;
-	struct hreq *reqs;
+	FILE *out;	   /* the --html file */
+	int64_t id;	   /* the shown request */
+	int64_t process;   /* its process (processes.id) */
+	struct hreq *reqs; /* the involved requests, the shown one first */
 	int nreqs;
-	struct hrec *recs;
+	struct hrec *recs; /* their records, by time */
 	int nrecs;
-	struct hfind *finds;
+	struct hfind *finds; /* the shown request's findings, by time */
 	int nfinds;
-	struct hlane *lanes;
+	struct hlane *lanes; /* the threads */
 	int nlanes;
 	int64_t t0, t1; /* the window drawn */
-	int plot_w;
+	int plot_w;	/* px of the time axis */
 	/* Stretches with nothing involved in them that would take a tenth
 	 * of the axis or more (clean requests of other threads running in
 	 * the middle of it): drawn BREAK_PX wide, so that the interleaving
@@ -242,13 +243,13 @@ static const char reqs_sql[] =
 	" AND d.ctx_request_id IS NOT d.request_id))"
 
 static const char recs_sql[] = INVOLVED_CTE
-    "SELECT d.id, d.ts, d.tid, d.ctx, d.other, d.request_id,"
-    " d.ctx_request_id, d.type, d.name, d.value, d.leak, d.process_id"
+    "SELECT d.id, d.ts, d.tid, d.ctx, d.request_id, d.ctx_request_id,"
+    " d.type, d.name, d.value, d.process_id"
     " FROM records d WHERE " DRAWN " ORDER BY d.ts, d.id";
 
 static const char finds_sql[] =
     "SELECT l.id, l.ts, l.tid, l.victim_request_id, l.source_request_id,"
-    " l.process_id, l.ctx, l.other, l.class, l.victim_name, l.source_name,"
+    " l.process_id, l.class, l.victim_name, l.source_name,"
     " l.record, l.name, l.value, l.detail, s.file || ':' || s.line"
     " FROM leaks l LEFT JOIN sites s ON s.id = l.site_id"
     " WHERE l.victim_request_id = ?1 OR l.source_request_id = ?1"
@@ -325,16 +326,14 @@ static int load_finds(struct page *pg)
 		f->victim = sqlite3_column_int64(st, 3);
 		f->source = sqlite3_column_int64(st, 4);
 		f->process = sqlite3_column_int64(st, 5);
-		f->ctx = sqlite3_column_int64(st, 6);
-		f->other = sqlite3_column_int64(st, 7);
-		f->cls = dup_col(st, 8);
-		f->victim_name = dup_col(st, 9);
-		f->source_name = dup_col(st, 10);
-		f->record = dup_col(st, 11);
-		f->name = dup_col(st, 12);
-		f->value = dup_col(st, 13);
-		f->detail = dup_col(st, 14);
-		f->site = dup_col(st, 15);
+		f->cls = dup_col(st, 6);
+		f->victim_name = dup_col(st, 7);
+		f->source_name = dup_col(st, 8);
+		f->record = dup_col(st, 9);
+		f->name = dup_col(st, 10);
+		f->value = dup_col(st, 11);
+		f->detail = dup_col(st, 12);
+		f->site = dup_col(st, 13);
 		if ((q = find_req(pg, f->victim)))
 			q->victim++;
 		if ((q = find_req(pg, f->source)))
@@ -362,14 +361,12 @@ static int load_recs(struct page *pg)
 		d->ts = sqlite3_column_int64(st, 1);
 		d->tid = sqlite3_column_int64(st, 2);
 		d->ctx = sqlite3_column_int64(st, 3);
-		d->other = sqlite3_column_int64(st, 4);
-		d->req = sqlite3_column_int64(st, 5);
-		d->said = sqlite3_column_int64(st, 6);
-		d->type = dup_col(st, 7);
-		d->name = dup_col(st, 8);
-		d->value = dup_col(st, 9);
-		d->leak = dup_col(st, 10);
-		pg->process = sqlite3_column_int64(st, 11);
+		d->req = sqlite3_column_int64(st, 4);
+		d->said = sqlite3_column_int64(st, 5);
+		d->type = dup_col(st, 6);
+		d->name = dup_col(st, 7);
+		d->value = dup_col(st, 8);
+		pg->process = sqlite3_column_int64(st, 9);
 	}
 	sqlite3_finalize(st);
 	return cli_db_done(pg->c, rc);
@@ -1132,7 +1129,6 @@ static void free_page(struct page *pg)
 		free(pg->recs[i].type);
 		free(pg->recs[i].name);
 		free(pg->recs[i].value);
-		free(pg->recs[i].leak);
 	}
 	for (int i = 0; i < pg->nfinds; i++) {
 		struct hfind *f = &pg->finds[i];
