@@ -381,8 +381,15 @@ static int is(const struct hrec *d, const char *type)
  * and how deep it is nested among its request's scopes. */
 static void pair_scopes(struct page *pg)
 {
+	/* The scopes still open, as indexes of their BEGINs: few at a time,
+	 * so that nesting costs no scan of every earlier record. */
+	int *open = malloc(((size_t)pg->nrecs + 1) * sizeof(*open)), nopen = 0;
+
+	if (open == NULL)
+		abort();
 	for (int i = 0; i < pg->nrecs; i++) {
 		struct hrec *b = &pg->recs[i];
+		int kept = 0;
 
 		if (!is(b, "BEGIN"))
 			continue;
@@ -395,15 +402,18 @@ static void pair_scopes(struct page *pg)
 				break;
 			}
 		}
-		for (int k = 0; k < i; k++) {
-			struct hrec *o = &pg->recs[k];
+		for (int k = 0; k < nopen; k++) {
+			struct hrec *o = &pg->recs[open[k]];
 
-			if (is(o, "BEGIN") && o->req == b->req &&
-			    o->tid == b->tid &&
-			    (o->end_ts == 0 || o->end_ts > b->ts))
-				b->depth++;
+			if (o->end_ts && o->end_ts <= b->ts)
+				continue; /* ended: dropped */
+			open[kept++] = open[k];
+			b->depth += o->req == b->req && o->tid == b->tid;
 		}
+		nopen = kept;
+		open[nopen++] = i;
 	}
+	free(open);
 }
 
 static struct hlane *find_lane(struct page *pg, int64_t tid)
