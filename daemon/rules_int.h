@@ -82,10 +82,11 @@ struct hrec {
 	uint32_t l1, l2;
 	uint32_t site;
 	uint8_t type, kind, leak;
-	uint8_t nil; /* HREC_NIL1, HREC_NIL2 */
+	uint8_t flags; /* HREC_NIL1, HREC_NIL2, HREC_LATE */
 };
-#define HREC_NIL1 1
-#define HREC_NIL2 2
+#define HREC_NIL1 1 /* the first string is nil */
+#define HREC_NIL2 2 /* the second string is nil */
+#define HREC_LATE 4 /* late work (rules_verdict.late) */
 
 struct rtag {
 	char *kv; /* key, NUL, value, NUL */
@@ -111,6 +112,11 @@ struct req_more {
 	uint64_t held_bytes; /* counted against max_held_bytes */
 	struct hrec *held;
 	struct arena strings;
+	/* LIVE: its records of late work.  RETIRED, like victim_of and
+	 * source_of: judged since its last rules_update, which
+	 * `records` counts too. */
+	uint64_t late, records;
+	struct req *next_dirty; /* RETIRED: the list of those to update */
 };
 
 struct req {
@@ -118,8 +124,15 @@ struct req {
 	uint64_t rid;
 	uint64_t end_ts;  /* first END of the root; 0 while open */
 	uint64_t last_ts; /* latest END of any of its scopes */
-	uint64_t nrecords;
-	uint64_t last_tid; /* thread of its latest record (model) */
+	uint64_t nrecords; /* frozen when it retires (req_more.records) */
+	union {
+		uint64_t last_tid; /* LIVE: thread of its latest record
+				      (model) */
+		struct {
+			uint32_t tags, late;
+		} counted; /* RETIRED with no row: what the counts of
+			      clean requests hold of it besides nrecords */
+	};
 	struct req_more *more;
 	struct req *next_done; /* queue of requests with no open scope */
 	uint32_t nopen, nscopes;
@@ -132,6 +145,17 @@ struct req {
 	uint8_t begin_held; /* its BEGIN (cause 0, prev 0, no finding) is
 			       rebuilt on retirement, not stored */
 	uint8_t interleaved, handed_off;
+	uint8_t row;   /* enum req_row, once RETIRED */
+	uint8_t dirty; /* RETIRED, on the list of those to update */
+};
+
+/* Whether a retired request has a row (rules_update says why it may get
+ * one late). */
+enum req_row {
+	ROW_NONE = 0, /* retired clean under hold_records: only counted */
+	ROW_DUE,      /* a finding named it since: its row goes with the
+			 next update */
+	ROW_DONE,     /* delivered with it when it retired, or since */
 };
 
 /* The ended table: ctx -> request, for stale and for misnest of a second
@@ -190,6 +214,7 @@ struct rules {
 	uint32_t names_bits, nnames;
 
 	struct req *done_head, *done_tail;
+	struct req *dirty_head; /* retired requests to update, pinned */
 
 	/* model inference */
 	struct ptab threads; /* of struct model_thread */

@@ -197,7 +197,7 @@ static void verdicts(struct store *s, const struct store_proc *p, int n,
 {
 	for (int i = 0; i < n; i++) {
 		struct proto_record r = tag_rec(ts + (uint64_t)i, 1, 1, value);
-		struct rules_verdict v = {&r, 1, 1, leak};
+		struct rules_verdict v = {&r, 1, 1, leak, 0, 0};
 
 		store_verdict(s, p, &v);
 	}
@@ -374,10 +374,10 @@ START_TEST(test_newer_version_refused)
 	char err[256];
 
 	store_close(open_default(0));
-	exec_on(path, "PRAGMA user_version = 3");
+	exec_on(path, "PRAGMA user_version = 4");
 	open_fails(path, err, sizeof err);
-	ck_assert_msg(strstr(err, "database schema version 3 is newer than "
-				  "this ctxleakd supports (2)") != NULL,
+	ck_assert_msg(strstr(err, "database schema version 4 is newer than "
+				  "this ctxleakd supports (3)") != NULL,
 		      "%s", err);
 }
 END_TEST
@@ -459,7 +459,7 @@ static void write_mix(struct store *s, const struct store_proc *p)
 	verdicts(s, p, 2, 2000, LEAK_BLEED, "b");
 	for (int i = 0; i < 9; i++) {
 		held[i] = tag_rec(3000 + (uint64_t)i, 1, 1, "held");
-		hv[i] = (struct rules_verdict){&held[i], 1, 1, LEAK_NONE};
+		hv[i] = (struct rules_verdict){&held[i], 1, 1, LEAK_NONE, 0, 0};
 	}
 	/* A victim, a bystander, a source: 3, 4 and 2 held records. */
 	rq = request_of(1, 3000);
@@ -518,8 +518,8 @@ START_TEST(test_record_columns)
 				 .name = str("GET /x")};
 	struct proto_record e = {
 	    .type = PROTO_END, .ts = 6, .tid = 9, .ctx = 4, .cur = 5};
-	struct rules_verdict vb = {&b, UINT64_MAX, 0, LEAK_NONE};
-	struct rules_verdict ve = {&e, 2, 3, LEAK_MISNEST};
+	struct rules_verdict vb = {&b, UINT64_MAX, 0, LEAK_NONE, 0, 0};
+	struct rules_verdict ve = {&e, 2, 3, LEAK_MISNEST, 0, 0};
 	char buf[64];
 
 	store_verdict(s, &p, &vb);
@@ -623,7 +623,7 @@ START_TEST(test_misattributed_records_indexed)
 	struct store *s = open_default(1);
 	struct store_proc p = add_process(s, 1, 0);
 	struct proto_record r = tag_rec(10, 1002, 1001, "x");
-	struct rules_verdict v = {&r, 1, 1, LEAK_NONE};
+	struct rules_verdict v = {&r, 1, 1, LEAK_NONE, 0, 0};
 	char plan[1024];
 
 	for (int i = 0; i < 100; i++)
@@ -861,7 +861,7 @@ START_TEST(test_request_rows_commit_together)
 
 	for (int i = 0; i < 4; i++) {
 		recs[i] = tag_rec(11 + (uint64_t)i, 1, 1, "x");
-		held[i] = (struct rules_verdict){&recs[i], 7, 7, LEAK_NONE};
+		held[i] = (struct rules_verdict){&recs[i], 7, 7, LEAK_NONE, 0, 0};
 	}
 	rq.ntags = 2;
 	rq.tags = tags;
@@ -1230,12 +1230,14 @@ START_TEST(test_migrates_version_1)
 	store_close(s);
 	exec_on(path, "DROP TABLE request_stats; DROP INDEX "
 		      "records_ctx_request; ALTER TABLE requests DROP COLUMN "
-		      "records_not_kept; PRAGMA user_version = 1");
+		      "records_not_kept; ALTER TABLE requests DROP COLUMN "
+		      "late; ALTER TABLE records DROP COLUMN late; "
+		      "PRAGMA user_version = 1");
 	s = open_default(0);
 	p = add_process(s, 1, 0);
 	clean_request(s, &p, 2, "GET /a", 2, 100, 5, 1000);
 	store_close(s);
-	ck_assert_int_eq(q("PRAGMA user_version"), 2);
+	ck_assert_int_eq(q("PRAGMA user_version"), 3);
 	ck_assert_int_eq(q("SELECT count(*) FROM sqlite_master WHERE name = "
 			   "'records_ctx_request'"),
 			 1);
