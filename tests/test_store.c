@@ -1220,6 +1220,89 @@ START_TEST(test_keep_all_no_summaries)
 }
 END_TEST
 
+/* What judging after a request retired adds to its row. */
+START_TEST(test_update_adds_to_row)
+{
+	struct store *s = open_default(0);
+	struct store_proc p = add_process(s, 1, 0);
+	struct rules_request rq = request_of(1, 1000);
+	struct rules_update u = {.rid = 1, .source_of = 1, .records = 3,
+				 .late = 1};
+	char buf[256];
+
+	rq.victim_of[LEAK_BLEED] = 1;
+	rq.late = 2;
+	store_request(s, &p, &rq);
+	u.victim_of[LEAK_LOST] = 2;
+	store_update(s, &p, &u);
+	store_update(s, &p, &u);
+	store_close(s);
+	ck_assert_str_eq(qs("SELECT records || '|' || leaks || '|' || bleed "
+			    "|| '|' || lost || '|' || source_of || '|' || late "
+			    "FROM requests WHERE id = 1",
+			    buf, sizeof buf),
+			 "8|5|1|4|2|4");
+	ck_assert_int_eq(q("SELECT count(*) FROM request_stats"), 0);
+}
+END_TEST
+
+/*
+ * A request counted clean that a later finding names gets its row and
+ * leaves request_stats, whether its count was committed already (_i 1)
+ * or not; late records of a still clean one add to its counts.
+ */
+START_TEST(test_late_row_taken_back)
+{
+	struct store *s = open_default(0);
+	struct store_proc p = add_process(s, 1, 0);
+	uint64_t tid = 7;
+	struct rules_request counted, row;
+	struct rules_update u = {.rid = 1, .source_of = 1, .records = 1};
+	char buf[256];
+
+	clean_request(s, &p, 1, "GET /a", 2, 100, 5, 1000);
+	clean_request(s, &p, 3, "GET /a", 2, 100, 7, 3000);
+	if (_i)
+		store_commit(s);
+	/* rid 1 as clean_request counted it */
+	counted = request_of(1, 0);
+	counted.site = 2;
+	counted.begin_ts = (uint64_t)(100 * MINUTE) + 5 -
+			   (uint64_t)p.clock_offset;
+	counted.end_ts = counted.begin_ts + 1000;
+	counted.nthreads = 2;
+	counted.threads = &tid;
+	counted.ntags = 1;
+	row = counted;
+	row.nthreads = 1;
+	row.ntags = 0;
+	row.nrecords = 3;
+	row.source_of = 1;
+	u.row = &row;
+	u.counted = &counted;
+	store_update(s, &p, &u);
+	/* rid 3 stays clean: a late record of late work */
+	counted.rid = 3;
+	counted.begin_ts += 2;
+	u = (struct rules_update){.rid = 3, .records = 1, .late = 1,
+				  .counted = &counted};
+	store_update(s, &p, &u);
+	store_close(s);
+	ck_assert_str_eq(qs("SELECT records || '|' || source_of || '|' || "
+			    "leaks || '|' || threads || '|' || (end_ts - "
+			    "begin_ts) FROM requests",
+			    buf, sizeof buf),
+			 "3|1|0|7|1000");
+	ck_assert_int_eq(q("SELECT count(*) FROM tags"), 0);
+	ck_assert_str_eq(
+	    qs("SELECT requests || '|' || records || '|' || scopes || '|' || "
+	       "tags || '|' || handed_off || '|' || duration_sum || '|' || "
+	       "late FROM request_stats",
+	       buf, sizeof buf),
+	    "1|3|1|1|1|3000|1");
+}
+END_TEST
+
 /* A version 1 file (no request_stats) is migrated and keeps its rows. */
 START_TEST(test_migrates_version_1)
 {
@@ -1414,6 +1497,7 @@ END_TEST
 static Suite *store_suite(void)
 {
 	Suite *s = suite_create("store");
+	TCase *tc;
 	struct {
 		const char *name;
 		const TTest *tests[8];
@@ -1443,7 +1527,7 @@ static Suite *store_suite(void)
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		TCase *tc = tcase_create(cases[i].name);
+		tc = tcase_create(cases[i].name);
 
 		tcase_add_checked_fixture(tc, setup, teardown);
 		tcase_set_timeout(tc, 30);
@@ -1451,6 +1535,11 @@ static Suite *store_suite(void)
 			tcase_add_test(tc, cases[i].tests[j]);
 		suite_add_tcase(s, tc);
 	}
+	tc = tcase_create("late rows");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_update_adds_to_row);
+	tcase_add_loop_test(tc, test_late_row_taken_back, 0, 2);
+	suite_add_tcase(s, tc);
 	return s;
 }
 
