@@ -28,9 +28,12 @@
  *   stale   c != 0, request(c) ended     victim request(t), source request(c)
  *   bleed   c != 0, request(c) != request(t)   same; with t == 0 this is
  *           background work recorded under a request (victim none).
+ * Except late work: c != 0 and request(c) = request(t) ended is no
+ * finding; the verdict is marked late and the request counts it.
  * Request BEGIN with prev != 0: stale when request(prev) ended, else
  * overlap; victim the new request, source request(prev).
- * END(x): misnest when cur != x, or when it is on another thread than
+ * END(x): misnest when cur != x (under observe, not when cur = 0: the
+ * service cleared its storage first), or when it is on another thread than
  * BEGIN(x) while request(t) != request(x) (victim request(x)); or when x
  * already ended or was never begun (victim request(t), if any).
  * unclosed: an open scope at rules_finish (DISCONNECT), older than
@@ -48,6 +51,10 @@
  * watermark has passed its last END (or, without watermarks, once forced
  * judging has passed it); it is then remembered only through the ended
  * table (root ctx -> id, end ts, name), bounded by max_ended_scopes.
+ * What is judged about a retired request meanwhile (its records, late
+ * work, findings naming it) is gathered per request and delivered as one
+ * rules_update per rules_advance; a request that retired clean under
+ * hold_records and is named by a finding gets its row that way.
  *
  * Model: besides request(x), each scope remembers the request whose code
  * began it (request(cause) of its BEGIN), and the model attributes each
