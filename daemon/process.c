@@ -394,15 +394,19 @@ void process_receipt(const struct process *p, struct proto_receipt *out)
 static void process_finalise(struct process *p)
 {
 	struct rules_model model;
+	struct rules_stats st;
 
 	warn_limits(p);
 	rules_finish(p->rules);
 	rules_model(p->rules, &model);
+	rules_stats(p->rules, &st);
 	store_process_update(process_store, &p->sp, p->records, p->dropped,
 			     p->skipped, p->error, &model, 1);
-	log_debug("pid %d: process %llu finalised: %llu records, %s",
+	log_debug("pid %d: process %llu finalised: %llu records (%llu late "
+		  "work), %s",
 		  (int)p->pid, (unsigned long long)p->sp.id,
-		  (unsigned long long)p->records, model.model);
+		  (unsigned long long)p->records, (unsigned long long)st.late,
+		  model.model);
 	process_free(p);
 }
 

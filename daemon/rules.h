@@ -191,10 +191,11 @@ struct rules_update {
 	 * included. */
 	const struct rules_request *row;
 	/* hold_records only: what the counts of clean requests hold of it
-	 * (name, site, begin and end, records, late, scopes, tags,
-	 * threads).  With row, to be taken back from them; without, the
-	 * request is still clean and its records and late above are to be
-	 * added to them.  NULL when the request has a row. */
+	 * (name, site, begin and end, records, late, scopes, tags, and
+	 * nthreads, though `threads` lists only the root's).  With row, to
+	 * be taken back from them; without, the request is still clean and
+	 * its records and late above are to be added to them.  NULL when
+	 * the request has a row. */
 	const struct rules_request *counted;
 };
 
