@@ -671,7 +671,7 @@ static struct req_more *retired_more(struct rules *r, struct req *q)
 
 	if (m != NULL && !q->dirty) {
 		q->dirty = 1;
-		m->next_dirty = r->dirty_head;
+		q->next_done = r->dirty_head;
 		r->dirty_head = pin(q);
 	}
 	return m;
@@ -704,7 +704,7 @@ static void note_record(struct rules *r, struct req *q, uint64_t tid,
 	} else if (q->state == REQ_RETIRED &&
 		   (m = retired_more(r, q)) != NULL) {
 		m->records++;
-		m->late += late != 0;
+		m->late += (uint32_t)(late != 0);
 	}
 }
 
@@ -1341,7 +1341,7 @@ static void update(struct rules *r, struct req *q, const struct req_more *m)
 	} else if (q->row == ROW_NONE) {
 		/* Still clean: its counts take these in. */
 		q->nrecords += m->records;
-		q->counted.late += (uint32_t)m->late;
+		q->counted.late += m->late;
 	}
 	r->stats.updates++;
 	if (r->sink.update != NULL)
@@ -1355,7 +1355,7 @@ static void flush_updates(struct rules *r, int deliver)
 	while (r->dirty_head != NULL) {
 		struct req *q = r->dirty_head;
 
-		r->dirty_head = q->more->next_dirty;
+		r->dirty_head = q->next_done;
 		if (deliver)
 			update(r, q, q->more);
 		q->dirty = 0;

@@ -107,16 +107,16 @@ struct req_more {
 			      thread (or a first that is not the root's)
 			      ran its code */
 	uint32_t nkept;
+	/* LIVE: its records of late work.  RETIRED, like victim_of and
+	 * source_of: those judged since its last rules_update, which
+	 * `records` counts too.  Each fills a hole the alignment left. */
+	uint32_t late;
 	uint64_t last_unkept; /* past RULES_MAX_THREADS */
 	uint32_t nheld, held_cap, held_dropped;
+	uint32_t records;
 	uint64_t held_bytes; /* counted against max_held_bytes */
 	struct hrec *held;
 	struct arena strings;
-	/* LIVE: its records of late work.  RETIRED, like victim_of and
-	 * source_of: judged since its last rules_update, which
-	 * `records` counts too. */
-	uint64_t late, records;
-	struct req *next_dirty; /* RETIRED: the list of those to update */
 };
 
 struct req {
@@ -134,7 +134,9 @@ struct req {
 			      clean requests hold of it besides nrecords */
 	};
 	struct req_more *more;
-	struct req *next_done; /* queue of requests with no open scope */
+	struct req *next_done; /* LIVE: the queue of requests with no open
+				  scope; RETIRED: the list of those to
+				  update (rules.c's dirty_head) */
 	uint32_t nopen, nscopes;
 	uint32_t refs; /* 1 while LIVE, one per ended-table entry, one
 			  per judgement in progress that uses it */
