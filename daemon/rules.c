@@ -1348,15 +1348,15 @@ static void update(struct rules *r, struct req *q, const struct req_more *m)
 		r->sink.update(r->sink.arg, &u);
 }
 
-/* The updates of the retired requests judged about (deliver 0: dropped,
+/* The updates of the retired requests judged about (send 0: dropped,
  * when the engine is freed). */
-static void flush_updates(struct rules *r, int deliver)
+static void flush_updates(struct rules *r, int send)
 {
 	while (r->dirty_head != NULL) {
 		struct req *q = r->dirty_head;
 
 		r->dirty_head = q->next_done;
-		if (deliver)
+		if (send)
 			update(r, q, q->more);
 		q->dirty = 0;
 		more_free(r, q);

@@ -804,9 +804,11 @@ static void write_update(struct store *s, const struct rules_update *u)
 	row_end(s, st);
 }
 
-/* A request that retired clean and is named by a finding now gets its
+/* What was judged about a request after it retired: added to its row.
+ * A request that retired clean and is named by a finding now gets its
  * row, and leaves the counts of clean requests, which held it: a request
- * is counted in exactly one of the two. */
+ * is counted in exactly one of the two.  One still clean adds its late
+ * records to those counts. */
 void store_update(struct store *s, const struct store_proc *p,
 		  const struct rules_update *u)
 {
