@@ -191,9 +191,9 @@ static struct process *process_new(const struct proto_hello *hello)
 	rc.ended_scopes_total = &ended_scopes_total;
 	rc.hash_seed = hash_seed;
 	/* An observed storage is the service's own, cleared in its order. */
-	rc.observe = hello->backend.len == sizeof(observe) - 1 &&
-		     memcmp(hello->backend.ptr, observe, sizeof(observe) - 1) ==
-			 0;
+	rc.observe =
+	    hello->backend.len == sizeof(observe) - 1 &&
+	    memcmp(hello->backend.ptr, observe, sizeof(observe) - 1) == 0;
 	sink.arg = p;
 	p->max_queued = rc.max_pending;
 	p->instance = hello->instance;

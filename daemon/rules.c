@@ -689,8 +689,7 @@ static struct req_more *finding_counts(struct rules *r, struct req *q)
 	return retired_more(r, q);
 }
 
-static void note_record(struct rules *r, struct req *q, uint64_t tid,
-			int late)
+static void note_record(struct rules *r, struct req *q, uint64_t tid, int late)
 {
 	struct req_more *m;
 

@@ -122,8 +122,8 @@ struct req_more {
 struct req {
 	struct scope root; /* first: a req is found through its root ctx */
 	uint64_t rid;
-	uint64_t end_ts;  /* first END of the root; 0 while open */
-	uint64_t last_ts; /* latest END of any of its scopes */
+	uint64_t end_ts;   /* first END of the root; 0 while open */
+	uint64_t last_ts;  /* latest END of any of its scopes */
 	uint64_t nrecords; /* frozen when it retires (req_more.records) */
 	union {
 		uint64_t last_tid; /* LIVE: thread of its latest record

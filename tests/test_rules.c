@@ -2334,13 +2334,13 @@ START_TEST(test_observe_end)
 	struct rules *r = engine(_i ? observe : NULL);
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"),
-	    END(2, 1, A, A, 0),
+	    END(2, 1, A, A, 0), /* the storage was cleared first */
 	    BEGIN(3, 1, B, 0, 0, "b"),
 	    BEGIN(4, 2, C, 0, 0, "c"),
-	    END(5, 1, B, B, C),
+	    END(5, 1, B, B, C), /* C, live, is current */
 	    END(6, 2, C, C, C),
 	    BEGIN(7, 1, 0xd1, 0, 0, "d"),
-	    END(8, 2, 0xd1, C, 0),
+	    END(8, 2, 0xd1, C, 0), /* thread 2, in C's code */
 	};
 	size_t k = 0;
 

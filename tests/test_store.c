@@ -861,7 +861,8 @@ START_TEST(test_request_rows_commit_together)
 
 	for (int i = 0; i < 4; i++) {
 		recs[i] = tag_rec(11 + (uint64_t)i, 1, 1, "x");
-		held[i] = (struct rules_verdict){&recs[i], 7, 7, LEAK_NONE, 0, 0};
+		held[i] =
+		    (struct rules_verdict){&recs[i], 7, 7, LEAK_NONE, 0, 0};
 	}
 	rq.ntags = 2;
 	rq.tags = tags;
@@ -1226,8 +1227,8 @@ START_TEST(test_update_adds_to_row)
 	struct store *s = open_default(0);
 	struct store_proc p = add_process(s, 1, 0);
 	struct rules_request rq = request_of(1, 1000);
-	struct rules_update u = {.rid = 1, .source_of = 1, .records = 3,
-				 .late = 1};
+	struct rules_update u = {
+	    .rid = 1, .source_of = 1, .records = 3, .late = 1};
 	char buf[256];
 
 	rq.victim_of[LEAK_BLEED] = 1;
@@ -1267,8 +1268,8 @@ START_TEST(test_late_row_taken_back)
 	/* rid 1 as clean_request counted it */
 	counted = request_of(1, 0);
 	counted.site = 2;
-	counted.begin_ts = (uint64_t)(100 * MINUTE) + 5 -
-			   (uint64_t)p.clock_offset;
+	counted.begin_ts =
+	    (uint64_t)(100 * MINUTE) + 5 - (uint64_t)p.clock_offset;
 	counted.end_ts = counted.begin_ts + 1000;
 	counted.nthreads = 2;
 	counted.threads = &tid;
@@ -1284,8 +1285,8 @@ START_TEST(test_late_row_taken_back)
 	/* rid 3 stays clean: a late record of late work */
 	counted.rid = 3;
 	counted.begin_ts += 2;
-	u = (struct rules_update){.rid = 3, .records = 1, .late = 1,
-				  .counted = &counted};
+	u = (struct rules_update){
+	    .rid = 3, .records = 1, .late = 1, .counted = &counted};
 	store_update(s, &p, &u);
 	store_close(s);
 	ck_assert_str_eq(qs("SELECT records || '|' || source_of || '|' || "
