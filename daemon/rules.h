@@ -2,8 +2,9 @@
  * rules.h: the leak rules engine of ctxleakd, one instance per client
  * process.
  *
- * It is a pure module: records in, verdicts, findings and rebuilt requests
- * out through callbacks, no I/O, no clock, no globals, so that every rule is
+ * It is a pure module: records in, verdicts, findings, rebuilt requests
+ * and updates of retired ones out through callbacks, no I/O, no clock, no
+ * globals, so that every rule is
  * tested without sockets or SQLite.  The rules are those of "Leak classes"
  * in DESIGN.md.  Records may be added in any order; they are judged in
  * timestamp order once a watermark says that nothing earlier can still
