@@ -157,6 +157,17 @@ static const char schema_v2[] =
     "CREATE INDEX records_ctx_request ON records(ctx_request_id) "
     "WHERE ctx_request_id IS NOT request_id;";
 
+/*
+ * Version 3.  Late work, a record whose storage names its own request after
+ * that request ended, is no finding: records.late marks it (1, else NULL,
+ * which costs a row nothing), requests.late and request_stats.late count
+ * it.  The rows of older files have none.
+ */
+static const char schema_v3[] =
+    "ALTER TABLE records ADD COLUMN late INTEGER;"
+    "ALTER TABLE requests ADD COLUMN late INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE request_stats ADD COLUMN late INTEGER NOT NULL DEFAULT 0;";
+
 /* Pages of a new file.  Four times SQLite's default: the insert rate under
  * --keep=all goes up by about 45%, for about 4x the bytes of a 200 ms
  * commit when ingestion is slow (a few pages per table). */
@@ -166,6 +177,7 @@ static const char schema_v2[] =
 static const char *const migrations[STORE_SCHEMA_VERSION] = {
     schema_v1,
     schema_v2,
+    schema_v3,
 };
 
 static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)
