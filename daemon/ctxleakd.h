@@ -158,6 +158,12 @@ struct sqlite3;
 int store_schema_open(struct sqlite3 *db, const char *path, char *err,
 		      size_t errlen);
 
+/* store_lock.c: the lock that keeps a second daemon off the database,
+ * held on DB-path ".lock" for as long as the returned descriptor is open;
+ * -1 and a one-line reason (naming the database and the holder's pid)
+ * when another daemon holds it. */
+int store_lock(const char *db, char *err, size_t errlen);
+
 /* store_retain.c: retention by age and by size in bounded chunks, inside
  * the store's open transaction. */
 struct retention;

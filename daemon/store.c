@@ -144,6 +144,7 @@ struct process_update {
 
 struct store {
 	sqlite3 *db;
+	int lock_fd; /* store_lock.c; -1: none (in memory) */
 	sqlite3_stmt *st[NSTMT];
 	struct retention *retention;
 	struct summaries *summaries; /* clean requests under --keep=leaky */
@@ -1177,9 +1178,13 @@ struct store *store_open(const struct store_config *cfg, char *err,
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	s->lock_fd = -1;
+	/* The lock comes before SQLite reads or migrates the file; an
+	 * empty file is all a second daemon may have created by then. */
 	if (!is_memory(cfg->path) &&
 	    (make_parent(cfg->path, err, errlen) == -1 ||
-	     create_file(cfg->path, err, errlen) == -1))
+	     create_file(cfg->path, err, errlen) == -1 ||
+	     (s->lock_fd = store_lock(cfg->path, err, errlen)) == -1))
 		goto fail;
 	/* Nothing here asks SQLite how much memory it uses, and without
 	 * the statistics an allocation takes no global mutex: 5-7% of the
@@ -1218,5 +1223,7 @@ void store_close(struct store *s)
 	for (int i = 0; i < NSTMT; i++)
 		sqlite3_finalize(s->st[i]);
 	sqlite3_close(s->db);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd); /* after the last write */
 	free(s);
 }

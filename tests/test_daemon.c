@@ -6,12 +6,14 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -1115,6 +1117,117 @@ START_TEST(test_second_daemon_refused)
 }
 END_TEST
 
+/* A second daemon on a database in use, on a socket of its own: the one
+ * line naming the database and the holder, exit 1, the first untouched. */
+START_TEST(test_second_daemon_on_the_database_refused)
+{
+	struct harness_daemon d;
+	char sock2[400], want[400], *out;
+	int st;
+
+	START(&d, "--keep", "all");
+	snprintf(sock2, sizeof sock2, "%s/other.sock", d.dir);
+	{
+		const char *argv[] = {"ctxleakd", "--socket", sock2,
+				      "--db",	  d.db,	      NULL};
+		st = harness_exec(argv, &out);
+	}
+	snprintf(want, sizeof want,
+		 "database %s is in use by another ctxleakd (pid %d)\n", d.db,
+		 (int)d.pid);
+	ck_assert_msg(st == 1, "status %d: %s", st, out);
+	ck_assert_msg(strstr(out, want) != NULL, "%s", out);
+	free(out);
+	ck_assert_int_eq(access(sock2, F_OK), -1);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
+	STOP_OK(&d);
+	assert_worked_example_leaks(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes"), 1);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* Exec ctxleakd on d's socket and log and on db once the pipe's write
+ * end is closed everywhere. */
+static pid_t spawn_on_barrier(const int barrier[2],
+			      const struct harness_daemon *d, const char *db)
+{
+	pid_t pid = fork();
+	char c;
+	int fd;
+
+	if (pid != 0)
+		return pid;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	close(barrier[1]);
+	fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd == -1 || dup2(fd, STDERR_FILENO) == -1)
+		_exit(126);
+	if (read(barrier[0], &c, 1) != 0)
+		_exit(126);
+	execl(harness_daemon_path(), "ctxleakd", "--socket", d->socket, "--db",
+	      db, "--linger", "0", (char *)NULL);
+	_exit(127);
+}
+
+#define RACE_ROUNDS 5
+
+/* Two daemons started at the same instant on a new database, on sockets
+ * of their own: exactly one runs, the other says why and exits 1. */
+START_TEST(test_two_daemons_start_at_once)
+{
+	for (int round = 0; round < RACE_ROUNDS; round++) {
+		struct harness_daemon d[2];
+		char want[300], *text;
+		pid_t pid[2];
+		int barrier[2], loser = -1, st = 0;
+
+		for (int i = 0; i < 2; i++)
+			ck_assert_int_eq(harness_prepare(&d[i]), 0);
+		ck_assert_int_eq(pipe(barrier), 0);
+		for (int i = 0; i < 2; i++)
+			pid[i] = spawn_on_barrier(barrier, &d[i], d[0].db);
+		close(barrier[0]);
+		close(barrier[1]); /* both go */
+		for (int t = 0; loser == -1 && t < HARNESS_TIMEOUT_SEC * 100;
+		     t++) {
+			for (int i = 0; i < 2 && loser == -1; i++)
+				if (waitpid(pid[i], &st, WNOHANG) == pid[i])
+					loser = i;
+			harness_sleep_ms(10);
+		}
+		ck_assert_msg(loser != -1, "round %d: both still run", round);
+		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1,
+			      "round %d: status %d", round, st);
+		/* The winner runs and serves its socket. */
+		d[1 - loser].pid = pid[1 - loser];
+		if (loser == 0)
+			memcpy(d[1].db, d[0].db, sizeof d[1].db);
+		ck_assert_msg(harness_wait_log(&d[1 - loser], " ready: ", 1) ==
+				  0,
+			      "%s", harness_error());
+		ck_assert_int_eq(harness_client(&d[1 - loser],
+						CTXLEAK_BACKEND_THREAD,
+						harness_worked_example, NULL),
+				 0);
+		STOP_OK(&d[1 - loser]);
+		assert_worked_example_leaks(&d[1 - loser]);
+		/* The loser said so in one line: the holder's pid, when it
+		 * had written it yet. */
+		text = harness_log(&d[loser]);
+		snprintf(want, sizeof want,
+			 "database %s is in use by another ctxleakd", d[0].db);
+		ck_assert_msg(strstr(text, want) != NULL, "round %d: %s", round,
+			      text);
+		free(text);
+		for (int i = 0; i < 2; i++)
+			harness_cleanup(&d[i]);
+	}
+}
+END_TEST
+
 START_TEST(test_stale_socket_replaced)
 {
 	struct harness_daemon d;
@@ -1728,6 +1841,8 @@ static Suite *daemon_suite(void)
 	tcase_add_test(lifecycle, test_sigterm_loses_nothing_of_busy_clients);
 	tcase_add_test(lifecycle, test_sigterm_accepts_the_backlog);
 	tcase_add_test(lifecycle, test_second_daemon_refused);
+	tcase_add_test(lifecycle, test_second_daemon_on_the_database_refused);
+	tcase_add_test(lifecycle, test_two_daemons_start_at_once);
 	tcase_add_test(lifecycle, test_stale_socket_replaced);
 	tcase_add_test(lifecycle, test_unwritable_db);
 	tcase_add_test(lifecycle, test_db_error_said_once);
