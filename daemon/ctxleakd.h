@@ -158,6 +158,10 @@ struct sqlite3;
 int store_schema_open(struct sqlite3 *db, const char *path, char *err,
 		      size_t errlen);
 
+/* store_check.c: PRAGMA quick_check of an open database within a bounded
+ * time; damage is logged as a warning, and the store goes on. */
+void store_quick_check(struct sqlite3 *db, const char *path);
+
 /* store_lock.c: the lock that keeps a second daemon off the database,
  * held on DB-path ".lock" for as long as the returned descriptor is open;
  * -1 and a one-line reason (naming the database and the holder's pid)

@@ -1200,8 +1200,11 @@ struct store *store_open(const struct store_config *cfg, char *err,
 	}
 	sqlite3_extended_result_codes(s->db, 1);
 	sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
-	if (store_schema_open(s->db, cfg->path, err, errlen) == -1 ||
-	    configure(s, cfg->path, err, errlen) == -1)
+	if (store_schema_open(s->db, cfg->path, err, errlen) == -1)
+		goto fail;
+	if (!is_memory(cfg->path))
+		store_quick_check(s->db, cfg->path);
+	if (configure(s, cfg->path, err, errlen) == -1)
 		goto fail;
 	apply_config(s, cfg);
 	load_ids(s);

@@ -22,6 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "ctxleak.h"
 #include "harness_check.h"
 #include "proto.h"
@@ -1228,6 +1230,72 @@ START_TEST(test_two_daemons_start_at_once)
 }
 END_TEST
 
+/* Fills the records table of a stopped daemon's database with rows of
+ * its own, then overwrites a leaf page of it with garbage, as a disk
+ * error would: returns that page's number. */
+static int64_t damage_records(const char *db)
+{
+	sqlite3 *h;
+	sqlite3_stmt *st;
+	int64_t page = 0, page_size = 0;
+	unsigned char junk[512];
+	int fd;
+
+	ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+	ck_assert_int_eq(
+	    sqlite3_exec(h,
+			 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT "
+			 "i + 1 FROM n WHERE i < 5000) INSERT INTO records("
+			 "process_id, type, ts, tid, ctx, cause, name) SELECT "
+			 "1, 'EVENT', i, 1, i, i, printf('filler %050d', i) "
+			 "FROM n; PRAGMA wal_checkpoint(TRUNCATE)",
+			 NULL, NULL, NULL),
+	    SQLITE_OK);
+	ck_assert_int_eq(
+	    sqlite3_prepare_v2(h,
+			       "SELECT pageno, (SELECT page_size FROM "
+			       "pragma_page_size) FROM dbstat WHERE name = "
+			       "'records' AND pagetype = 'leaf' "
+			       "ORDER BY pageno LIMIT 1 OFFSET 5",
+			       -1, &st, NULL),
+	    SQLITE_OK);
+	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+	page = sqlite3_column_int64(st, 0);
+	page_size = sqlite3_column_int64(st, 1);
+	sqlite3_finalize(st);
+	ck_assert_int_eq(sqlite3_close(h), SQLITE_OK);
+	memset(junk, 0xa5, sizeof junk);
+	fd = open(db, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(
+	    pwrite(fd, junk, sizeof junk, (off_t)((page - 1) * page_size)),
+	    (ssize_t)sizeof junk);
+	close(fd);
+	return page;
+}
+
+/* A database with a damaged page: a warning at start that says so, and
+ * the daemon serves as before. */
+START_TEST(test_damaged_database_warned)
+{
+	struct harness_daemon d;
+	char want[200];
+
+	START(&d, "--keep", "all");
+	STOP_OK(&d);
+	snprintf(want, sizeof want, "Page %lld", (long long)damage_records(d.db));
+	ck_assert_msg(harness_launch(&d, NULL) == 0, "%s", harness_error());
+	assert_log_has(&d, "is damaged: PRAGMA quick_check found");
+	assert_log_has(&d, want);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
+	STOP_OK(&d);
+	assert_worked_example_leaks(&d);
+	harness_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_stale_socket_replaced)
 {
 	struct harness_daemon d;
@@ -1843,6 +1911,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(lifecycle, test_second_daemon_refused);
 	tcase_add_test(lifecycle, test_second_daemon_on_the_database_refused);
 	tcase_add_test(lifecycle, test_two_daemons_start_at_once);
+	tcase_add_test(lifecycle, test_damaged_database_warned);
 	tcase_add_test(lifecycle, test_stale_socket_replaced);
 	tcase_add_test(lifecycle, test_unwritable_db);
 	tcase_add_test(lifecycle, test_db_error_said_once);
