@@ -34,6 +34,10 @@
 /* About 75 MB of ended scopes with their requests (under 300 bytes each):
  * sixteen processes' worth of the per-process default. */
 #define DEFAULT_MAX_ENDED_SCOPES_TOTAL (1ULL << 18)
+/* The library writes a record with one send() on a local socket, so a
+ * record stays incomplete only while a client is stopped mid-write or
+ * means harm: seconds are generous. */
+#define DEFAULT_PARTIAL_TIMEOUT (5 * NS_PER_SEC)
 
 struct config cfg;
 
@@ -79,6 +83,9 @@ static const char usage_text[] =
     "                          (e.g. 7d, 7d,1G or ,500M; default: keep)\n"
     "  --linger DUR            wait for a reconnection this long before\n"
     "                          finalising a process (default 1s)\n"
+    "  --partial-timeout DUR   close a connection whose record stays\n"
+    "                          incomplete this long, keeping what came\n"
+    "                          before it (default 5s; 0: never)\n"
     "  --max-record-size N     bytes in one record (default %u)\n"
     "  --max-string N          bytes in one string (default %u)\n"
     "  --help, --version\n"
@@ -265,6 +272,7 @@ static void set_defaults(void)
 	cfg.max_held = DEFAULT_MAX_HELD;
 	cfg.max_pending = DEFAULT_MAX_PENDING;
 	cfg.linger = NS_PER_SEC;
+	cfg.partial_timeout = DEFAULT_PARTIAL_TIMEOUT;
 	proto_limits_default(&cfg.limits);
 }
 
@@ -284,6 +292,7 @@ enum {
 	OPT_MAX_ENDED_SCOPES_TOTAL,
 	OPT_RETENTION,
 	OPT_LINGER,
+	OPT_PARTIAL_TIMEOUT,
 	OPT_MAX_RECORD_SIZE,
 	OPT_MAX_STRING,
 	OPT_HELP,
@@ -308,6 +317,7 @@ static const struct option long_options[] = {
     {"max-pending", required_argument, NULL, OPT_MAX_PENDING},
     {"retention", required_argument, NULL, OPT_RETENTION},
     {"linger", required_argument, NULL, OPT_LINGER},
+    {"partial-timeout", required_argument, NULL, OPT_PARTIAL_TIMEOUT},
     {"max-record-size", required_argument, NULL, OPT_MAX_RECORD_SIZE},
     {"max-string", required_argument, NULL, OPT_MAX_STRING},
     {"help", no_argument, NULL, OPT_HELP},
@@ -384,6 +394,9 @@ static void parse_option(int opt, const char *arg)
 		break;
 	case OPT_LINGER:
 		cfg.linger = parse_duration("linger", arg);
+		break;
+	case OPT_PARTIAL_TIMEOUT:
+		cfg.partial_timeout = parse_duration("partial-timeout", arg);
 		break;
 	case OPT_MAX_RECORD_SIZE:
 		cfg.limits.max_object =

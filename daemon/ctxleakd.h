@@ -227,6 +227,8 @@ struct conn_stats {
 	uint64_t accepted;
 	uint64_t rejected;     /* over --max-connections */
 	uint64_t proto_errors; /* connections closed for bad input */
+	uint64_t partial_timeouts; /* ... of them, for a record left
+				      incomplete past --partial-timeout */
 	uint64_t records;      /* records received */
 };
 void conn_stats(struct conn_stats *out);
@@ -297,6 +299,9 @@ struct config {
 	uint64_t retention_bytes;
 	uint64_t linger; /* ns a disconnected process waits for a
 			    reconnection before it is finalised */
+	uint64_t partial_timeout; /* ns a record may stay incomplete
+				     before its connection is closed;
+				     0: for ever */
 	struct proto_limits limits;
 };
 

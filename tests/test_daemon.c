@@ -1834,8 +1834,8 @@ START_TEST(test_every_option_accepted)
 	      "100000", "--max-ended-scopes-total", "100000",
 	      "--max-ended-scopes", "100", "--max-request-age", "10m",
 	      "--max-held", "1M", "--max-pending", "2M", "--retention", "7d,1G",
-	      "--linger", "250ms", "--max-record-size", "64K", "--max-string",
-	      "4096");
+	      "--linger", "250ms", "--partial-timeout", "2s",
+	      "--max-record-size", "64K", "--max-string", "4096");
 	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
 					harness_worked_example, NULL),
 			 0);

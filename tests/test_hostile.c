@@ -11,6 +11,7 @@
  * (no leak), and its resident memory is held under a stated bound.
  */
 #include <check.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -334,6 +335,67 @@ START_TEST(test_truncated_objects_then_close)
 				       "processes p ON p.id = r.process_id "
 				       "WHERE p.app = 'raw'"),
 			 4 * ((int64_t)tlen - 1));
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* A record begun and never finished: past --partial-timeout the daemon
+ * closes that connection, says whose it was, counts it, and keeps the
+ * four records that came before.  A connection that is merely quiet
+ * between whole records stays open. */
+START_TEST(test_partial_record_times_out)
+{
+	struct harness_daemon d;
+	struct proto_receipt receipt;
+	struct pollfd pfd = {.events = POLLIN};
+	unsigned char buf[1024], tag[256];
+	struct proto_record r = {.type = PROTO_TAG,
+				 .ts = 1004,
+				 .tid = 7,
+				 .ctx = 5,
+				 .cause = 5,
+				 .key = {"held", 4},
+				 .value = {"open for ever", 13}};
+	size_t n, tlen = encode(tag, sizeof tag, &r);
+	char want[160];
+	int fd, quiet;
+
+	START(&d, "--keep", "all", "--partial-timeout", "500ms");
+	quiet = raw_hello(&d, 4100);
+	ck_assert_msg(harness_read_receipt(quiet, &receipt) == 0, "%s",
+		      harness_error());
+	fd = raw_hello(&d, 4101);
+	n = encode_request(buf, sizeof buf, 5);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	ck_assert_int_eq(harness_write_all(fd, tag, tlen / 2), 0);
+	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
+	close(fd);
+	snprintf(want, sizeof want,
+		 "pid %d: closing connection: a record left incomplete for "
+		 "500 ms (%zu bytes of it came; --partial-timeout)",
+		 (int)getpid(), tlen / 2);
+	ck_assert_msg(harness_wait_log(&d, want, 1) == 0, "%s",
+		      harness_error());
+	/* Quiet, not incomplete: still open, nothing to read. */
+	pfd.fd = quiet;
+	ck_assert_int_eq(poll(&pfd, 1, 0), 0);
+	close(quiet);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_int_eq(query_int(&d, "SELECT records FROM processes WHERE "
+				       "instance = 4101 AND error LIKE "
+				       "'a record left incomplete%%'"),
+			 4);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
+				       "processes p ON p.id = r.process_id "
+				       "WHERE p.instance = 4101"),
+			 4);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
+				       "instance = 4100 AND error IS NULL"),
+			 1);
+	/* Counted: among the bad input, as incomplete. */
+	ck_assert_msg(harness_wait_log(&d, "1 bad input (1 incomplete)", 1) ==
+			  0,
+		      "%s", harness_error());
 	harness_cleanup(&d);
 }
 END_TEST
@@ -936,6 +998,7 @@ static Suite *hostile_suite(void)
 	tcase_set_timeout(storms, 120);
 	tcase_add_test(input, test_random_bytes);
 	tcase_add_test(input, test_truncated_objects_then_close);
+	tcase_add_test(input, test_partial_record_times_out);
 	tcase_add_test(input, test_four_gib_prefixes);
 	tcase_add_test(input, test_huge_arrays_and_deep_nesting);
 	tcase_add_test(input, test_wrong_types_and_order);
