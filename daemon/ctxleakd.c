@@ -34,6 +34,11 @@
 /* About 75 MB of ended scopes with their requests (under 300 bytes each):
  * sixteen processes' worth of the per-process default. */
 #define DEFAULT_MAX_ENDED_SCOPES_TOTAL (1ULL << 18)
+/* A host with several thousand instrumented workers, one connection
+ * each.  Each costs the daemon about 16 KiB idle, at most one read
+ * (64 KiB), one record (--max-record-size) and a site table (256 KiB)
+ * more, and one descriptor (the unit's LimitNOFILE=16384 leaves room). */
+#define DEFAULT_MAX_CONNECTIONS 4096
 /* The library writes a record with one send() on a local socket, so a
  * record stays incomplete only while a client is stopped mid-write or
  * means harm: seconds are generous. */
@@ -60,7 +65,8 @@ static const char usage_text[] =
     "  --log-level LEVEL       error, warn, info (default) or debug\n"
     "  --log-file PATH         append the log here instead of stderr;\n"
     "                          SIGHUP reopens it\n"
-    "  --max-connections N     client connections at once (default %u)\n"
+    "  --max-connections N     client connections at once (default %u);\n"
+    "                          each costs about 16K idle, 400K at most\n"
     "  --max-open-scopes N     open scopes per process (default %u)\n"
     "  --max-open-scopes-total N\n"
     "                          open scopes of all processes together\n"
@@ -263,7 +269,7 @@ static void set_defaults(void)
 	cfg.socket_path = default_socket;
 	cfg.db_path = default_db;
 	cfg.log_level = LOG_LEVEL_INFO;
-	cfg.max_connections = 1024;
+	cfg.max_connections = DEFAULT_MAX_CONNECTIONS;
 	cfg.max_open_scopes = rc.max_open_scopes;
 	cfg.max_open_scopes_total = DEFAULT_MAX_OPEN_SCOPES_TOTAL;
 	cfg.max_ended_scopes_total = DEFAULT_MAX_ENDED_SCOPES_TOTAL;

@@ -1538,6 +1538,48 @@ static int count_in_log(const struct harness_daemon *d, const char *needle)
 	return n;
 }
 
+#define REFUSED 20
+
+/* A burst of refusals: one line when it begins, one with its total when
+ * it is over, and the count in the daemon's status. */
+START_TEST(test_refusals_logged_per_burst)
+{
+	struct harness_daemon d;
+	char want[160];
+	int fds[2], fd;
+
+	START(&d, "--max-connections", "2", "--log-level", "debug");
+	for (int i = 0; i < 2; i++) {
+		fds[i] = harness_connect(&d);
+		ck_assert_msg(fds[i] >= 0, "%s", harness_error());
+		ck_assert_int_eq(
+		    harness_send_hello(fds[i], 200 + (uint64_t)i, 0), 0);
+		ck_assert_msg(harness_wait_log(&d, "new process", i + 1) == 0,
+			      "%s", harness_error());
+	}
+	for (int i = 0; i < REFUSED; i++) {
+		fd = harness_connect(&d);
+		ck_assert_msg(fd >= 0, "%s", harness_error());
+		ck_assert_msg(harness_wait_closed(fd) == 0, "%s",
+			      harness_error());
+		close(fd);
+	}
+	snprintf(want, sizeof want,
+		 "%d connection(s) refused in ", REFUSED);
+	ck_assert_msg(harness_wait_log(&d, want, 1) == 0, "%s",
+		      harness_error());
+	assert_log_has(&d, "--max-connections 2 reached; those clients got "
+			   "no RECEIPT");
+	ck_assert_int_eq(count_in_log(&d, "refused"), 2);
+	close(fds[0]);
+	close(fds[1]);
+	STOP_OK(&d);
+	snprintf(want, sizeof want, "%d refused", REFUSED);
+	assert_log_has(&d, want);
+	harness_cleanup(&d);
+}
+END_TEST
+
 #define FD_STORM 16
 
 /* Out of descriptors, the daemon pauses accepting instead of spinning on
@@ -1918,6 +1960,7 @@ static Suite *daemon_suite(void)
 	tcase_add_test(lifecycle, test_db_directories_0750);
 	tcase_add_test(lifecycle, test_foreign_socket_directory);
 	tcase_add_test(lifecycle, test_max_connections);
+	tcase_add_test(lifecycle, test_refusals_logged_per_burst);
 	tcase_add_test(lifecycle, test_out_of_descriptors);
 	tcase_add_test(lifecycle, test_sighup_reopens_log_file);
 	tcase_add_test(lifecycle, test_sd_notify);

@@ -833,6 +833,48 @@ START_TEST(test_thousand_concurrent_connections)
 }
 END_TEST
 
+/* More workers than the old default of 1,024 connections. */
+#define MANY_WORKERS 1100
+
+/* A host with more than a thousand instrumented workers: with the
+ * default limits, every one of them is taken (its HELLO gets a RECEIPT)
+ * and every record it sends is stored. */
+START_TEST(test_default_limits_take_many_workers)
+{
+	static int fd[MANY_WORKERS];
+	struct harness_daemon d;
+	struct proto_receipt receipt;
+	unsigned char buf[512];
+	struct rlimit rl;
+	size_t n;
+
+	/* Started from a shell's usual soft limit of 1,024 files: the
+	 * daemon raises its own to what its connections need. */
+	raise_fd_limit(MANY_WORKERS + 256);
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	rl.rlim_cur = 1024;
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	START(&d, "--keep", "all");
+	raise_fd_limit(MANY_WORKERS + 256);
+	n = encode_request(buf, sizeof buf, 11);
+	for (int i = 0; i < MANY_WORKERS; i++) {
+		fd[i] = raw_hello(&d, 40000 + (uint64_t)i);
+		ck_assert_msg(harness_read_receipt(fd[i], &receipt) == 0,
+			      "connection %d: %s", i, harness_error());
+		ck_assert_int_eq(harness_write_all(fd[i], buf, n), 0);
+	}
+	for (int i = 0; i < MANY_WORKERS; i++)
+		close(fd[i]);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
+				       "app = 'raw' AND records = 4"),
+			 MANY_WORKERS);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records"),
+			 4 * MANY_WORKERS);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* ------------------------------------------------------ SIGTERM under load */
 
 #define LOAD_CLIENTS 8
@@ -1008,6 +1050,7 @@ static Suite *hostile_suite(void)
 	tcase_add_test(input, test_long_names_on_open_requests);
 	tcase_add_test(storms, test_connection_churn);
 	tcase_add_test(storms, test_thousand_concurrent_connections);
+	tcase_add_test(storms, test_default_limits_take_many_workers);
 	tcase_add_test(modes, test_socket_and_database_modes);
 	suite_add_tcase(s, input);
 	suite_add_tcase(s, storms);
