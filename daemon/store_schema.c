@@ -157,6 +157,39 @@ static const char schema_v2[] =
     "CREATE INDEX records_ctx_request ON records(ctx_request_id) "
     "WHERE ctx_request_id IS NOT request_id;";
 
+/*
+ * Version 3.  A site is stored once per (file, line, function), whichever
+ * process defined it: the duplicates earlier versions wrote (a row for
+ * every SITE record) are merged into the lowest id of their key, and the
+ * rows naming them follow.  sites.process_id is now the process that
+ * first defined the site.  used and released_at tell retention when
+ * nothing names the site any more (store_sites.c); sites already in the
+ * file count as used.  The SQL functions of this step are plain SQL so
+ * that the step can run by itself.
+ */
+static const char schema_v3[] =
+    "CREATE TEMP TABLE site_merge AS SELECT s.id AS old, k.keep AS keep "
+    "FROM sites s JOIN (SELECT file, line, func, min(id) AS keep FROM sites "
+    "GROUP BY file, line, func) k ON s.file = k.file AND s.line = k.line "
+    "AND s.func IS k.func WHERE s.id <> k.keep;"
+    "CREATE UNIQUE INDEX temp.site_merge_old ON site_merge(old);"
+    "UPDATE records SET site_id = (SELECT keep FROM site_merge WHERE "
+    "old = site_id) WHERE site_id IN (SELECT old FROM site_merge);"
+    "UPDATE requests SET site_id = (SELECT keep FROM site_merge WHERE "
+    "old = site_id) WHERE site_id IN (SELECT old FROM site_merge);"
+    "UPDATE tags SET site_id = (SELECT keep FROM site_merge WHERE "
+    "old = site_id) WHERE site_id IN (SELECT old FROM site_merge);"
+    "UPDATE leaks SET site_id = (SELECT keep FROM site_merge WHERE "
+    "old = site_id) WHERE site_id IN (SELECT old FROM site_merge);"
+    "UPDATE request_stats SET site_id = (SELECT keep FROM site_merge WHERE "
+    "old = site_id) WHERE site_id IN (SELECT old FROM site_merge);"
+    "DELETE FROM sites WHERE id IN (SELECT old FROM site_merge);"
+    "DROP TABLE temp.site_merge;"
+    "CREATE UNIQUE INDEX sites_key ON sites(file, line, func);"
+    "ALTER TABLE sites ADD COLUMN used INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE sites ADD COLUMN released_at INTEGER;"
+    "UPDATE sites SET used = 1;";
+
 /* Pages of a new file.  Four times SQLite's default: the insert rate under
  * --keep=all goes up by about 45%, for about 4x the bytes of a 200 ms
  * commit when ingestion is slow (a few pages per table). */
@@ -166,6 +199,7 @@ static const char schema_v2[] =
 static const char *const migrations[STORE_SCHEMA_VERSION] = {
     schema_v1,
     schema_v2,
+    schema_v3,
 };
 
 static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)

@@ -875,6 +875,156 @@ START_TEST(test_default_limits_take_many_workers)
 }
 END_TEST
 
+/* ------------------------------------------------------ sites and retention */
+
+#define FLOODERS     4
+#define FLOOD_SITES  10000
+#define RETAIN_BYTES (2 << 20)
+
+/* Defines FLOOD_SITES sites nobody will name, each new; returns the
+ * connection, still open. */
+static int flood_sites_held(const struct harness_daemon *d, int flooder)
+{
+	static unsigned char buf[FLOOD_SITES * 256];
+	char file[200];
+	size_t n = 0;
+	int fd = raw_hello(d, 50000 + (uint64_t)flooder);
+
+	for (int i = 0; i < FLOOD_SITES; i++) {
+		struct proto_record r = {.type = PROTO_SITE,
+					 .site = (uint32_t)i + 1,
+					 .line = (uint32_t)i,
+					 .file = {file, 0},
+					 .func = {"flood", 5}};
+
+		r.file.len = (size_t)snprintf(file, sizeof file,
+					      "flood/%d/%0150d.c", flooder, i);
+		n += encode(buf + n, sizeof buf - n, &r);
+	}
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	return fd;
+}
+
+static void flood_sites(const struct harness_daemon *d, int flooder)
+{
+	close(flood_sites_held(d, flooder));
+}
+
+/* Five processes of the worked example: 35 findings. */
+static void thirty_five_findings(const struct harness_daemon *d)
+{
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_eq(harness_client(d, CTXLEAK_BACKEND_THREAD,
+						harness_worked_example, NULL),
+				 0);
+	ck_assert_msg(harness_wait_int(d, "SELECT count(*) FROM leaks", 35) ==
+			  0,
+		      "%s", harness_error());
+}
+
+/* Sites a live process holds cannot go: retention is over its limit with
+ * nothing more it may delete, says so, and keeps the findings rather
+ * than emptying them. */
+START_TEST(test_held_sites_do_not_empty_the_findings)
+{
+	struct harness_daemon d;
+	char limit[32];
+	int fd;
+
+	snprintf(limit, sizeof limit, ",%d", RETAIN_BYTES / 2);
+	START(&d, "--retention", limit);
+	thirty_five_findings(&d);
+	fd = flood_sites_held(&d, 0);
+	ck_assert_msg(harness_wait_log(&d, "nothing more may be deleted", 1) ==
+			  0,
+		      "%s", harness_error());
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 35);
+	close(fd);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 35);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/*
+ * A flood of SITE records under a small size retention: sites are stored
+ * once per (file, line, function), the flood's go once their processes
+ * have, the findings all stay, and retention says what it deleted.
+ */
+START_TEST(test_site_flood_under_size_retention)
+{
+	static const char *const naming[] = {"records", "requests", "tags",
+					     "leaks", "request_stats"};
+	struct harness_daemon d;
+	char limit[32], under[200];
+	int64_t sites_once;
+
+	snprintf(limit, sizeof limit, ",%d", RETAIN_BYTES);
+	START(&d, "--retention", limit);
+	/* The same code in five processes: its sites are stored once. */
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
+	ck_assert_msg(harness_wait_int(&d, "SELECT count(*) FROM leaks", 7) ==
+			  0,
+		      "%s", harness_error());
+	sites_once = query_int(&d, "SELECT count(*) FROM sites");
+	ck_assert_int_gt(sites_once, 0);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+						harness_worked_example, NULL),
+				 0);
+	ck_assert_msg(harness_wait_int(&d, "SELECT count(*) FROM leaks", 35) ==
+			  0,
+		      "%s", harness_error());
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM sites"),
+			 sites_once);
+	for (int i = 0; i < FLOODERS; i++)
+		flood_sites(&d, i);
+	ck_assert_msg(harness_wait_int(&d,
+				       "SELECT count(*) FROM processes WHERE "
+				       "app = 'raw' AND disconnected_at IS "
+				       "NOT NULL",
+				       FLOODERS) == 0,
+		      "%s", harness_error());
+	snprintf(under, sizeof under,
+		 "SELECT ((SELECT page_count FROM pragma_page_count) - "
+		 "(SELECT freelist_count FROM pragma_freelist_count)) * "
+		 "(SELECT page_size FROM pragma_page_size) <= %d",
+		 RETAIN_BYTES);
+	ck_assert_msg(harness_wait_int(&d, under, 1) == 0, "%s",
+		      harness_error());
+	ck_assert_msg(harness_wait_log(&d, "retention by size deleted", 1) ==
+			  0,
+		      "%s", harness_error());
+	ck_assert_int_eq(harness_stop(&d), 0);
+	{
+		char *log = harness_log(&d);
+		char *line = strstr(log, "retention by size deleted");
+
+		ck_assert_msg(line != NULL && strstr(line, " sites") != NULL,
+			      "%s", log);
+		free(log);
+	}
+	/* Every finding stayed, and every site a row names. */
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 35);
+	for (size_t i = 0; i < sizeof naming / sizeof naming[0]; i++)
+		ck_assert_msg(query_int(&d,
+					"SELECT count(*) FROM %s WHERE site_id "
+					"NOT IN (SELECT id FROM sites)",
+					naming[i]) == 0,
+			      "%s names a deleted site", naming[i]);
+	ck_assert_int_gt(query_int(&d, "SELECT count(*) FROM leaks WHERE "
+				       "site_id IS NOT NULL"),
+			 0);
+	/* The flood's sites are bounded by the limit: 40,000 rows of some
+	 * 200 bytes are 8 MB, four times the limit. */
+	ck_assert_int_lt(query_int(&d, "SELECT count(*) FROM sites"),
+			 FLOODERS * FLOOD_SITES / 4);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* ------------------------------------------------------ SIGTERM under load */
 
 #define LOAD_CLIENTS 8
@@ -1051,6 +1201,8 @@ static Suite *hostile_suite(void)
 	tcase_add_test(storms, test_connection_churn);
 	tcase_add_test(storms, test_thousand_concurrent_connections);
 	tcase_add_test(storms, test_default_limits_take_many_workers);
+	tcase_add_test(storms, test_site_flood_under_size_retention);
+	tcase_add_test(storms, test_held_sites_do_not_empty_the_findings);
 	tcase_add_test(modes, test_socket_and_database_modes);
 	suite_add_tcase(s, input);
 	suite_add_tcase(s, storms);
