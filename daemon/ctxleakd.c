@@ -36,8 +36,8 @@
 #define DEFAULT_MAX_ENDED_SCOPES_TOTAL (1ULL << 18)
 /* A host with several thousand instrumented workers, one connection
  * each.  Each costs the daemon about 16 KiB idle, at most one read
- * (64 KiB), one record (--max-record-size) and a site table (256 KiB)
- * more, and one descriptor (the unit's LimitNOFILE=16384 leaves room). */
+ * (64 KiB), one record (--max-record-size) and its sites (512 KiB) more,
+ * and one descriptor (the unit's LimitNOFILE=16384 leaves room). */
 #define DEFAULT_MAX_CONNECTIONS 4096
 /* The library writes a record with one send() on a local socket, so a
  * record stays incomplete only while a client is stopped mid-write or
@@ -66,7 +66,7 @@ static const char usage_text[] =
     "  --log-file PATH         append the log here instead of stderr;\n"
     "                          SIGHUP reopens it\n"
     "  --max-connections N     client connections at once (default %u);\n"
-    "                          each costs about 16K idle, 400K at most\n"
+    "                          each costs about 16K idle, 656K at most\n"
     "  --max-open-scopes N     open scopes per process (default %u)\n"
     "  --max-open-scopes-total N\n"
     "                          open scopes of all processes together\n"
