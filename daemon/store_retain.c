@@ -239,8 +239,8 @@ static int run_range(struct retention *r, int first, int last, int64_t cutoff,
 /*
  * A process's rows all come from before it disconnected, so once nothing
  * older than the cutoff is left, a process that disconnected before it
- * has no rows left either; only then are processes (and their sites)
- * deleted.
+ * has no rows left either; only then are processes deleted, and the
+ * sites that no row names or that were let go before the cutoff.
  */
 static int age_step(struct retention *r, int64_t cutoff, uint64_t *deleted)
 {
@@ -251,8 +251,10 @@ static int age_step(struct retention *r, int64_t cutoff, uint64_t *deleted)
 		return rc;
 	if (*deleted != before)
 		return 1;
-	return run_range(r, AGE_SITES, AGE_PROCESSES, cutoff, AGE_CHUNK,
-			 deleted);
+	/* Sites go a chunk at a time too (a flood of them may wait). */
+	rc = run_range(r, AGE_SITES, AGE_PROCESSES, cutoff, AGE_CHUNK,
+		       deleted);
+	return rc < 0 ? rc : *deleted != before;
 }
 
 /* Pages in use, in bytes, or -rc. */
