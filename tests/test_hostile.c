@@ -400,6 +400,49 @@ START_TEST(test_partial_record_times_out)
 }
 END_TEST
 
+/* A record dripped a byte at a time: each byte is progress on the wire
+ * but not a record, so the clock is not reset and the connection goes
+ * about --partial-timeout after its first byte, long before the last. */
+START_TEST(test_partial_record_dripped_times_out)
+{
+	struct harness_daemon d;
+	unsigned char tag[256];
+	char value[100];
+	struct proto_record r = {.type = PROTO_TAG,
+				 .ts = 1004,
+				 .tid = 7,
+				 .ctx = 5,
+				 .cause = 5,
+				 .key = {"drip", 4},
+				 .value = {value, sizeof value}};
+	size_t tlen, sent = 0;
+	struct timespec t0, t1;
+	double secs;
+	int fd;
+
+	memset(value, 'd', sizeof value);
+	tlen = encode(tag, sizeof tag, &r);
+	START(&d, "--partial-timeout", "500ms");
+	fd = raw_hello(&d, 4200);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	/* 100 ms a byte: the whole record would take over 10 s. */
+	while (sent < tlen && harness_write_all(fd, tag + sent, 1) == 0) {
+		sent++;
+		harness_sleep_ms(100);
+	}
+	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	close(fd);
+	secs = (double)(t1.tv_sec - t0.tv_sec) +
+	       (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	ck_assert_msg(sent < tlen / 2 && secs < 3.0,
+		      "closed after %.1f s and %zu of %zu bytes", secs, sent,
+		      tlen);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* Length prefixes that announce 4 GiB: the daemon refuses them from the
  * header alone, without waiting for (or allocating) the payload. */
 START_TEST(test_four_gib_prefixes)
@@ -1191,6 +1234,7 @@ static Suite *hostile_suite(void)
 	tcase_add_test(input, test_random_bytes);
 	tcase_add_test(input, test_truncated_objects_then_close);
 	tcase_add_test(input, test_partial_record_times_out);
+	tcase_add_test(input, test_partial_record_dripped_times_out);
 	tcase_add_test(input, test_four_gib_prefixes);
 	tcase_add_test(input, test_huge_arrays_and_deep_nesting);
 	tcase_add_test(input, test_wrong_types_and_order);
