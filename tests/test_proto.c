@@ -1415,8 +1415,8 @@ START_TEST(test_hello_newer_version)
 	h.version = PROTO_VERSION + 1;
 	add_hello(&b, &h);
 	ck_rejects(0, b.p, b.len, PROTO_E_VERSION,
-		   "HELLO of protocol version 2; this side speaks up to "
-		   "version 1");
+		   "HELLO of protocol version 3; this side speaks up to "
+		   "version 2");
 	free(b.p);
 	/* The version is judged first: a newer HELLO may lack v1's keys. */
 	pk_init(&p);
