@@ -333,7 +333,7 @@ void server_drain(void)
 	if (listen_fd >= 0)
 		accept_backlog();
 	stop_listening();
-	conn_drain_all();
+	conn_drain_final();
 	process_finalise_all();
 }
 

@@ -157,6 +157,19 @@ static const char schema_v2[] =
     "CREATE INDEX records_ctx_request ON records(ctx_request_id) "
     "WHERE ctx_request_id IS NOT request_id;";
 
+/*
+ * Version 3.  processes.committed_watermark: every record of the process
+ * with ts <= it is judged and committed (the daemon's ACK, PROTOCOL.md
+ * 2.3); committed_position, set when the process is finalised: the
+ * records of its stream before it are all stored.  With them a restarted
+ * daemon drops the records a client sends again that its predecessor had
+ * already stored: by position after an orderly stop, by ts after a crash.
+ */
+static const char schema_v3[] =
+    "ALTER TABLE processes ADD COLUMN committed_watermark INTEGER NOT NULL "
+    "DEFAULT 0;"
+    "ALTER TABLE processes ADD COLUMN committed_position INTEGER;";
+
 /* Pages of a new file.  Four times SQLite's default: the insert rate under
  * --keep=all goes up by about 45%, for about 4x the bytes of a 200 ms
  * commit when ingestion is slow (a few pages per table). */
@@ -166,6 +179,7 @@ static const char schema_v2[] =
 static const char *const migrations[STORE_SCHEMA_VERSION] = {
     schema_v1,
     schema_v2,
+    schema_v3,
 };
 
 static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)

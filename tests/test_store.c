@@ -374,10 +374,10 @@ START_TEST(test_newer_version_refused)
 	char err[256];
 
 	store_close(open_default(0));
-	exec_on(path, "PRAGMA user_version = 3");
+	exec_on(path, "PRAGMA user_version = 4");
 	open_fails(path, err, sizeof err);
-	ck_assert_msg(strstr(err, "database schema version 3 is newer than "
-				  "this ctxleakd supports (2)") != NULL,
+	ck_assert_msg(strstr(err, "database schema version 4 is newer than "
+				  "this ctxleakd supports (3)") != NULL,
 		      "%s", err);
 }
 END_TEST
@@ -716,7 +716,7 @@ START_TEST(test_process_reconnect)
 
 	ck_assert_int_eq(store_process_open(s, &pi, &p), 0);
 	ck_assert_int_eq(p.id, 1);
-	store_process_update(s, &p, 10, 1, 2, "bad msgpack", &model, 1);
+	store_process_update(s, &p, 10, 1, 2, 0, -1, "bad msgpack", &model, 1);
 	store_commit(s);
 	ck_assert_int_eq(q("SELECT disconnected_at IS NOT NULL FROM processes"),
 			 1);
@@ -733,7 +733,7 @@ START_TEST(test_process_reconnect)
 	    "2|NULL|NULL|100|1000|1001|web|thread|default|"
 	    "libctxleak 0.1.0|-77129852519530769");
 	/* The caller's totals; NULL error and model keep the row's. */
-	store_process_update(s, &p, 25, 3, 2, NULL, NULL, 0);
+	store_process_update(s, &p, 25, 3, 2, 0, -1, NULL, NULL, 0);
 	store_commit(s);
 	ck_assert_str_eq(qs("SELECT records || '|' || dropped || '|' || "
 			    "unknown_skipped || '|' || error || '|' || model "
@@ -749,7 +749,7 @@ START_TEST(test_process_reconnect)
 			 1);
 	ck_assert_int_eq(store_process_open(s, &pi, &restarted), 0);
 	ck_assert_int_eq(restarted.id, 1);
-	store_process_update(s, &restarted, 5, 0, 0, NULL, NULL, 1);
+	store_process_update(s, &restarted, 5, 0, 0, 0, -1, NULL, NULL, 1);
 	pi.hello = &(struct proto_hello){.instance = 99, .pid = 1};
 	ck_assert_int_eq(store_process_open(s, &pi, &p), 0);
 	ck_assert_int_eq(p.id, 2);
@@ -1230,12 +1230,18 @@ START_TEST(test_migrates_version_1)
 	store_close(s);
 	exec_on(path, "DROP TABLE request_stats; DROP INDEX "
 		      "records_ctx_request; ALTER TABLE requests DROP COLUMN "
-		      "records_not_kept; PRAGMA user_version = 1");
+		      "records_not_kept; ALTER TABLE processes DROP COLUMN "
+		      "committed_watermark; ALTER TABLE processes DROP COLUMN "
+		      "committed_position; PRAGMA user_version = 1");
 	s = open_default(0);
 	p = add_process(s, 1, 0);
 	clean_request(s, &p, 2, "GET /a", 2, 100, 5, 1000);
 	store_close(s);
-	ck_assert_int_eq(q("PRAGMA user_version"), 2);
+	ck_assert_int_eq(q("PRAGMA user_version"), 3);
+	ck_assert_int_eq(q("SELECT count(*) FROM processes WHERE "
+			   "committed_watermark = 0 AND committed_position "
+			   "IS NULL"),
+			 1);
 	ck_assert_int_eq(q("SELECT count(*) FROM sqlite_master WHERE name = "
 			   "'records_ctx_request'"),
 			 1);
@@ -1361,7 +1367,7 @@ START_TEST(test_disk_full_ids)
 	ck_assert_int_eq(st.degraded, 1);
 	ck_assert_int_eq(store_process_open(s, &pi, &full), 0);
 	ck_assert_int_eq(full.id, 2);
-	store_process_update(s, &full, 7, 1, 0, NULL, NULL, 1);
+	store_process_update(s, &full, 7, 1, 0, 0, -1, NULL, NULL, 1);
 	store_limit_pages(s, -1);
 	store_tick(s);
 	store_commit(s);
