@@ -18,7 +18,9 @@
  * ts <= it is judged and in the file.  It is the highest WATERMARK taken,
  * lowered below the oldest record the engine still holds for a request
  * not yet retired (--keep=leaky: those go to the store when the request
- * does).  Records judged early (a queue over its limit) do not raise it:
+ * does), but by HELD_ACK_LAG at most: a request that never ends must not
+ * make its client keep everything after it.  A crash loses the records
+ * held for a request older than that.  Records judged early (a queue over its limit) do not raise it:
  * records of lower ts may still come.  Once the commit is done, every
  * version 2 connection of the process is told it (an ACK), and its client
  * frees what it kept for sending again.  A client that reconnects sends
@@ -94,6 +96,12 @@ static void mark_dirty(struct process *p)
 	counts_dirty = 1;
 }
 
+/* The longest the committed watermark waits for a request to retire, in
+ * the client's ts (ns): what the client keeps meanwhile, about a second
+ * of its records, stays well within its 4 MiB default buffer at tens of
+ * thousands of records a second. */
+#define HELD_ACK_LAG 1000000000ull
+
 /* What the open transaction commits of p's stream: the watermark, below
  * what the engine holds. */
 static void advance_committing(struct process *p)
@@ -105,6 +113,8 @@ static void advance_committing(struct process *p)
 	held = rules_held_since(p->rules);
 	if (held <= w)
 		w = held - 1;
+	if (w + HELD_ACK_LAG < p->watermark)
+		w = p->watermark - HELD_ACK_LAG;
 	if (w <= p->committing)
 		return;
 	p->committing = w;

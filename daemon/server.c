@@ -354,10 +354,12 @@ void server_status(char *buf, size_t len)
 	status_time = now;
 	snprintf(buf, len,
 		 "%u connections, %llu processes, %.0f records/s, %llu "
-		 "records, %llu findings, %llu refused, %llu bad input",
+		 "records, %llu findings, %llu refused, %llu bad input, "
+		 "%llu records received again",
 		 conn_count(), (unsigned long long)ps.live, rate,
 		 (unsigned long long)cs.records,
 		 (unsigned long long)ps.findings,
 		 (unsigned long long)cs.rejected,
-		 (unsigned long long)cs.proto_errors);
+		 (unsigned long long)cs.proto_errors,
+		 (unsigned long long)ps.duplicates);
 }
