@@ -567,6 +567,9 @@ void process_judge_connected(void)
 			p->watermark = p->max_ts;
 		mark_dirty(p);
 	}
+	/* The counters may be the only rows (--keep=leaky, records of no
+	 * request): they open the transaction the commit needs. */
+	write_counts(process_store, STORE_HOOK_WRITE, NULL);
 	store_commit(process_store);
 }
 
