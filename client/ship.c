@@ -46,7 +46,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -98,6 +100,8 @@ static struct {
 	int final_collected;
 	uint64_t send_dead; /* when a send failed (0: none): the connection
 			       is only read, until it ends or SEND_DEAD_WAIT */
+	int outq; /* bytes sent that the daemon had not read, when last
+		     looked at (SIOCOUTQ) */
 
 	uint64_t kept_pos;     /* stream position of SEG_KEPT's first record */
 	uint64_t kept_records; /* records in SEG_KEPT (watermarks aside) */
@@ -677,20 +681,34 @@ static int ship_once(uint64_t now, uint64_t req)
  * may show lost drops. */
 static int ack_awaited(void)
 {
-	return ship.fd >= 0 && (ship.kept_records ||
-				(ship.receipt.due && ship.receipt.drops));
+	return ship.fd >= 0 &&
+	       (ship.kept_records || (ship.receipt.due && ship.receipt.drops));
 }
 
-/* Stopping, the shipper waits as long as the daemon takes bytes or
- * acknowledges them: under load a slow daemon is still a working one. */
+/* The daemon reads what the kernel holds for it: that is progress too,
+ * the ACK of the last batch comes only once it has read all of it. */
+static void note_peer_reading(void)
+{
+	int n;
+
+	if (ship.fd < 0 || ioctl(ship.fd, SIOCOUTQ, &n) == -1)
+		return;
+	if (n < ship.outq)
+		ship.last_progress = cl_now();
+	ship.outq = n;
+}
+
+/* Stopping, the shipper waits as long as the daemon takes bytes, reads
+ * them or acknowledges them: under load a slow daemon is still a working
+ * one. */
 static int finished(void)
 {
 	uint64_t since;
 
 	if (!atomic_load(&ship.stop))
 		return 0;
-	if (all_sent() && !ship.drops && cl_buf_all_empty() &&
-	    !ack_awaited())
+	note_peer_reading();
+	if (all_sent() && !ship.drops && cl_buf_all_empty() && !ack_awaited())
 		return ship.final_collected || ship.fd < 0;
 	since = ship.last_progress > ship.stop_at ? ship.last_progress
 						  : ship.stop_at;
@@ -836,8 +854,8 @@ static void count_unsent(void)
 	int complete = 1;
 
 	collect(&complete);
-	atomic_fetch_add(&unsent, ship.kept_records +
-				      cl_records_in(r->b.p, r->b.len));
+	atomic_fetch_add(&unsent,
+			 ship.kept_records + cl_records_in(r->b.p, r->b.len));
 }
 
 void cl_ship_stop(void)

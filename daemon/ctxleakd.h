@@ -286,8 +286,8 @@ void process_judge_connected(void);
 void process_finalise_all(void);
 
 struct process_stats {
-	uint64_t live;	   /* processes in memory */
-	uint64_t findings; /* findings reported since start */
+	uint64_t live;	     /* processes in memory */
+	uint64_t findings;   /* findings reported since start */
 	uint64_t duplicates; /* records received again and dropped */
 };
 void process_stats(struct process_stats *out);

@@ -16,18 +16,18 @@
  *
  * Each commit also carries the committed watermark: every record with
  * ts <= it is judged and in the file.  It is the highest WATERMARK taken,
- * lowered below the oldest record the engine still holds for a request
- * not yet retired (--keep=leaky: those go to the store when the request
- * does), but by HELD_ACK_LAG at most: a request that never ends must not
- * make its client keep everything after it.  A crash loses the records
- * held for a request older than that.  Records judged early (a queue over its limit) do not raise it:
- * records of lower ts may still come.  Once the commit is done, every
- * version 2 connection of the process is told it (an ACK), and its client
- * frees what it kept for sending again.  A client that reconnects sends
- * again everything not acknowledged; the daemon drops what it already has
- * (duplicates): by stream position when it knows it (the process was live
- * in memory, or finalised in order), by ts against the row's committed
- * watermark after a crash.
+ * lowered below the oldest record the engine still holds for a request not
+ * yet retired (--keep=leaky: those go to the store when the request does),
+ * but by HELD_ACK_LAG at most: a request that never ends must not make its
+ * client keep everything after it.  A crash loses the records held for a
+ * request older than that.  Records judged early (a queue over its limit)
+ * do not raise it: records of lower ts may still come.  Once the commit is
+ * done, every version 2 connection of the process is told it (an ACK), and
+ * its client frees what it kept for sending again.  A client that
+ * reconnects sends again everything not acknowledged; the daemon drops
+ * what it already has (duplicates): by stream position when it knows it
+ * (the process was live in memory, or finalised in order), by ts against
+ * the row's committed watermark after a crash.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,7 +48,7 @@ struct process {
 	unsigned conns;	      /* connections attached now */
 	struct event *linger; /* pending while no connection is attached */
 	uint64_t records, dropped, skipped;
-	uint64_t judged; /* records the rules delivered to the store */
+	uint64_t judged;     /* records the rules delivered to the store */
 	uint64_t watermark;  /* the highest WATERMARK taken */
 	uint64_t max_ts;     /* the highest ts of a record received */
 	uint64_t committing; /* committed watermark in the open transaction */
@@ -59,8 +59,8 @@ struct process {
 			   known (restored after a crash, until a HELLO with
 			   seq) */
 	uint64_t duplicates; /* records received again and dropped */
-	int dirty;	 /* counters changed since the store last had them */
-	char *error;	 /* the last protocol error that closed a connection */
+	int dirty;   /* counters changed since the store last had them */
+	char *error; /* the last protocol error that closed a connection */
 	int held_warned;
 	int forced_warned;
 	int names_warned;

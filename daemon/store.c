@@ -838,10 +838,9 @@ static int64_t find_process(struct store *s, uint64_t instance,
 		base->base_dropped = (uint64_t)sqlite3_column_int64(st, 2);
 		base->base_skipped = (uint64_t)sqlite3_column_int64(st, 3);
 		base->base_watermark = (uint64_t)sqlite3_column_int64(st, 4);
-		base->base_position =
-		    sqlite3_column_type(st, 5) == SQLITE_NULL
-			? -1
-			: sqlite3_column_int64(st, 5);
+		base->base_position = sqlite3_column_type(st, 5) == SQLITE_NULL
+					  ? -1
+					  : sqlite3_column_int64(st, 5);
 	}
 	sqlite3_reset(st);
 	return id;

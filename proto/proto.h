@@ -285,9 +285,9 @@ size_t proto_encode_ack(void *buf, size_t cap, uint64_t watermark);
 
 /* One daemon message, parsed. */
 struct proto_reply {
-	uint64_t kind;			 /* PROTO_MSG_*, or a later kind */
-	struct proto_receipt receipt;	 /* PROTO_MSG_RECEIPT */
-	uint64_t watermark;		 /* PROTO_MSG_ACK */
+	uint64_t kind;		      /* PROTO_MSG_*, or a later kind */
+	struct proto_receipt receipt; /* PROTO_MSG_RECEIPT */
+	uint64_t watermark;	      /* PROTO_MSG_ACK */
 };
 
 /*

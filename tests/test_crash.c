@@ -344,7 +344,6 @@ START_TEST(test_refused_client_delivers_later)
 	struct proto_receipt r;
 	int fd;
 
-
 	ck_assert_msg(harness_start(&d, args) == 0, "%s", harness_error());
 	/* The one slot, once the harness's probe of the socket left it. */
 	for (int i = 0;; i++) {
@@ -367,9 +366,9 @@ START_TEST(test_refused_client_delivers_later)
 	/* The client has a copy of the descriptor (it forked after). */
 	shutdown(fd, SHUT_RDWR);
 	close(fd);
-	ck_assert_msg(harness_wait_int(&d, "SELECT count(*) FROM processes",
-				       2) == 0,
-		      "%s", harness_error());
+	ck_assert_msg(
+	    harness_wait_int(&d, "SELECT count(*) FROM processes", 2) == 0,
+	    "%s", harness_error());
 	wait_all_storing(&d, 1, pids, 1);
 	fleet_stop(&d, f, pids);
 	ck_assert_int_eq(harness_stop(&d), 0);
@@ -671,9 +670,9 @@ START_TEST(test_raw_v1_receipt_only_v2_acks)
 	send_request(v1, 21, 1000, 1);
 	send_request(v2, 22, 1000, 1);
 	expect_ack(v2, 2000);
-	ck_assert_msg(
-	    harness_wait_int(&d, "SELECT count(*) FROM records", 8) == 0, "%s",
-	    harness_error());
+	ck_assert_msg(harness_wait_int(&d, "SELECT count(*) FROM records", 8) ==
+			  0,
+		      "%s", harness_error());
 	/* Committed well before now: an ACK would be here. */
 	ck_assert_uint_eq(read_reply(v1, &r, 500), 0);
 	close(v1);
@@ -789,10 +788,10 @@ struct peer {
 	struct proto_decoder *dec;
 	int hello, eof;
 	struct proto_hello h; /* its numbers; the strings are gone */
-	uint64_t records; /* every record but SITE, DROPPED, WATERMARK */
-	uint64_t dropped; /* the DROPPED counts */
-	uint64_t ts[128]; /* of the first records */
-	int ack_all;	  /* each WATERMARK is acknowledged at once */
+	uint64_t records;     /* every record but SITE, DROPPED, WATERMARK */
+	uint64_t dropped;     /* the DROPPED counts */
+	uint64_t ts[128];     /* of the first records */
+	int ack_all;	      /* each WATERMARK is acknowledged at once */
 };
 
 static int script_listen(struct harness_daemon *fake)

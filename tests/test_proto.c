@@ -1954,9 +1954,8 @@ END_TEST
 /* The ACK of PROTOCOL.md 2.3, byte for byte, and back. */
 START_TEST(test_ack_bytes)
 {
-	static const unsigned char spec[] = {0x92, 0x02, 0xcf, 0x00,
-					     0x00, 0x00, 0x01, 0x2a,
-					     0x06, 0x15, 0x28};
+	static const unsigned char spec[] = {0x92, 0x02, 0xcf, 0x00, 0x00, 0x00,
+					     0x01, 0x2a, 0x06, 0x15, 0x28};
 	unsigned char buf[PROTO_ACK_SIZE_MAX];
 	struct proto_reply r;
 	struct proto_receipt rc;
@@ -2016,7 +2015,7 @@ END_TEST
  * and is ignored in a version 1 HELLO. */
 START_TEST(test_hello_seq)
 {
-	static const unsigned char tail[] = {0xa3, 's', 'e', 'q',
+	static const unsigned char tail[] = {0xa3, 's',	 'e', 'q',
 					     0xcd, 0x01, 0x2c};
 	struct proto_hello h = {.version = 2,
 				.instance = 0x5eed0123456789abull,
