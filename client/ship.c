@@ -311,14 +311,17 @@ static void take_receipt(const struct proto_receipt *r)
 
 /* Every record of ts <= w is committed: the kept records are freed from
  * the first up to the first of a later ts (the watermarks among them
- * with them), and their bytes go back to the budget. */
+ * with them), and their bytes go back to the budget.  Being sent again,
+ * they are freed only as far as they went out whole: the rest of a
+ * record begun on the connection must follow its start. */
 static void take_ack(uint64_t w)
 {
 	struct seg *k = &ship.seg[SEG_KEPT];
 	size_t pos = 0, n, credit = 0;
 	uint64_t records = 0;
 
-	while ((n = record_size(k->b.p + pos, k->b.len - pos))) {
+	while ((n = record_size(k->b.p + pos, k->b.len - pos)) &&
+	       pos + n <= k->off) {
 		if (!is_watermark(k->b.p + pos, n)) {
 			if (record_ts(k->b.p + pos, n) > w)
 				break;
@@ -331,7 +334,7 @@ static void take_ack(uint64_t w)
 		return;
 	memmove(k->b.p, k->b.p + pos, k->b.len - pos);
 	k->b.len -= pos;
-	k->off = k->off > pos ? k->off - pos : 0;
+	k->off -= pos;
 	ship.kept_pos += records;
 	ship.kept_records -= records;
 	atomic_fetch_add(&cl_budget, (int64_t)credit);
