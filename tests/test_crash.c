@@ -685,6 +685,58 @@ START_TEST(test_raw_v1_receipt_only_v2_acks)
 }
 END_TEST
 
+/* One record (r NULL: none), then a WATERMARK when wm is not 0. */
+static void send_one(int fd, const struct proto_record *r, uint64_t wm)
+{
+	struct proto_record w = {.type = PROTO_WATERMARK, .ts = wm};
+	unsigned char buf[256];
+	size_t n = r != NULL ? proto_encode_record(buf, sizeof buf, r) : 0;
+
+	if (wm != 0)
+		n += proto_encode_record(buf + n, sizeof buf - n, &w);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+}
+
+/* Under --keep=leaky a request's records go to the store when it ends:
+ * until then the ACK stays below its BEGIN, for a second of ts at
+ * most. */
+START_TEST(test_raw_ack_waits_for_open_request)
+{
+	const uint64_t s = 1000000000;
+	struct proto_record begin = {.type = PROTO_BEGIN,
+				     .ts = 10 * s,
+				     .tid = 7,
+				     .ctx = 61,
+				     .kind = PROTO_KIND_REQUEST,
+				     .name = {"GET /open", 9}};
+	struct proto_record end = {.type = PROTO_END,
+				   .ts = 10 * s + 500,
+				   .tid = 7,
+				   .ctx = 61,
+				   .cause = 61,
+				   .cur = 61};
+	struct harness_daemon d;
+	int fd;
+
+	START(&d, "--keep", "leaky");
+	fd = hello_v(&d, 0x6666, 2, 1, 0, 0);
+	send_one(fd, &begin, 10 * s + 100);
+	expect_ack(fd, 10 * s - 1);
+	send_one(fd, &end, 10 * s + 1000);
+	expect_ack(fd, 10 * s + 1000);
+	begin.ts = 20 * s;
+	begin.ctx = end.ctx = end.cause = end.cur = 62;
+	send_one(fd, &begin, 20 * s + 100);
+	expect_ack(fd, 20 * s - 1);
+	/* A request that does not end holds it back a second at most. */
+	send_one(fd, NULL, 25 * s);
+	expect_ack(fd, 24 * s);
+	close(fd);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* A live process: a reconnection that sends records again from seq on
  * has the first (received - seq) dropped. */
 START_TEST(test_raw_resend_to_live_daemon)
@@ -1049,6 +1101,7 @@ static Suite *crash_suite(void)
 	tcase_add_loop_test(raw, test_raw_reconnections_live_daemon, 0, 2);
 	tcase_add_test(raw, test_raw_receipt_after_kill_is_committed);
 	tcase_add_test(raw, test_raw_v1_receipt_only_v2_acks);
+	tcase_add_test(raw, test_raw_ack_waits_for_open_request);
 	tcase_add_test(raw, test_raw_resend_to_live_daemon);
 	tcase_add_test(raw, test_raw_resend_after_kill);
 	tcase_add_loop_test(raw, test_raw_resend_after_stop, 0, 2);
