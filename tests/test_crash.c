@@ -331,6 +331,50 @@ START_TEST(test_sigkill_after_clean_exit)
 }
 END_TEST
 
+/* A daemon killed under load and away until the clients exit: what
+ * they had sent and no ACK covered they count as dropped with the rest,
+ * so that stored + counted = produced, though the counts of what never
+ * reached a daemon stay with the clients. */
+START_TEST(test_sigkill_until_clients_exit)
+{
+	const char *args[] = {"--keep", "all", NULL};
+	struct harness_daemon d;
+	struct client_arg cargs[4];
+	pid_t pids[4];
+	struct fleet *f;
+	int64_t records;
+
+	ck_assert_msg(harness_start(&d, args) == 0, "%s", harness_error());
+	f = fleet_start(&d, 4, cargs, pids);
+	wait_all_storing(&d, 4, pids, 1);
+	harness_kill(&d);
+	f->stop = 1;
+	f->quit = 1;
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(harness_client_wait(pids[i]), 0);
+	restart(&d, args);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	printf("SIGKILL, no daemon until the clients exit: pid, produced, "
+	       "dropped (client), records\n");
+	for (int i = 0; i < 4; i++) {
+		const struct slot *sl = &f->slot[i];
+
+		records = query_int(&d,
+				    "SELECT records FROM processes WHERE "
+				    "pid = %d",
+				    (int)sl->pid);
+		printf("  %d: %llu, %llu, %lld\n", (int)sl->pid,
+		       (unsigned long long)sl->produced,
+		       (unsigned long long)sl->st.dropped, (long long)records);
+		ck_assert_uint_eq(sl->st.records, sl->produced);
+		ck_assert_uint_eq((uint64_t)records + sl->st.dropped,
+				  sl->produced);
+	}
+	munmap(f, sizeof *f);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* Over --max-connections the daemon closes a connection before its
  * RECEIPT: the client keeps its records and sends them once a slot is
  * free. */
@@ -1096,6 +1140,7 @@ static Suite *crash_suite(void)
 			    0, 2);
 	tcase_add_test(kill9, test_sigterm_restart_counts_no_loss);
 	tcase_add_loop_test(kill9, test_sigkill_after_clean_exit, 0, 2);
+	tcase_add_test(kill9, test_sigkill_until_clients_exit);
 	tcase_add_test(kill9, test_refused_client_delivers_later);
 	tcase_set_timeout(raw, 60);
 	tcase_add_loop_test(raw, test_raw_reconnections_live_daemon, 0, 2);
