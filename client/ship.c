@@ -9,21 +9,26 @@
  * threads never wait for the daemon and never get SIGPIPE.  While there is
  * no daemon the records stay in the thread buffers, under their limit.
  *
- * A batch cut by a broken connection continues on the next one at the
- * start of the record it broke in (the daemon discards the half it got),
- * after that connection's own HELLO and SITEs.
- *
  * Nothing the kernel took is known to be stored: a daemon killed before
- * its next commit loses it.  So the shipper counts what the kernel took
- * (whole records, and the counts of whole DROPPED records), and right
- * after each HELLO the daemon says, once, what it holds of this process
- * from before the connection (its RECEIPT: records, drops).  What it lacks
- * died with the daemon before it: lost records are counted as dropped,
- * in ctxleak_stats and in a DROPPED record, and lost DROPPED counts go
- * out again, so that for every process the records stored plus the drops
- * reported make the records produced.  Shutting down on a connection whose
- * receipt may show a loss, the shipper waits for it, within STOP_STALL (a
- * daemon older than the RECEIPT never sends one).
+ * its next commit loses it.  So a batch's records, once sent, are kept
+ * (SEG_KEPT) until the daemon's ACK says they are committed: it names a
+ * watermark, and the kept records are freed from the first up to the first
+ * one of a later ts (PROTOCOL.md 2.3).  Only then do their bytes go back
+ * to the budget, so buffer_limit bounds the kept records too.  After a
+ * reconnection everything kept goes out again, then the rest of a batch
+ * that a broken connection cut; the HELLO's seq says at which position of
+ * the stream the first of them is, and the daemon drops what it has.  A
+ * connection that closes before its RECEIPT was refused (over the
+ * daemon's connection limit, say): it held nothing, and the next one
+ * comes after a backoff.
+ *
+ * Right after each HELLO the daemon says, once, what it holds of this
+ * process from before the connection (its RECEIPT).  Of it the shipper
+ * uses the drops: DROPPED counts a daemon crash lost go out again, so that
+ * for every process the records stored plus the drops reported make the
+ * records produced.  Shutting down, the shipper waits, within STOP_STALL
+ * of the last progress, for the ACK of its final batch; what stays
+ * unacknowledged then is counted as dropped.
  *
  * The watermark W promises that every record of this process with
  * ts <= W has been sent.  A thread sets its buffer's `busy` before it
@@ -36,12 +41,14 @@
  * thread's last ts - 1).  Only the threads pay nothing but a plain store.
  */
 #include <errno.h>
+#include <linux/sockios.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -56,15 +63,19 @@
  * away) before the rest is given up and counted as dropped. */
 #define STOP_STALL   (1000 * MS)
 #define WAKE_MIN_GAP (1 * MS) /* between flushes woken by request ends */
+/* After a failed send, how long the connection is still read: a daemon
+ * that stops in order stops reading first, then acknowledges what it
+ * read, then closes. */
+#define SEND_DEAD_WAIT (1000 * MS)
 
-/* The parts of what goes out, in order.  Each is sent from off to len. */
-enum { SEG_HELLO, SEG_SITES, SEG_DROPPED, SEG_RECORDS, NSEG };
+/* The parts of what goes out, in order.  Each is sent from off to len.
+ * SEG_KEPT holds what was sent and is not acknowledged yet: its off is at
+ * its end, but for a new connection, which sends it all again. */
+enum { SEG_HELLO, SEG_SITES, SEG_KEPT, SEG_DROPPED, SEG_RECORDS, NSEG };
 
 struct seg {
 	struct cl_bytes b;
 	size_t off;
-	size_t counted; /* SEG_RECORDS: the records before it are counted
-			   in ship.handed */
 };
 
 static struct {
@@ -82,28 +93,34 @@ static struct {
 	/* The shipper's own. */
 	int fd;
 	struct seg seg[NSEG];
-	int64_t credit; /* bytes of SEG_RECORDS to give back to the budget */
 	uint64_t drops, drop_since; /* collected, not yet encoded */
 	unsigned conn_sites;
 	uint64_t backoff, next_connect, next_flush, last_batch, last_wm;
 	uint64_t stop_at, last_progress;
 	int final_collected;
+	uint64_t send_dead; /* when a send failed (0: none): the connection
+			       is only read, until it ends or SEND_DEAD_WAIT */
+	int outq; /* bytes sent that the daemon had not read, when last
+		     looked at (SIOCOUTQ) */
 
-	/* What the kernel took for the daemon: whole records, and the
-	 * counts of whole DROPPED records, less what receipts showed lost. */
-	uint64_t handed, drops_handed;
+	uint64_t kept_pos;     /* stream position of SEG_KEPT's first record */
+	uint64_t kept_records; /* records in SEG_KEPT (watermarks aside) */
+	/* The counts of whole DROPPED records the kernel took for the
+	 * daemon, less what receipts showed lost. */
+	uint64_t drops_handed;
 	uint64_t seg_drops; /* the count of the DROPPED in SEG_DROPPED */
-	/* The smallest ts handed and not yet confirmed by a receipt, on
-	 * earlier connections and on this one: where a loss may start. */
+	/* The earliest `since` of those handed and not yet confirmed by a
+	 * receipt, on earlier connections and on this one. */
 	uint64_t since_old, since_conn;
-	/* This connection's RECEIPT: what the daemon should hold from
-	 * before it, and the bytes of it read so far. */
+	/* This connection's RECEIPT: the drops the daemon should hold from
+	 * before it, and whether it came. */
 	struct {
-		uint64_t handed, drops, since;
+		uint64_t drops, since;
 		int due;
-		unsigned char buf[64];
-		size_t len;
 	} receipt;
+	/* What the daemon said that is not parsed yet. */
+	unsigned char in[64];
+	size_t in_len;
 
 	_Atomic uint64_t sent_bytes, connects;
 	_Atomic int connected; /* a daemon has the connection now */
@@ -118,7 +135,6 @@ static struct {
 
 static _Atomic int wake_pending;
 static _Atomic uint64_t unsent; /* records shutdown gave up on */
-static _Atomic uint64_t lost;	/* records a daemon crash lost */
 uint64_t cl_instance;
 int cl_ship_running;
 
@@ -203,7 +219,7 @@ uint64_t cl_records_in(const unsigned char *p, size_t n)
 
 static void seg_clear(struct seg *s)
 {
-	s->b.len = s->off = s->counted = 0;
+	s->b.len = s->off = 0;
 }
 
 static void note_drops(uint64_t n, uint64_t since)
@@ -213,32 +229,17 @@ static void note_drops(uint64_t n, uint64_t since)
 	ship.drops += n;
 }
 
-/* Counts the whole records of SEG_RECORDS before `upto` that are not yet
- * counted as handed; returns where the first one not counted starts. */
-static size_t count_handed(size_t upto)
-{
-	struct seg *s = &ship.seg[SEG_RECORDS];
-	size_t pos = s->counted, n;
-	uint64_t ts;
-
-	while (pos < upto && (n = record_size(s->b.p + pos, upto - pos))) {
-		if (!is_watermark(s->b.p + pos, n)) {
-			ship.handed++;
-			ts = record_ts(s->b.p + pos, n);
-			if (ts < ship.since_conn)
-				ship.since_conn = ts;
-		}
-		pos += n;
-	}
-	s->counted = pos;
-	return pos;
-}
-
 /* SEG_DROPPED went out whole. */
 static void count_drops_handed(void)
 {
 	ship.drops_handed += ship.seg_drops;
 	ship.seg_drops = 0;
+}
+
+/* A send failed: the daemon may still acknowledge what it read. */
+static void send_failed(uint64_t now)
+{
+	ship.send_dead = now;
 }
 
 static int all_sent(void)
@@ -259,13 +260,15 @@ static void schedule_retry(uint64_t now)
 static void disconnect(uint64_t now)
 {
 	struct seg *dropped = &ship.seg[SEG_DROPPED];
-	struct seg *records = &ship.seg[SEG_RECORDS];
 
 	close(ship.fd);
 	ship.fd = -1;
+	ship.send_dead = 0;
 	atomic_store(&ship.connected, 0);
 	ship.receipt.due = 0;
-	/* The next connection starts with its own HELLO and all SITEs. */
+	ship.in_len = 0;
+	/* The next connection starts with its own HELLO and all SITEs, and
+	 * sends again everything not acknowledged. */
 	seg_clear(&ship.seg[SEG_HELLO]);
 	seg_clear(&ship.seg[SEG_SITES]);
 	if (dropped->off == dropped->b.len) {
@@ -273,80 +276,104 @@ static void disconnect(uint64_t now)
 		seg_clear(dropped);
 	}
 	dropped->off = 0;
-	records->off = count_handed(records->off);
+	ship.seg[SEG_KEPT].off = 0;
+	ship.seg[SEG_RECORDS].off = 0;
 	schedule_retry(now);
 }
 
-/* ---------------------------------------------------------- receipt */
+/* ------------------------------------------------- receipt and acks */
 
-/* A new connection: what the daemon should say it holds from before. */
+/* A new connection: the drops the daemon should say it holds. */
 static void expect_receipt(void)
 {
 	if (ship.since_conn < ship.since_old)
 		ship.since_old = ship.since_conn;
 	ship.since_conn = UINT64_MAX;
-	ship.receipt.handed = ship.handed;
 	ship.receipt.drops = ship.drops_handed;
 	ship.receipt.since = ship.since_old;
 	ship.receipt.due = 1;
-	ship.receipt.len = 0;
+	ship.in_len = 0;
 }
 
-static uint64_t shortfall(uint64_t want, uint64_t got)
-{
-	return got < want ? want - got : 0;
-}
-
-/* What the daemon lacks died with it: records are counted as dropped,
- * and DROPPED counts go out again. */
+/* DROPPED counts the daemon lacks died with it: they go out again.  The
+ * daemon took the connection: reconnections are quick again. */
 static void take_receipt(const struct proto_receipt *r)
 {
-	uint64_t records = shortfall(ship.receipt.handed, r->records);
-	uint64_t drops = shortfall(ship.receipt.drops, r->dropped);
-	uint64_t since = ship.receipt.since;
+	uint64_t want = ship.receipt.drops, since = ship.receipt.since;
+	uint64_t drops = r->dropped < want ? want - r->dropped : 0;
 
-	ship.handed -= records;
-	ship.drops_handed -= drops;
-	note_drops(records + drops, since != UINT64_MAX ? since : cl_now());
-	atomic_fetch_add(&lost, records);
-	ship.since_old = UINT64_MAX;
-}
-
-static void read_receipt(void)
-{
-	struct proto_receipt r;
-	int64_t n = proto_parse_receipt(ship.receipt.buf, ship.receipt.len, &r);
-
-	if (n == 0 && ship.receipt.len < sizeof(ship.receipt.buf))
-		return; /* the rest is on its way */
 	ship.receipt.due = 0;
-	if (n > 0)
-		take_receipt(&r);
+	ship.drops_handed -= drops;
+	note_drops(drops, since != UINT64_MAX ? since : cl_now());
+	ship.since_old = UINT64_MAX;
+	ship.backoff = BACKOFF_MIN;
 }
 
-/* Shutting down, wait for a receipt that may show a loss. */
-static int receipt_awaited(void)
+/* Every record of ts <= w is committed: the kept records are freed from
+ * the first up to the first of a later ts (the watermarks among them
+ * with them), and their bytes go back to the budget.  Being sent again,
+ * they are freed only as far as they went out whole: the rest of a
+ * record begun on the connection must follow its start. */
+static void take_ack(uint64_t w)
 {
-	return ship.fd >= 0 && ship.receipt.due &&
-	       (ship.receipt.handed || ship.receipt.drops);
+	struct seg *k = &ship.seg[SEG_KEPT];
+	size_t pos = 0, n, credit = 0;
+	uint64_t records = 0;
+
+	while ((n = record_size(k->b.p + pos, k->b.len - pos)) &&
+	       pos + n <= k->off) {
+		if (!is_watermark(k->b.p + pos, n)) {
+			if (record_ts(k->b.p + pos, n) > w)
+				break;
+			records++;
+			credit += n;
+		}
+		pos += n;
+	}
+	if (pos == 0)
+		return;
+	memmove(k->b.p, k->b.p + pos, k->b.len - pos);
+	k->b.len -= pos;
+	k->off -= pos;
+	ship.kept_pos += records;
+	ship.kept_records -= records;
+	atomic_fetch_add(&cl_budget, (int64_t)credit);
+	ship.last_progress = cl_now();
 }
 
-/* The daemon sends only its RECEIPT: after it, readable means closed
- * (or misbehaving, and what it sends is discarded). */
+/* What the daemon said: a RECEIPT, then ACKs.  Anything else is
+ * discarded. */
+static void read_replies(void)
+{
+	struct proto_reply r;
+	size_t pos = 0;
+	int64_t n;
+
+	while ((n = proto_parse_reply(ship.in + pos, ship.in_len - pos, &r)) >
+	       0) {
+		pos += (size_t)n;
+		if (r.kind == PROTO_MSG_RECEIPT && ship.receipt.due)
+			take_receipt(&r.receipt);
+		else if (r.kind == PROTO_MSG_ACK)
+			take_ack(r.watermark);
+	}
+	if (n < 0 || (pos == 0 && ship.in_len == sizeof(ship.in)))
+		pos = ship.in_len;
+	memmove(ship.in, ship.in + pos, ship.in_len - pos);
+	ship.in_len -= pos;
+}
+
+/* Reads what the daemon said; returns whether the connection is gone. */
 static int peer_closed(void)
 {
-	unsigned char scratch[256];
-	int due = ship.receipt.due;
-	unsigned char *to = due ? ship.receipt.buf + ship.receipt.len : scratch;
-	size_t room =
-	    due ? sizeof(ship.receipt.buf) - ship.receipt.len : sizeof(scratch);
-	ssize_t n = recv(ship.fd, to, room, MSG_DONTWAIT);
+	ssize_t n = recv(ship.fd, ship.in + ship.in_len,
+			 sizeof(ship.in) - ship.in_len, MSG_DONTWAIT);
 
 	if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
 		return 1;
-	if (n > 0 && due) {
-		ship.receipt.len += (size_t)n;
-		read_receipt();
+	if (n > 0) {
+		ship.in_len += (size_t)n;
+		read_replies();
 	}
 	return 0;
 }
@@ -377,6 +404,8 @@ static int encode_hello(struct cl_bytes *out)
 	    .reason = pstr(cl_config.reason),
 	    .clock_offset = clock_offset(),
 	    .client = pstr("libctxleak " CTXLEAK_VERSION_STRING),
+	    .has_seq = 1,
+	    .seq = ship.kept_pos,
 	};
 
 	if (cl_bytes_reserve(out, 1024))
@@ -428,6 +457,24 @@ static void connect_daemon(uint64_t now)
 	expect_receipt();
 }
 
+/* SEG_RECORDS, sent, joins SEG_KEPT; -1 when memory lacks (it is then
+ * sent again with the next batch's records, after SEG_KEPT). */
+static int keep_sent(void)
+{
+	struct seg *k = &ship.seg[SEG_KEPT], *r = &ship.seg[SEG_RECORDS];
+
+	if (!r->b.len)
+		return 0;
+	if (cl_bytes_reserve(&k->b, r->b.len))
+		return -1;
+	memcpy(k->b.p + k->b.len, r->b.p, r->b.len);
+	k->b.len += r->b.len;
+	k->off = k->b.len;
+	ship.kept_records += cl_records_in(r->b.p, r->b.len);
+	seg_clear(r);
+	return 0;
+}
+
 /* Sends what it can; 0, or -1 when the connection broke. */
 static int send_pending(void)
 {
@@ -449,14 +496,13 @@ static int send_pending(void)
 						  memory_order_relaxed);
 		}
 	}
-	/* The whole batch is out: its bytes leave the budget's account. */
-	atomic_fetch_add(&cl_budget, ship.credit);
-	ship.credit = 0;
-	count_handed(ship.seg[SEG_RECORDS].b.len);
+	/* The whole batch is out: its records are kept until acknowledged,
+	 * their bytes still in the budget's account. */
+	if (keep_sent())
+		return 0;
 	count_drops_handed();
-	for (int i = SEG_SITES; i < NSEG; i++)
-		seg_clear(&ship.seg[i]);
-	ship.backoff = BACKOFF_MIN;
+	seg_clear(&ship.seg[SEG_SITES]);
+	seg_clear(&ship.seg[SEG_DROPPED]);
 	return 0;
 }
 
@@ -480,8 +526,7 @@ static uint64_t collect(int *complete)
 			if (!last || last - 1 < w)
 				w = last ? last - 1 : 0;
 		}
-		ship.credit += (int64_t)cl_buf_collect(
-		    b, &ship.seg[SEG_RECORDS].b, complete);
+		cl_buf_collect(b, &ship.seg[SEG_RECORDS].b, complete);
 		n = cl_buf_take_drops(b, &s);
 		note_drops(n, s);
 		if (exited && *complete) {
@@ -519,6 +564,8 @@ static void build_batch(uint64_t now)
 		if (!cl_bytes_record(&ship.seg[SEG_DROPPED].b, &r)) {
 			ship.seg_drops += ship.drops;
 			ship.drops = 0;
+			if (r.since < ship.since_conn)
+				ship.since_conn = r.since;
 		}
 	}
 	if (complete && w > ship.last_wm) {
@@ -578,6 +625,8 @@ static int poll_timeout(uint64_t now)
 
 	if (atomic_load(&ship.stop))
 		return 10;
+	if (ship.send_dead)
+		return until(now, ship.send_dead + SEND_DEAD_WAIT);
 	/* No batch is built while the last one is not out, so the batch
 	 * deadlines (past due by then) would only spin the thread: only the
 	 * socket (POLLOUT, or the daemon closing) or a stop can change
@@ -599,7 +648,7 @@ static void wait_events(uint64_t now)
 			      {.fd = ship.fd, .events = POLLIN}};
 	uint64_t count;
 
-	if (ship.fd >= 0 && !all_sent())
+	if (ship.fd >= 0 && !all_sent() && !ship.send_dead)
 		p[1].events |= POLLOUT;
 	if (poll(p, ship.fd >= 0 ? 2 : 1, poll_timeout(now)) <= 0)
 		return;
@@ -614,31 +663,55 @@ static void wait_events(uint64_t now)
 static int ship_once(uint64_t now, uint64_t req)
 {
 	/* Shutting down, the daemon has only STOP_WAIT to appear. */
+	if (ship.send_dead && now >= ship.send_dead + SEND_DEAD_WAIT)
+		disconnect(now);
 	if (ship.fd < 0 &&
 	    (now >= ship.next_connect || atomic_load(&ship.stop)))
 		connect_daemon(now);
-	if (ship.fd >= 0 && send_pending())
-		disconnect(now);
-	if (ship.fd < 0)
+	if (ship.fd >= 0 && !ship.send_dead && send_pending())
+		send_failed(now);
+	if (ship.fd < 0 || ship.send_dead)
 		return 1; /* nothing can be shipped now */
 	if (!all_sent() || !batch_due(now, req))
 		return req <= ship.flush_done;
 	build_batch(now);
 	if (send_pending())
-		disconnect(now);
+		send_failed(now);
 	return 1;
 }
 
-/* Stopping, the shipper waits as long as the daemon takes bytes: under
- * load a slow daemon is still a working one. */
+/* Shutting down: records sent and not yet acknowledged, or a receipt that
+ * may show lost drops. */
+static int ack_awaited(void)
+{
+	return ship.fd >= 0 &&
+	       (ship.kept_records || (ship.receipt.due && ship.receipt.drops));
+}
+
+/* The daemon reads what the kernel holds for it: that is progress too,
+ * the ACK of the last batch comes only once it has read all of it. */
+static void note_peer_reading(void)
+{
+	int n;
+
+	if (ship.fd < 0 || ioctl(ship.fd, SIOCOUTQ, &n) == -1)
+		return;
+	if (n < ship.outq)
+		ship.last_progress = cl_now();
+	ship.outq = n;
+}
+
+/* Stopping, the shipper waits as long as the daemon takes bytes, reads
+ * them or acknowledges them: under load a slow daemon is still a working
+ * one. */
 static int finished(void)
 {
 	uint64_t since;
 
 	if (!atomic_load(&ship.stop))
 		return 0;
-	if (all_sent() && !ship.drops && cl_buf_all_empty() &&
-	    !receipt_awaited())
+	note_peer_reading();
+	if (all_sent() && !ship.drops && cl_buf_all_empty() && !ack_awaited())
 		return ship.final_collected || ship.fd < 0;
 	since = ship.last_progress > ship.stop_at ? ship.last_progress
 						  : ship.stop_at;
@@ -671,23 +744,24 @@ static void reset_state(void)
 {
 	atomic_store(&ship.stop, 0);
 	ship.fd = -1;
-	ship.credit = 0;
 	ship.drops = ship.drop_since = 0;
 	ship.conn_sites = 0;
 	ship.backoff = BACKOFF_MIN;
 	ship.next_connect = ship.last_batch = ship.last_wm = 0;
 	ship.next_flush = cl_now() + cl_config.flush_interval_ms * MS;
 	ship.final_collected = 0;
+	ship.send_dead = 0;
 	ship.flush_req = ship.flush_done = 0;
-	ship.handed = ship.drops_handed = ship.seg_drops = 0;
+	ship.kept_pos = ship.kept_records = 0;
+	ship.drops_handed = ship.seg_drops = 0;
 	ship.since_old = ship.since_conn = UINT64_MAX;
 	memset(&ship.receipt, 0, sizeof(ship.receipt));
+	ship.in_len = 0;
 	atomic_store(&ship.sent_bytes, 0);
 	atomic_store(&ship.connects, 0);
 	atomic_store(&ship.connected, 0);
 	ship.said_unreachable = 0;
 	atomic_store(&unsent, 0);
-	atomic_store(&lost, 0);
 	atomic_store(&wake_pending, 0);
 	cl_instance = proto_random64();
 }
@@ -770,24 +844,21 @@ static void release_all(void)
 	atomic_store(&ship.connected, 0);
 	for (int i = 0; i < NSEG; i++) {
 		bytes_free(&ship.seg[i].b);
-		ship.seg[i].off = ship.seg[i].counted = 0;
+		ship.seg[i].off = 0;
 	}
 }
 
 /* The shipper gave up, or records came after its last batch: what was
- * never sent counts as dropped, so that sent + dropped = recorded.  The
- * shipper is gone; its state is ours. */
+ * never acknowledged counts as dropped, so that stored + dropped =
+ * recorded.  The shipper is gone; its state is ours. */
 static void count_unsent(void)
 {
 	struct seg *r = &ship.seg[SEG_RECORDS];
 	int complete = 1;
-	size_t from;
 
 	collect(&complete);
-	from = count_handed(r->off);
-	if (from < r->b.len)
-		atomic_fetch_add(&unsent,
-				 cl_records_in(r->b.p + from, r->b.len - from));
+	atomic_fetch_add(&unsent,
+			 ship.kept_records + cl_records_in(r->b.p, r->b.len));
 }
 
 void cl_ship_stop(void)
@@ -847,8 +918,7 @@ void cl_ship_stats(struct ctxleak_stats *out)
 	struct cl_buf *b;
 
 	out->records = atomic_load(&cl_gone_records);
-	out->dropped = atomic_load(&cl_gone_dropped) + atomic_load(&unsent) +
-		       atomic_load(&lost);
+	out->dropped = atomic_load(&cl_gone_dropped) + atomic_load(&unsent);
 	pthread_mutex_lock(&cl_registry_mu);
 	for (b = cl_registry; b; b = b->next) {
 		out->records += atomic_load(&b->records);

@@ -6,10 +6,13 @@
  * Bad input closes this connection only.  What was decoded before it stays
  * with the process and is judged like the records of any disconnect.
  *
- * The one thing written to a client is the RECEIPT right after its HELLO
- * (PROTOCOL.md, 2.2).  A client that never reads it leaves it unread, and
- * closing then makes the kernel report ECONNRESET to our read after the
- * last byte it sent: that is its end of stream, not an error.
+ * What is written to a client: the RECEIPT right after its HELLO
+ * (PROTOCOL.md, 2.2), and to a version 2 client an ACK after each commit
+ * that advanced its process's committed watermark (2.3).  A client that
+ * never reads leaves them unread, and closing then makes the kernel report
+ * ECONNRESET to our read after the last byte it sent: that is its end of
+ * stream, not an error.  An ACK the socket cannot take now waits for the
+ * next commit: a later ACK says more.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -51,6 +54,12 @@ struct conn {
 			    bits) */
 	uint32_t nsites;
 	int sites_full_logged;
+	int v2;		/* a version 2 HELLO: ACKs, duplicates dropped */
+	uint64_t skip;	/* the next records are ones sent again */
+	uint64_t acked; /* the watermark of the last ACK sent */
+	unsigned char out[PROTO_ACK_SIZE_MAX]; /* the rest of an ACK the
+						  socket took part of */
+	size_t outlen;
 	LIST_ENTRY(conn) entry;
 };
 
@@ -146,7 +155,7 @@ static void handle_record(struct conn *c, struct proto_record *rec)
 		break;
 	default:
 		rec->site = lookup_site(c, rec->site);
-		process_record(c->proc, rec);
+		process_record(c->proc, rec, c->v2 ? &c->skip : NULL);
 		break;
 	}
 }
@@ -166,6 +175,39 @@ static void send_receipt(struct conn *c)
 	if (n != (ssize_t)len)
 		log_info("pid %d: no RECEIPT sent: %s", (int)c->cred.pid,
 			 n == -1 ? strerror(errno) : "short write");
+}
+
+/* Whatever the socket takes now of out[0..len), the rest kept. */
+static void send_out(struct conn *c, const unsigned char *out, size_t len)
+{
+	ssize_t n = send(c->fd, out, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+	if (n < 0)
+		n = 0;
+	memmove(c->out, out + n, len - (size_t)n);
+	c->outlen = len - (size_t)n;
+}
+
+static void send_ack(struct conn *c)
+{
+	unsigned char buf[PROTO_ACK_SIZE_MAX];
+	uint64_t w = process_committed(c->proc);
+
+	if (c->outlen != 0)
+		send_out(c, memcpy(buf, c->out, c->outlen), c->outlen);
+	if (c->outlen != 0 || w <= c->acked)
+		return;
+	send_out(c, buf, proto_encode_ack(buf, sizeof buf, w));
+	c->acked = w;
+}
+
+void conn_ack_all(void)
+{
+	struct conn *c;
+
+	LIST_FOREACH(c, &conns, entry)
+	if (c->v2 && c->proc != NULL)
+		send_ack(c);
 }
 
 /* Returns 0, or -1 when the connection must close (the reason is in
@@ -188,6 +230,13 @@ static int handle_message(struct conn *c, struct proto_msg *msg, char *error,
 	event_free(c->hello_timer);
 	c->hello_timer = NULL;
 	send_receipt(c);
+	if (msg->hello.version >= 2) {
+		c->v2 = 1;
+		if (msg->hello.has_seq)
+			c->skip = process_resume(c->proc, msg->hello.seq);
+		/* What a daemon before this one committed, at once. */
+		send_ack(c);
+	}
 	return 0;
 }
 
@@ -401,4 +450,23 @@ void conn_drain_all(void)
 		error[0] = '\0';
 		conn_close(c, read_to_end(c, error, sizeof error), error);
 	}
+}
+
+/* Each client of version 2 then keeps nothing for the next daemon to find
+ * again: what it sent is read, judged, committed and acknowledged. */
+void conn_drain_final(void)
+{
+	struct conn *c, *next;
+	enum read_result r;
+	char error[512];
+
+	for (c = LIST_FIRST(&conns); c != NULL; c = next) {
+		next = LIST_NEXT(c, entry);
+		error[0] = '\0';
+		r = read_to_end(c, error, sizeof error);
+		if (r == READ_BAD || *error != '\0')
+			conn_close(c, r, error);
+	}
+	process_judge_connected();
+	conn_drain_all();
 }

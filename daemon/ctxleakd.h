@@ -73,6 +73,12 @@ struct store_proc {
 	uint64_t base_records, base_dropped, base_skipped;
 	struct site_holds *site_holds; /* the sites it was given, let go
 					  when it is finalised */
+	/* The row's committed_watermark then: every record of the process
+	 * with ts <= it was in the file; and its committed_position: the
+	 * records of its stream before it were all in the file (-1: not
+	 * known; 0 for a new row). */
+	uint64_t base_watermark;
+	int64_t base_position;
 };
 
 struct store_process_info {
@@ -106,26 +112,35 @@ int store_process_open(struct store *s, const struct store_process_info *pi,
 /* The process is gone (or its connection is): counters, model, error,
  * held until a commit holds them (also through a full disk).
  * The counters are the caller's totals since it first saw the process;
- * error and model NULL leave the row's as they are. */
+ * the watermark replaces the row's when higher, the position (the
+ * records of the stream received, all of them stored; -1: unknown) the
+ * row's; error and model NULL leave the row's as they are. */
 void store_process_update(struct store *s, struct store_proc *p,
 			  uint64_t records, uint64_t dropped,
-			  uint64_t unknown_skipped, const char *error,
+			  uint64_t unknown_skipped, uint64_t watermark,
+			  int64_t position, const char *error,
 			  const struct rules_model *model, int disconnected);
 /* The caller's rows that must commit with everything else: the hook runs
  * in the open transaction right before each COMMIT, and at each tick with
  * no transaction open (writing opens one).  It returns an SQLite result
  * code; an error fails the transaction.  After any rollback it runs with
- * STORE_HOOK_ROLLBACK: what it wrote is gone. */
-enum store_hook_event { STORE_HOOK_WRITE, STORE_HOOK_ROLLBACK };
+ * STORE_HOOK_ROLLBACK: what it wrote is gone; after each COMMIT with
+ * STORE_HOOK_COMMITTED: what it wrote is in the file. */
+enum store_hook_event {
+	STORE_HOOK_WRITE,
+	STORE_HOOK_ROLLBACK,
+	STORE_HOOK_COMMITTED
+};
 typedef int (*store_commit_hook)(struct store *s, enum store_hook_event ev,
 				 void *arg);
 void store_set_commit_hook(struct store *s, store_commit_hook hook, void *arg);
 /* For the hook: the process row's counters (the caller's totals since it
- * first saw the process, as for store_process_update), in the open
- * transaction or a new one.  Returns an SQLite result code. */
+ * first saw the process, as for store_process_update) and committed
+ * watermark, in the open transaction or a new one.  Returns an SQLite
+ * result code. */
 int store_process_counts(struct store *s, const struct store_proc *p,
 			 uint64_t records, uint64_t dropped,
-			 uint64_t unknown_skipped);
+			 uint64_t unknown_skipped, uint64_t watermark);
 /* Returns sites.id for a SITE record; 0 on failure.  Records given to the
  * store carry sites.id in their site field: the caller translates the
  * client's site IDs with this before the records reach the rules. */
@@ -157,7 +172,7 @@ void store_limit_pages(struct store *s, int64_t extra);
  * -1 and a one-line reason when the file is not a ctxleak database or is
  * of a newer schema. */
 struct sqlite3;
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 #define STORE_APPLICATION_ID 0x63786c6b /* "cxlk" */
 int store_schema_open(struct sqlite3 *db, const char *path, char *err,
 		      size_t errlen);
@@ -252,7 +267,13 @@ void conn_accept(struct event_base *base, int fd);
 /* Read what the kernel holds for every connection now, then close them
  * all. */
 void conn_drain_all(void);
+/* The same at the end of an orderly stop, with a last ACK to each version
+ * 2 connection for everything it sent before it closes. */
+void conn_drain_final(void);
 unsigned conn_count(void);
+/* After a commit: each version 2 connection whose process's committed
+ * watermark advanced gets an ACK. */
+void conn_ack_all(void);
 
 struct conn_stats {
 	uint64_t accepted;
@@ -283,19 +304,34 @@ struct process *process_attach(const struct proto_hello *hello,
  * unknown type the connection's decoder skipped. */
 void process_detach(struct process *p, const char *error, uint64_t skipped);
 int64_t process_site(struct process *p, const struct proto_record *site);
-void process_record(struct process *p, const struct proto_record *rec);
+/* A version 2 HELLO's seq: how many of the connection's first records the
+ * process has already (sent again after a reconnection). */
+uint64_t process_resume(struct process *p, uint64_t seq);
+/* A record.  skip: NULL for a version 1 connection, whose records are
+ * all new; else the connection's count of records known to be sent again,
+ * which this takes one from, and then a record the process has already
+ * stored (by ts) is dropped too. */
+void process_record(struct process *p, const struct proto_record *rec,
+		    uint64_t *skip);
+/* The committed watermark the last commit made: what ACKs say. */
+uint64_t process_committed(const struct process *p);
 void process_watermark(struct process *p, uint64_t ts);
 void process_dropped(struct process *p, const struct proto_record *rec);
 /* The RECEIPT for a HELLO process_attach just took: what the daemon holds
  * of the process from before this connection (received while it runs;
  * after a restart, what was committed). */
 void process_receipt(const struct process *p, struct proto_receipt *out);
+/* Drain, with every connection read to its end: judge everything every
+ * connected process sent and commit it, so that each connection can be
+ * told (its last ACK) before it closes. */
+void process_judge_connected(void);
 /* Drain: finalise every process, lingering or not. */
 void process_finalise_all(void);
 
 struct process_stats {
-	uint64_t live;	   /* processes in memory */
-	uint64_t findings; /* findings reported since start */
+	uint64_t live;	     /* processes in memory */
+	uint64_t findings;   /* findings reported since start */
+	uint64_t duplicates; /* records received again and dropped */
 };
 void process_stats(struct process_stats *out);
 

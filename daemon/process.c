@@ -11,7 +11,23 @@
  * judged so far (not those received: a record waiting for its watermark
  * has no row yet), so that after a crash the row says exactly how many
  * records of the process the database holds.  A client that reconnects is
- * told that number in its RECEIPT, and counts the rest as lost.
+ * told that number in its RECEIPT (a version 1 client counts the rest as
+ * lost).
+ *
+ * Each commit also carries the committed watermark: every record with
+ * ts <= it is judged and in the file.  It is the highest WATERMARK taken,
+ * lowered below the oldest record the engine still holds for a request not
+ * yet retired (--keep=leaky: those go to the store when the request does),
+ * but by HELD_ACK_LAG at most: a request that never ends must not make its
+ * client keep everything after it.  A crash loses the records held for a
+ * request older than that.  Records judged early (a queue over its limit)
+ * do not raise it: records of lower ts may still come.  Once the commit is
+ * done, every version 2 connection of the process is told it (an ACK), and
+ * its client frees what it kept for sending again.  A client that
+ * reconnects sends again everything not acknowledged; the daemon drops
+ * what it already has (duplicates): by stream position when it knows it
+ * (the process was live in memory, or finalised in order), by ts against
+ * the row's committed watermark after a crash.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +48,19 @@ struct process {
 	unsigned conns;	      /* connections attached now */
 	struct event *linger; /* pending while no connection is attached */
 	uint64_t records, dropped, skipped;
-	uint64_t judged; /* records the rules delivered to the store */
-	int dirty;	 /* counters changed since the store last had them */
-	char *error;	 /* the last protocol error that closed a connection */
+	uint64_t judged;     /* records the rules delivered to the store */
+	uint64_t watermark;  /* the highest WATERMARK taken */
+	uint64_t max_ts;     /* the highest ts of a record received */
+	uint64_t committing; /* committed watermark in the open transaction */
+	uint64_t committed;  /* ... and in the file: what ACKs say */
+	uint64_t floor; /* restored after a crash: a record with ts <= floor
+			   is stored already */
+	int64_t pos;	/* stream position of the next record; -1: not
+			   known (restored after a crash, until a HELLO with
+			   seq) */
+	uint64_t duplicates; /* records received again and dropped */
+	int dirty;   /* counters changed since the store last had them */
+	char *error; /* the last protocol error that closed a connection */
 	int held_warned;
 	int forced_warned;
 	int names_warned;
@@ -58,6 +84,8 @@ static uint64_t open_scopes_total, ended_scopes_total;
 static struct process_stats stats;
 /* Some process is dirty. */
 static int counts_dirty;
+/* Some process's committed watermark advanced in the open transaction. */
+static int acks_pending;
 /* Every engine's rules_config.hash_seed: secret, so that no client can
  * pick ctx values that collide in the engines' tables. */
 static uint64_t hash_seed;
@@ -66,6 +94,45 @@ static void mark_dirty(struct process *p)
 {
 	p->dirty = 1;
 	counts_dirty = 1;
+}
+
+/* The longest the committed watermark waits for a request to retire, in
+ * the client's ts (ns): what the client keeps meanwhile, about a second
+ * of its records, stays well within its 4 MiB default buffer at tens of
+ * thousands of records a second. */
+#define HELD_ACK_LAG 1000000000ull
+
+/* What the open transaction commits of p's stream: the watermark, below
+ * what the engine holds. */
+static void advance_committing(struct process *p)
+{
+	uint64_t w = p->watermark, held;
+
+	if (w <= p->committing)
+		return;
+	held = rules_held_since(p->rules);
+	if (held <= w)
+		w = held - 1;
+	if (w + HELD_ACK_LAG < p->watermark)
+		w = p->watermark - HELD_ACK_LAG;
+	if (w <= p->committing)
+		return;
+	p->committing = w;
+	acks_pending = 1;
+	mark_dirty(p);
+}
+
+/* The commit is done: what it held is acknowledged. */
+static void committed(void)
+{
+	struct process *p;
+
+	if (!acks_pending)
+		return;
+	acks_pending = 0;
+	TAILQ_FOREACH(p, &processes, entry)
+	p->committed = p->committing;
+	conn_ack_all();
 }
 
 /* The store's commit hook: each process's counters go into the
@@ -78,9 +145,19 @@ static int write_counts(struct store *s, enum store_hook_event ev, void *arg)
 	(void)arg;
 	if (ev == STORE_HOOK_ROLLBACK) {
 		TAILQ_FOREACH(p, &processes, entry)
-		mark_dirty(p);
+		{
+			p->committing = p->committed;
+			mark_dirty(p);
+		}
+		acks_pending = 0;
 		return 0;
 	}
+	if (ev == STORE_HOOK_COMMITTED) {
+		committed();
+		return 0;
+	}
+	TAILQ_FOREACH(p, &processes, entry)
+	advance_committing(p);
 	if (!counts_dirty)
 		return 0;
 	TAILQ_FOREACH(p, &processes, entry)
@@ -88,7 +165,7 @@ static int write_counts(struct store *s, enum store_hook_event ev, void *arg)
 		if (!p->dirty || p->sp.id == 0)
 			continue;
 		rc = store_process_counts(s, &p->sp, p->judged, p->dropped,
-					  p->skipped);
+					  p->skipped, p->committing);
 		if (rc != 0)
 			return rc;
 		p->dirty = 0;
@@ -218,6 +295,16 @@ static void process_free(struct process *p)
 	free(p);
 }
 
+/* A process new to this daemon: what its row says is stored already. */
+static void restore(struct process *p)
+{
+	p->watermark = p->committing = p->committed = p->sp.base_watermark;
+	p->pos = p->sp.base_position;
+	/* Finalised in order, its position says all; after a crash, the
+	 * committed watermark does. */
+	p->floor = p->pos < 0 ? p->sp.base_watermark : 0;
+}
+
 struct process *process_attach(const struct proto_hello *hello,
 			       const struct ucred *cred)
 {
@@ -243,6 +330,8 @@ struct process *process_attach(const struct proto_hello *hello,
 			process_free(p);
 		return NULL;
 	}
+	if (fresh)
+		restore(p);
 	if (p->linger != NULL) {
 		event_free(p->linger);
 		p->linger = NULL;
@@ -338,9 +427,44 @@ static void enforce_total_limits(void)
 		enforce(&total_limits[i], 1u << i);
 }
 
-void process_record(struct process *p, const struct proto_record *rec)
+uint64_t process_resume(struct process *p, uint64_t seq)
 {
+	uint64_t skip = 0;
+
+	if (p->pos > (int64_t)seq)
+		skip = (uint64_t)p->pos - seq;
+	else if (p->pos >= 0 && p->pos < (int64_t)seq)
+		log_info("pid %d: the client resumes at record %llu, %llu "
+			 "after the last one received",
+			 (int)p->pid, (unsigned long long)seq,
+			 (unsigned long long)(seq - (uint64_t)p->pos));
+	p->pos = (int64_t)seq;
+	if (skip != 0)
+		log_debug("pid %d: its next %llu records are sent again",
+			  (int)p->pid, (unsigned long long)skip);
+	return skip;
+}
+
+uint64_t process_committed(const struct process *p)
+{
+	return p->committed;
+}
+
+void process_record(struct process *p, const struct proto_record *rec,
+		    uint64_t *skip)
+{
+	if (p->pos >= 0)
+		p->pos++;
+	if (skip != NULL &&
+	    (*skip > 0 || (p->floor != 0 && rec->ts <= p->floor))) {
+		*skip -= *skip > 0;
+		p->duplicates++;
+		stats.duplicates++;
+		return;
+	}
 	p->records++;
+	if (rec->ts > p->max_ts)
+		p->max_ts = rec->ts;
 	if (rules_add(p->rules, rec) == -1)
 		log_error("pid %d: out of memory: record lost", (int)p->pid);
 	enforce_total_limits();
@@ -373,6 +497,8 @@ static void warn_limits(struct process *p)
 
 void process_watermark(struct process *p, uint64_t ts)
 {
+	if (ts > p->watermark)
+		p->watermark = ts;
 	rules_advance(p->rules, ts);
 	enforce_total_limits();
 	warn_limits(p);
@@ -400,8 +526,11 @@ static void process_finalise(struct process *p)
 	rules_finish(p->rules);
 	rules_model(p->rules, &model);
 	rules_stats(p->rules, &st);
+	/* Everything received is judged: the whole stream so far is in
+	 * the commit that takes this. */
 	store_process_update(process_store, &p->sp, p->records, p->dropped,
-			     p->skipped, p->error, &model, 1);
+			     p->skipped, p->watermark, p->pos, p->error, &model,
+			     1);
 	log_debug("pid %d: process %llu finalised: %llu records (%llu late "
 		  "work), %s",
 		  (int)p->pid, (unsigned long long)p->sp.id,
@@ -424,6 +553,9 @@ void process_detach(struct process *p, const char *error, uint64_t skipped)
 
 	p->skipped += skipped;
 	mark_dirty(p);
+	if (p->duplicates != 0)
+		log_debug("pid %d: %llu records received again dropped so far",
+			  (int)p->pid, (unsigned long long)p->duplicates);
 	if (error != NULL) {
 		free(p->error);
 		p->error = strdup(error);
@@ -437,6 +569,25 @@ void process_detach(struct process *p, const char *error, uint64_t skipped)
 	p->linger = evtimer_new(process_base, on_linger_end, p);
 	if (p->linger == NULL || evtimer_add(p->linger, &tv) == -1)
 		process_finalise(p);
+}
+
+void process_judge_connected(void)
+{
+	struct process *p;
+
+	TAILQ_FOREACH(p, &processes, entry)
+	{
+		if (p->conns == 0)
+			continue;
+		rules_finish(p->rules);
+		if (p->max_ts > p->watermark)
+			p->watermark = p->max_ts;
+		mark_dirty(p);
+	}
+	/* The counters may be the only rows (--keep=leaky, records of no
+	 * request): they open the transaction the commit needs. */
+	write_counts(process_store, STORE_HOOK_WRITE, NULL);
+	store_commit(process_store);
 }
 
 void process_finalise_all(void)

@@ -1411,6 +1411,25 @@ void rules_finish(struct rules *r)
 	retire_done(r, 0, 1);
 }
 
+uint64_t rules_held_since(const struct rules *r)
+{
+	uint64_t since = UINT64_MAX;
+	const struct scope *s;
+	const struct req *q;
+
+	if (!r->cfg.hold_records)
+		return since;
+	/* A live request has an open scope, or waits on the done queue. */
+	for (s = r->oldest; s != NULL; s = s->newer)
+		if (s->req != NULL && s->req->state == REQ_LIVE &&
+		    s->req->root.begin_ts < since)
+			since = s->req->root.begin_ts;
+	for (q = r->done_head; q != NULL; q = q->next_done)
+		if (q->state == REQ_LIVE && q->root.begin_ts < since)
+			since = q->root.begin_ts;
+	return since;
+}
+
 void rules_stats(const struct rules *r, struct rules_stats *out)
 {
 	*out = r->stats;

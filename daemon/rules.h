@@ -274,6 +274,10 @@ int rules_request_involved(const struct rules_request *rq);
  * max_ended_scopes is.  Both return how many there were to forget. */
 uint64_t rules_forget_open(struct rules *r, uint64_t n);
 uint64_t rules_forget_ended(struct rules *r, uint64_t n);
+/* Under hold_records, the ts of the oldest record held for a request
+ * not yet retired (UINT64_MAX: none): judged, but not yet delivered, so
+ * that a crash would lose it.  Walks the open scopes. */
+uint64_t rules_held_since(const struct rules *r);
 void rules_stats(const struct rules *r, struct rules_stats *out);
 
 #endif /* CTXLEAKD_RULES_H */

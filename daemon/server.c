@@ -413,7 +413,7 @@ void server_drain(void)
 	if (listen_fd >= 0)
 		accept_backlog();
 	stop_listening();
-	conn_drain_all();
+	conn_drain_final();
 	process_finalise_all();
 }
 
@@ -435,11 +435,12 @@ void server_status(char *buf, size_t len)
 	snprintf(buf, len,
 		 "%u connections, %llu processes, %.0f records/s, %llu "
 		 "records, %llu findings, %llu refused, %llu bad input "
-		 "(%llu incomplete)",
+		 "(%llu incomplete), %llu records received again",
 		 conn_count(), (unsigned long long)ps.live, rate,
 		 (unsigned long long)cs.records,
 		 (unsigned long long)ps.findings,
 		 (unsigned long long)cs.rejected,
 		 (unsigned long long)cs.proto_errors,
-		 (unsigned long long)cs.partial_timeouts);
+		 (unsigned long long)cs.partial_timeouts,
+		 (unsigned long long)ps.duplicates);
 }

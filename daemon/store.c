@@ -102,7 +102,8 @@ static const char *const sql[NSTMT] = {
 		"VALUES(?1, ?2, ?3, ?4)",
     [ST_SITE] = "INSERT INTO sites(id, process_id, file, line, func) "
 		"VALUES(?1, ?2, ?3, ?4, ?5)",
-    [ST_PROC_FIND] = "SELECT id, records, dropped, unknown_skipped "
+    [ST_PROC_FIND] = "SELECT id, records, dropped, unknown_skipped, "
+		     "committed_watermark, committed_position "
 		     "FROM processes WHERE instance = ?1",
     /* ?1..?10 are bound alike for both. */
     [ST_PROC_INSERT] = "INSERT INTO processes(id, instance, pid, "
@@ -112,7 +113,8 @@ static const char *const sql[NSTMT] = {
 		       "?11)",
     [ST_PROC_RECONNECT] = "UPDATE processes SET "
 			  "connections = connections + 1, "
-			  "disconnected_at = NULL, pid = ?3, "
+			  "disconnected_at = NULL, "
+			  "committed_position = NULL, pid = ?3, "
 			  "hello_pid = ?4, uid = ?5, gid = ?6, app = ?7, "
 			  "backend = ?8, backend_reason = ?9, client = ?10 "
 			  "WHERE id = ?1 AND instance = ?2",
@@ -121,7 +123,11 @@ static const char *const sql[NSTMT] = {
 		       "model = coalesce(?6, model), "
 		       "recommend = coalesce(?7, recommend), "
 		       "model_evidence = coalesce(?8, model_evidence), "
-		       "disconnected_at = coalesce(?9, disconnected_at) "
+		       "disconnected_at = coalesce(?9, disconnected_at), "
+		       "committed_watermark = "
+		       "max(committed_watermark, ?10), "
+		       "committed_position = "
+		       "coalesce(?11, committed_position) "
 		       "WHERE id = ?1",
     [ST_SAVE_RID] = "INSERT OR REPLACE INTO meta(key, value) "
 		    "VALUES('last_request_id', ?1)",
@@ -150,6 +156,8 @@ struct process_update {
 	struct process_update *next;
 	int64_t id, disconnected_at; /* 0: still connected */
 	uint64_t records, dropped, skipped;
+	uint64_t watermark; /* committed_watermark; it only grows */
+	int64_t position;   /* committed_position; -1: the row's stays */
 	char *error, *model, *recommend, *evidence;
 };
 
@@ -509,6 +517,11 @@ static int write_process_update(struct store *s, const struct process_update *u)
 		sqlite3_bind_int64(st, 9, u->disconnected_at);
 	else
 		sqlite3_bind_null(st, 9);
+	bind_u64(st, 10, u->watermark);
+	if (u->position >= 0)
+		sqlite3_bind_int64(st, 11, u->position);
+	else
+		sqlite3_bind_null(st, 11);
 	return step_once(st);
 }
 
@@ -571,6 +584,8 @@ static int txn_commit(struct store *s)
 	s->saved_rid = rid;
 	free_held_processes(s);
 	s->stats.commits++;
+	if (s->hook != NULL)
+		s->hook(s, STORE_HOOK_COMMITTED, s->hook_arg);
 	s->stats.rows_written += s->pending;
 	s->stats.retention_deleted += s->pending_deleted;
 	s->pending = 0;
@@ -900,6 +915,10 @@ static int64_t find_process(struct store *s, uint64_t instance,
 		base->base_records = (uint64_t)sqlite3_column_int64(st, 1);
 		base->base_dropped = (uint64_t)sqlite3_column_int64(st, 2);
 		base->base_skipped = (uint64_t)sqlite3_column_int64(st, 3);
+		base->base_watermark = (uint64_t)sqlite3_column_int64(st, 4);
+		base->base_position = sqlite3_column_type(st, 5) == SQLITE_NULL
+					  ? -1
+					  : sqlite3_column_int64(st, 5);
 	}
 	sqlite3_reset(st);
 	return id;
@@ -950,6 +969,8 @@ int store_process_open(struct store *s, const struct store_process_info *pi,
 		out->base_records = found.base_records;
 		out->base_dropped = found.base_dropped;
 		out->base_skipped = found.base_skipped;
+		out->base_watermark = found.base_watermark;
+		out->base_position = found.base_position;
 	}
 	out->id = id;
 	out->clock_offset = pi->hello->clock_offset;
@@ -958,7 +979,8 @@ int store_process_open(struct store *s, const struct store_process_info *pi,
 
 void store_process_update(struct store *s, struct store_proc *p,
 			  uint64_t records, uint64_t dropped,
-			  uint64_t unknown_skipped, const char *error,
+			  uint64_t unknown_skipped, uint64_t watermark,
+			  int64_t position, const char *error,
 			  const struct rules_model *model, int disconnected)
 {
 	struct process_update *u = calloc(1, sizeof(*u));
@@ -971,6 +993,8 @@ void store_process_update(struct store *s, struct store_proc *p,
 	u->records = p->base_records + records;
 	u->dropped = p->base_dropped + dropped;
 	u->skipped = p->base_skipped + unknown_skipped;
+	u->watermark = watermark;
+	u->position = position;
 	if (disconnected)
 		u->disconnected_at = (int64_t)clock_ns(CLOCK_REALTIME);
 	u->error = dup_or_null(error);
@@ -996,13 +1020,14 @@ void store_set_commit_hook(struct store *s, store_commit_hook hook, void *arg)
 
 int store_process_counts(struct store *s, const struct store_proc *p,
 			 uint64_t records, uint64_t dropped,
-			 uint64_t unknown_skipped)
+			 uint64_t unknown_skipped, uint64_t watermark)
 {
 	struct process_update u = {.id = p->id,
 				   .records = p->base_records + records,
 				   .dropped = p->base_dropped + dropped,
-				   .skipped =
-				       p->base_skipped + unknown_skipped};
+				   .skipped = p->base_skipped + unknown_skipped,
+				   .watermark = watermark,
+				   .position = -1};
 
 	if (!s->in_txn && txn_begin(s) == -1)
 		return SQLITE_ERROR;

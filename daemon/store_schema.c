@@ -201,6 +201,19 @@ static const char schema_v4[] =
     "ALTER TABLE requests ADD COLUMN late INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE request_stats ADD COLUMN late INTEGER NOT NULL DEFAULT 0;";
 
+/*
+ * Version 5.  processes.committed_watermark: every record of the process
+ * with ts <= it is judged and committed (the daemon's ACK, PROTOCOL.md
+ * 2.3); committed_position, set when the process is finalised: the
+ * records of its stream before it are all stored.  With them a restarted
+ * daemon drops the records a client sends again that its predecessor had
+ * already stored: by position after an orderly stop, by ts after a crash.
+ */
+static const char schema_v5[] =
+    "ALTER TABLE processes ADD COLUMN committed_watermark INTEGER NOT NULL "
+    "DEFAULT 0;"
+    "ALTER TABLE processes ADD COLUMN committed_position INTEGER;";
+
 /* Pages of a new file.  Four times SQLite's default: the insert rate under
  * --keep=all goes up by about 45%, for about 4x the bytes of a 200 ms
  * commit when ingestion is slow (a few pages per table). */
@@ -212,6 +225,7 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     schema_v2,
     schema_v3,
     schema_v4,
+    schema_v5,
 };
 
 static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)

@@ -608,6 +608,9 @@ static enum proto_status to_hello(struct proto_decoder *d,
 	h->client = optional_str(&f, m, "client");
 	o = map_get(m, "clock_offset");
 	h->clock_offset = o ? get_int(&f, o, "clock_offset") : 0;
+	o = map_get(m, "seq");
+	h->has_seq = o != NULL && h->version >= 2;
+	h->seq = h->has_seq ? get_uint(&f, o, "seq", UINT64_MAX) : 0;
 	if (fields_ok(&f))
 		d->hello_seen = 1;
 	return f.st;

@@ -341,8 +341,9 @@ static size_t opt_str_size(const char *key, const struct proto_str *s,
 
 static size_t hello_size(const struct proto_hello *h, unsigned *keys)
 {
-	*keys = 4;
-	return 1 + key_size("version") + uint_size(h->version) +
+	*keys = 4 + !!h->has_seq;
+	return 1 + (h->has_seq ? key_size("seq") + uint_size(h->seq) : 0) +
+	       key_size("version") + uint_size(h->version) +
 	       key_size("instance") + uint_size(h->instance) + key_size("pid") +
 	       uint_size(h->pid) + opt_str_size("app", &h->app, keys) +
 	       opt_str_size("backend", &h->backend, keys) +
@@ -367,6 +368,8 @@ size_t proto_encode_hello(void *buf, size_t cap, const struct proto_hello *h)
 	p = put_opt_str(p, "reason", &h->reason);
 	p = put_int(put_key(p, "clock_offset"), h->clock_offset);
 	p = put_opt_str(p, "client", &h->client);
+	if (h->has_seq)
+		p = put_uint(put_key(p, "seq"), h->seq);
 	return (size_t)(p - (uint8_t *)buf);
 }
 
@@ -382,5 +385,18 @@ size_t proto_encode_receipt(void *buf, size_t cap,
 	*p++ = PROTO_MSG_RECEIPT;
 	p = put_uint(p, r->records);
 	put_uint(p, r->dropped);
+	return size;
+}
+
+size_t proto_encode_ack(void *buf, size_t cap, uint64_t watermark)
+{
+	uint8_t *p = buf;
+	size_t size = 2 + uint_size(watermark);
+
+	if (size > cap)
+		return 0;
+	*p++ = 0x92;
+	*p++ = PROTO_MSG_ACK;
+	put_uint(p, watermark);
 	return size;
 }

@@ -1,5 +1,5 @@
 /*
- * proto.h: the ctxleak wire protocol v1, shared by the client library and
+ * proto.h: the ctxleak wire protocol v2, shared by the client library and
  * the daemon.  The normative description is proto/PROTOCOL.md; this header
  * is its C form.
  *
@@ -24,7 +24,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define PROTO_VERSION 1
+/* 2: HELLO's seq and the daemon's ACK (PROTOCOL.md, 2.2 and 2.3).  A
+ * decoder accepts HELLOs of every version up to this one. */
+#define PROTO_VERSION 2
 
 /* Record types: the first element of every record array. */
 enum proto_type {
@@ -122,6 +124,10 @@ struct proto_hello {
 	struct proto_str reason;  /* why that backend was chosen */
 	int64_t clock_offset;	  /* CLOCK_REALTIME - CLOCK_MONOTONIC, ns */
 	struct proto_str client;  /* client library and version, informative */
+	int has_seq;		  /* version 2: seq is there */
+	uint64_t seq; /* the stream position of the first record this
+			 connection carries: records counted as the
+			 RECEIPT counts them, since the process began */
 };
 
 /* ---------------------------------------------------------------- limits */
@@ -242,20 +248,23 @@ size_t proto_decoder_buffered(const struct proto_decoder *d);
 const char *proto_status_name(enum proto_status st);
 const char *proto_type_name(unsigned type);
 
-/* --------------------------------------------------------------- receipt */
+/* ------------------------------------------------------- daemon messages */
 
 /*
- * The daemon's one message to a client (PROTOCOL.md, section 2.2), sent
- * once right after it accepted HELLO, so that a client that reconnects
- * learns what the daemon holds of its process instance from before this
- * connection, and counts what a daemon crash lost:
+ * What the daemon writes to a client (PROTOCOL.md, sections 2.2 and 2.3),
+ * each a msgpack array that starts with its kind:
  *
- *     [kind = PROTO_MSG_RECEIPT, records, dropped, ...]
+ *     [PROTO_MSG_RECEIPT, records, dropped, ...]  once, right after HELLO:
+ *         what the daemon holds of this process instance from before the
+ *         connection, so that a client counts what a daemon crash lost
+ *     [PROTO_MSG_ACK, watermark, ...]  version 2 clients only, after each
+ *         commit that advanced it: every record of this instance with
+ *         ts <= watermark is judged and committed
  *
- * Nothing else ever comes from the daemon.  Encoder and parser need no
- * msgpack-c: the client links neither.
+ * Encoder and parser need no msgpack-c: the client links neither.
  */
 #define PROTO_MSG_RECEIPT 1
+#define PROTO_MSG_ACK	  2
 
 struct proto_receipt {
 	uint64_t records; /* records received, counted as the client counts
@@ -266,17 +275,33 @@ struct proto_receipt {
 
 /* A RECEIPT's bytes at most: fixarray, kind, two uint 64. */
 #define PROTO_RECEIPT_SIZE_MAX 20
+/* An ACK's: fixarray, kind, one uint 64. */
+#define PROTO_ACK_SIZE_MAX 11
 
 /* Same contract as proto_encode_record. */
 size_t proto_encode_receipt(void *buf, size_t cap,
 			    const struct proto_receipt *r);
+size_t proto_encode_ack(void *buf, size_t cap, uint64_t watermark);
+
+/* One daemon message, parsed. */
+struct proto_reply {
+	uint64_t kind;		      /* PROTO_MSG_*, or a later kind */
+	struct proto_receipt receipt; /* PROTO_MSG_RECEIPT */
+	uint64_t watermark;	      /* PROTO_MSG_ACK */
+};
 
 /*
- * The RECEIPT at the start of buf[0..len): returns its size in bytes and
- * fills *out, 0 when buf ends inside it (nothing is filled), -1 when the
- * bytes are not a RECEIPT (another kind, or not the layout above).
- * Trailing extra elements of any msgpack type are skipped.
+ * The daemon message at the start of buf[0..len): returns its size in
+ * bytes and fills *out, 0 when buf ends inside it (nothing is filled), -1
+ * when the bytes are not one (not an array that starts with an unsigned
+ * kind, or a known kind without its fields).  A message of a later kind
+ * is returned with only its kind filled, for the caller to skip; trailing
+ * extra elements of any msgpack type are skipped.
  */
+int64_t proto_parse_reply(const void *buf, size_t len, struct proto_reply *out);
+
+/* The RECEIPT at the start of buf: as proto_parse_reply, and -1 for any
+ * other kind. */
 int64_t proto_parse_receipt(const void *buf, size_t len,
 			    struct proto_receipt *out);
 

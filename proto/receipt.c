@@ -1,11 +1,11 @@
 /*
- * receipt.c: reading what the daemon says back, the RECEIPT, and the
- * msgpack object bounds that reading it (and the client's shipper, which
- * finds record boundaries in its own batches) needs.
+ * receipt.c: reading what the daemon says back, its RECEIPT and ACKs,
+ * and the msgpack object bounds that reading them (and the client's
+ * shipper, which finds record boundaries in its own batches) needs.
  *
  * The client library links this file but not msgpack-c, so the bounds are
  * found here from the format's headers alone.  They are general (every
- * msgpack format, any nesting) because a RECEIPT may carry trailing
+ * msgpack format, any nesting) because a daemon message may carry trailing
  * elements of a later revision, of any type, which a client skips.
  */
 #include "proto.h"
@@ -114,12 +114,15 @@ static int read_uint(const uint8_t *p, size_t n, uint64_t *v)
 	return 1 + (int)size;
 }
 
-int64_t proto_parse_receipt(const void *buf, size_t len,
-			    struct proto_receipt *out)
+/* Fields each known kind has after its kind (index: PROTO_MSG_*). */
+static const unsigned reply_fields[] = {0, 2, 1};
+
+int64_t proto_parse_reply(const void *buf, size_t len, struct proto_reply *out)
 {
 	const uint8_t *p = buf;
 	int64_t size = proto_object_size(buf, len);
-	uint64_t field[3];
+	uint64_t field[3], elems;
+	unsigned want;
 	struct head h;
 	size_t off;
 	int n;
@@ -127,18 +130,43 @@ int64_t proto_parse_receipt(const void *buf, size_t len,
 	if (size <= 0)
 		return size;
 	read_head(p[0], &h);
-	if (h.counts != 1 || (h.lenlen ? be(p + 1, h.lenlen) : h.n) < 3)
+	elems = h.lenlen ? be(p + 1, h.lenlen) : h.n;
+	if (h.counts != 1 || elems < 1)
 		return -1;
 	off = h.size;
-	for (int i = 0; i < 3; i++) {
+	n = read_uint(p + off, (size_t)size - off, &field[0]);
+	if (n == -1)
+		return -1;
+	off += (size_t)n;
+	want = field[0] < sizeof reply_fields / sizeof reply_fields[0]
+		   ? reply_fields[field[0]]
+		   : 0;
+	if (field[0] == 0 || elems < 1 + want)
+		return -1;
+	for (unsigned i = 1; i <= want; i++) {
 		n = read_uint(p + off, (size_t)size - off, &field[i]);
 		if (n == -1)
 			return -1;
 		off += (size_t)n;
 	}
-	if (field[0] != PROTO_MSG_RECEIPT)
+	*out = (struct proto_reply){.kind = field[0]};
+	if (field[0] == PROTO_MSG_RECEIPT)
+		out->receipt = (struct proto_receipt){field[1], field[2]};
+	else if (field[0] == PROTO_MSG_ACK)
+		out->watermark = field[1];
+	return size;
+}
+
+int64_t proto_parse_receipt(const void *buf, size_t len,
+			    struct proto_receipt *out)
+{
+	struct proto_reply r;
+	int64_t size = proto_parse_reply(buf, len, &r);
+
+	if (size <= 0)
+		return size;
+	if (r.kind != PROTO_MSG_RECEIPT)
 		return -1;
-	out->records = field[1];
-	out->dropped = field[2];
+	*out = r.receipt;
 	return size;
 }

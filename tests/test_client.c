@@ -112,6 +112,23 @@ static void keep(struct tconn *c, struct proto_msg *msg)
 	own(&t->r.func, &t->owned[5]);
 }
 
+/* As a daemon of version 2 that commits whatever it reads at once: the
+ * RECEIPT after HELLO (it holds nothing from before), an ACK of each
+ * WATERMARK.  A client that has hung up gets nothing. */
+static void reply(struct tconn *c, const struct proto_msg *msg)
+{
+	static const struct proto_receipt none = {0, 0};
+	unsigned char buf[PROTO_RECEIPT_SIZE_MAX];
+	size_t n = 0;
+
+	if (msg->is_hello)
+		n = proto_encode_receipt(buf, sizeof buf, &none);
+	else if (msg->rec.type == PROTO_WATERMARK)
+		n = proto_encode_ack(buf, sizeof buf, msg->rec.ts);
+	if (n != 0 && send(c->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		return;
+}
+
 static void conn_read(struct listener *l, struct tconn *c)
 {
 	char buf[65536];
@@ -130,8 +147,10 @@ static void conn_read(struct listener *l, struct tconn *c)
 	}
 	pthread_mutex_lock(&l->mu);
 	proto_decoder_feed(c->dec, buf, (size_t)n);
-	while ((st = proto_decoder_next(c->dec, &msg)) == PROTO_OK)
+	while ((st = proto_decoder_next(c->dec, &msg)) == PROTO_OK) {
 		keep(c, &msg);
+		reply(c, &msg);
+	}
 	if (st < 0)
 		c->error = st;
 	if (l->close_after && l->closes_left > 0 &&

@@ -1415,8 +1415,8 @@ START_TEST(test_hello_newer_version)
 	h.version = PROTO_VERSION + 1;
 	add_hello(&b, &h);
 	ck_rejects(0, b.p, b.len, PROTO_E_VERSION,
-		   "HELLO of protocol version 2; this side speaks up to "
-		   "version 1");
+		   "HELLO of protocol version 3; this side speaks up to "
+		   "version 2");
 	free(b.p);
 	/* The version is judged first: a newer HELLO may lack v1's keys. */
 	pk_init(&p);
@@ -1951,6 +1951,107 @@ START_TEST(test_receipt_malformed)
 }
 END_TEST
 
+/* The ACK of PROTOCOL.md 2.3, byte for byte, and back. */
+START_TEST(test_ack_bytes)
+{
+	static const unsigned char spec[] = {0x92, 0x02, 0xcf, 0x00, 0x00, 0x00,
+					     0x01, 0x2a, 0x06, 0x15, 0x28};
+	unsigned char buf[PROTO_ACK_SIZE_MAX];
+	struct proto_reply r;
+	struct proto_receipt rc;
+
+	ck_assert_uint_eq(proto_encode_ack(buf, sizeof buf, 5000009000u),
+			  sizeof spec);
+	ck_assert_mem_eq(buf, spec, sizeof spec);
+	ck_assert_int_eq(proto_parse_reply(spec, sizeof spec, &r),
+			 (int64_t)sizeof spec);
+	ck_assert_uint_eq(r.kind, PROTO_MSG_ACK);
+	ck_assert_uint_eq(r.watermark, 5000009000u);
+	for (size_t cut = 0; cut < sizeof spec; cut++)
+		ck_assert_int_eq(proto_parse_reply(spec, cut, &r), 0);
+	/* Not a RECEIPT. */
+	ck_assert_int_eq(proto_parse_receipt(spec, sizeof spec, &rc), -1);
+	ck_assert_uint_eq(proto_encode_ack(buf, sizeof buf, UINT64_MAX),
+			  PROTO_ACK_SIZE_MAX);
+	ck_assert_uint_eq(proto_encode_ack(buf, 2, 0), 0);
+}
+END_TEST
+
+/* A RECEIPT, ACKs and a message of a later kind, one after another, as a
+ * client reads them; a known kind without its fields is malformed. */
+START_TEST(test_reply_stream)
+{
+	static const unsigned char stream[] = {
+	    0x93, 0x01, 0x05, 0x00,	  /* RECEIPT 5 records */
+	    0x93, 0x02, 0x07, 0xa1, 'x',  /* ACK 7, one trailing element */
+	    0x92, 0x05, 0xc0,		  /* kind 5, later */
+	    0x92, 0x02, 0xcd, 0x01, 0x2c, /* ACK 300 */
+	};
+	static const unsigned char short_ack[] = {0x91, 0x02};
+	static const unsigned char nil_ack[] = {0x92, 0x02, 0xc0};
+	static const uint64_t kinds[] = {1, 2, 5, 2};
+	struct proto_reply r;
+	size_t pos = 0;
+	int64_t n;
+
+	for (int i = 0; i < 4; i++) {
+		n = proto_parse_reply(stream + pos, sizeof stream - pos, &r);
+		ck_assert_int_gt(n, 0);
+		ck_assert_uint_eq(r.kind, kinds[i]);
+		pos += (size_t)n;
+		if (i == 0)
+			ck_assert_uint_eq(r.receipt.records, 5);
+		if (i == 1 || i == 3)
+			ck_assert_uint_eq(r.watermark, i == 1 ? 7 : 300);
+	}
+	ck_assert_uint_eq(pos, sizeof stream);
+	ck_assert_int_eq(proto_parse_reply(short_ack, sizeof short_ack, &r),
+			 -1);
+	ck_assert_int_eq(proto_parse_reply(nil_ack, sizeof nil_ack, &r), -1);
+}
+END_TEST
+
+/* The version 2 HELLO of PROTOCOL.md 2.3, byte for byte; seq decodes,
+ * and is ignored in a version 1 HELLO. */
+START_TEST(test_hello_seq)
+{
+	static const unsigned char tail[] = {0xa3, 's',	 'e', 'q',
+					     0xcd, 0x01, 0x2c};
+	struct proto_hello h = {.version = 2,
+				.instance = 0x5eed0123456789abull,
+				.pid = 4242,
+				.app = {"worker", 6},
+				.backend = {"thread", 6},
+				.reason = {"default", 7},
+				.clock_offset = 1764000000000000000ll,
+				.client = {"libctxleak 0.1.0", 16},
+				.has_seq = 1,
+				.seq = 300};
+	unsigned char buf[256];
+	struct proto_decoder *d;
+	struct proto_msg m;
+	size_t n;
+
+	for (uint32_t version = 2; version >= 1; version--) {
+		h.version = version;
+		n = proto_encode_hello(buf, sizeof buf, &h);
+		ck_assert_uint_eq(n, 129);
+		ck_assert_uint_eq(buf[0], 0x89);
+		ck_assert_uint_eq(buf[9], version);
+		ck_assert_mem_eq(buf + n - sizeof tail, tail, sizeof tail);
+		d = proto_decoder_new(NULL);
+		ck_assert_int_eq(proto_decoder_feed(d, buf, n), 0);
+		ck_assert_int_eq(proto_decoder_next(d, &m), PROTO_OK);
+		ck_assert(m.is_hello);
+		ck_assert_int_eq(m.hello.has_seq, version == 2);
+		ck_assert_uint_eq(m.hello.seq, version == 2 ? 300 : 0);
+		proto_decoder_free(d);
+	}
+	h.has_seq = 0;
+	ck_assert_uint_eq(proto_encode_hello(buf, sizeof buf, &h), 122);
+}
+END_TEST
+
 /* proto_object_size agrees with msgpack-c on every format, and a cut
  * object is incomplete, however large its headers say it is. */
 START_TEST(test_object_size)
@@ -2030,6 +2131,9 @@ static Suite *receipt_suite(void)
 	tcase_add_test(tc, test_receipt_round_trip);
 	tcase_add_test(tc, test_receipt_trailing_elements);
 	tcase_add_test(tc, test_receipt_malformed);
+	tcase_add_test(tc, test_ack_bytes);
+	tcase_add_test(tc, test_reply_stream);
+	tcase_add_test(tc, test_hello_seq);
 	tcase_add_test(tc, test_object_size);
 	suite_add_tcase(s, tc);
 	return s;

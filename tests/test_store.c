@@ -720,7 +720,7 @@ START_TEST(test_process_reconnect)
 
 	ck_assert_int_eq(store_process_open(s, &pi, &p), 0);
 	ck_assert_int_eq(p.id, 1);
-	store_process_update(s, &p, 10, 1, 2, "bad msgpack", &model, 1);
+	store_process_update(s, &p, 10, 1, 2, 0, -1, "bad msgpack", &model, 1);
 	store_commit(s);
 	ck_assert_int_eq(q("SELECT disconnected_at IS NOT NULL FROM processes"),
 			 1);
@@ -737,7 +737,7 @@ START_TEST(test_process_reconnect)
 	    "2|NULL|NULL|100|1000|1001|web|thread|default|"
 	    "libctxleak 0.1.0|-77129852519530769");
 	/* The caller's totals; NULL error and model keep the row's. */
-	store_process_update(s, &p, 25, 3, 2, NULL, NULL, 0);
+	store_process_update(s, &p, 25, 3, 2, 0, -1, NULL, NULL, 0);
 	store_commit(s);
 	ck_assert_str_eq(qs("SELECT records || '|' || dropped || '|' || "
 			    "unknown_skipped || '|' || error || '|' || model "
@@ -753,7 +753,7 @@ START_TEST(test_process_reconnect)
 			 1);
 	ck_assert_int_eq(store_process_open(s, &pi, &restarted), 0);
 	ck_assert_int_eq(restarted.id, 1);
-	store_process_update(s, &restarted, 5, 0, 0, NULL, NULL, 1);
+	store_process_update(s, &restarted, 5, 0, 0, 0, -1, NULL, NULL, 1);
 	pi.hello = &(struct proto_hello){.instance = 99, .pid = 1};
 	ck_assert_int_eq(store_process_open(s, &pi, &p), 0);
 	ck_assert_int_eq(p.id, 2);
@@ -1073,7 +1073,7 @@ START_TEST(test_sites_retained_by_age)
 	store_finding(s, &gone, &f);
 	r.site = 4;
 	store_finding(s, &gone, &f);
-	store_process_update(s, &gone, 0, 0, 0, NULL, NULL, 1);
+	store_process_update(s, &gone, 0, 0, 0, 0, -1, NULL, NULL, 1);
 	store_commit(s);
 	/* old.c was let go two hours ago, and its finding is as old. */
 	snprintf(sql, sizeof sql,
@@ -1380,12 +1380,18 @@ START_TEST(test_migrates_version_1)
 		      "sites DROP COLUMN used; ALTER TABLE sites DROP COLUMN "
 		      "released_at; ALTER TABLE requests DROP COLUMN late; "
 		      "ALTER TABLE records DROP COLUMN late; "
+		      "ALTER TABLE processes DROP COLUMN committed_watermark; "
+		      "ALTER TABLE processes DROP COLUMN committed_position; "
 		      "PRAGMA user_version = 1");
 	s = open_default(0);
 	p = add_process(s, 1, 0);
 	clean_request(s, &p, 2, "GET /a", 2, 100, 5, 1000);
 	store_close(s);
 	ck_assert_int_eq(q("PRAGMA user_version"), STORE_SCHEMA_VERSION);
+	ck_assert_int_eq(q("SELECT count(*) FROM processes WHERE "
+			   "committed_watermark = 0 AND committed_position "
+			   "IS NULL"),
+			 1);
 	ck_assert_int_eq(q("SELECT count(*) FROM sqlite_master WHERE name = "
 			   "'records_ctx_request'"),
 			 1);
@@ -1409,6 +1415,8 @@ START_TEST(test_migrates_version_2_merges_sites)
 		"ALTER TABLE sites DROP COLUMN released_at; "
 		"ALTER TABLE records DROP COLUMN late; ALTER TABLE requests "
 		"DROP COLUMN late; ALTER TABLE request_stats DROP COLUMN late; "
+		"ALTER TABLE processes DROP COLUMN committed_watermark; "
+		"ALTER TABLE processes DROP COLUMN committed_position; "
 		"INSERT INTO sites VALUES (1, 1, 'a.c', 1, 'f'), "
 		"(2, 2, 'a.c', 1, 'f'), (3, 2, 'a.c', 1, NULL), "
 		"(4, 3, 'a.c', 1, NULL), (5, 3, 'a.c', 2, 'f'); "
@@ -1562,7 +1570,7 @@ START_TEST(test_disk_full_ids)
 	ck_assert_int_eq(st.degraded, 1);
 	ck_assert_int_eq(store_process_open(s, &pi, &full), 0);
 	ck_assert_int_eq(full.id, 2);
-	store_process_update(s, &full, 7, 1, 0, NULL, NULL, 1);
+	store_process_update(s, &full, 7, 1, 0, 0, -1, NULL, NULL, 1);
 	store_limit_pages(s, -1);
 	store_tick(s);
 	store_commit(s);
