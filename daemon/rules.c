@@ -139,6 +139,14 @@ struct rules *rules_new(const struct rules_config *cfg,
 	return r;
 }
 
+void rules_on_judged(struct rules *r,
+		     void (*fn)(void *arg, const struct proto_record *rec),
+		     void *arg)
+{
+	r->on_judged = fn;
+	r->on_judged_arg = arg;
+}
+
 /* ------------------------------------------------------------ queue */
 
 /* The heap holds its keys, so that sifting does not touch the records. */
@@ -1055,6 +1063,8 @@ static void judge(struct rules *r, struct pnode *n)
 		report(r, j.leak, rec, j.victim, j.source,
 		       (enum rules_unclosed_reason)0, &j.mn);
 	deliver(r, rec, &j);
+	if (r->on_judged != NULL)
+		r->on_judged(r->on_judged_arg, rec);
 	unpin(r, j.owner);
 	unpin(r, j.truth);
 	unpin(r, j.said);

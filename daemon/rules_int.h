@@ -163,6 +163,8 @@ struct pending {
 struct rules {
 	struct rules_config cfg;
 	struct rules_sink sink;
+	void (*on_judged)(void *arg, const struct proto_record *rec);
+	void *on_judged_arg; /* rules_on_judged's */
 
 	/* pending records, in (ts, arrival) order: those that arrive in
 	 * that order wait in a FIFO ring (the run), the others in a 4-ary

@@ -39,6 +39,7 @@ enum {
 	AGE_DROPS,
 	AGE_STATS,
 	AGE_SITES,
+	AGE_WHAT_IF,
 	AGE_PROCESSES,
 	SIZE_RECORDS,
 	SIZE_TAGS,
@@ -72,6 +73,8 @@ static const char *const sql[NSTMT] = {
 		  "minute + 60000000000 <= ?1",
     [AGE_SITES] = "DELETE FROM sites WHERE process_id IN (SELECT id FROM "
 		  "processes WHERE disconnected_at < ?1)",
+    [AGE_WHAT_IF] = "DELETE FROM what_if WHERE process_id IN (SELECT id "
+		    "FROM processes WHERE disconnected_at < ?1)",
     [AGE_PROCESSES] = "DELETE FROM processes WHERE disconnected_at < ?1",
     [SIZE_RECORDS] = "DELETE FROM records WHERE id IN (SELECT id FROM "
 		     "records ORDER BY id LIMIT ?2)",

@@ -374,10 +374,10 @@ START_TEST(test_newer_version_refused)
 	char err[256];
 
 	store_close(open_default(0));
-	exec_on(path, "PRAGMA user_version = 3");
+	exec_on(path, "PRAGMA user_version = 4");
 	open_fails(path, err, sizeof err);
-	ck_assert_msg(strstr(err, "database schema version 3 is newer than "
-				  "this ctxleakd supports (2)") != NULL,
+	ck_assert_msg(strstr(err, "database schema version 4 is newer than "
+				  "this ctxleakd supports (3)") != NULL,
 		      "%s", err);
 }
 END_TEST
@@ -1230,12 +1230,13 @@ START_TEST(test_migrates_version_1)
 	store_close(s);
 	exec_on(path, "DROP TABLE request_stats; DROP INDEX "
 		      "records_ctx_request; ALTER TABLE requests DROP COLUMN "
-		      "records_not_kept; PRAGMA user_version = 1");
+		      "records_not_kept; DROP TABLE what_if; ALTER TABLE "
+		      "processes DROP COLUMN what_if; PRAGMA user_version = 1");
 	s = open_default(0);
 	p = add_process(s, 1, 0);
 	clean_request(s, &p, 2, "GET /a", 2, 100, 5, 1000);
 	store_close(s);
-	ck_assert_int_eq(q("PRAGMA user_version"), 2);
+	ck_assert_int_eq(q("PRAGMA user_version"), 3);
 	ck_assert_int_eq(q("SELECT count(*) FROM sqlite_master WHERE name = "
 			   "'records_ctx_request'"),
 			 1);

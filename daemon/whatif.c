@@ -1,0 +1,701 @@
+/*
+ * whatif.c: DESIGN.md's what-if.  For one process, whatever storage it ran
+ * with, what each library-kept backend (thread, global, task) would have
+ * recorded, and what the rules of rules.c find in that: the question "which
+ * storage keeps this program's requests apart" answered with counts, from
+ * one run.
+ *
+ * The truth of a record (cause, tid, ts, and the BEGIN, END, RESUME and
+ * SUSPEND calls) is the same under every backend; only B, the backend's
+ * slot, differs.  Fed every judged record in ts order (rules_sink.record),
+ * the replay keeps B for the three backends side by side as DESIGN's
+ * per-call table does (per thread for thread and task, one per process for
+ * global, switched by resume and suspend for task only; an END restores
+ * the scope's saved B into the ending thread's slots, whichever thread
+ * began it), and judges each record once per backend with B in place of
+ * its ctx (prev for a BEGIN, cur for an END).  It counts findings per
+ * backend, class and site; it keeps no record, tag or request.
+ *
+ * Why a counting engine of its own rather than three more rules engines:
+ * memory.  The daemon holds under 200 bytes per open scope, and three
+ * engines would triple that; here one 48-byte entry holds an open scope
+ * for all three backends: its saved B in each (its prev, hence a child's
+ * parent) and, for a child, its request in each.  The rules below must
+ * stay those of rules.c (judge_work, judge_request_begin, judge_end):
+ * tests/test_whatif.c runs programs under each backend and requires the
+ * counts of both to agree class by class.
+ *
+ * Which scopes are open does not depend on B, so unclosed findings are
+ * the main engine's, counted for every backend (whatif_unclosed); the
+ * scope is then forgotten here as it is there.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctxleakd.h"
+
+#define NB WHATIF_BACKENDS
+
+/* As the client library bounds a thread's resume stack (client/api.c):
+ * past it a resume saves nothing, and its suspend restores an older B. */
+#define MAX_DEPTH (1u << 16)
+/* Memory bounds of the replay itself, per process: threads (as
+ * rules_model.c's), resume frames of all threads, and (site, backend,
+ * class) counters; past the last, counts go to site 0. */
+#define MAX_THREADS (1u << 16)
+#define MAX_FRAMES  (1u << 20)
+#define MAX_COUNTS  (1u << 14)
+
+/* Table values: an index + 1 into scopes, or, with ENDED_BIT, into the
+ * ended ring; 0 is an empty slot. */
+#define ENDED_BIT (1u << 31)
+
+/* An open addressing table of uint32 values whose keys are the uint64
+ * that starts each element of an array (base, stride), linear probing. */
+struct wtab {
+	uint32_t *slot;
+	uint32_t mask; /* capacity - 1; no array while count is 0 */
+	uint32_t count;
+};
+
+/* An open scope. */
+struct wscope {
+	uint64_t ctx;	   /* 0: a free slot */
+	uint64_t tid;	   /* began on it (misnest's thread rule); free:
+			      the next free index + 1 */
+	uint64_t prev[NB]; /* B at its BEGIN in each backend: what its END
+			      restores, and a child's parent */
+	uint32_t roots;	   /* index + 1 of its requests in w->roots when
+			      some backend makes it part of another
+			      request; 0: a request of its own in all */
+};
+
+/* An ended (or forgotten) scope, for stale and for the requests of ctx
+ * values still in some slot. */
+struct wended {
+	uint64_t ctx;
+	uint64_t end_ts;
+	uint64_t root[NB]; /* its request (root ctx) per backend */
+	uint8_t ended;	   /* 0: reported unclosed, never ended */
+};
+
+/* A thread's slots. */
+struct wthread {
+	uint64_t tid;
+	uint64_t b_thread; /* B of the thread backend */
+	uint64_t b_task;   /* B of the task backend */
+	uint64_t *stack;   /* task's B before each resume not yet
+			      suspended */
+	uint32_t depth, cap;
+};
+
+/* Findings of one backend and class at one site. */
+struct wcount {
+	uint64_t key; /* site << 8 | backend << 4 | class */
+	uint64_t n;
+};
+
+struct whatif {
+	uint64_t seed; /* mixed into every hash: clients pick ctx values */
+	struct wtab ctxs;
+	struct wscope *scopes;
+	uint32_t nscopes, scopes_cap, free_scope; /* free: index + 1 */
+	uint64_t (*roots)[NB];			  /* children's requests */
+	uint32_t roots_cap, free_roots;		  /* free: index + 1, kept
+						     in roots[i][0] */
+	struct wended *ring;
+	uint32_t ring_cap, ring_max, ring_head, ring_count;
+
+	struct wtab threads_tab;
+	struct wthread *threads;
+	uint32_t nthreads, threads_cap, last_thread; /* index + 1 */
+	struct wthread spare; /* for threads past MAX_THREADS */
+	uint64_t b_global;    /* B of the global backend */
+	uint64_t frames;      /* resume frames held, all threads */
+
+	struct wtab counts_tab;
+	struct wcount *counts;
+	uint32_t ncounts, counts_cap;
+	uint64_t totals[NB][LEAK_CLASS_COUNT];
+	uint64_t approximate; /* calls past the bounds above */
+};
+
+static const char *const backend_names[NB] = {"thread", "global", "task"};
+
+const char *whatif_backend_name(int backend)
+{
+	return backend >= 0 && backend < NB ? backend_names[backend] : "";
+}
+
+/* ------------------------------------------------------------ tables */
+
+static uint64_t key_at(const void *base, size_t stride, uint32_t v)
+{
+	v &= ~ENDED_BIT;
+	return *(const uint64_t *)((const char *)base + (size_t)(v - 1) * stride);
+}
+
+static uint32_t home(const struct whatif *w, const struct wtab *t, uint64_t k)
+{
+	return (uint32_t)proto_mix64(k ^ w->seed) & t->mask;
+}
+
+/* The slot of key (its value 0 when absent).  The open and ended arrays
+ * share the table of ctx values: base2 is the ended one. */
+struct wkeys {
+	const void *base, *base2;
+	size_t stride, stride2;
+};
+
+static uint64_t key_of(const struct wkeys *k, uint32_t v)
+{
+	return v & ENDED_BIT ? key_at(k->base2, k->stride2, v)
+			     : key_at(k->base, k->stride, v);
+}
+
+static uint32_t *tab_slot(const struct whatif *w, const struct wtab *t,
+			  const struct wkeys *k, uint64_t key)
+{
+	uint32_t i = home(w, t, key);
+
+	while (t->slot[i] != 0 && key_of(k, t->slot[i]) != key)
+		i = (i + 1) & t->mask;
+	return &t->slot[i];
+}
+
+static uint32_t tab_find(const struct whatif *w, const struct wtab *t,
+			 const struct wkeys *k, uint64_t key)
+{
+	return t->count ? *tab_slot(w, t, k, key) : 0;
+}
+
+/* Three quarters full at most: a miss costs a few probes. */
+static int tab_put(const struct whatif *w, struct wtab *t,
+		   const struct wkeys *k, uint64_t key, uint32_t v)
+{
+	uint32_t *s;
+
+	if (t->slot == NULL || (t->count + 1) * 4 > (t->mask + 1) * 3) {
+		uint32_t cap = t->slot ? (t->mask + 1) * 2 : 64;
+		struct wtab grown = {calloc(cap, sizeof(uint32_t)), cap - 1,
+				     t->count};
+
+		if (grown.slot == NULL)
+			return -1;
+		for (uint32_t i = 0; t->slot && i <= t->mask; i++)
+			if (t->slot[i] != 0)
+				*tab_slot(w, &grown, k,
+					  key_of(k, t->slot[i])) = t->slot[i];
+		free(t->slot);
+		*t = grown;
+	}
+	s = tab_slot(w, t, k, key);
+	t->count += *s == 0;
+	*s = v;
+	return 0;
+}
+
+/* Linear probing: close the gap so that later keys stay findable. */
+static void tab_remove(const struct whatif *w, struct wtab *t,
+		       const struct wkeys *k, uint32_t *s)
+{
+	uint32_t hole = (uint32_t)(s - t->slot), i = hole;
+
+	for (;;) {
+		uint32_t h;
+
+		i = (i + 1) & t->mask;
+		if (t->slot[i] == 0)
+			break;
+		h = home(w, t, key_of(k, t->slot[i]));
+		if (((i - h) & t->mask) >= ((i - hole) & t->mask)) {
+			t->slot[hole] = t->slot[i];
+			hole = i;
+		}
+	}
+	t->slot[hole] = 0;
+	t->count--;
+}
+
+static struct wkeys ctx_keys(const struct whatif *w)
+{
+	return (struct wkeys){w->scopes, w->ring, sizeof(*w->scopes),
+			      sizeof(*w->ring)};
+}
+
+/* p (cap elements of size) with room for n, or NULL when out of memory
+ * (p is then still valid). */
+static void *grow(void *p, uint32_t *cap, uint32_t n, size_t size)
+{
+	uint32_t c = *cap ? *cap : 16;
+
+	if (n <= *cap)
+		return p;
+	while (c < n)
+		c *= 2;
+	p = realloc(p, (size_t)c * size);
+	if (p != NULL)
+		*cap = c;
+	return p;
+}
+
+/* ------------------------------------------------------------ scopes */
+
+static struct wscope *scope_of(struct whatif *w, uint32_t v)
+{
+	return v != 0 && !(v & ENDED_BIT) ? &w->scopes[v - 1] : NULL;
+}
+
+static struct wended *ended_of(struct whatif *w, uint32_t v)
+{
+	return v & ENDED_BIT ? &w->ring[(v & ~ENDED_BIT) - 1] : NULL;
+}
+
+/* request(ctx) in each backend: the root ctx; a ctx never begun is a
+ * request of its own, and ctx 0 is none. */
+static void resolve(struct whatif *w, uint64_t ctx, uint64_t root[NB])
+{
+	struct wkeys k = ctx_keys(w);
+	uint32_t v = ctx ? tab_find(w, &w->ctxs, &k, ctx) : 0;
+	struct wscope *s = scope_of(w, v);
+	struct wended *e = ended_of(w, v);
+
+	for (int b = 0; b < NB; b++)
+		root[b] = e	     ? e->root[b]
+			  : s && s->roots ? w->roots[s->roots - 1][b]
+					  : ctx;
+}
+
+/* Whether the request rooted at root ended before ts. */
+static int ended_before(struct whatif *w, uint64_t root, uint64_t ts)
+{
+	struct wkeys k = ctx_keys(w);
+	struct wended *e = ended_of(w, tab_find(w, &w->ctxs, &k, root));
+
+	return e != NULL && e->ended && e->end_ts < ts;
+}
+
+static void roots_free(struct whatif *w, uint32_t r)
+{
+	if (r == 0)
+		return;
+	w->roots[r - 1][0] = w->free_roots;
+	w->free_roots = r;
+}
+
+/* Room for a child's requests: index + 1, or 0 when out of memory. */
+static uint32_t roots_alloc(struct whatif *w)
+{
+	uint32_t r;
+
+	if (w->free_roots == 0) {
+		uint32_t n = w->roots_cap;
+		uint64_t(*roots)[NB] =
+		    grow(w->roots, &w->roots_cap, n + 1, sizeof(*w->roots));
+
+		if (roots == NULL)
+			return 0;
+		w->roots = roots;
+		for (r = w->roots_cap; r > n; r--)
+			roots_free(w, r);
+	}
+	r = w->free_roots;
+	w->free_roots = (uint32_t)w->roots[r - 1][0];
+	return r;
+}
+
+/* A free scope: index + 1, or 0 when out of memory. */
+static uint32_t scope_alloc(struct whatif *w)
+{
+	struct wscope *scopes;
+	uint32_t v = w->free_scope;
+
+	if (v != 0) {
+		w->free_scope = (uint32_t)w->scopes[v - 1].tid;
+		return v;
+	}
+	if (w->nscopes >= ENDED_BIT - 1)
+		return 0;
+	scopes = grow(w->scopes, &w->scopes_cap, w->nscopes + 1,
+		      sizeof(*w->scopes));
+	if (scopes == NULL)
+		return 0;
+	w->scopes = scopes;
+	return ++w->nscopes;
+}
+
+static void scope_free(struct whatif *w, uint32_t v)
+{
+	struct wscope *s = &w->scopes[v - 1];
+
+	roots_free(w, s->roots);
+	s->ctx = 0;
+	s->tid = w->free_scope;
+	w->free_scope = v;
+}
+
+/* Opens ctx with the slots of its BEGIN and its request per backend. */
+static void scope_open(struct whatif *w, uint64_t ctx, uint64_t tid,
+		       const uint64_t prev[NB], const uint64_t root[NB])
+{
+	uint32_t v = scope_alloc(w), r = 0;
+	struct wscope *s;
+	struct wkeys k;
+
+	if (v == 0) {
+		w->approximate++;
+		return;
+	}
+	for (int b = 0; b < NB; b++)
+		if (root[b] != ctx && r == 0 && (r = roots_alloc(w)) == 0)
+			w->approximate++;
+	if (r != 0)
+		memcpy(w->roots[r - 1], root, sizeof(w->roots[0]));
+	s = &w->scopes[v - 1];
+	s->ctx = ctx;
+	s->tid = tid;
+	memcpy(s->prev, prev, sizeof(s->prev));
+	s->roots = r;
+	k = ctx_keys(w);
+	if (tab_put(w, &w->ctxs, &k, ctx, v) == -1) {
+		scope_free(w, v);
+		w->approximate++;
+	}
+}
+
+/*
+ * Open scope ctx ends at ts (ended 0: reported unclosed, forgotten): it
+ * moves to the ended ring, which keeps the last ring_max of them as the
+ * rules engine's ended table does, the oldest making room.
+ */
+static void scope_close(struct whatif *w, uint64_t ctx, uint64_t ts,
+			int ended)
+{
+	struct wkeys k = ctx_keys(w);
+	uint32_t *slot = tab_slot(w, &w->ctxs, &k, ctx), v = *slot, i;
+	struct wended e = {.ctx = ctx, .end_ts = ts, .ended = (uint8_t)ended};
+	struct wended *ring;
+
+	resolve(w, ctx, e.root);
+	if (w->ring_count < w->ring_max &&
+	    (ring = grow(w->ring, &w->ring_cap, w->ring_count + 1,
+			 sizeof(*w->ring))) != NULL) {
+		w->ring = ring;
+		i = w->ring_count++;
+	} else if (w->ring_count > 0) {
+		uint32_t *old;
+
+		i = w->ring_head;
+		w->ring_head = (i + 1) % w->ring_count;
+		old = tab_slot(w, &w->ctxs, &k, w->ring[i].ctx);
+		if (*old == ((i + 1) | ENDED_BIT))
+			tab_remove(w, &w->ctxs, &k, old);
+	} else {
+		tab_remove(w, &w->ctxs, &k, slot);
+		scope_free(w, v);
+		return;
+	}
+	w->ring[i] = e;
+	/* Found again: the ring may have moved, a removal shifted slots. */
+	k = ctx_keys(w);
+	slot = tab_slot(w, &w->ctxs, &k, ctx);
+	*slot = (i + 1) | ENDED_BIT;
+	scope_free(w, v);
+}
+
+/* ------------------------------------------------------------ threads */
+
+static struct wthread *thread_of(struct whatif *w, uint64_t tid)
+{
+	struct wkeys k = {w->threads, NULL, sizeof(*w->threads), 0};
+	struct wthread *threads;
+	uint32_t v;
+
+	if (w->last_thread && w->threads[w->last_thread - 1].tid == tid)
+		return &w->threads[w->last_thread - 1];
+	v = tab_find(w, &w->threads_tab, &k, tid);
+	if (v == 0) {
+		threads = w->nthreads < MAX_THREADS
+			      ? grow(w->threads, &w->threads_cap,
+				     w->nthreads + 1, sizeof(*w->threads))
+			      : NULL;
+		if (threads == NULL) {
+			w->approximate++;
+			return &w->spare;
+		}
+		w->threads = threads;
+		memset(&threads[w->nthreads], 0, sizeof(*threads));
+		threads[w->nthreads].tid = tid;
+		k.base = threads;
+		if (tab_put(w, &w->threads_tab, &k, tid, w->nthreads + 1)) {
+			w->approximate++;
+			return &w->spare;
+		}
+		v = ++w->nthreads;
+	}
+	w->last_thread = v;
+	return &w->threads[v - 1];
+}
+
+static void push_frame(struct whatif *w, struct wthread *t, uint64_t b)
+{
+	uint64_t *stack;
+
+	if (t->depth >= MAX_DEPTH)
+		return;
+	stack = w->frames < MAX_FRAMES ? grow(t->stack, &t->cap, t->depth + 1,
+					      sizeof(*t->stack))
+				       : NULL;
+	if (stack == NULL) {
+		w->approximate++;
+		return;
+	}
+	t->stack = stack;
+	t->stack[t->depth++] = b;
+	w->frames++;
+}
+
+/* ------------------------------------------------------------ counting */
+
+static uint64_t count_key(uint32_t site, int b, enum leak_class c)
+{
+	return (uint64_t)site << 8 | (uint64_t)b << 4 | (uint64_t)c;
+}
+
+static void count(struct whatif *w, int b, enum leak_class c, uint32_t site)
+{
+	struct wkeys k = {w->counts, NULL, sizeof(*w->counts), 0};
+	uint64_t key = count_key(site, b, c);
+	struct wcount *counts;
+	uint32_t v;
+
+	if (c == LEAK_NONE)
+		return;
+	w->totals[b][c]++;
+	v = tab_find(w, &w->counts_tab, &k, key);
+	/* A client that defines sites without end: the rest go to site 0,
+	 * for which room is kept. */
+	if (v == 0 && w->ncounts >= MAX_COUNTS - NB * LEAK_CLASS_COUNT) {
+		key = count_key(0, b, c);
+		v = tab_find(w, &w->counts_tab, &k, key);
+	}
+	if (v == 0) {
+		counts = grow(w->counts, &w->counts_cap, w->ncounts + 1,
+			      sizeof(*w->counts));
+		if (counts == NULL)
+			return;
+		w->counts = counts;
+		k.base = counts;
+		counts[w->ncounts] = (struct wcount){key, 0};
+		if (tab_put(w, &w->counts_tab, &k, key, w->ncounts + 1))
+			return;
+		v = ++w->ncounts;
+	}
+	w->counts[v - 1].n++;
+}
+
+/* ------------------------------------------------------------ the rules */
+
+/* rules.c's judge_work: TAG, EVENT and child BEGIN with c = the backend's
+ * ctx (prev), rc = request(c), rt = request(cause). */
+static enum leak_class judge_work(struct whatif *w, uint64_t ts, uint64_t c,
+				  uint64_t rc, uint64_t t, uint64_t rt)
+{
+	if (t != 0 && c == 0)
+		return LEAK_LOST;
+	if (c == 0)
+		return LEAK_NONE;
+	if (ended_before(w, rc, ts))
+		return LEAK_STALE;
+	return rc != rt ? LEAK_BLEED : LEAK_NONE;
+}
+
+/* request(bs[b]) in backend b, into root[b], resolving each value once;
+ * the cause's are rt. */
+static void resolve_slots(struct whatif *w, const uint64_t bs[NB], uint64_t t,
+			  const uint64_t rt[NB], uint64_t root[NB])
+{
+	uint64_t got[NB][NB];
+
+	for (int b = 0; b < NB; b++) {
+		int j = 0;
+
+		if (bs[b] == t) {
+			root[b] = rt[b];
+			continue;
+		}
+		while (j < b && bs[j] != bs[b])
+			j++;
+		if (j == b)
+			resolve(w, bs[b], got[b]);
+		else
+			memcpy(got[b], got[j], sizeof(got[b]));
+		root[b] = got[b][b];
+	}
+}
+
+static void replay_begin(struct whatif *w, const struct proto_record *rec,
+			 const uint64_t bs[NB], const uint64_t rt[NB])
+{
+	struct wkeys k = ctx_keys(w);
+	int opens =
+	    rec->ctx != 0 && !scope_of(w, tab_find(w, &w->ctxs, &k, rec->ctx));
+	uint64_t rc[NB], root[NB];
+
+	resolve_slots(w, bs, rec->cause, rt, rc);
+	for (int b = 0; b < NB; b++) {
+		enum leak_class c = LEAK_NONE;
+
+		if (rec->kind == PROTO_KIND_CHILD)
+			c = judge_work(w, rec->ts, bs[b], rc[b], rec->cause,
+				       rt[b]);
+		else if (opens && bs[b] != 0) /* rules.c's
+						 judge_request_begin */
+			c = ended_before(w, rc[b], rec->ts) ? LEAK_STALE
+							    : LEAK_OVERLAP;
+		count(w, b, c, rec->site);
+		/* A child begun with nothing current is a request of its
+		 * own. */
+		root[b] = rec->kind == PROTO_KIND_REQUEST || bs[b] == 0
+			      ? rec->ctx
+			      : rc[b];
+	}
+	if (opens)
+		scope_open(w, rec->ctx, rec->tid, bs, root);
+}
+
+/* rules.c's judge_end, then DESIGN's "end(x)": when x is known, its saved
+ * B goes into the ending thread's slots, whichever thread began it. */
+static void replay_end(struct whatif *w, const struct proto_record *rec,
+		       const uint64_t bs[NB], const uint64_t rt[NB],
+		       struct wthread *t)
+{
+	struct wkeys k = ctx_keys(w);
+	struct wscope *s =
+	    rec->ctx ? scope_of(w, tab_find(w, &w->ctxs, &k, rec->ctx)) : NULL;
+	uint64_t rx[NB];
+
+	if (s == NULL) { /* already ended, or never begun */
+		for (int b = 0; b < NB; b++)
+			count(w, b, LEAK_MISNEST, rec->site);
+		return;
+	}
+	resolve(w, rec->ctx, rx);
+	for (int b = 0; b < NB; b++)
+		count(w, b,
+		      bs[b] != rec->ctx ||
+			      (rec->tid != s->tid && rt[b] != rx[b])
+			  ? LEAK_MISNEST
+			  : LEAK_NONE,
+		      rec->site);
+	t->b_thread = s->prev[WHATIF_THREAD];
+	w->b_global = s->prev[WHATIF_GLOBAL];
+	t->b_task = s->prev[WHATIF_TASK];
+	scope_close(w, rec->ctx, rec->ts, 1);
+}
+
+void whatif_record(struct whatif *w, const struct proto_record *rec)
+{
+	struct wthread *t = thread_of(w, rec->tid);
+	uint64_t bs[NB] = {t->b_thread, w->b_global, t->b_task}, rt[NB];
+
+	switch (rec->type) {
+	case PROTO_BEGIN:
+		resolve(w, rec->cause, rt);
+		replay_begin(w, rec, bs, rt);
+		t->b_thread = w->b_global = t->b_task = rec->ctx;
+		break;
+	case PROTO_END:
+		resolve(w, rec->cause, rt);
+		replay_end(w, rec, bs, rt, t);
+		break;
+	case PROTO_TAG:
+	case PROTO_EVENT: {
+		uint64_t rc[NB];
+
+		resolve(w, rec->cause, rt);
+		resolve_slots(w, bs, rec->cause, rt, rc);
+		for (int b = 0; b < NB; b++)
+			count(w, b,
+			      judge_work(w, rec->ts, bs[b], rc[b], rec->cause,
+					 rt[b]),
+			      rec->site);
+		break;
+	}
+	case PROTO_RESUME:
+		push_frame(w, t, t->b_task);
+		t->b_task = rec->cause;
+		break;
+	case PROTO_SUSPEND:
+		if (t->depth > 0) {
+			t->b_task = t->stack[--t->depth];
+			w->frames--;
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+void whatif_unclosed(struct whatif *w, const struct proto_record *begin)
+{
+	struct wkeys k = ctx_keys(w);
+
+	for (int b = 0; b < NB; b++)
+		count(w, b, LEAK_UNCLOSED, begin->site);
+	if (begin->ctx != 0 &&
+	    scope_of(w, tab_find(w, &w->ctxs, &k, begin->ctx)) != NULL)
+		scope_close(w, begin->ctx, 0, 0);
+}
+
+/* ------------------------------------------------------------ results */
+
+void whatif_totals(const struct whatif *w,
+		   uint64_t out[WHATIF_BACKENDS][LEAK_CLASS_COUNT])
+{
+	memcpy(out, w->totals, sizeof(w->totals));
+}
+
+void whatif_rows(const struct whatif *w, whatif_row_fn fn, void *arg)
+{
+	for (uint32_t i = 0; i < w->ncounts; i++) {
+		uint64_t key = w->counts[i].key;
+
+		fn(arg, (int)(key >> 4 & 0xf), (enum leak_class)(key & 0xf),
+		   (uint32_t)(key >> 8), w->counts[i].n);
+	}
+}
+
+uint64_t whatif_approximate(const struct whatif *w)
+{
+	return w->approximate;
+}
+
+struct whatif *whatif_new(uint32_t max_ended_scopes, uint64_t hash_seed)
+{
+	struct whatif *w = calloc(1, sizeof(*w));
+
+	if (w == NULL)
+		return NULL;
+	w->seed = hash_seed;
+	w->ring_max = max_ended_scopes;
+	return w;
+}
+
+void whatif_free(struct whatif *w)
+{
+	if (w == NULL)
+		return;
+	free(w->ctxs.slot);
+	free(w->scopes);
+	free(w->roots);
+	free(w->ring);
+	for (uint32_t i = 0; i < w->nthreads; i++)
+		free(w->threads[i].stack);
+	free(w->spare.stack);
+	free(w->threads);
+	free(w->threads_tab.slot);
+	free(w->counts);
+	free(w->counts_tab.slot);
+	free(w);
+}
