@@ -4,10 +4,11 @@
  * B = the backend's slot (backend.c) and C = cl_self.cause.  Also init,
  * shutdown and fork, which set up the other files.
  *
- * Each scope's saved pair (B, C at its begin) lives in a table of the
- * thread that began it, so that the calls take no lock.  A scope ended on
- * another thread (or never begun) is still reported, but that thread does
- * not know its pair: B and C are then left as they are.
+ * Each scope's saved pair (B, C at its begin) is known to the whole
+ * process (scope.c): a scope begun on one thread and ended on another
+ * restores its pair into the ending thread's slots, as DESIGN.md says.
+ * A ctx this process did not begin, or already ended, is still reported,
+ * and B and C are then left as they are.
  *
  * The thread's state is used by name (cl_self.x), never through a pointer
  * to it.  Given `t = &cl_self`, GCC 12 with -fsanitize=null tests t for
@@ -33,117 +34,15 @@
 #undef ctxleak_resume
 #undef ctxleak_suspend
 
-/* Bounds on per-thread state that could grow forever: scopes that end on
- * another thread (or never), resumes never suspended.  Past them the
- * records still go out; see scope_remember and stack_push. */
-#define MAX_SCOPES (1u << 16)
-#define MAX_DEPTH  (1u << 16)
-#define ID_BLOCK   1024
+/* Bound on a thread's resume stack, which resumes never suspended would
+ * grow forever.  Past it the records still go out; see stack_push. */
+#define MAX_DEPTH (1u << 16)
 
 struct cl_config cl_config;
 _Atomic int cl_enabled;
 
 static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER;
 static int started; /* once per process: init after shutdown is refused */
-static uint64_t id_key;
-static _Atomic uint64_t id_counter;
-
-/* ------------------------------------------------------------ ids */
-
-/* Unique in the process: numbers from a shared counter, taken a block at
- * a time, scrambled with a per-process key. */
-static uint64_t new_ctx(void)
-{
-	uint64_t x;
-
-	do {
-		if (cl_self.id_next == cl_self.id_end) {
-			cl_self.id_next =
-			    atomic_fetch_add(&id_counter, ID_BLOCK);
-			cl_self.id_end = cl_self.id_next + ID_BLOCK;
-		}
-		x = proto_mix64(id_key + cl_self.id_next++);
-	} while (!x);
-	return x;
-}
-
-/* ------------------------------------------------------ scope table */
-
-static struct cl_scope *scope_slot(uint64_t ctx)
-{
-	uint32_t mask = cl_self.scopes_cap - 1, i = (uint32_t)ctx & mask;
-
-	while (cl_self.scopes[i].ctx && cl_self.scopes[i].ctx != ctx)
-		i = (i + 1) & mask;
-	return &cl_self.scopes[i];
-}
-
-static int scopes_grow(void)
-{
-	uint32_t cap = cl_self.scopes_cap ? cl_self.scopes_cap * 2 : 64;
-	struct cl_scope *old = cl_self.scopes,
-			*grown = calloc(cap, sizeof(*grown));
-	uint32_t old_cap = cl_self.scopes_cap;
-
-	if (!grown)
-		return -1;
-	cl_self.scopes = grown;
-	cl_self.scopes_cap = cap;
-	for (uint32_t i = 0; i < old_cap; i++)
-		if (old[i].ctx)
-			*scope_slot(old[i].ctx) = old[i];
-	free(old);
-	return 0;
-}
-
-/* A full table starts over: what fills it is scopes that a pool handed
- * to other threads to end, and the newest scopes are the likeliest to end
- * here. */
-static void scope_remember(const struct cl_scope *s)
-{
-	if (cl_self.nscopes >= MAX_SCOPES) {
-		memset(cl_self.scopes, 0,
-		       cl_self.scopes_cap * sizeof(*cl_self.scopes));
-		cl_self.nscopes = 0;
-	}
-	if ((cl_self.nscopes + 1) * 2 > cl_self.scopes_cap && scopes_grow())
-		return;
-	*scope_slot(s->ctx) = *s;
-	cl_self.nscopes++;
-}
-
-/* Linear probing: close the gap so that later entries stay findable. */
-static void scope_forget(struct cl_scope *s)
-{
-	uint32_t mask = cl_self.scopes_cap - 1,
-		 hole = (uint32_t)(s - cl_self.scopes);
-	uint32_t i = hole, home;
-
-	for (;;) {
-		i = (i + 1) & mask;
-		if (!cl_self.scopes[i].ctx)
-			break;
-		home = (uint32_t)cl_self.scopes[i].ctx & mask;
-		/* Move entry i into the hole unless its home lies
-		 * cyclically in (hole, i]. */
-		if (((i - home) & mask) >= ((i - hole) & mask)) {
-			cl_self.scopes[hole] = cl_self.scopes[i];
-			hole = i;
-		}
-	}
-	cl_self.scopes[hole].ctx = 0;
-	cl_self.nscopes--;
-}
-
-static struct cl_scope *scope_find(uint64_t ctx)
-{
-	struct cl_scope *s;
-
-	if (!cl_self.nscopes)
-		return NULL;
-	s = scope_slot(ctx);
-	return s->ctx ? s : NULL;
-}
 
 /* ---------------------------------------------------- resume stack */
 
@@ -190,21 +89,15 @@ static inline void head(struct proto_record *r, uint8_t type, uint64_t ctx,
 static uint64_t begin(struct ctxleak_site *site, const char *name,
 		      enum proto_kind kind)
 {
-	uint64_t x = new_ctx(), b = cl_backend_get();
+	uint64_t x = cl_scope_new_ctx(), b = cl_backend_get();
 	struct proto_record r;
-	struct cl_scope s = {
-	    .ctx = x,
-	    .saved_b = b,
-	    .saved_c = cl_self.cause,
-	    .root = kind == PROTO_KIND_REQUEST || !b,
-	};
 
 	head(&r, PROTO_BEGIN, x, cl_self.cause, site);
 	r.prev = b;
 	r.kind = (uint8_t)kind;
 	r.name = cl_str(name);
 	cl_emit(&r);
-	scope_remember(&s);
+	cl_scope_open(x, b, cl_self.cause, kind == PROTO_KIND_REQUEST || !b);
 	cl_backend_set(x);
 	cl_self.cause = x;
 	return x;
@@ -225,8 +118,7 @@ uint64_t ctxleak_begin_child_at(struct ctxleak_site *site, const char *name)
 void ctxleak_end_at(struct ctxleak_site *site, uint64_t ctx)
 {
 	struct proto_record r;
-	struct cl_scope *s;
-	int root;
+	struct cl_pair saved;
 
 	RETURN_IF_OFF();
 	if (!ctx)
@@ -234,14 +126,11 @@ void ctxleak_end_at(struct ctxleak_site *site, uint64_t ctx)
 	head(&r, PROTO_END, ctx, cl_self.cause, site);
 	r.cur = cl_backend_get();
 	cl_emit(&r);
-	s = scope_find(ctx);
-	if (!s)
+	if (!cl_scope_close(ctx, &saved))
 		return;
-	cl_backend_set(s->saved_b);
-	cl_self.cause = s->saved_c;
-	root = s->root;
-	scope_forget(s);
-	if (root)
+	cl_backend_set(saved.b);
+	cl_self.cause = saved.c;
+	if (saved.root)
 		cl_ship_wake();
 }
 
@@ -423,19 +312,22 @@ static void fork_prepare(void)
 {
 	pthread_mutex_lock(&init_mu);
 	cl_ship_fork_prepare();
+	cl_scope_fork_prepare();
 }
 
 static void fork_parent(void)
 {
+	cl_scope_fork_release();
 	cl_ship_fork_release();
 	pthread_mutex_unlock(&init_mu);
 }
 
 static void fork_child(void)
 {
+	cl_scope_fork_release();
 	cl_ship_fork_release();
 	if (atomic_load(&cl_enabled)) {
-		id_key = proto_random64();
+		cl_scope_new_process();
 		cl_buf_after_fork();
 		cl_ship_after_fork();
 	}
@@ -469,7 +361,7 @@ int ctxleak_init(const struct ctxleak_options *opt)
 	pthread_mutex_lock(&init_mu);
 	err = started ? CTXLEAK_EALREADY : configure(&o);
 	if (!err) {
-		id_key = proto_random64();
+		cl_scope_new_process();
 		cl_buf_init_process();
 		err = cl_ship_start();
 	}

@@ -224,7 +224,6 @@ struct cl_buf *cl_buf_attach(struct cl_thread *t)
 void cl_buf_reset_thread(struct cl_thread *t)
 {
 	free(t->stack);
-	free(t->scopes);
 	memset(t, 0, sizeof(*t));
 }
 

@@ -94,13 +94,6 @@ struct cl_buf {
 	struct cl_buf *next; /* registry, under cl_registry_mu */
 };
 
-/* A scope begun on this thread, with what its end restores. */
-struct cl_scope {
-	uint64_t ctx; /* 0: free slot */
-	uint64_t saved_b, saved_c;
-	int root;
-};
-
 struct cl_frame {
 	uint64_t c, b;
 };
@@ -111,11 +104,9 @@ struct cl_thread {
 	uint64_t tid;
 	uint64_t cause;		  /* C */
 	uint64_t slot;		  /* B of the thread and task backends */
-	uint64_t id_next, id_end; /* a block of ctx numbers */
+	uint64_t id_next, id_end; /* a block of ctx numbers (scope.c) */
 	struct cl_frame *stack;	  /* the resume stack */
 	uint32_t depth, stack_cap;
-	struct cl_scope *scopes; /* open addressing on ctx */
-	uint32_t nscopes, scopes_cap;
 };
 extern CL_TLS struct cl_thread cl_self;
 
@@ -179,6 +170,24 @@ extern _Atomic uint64_t cl_gone_records, cl_gone_dropped; /* freed bufs */
 struct proto_str cl_str(const char *s);
 /* Whether the producer needs a full fence (membarrier unavailable). */
 extern int cl_fence_producer;
+
+/* ------------------------------------------------------------ scope.c */
+
+/* What end(x) restores: B and C when x began. */
+struct cl_pair {
+	uint64_t b, c;
+	int root; /* x was a request: its end may complete a batch */
+};
+uint64_t cl_scope_new_ctx(void); /* unique in the process, never 0 */
+/* Remembers x's pair for whichever thread ends x. */
+void cl_scope_open(uint64_t x, uint64_t b, uint64_t c, int root);
+/* Forgets x's pair into *out: 1 if this process began x and had not
+ * ended it (nor evicted it), else 0. */
+int cl_scope_close(uint64_t x, struct cl_pair *out);
+void cl_scope_new_process(void); /* init, and the child of a fork */
+void cl_scope_fork_prepare(void);
+void cl_scope_fork_release(void);
+extern _Atomic uint64_t cl_scopes_evicted;
 
 /* ------------------------------------------------------------ site.c */
 

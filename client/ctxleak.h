@@ -163,10 +163,12 @@ uint64_t ctxleak_begin_at(struct ctxleak_site *site, const char *name);
  * none). */
 uint64_t ctxleak_begin_child_at(struct ctxleak_site *site, const char *name);
 /* End a scope; what was current before it is restored.  An unknown ctx is
- * still reported (the daemon calls it misnest); 0 is ignored.  The thread
- * that began a scope keeps what to restore: a ctx this thread did not
- * begin (another thread's, unknown, or already ended) is reported and
- * leaves the backend's ctx and the true ctx as they are. */
+ * still reported (the daemon calls it misnest); 0 is ignored.  What to
+ * restore is known to the whole process: a scope begun on one thread and
+ * ended on another restores its pair (the backend's ctx and the true ctx
+ * at its begin) into the ending thread's slots, as `cur = req->saved`
+ * would.  A ctx this process did not begin, or already ended, leaves both
+ * as they are. */
 void ctxleak_end_at(struct ctxleak_site *site, uint64_t ctx);
 /* A tag on the current scope.  key NULL: ignored; value NULL: nil. */
 void ctxleak_tag_at(struct ctxleak_site *site, const char *key,

@@ -860,5 +860,6 @@ void cl_ship_stats(struct ctxleak_stats *out)
 	out->sent_bytes = atomic_load(&ship.sent_bytes);
 	out->connects = atomic_load(&ship.connects);
 	out->connected = (uint64_t)atomic_load(&ship.connected);
+	out->evicted = atomic_load(&cl_scopes_evicted);
 	out->truncated = atomic_load(&cl_truncated);
 }

@@ -2,12 +2,13 @@
 # examples/demo.sh BUILD_DIR: what `make demo` runs once everything is built.
 #
 # Starts a private ctxleakd on a socket and database under ./demo/, runs
-# every example worker under the thread, global and task backends (and the
-# coroutine example under its custom storage, naive and fixed), stops the
-# daemon with SIGTERM so that everything it received is committed, then
-# prints the report: `ctxleak summary`, a table of each example under each
-# backend, and the backend recommended for each process.  The database stays
-# behind to be explored.
+# the auth pool with its own thread-local observed (buggy and fixed) and
+# under the library's thread-local, every other example worker under the
+# thread, global and task backends (and the coroutine example under its
+# custom storage, naive and fixed), stops the daemon with SIGTERM so that
+# everything it received is committed, then prints the report: `ctxleak
+# summary`, a table of each example under each backend, and the backend
+# recommended for each process.  The database stays behind to be explored.
 #
 # Nothing is installed and nothing is left running: a trap stops the daemon
 # and any worker on exit, Ctrl-C or SIGTERM.
@@ -24,7 +25,10 @@ ctxleak="$build/ctxleak --db $db"
 
 # What the demo runs: example, backend and the example's extra arguments.
 # Each run reports as application example/backend (-fixed with --fixed).
-RUNS="thread_per_request thread
+RUNS="auth_pool observe
+auth_pool observe --fixed
+auth_pool thread
+thread_per_request thread
 thread_per_request global
 thread_per_request task
 thread_pool thread

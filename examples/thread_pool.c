@@ -25,54 +25,11 @@
 #define WORKERS 4
 
 struct job {
-	struct job *next;
+	struct example_link link; /* in the pool's queue; first */
 	unsigned id;
 	uint64_t request; /* to end it */
 	uint64_t token;	  /* the context it runs in */
 };
-
-struct queue {
-	pthread_mutex_t lock;
-	pthread_cond_t ready;
-	struct job *head, **tail;
-	int closed;
-};
-
-static void queue_push(struct queue *q, struct job *job)
-{
-	pthread_mutex_lock(&q->lock);
-	job->next = NULL;
-	*q->tail = job;
-	q->tail = &job->next;
-	pthread_cond_signal(&q->ready);
-	pthread_mutex_unlock(&q->lock);
-}
-
-static void queue_close(struct queue *q)
-{
-	pthread_mutex_lock(&q->lock);
-	q->closed = 1;
-	pthread_cond_broadcast(&q->ready);
-	pthread_mutex_unlock(&q->lock);
-}
-
-/* NULL once the queue is closed and drained. */
-static struct job *queue_pop(struct queue *q)
-{
-	struct job *job;
-
-	pthread_mutex_lock(&q->lock);
-	while (!q->head && !q->closed)
-		pthread_cond_wait(&q->ready, &q->lock);
-	job = q->head;
-	if (job) {
-		q->head = job->next;
-		if (!q->head)
-			q->tail = &q->head;
-	}
-	pthread_mutex_unlock(&q->lock);
-	return job;
-}
 
 static void run_job(struct job *job)
 {
@@ -92,17 +49,18 @@ static void run_job(struct job *job)
 
 static void *worker(void *arg)
 {
-	struct queue *q = arg;
+	struct example_queue *q = arg;
 	struct job *job;
 
-	while ((job = queue_pop(q))) {
+	while ((job = (struct job *)example_queue_pop(q))) {
 		run_job(job);
 		free(job);
 	}
 	return NULL;
 }
 
-static void accept_request(struct queue *q, uint64_t listener, unsigned id)
+static void accept_request(struct example_queue *q, uint64_t listener,
+			   unsigned id)
 {
 	struct job *job = malloc(sizeof(*job));
 	char item[32];
@@ -115,22 +73,21 @@ static void accept_request(struct queue *q, uint64_t listener, unsigned id)
 	job->request = ctxleak_begin("GET /item");
 	ctxleak_tag("item", item);
 	job->token = ctxleak_capture();
-	queue_push(q, job);
+	example_queue_push(q, &job->link);
 	ctxleak_suspend();
 }
 
 int main(int argc, char **argv)
 {
 	unsigned requests = example_requests(argc, argv, 1000);
-	struct queue q = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-			  NULL, NULL, 0};
+	struct example_queue q;
 	pthread_t pool[WORKERS];
 	uint64_t listener;
 	unsigned i;
 	int rc;
 
 	example_start("thread_pool", NULL);
-	q.tail = &q.head;
+	example_queue_init(&q);
 	for (i = 0; i < WORKERS; i++) {
 		rc = pthread_create(&pool[i], NULL, worker, &q);
 		if (rc) {
@@ -141,7 +98,7 @@ int main(int argc, char **argv)
 	listener = ctxleak_capture();
 	for (i = 0; i < requests; i++)
 		accept_request(&q, listener, i);
-	queue_close(&q);
+	example_queue_close(&q);
 	for (i = 0; i < WORKERS; i++)
 		pthread_join(pool[i], NULL);
 	printf("thread_pool: %u requests, 1 dispatcher, %u workers, "

@@ -962,6 +962,346 @@ START_TEST(test_threads)
 }
 END_TEST
 
+/* ------------------------------------------------------ truth, randomized */
+
+/*
+ * Random multi-threaded programs against a reference model of DESIGN.md's
+ * per-call table.  The program's calls run one at a time, each on the
+ * thread the generator picked (a baton passed through a mailbox per
+ * thread), so the model's order is the order of the calls.  The model
+ * keeps B per backend, C and the resume stack per thread, and saved pairs
+ * per process; every record the library sends must carry the ctx, cause,
+ * prev and cur the model says, and capture/current must return its C and
+ * B.  Ends pick open scopes of any thread, ended ones and unknown values;
+ * resumes pick captured tokens, 0 and open scopes; suspends may find an
+ * empty stack.
+ */
+#define TRUTH_THREADS 3
+#define TRUTH_STEPS   3000
+#define TRUTH_MAX     (TRUTH_STEPS + 16)
+
+enum truth_op { T_BEGIN, T_CHILD, T_END, T_TAG, T_EVENT, T_CAPTURE,
+		T_RESUME, T_SUSPEND, T_STOP };
+
+struct truth_expect { /* one record, as the model says it goes out */
+	uint8_t type;
+	uint64_t ctx, cause, other; /* other: prev of BEGIN, cur of END */
+};
+
+struct truth_thread {
+	pthread_t thread;
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	int has_op, done;
+	enum truth_op op;
+	uint64_t arg, ret, current, capture; /* in, out */
+	uint64_t tid;
+	/* The model's state of this thread. */
+	uint64_t c, b; /* b: the thread and task backends' slot */
+	uint64_t stack_c[TRUTH_MAX], stack_b[TRUTH_MAX];
+	size_t depth;
+	struct truth_expect *want;
+	size_t nwant;
+};
+
+static void *truth_worker(void *arg)
+{
+	struct truth_thread *t = arg;
+
+	t->tid = (uint64_t)gettid();
+	pthread_mutex_lock(&t->mu);
+	for (;;) {
+		while (!t->has_op)
+			pthread_cond_wait(&t->cond, &t->mu);
+		t->has_op = 0;
+		if (t->op == T_STOP)
+			break;
+		switch (t->op) {
+		case T_BEGIN:
+			t->ret = ctxleak_begin("req");
+			break;
+		case T_CHILD:
+			t->ret = ctxleak_begin_child("child");
+			break;
+		case T_END:
+			ctxleak_end(t->arg);
+			break;
+		case T_TAG:
+			ctxleak_tag("k", "v");
+			break;
+		case T_EVENT:
+			ctxleak_event("e", NULL);
+			break;
+		case T_CAPTURE:
+			t->ret = ctxleak_capture();
+			break;
+		case T_RESUME:
+			ctxleak_resume(t->arg);
+			break;
+		default:
+			ctxleak_suspend();
+			break;
+		}
+		t->current = ctxleak_current();
+		t->capture = ctxleak_capture();
+		t->done = 1;
+		pthread_cond_broadcast(&t->cond);
+	}
+	pthread_mutex_unlock(&t->mu);
+	ctxleak_flush();
+	return NULL;
+}
+
+/* Runs op on t and waits for it. */
+static uint64_t truth_call(struct truth_thread *t, enum truth_op op,
+			   uint64_t arg)
+{
+	pthread_mutex_lock(&t->mu);
+	t->op = op;
+	t->arg = arg;
+	t->has_op = 1;
+	t->done = 0;
+	pthread_cond_broadcast(&t->cond);
+	while (op != T_STOP && !t->done)
+		pthread_cond_wait(&t->cond, &t->mu);
+	pthread_mutex_unlock(&t->mu);
+	return t->ret;
+}
+
+struct truth_model {
+	enum ctxleak_backend backend;
+	uint64_t global;
+	/* Saved pairs of open scopes, process-wide: ctx, B, C. */
+	uint64_t open[TRUTH_MAX], open_b[TRUTH_MAX], open_c[TRUTH_MAX];
+	size_t nopen;
+	uint64_t ended[TRUTH_MAX], tokens[TRUTH_MAX];
+	size_t nended, ntokens;
+};
+
+static uint64_t *model_b(struct truth_model *m, struct truth_thread *t)
+{
+	return m->backend == CTXLEAK_BACKEND_GLOBAL ? &m->global : &t->b;
+}
+
+static void expect(struct truth_thread *t, uint8_t type, uint64_t ctx,
+		   uint64_t cause, uint64_t other)
+{
+	t->want[t->nwant++] = (struct truth_expect){type, ctx, cause, other};
+}
+
+static uint64_t truth_pick(struct truth_model *m, unsigned *seed, int end)
+{
+	unsigned r = (unsigned)rand_r(seed) % 10;
+
+	if (r < 7 && m->nopen)
+		return m->open[(unsigned)rand_r(seed) % m->nopen];
+	if (r < 8 && m->nended)
+		return m->ended[(unsigned)rand_r(seed) % m->nended];
+	if (!end && r < 9 && m->ntokens)
+		return m->tokens[(unsigned)rand_r(seed) % m->ntokens];
+	return r == 9 ? 0x5eed0000u + (unsigned)rand_r(seed) % 7 : 0;
+}
+
+/* One step of the program: the call on its thread, the model beside it. */
+static void truth_step(struct truth_model *m, struct truth_thread *t,
+		       unsigned *seed)
+{
+	static const enum truth_op mix[] = {
+	    T_BEGIN, T_BEGIN, T_CHILD, T_CHILD, T_CHILD, T_END,	  T_END,
+	    T_END,   T_END,   T_TAG,   T_TAG,   T_EVENT, T_CAPTURE, T_RESUME,
+	    T_RESUME, T_SUSPEND, T_SUSPEND,
+	};
+	enum truth_op op = mix[(unsigned)rand_r(seed) % (sizeof(mix) /
+							  sizeof(mix[0]))];
+	uint64_t *b = model_b(m, t), arg = 0, x;
+	size_t i;
+
+	if (op == T_END || op == T_RESUME)
+		arg = truth_pick(m, seed, op == T_END);
+	if (op == T_END && !arg)
+		op = T_EVENT; /* end(0) is ignored: nothing to check */
+	x = truth_call(t, op, arg);
+	switch (op) {
+	case T_BEGIN:
+	case T_CHILD:
+		expect(t, PROTO_BEGIN, x, t->c, *b);
+		m->open[m->nopen] = x;
+		m->open_b[m->nopen] = *b;
+		m->open_c[m->nopen++] = t->c;
+		*b = x;
+		t->c = x;
+		break;
+	case T_END:
+		expect(t, PROTO_END, arg, t->c, *b);
+		for (i = 0; i < m->nopen && m->open[i] != arg; i++)
+			;
+		if (i == m->nopen)
+			break; /* unknown, or ended already: nothing restored */
+		*b = m->open_b[i];
+		t->c = m->open_c[i];
+		m->ended[m->nended++] = arg;
+		m->nopen--;
+		m->open[i] = m->open[m->nopen];
+		m->open_b[i] = m->open_b[m->nopen];
+		m->open_c[i] = m->open_c[m->nopen];
+		break;
+	case T_TAG:
+	case T_EVENT:
+		expect(t, op == T_TAG ? PROTO_TAG : PROTO_EVENT, *b, t->c, 0);
+		break;
+	case T_CAPTURE:
+		ck_assert_uint_eq(x, t->c);
+		m->tokens[m->ntokens++] = x;
+		break;
+	case T_RESUME:
+		expect(t, PROTO_RESUME, *b, arg, 0);
+		t->stack_c[t->depth] = t->c;
+		t->stack_b[t->depth++] = *b;
+		t->c = arg;
+		if (m->backend == CTXLEAK_BACKEND_TASK)
+			*b = arg;
+		break;
+	default:
+		expect(t, PROTO_SUSPEND, *b, t->c, 0);
+		if (!t->depth)
+			break; /* reported; nothing restored */
+		t->c = t->stack_c[--t->depth];
+		if (m->backend == CTXLEAK_BACKEND_TASK)
+			*b = t->stack_b[t->depth];
+		break;
+	}
+	ck_assert_uint_eq(t->capture, t->c);
+	ck_assert_uint_eq(t->current, *b);
+}
+
+/* The records from tid, in the order they were made. */
+static void truth_check_thread(struct listener *l, struct truth_thread *t)
+{
+	size_t k = 0;
+
+	for (int i = 0; i < l->nconns; i++)
+		for (size_t j = 0; j < l->c[i].n; j++) {
+			const struct proto_record *r = &l->c[i].m[j].r;
+			const struct truth_expect *w;
+
+			if (l->c[i].m[j].hello || r->tid != t->tid ||
+			    !(USER_TYPES >> r->type & 1))
+				continue;
+			ck_assert_uint_lt(k, t->nwant);
+			w = &t->want[k++];
+			ck_assert_uint_eq(r->type, w->type);
+			ck_assert_uint_eq(r->ctx, w->ctx);
+			ck_assert_uint_eq(r->cause, w->cause);
+			if (r->type == PROTO_BEGIN)
+				ck_assert_uint_eq(r->prev, w->other);
+			if (r->type == PROTO_END)
+				ck_assert_uint_eq(r->cur, w->other);
+		}
+	ck_assert_uint_eq(k, t->nwant);
+}
+
+static const enum ctxleak_backend truth_backends[] = {
+    CTXLEAK_BACKEND_THREAD, CTXLEAK_BACKEND_GLOBAL, CTXLEAK_BACKEND_TASK};
+
+/* _i: backend (thread, global, task) and seed. */
+START_TEST(test_truth_random)
+{
+	static struct truth_model m;
+	static struct truth_thread t[TRUTH_THREADS];
+	struct listener l;
+	unsigned seed = 0x5eed + (unsigned)_i;
+	size_t total = 0;
+
+	memset(&m, 0, sizeof(m));
+	m.backend = truth_backends[_i % 3];
+	start(&l, m.backend);
+	for (int i = 0; i < TRUTH_THREADS; i++) {
+		memset(&t[i], 0, sizeof(t[i]));
+		pthread_mutex_init(&t[i].mu, NULL);
+		pthread_cond_init(&t[i].cond, NULL);
+		t[i].want = calloc(TRUTH_MAX, sizeof(*t[i].want));
+		ck_assert_ptr_nonnull(t[i].want);
+		pthread_create(&t[i].thread, NULL, truth_worker, &t[i]);
+	}
+	for (int s = 0; s < TRUTH_STEPS; s++)
+		truth_step(&m, &t[(unsigned)rand_r(&seed) % TRUTH_THREADS],
+			   &seed);
+	for (int i = 0; i < TRUTH_THREADS; i++) {
+		truth_call(&t[i], T_STOP, 0);
+		pthread_join(t[i].thread, NULL);
+		total += t[i].nwant;
+	}
+	ctxleak_flush();
+	ck_assert(wait_records(&l, 0, NULL, total));
+	listener_stop(&l);
+	for (int i = 0; i < TRUTH_THREADS; i++) {
+		truth_check_thread(&l, &t[i]);
+		free(t[i].want);
+	}
+	listener_free(&l);
+}
+END_TEST
+
+/* A worker whose daemon is away says so once on stderr, unless
+ * CTXLEAK_QUIET=1; its stats say it is not connected.  _i: quiet. */
+START_TEST(test_says_unreachable)
+{
+	char path[] = "/tmp/ctxleak-stderr-XXXXXX", text[1024];
+	int fd = mkstemp(path), saved = dup(2);
+	struct ctxleak_stats st;
+	ssize_t n;
+	const char *hit;
+
+	ck_assert_int_ge(fd, 0);
+	if (_i)
+		setenv("CTXLEAK_QUIET", "1", 1);
+	else
+		unsetenv("CTXLEAK_QUIET");
+	dup2(fd, 2);
+	init_client("/nonexistent/ctxleak.sock", CTXLEAK_BACKEND_THREAD, 0,
+		    10);
+	for (int i = 0; i < 3; i++) {
+		ctxleak_event("e", NULL);
+		ctxleak_flush();
+		poll(NULL, 0, 30); /* past a reconnect or two */
+	}
+	ctxleak_stats(&st);
+	ctxleak_shutdown();
+	dup2(saved, 2);
+	n = pread(fd, text, sizeof(text) - 1, 0);
+	ck_assert_int_ge(n, 0);
+	text[n] = 0;
+	close(fd);
+	unlink(path);
+	ck_assert_uint_eq(st.connected, 0);
+	if (_i) {
+		ck_assert_str_eq(text, "");
+		return;
+	}
+	hit = strstr(text, "ctxleak: no daemon at /nonexistent/ctxleak.sock");
+	ck_assert_msg(hit, "stderr: %s", text);
+	ck_assert_ptr_null(strstr(hit + 1, "ctxleak: no daemon"));
+}
+END_TEST
+
+/* Connected while a daemon has the connection. */
+START_TEST(test_stats_connected)
+{
+	struct listener l;
+	struct ctxleak_stats st;
+
+	start(&l, CTXLEAK_BACKEND_THREAD);
+	ctxleak_event("e", NULL);
+	ctxleak_flush();
+	ck_assert(wait_records(&l, PROTO_EVENT, NULL, 1));
+	ctxleak_stats(&st);
+	ck_assert_uint_eq(st.connected, 1);
+	ck_assert_uint_eq(st.connects, 1);
+	listener_stop(&l);
+	listener_free(&l);
+}
+END_TEST
+
 /* ----------------------------------------------- daemon absent, limits */
 
 START_TEST(test_daemon_appears)
@@ -1255,23 +1595,61 @@ START_TEST(test_exit_flushes)
 END_TEST
 #endif
 
-/* A pool whose scopes all end on other threads fills the table of the
- * thread that began them; a scope begun and ended here is still
- * restored afterwards. */
-START_TEST(test_scopes_handed_off)
+/* Scopes that never end: the process keeps 16,384 in its ring and 65,536
+ * beyond it, forgets the oldest of those beyond (counted), and every
+ * other one's end still restores its pair. */
+START_TEST(test_scopes_never_ended)
 {
-	uint64_t before, mine;
+	enum { N = 90000, RING = 16384, SPILL = 65536 };
+	static uint64_t x[N];
+	struct ctxleak_stats st;
 
 	init_client("/nonexistent/ctxleak.sock", CTXLEAK_BACKEND_THREAD,
 		    64 << 20, 0);
-	for (int i = 0; i < 70000; i++)
-		before = ctxleak_begin_child("handed off");
-	ck_assert_uint_eq(ctxleak_current(), before);
-	mine = ctxleak_begin_child("mine");
-	ck_assert_uint_eq(ctxleak_current(), mine);
-	ctxleak_end(mine);
-	ck_assert_uint_eq(ctxleak_current(), before);
-	ck_assert_uint_eq(ctxleak_capture(), before);
+	for (int i = 0; i < N; i++)
+		x[i] = ctxleak_begin_child("never ended");
+	ctxleak_stats(&st);
+	ck_assert_uint_eq(st.evicted, N - RING - SPILL);
+	ctxleak_end(x[RING + 10]); /* evicted: restores nothing */
+	ck_assert_uint_eq(ctxleak_current(), x[N - 1]);
+	ctxleak_end(x[N - 1]);
+	ck_assert_uint_eq(ctxleak_current(), x[N - 2]);
+	ctxleak_end(x[N - SPILL + 5]); /* beyond the ring, kept */
+	ck_assert_uint_eq(ctxleak_current(), x[N - SPILL + 4]);
+	ctxleak_end(x[7]); /* in the ring */
+	ck_assert_uint_eq(ctxleak_current(), x[6]);
+	ck_assert_uint_eq(ctxleak_capture(), x[6]);
+}
+END_TEST
+
+static void *end_on_this_thread(void *arg)
+{
+	ctxleak_end(*(uint64_t *)arg);
+	*(uint64_t *)arg = ctxleak_current();
+	return NULL;
+}
+
+/* A request stays open while 40,000 others begin and end, on another
+ * thread: its slot came round again, and its end still restores. */
+START_TEST(test_scope_outlives_the_ring)
+{
+	uint64_t outer, inner, arg;
+	pthread_t th;
+
+	init_client("/nonexistent/ctxleak.sock", CTXLEAK_BACKEND_GLOBAL,
+		    64 << 20, 0);
+	outer = ctxleak_begin("long poll");
+	inner = ctxleak_begin_child("waiting");
+	for (int i = 0; i < 40000; i++)
+		ctxleak_end(ctxleak_begin_child("short"));
+	ck_assert_uint_eq(ctxleak_current(), inner);
+	arg = inner;
+	pthread_create(&th, NULL, end_on_this_thread, &arg);
+	pthread_join(th, NULL);
+	ck_assert_uint_eq(arg, outer); /* global: the ending thread restored */
+	ck_assert_uint_eq(ctxleak_current(), outer);
+	ctxleak_end(outer);
+	ck_assert_uint_eq(ctxleak_current(), 0);
 }
 END_TEST
 
@@ -1923,9 +2301,12 @@ static Suite *client_suite(void)
 	tcase_add_test(backends, test_auto_with_scheduler);
 	tcase_add_test(backends, test_environment);
 	tcase_add_test(backends, test_bad_backend);
+	tcase_add_loop_test(backends, test_truth_random, 0, 6);
 	tcase_add_test(ship, test_threads);
 	tcase_add_test(ship, test_thread_exit);
 	tcase_add_test(ship, test_daemon_appears);
+	tcase_add_loop_test(ship, test_says_unreachable, 0, 2);
+	tcase_add_test(ship, test_stats_connected);
 	tcase_add_test(ship, test_buffer_limit);
 	tcase_add_test(ship, test_watermark);
 	tcase_add_test(robust, test_reconnect);
@@ -1938,7 +2319,8 @@ static Suite *client_suite(void)
 #endif
 	tcase_add_test(robust, test_no_sigpipe);
 	tcase_add_test(robust, test_bad_arguments);
-	tcase_add_test(robust, test_scopes_handed_off);
+	tcase_add_test(robust, test_scopes_never_ended);
+	tcase_add_test(robust, test_scope_outlives_the_ring);
 	tcase_add_test(robust, test_scopes_ended_in_begin_order);
 	tcase_add_test(slow_daemon, test_shutdown_no_daemon_counts);
 	tcase_add_loop_test(slow_daemon, test_shutdown_while_emitting, 0,

@@ -6,8 +6,10 @@
  * committed, and reads the findings from its database.  The leaky
  * combinations must produce the classes that their programs make certain
  * (derived in each test); every task run, the thread-per-request server
- * under thread and the coroutines with their storage switched must produce
- * none, over data that arrived complete.
+ * under thread, the coroutines with their storage switched and the
+ * auth pool with its thread-local set on every path (observed) or under
+ * the library's own thread-local must produce none, over data that
+ * arrived complete.
  */
 #include <check.h>
 #include <errno.h>
@@ -27,6 +29,8 @@
 /* As in examples/coroutines.c and examples/event_loop.c. */
 #define COROUTINE_BATCH 16
 #define CONNECTIONS	16
+/* As in examples/auth_pool.c: one request in 5 is anonymous. */
+#define ANON_EVERY 5
 
 struct run {
 	const char *example;
@@ -38,6 +42,9 @@ struct findings {
 	int64_t lost, stale, bleed, overlap, misnest, unclosed, total;
 	/* overlap or stale on a request's BEGIN: it began over another */
 	int64_t began_over;
+	/* stale events filed under serve(), the caller of the logging
+	 * helper that recorded them (CTXLEAK_SITE_HERE passed down) */
+	int64_t stale_events_in_serve;
 	char recommend[32]; /* the daemon's backend for the process */
 };
 
@@ -52,6 +59,8 @@ static int64_t records_expected(const char *example)
 		return 12 * REQUESTS;
 	if (strcmp(example, "event_loop") == 0)
 		return 9 * REQUESTS + 2 * CONNECTIONS;
+	if (strcmp(example, "auth_pool") == 0)
+		return 3 * REQUESTS;
 	return 13 * REQUESTS;
 }
 
@@ -134,6 +143,10 @@ static void read_findings(const struct harness_daemon *d, struct findings *f)
 	f->began_over = harness_query_int(
 	    d, "SELECT count(*) FROM leaks WHERE record = 'BEGIN' AND "
 	       "name = 'GET /item' AND class IN ('overlap', 'stale')");
+	f->stale_events_in_serve = harness_query_int(
+	    d, "SELECT count(*) FROM leaks JOIN sites ON sites.id = "
+	       "leaks.site_id WHERE class = 'stale' AND record = 'EVENT' "
+	       "AND func = 'serve'");
 	recommend = harness_query_str(d, "SELECT recommend FROM processes");
 	snprintf(f->recommend, sizeof(f->recommend), "%s",
 		 recommend ? recommend : "(none)");
@@ -177,9 +190,10 @@ static struct findings run_under_daemon(const struct run *r)
 	return f;
 }
 
-/* Every example but the thread-per-request server needs the task
- * backend, whichever backend it ran under; that one is clean under thread
- * and task alike (the daemon's what-if measures it). */
+/* Every example but the thread-per-request server and the auth pool (a
+ * pool of its own, each request on one worker from begin to end) needs
+ * the task backend, whichever backend it ran under; those two are clean
+ * under thread and task alike (the daemon's what-if measures it). */
 static void assert_recommends(const struct findings *f, const char *backend)
 {
 	ck_assert_str_eq(f->recommend, backend);
@@ -194,6 +208,10 @@ static const struct run clean_runs[] = {
     {"event_loop", "task", NULL},
     {"coroutines", "task", NULL},
     {"coroutines", "custom", "--fixed"},
+    {"auth_pool", "observe", "--fixed"},
+    /* The bug is there, but the library's own thread-local follows begin
+     * and end and never reads the service's: nothing to see. */
+    {"auth_pool", "thread", NULL},
 };
 
 START_TEST(test_clean)
@@ -204,7 +222,8 @@ START_TEST(test_clean)
 	ck_assert_msg(f.total == 0, "%s under %s%s%s: %lld findings",
 		      r->example, r->backend, r->flag ? " " : "",
 		      r->flag ? r->flag : "", (long long)f.total);
-	assert_recommends(&f, strcmp(r->example, "thread_per_request") == 0
+	assert_recommends(&f, strcmp(r->example, "thread_per_request") == 0 ||
+				      strcmp(r->example, "auth_pool") == 0
 				  ? "thread,task"
 				  : "task");
 }
@@ -226,37 +245,44 @@ START_TEST(test_thread_per_request_global)
 END_TEST
 
 /*
- * The dispatcher begins every request and the workers end them, so a
- * worker's slot is never set: each job records its event, its child's
- * begin and its status tag with no context (3 lost) and ends its request
- * with nothing current (1 misnest).  The dispatcher's slot still holds the
- * request it queued last when it begins the next one: every request but
- * the first begins over it (overlap while open, stale once ended).
+ * The dispatcher begins every request and the workers end them.  The
+ * dispatcher's slot still holds the request it queued last when it
+ * begins the next one: every request but the first begins over it
+ * (overlap while open, stale once ended).  A worker's END finds its own
+ * slot holding something else (misnest), and restores the request's
+ * saved pair into it: the request the dispatcher held at its begin.  So
+ * only a worker's first job runs with an empty slot, its event, child
+ * begin and status tag lost (3 each); later jobs record under an older
+ * request (stale or bleed, as the race falls).
  */
 START_TEST(test_thread_pool_thread)
 {
 	struct run r = {"thread_pool", "thread", NULL};
 	struct findings f = run_under_daemon(&r);
 
-	ck_assert_int_eq(f.lost, 3 * REQUESTS);
 	ck_assert_int_eq(f.misnest, REQUESTS);
 	ck_assert_int_eq(f.began_over, REQUESTS - 1);
-	ck_assert_int_eq(f.bleed, 0);
+	ck_assert_int_eq(f.lost % 3, 0);
+	ck_assert_int_ge(f.lost, 3);
+	ck_assert_int_le(f.lost, 3 * 4); /* 4 workers */
+	ck_assert_int_gt(f.stale + f.bleed, f.began_over);
 	ck_assert_int_eq(f.unclosed, 0);
 	assert_recommends(&f, "task");
 }
 END_TEST
 
 /* One slot for all: the workers write into whichever request the
- * dispatcher began last (how often depends on the race), and the slot is
- * never empty again, so every request but the first begins over another. */
+ * dispatcher began last, and each worker's END puts back what the slot
+ * held at that request's begin, so how often a request begins over
+ * another depends on the race. */
 START_TEST(test_thread_pool_global)
 {
 	struct run r = {"thread_pool", "global", NULL};
 	struct findings f = run_under_daemon(&r);
 
-	ck_assert_int_eq(f.began_over, REQUESTS - 1);
-	ck_assert_int_gt(f.bleed + f.lost, 0);
+	ck_assert_int_gt(f.began_over, 0);
+	ck_assert_int_le(f.began_over, REQUESTS - 1);
+	ck_assert_int_gt(f.bleed + f.lost + f.stale, 0);
 	ck_assert_int_eq(f.unclosed, 0);
 	assert_recommends(&f, "task");
 }
@@ -337,6 +363,31 @@ START_TEST(test_coroutines_custom_naive)
 }
 END_TEST
 
+/*
+ * The service's own thread-local, observed: request i goes to worker
+ * i % 4 and is anonymous when i % 5 == 4, so each worker's first request
+ * is signed in and every anonymous request finds the storage holding its
+ * worker's last signed-in request, ended: stale on its BEGIN, stale on its
+ * log event, misnest on its END (examples/auth_pool.c derives it).  The
+ * events are filed under the line of serve() that logged them, not under
+ * the helper that recorded them.
+ */
+START_TEST(test_auth_pool_observe)
+{
+	struct run r = {"auth_pool", "observe", NULL};
+	struct findings f = run_under_daemon(&r);
+	int64_t anonymous = REQUESTS / ANON_EVERY;
+
+	ck_assert_int_eq(f.stale, 2 * anonymous);
+	ck_assert_int_eq(f.began_over, anonymous);
+	ck_assert_int_eq(f.stale_events_in_serve, anonymous);
+	ck_assert_int_eq(f.misnest, anonymous);
+	ck_assert_int_eq(f.total, 3 * anonymous);
+	/* What the library would keep: clean under thread and task. */
+	assert_recommends(&f, "thread,task");
+}
+END_TEST
+
 static Suite *demo_suite(void)
 {
 	Suite *s = suite_create("demo");
@@ -357,6 +408,7 @@ static Suite *demo_suite(void)
 	tcase_add_test(leaky, test_coroutines_thread);
 	tcase_add_test(leaky, test_coroutines_global);
 	tcase_add_test(leaky, test_coroutines_custom_naive);
+	tcase_add_test(leaky, test_auth_pool_observe);
 	suite_add_tcase(s, leaky);
 	return s;
 }

@@ -756,6 +756,7 @@ struct example {
 static const struct example examples[] = {
     {"thread_per_request", 0, 0},
     {"thread_pool", 0, 0},
+    {"auth_pool", 0, 0},
     {"event_loop", 1, 0},
     {"coroutines", 1, 1},
 };
