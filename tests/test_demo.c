@@ -199,6 +199,16 @@ static void assert_recommends(const struct findings *f, const char *backend)
 	ck_assert_str_eq(f->recommend, backend);
 }
 
+/* Thread and task keep each request on its thread apart; global does too
+ * when no two requests happened to be open at once, which depends on the
+ * scheduling. */
+static void assert_recommends_thread_task(const struct findings *f)
+{
+	ck_assert_msg(strcmp(f->recommend, "thread,task") == 0 ||
+			  strcmp(f->recommend, "thread,global,task") == 0,
+		      "recommended %s", f->recommend);
+}
+
 /* --------------------------------------------------------------- clean */
 
 static const struct run clean_runs[] = {
@@ -222,10 +232,11 @@ START_TEST(test_clean)
 	ck_assert_msg(f.total == 0, "%s under %s%s%s: %lld findings",
 		      r->example, r->backend, r->flag ? " " : "",
 		      r->flag ? r->flag : "", (long long)f.total);
-	assert_recommends(&f, strcmp(r->example, "thread_per_request") == 0 ||
-				      strcmp(r->example, "auth_pool") == 0
-				  ? "thread,task"
-				  : "task");
+	if (strcmp(r->example, "thread_per_request") == 0 ||
+	    strcmp(r->example, "auth_pool") == 0)
+		assert_recommends_thread_task(&f);
+	else
+		assert_recommends(&f, "task");
 }
 END_TEST
 
@@ -384,7 +395,7 @@ START_TEST(test_auth_pool_observe)
 	ck_assert_int_eq(f.misnest, anonymous);
 	ck_assert_int_eq(f.total, 3 * anonymous);
 	/* What the library would keep: clean under thread and task. */
-	assert_recommends(&f, "thread,task");
+	assert_recommends_thread_task(&f);
 }
 END_TEST
 
