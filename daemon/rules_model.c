@@ -180,6 +180,10 @@ static const char *const backend_sets[8] = {
     NULL,	   "thread",	  "global",	 "thread,global",
     "task",	   "thread,task", "global,task", "thread,global,task",
 };
+static const char *const backend_said[8] = {
+    NULL,   "thread",	       "global",	  "thread and global",
+    "task", "thread and task", "global and task", "thread, global and task",
+};
 static const char *const backend_names[3] = {"thread", "global", "task"};
 
 /* Findings that depend on the backend: all but unclosed, which is the
@@ -257,7 +261,7 @@ void rules_model_measured(const struct rules *r,
 	if (zero != 0)
 		snprintf(out->evidence, sizeof(out->evidence),
 			 "%s; %s: %s keep%s them apart", facts, counts,
-			 backend_sets[zero], zero & (zero - 1) ? "" : "s");
+			 backend_said[zero], zero & (zero - 1) ? "" : "s");
 	else
 		snprintf(out->evidence, sizeof(out->evidence),
 			 "%s; %s: none keeps them apart (fewest: %s)",

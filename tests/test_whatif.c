@@ -673,6 +673,77 @@ START_TEST(test_worked_example_live)
 }
 END_TEST
 
+/* `ctxleak summary` over d's database (args after "summary"); its
+ * output, which the caller frees. */
+static char *summary(const struct harness_daemon *d, const char *args)
+{
+	const char *bin = getenv("CTXLEAK_BIN");
+	char cmd[512], *out = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	snprintf(cmd, sizeof(cmd), "NO_COLOR=1 %s --db %s summary %s",
+		 bin && *bin ? bin : "build/ctxleak", d->db, args);
+	f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_ge(getdelim(&out, &len, '\0', f), 0);
+	ck_assert_int_eq(pclose(f), 0);
+	return out;
+}
+
+/* Runs of blanks to one, so that a table reads independently of its
+ * column widths. */
+static void squeeze(char *s)
+{
+	char *out = s, *start = s;
+
+	for (; *s; s++)
+		if (*s != ' ' || out == start || out[-1] != ' ')
+			*out++ = *s;
+	*out = '\0';
+}
+
+/* The worked example run under thread: the summary's table says what
+ * each backend finds, and task, the only clean one, is recommended. */
+START_TEST(test_summary)
+{
+	static const char *const want[] = {
+	    "\"observed\":{\"bleed\":2,\"stale\":1,\"overlap\":1,\"lost\":1,"
+	    "\"misnest\":2,\"unclosed\":0}",
+	    "\"what_if\":{\"thread\":{\"bleed\":2,\"stale\":1,\"overlap\":1,"
+	    "\"lost\":1,\"misnest\":2,\"unclosed\":0},\"global\":{\"bleed\":2,"
+	    "\"stale\":1,\"overlap\":1,\"lost\":1,\"misnest\":2,\"unclosed\":0},"
+	    "\"task\":{\"bleed\":0,\"stale\":0,\"overlap\":0,\"lost\":0,"
+	    "\"misnest\":0,\"unclosed\":0}}",
+	    "\"recommend\":[\"task\"]",
+	};
+	struct harness_daemon d;
+	char *json, *text;
+
+	ck_assert_msg(harness_start(&d, NULL) == 0, "%s", harness_error());
+	ck_assert_int_eq(
+	    harness_client(&d, CTXLEAK_BACKEND_THREAD, harness_worked_example,
+			   NULL),
+	    0);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	json = summary(&d, "--json");
+	text = summary(&d, "");
+	harness_cleanup(&d);
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+		ck_assert_msg(strstr(json, want[i]) != NULL, "no %s in %s",
+			      want[i], json);
+	squeeze(text);
+	ck_assert_msg(strstr(text, "\nthread (ran) 2 1 1 1 2 0\n") != NULL &&
+			  strstr(text, "\nglobal 2 1 1 1 2 0\n") != NULL &&
+			  strstr(text, "\ntask 0 0 0 0 0 0\n") != NULL &&
+			  strstr(text, "use task: no findings under it") !=
+			      NULL,
+		      "%s", text);
+	free(json);
+	free(text);
+}
+END_TEST
+
 /* No replay: no rows, and processes say so. */
 START_TEST(test_off)
 {
@@ -826,6 +897,7 @@ static Suite *whatif_suite(void)
 	tcase_add_loop_test(live, test_random_programs_live, 0, LIVE_PROGRAMS);
 	tcase_add_test(live, test_worked_example_live);
 	tcase_add_test(live, test_off);
+	tcase_add_test(live, test_summary);
 	suite_add_tcase(s, live);
 
 	tcase_set_timeout(ex, 120);
