@@ -47,15 +47,32 @@
 #define MAX_COUNTS  (1u << 14)
 
 /* Table values: an index + 1 into scopes, or, with ENDED_BIT, into the
- * ended ring; 0 is an empty slot. */
-#define ENDED_BIT (1u << 31)
+ * ended ring, and in the high bits 7 bits of the key's hash, so that a
+ * probe past another key rarely reads that key (a cache miss, as the
+ * ended ring is megabytes); 0 is an empty slot.  Hence at most 2^24 - 2
+ * scopes open and as many ended remembered per process. */
+#define INDEX_MASK ((1u << 24) - 1)
+#define ENDED_BIT  (1u << 24)
+#define TAG_SHIFT  25
+#define TAG_MASK   (0x7fu << TAG_SHIFT)
+#define VALUE(v)   ((v) & ~TAG_MASK)
 
 /* An open addressing table of uint32 values whose keys are the uint64
- * that starts each element of an array (base, stride), linear probing. */
+ * that starts each element of an array (base, stride), linear probing;
+ * in front of it, the values of keys looked up lately, because a record
+ * names the same few ctx values as the one before (its cause, the
+ * backends' slots) and the table is too big to stay in the cache. */
+#define NEAR 64
+struct wnear {
+	uint64_t key;
+	uint32_t v; /* 0: none */
+};
 struct wtab {
 	uint32_t *slot;
-	uint32_t mask; /* capacity - 1; no array while count is 0 */
-	uint32_t count;
+	uint32_t mask;	 /* capacity - 1; no array while count is 0 */
+	uint32_t count;	 /* keys */
+	uint32_t ghosts; /* slots of keys gone (ctx_forget) */
+	struct wnear near[NEAR];
 };
 
 /* An open scope. */
@@ -108,7 +125,9 @@ struct whatif {
 
 	struct wtab threads_tab;
 	struct wthread *threads;
-	uint32_t nthreads, threads_cap, last_thread; /* index + 1 */
+	uint32_t nthreads, threads_cap;
+	uint32_t recent[8]; /* index + 1 of a recent thread, by tid & 7:
+			       a process's threads take turns */
 	struct wthread spare; /* for threads past MAX_THREADS */
 	uint64_t b_global;    /* B of the global backend */
 	uint64_t frames;      /* resume frames held, all threads */
@@ -116,6 +135,10 @@ struct whatif {
 	struct wtab counts_tab;
 	struct wcount *counts;
 	uint32_t ncounts, counts_cap;
+	uint32_t last_count[NB][LEAK_CLASS_COUNT]; /* index + 1 of each
+						      backend's last count of
+						      each class: a finding
+						      repeats at a site */
 	uint64_t totals[NB][LEAK_CLASS_COUNT];
 	uint64_t approximate; /* calls past the bounds above */
 };
@@ -131,13 +154,23 @@ const char *whatif_backend_name(int backend)
 
 static uint64_t key_at(const void *base, size_t stride, uint32_t v)
 {
-	v &= ~ENDED_BIT;
+	v &= INDEX_MASK;
 	return *(const uint64_t *)((const char *)base + (size_t)(v - 1) * stride);
+}
+
+static uint64_t hash(const struct whatif *w, uint64_t k)
+{
+	return proto_mix64(k ^ w->seed);
 }
 
 static uint32_t home(const struct whatif *w, const struct wtab *t, uint64_t k)
 {
-	return (uint32_t)proto_mix64(k ^ w->seed) & t->mask;
+	return (uint32_t)hash(w, k) & t->mask;
+}
+
+static uint32_t tag_of(uint64_t h)
+{
+	return (uint32_t)(h >> 57) << TAG_SHIFT;
 }
 
 /* The slot of key (its value 0 when absent).  The open and ended arrays
@@ -156,42 +189,71 @@ static uint64_t key_of(const struct wkeys *k, uint32_t v)
 static uint32_t *tab_slot(const struct whatif *w, const struct wtab *t,
 			  const struct wkeys *k, uint64_t key)
 {
-	uint32_t i = home(w, t, key);
+	uint64_t h = hash(w, key);
+	uint32_t i = (uint32_t)h & t->mask, tag = tag_of(h);
 
-	while (t->slot[i] != 0 && key_of(k, t->slot[i]) != key)
+	while (t->slot[i] != 0 && ((t->slot[i] & TAG_MASK) != tag ||
+				   key_of(k, t->slot[i]) != key))
 		i = (i + 1) & t->mask;
 	return &t->slot[i];
 }
 
-static uint32_t tab_find(const struct whatif *w, const struct wtab *t,
-			 const struct wkeys *k, uint64_t key)
+static struct wnear *near_of(struct wtab *t, uint64_t key)
 {
-	return t->count ? *tab_slot(w, t, k, key) : 0;
+	return &t->near[(key ^ key >> 17) & (NEAR - 1)];
 }
 
-/* Three quarters full at most: a miss costs a few probes. */
-static int tab_put(const struct whatif *w, struct wtab *t,
-		   const struct wkeys *k, uint64_t key, uint32_t v)
+/* key's value without its tag, or 0. */
+static uint32_t tab_find(const struct whatif *w, struct wtab *t,
+			 const struct wkeys *k, uint64_t key)
 {
-	uint32_t *s;
+	struct wnear *n = near_of(t, key);
 
-	if (t->slot == NULL || (t->count + 1) * 4 > (t->mask + 1) * 3) {
+	if (n->v != 0 && n->key == key)
+		return n->v;
+	if (t->count == 0)
+		return 0;
+	n->key = key;
+	n->v = VALUE(*tab_slot(w, t, k, key));
+	return n->v;
+}
+
+/* Sets the value of the slot tab_slot found for key. */
+static void slot_set(const struct whatif *w, struct wtab *t, uint32_t *s,
+		     uint64_t key, uint32_t v)
+{
+	struct wnear *n = near_of(t, key);
+
+	*s = tag_of(hash(w, key)) | v;
+	n->key = key;
+	n->v = v;
+}
+
+/* key's value v, at s when the caller has found key's slot (NULL: not
+ * yet).  Half full at most, ghosts included: a miss costs a probe or two.
+ * The slots are 4 bytes: 8 to 16 per key. */
+static int tab_put(const struct whatif *w, struct wtab *t,
+		   const struct wkeys *k, uint32_t *s, uint64_t key, uint32_t v)
+{
+	if (t->slot == NULL || (t->count + t->ghosts + 1) * 2 > t->mask + 1) {
 		uint32_t cap = t->slot ? (t->mask + 1) * 2 : 64;
-		struct wtab grown = {calloc(cap, sizeof(uint32_t)), cap - 1,
-				     t->count};
+		uint32_t *old = t->slot, old_mask = t->mask;
 
-		if (grown.slot == NULL)
+		if ((t->slot = calloc(cap, sizeof(uint32_t))) == NULL) {
+			t->slot = old;
 			return -1;
-		for (uint32_t i = 0; t->slot && i <= t->mask; i++)
-			if (t->slot[i] != 0)
-				*tab_slot(w, &grown, k,
-					  key_of(k, t->slot[i])) = t->slot[i];
-		free(t->slot);
-		*t = grown;
+		}
+		t->mask = cap - 1;
+		for (uint32_t i = 0; old && i <= old_mask; i++)
+			if (old[i] != 0)
+				*tab_slot(w, t, k, key_of(k, old[i])) = old[i];
+		free(old);
+		s = NULL;
 	}
-	s = tab_slot(w, t, k, key);
+	if (s == NULL)
+		s = tab_slot(w, t, k, key);
 	t->count += *s == 0;
-	*s = v;
+	slot_set(w, t, s, key, v);
 	return 0;
 }
 
@@ -200,7 +262,7 @@ static void tab_remove(const struct whatif *w, struct wtab *t,
 		       const struct wkeys *k, uint32_t *s)
 {
 	uint32_t hole = (uint32_t)(s - t->slot), i = hole;
-
+	near_of(t, key_of(k, *s))->v = 0;
 	for (;;) {
 		uint32_t h;
 
@@ -243,35 +305,59 @@ static void *grow(void *p, uint32_t *cap, uint32_t n, size_t size)
 
 static struct wscope *scope_of(struct whatif *w, uint32_t v)
 {
-	return v != 0 && !(v & ENDED_BIT) ? &w->scopes[v - 1] : NULL;
+	return v != 0 && !(v & ENDED_BIT) ? &w->scopes[(v & INDEX_MASK) - 1]
+					  : NULL;
 }
 
 static struct wended *ended_of(struct whatif *w, uint32_t v)
 {
-	return v & ENDED_BIT ? &w->ring[(v & ~ENDED_BIT) - 1] : NULL;
+	return v & ENDED_BIT ? &w->ring[(v & INDEX_MASK) - 1] : NULL;
 }
 
-/* request(ctx) in each backend: the root ctx; a ctx never begun is a
- * request of its own, and ctx 0 is none. */
-static void resolve(struct whatif *w, uint64_t ctx, uint64_t root[NB])
+/* request(ctx) in each backend, and whether it ended, where that is
+ * known without another lookup: most records are written under a
+ * request's root, whose own entry says. */
+struct wres {
+	uint64_t root[NB];   /* root ctx; 0: none */
+	uint64_t end_ts[NB]; /* ROOT_ENDED: when */
+	uint8_t state[NB];   /* ROOT_* */
+};
+enum { ROOT_UNKNOWN, ROOT_OPEN, ROOT_ENDED };
+
+/* A ctx never begun is a request of its own, never ended; ctx 0 none. */
+static void resolve(struct whatif *w, uint64_t ctx, struct wres *r)
 {
 	struct wkeys k = ctx_keys(w);
 	uint32_t v = ctx ? tab_find(w, &w->ctxs, &k, ctx) : 0;
 	struct wscope *s = scope_of(w, v);
 	struct wended *e = ended_of(w, v);
 
-	for (int b = 0; b < NB; b++)
-		root[b] = e	     ? e->root[b]
-			  : s && s->roots ? w->roots[s->roots - 1][b]
-					  : ctx;
+	for (int b = 0; b < NB; b++) {
+		if (e != NULL) {
+			r->root[b] = e->root[b];
+			r->end_ts[b] = e->end_ts;
+			r->state[b] = e->root[b] != ctx ? ROOT_UNKNOWN
+				      : e->ended	? ROOT_ENDED
+							: ROOT_OPEN;
+		} else {
+			r->root[b] = s && s->roots ? w->roots[s->roots - 1][b]
+						   : ctx;
+			r->state[b] =
+			    r->root[b] == ctx ? ROOT_OPEN : ROOT_UNKNOWN;
+		}
+	}
 }
 
-/* Whether the request rooted at root ended before ts. */
-static int ended_before(struct whatif *w, uint64_t root, uint64_t ts)
+/* Whether backend b's request of r ended before ts. */
+static int ended_before(struct whatif *w, const struct wres *r, int b,
+			uint64_t ts)
 {
 	struct wkeys k = ctx_keys(w);
-	struct wended *e = ended_of(w, tab_find(w, &w->ctxs, &k, root));
+	struct wended *e;
 
+	if (r->state[b] != ROOT_UNKNOWN)
+		return r->state[b] == ROOT_ENDED && r->end_ts[b] < ts;
+	e = ended_of(w, tab_find(w, &w->ctxs, &k, r->root[b]));
 	return e != NULL && e->ended && e->end_ts < ts;
 }
 
@@ -314,7 +400,7 @@ static uint32_t scope_alloc(struct whatif *w)
 		w->free_scope = (uint32_t)w->scopes[v - 1].tid;
 		return v;
 	}
-	if (w->nscopes >= ENDED_BIT - 1)
+	if (w->nscopes >= INDEX_MASK - 1)
 		return 0;
 	scopes = grow(w->scopes, &w->scopes_cap, w->nscopes + 1,
 		      sizeof(*w->scopes));
@@ -335,8 +421,9 @@ static void scope_free(struct whatif *w, uint32_t v)
 }
 
 /* Opens ctx with the slots of its BEGIN and its request per backend. */
-static void scope_open(struct whatif *w, uint64_t ctx, uint64_t tid,
-		       const uint64_t prev[NB], const uint64_t root[NB])
+static void scope_open(struct whatif *w, uint32_t *slot, uint64_t ctx,
+		       uint64_t tid, const uint64_t prev[NB],
+		       const uint64_t root[NB])
 {
 	uint32_t v = scope_alloc(w), r = 0;
 	struct wscope *s;
@@ -357,50 +444,91 @@ static void scope_open(struct whatif *w, uint64_t ctx, uint64_t tid,
 	memcpy(s->prev, prev, sizeof(s->prev));
 	s->roots = r;
 	k = ctx_keys(w);
-	if (tab_put(w, &w->ctxs, &k, ctx, v) == -1) {
+	if (tab_put(w, &w->ctxs, &k, slot, ctx, v) == -1) {
 		scope_free(w, v);
 		w->approximate++;
 	}
 }
 
-/*
- * Open scope ctx ends at ts (ended 0: reported unclosed, forgotten): it
- * moves to the ended ring, which keeps the last ring_max of them as the
- * rules engine's ended table does, the oldest making room.
- */
-static void scope_close(struct whatif *w, uint64_t ctx, uint64_t ts,
-			int ended)
+/* The table of ctx values made anew from the ring and the open scopes,
+ * without its ghosts: when they outnumber the keys, so that it costs
+ * O(1) an END. */
+static void ctx_rebuild(struct whatif *w)
 {
 	struct wkeys k = ctx_keys(w);
-	uint32_t *slot = tab_slot(w, &w->ctxs, &k, ctx), v = *slot, i;
-	struct wended e = {.ctx = ctx, .end_ts = ts, .ended = (uint8_t)ended};
-	struct wended *ring;
+	struct wtab *t = &w->ctxs;
 
-	resolve(w, ctx, e.root);
+	memset(t->slot, 0, ((size_t)t->mask + 1) * sizeof(*t->slot));
+	memset(t->near, 0, sizeof(t->near));
+	t->count = t->ghosts = 0;
+	/* Oldest first, and open scopes last: a ctx begun again after it
+	 * ended is the open one. */
+	for (uint32_t n = 0; n < w->ring_count; n++) {
+		uint32_t i = (w->ring_head + n) % w->ring_count;
+		uint32_t *s = tab_slot(w, t, &k, w->ring[i].ctx);
+
+		t->count += *s == 0;
+		slot_set(w, t, s, w->ring[i].ctx, (i + 1) | ENDED_BIT);
+	}
+	for (uint32_t i = 0; i < w->nscopes; i++) {
+		uint32_t *s;
+
+		if (w->scopes[i].ctx == 0)
+			continue;
+		s = tab_slot(w, t, &k, w->scopes[i].ctx);
+		t->count += *s == 0;
+		slot_set(w, t, s, w->scopes[i].ctx, i + 1);
+	}
+}
+
+/* An open scope's requests per backend. */
+static void scope_roots(const struct whatif *w, const struct wscope *s,
+			uint64_t root[NB])
+{
+	for (int b = 0; b < NB; b++)
+		root[b] = s->roots ? w->roots[s->roots - 1][b] : s->ctx;
+}
+
+/*
+ * The open scope in *slot ends at ts (ended 0: reported unclosed, and
+ * forgotten): it moves to the ended ring, which keeps the last ring_max of
+ * them as the rules engine's ended table does, the oldest making room.
+ */
+static void scope_close(struct whatif *w, uint32_t *slot, uint64_t ts,
+			int ended)
+{
+	uint32_t v = VALUE(*slot), i;
+	struct wscope *s = &w->scopes[v - 1];
+	struct wended e = {.ctx = s->ctx, .end_ts = ts, .ended = (uint8_t)ended};
+	struct wended *ring;
+	struct wkeys k = ctx_keys(w);
+
+	scope_roots(w, s, e.root);
 	if (w->ring_count < w->ring_max &&
 	    (ring = grow(w->ring, &w->ring_cap, w->ring_count + 1,
 			 sizeof(*w->ring))) != NULL) {
 		w->ring = ring;
 		i = w->ring_count++;
 	} else if (w->ring_count > 0) {
-		uint32_t *old;
-
+		/* The oldest makes room.  Its slot stays, a ghost: it names
+		 * ring[i], whose key is now another, so that no lookup of
+		 * the old key finds it, and a lookup of the new one that
+		 * does gets the right value.  Removing it instead cost a
+		 * tenth of the daemon's time (shifting the keys after it). */
 		i = w->ring_head;
 		w->ring_head = (i + 1) % w->ring_count;
-		old = tab_slot(w, &w->ctxs, &k, w->ring[i].ctx);
-		if (*old == ((i + 1) | ENDED_BIT))
-			tab_remove(w, &w->ctxs, &k, old);
+		near_of(&w->ctxs, w->ring[i].ctx)->v = 0;
+		w->ctxs.ghosts++;
 	} else {
 		tab_remove(w, &w->ctxs, &k, slot);
 		scope_free(w, v);
 		return;
 	}
 	w->ring[i] = e;
-	/* Found again: the ring may have moved, a removal shifted slots. */
-	k = ctx_keys(w);
-	slot = tab_slot(w, &w->ctxs, &k, ctx);
-	*slot = (i + 1) | ENDED_BIT;
+	slot_set(w, &w->ctxs, slot, e.ctx, (i + 1) | ENDED_BIT);
 	scope_free(w, v);
+	if (w->ctxs.ghosts > w->ctxs.count)
+		ctx_rebuild(w);
 }
 
 /* ------------------------------------------------------------ threads */
@@ -411,8 +539,9 @@ static struct wthread *thread_of(struct whatif *w, uint64_t tid)
 	struct wthread *threads;
 	uint32_t v;
 
-	if (w->last_thread && w->threads[w->last_thread - 1].tid == tid)
-		return &w->threads[w->last_thread - 1];
+	v = w->recent[tid & 7];
+	if (v != 0 && w->threads[v - 1].tid == tid)
+		return &w->threads[v - 1];
 	v = tab_find(w, &w->threads_tab, &k, tid);
 	if (v == 0) {
 		threads = w->nthreads < MAX_THREADS
@@ -427,13 +556,14 @@ static struct wthread *thread_of(struct whatif *w, uint64_t tid)
 		memset(&threads[w->nthreads], 0, sizeof(*threads));
 		threads[w->nthreads].tid = tid;
 		k.base = threads;
-		if (tab_put(w, &w->threads_tab, &k, tid, w->nthreads + 1)) {
+		if (tab_put(w, &w->threads_tab, &k, NULL, tid,
+			    w->nthreads + 1)) {
 			w->approximate++;
 			return &w->spare;
 		}
 		v = ++w->nthreads;
 	}
-	w->last_thread = v;
+	w->recent[tid & 7] = v;
 	return &w->threads[v - 1];
 }
 
@@ -472,6 +602,11 @@ static void count(struct whatif *w, int b, enum leak_class c, uint32_t site)
 	if (c == LEAK_NONE)
 		return;
 	w->totals[b][c]++;
+	v = w->last_count[b][c];
+	if (v != 0 && w->counts[v - 1].key == key) {
+		w->counts[v - 1].n++;
+		return;
+	}
 	v = tab_find(w, &w->counts_tab, &k, key);
 	/* A client that defines sites without end: the rest go to site 0,
 	 * for which room is kept. */
@@ -487,92 +622,100 @@ static void count(struct whatif *w, int b, enum leak_class c, uint32_t site)
 		w->counts = counts;
 		k.base = counts;
 		counts[w->ncounts] = (struct wcount){key, 0};
-		if (tab_put(w, &w->counts_tab, &k, key, w->ncounts + 1))
+		if (tab_put(w, &w->counts_tab, &k, NULL, key, w->ncounts + 1))
 			return;
 		v = ++w->ncounts;
 	}
 	w->counts[v - 1].n++;
+	w->last_count[b][c] = v;
 }
 
 /* ------------------------------------------------------------ the rules */
 
-/* rules.c's judge_work: TAG, EVENT and child BEGIN with c = the backend's
- * ctx (prev), rc = request(c), rt = request(cause). */
-static enum leak_class judge_work(struct whatif *w, uint64_t ts, uint64_t c,
-				  uint64_t rc, uint64_t t, uint64_t rt)
+/* rules.c's judge_work for backend b: TAG, EVENT and child BEGIN with
+ * c = the backend's ctx (prev), rc = request(c), rt = request(cause). */
+static enum leak_class judge_work(struct whatif *w, uint64_t ts, int b,
+				  uint64_t c, const struct wres *rc,
+				  uint64_t t, const struct wres *rt)
 {
 	if (t != 0 && c == 0)
 		return LEAK_LOST;
 	if (c == 0)
 		return LEAK_NONE;
-	if (ended_before(w, rc, ts))
+	if (ended_before(w, rc, b, ts))
 		return LEAK_STALE;
-	return rc != rt ? LEAK_BLEED : LEAK_NONE;
+	return rc->root[b] != rt->root[b] ? LEAK_BLEED : LEAK_NONE;
 }
 
-/* request(bs[b]) in backend b, into root[b], resolving each value once;
- * the cause's are rt. */
+/* request(bs[b]) in backend b, into rc's b, resolving each value once;
+ * the cause's is rt. */
 static void resolve_slots(struct whatif *w, const uint64_t bs[NB], uint64_t t,
-			  const uint64_t rt[NB], uint64_t root[NB])
+			  const struct wres *rt, struct wres *rc)
 {
-	uint64_t got[NB][NB];
+	struct wres got[NB];
 
 	for (int b = 0; b < NB; b++) {
+		const struct wres *from = rt;
 		int j = 0;
 
-		if (bs[b] == t) {
-			root[b] = rt[b];
-			continue;
+		if (bs[b] != t) {
+			while (j < b && bs[j] != bs[b])
+				j++;
+			if (j == b)
+				resolve(w, bs[b], &got[b]);
+			from = &got[j];
 		}
-		while (j < b && bs[j] != bs[b])
-			j++;
-		if (j == b)
-			resolve(w, bs[b], got[b]);
-		else
-			memcpy(got[b], got[j], sizeof(got[b]));
-		root[b] = got[b][b];
+		rc->root[b] = from->root[b];
+		rc->end_ts[b] = from->end_ts[b];
+		rc->state[b] = from->state[b];
 	}
 }
 
 static void replay_begin(struct whatif *w, const struct proto_record *rec,
-			 const uint64_t bs[NB], const uint64_t rt[NB])
+			 const uint64_t bs[NB], const struct wres *rt)
 {
 	struct wkeys k = ctx_keys(w);
-	int opens =
-	    rec->ctx != 0 && !scope_of(w, tab_find(w, &w->ctxs, &k, rec->ctx));
-	uint64_t rc[NB], root[NB];
+	uint32_t *slot = rec->ctx && w->ctxs.count
+			     ? tab_slot(w, &w->ctxs, &k, rec->ctx)
+			     : NULL;
+	int opens = rec->ctx != 0 && !(slot && scope_of(w, VALUE(*slot)));
+	uint64_t root[NB];
+	struct wres rc;
 
-	resolve_slots(w, bs, rec->cause, rt, rc);
+	resolve_slots(w, bs, rec->cause, rt, &rc);
 	for (int b = 0; b < NB; b++) {
 		enum leak_class c = LEAK_NONE;
 
 		if (rec->kind == PROTO_KIND_CHILD)
-			c = judge_work(w, rec->ts, bs[b], rc[b], rec->cause,
-				       rt[b]);
+			c = judge_work(w, rec->ts, b, bs[b], &rc, rec->cause,
+				       rt);
 		else if (opens && bs[b] != 0) /* rules.c's
 						 judge_request_begin */
-			c = ended_before(w, rc[b], rec->ts) ? LEAK_STALE
-							    : LEAK_OVERLAP;
+			c = ended_before(w, &rc, b, rec->ts) ? LEAK_STALE
+							     : LEAK_OVERLAP;
 		count(w, b, c, rec->site);
 		/* A child begun with nothing current is a request of its
 		 * own. */
 		root[b] = rec->kind == PROTO_KIND_REQUEST || bs[b] == 0
 			      ? rec->ctx
-			      : rc[b];
+			      : rc.root[b];
 	}
+	/* Nothing above changed the table: slot is still the ctx's. */
 	if (opens)
-		scope_open(w, rec->ctx, rec->tid, bs, root);
+		scope_open(w, slot, rec->ctx, rec->tid, bs, root);
 }
 
 /* rules.c's judge_end, then DESIGN's "end(x)": when x is known, its saved
  * B goes into the ending thread's slots, whichever thread began it. */
 static void replay_end(struct whatif *w, const struct proto_record *rec,
-		       const uint64_t bs[NB], const uint64_t rt[NB],
+		       const uint64_t bs[NB], const struct wres *rt,
 		       struct wthread *t)
 {
 	struct wkeys k = ctx_keys(w);
-	struct wscope *s =
-	    rec->ctx ? scope_of(w, tab_find(w, &w->ctxs, &k, rec->ctx)) : NULL;
+	uint32_t *slot = rec->ctx && w->ctxs.count
+			     ? tab_slot(w, &w->ctxs, &k, rec->ctx)
+			     : NULL;
+	struct wscope *s = slot ? scope_of(w, VALUE(*slot)) : NULL;
 	uint64_t rx[NB];
 
 	if (s == NULL) { /* already ended, or never begun */
@@ -580,48 +723,46 @@ static void replay_end(struct whatif *w, const struct proto_record *rec,
 			count(w, b, LEAK_MISNEST, rec->site);
 		return;
 	}
-	resolve(w, rec->ctx, rx);
+	scope_roots(w, s, rx);
 	for (int b = 0; b < NB; b++)
 		count(w, b,
 		      bs[b] != rec->ctx ||
-			      (rec->tid != s->tid && rt[b] != rx[b])
+			      (rec->tid != s->tid && rt->root[b] != rx[b])
 			  ? LEAK_MISNEST
 			  : LEAK_NONE,
 		      rec->site);
 	t->b_thread = s->prev[WHATIF_THREAD];
 	w->b_global = s->prev[WHATIF_GLOBAL];
 	t->b_task = s->prev[WHATIF_TASK];
-	scope_close(w, rec->ctx, rec->ts, 1);
+	scope_close(w, slot, rec->ts, 1);
 }
 
 void whatif_record(struct whatif *w, const struct proto_record *rec)
 {
 	struct wthread *t = thread_of(w, rec->tid);
-	uint64_t bs[NB] = {t->b_thread, w->b_global, t->b_task}, rt[NB];
+	uint64_t bs[NB] = {t->b_thread, w->b_global, t->b_task};
+	struct wres rt, rc;
 
 	switch (rec->type) {
 	case PROTO_BEGIN:
-		resolve(w, rec->cause, rt);
-		replay_begin(w, rec, bs, rt);
+		resolve(w, rec->cause, &rt);
+		replay_begin(w, rec, bs, &rt);
 		t->b_thread = w->b_global = t->b_task = rec->ctx;
 		break;
 	case PROTO_END:
-		resolve(w, rec->cause, rt);
-		replay_end(w, rec, bs, rt, t);
+		resolve(w, rec->cause, &rt);
+		replay_end(w, rec, bs, &rt, t);
 		break;
 	case PROTO_TAG:
-	case PROTO_EVENT: {
-		uint64_t rc[NB];
-
-		resolve(w, rec->cause, rt);
-		resolve_slots(w, bs, rec->cause, rt, rc);
+	case PROTO_EVENT:
+		resolve(w, rec->cause, &rt);
+		resolve_slots(w, bs, rec->cause, &rt, &rc);
 		for (int b = 0; b < NB; b++)
 			count(w, b,
-			      judge_work(w, rec->ts, bs[b], rc[b], rec->cause,
-					 rt[b]),
+			      judge_work(w, rec->ts, b, bs[b], &rc, rec->cause,
+					 &rt),
 			      rec->site);
 		break;
-	}
 	case PROTO_RESUME:
 		push_frame(w, t, t->b_task);
 		t->b_task = rec->cause;
@@ -641,11 +782,15 @@ void whatif_unclosed(struct whatif *w, const struct proto_record *begin)
 {
 	struct wkeys k = ctx_keys(w);
 
+	uint32_t *slot;
+
 	for (int b = 0; b < NB; b++)
 		count(w, b, LEAK_UNCLOSED, begin->site);
-	if (begin->ctx != 0 &&
-	    scope_of(w, tab_find(w, &w->ctxs, &k, begin->ctx)) != NULL)
-		scope_close(w, begin->ctx, 0, 0);
+	if (begin->ctx == 0 || w->ctxs.count == 0)
+		return;
+	slot = tab_slot(w, &w->ctxs, &k, begin->ctx);
+	if (scope_of(w, VALUE(*slot)) != NULL)
+		scope_close(w, slot, 0, 0);
 }
 
 /* ------------------------------------------------------------ results */
@@ -678,7 +823,8 @@ struct whatif *whatif_new(uint32_t max_ended_scopes, uint64_t hash_seed)
 	if (w == NULL)
 		return NULL;
 	w->seed = hash_seed;
-	w->ring_max = max_ended_scopes;
+	w->ring_max = max_ended_scopes < INDEX_MASK - 1 ? max_ended_scopes
+							: INDEX_MASK - 1;
 	return w;
 }
 

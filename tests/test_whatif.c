@@ -55,7 +55,8 @@ enum op_type {
 	OP_TYPES
 };
 
-#define MAX_OPS	    96
+#define MAX_OPS	    3072
+#define RANDOM_OPS  96 /* a random program's most */
 #define MAX_THREADS 3
 
 struct op {
@@ -92,7 +93,7 @@ static void make_program(uint64_t seed, struct program *p)
 	int begun = 0, captured = 0, open[MAX_OPS], nopen = 0;
 
 	p->nthreads = 1 + (int)rnd(&s, MAX_THREADS);
-	p->nops = MAX_OPS / 2 + (int)rnd(&s, MAX_OPS / 2);
+	p->nops = RANDOM_OPS / 2 + (int)rnd(&s, RANDOM_OPS / 2);
 	for (int i = 0; i < p->nops; i++) {
 		struct op *o = &p->ops[i];
 		unsigned r = rnd(&s, 100);
@@ -269,6 +270,10 @@ static void on_judged(void *arg, const struct proto_record *rec)
 	whatif_record(w->whatif, rec);
 }
 
+/* Ended scopes the engine and the replay remember; tests lower it so
+ * that both forget. */
+static uint32_t max_ended = 1u << 14;
+
 /* The stream through a rules engine (and the replay, when w->whatif),
  * wired as process.c wires them. */
 static void judge_stream(struct wiring *w, const struct proto_record *recs,
@@ -278,6 +283,7 @@ static void judge_stream(struct wiring *w, const struct proto_record *recs,
 	struct rules_sink sink = {NULL, on_finding, NULL, w};
 
 	rules_config_default(&cfg);
+	cfg.max_ended_scopes = max_ended;
 	w->rules = rules_new(&cfg, &sink);
 	ck_assert_ptr_nonnull(w->rules);
 	if (w->whatif != NULL)
@@ -305,13 +311,11 @@ static void on_row(void *arg, int b, enum leak_class c, uint32_t site,
 static void replay_stream(const struct proto_record *recs, size_t n,
 			  struct replayed *out)
 {
-	struct rules_config cfg;
 	struct wiring w;
 
-	rules_config_default(&cfg);
 	memset(&w, 0, sizeof(w));
 	memset(out, 0, sizeof(*out));
-	w.whatif = whatif_new(cfg.max_ended_scopes, 0);
+	w.whatif = whatif_new(max_ended, 0);
 	ck_assert_ptr_nonnull(w.whatif);
 	judge_stream(&w, recs, n);
 	whatif_rows(w.whatif, on_row, out);
@@ -352,40 +356,75 @@ static const char *differ(const struct counts *want, const struct counts *got,
 
 #define PROGRAMS 400
 
-START_TEST(test_random_programs_model)
+/* The program's engine findings under each backend against the replay of
+ * each backend's stream; the replay's findings, all backends together. */
+static uint64_t compare_program(const struct program *p, const char *what)
 {
 	static struct proto_record recs[NB][MAX_OPS];
 	struct counts real[NB];
 	struct replayed rep;
-	struct program p;
 	size_t n[NB];
 	uint64_t findings = 0;
 	char why[128];
 
+	for (int b = 0; b < NB; b++) {
+		n[b] = simulate(p, b, recs[b]);
+		real[b] = engine_counts(recs[b], n[b]);
+	}
+	/* Whichever backend the program ran under, the replay gives every
+	 * backend's findings. */
+	for (int ran = 0; ran < NB; ran++) {
+		replay_stream(recs[ran], n[ran], &rep);
+		for (int b = 0; b < NB; b++)
+			ck_assert_msg(!*differ(&real[b], &rep.of[b], why,
+					       sizeof(why)),
+				      "%s run under %s, what-if %s: %s", what,
+				      backends[ran], backends[b], why);
+	}
+	for (int b = 0; b < NB; b++)
+		for (int c = 1; c < LEAK_CLASS_COUNT; c++)
+			findings += rep.totals[b][c];
+	return findings;
+}
+
+START_TEST(test_random_programs_model)
+{
+	static struct program p;
+	uint64_t findings = 0;
+	char what[64];
+
 	for (uint64_t seed = 1; seed <= PROGRAMS; seed++) {
 		make_program(seed, &p);
-		for (int b = 0; b < NB; b++) {
-			n[b] = simulate(&p, b, recs[b]);
-			real[b] = engine_counts(recs[b], n[b]);
-		}
-		/* Whichever backend the program ran under, the replay
-		 * gives every backend's findings. */
-		for (int ran = 0; ran < NB; ran++) {
-			replay_stream(recs[ran], n[ran], &rep);
-			for (int b = 0; b < NB; b++)
-				ck_assert_msg(
-				    !*differ(&real[b], &rep.of[b], why,
-					     sizeof(why)),
-				    "program %llu run under %s, what-if %s: %s",
-				    (unsigned long long)seed, backends[ran],
-				    backends[b], why);
-		}
-		for (int b = 0; b < NB; b++)
-			for (int c = 1; c < LEAK_CLASS_COUNT; c++)
-				findings += rep.totals[b][c];
+		snprintf(what, sizeof(what), "program %llu",
+			 (unsigned long long)seed);
+		findings += compare_program(&p, what);
 	}
 	/* The programs exercise the rules, not only the empty case. */
 	ck_assert_uint_gt(findings, 10 * PROGRAMS);
+}
+END_TEST
+
+/*
+ * A thousand requests, each begun on one thread and ended on another,
+ * then a tag on the first, whose slot still names the request: stale
+ * under thread.  With room for 2 ended scopes, the replay forgets as the
+ * engine does, and finds the scope that just ended among the ones its
+ * table no longer names.
+ */
+START_TEST(test_forgetting)
+{
+	static struct program p;
+	int i = 0;
+
+	p.nthreads = 2;
+	for (int k = 0; k < 1000; k++) {
+		p.ops[i++] = (struct op){OP_BEGIN, 0, 0};
+		p.ops[i++] = (struct op){OP_END, 1, (uint16_t)k};
+		p.ops[i++] = (struct op){OP_TAG, 0, 0};
+	}
+	p.nops = i;
+	max_ended = 2;
+	ck_assert_uint_gt(compare_program(&p, "1000 requests"), 1000);
 }
 END_TEST
 
@@ -889,6 +928,7 @@ static Suite *whatif_suite(void)
 	TCase *ex = tcase_create("examples");
 
 	tcase_add_test(model, test_random_programs_model);
+	tcase_add_test(model, test_forgetting);
 	tcase_add_test(model, test_one_record_off_is_caught);
 	tcase_add_test(model, test_worked_example_replayed);
 	suite_add_tcase(s, model);
