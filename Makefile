@@ -13,7 +13,7 @@
 #   make demo       run the example workers against a private daemon and
 #                   print the leak report (examples/demo.sh)
 #   make install    PREFIX, DESTDIR, LIBDIR, BINDIR, SBINDIR, INCLUDEDIR,
-#                   MANDIR, UNITDIR, SYSUSERSDIR, TMPFILESDIR
+#                   MANDIR, UNITDIR, SYSUSERSDIR, TMPFILESDIR, PYTHONDIR
 #   make uninstall  removes exactly what install put (same variables)
 #   make clean
 #
@@ -39,6 +39,12 @@ INCLUDEDIR ?= $(PREFIX)/include
 MANDIR     ?= $(PREFIX)/share/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 DESTDIR    ?=
+# The Python client's tests run under it, and it goes where it finds
+# packages that are not Debian's own: /usr/lib/python3/dist-packages for
+# PREFIX=/usr, else PREFIX/lib/python3.X/dist-packages (/usr/local's is on
+# Debian's sys.path).
+PYTHON     ?= /usr/bin/python3
+PYTHONDIR  ?= $(if $(filter /usr,$(PREFIX)),/usr/lib/python3/dist-packages,$(PREFIX)/lib/python$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')/dist-packages)
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g
@@ -173,9 +179,13 @@ $(B)/libctxleak.pc: client/libctxleak.pc.in
 # ---------------------------------------------------------------- tests
 
 # tests/run runs every test program and prints one "N passed, N failed"
-# line; it exits non-zero when any test fails.
+# line; it exits non-zero when any test fails.  The Python client's tests
+# follow, under Debian's python3 against the same ctxleakd, with a line of
+# their own: .ci/run adds the lines up.
 check: all $(TESTS) $(EXAMPLES)
 	@sh tests/run $(B) $(TESTS)
+	@echo "== tests/python"
+	@CTXLEAKD_BIN=$(CURDIR)/$(CTXLEAKD) $(PYTHON) tests/python/run.py
 
 # ThreadSanitizer over the client tests, and over the daemon's integration
 # tests run against the TSan-built ctxleakd of the same build directory
@@ -284,7 +294,11 @@ INSTALLED = $(addprefix $(INCLUDEDIR)/,$(notdir $(PUBLIC_HEADERS))) \
 	$(SBINDIR)/ctxleakd $(BINDIR)/ctxleak \
 	$(UNITDIR)/ctxleakd.service $(UNITDIR)/ctxleakd.socket \
 	$(SYSUSERSDIR)/ctxleak.conf $(TMPFILESDIR)/ctxleak.conf \
-	$(foreach m,$(MAN_PAGES),$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m)))
+	$(foreach m,$(MAN_PAGES),$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m))) \
+	$(addprefix $(PYTHONDIR)/ctxleak/,$(notdir $(PY_SRCS)))
+# The Python client: its modules, no bytecode (python3 writes its own
+# cache where it may).
+PY_SRCS := $(wildcard client/python/ctxleak/*.py)
 
 # The .pc file and the service unit are filled in here, not taken from the
 # build, so that `make && make install PREFIX=/usr` names the directories
@@ -310,12 +324,16 @@ install: all
 	install -m 0644 daemon/ctxleak.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 client/libctxleak.3 $(DESTDIR)$(MANDIR)/man3/
 	install -m 0644 daemon/ctxleakd.8 $(DESTDIR)$(MANDIR)/man8/
+	install -d $(DESTDIR)$(PYTHONDIR)/ctxleak
+	install -m 0644 $(PY_SRCS) $(DESTDIR)$(PYTHONDIR)/ctxleak/
 # The loader finds a new library in /usr/local/lib only through its cache;
 # a staged install (DESTDIR) is the packager's to register.
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ]; then ldconfig; fi
 
 uninstall:
 	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	rm -rf $(DESTDIR)$(PYTHONDIR)/ctxleak/__pycache__
+	rmdir $(DESTDIR)$(PYTHONDIR)/ctxleak 2>/dev/null || true
 
 clean:
 	rm -rf build

@@ -13,6 +13,35 @@ const char *const cli_class_names[CLI_CLASS_COUNT] = {
     "bleed", "stale", "overlap", "lost", "misnest", "unclosed",
 };
 
+const char *const cli_class_fixes[CLI_CLASS_COUNT] = {
+    /* bleed */
+    "the storage does not follow the work: carry the context across the "
+    "callback or queue (capture/resume, or the libevent wrapper) or move "
+    "to task-local storage",
+    /* stale */
+    "clear the storage when a request ends (or restore what was there "
+    "before it began), and on every exit path",
+    /* overlap */
+    "one storage slot is shared by concurrent requests (a process global, "
+    "one event-loop thread): give each request its own",
+    /* lost */
+    "the same boundary, where the storage was empty: capture where the "
+    "work is created, resume where it runs",
+    /* misnest */
+    "end scopes in reverse order of beginning, once, in the request they "
+    "belong to",
+    /* unclosed */
+    "an error path skips ctxleak_end: end it on every path",
+};
+
+const char *cli_class_fix(const char *cls)
+{
+	for (int i = 0; cls && i < CLI_CLASS_COUNT; i++)
+		if (strcmp(cls, cli_class_names[i]) == 0)
+			return cli_class_fixes[i];
+	return NULL;
+}
+
 #define FILTER_HELP_CLASS                                                      \
 	"  --class CLASS[,CLASS]  only these classes: bleed stale overlap "    \
 	"lost\n"                                                               \
@@ -48,15 +77,22 @@ static const struct cli_cmd commands[] = {
 	 CLI_OPT_SITE | CLI_OPT_TIME | CLI_OPT_LIMIT,
      0, 0, cli_leaks},
     {"show", "one request: header, tags, timeline, findings",
-     "usage: ctxleak [OPTIONS] show REQUEST\n"
+     "usage: ctxleak [OPTIONS] show REQUEST [--all] [--html FILE]\n"
      "\n"
      "Shows one request's rebuilt context: its header, its tags and the\n"
      "request whose code set each, its records by thread (when the daemon\n"
-     "kept them) with each finding marked, and the other requests\n"
-     "involved.  REQUEST is a request id (#12 or 12), a ctx in decimal, "
-     "or\n"
-     "a request name (the newest such request).\n",
-     0, 1, 1, cli_show},
+     "kept them) with each finding marked, the findings with how to fix\n"
+     "each, and the other requests involved.  REQUEST is a request id\n"
+     "(#12 or 12), a ctx in decimal, or a request name (the newest such\n"
+     "request).\n"
+     "\n"
+     "  --all                  RESUME and SUSPEND rows too (folded by\n"
+     "                         default when they carry no finding)\n"
+     "  --html FILE            write the timeline as one self-contained "
+     "HTML\n"
+     "                         page instead: a lane per thread, the\n"
+     "                         findings linked to their evidence\n",
+     CLI_OPT_ALL | CLI_OPT_HTML, 1, 1, cli_show},
     {"summary", "counts by class, app, request and site; models; gaps",
      "usage: ctxleak [OPTIONS] summary [FILTERS]\n"
      "\n"
@@ -83,6 +119,21 @@ static const struct cli_cmd commands[] = {
      "Lists call sites, the most findings first.\n"
      "\n" FILTER_HELP_PROC,
      CLI_OPT_APP | CLI_OPT_PID, 0, 0, cli_sites},
+    {"export", "findings and scopes as a trace for Perfetto",
+     "usage: ctxleak [OPTIONS] export --format chrome-trace [FILTERS]\n"
+     "\n"
+     "Writes the selection as Trace Event Format JSON, which Perfetto\n"
+     "(ui.perfetto.dev) and chrome://tracing open: each scope a complete\n"
+     "event on its process and thread, each finding an instant event\n"
+     "with its class, requests, detail and fix.  With --class, --request\n"
+     "or --site, the scopes of the requests the findings involve; without,\n"
+     "every scope kept in the time range.\n"
+     "\n"
+     "  --format chrome-trace  the format (the only one)\n" FILTER_HELP_CLASS
+	 FILTER_HELP_PROC FILTER_HELP_REQUEST FILTER_HELP_SITE FILTER_HELP_TIME,
+     CLI_OPT_FORMAT | CLI_OPT_CLASS | CLI_OPT_APP | CLI_OPT_PID |
+	 CLI_OPT_REQUEST | CLI_OPT_SITE | CLI_OPT_TIME,
+     0, 0, cli_export},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -90,6 +141,8 @@ static const char global_help[] =
     "Global options (before or after the subcommand):\n"
     "  --db PATH              the database (default: %s)\n"
     "  --json                 one JSON object per line\n"
+    "  --wide                 tables as wide as their cells (else COLUMNS,\n"
+    "                         the terminal's width, or 80)\n"
     "  --fail-on CLASS[,CLASS]|any\n"
     "                         exit 1 when a finding of these classes is\n"
     "                         in the selection (for CI gates)\n"
@@ -100,7 +153,7 @@ static const char global_help[] =
     "  --version              the version\n"
     "\n"
     "Exit codes: 0 ok, 1 --fail-on matched, 2 usage error, 3 database\n"
-    "missing or unreadable.\n";
+    "missing or unreadable, 4 no request matches (show).\n";
 
 int cli_error(int code, const char *fmt, ...)
 {
@@ -123,7 +176,21 @@ static int class_index(const char *name, size_t len)
 	return -1;
 }
 
-int cli_parse_classes(const char *list, unsigned *out)
+/* The usage error for a bad class: which one, and the valid ones. */
+static int bad_class(const char *option, const char *name, size_t len)
+{
+	char valid[128] = "";
+
+	for (int i = 0; i < CLI_CLASS_COUNT; i++) {
+		strcat(valid, cli_class_names[i]);
+		strcat(valid, ", ");
+	}
+	return cli_error(CLI_EXIT_USAGE,
+			 "%s: unknown class '%.*s'; valid: %sor any", option,
+			 (int)len, name, valid);
+}
+
+int cli_parse_classes(const char *option, const char *list, unsigned *out)
 {
 	unsigned mask = 0;
 
@@ -136,7 +203,7 @@ int cli_parse_classes(const char *list, unsigned *out)
 		int i = class_index(p, len);
 
 		if (i < 0)
-			return -1;
+			return bad_class(option, p, len);
 		mask |= 1u << i;
 		p += len;
 		if (*p == '\0')
@@ -187,6 +254,10 @@ enum {
 	OPT_SINCE,
 	OPT_UNTIL,
 	OPT_LIMIT,
+	OPT_WIDE,
+	OPT_ALL,
+	OPT_HTML,
+	OPT_FORMAT,
 };
 
 static const struct option long_options[] = {
@@ -205,6 +276,10 @@ static const struct option long_options[] = {
     {"since", required_argument, NULL, OPT_SINCE},
     {"until", required_argument, NULL, OPT_UNTIL},
     {"limit", required_argument, NULL, OPT_LIMIT},
+    {"wide", no_argument, NULL, OPT_WIDE},
+    {"all", no_argument, NULL, OPT_ALL},
+    {"html", required_argument, NULL, OPT_HTML},
+    {"format", required_argument, NULL, OPT_FORMAT},
     {NULL, 0, NULL, 0},
 };
 
@@ -227,6 +302,12 @@ static unsigned option_bit(int opt)
 		return CLI_OPT_TIME;
 	case OPT_LIMIT:
 		return CLI_OPT_LIMIT;
+	case OPT_ALL:
+		return CLI_OPT_ALL;
+	case OPT_HTML:
+		return CLI_OPT_HTML;
+	case OPT_FORMAT:
+		return CLI_OPT_FORMAT;
 	}
 	return 0;
 }
@@ -276,7 +357,9 @@ static int parse_color(struct cli *c, const char *arg)
 		c->color_mode = CLI_COLOR_NEVER;
 	else
 		return cli_error(CLI_EXIT_USAGE,
-				 "--color takes auto, always or never");
+				 "--color: unknown value '%s'; valid: auto, "
+				 "always, never",
+				 arg);
 	return 0;
 }
 
@@ -287,10 +370,7 @@ static int parse_filter_option(struct cli *c, int opt, char *arg)
 
 	switch (opt) {
 	case OPT_CLASS:
-		if (cli_parse_classes(arg, &f->classes) < 0)
-			return cli_error(CLI_EXIT_USAGE,
-					 "unknown class in '%s'", arg);
-		return 0;
+		return cli_parse_classes("--class", arg, &f->classes);
 	case OPT_APP:
 		f->app = arg;
 		return 0;
@@ -317,6 +397,21 @@ static int parse_filter_option(struct cli *c, int opt, char *arg)
 					 arg);
 		f->limit = (long)n;
 		return 0;
+	case OPT_ALL:
+		c->all = 1;
+		return 0;
+	case OPT_HTML:
+		c->html = arg;
+		return 0;
+	case OPT_FORMAT:
+		if (strcmp(arg, "chrome-trace") != 0)
+			return cli_error(
+			    CLI_EXIT_USAGE,
+			    "--format: unknown format '%s'; valid: "
+			    "chrome-trace",
+			    arg);
+		c->format = arg;
+		return 0;
 	}
 	return CLI_EXIT_USAGE;
 }
@@ -332,10 +427,9 @@ static int parse_global_option(struct cli *c, int opt, char *arg)
 		c->json = 1;
 		return 0;
 	case OPT_FAIL_ON:
-		if (cli_parse_classes(arg, &c->fail_on) < 0)
-			return cli_error(CLI_EXIT_USAGE,
-					 "unknown class in --fail-on '%s'",
-					 arg);
+		return cli_parse_classes("--fail-on", arg, &c->fail_on);
+	case OPT_WIDE:
+		c->wide = 1;
 		return 0;
 	case OPT_COLOR:
 		return parse_color(c, arg);
@@ -424,6 +518,11 @@ static int parse_cmd_args(struct cli *c, const struct cli_cmd *cmd, int argc,
 	}
 	c->nargs = argc - optind;
 	c->args = argv + optind;
+	if ((cmd->options & CLI_OPT_FORMAT) && c->format == NULL)
+		return cli_error(CLI_EXIT_USAGE,
+				 "%s: --format is required; valid: "
+				 "chrome-trace",
+				 cmd->name);
 	if (c->nargs < cmd->min_args || c->nargs > cmd->max_args)
 		return cli_error(CLI_EXIT_USAGE,
 				 "%s: wrong number of arguments (see 'ctxleak "

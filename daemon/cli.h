@@ -28,12 +28,17 @@ enum {
 	CLI_EXIT_OK = 0,
 	CLI_EXIT_MATCH = 1, /* --fail-on matched a finding */
 	CLI_EXIT_USAGE = 2,
-	CLI_EXIT_DB = 3, /* database missing, unreadable or not ours */
+	CLI_EXIT_DB = 3,	/* database missing, unreadable or not ours */
+	CLI_EXIT_NOT_FOUND = 4, /* show: no request matches */
 };
 
 /* Leak classes, in the order reports list them. */
 #define CLI_CLASS_COUNT 6
 extern const char *const cli_class_names[CLI_CLASS_COUNT];
+/* What to change in the code, per class (the README's class table). */
+extern const char *const cli_class_fixes[CLI_CLASS_COUNT];
+/* The fix of a class by name; NULL for a name that is none. */
+const char *cli_class_fix(const char *cls);
 #define CLI_CLASS_ALL ((1u << CLI_CLASS_COUNT) - 1)
 
 enum cli_color { CLI_COLOR_AUTO, CLI_COLOR_ALWAYS, CLI_COLOR_NEVER };
@@ -53,7 +58,11 @@ struct cli_filter {
 struct cli {
 	const char *db_path;
 	int json;
-	unsigned fail_on; /* classes that make the exit code 1; 0: off */
+	int wide;	    /* --wide: tables never cut to the screen */
+	int all;	    /* show --all: RESUME/SUSPEND rows too */
+	const char *html;   /* show --html FILE: the picture's path */
+	const char *format; /* export --format */
+	unsigned fail_on;   /* classes that make the exit code 1; 0: off */
 	enum cli_color color_mode;
 	int color; /* resolved: emit escape codes */
 	struct cli_filter filter;
@@ -61,6 +70,15 @@ struct cli {
 	char **args;
 	sqlite3 *db;
 	FILE *out;
+	struct cli_root *roots; /* every request's root ctx, sorted, once
+				   cli_db_ctx_request needs them */
+	size_t nroots;
+	int roots_loaded;
+};
+
+/* A request's root ctx in its process. */
+struct cli_root {
+	int64_t process, ctx, id;
 };
 
 /* ------------------------------------------------------------ cli.c */
@@ -83,21 +101,38 @@ enum {
 	CLI_OPT_SITE = 1 << 4,
 	CLI_OPT_TIME = 1 << 5, /* --since, --until */
 	CLI_OPT_LIMIT = 1 << 6,
+	CLI_OPT_ALL = 1 << 7,	 /* --all */
+	CLI_OPT_HTML = 1 << 8,	 /* --html FILE */
+	CLI_OPT_FORMAT = 1 << 9, /* --format NAME */
 };
 
 /* "ctxleak: ..." on stderr; returns code so that callers can return it. */
 int cli_error(int code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/* Parses a comma list of class names (or "any"); -1 on an unknown one. */
-int cli_parse_classes(const char *list, unsigned *out);
+/* Parses a comma list of class names (or "any") given to option; on an
+ * unknown one says which and lists the valid ones, and returns
+ * CLI_EXIT_USAGE. */
+int cli_parse_classes(const char *option, const char *list, unsigned *out);
 
 /* ------------------------------------------------------------ cli_db.c */
+
+/* The system daemon's database, which root reads by default. */
+#define CLI_SYSTEM_DB "/var/lib/ctxleak/ctxleak.db"
 
 /* The daemon's default database path for this user, in buf. */
 const char *cli_db_default(char *buf, size_t len);
 /* Opens c->db_path read-only and checks that it is a ctxleak database
  * this CLI can read; else one line on stderr and CLI_EXIT_DB. */
 int cli_db_open(struct cli *c);
+/* When a command found nothing: one line on stderr that names the
+ * database read, and, for root on the system database, the user's own
+ * database when there is one (a daemon run by hand writes there). */
+void cli_db_say_where(const struct cli *c);
+/* The request a ctx of a process belongs to: a scope of request hint
+ * (looked up by index), or any request's root; 0 when neither.  Other
+ * requests' child scopes are not searched: no index leads to them. */
+int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t hint,
+			   int64_t ctx);
 void cli_db_close(struct cli *c);
 /* Prepares sql; a failure (a schema we do not know) is reported on stderr
  * and gives NULL. */
@@ -170,7 +205,18 @@ void cli_print_safe(FILE *out, const char *s, size_t len);
 void cli_print_wrapped(const struct cli *c, enum cli_style style, int indent,
 		       const char *s);
 
-/* A table that fits the terminal (80 columns when not one). */
+/* A finding's detail as the CLI shows it: each hex ctx the daemon wrote
+ * ("ctx 0x2a") given as the request it belongs to ("#12", as
+ * cli_db_ctx_request finds it with the victim as hint), or in decimal as
+ * every other ctx is, in buf. */
+char *cli_detail(struct cli *c, int64_t process_id, int64_t victim,
+		 const char *detail, char *buf, size_t len);
+
+/* The columns a table may use: --wide none, else COLUMNS, else the
+ * terminal's width, else 80. */
+int cli_screen_width(const struct cli *c);
+
+/* A table that fits the screen (cli_screen_width). */
 enum { CLI_COL_RIGHT = 1, CLI_COL_SHRINK = 2 };
 struct cli_col {
 	const char *header;
@@ -207,6 +253,8 @@ void cli_json_kbool(struct cli_json *j, const char *key, int v);
 void cli_json_kctx(struct cli_json *j, const char *key, int64_t ctx);
 /* A wall-clock ns timestamp as RFC 3339; null when ns is 0. */
 void cli_json_kts(struct cli_json *j, const char *key, int64_t ns);
+/* A span of ns as a number of microseconds, exactly: "1.250" for 1250. */
+void cli_json_kusec(struct cli_json *j, const char *key, int64_t ns);
 /* A column as it is: null, integer, or string. */
 void cli_json_kcol(struct cli_json *j, const char *key, sqlite3_stmt *st,
 		   int col);
@@ -218,6 +266,28 @@ int cli_show(struct cli *c);	  /* cli_show.c */
 int cli_summary(struct cli *c);	  /* cli_summary.c */
 int cli_processes(struct cli *c); /* cli_list.c */
 int cli_sites(struct cli *c);	  /* cli_list.c */
+int cli_export(struct cli *c);	  /* cli_export.c */
+
+/* The ids of the requests involved with request ?1, itself included: the
+ * other side of its findings, those whose context its records carried or
+ * that carried its context, and those that set its tags. */
+#define CLI_INVOLVED_SQL                                                       \
+	"SELECT ?1"                                                            \
+	" UNION SELECT victim_request_id FROM leaks WHERE"                     \
+	" source_request_id = ?1"                                              \
+	" UNION SELECT source_request_id FROM leaks WHERE"                     \
+	" victim_request_id = ?1"                                              \
+	" UNION SELECT request_id FROM records WHERE ctx_request_id = ?1"      \
+	" UNION SELECT ctx_request_id FROM records WHERE request_id = ?1"      \
+	" UNION SELECT setter_request_id FROM tags WHERE request_id = ?1"
+
+/* show's lookup: "#12" and "12" are ids, a number that is none a ctx,
+ * anything else the newest request of that name.  0: none; -1: error. */
+int64_t cli_show_resolve(struct cli *c, const char *arg);
+/* The "no request matches" error, with why and the exit code. */
+int cli_show_not_found(struct cli *c, const char *arg);
+/* show --html: writes the request's picture to c->html (cli_html.c). */
+int cli_html(struct cli *c, int64_t id);
 
 /* A record for a table: "TAG status=200", "EVENT db.done: message",
  * "BEGIN GET /a", in buf. */

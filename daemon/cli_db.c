@@ -8,6 +8,7 @@
  * or lock out the daemon's data.
  */
 #include <errno.h>
+#include <pwd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -24,7 +25,7 @@ const char *cli_db_default(char *buf, size_t len)
 	const char *home = getenv("HOME");
 
 	if (geteuid() == 0)
-		snprintf(buf, len, "/var/lib/ctxleak/ctxleak.db");
+		snprintf(buf, len, CLI_SYSTEM_DB);
 	else if (state && state[0] == '/')
 		snprintf(buf, len, "%s/ctxleak/ctxleak.db", state);
 	else
@@ -33,18 +34,73 @@ const char *cli_db_default(char *buf, size_t len)
 	return buf;
 }
 
+/* The database of a daemon run by hand as this user, or as the user who
+ * ran sudo, in buf; NULL when there is none. */
+static const char *user_db(char *buf, size_t len)
+{
+	const char *state = getenv("XDG_STATE_HOME");
+	const char *home = getenv("HOME");
+	const char *sudo = getenv("SUDO_USER");
+	struct passwd *pw = sudo && *sudo ? getpwnam(sudo) : NULL;
+	struct stat st;
+
+	if (state && state[0] == '/') {
+		snprintf(buf, len, "%s/ctxleak/ctxleak.db", state);
+		if (stat(buf, &st) == 0)
+			return buf;
+	}
+	if (home && home[0] == '/') {
+		snprintf(buf, len, "%s/.local/state/ctxleak/ctxleak.db", home);
+		if (stat(buf, &st) == 0)
+			return buf;
+	}
+	if (pw && pw->pw_dir) {
+		snprintf(buf, len, "%s/.local/state/ctxleak/ctxleak.db",
+			 pw->pw_dir);
+		if (stat(buf, &st) == 0)
+			return buf;
+	}
+	return NULL;
+}
+
+/* For root on the system database: " (a user daemon's database is at
+ * PATH: --db PATH)", or "". */
+static const char *user_db_hint(const char *path, char *buf, size_t len)
+{
+	char user[4096];
+
+	buf[0] = '\0';
+	if (geteuid() == 0 && strcmp(path, CLI_SYSTEM_DB) == 0 &&
+	    user_db(user, sizeof(user)))
+		snprintf(buf, len,
+			 "; as root this is the system daemon's database, but "
+			 "a daemon run by hand wrote %s: pass --db %s",
+			 user, user);
+	return buf;
+}
+
+void cli_db_say_where(const struct cli *c)
+{
+	char hint[10000];
+
+	fprintf(stderr, "ctxleak: read %s%s\n", c->db_path,
+		user_db_hint(c->db_path, hint, sizeof(hint)));
+}
+
 /* Missing and unreadable files, before SQLite turns them into less clear
  * errors (or, for a missing file, into an empty database). */
 static int check_file(const char *path)
 {
+	char hint[10000];
 	struct stat st;
 
 	if (stat(path, &st) < 0) {
 		if (errno == ENOENT)
-			return cli_error(CLI_EXIT_DB,
-					 "no database at %s (has ctxleakd run? "
-					 "use --db PATH)",
-					 path);
+			return cli_error(
+			    CLI_EXIT_DB,
+			    "no database at %s (has ctxleakd run? "
+			    "use --db PATH)%s",
+			    path, user_db_hint(path, hint, sizeof(hint)));
 		return cli_error(CLI_EXIT_DB, "cannot read %s: %s", path,
 				 strerror(errno));
 	}
@@ -206,6 +262,74 @@ void cli_db_close(struct cli *c)
 {
 	sqlite3_close(c->db);
 	c->db = NULL;
+	free(c->roots);
+	c->roots = NULL;
+	c->nroots = 0;
+	c->roots_loaded = 0;
+}
+
+static int cmp_root(const void *a, const void *b)
+{
+	const struct cli_root *x = a, *y = b;
+
+	if (x->process != y->process)
+		return x->process < y->process ? -1 : 1;
+	return x->ctx < y->ctx ? -1 : x->ctx > y->ctx;
+}
+
+/* One scan of requests, sorted for bsearch: a lookup per finding would
+ * scan it (no index on ctx) once each. */
+static void load_roots(struct cli *c)
+{
+	sqlite3_stmt *st;
+	size_t cap = 0;
+
+	c->roots_loaded = 1;
+	if (sqlite3_prepare_v2(c->db,
+			       "SELECT process_id, ctx, id FROM requests", -1,
+			       &st, NULL) != SQLITE_OK)
+		return;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		if (c->nroots == cap) {
+			cap = cap ? 2 * cap : 1024;
+			c->roots = realloc(c->roots, cap * sizeof(*c->roots));
+			if (c->roots == NULL)
+				abort();
+		}
+		c->roots[c->nroots].process = sqlite3_column_int64(st, 0);
+		c->roots[c->nroots].ctx = sqlite3_column_int64(st, 1);
+		c->roots[c->nroots++].id = sqlite3_column_int64(st, 2);
+	}
+	sqlite3_finalize(st);
+	qsort(c->roots, c->nroots, sizeof(*c->roots), cmp_root);
+}
+
+int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t hint,
+			   int64_t ctx)
+{
+	static const char sql[] = "SELECT 1 FROM records WHERE request_id = ?1"
+				  " AND ctx = ?2 AND type = 'BEGIN'";
+	struct cli_root key = {process_id, ctx, 0}, *found;
+	sqlite3_stmt *st;
+	int mine = 0;
+
+	if (ctx == 0)
+		return 0;
+	if (hint &&
+	    sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK) {
+		sqlite3_bind_int64(st, 1, hint);
+		sqlite3_bind_int64(st, 2, ctx);
+		mine = sqlite3_step(st) == SQLITE_ROW;
+		sqlite3_finalize(st);
+		if (mine)
+			return hint;
+	}
+	if (!c->roots_loaded)
+		load_roots(c);
+	found = c->nroots ? bsearch(&key, c->roots, c->nroots,
+				    sizeof(*c->roots), cmp_root)
+			  : NULL;
+	return found ? found->id : 0;
 }
 
 sqlite3_stmt *cli_db_prepare(struct cli *c, const char *sql)

@@ -2,6 +2,7 @@
  * cli_leaks.c: `ctxleak leaks`, the findings of the selection, newest
  * first, as a table or one JSON object per finding.
  */
+#include <limits.h>
 #include <string.h>
 
 #include "cli.h"
@@ -31,13 +32,14 @@ enum {
 	L_LINE,
 	L_FUNC,
 	L_DETAIL,
+	L_PROCESS,
 };
 
 static const char leaks_sql[] =
     "SELECT l.id, l.class, p.app, p.pid, l.tid, l.ts, l.victim_request_id,"
     " l.victim_ctx, l.victim_name, l.source_request_id, l.source_ctx,"
     " l.source_name, l.record, l.name, l.value, l.ctx, l.cause, l.other,"
-    " s.file, s.line, s.func, l.detail"
+    " s.file, s.line, s.func, l.detail, l.process_id"
     " FROM leaks l JOIN processes p ON p.id = l.process_id"
     " LEFT JOIN sites s ON s.id = l.site_id WHERE 1%s"
     " ORDER BY l.ts DESC, l.id DESC LIMIT :limit";
@@ -68,12 +70,12 @@ static void json_request(struct cli_json *j, sqlite3_stmt *st, const char *side,
 	cli_json_kcol(j, key, st, name_col);
 }
 
-static void json_leak(struct cli_json *j, sqlite3_stmt *st)
+static void json_leak(struct cli *c, struct cli_json *j, sqlite3_stmt *st)
 {
 	const char *record = cli_db_str(st, L_RECORD);
 	int is_tag = record && strcmp(record, "TAG") == 0;
 	int is_event = record && strcmp(record, "EVENT") == 0;
-	char site[1024];
+	char site[1024], detail[2048];
 
 	cli_json_object(j);
 	cli_json_kint(j, "id", sqlite3_column_int64(st, L_ID));
@@ -95,7 +97,15 @@ static void json_leak(struct cli_json *j, sqlite3_stmt *st)
 	else if (record && !strcmp(record, "END"))
 		cli_json_kctx(j, "cur", sqlite3_column_int64(st, L_OTHER));
 	cli_json_kstr(j, "site", site_str(st, site, sizeof(site)));
-	cli_json_kcol(j, "detail", st, L_DETAIL);
+	/* "detail" stays last: scripts take it to the end of the line. */
+	cli_json_kstr(j, "fix", cli_class_fix(cli_db_str(st, L_CLASS)));
+	cli_json_kstr(j, "detail",
+		      cli_db_str(st, L_DETAIL)
+			  ? cli_detail(c, sqlite3_column_int64(st, L_PROCESS),
+				       sqlite3_column_int64(st, L_VICTIM_ID),
+				       cli_db_str(st, L_DETAIL), detail,
+				       sizeof(detail))
+			  : NULL);
 	cli_json_end(j);
 }
 
@@ -187,9 +197,10 @@ int cli_leaks(struct cli *c)
 	if (st == NULL)
 		return CLI_EXIT_DB;
 	cli_db_bind_filter(st, &c->filter);
-	/* One more than shown, to know whether there are more. */
+	/* One more than shown, to know whether there are more (no limit past
+	 * LONG_MAX - 1: that many rows cannot exist anyway). */
 	sqlite3_bind_int64(st, sqlite3_bind_parameter_index(st, ":limit"),
-			   limit ? limit + 1 : -1);
+			   limit && limit < LONG_MAX ? limit + 1 : -1);
 	if (c->json)
 		j = cli_json_new(c->out);
 	else
@@ -202,12 +213,14 @@ int cli_leaks(struct cli *c)
 		}
 		shown++;
 		if (j)
-			json_leak(j, st);
+			json_leak(c, j, st);
 		else
 			table_leak(t, st);
 	}
 	sqlite3_finalize(st);
 	cli_json_free(j);
+	if (shown == 0)
+		cli_db_say_where(c);
 	if (t) {
 		if (shown)
 			cli_table_print(t);

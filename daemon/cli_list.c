@@ -41,6 +41,8 @@ static int run_listing(struct cli *c, const struct listing *l)
 	}
 	sqlite3_finalize(st);
 	cli_json_free(j);
+	if (n == 0)
+		cli_db_say_where(c);
 	if (t) {
 		if (n)
 			cli_table_print(t);

@@ -8,7 +8,9 @@
  * colours), and JSON never holds invalid UTF-8, which strict parsers
  * reject; both show an invalid byte as U+FFFD.
  */
+#include <ctype.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -19,6 +21,7 @@
 #define REPLACEMENT    "\xef\xbf\xbd" /* U+FFFD */
 #define ELLIPSIS       "\xe2\x80\xa6" /* U+2026 */
 #define TABLE_WIDTH    80
+#define MIN_WIDTH      40 /* narrower than this, tables are unreadable */
 #define COLUMN_GAP     2
 #define JSON_MAX_DEPTH 16
 
@@ -162,6 +165,44 @@ char *cli_request_label(int64_t id, const char *name, int namelen, char *buf,
 	return buf;
 }
 
+/* Whether a hex ctx the daemon wrote starts at p: "ctx 0x2a" or "ctx was
+ * 0x2a" (rules_detail.c), not client text that looks like one. */
+static int hex_ctx_at(const char *detail, const char *p)
+{
+	if (!(p[0] == '0' && p[1] == 'x' && isxdigit((unsigned char)p[2])))
+		return 0;
+	return (p - detail >= 4 && !strncmp(p - 4, "ctx ", 4)) ||
+	       (p - detail >= 8 && !strncmp(p - 8, "ctx was ", 8));
+}
+
+char *cli_detail(struct cli *c, int64_t process_id, int64_t victim,
+		 const char *detail, char *buf, size_t len)
+{
+	size_t n = 0;
+	const char *p = detail;
+
+	buf[0] = '\0';
+	while (p && *p && n + 1 < len) {
+		char *end;
+		uint64_t ctx;
+		int64_t id;
+
+		if (!hex_ctx_at(detail, p)) {
+			buf[n++] = *p++;
+			continue;
+		}
+		ctx = strtoull(p, &end, 16);
+		p = end;
+		id = cli_db_ctx_request(c, process_id, victim, (int64_t)ctx);
+		n += id ? snprintf(buf + n, len - n, "#%" PRId64, id)
+			: snprintf(buf + n, len - n, "%" PRIu64, ctx);
+		if (n >= len)
+			n = len - 1;
+	}
+	buf[n] = '\0';
+	return buf;
+}
+
 /* ------------------------------------------------------------ tables */
 
 struct cli_table {
@@ -239,12 +280,25 @@ static size_t prefix_bytes(const char *s, int w)
 	return i;
 }
 
-static int screen_width(const struct cli *c)
+/* COLUMNS comes first, as for ls(1): a script or a pager that sets it
+ * knows where the output goes better than the ioctl. */
+int cli_screen_width(const struct cli *c)
 {
+	const char *columns = getenv("COLUMNS");
 	struct winsize ws;
+	char *end;
+	long n;
 
+	if (c->wide)
+		return INT_MAX;
+	if (columns && *columns) {
+		n = strtol(columns, &end, 10);
+		if (*end == '\0' && n >= MIN_WIDTH && n <= 100000)
+			return (int)n;
+	}
 	if (isatty(fileno(c->out)) &&
-	    ioctl(fileno(c->out), TIOCGWINSZ, &ws) == 0 && ws.ws_col >= 40)
+	    ioctl(fileno(c->out), TIOCGWINSZ, &ws) == 0 &&
+	    ws.ws_col >= MIN_WIDTH)
 		return ws.ws_col;
 	return TABLE_WIDTH;
 }
@@ -326,7 +380,7 @@ void cli_table_print(struct cli_table *t)
 		if (tw > w[i % t->ncols])
 			w[i % t->ncols] = tw;
 	}
-	fit_widths(t, w, screen_width(t->c));
+	fit_widths(t, w, cli_screen_width(t->c));
 	print_row(t, headers, bold, w);
 	for (size_t i = 0; i + t->ncols <= t->ncells; i += t->ncols)
 		print_row(t, t->cells + i, t->styles + i, w);
@@ -362,7 +416,7 @@ void cli_print_wrapped(const struct cli *c, enum cli_style style, int indent,
 		       const char *s)
 {
 	char *safe = safe_dup(s, strlen(s));
-	int width = screen_width(c) - indent;
+	int width = cli_screen_width(c) - indent;
 	const char *p = safe, *end;
 
 	while (*p) {
@@ -528,6 +582,14 @@ void cli_json_kts(struct cli_json *j, const char *key, int64_t ns)
 
 	cli_json_kstr(j, key,
 		      ns ? cli_time_rfc3339(ns, buf, sizeof(buf)) : NULL);
+}
+
+void cli_json_kusec(struct cli_json *j, const char *key, int64_t ns)
+{
+	cli_json_key(j, key);
+	before_value(j);
+	fprintf(j->out, "%s%" PRId64 ".%03" PRId64, ns < 0 ? "-" : "",
+		(ns < 0 ? -ns : ns) / 1000, (ns < 0 ? -ns : ns) % 1000);
 }
 
 void cli_json_kcol(struct cli_json *j, const char *key, sqlite3_stmt *st,

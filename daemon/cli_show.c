@@ -16,6 +16,7 @@
 
 /* The request being shown. */
 struct shown {
+	struct cli *c;
 	int64_t id;
 	int64_t begin_ts; /* offsets in the timeline are from here */
 };
@@ -57,9 +58,8 @@ static const char unretired_sql[] =
     " OR EXISTS (SELECT 1 FROM leaks WHERE victim_request_id = ?1"
     " OR source_request_id = ?1)";
 
-/* "#12" and "12" are ids; a number that is no id is a ctx (the bits of the
- * unsigned value); anything else is a name.  0: no such request. */
-static int64_t resolve(struct cli *c, const char *arg)
+/* A number that is no id is a ctx: the bits of the unsigned value. */
+int64_t cli_show_resolve(struct cli *c, const char *arg)
 {
 	const char *digits = arg[0] == '#' ? arg + 1 : arg;
 	int numeric = *digits && strspn(digits, "0123456789") == strlen(digits);
@@ -307,9 +307,14 @@ struct section {
 	int ncols;
 	void (*json_row)(struct cli_json *j, sqlite3_stmt *st,
 			 const struct shown *r);
-	void (*table_row)(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
-			  const struct shown *r);
-	const char *empty; /* said in a table when there are no rows */
+	/* Puts the row in the table; returns 0 when it folded it instead. */
+	int (*table_row)(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
+			 const struct shown *r);
+	/* Without cols: prints the row as a paragraph of its own. */
+	void (*text_row)(struct cli *c, sqlite3_stmt *st,
+			 const struct shown *r);
+	const char *empty;  /* said in a table when there are no rows */
+	const char *folded; /* printf format of the note on folded rows */
 };
 
 static int show_section(struct cli *c, struct cli_json *j,
@@ -317,7 +322,7 @@ static int show_section(struct cli *c, struct cli_json *j,
 {
 	sqlite3_stmt *st = prepare_id(c, s->sql, r->id);
 	struct cli_table *t = NULL;
-	int rc, n = 0;
+	int rc, n = 0, shown = 0;
 
 	if (st == NULL)
 		return CLI_EXIT_DB;
@@ -328,23 +333,29 @@ static int show_section(struct cli *c, struct cli_json *j,
 		fprintf(c->out, "\n%s%s%s\n",
 			cli_style_start(c, CLI_STYLE_BOLD), s->title,
 			cli_style_end(c, CLI_STYLE_BOLD));
-		t = cli_table_new(c, s->cols, s->ncols);
+		if (s->cols)
+			t = cli_table_new(c, s->cols, s->ncols);
 	}
 	for (; (rc = sqlite3_step(st)) == SQLITE_ROW; n++) {
 		if (j)
 			s->json_row(j, st, r);
+		else if (t)
+			shown += s->table_row(c, t, st, r);
 		else
-			s->table_row(c, t, st, r);
+			s->text_row(c, st, r);
 	}
 	sqlite3_finalize(st);
 	if (j) {
 		cli_json_end(j);
 	} else {
-		if (n)
+		if (shown)
 			cli_table_print(t);
-		else
+		if (n == 0)
 			fprintf(c->out, "%s\n", s->empty);
-		cli_table_free(t);
+		else if (t && shown < n)
+			fprintf(c->out, s->folded, n - shown);
+		if (t)
+			cli_table_free(t);
 	}
 	return cli_db_done(c, rc);
 }
@@ -425,8 +436,8 @@ static const struct cli_col tag_cols[] = {
     {"SITE", CLI_COL_SHRINK},
 };
 
-static void tag_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
-		    const struct shown *r)
+static int tag_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
+		   const struct shown *r)
 {
 	(void)c;
 	cli_table_cell(t, cli_db_str(st, T_KEY));
@@ -442,6 +453,7 @@ static void tag_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
 				sqlite3_column_int(st, T_LINE));
 	else
 		cli_table_cell(t, NULL);
+	return 1;
 }
 
 static const struct section tags_section = {
@@ -473,7 +485,10 @@ enum {
 	R_SAID,
 	R_SAID_NAME,
 	R_FILE,
-	R_LINE
+	R_LINE,
+	R_PROCESS,
+	R_HELD,
+	R_HELD_NAME,
 };
 
 /* The records of the request in truth, and those the backend wrongly
@@ -481,15 +496,26 @@ enum {
  * the partial index records_ctx_request is, so that SQLite uses it
  * instead of scanning every record. */
 static const char records_sql[] =
-    "SELECT d.id, d.type, d.ts, d.tid, d.ctx, d.cause, d.other, d.name,"
+    "WITH inv(id) AS (" CLI_INVOLVED_SQL ")"
+    " SELECT d.id, d.type, d.ts, d.tid, d.ctx, d.cause, d.other, d.name,"
     " d.value, d.leak, d.request_id, tr.name, d.ctx_request_id, cr.name,"
-    " s.file, s.line FROM records d"
+    " s.file, s.line, d.process_id, h.id, h.name FROM records d"
     " LEFT JOIN requests tr ON tr.id = d.request_id"
     " LEFT JOIN requests cr ON cr.id = d.ctx_request_id"
     " LEFT JOIN sites s ON s.id = d.site_id"
+    /* What the backend held at an END: its cur, a scope of one of the
+     * requests involved (or none). */
+    " LEFT JOIN requests h ON d.type = 'END' AND h.id = (SELECT"
+    " b.request_id FROM records b WHERE b.request_id IN (SELECT id FROM"
+    " inv) AND b.ctx = d.other AND b.type = 'BEGIN' LIMIT 1)"
     " WHERE d.request_id = ?1 OR (d.ctx_request_id = ?1 AND"
     " d.ctx_request_id IS NOT d.request_id)"
     " ORDER BY d.tid, d.ts, d.id";
+
+static int is_end(sqlite3_stmt *st)
+{
+	return cli_db_str(st, R_TYPE) && !strcmp(cli_db_str(st, R_TYPE), "END");
+}
 
 static void record_json(struct cli_json *j, sqlite3_stmt *st,
 			const struct shown *r)
@@ -507,6 +533,8 @@ static void record_json(struct cli_json *j, sqlite3_stmt *st,
 	cli_json_kcol(j, "value", st, R_VALUE);
 	cli_json_kcol(j, "request", st, R_TRUE);
 	cli_json_kcol(j, "ctx_request", st, R_SAID);
+	if (is_end(st))
+		cli_json_kcol(j, "cur_request", st, R_HELD);
 	cli_json_kcol(j, "leak", st, R_LEAK);
 	cli_json_kcol(j, "file", st, R_FILE);
 	cli_json_kcol(j, "line", st, R_LINE);
@@ -519,27 +547,74 @@ static const struct cli_col record_cols[] = {
     {"TRULY", CLI_COL_SHRINK},	{"FINDING", 0},
 };
 
-static void record_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
-		       const struct shown *r)
+/* An END's BACKEND SAID: what the backend held then (its cur), which is
+ * not the scope being ended (that is the record's ctx). */
+static void held_cell(struct cli *c, struct cli_table *t, sqlite3_stmt *st)
+{
+	int64_t cur = sqlite3_column_int64(st, R_OTHER);
+	int64_t held = sqlite3_column_int64(st, R_HELD);
+	enum cli_style style = held == sqlite3_column_int64(st, R_TRUE)
+				   ? CLI_STYLE_NONE
+				   : CLI_STYLE_RED;
+	char buf[512];
+
+	if (cur == 0) {
+		cli_table_cell_styled(t, CLI_STYLE_RED, "nothing");
+		return;
+	}
+	if (held == 0)
+		held =
+		    cli_db_ctx_request(c, sqlite3_column_int64(st, R_PROCESS),
+				       sqlite3_column_int64(st, R_TRUE), cur);
+	if (held == 0) {
+		cli_table_cell_styled(t, CLI_STYLE_RED,
+				      cli_ctx_str(cur, buf, sizeof(buf)));
+		return;
+	}
+	if (sqlite3_column_int64(st, R_HELD) == held) {
+		request_cell(t, st, R_HELD, style);
+		return;
+	}
+	snprintf(buf, sizeof(buf), "#%lld", (long long)held);
+	cli_table_cell_styled(t, style, buf);
+}
+
+/* RESUME and SUSPEND wrap every callback: about half the rows, and only
+ * the ones that carry a finding say anything unless --all. */
+static int folded(const struct cli *c, sqlite3_stmt *st)
+{
+	const char *type = cli_db_str(st, R_TYPE);
+
+	return !c->all && sqlite3_column_type(st, R_LEAK) == SQLITE_NULL &&
+	       type && (!strcmp(type, "RESUME") || !strcmp(type, "SUSPEND"));
+}
+
+static int record_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
+		      const struct shown *r)
 {
 	const char *leak = cli_db_str(st, R_LEAK);
 	char what[512];
 
-	(void)c;
+	if (folded(c, st))
+		return 0;
 	cli_table_cell(t, cli_db_str(st, R_TID));
 	offset_cell(t, sqlite3_column_int64(st, R_TS), r);
 	cli_table_cell(
 	    t, cli_record_str(cli_db_str(st, R_TYPE), cli_db_str(st, R_NAME),
 			      cli_db_str(st, R_VALUE), what, sizeof(what)));
-	request_cell(t, st, R_SAID,
-		     sqlite3_column_int64(st, R_SAID) !=
-			     sqlite3_column_int64(st, R_TRUE)
-			 ? CLI_STYLE_RED
-			 : CLI_STYLE_NONE);
+	if (is_end(st))
+		held_cell(c, t, st);
+	else
+		request_cell(t, st, R_SAID,
+			     sqlite3_column_int64(st, R_SAID) !=
+				     sqlite3_column_int64(st, R_TRUE)
+				 ? CLI_STYLE_RED
+				 : CLI_STYLE_NONE);
 	request_cell(t, st, R_TRUE, CLI_STYLE_NONE);
 	snprintf(what, sizeof(what), "%s%s", leak ? "<- " : "",
 		 leak ? leak : "");
 	cli_table_cell_styled(t, cli_class_style(leak), what);
+	return 1;
 }
 
 static const struct section records_section = {
@@ -552,6 +627,8 @@ static const struct section records_section = {
     .table_row = record_row,
     .empty = "no records kept (ctxleakd --keep=leaky keeps those of "
 	     "requests involved in a finding, --keep=all every one)",
+    .folded = "(%d RESUME/SUSPEND rows without a finding folded: --all "
+	      "shows them)\n",
 };
 
 /* ------------------------------------------------------------ findings */
@@ -567,19 +644,22 @@ enum {
 	F_SOURCE_NAME,
 	F_RECORD,
 	F_NAME,
-	F_DETAIL
+	F_DETAIL,
+	F_PROCESS,
 };
 
 static const char findings_sql[] =
     "SELECT l.id, l.class, l.ts, l.tid, l.victim_request_id,"
     " l.victim_name, l.source_request_id, l.source_name, l.record, l.name,"
-    " l.detail FROM leaks l"
+    " l.detail, l.process_id FROM leaks l"
     " WHERE l.victim_request_id = ?1 OR l.source_request_id = ?1"
     " ORDER BY l.ts, l.id";
 
 static void finding_json(struct cli_json *j, sqlite3_stmt *st,
 			 const struct shown *r)
 {
+	char detail[2048];
+
 	cli_json_object(j);
 	cli_json_kcol(j, "id", st, F_ID);
 	cli_json_kcol(j, "class", st, F_CLASS);
@@ -594,40 +674,63 @@ static void finding_json(struct cli_json *j, sqlite3_stmt *st,
 	cli_json_kcol(j, "source_name", st, F_SOURCE_NAME);
 	cli_json_kcol(j, "record", st, F_RECORD);
 	cli_json_kcol(j, "name", st, F_NAME);
-	cli_json_kcol(j, "detail", st, F_DETAIL);
+	cli_json_kstr(
+	    j, "detail",
+	    cli_db_str(st, F_DETAIL)
+		? cli_detail(r->c, sqlite3_column_int64(st, F_PROCESS),
+			     sqlite3_column_int64(st, F_VICTIM),
+			     cli_db_str(st, F_DETAIL), detail, sizeof(detail))
+		: NULL);
+	cli_json_kstr(j, "fix", cli_class_fix(cli_db_str(st, F_CLASS)));
 	cli_json_end(j);
 }
 
-static const struct cli_col finding_cols[] = {
-    {"AT", CLI_COL_RIGHT},
-    {"CLASS", 0},
-    {"AS", 0},
-    {"OTHER REQUEST", CLI_COL_SHRINK},
-    {"DETAIL", CLI_COL_SHRINK},
-};
-
-static void finding_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
-			const struct shown *r)
+/* A paragraph each, not a table row: the detail and the fix are
+ * sentences, which a table would cut. */
+static void finding_text(struct cli *c, sqlite3_stmt *st, const struct shown *r)
 {
 	int victim = sqlite3_column_int64(st, F_VICTIM) == r->id;
+	const char *cls = cli_db_str(st, F_CLASS);
+	int other = victim ? F_SOURCE : F_VICTIM, len;
+	const char *name = cli_db_text(st, other + 1, &len);
+	char at[40], who[512], detail[2048], fix[1024];
 
-	(void)c;
-	offset_cell(t, sqlite3_column_int64(st, F_TS), r);
-	cli_table_cell_styled(t, cli_class_style(cli_db_str(st, F_CLASS)),
-			      cli_db_str(st, F_CLASS));
-	cli_table_cell(t, victim ? "victim" : "source");
-	request_cell(t, st, victim ? F_SOURCE : F_VICTIM, CLI_STYLE_NONE);
-	cli_table_cell(t, cli_db_str(st, F_DETAIL));
+	if (sqlite3_column_int64(st, F_TS) < r->begin_ts)
+		snprintf(at, 8, "-");
+	else
+		at[0] = '+';
+	cli_time_duration(sqlite3_column_int64(st, F_TS) - r->begin_ts, at + 1,
+			  sizeof(at) - 1);
+	fprintf(c->out, "%s  %s%s%s  as %s", at,
+		cli_style_start(c, cli_class_style(cls)), cls ? cls : "?",
+		cli_style_end(c, cli_class_style(cls)),
+		victim ? "victim" : "source");
+	if (sqlite3_column_type(st, other) != SQLITE_NULL) {
+		cli_request_label(sqlite3_column_int64(st, other), name, len,
+				  who, sizeof(who));
+		fprintf(c->out, ", %s ", victim ? "source" : "victim");
+		cli_print_safe(c->out, who, strlen(who));
+	}
+	fprintf(c->out, ", thread %lld\n", sqlite3_column_int64(st, F_TID));
+	if (cli_db_str(st, F_DETAIL))
+		cli_print_wrapped(
+		    c, CLI_STYLE_NONE, 4,
+		    cli_detail(c, sqlite3_column_int64(st, F_PROCESS),
+			       sqlite3_column_int64(st, F_VICTIM),
+			       cli_db_str(st, F_DETAIL), detail,
+			       sizeof(detail)));
+	if (cli_class_fix(cls)) {
+		snprintf(fix, sizeof(fix), "fix: %s", cli_class_fix(cls));
+		cli_print_wrapped(c, CLI_STYLE_GREEN, 4, fix);
+	}
 }
 
 static const struct section findings_section = {
     .title = "findings",
     .json = "findings",
     .sql = findings_sql,
-    .cols = finding_cols,
-    .ncols = 5,
     .json_row = finding_json,
-    .table_row = finding_row,
+    .text_row = finding_text,
     .empty = "no findings",
 };
 
@@ -635,12 +738,7 @@ static const struct section findings_section = {
 
 static const char related_sql[] =
     "SELECT r.id, r.name, r.ctx, r.begin_ts, r.end_ts FROM requests r"
-    " WHERE r.id <> ?1 AND r.id IN ("
-    " SELECT victim_request_id FROM leaks WHERE source_request_id = ?1"
-    " UNION SELECT source_request_id FROM leaks WHERE victim_request_id = ?1"
-    " UNION SELECT request_id FROM records WHERE ctx_request_id = ?1"
-    " UNION SELECT ctx_request_id FROM records WHERE request_id = ?1"
-    " UNION SELECT setter_request_id FROM tags WHERE request_id = ?1)"
+    " WHERE r.id <> ?1 AND r.id IN (" CLI_INVOLVED_SQL ")"
     " ORDER BY r.begin_ts, r.id";
 
 static void related_json(struct cli_json *j, sqlite3_stmt *st,
@@ -663,8 +761,8 @@ static const struct cli_col related_cols[] = {
     {"CTX", 0},
 };
 
-static void related_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
-			const struct shown *r)
+static int related_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
+		       const struct shown *r)
 {
 	char ctx[24];
 
@@ -676,6 +774,7 @@ static void related_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
 	else
 		offset_cell(t, sqlite3_column_int64(st, 4), r);
 	cli_table_cell(t, cli_ctx_str(sqlite3_column_int64(st, 2), ctx, 24));
+	return 1;
 }
 
 static const struct section related_section = {
@@ -691,7 +790,7 @@ static const struct section related_section = {
 
 /* ------------------------------------------------------------ show */
 
-static int show(struct cli *c, struct cli_json *j, struct shown *r)
+static int show_sections(struct cli *c, struct cli_json *j, struct shown *r)
 {
 	static const struct section *const sections[] = {
 	    &tags_section,
@@ -706,32 +805,48 @@ static int show(struct cli *c, struct cli_json *j, struct shown *r)
 	return rc;
 }
 
+/* The request as a table, as one JSON object, or as a picture. */
+static int show(struct cli *c, struct shown *r)
+{
+	struct cli_json *j;
+	int rc;
+
+	if (c->html)
+		return cli_html(c, r->id);
+	if (!c->json)
+		return show_sections(c, NULL, r);
+	j = cli_json_new(c->out);
+	cli_json_object(j);
+	rc = show_sections(c, j, r);
+	cli_json_end(j);
+	cli_json_free(j);
+	return rc;
+}
+
+int cli_show_not_found(struct cli *c, const char *arg)
+{
+	cli_error(CLI_EXIT_NOT_FOUND,
+		  "no request matches '%s' (ctxleakd --keep=leaky, the "
+		  "default, keeps only requests involved in a finding; the "
+		  "others are counted in request_stats; 'ctxleak leaks' lists "
+		  "the ids kept)",
+		  arg);
+	cli_db_say_where(c);
+	return CLI_EXIT_NOT_FOUND;
+}
+
 int cli_show(struct cli *c)
 {
-	struct shown r = {0};
-	struct cli_json *j = NULL;
+	struct shown r = {.c = c};
 	char where[128];
 	int rc;
 
-	r.id = resolve(c, c->args[0]);
+	r.id = cli_show_resolve(c, c->args[0]);
 	if (r.id < 0)
 		return CLI_EXIT_DB;
 	if (r.id == 0)
-		return cli_error(CLI_EXIT_USAGE,
-				 "no request matches '%s' (ctxleakd "
-				 "--keep=leaky, the default, keeps only "
-				 "requests involved in a finding; the others "
-				 "are counted in request_stats)",
-				 c->args[0]);
-	if (c->json) {
-		j = cli_json_new(c->out);
-		cli_json_object(j);
-	}
-	rc = show(c, j, &r);
-	if (j) {
-		cli_json_end(j);
-		cli_json_free(j);
-	}
+		return cli_show_not_found(c, c->args[0]);
+	rc = show(c, &r);
 	if (rc)
 		return rc;
 	snprintf(where, sizeof(where),

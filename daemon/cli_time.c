@@ -96,6 +96,17 @@ static const char *utc_offset(const char *p, int *offset)
 	return p;
 }
 
+/* Days in month mo (1-12) of year y, Gregorian: 2026-02-30 is no date,
+ * though timegm() would quietly make it March 2nd. */
+static int month_days(int y, int mo)
+{
+	static const int days[] = {31, 28, 31, 30, 31, 30,
+				   31, 31, 30, 31, 30, 31};
+	int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+
+	return days[mo - 1] + (mo == 2 && leap);
+}
+
 static int parse_rfc3339(const char *s, int64_t *out)
 {
 	struct tm tm = {0};
@@ -115,8 +126,8 @@ static int parse_rfc3339(const char *s, int64_t *out)
 		    !(p = utc_offset(p, &offset)) || *p != '\0')
 			return -1;
 	}
-	if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 ||
-	    sec > 60)
+	if (mo < 1 || mo > 12 || d < 1 || d > month_days(y, mo) || h > 23 ||
+	    mi > 59 || sec > 60)
 		return -1;
 	tm.tm_year = y - 1900;
 	tm.tm_mon = mo - 1;

@@ -12,12 +12,9 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <grp.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -25,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "ctxleak.h"
+#include "cli_run.h"
 #include "harness.h"
 #include "proto.h"
 
@@ -36,447 +34,6 @@
 #define LONG_VALUE                                                             \
 	"0123456789abcdefghij0123456789abcdefghij0123456789abcdefghij"         \
 	"0123456789abcdefghij0123456789abcdefghij"
-
-/* ------------------------------------------------------------ running */
-
-struct run {
-	int status; /* exit status, or -1 */
-	char *out, *err;
-};
-
-static void run_free(struct run *r)
-{
-	free(r->out);
-	free(r->err);
-}
-
-static const char *cli_path(void)
-{
-	const char *bin = getenv("CTXLEAK_BIN");
-
-	return bin && *bin ? bin : "build/ctxleak";
-}
-
-static char *read_all_fd(int fd)
-{
-	size_t len = 0, cap = 4096;
-	char *buf = malloc(cap);
-	ssize_t n;
-
-	ck_assert_ptr_nonnull(buf);
-	for (;;) {
-		if (len + 1 == cap) {
-			buf = realloc(buf, cap *= 2);
-			ck_assert_ptr_nonnull(buf);
-		}
-		n = read(fd, buf + len, cap - len - 1);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) /* EOF, or EIO once a pty's slave is closed */
-			break;
-		len += (size_t)n;
-	}
-	buf[len] = '\0';
-	return buf;
-}
-
-static char *read_file_at(const char *path)
-{
-	int fd = open(path, O_RDONLY);
-	char *s;
-
-	ck_assert_int_ge(fd, 0);
-	s = read_all_fd(fd);
-	close(fd);
-	return s;
-}
-
-static int wait_status(pid_t pid)
-{
-	int st;
-
-	while (waitpid(pid, &st, 0) < 0)
-		ck_assert_int_eq(errno, EINTR);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-/* Child side: environment changes ("K=V" sets, "K" unsets), then exec. */
-static void exec_cli(const char *const *env, char **argv)
-{
-	for (; env && *env; env++) {
-		const char *eq = strchr(*env, '=');
-
-		if (eq) {
-			char key[64];
-
-			snprintf(key, sizeof(key), "%.*s", (int)(eq - *env),
-				 *env);
-			setenv(key, eq + 1, 1);
-		} else {
-			unsetenv(*env);
-		}
-	}
-	argv[0] = (char *)cli_path();
-	execv(argv[0], argv);
-	_exit(127);
-}
-
-/* Runs the CLI with argv (argv[0] is replaced), stdout and stderr to
- * files, as user uid unless it is 0. */
-static struct run run_argv(const char *const *env, char **argv, uid_t uid)
-{
-	char out[] = "/tmp/ctxleak-cli-out-XXXXXX";
-	char err[] = "/tmp/ctxleak-cli-err-XXXXXX";
-	int ofd = mkstemp(out), efd = mkstemp(err);
-	struct run r;
-	pid_t pid;
-
-	ck_assert_int_ge(ofd, 0);
-	ck_assert_int_ge(efd, 0);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		dup2(ofd, 1);
-		dup2(efd, 2);
-		if (uid && (setgroups(0, NULL) || setgid(uid) || setuid(uid)))
-			_exit(126);
-		exec_cli(env, argv);
-	}
-	r.status = wait_status(pid);
-	r.out = read_file_at(out);
-	r.err = read_file_at(err);
-	close(ofd);
-	close(efd);
-	unlink(out);
-	unlink(err);
-	return r;
-}
-
-#define MAX_ARGS 32
-
-/* run(env, "leaks", "--json", NULL): the CLI with these arguments. */
-static struct run run_env(const char *const *env, ...)
-{
-	char *argv[MAX_ARGS] = {NULL};
-	va_list ap;
-	int n = 1;
-
-	va_start(ap, env);
-	while ((argv[n] = va_arg(ap, char *)) != NULL)
-		ck_assert_int_lt(++n, MAX_ARGS - 1);
-	va_end(ap);
-	return run_argv(env, argv, 0);
-}
-
-#define run(...) run_env(NULL, __VA_ARGS__, NULL)
-
-/* The CLI with stdout on a pseudo-terminal; returns what it wrote. */
-static char *run_on_tty(const char *const *env, const char *db, const char *cmd)
-{
-	char *argv[] = {NULL, "--db", (char *)db, (char *)cmd, NULL};
-	int master = posix_openpt(O_RDWR | O_NOCTTY);
-	char *out;
-	pid_t pid;
-
-	ck_assert_int_ge(master, 0);
-	ck_assert_int_eq(grantpt(master), 0);
-	ck_assert_int_eq(unlockpt(master), 0);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		int slave = open(ptsname(master), O_RDWR | O_NOCTTY);
-
-		if (slave < 0)
-			_exit(126);
-		close(master);
-		dup2(slave, 1);
-		exec_cli(env, argv);
-	}
-	/* Read while it runs: a full pty would block it. */
-	out = read_all_fd(master);
-	ck_assert_int_eq(wait_status(pid), 0);
-	close(master);
-	return out;
-}
-
-/* ------------------------------------------------------------ JSON */
-
-/*
- * A strict JSON parser (RFC 8259) that keeps the members of the top-level
- * object, so that tests can look at them.  Strings must be valid UTF-8
- * with no raw control characters.
- */
-struct member {
-	const char *key, *val; /* raw JSON text, key with its quotes */
-	size_t klen, vlen;
-};
-
-struct json {
-	const char *p, *end;
-	int depth;
-	struct member top[64];
-	int ntop;
-};
-
-static int parse_value(struct json *j);
-
-static void skip_ws(struct json *j)
-{
-	while (j->p < j->end && strchr(" \t\r\n", *j->p))
-		j->p++;
-}
-
-static int utf8_len(const unsigned char *s, size_t n)
-{
-	int len = s[0] < 0x80		  ? 1
-		  : (s[0] & 0xe0) == 0xc0 ? 2
-		  : (s[0] & 0xf0) == 0xe0 ? 3
-		  : (s[0] & 0xf8) == 0xf0 ? 4
-					  : 0;
-	unsigned v;
-
-	if (len == 0 || (size_t)len > n)
-		return 0;
-	v = len == 1 ? s[0] : s[0] & (0x7f >> len);
-	for (int i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		v = v << 6 | (s[i] & 0x3f);
-	}
-	if ((len == 2 && v < 0x80) || (len == 3 && v < 0x800) ||
-	    (len == 4 && v < 0x10000) || v > 0x10ffff ||
-	    (v >= 0xd800 && v <= 0xdfff))
-		return 0;
-	return len;
-}
-
-static int parse_string(struct json *j)
-{
-	if (j->p >= j->end || *j->p++ != '"')
-		return -1;
-	while (j->p < j->end && *j->p != '"') {
-		unsigned char ch = (unsigned char)*j->p;
-		int n;
-
-		if (ch < 0x20)
-			return -1;
-		if (ch == '\\') {
-			if (++j->p >= j->end)
-				return -1;
-			if (*j->p == 'u') {
-				for (int i = 1; i <= 4; i++)
-					if (j->p + i >= j->end ||
-					    !strchr("0123456789abcdefABCDEF",
-						    j->p[i]))
-						return -1;
-				j->p += 5;
-			} else if (strchr("\"\\/bfnrt", *j->p) && *j->p) {
-				j->p++;
-			} else {
-				return -1;
-			}
-			continue;
-		}
-		n = utf8_len((const unsigned char *)j->p,
-			     (size_t)(j->end - j->p));
-		if (n == 0)
-			return -1;
-		j->p += n;
-	}
-	if (j->p >= j->end)
-		return -1;
-	j->p++;
-	return 0;
-}
-
-static int parse_number(struct json *j)
-{
-	const char *start;
-
-	if (j->p < j->end && *j->p == '-')
-		j->p++;
-	start = j->p;
-	while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
-		j->p++;
-	if (j->p == start || (*start == '0' && j->p - start > 1))
-		return -1;
-	if (j->p < j->end && *j->p == '.') {
-		start = ++j->p;
-		while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
-			j->p++;
-		if (j->p == start)
-			return -1;
-	}
-	if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
-		j->p++;
-		if (j->p < j->end && (*j->p == '+' || *j->p == '-'))
-			j->p++;
-		start = j->p;
-		while (j->p < j->end && *j->p >= '0' && *j->p <= '9')
-			j->p++;
-		if (j->p == start)
-			return -1;
-	}
-	return 0;
-}
-
-static int parse_literal(struct json *j, const char *lit)
-{
-	size_t n = strlen(lit);
-
-	if ((size_t)(j->end - j->p) < n || strncmp(j->p, lit, n) != 0)
-		return -1;
-	j->p += n;
-	return 0;
-}
-
-static int parse_members(struct json *j, int top)
-{
-	skip_ws(j);
-	if (j->p < j->end && *j->p == '}')
-		return j->p++, 0;
-	for (;;) {
-		struct member m = {.key = j->p};
-
-		skip_ws(j);
-		m.key = j->p;
-		if (parse_string(j) < 0)
-			return -1;
-		m.klen = (size_t)(j->p - m.key);
-		skip_ws(j);
-		if (j->p >= j->end || *j->p++ != ':')
-			return -1;
-		skip_ws(j);
-		m.val = j->p;
-		if (parse_value(j) < 0)
-			return -1;
-		m.vlen = (size_t)(j->p - m.val);
-		if (top && j->ntop < 64)
-			j->top[j->ntop++] = m;
-		skip_ws(j);
-		if (j->p < j->end && *j->p == ',') {
-			j->p++;
-			continue;
-		}
-		return j->p < j->end && *j->p++ == '}' ? 0 : -1;
-	}
-}
-
-static int parse_elements(struct json *j)
-{
-	skip_ws(j);
-	if (j->p < j->end && *j->p == ']')
-		return j->p++, 0;
-	for (;;) {
-		if (parse_value(j) < 0)
-			return -1;
-		skip_ws(j);
-		if (j->p < j->end && *j->p == ',') {
-			j->p++;
-			continue;
-		}
-		return j->p < j->end && *j->p++ == ']' ? 0 : -1;
-	}
-}
-
-static int parse_value(struct json *j)
-{
-	int rc;
-
-	skip_ws(j);
-	if (j->p >= j->end || ++j->depth > 64)
-		return -1;
-	switch (*j->p) {
-	case '{':
-		j->p++;
-		rc = parse_members(j, j->depth == 1);
-		break;
-	case '[':
-		j->p++;
-		rc = parse_elements(j);
-		break;
-	case '"':
-		rc = parse_string(j);
-		break;
-	case 't':
-		rc = parse_literal(j, "true");
-		break;
-	case 'f':
-		rc = parse_literal(j, "false");
-		break;
-	case 'n':
-		rc = parse_literal(j, "null");
-		break;
-	default:
-		rc = parse_number(j);
-	}
-	j->depth--;
-	return rc;
-}
-
-/* Parses one line that must be exactly one JSON object. */
-static void json_line(struct json *j, const char *line, size_t len)
-{
-	memset(j, 0, sizeof(*j));
-	j->p = line;
-	j->end = line + len;
-	skip_ws(j);
-	ck_assert_msg(j->p < j->end && *j->p == '{', "not an object: %.*s",
-		      (int)len, line);
-	ck_assert_msg(parse_value(j) == 0, "invalid JSON: %.*s", (int)len,
-		      line);
-	skip_ws(j);
-	ck_assert_msg(j->p == j->end, "trailing bytes: %.*s", (int)len, line);
-}
-
-/* The raw JSON text of a top-level member, NUL-terminated in buf; NULL
- * when absent. */
-static const char *member(const struct json *j, const char *key, char *buf,
-			  size_t len)
-{
-	for (int i = 0; i < j->ntop; i++) {
-		const struct member *m = &j->top[i];
-
-		if (m->klen == strlen(key) + 2 &&
-		    strncmp(m->key + 1, key, strlen(key)) == 0) {
-			snprintf(buf, len, "%.*s", (int)m->vlen, m->val);
-			return buf;
-		}
-	}
-	return NULL;
-}
-
-/* Calls fn on every line of out, each a JSON object; returns the count. */
-static int each_json_line(const char *out,
-			  void (*fn)(const struct json *j, void *arg),
-			  void *arg)
-{
-	struct json j;
-	int n = 0;
-
-	for (const char *p = out; *p;) {
-		const char *nl = strchr(p, '\n');
-
-		ck_assert_msg(nl != NULL, "unterminated last line");
-		json_line(&j, p, (size_t)(nl - p));
-		if (fn)
-			fn(&j, arg);
-		n++;
-		p = nl + 1;
-	}
-	return n;
-}
-
-static void assert_member(const struct json *j, const char *key,
-			  const char *want)
-{
-	char buf[4096];
-	const char *v = member(j, key, buf, sizeof(buf));
-
-	ck_assert_msg(v != NULL, "no \"%s\"", key);
-	ck_assert_msg(strcmp(v, want) == 0, "\"%s\" is %s, not %s", key, v,
-		      want);
-}
 
 START_TEST(test_json_validator)
 {
@@ -497,7 +54,7 @@ START_TEST(test_json_validator)
 		memset(&j, 0, sizeof(j));
 		j.p = bad[i];
 		j.end = bad[i] + strlen(bad[i]);
-		ck_assert_msg(parse_value(&j) < 0 || j.p != j.end,
+		ck_assert_msg(json_parse_value(&j) < 0 || j.p != j.end,
 			      "accepted %s", bad[i]);
 	}
 }
@@ -655,15 +212,6 @@ static void check_lost(const struct json *j, void *arg)
 	assert_member(j, "source", "null");
 	assert_member(j, "source_name", "null");
 	assert_member(j, "victim_name", "\"GET /b\"");
-}
-
-static int count_lines(const char *s)
-{
-	int n = 0;
-
-	for (; *s; s++)
-		n += *s == '\n';
-	return n;
 }
 
 static int json_count(struct run r)
@@ -840,9 +388,13 @@ START_TEST(test_show_json_and_lookup)
 	ck_assert_int_eq(each_json_line(r.out, check_show, &again), 1);
 	ck_assert_str_eq(again.ctx, sc.ctx);
 	run_free(&r);
+	/* Not found is not a usage error: its own code, and which database
+	 * was read. */
 	r = cli("show", "no such request");
-	ck_assert_int_eq(r.status, 2);
+	ck_assert_int_eq(r.status, 4);
 	ck_assert_ptr_nonnull(strstr(r.err, "no request matches"));
+	snprintf(hash, sizeof(hash), "read %.30s", db);
+	ck_assert_msg(strstr(r.err, hash), "%s", r.err);
 	run_free(&r);
 }
 END_TEST
@@ -1030,6 +582,65 @@ START_TEST(test_usage_errors)
 	ck_assert_int_eq(status_of(run("processes", "--class", "bleed")), 2);
 	ck_assert_int_eq(status_of(run("--color=maybe", "leaks")), 2);
 	ck_assert_int_eq(status_of(run("--fail-on", "nope", "leaks")), 2);
+	ck_assert_int_eq(status_of(run("show", "x", "--limit", "3")), 2);
+	ck_assert_int_eq(status_of(run("leaks", "--all")), 2);
+	ck_assert_int_eq(status_of(run("leaks", "--html", "x.html")), 2);
+}
+END_TEST
+
+/* A bad value is answered with the valid ones. */
+START_TEST(test_valid_values_listed)
+{
+	static const char *const bad[][3] = {
+	    {"--fail-on", "bogus", "leaks"},
+	    {"leaks", "--class", "bleed,bogus"},
+	    {"summary", "--class", "bogus"},
+	};
+	struct run r;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		r = run(bad[i][0], bad[i][1], bad[i][2]);
+		ck_assert_int_eq(r.status, 2);
+		ck_assert_msg(strstr(r.err, "unknown class 'bogus'") &&
+				  strstr(r.err, "valid: bleed, stale, overlap, "
+						"lost, misnest, unclosed, or "
+						"any"),
+			      "%s", r.err);
+		run_free(&r);
+	}
+	r = run("--color=maybe", "leaks");
+	ck_assert_int_eq(r.status, 2);
+	ck_assert_ptr_nonnull(strstr(r.err, "valid: auto, always, never"));
+	run_free(&r);
+	r = run("export", "--format", "svg");
+	ck_assert_int_eq(r.status, 2);
+	ck_assert_ptr_nonnull(strstr(r.err, "valid: chrome-trace"));
+	run_free(&r);
+	r = run("export");
+	ck_assert_int_eq(r.status, 2);
+	ck_assert_ptr_nonnull(strstr(r.err, "valid: chrome-trace"));
+	run_free(&r);
+}
+END_TEST
+
+/* Dates that do not exist are no times (timegm() would move them on). */
+START_TEST(test_impossible_dates)
+{
+	static const char *const bad[] = {
+	    "2026-02-30T00:00:00Z", "2026-02-29", "2100-02-29",
+	    "2026-04-31T12:00:00Z", "2026-06-31",
+	};
+	static const char *const good[] = {"2024-02-29T00:00:00Z", "2000-02-29",
+					   "2026-12-31"};
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		ck_assert_msg(status_of(run("leaks", "--since", bad[i])) == 2,
+			      "accepted %s", bad[i]);
+	/* Good ones get as far as the database (missing: 3). */
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		ck_assert_msg(status_of(run("--db", "/nonexistent", "leaks",
+					    "--since", good[i])) == 3,
+			      "refused %s", good[i]);
 }
 END_TEST
 
@@ -1051,6 +662,9 @@ START_TEST(test_help_and_version)
 		ck_assert_ptr_nonnull(strstr(r.out, "--db PATH"));
 		run_free(&r);
 	}
+	r = run("--help");
+	ck_assert_ptr_nonnull(strstr(r.out, "4 no request matches"));
+	run_free(&r);
 	r = run("--version");
 	ck_assert_int_eq(r.status, 0);
 	ck_assert_ptr_nonnull(strstr(r.out, CTXLEAK_VERSION_STRING));
@@ -1196,6 +810,499 @@ START_TEST(test_reader_without_write_access)
 }
 END_TEST
 
+/* ------------------------------------------------------------ reading */
+
+/* Each line at most width columns; the widest one's width. */
+static int widest_line(const char *out)
+{
+	int w = 0, max = 0;
+
+	for (const char *p = out; *p; p++) {
+		if (*p == '\n') {
+			max = w > max ? w : max;
+			w = 0;
+		} else {
+			w += ((unsigned char)*p & 0xc0) != 0x80;
+		}
+	}
+	return max;
+}
+
+/* COLUMNS and --wide say how wide a table may be; nothing is cut when it
+ * fits. */
+START_TEST(test_columns_and_wide)
+{
+	static const char *const wide_env[] = {"COLUMNS=200", NULL};
+	static const char *const narrow_env[] = {"COLUMNS=72", NULL};
+	struct run r = run_env(wide_env, "--db", db, "show", "GET /a", NULL);
+
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	ck_assert_msg(strstr(r.out, LONG_VALUE), "%s", r.out);
+	ck_assert_int_gt(widest_line(r.out), 80);
+	ck_assert_int_le(widest_line(r.out), 200);
+	run_free(&r);
+	r = run_env(narrow_env, "--db", db, "show", "GET /a", NULL);
+	ck_assert_int_eq(r.status, 0);
+	ck_assert_int_le(widest_line(r.out), 72);
+	ck_assert_ptr_null(strstr(r.out, LONG_VALUE));
+	run_free(&r);
+	r = cli("--wide", "show", "GET /a");
+	ck_assert_int_eq(r.status, 0);
+	ck_assert_msg(strstr(r.out, LONG_VALUE), "%s", r.out);
+	ck_assert_ptr_null(strstr(r.out, "\xe2\x80\xa6"));
+	run_free(&r);
+	r = cli("leaks", "--wide");
+	ck_assert_int_eq(r.status, 0);
+	ck_assert_ptr_null(strstr(r.out, "\xe2\x80\xa6"));
+	run_free(&r);
+}
+END_TEST
+
+/* The id of request name, from show --json. */
+static long long request_id(const char *name)
+{
+	struct run r = cli("show", "--json", name);
+	const char *p = strstr(r.out, "\"request\":{\"id\":");
+	long long id;
+
+	ck_assert_ptr_nonnull(p);
+	id = atoll(p + strlen("\"request\":{\"id\":"));
+	run_free(&r);
+	return id;
+}
+
+/* The table row of show's timeline that starts with record on one line. */
+static const char *timeline_row(const char *out, const char *record, char *buf,
+				size_t len)
+{
+	const char *p = strstr(out, "\ntimeline\n");
+
+	ck_assert_ptr_nonnull(p);
+	for (p = strchr(p + 1, '\n'); p && p[1]; p = strchr(p + 1, '\n')) {
+		const char *nl = strchr(p + 1, '\n');
+		const char *at = strstr(p + 1, record);
+
+		if (at && at < nl) {
+			snprintf(buf, len, "%.*s", (int)(nl - p - 1), p + 1);
+			return buf;
+		}
+	}
+	return NULL;
+}
+
+/* The row's BACKEND SAID cell holds said, its TRULY cell after it truly. */
+static void assert_said_truly(const char *row, const char *said,
+			      const char *truly)
+{
+	const char *p = strstr(row, said);
+
+	ck_assert_msg(p && strstr(p + strlen(said), truly),
+		      "END row: %s (want %s, then %s)", row, said, truly);
+}
+
+/*
+ * A's END ran while the backend held B (thread storage does not follow
+ * the callback): BACKEND SAID is B, not A, the scope being ended.  Then
+ * B's END found the storage empty: "nothing".  JSON says the same with
+ * cur_request.
+ */
+START_TEST(test_show_end_rows)
+{
+	long long a = request_id("GET /a"), b = request_id("GET /b");
+	char row[512], want[64], said[64], truly[64];
+	struct run r = cli("--wide", "show", "GET /a");
+
+	ck_assert_msg(timeline_row(r.out, "  END ", row, sizeof(row)), "%s",
+		      r.out);
+	snprintf(said, sizeof(said), "#%lld GET /b", b);
+	snprintf(truly, sizeof(truly), "#%lld GET /a", a);
+	assert_said_truly(row, said, truly);
+	run_free(&r);
+	r = cli("--wide", "show", "GET /b");
+	ck_assert_msg(timeline_row(r.out, "  END ", row, sizeof(row)), "%s",
+		      r.out);
+	snprintf(truly, sizeof(truly), "#%lld GET /b", b);
+	assert_said_truly(row, "nothing", truly);
+	run_free(&r);
+	r = cli("show", "--json", "GET /a");
+	snprintf(want, sizeof(want), "\"cur_request\":%lld", b);
+	ck_assert_msg(strstr(r.out, want), "%s", r.out);
+	run_free(&r);
+}
+END_TEST
+
+/* No output gives a ctx in hex: the daemon's detail says "ctx 0x2a",
+ * the CLI the request it belongs to. */
+START_TEST(test_ctx_never_hex)
+{
+	static const char *const args[][4] = {
+	    {"show", "GET /a", NULL},		{"show", "GET /b", NULL},
+	    {"show", "--json", "GET /a", NULL}, {"leaks", "--json", NULL},
+	    {"leaks", "--wide", NULL},
+	};
+	char want[64];
+	struct run r;
+
+	for (size_t i = 0; i < sizeof(args) / sizeof(args[0]); i++) {
+		r = run("--db", db, args[i][0], args[i][1], args[i][2]);
+		ck_assert_int_eq(r.status, 0);
+		ck_assert_msg(strstr(r.out, "0x") == NULL, "%s", r.out);
+		run_free(&r);
+	}
+	r = cli("--wide", "show", "GET /a");
+	snprintf(want, sizeof(want), "current ctx was #%lld",
+		 request_id("GET /b"));
+	ck_assert_msg(strstr(r.out, want), "%s", r.out);
+	run_free(&r);
+}
+END_TEST
+
+/* The evidence in leaks --json: a TAG's value, an EVENT's message, and
+ * the fix. */
+static void check_evidence(const struct json *j, void *arg)
+{
+	int *seen = arg;
+	char buf[1024];
+
+	if (!strcmp(member(j, "record", buf, sizeof(buf)), "\"TAG\"")) {
+		assert_member(j, "key", "\"status\"");
+		assert_member(j, "value", "\"200\"");
+		seen[0]++;
+	} else {
+		assert_member(j, "name", "\"db.done\"");
+		/* The worked example's events carry no message. */
+		assert_member(j, "message", "null");
+		seen[1]++;
+	}
+	ck_assert_ptr_nonnull(member(j, "fix", buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(strstr(buf, "carry the context across"));
+}
+
+START_TEST(test_leaks_json_evidence)
+{
+	struct run r = cli("leaks", "--json", "--class", "bleed");
+	int seen[2] = {0, 0};
+
+	ck_assert_int_eq(each_json_line(r.out, check_evidence, seen), 2);
+	ck_assert_int_eq(seen[0], 1);
+	ck_assert_int_eq(seen[1], 1);
+	run_free(&r);
+}
+END_TEST
+
+/* Lines of out that hold needle. */
+static int lines_with(const char *out, const char *needle)
+{
+	int n = 0;
+
+	for (const char *p = out; (p = strstr(p, needle)); p += strlen(needle))
+		n++;
+	return n;
+}
+
+/* RESUME/SUSPEND rows without a finding are folded, and counted; --all
+ * shows each. */
+START_TEST(test_show_folds_resume)
+{
+	struct run r = cli("show", "--json", "GET /a");
+	int wraps = lines_with(r.out, "\"type\":\"RESUME\"") +
+		    lines_with(r.out, "\"type\":\"SUSPEND\"");
+	char note[80];
+
+	ck_assert_int_gt(wraps, 0);
+	run_free(&r);
+	r = cli("--wide", "show", "GET /a");
+	ck_assert_int_eq(
+	    lines_with(r.out, "  RESUME") + lines_with(r.out, "  SUSPEND"), 0);
+	snprintf(note, sizeof(note),
+		 "(%d RESUME/SUSPEND rows without a finding folded: --all "
+		 "shows them)",
+		 wraps);
+	ck_assert_msg(strstr(r.out, note), "%s", r.out);
+	run_free(&r);
+	r = cli("--wide", "show", "GET /a", "--all");
+	ck_assert_int_eq(lines_with(r.out, "  RESUME") +
+			     lines_with(r.out, "  SUSPEND"),
+			 wraps);
+	ck_assert_ptr_null(strstr(r.out, "folded"));
+	run_free(&r);
+}
+END_TEST
+
+/* Under each finding of show, how to fix its class. */
+START_TEST(test_show_fix_hints)
+{
+	struct run r = cli("--wide", "show", "GET /b");
+	const char *overlap = strstr(r.out, "overlap  as ");
+
+	ck_assert_msg(overlap, "%s", r.out);
+	ck_assert_msg(strstr(overlap, "\n    fix: one storage slot is shared "
+				      "by concurrent requests"),
+		      "%s", r.out);
+	ck_assert_int_eq(lines_with(r.out, "\n    fix: "),
+			 lines_with(r.out, "  as victim") +
+			     lines_with(r.out, "  as source"));
+	run_free(&r);
+	r = cli("show", "--json", "GET /b");
+	ck_assert_ptr_nonnull(strstr(r.out, "\"fix\":\"one storage slot"));
+	run_free(&r);
+}
+END_TEST
+
+/* When nothing matches, stderr names the database read. */
+START_TEST(test_says_which_database)
+{
+	struct run r = cli("leaks", "--class", "unclosed");
+	char want[200];
+
+	ck_assert_int_eq(r.status, 0);
+	snprintf(want, sizeof(want), "ctxleak: read %s\n", db);
+	ck_assert_str_eq(r.err, want);
+	run_free(&r);
+	r = cli("leaks", "--json", "--class", "unclosed");
+	ck_assert_str_eq(r.out, "");
+	ck_assert_str_eq(r.err, want);
+	run_free(&r);
+	r = cli("processes", "--app", "nobody");
+	ck_assert_str_eq(r.out, "no processes\n");
+	ck_assert_str_eq(r.err, want);
+	run_free(&r);
+	r = cli("leaks");
+	ck_assert_str_eq(r.err, "");
+	run_free(&r);
+}
+END_TEST
+
+/* --limit's largest value is no overflow (UBSan stops the CLI on one). */
+START_TEST(test_limit_max)
+{
+	ck_assert_int_eq(json_count(cli("leaks", "--json", "--limit",
+					"9223372036854775807")),
+			 7);
+	ck_assert_int_eq(
+	    status_of(cli("leaks", "--limit", "9223372036854775807")), 0);
+	ck_assert_int_eq(
+	    status_of(cli("leaks", "--limit", "9223372036854775808")), 2);
+}
+END_TEST
+
+/*
+ * Root reads the system database by default; a daemon run by hand wrote
+ * the user's own.  When the system one is missing, or shows nothing, the
+ * CLI points at the other.
+ */
+START_TEST(test_root_hint)
+{
+	char home[] = "/tmp/ctxleak-cli-home-XXXXXX", path[128], want[200];
+	char env_home[160], cmd[200];
+	const char *env[] = {env_home, "XDG_STATE_HOME", "SUDO_USER", NULL};
+	struct run r;
+
+	if (geteuid() != 0) {
+		printf("test_root_hint: skipped, not root\n");
+		return;
+	}
+	ck_assert_ptr_nonnull(mkdtemp(home));
+	snprintf(env_home, sizeof(env_home), "HOME=%s", home);
+	snprintf(path, sizeof(path), "%s/.local/state/ctxleak", home);
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", path);
+	ck_assert_int_eq(system(cmd), 0);
+	strcat(path, "/ctxleak.db");
+	copy_file(db, path);
+	snprintf(want, sizeof(want), "pass --db %s\n", path);
+	/* No --db: the system database, which may or may not exist here. */
+	r = run_env(env, "show", "no such request", NULL);
+	ck_assert_msg(r.status ==
+			  (access("/var/lib/ctxleak/ctxleak.db", F_OK) ? 3 : 4),
+		      "exit %d: %s", r.status, r.err);
+	ck_assert_msg(strstr(r.err, "/var/lib/ctxleak/ctxleak.db") &&
+			  strstr(r.err, want),
+		      "%s", r.err);
+	run_free(&r);
+	/* Given the user's database, no hint. */
+	r = run_env(env, "--db", path, "show", "no such request", NULL);
+	ck_assert_int_eq(r.status, 4);
+	ck_assert_ptr_null(strstr(r.err, "pass --db"));
+	run_free(&r);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", home);
+	ck_assert_int_eq(system(cmd), 0);
+}
+END_TEST
+
+/* ------------------------------------------------------------ export */
+
+/* What the trace held, by the format's rules. */
+struct trace {
+	int scopes, marks, findings, processes;
+	long long finding_ids[16];
+	double a_dur; /* of the scope GET /a, in microseconds */
+};
+
+/* A JSON number (no string, no literal) as a double; Check fails on
+ * anything else. */
+static double number(const struct json *j, const char *key)
+{
+	char buf[64], *end;
+	const char *v = member(j, key, buf, sizeof(buf));
+	double d;
+
+	ck_assert_msg(v != NULL, "no \"%s\"", key);
+	ck_assert_msg(strchr("-0123456789", v[0]), "\"%s\" is %s", key, v);
+	d = strtod(v, &end);
+	ck_assert_msg(*end == '\0', "\"%s\" is %s", key, v);
+	return d;
+}
+
+static int is_int(const struct json *j, const char *key)
+{
+	char buf[64];
+	const char *v = member(j, key, buf, sizeof(buf));
+
+	return v && strspn(v, "-0123456789") == strlen(v);
+}
+
+/*
+ * One event, against the Trace Event Format: name and ph are strings,
+ * pid and tid integers; X and i have a number ts (microseconds, here
+ * since the earliest event: >= 0); X a dur >= 0; i a scope s of g, p or
+ * t; M (metadata) args with a name.
+ */
+static void check_event(const struct json *ev, struct trace *t)
+{
+	char ph[8], buf[8192], cat[32], args_text[8192];
+	struct json args;
+
+	ck_assert_ptr_nonnull(member(ev, "name", buf, sizeof(buf)));
+	ck_assert(buf[0] == '"');
+	ck_assert_ptr_nonnull(member(ev, "ph", ph, sizeof(ph)));
+	ck_assert(is_int(ev, "pid") && is_int(ev, "tid"));
+	ck_assert_ptr_nonnull(member(ev, "args", args_text, sizeof(args_text)));
+	json_line(&args, args_text, strlen(args_text));
+	if (!strcmp(ph, "\"M\"")) {
+		assert_member(ev, "name", "\"process_name\"");
+		ck_assert_ptr_nonnull(member(&args, "name", buf, sizeof(buf)));
+		t->processes++;
+		return;
+	}
+	ck_assert_msg(number(ev, "ts") >= 0, "ts < 0");
+	ck_assert_ptr_nonnull(member(ev, "cat", cat, sizeof(cat)));
+	if (!strcmp(ph, "\"X\"")) {
+		ck_assert_msg(number(ev, "dur") >= 0, "dur < 0");
+		assert_member(ev, "cat", "\"scope\"");
+		t->scopes++;
+		if (!strcmp(member(ev, "name", buf, sizeof(buf)), "\"GET /a\""))
+			t->a_dur = number(ev, "dur");
+		return;
+	}
+	ck_assert_msg(!strcmp(ph, "\"i\""), "ph %s", ph);
+	member(ev, "s", buf, sizeof(buf));
+	ck_assert_msg(strstr("\"g\" \"p\" \"t\"", buf), "s %s", buf);
+	if (!strcmp(cat, "\"record\"")) {
+		t->marks++;
+		return;
+	}
+	assert_member(ev, "cat", "\"finding\"");
+	ck_assert_ptr_nonnull(member(&args, "class", buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(member(&args, "fix", buf, sizeof(buf)));
+	ck_assert_ptr_nonnull(member(&args, "detail", buf, sizeof(buf)));
+	ck_assert_int_lt(t->findings, 16);
+	t->finding_ids[t->findings++] = (long long)number(&args, "id");
+}
+
+/* Parses out, one JSON object whose traceEvents is an array of events,
+ * and checks each. */
+static void check_trace(const char *out, struct trace *t)
+{
+	static char events[1 << 20];
+	struct json top, el, ev;
+	const char *p;
+
+	memset(t, 0, sizeof(*t));
+	ck_assert_msg(count_lines(out) == 1, "%s", out);
+	json_line(&top, out, strlen(out) - 1);
+	assert_member(&top, "displayTimeUnit", "\"ns\"");
+	ck_assert_ptr_nonnull(member(&top, "otherData", events, 1024));
+	ck_assert_ptr_nonnull(strstr(events, "\"epoch\":\""));
+	ck_assert_ptr_nonnull(
+	    member(&top, "traceEvents", events, sizeof(events)));
+	ck_assert(events[0] == '[');
+	for (p = events + 1; *p != ']';) {
+		memset(&el, 0, sizeof(el));
+		el.p = p;
+		el.end = events + strlen(events);
+		ck_assert_int_eq(json_parse_value(&el), 0);
+		json_line(&ev, p, (size_t)(el.p - p));
+		check_event(&ev, t);
+		p = el.p;
+		if (*p == ',')
+			p++;
+	}
+}
+
+static int has_id(const struct trace *t, long long id)
+{
+	for (int i = 0; i < t->findings; i++)
+		if (t->finding_ids[i] == id)
+			return 1;
+	return 0;
+}
+
+START_TEST(test_export_chrome_trace)
+{
+	struct run r = cli("export", "--format", "chrome-trace");
+	struct trace t;
+	long long a_ns;
+
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	check_trace(r.out, &t);
+	ck_assert_int_eq(t.processes, 2);
+	ck_assert_int_eq(t.scopes,
+			 harness_query_int(&daemon_, "SELECT count(*) FROM "
+						     "records WHERE type = "
+						     "'BEGIN'"));
+	ck_assert_int_eq(t.marks,
+			 harness_query_int(&daemon_, "SELECT count(*) FROM "
+						     "records WHERE type IN "
+						     "('TAG', 'EVENT')"));
+	ck_assert_int_eq(t.findings, 7);
+	for (long long id = 1; id <= 7; id++)
+		ck_assert_msg(has_id(&t, id), "finding %lld missing", id);
+	/* Microseconds: GET /a (thread backend, the newer) lasted its
+	 * end_ts - begin_ts ns. */
+	a_ns = harness_query_int(&daemon_,
+				 "SELECT end_ts - begin_ts FROM requests WHERE"
+				 " name = 'GET /a' ORDER BY id DESC LIMIT 1");
+	ck_assert_msg((long long)(t.a_dur * 1000 + 0.5) == a_ns,
+		      "dur %f us for %lld ns", t.a_dur, a_ns);
+	run_free(&r);
+	/* A finding filter: its findings, and the scopes of the requests
+	 * they involve. */
+	r = cli("export", "--format", "chrome-trace", "--class", "bleed");
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	check_trace(r.out, &t);
+	ck_assert_int_eq(t.findings, 2);
+	ck_assert_int_eq(
+	    t.scopes,
+	    harness_query_int(&daemon_,
+			      "SELECT count(*) FROM records WHERE type ="
+			      " 'BEGIN' AND request_id IN (SELECT"
+			      " victim_request_id FROM leaks WHERE class ="
+			      " 'bleed' UNION SELECT source_request_id FROM"
+			      " leaks WHERE class = 'bleed')"));
+	run_free(&r);
+	/* Nothing selected: still a valid trace, and stderr says where. */
+	r = cli("export", "--format", "chrome-trace", "--since", "2099-01-01");
+	ck_assert_int_eq(r.status, 0);
+	check_trace(r.out, &t);
+	ck_assert_int_eq(t.scopes + t.findings + t.marks, 0);
+	ck_assert_ptr_nonnull(strstr(r.err, "ctxleak: read "));
+	run_free(&r);
+	ck_assert_int_eq(status_of(cli("export", "--format", "chrome-trace",
+				       "--fail-on", "stale")),
+			 1);
+}
+END_TEST
+
 /* ------------------------------------------------------------ colour */
 
 START_TEST(test_color)
@@ -1267,7 +1374,7 @@ START_TEST(test_leaky_counts_clean_requests)
 	ck_assert_int_eq(each_json_line(r.out, assert_requests, "3"), 1);
 	run_free(&r);
 	r = run("--db", d.db, "show", "GET /a");
-	ck_assert_int_eq(r.status, 2);
+	ck_assert_int_eq(r.status, 4);
 	ck_assert_msg(strstr(r.err, "counted in request_stats") != NULL, "%s",
 		      r.err);
 	run_free(&r);
@@ -1410,6 +1517,15 @@ static Suite *cli_suite(void)
 	tcase_add_test(tc, test_processes_and_sites);
 	tcase_add_test(tc, test_fail_on);
 	tcase_add_test(tc, test_color);
+	tcase_add_test(tc, test_columns_and_wide);
+	tcase_add_test(tc, test_show_end_rows);
+	tcase_add_test(tc, test_ctx_never_hex);
+	tcase_add_test(tc, test_leaks_json_evidence);
+	tcase_add_test(tc, test_show_folds_resume);
+	tcase_add_test(tc, test_show_fix_hints);
+	tcase_add_test(tc, test_says_which_database);
+	tcase_add_test(tc, test_limit_max);
+	tcase_add_test(tc, test_export_chrome_trace);
 	suite_add_tcase(s, tc);
 
 	/* Its own case: it runs the CLI as another user, which tools that
@@ -1418,12 +1534,15 @@ static Suite *cli_suite(void)
 	tcase_add_unchecked_fixture(tc, report_setup, report_teardown);
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_reader_without_write_access);
+	tcase_add_test(tc, test_root_hint);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("usage");
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_usage_errors);
 	tcase_add_test(tc, test_help_and_version);
+	tcase_add_test(tc, test_valid_values_listed);
+	tcase_add_test(tc, test_impossible_dates);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("database");

@@ -256,7 +256,8 @@ START_TEST(test_disk_full_then_space_returns)
 	set_fsize_limit(d.pid, RLIM_INFINITY);
 	ck_assert_msg(harness_wait_log(&d, recovered_line, 1) == 0, "%s",
 		      harness_error());
-	printf("disk full: writing again %llu ms after the limit was "
+	printf("disk full (injected, expected): writing again %llu ms after "
+	       "the limit was "
 	       "raised\n",
 	       (unsigned long long)(now_ms() - raised));
 	fflush(stdout); /* before the next client forks */
@@ -300,7 +301,8 @@ START_TEST(test_disk_full_then_space_returns)
 	 * run was stored. */
 	stored = rows_of(&d, busy->pid) + rows_of(&d, during->pid);
 	failed = number_in_log(&d, recovered_line);
-	printf("disk full: %llu records emitted while full; the daemon "
+	printf("disk full (injected, expected): %llu records emitted while "
+	       "full; the daemon "
 	       "received %lld, stored %lld of %lld rows, counted %llu "
 	       "failed\n",
 	       (unsigned long long)(busy->produced - at_failure),

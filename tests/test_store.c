@@ -1339,6 +1339,17 @@ START_TEST(test_disk_full)
 }
 END_TEST
 
+/* Says, before the store logs to stderr (these tests' log), that the
+ * error and recovery lines that follow are the fault the test injects,
+ * so that a reader of `make check` does not take them for a failure. */
+static void expect_store_errors(const char *fault)
+{
+	printf("expected (injected: %s): the store error and \"writing "
+	       "again\" lines below\n",
+	       fault);
+	fflush(stdout);
+}
+
 /* Ids handed out in a transaction that is then lost are not handed out
  * again; a process that connects while the disk is full is taken, and
  * its row, held meanwhile, comes when space returns, with the counters
@@ -1356,6 +1367,7 @@ START_TEST(test_disk_full_ids)
 	memset(big, 'v', sizeof big - 1);
 	big[sizeof big - 1] = '\0';
 	ck_assert_int_eq(store_site(s, &p, &site), 1);
+	expect_store_errors("a full disk");
 	store_limit_pages(s, 0);
 	verdicts(s, &p, 100, 0, LEAK_NONE, big);
 	store_stats(s, &st);
@@ -1392,6 +1404,7 @@ START_TEST(test_other_writer)
 	ck_assert_int_eq(
 	    sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL),
 	    SQLITE_OK);
+	expect_store_errors("another writer holding the lock");
 	verdicts(s, &p, 10, 0, LEAK_NONE, "x");
 	store_commit(s);
 	store_stats(s, &st);

@@ -784,6 +784,8 @@ static char *expected_files(const char *log)
 	    "  echo /usr/share/man/man1/ctxleak.1;"
 	    "  echo /usr/share/man/man3/libctxleak.3;"
 	    "  echo /usr/share/man/man8/ctxleakd.8;"
+	    "  for f in client/python/ctxleak/*.py; do"
+	    "    echo /usr/lib/python3/dist-packages/ctxleak/${f##*/}; done;"
 	    "} | sort",
 	    "sh",
 	    units,
