@@ -7,10 +7,10 @@
  *
  * The truth of a record (cause, tid, ts, and the BEGIN, END, RESUME and
  * SUSPEND calls) is the same under every backend; only B, the backend's
- * slot, differs.  Fed every judged record in ts order (rules_sink.record),
+ * slot, differs.  Fed every judged record in ts order (rules_on_judged),
  * the replay keeps B for the three backends side by side as DESIGN's
- * per-call table does (per thread for thread and task, one per process for
- * global, switched by resume and suspend for task only; an END restores
+ * per-call table does (per thread for thread, one per process for
+ * global, the cause itself for task: see struct wthread; an END restores
  * the scope's saved B into the ending thread's slots, whichever thread
  * began it), and judges each record once per backend with B in place of
  * its ctx (prev for a BEGIN, cur for an END).  It counts findings per
@@ -18,9 +18,9 @@
  *
  * Why a counting engine of its own rather than three more rules engines:
  * memory.  The daemon holds under 200 bytes per open scope, and three
- * engines would triple that; here one 48-byte entry holds an open scope
- * for all three backends: its saved B in each (its prev, hence a child's
- * parent) and, for a child, its request in each.  The rules below must
+ * engines would triple that; here one 40-byte entry holds an open scope
+ * for all three backends: its saved B under thread and global and, for a
+ * child, its request in each backend.  The rules below must
  * stay those of rules.c (judge_work, judge_request_begin, judge_end):
  * tests/test_whatif.c runs programs under each backend and requires the
  * counts of both to agree class by class.
@@ -36,14 +36,10 @@
 
 #define NB WHATIF_BACKENDS
 
-/* As the client library bounds a thread's resume stack (client/api.c):
- * past it a resume saves nothing, and its suspend restores an older B. */
-#define MAX_DEPTH (1u << 16)
 /* Memory bounds of the replay itself, per process: threads (as
- * rules_model.c's), resume frames of all threads, and (site, backend,
- * class) counters; past the last, counts go to site 0. */
+ * rules_model.c's), and (site, backend, class) counters; past the last,
+ * counts go to site 0. */
 #define MAX_THREADS (1u << 16)
-#define MAX_FRAMES  (1u << 20)
 #define MAX_COUNTS  (1u << 14)
 
 /* Table values: an index + 1 into scopes, or, with ENDED_BIT, into the
@@ -75,13 +71,17 @@ struct wtab {
 	struct wnear near[NEAR];
 };
 
+/* Backends with a slot to restore: thread and global (task's B is the
+ * cause). */
+#define NSLOTS 2
+
 /* An open scope. */
 struct wscope {
 	uint64_t ctx;	   /* 0: a free slot */
 	uint64_t tid;	   /* began on it (misnest's thread rule); free:
 			      the next free index + 1 */
-	uint64_t prev[NB]; /* B at its BEGIN in each backend: what its END
-			      restores, and a child's parent */
+	uint64_t prev[NSLOTS]; /* B at its BEGIN under thread and global:
+				  what its END restores */
 	uint32_t roots;	   /* index + 1 of its requests in w->roots when
 			      some backend makes it part of another
 			      request; 0: a request of its own in all */
@@ -96,14 +96,16 @@ struct wended {
 	uint8_t ended;	   /* 0: reported unclosed, never ended */
 };
 
-/* A thread's slots. */
+/* A thread's slot under the thread backend.  The task backend needs
+ * none: DESIGN's table moves its B with C, the cause, at every call
+ * (both x at a begin, both the saved pair at an end, both k at a resume,
+ * both popped at a suspend, from 0 and 0), so under task B is always the
+ * record's cause, which also follows the execution contexts of runtimes
+ * that have their own (asyncio tasks, greenlets) where a thread's calls
+ * alone could not. */
 struct wthread {
 	uint64_t tid;
-	uint64_t b_thread; /* B of the thread backend */
-	uint64_t b_task;   /* B of the task backend */
-	uint64_t *stack;   /* task's B before each resume not yet
-			      suspended */
-	uint32_t depth, cap;
+	uint64_t b_thread;
 };
 
 /* Findings of one backend and class at one site. */
@@ -130,7 +132,6 @@ struct whatif {
 			       a process's threads take turns */
 	struct wthread spare; /* for threads past MAX_THREADS */
 	uint64_t b_global;    /* B of the global backend */
-	uint64_t frames;      /* resume frames held, all threads */
 
 	struct wtab counts_tab;
 	struct wcount *counts;
@@ -441,7 +442,7 @@ static void scope_open(struct whatif *w, uint32_t *slot, uint64_t ctx,
 	s = &w->scopes[v - 1];
 	s->ctx = ctx;
 	s->tid = tid;
-	memcpy(s->prev, prev, sizeof(s->prev));
+	memcpy(s->prev, prev, sizeof(s->prev)); /* thread's and global's */
 	s->roots = r;
 	k = ctx_keys(w);
 	if (tab_put(w, &w->ctxs, &k, slot, ctx, v) == -1) {
@@ -565,24 +566,6 @@ static struct wthread *thread_of(struct whatif *w, uint64_t tid)
 	}
 	w->recent[tid & 7] = v;
 	return &w->threads[v - 1];
-}
-
-static void push_frame(struct whatif *w, struct wthread *t, uint64_t b)
-{
-	uint64_t *stack;
-
-	if (t->depth >= MAX_DEPTH)
-		return;
-	stack = w->frames < MAX_FRAMES ? grow(t->stack, &t->cap, t->depth + 1,
-					      sizeof(*t->stack))
-				       : NULL;
-	if (stack == NULL) {
-		w->approximate++;
-		return;
-	}
-	t->stack = stack;
-	t->stack[t->depth++] = b;
-	w->frames++;
 }
 
 /* ------------------------------------------------------------ counting */
@@ -733,21 +716,20 @@ static void replay_end(struct whatif *w, const struct proto_record *rec,
 		      rec->site);
 	t->b_thread = s->prev[WHATIF_THREAD];
 	w->b_global = s->prev[WHATIF_GLOBAL];
-	t->b_task = s->prev[WHATIF_TASK];
 	scope_close(w, slot, rec->ts, 1);
 }
 
 void whatif_record(struct whatif *w, const struct proto_record *rec)
 {
 	struct wthread *t = thread_of(w, rec->tid);
-	uint64_t bs[NB] = {t->b_thread, w->b_global, t->b_task};
+	uint64_t bs[NB] = {t->b_thread, w->b_global, rec->cause};
 	struct wres rt, rc;
 
 	switch (rec->type) {
 	case PROTO_BEGIN:
 		resolve(w, rec->cause, &rt);
 		replay_begin(w, rec, bs, &rt);
-		t->b_thread = w->b_global = t->b_task = rec->ctx;
+		t->b_thread = w->b_global = rec->ctx;
 		break;
 	case PROTO_END:
 		resolve(w, rec->cause, &rt);
@@ -762,16 +744,6 @@ void whatif_record(struct whatif *w, const struct proto_record *rec)
 			      judge_work(w, rec->ts, b, bs[b], &rc, rec->cause,
 					 &rt),
 			      rec->site);
-		break;
-	case PROTO_RESUME:
-		push_frame(w, t, t->b_task);
-		t->b_task = rec->cause;
-		break;
-	case PROTO_SUSPEND:
-		if (t->depth > 0) {
-			t->b_task = t->stack[--t->depth];
-			w->frames--;
-		}
 		break;
 	default:
 		break;
@@ -836,9 +808,6 @@ void whatif_free(struct whatif *w)
 	free(w->scopes);
 	free(w->roots);
 	free(w->ring);
-	for (uint32_t i = 0; i < w->nthreads; i++)
-		free(w->threads[i].stack);
-	free(w->spare.stack);
 	free(w->threads);
 	free(w->threads_tab.slot);
 	free(w->counts);

@@ -275,7 +275,9 @@ START_TEST(test_thread_pool_thread)
 	ck_assert_int_eq(f.began_over, REQUESTS - 1);
 	ck_assert_int_eq(f.lost % 3, 0);
 	ck_assert_int_ge(f.lost, 3);
-	ck_assert_int_le(f.lost, 3 * 4); /* 4 workers */
+	/* 4 workers' first jobs, and the next job of the worker that ended
+	 * the first request: its saved pair is the dispatcher's empty slot. */
+	ck_assert_int_le(f.lost, 3 * (4 + 1));
 	ck_assert_int_gt(f.stale + f.bleed, f.began_over);
 	ck_assert_int_eq(f.unclosed, 0);
 	assert_recommends(&f, "task");
