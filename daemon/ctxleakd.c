@@ -536,8 +536,9 @@ int main(int argc, char **argv)
 	events[3] = add_event(-1, EV_PERSIST, on_store_tick, &tick);
 	sdnotify_start(base);
 	sdnotify_ready();
-	log_info("ctxleakd %s ready: database %s, keep %s", CTXLEAKD_VERSION,
-		 cfg.db_path, cfg.keep_all ? "all" : "leaky");
+	log_info("ctxleakd %s ready: database %s, keep %s, what-if %s",
+		 CTXLEAKD_VERSION, cfg.db_path, cfg.keep_all ? "all" : "leaky",
+		 cfg.what_if ? "on" : "off");
 
 	event_base_dispatch(base);
 
