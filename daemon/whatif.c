@@ -44,8 +44,8 @@
 
 /* Table values: an index + 1 into scopes, or, with ENDED_BIT, into the
  * ended ring, and in the high bits 7 bits of the key's hash, so that a
- * probe past another key rarely reads that key (a cache miss, as the
- * ended ring is megabytes); 0 is an empty slot.  Hence at most 2^24 - 2
+ * probe past another key rarely reads that key (a cache miss: the ended
+ * ring alone is 768 KiB); 0 is an empty slot.  Hence at most 2^24 - 2
  * scopes open and as many ended remembered per process. */
 #define INDEX_MASK ((1u << 24) - 1)
 #define ENDED_BIT  (1u << 24)
@@ -67,7 +67,7 @@ struct wtab {
 	uint32_t *slot;
 	uint32_t mask;	 /* capacity - 1; no array while count is 0 */
 	uint32_t count;	 /* keys */
-	uint32_t ghosts; /* slots of keys gone (ctx_forget) */
+	uint32_t ghosts; /* slots of keys gone (scope_close) */
 	struct wnear near[NEAR];
 };
 
@@ -77,14 +77,14 @@ struct wtab {
 
 /* An open scope. */
 struct wscope {
-	uint64_t ctx;	   /* 0: a free slot */
-	uint64_t tid;	   /* began on it (misnest's thread rule); free:
-			      the next free index + 1 */
+	uint64_t ctx;	       /* 0: a free slot */
+	uint64_t tid;	       /* began on it (misnest's thread rule); free:
+				  the next free index + 1 */
 	uint64_t prev[NSLOTS]; /* B at its BEGIN under thread and global:
 				  what its END restores */
-	uint32_t roots;	   /* index + 1 of its requests in w->roots when
-			      some backend makes it part of another
-			      request; 0: a request of its own in all */
+	uint32_t roots;	       /* index + 1 of its requests in w->roots when
+				  some backend makes it part of another
+				  request; 0: a request of its own in all */
 };
 
 /* An ended (or forgotten) scope, for stale and for the requests of ctx
@@ -115,33 +115,31 @@ struct wcount {
 };
 
 struct whatif {
-	uint64_t seed; /* mixed into every hash: clients pick ctx values */
-	struct wtab ctxs;
-	struct wscope *scopes;
-	uint32_t nscopes, scopes_cap, free_scope; /* free: index + 1 */
-	uint64_t (*roots)[NB];			  /* children's requests */
-	uint32_t roots_cap, free_roots;		  /* free: index + 1, kept
-						     in roots[i][0] */
-	struct wended *ring;
-	uint32_t ring_cap, ring_max, ring_head, ring_count;
+	uint64_t seed;	       /* mixed into every hash: clients pick ctx
+				  values */
+	struct wtab ctxs;      /* ctx -> open scope or ended ring entry */
+	struct wscope *scopes; /* open scopes, and free ones */
+	uint32_t nscopes, scopes_cap;	/* in use or free, allocated */
+	uint32_t free_scope;		/* first free: index + 1 */
+	uint64_t (*roots)[NB];		/* children's requests */
+	uint32_t roots_cap, free_roots; /* allocated; first free: index + 1,
+					   the next kept in roots[i][0] */
+	struct wended *ring;		/* ended scopes, oldest at ring_head
+					   once ring_count is ring_max */
+	uint32_t ring_cap, ring_max;	/* allocated; the most kept */
+	uint32_t ring_head, ring_count; /* the oldest; kept */
 
-	struct wtab threads_tab;
-	struct wthread *threads;
-	uint32_t nthreads, threads_cap;
-	uint32_t recent[8]; /* index + 1 of a recent thread, by tid & 7:
-			       a process's threads take turns */
-	struct wthread spare; /* for threads past MAX_THREADS */
-	uint64_t b_global;    /* B of the global backend */
+	struct wtab threads_tab;	/* tid -> threads */
+	struct wthread *threads;	/* every thread seen */
+	uint32_t nthreads, threads_cap; /* seen; allocated */
+	struct wthread spare;		/* for threads past MAX_THREADS */
+	uint64_t b_global;		/* B of the global backend */
 
-	struct wtab counts_tab;
-	struct wcount *counts;
-	uint32_t ncounts, counts_cap;
-	uint32_t last_count[NB][LEAK_CLASS_COUNT]; /* index + 1 of each
-						      backend's last count of
-						      each class: a finding
-						      repeats at a site */
-	uint64_t totals[NB][LEAK_CLASS_COUNT];
-	uint64_t approximate; /* calls past the bounds above */
+	struct wtab counts_tab;		       /* count key -> counts */
+	struct wcount *counts;		       /* per backend, class and site */
+	uint32_t ncounts, counts_cap;	       /* in use; allocated */
+	uint64_t totals[NB][LEAK_CLASS_COUNT]; /* the same per class */
+	uint64_t approximate;		       /* calls past the bounds above */
 };
 
 static const char *const backend_names[NB] = {"thread", "global", "task"};
@@ -156,7 +154,8 @@ const char *whatif_backend_name(int backend)
 static uint64_t key_at(const void *base, size_t stride, uint32_t v)
 {
 	v &= INDEX_MASK;
-	return *(const uint64_t *)((const char *)base + (size_t)(v - 1) * stride);
+	return *(const uint64_t *)((const char *)base +
+				   (size_t)(v - 1) * stride);
 }
 
 static uint64_t hash(const struct whatif *w, uint64_t k)
@@ -193,8 +192,8 @@ static uint32_t *tab_slot(const struct whatif *w, const struct wtab *t,
 	uint64_t h = hash(w, key);
 	uint32_t i = (uint32_t)h & t->mask, tag = tag_of(h);
 
-	while (t->slot[i] != 0 && ((t->slot[i] & TAG_MASK) != tag ||
-				   key_of(k, t->slot[i]) != key))
+	while (t->slot[i] != 0 &&
+	       ((t->slot[i] & TAG_MASK) != tag || key_of(k, t->slot[i]) != key))
 		i = (i + 1) & t->mask;
 	return &t->slot[i];
 }
@@ -341,8 +340,8 @@ static void resolve(struct whatif *w, uint64_t ctx, struct wres *r)
 				      : e->ended	? ROOT_ENDED
 							: ROOT_OPEN;
 		} else {
-			r->root[b] = s && s->roots ? w->roots[s->roots - 1][b]
-						   : ctx;
+			r->root[b] =
+			    s && s->roots ? w->roots[s->roots - 1][b] : ctx;
 			r->state[b] =
 			    r->root[b] == ctx ? ROOT_OPEN : ROOT_UNKNOWN;
 		}
@@ -403,8 +402,8 @@ static uint32_t scope_alloc(struct whatif *w)
 	}
 	if (w->nscopes >= INDEX_MASK - 1)
 		return 0;
-	scopes = grow(w->scopes, &w->scopes_cap, w->nscopes + 1,
-		      sizeof(*w->scopes));
+	scopes =
+	    grow(w->scopes, &w->scopes_cap, w->nscopes + 1, sizeof(*w->scopes));
 	if (scopes == NULL)
 		return 0;
 	w->scopes = scopes;
@@ -500,7 +499,8 @@ static void scope_close(struct whatif *w, uint32_t *slot, uint64_t ts,
 {
 	uint32_t v = VALUE(*slot), i;
 	struct wscope *s = &w->scopes[v - 1];
-	struct wended e = {.ctx = s->ctx, .end_ts = ts, .ended = (uint8_t)ended};
+	struct wended e = {
+	    .ctx = s->ctx, .end_ts = ts, .ended = (uint8_t)ended};
 	struct wended *ring;
 	struct wkeys k = ctx_keys(w);
 
@@ -540,9 +540,6 @@ static struct wthread *thread_of(struct whatif *w, uint64_t tid)
 	struct wthread *threads;
 	uint32_t v;
 
-	v = w->recent[tid & 7];
-	if (v != 0 && w->threads[v - 1].tid == tid)
-		return &w->threads[v - 1];
 	v = tab_find(w, &w->threads_tab, &k, tid);
 	if (v == 0) {
 		threads = w->nthreads < MAX_THREADS
@@ -564,7 +561,6 @@ static struct wthread *thread_of(struct whatif *w, uint64_t tid)
 		}
 		v = ++w->nthreads;
 	}
-	w->recent[tid & 7] = v;
 	return &w->threads[v - 1];
 }
 
@@ -585,11 +581,6 @@ static void count(struct whatif *w, int b, enum leak_class c, uint32_t site)
 	if (c == LEAK_NONE)
 		return;
 	w->totals[b][c]++;
-	v = w->last_count[b][c];
-	if (v != 0 && w->counts[v - 1].key == key) {
-		w->counts[v - 1].n++;
-		return;
-	}
 	v = tab_find(w, &w->counts_tab, &k, key);
 	/* A client that defines sites without end: the rest go to site 0,
 	 * for which room is kept. */
@@ -610,7 +601,6 @@ static void count(struct whatif *w, int b, enum leak_class c, uint32_t site)
 		v = ++w->ncounts;
 	}
 	w->counts[v - 1].n++;
-	w->last_count[b][c] = v;
 }
 
 /* ------------------------------------------------------------ the rules */
@@ -618,8 +608,8 @@ static void count(struct whatif *w, int b, enum leak_class c, uint32_t site)
 /* rules.c's judge_work for backend b: TAG, EVENT and child BEGIN with
  * c = the backend's ctx (prev), rc = request(c), rt = request(cause). */
 static enum leak_class judge_work(struct whatif *w, uint64_t ts, int b,
-				  uint64_t c, const struct wres *rc,
-				  uint64_t t, const struct wres *rt)
+				  uint64_t c, const struct wres *rc, uint64_t t,
+				  const struct wres *rt)
 {
 	if (t != 0 && c == 0)
 		return LEAK_LOST;

@@ -376,10 +376,10 @@ static uint64_t compare_program(const struct program *p, const char *what)
 	for (int ran = 0; ran < NB; ran++) {
 		replay_stream(recs[ran], n[ran], &rep);
 		for (int b = 0; b < NB; b++)
-			ck_assert_msg(!*differ(&real[b], &rep.of[b], why,
-					       sizeof(why)),
-				      "%s run under %s, what-if %s: %s", what,
-				      backends[ran], backends[b], why);
+			ck_assert_msg(
+			    !*differ(&real[b], &rep.of[b], why, sizeof(why)),
+			    "%s run under %s, what-if %s: %s", what,
+			    backends[ran], backends[b], why);
 	}
 	for (int b = 0; b < NB; b++)
 		for (int c = 1; c < LEAK_CLASS_COUNT; c++)
@@ -455,11 +455,11 @@ START_TEST(test_one_record_off_is_caught)
 			/* Lost when it was not, or no longer lost. */
 			recs[i].ctx = recs[i].ctx ? 0 : recs[i].cause;
 			real = engine_counts(recs, n);
-			ck_assert_msg(*differ(&real, &rep.of[b], why,
-					      sizeof(why)),
-				      "program %llu: one record off under %s "
-				      "went unnoticed",
-				      (unsigned long long)seed, backends[b]);
+			ck_assert_msg(
+			    *differ(&real, &rep.of[b], why, sizeof(why)),
+			    "program %llu: one record off under %s "
+			    "went unnoticed",
+			    (unsigned long long)seed, backends[b]);
 			tried++;
 		}
 	}
@@ -474,32 +474,76 @@ START_TEST(test_worked_example_replayed)
 	enum { A = 0xa, B = 0xb, C = 0xc };
 	const struct proto_record recs[] = {
 	    {.type = PROTO_RESUME, .ts = 1, .tid = 1},
-	    {.type = PROTO_BEGIN, .ts = 2, .tid = 1, .ctx = A, .name = {"a", 1}},
-	    {.type = PROTO_TAG, .ts = 3, .tid = 1, .ctx = A, .cause = A,
+	    {.type = PROTO_BEGIN,
+	     .ts = 2,
+	     .tid = 1,
+	     .ctx = A,
+	     .name = {"a", 1}},
+	    {.type = PROTO_TAG,
+	     .ts = 3,
+	     .tid = 1,
+	     .ctx = A,
+	     .cause = A,
 	     .key = {"user", 4}},
 	    {.type = PROTO_SUSPEND, .ts = 4, .tid = 1, .ctx = A, .cause = A},
 	    {.type = PROTO_RESUME, .ts = 5, .tid = 1},
-	    {.type = PROTO_BEGIN, .ts = 6, .tid = 1, .ctx = B, .name = {"b", 1}},
-	    {.type = PROTO_TAG, .ts = 7, .tid = 1, .ctx = B, .cause = B,
+	    {.type = PROTO_BEGIN,
+	     .ts = 6,
+	     .tid = 1,
+	     .ctx = B,
+	     .name = {"b", 1}},
+	    {.type = PROTO_TAG,
+	     .ts = 7,
+	     .tid = 1,
+	     .ctx = B,
+	     .cause = B,
 	     .key = {"user", 4}},
 	    {.type = PROTO_SUSPEND, .ts = 8, .tid = 1, .ctx = B, .cause = B},
 	    {.type = PROTO_RESUME, .ts = 9, .tid = 1, .ctx = 0, .cause = A},
-	    {.type = PROTO_EVENT, .ts = 10, .tid = 1, .ctx = A, .cause = A,
+	    {.type = PROTO_EVENT,
+	     .ts = 10,
+	     .tid = 1,
+	     .ctx = A,
+	     .cause = A,
 	     .name = {"db.done", 7}},
-	    {.type = PROTO_TAG, .ts = 11, .tid = 1, .ctx = A, .cause = A,
+	    {.type = PROTO_TAG,
+	     .ts = 11,
+	     .tid = 1,
+	     .ctx = A,
+	     .cause = A,
 	     .key = {"status", 6}},
-	    {.type = PROTO_END, .ts = 12, .tid = 1, .ctx = A, .cause = A,
+	    {.type = PROTO_END,
+	     .ts = 12,
+	     .tid = 1,
+	     .ctx = A,
+	     .cause = A,
 	     .cur = A},
 	    {.type = PROTO_SUSPEND, .ts = 13, .tid = 1},
 	    {.type = PROTO_RESUME, .ts = 14, .tid = 1, .cause = B},
-	    {.type = PROTO_EVENT, .ts = 15, .tid = 1, .ctx = B, .cause = B,
+	    {.type = PROTO_EVENT,
+	     .ts = 15,
+	     .tid = 1,
+	     .ctx = B,
+	     .cause = B,
 	     .name = {"db.done", 7}},
-	    {.type = PROTO_END, .ts = 16, .tid = 1, .ctx = B, .cause = B,
+	    {.type = PROTO_END,
+	     .ts = 16,
+	     .tid = 1,
+	     .ctx = B,
+	     .cause = B,
 	     .cur = B},
 	    {.type = PROTO_SUSPEND, .ts = 17, .tid = 1},
 	    {.type = PROTO_RESUME, .ts = 18, .tid = 1},
-	    {.type = PROTO_BEGIN, .ts = 19, .tid = 1, .ctx = C, .name = {"c", 1}},
-	    {.type = PROTO_END, .ts = 20, .tid = 1, .ctx = C, .cause = C,
+	    {.type = PROTO_BEGIN,
+	     .ts = 19,
+	     .tid = 1,
+	     .ctx = C,
+	     .name = {"c", 1}},
+	    {.type = PROTO_END,
+	     .ts = 20,
+	     .tid = 1,
+	     .ctx = C,
+	     .cause = C,
 	     .cur = C},
 	    {.type = PROTO_SUSPEND, .ts = 21, .tid = 1},
 	};
@@ -588,7 +632,8 @@ static void *take_turns(void *arg)
 
 static int run_program(void *arg)
 {
-	struct baton bt = {.p = arg, .mu = PTHREAD_MUTEX_INITIALIZER,
+	struct baton bt = {.p = arg,
+			   .mu = PTHREAD_MUTEX_INITIALIZER,
 			   .cv = PTHREAD_COND_INITIALIZER};
 	struct turn turns[MAX_THREADS];
 	pthread_t th[MAX_THREADS];
@@ -626,14 +671,15 @@ static char *findings_of(const struct harness_daemon *d, const char *ran,
 			 "GROUP BY l.class, s.line ORDER BY 1)",
 			 ran);
 	else
-		snprintf(sql, sizeof(sql),
-			 "SELECT coalesce(group_concat(k, ' '), '') FROM "
-			 "(SELECT w.class || ':' || coalesce(s.line, 0) || "
-			 "'=' || sum(w.count) AS k FROM what_if w LEFT JOIN "
-			 "sites s ON s.id = w.site_id WHERE w.process_id = "
-			 "(SELECT id FROM processes WHERE backend = '%s') AND "
-			 "w.backend = '%s' GROUP BY w.class, s.line ORDER BY 1)",
-			 ran, what);
+		snprintf(
+		    sql, sizeof(sql),
+		    "SELECT coalesce(group_concat(k, ' '), '') FROM "
+		    "(SELECT w.class || ':' || coalesce(s.line, 0) || "
+		    "'=' || sum(w.count) AS k FROM what_if w LEFT JOIN "
+		    "sites s ON s.id = w.site_id WHERE w.process_id = "
+		    "(SELECT id FROM processes WHERE backend = '%s') AND "
+		    "w.backend = '%s' GROUP BY w.class, s.line ORDER BY 1)",
+		    ran, what);
 	s = harness_query_str(d, sql);
 	return s ? s : strdup("(error)");
 }
@@ -641,8 +687,7 @@ static char *findings_of(const struct harness_daemon *d, const char *ran,
 /* The runs of one daemon, one under each backend: each run's what-if for
  * each backend equals what the run under that backend found, per class
  * and site. */
-static void assert_runs_agree(const struct harness_daemon *d,
-			      const char *what)
+static void assert_runs_agree(const struct harness_daemon *d, const char *what)
 {
 	ck_assert_int_eq(
 	    harness_query_int(d, "SELECT count(*) FROM processes WHERE "
@@ -679,8 +724,7 @@ START_TEST(test_random_programs_live)
 	ck_assert_msg(harness_start(&d, NULL) == 0, "%s", harness_error());
 	for (int b = 0; b < NB; b++)
 		ck_assert_int_eq(
-		    harness_client(&d, client_backends[b], run_program, &p),
-		    0);
+		    harness_client(&d, client_backends[b], run_program, &p), 0);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	snprintf(what, sizeof(what), "program %llu", (unsigned long long)seed);
 	assert_runs_agree(&d, what);
@@ -751,7 +795,8 @@ START_TEST(test_summary)
 	    "\"misnest\":2,\"unclosed\":0}",
 	    "\"what_if\":{\"thread\":{\"bleed\":2,\"stale\":1,\"overlap\":1,"
 	    "\"lost\":1,\"misnest\":2,\"unclosed\":0},\"global\":{\"bleed\":2,"
-	    "\"stale\":1,\"overlap\":1,\"lost\":1,\"misnest\":2,\"unclosed\":0},"
+	    "\"stale\":1,\"overlap\":1,\"lost\":1,\"misnest\":2,\"unclosed\":0}"
+	    ","
 	    "\"task\":{\"bleed\":0,\"stale\":0,\"overlap\":0,\"lost\":0,"
 	    "\"misnest\":0,\"unclosed\":0}}",
 	    "\"recommend\":[\"task\"]",
@@ -760,10 +805,9 @@ START_TEST(test_summary)
 	char *json, *text;
 
 	ck_assert_msg(harness_start(&d, NULL) == 0, "%s", harness_error());
-	ck_assert_int_eq(
-	    harness_client(&d, CTXLEAK_BACKEND_THREAD, harness_worked_example,
-			   NULL),
-	    0);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	json = summary(&d, "--json");
 	text = summary(&d, "");
@@ -790,10 +834,9 @@ START_TEST(test_off)
 	struct harness_daemon d;
 
 	ck_assert_msg(harness_start(&d, args) == 0, "%s", harness_error());
-	ck_assert_int_eq(
-	    harness_client(&d, CTXLEAK_BACKEND_THREAD, harness_worked_example,
-			   NULL),
-	    0);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	ck_assert_int_eq(harness_query_int(&d, "SELECT count(*) FROM what_if"),
 			 0);
@@ -868,11 +911,8 @@ struct example {
 };
 
 static const struct example examples[] = {
-    {"thread_per_request", 0, 0},
-    {"thread_pool", 0, 0},
-    {"auth_pool", 0, 0},
-    {"event_loop", 1, 0},
-    {"coroutines", 1, 1},
+    {"thread_per_request", 0, 0}, {"thread_pool", 0, 0}, {"auth_pool", 0, 0},
+    {"event_loop", 1, 0},	  {"coroutines", 1, 1},
 };
 
 START_TEST(test_examples)
@@ -887,11 +927,10 @@ START_TEST(test_examples)
 	if (ex->deterministic) {
 		assert_runs_agree(&d, ex->name);
 	} else {
-		ck_assert_int_eq(
-		    harness_query_int(&d,
-				      "SELECT count(*) FROM processes WHERE "
-				      "what_if = 1 AND dropped = 0"),
-		    NB);
+		ck_assert_int_eq(harness_query_int(
+				     &d, "SELECT count(*) FROM processes WHERE "
+					 "what_if = 1 AND dropped = 0"),
+				 NB);
 		for (int b = 0; b < NB; b++) {
 			char *real, *replayed;
 
