@@ -1057,7 +1057,9 @@ static void judge(struct rules *r, struct pnode *n)
 		break;
 	}
 	note_record(r, j.owner, rec->tid);
-	if (j.truth != NULL && j.truth->state == REQ_LIVE)
+	/* Retired too: work a request left running on another thread after
+	 * it ended was handed off all the same. */
+	if (j.truth != NULL && j.truth->state != REQ_UNKNOWN)
 		model_note(r, j.truth, rec->tid);
 	if (j.leak != LEAK_NONE)
 		report(r, j.leak, rec, j.victim, j.source,

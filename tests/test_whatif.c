@@ -562,6 +562,42 @@ START_TEST(test_worked_example_replayed)
 }
 END_TEST
 
+/* Work a request left running on another thread, judged after the
+ * request retired, still counts it as handed between threads: the model
+ * explains the findings it gives under thread (here a lost event). */
+START_TEST(test_model_counts_late_hand_off)
+{
+	enum { A = 0xa };
+	const struct proto_record recs[] = {
+	    {.type = PROTO_BEGIN, .ts = 1, .tid = 1, .ctx = A, .name = {"a", 1}},
+	    {.type = PROTO_END, .ts = 2, .tid = 1, .ctx = A, .cause = A,
+	     .cur = A},
+	    {.type = PROTO_RESUME, .ts = 3, .tid = 2, .cause = A},
+	    {.type = PROTO_EVENT, .ts = 4, .tid = 2, .cause = A,
+	     .name = {"e", 1}},
+	    {.type = PROTO_SUSPEND, .ts = 5, .tid = 2, .cause = A},
+	};
+	struct rules_config cfg;
+	struct rules_model m;
+	struct rules *r;
+
+	rules_config_default(&cfg);
+	r = rules_new(&cfg, NULL);
+	ck_assert_ptr_nonnull(r);
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(rules_add(r, &recs[i]), 0);
+	rules_advance(r, 2); /* A retires */
+	for (int i = 2; i < 5; i++)
+		ck_assert_int_eq(rules_add(r, &recs[i]), 0);
+	rules_finish(r);
+	rules_model(r, &m);
+	ck_assert_uint_eq(m.requests, 1);
+	ck_assert_uint_eq(m.handed_off, 1);
+	ck_assert_str_eq(m.model, "thread-pool");
+	rules_free(r);
+}
+END_TEST
+
 /* ------------------------------------- the real library and daemon */
 
 /* A program run by the real client library: its threads take turns, so
@@ -970,6 +1006,7 @@ static Suite *whatif_suite(void)
 	tcase_add_test(model, test_forgetting);
 	tcase_add_test(model, test_one_record_off_is_caught);
 	tcase_add_test(model, test_worked_example_replayed);
+	tcase_add_test(model, test_model_counts_late_hand_off);
 	suite_add_tcase(s, model);
 
 	tcase_set_timeout(live, 60);
