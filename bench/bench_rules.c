@@ -100,7 +100,8 @@ static void no_request(void *arg, const struct rules_request *rq)
 
 static double run_rules(uint64_t requests, int hold)
 {
-	struct rules_sink sink = {no_verdict, no_finding, no_request, NULL};
+	struct rules_sink sink = {no_verdict, no_finding, no_request, NULL,
+				  NULL};
 	struct proto_record v[RECORDS_PER_REQUEST];
 	struct rules_config cfg;
 	uint64_t seq = 0;

@@ -1199,8 +1199,9 @@ int cli_html(struct cli *c, int64_t id)
 				       c->html, strerror(errno));
 	}
 	if (rc == 0)
-		fprintf(c->out, "wrote %s: %d lanes, %d findings\n", c->html,
-			pg.nlanes, pg.nfinds);
+		fprintf(c->out, "wrote %s: %d lane%s, %d finding%s\n",
+			c->html, pg.nlanes, pg.nlanes == 1 ? "" : "s",
+			pg.nfinds, pg.nfinds == 1 ? "" : "s");
 	free_page(&pg);
 	return rc;
 }

@@ -97,6 +97,7 @@ enum {
 	H_RECORDS,
 	H_LEAKS,
 	H_SOURCE_OF,
+	H_LATE,
 	H_PID,
 	H_APP,
 	H_BACKEND,
@@ -108,8 +109,8 @@ enum {
 
 static const char header_sql[] =
     "SELECT r.id, r.ctx, r.name, r.begin_ts, r.end_ts, r.begin_tid,"
-    " r.threads, r.scopes, r.records, r.leaks, r.source_of, p.pid, p.app,"
-    " p.backend, s.file, s.line, s.func, r.bleed, r.stale, r.overlap,"
+    " r.threads, r.scopes, r.records, r.leaks, r.source_of, r.late, p.pid,"
+    " p.app, p.backend, s.file, s.line, s.func, r.bleed, r.stale, r.overlap,"
     " r.lost, r.misnest, r.unclosed"
     " FROM requests r JOIN processes p ON p.id = r.process_id"
     " LEFT JOIN sites s ON s.id = r.site_id WHERE r.id = ?";
@@ -136,6 +137,7 @@ static void header_json(struct cli_json *j, sqlite3_stmt *st)
 	cli_json_kcol(j, "records", st, H_RECORDS);
 	cli_json_kcol(j, "leaks", st, H_LEAKS);
 	cli_json_kcol(j, "source_of", st, H_SOURCE_OF);
+	cli_json_kcol(j, "late", st, H_LATE);
 	cli_json_kbool(j, "retired", 1);
 	cli_json_key(j, "classes");
 	cli_json_object(j);
@@ -227,9 +229,13 @@ static void header_text(struct cli *c, sqlite3_stmt *st)
 		       strlen(cli_db_str(st, H_THREADS)));
 	fprintf(c->out, "\n");
 	header_field(c, "scopes");
-	fprintf(c->out, "%lld, %lld records\n",
+	fprintf(c->out, "%lld, %lld records",
 		sqlite3_column_int64(st, H_SCOPES),
 		sqlite3_column_int64(st, H_RECORDS));
+	if (sqlite3_column_int64(st, H_LATE) != 0)
+		fprintf(c->out, " (%lld late work)",
+			sqlite3_column_int64(st, H_LATE));
+	fputc('\n', c->out);
 	header_findings(c, st);
 }
 
@@ -489,6 +495,7 @@ enum {
 	R_PROCESS,
 	R_HELD,
 	R_HELD_NAME,
+	R_LATE,
 };
 
 /* The records of the request in truth, and those the backend wrongly
@@ -499,7 +506,8 @@ static const char records_sql[] =
     "WITH inv(id) AS (" CLI_INVOLVED_SQL ")"
     " SELECT d.id, d.type, d.ts, d.tid, d.ctx, d.cause, d.other, d.name,"
     " d.value, d.leak, d.request_id, tr.name, d.ctx_request_id, cr.name,"
-    " s.file, s.line, d.process_id, h.id, h.name FROM records d"
+    " s.file, s.line, d.process_id, h.id, h.name, d.late FROM records d"
+
     " LEFT JOIN requests tr ON tr.id = d.request_id"
     " LEFT JOIN requests cr ON cr.id = d.ctx_request_id"
     " LEFT JOIN sites s ON s.id = d.site_id"
@@ -536,6 +544,7 @@ static void record_json(struct cli_json *j, sqlite3_stmt *st,
 	if (is_end(st))
 		cli_json_kcol(j, "cur_request", st, R_HELD);
 	cli_json_kcol(j, "leak", st, R_LEAK);
+	cli_json_kbool(j, "late", sqlite3_column_int(st, R_LATE) != 0);
 	cli_json_kcol(j, "file", st, R_FILE);
 	cli_json_kcol(j, "line", st, R_LINE);
 	cli_json_end(j);
@@ -611,6 +620,12 @@ static int record_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
 				 ? CLI_STYLE_RED
 				 : CLI_STYLE_NONE);
 	request_cell(t, st, R_TRUE, CLI_STYLE_NONE);
+	/* Late work is no finding: said, so that it is not taken for a
+	 * stale storage. */
+	if (leak == NULL && sqlite3_column_int(st, R_LATE) != 0) {
+		cli_table_cell(t, "late work");
+		return 1;
+	}
 	snprintf(what, sizeof(what), "%s%s", leak ? "<- " : "",
 		 leak ? leak : "");
 	cli_table_cell_styled(t, cli_class_style(leak), what);

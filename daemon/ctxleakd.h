@@ -135,6 +135,8 @@ void store_finding(struct store *s, const struct store_proc *p,
 		   const struct rules_finding *f);
 void store_request(struct store *s, const struct store_proc *p,
 		   const struct rules_request *rq);
+void store_update(struct store *s, const struct store_proc *p,
+		  const struct rules_update *u);
 void store_dropped(struct store *s, const struct store_proc *p,
 		   const struct proto_record *dropped);
 /* A finalised process's what-if, right after its store_process_update: a
@@ -159,7 +161,7 @@ void store_limit_pages(struct store *s, int64_t extra);
  * -1 and a one-line reason when the file is not a ctxleak database or is
  * of a newer schema. */
 struct sqlite3;
-#define STORE_SCHEMA_VERSION 3
+#define STORE_SCHEMA_VERSION 4
 #define STORE_APPLICATION_ID 0x63786c6b /* "cxlk" */
 int store_schema_open(struct sqlite3 *db, const char *path, char *err,
 		      size_t errlen);
@@ -183,11 +185,13 @@ int retention_step(struct retention *r, int64_t cutoff, uint64_t max_bytes,
 struct summaries;
 struct summaries *summaries_new(struct sqlite3 *db);
 void summaries_free(struct summaries *sm);
-/* Counts a clean request that began at begin_wall (wall-clock ns).
- * 0 when counted, 1 when the table is full (flush, then add again), -1
- * when out of memory. */
+/* Counts a clean request that began at begin_wall (wall-clock ns):
+ * sign 1 when it retires; -1 to take it back when a later finding gives it
+ * a row (duration_max keeps it); 0 to add only rq's nrecords and late,
+ * judged after it retired.  0 when counted, 1 when the table is full
+ * (flush, then add again), -1 when out of memory. */
 int summaries_add(struct summaries *sm, int64_t process_id, int64_t begin_wall,
-		  const struct rules_request *rq);
+		  const struct rules_request *rq, int sign);
 /* Writes every key counted since the last flush or clear, then forgets
  * them all; the rows written, or a negative SQLite result code. */
 int64_t summaries_flush(struct summaries *sm);

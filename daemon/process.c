@@ -143,6 +143,14 @@ static void on_judged(void *arg, const struct proto_record *rec)
 	whatif_record(p->whatif, rec);
 }
 
+/* Records counted in the update came through sink_verdict already. */
+static void sink_update(void *arg, const struct rules_update *u)
+{
+	struct process *p = arg;
+
+	store_update(process_store, &p->sp, u);
+}
+
 static void sink_request(void *arg, const struct rules_request *rq)
 {
 	struct process *p = arg;
@@ -169,11 +177,12 @@ static struct process *process_find(uint64_t instance)
 	return NULL;
 }
 
-static struct process *process_new(uint64_t instance)
+static struct process *process_new(const struct proto_hello *hello)
 {
 	struct rules_config rc;
 	struct rules_sink sink = {sink_verdict, sink_finding, sink_request,
-				  NULL};
+				  sink_update, NULL};
+	static const char observe[] = "observe";
 	struct process *p = calloc(1, sizeof *p);
 
 	if (p == NULL)
@@ -191,9 +200,13 @@ static struct process *process_new(uint64_t instance)
 	rc.open_scopes_total = &open_scopes_total;
 	rc.ended_scopes_total = &ended_scopes_total;
 	rc.hash_seed = hash_seed;
+	/* An observed storage is the service's own, cleared in its order. */
+	rc.observe =
+	    hello->backend.len == sizeof(observe) - 1 &&
+	    memcmp(hello->backend.ptr, observe, sizeof(observe) - 1) == 0;
 	sink.arg = p;
 	p->max_queued = rc.max_pending;
-	p->instance = instance;
+	p->instance = hello->instance;
 	if (cfg.what_if)
 		p->whatif = whatif_new(rc.max_ended_scopes, hash_seed);
 	p->rules = rules_new(&rc, &sink);
@@ -237,7 +250,7 @@ struct process *process_attach(const struct proto_hello *hello,
 			 (int)cred->pid, (unsigned)p->uid, (unsigned)cred->uid);
 		return NULL;
 	}
-	if (fresh && (p = process_new(hello->instance)) == NULL) {
+	if (fresh && (p = process_new(hello)) == NULL) {
 		log_error("pid %d: out of memory", (int)cred->pid);
 		return NULL;
 	}
@@ -398,6 +411,7 @@ void process_receipt(const struct process *p, struct proto_receipt *out)
 static void process_finalise(struct process *p)
 {
 	struct rules_model model;
+	struct rules_stats st;
 
 	warn_limits(p);
 	rules_finish(p->rules);
@@ -416,13 +430,16 @@ static void process_finalise(struct process *p)
 	} else {
 		rules_model(p->rules, &model);
 	}
+	rules_stats(p->rules, &st);
 	store_process_update(process_store, &p->sp, p->records, p->dropped,
 			     p->skipped, p->error, &model, 1);
 	if (p->whatif != NULL)
 		store_what_if(process_store, &p->sp, p->whatif);
-	log_debug("pid %d: process %llu finalised: %llu records, %s",
+	log_debug("pid %d: process %llu finalised: %llu records (%llu late "
+		  "work), %s",
 		  (int)p->pid, (unsigned long long)p->sp.id,
-		  (unsigned long long)p->records, model.model);
+		  (unsigned long long)p->records, (unsigned long long)st.late,
+		  model.model);
 	process_free(p);
 }
 

@@ -28,9 +28,12 @@
  *   stale   c != 0, request(c) ended     victim request(t), source request(c)
  *   bleed   c != 0, request(c) != request(t)   same; with t == 0 this is
  *           background work recorded under a request (victim none).
+ * Except late work: c != 0 and request(c) = request(t) ended is no
+ * finding; the verdict is marked late and the request counts it.
  * Request BEGIN with prev != 0: stale when request(prev) ended, else
  * overlap; victim the new request, source request(prev).
- * END(x): misnest when cur != x, or when it is on another thread than
+ * END(x): misnest when cur != x (under observe, not when cur = 0: the
+ * service cleared its storage first), or when it is on another thread than
  * BEGIN(x) while request(t) != request(x) (victim request(x)); or when x
  * already ended or was never begun (victim request(t), if any).
  * unclosed: an open scope at rules_finish (DISCONNECT), older than
@@ -48,6 +51,10 @@
  * watermark has passed its last END (or, without watermarks, once forced
  * judging has passed it); it is then remembered only through the ended
  * table (root ctx -> id, end ts, name), bounded by max_ended_scopes.
+ * What is judged about a retired request meanwhile (its records, late
+ * work, findings naming it) is gathered per request and delivered as one
+ * rules_update per rules_advance; a request that retired clean under
+ * hold_records and is named by a finding gets its row that way.
  *
  * Model: besides request(x), each scope remembers the request whose code
  * began it (request(cause) of its BEGIN), and the model attributes each
@@ -75,6 +82,7 @@ struct judgement {
 	struct req *said;  /* request(ctx or prev), its rid_ctx */
 	struct req *victim, *source;
 	enum leak_class leak;
+	int late; /* late work: no finding */
 	struct misnest_info mn;
 	struct iname *name_ref; /* keeps mn.scope_name alive */
 };
@@ -313,11 +321,11 @@ static void compact_record(struct hrec *h, const struct proto_record *rec,
 	    .site = rec->site,
 	    .type = rec->type,
 	    .kind = rec->kind,
-	    .nil = HREC_NIL1 | HREC_NIL2,
+	    .flags = HREC_NIL1 | HREC_NIL2,
 	};
 	if (strings == NULL)
 		return;
-	h->nil = (s1.ptr ? 0 : HREC_NIL1) | (s2.ptr ? 0 : HREC_NIL2);
+	h->flags = (s1.ptr ? 0 : HREC_NIL1) | (s2.ptr ? 0 : HREC_NIL2);
 	h->s = strings;
 	h->l1 = s1.len;
 	h->l2 = s2.len;
@@ -349,9 +357,9 @@ static void rebuild_record(struct proto_record *rec, const struct hrec *h)
 		rec->prev = h->other;
 	else
 		rec->cur = h->other;
-	s1.ptr = h->nil & HREC_NIL1 ? NULL : h->s;
+	s1.ptr = h->flags & HREC_NIL1 ? NULL : h->s;
 	s1.len = h->l1;
-	s2.ptr = h->nil & HREC_NIL2 ? NULL : h->s + h->l1 + 1;
+	s2.ptr = h->flags & HREC_NIL2 ? NULL : h->s + h->l1 + 1;
 	s2.len = h->l2;
 	if (h->type == PROTO_TAG) {
 		rec->key = s1;
@@ -664,12 +672,47 @@ static void note_thread(struct rules *r, struct req *q, uint64_t tid)
 	q->nthreads++;
 }
 
-static void note_record(struct rules *r, struct req *q, uint64_t tid)
+/* The counts of retired q, which the next rules_update delivers. */
+static struct req_more *retired_more(struct rules *r, struct req *q)
 {
-	if (q == NULL || q->state != REQ_LIVE)
+	struct req_more *m = more(r, q);
+
+	if (m != NULL && !q->dirty) {
+		q->dirty = 1;
+		q->next_done = r->dirty_head;
+		r->dirty_head = pin(q);
+	}
+	return m;
+}
+
+/* Where a finding that names q is counted; NULL for a pseudo request. */
+static struct req_more *finding_counts(struct rules *r, struct req *q)
+{
+	if (q->state == REQ_LIVE)
+		return more(r, q);
+	if (q->state != REQ_RETIRED)
+		return NULL;
+	if (q->row == ROW_NONE)
+		q->row = ROW_DUE;
+	return retired_more(r, q);
+}
+
+static void note_record(struct rules *r, struct req *q, uint64_t tid, int late)
+{
+	struct req_more *m;
+
+	if (q == NULL)
 		return;
-	q->nrecords++;
-	note_thread(r, q, tid);
+	if (q->state == REQ_LIVE) {
+		q->nrecords++;
+		note_thread(r, q, tid);
+		if (late && (m = more(r, q)) != NULL)
+			m->late++;
+	} else if (q->state == REQ_RETIRED &&
+		   (m = retired_more(r, q)) != NULL) {
+		m->records++;
+		m->late += (uint32_t)(late != 0);
+	}
 }
 
 /* A tag's block, key and value each with a NUL, counted against
@@ -784,6 +827,7 @@ static void report(struct rules *r, enum leak_class leak,
 		   const struct misnest_info *mn)
 {
 	struct rules_finding f;
+	struct req_more *m;
 
 	memset(&f, 0, sizeof(f));
 	f.leak = leak;
@@ -793,10 +837,10 @@ static void report(struct rules *r, enum leak_class leak,
 	name_req(source, &f.source_rid, &f.source_ctx, &f.source_name);
 	f.detail = detail_finding(r, &f, victim, source, mn);
 	r->stats.findings[leak]++;
-	if (victim != NULL && victim->state == REQ_LIVE && more(r, victim))
-		victim->more->victim_of[leak]++;
-	if (source != NULL && source->state == REQ_LIVE && more(r, source))
-		source->more->source_of++;
+	if (victim != NULL && (m = finding_counts(r, victim)) != NULL)
+		m->victim_of[leak]++;
+	if (source != NULL && (m = finding_counts(r, source)) != NULL)
+		m->source_of++;
 	if (r->sink.finding != NULL)
 		r->sink.finding(r->sink.arg, &f);
 }
@@ -830,12 +874,18 @@ static void report_unclosed(struct rules *r, struct scope *s,
 static void judge_work(const struct proto_record *rec, uint64_t c,
 		       struct judgement *j)
 {
-	if (rec->cause != 0 && c == 0)
+	if (rec->cause != 0 && c == 0) {
 		j->leak = LEAK_LOST;
-	else if (c != 0 && j->said != NULL && j->said->ended &&
-		 j->said->end_ts < rec->ts)
+	} else if (c != 0 && j->said != NULL && j->said->ended &&
+		   j->said->end_ts < rec->ts) {
+		/* Work a request left running under its own context: the
+		 * storage is right, the request merely over. */
+		if (j->said == j->owner) {
+			j->late = 1;
+			return;
+		}
 		j->leak = LEAK_STALE;
-	else if (c != 0 && j->said != j->owner)
+	} else if (c != 0 && j->said != j->owner)
 		j->leak = LEAK_BLEED;
 	else
 		return;
@@ -922,7 +972,9 @@ static void judge_end(struct rules *r, const struct proto_record *rec,
 	/* request(t): most ENDs run under the scope they end, found once. */
 	by = rec->cause == rec->ctx ? pin_pair(q, scope_truth(s), &j->truth)
 				    : resolve_pair(r, rec->cause, &j->truth);
-	if (rec->cur != rec->ctx)
+	/* An observed storage that the service cleared before the END
+	 * holds nothing: its order, not a misnest. */
+	if (rec->cur != rec->ctx && !(rec->cur == 0 && r->cfg.observe))
 		j->mn.why = MISNEST_CUR;
 	else if (rec->tid != s->tid && by != q)
 		j->mn.why = MISNEST_THREAD;
@@ -1013,19 +1065,31 @@ static void hold(struct rules *r, struct req *q, const struct proto_record *rec,
 		       arena_alloc(r, &m->strings, compact_strings_size(rec)));
 	h->rid_ctx = v->rid_ctx;
 	h->leak = (uint8_t)v->leak;
+	if (v->late)
+		h->flags |= HREC_LATE;
 }
 
 static void deliver(struct rules *r, const struct proto_record *rec,
 		    const struct judgement *j)
 {
-	struct rules_verdict v = {rec, 0, 0, j->leak};
+	struct rules_verdict v = {.rec = rec, .leak = j->leak};
 
 	v.rid = j->owner ? j->owner->rid : 0;
 	v.rid_ctx = j->said ? j->said->rid : 0;
-	if (r->cfg.hold_records && j->owner != NULL &&
-	    j->owner->state == REQ_LIVE)
+	v.late = (uint8_t)j->late;
+	if (!r->cfg.hold_records || j->owner == NULL) {
+		if (r->sink.verdict != NULL)
+			r->sink.verdict(r->sink.arg, &v);
+		return;
+	}
+	if (j->owner->state == REQ_LIVE) {
 		hold(r, j->owner, rec, &v);
-	else if (r->sink.verdict != NULL)
+		return;
+	}
+	/* Judged after its request retired: kept if the request has a
+	 * row, as its held records were. */
+	v.keep = j->owner->state == REQ_RETIRED && j->owner->row != ROW_NONE;
+	if (r->sink.verdict != NULL)
 		r->sink.verdict(r->sink.arg, &v);
 }
 
@@ -1056,11 +1120,12 @@ static void judge(struct rules *r, struct pnode *n)
 			tag_set(r, j.said, j.owner, rec);
 		break;
 	}
-	note_record(r, j.owner, rec->tid);
-	/* Retired too: work a request left running on another thread after
-	 * it ended was handed off all the same. */
-	if (j.truth != NULL && j.truth->state != REQ_UNKNOWN)
+	note_record(r, j.owner, rec->tid, j.late);
+	r->stats.late += (uint64_t)j.late;
+	if (j.truth != NULL && j.truth->state == REQ_LIVE)
 		model_note(r, j.truth, rec->tid);
+	else if (j.truth != NULL && j.truth->state == REQ_RETIRED)
+		model_note_late(r, j.truth, rec->tid);
 	if (j.leak != LEAK_NONE)
 		report(r, j.leak, rec, j.victim, j.source,
 		       (enum rules_unclosed_reason)0, &j.mn);
@@ -1095,12 +1160,17 @@ static void held_verdicts(const struct req *q, struct rules_verdict *v,
 		recs[0].ctx = q->root.ctx;
 		recs[0].site = q->root.site;
 		recs[0].name = iname_str(q->root.name);
-		v[k++] = (struct rules_verdict){&recs[0], q->rid, 0, LEAK_NONE};
+		v[k++] = (struct rules_verdict){.rec = &recs[0], .rid = q->rid};
 	}
 	for (size_t i = 0; m != NULL && i < m->nheld; i++, k++) {
 		rebuild_record(&recs[k], &m->held[i]);
 		v[k] = (struct rules_verdict){
-		    &recs[k], q->rid, m->held[i].rid_ctx, m->held[i].leak};
+		    .rec = &recs[k],
+		    .rid = q->rid,
+		    .rid_ctx = m->held[i].rid_ctx,
+		    .leak = m->held[i].leak,
+		    .late = (m->held[i].flags & HREC_LATE) != 0,
+		};
 	}
 }
 
@@ -1191,6 +1261,7 @@ static void retire(struct rules *r, struct req *q)
 		rq.held_dropped = m->held_dropped;
 		memcpy(rq.victim_of, m->victim_of, sizeof(rq.victim_of));
 		rq.source_of = m->source_of;
+		rq.late = m->late;
 	}
 	/* Out of memory, the tags and records are not delivered (nheld
 	 * still counts the records). */
@@ -1220,12 +1291,93 @@ static void retire(struct rules *r, struct req *q)
 	}
 	more_free(r, q);
 	q->state = REQ_RETIRED;
+	if (!r->cfg.hold_records || rules_request_involved(&rq)) {
+		q->row = ROW_DONE;
+	} else {
+		/* What a finding that names it later takes back. */
+		q->row = ROW_NONE;
+		q->counted.tags = rq.ntags;
+		q->counted.late = (uint32_t)rq.late;
+	}
 	r->stats.requests_live--;
 	req_put(r, q);
 }
 
+/* A retired request as the counts of clean ones hold it: what is left of
+ * it once its tags, threads and records are gone. */
+static void counted_request(const struct req *q, struct rules_request *rq)
+{
+	memset(rq, 0, sizeof(*rq));
+	rq->rid = q->rid;
+	rq->ctx = q->root.ctx;
+	rq->name = iname_str(q->root.name);
+	rq->site = q->root.site;
+	rq->begin_ts = q->root.begin_ts;
+	rq->end_ts = q->ended ? q->end_ts : 0;
+	rq->begin_tid = q->root.tid;
+	rq->nthreads = q->nthreads;
+	rq->threads = &q->root.tid; /* the one thread still known */
+	rq->nscopes = q->nscopes;
+	rq->nrecords = q->nrecords;
+	rq->late = q->counted.late;
+	rq->ntags = q->counted.tags;
+}
+
+/* Deliver what was judged about retired q since its last update. */
+static void update(struct rules *r, struct req *q, const struct req_more *m)
+{
+	struct rules_update u;
+	struct rules_request counted, row;
+
+	memset(&u, 0, sizeof(u));
+	u.rid = q->rid;
+	memcpy(u.victim_of, m->victim_of, sizeof(u.victim_of));
+	u.source_of = m->source_of;
+	u.records = m->records;
+	u.late = m->late;
+	if (q->row != ROW_DONE) {
+		counted_request(q, &counted);
+		u.counted = &counted;
+	}
+	if (q->row == ROW_DUE) {
+		row = counted;
+		row.ntags = 0;
+		row.nthreads = 1;
+		row.nrecords += m->records;
+		row.late += m->late;
+		memcpy(row.victim_of, m->victim_of, sizeof(row.victim_of));
+		row.source_of = m->source_of;
+		u.row = &row;
+		q->row = ROW_DONE;
+	} else if (q->row == ROW_NONE) {
+		/* Still clean: its counts take these in. */
+		q->nrecords += m->records;
+		q->counted.late += m->late;
+	}
+	r->stats.updates++;
+	if (r->sink.update != NULL)
+		r->sink.update(r->sink.arg, &u);
+}
+
+/* The updates of the retired requests judged about (send 0: dropped,
+ * when the engine is freed). */
+static void flush_updates(struct rules *r, int send)
+{
+	while (r->dirty_head != NULL) {
+		struct req *q = r->dirty_head;
+
+		r->dirty_head = q->next_done;
+		if (send)
+			update(r, q, q->more);
+		q->dirty = 0;
+		more_free(r, q);
+		req_put(r, q);
+	}
+}
+
 /* Retire the complete requests whose last END is at or below watermark
- * (all of them when finishing). */
+ * (all of them when finishing), then update the retired ones judged
+ * about: after their rows. */
 static void retire_done(struct rules *r, uint64_t watermark, int all)
 {
 	while (r->done_head != NULL) {
@@ -1236,9 +1388,10 @@ static void retire_done(struct rules *r, uint64_t watermark, int all)
 			continue;
 		}
 		if (!all && q->last_ts > watermark)
-			return;
+			break;
 		retire(r, done_pop(r));
 	}
+	flush_updates(r, 1);
 }
 
 static void expire_old(struct rules *r, uint64_t watermark)
@@ -1281,6 +1434,7 @@ void rules_free(struct rules *r)
 
 	if (r == NULL)
 		return;
+	flush_updates(r, 0);
 	while (r->npending > 0)
 		pnode_free(r, pending_pop(r));
 	free(r->heap);

@@ -2,8 +2,9 @@
  * rules.h: the leak rules engine of ctxleakd, one instance per client
  * process.
  *
- * It is a pure module: records in, verdicts, findings and rebuilt requests
- * out through callbacks, no I/O, no clock, no globals, so that every rule is
+ * It is a pure module: records in, verdicts, findings, rebuilt requests
+ * and updates of retired ones out through callbacks, no I/O, no clock, no
+ * globals, so that every rule is
  * tested without sockets or SQLite.  The rules are those of "Leak classes"
  * in DESIGN.md.  Records may be added in any order; they are judged in
  * timestamp order once a watermark says that nothing earlier can still
@@ -92,6 +93,11 @@ struct rules_config {
 					 cannot choose values that collide;
 					 random in the daemon, 0 by default
 					 so that tests repeat */
+	int observe;		      /* the process observes its own
+					 storage (HELLO backend "observe"),
+					 which the service clears in its own
+					 order: an END while it holds nothing
+					 (cur 0) is no misnest */
 };
 
 /* A record after judgement. */
@@ -109,6 +115,12 @@ struct rules_verdict {
 				 no rules_request (the engine's spec is at
 				 the top of rules.c) */
 	enum leak_class leak; /* LEAK_NONE, or the finding it produced */
+	uint8_t late;	      /* late work: its storage named its own
+				 request after that request ended; no
+				 finding, counted on the request */
+	uint8_t keep;	      /* hold_records: its request retired before
+				 it was judged and has a row, so the record
+				 is kept like the ones held were */
 };
 
 /* A finding: one per offending record, or per unclosed scope. */
@@ -146,6 +158,7 @@ struct rules_request {
 	const uint64_t *threads; /* up to RULES_MAX_THREADS of them */
 	uint32_t nscopes;	 /* scopes, itself included */
 	uint64_t nrecords;	 /* records whose rid is this request */
+	uint64_t late;		 /* of them, late work (rules_verdict) */
 	uint32_t ntags;
 	const struct rules_tag *tags; /* final value per key, first set first */
 	uint32_t tags_dropped;	      /* over max_tags or max_held_bytes */
@@ -159,6 +172,34 @@ struct rules_request {
 };
 #define RULES_MAX_THREADS 16
 
+/*
+ * What was judged about a request after it retired: the late work it left
+ * running, a finding with it as victim (a callback of it that ran under
+ * another request's storage) or as source (a storage that still held it).
+ * Delivered once per request per rules_advance, after the records and
+ * findings it counts.
+ */
+struct rules_update {
+	uint64_t rid;
+	uint32_t victim_of[LEAK_CLASS_COUNT]; /* findings since, as victim */
+	uint32_t source_of;		      /* findings since, as source */
+	uint64_t records;		      /* records since */
+	uint64_t late;			      /* of them, late work */
+	/* hold_records only.  Non-NULL when the request retired clean,
+	 * counted only as request_stats counts clean ones, and a finding
+	 * names it now: its row, from what is still known (no tags, no
+	 * held records, threads: its root's only), every count above
+	 * included. */
+	const struct rules_request *row;
+	/* hold_records only: what the counts of clean requests hold of it
+	 * (name, site, begin and end, records, late, scopes, tags, and
+	 * nthreads, though `threads` lists only the root's).  With row, to
+	 * be taken back from them; without, the request is still clean and
+	 * its records and late above are to be added to them.  NULL when
+	 * the request has a row. */
+	const struct rules_request *counted;
+};
+
 struct rules_sink {
 	/* Every judged record, in ts order, except those held for their
 	 * request when hold_records is set. */
@@ -167,6 +208,8 @@ struct rules_sink {
 	/* A request whose scopes have all ended (or been reported unclosed)
 	 * and whose last END is at or below the watermark. */
 	void (*request)(void *arg, const struct rules_request *rq);
+	/* A retired request of which more was judged (NULL: ignored). */
+	void (*update)(void *arg, const struct rules_update *u);
 	void *arg;
 };
 
@@ -200,6 +243,8 @@ struct rules_stats {
 	uint64_t names_dropped; /* scopes left nameless: max_held_bytes */
 	uint64_t bytes_used;	/* bytes the engine allocated and holds */
 	uint64_t requests_live; /* begun and not yet retired */
+	uint64_t late;		/* records of late work: no finding */
+	uint64_t updates;	/* rules_update delivered */
 };
 
 struct rules; /* opaque */

@@ -82,10 +82,11 @@ struct hrec {
 	uint32_t l1, l2;
 	uint32_t site;
 	uint8_t type, kind, leak;
-	uint8_t nil; /* HREC_NIL1, HREC_NIL2 */
+	uint8_t flags; /* HREC_NIL1, HREC_NIL2, HREC_LATE */
 };
-#define HREC_NIL1 1
-#define HREC_NIL2 2
+#define HREC_NIL1 1 /* the first string is nil */
+#define HREC_NIL2 2 /* the second string is nil */
+#define HREC_LATE 4 /* late work (rules_verdict.late) */
 
 struct rtag {
 	char *kv; /* key, NUL, value, NUL */
@@ -106,8 +107,13 @@ struct req_more {
 			      thread (or a first that is not the root's)
 			      ran its code */
 	uint32_t nkept;
+	/* LIVE: its records of late work.  RETIRED, like victim_of and
+	 * source_of: those judged since its last rules_update, which
+	 * `records` counts too.  Each fills a hole the alignment left. */
+	uint32_t late;
 	uint64_t last_unkept; /* past RULES_MAX_THREADS */
 	uint32_t nheld, held_cap, held_dropped;
+	uint32_t records;
 	uint64_t held_bytes; /* counted against max_held_bytes */
 	struct hrec *held;
 	struct arena strings;
@@ -116,12 +122,21 @@ struct req_more {
 struct req {
 	struct scope root; /* first: a req is found through its root ctx */
 	uint64_t rid;
-	uint64_t end_ts;  /* first END of the root; 0 while open */
-	uint64_t last_ts; /* latest END of any of its scopes */
-	uint64_t nrecords;
-	uint64_t last_tid; /* thread of its latest record (model) */
+	uint64_t end_ts;   /* first END of the root; 0 while open */
+	uint64_t last_ts;  /* latest END of any of its scopes */
+	uint64_t nrecords; /* frozen when it retires (req_more.records) */
+	union {
+		uint64_t last_tid; /* LIVE: thread of its latest record
+				      (model) */
+		struct {
+			uint32_t tags, late;
+		} counted; /* RETIRED with no row: what the counts of
+			      clean requests hold of it besides nrecords */
+	};
 	struct req_more *more;
-	struct req *next_done; /* queue of requests with no open scope */
+	struct req *next_done; /* LIVE: the queue of requests with no open
+				  scope; RETIRED: the list of those to
+				  update (rules.c's dirty_head) */
 	uint32_t nopen, nscopes;
 	uint32_t refs; /* 1 while LIVE, one per ended-table entry, one
 			  per judgement in progress that uses it */
@@ -132,6 +147,17 @@ struct req {
 	uint8_t begin_held; /* its BEGIN (cause 0, prev 0, no finding) is
 			       rebuilt on retirement, not stored */
 	uint8_t interleaved, handed_off;
+	uint8_t row;   /* enum req_row, once RETIRED */
+	uint8_t dirty; /* RETIRED, on the list of those to update */
+};
+
+/* Whether a retired request has a row (rules_update says why it may get
+ * one late). */
+enum req_row {
+	ROW_NONE = 0, /* retired clean under hold_records: only counted */
+	ROW_DUE,      /* a finding named it since: its row goes with the
+			 next update */
+	ROW_DONE,     /* delivered with it when it retired, or since */
 };
 
 /* The ended table: ctx -> request, for stale and for misnest of a second
@@ -192,6 +218,7 @@ struct rules {
 	uint32_t names_bits, nnames;
 
 	struct req *done_head, *done_tail;
+	struct req *dirty_head; /* retired requests to update, pinned */
 
 	/* model inference */
 	struct ptab threads; /* of struct model_thread */
@@ -289,6 +316,8 @@ const char *detail_finding(struct rules *r, const struct rules_finding *f,
 
 /* rules_model.c */
 void model_note(struct rules *r, struct req *q, uint64_t tid);
+/* A record of retired q: work it left running, maybe on another thread. */
+void model_note_late(struct rules *r, struct req *q, uint64_t tid);
 void model_free(struct rules *r);
 
 #endif /* CTXLEAKD_RULES_INT_H */

@@ -67,6 +67,17 @@ void model_note(struct rules *r, struct req *q, uint64_t tid)
 	q->last_tid = tid;
 }
 
+/* Work a request left running on another thread after it ended was
+ * handed off all the same (the thread backend loses it there).  Its last
+ * thread is gone with its retirement: its first one tells. */
+void model_note_late(struct rules *r, struct req *q, uint64_t tid)
+{
+	if (!q->handed_off && tid != q->root.tid) {
+		q->handed_off = 1;
+		r->model_handed_off++;
+	}
+}
+
 void model_free(struct rules *r)
 {
 	for (size_t i = 0; r->threads.bits && i < (1u << r->threads.bits); i++)

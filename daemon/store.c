@@ -52,6 +52,7 @@ enum {
 	ST_RECORD,
 	ST_LEAK,
 	ST_REQUEST,
+	ST_UPDATE,
 	ST_TAG,
 	ST_DROP,
 	ST_SITE,
@@ -70,9 +71,9 @@ static const char *const sql[NSTMT] = {
     [ST_ROLLBACK] = "ROLLBACK",
     [ST_RECORD] = "INSERT INTO records(process_id, request_id, "
 		  "ctx_request_id, type, ts, tid, ctx, cause, other, "
-		  "name, value, site_id, leak) "
+		  "name, value, site_id, leak, late) "
 		  "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-		  "?12, ?13)",
+		  "?12, ?13, ?14)",
     [ST_LEAK] = "INSERT INTO leaks(process_id, class, ts, tid, "
 		"victim_request_id, victim_ctx, victim_name, "
 		"source_request_id, source_ctx, source_name, record, ctx, "
@@ -82,9 +83,17 @@ static const char *const sql[NSTMT] = {
     [ST_REQUEST] = "INSERT INTO requests(id, process_id, ctx, name, "
 		   "site_id, begin_ts, end_ts, begin_tid, threads, scopes, "
 		   "records, leaks, lost, stale, bleed, overlap, misnest, "
-		   "unclosed, source_of, tags_dropped, records_not_kept) "
+		   "unclosed, source_of, tags_dropped, records_not_kept, "
+		   "late) "
 		   "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, "
-		   "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
+		   "?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+    /* What was judged about a request after it retired. */
+    [ST_UPDATE] = "UPDATE requests SET records = records + ?2, "
+		  "leaks = leaks + ?3, lost = lost + ?4, stale = stale + ?5, "
+		  "bleed = bleed + ?6, overlap = overlap + ?7, "
+		  "misnest = misnest + ?8, unclosed = unclosed + ?9, "
+		  "source_of = source_of + ?10, late = late + ?11 "
+		  "WHERE id = ?1",
     [ST_TAG] = "INSERT INTO tags(request_id, key, value, ts, tid, site_id, "
 	       "setter_request_id, setter_ctx) "
 	       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -626,13 +635,14 @@ static void write_record(struct store *s, const struct store_proc *p,
 	bind_fields(st, 9, r);
 	bind_opt(st, 12, r->site);
 	bind_cstr(st, 13, class_or_null(v->leak));
+	bind_opt(st, 14, v->late);
 	row_end(s, st);
 }
 
 void store_verdict(struct store *s, const struct store_proc *p,
 		   const struct rules_verdict *v)
 {
-	if (s->keep_all || v->leak != LEAK_NONE)
+	if (s->keep_all || v->leak != LEAK_NONE || v->keep)
 		write_record(s, p, v);
 }
 
@@ -732,13 +742,14 @@ static void write_request(struct store *s, const struct store_proc *p,
 	sqlite3_bind_int64(st, 19, rq->source_of);
 	sqlite3_bind_int64(st, 20, rq->tags_dropped);
 	sqlite3_bind_int64(st, 21, rq->held_dropped);
+	bind_u64(st, 22, rq->late);
 	row_end(s, st);
 }
 
 /* Under --keep=leaky a request no finding involves is only counted; its
- * held records go (store_summary.c says why). */
+ * held records go (store_summary.c says why).  sign as summaries_add's. */
 static void count_clean(struct store *s, const struct store_proc *p,
-			const struct rules_request *rq)
+			const struct rules_request *rq, int sign)
 {
 	int64_t begin = wall_ts(p, rq->begin_ts);
 	int rc;
@@ -746,14 +757,14 @@ static void count_clean(struct store *s, const struct store_proc *p,
 	if (row_begin(s) == -1)
 		return;
 	note_rid(s, rq->rid);
-	rc = summaries_add(s->summaries, p->id, begin, rq);
+	rc = summaries_add(s->summaries, p->id, begin, rq, sign);
 	if (rc == 1) {
 		/* Full: what was counted goes into the open transaction. */
 		if ((rc = write_summaries(s)) != SQLITE_OK) {
 			txn_failed(s, rc, 1, "summaries");
 			return;
 		}
-		rc = summaries_add(s->summaries, p->id, begin, rq);
+		rc = summaries_add(s->summaries, p->id, begin, rq, sign);
 	}
 	if (rc != 0)
 		s->stats.rows_failed++;
@@ -766,7 +777,7 @@ void store_request(struct store *s, const struct store_proc *p,
 		   const struct rules_request *rq)
 {
 	if (!s->keep_all && !rules_request_involved(rq)) {
-		count_clean(s, p, rq);
+		count_clean(s, p, rq, 1);
 		return;
 	}
 	s->in_request = 1;
@@ -778,6 +789,55 @@ void store_request(struct store *s, const struct store_proc *p,
 	s->in_request = 0;
 	if (s->in_txn && s->pending >= s->commit_rows)
 		txn_commit(s);
+}
+
+static void write_update(struct store *s, const struct rules_update *u)
+{
+	sqlite3_stmt *st = s->st[ST_UPDATE];
+	uint64_t leaks = 0;
+
+	if (row_begin(s) == -1)
+		return;
+	for (int c = LEAK_NONE + 1; c < LEAK_CLASS_COUNT; c++)
+		leaks += u->victim_of[c];
+	bind_u64(st, 1, u->rid);
+	bind_u64(st, 2, u->records);
+	bind_u64(st, 3, leaks);
+	for (int c = LEAK_LOST; c <= LEAK_UNCLOSED; c++)
+		sqlite3_bind_int64(st, 4 + c - LEAK_LOST, u->victim_of[c]);
+	sqlite3_bind_int64(st, 10, u->source_of);
+	bind_u64(st, 11, u->late);
+	row_end(s, st);
+}
+
+/* What was judged about a request after it retired: added to its row.
+ * A request that retired clean and is named by a finding now gets its
+ * row, and leaves the counts of clean requests, which held it: a request
+ * is counted in exactly one of the two.  One still clean adds its late
+ * records to those counts. */
+void store_update(struct store *s, const struct store_proc *p,
+		  const struct rules_update *u)
+{
+	struct rules_request more;
+
+	if (u->row != NULL) {
+		s->in_request = 1;
+		write_request(s, p, u->row);
+		if (!s->keep_all && u->counted != NULL)
+			count_clean(s, p, u->counted, -1);
+		s->in_request = 0;
+		if (s->in_txn && s->pending >= s->commit_rows)
+			txn_commit(s);
+	} else if (u->counted != NULL) {
+		if (s->keep_all)
+			return;
+		more = *u->counted;
+		more.nrecords = u->records;
+		more.late = u->late;
+		count_clean(s, p, &more, 0);
+	} else {
+		write_update(s, u);
+	}
 }
 
 void store_dropped(struct store *s, const struct store_proc *p,

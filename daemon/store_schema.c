@@ -158,13 +158,24 @@ static const char schema_v2[] =
     "WHERE ctx_request_id IS NOT request_id;";
 
 /*
- * Version 3.  The what-if (DESIGN.md): per process, the findings that each
+ * Version 3.  Late work, a record whose storage names its own request after
+ * that request ended, is no finding: records.late marks it (1, else NULL,
+ * which costs a row nothing), requests.late and request_stats.late count
+ * it.  The rows of older files have none.
+ */
+static const char schema_v3[] =
+    "ALTER TABLE records ADD COLUMN late INTEGER;"
+    "ALTER TABLE requests ADD COLUMN late INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE request_stats ADD COLUMN late INTEGER NOT NULL DEFAULT 0;";
+
+/*
+ * Version 4.  The what-if (DESIGN.md): per process, the findings that each
  * library-kept backend would have given, counted per backend, class and
  * site, written when the process is finalised; processes.what_if says
  * that they were (0: the daemon ran with --no-what-if, or the process is
  * still running), so that no row reads as zero findings.
  */
-static const char schema_v3[] =
+static const char schema_v4[] =
     "CREATE TABLE what_if ("
     " process_id INTEGER NOT NULL,"
     " backend TEXT NOT NULL,"
@@ -184,6 +195,7 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     schema_v1,
     schema_v2,
     schema_v3,
+    schema_v4,
 };
 
 static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)

@@ -16,7 +16,16 @@
  * yet.  A commit interval's distinct keys are few (processes x request
  * names x sites, over at most two minutes), so this is a few statements a
  * commit however many requests there were.
+ *
+ * A clean request can stop being clean after it retired, when a later
+ * finding names it (a callback of it that ran under another request's
+ * storage, a storage that still held it): it then gets its row, and is
+ * taken back from these counts, so that every request is counted in
+ * exactly one of the two.  Counts are kept modulo 2^64 and written as
+ * signed deltas, so a take-back of a request counted in an earlier commit
+ * subtracts from that commit's row.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,25 +45,26 @@ struct summary {
 	uint32_t site;
 	uint32_t name_len;
 	char *name; /* NULL: the request had no name */
-	uint64_t requests, records, scopes, tags, handed_off;
+	/* modulo 2^64: a take-back may make one negative until flushed */
+	uint64_t requests, records, scopes, tags, handed_off, late;
 	uint64_t duration_sum, duration_max;
 };
 
 enum { ST_ADD, ST_NEW, NSTMT };
 
-/* The same ?1..?11 are bound for both. */
+/* The same ?1..?12 are bound for both. */
 static const char *const sql[NSTMT] = {
     [ST_ADD] = "UPDATE request_stats SET requests = requests + ?5, "
 	       "records = records + ?6, scopes = scopes + ?7, "
 	       "tags = tags + ?8, handed_off = handed_off + ?9, "
 	       "duration_sum = duration_sum + ?10, "
-	       "duration_max = max(duration_max, ?11) "
+	       "duration_max = max(duration_max, ?11), late = late + ?12 "
 	       "WHERE process_id = ?1 AND minute = ?2 AND name IS ?3 AND "
 	       "site_id IS ?4",
     [ST_NEW] = "INSERT INTO request_stats(process_id, minute, name, "
 	       "site_id, requests, records, scopes, tags, handed_off, "
-	       "duration_sum, duration_max) "
-	       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+	       "duration_sum, duration_max, late) "
+	       "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
 };
 
 struct summaries {
@@ -170,7 +180,7 @@ static struct summary *lookup(struct summaries *sm, int64_t process_id,
 }
 
 int summaries_add(struct summaries *sm, int64_t process_id, int64_t begin_wall,
-		  const struct rules_request *rq)
+		  const struct rules_request *rq, int sign)
 {
 	/* Floor, also before 1970 (a client's clock may say anything). */
 	int64_t minute = begin_wall / MINUTE * MINUTE -
@@ -179,15 +189,21 @@ int summaries_add(struct summaries *sm, int64_t process_id, int64_t begin_wall,
 	    rq->end_ts > rq->begin_ts ? rq->end_ts - rq->begin_ts : 0;
 	struct summary *e = lookup(sm, process_id, minute, rq->site, rq->name);
 
+	/* Unsigned: -1 adds 2^64 - 1, a subtraction modulo 2^64. */
+	uint64_t k = sign < 0 ? UINT64_MAX : 1;
+
 	if (e == NULL)
 		return sm->nused == MAX_KEYS ? 1 : -1;
-	e->requests++;
-	e->records += rq->nrecords;
-	e->scopes += rq->nscopes;
-	e->tags += rq->ntags;
-	e->handed_off += rq->nthreads > 1;
-	e->duration_sum += duration;
-	if (duration > e->duration_max)
+	e->records += k * rq->nrecords;
+	e->late += k * rq->late;
+	if (sign == 0)
+		return 0;
+	e->requests += k;
+	e->scopes += k * rq->nscopes;
+	e->tags += k * rq->ntags;
+	e->handed_off += k * (rq->nthreads > 1);
+	e->duration_sum += k * duration;
+	if (sign > 0 && duration > e->duration_max)
 		e->duration_max = duration;
 	return 0;
 }
@@ -212,6 +228,7 @@ static void bind_summary(sqlite3_stmt *st, const struct summary *e)
 	sqlite3_bind_int64(st, 9, (int64_t)e->handed_off);
 	sqlite3_bind_int64(st, 10, (int64_t)e->duration_sum);
 	sqlite3_bind_int64(st, 11, (int64_t)e->duration_max);
+	sqlite3_bind_int64(st, 12, (int64_t)e->late);
 }
 
 static int step(sqlite3_stmt *st, const struct summary *e)
@@ -231,7 +248,10 @@ int64_t summaries_flush(struct summaries *sm)
 
 	for (unsigned i = 0; i < sm->nused && rc == SQLITE_OK; i++) {
 		rc = step(sm->st[ST_ADD], sm->used[i]);
-		if (rc == SQLITE_OK && sqlite3_changes(sm->db) == 0)
+		/* No row to take back from or add late records to (gone by
+		 * retention): nothing to write. */
+		if (rc == SQLITE_OK && sqlite3_changes(sm->db) == 0 &&
+		    (int64_t)sm->used[i]->requests > 0)
 			rc = step(sm->st[ST_NEW], sm->used[i]);
 		written++;
 	}

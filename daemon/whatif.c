@@ -615,8 +615,10 @@ static enum leak_class judge_work(struct whatif *w, uint64_t ts, int b,
 		return LEAK_LOST;
 	if (c == 0)
 		return LEAK_NONE;
+	/* Late work (the storage names the request whose code runs, over)
+	 * is no finding. */
 	if (ended_before(w, rc, b, ts))
-		return LEAK_STALE;
+		return rc->root[b] != rt->root[b] ? LEAK_STALE : LEAK_NONE;
 	return rc->root[b] != rt->root[b] ? LEAK_BLEED : LEAK_NONE;
 }
 

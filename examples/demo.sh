@@ -158,6 +158,10 @@ example_finding() {
 	echo
 	echo "For instance, in event_loop under thread:"
 	echo "$detail." | fold -s -w 74 | sed 's/^/    /'
+	echo
+	$ctxleak show "#$victim" --html "$dir/leak.html"
+	echo "Open $dir/leak.html in a browser: that request's threads, scopes"
+	echo "and findings, as a picture."
 }
 
 # Reads `processes --json` and `leaks --json` lines (told apart by the

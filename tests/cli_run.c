@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cli_run.h"
+#include "harness.h"
 
 /* ------------------------------------------------------------ running */
 
@@ -102,22 +103,31 @@ struct run run_argv(const char *const *env, char **argv, uid_t uid)
 {
 	char out[] = "/tmp/ctxleak-cli-out-XXXXXX";
 	char err[] = "/tmp/ctxleak-cli-err-XXXXXX";
+	char bin[120];
 	int ofd = mkstemp(out), efd = mkstemp(err);
 	struct run r;
 	pid_t pid;
 
 	ck_assert_int_ge(ofd, 0);
 	ck_assert_int_ge(efd, 0);
+	/* Another user may not reach the build directory. */
+	if (uid)
+		ck_assert_msg(harness_copy_for_anyone(cli_path(), bin,
+						      sizeof bin) == 0,
+			      "%s", harness_error());
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		dup2(ofd, 1);
 		dup2(efd, 2);
-		if (uid && (setgroups(0, NULL) || setgid(uid) || setuid(uid)))
+		if (uid && (setenv("CTXLEAK_BIN", bin, 1) || setgroups(0, NULL) ||
+			    setgid(uid) || setuid(uid)))
 			_exit(126);
 		exec_cli(env, argv);
 	}
 	r.status = wait_status(pid);
+	if (uid)
+		harness_remove_copy(bin);
 	r.out = read_file_at(out);
 	r.err = read_file_at(err);
 	close(ofd);

@@ -52,6 +52,51 @@ const char *harness_daemon_path(void)
 	return bin != NULL && *bin != '\0' ? bin : "build/ctxleakd";
 }
 
+int harness_copy_for_anyone(const char *src, char *out, size_t len)
+{
+	char dir[] = "/tmp/ctxleak-bin-XXXXXX", buf[65536];
+	const char *base = strrchr(src, '/');
+	int in, to = -1, rc = -1;
+	ssize_t n;
+
+	if (mkdtemp(dir) == NULL || chmod(dir, 0755) == -1) {
+		set_error("mkdtemp: %s", strerror(errno));
+		return -1;
+	}
+	snprintf(out, len, "%s/%s", dir, base != NULL ? base + 1 : src);
+	if ((in = open(src, O_RDONLY | O_CLOEXEC)) == -1 ||
+	    (to = open(out, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0755)) ==
+		-1) {
+		set_error("copy %s: %s", src, strerror(errno));
+		goto done;
+	}
+	while ((n = read(in, buf, sizeof buf)) > 0)
+		if (write(to, buf, (size_t)n) != n)
+			break;
+	if (n == 0)
+		rc = 0;
+	else
+		set_error("copy %s: %s", src, strerror(errno));
+done:
+	if (in != -1)
+		close(in);
+	if (to != -1)
+		close(to);
+	return rc;
+}
+
+void harness_remove_copy(const char *path)
+{
+	char dir[256];
+	const char *slash = strrchr(path, '/');
+
+	unlink(path);
+	if (slash == NULL || (size_t)(slash - path) >= sizeof dir)
+		return;
+	snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+	rmdir(dir);
+}
+
 void harness_sleep_ms(int ms)
 {
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};

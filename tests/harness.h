@@ -57,6 +57,16 @@ long harness_status_kb(pid_t pid, const char *field);
 /* The daemon binary under test. */
 const char *harness_daemon_path(void);
 
+/*
+ * Another user (nobody, for tests run as root) may not reach the build
+ * directory: a checkout under /root, say.  Copies the program at src into
+ * a new directory that every user may enter, and writes the copy's path
+ * to out.  0, or -1 (see harness_error()).  harness_remove_copy removes
+ * both.
+ */
+int harness_copy_for_anyone(const char *src, char *out, size_t len);
+void harness_remove_copy(const char *path);
+
 /* Create the temporary directory and fill in the paths; nothing runs yet.
  * Lets a test put things in place (a stale socket file) before
  * harness_launch. */

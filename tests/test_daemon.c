@@ -1137,15 +1137,17 @@ START_TEST(test_stale_socket_replaced)
 }
 END_TEST
 
-/* As nobody, a socket directory made by another user is refused. */
-static int start_in_foreign_dir(const char *dir, char **out)
+/* As nobody, a socket directory made by another user is refused.  bin:
+ * a copy of the daemon that nobody can reach. */
+static int start_in_foreign_dir(const char *dir, const char *bin, char **out)
 {
 	char sock[128], db[128];
 	const char *argv[] = {"ctxleakd", "--socket", sock, "--db", db, NULL};
 
 	snprintf(sock, sizeof sock, "%s/ctxleak.sock", dir);
 	snprintf(db, sizeof db, "/tmp/ctxleak-nobody-%d.db", (int)getpid());
-	if (setgid(65534) == -1 || setuid(65534) == -1)
+	if (setenv("CTXLEAKD_BIN", bin, 1) == -1 || setgid(65534) == -1 ||
+	    setuid(65534) == -1)
 		return -2;
 	return harness_exec(argv, out);
 }
@@ -1153,12 +1155,15 @@ static int start_in_foreign_dir(const char *dir, char **out)
 START_TEST(test_foreign_socket_directory)
 {
 	struct harness_daemon d;
-	char dir[100], *out = NULL;
+	char dir[100], bin[120], *out = NULL;
 	int fds[2], st;
 	pid_t pid;
 
 	if (geteuid() != 0)
 		return; /* needs a second user */
+	ck_assert_msg(harness_copy_for_anyone(harness_daemon_path(), bin,
+					      sizeof bin) == 0,
+		      "%s", harness_error());
 	ck_assert_int_eq(harness_prepare(&d), 0);
 	ck_assert_int_eq(chmod(d.dir, 0755), 0);
 	snprintf(dir, sizeof dir, "%s/other", d.dir);
@@ -1168,7 +1173,7 @@ START_TEST(test_foreign_socket_directory)
 	ck_assert_int_eq(pipe(fds), 0);
 	pid = fork();
 	if (pid == 0) {
-		st = start_in_foreign_dir(dir, &out);
+		st = start_in_foreign_dir(dir, bin, &out);
 		if (out != NULL && write(fds[1], out, strlen(out)) < 0)
 			_exit(3);
 		_exit(st == 1 ? 0 : 2);
@@ -1184,6 +1189,7 @@ START_TEST(test_foreign_socket_directory)
 	}
 	close(fds[0]);
 	ck_assert_int_eq(access(dir, F_OK), 0);
+	harness_remove_copy(bin);
 	harness_cleanup(&d);
 }
 END_TEST

@@ -330,21 +330,9 @@ static uid_t daemon_uid(void)
 	return geteuid() == 0 ? NOBODY : geteuid();
 }
 
-/* nobody may not reach the build directory (a checkout under /root, say):
- * it runs a copy of the daemon from the test's directory. */
-static void copy_daemon(const struct harness_daemon *d, char *path, size_t len)
-{
-	char cmd[700];
-
-	snprintf(path, len, "%s/ctxleakd", d->dir);
-	snprintf(cmd, sizeof cmd, "cp '%s' '%s'", harness_daemon_path(), path);
-	ck_assert_int_eq(system(cmd), 0);
-}
-
 /* ctxleakd with exactly argv, as daemon_uid(): its exit status, and its
  * output in *out (free() it). */
-static int exec_unprivileged(const struct harness_daemon *d,
-			     const char *const *argv, char **out)
+static int exec_unprivileged(const char *const *argv, char **out)
 {
 	char buf[4096], bin[120];
 	size_t len = 0;
@@ -353,7 +341,9 @@ static int exec_unprivileged(const struct harness_daemon *d,
 	pid_t pid;
 
 	if (geteuid() == 0)
-		copy_daemon(d, bin, sizeof bin);
+		ck_assert_msg(harness_copy_for_anyone(harness_daemon_path(), bin,
+						      sizeof bin) == 0,
+			      "%s", harness_error());
 	ck_assert_int_eq(pipe(fds), 0);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
@@ -378,6 +368,8 @@ static int exec_unprivileged(const struct harness_daemon *d,
 	buf[len] = '\0';
 	*out = strdup(buf);
 	st = harness_client_wait(pid);
+	if (geteuid() == 0)
+		harness_remove_copy(bin);
 	return st;
 }
 
@@ -394,7 +386,7 @@ static void assert_refused_at_start(const struct harness_daemon *d,
 	snprintf(sock, sizeof sock, "%s/ctxleak.sock", sock_dir);
 	mkdir(sock_dir, 0700);
 	ck_assert_int_eq(chown(sock_dir, daemon_uid(), (gid_t)-1), 0);
-	st = exec_unprivileged(d, argv, &out);
+	st = exec_unprivileged(argv, &out);
 	ck_assert_msg(st == 1, "status %d: %s", st, out);
 	ck_assert_msg(strstr(out, "cannot open database") != NULL &&
 			  strstr(out, db) != NULL &&

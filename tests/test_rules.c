@@ -21,6 +21,7 @@
 #define MAX_REQUESTS 4096
 #define MAX_HELD     32
 #define MAX_TAGS     8
+#define MAX_UPDATES  64
 
 struct got_finding {
 	enum leak_class leak;
@@ -37,6 +38,7 @@ struct got_verdict {
 	uint8_t type;
 	uint64_t ts, ctx, rid, rid_ctx;
 	enum leak_class leak;
+	int late, keep;
 };
 
 struct got_tag {
@@ -50,7 +52,7 @@ struct got_request {
 	char name[80];
 	uint32_t nthreads, nscopes, ntags;
 	uint64_t threads[RULES_MAX_THREADS];
-	uint64_t nrecords;
+	uint64_t nrecords, late;
 	struct got_tag tags[MAX_TAGS];
 	uint32_t victim_of[LEAK_CLASS_COUNT], source_of;
 	size_t nheld;
@@ -59,11 +61,21 @@ struct got_request {
 	struct got_verdict held[MAX_HELD];
 };
 
+/* A rules_update; its row and counted parts, when given, as requests. */
+struct got_update {
+	uint64_t rid;
+	uint32_t victim_of[LEAK_CLASS_COUNT], source_of;
+	uint64_t records, late;
+	int has_row, has_counted;
+	struct got_request row, counted;
+};
+
 static struct {
-	size_t nfindings, nverdicts, nrequests;
+	size_t nfindings, nverdicts, nrequests, nupdates;
 	struct got_finding findings[MAX_FINDINGS];
 	struct got_verdict verdicts[MAX_VERDICTS];
 	struct got_request requests[MAX_REQUESTS];
+	struct got_update updates[MAX_UPDATES];
 } got;
 
 static void copy_str(char *dst, size_t cap, struct proto_str s)
@@ -83,6 +95,8 @@ static void to_verdict(struct got_verdict *g, const struct rules_verdict *v)
 	g->rid = v->rid;
 	g->rid_ctx = v->rid_ctx;
 	g->leak = v->leak;
+	g->late = v->late;
+	g->keep = v->keep;
 }
 
 static void on_verdict(void *arg, const struct rules_verdict *v)
@@ -117,13 +131,8 @@ static void on_finding(void *arg, const struct rules_finding *f)
 	snprintf(g->detail, sizeof(g->detail), "%s", f->detail);
 }
 
-static void on_request(void *arg, const struct rules_request *rq)
+static void to_request(struct got_request *g, const struct rules_request *rq)
 {
-	struct got_request *g = &got.requests[got.nrequests];
-
-	(void)arg;
-	ck_assert_uint_lt(got.nrequests, MAX_REQUESTS);
-	got.nrequests++;
 	memset(g, 0, sizeof(*g));
 	g->rid = rq->rid;
 	g->ctx = rq->ctx;
@@ -135,6 +144,7 @@ static void on_request(void *arg, const struct rules_request *rq)
 		g->threads[i] = rq->threads[i];
 	g->nscopes = rq->nscopes;
 	g->nrecords = rq->nrecords;
+	g->late = rq->late;
 	g->ntags = rq->ntags;
 	for (uint32_t i = 0; i < rq->ntags && i < MAX_TAGS; i++) {
 		copy_str(g->tags[i].key, sizeof(g->tags[i].key),
@@ -156,8 +166,36 @@ static void on_request(void *arg, const struct rules_request *rq)
 		to_verdict(&g->held[i], &rq->held[i]);
 }
 
+static void on_request(void *arg, const struct rules_request *rq)
+{
+	(void)arg;
+	ck_assert_uint_lt(got.nrequests, MAX_REQUESTS);
+	to_request(&got.requests[got.nrequests++], rq);
+}
+
+static void on_update(void *arg, const struct rules_update *u)
+{
+	struct got_update *g = &got.updates[got.nupdates];
+
+	(void)arg;
+	ck_assert_uint_lt(got.nupdates, MAX_UPDATES);
+	got.nupdates++;
+	memset(g, 0, sizeof(*g));
+	g->rid = u->rid;
+	memcpy(g->victim_of, u->victim_of, sizeof(g->victim_of));
+	g->source_of = u->source_of;
+	g->records = u->records;
+	g->late = u->late;
+	g->has_row = u->row != NULL;
+	g->has_counted = u->counted != NULL;
+	if (u->row != NULL)
+		to_request(&g->row, u->row);
+	if (u->counted != NULL)
+		to_request(&g->counted, u->counted);
+}
+
 static const struct rules_sink sink = {on_verdict, on_finding, on_request,
-				       NULL};
+				       on_update, NULL};
 static uint64_t seq;
 
 static struct rules *engine(void (*tune)(struct rules_config *))
@@ -907,7 +945,7 @@ START_TEST(test_precedence_work)
 	    TAG(4, 1, 0, B, "k", "1"),
 	    /* ended A under B's code: stale, not bleed */
 	    TAG(5, 1, A, B, "k", "2"),
-	    /* ended A under A's own code: stale though no bleed */
+	    /* ended A under A's own code: late work, no finding */
 	    TAG(6, 1, A, A, "k", "3"),
 	    /* a child attached to ended A: stale */
 	    CHILD(7, 1, 0xb2, B, A, "db"),
@@ -922,14 +960,13 @@ START_TEST(test_precedence_work)
 	};
 
 	RUN(r, recs);
-	ck_assert_uint_eq(got.nfindings, 6);
+	ck_assert_uint_eq(got.nfindings, 5);
 	check_finding(0, LEAK_LOST, B, 0);
 	check_finding(1, LEAK_STALE, B, A);
-	check_finding(2, LEAK_STALE, A, A);
-	check_finding(3, LEAK_STALE, B, A);
-	check_finding(4, LEAK_BLEED, A, B);
-	check_finding(5, LEAK_LOST, B, 0);
-	ck_assert_ptr_nonnull(strstr(got.findings[4].detail,
+	check_finding(2, LEAK_STALE, B, A);
+	check_finding(3, LEAK_BLEED, A, B);
+	check_finding(4, LEAK_LOST, B, 0);
+	ck_assert_ptr_nonnull(strstr(got.findings[3].detail,
 				     "child scope 'db2' of request #1 'a' was "
 				     "begun under request #2 'b'"));
 	rules_free(r);
@@ -1987,7 +2024,7 @@ static uint64_t churn(struct rules *r, uint64_t from, uint64_t to)
 
 START_TEST(test_memory_steady_state)
 {
-	struct rules_sink counting = {NULL, NULL, churn_request, NULL};
+	struct rules_sink counting = {NULL, NULL, churn_request, NULL, NULL};
 	struct rules_config cfg;
 	struct rules *r;
 	uint64_t warm, later;
@@ -2189,6 +2226,262 @@ START_TEST(test_table_spread)
 }
 END_TEST
 
+/* ------------------------------------------------------------ late */
+
+static size_t late_verdicts(void)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < got.nverdicts && i < MAX_VERDICTS; i++)
+		n += got.verdicts[i].late != 0;
+	return n;
+}
+
+/* The update of request rid, the nth of them (0 first). */
+static const struct got_update *update_of(uint64_t rid, int nth)
+{
+	for (size_t i = 0; i < got.nupdates; i++)
+		if (got.updates[i].rid == rid && nth-- == 0)
+			return &got.updates[i];
+	ck_abort_msg("no update of request #%llu", (unsigned long long)rid);
+	return NULL;
+}
+
+/* The verdict of the record at ts. */
+static const struct got_verdict *verdict_at(uint64_t ts)
+{
+	for (size_t i = 0; i < got.nverdicts && i < MAX_VERDICTS; i++)
+		if (got.verdicts[i].ts == ts)
+			return &got.verdicts[i];
+	ck_abort_msg("no verdict at ts %llu", (unsigned long long)ts);
+	return NULL;
+}
+
+/*
+ * Under task, a request starts background work and ends; the work runs
+ * later, resumed in the request's context, so its storage names the
+ * request itself (ctx = cause): late work, no finding, counted on the
+ * request whether it is judged before the request retires or after.
+ */
+START_TEST(test_late_work)
+{
+	struct rules *r = engine(NULL);
+	struct rules_stats st;
+	const struct proto_record before[] = {
+	    BEGIN(1, 1, A, 0, 0, "job"),
+	    TAG(2, 1, A, A, "user", "alice"),
+	    END(3, 1, A, A, A),
+	    /* ended, not yet retired */
+	    RESUME(4, 2, 0, A),
+	    EVENT(5, 2, A, A, "job.step"),
+	    SUSPEND(6, 2, A, A),
+	};
+	const struct proto_record after[] = {
+	    RESUME(7, 2, 0, A),
+	    TAG(8, 2, A, A, "status", "done"),
+	    CHILD(9, 2, 0xa2, A, A, "db"),
+	    END(10, 2, 0xa2, A, 0xa2),
+	    SUSPEND(11, 2, A, A),
+	};
+	const struct got_request *rq;
+	const struct got_update *u;
+
+	add_all(r, before, 6);
+	rules_advance(r, 6);
+	ck_assert_uint_eq(got.nrequests, 1);
+	rq = request_of(A);
+	ck_assert_uint_eq(rq->nrecords, 6);
+	ck_assert_uint_eq(rq->late, 1);
+	add_all(r, after, 5);
+	rules_advance(r, 11);
+	rules_finish(r);
+	ck_assert_uint_eq(got.nfindings, 0);
+	/* After it retired: one update, with every record and the late
+	 * ones among them. */
+	ck_assert_uint_eq(got.nupdates, 1);
+	u = update_of(rq->rid, 0);
+	ck_assert_uint_eq(u->records, 5);
+	ck_assert_uint_eq(u->late, 2);
+	ck_assert_int_eq(u->has_row, 0);
+	ck_assert_int_eq(u->has_counted, 0); /* not hold_records */
+	ck_assert_uint_eq(late_verdicts(), 3);
+	ck_assert_int_eq(verdict_at(5)->late, 1);
+	ck_assert_int_eq(verdict_at(5)->leak, LEAK_NONE);
+	ck_assert_int_eq(verdict_at(9)->late, 1);
+	ck_assert_int_eq(verdict_at(10)->late, 0); /* END: not work */
+	rules_stats(r, &st);
+	ck_assert_uint_eq(st.late, 3);
+	ck_assert_uint_eq(st.updates, 1);
+	for (int c = 0; c < LEAK_CLASS_COUNT; c++)
+		ck_assert_uint_eq(st.findings[c], 0);
+	rules_free(r);
+}
+END_TEST
+
+static void observe(struct rules_config *cfg)
+{
+	cfg->observe = 1;
+}
+
+/*
+ * An observed storage is cleared by the service, often before the END:
+ * END with nothing current (cur 0) is no misnest under observe, while an
+ * END with another live request current, or on another thread under
+ * another request's code, still is.  Without observe all three are.
+ */
+START_TEST(test_observe_end)
+{
+	struct rules *r = engine(_i ? observe : NULL);
+	const struct proto_record recs[] = {
+	    BEGIN(1, 1, A, 0, 0, "a"),
+	    END(2, 1, A, A, 0), /* the storage was cleared first */
+	    BEGIN(3, 1, B, 0, 0, "b"),
+	    BEGIN(4, 2, C, 0, 0, "c"),
+	    END(5, 1, B, B, C), /* C, live, is current */
+	    END(6, 2, C, C, C),
+	    BEGIN(7, 1, 0xd1, 0, 0, "d"),
+	    END(8, 2, 0xd1, C, 0), /* thread 2, in C's code */
+	};
+	size_t k = 0;
+
+	RUN(r, recs);
+	ck_assert_uint_eq(got.nfindings, _i ? 2 : 3);
+	ck_assert_uint_eq(count(LEAK_MISNEST), got.nfindings);
+	if (!_i)
+		check_finding(k++, LEAK_MISNEST, A, 0);
+	check_finding(k++, LEAK_MISNEST, B, 0);
+	check_finding(k++, LEAK_MISNEST, 0xd1, 0);
+	/* under observe, by the thread rule; else already by cur */
+	ck_assert_msg(strstr(got.findings[k - 1].detail,
+			     _i ? "thread" : "current ctx was 0") != NULL,
+		      "%s", got.findings[k - 1].detail);
+	rules_free(r);
+}
+END_TEST
+
+/*
+ * Findings and records judged after their request retired reach it: an
+ * update of its counts, and, for a request that retired clean (counted,
+ * no row, under hold_records), its row once a finding names it as victim
+ * or as source, with what request_stats counted of it to take back.
+ */
+START_TEST(test_late_findings_update_rows)
+{
+	struct rules *r = engine(hold);
+	const struct proto_record first[] = {
+	    BEGIN(1, 1, A, 0, 0, "a"),
+	    END(2, 1, A, A, A),
+	    BEGIN(3, 1, C, 0, 0, "c"),
+	    END(4, 1, C, C, C),
+	};
+	const struct proto_record second[] = {
+	    BEGIN(5, 1, B, 0, 0, "b"),
+	    /* a callback of retired A runs under B's storage */
+	    EVENT(6, 1, B, A, "cb"),
+	    /* the storage of thread 2 still holds retired C */
+	    BEGIN(7, 2, 0xd1, 0, C, "d"),
+	    END(8, 2, 0xd1, 0xd1, 0xd1),
+	    END(9, 1, B, B, B),
+	};
+	const struct proto_record third[] = {
+	    TAG(10, 1, 0, A, "k", "v"), /* lost */
+	    EVENT(11, 1, A, A, "late"), /* late work */
+	};
+	const struct proto_record fourth[] = {
+	    BEGIN(12, 1, 0xe1, 0, 0, "e"),
+	    END(13, 1, 0xe1, 0xe1, 0xe1),
+	};
+	const struct proto_record fifth[] = {
+	    EVENT(14, 1, 0xe1, 0xe1, "bg"),
+	};
+	const struct proto_record sixth[] = {
+	    BEGIN(15, 1, 0xf1, 0, 0xe1, "f"),
+	    END(16, 1, 0xf1, 0xf1, 0xf1),
+	};
+	uint64_t a, c, e;
+	const struct got_update *u;
+
+	add_all(r, first, 4);
+	rules_advance(r, 4);
+	ck_assert_uint_eq(got.nrequests, 2);
+	a = request_of(A)->rid;
+	c = request_of(C)->rid;
+	ck_assert_int_eq(request_of(A)->held_delivered, 0); /* clean */
+
+	add_all(r, second, 5);
+	rules_advance(r, 9);
+	ck_assert_uint_eq(got.nfindings, 2);
+	check_finding(0, LEAK_BLEED, A, B);
+	check_finding(1, LEAK_STALE, 0xd1, C);
+	ck_assert_uint_eq(request_of(B)->source_of, 1);
+	ck_assert_uint_eq(got.nupdates, 2);
+	u = update_of(a, 0);
+	ck_assert_int_eq(u->has_row, 1);
+	ck_assert_uint_eq(u->row.rid, a);
+	ck_assert_str_eq(u->row.name, "a");
+	ck_assert_uint_eq(u->row.begin_ts, 1);
+	ck_assert_uint_eq(u->row.end_ts, 2);
+	ck_assert_uint_eq(u->row.victim_of[LEAK_BLEED], 1);
+	ck_assert_uint_eq(u->row.source_of, 0);
+	ck_assert_uint_eq(u->row.nrecords, 3);
+	ck_assert_int_eq(u->has_counted, 1);
+	ck_assert_uint_eq(u->counted.nrecords, 2);
+	ck_assert_uint_eq(u->counted.nscopes, 1);
+	u = update_of(c, 0);
+	ck_assert_int_eq(u->has_row, 1);
+	ck_assert_uint_eq(u->row.source_of, 1);
+	ck_assert_uint_eq(u->row.victim_of[LEAK_STALE], 0);
+	ck_assert_uint_eq(u->row.nrecords, 2);
+	ck_assert_uint_eq(u->counted.nrecords, 2);
+	/* The evidence is kept like the records held for a row. */
+	ck_assert_int_eq(verdict_at(6)->keep, 1);
+	ck_assert_uint_eq(verdict_at(6)->rid, a);
+
+	/* A has its row now: plain updates, its records kept. */
+	add_all(r, third, 2);
+	rules_advance(r, 11);
+	ck_assert_uint_eq(got.nupdates, 3);
+	u = update_of(a, 1);
+	ck_assert_int_eq(u->has_row, 0);
+	ck_assert_int_eq(u->has_counted, 0);
+	ck_assert_uint_eq(u->victim_of[LEAK_LOST], 1);
+	ck_assert_uint_eq(u->records, 2);
+	ck_assert_uint_eq(u->late, 1);
+	ck_assert_int_eq(verdict_at(11)->keep, 1);
+	ck_assert_int_eq(verdict_at(11)->late, 1);
+
+	/* E retires clean; its late work is counted as clean requests are,
+	 * until a finding names it. */
+	add_all(r, fourth, 2);
+	rules_advance(r, 13);
+	e = request_of(0xe1)->rid;
+	add_all(r, fifth, 1);
+	rules_advance(r, 14);
+	ck_assert_uint_eq(got.nupdates, 4);
+	u = update_of(e, 0);
+	ck_assert_int_eq(u->has_row, 0);
+	ck_assert_int_eq(u->has_counted, 1);
+	ck_assert_uint_eq(u->counted.nrecords, 2);
+	ck_assert_uint_eq(u->counted.late, 0);
+	ck_assert_uint_eq(u->records, 1);
+	ck_assert_uint_eq(u->late, 1);
+	ck_assert_int_eq(verdict_at(14)->keep, 0);
+	add_all(r, sixth, 2);
+	rules_advance(r, 16);
+	ck_assert_uint_eq(got.nupdates, 5);
+	u = update_of(e, 1);
+	ck_assert_int_eq(u->has_row, 1);
+	ck_assert_uint_eq(u->row.source_of, 1);
+	ck_assert_uint_eq(u->row.nrecords, 3);
+	ck_assert_uint_eq(u->row.late, 1);
+	ck_assert_uint_eq(u->counted.nrecords, 3);
+	ck_assert_uint_eq(u->counted.late, 1);
+	rules_finish(r);
+	ck_assert_uint_eq(got.nupdates, 5);
+	rules_free(r);
+}
+END_TEST
+
 static Suite *rules_suite(void)
 {
 	Suite *s = suite_create("rules");
@@ -2239,6 +2532,12 @@ static Suite *rules_suite(void)
 	tcase_add_test(tc, test_stale_after_retirement);
 	tcase_add_test(tc, test_ended_table_bound);
 	tcase_add_test(tc, test_detail_quotes_user_data);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("late");
+	tcase_add_test(tc, test_late_work);
+	tcase_add_loop_test(tc, test_observe_end, 0, 2);
+	tcase_add_test(tc, test_late_findings_update_rows);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("model");

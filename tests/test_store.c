@@ -197,7 +197,7 @@ static void verdicts(struct store *s, const struct store_proc *p, int n,
 {
 	for (int i = 0; i < n; i++) {
 		struct proto_record r = tag_rec(ts + (uint64_t)i, 1, 1, value);
-		struct rules_verdict v = {&r, 1, 1, leak};
+		struct rules_verdict v = {&r, 1, 1, leak, 0, 0};
 
 		store_verdict(s, p, &v);
 	}
@@ -374,10 +374,10 @@ START_TEST(test_newer_version_refused)
 	char err[256];
 
 	store_close(open_default(0));
-	exec_on(path, "PRAGMA user_version = 4");
+	exec_on(path, "PRAGMA user_version = 5");
 	open_fails(path, err, sizeof err);
-	ck_assert_msg(strstr(err, "database schema version 4 is newer than "
-				  "this ctxleakd supports (3)") != NULL,
+	ck_assert_msg(strstr(err, "database schema version 5 is newer than "
+				  "this ctxleakd supports (4)") != NULL,
 		      "%s", err);
 }
 END_TEST
@@ -459,7 +459,7 @@ static void write_mix(struct store *s, const struct store_proc *p)
 	verdicts(s, p, 2, 2000, LEAK_BLEED, "b");
 	for (int i = 0; i < 9; i++) {
 		held[i] = tag_rec(3000 + (uint64_t)i, 1, 1, "held");
-		hv[i] = (struct rules_verdict){&held[i], 1, 1, LEAK_NONE};
+		hv[i] = (struct rules_verdict){&held[i], 1, 1, LEAK_NONE, 0, 0};
 	}
 	/* A victim, a bystander, a source: 3, 4 and 2 held records. */
 	rq = request_of(1, 3000);
@@ -518,8 +518,8 @@ START_TEST(test_record_columns)
 				 .name = str("GET /x")};
 	struct proto_record e = {
 	    .type = PROTO_END, .ts = 6, .tid = 9, .ctx = 4, .cur = 5};
-	struct rules_verdict vb = {&b, UINT64_MAX, 0, LEAK_NONE};
-	struct rules_verdict ve = {&e, 2, 3, LEAK_MISNEST};
+	struct rules_verdict vb = {&b, UINT64_MAX, 0, LEAK_NONE, 0, 0};
+	struct rules_verdict ve = {&e, 2, 3, LEAK_MISNEST, 0, 0};
 	char buf[64];
 
 	store_verdict(s, &p, &vb);
@@ -623,7 +623,7 @@ START_TEST(test_misattributed_records_indexed)
 	struct store *s = open_default(1);
 	struct store_proc p = add_process(s, 1, 0);
 	struct proto_record r = tag_rec(10, 1002, 1001, "x");
-	struct rules_verdict v = {&r, 1, 1, LEAK_NONE};
+	struct rules_verdict v = {&r, 1, 1, LEAK_NONE, 0, 0};
 	char plan[1024];
 
 	for (int i = 0; i < 100; i++)
@@ -861,7 +861,8 @@ START_TEST(test_request_rows_commit_together)
 
 	for (int i = 0; i < 4; i++) {
 		recs[i] = tag_rec(11 + (uint64_t)i, 1, 1, "x");
-		held[i] = (struct rules_verdict){&recs[i], 7, 7, LEAK_NONE};
+		held[i] =
+		    (struct rules_verdict){&recs[i], 7, 7, LEAK_NONE, 0, 0};
 	}
 	rq.ntags = 2;
 	rq.tags = tags;
@@ -1220,6 +1221,89 @@ START_TEST(test_keep_all_no_summaries)
 }
 END_TEST
 
+/* What judging after a request retired adds to its row. */
+START_TEST(test_update_adds_to_row)
+{
+	struct store *s = open_default(0);
+	struct store_proc p = add_process(s, 1, 0);
+	struct rules_request rq = request_of(1, 1000);
+	struct rules_update u = {
+	    .rid = 1, .source_of = 1, .records = 3, .late = 1};
+	char buf[256];
+
+	rq.victim_of[LEAK_BLEED] = 1;
+	rq.late = 2;
+	store_request(s, &p, &rq);
+	u.victim_of[LEAK_LOST] = 2;
+	store_update(s, &p, &u);
+	store_update(s, &p, &u);
+	store_close(s);
+	ck_assert_str_eq(qs("SELECT records || '|' || leaks || '|' || bleed "
+			    "|| '|' || lost || '|' || source_of || '|' || late "
+			    "FROM requests WHERE id = 1",
+			    buf, sizeof buf),
+			 "8|5|1|4|2|4");
+	ck_assert_int_eq(q("SELECT count(*) FROM request_stats"), 0);
+}
+END_TEST
+
+/*
+ * A request counted clean that a later finding names gets its row and
+ * leaves request_stats, whether its count was committed already (_i 1)
+ * or not; late records of a still clean one add to its counts.
+ */
+START_TEST(test_late_row_taken_back)
+{
+	struct store *s = open_default(0);
+	struct store_proc p = add_process(s, 1, 0);
+	uint64_t tid = 7;
+	struct rules_request counted, row;
+	struct rules_update u = {.rid = 1, .source_of = 1, .records = 1};
+	char buf[256];
+
+	clean_request(s, &p, 1, "GET /a", 2, 100, 5, 1000);
+	clean_request(s, &p, 3, "GET /a", 2, 100, 7, 3000);
+	if (_i)
+		store_commit(s);
+	/* rid 1 as clean_request counted it */
+	counted = request_of(1, 0);
+	counted.site = 2;
+	counted.begin_ts =
+	    (uint64_t)(100 * MINUTE) + 5 - (uint64_t)p.clock_offset;
+	counted.end_ts = counted.begin_ts + 1000;
+	counted.nthreads = 2;
+	counted.threads = &tid;
+	counted.ntags = 1;
+	row = counted;
+	row.nthreads = 1;
+	row.ntags = 0;
+	row.nrecords = 3;
+	row.source_of = 1;
+	u.row = &row;
+	u.counted = &counted;
+	store_update(s, &p, &u);
+	/* rid 3 stays clean: a late record of late work */
+	counted.rid = 3;
+	counted.begin_ts += 2;
+	u = (struct rules_update){
+	    .rid = 3, .records = 1, .late = 1, .counted = &counted};
+	store_update(s, &p, &u);
+	store_close(s);
+	ck_assert_str_eq(qs("SELECT records || '|' || source_of || '|' || "
+			    "leaks || '|' || threads || '|' || (end_ts - "
+			    "begin_ts) FROM requests",
+			    buf, sizeof buf),
+			 "3|1|0|7|1000");
+	ck_assert_int_eq(q("SELECT count(*) FROM tags"), 0);
+	ck_assert_str_eq(
+	    qs("SELECT requests || '|' || records || '|' || scopes || '|' || "
+	       "tags || '|' || handed_off || '|' || duration_sum || '|' || "
+	       "late FROM request_stats",
+	       buf, sizeof buf),
+	    "1|3|1|1|1|3000|1");
+}
+END_TEST
+
 /* A version 1 file (no request_stats) is migrated and keeps its rows. */
 START_TEST(test_migrates_version_1)
 {
@@ -1230,13 +1314,15 @@ START_TEST(test_migrates_version_1)
 	store_close(s);
 	exec_on(path, "DROP TABLE request_stats; DROP INDEX "
 		      "records_ctx_request; ALTER TABLE requests DROP COLUMN "
-		      "records_not_kept; DROP TABLE what_if; ALTER TABLE "
-		      "processes DROP COLUMN what_if; PRAGMA user_version = 1");
+		      "records_not_kept; ALTER TABLE requests DROP COLUMN "
+		      "late; ALTER TABLE records DROP COLUMN late; DROP "
+		      "TABLE what_if; ALTER TABLE processes DROP COLUMN "
+		      "what_if; PRAGMA user_version = 1");
 	s = open_default(0);
 	p = add_process(s, 1, 0);
 	clean_request(s, &p, 2, "GET /a", 2, 100, 5, 1000);
 	store_close(s);
-	ck_assert_int_eq(q("PRAGMA user_version"), 3);
+	ck_assert_int_eq(q("PRAGMA user_version"), STORE_SCHEMA_VERSION);
 	ck_assert_int_eq(q("SELECT count(*) FROM sqlite_master WHERE name = "
 			   "'records_ctx_request'"),
 			 1);
@@ -1426,6 +1512,7 @@ END_TEST
 static Suite *store_suite(void)
 {
 	Suite *s = suite_create("store");
+	TCase *tc;
 	struct {
 		const char *name;
 		const TTest *tests[8];
@@ -1455,7 +1542,7 @@ static Suite *store_suite(void)
 	};
 
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-		TCase *tc = tcase_create(cases[i].name);
+		tc = tcase_create(cases[i].name);
 
 		tcase_add_checked_fixture(tc, setup, teardown);
 		tcase_set_timeout(tc, 30);
@@ -1463,6 +1550,11 @@ static Suite *store_suite(void)
 			tcase_add_test(tc, cases[i].tests[j]);
 		suite_add_tcase(s, tc);
 	}
+	tc = tcase_create("late rows");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_update_adds_to_row);
+	tcase_add_loop_test(tc, test_late_row_taken_back, 0, 2);
+	suite_add_tcase(s, tc);
 	return s;
 }
 

@@ -280,7 +280,7 @@ static void judge_stream(struct wiring *w, const struct proto_record *recs,
 			 size_t n)
 {
 	struct rules_config cfg;
-	struct rules_sink sink = {NULL, on_finding, NULL, w};
+	struct rules_sink sink = {.finding = on_finding, .arg = w};
 
 	rules_config_default(&cfg);
 	cfg.max_ended_scopes = max_ended;

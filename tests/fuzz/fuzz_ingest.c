@@ -60,6 +60,13 @@ static void sink_request(void *arg, const struct rules_request *rq)
 	store_request(in->store, &in->proc, rq);
 }
 
+static void sink_update(void *arg, const struct rules_update *u)
+{
+	struct ingest *in = arg;
+
+	store_update(in->store, &in->proc, u);
+}
+
 /* The limits hold after every record, whatever the input. */
 static void check_bounds(const struct ingest *in)
 {
@@ -179,7 +186,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct store_config sc = {.path = ":memory:", .commit_rows = 64};
 	struct rules_sink sink = {sink_verdict, sink_finding, sink_request,
-				  NULL};
+				  sink_update, NULL};
 	struct ingest *in;
 	char err[256];
 
