@@ -177,14 +177,18 @@ int cli_processes(struct cli *c)
 
 enum { S_FILE, S_LINE, S_FUNC, S_PROCS, S_LEAKS, S_CLASS0 };
 
-/* Per-class counts follow S_LEAKS, in cli_class_names order. */
+/* Per-class counts follow S_LEAKS, in cli_class_names order.  A site row
+ * is shared by every process that defines it (sites.process_id is the
+ * first): the processes counted and filtered are those of its findings,
+ * or that first one when it has none. */
 static const char sites_sql[] =
-    "SELECT s.file, s.line, s.func, count(DISTINCT s.process_id),"
+    "SELECT s.file, s.line, s.func, count(DISTINCT p.id),"
     " count(l.id), sum(l.class = 'bleed'), sum(l.class = 'stale'),"
     " sum(l.class = 'overlap'), sum(l.class = 'lost'),"
     " sum(l.class = 'misnest'), sum(l.class = 'unclosed')"
-    " FROM sites s JOIN processes p ON p.id = s.process_id"
-    " LEFT JOIN leaks l ON l.site_id = s.id WHERE 1%s"
+    " FROM sites s LEFT JOIN leaks l ON l.site_id = s.id"
+    " JOIN processes p ON p.id = coalesce(l.process_id, s.process_id)"
+    " WHERE 1%s"
     " GROUP BY s.file, s.line, s.func"
     " ORDER BY count(l.id) DESC, s.file, s.line";
 

@@ -41,6 +41,9 @@ struct conn {
 	int fd;
 	struct event *ev;
 	struct event *hello_timer; /* until HELLO */
+	struct event *partial_timer; /* while a record is incomplete;
+					created on first need */
+	uint64_t partial_at; /* stream offset of that record */
 	struct proto_decoder *dec;
 	struct ucred cred;
 	struct process *proc;
@@ -83,6 +86,8 @@ static void conn_free(struct conn *c, const char *error)
 	event_free(c->ev);
 	if (c->hello_timer != NULL)
 		event_free(c->hello_timer);
+	if (c->partial_timer != NULL)
+		event_free(c->partial_timer);
 	close(c->fd);
 	proto_decoder_free(c->dec);
 	free(c->sites);
@@ -249,6 +254,54 @@ static void conn_close(struct conn *c, enum read_result how, const char *error)
 	conn_free(c, NULL);
 }
 
+static void on_partial_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	char error[128];
+
+	(void)fd;
+	(void)what;
+	stats.partial_timeouts++;
+	snprintf(error, sizeof error,
+		 "a record left incomplete for %llu ms (%zu bytes of it "
+		 "came; --partial-timeout)",
+		 (unsigned long long)(cfg.partial_timeout / 1000000),
+		 proto_decoder_buffered(c->dec));
+	conn_close(c, READ_BAD, error);
+}
+
+/*
+ * A client that sends part of a record and then nothing holds a
+ * connection slot and the record's buffer for ever, and delays nothing
+ * else: the clock starts when a read leaves a record incomplete, goes on
+ * while it stays so, and stops once it is whole.  What came before it has
+ * been judged already and stays.
+ */
+static void watch_partial(struct conn *c)
+{
+	struct timeval tv;
+	uint64_t at = proto_decoder_offset(c->dec);
+
+	if (proto_decoder_buffered(c->dec) == 0 || cfg.partial_timeout == 0) {
+		if (c->partial_timer != NULL)
+			evtimer_del(c->partial_timer);
+		return;
+	}
+	if (c->partial_timer == NULL) {
+		c->partial_timer = evtimer_new(event_get_base(c->ev),
+					       on_partial_timeout, c);
+		if (c->partial_timer == NULL)
+			return; /* unwatched, as before: not worth a close */
+	} else if (evtimer_pending(c->partial_timer, NULL) &&
+		   at == c->partial_at) {
+		return; /* the same record: its clock runs on */
+	}
+	c->partial_at = at;
+	tv.tv_sec = (time_t)(cfg.partial_timeout / 1000000000u);
+	tv.tv_usec = (suseconds_t)(cfg.partial_timeout % 1000000000u / 1000);
+	evtimer_add(c->partial_timer, &tv);
+}
+
 static void on_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
@@ -260,6 +313,8 @@ static void on_read(evutil_socket_t fd, short what, void *arg)
 	r = read_some(c, READS_PER_WAKEUP, error, sizeof error);
 	if (r != READ_AGAIN)
 		conn_close(c, r, error);
+	else
+		watch_partial(c);
 }
 
 static void on_hello_timeout(evutil_socket_t fd, short what, void *arg)

@@ -34,6 +34,15 @@
 /* About 75 MB of ended scopes with their requests (under 300 bytes each):
  * sixteen processes' worth of the per-process default. */
 #define DEFAULT_MAX_ENDED_SCOPES_TOTAL (1ULL << 18)
+/* A host with several thousand instrumented workers, one connection
+ * each.  Each costs the daemon about 16 KiB idle, at most one read
+ * (64 KiB), one record (--max-record-size) and its sites (512 KiB) more,
+ * and one descriptor (the unit's LimitNOFILE=16384 leaves room). */
+#define DEFAULT_MAX_CONNECTIONS 4096
+/* The library writes a record with one send() on a local socket, so a
+ * record stays incomplete only while a client is stopped mid-write or
+ * means harm: seconds are generous. */
+#define DEFAULT_PARTIAL_TIMEOUT (5 * NS_PER_SEC)
 
 struct config cfg;
 
@@ -60,7 +69,8 @@ static const char usage_text[] =
     "  --log-level LEVEL       error, warn, info (default) or debug\n"
     "  --log-file PATH         append the log here instead of stderr;\n"
     "                          SIGHUP reopens it\n"
-    "  --max-connections N     client connections at once (default %u)\n"
+    "  --max-connections N     client connections at once (default %u);\n"
+    "                          each costs about 16K idle, 656K at most\n"
     "  --max-open-scopes N     open scopes per process (default %u)\n"
     "  --max-open-scopes-total N\n"
     "                          open scopes of all processes together\n"
@@ -83,6 +93,9 @@ static const char usage_text[] =
     "                          (e.g. 7d, 7d,1G or ,500M; default: keep)\n"
     "  --linger DUR            wait for a reconnection this long before\n"
     "                          finalising a process (default 1s)\n"
+    "  --partial-timeout DUR   close a connection whose record stays\n"
+    "                          incomplete this long, keeping what came\n"
+    "                          before it (default 5s; 0: never)\n"
     "  --max-record-size N     bytes in one record (default %u)\n"
     "  --max-string N          bytes in one string (default %u)\n"
     "  --help, --version\n"
@@ -260,7 +273,7 @@ static void set_defaults(void)
 	cfg.socket_path = default_socket;
 	cfg.db_path = default_db;
 	cfg.log_level = LOG_LEVEL_INFO;
-	cfg.max_connections = 1024;
+	cfg.max_connections = DEFAULT_MAX_CONNECTIONS;
 	cfg.max_open_scopes = rc.max_open_scopes;
 	cfg.max_open_scopes_total = DEFAULT_MAX_OPEN_SCOPES_TOTAL;
 	cfg.max_ended_scopes_total = DEFAULT_MAX_ENDED_SCOPES_TOTAL;
@@ -270,6 +283,7 @@ static void set_defaults(void)
 	cfg.max_pending = DEFAULT_MAX_PENDING;
 	cfg.linger = NS_PER_SEC;
 	cfg.what_if = 1;
+	cfg.partial_timeout = DEFAULT_PARTIAL_TIMEOUT;
 	proto_limits_default(&cfg.limits);
 }
 
@@ -291,6 +305,7 @@ enum {
 	OPT_MAX_ENDED_SCOPES_TOTAL,
 	OPT_RETENTION,
 	OPT_LINGER,
+	OPT_PARTIAL_TIMEOUT,
 	OPT_MAX_RECORD_SIZE,
 	OPT_MAX_STRING,
 	OPT_HELP,
@@ -317,6 +332,7 @@ static const struct option long_options[] = {
     {"max-pending", required_argument, NULL, OPT_MAX_PENDING},
     {"retention", required_argument, NULL, OPT_RETENTION},
     {"linger", required_argument, NULL, OPT_LINGER},
+    {"partial-timeout", required_argument, NULL, OPT_PARTIAL_TIMEOUT},
     {"max-record-size", required_argument, NULL, OPT_MAX_RECORD_SIZE},
     {"max-string", required_argument, NULL, OPT_MAX_STRING},
     {"help", no_argument, NULL, OPT_HELP},
@@ -401,6 +417,9 @@ static void parse_option(int opt, const char *arg)
 		break;
 	case OPT_LINGER:
 		cfg.linger = parse_duration("linger", arg);
+		break;
+	case OPT_PARTIAL_TIMEOUT:
+		cfg.partial_timeout = parse_duration("partial-timeout", arg);
 		break;
 	case OPT_MAX_RECORD_SIZE:
 		cfg.limits.max_object =

@@ -71,6 +71,8 @@ struct store_proc {
 	/* The row's counters before the caller first saw the process (a
 	 * restarted daemon), to which store_process_update adds its own. */
 	uint64_t base_records, base_dropped, base_skipped;
+	struct site_holds *site_holds; /* the sites it was given, let go
+					  when it is finalised */
 };
 
 struct store_process_info {
@@ -105,7 +107,7 @@ int store_process_open(struct store *s, const struct store_process_info *pi,
  * held until a commit holds them (also through a full disk).
  * The counters are the caller's totals since it first saw the process;
  * error and model NULL leave the row's as they are. */
-void store_process_update(struct store *s, const struct store_proc *p,
+void store_process_update(struct store *s, struct store_proc *p,
 			  uint64_t records, uint64_t dropped,
 			  uint64_t unknown_skipped, const char *error,
 			  const struct rules_model *model, int disconnected);
@@ -127,7 +129,7 @@ int store_process_counts(struct store *s, const struct store_proc *p,
 /* Returns sites.id for a SITE record; 0 on failure.  Records given to the
  * store carry sites.id in their site field: the caller translates the
  * client's site IDs with this before the records reach the rules. */
-int64_t store_site(struct store *s, const struct store_proc *p,
+int64_t store_site(struct store *s, struct store_proc *p,
 		   const struct proto_record *site);
 void store_verdict(struct store *s, const struct store_proc *p,
 		   const struct rules_verdict *v);
@@ -161,10 +163,41 @@ void store_limit_pages(struct store *s, int64_t extra);
  * -1 and a one-line reason when the file is not a ctxleak database or is
  * of a newer schema. */
 struct sqlite3;
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 #define STORE_APPLICATION_ID 0x63786c6b /* "cxlk" */
 int store_schema_open(struct sqlite3 *db, const char *path, char *err,
 		      size_t errlen);
+
+/* store_sites.c: sites once per (file, line, function), and what
+ * retention needs to know of them: which ones live processes hold (the
+ * SQL function site_held(id)) and which ones a row names (sites.used). */
+struct sites;
+struct site_holds;
+struct sites *sites_new(struct sqlite3 *db);
+void sites_free(struct sites *ss);
+/* sites.id of the site's key; 0 when it is not stored yet. */
+int64_t sites_find(struct sites *ss, const struct proto_record *site);
+/* 1 (and a log line once) when the process holds as many sites as one
+ * may; it gets no more. */
+int sites_full(struct site_holds *h, int64_t process_id);
+/* The process holds the site from now on; -1 when out of memory. */
+int sites_hold(struct sites *ss, struct site_holds **holds, int64_t id);
+/* The process is finalised: it lets go of all its sites. */
+void sites_release(struct sites *ss, struct site_holds **holds);
+/* A row names the site (0: none); in the open transaction. */
+void sites_used(struct sites *ss, uint64_t id);
+/* The open transaction was rolled back, and sites.used with it. */
+void sites_rolled_back(struct sites *ss);
+
+/* store_check.c: PRAGMA quick_check of an open database within a bounded
+ * time; damage is logged as a warning, and the store goes on. */
+void store_quick_check(struct sqlite3 *db, const char *path);
+
+/* store_lock.c: the lock that keeps a second daemon off the database,
+ * held on DB-path ".lock" for as long as the returned descriptor is open;
+ * -1 and a one-line reason (naming the database and the holder's pid)
+ * when another daemon holds it. */
+int store_lock(const char *db, char *err, size_t errlen);
 
 /* store_retain.c: retention by age and by size in bounded chunks, inside
  * the store's open transaction. */
@@ -177,6 +210,10 @@ void retention_free(struct retention *r);
  * 0 when done, or a negative SQLite result code; *deleted counts rows. */
 int retention_step(struct retention *r, int64_t cutoff, uint64_t max_bytes,
 		   uint64_t *deleted);
+/* Logs the rows deleted per table since the last report, if any, as
+ * "retention <why> deleted ..." (then returns 1); the store calls it when
+ * a pass ends. */
+int retention_report(struct retention *r, const char *why);
 
 /* store_summary.c: under --keep=leaky, requests with no finding counted
  * per process, minute, site and name (request_stats) instead of a row
@@ -254,6 +291,8 @@ struct conn_stats {
 	uint64_t accepted;
 	uint64_t rejected;     /* over --max-connections */
 	uint64_t proto_errors; /* connections closed for bad input */
+	uint64_t partial_timeouts; /* ... of them, for a record left
+				      incomplete past --partial-timeout */
 	uint64_t records;      /* records received */
 };
 void conn_stats(struct conn_stats *out);
@@ -325,6 +364,9 @@ struct config {
 	uint64_t retention_bytes;
 	uint64_t linger; /* ns a disconnected process waits for a
 			    reconnection before it is finalised */
+	uint64_t partial_timeout; /* ns a record may stay incomplete
+				     before its connection is closed;
+				     0: for ever */
 	struct proto_limits limits;
 };
 

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -19,7 +20,15 @@
 
 #include "ctxleakd.h"
 
-#define REFUSED_LOG_SEC 10
+/* Refusals come in bursts (a fleet restarting at once).  A burst's first
+ * refusal is logged at once; the rest are counted, one line every
+ * REFUSED_LOG_SEC while the burst lasts, and one when no refusal came for
+ * REFUSED_QUIET_MS: that burst's total. */
+#define REFUSED_LOG_SEC	 10
+#define REFUSED_QUIET_MS 1000
+/* Descriptors besides the connections': the listener, the database and
+ * its -wal, -shm and lock files, the log, libevent's and systemd's. */
+#define RESERVED_FDS 64
 /* Out of descriptors, accept fails at once while the listener stays
  * readable: without a pause the loop would spin on it. */
 #define ACCEPT_PAUSE_MS 100
@@ -27,6 +36,7 @@
 static struct event_base *server_base;
 static struct event *listen_event;
 static struct event *resume_event;    /* re-arms listen_event after a pause */
+static struct event *refused_event;   /* ends a burst of refusals */
 static unsigned long accept_failures; /* in this episode; 0: none */
 static struct timespec accept_paused_at;
 static int listen_fd = -1;
@@ -125,26 +135,90 @@ static int create_socket(const char *path)
 	return fd;
 }
 
-/* Over --max-connections.  A storm of refusals logs one line per
- * REFUSED_LOG_SEC, not one per connection. */
+/* The burst of refusals going on (refused 0: none). */
+static struct {
+	unsigned long refused;	  /* in this burst */
+	struct timespec start;	  /* its first */
+	time_t logged;		  /* CLOCK_MONOTONIC s of its last line */
+} burst;
+
+static double secs_since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (double)(now.tv_sec - t->tv_sec) +
+	       (double)(now.tv_nsec - t->tv_nsec) / 1e9;
+}
+
+static void on_refusals_ended(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	log_warn("%lu connection(s) refused in %.1f s: --max-connections %u "
+		 "reached; those clients got no RECEIPT",
+		 burst.refused, secs_since(&burst.start), cfg.max_connections);
+	burst.refused = 0;
+}
+
+/* Over --max-connections: closed before any RECEIPT, which is how the
+ * client learns it was refused.  Logged once per burst, and counted. */
 static void refuse(int fd)
 {
-	static time_t last_log;
-	static unsigned long unlogged;
+	const struct timeval quiet = {0, REFUSED_QUIET_MS * 1000};
 	struct timespec now;
 
 	conn_count_rejected();
-	unlogged++;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	if (last_log == 0 || now.tv_sec - last_log >= REFUSED_LOG_SEC) {
-		log_warn("%lu connection(s) refused: %u open "
-			 "(--max-connections)",
-			 unlogged, conn_count());
-		last_log = now.tv_sec;
-		unlogged = 0;
+	if (burst.refused++ == 0) {
+		burst.start = now;
+		burst.logged = now.tv_sec;
+		log_warn("connection refused: %u open, --max-connections %u; "
+			 "further refusals are counted until none came for "
+			 "%d ms",
+			 conn_count(), cfg.max_connections, REFUSED_QUIET_MS);
+	} else if (now.tv_sec - burst.logged >= REFUSED_LOG_SEC) {
+		burst.logged = now.tv_sec;
+		log_warn("%lu connection(s) refused so far in %.0f s "
+			 "(--max-connections %u)",
+			 burst.refused, secs_since(&burst.start),
+			 cfg.max_connections);
 	}
+	if (evtimer_add(refused_event, &quiet) == -1)
+		fatalx("cannot add a timer");
 	/* After the log line: a client that sees the close finds it. */
 	close(fd);
+}
+
+/*
+ * One descriptor per connection: a soft RLIMIT_NOFILE under
+ * --max-connections would turn clients away before the limit does (accept
+ * then pauses, out of descriptors).  Raised to what is needed when the
+ * hard limit allows; otherwise said once, with the figure to set.
+ */
+static void fit_descriptor_limit(void)
+{
+	rlim_t need = (rlim_t)cfg.max_connections + RESERVED_FDS;
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1 || rl.rlim_cur >= need)
+		return;
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need)
+		rl.rlim_cur = rl.rlim_max;
+	else
+		rl.rlim_cur = need;
+	if (setrlimit(RLIMIT_NOFILE, &rl) == -1)
+		getrlimit(RLIMIT_NOFILE, &rl);
+	if (rl.rlim_cur < need)
+		log_warn("--max-connections %u needs %llu descriptors, the "
+			 "limit is %llu: past about %llu connections clients "
+			 "wait (raise LimitNOFILE= or ulimit -n)",
+			 cfg.max_connections, (unsigned long long)need,
+			 (unsigned long long)rl.rlim_cur,
+			 (unsigned long long)(rl.rlim_cur > RESERVED_FDS
+						  ? rl.rlim_cur - RESERVED_FDS
+						  : 0));
 }
 
 static int out_of_descriptors(int err)
@@ -268,11 +342,13 @@ void server_listen(struct event_base *base)
 		listen_fd = create_socket(cfg.socket_path);
 		log_info("listening on %s", cfg.socket_path);
 	}
+	fit_descriptor_limit();
 	listen_event =
 	    event_new(base, listen_fd, EV_READ | EV_PERSIST, on_accept, NULL);
 	resume_event = evtimer_new(base, on_resume_accepting, NULL);
+	refused_event = evtimer_new(base, on_refusals_ended, NULL);
 	if (listen_event == NULL || resume_event == NULL ||
-	    event_add(listen_event, NULL) == -1)
+	    refused_event == NULL || event_add(listen_event, NULL) == -1)
 		fatalx("cannot watch the listening socket");
 	clock_gettime(CLOCK_MONOTONIC, &status_time);
 }
@@ -283,7 +359,11 @@ static void stop_listening(void)
 		return;
 	event_free(listen_event);
 	event_free(resume_event);
-	listen_event = resume_event = NULL;
+	/* A burst still going on gets its line now. */
+	if (burst.refused > 0)
+		on_refusals_ended(-1, 0, NULL);
+	event_free(refused_event);
+	listen_event = resume_event = refused_event = NULL;
 	close(listen_fd);
 	listen_fd = -1;
 	if (!from_systemd && unlink(cfg.socket_path) == -1 && errno != ENOENT)
@@ -354,10 +434,12 @@ void server_status(char *buf, size_t len)
 	status_time = now;
 	snprintf(buf, len,
 		 "%u connections, %llu processes, %.0f records/s, %llu "
-		 "records, %llu findings, %llu refused, %llu bad input",
+		 "records, %llu findings, %llu refused, %llu bad input "
+		 "(%llu incomplete)",
 		 conn_count(), (unsigned long long)ps.live, rate,
 		 (unsigned long long)cs.records,
 		 (unsigned long long)ps.findings,
 		 (unsigned long long)cs.rejected,
-		 (unsigned long long)cs.proto_errors);
+		 (unsigned long long)cs.proto_errors,
+		 (unsigned long long)cs.partial_timeouts);
 }

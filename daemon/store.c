@@ -44,6 +44,8 @@
  * not.  Episodes that begin within this long of the last one logged are
  * counted, not logged, and the next one logged says how many there were. */
 #define EPISODE_LOG_GAP_NS (60 * 1000000000ull)
+/* Retention says what it deleted at most this often. */
+#define RETENTION_LOG_NS (60 * 1000000000ull)
 
 enum {
 	ST_BEGIN,
@@ -158,9 +160,11 @@ struct process_update {
 
 struct store {
 	sqlite3 *db;
+	int lock_fd; /* store_lock.c; -1: none (in memory) */
 	sqlite3_stmt *st[NSTMT];
 	struct retention *retention;
 	struct summaries *summaries; /* clean requests under --keep=leaky */
+	struct sites *sites;	     /* which sites are held and used */
 	int keep_all;
 	int64_t retention_age;
 	uint64_t retention_bytes;
@@ -181,6 +185,7 @@ struct store {
 
 	uint64_t next_retention; /* CLOCK_MONOTONIC ns */
 	int retention_more;
+	uint64_t retention_logged_at; /* CLOCK_MONOTONIC ns; 0: never */
 
 	/* Ids are assigned here rather than by SQLite: SQLite would hand a
 	 * rolled-back id out again while the caller still holds it. */
@@ -345,6 +350,7 @@ static void txn_failed(struct store *s, int rc, uint64_t extra,
 	if (!s->stats.degraded)
 		episode_begins(s, rc, lost, what);
 	s->stats.degraded = 1;
+	sites_rolled_back(s->sites);
 	if (s->hook != NULL)
 		s->hook(s, STORE_HOOK_ROLLBACK, s->hook_arg);
 }
@@ -636,6 +642,7 @@ static void write_record(struct store *s, const struct store_proc *p,
 	bind_opt(st, 12, r->site);
 	bind_cstr(st, 13, class_or_null(v->leak));
 	bind_opt(st, 14, v->late);
+	sites_used(s->sites, r->site);
 	row_end(s, st);
 }
 
@@ -672,6 +679,7 @@ void store_finding(struct store *s, const struct store_proc *p,
 	bind_fields(st, 14, r);
 	bind_opt(st, 17, r->site);
 	bind_cstr(st, 18, f->detail);
+	sites_used(s->sites, r->site);
 	row_end(s, st);
 }
 
@@ -691,6 +699,7 @@ static void write_tag(struct store *s, const struct rules_request *rq,
 	bind_opt(st, 6, t->site);
 	bind_opt(st, 7, t->setter_rid);
 	bind_opt(st, 8, t->setter_ctx);
+	sites_used(s->sites, t->site);
 	row_end(s, st);
 }
 
@@ -743,6 +752,7 @@ static void write_request(struct store *s, const struct store_proc *p,
 	sqlite3_bind_int64(st, 20, rq->tags_dropped);
 	sqlite3_bind_int64(st, 21, rq->held_dropped);
 	bind_u64(st, 22, rq->late);
+	sites_used(s->sites, rq->site);
 	row_end(s, st);
 }
 
@@ -757,6 +767,7 @@ static void count_clean(struct store *s, const struct store_proc *p,
 	if (row_begin(s) == -1)
 		return;
 	note_rid(s, rq->rid);
+	sites_used(s->sites, rq->site);
 	rc = summaries_add(s->summaries, p->id, begin, rq, sign);
 	if (rc == 1) {
 		/* Full: what was counted goes into the open transaction. */
@@ -892,22 +903,29 @@ void store_what_if(struct store *s, const struct store_proc *p,
 			u->what_if = 1;
 }
 
-int64_t store_site(struct store *s, const struct store_proc *p,
+/* A site seen before, by this process or any other, keeps its row and id
+ * (store_sites.c). */
+int64_t store_site(struct store *s, struct store_proc *p,
 		   const struct proto_record *site)
 {
 	sqlite3_stmt *st = s->st[ST_SITE];
-	int64_t id = s->last_site_id + 1;
+	int64_t id;
 
-	if (row_begin(s) == -1)
+	if (sites_full(p->site_holds, p->id) || row_begin(s) == -1)
 		return 0;
-	sqlite3_bind_int64(st, 1, id);
-	sqlite3_bind_int64(st, 2, p->id);
-	bind_str(st, 3, site->file);
-	sqlite3_bind_int64(st, 4, site->line);
-	bind_str(st, 5, site->func);
-	if (row_end(s, st) == -1)
+	if ((id = sites_find(s->sites, site)) == 0) {
+		id = s->last_site_id + 1;
+		sqlite3_bind_int64(st, 1, id);
+		sqlite3_bind_int64(st, 2, p->id);
+		bind_str(st, 3, site->file);
+		sqlite3_bind_int64(st, 4, site->line);
+		bind_str(st, 5, site->func);
+		if (row_end(s, st) == -1)
+			return 0;
+		s->last_site_id = id;
+	}
+	if (sites_hold(s->sites, &p->site_holds, id) == -1)
 		return 0;
-	s->last_site_id = id;
 	return id;
 }
 
@@ -982,7 +1000,7 @@ int store_process_open(struct store *s, const struct store_process_info *pi,
 	return 0;
 }
 
-void store_process_update(struct store *s, const struct store_proc *p,
+void store_process_update(struct store *s, struct store_proc *p,
 			  uint64_t records, uint64_t dropped,
 			  uint64_t unknown_skipped, const char *error,
 			  const struct rules_model *model, int disconnected)
@@ -1010,6 +1028,8 @@ void store_process_update(struct store *s, const struct store_proc *p,
 	s->held_updates = u;
 	if (!s->in_txn)
 		txn_begin(s);
+	if (disconnected)
+		sites_release(s->sites, &p->site_holds);
 }
 
 void store_set_commit_hook(struct store *s, store_commit_hook hook, void *arg)
@@ -1035,6 +1055,20 @@ int store_process_counts(struct store *s, const struct store_proc *p,
 
 /* ------------------------------------------------------------ ticks */
 
+/* What retention deleted, per table: when a pass ends, at most once per
+ * RETENTION_LOG_NS (age retention deletes a little at every pass). */
+static void report_retention(struct store *s, uint64_t now)
+{
+	if (s->retention_logged_at != 0 &&
+	    now - s->retention_logged_at < RETENTION_LOG_NS)
+		return;
+	if (retention_report(s->retention,
+			     s->retention_age == 0     ? "by size"
+			     : s->retention_bytes == 0 ? "by age"
+						       : "by age and size"))
+		s->retention_logged_at = now;
+}
+
 static void retain(struct store *s, uint64_t now)
 {
 	int64_t cutoff = 0;
@@ -1052,8 +1086,10 @@ static void retain(struct store *s, uint64_t now)
 	}
 	s->pending_deleted += deleted;
 	s->retention_more = rc;
-	if (!rc)
+	if (!rc) {
 		s->next_retention = now + s->retention_ns;
+		report_retention(s, now);
+	}
 }
 
 /* The hook's rows may be all that changed (a judged record that is no
@@ -1235,7 +1271,9 @@ static int configure(struct store *s, const char *path, char *err,
 				       SQLITE_PREPARE_PERSISTENT, &s->st[i],
 				       NULL) != SQLITE_OK)
 			goto fail;
-	if ((s->retention = retention_new(s->db)) == NULL ||
+	/* Sites first: retention's statements call site_held(). */
+	if ((s->sites = sites_new(s->db)) == NULL ||
+	    (s->retention = retention_new(s->db)) == NULL ||
 	    (s->summaries = summaries_new(s->db)) == NULL)
 		goto fail;
 	return 0;
@@ -1281,9 +1319,13 @@ struct store *store_open(const struct store_config *cfg, char *err,
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
+	s->lock_fd = -1;
+	/* The lock comes before SQLite reads or migrates the file; an
+	 * empty file is all a second daemon may have created by then. */
 	if (!is_memory(cfg->path) &&
 	    (make_parent(cfg->path, err, errlen) == -1 ||
-	     create_file(cfg->path, err, errlen) == -1))
+	     create_file(cfg->path, err, errlen) == -1 ||
+	     (s->lock_fd = store_lock(cfg->path, err, errlen)) == -1))
 		goto fail;
 	/* Nothing here asks SQLite how much memory it uses, and without
 	 * the statistics an allocation takes no global mutex: 5-7% of the
@@ -1299,8 +1341,11 @@ struct store *store_open(const struct store_config *cfg, char *err,
 	}
 	sqlite3_extended_result_codes(s->db, 1);
 	sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
-	if (store_schema_open(s->db, cfg->path, err, errlen) == -1 ||
-	    configure(s, cfg->path, err, errlen) == -1)
+	if (store_schema_open(s->db, cfg->path, err, errlen) == -1)
+		goto fail;
+	if (!is_memory(cfg->path))
+		store_quick_check(s->db, cfg->path);
+	if (configure(s, cfg->path, err, errlen) == -1)
 		goto fail;
 	apply_config(s, cfg);
 	load_ids(s);
@@ -1321,6 +1366,9 @@ void store_close(struct store *s)
 	summaries_free(s->summaries);
 	for (int i = 0; i < NSTMT; i++)
 		sqlite3_finalize(s->st[i]);
+	sites_free(s->sites);
 	sqlite3_close(s->db);
+	if (s->lock_fd >= 0)
+		close(s->lock_fd); /* after the last write */
 	free(s);
 }

@@ -16,9 +16,19 @@
  *
  * Size retention counts the pages in use (page_count - freelist_count):
  * SQLite does not shrink the file, but it reuses freed pages, so holding
- * the pages in use under the limit holds the file there too.
+ * the pages in use under the limit holds the file there too.  It deletes
+ * the oldest rows of the bulkiest tables first: records; then the sites no
+ * row names and no live process holds (store_sites.c); then the counts
+ * (request_stats) and drop windows; then requests with their tags, and
+ * findings, but never the newest LEAKS_KEPT findings: they are what the
+ * database is for, and whatever else holds the space (a flood of sites
+ * that live processes hold, the processes) must not take them all.
+ *
+ * Each pass logs what it deleted, per table.
  */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <sqlite3.h>
 
@@ -30,6 +40,8 @@
 #define AGE_CHUNK   5000
 #define SIZE_CHUNK  1000
 #define SIZE_CHUNKS 5
+/* Findings that retention by size never deletes (about 300 KB). */
+#define LEAKS_KEPT 1000
 
 enum {
 	AGE_TAGS,
@@ -42,11 +54,12 @@ enum {
 	AGE_WHAT_IF,
 	AGE_PROCESSES,
 	SIZE_RECORDS,
+	SIZE_SITES,
+	SIZE_STATS,
+	SIZE_DROPS,
 	SIZE_TAGS,
 	SIZE_REQUESTS,
 	SIZE_LEAKS,
-	SIZE_DROPS,
-	SIZE_STATS,
 	PAGES_USED,
 	PAGE_SIZE,
 	NSTMT
@@ -71,19 +84,29 @@ static const char *const sql[NSTMT] = {
     [AGE_STATS] = "DELETE FROM request_stats WHERE rowid IN (SELECT rowid "
 		  "FROM request_stats ORDER BY rowid LIMIT ?2) AND "
 		  "minute + 60000000000 <= ?1",
-    [AGE_SITES] = "DELETE FROM sites WHERE process_id IN (SELECT id FROM "
-		  "processes WHERE disconnected_at < ?1)",
+    /* A site no row names, or let go before the cutoff by the last
+     * process that held it: its rows are gone too.  The highest id stays,
+     * so that ids are not handed out again after a restart. */
+    [AGE_SITES] = "DELETE FROM sites WHERE id IN (SELECT id FROM sites "
+		  "WHERE (used = 0 OR released_at < ?1) AND NOT "
+		  "site_held(id) AND id < (SELECT max(id) FROM sites) "
+		  "LIMIT ?2)",
     [AGE_WHAT_IF] = "DELETE FROM what_if WHERE process_id IN (SELECT id "
 		    "FROM processes WHERE disconnected_at < ?1)",
     [AGE_PROCESSES] = "DELETE FROM processes WHERE disconnected_at < ?1",
     [SIZE_RECORDS] = "DELETE FROM records WHERE id IN (SELECT id FROM "
 		     "records ORDER BY id LIMIT ?2)",
+    [SIZE_SITES] = "DELETE FROM sites WHERE id IN (SELECT id FROM sites "
+		   "WHERE used = 0 AND NOT site_held(id) AND id < (SELECT "
+		   "max(id) FROM sites) ORDER BY id LIMIT ?2)",
     [SIZE_TAGS] = "DELETE FROM tags WHERE request_id IN (SELECT id FROM "
 		  "requests ORDER BY id LIMIT ?2)",
     [SIZE_REQUESTS] = "DELETE FROM requests WHERE id IN (SELECT id FROM "
 		      "requests ORDER BY id LIMIT ?2)",
+    /* Below the LEAKS_KEPT-th newest (none when there are fewer). */
     [SIZE_LEAKS] = "DELETE FROM leaks WHERE id IN (SELECT id FROM leaks "
-		   "ORDER BY id LIMIT ?2)",
+		   "WHERE id < (SELECT id FROM leaks ORDER BY id DESC LIMIT 1 "
+		   "OFFSET ?3) ORDER BY id LIMIT ?2)",
     [SIZE_DROPS] = "DELETE FROM drops WHERE rowid IN (SELECT rowid FROM "
 		   "drops ORDER BY rowid LIMIT ?2)",
     [SIZE_STATS] = "DELETE FROM request_stats WHERE rowid IN (SELECT rowid "
@@ -93,10 +116,24 @@ static const char *const sql[NSTMT] = {
     [PAGE_SIZE] = "PRAGMA page_size",
 };
 
+/* The table each DELETE deletes from, for the log. */
+static const char *const table_of[NSTMT] = {
+    [AGE_TAGS] = "tags",	 [AGE_REQUESTS] = "requests",
+    [AGE_RECORDS] = "records",	 [AGE_LEAKS] = "leaks",
+    [AGE_DROPS] = "drops",	 [AGE_STATS] = "request_stats",
+    [AGE_SITES] = "sites",	 [AGE_PROCESSES] = "processes",
+    [SIZE_RECORDS] = "records",	 [SIZE_SITES] = "sites",
+    [SIZE_STATS] = "request_stats", [SIZE_DROPS] = "drops",
+    [SIZE_TAGS] = "tags",	 [SIZE_REQUESTS] = "requests",
+    [SIZE_LEAKS] = "leaks",
+};
+
 struct retention {
 	sqlite3 *db;
 	sqlite3_stmt *st[NSTMT];
-	int trimming; /* over the size limit, not yet back under 90% */
+	int trimming;	  /* over the size limit, not yet back under 90% */
+	int stuck_logged; /* over it with nothing left to delete: said */
+	uint64_t deleted[NSTMT]; /* rows per DELETE since the last report */
 };
 
 void retention_free(struct retention *r)
@@ -136,11 +173,42 @@ static int64_t run(struct retention *r, int which, int64_t cutoff, int chunk)
 		sqlite3_bind_int64(st, 1, cutoff);
 	if (sqlite3_bind_parameter_count(st) >= 2)
 		sqlite3_bind_int(st, 2, chunk);
+	if (sqlite3_bind_parameter_count(st) >= 3)
+		sqlite3_bind_int(st, 3, LEAKS_KEPT - 1);
 	rc = sqlite3_step(st);
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return -rc;
+	r->deleted[which] += (uint64_t)sqlite3_changes(r->db);
 	return sqlite3_changes(r->db);
+}
+
+int retention_report(struct retention *r, const char *why)
+{
+	static const char *const tables[] = {
+	    "records", "requests", "tags",	"leaks",
+	    "drops",   "request_stats", "sites", "processes",
+	};
+	char line[512];
+	size_t off = 0;
+	uint64_t n;
+
+	for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++) {
+		n = 0;
+		for (int i = 0; i < NSTMT; i++)
+			if (table_of[i] != NULL &&
+			    strcmp(table_of[i], tables[t]) == 0)
+				n += r->deleted[i];
+		if (n > 0 && off < sizeof line)
+			off += (size_t)snprintf(line + off, sizeof line - off,
+						"%s%llu %s", off ? ", " : "",
+						(unsigned long long)n,
+						tables[t]);
+	}
+	memset(r->deleted, 0, sizeof r->deleted);
+	if (off > 0)
+		log_info("retention %s deleted %s", why, line);
+	return off > 0;
 }
 
 static int64_t query(struct retention *r, int which)
@@ -174,8 +242,8 @@ static int run_range(struct retention *r, int first, int last, int64_t cutoff,
 /*
  * A process's rows all come from before it disconnected, so once nothing
  * older than the cutoff is left, a process that disconnected before it
- * has no rows left either; only then are processes (and their sites)
- * deleted.
+ * has no rows left either; only then are processes deleted, and the
+ * sites that no row names or that were let go before the cutoff.
  */
 static int age_step(struct retention *r, int64_t cutoff, uint64_t *deleted)
 {
@@ -186,8 +254,10 @@ static int age_step(struct retention *r, int64_t cutoff, uint64_t *deleted)
 		return rc;
 	if (*deleted != before)
 		return 1;
-	return run_range(r, AGE_SITES, AGE_PROCESSES, cutoff, AGE_CHUNK,
-			 deleted);
+	/* Sites go a chunk at a time too (a flood of them may wait). */
+	rc = run_range(r, AGE_SITES, AGE_PROCESSES, cutoff, AGE_CHUNK,
+		       deleted);
+	return rc < 0 ? rc : *deleted != before;
 }
 
 /* Pages in use, in bytes, or -rc. */
@@ -203,18 +273,27 @@ static int64_t used_bytes(struct retention *r)
 	return used * page_size;
 }
 
-/* Records are the bulk of any database, so they go first; the rest only
- * once no record is left. */
+/* One chunk of the first tier that has rows to delete: records (the bulk
+ * of any database), sites, the counts and drop windows, then requests with
+ * their tags and the older findings together. */
 static int size_chunk(struct retention *r, uint64_t *deleted)
 {
-	int64_t n = run(r, SIZE_RECORDS, 0, SIZE_CHUNK);
+	static const int tiers[][2] = {
+	    {SIZE_RECORDS, SIZE_RECORDS},
+	    {SIZE_SITES, SIZE_SITES},
+	    {SIZE_STATS, SIZE_DROPS},
+	    {SIZE_TAGS, SIZE_LEAKS},
+	};
+	uint64_t before = *deleted;
+	int rc;
 
-	if (n < 0)
-		return (int)n;
-	*deleted += (uint64_t)n;
-	if (n > 0)
-		return 0;
-	return run_range(r, SIZE_TAGS, SIZE_STATS, 0, SIZE_CHUNK, deleted);
+	for (size_t t = 0; t < sizeof tiers / sizeof tiers[0]; t++) {
+		rc = run_range(r, tiers[t][0], tiers[t][1], 0, SIZE_CHUNK,
+			       deleted);
+		if (rc < 0 || *deleted != before)
+			return rc;
+	}
+	return 0;
 }
 
 static int size_step(struct retention *r, uint64_t max_bytes, uint64_t *deleted)
@@ -229,14 +308,24 @@ static int size_step(struct retention *r, uint64_t max_bytes, uint64_t *deleted)
 		if ((uint64_t)used > max_bytes)
 			r->trimming = 1;
 		else if ((uint64_t)used <= max_bytes / 10 * 9)
-			r->trimming = 0;
+			r->trimming = r->stuck_logged = 0;
 		if (!r->trimming)
 			return 0;
 		if ((rc = size_chunk(r, deleted)) < 0)
 			return rc;
 	}
-	/* Nothing left to delete: the schema alone is over the limit. */
-	return *deleted != before;
+	if (*deleted != before)
+		return 1;
+	/* Nothing left that may go: said once, until back under. */
+	if (!r->stuck_logged)
+		log_warn("retention: %lld bytes in use, over the limit of "
+			 "%llu, and nothing more may be deleted: the newest "
+			 "%d findings, the sites live processes hold and the "
+			 "processes stay",
+			 (long long)used, (unsigned long long)max_bytes,
+			 LEAKS_KEPT);
+	r->stuck_logged = 1;
+	return 0;
 }
 
 int retention_step(struct retention *r, int64_t cutoff, uint64_t max_bytes,

@@ -158,24 +158,57 @@ static const char schema_v2[] =
     "WHERE ctx_request_id IS NOT request_id;";
 
 /*
- * Version 3.  Late work, a record whose storage names its own request after
+ * Version 3.  A site is stored once per (file, line, function), whichever
+ * process defined it: the duplicates earlier versions wrote (a row for
+ * every SITE record) are merged into the lowest id of their key, and the
+ * rows naming them follow.  sites.process_id is now the process that
+ * first defined the site.  used and released_at tell retention when
+ * nothing names the site any more (store_sites.c); sites already in the
+ * file count as used.  The SQL functions of this step are plain SQL so
+ * that the step can run by itself.
+ */
+static const char schema_v3[] =
+    "CREATE TEMP TABLE site_merge AS SELECT s.id AS old, k.keep AS keep "
+    "FROM sites s JOIN (SELECT file, line, func, min(id) AS keep FROM sites "
+    "GROUP BY file, line, func) k ON s.file = k.file AND s.line = k.line "
+    "AND s.func IS k.func WHERE s.id <> k.keep;"
+    "CREATE UNIQUE INDEX temp.site_merge_old ON site_merge(old);"
+    "UPDATE records SET site_id = (SELECT keep FROM site_merge WHERE "
+    "old = site_id) WHERE site_id IN (SELECT old FROM site_merge);"
+    "UPDATE requests SET site_id = (SELECT keep FROM site_merge WHERE "
+    "old = site_id) WHERE site_id IN (SELECT old FROM site_merge);"
+    "UPDATE tags SET site_id = (SELECT keep FROM site_merge WHERE "
+    "old = site_id) WHERE site_id IN (SELECT old FROM site_merge);"
+    "UPDATE leaks SET site_id = (SELECT keep FROM site_merge WHERE "
+    "old = site_id) WHERE site_id IN (SELECT old FROM site_merge);"
+    "UPDATE request_stats SET site_id = (SELECT keep FROM site_merge WHERE "
+    "old = site_id) WHERE site_id IN (SELECT old FROM site_merge);"
+    "DELETE FROM sites WHERE id IN (SELECT old FROM site_merge);"
+    "DROP TABLE temp.site_merge;"
+    "CREATE UNIQUE INDEX sites_key ON sites(file, line, func);"
+    "ALTER TABLE sites ADD COLUMN used INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE sites ADD COLUMN released_at INTEGER;"
+    "UPDATE sites SET used = 1;";
+
+/*
+ * Version 4.  Late work, a record whose storage names its own request after
  * that request ended, is no finding: records.late marks it (1, else NULL,
  * which costs a row nothing), requests.late and request_stats.late count
  * it.  The rows of older files have none.
  */
-static const char schema_v3[] =
+static const char schema_v4[] =
     "ALTER TABLE records ADD COLUMN late INTEGER;"
     "ALTER TABLE requests ADD COLUMN late INTEGER NOT NULL DEFAULT 0;"
     "ALTER TABLE request_stats ADD COLUMN late INTEGER NOT NULL DEFAULT 0;";
 
 /*
- * Version 4.  The what-if (DESIGN.md): per process, the findings that each
+ * Version 5.  The what-if (DESIGN.md): per process, the findings that each
  * library-kept backend would have given, counted per backend, class and
  * site, written when the process is finalised; processes.what_if says
  * that they were (0: the daemon ran with --no-what-if, or the process is
  * still running), so that no row reads as zero findings.
  */
-static const char schema_v4[] =
+static const char schema_v5[] =
     "CREATE TABLE what_if ("
     " process_id INTEGER NOT NULL,"
     " backend TEXT NOT NULL,"
@@ -196,6 +229,7 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     schema_v2,
     schema_v3,
     schema_v4,
+    schema_v5,
 };
 
 static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)

@@ -6,12 +6,14 @@
  */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -19,6 +21,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <sqlite3.h>
 
 #include "ctxleak.h"
 #include "harness_check.h"
@@ -1115,6 +1119,183 @@ START_TEST(test_second_daemon_refused)
 }
 END_TEST
 
+/* A second daemon on a database in use, on a socket of its own: the one
+ * line naming the database and the holder, exit 1, the first untouched. */
+START_TEST(test_second_daemon_on_the_database_refused)
+{
+	struct harness_daemon d;
+	char sock2[400], want[400], *out;
+	int st;
+
+	START(&d, "--keep", "all");
+	snprintf(sock2, sizeof sock2, "%s/other.sock", d.dir);
+	{
+		const char *argv[] = {"ctxleakd", "--socket", sock2,
+				      "--db",	  d.db,	      NULL};
+		st = harness_exec(argv, &out);
+	}
+	snprintf(want, sizeof want,
+		 "database %s is in use by another ctxleakd (pid %d)\n", d.db,
+		 (int)d.pid);
+	ck_assert_msg(st == 1, "status %d: %s", st, out);
+	ck_assert_msg(strstr(out, want) != NULL, "%s", out);
+	free(out);
+	ck_assert_int_eq(access(sock2, F_OK), -1);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
+	STOP_OK(&d);
+	assert_worked_example_leaks(&d);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes"), 1);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* Exec ctxleakd on d's socket and log and on db once the pipe's write
+ * end is closed everywhere. */
+static pid_t spawn_on_barrier(const int barrier[2],
+			      const struct harness_daemon *d, const char *db)
+{
+	pid_t pid = fork();
+	char c;
+	int fd;
+
+	if (pid != 0)
+		return pid;
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	close(barrier[1]);
+	fd = open(d->log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd == -1 || dup2(fd, STDERR_FILENO) == -1)
+		_exit(126);
+	if (read(barrier[0], &c, 1) != 0)
+		_exit(126);
+	execl(harness_daemon_path(), "ctxleakd", "--socket", d->socket, "--db",
+	      db, "--linger", "0", (char *)NULL);
+	_exit(127);
+}
+
+#define RACE_ROUNDS 5
+
+/* Two daemons started at the same instant on a new database, on sockets
+ * of their own: exactly one runs, the other says why and exits 1. */
+START_TEST(test_two_daemons_start_at_once)
+{
+	for (int round = 0; round < RACE_ROUNDS; round++) {
+		struct harness_daemon d[2];
+		char want[300], *text;
+		pid_t pid[2];
+		int barrier[2], loser = -1, st = 0;
+
+		for (int i = 0; i < 2; i++)
+			ck_assert_int_eq(harness_prepare(&d[i]), 0);
+		ck_assert_int_eq(pipe(barrier), 0);
+		for (int i = 0; i < 2; i++)
+			pid[i] = spawn_on_barrier(barrier, &d[i], d[0].db);
+		close(barrier[0]);
+		close(barrier[1]); /* both go */
+		for (int t = 0; loser == -1 && t < HARNESS_TIMEOUT_SEC * 100;
+		     t++) {
+			for (int i = 0; i < 2 && loser == -1; i++)
+				if (waitpid(pid[i], &st, WNOHANG) == pid[i])
+					loser = i;
+			harness_sleep_ms(10);
+		}
+		ck_assert_msg(loser != -1, "round %d: both still run", round);
+		ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 1,
+			      "round %d: status %d", round, st);
+		/* The winner runs and serves its socket. */
+		d[1 - loser].pid = pid[1 - loser];
+		if (loser == 0)
+			memcpy(d[1].db, d[0].db, sizeof d[1].db);
+		ck_assert_msg(harness_wait_log(&d[1 - loser], " ready: ", 1) ==
+				  0,
+			      "%s", harness_error());
+		ck_assert_int_eq(harness_client(&d[1 - loser],
+						CTXLEAK_BACKEND_THREAD,
+						harness_worked_example, NULL),
+				 0);
+		STOP_OK(&d[1 - loser]);
+		assert_worked_example_leaks(&d[1 - loser]);
+		/* The loser said so in one line: the holder's pid, when it
+		 * had written it yet. */
+		text = harness_log(&d[loser]);
+		snprintf(want, sizeof want,
+			 "database %s is in use by another ctxleakd", d[0].db);
+		ck_assert_msg(strstr(text, want) != NULL, "round %d: %s", round,
+			      text);
+		free(text);
+		for (int i = 0; i < 2; i++)
+			harness_cleanup(&d[i]);
+	}
+}
+END_TEST
+
+/* Fills the records table of a stopped daemon's database with rows of
+ * its own, then overwrites a leaf page of it with garbage, as a disk
+ * error would: returns that page's number. */
+static int64_t damage_records(const char *db)
+{
+	sqlite3 *h;
+	sqlite3_stmt *st;
+	int64_t page = 0, page_size = 0;
+	unsigned char junk[512];
+	int fd;
+
+	ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+	ck_assert_int_eq(
+	    sqlite3_exec(h,
+			 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT "
+			 "i + 1 FROM n WHERE i < 5000) INSERT INTO records("
+			 "process_id, type, ts, tid, ctx, cause, name) SELECT "
+			 "1, 'EVENT', i, 1, i, i, printf('filler %050d', i) "
+			 "FROM n; PRAGMA wal_checkpoint(TRUNCATE)",
+			 NULL, NULL, NULL),
+	    SQLITE_OK);
+	ck_assert_int_eq(
+	    sqlite3_prepare_v2(h,
+			       "SELECT pageno, (SELECT page_size FROM "
+			       "pragma_page_size) FROM dbstat WHERE name = "
+			       "'records' AND pagetype = 'leaf' "
+			       "ORDER BY pageno LIMIT 1 OFFSET 5",
+			       -1, &st, NULL),
+	    SQLITE_OK);
+	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+	page = sqlite3_column_int64(st, 0);
+	page_size = sqlite3_column_int64(st, 1);
+	sqlite3_finalize(st);
+	ck_assert_int_eq(sqlite3_close(h), SQLITE_OK);
+	memset(junk, 0xa5, sizeof junk);
+	fd = open(db, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(
+	    pwrite(fd, junk, sizeof junk, (off_t)((page - 1) * page_size)),
+	    (ssize_t)sizeof junk);
+	close(fd);
+	return page;
+}
+
+/* A database with a damaged page: a warning at start that says so, and
+ * the daemon serves as before. */
+START_TEST(test_damaged_database_warned)
+{
+	struct harness_daemon d;
+	char want[200];
+
+	START(&d, "--keep", "all");
+	STOP_OK(&d);
+	snprintf(want, sizeof want, "Page %lld", (long long)damage_records(d.db));
+	ck_assert_msg(harness_launch(&d, NULL) == 0, "%s", harness_error());
+	assert_log_has(&d, "is damaged: PRAGMA quick_check found");
+	assert_log_has(&d, want);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
+	STOP_OK(&d);
+	assert_worked_example_leaks(&d);
+	harness_cleanup(&d);
+}
+END_TEST
+
 START_TEST(test_stale_socket_replaced)
 {
 	struct harness_daemon d;
@@ -1362,6 +1543,48 @@ static int count_in_log(const struct harness_daemon *d, const char *needle)
 	free(log);
 	return n;
 }
+
+#define REFUSED 20
+
+/* A burst of refusals: one line when it begins, one with its total when
+ * it is over, and the count in the daemon's status. */
+START_TEST(test_refusals_logged_per_burst)
+{
+	struct harness_daemon d;
+	char want[160];
+	int fds[2], fd;
+
+	START(&d, "--max-connections", "2", "--log-level", "debug");
+	for (int i = 0; i < 2; i++) {
+		fds[i] = harness_connect(&d);
+		ck_assert_msg(fds[i] >= 0, "%s", harness_error());
+		ck_assert_int_eq(
+		    harness_send_hello(fds[i], 200 + (uint64_t)i, 0), 0);
+		ck_assert_msg(harness_wait_log(&d, "new process", i + 1) == 0,
+			      "%s", harness_error());
+	}
+	for (int i = 0; i < REFUSED; i++) {
+		fd = harness_connect(&d);
+		ck_assert_msg(fd >= 0, "%s", harness_error());
+		ck_assert_msg(harness_wait_closed(fd) == 0, "%s",
+			      harness_error());
+		close(fd);
+	}
+	snprintf(want, sizeof want,
+		 "%d connection(s) refused in ", REFUSED);
+	ck_assert_msg(harness_wait_log(&d, want, 1) == 0, "%s",
+		      harness_error());
+	assert_log_has(&d, "--max-connections 2 reached; those clients got "
+			   "no RECEIPT");
+	ck_assert_int_eq(count_in_log(&d, "refused"), 2);
+	close(fds[0]);
+	close(fds[1]);
+	STOP_OK(&d);
+	snprintf(want, sizeof want, "%d refused", REFUSED);
+	assert_log_has(&d, want);
+	harness_cleanup(&d);
+}
+END_TEST
 
 #define FD_STORM 16
 
@@ -1659,8 +1882,8 @@ START_TEST(test_every_option_accepted)
 	      "100000", "--max-ended-scopes-total", "100000",
 	      "--max-ended-scopes", "100", "--max-request-age", "10m",
 	      "--max-held", "1M", "--max-pending", "2M", "--retention", "7d,1G",
-	      "--linger", "250ms", "--max-record-size", "64K", "--max-string",
-	      "4096");
+	      "--linger", "250ms", "--partial-timeout", "2s",
+	      "--max-record-size", "64K", "--max-string", "4096");
 	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
 					harness_worked_example, NULL),
 			 0);
@@ -1734,12 +1957,16 @@ static Suite *daemon_suite(void)
 	tcase_add_test(lifecycle, test_sigterm_loses_nothing_of_busy_clients);
 	tcase_add_test(lifecycle, test_sigterm_accepts_the_backlog);
 	tcase_add_test(lifecycle, test_second_daemon_refused);
+	tcase_add_test(lifecycle, test_second_daemon_on_the_database_refused);
+	tcase_add_test(lifecycle, test_two_daemons_start_at_once);
+	tcase_add_test(lifecycle, test_damaged_database_warned);
 	tcase_add_test(lifecycle, test_stale_socket_replaced);
 	tcase_add_test(lifecycle, test_unwritable_db);
 	tcase_add_test(lifecycle, test_db_error_said_once);
 	tcase_add_test(lifecycle, test_db_directories_0750);
 	tcase_add_test(lifecycle, test_foreign_socket_directory);
 	tcase_add_test(lifecycle, test_max_connections);
+	tcase_add_test(lifecycle, test_refusals_logged_per_burst);
 	tcase_add_test(lifecycle, test_out_of_descriptors);
 	tcase_add_test(lifecycle, test_sighup_reopens_log_file);
 	tcase_add_test(lifecycle, test_sd_notify);

@@ -11,6 +11,7 @@
  * (no leak), and its resident memory is held under a stated bound.
  */
 #include <check.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -334,6 +335,110 @@ START_TEST(test_truncated_objects_then_close)
 				       "processes p ON p.id = r.process_id "
 				       "WHERE p.app = 'raw'"),
 			 4 * ((int64_t)tlen - 1));
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* A record begun and never finished: past --partial-timeout the daemon
+ * closes that connection, says whose it was, counts it, and keeps the
+ * four records that came before.  A connection that is merely quiet
+ * between whole records stays open. */
+START_TEST(test_partial_record_times_out)
+{
+	struct harness_daemon d;
+	struct proto_receipt receipt;
+	struct pollfd pfd = {.events = POLLIN};
+	unsigned char buf[1024], tag[256];
+	struct proto_record r = {.type = PROTO_TAG,
+				 .ts = 1004,
+				 .tid = 7,
+				 .ctx = 5,
+				 .cause = 5,
+				 .key = {"held", 4},
+				 .value = {"open for ever", 13}};
+	size_t n, tlen = encode(tag, sizeof tag, &r);
+	char want[160];
+	int fd, quiet;
+
+	START(&d, "--keep", "all", "--partial-timeout", "500ms");
+	quiet = raw_hello(&d, 4100);
+	ck_assert_msg(harness_read_receipt(quiet, &receipt) == 0, "%s",
+		      harness_error());
+	fd = raw_hello(&d, 4101);
+	n = encode_request(buf, sizeof buf, 5);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	ck_assert_int_eq(harness_write_all(fd, tag, tlen / 2), 0);
+	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
+	close(fd);
+	snprintf(want, sizeof want,
+		 "pid %d: closing connection: a record left incomplete for "
+		 "500 ms (%zu bytes of it came; --partial-timeout)",
+		 (int)getpid(), tlen / 2);
+	ck_assert_msg(harness_wait_log(&d, want, 1) == 0, "%s",
+		      harness_error());
+	/* Quiet, not incomplete: still open, nothing to read. */
+	pfd.fd = quiet;
+	ck_assert_int_eq(poll(&pfd, 1, 0), 0);
+	close(quiet);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_int_eq(query_int(&d, "SELECT records FROM processes WHERE "
+				       "instance = 4101 AND error LIKE "
+				       "'a record left incomplete%%'"),
+			 4);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
+				       "processes p ON p.id = r.process_id "
+				       "WHERE p.instance = 4101"),
+			 4);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
+				       "instance = 4100 AND error IS NULL"),
+			 1);
+	/* Counted: among the bad input, as incomplete. */
+	ck_assert_msg(harness_wait_log(&d, "1 bad input (1 incomplete)", 1) ==
+			  0,
+		      "%s", harness_error());
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* A record dripped a byte at a time: each byte is progress on the wire
+ * but not a record, so the clock is not reset and the connection goes
+ * about --partial-timeout after its first byte, long before the last. */
+START_TEST(test_partial_record_dripped_times_out)
+{
+	struct harness_daemon d;
+	unsigned char tag[256];
+	char value[100];
+	struct proto_record r = {.type = PROTO_TAG,
+				 .ts = 1004,
+				 .tid = 7,
+				 .ctx = 5,
+				 .cause = 5,
+				 .key = {"drip", 4},
+				 .value = {value, sizeof value}};
+	size_t tlen, sent = 0;
+	struct timespec t0, t1;
+	double secs;
+	int fd;
+
+	memset(value, 'd', sizeof value);
+	tlen = encode(tag, sizeof tag, &r);
+	START(&d, "--partial-timeout", "500ms");
+	fd = raw_hello(&d, 4200);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	/* 100 ms a byte: the whole record would take over 10 s. */
+	while (sent < tlen && harness_write_all(fd, tag + sent, 1) == 0) {
+		sent++;
+		harness_sleep_ms(100);
+	}
+	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	close(fd);
+	secs = (double)(t1.tv_sec - t0.tv_sec) +
+	       (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	ck_assert_msg(sent < tlen / 2 && secs < 3.0,
+		      "closed after %.1f s and %zu of %zu bytes", secs, sent,
+		      tlen);
+	ck_assert_int_eq(harness_stop(&d), 0);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -771,6 +876,198 @@ START_TEST(test_thousand_concurrent_connections)
 }
 END_TEST
 
+/* More workers than the old default of 1,024 connections. */
+#define MANY_WORKERS 1100
+
+/* A host with more than a thousand instrumented workers: with the
+ * default limits, every one of them is taken (its HELLO gets a RECEIPT)
+ * and every record it sends is stored. */
+START_TEST(test_default_limits_take_many_workers)
+{
+	static int fd[MANY_WORKERS];
+	struct harness_daemon d;
+	struct proto_receipt receipt;
+	unsigned char buf[512];
+	struct rlimit rl;
+	size_t n;
+
+	/* Started from a shell's usual soft limit of 1,024 files: the
+	 * daemon raises its own to what its connections need. */
+	raise_fd_limit(MANY_WORKERS + 256);
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	rl.rlim_cur = 1024;
+	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+	START(&d, "--keep", "all");
+	raise_fd_limit(MANY_WORKERS + 256);
+	n = encode_request(buf, sizeof buf, 11);
+	for (int i = 0; i < MANY_WORKERS; i++) {
+		fd[i] = raw_hello(&d, 40000 + (uint64_t)i);
+		ck_assert_msg(harness_read_receipt(fd[i], &receipt) == 0,
+			      "connection %d: %s", i, harness_error());
+		ck_assert_int_eq(harness_write_all(fd[i], buf, n), 0);
+	}
+	for (int i = 0; i < MANY_WORKERS; i++)
+		close(fd[i]);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
+				       "app = 'raw' AND records = 4"),
+			 MANY_WORKERS);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records"),
+			 4 * MANY_WORKERS);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* ------------------------------------------------------ sites and retention */
+
+#define FLOODERS     4
+#define FLOOD_SITES  10000
+#define RETAIN_BYTES (2 << 20)
+
+/* Defines FLOOD_SITES sites nobody will name, each new; returns the
+ * connection, still open. */
+static int flood_sites_held(const struct harness_daemon *d, int flooder)
+{
+	static unsigned char buf[FLOOD_SITES * 256];
+	char file[200];
+	size_t n = 0;
+	int fd = raw_hello(d, 50000 + (uint64_t)flooder);
+
+	for (int i = 0; i < FLOOD_SITES; i++) {
+		struct proto_record r = {.type = PROTO_SITE,
+					 .site = (uint32_t)i + 1,
+					 .line = (uint32_t)i,
+					 .file = {file, 0},
+					 .func = {"flood", 5}};
+
+		r.file.len = (size_t)snprintf(file, sizeof file,
+					      "flood/%d/%0150d.c", flooder, i);
+		n += encode(buf + n, sizeof buf - n, &r);
+	}
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	return fd;
+}
+
+static void flood_sites(const struct harness_daemon *d, int flooder)
+{
+	close(flood_sites_held(d, flooder));
+}
+
+/* Five processes of the worked example: 35 findings. */
+static void thirty_five_findings(const struct harness_daemon *d)
+{
+	for (int i = 0; i < 5; i++)
+		ck_assert_int_eq(harness_client(d, CTXLEAK_BACKEND_THREAD,
+						harness_worked_example, NULL),
+				 0);
+	ck_assert_msg(harness_wait_int(d, "SELECT count(*) FROM leaks", 35) ==
+			  0,
+		      "%s", harness_error());
+}
+
+/* Sites a live process holds cannot go: retention is over its limit with
+ * nothing more it may delete, says so, and keeps the findings rather
+ * than emptying them. */
+START_TEST(test_held_sites_do_not_empty_the_findings)
+{
+	struct harness_daemon d;
+	char limit[32];
+	int fd;
+
+	snprintf(limit, sizeof limit, ",%d", RETAIN_BYTES / 2);
+	START(&d, "--retention", limit);
+	thirty_five_findings(&d);
+	fd = flood_sites_held(&d, 0);
+	ck_assert_msg(harness_wait_log(&d, "nothing more may be deleted", 1) ==
+			  0,
+		      "%s", harness_error());
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 35);
+	close(fd);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 35);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/*
+ * A flood of SITE records under a small size retention: sites are stored
+ * once per (file, line, function), the flood's go once their processes
+ * have, the findings all stay, and retention says what it deleted.
+ */
+START_TEST(test_site_flood_under_size_retention)
+{
+	static const char *const naming[] = {"records", "requests", "tags",
+					     "leaks", "request_stats"};
+	struct harness_daemon d;
+	char limit[32], under[200];
+	int64_t sites_once;
+
+	snprintf(limit, sizeof limit, ",%d", RETAIN_BYTES);
+	START(&d, "--retention", limit);
+	/* The same code in five processes: its sites are stored once. */
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					harness_worked_example, NULL),
+			 0);
+	ck_assert_msg(harness_wait_int(&d, "SELECT count(*) FROM leaks", 7) ==
+			  0,
+		      "%s", harness_error());
+	sites_once = query_int(&d, "SELECT count(*) FROM sites");
+	ck_assert_int_gt(sites_once, 0);
+	for (int i = 0; i < 4; i++)
+		ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+						harness_worked_example, NULL),
+				 0);
+	ck_assert_msg(harness_wait_int(&d, "SELECT count(*) FROM leaks", 35) ==
+			  0,
+		      "%s", harness_error());
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM sites"),
+			 sites_once);
+	for (int i = 0; i < FLOODERS; i++)
+		flood_sites(&d, i);
+	ck_assert_msg(harness_wait_int(&d,
+				       "SELECT count(*) FROM processes WHERE "
+				       "app = 'raw' AND disconnected_at IS "
+				       "NOT NULL",
+				       FLOODERS) == 0,
+		      "%s", harness_error());
+	snprintf(under, sizeof under,
+		 "SELECT ((SELECT page_count FROM pragma_page_count) - "
+		 "(SELECT freelist_count FROM pragma_freelist_count)) * "
+		 "(SELECT page_size FROM pragma_page_size) <= %d",
+		 RETAIN_BYTES);
+	ck_assert_msg(harness_wait_int(&d, under, 1) == 0, "%s",
+		      harness_error());
+	ck_assert_msg(harness_wait_log(&d, "retention by size deleted", 1) ==
+			  0,
+		      "%s", harness_error());
+	ck_assert_int_eq(harness_stop(&d), 0);
+	{
+		char *log = harness_log(&d);
+		char *line = strstr(log, "retention by size deleted");
+
+		ck_assert_msg(line != NULL && strstr(line, " sites") != NULL,
+			      "%s", log);
+		free(log);
+	}
+	/* Every finding stayed, and every site a row names. */
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 35);
+	for (size_t i = 0; i < sizeof naming / sizeof naming[0]; i++)
+		ck_assert_msg(query_int(&d,
+					"SELECT count(*) FROM %s WHERE site_id "
+					"NOT IN (SELECT id FROM sites)",
+					naming[i]) == 0,
+			      "%s names a deleted site", naming[i]);
+	ck_assert_int_gt(query_int(&d, "SELECT count(*) FROM leaks WHERE "
+				       "site_id IS NOT NULL"),
+			 0);
+	/* The flood's sites are bounded by the limit: 40,000 rows of some
+	 * 200 bytes are 8 MB, four times the limit. */
+	ck_assert_int_lt(query_int(&d, "SELECT count(*) FROM sites"),
+			 FLOODERS * FLOOD_SITES / 4);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* ------------------------------------------------------ SIGTERM under load */
 
 #define LOAD_CLIENTS 8
@@ -936,6 +1233,8 @@ static Suite *hostile_suite(void)
 	tcase_set_timeout(storms, 120);
 	tcase_add_test(input, test_random_bytes);
 	tcase_add_test(input, test_truncated_objects_then_close);
+	tcase_add_test(input, test_partial_record_times_out);
+	tcase_add_test(input, test_partial_record_dripped_times_out);
 	tcase_add_test(input, test_four_gib_prefixes);
 	tcase_add_test(input, test_huge_arrays_and_deep_nesting);
 	tcase_add_test(input, test_wrong_types_and_order);
@@ -945,6 +1244,9 @@ static Suite *hostile_suite(void)
 	tcase_add_test(input, test_long_names_on_open_requests);
 	tcase_add_test(storms, test_connection_churn);
 	tcase_add_test(storms, test_thousand_concurrent_connections);
+	tcase_add_test(storms, test_default_limits_take_many_workers);
+	tcase_add_test(storms, test_site_flood_under_size_retention);
+	tcase_add_test(storms, test_held_sites_do_not_empty_the_findings);
 	tcase_add_test(modes, test_socket_and_database_modes);
 	suite_add_tcase(s, input);
 	suite_add_tcase(s, storms);

@@ -371,14 +371,18 @@ END_TEST
 
 START_TEST(test_newer_version_refused)
 {
-	char err[256];
+	char err[256], sql[64], want[128];
 
 	store_close(open_default(0));
-	exec_on(path, "PRAGMA user_version = 5");
+	snprintf(sql, sizeof sql, "PRAGMA user_version = %d",
+		 STORE_SCHEMA_VERSION + 1);
+	exec_on(path, sql);
 	open_fails(path, err, sizeof err);
-	ck_assert_msg(strstr(err, "database schema version 5 is newer than "
-				  "this ctxleakd supports (4)") != NULL,
-		      "%s", err);
+	snprintf(want, sizeof want,
+		 "database schema version %d is newer than this ctxleakd "
+		 "supports (%d)",
+		 STORE_SCHEMA_VERSION + 1, STORE_SCHEMA_VERSION);
+	ck_assert_msg(strstr(err, want) != NULL, "%s", err);
 }
 END_TEST
 
@@ -764,7 +768,7 @@ END_TEST
 START_TEST(test_sites_and_drops)
 {
 	struct store *s = open_default(0);
-	struct store_proc p = add_process(s, 1, 1000);
+	struct store_proc p = add_process(s, 1, 1000), other;
 	struct proto_record site = {.type = PROTO_SITE,
 				    .site = 1,
 				    .line = 142,
@@ -779,9 +783,16 @@ START_TEST(test_sites_and_drops)
 	ck_assert_int_eq(store_site(s, &p, &site), 2);
 	store_dropped(s, &p, &drop);
 	store_close(s);
+	/* Stored once per (file, line, function), whoever defines it,
+	 * also after a restart; the first process that did keeps it. */
 	s = open_default(0);
-	ck_assert_int_eq(store_site(s, &p, &site), 3);
+	other = add_process(s, 2, 1000);
+	ck_assert_int_eq(store_site(s, &other, &site), 2);
+	site.line = 143;
+	ck_assert_int_eq(store_site(s, &other, &site), 3);
 	store_close(s);
+	ck_assert_int_eq(q("SELECT count(*) FROM sites"), 3);
+	ck_assert_int_eq(q("SELECT process_id FROM sites WHERE id = 2"), 1);
 	ck_assert_str_eq(qs("SELECT process_id || '|' || file || '|' || line "
 			    "|| '|' || func FROM sites WHERE id = 1",
 			    buf, sizeof buf),
@@ -955,7 +966,7 @@ static void tick_until_retained(struct store *s)
 	ck_assert_int_ge(quiet, 20);
 }
 
-static void write_aged(struct store *s, const struct store_proc *p, int n,
+static void write_aged(struct store *s, struct store_proc *p, int n,
 		       uint64_t rid0)
 {
 	struct proto_record r = tag_rec(100, 1, 1, "x");
@@ -1021,15 +1032,66 @@ START_TEST(test_retention_by_age)
 	    "20,21,22");
 	ck_assert_int_eq(q("SELECT count(*) FROM leaks"), 1);
 	ck_assert_int_eq(q("SELECT count(*) FROM drops"), 1);
-	/* The disconnected process and its site went; the one still
-	 * connected stays, though its rows are old. */
+	/* The disconnected process went; the one still connected stays,
+	 * though its rows are old.  Their one shared site, still held,
+	 * stays too. */
 	ck_assert_str_eq(
 	    qs("SELECT group_concat(id) FROM processes", buf, sizeof buf),
 	    "1,3");
-	ck_assert_int_eq(q("SELECT count(*) FROM sites"), 2);
-	/* 12010 records, 6 requests, 6 tags, 2 leaks, 2 drops, a site and a
+	ck_assert_int_eq(q("SELECT count(*) FROM sites"), 1);
+	/* 12010 records, 6 requests, 6 tags, 2 leaks, 2 drops and a
 	 * process. */
-	ck_assert_uint_eq(st.retention_deleted, 12010 + 6 + 6 + 2 + 2 + 1 + 1);
+	ck_assert_uint_eq(st.retention_deleted, 12010 + 6 + 6 + 2 + 2 + 1);
+}
+END_TEST
+
+/* By age, a site goes when nothing can name it any more: no live process
+ * holds it, and no row ever did or the last holder let it go before the
+ * limit.  The highest id stays, so that no id is handed out twice. */
+START_TEST(test_sites_retained_by_age)
+{
+	struct store_config cfg = {.path = path,
+				   .retention_age = (uint64_t)HOUR,
+				   .commit_ms = 60000,
+				   .retention_ms = 1};
+	struct store *s = open_store(&cfg);
+	struct store_proc live = add_process(s, 1, 0), gone = add_process(s, 2, 0);
+	struct proto_record site = {.type = PROTO_SITE, .line = 1};
+	struct proto_record r = tag_rec(100, 1, 1, "x");
+	struct rules_finding f = finding_of(&r, 1, 0);
+	const char *files[] = {"held.c",   "unused.c", "old.c",
+			       "recent.c", "last.c"};
+	char buf[64], sql[160];
+
+	for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+		site.file = str(files[i]);
+		ck_assert_int_eq(store_site(s, i == 0 ? &live : &gone, &site),
+				 (int64_t)i + 1);
+	}
+	/* Rows name old.c and recent.c (a finding at each). */
+	r.site = 3;
+	store_finding(s, &gone, &f);
+	r.site = 4;
+	store_finding(s, &gone, &f);
+	store_process_update(s, &gone, 0, 0, 0, NULL, NULL, 1);
+	store_commit(s);
+	/* old.c was let go two hours ago, and its finding is as old. */
+	snprintf(sql, sizeof sql,
+		 "UPDATE sites SET released_at = %lld WHERE id = 3; "
+		 "DELETE FROM leaks WHERE site_id = 3",
+		 (long long)((int64_t)now_ns(CLOCK_REALTIME) - 2 * HOUR));
+	exec_on(path, sql);
+	tick_until_retained(s);
+	store_close(s);
+	ck_assert_str_eq(
+	    qs("SELECT group_concat(file) FROM (SELECT file FROM sites "
+	       "ORDER BY id)",
+	       buf, sizeof buf),
+	    "held.c,recent.c,last.c");
+	ck_assert_int_eq(q("SELECT used FROM sites WHERE id = 4"), 1);
+	ck_assert_int_eq(q("SELECT count(*) FROM leaks WHERE site_id NOT IN "
+			   "(SELECT id FROM sites)"),
+			 0);
 }
 END_TEST
 
@@ -1314,10 +1376,12 @@ START_TEST(test_migrates_version_1)
 	store_close(s);
 	exec_on(path, "DROP TABLE request_stats; DROP INDEX "
 		      "records_ctx_request; ALTER TABLE requests DROP COLUMN "
-		      "records_not_kept; ALTER TABLE requests DROP COLUMN "
-		      "late; ALTER TABLE records DROP COLUMN late; DROP "
-		      "TABLE what_if; ALTER TABLE processes DROP COLUMN "
-		      "what_if; PRAGMA user_version = 1");
+		      "records_not_kept; DROP INDEX sites_key; ALTER TABLE "
+		      "sites DROP COLUMN used; ALTER TABLE sites DROP COLUMN "
+		      "released_at; ALTER TABLE requests DROP COLUMN late; "
+		      "ALTER TABLE records DROP COLUMN late; "
+		      "DROP TABLE what_if; ALTER TABLE processes DROP "
+		      "COLUMN what_if; PRAGMA user_version = 1");
 	s = open_default(0);
 	p = add_process(s, 1, 0);
 	clean_request(s, &p, 2, "GET /a", 2, 100, 5, 1000);
@@ -1330,6 +1394,47 @@ START_TEST(test_migrates_version_1)
 			   "records_not_kept = 0"),
 			 1);
 	ck_assert_int_eq(q("SELECT sum(requests) FROM request_stats"), 1);
+}
+END_TEST
+
+/* A version 2 file, a site row per SITE record: the duplicates merge into
+ * the lowest id of their (file, line, func), and the rows that named them
+ * follow. */
+START_TEST(test_migrates_version_2_merges_sites)
+{
+	char buf[64];
+
+	store_close(open_default(1));
+	exec_on(path,
+		"DROP INDEX sites_key; ALTER TABLE sites DROP COLUMN used; "
+		"ALTER TABLE sites DROP COLUMN released_at; "
+		"ALTER TABLE records DROP COLUMN late; ALTER TABLE requests "
+		"DROP COLUMN late; ALTER TABLE request_stats DROP COLUMN late; "
+		"DROP TABLE what_if; ALTER TABLE processes DROP COLUMN "
+		"what_if; "
+		"INSERT INTO sites VALUES (1, 1, 'a.c', 1, 'f'), "
+		"(2, 2, 'a.c', 1, 'f'), (3, 2, 'a.c', 1, NULL), "
+		"(4, 3, 'a.c', 1, NULL), (5, 3, 'a.c', 2, 'f'); "
+		"INSERT INTO records(process_id, type, ts, tid, ctx, cause, "
+		"site_id) VALUES (2, 'EVENT', 1, 1, 1, 1, 2), "
+		"(3, 'EVENT', 1, 1, 1, 1, 4), (3, 'EVENT', 1, 1, 1, 1, 5); "
+		"INSERT INTO leaks(process_id, class, ts, record, site_id) "
+		"VALUES (2, 'lost', 1, 'EVENT', 2); "
+		"INSERT INTO tags(request_id, key, ts, site_id) VALUES "
+		"(1, 'k', 1, 4); "
+		"INSERT INTO request_stats VALUES (2, 0, 'n', 2, 1, 1, 1, 0, "
+		"0, 1, 1); PRAGMA user_version = 2");
+	store_close(open_default(1));
+	ck_assert_int_eq(q("PRAGMA user_version"), STORE_SCHEMA_VERSION);
+	ck_assert_str_eq(qs("SELECT group_concat(id || ':' || used) FROM sites",
+			    buf, sizeof buf),
+			 "1:1,3:1,5:1");
+	ck_assert_str_eq(qs("SELECT group_concat(site_id) FROM records",
+			    buf, sizeof buf),
+			 "1,3,5");
+	ck_assert_int_eq(q("SELECT site_id FROM leaks"), 1);
+	ck_assert_int_eq(q("SELECT site_id FROM tags"), 3);
+	ck_assert_int_eq(q("SELECT site_id FROM request_stats"), 1);
 }
 END_TEST
 
@@ -1532,10 +1637,12 @@ static Suite *store_suite(void)
 	      test_commit_by_time, test_reader_beside_writer}},
 	    {"retention",
 	     {test_retention_by_age, test_retention_by_size,
-	      test_retention_by_size_without_records}},
+	      test_retention_by_size_without_records,
+	      test_sites_retained_by_age}},
 	    {"summaries",
 	     {test_clean_requests_counted, test_summaries_overflow,
 	      test_keep_all_no_summaries, test_migrates_version_1,
+	      test_migrates_version_2_merges_sites,
 	      test_summaries_retained_by_age}},
 	    {"disk full",
 	     {test_disk_full, test_disk_full_ids, test_other_writer}},
