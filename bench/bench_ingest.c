@@ -17,10 +17,14 @@
  *       tags rows of its final tags), which is the baseline of the target;
  *   (c) ctxleakd --keep=all and (d) --keep=leaky, fed the stream as fast as
  *       the socket takes it, timed until the daemon has committed it all
- *       (SIGTERM, then its exit).
+ *       (SIGTERM, then its exit); (d) runs with the what-if (the replay
+ *       under thread, global and task, on by default) and, back to back,
+ *       without it (--no-what-if).
  *
  * Targets (issue 4): (c) >= 70% of (b, same rows); (d) >= 50% of (a).  Also the
  * daemon's RSS per open scope with 100k scopes open (target < 200 bytes).
+ * Issue 15: (d) with the what-if keeps >= 60% of its rate without, and the
+ * RSS per open scope stays < 256 bytes with it (< 200 without).
  * On a shared machine the rates swing from run to run by up to 2x, (a)'s
  * most: the six measures run in rounds (REPEATS of those bound by
  * SQLite, FAST_REPEATS of the others), each rate is the median of
@@ -546,9 +550,10 @@ struct stored {
 };
 
 static struct rate bench_daemon(const struct stream *s, const char *keep,
-				struct stored *out)
+				const char *what_if, struct stored *out)
 {
-	const char *args[] = {"--keep", keep, "--log-level", "warn", NULL};
+	const char *args[] = {"--keep",	  keep,	  "--what-if", what_if,
+			      "--log-level", "warn", NULL};
 	struct harness_daemon d;
 	double t0, c0;
 	int fd, st;
@@ -600,10 +605,10 @@ static long settled_rss(int fd, pid_t pid)
 	return rss;
 }
 
-static void bench_rss(void)
+static void bench_rss(const char *what_if, int target)
 {
-	const char *args[] = {"--max-open-scopes", "1000000", "--log-level",
-			      "warn", NULL};
+	const char *args[] = {"--max-open-scopes", "1000000", "--what-if",
+			      what_if, "--log-level", "warn", NULL};
 	size_t cap = RSS_SCOPES * PROTO_RECORD_SIZE_MAX(8), len = 0;
 	unsigned char *buf = malloc(cap);
 	struct proto_record r = {.type = PROTO_BEGIN,
@@ -636,10 +641,10 @@ static void bench_rss(void)
 	if (harness_write_all(fd, buf, len) == -1)
 		die(harness_error());
 	after = settled_rss(fd, d.pid);
-	printf("RSS: %ld KiB before, %ld KiB with %d open scopes: %.0f bytes "
-	       "per open scope (target < 200)\n",
-	       before, after, RSS_SCOPES,
-	       (double)(after - before) * 1024.0 / RSS_SCOPES);
+	printf("RSS, what-if %-3s: %ld KiB before, %ld KiB with %d open "
+	       "scopes: %.0f bytes per open scope (target < %d)\n",
+	       what_if, before, after, RSS_SCOPES,
+	       (double)(after - before) * 1024.0 / RSS_SCOPES, target);
 	close(fd);
 	harness_cleanup(&d);
 	free(buf);
@@ -687,9 +692,18 @@ int main(int argc, char **argv)
 {
 	size_t want = argc > 1 ? strtoul(argv[1], NULL, 10) : 1000000;
 	char dir[] = "/tmp/ctxleak-bench-XXXXXX";
-	enum { UNPACK, PROTO, RAW_RECORDS, RAW, ALL, LEAKY, MEASURES };
+	enum {
+		UNPACK,
+		PROTO,
+		RAW_RECORDS,
+		RAW,
+		ALL,
+		LEAKY,
+		LEAKY_OFF,
+		MEASURES
+	};
 	struct rate runs[MEASURES][FAST_REPEATS];
-	struct stored all_stored, leaky_stored;
+	struct stored all_stored, leaky_stored, leaky_off_stored;
 	uint64_t records_rows, same_rows;
 	struct stream s;
 	char cmd[64];
@@ -706,7 +720,9 @@ int main(int argc, char **argv)
 	for (int i = 0; i < FAST_REPEATS; i++) {
 		runs[PROTO][i] = bench_socket(&s, drain_proto);
 		runs[UNPACK][i] = bench_socket(&s, drain_msgpack_c);
-		runs[LEAKY][i] = bench_daemon(&s, "leaky", &leaky_stored);
+		runs[LEAKY][i] = bench_daemon(&s, "leaky", "on", &leaky_stored);
+		runs[LEAKY_OFF][i] =
+		    bench_daemon(&s, "leaky", "off", &leaky_off_stored);
 	}
 	/* After the fast measures, and each round after sync(): the kernel's
 	 * writeback of the files the SQLite-bound ones write would otherwise
@@ -715,7 +731,7 @@ int main(int argc, char **argv)
 		sync();
 		runs[RAW_RECORDS][i] = bench_sqlite(&s, dir, 0, &records_rows);
 		runs[RAW][i] = bench_sqlite(&s, dir, 1, &same_rows);
-		runs[ALL][i] = bench_daemon(&s, "all", &all_stored);
+		runs[ALL][i] = bench_daemon(&s, "all", "on", &all_stored);
 	}
 
 	printf("                          records/s  records/CPU-s\n");
@@ -725,6 +741,7 @@ int main(int argc, char **argv)
 	print_spread("(b) raw SQLite same rows", runs[RAW], REPEATS);
 	print_spread("(c) ctxleakd keep=all", runs[ALL], REPEATS);
 	print_spread("(d) ctxleakd keep=leaky", runs[LEAKY], FAST_REPEATS);
+	print_spread("    the same, no what-if", runs[LEAKY_OFF], FAST_REPEATS);
 	printf("(b) rows: %llu records only, %llu same rows\n",
 	       (unsigned long long)records_rows, (unsigned long long)same_rows);
 	print_ratio("(c)/(b)", runs[ALL], runs[RAW], REPEATS, 70);
@@ -732,7 +749,10 @@ int main(int argc, char **argv)
 	print_ratio("(d)/(a)", runs[LEAKY], runs[UNPACK], FAST_REPEATS, 50);
 	print_ratio("(d)/proto", runs[LEAKY], runs[PROTO], FAST_REPEATS, 0);
 	print_stored(&leaky_stored);
-	bench_rss();
+	print_ratio("what-if on/off", runs[LEAKY], runs[LEAKY_OFF], FAST_REPEATS,
+		    60);
+	bench_rss("off", 200);
+	bench_rss("on", 256);
 
 	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
 	if (system(cmd) != 0)

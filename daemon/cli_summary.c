@@ -1,7 +1,9 @@
 /*
  * cli_summary.c: `ctxleak summary`, the overview of a selection: counts by
- * class, application, request name and site; each process's inferred
- * concurrency model and the backend that would isolate its requests; and,
+ * class, application, request name and site; per process, its storage's
+ * findings beside what thread, global and task would have found (the
+ * daemon's what-if), the backends that keep its requests apart, and its
+ * concurrency model as the reason why; and,
  * stated plainly, the windows in which clients dropped records, because a
  * count over data that never arrived is a lower bound, not a result.
  */
@@ -105,50 +107,346 @@ static long long count_of(struct cli *c, const char *what, const char *where)
 	return n;
 }
 
-/* ------------------------------------------------------------ models */
+/* ------------------------------------------------------------ storage */
+
+/*
+ * Per process: the table that answers "which storage keeps this program's
+ * requests apart", measured from its one run.  Its own storage's findings
+ * (what it ran with: a library backend, or the service's storage observed)
+ * beside the daemon's what-if for thread, global and task (daemon/SCHEMA.md
+ * what_if); the recommendation is the backends with no finding (unclosed
+ * aside, the same under all), and the concurrency model explains it.
+ */
+
+#define BACKENDS 3
+
+static const char *const backend_names[BACKENDS] = {"thread", "global",
+						    "task"};
 
 static const char models_sql[] =
-    "SELECT p.pid, p.app, p.backend, p.model, p.recommend,"
-    " p.model_evidence FROM processes p WHERE 1%s"
+    "SELECT p.id, p.pid, p.app, p.backend, p.model, p.recommend,"
+    " p.model_evidence, p.what_if FROM processes p WHERE 1%s"
     " ORDER BY p.connected_at, p.id";
 
-static void model_line(struct cli *c, sqlite3_stmt *st)
-{
-	const char *app = cli_db_str(st, 1);
-	const char *backend = cli_db_str(st, 2);
-	const char *model = cli_db_str(st, 3);
-	const char *recommend = cli_db_str(st, 4);
-	const char *evidence = cli_db_str(st, 5);
-	int wrong = recommend && backend && strcmp(recommend, backend);
-	char line[1024];
+/* Findings of one storage: its own (backend NULL) or a what-if's. */
+struct storage {
+	long long n[CLI_CLASS_COUNT];
+	char sites[256]; /* its two top sites, "file.c:12 fn (n), ..." */
+};
 
-	snprintf(
-	    line, sizeof(line), "pid %lld (%s): backend %s, model %s%s%s%s",
-	    sqlite3_column_int64(st, 0), app ? app : "-",
-	    backend ? backend : "unknown", model ? model : "not inferred yet",
-	    recommend ? (wrong ? ": use " : ": ") : "",
-	    recommend ? recommend : "", recommend && !wrong ? " is right" : "");
-	cli_print_wrapped(c, wrong ? CLI_STYLE_RED : CLI_STYLE_NONE, 0, line);
-	if (evidence && *evidence)
-		cli_print_wrapped(c, CLI_STYLE_NONE, 2, evidence);
+static int class_index(const char *name)
+{
+	for (int i = 0; name && i < CLI_CLASS_COUNT; i++)
+		if (strcmp(cli_class_names[i], name) == 0)
+			return i;
+	return -1;
 }
 
-static void model_json(struct cli_json *j, sqlite3_stmt *st)
+/* A site as file:line function, the file without its directories. */
+#define SITE_NAME                                                              \
+	"replace(s.file, rtrim(s.file, replace(s.file, '/', '')), '') || ':' " \
+	"|| s.line || coalesce(' ' || s.func, '')"
+
+static const char counts_sql[] =
+    "SELECT class, count(*) FROM leaks WHERE process_id = ?1 GROUP BY 1";
+static const char what_if_sql[] =
+    "SELECT class, sum(count) FROM what_if WHERE process_id = ?1"
+    " AND backend = ?2 GROUP BY 1";
+static const char sites_sql[] =
+    "SELECT coalesce(" SITE_NAME ", '(no site)'), count(*) FROM leaks l LEFT JOIN sites s"
+    " ON s.id = l.site_id WHERE l.process_id = ?1 AND ?2 IS NULL"
+    " GROUP BY l.site_id ORDER BY 2 DESC, 1 LIMIT 2";
+static const char what_if_sites_sql[] =
+    "SELECT coalesce(" SITE_NAME ", '(no site)'), sum(w.count) FROM what_if w LEFT JOIN sites s"
+    " ON s.id = w.site_id WHERE w.process_id = ?1 AND w.backend = ?2"
+    " GROUP BY w.site_id ORDER BY 2 DESC, 1 LIMIT 2";
+
+static sqlite3_stmt *prepare_storage(struct cli *c, const char *sql,
+				     long long id, const char *backend)
 {
-	static const char *const keys[] = {"pid",   "app",	 "backend",
-					   "model", "recommend", "evidence"};
+	sqlite3_stmt *st = cli_db_prepare(c, sql);
+
+	if (st == NULL)
+		return NULL;
+	sqlite3_bind_int64(st, 1, id);
+	if (backend)
+		sqlite3_bind_text(st, 2, backend, -1, SQLITE_STATIC);
+	return st;
+}
+
+/* The findings of process id under backend (NULL: its own storage). */
+static int read_storage(struct cli *c, long long id, const char *backend,
+			struct storage *out)
+{
+	sqlite3_stmt *st = prepare_storage(
+	    c, backend ? what_if_sql : counts_sql, id, backend);
+	size_t len = 0;
+	int rc, k;
+
+	memset(out, 0, sizeof(*out));
+	if (st == NULL)
+		return CLI_EXIT_DB;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		if ((k = class_index(cli_db_str(st, 0))) >= 0)
+			out->n[k] = sqlite3_column_int64(st, 1);
+	sqlite3_finalize(st);
+	if ((rc = cli_db_done(c, rc)) != 0)
+		return rc;
+	st = prepare_storage(c, backend ? what_if_sites_sql : sites_sql, id,
+			     backend);
+	if (st == NULL)
+		return CLI_EXIT_DB;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW && len < sizeof(out->sites))
+		len += (size_t)snprintf(out->sites + len,
+					sizeof(out->sites) - len, "%s%s (%lld)",
+					len ? ", " : "", cli_db_str(st, 0),
+					sqlite3_column_int64(st, 1));
+	sqlite3_finalize(st);
+	return cli_db_done(c, rc == SQLITE_ROW ? SQLITE_DONE : rc);
+}
+
+static void storage_row(struct cli_table *t, const char *name,
+			const struct storage *sg)
+{
+	cli_table_cell(t, name);
+	for (int k = 0; k < CLI_CLASS_COUNT; k++)
+		cli_table_cellf(t, "%lld", sg->n[k]);
+}
+
+/* Whether backend is one of the comma-separated list. */
+static int listed(const char *list, const char *backend)
+{
+	size_t n = strlen(backend);
+
+	while (list && *list) {
+		size_t len = strcspn(list, ",");
+
+		if (len == n && strncmp(list, backend, n) == 0)
+			return 1;
+		list += len + (list[len] == ',');
+	}
+	return 0;
+}
+
+/* The storages' top sites under the table, one line per list of sites,
+ * naming the storages that share it. */
+static void sites_lines(struct cli *c, const char names[][32],
+			const struct storage *sg, int n)
+{
+	char line[512];
+
+	for (int i = 0; i < n; i++) {
+		size_t len = 0;
+		int seen = 0;
+
+		for (int k = 0; k < i && !seen; k++)
+			seen = strcmp(sg[k].sites, sg[i].sites) == 0;
+		if (seen || sg[i].sites[0] == '\0')
+			continue;
+		for (int k = i; k < n; k++)
+			if (strcmp(sg[k].sites, sg[i].sites) == 0)
+				len += (size_t)snprintf(
+				    line + len, sizeof(line) - len, "%s%s",
+				    len ? ", " : "top sites under ", names[k]);
+		snprintf(line + len, sizeof(line) - len, ": %s", sg[i].sites);
+		cli_print_wrapped(c, CLI_STYLE_NONE, 2, line);
+	}
+}
+
+static int storage_table(struct cli *c, long long id, const char *ran,
+			 int what_if)
+{
+	static const struct cli_col cols[] = {
+	    {"STORAGE", 0},	       {"BLEED", CLI_COL_RIGHT},
+	    {"STALE", CLI_COL_RIGHT},  {"OVERLAP", CLI_COL_RIGHT},
+	    {"LOST", CLI_COL_RIGHT},   {"MISNEST", CLI_COL_RIGHT},
+	    {"UNCLOSED", CLI_COL_RIGHT},
+	};
+	struct cli_table *t = cli_table_new(c, cols, 7);
+	struct storage sg[1 + BACKENDS];
+	char names[1 + BACKENDS][32];
+	int rc, n = 0;
+
+	snprintf(names[0], sizeof(names[0]), "%s (ran)", ran ? ran : "?");
+	if ((rc = read_storage(c, id, NULL, &sg[n++])) != 0)
+		goto out;
+	for (int b = 0; what_if && b < BACKENDS; b++) {
+		snprintf(names[n], sizeof(names[n]), "%s", backend_names[b]);
+		if ((rc = read_storage(c, id, backend_names[b], &sg[n++])) != 0)
+			goto out;
+	}
+	for (int i = 0; i < n; i++)
+		storage_row(t, names[i], &sg[i]);
+	cli_table_print(t);
+	sites_lines(c, names, sg, n);
+out:
+	cli_table_free(t);
+	return rc;
+}
+
+/* backend names of a comma-separated list, "thread or task", in buf. */
+static const char *either(const char *list, char *buf, size_t len)
+{
+	size_t n = 0;
+	int k = 0, total = 0;
+
+	for (int b = 0; b < BACKENDS; b++)
+		total += listed(list, backend_names[b]);
+	buf[0] = '\0';
+	for (int b = 0; b < BACKENDS && n < len; b++)
+		if (listed(list, backend_names[b]))
+			n += (size_t)snprintf(buf + n, len - n, "%s%s",
+					      k++ == 0	       ? ""
+					      : k == total ? " or "
+							   : ", ",
+					      backend_names[b]);
+	return buf;
+}
+
+static long long storage_findings(const struct storage *sg)
+{
+	long long n = 0;
+
+	for (int k = 0; k < CLI_CLASS_COUNT; k++)
+		if (strcmp(cli_class_names[k], "unclosed") != 0)
+			n += sg->n[k];
+	return n;
+}
+
+/* The recommendation, measured: the backends with no findings.  Where
+ * the process's own storage has none either, it needs no change. */
+static void recommend_line(struct cli *c, const char *ran,
+			   const char *recommend, const struct storage *own)
+{
+	int several = recommend && strchr(recommend, ',') != NULL;
+	int clean = storage_findings(own) == 0;
+	char names[64], line[256];
+
+	if (recommend == NULL) {
+		cli_print_wrapped(c, CLI_STYLE_YELLOW, 2,
+				  "no library-kept backend is clean: what "
+				  "they all find is in how the application "
+				  "carries its context");
+		return;
+	}
+	if (!clean) {
+		snprintf(line, sizeof(line), "use %s: no findings under %s",
+			 either(recommend, names, sizeof(names)),
+			 several ? "them" : "it");
+	} else if (ran != NULL && listed(recommend, ran)) {
+		char others[64];
+		size_t k = 0;
+
+		/* The list without ran. */
+		for (int b = 0; b < BACKENDS; b++)
+			if (listed(recommend, backend_names[b]) &&
+			    strcmp(backend_names[b], ran) != 0)
+				k += (size_t)snprintf(others + k,
+						      sizeof(others) - k, "%s%s",
+						      k ? "," : "",
+						      backend_names[b]);
+		others[k] = '\0';
+		snprintf(line, sizeof(line),
+			 "%s keeps the requests apart%s%s: no findings", ran,
+			 k ? ", as would " : "",
+			 k ? either(others, names, sizeof(names)) : "");
+	} else {
+		snprintf(line, sizeof(line),
+			 "%s keeps the requests apart; of the library's "
+			 "backends, so would %s",
+			 ran ? ran : "its storage",
+			 either(recommend, names, sizeof(names)));
+	}
+	cli_print_wrapped(c, clean ? CLI_STYLE_GREEN : CLI_STYLE_RED, 2, line);
+}
+
+static int model_lines(struct cli *c, sqlite3_stmt *st)
+{
+	long long id = sqlite3_column_int64(st, 0);
+	const char *app = cli_db_str(st, 2);
+	const char *backend = cli_db_str(st, 3);
+	const char *model = cli_db_str(st, 4);
+	const char *recommend = cli_db_str(st, 5);
+	const char *evidence = cli_db_str(st, 6);
+	int what_if = sqlite3_column_int(st, 7);
+	struct storage own;
+	char line[512];
+	int rc;
+
+	snprintf(line, sizeof(line), "pid %lld (%s): ran with %s, model %s",
+		 sqlite3_column_int64(st, 1), app ? app : "-",
+		 backend ? backend : "unknown",
+		 model ? model : "not inferred yet");
+	cli_print_wrapped(c, CLI_STYLE_BOLD, 0, line);
+	if ((rc = storage_table(c, id, backend, what_if)) != 0 ||
+	    (rc = read_storage(c, id, NULL, &own)) != 0)
+		return rc;
+	if (what_if)
+		recommend_line(c, backend, recommend, &own);
+	else
+		cli_print_wrapped(c, CLI_STYLE_DIM, 2,
+				  "no what-if: ctxleakd ran with --no-what-if, "
+				  "or the process has not ended");
+	if (evidence && *evidence)
+		cli_print_wrapped(c, CLI_STYLE_NONE, 2, evidence);
+	fputc('\n', c->out);
+	return 0;
+}
+
+static void json_classes(struct cli_json *j, const char *key,
+			 const struct storage *sg)
+{
+	cli_json_key(j, key);
+	cli_json_object(j);
+	for (int k = 0; k < CLI_CLASS_COUNT; k++)
+		cli_json_kint(j, cli_class_names[k], sg->n[k]);
+	cli_json_end(j);
+}
+
+static int model_json(struct cli *c, struct cli_json *j, sqlite3_stmt *st)
+{
+	static const char *const keys[] = {"pid", "app", "backend", "model"};
+	long long id = sqlite3_column_int64(st, 0);
+	const char *recommend = cli_db_str(st, 5);
+	struct storage sg;
+	int rc;
 
 	cli_json_object(j);
-	for (int i = 0; i < 6; i++)
-		cli_json_kcol(j, keys[i], st, i);
+	for (int i = 0; i < 4; i++)
+		cli_json_kcol(j, keys[i], st, i + 1);
+	if ((rc = read_storage(c, id, NULL, &sg)) != 0)
+		return rc;
+	json_classes(j, "observed", &sg);
+	cli_json_key(j, "what_if");
+	if (sqlite3_column_int(st, 7)) {
+		cli_json_object(j);
+		for (int b = 0; b < BACKENDS; b++) {
+			if ((rc = read_storage(c, id, backend_names[b],
+					       &sg)) != 0)
+				return rc;
+			json_classes(j, backend_names[b], &sg);
+		}
+		cli_json_end(j);
+	} else {
+		cli_json_null(j);
+	}
+	cli_json_key(j, "recommend");
+	cli_json_array(j);
+	for (int b = 0; b < BACKENDS; b++)
+		if (recommend && listed(recommend, backend_names[b]))
+			cli_json_str(j, backend_names[b],
+				     strlen(backend_names[b]));
 	cli_json_end(j);
+	cli_json_kcol(j, "evidence", st, 6);
+	cli_json_end(j);
+	return 0;
 }
 
 static int print_models(struct cli *c, struct cli_json *j, const char *where)
 {
 	char sql[sizeof(models_sql) + 512];
 	sqlite3_stmt *st;
-	int rc, n = 0;
+	int rc, n = 0, err = 0;
 
 	snprintf(sql, sizeof(sql), models_sql, where);
 	if ((st = cli_db_prepare(c, sql)) == NULL)
@@ -158,17 +456,15 @@ static int print_models(struct cli *c, struct cli_json *j, const char *where)
 		cli_json_key(j, "processes");
 		cli_json_array(j);
 	}
-	for (; (rc = sqlite3_step(st)) == SQLITE_ROW; n++) {
-		if (j)
-			model_json(j, st);
-		else
-			model_line(c, st);
-	}
+	for (; !err && (rc = sqlite3_step(st)) == SQLITE_ROW; n++)
+		err = j ? model_json(c, j, st) : model_lines(c, st);
 	sqlite3_finalize(st);
+	if (err)
+		return err;
 	if (j)
 		cli_json_end(j);
 	else if (n == 0)
-		fputs("no processes\n", c->out);
+		fputs("no processes\n\n", c->out);
 	return cli_db_done(c, rc);
 }
 
@@ -268,8 +564,6 @@ static int summary_body(struct cli *c, struct cli_json *j, const char *where)
 	cli_db_process_sql(&c->filter, pwhere, sizeof(pwhere));
 	if (rc == 0)
 		rc = print_models(c, j, pwhere);
-	if (rc == 0 && !j)
-		fputc('\n', c->out);
 	if (rc == 0)
 		rc = print_drops(c, j, pwhere, &ndrops);
 	if (rc == 0 && !j && ndrops == 0)

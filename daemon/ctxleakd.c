@@ -62,6 +62,10 @@ static const char usage_text[] =
     "requests\n"
     "                          in a finding, counts of the others; all: "
     "every one\n"
+    "  --what-if on|off        replay every process under the thread,\n"
+    "                          global and task backends and count what\n"
+    "                          each would find (default on); --no-what-if\n"
+    "                          is off\n"
     "  --log-level LEVEL       error, warn, info (default) or debug\n"
     "  --log-file PATH         append the log here instead of stderr;\n"
     "                          SIGHUP reopens it\n"
@@ -278,6 +282,7 @@ static void set_defaults(void)
 	cfg.max_held = DEFAULT_MAX_HELD;
 	cfg.max_pending = DEFAULT_MAX_PENDING;
 	cfg.linger = NS_PER_SEC;
+	cfg.what_if = 1;
 	cfg.partial_timeout = DEFAULT_PARTIAL_TIMEOUT;
 	proto_limits_default(&cfg.limits);
 }
@@ -286,6 +291,8 @@ enum {
 	OPT_SOCKET = 256,
 	OPT_DB,
 	OPT_KEEP,
+	OPT_WHAT_IF,
+	OPT_NO_WHAT_IF,
 	OPT_LOG_LEVEL,
 	OPT_LOG_FILE,
 	OPT_MAX_CONNECTIONS,
@@ -309,6 +316,8 @@ static const struct option long_options[] = {
     {"socket", required_argument, NULL, OPT_SOCKET},
     {"db", required_argument, NULL, OPT_DB},
     {"keep", required_argument, NULL, OPT_KEEP},
+    {"what-if", required_argument, NULL, OPT_WHAT_IF},
+    {"no-what-if", no_argument, NULL, OPT_NO_WHAT_IF},
     {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
     {"log-file", required_argument, NULL, OPT_LOG_FILE},
     {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
@@ -357,6 +366,14 @@ static void parse_option(int opt, const char *arg)
 		break;
 	case OPT_KEEP:
 		parse_keep(arg);
+		break;
+	case OPT_WHAT_IF:
+		if (strcmp(arg, "on") != 0 && strcmp(arg, "off") != 0)
+			bad_usage("--what-if: '%s' is neither on nor off", arg);
+		cfg.what_if = strcmp(arg, "on") == 0;
+		break;
+	case OPT_NO_WHAT_IF:
+		cfg.what_if = 0;
 		break;
 	case OPT_LOG_LEVEL:
 		level = log_level_from_name(arg);
@@ -538,8 +555,9 @@ int main(int argc, char **argv)
 	events[3] = add_event(-1, EV_PERSIST, on_store_tick, &tick);
 	sdnotify_start(base);
 	sdnotify_ready();
-	log_info("ctxleakd %s ready: database %s, keep %s", CTXLEAKD_VERSION,
-		 cfg.db_path, cfg.keep_all ? "all" : "leaky");
+	log_info("ctxleakd %s ready: database %s, keep %s, what-if %s",
+		 CTXLEAKD_VERSION, cfg.db_path, cfg.keep_all ? "all" : "leaky",
+		 cfg.what_if ? "on" : "off");
 
 	event_base_dispatch(base);
 

@@ -156,6 +156,12 @@ void store_update(struct store *s, const struct store_proc *p,
 		  const struct rules_update *u);
 void store_dropped(struct store *s, const struct store_proc *p,
 		   const struct proto_record *dropped);
+/* A finalised process's what-if, right after its store_process_update: a
+ * what_if row per nonzero count, and processes.what_if = 1 with that
+ * update. */
+struct whatif;
+void store_what_if(struct store *s, const struct store_proc *p,
+		   const struct whatif *w);
 /* Commit when due; retention now and then.  Called from a timer. */
 void store_tick(struct store *s);
 void store_commit(struct store *s);
@@ -172,7 +178,7 @@ void store_limit_pages(struct store *s, int64_t extra);
  * -1 and a one-line reason when the file is not a ctxleak database or is
  * of a newer schema. */
 struct sqlite3;
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 #define STORE_APPLICATION_ID 0x63786c6b /* "cxlk" */
 int store_schema_open(struct sqlite3 *db, const char *path, char *err,
 		      size_t errlen);
@@ -243,6 +249,33 @@ int summaries_add(struct summaries *sm, int64_t process_id, int64_t begin_wall,
 int64_t summaries_flush(struct summaries *sm);
 void summaries_clear(struct summaries *sm);
 unsigned summaries_pending(const struct summaries *sm); /* keys counted */
+
+/* ------------------------------------------------------------ whatif.c */
+
+/* What the library-kept backends would have recorded in a process, and the
+ * findings of the rules on that, counted per backend, class and site (the
+ * what-if of DESIGN.md).  Pure: no I/O. */
+enum whatif_backend { WHATIF_THREAD, WHATIF_GLOBAL, WHATIF_TASK };
+#define WHATIF_BACKENDS 3
+struct whatif;
+/* max_ended_scopes as the process's rules engine has it. */
+struct whatif *whatif_new(uint32_t max_ended_scopes, uint64_t hash_seed);
+void whatif_free(struct whatif *w);
+/* Every record the rules engine judged, in the order it judged them. */
+void whatif_record(struct whatif *w, const struct proto_record *rec);
+/* An unclosed finding of the rules engine: the same under every backend. */
+void whatif_unclosed(struct whatif *w, const struct proto_record *begin);
+void whatif_totals(const struct whatif *w,
+		   uint64_t out[WHATIF_BACKENDS][LEAK_CLASS_COUNT]);
+typedef void (*whatif_row_fn)(void *arg, int backend, enum leak_class c,
+			      uint32_t site, uint64_t count);
+/* Each nonzero (backend, class, site) count; site 0: none, or past the
+ * replay's bound on sites. */
+void whatif_rows(const struct whatif *w, whatif_row_fn fn, void *arg);
+/* Calls the replay could not follow (past its memory bounds): nonzero,
+ * its counts are approximate. */
+uint64_t whatif_approximate(const struct whatif *w);
+const char *whatif_backend_name(int backend); /* "thread", ... */
 
 /* ------------------------------------------------------------ server.c */
 
@@ -350,6 +383,7 @@ struct config {
 	const char *db_path;
 	const char *log_path; /* NULL: stderr */
 	int keep_all;
+	int what_if; /* replay each process under every backend */
 	enum log_level log_level;
 	unsigned max_connections;
 	uint32_t max_open_scopes;

@@ -45,6 +45,7 @@ struct process {
 	uid_t uid;
 	struct store_proc sp;
 	struct rules *rules;
+	struct whatif *whatif; /* NULL: --no-what-if */
 	unsigned conns;	      /* connections attached now */
 	struct event *linger; /* pending while no connection is attached */
 	uint64_t records, dropped, skipped;
@@ -208,6 +209,15 @@ static void sink_finding(void *arg, const struct rules_finding *f)
 		  leak_class_name(f->leak), (unsigned long long)f->victim_rid,
 		  f->rec != NULL ? f->rec->site : 0);
 	store_finding(process_store, &p->sp, f);
+	if (f->leak == LEAK_UNCLOSED && p->whatif != NULL)
+		whatif_unclosed(p->whatif, f->rec);
+}
+
+static void on_judged(void *arg, const struct proto_record *rec)
+{
+	struct process *p = arg;
+
+	whatif_record(p->whatif, rec);
 }
 
 /* Records counted in the update came through sink_verdict already. */
@@ -274,11 +284,17 @@ static struct process *process_new(const struct proto_hello *hello)
 	sink.arg = p;
 	p->max_queued = rc.max_pending;
 	p->instance = hello->instance;
+	if (cfg.what_if)
+		p->whatif = whatif_new(rc.max_ended_scopes, hash_seed);
 	p->rules = rules_new(&rc, &sink);
-	if (p->rules == NULL) {
+	if (p->rules == NULL || (cfg.what_if && p->whatif == NULL)) {
+		rules_free(p->rules);
+		whatif_free(p->whatif);
 		free(p);
 		return NULL;
 	}
+	if (p->whatif != NULL)
+		rules_on_judged(p->rules, on_judged, p);
 	TAILQ_INSERT_TAIL(&processes, p, entry);
 	stats.live++;
 	return p;
@@ -291,6 +307,7 @@ static void process_free(struct process *p)
 	TAILQ_REMOVE(&processes, p, entry);
 	stats.live--;
 	rules_free(p->rules);
+	whatif_free(p->whatif);
 	free(p->error);
 	free(p);
 }
@@ -524,13 +541,29 @@ static void process_finalise(struct process *p)
 
 	warn_limits(p);
 	rules_finish(p->rules);
-	rules_model(p->rules, &model);
+	if (p->whatif != NULL) {
+		uint64_t findings[WHATIF_BACKENDS][LEAK_CLASS_COUNT];
+
+		if (whatif_approximate(p->whatif) != 0)
+			log_warn("pid %d: the what-if could not follow %llu "
+				 "calls (past its memory bounds): its counts "
+				 "are approximate",
+				 (int)p->pid,
+				 (unsigned long long)whatif_approximate(
+				     p->whatif));
+		whatif_totals(p->whatif, findings);
+		rules_model_measured(p->rules, findings, &model);
+	} else {
+		rules_model(p->rules, &model);
+	}
 	rules_stats(p->rules, &st);
 	/* Everything received is judged: the whole stream so far is in
 	 * the commit that takes this. */
 	store_process_update(process_store, &p->sp, p->records, p->dropped,
 			     p->skipped, p->watermark, p->pos, p->error, &model,
 			     1);
+	if (p->whatif != NULL)
+		store_what_if(process_store, &p->sp, p->whatif);
 	log_debug("pid %d: process %llu finalised: %llu records (%llu late "
 		  "work), %s",
 		  (int)p->pid, (unsigned long long)p->sp.id,

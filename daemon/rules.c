@@ -147,6 +147,14 @@ struct rules *rules_new(const struct rules_config *cfg,
 	return r;
 }
 
+void rules_on_judged(struct rules *r,
+		     void (*fn)(void *arg, const struct proto_record *rec),
+		     void *arg)
+{
+	r->on_judged = fn;
+	r->on_judged_arg = arg;
+}
+
 /* ------------------------------------------------------------ queue */
 
 /* The heap holds its keys, so that sifting does not touch the records. */
@@ -1116,10 +1124,14 @@ static void judge(struct rules *r, struct pnode *n)
 	r->stats.late += (uint64_t)j.late;
 	if (j.truth != NULL && j.truth->state == REQ_LIVE)
 		model_note(r, j.truth, rec->tid);
+	else if (j.truth != NULL && j.truth->state == REQ_RETIRED)
+		model_note_late(r, j.truth, rec->tid);
 	if (j.leak != LEAK_NONE)
 		report(r, j.leak, rec, j.victim, j.source,
 		       (enum rules_unclosed_reason)0, &j.mn);
 	deliver(r, rec, &j);
+	if (r->on_judged != NULL)
+		r->on_judged(r->on_judged_arg, rec);
 	unpin(r, j.owner);
 	unpin(r, j.truth);
 	unpin(r, j.said);

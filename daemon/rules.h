@@ -215,10 +215,12 @@ struct rules_sink {
 
 /* The process's concurrency model, inferred from what was judged. */
 struct rules_model {
-	const char *model;     /* "thread-per-request", "event-loop",
-				  "thread-pool", "mixed", "unknown" */
+	const char *model;     /* "thread-per-request", "single-thread",
+				  "event-loop", "thread-pool", "mixed",
+				  "unknown" */
 	const char *recommend; /* backend that isolates its requests:
-				  "thread" or "task"; NULL with no
+				  "thread" or "task" (measured: see
+				  rules_model_measured); NULL with no
 				  requests seen */
 	char evidence[256];    /* one line, e.g. "3 requests interleaved on
 				  thread 4712; thread backend cannot isolate
@@ -265,7 +267,20 @@ void rules_advance(struct rules *r, uint64_t watermark);
  * unclosed (RULES_UNCLOSED_DISCONNECT), retire every request. */
 void rules_finish(struct rules *r);
 
+/* fn(arg, rec) for every record right after it is judged, in judging
+ * order, whether or not it is delivered: the what-if replays them. */
+void rules_on_judged(struct rules *r,
+		     void (*fn)(void *arg, const struct proto_record *rec),
+		     void *arg);
+
 void rules_model(const struct rules *r, struct rules_model *out);
+/* The same with the what-if's findings per class of the thread, global
+ * and task backends (in that order): recommend is then the backends with
+ * no finding but unclosed, comma-separated ("task", "thread,task"; NULL
+ * when none), and the evidence the model's counts and theirs. */
+void rules_model_measured(const struct rules *r,
+			  const uint64_t findings[3][LEAK_CLASS_COUNT],
+			  struct rules_model *out);
 /* Whether a finding names the request, as victim or source. */
 int rules_request_involved(const struct rules_request *rq);
 /* How a daemon-wide limit takes room back from the engine that holds most.

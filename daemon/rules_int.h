@@ -189,6 +189,8 @@ struct pending {
 struct rules {
 	struct rules_config cfg;
 	struct rules_sink sink;
+	void (*on_judged)(void *arg, const struct proto_record *rec);
+	void *on_judged_arg; /* rules_on_judged's */
 
 	/* pending records, in (ts, arrival) order: those that arrive in
 	 * that order wait in a FIFO ring (the run), the others in a 4-ary
@@ -314,6 +316,8 @@ const char *detail_finding(struct rules *r, const struct rules_finding *f,
 
 /* rules_model.c */
 void model_note(struct rules *r, struct req *q, uint64_t tid);
+/* A record of retired q: work it left running, maybe on another thread. */
+void model_note_late(struct rules *r, struct req *q, uint64_t tid);
 void model_free(struct rules *r);
 
 #endif /* CTXLEAKD_RULES_INT_H */

@@ -7,8 +7,15 @@
  * coroutines, where a thread-local or global backend cannot tell requests
  * apart.  A request is handed off when its code ran on more than one
  * thread (rules.c counts that): a thread pool, where a thread-local
- * backend loses it.  Neither, with requests seen, is thread-per-request,
- * the one model the `thread` backend fits.
+ * backend loses it.  Neither, with requests on several threads, is
+ * thread-per-request, the one model the `thread` backend fits; on one
+ * thread, one request at a time, it is single-thread, which every backend
+ * fits.
+ *
+ * With the what-if's counts (rules_model_measured) the recommendation is
+ * no longer inferred but measured: the backends under which the replay
+ * found nothing, and the model only explains why, so that the two can
+ * never disagree.
  */
 #include <stdio.h>
 #include <string.h>
@@ -58,6 +65,17 @@ void model_note(struct rules *r, struct req *q, uint64_t tid)
 		}
 	}
 	q->last_tid = tid;
+}
+
+/* Work a request left running on another thread after it ended was
+ * handed off all the same (the thread backend loses it there).  Its last
+ * thread is gone with its retirement: its first one tells. */
+void model_note_late(struct rules *r, struct req *q, uint64_t tid)
+{
+	if (!q->handed_off && tid != q->root.tid) {
+		q->handed_off = 1;
+		r->model_handed_off++;
+	}
 }
 
 void model_free(struct rules *r)
@@ -151,6 +169,13 @@ void rules_model(const struct rules *r, struct rules_model *out)
 		snprintf(why, sizeof(why),
 			 "%llu of %llu requests handed between threads", ho, n);
 		recommend_task(r, out, why, "loses them on hand-off");
+	} else if (r->threads.count == 1) {
+		out->model = "single-thread";
+		out->recommend = "thread";
+		snprintf(out->evidence, sizeof(out->evidence),
+			 "%llu requests, one at a time on one thread; any "
+			 "backend isolates them",
+			 n);
 	} else {
 		out->model = "thread-per-request";
 		out->recommend = "thread";
@@ -159,4 +184,97 @@ void rules_model(const struct rules *r, struct rules_model *out)
 			 "interleaved; thread backend isolates them",
 			 n);
 	}
+}
+
+/* The backends of a mask (bit b: WHATIF's backend b), in that order. */
+static const char *const backend_sets[8] = {
+    NULL,	   "thread",	  "global",	 "thread,global",
+    "task",	   "thread,task", "global,task", "thread,global,task",
+};
+static const char *const backend_said[8] = {
+    NULL,   "thread",	       "global",	  "thread and global",
+    "task", "thread and task", "global and task", "thread, global and task",
+};
+static const char *const backend_names[3] = {"thread", "global", "task"};
+
+/* Findings that depend on the backend: all but unclosed, which is the
+ * same under every one (the scopes the application never ends). */
+static uint64_t backend_findings(const uint64_t f[LEAK_CLASS_COUNT])
+{
+	uint64_t n = 0;
+
+	for (int c = LEAK_NONE + 1; c < LEAK_CLASS_COUNT; c++)
+		if (c != LEAK_UNCLOSED)
+			n += f[c];
+	return n;
+}
+
+/* What the model saw, in words with its counts: why the backends fare as
+ * they do. */
+static void model_facts(const struct rules_model *m, char *buf, size_t len)
+{
+	unsigned long long n = m->requests, il = m->interleaved,
+			   ho = m->handed_off;
+
+	if (il > 0 && ho > 0)
+		snprintf(buf, len,
+			 "%llu of %llu requests interleaved (%llu on thread "
+			 "%llu), %llu handed between threads",
+			 il, n, (unsigned long long)m->max_interleave,
+			 (unsigned long long)m->max_interleave_tid, ho);
+	else if (il > 0)
+		snprintf(buf, len,
+			 "%llu of %llu requests interleaved on thread %llu "
+			 "(%llu there)",
+			 il, n, (unsigned long long)m->max_interleave_tid,
+			 (unsigned long long)m->max_interleave);
+	else if (ho > 0)
+		snprintf(buf, len,
+			 "%llu of %llu requests handed between threads", ho,
+			 n);
+	else
+		snprintf(buf, len, "%llu requests, none interleaved or handed "
+			 "between threads", n);
+}
+
+void rules_model_measured(const struct rules *r,
+			  const uint64_t findings[3][LEAK_CLASS_COUNT],
+			  struct rules_model *out)
+{
+	char facts[136], counts[72];
+	unsigned zero = 0;
+	int fewest = 0;
+
+	rules_model(r, out);
+	if (out->requests == 0)
+		return;
+	for (int b = 0; b < 3; b++) {
+		if (backend_findings(findings[b]) == 0)
+			zero |= 1u << b;
+		if (backend_findings(findings[b]) <
+		    backend_findings(findings[fewest]))
+			fewest = b;
+	}
+	/* The model's name must not claim what the counts deny: requests
+	 * that stay on their thread and never interleave, with findings
+	 * under thread all the same, fit no model seen. */
+	if ((strcmp(out->model, "thread-per-request") == 0 ||
+	     strcmp(out->model, "single-thread") == 0) &&
+	    !(zero & 1u))
+		out->model = "unknown";
+	out->recommend = backend_sets[zero];
+	model_facts(out, facts, sizeof(facts));
+	snprintf(counts, sizeof(counts),
+		 "findings under thread %llu, global %llu, task %llu",
+		 (unsigned long long)backend_findings(findings[0]),
+		 (unsigned long long)backend_findings(findings[1]),
+		 (unsigned long long)backend_findings(findings[2]));
+	if (zero != 0)
+		snprintf(out->evidence, sizeof(out->evidence),
+			 "%s; %s: %s keep%s them apart", facts, counts,
+			 backend_said[zero], zero & (zero - 1) ? "" : "s");
+	else
+		snprintf(out->evidence, sizeof(out->evidence),
+			 "%s; %s: none keeps them apart (fewest: %s)",
+			 facts, counts, backend_names[fewest]);
 }

@@ -63,6 +63,7 @@ enum {
 	ST_PROC_RECONNECT,
 	ST_PROC_UPDATE,
 	ST_SAVE_RID,
+	ST_WHAT_IF,
 	NSTMT
 };
 
@@ -127,10 +128,13 @@ static const char *const sql[NSTMT] = {
 		       "committed_watermark = "
 		       "max(committed_watermark, ?10), "
 		       "committed_position = "
-		       "coalesce(?11, committed_position) "
+		       "coalesce(?11, committed_position), "
+		       "what_if = max(what_if, ?12) "
 		       "WHERE id = ?1",
     [ST_SAVE_RID] = "INSERT OR REPLACE INTO meta(key, value) "
 		    "VALUES('last_request_id', ?1)",
+    [ST_WHAT_IF] = "INSERT INTO what_if(process_id, backend, class, "
+		   "site_id, count) VALUES(?1, ?2, ?3, ?4, ?5)",
 };
 
 /* A process row that could not be written when its HELLO came (a full
@@ -159,6 +163,7 @@ struct process_update {
 	uint64_t watermark; /* committed_watermark; it only grows */
 	int64_t position;   /* committed_position; -1: the row's stays */
 	char *error, *model, *recommend, *evidence;
+	int what_if; /* its what_if rows are written */
 };
 
 struct store {
@@ -522,6 +527,7 @@ static int write_process_update(struct store *s, const struct process_update *u)
 		sqlite3_bind_int64(st, 11, u->position);
 	else
 		sqlite3_bind_null(st, 11);
+	sqlite3_bind_int(st, 12, u->what_if);
 	return step_once(st);
 }
 
@@ -872,6 +878,44 @@ void store_dropped(struct store *s, const struct store_proc *p,
 	sqlite3_bind_int64(st, 3, wall_ts(p, dropped->ts));
 	bind_u64(st, 4, dropped->count);
 	row_end(s, st);
+}
+
+/* Where whatif_rows writes. */
+struct what_if_dest {
+	struct store *s;
+	const struct store_proc *p;
+};
+
+static void write_what_if(void *arg, int backend, enum leak_class c,
+			  uint32_t site, uint64_t count)
+{
+	struct what_if_dest *d = arg;
+	struct store *s = d->s;
+	const struct store_proc *p = d->p;
+	sqlite3_stmt *st = s->st[ST_WHAT_IF];
+
+	if (row_begin(s) == -1)
+		return;
+	sqlite3_bind_int64(st, 1, p->id);
+	bind_cstr(st, 2, whatif_backend_name(backend));
+	bind_cstr(st, 3, leak_class_name(c));
+	bind_opt(st, 4, site);
+	bind_u64(st, 5, count);
+	row_end(s, st);
+}
+
+void store_what_if(struct store *s, const struct store_proc *p,
+		   const struct whatif *w)
+{
+	struct what_if_dest d = {s, p};
+
+	whatif_rows(w, write_what_if, &d);
+	/* The mark rides with the process's final update, held like it
+	 * until a commit holds it. */
+	for (struct process_update *u = s->held_updates; u != NULL;
+	     u = u->next)
+		if (u->id == p->id)
+			u->what_if = 1;
 }
 
 /* A site seen before, by this process or any other, keeps its row and id

@@ -51,6 +51,7 @@ enum {
 	AGE_DROPS,
 	AGE_STATS,
 	AGE_SITES,
+	AGE_WHAT_IF,
 	AGE_PROCESSES,
 	SIZE_RECORDS,
 	SIZE_SITES,
@@ -90,6 +91,8 @@ static const char *const sql[NSTMT] = {
 		  "WHERE (used = 0 OR released_at < ?1) AND NOT "
 		  "site_held(id) AND id < (SELECT max(id) FROM sites) "
 		  "LIMIT ?2)",
+    [AGE_WHAT_IF] = "DELETE FROM what_if WHERE process_id IN (SELECT id "
+		    "FROM processes WHERE disconnected_at < ?1)",
     [AGE_PROCESSES] = "DELETE FROM processes WHERE disconnected_at < ?1",
     [SIZE_RECORDS] = "DELETE FROM records WHERE id IN (SELECT id FROM "
 		     "records ORDER BY id LIMIT ?2)",

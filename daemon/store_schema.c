@@ -214,6 +214,23 @@ static const char schema_v5[] =
     "DEFAULT 0;"
     "ALTER TABLE processes ADD COLUMN committed_position INTEGER;";
 
+/*
+ * Version 6.  The what-if (DESIGN.md): per process, the findings that each
+ * library-kept backend would have given, counted per backend, class and
+ * site, written when the process is finalised; processes.what_if says
+ * that they were (0: the daemon ran with --no-what-if, or the process is
+ * still running), so that no row reads as zero findings.
+ */
+static const char schema_v6[] =
+    "CREATE TABLE what_if ("
+    " process_id INTEGER NOT NULL,"
+    " backend TEXT NOT NULL,"
+    " class TEXT NOT NULL,"
+    " site_id INTEGER,"
+    " count INTEGER NOT NULL);"
+    "CREATE INDEX what_if_process ON what_if(process_id);"
+    "ALTER TABLE processes ADD COLUMN what_if INTEGER NOT NULL DEFAULT 0;";
+
 /* Pages of a new file.  Four times SQLite's default: the insert rate under
  * --keep=all goes up by about 45%, for about 4x the bytes of a 200 ms
  * commit when ingestion is slow (a few pages per table). */
@@ -226,6 +243,7 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     schema_v3,
     schema_v4,
     schema_v5,
+    schema_v6,
 };
 
 static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)

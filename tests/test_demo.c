@@ -45,7 +45,7 @@ struct findings {
 	/* stale events filed under serve(), the caller of the logging
 	 * helper that recorded them (CTXLEAK_SITE_HERE passed down) */
 	int64_t stale_events_in_serve;
-	char recommend[16]; /* the daemon's backend for the process */
+	char recommend[32]; /* the daemon's backend for the process */
 };
 
 /* Records each example sends, so that a test can tell a clean result from
@@ -192,10 +192,21 @@ static struct findings run_under_daemon(const struct run *r)
 
 /* Every example but the thread-per-request server and the auth pool (a
  * pool of its own, each request on one worker from begin to end) needs
- * the task backend, whichever backend it ran under. */
+ * the task backend, whichever backend it ran under; those two are clean
+ * under thread and task alike (the daemon's what-if measures it). */
 static void assert_recommends(const struct findings *f, const char *backend)
 {
 	ck_assert_str_eq(f->recommend, backend);
+}
+
+/* Thread and task keep each request on its thread apart; global does too
+ * when no two requests happened to be open at once, which depends on the
+ * scheduling. */
+static void assert_recommends_thread_task(const struct findings *f)
+{
+	ck_assert_msg(strcmp(f->recommend, "thread,task") == 0 ||
+			  strcmp(f->recommend, "thread,global,task") == 0,
+		      "recommended %s", f->recommend);
 }
 
 /* --------------------------------------------------------------- clean */
@@ -221,10 +232,11 @@ START_TEST(test_clean)
 	ck_assert_msg(f.total == 0, "%s under %s%s%s: %lld findings",
 		      r->example, r->backend, r->flag ? " " : "",
 		      r->flag ? r->flag : "", (long long)f.total);
-	assert_recommends(&f, strcmp(r->example, "thread_per_request") == 0 ||
-				      strcmp(r->example, "auth_pool") == 0
-				  ? "thread"
-				  : "task");
+	if (strcmp(r->example, "thread_per_request") == 0 ||
+	    strcmp(r->example, "auth_pool") == 0)
+		assert_recommends_thread_task(&f);
+	else
+		assert_recommends(&f, "task");
 }
 END_TEST
 
@@ -383,7 +395,8 @@ START_TEST(test_auth_pool_observe)
 	ck_assert_int_eq(f.stale_events_in_serve, anonymous);
 	ck_assert_int_eq(f.misnest, anonymous);
 	ck_assert_int_eq(f.total, 3 * anonymous);
-	assert_recommends(&f, "thread");
+	/* What the library would keep: clean under thread and task. */
+	assert_recommends_thread_task(&f);
 }
 END_TEST
 
