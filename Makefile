@@ -21,7 +21,7 @@
 # file needs no edit here:
 #   proto/*.c                      -> the daemon; all but decode*.c, the library
 #   client/*.c                     -> libctxleak.so.0 and libctxleak.a
-#   daemon/cli*.c                  -> ctxleak (the CLI)
+#   cli/*.c                        -> ctxleak (the CLI)
 #   daemon/ctxleakd.c              -> main() of ctxleakd
 #   daemon/*.c (the rest)          -> the daemon's core, also linked into tests
 #   tests/test_*.c                 -> one Check test program each
@@ -73,7 +73,21 @@ SQLITE_LIBS  = $(shell pkg-config --libs sqlite3 2>/dev/null)
 SYSTEMD_LIBS = $(shell pkg-config --libs libsystemd 2>/dev/null)
 CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
 
-ALL_CFLAGS = $(STD) $(CFLAGS) $(PKG_CFLAGS) -Iproto -Iclient -Idaemon
+ALL_CFLAGS = $(STD) $(CFLAGS) $(PKG_CFLAGS)
+
+# Each part is compiled with the include paths of the parts it may use, so
+# that the compiler enforces the layering: the protocol stands alone; the
+# library and the daemon each stand on it; the CLI reads the database
+# only; examples see the public API alone; tests and benchmarks see all.
+INC_proto    := -Iproto
+INC_client   := -Iclient -Iproto
+INC_daemon   := -Idaemon -Iproto
+INC_cli      := -Icli -Iproto
+INC_examples := -Iclient
+INC_tests    := -Itests -Iproto -Iclient -Idaemon -Icli
+INC_bench    := $(INC_tests)
+# The part of a source: the first directory of its path (pattern stem).
+part_inc = $(INC_$(firstword $(subst /, ,$(1))))
 
 # ---------------------------------------------------------------- sources
 
@@ -82,7 +96,7 @@ PROTO_SRCS  := $(wildcard proto/*.c)
 # which libctxleak neither needs nor links.
 CLIENT_PROTO_SRCS := $(filter-out proto/decode%.c,$(PROTO_SRCS))
 CLIENT_SRCS := $(wildcard client/*.c)
-CLI_SRCS    := $(wildcard daemon/cli*.c)
+CLI_SRCS    := $(wildcard cli/*.c)
 DMAIN_SRCS  := daemon/ctxleakd.c
 DCORE_SRCS  := $(filter-out $(CLI_SRCS) $(DMAIN_SRCS),$(wildcard daemon/*.c))
 TEST_SRCS   := $(wildcard tests/test_*.c)
@@ -127,11 +141,11 @@ deps:
 
 $(B)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) $(call part_inc,$*) -MMD -MP -c -o $@ $<
 
 $(B)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -MMD -MP -c -o $@ $<
+	$(CC) $(ALL_CFLAGS) $(call part_inc,$*) -fPIC -fvisibility=hidden -MMD -MP -c -o $@ $<
 
 $(PROTO_A): $(call obj,$(PROTO_SRCS))
 	@rm -f $@
@@ -288,7 +302,7 @@ SYSUSERSDIR ?= $(or $(call systemd_dir,sysusersdir),$(PREFIX)/lib/sysusers.d)
 TMPFILESDIR ?= $(or $(call systemd_dir,tmpfilesdir),$(PREFIX)/lib/tmpfiles.d)
 
 PUBLIC_HEADERS := client/ctxleak.h $(wildcard client/ctxleak_event.h)
-MAN_PAGES      := daemon/ctxleak.1 client/libctxleak.3 daemon/ctxleakd.8
+MAN_PAGES      := cli/ctxleak.1 client/libctxleak.3 daemon/ctxleakd.8
 
 # Everything install puts, so that uninstall removes exactly that.
 INSTALLED = $(addprefix $(INCLUDEDIR)/,$(notdir $(PUBLIC_HEADERS))) \
@@ -325,7 +339,7 @@ install: all
 	install -m 0644 systemd/ctxleakd.socket $(DESTDIR)$(UNITDIR)/
 	install -m 0644 systemd/ctxleak.conf $(DESTDIR)$(SYSUSERSDIR)/
 	install -m 0644 systemd/ctxleak-tmpfiles.conf $(DESTDIR)$(TMPFILESDIR)/ctxleak.conf
-	install -m 0644 daemon/ctxleak.1 $(DESTDIR)$(MANDIR)/man1/
+	install -m 0644 cli/ctxleak.1 $(DESTDIR)$(MANDIR)/man1/
 	install -m 0644 client/libctxleak.3 $(DESTDIR)$(MANDIR)/man3/
 	install -m 0644 daemon/ctxleakd.8 $(DESTDIR)$(MANDIR)/man8/
 	install -d $(DESTDIR)$(PYTHONDIR)/ctxleak

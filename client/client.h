@@ -16,7 +16,7 @@
 #pragma GCC visibility push(default)
 #include "ctxleak.h"
 #pragma GCC visibility pop
-#include "../proto/proto.h"
+#include "proto.h"
 
 #define CL_LIKELY(x)   __builtin_expect(!!(x), 1)
 #define CL_UNLIKELY(x) __builtin_expect(!!(x), 0)

@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "../proto/proto.h"
+#include "proto.h"
 #include "rules.h"
 
 #define CTXLEAKD_VERSION "0.1.0"

@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../proto/proto.h"
+#include "proto.h"
 
 enum leak_class {
 	LEAK_NONE = 0,

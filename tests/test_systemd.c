@@ -224,7 +224,7 @@ static void write_test_units(const char *dir)
 static void make_man_tree(const char *dir, char *manpath_env, size_t len)
 {
 	static const char *const pages[] = {
-	    "daemon/ctxleakd.8", "daemon/ctxleak.1", "client/libctxleak.3"};
+	    "daemon/ctxleakd.8", "cli/ctxleak.1", "client/libctxleak.3"};
 	char cwd[PATH_MAX], sub[PATH_MAX], src[PATH_MAX], dst[PATH_MAX];
 
 	ck_assert_ptr_nonnull(getcwd(cwd, sizeof cwd));
@@ -986,7 +986,7 @@ END_TEST
 START_TEST(test_man_pages)
 {
 	static const char *const pages[] = {
-	    "daemon/ctxleakd.8", "daemon/ctxleak.1", "client/libctxleak.3"};
+	    "daemon/ctxleakd.8", "cli/ctxleak.1", "client/libctxleak.3"};
 	struct harness_daemon d;
 	char log[PATH_MAX], *out;
 
