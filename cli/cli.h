@@ -19,7 +19,7 @@
 #define CLI_VERSION "0.1.0"
 /* The PRAGMA user_version this CLI reads: a newer file needs a newer
  * CLI, an older one a start of ctxleakd, which migrates it. */
-#define CLI_SCHEMA_VERSION 6
+#define CLI_SCHEMA_VERSION 7
 /* PRAGMA application_id of every ctxleak database: "cxlk". */
 #define CLI_APPLICATION_ID 0x63786c6b
 

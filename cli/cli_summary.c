@@ -502,6 +502,60 @@ static void drop_json(struct cli_json *j, sqlite3_stmt *st)
 	cli_json_end(j);
 }
 
+/* The windows of a daemon that died (daemon/store_runs.c): from its last
+ * commit to its successor's start (or now), overlapping the selection's
+ * time range.  Clients that ended then could report nothing. */
+static const char outages_sql[] =
+    "SELECT r.pid, r.stopped_at, coalesce((SELECT min(n.started_at) FROM"
+    " runs n WHERE n.id > r.id), 0) AS until_ts FROM runs r"
+    " WHERE r.unclean = 1"
+    " AND (:since = 0 OR until_ts = 0 OR until_ts >= :since)"
+    " AND (:until = 0 OR r.stopped_at <= :until)"
+    " ORDER BY r.stopped_at";
+
+static void outage_line(struct cli *c, sqlite3_stmt *st)
+{
+	char since[64], until[64], line[320];
+
+	snprintf(line, sizeof(line),
+		 "ctxleakd (pid %lld) died after its commit of %s and no "
+		 "daemon listened until %s: clients that ended then may have "
+		 "lost records and drops uncounted, so counts may be "
+		 "incomplete",
+		 sqlite3_column_int64(st, 0),
+		 cli_time_rfc3339(sqlite3_column_int64(st, 1), since, 64),
+		 cli_time_rfc3339(sqlite3_column_int64(st, 2), until, 64));
+	cli_print_wrapped(c, CLI_STYLE_YELLOW, 0, line);
+}
+
+static void outage_json(struct cli_json *j, sqlite3_stmt *st)
+{
+	cli_json_object(j);
+	cli_json_kcol(j, "daemon_pid", st, 0);
+	cli_json_kts(j, "since", sqlite3_column_int64(st, 1));
+	cli_json_kts(j, "until", sqlite3_column_int64(st, 2));
+	cli_json_end(j);
+}
+
+/* Prints the outages into the open "incomplete" list; adds them to *n. */
+static int print_outages(struct cli *c, struct cli_json *j, int *n)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if ((st = cli_db_prepare(c, outages_sql)) == NULL)
+		return CLI_EXIT_DB;
+	cli_db_bind_filter(st, &c->filter);
+	for (; (rc = sqlite3_step(st)) == SQLITE_ROW; ++*n) {
+		if (j)
+			outage_json(j, st);
+		else
+			outage_line(c, st);
+	}
+	sqlite3_finalize(st);
+	return cli_db_done(c, rc);
+}
+
 /* Prints the windows; *n is how many there were. */
 static int print_drops(struct cli *c, struct cli_json *j, const char *where,
 		       int *n)
@@ -525,9 +579,12 @@ static int print_drops(struct cli *c, struct cli_json *j, const char *where,
 			drop_line(c, st);
 	}
 	sqlite3_finalize(st);
+	rc = cli_db_done(c, rc);
+	if (rc == 0)
+		rc = print_outages(c, j, n);
 	if (j)
 		cli_json_end(j);
-	return cli_db_done(c, rc);
+	return rc;
 }
 
 /* ------------------------------------------------------------ summary */
@@ -567,7 +624,8 @@ static int summary_body(struct cli *c, struct cli_json *j, const char *where)
 	if (rc == 0)
 		rc = print_drops(c, j, pwhere, &ndrops);
 	if (rc == 0 && !j && ndrops == 0)
-		fputs("no records were dropped: the counts are complete\n",
+		fputs("no records were dropped and no daemon died: the counts "
+		      "are complete\n",
 		      c->out);
 	return rc;
 }

@@ -178,7 +178,7 @@ void store_limit_pages(struct store *s, int64_t extra);
  * -1 and a one-line reason when the file is not a ctxleak database or is
  * of a newer schema. */
 struct sqlite3;
-#define STORE_SCHEMA_VERSION 6
+#define STORE_SCHEMA_VERSION 7
 #define STORE_APPLICATION_ID 0x63786c6b /* "cxlk" */
 int store_schema_open(struct sqlite3 *db, const char *path, char *err,
 		      size_t errlen);
@@ -213,6 +213,16 @@ void store_quick_check(struct sqlite3 *db, const char *path);
  * -1 and a one-line reason (naming the database and the holder's pid)
  * when another daemon holds it. */
 int store_lock(const char *db, char *err, size_t errlen);
+
+/* store_runs.c: each daemon's run in the `runs` table.  runs_open marks
+ * runs that never finished (a daemon that died) unclean, logs them, and
+ * adds this one: its id, 0 when it could not.  runs_note_commit, in each
+ * transaction, with the statement ST_RUN_COMMIT; runs_close at an orderly
+ * stop. */
+int64_t runs_open(struct sqlite3 *db);
+struct sqlite3_stmt;
+int runs_note_commit(struct sqlite3_stmt *st, int64_t id);
+void runs_close(struct sqlite3 *db, int64_t id);
 
 /* store_retain.c: retention by age and by size in bounded chunks, inside
  * the store's open transaction. */

@@ -63,6 +63,7 @@ enum {
 	ST_PROC_RECONNECT,
 	ST_PROC_UPDATE,
 	ST_SAVE_RID,
+	ST_RUN_COMMIT,
 	ST_WHAT_IF,
 	NSTMT
 };
@@ -133,6 +134,7 @@ static const char *const sql[NSTMT] = {
 		       "WHERE id = ?1",
     [ST_SAVE_RID] = "INSERT OR REPLACE INTO meta(key, value) "
 		    "VALUES('last_request_id', ?1)",
+    [ST_RUN_COMMIT] = "UPDATE runs SET last_commit_at = ?1 WHERE id = ?2",
     [ST_WHAT_IF] = "INSERT INTO what_if(process_id, backend, class, "
 		   "site_id, count) VALUES(?1, ?2, ?3, ?4, ?5)",
 };
@@ -200,6 +202,7 @@ struct store {
 	int64_t last_process_id, last_site_id;
 	uint64_t last_rid, saved_rid;
 
+	int64_t run_id; /* this daemon's row in runs (store_runs.c) */
 	store_commit_hook hook;
 	void *hook_arg;
 	struct held_process *held_procs; /* rows the disk refused at HELLO */
@@ -571,7 +574,9 @@ static int txn_commit(struct store *s)
 	    (rc = run_hook(s)) == SQLITE_OK &&
 	    (rc = write_held_updates(s)) == SQLITE_OK &&
 	    (rc = write_summaries(s)) == SQLITE_OK &&
-	    (rc = save_last_rid(s)) == SQLITE_OK)
+	    (rc = save_last_rid(s)) == SQLITE_OK &&
+	    (rc = runs_note_commit(s->st[ST_RUN_COMMIT], s->run_id)) ==
+		SQLITE_OK)
 		rc = step_once(s->st[ST_COMMIT]);
 	if (rc != SQLITE_OK) {
 		txn_failed(s, rc, 0, "commit");
@@ -1374,6 +1379,7 @@ struct store *store_open(const struct store_config *cfg, char *err,
 		goto fail;
 	apply_config(s, cfg);
 	load_ids(s);
+	s->run_id = runs_open(s->db);
 	return s;
 fail:
 	store_close(s);
@@ -1386,6 +1392,8 @@ void store_close(struct store *s)
 		return;
 	if (s->db != NULL)
 		txn_commit(s);
+	if (s->db != NULL)
+		runs_close(s->db, s->run_id);
 	free_held_processes(s);
 	retention_free(s->retention);
 	summaries_free(s->summaries);

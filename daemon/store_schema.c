@@ -231,6 +231,20 @@ static const char schema_v6[] =
     "CREATE INDEX what_if_process ON what_if(process_id);"
     "ALTER TABLE processes ADD COLUMN what_if INTEGER NOT NULL DEFAULT 0;";
 
+/*
+ * Version 7.  runs: each daemon that opened the file, and whether it
+ * finished (store_runs.c), so that a report can name the windows of a
+ * daemon that died.
+ */
+static const char schema_v7[] =
+    "CREATE TABLE runs ("
+    " id INTEGER PRIMARY KEY,"
+    " pid INTEGER NOT NULL,"
+    " started_at INTEGER NOT NULL,"
+    " last_commit_at INTEGER,"
+    " stopped_at INTEGER,"
+    " unclean INTEGER NOT NULL DEFAULT 0);";
+
 /* Pages of a new file.  Four times SQLite's default: the insert rate under
  * --keep=all goes up by about 45%, for about 4x the bytes of a 200 ms
  * commit when ingestion is slow (a few pages per table). */
@@ -244,6 +258,7 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     schema_v4,
     schema_v5,
     schema_v6,
+    schema_v7,
 };
 
 static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)
