@@ -154,7 +154,7 @@ example_finding() {
 	fi
 	echo
 	echo "For instance, in event_loop under thread:"
-	echo "$detail." | fold -s -w 74 | sed 's/^/    /'
+	echo "$detail." | fold -s -w 74 | sed 's/ *$//; s/^/    /'
 	echo
 	$ctxleak show "#$victim" --html "$dir/leak.html"
 	echo "Open $dir/leak.html in a browser: that request's threads, scopes"
