@@ -248,8 +248,8 @@ check-load: all $(LOAD_TEST)
 bench: all $(BENCHES)
 	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
 
-# Runs every example under each backend against a private daemon under
-# demo/ and prints the leak report.
+# Runs each example once against a private daemon under demo/ and prints
+# the leak report, what-if table included.
 .PHONY: demo
 # The build is quiet (warnings stop it under -Werror anyway), so that
 # what the demo prints is the report.

@@ -28,7 +28,8 @@
  * for every process the records stored plus the drops reported make the
  * records produced.  Shutting down, the shipper waits, within STOP_STALL
  * of the last progress, for the ACK of its final batch; what stays
- * unacknowledged then is counted as dropped.
+ * unacknowledged then and no live daemon took is counted as dropped
+ * (count_unsent).
  *
  * The watermark W promises that every record of this process with
  * ts <= W has been sent.  A thread sets its buffer's `busy` before it
@@ -848,17 +849,33 @@ static void release_all(void)
 	}
 }
 
-/* The shipper gave up, or records came after its last batch: what was
- * never acknowledged counts as dropped, so that stored + dropped =
- * recorded.  The shipper is gone; its state is ours. */
+/* Whole records of s that the kernel took on the open connection. */
+static uint64_t records_taken(const struct seg *s)
+{
+	return ship.fd >= 0 ? cl_records_in(s->b.p, s->off) : 0;
+}
+
+/*
+ * The shipper gave up, or records came after its last batch: what no
+ * daemon can have is counted as dropped, so that stored + dropped =
+ * recorded.  That is every record not yet acknowledged, but for those
+ * the kernel took on a connection still open when the shipper gave up:
+ * a live daemon has them, busy as it may be (a thousand clients at once
+ * can keep its ACK past the shutdown bound), and counting them too would
+ * count them twice.  Should that daemon die before it commits them, its
+ * successor reports the window as incomplete (daemon/store_runs.c).  The
+ * shipper is gone; its state is ours.
+ */
 static void count_unsent(void)
 {
-	struct seg *r = &ship.seg[SEG_RECORDS];
+	struct seg *r = &ship.seg[SEG_RECORDS], *k = &ship.seg[SEG_KEPT];
 	int complete = 1;
+	uint64_t taken;
 
 	collect(&complete);
-	atomic_fetch_add(&unsent,
-			 ship.kept_records + cl_records_in(r->b.p, r->b.len));
+	taken = records_taken(k) + records_taken(r);
+	atomic_fetch_add(&unsent, ship.kept_records +
+				      cl_records_in(r->b.p, r->b.len) - taken);
 }
 
 void cl_ship_stop(void)

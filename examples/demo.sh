@@ -2,44 +2,44 @@
 # examples/demo.sh BUILD_DIR: what `make demo` runs once everything is built.
 #
 # Starts a private ctxleakd on a socket and database under ./demo/, runs
-# the auth pool with its own thread-local observed (buggy and fixed) and
-# under the library's thread-local, every other example worker under the
-# thread, global and task backends (and the coroutine example under its
-# custom storage, naive and fixed), stops the daemon with SIGTERM so that
+# each example worker once with the storage it would use (the auth pool
+# with its own thread-local observed, buggy and fixed; the coroutine
+# scheduler with its own slot, naive and fixed; the others under the
+# library's thread-local), stops the daemon with SIGTERM so that
 # everything it received is committed, then prints the report: `ctxleak
-# summary`, a table of each example under each backend, and the backend
-# recommended for each process.  The database stays behind to be explored.
+# summary`, and a table of each run's findings beside what the thread,
+# global and task backends would have found in that same run (the
+# daemon's what-if) with the backends that keep its requests apart.  One
+# finding is shown as an HTML picture.  The database stays behind to be
+# explored.
 #
 # Nothing is installed and nothing is left running: a trap stops the daemon
 # and any worker on exit, Ctrl-C or SIGTERM.
 #
-# DEMO_REQUESTS sets the number of requests per run (default 3000).
+# DEMO_REQUESTS sets the number of requests per run (default 3000),
+# DEMO_DIR the directory of the database and log (default ./demo).
 set -eu
 
 build=${1:-build}
 requests=${DEMO_REQUESTS:-3000}
-dir=demo
+dir=${DEMO_DIR:-demo}
 db=$dir/ctxleak.db
 log=$dir/ctxleakd.log
 ctxleak="$build/ctxleak --db $db"
 
-# What the demo runs: example, backend and the example's extra arguments.
+# What the demo runs, each example once, with the storage it would use:
+# example, backend and the example's extra arguments.  The auth pool and
+# the coroutine scheduler keep storage of their own (the pool's
+# thread-local observed, the scheduler's custom slot), buggy and fixed;
+# the other workers have none and run under the library's thread-local,
+# what a service written for threads would pick.  The daemon's what-if
+# says, from each one run, what thread, global and task would have found.
 # Each run reports as application example/backend (-fixed with --fixed).
 RUNS="auth_pool observe
 auth_pool observe --fixed
-auth_pool thread
 thread_per_request thread
-thread_per_request global
-thread_per_request task
 thread_pool thread
-thread_pool global
-thread_pool task
 event_loop thread
-event_loop global
-event_loop task
-coroutines thread
-coroutines global
-coroutines task
 coroutines custom
 coroutines custom --fixed"
 
@@ -67,7 +67,7 @@ trap 'exit 143' TERM
 # A Unix socket path must fit in sun_path (108 bytes): a clone deep in the
 # file system gets its socket in a private temporary directory instead.
 choose_socket() {
-	sock=$(pwd)/$dir/ctxleak.sock
+	sock=$(cd "$dir" && pwd)/ctxleak.sock
 	if [ ${#sock} -gt 100 ]; then
 		sockdir=$(mktemp -d "${TMPDIR:-/tmp}/ctxleak-demo.XXXXXX")
 		sock=$sockdir/ctxleak.sock
@@ -135,13 +135,10 @@ $RUNS
 RUNS
 }
 
-# The findings of each run by class, from `ctxleak leaks --json`, and each
-# process's model and recommended backend from `ctxleak processes --json`.
+# The closing table, from `ctxleak summary --json`: one row per run, in
+# the order they ran.
 report_table() {
-	{
-		$ctxleak processes --json
-		$ctxleak leaks --json --limit 0
-	} | awk -v runs="$RUNS" "$TABLE_AWK"
+	$ctxleak summary --json | awk "$TABLE_AWK"
 }
 
 # One bleed of the event loop, told in the daemon's words: the request to
@@ -157,60 +154,63 @@ example_finding() {
 	fi
 	echo
 	echo "For instance, in event_loop under thread:"
-	echo "$detail." | fold -s -w 74 | sed 's/^/    /'
+	echo "$detail." | fold -s -w 74 | sed 's/ *$//; s/^/    /'
 	echo
 	$ctxleak show "#$victim" --html "$dir/leak.html"
 	echo "Open $dir/leak.html in a browser: that request's threads, scopes"
 	echo "and findings, as a picture."
 }
 
-# Reads `processes --json` and `leaks --json` lines (told apart by the
-# "class" field) and prints one row per run in the order they ran.
+# Reads the one line of `summary --json` and prints, per process, the
+# total findings of the storage it ran with ("observed") and of each
+# backend's what-if, and the backends recommended (those with none).
 # shellcheck disable=SC2016 # awk's $ are awk's
 TABLE_AWK='
-function field(line, name,    m) {
-	if (!match(line, "\"" name "\": *(\"[^\"]*\"|[-0-9.]+|null)"))
+# The string member name of a JSON object text; "" when absent.
+function str(obj, name) {
+	if (!match(obj, "\"" name "\":\"[^\"]*\""))
 		return ""
-	m = substr(line, RSTART, RLENGTH)
-	sub("^\"" name "\": *", "", m)
-	gsub("\"", "", m)
-	return m == "null" ? "" : m
+	return substr(obj, RSTART + length(name) + 4, RLENGTH - length(name) - 5)
 }
-BEGIN {
-	nclass = split("lost stale bleed overlap misnest unclosed", class, " ")
-	nrun = split(runs, line, "\n")
-	for (i = 1; i <= nrun; i++) {
-		split(line[i], w, " ")
-		app[i] = w[1] "/" w[2] (line[i] ~ /--fixed/ ? "-fixed" : "")
+# The sum of the counts of the object member name (one class each); "?"
+# when it is absent or null (the daemon ran with --no-what-if).
+function total(obj, name,    m, n, i, v, sum) {
+	if (!match(obj, "\"" name "\":\\{[^}]*\\}"))
+		return "?"
+	m = substr(obj, RSTART + length(name) + 4, RLENGTH - length(name) - 5)
+	n = split(m, v, ",")
+	for (i = 1; i <= n; i++) {
+		sub(/^"[a-z]+":/, "", v[i])
+		sum += v[i]
 	}
+	return sum
 }
-field($0, "class") != "" { n[field($0, "app"), field($0, "class")]++; next }
 {
-	a = field($0, "app")
-	rec[a] = field($0, "recommend")
-	model[a] = field($0, "model")
-	dropped[a] += field($0, "dropped")
-}
-END {
-	printf "%-25s", "run"
-	for (c = 1; c <= nclass; c++)
-		printf "%" (length(class[c]) + 2) "s", class[c]
-	printf "\n"
-	for (i = 1; i <= nrun; i++) {
-		total = 0
-		printf "%-25s", app[i]
-		for (c = 1; c <= nclass; c++) {
-			k = n[app[i], class[c]]
-			total += k
-			printf "%" (length(class[c]) + 2) "s", k ? k : "-"
+	procs = $0
+	sub(/.*"processes":\[/, "", procs)
+	incomplete = procs
+	sub(/\],"incomplete":.*/, "", procs)
+	sub(/.*\],"incomplete":/, "", incomplete)
+	n = split(procs, p, /\{"pid":/)
+	printf "%-26s %6s %8s %8s %8s  %s\n", "run (example/storage)", "ran", \
+		"thread", "global", "task", "clean under"
+	for (i = 2; i <= n; i++) {
+		app = str(p[i], "app")
+		what_if = p[i]
+		sub(/.*"what_if":/, "", what_if)
+		rec = p[i]
+		if (match(rec, /"recommend":\[[^]]*\]/)) {
+			rec = substr(rec, RSTART + 13, RLENGTH - 14)
+			gsub("\"", "", rec)
+			gsub(",", ", ", rec)
 		}
-		printf "  %s\n", total ? "LEAKS" : dropped[app[i]] ? \
-			"incomplete" : "clean"
+		printf "%-26s %6s %8s %8s %8s  %s%s\n", app, \
+			total(p[i], "observed"), total(what_if, "thread"), \
+			total(what_if, "global"), total(what_if, "task"), \
+			rec == "" ? "none" : rec, \
+			index(incomplete, "\"app\":\"" app "\"") ? \
+			" (records dropped)" : ""
 	}
-	printf "\nBackend recommended for each process, from what it did:\n"
-	for (i = 1; i <= nrun; i++)
-		printf "  %-25s %-18s -> %s\n", app[i], model[app[i]], \
-			rec[app[i]] == "" ? "?" : rec[app[i]]
 }'
 
 mkdir -p "$dir"
@@ -230,7 +230,14 @@ stop_daemon
 
 echo
 $ctxleak summary
-echo
+cat <<EOF
+
+Each example ran once, with the storage it would use.  ran: the findings
+of that storage; thread, global, task: what the library's backends would
+have found in that same run (the daemon's what-if; by class in the summary
+above); clean under: the backends with none, the storage to use.
+
+EOF
 report_table
 example_finding
 cat <<EOF

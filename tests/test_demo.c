@@ -9,11 +9,14 @@
  * under thread, the coroutines with their storage switched and the
  * auth pool with its thread-local set on every path (observed) or under
  * the library's own thread-local must produce none, over data that
- * arrived complete.
+ * arrived complete.  Last, examples/demo.sh itself: its closing table,
+ * one run per example with the daemon's what-if beside it, must give for
+ * each backend what the example gives when really run under it.
  */
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,25 +95,33 @@ static void exec_example(const struct harness_daemon *d, const struct run *r)
 	_exit(127);
 }
 
-/* The example's exit status; -1 when it outlived the timeout. */
-static int run_example(const struct harness_daemon *d, const struct run *r)
+/* The child's exit status; -1 when it outlived the timeout, after which
+ * it gets sig (a shell gets SIGTERM, which its trap turns into cleanup). */
+static int wait_child(pid_t pid, int sig)
 {
 	struct timespec tick = {0, 10 * 1000 * 1000};
 	int status, waited;
-	pid_t pid = fork();
 
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0)
-		exec_example(d, r);
 	for (waited = 0; waited < EXAMPLE_TIMEOUT_SEC * 100; waited++) {
 		if (waitpid(pid, &status, WNOHANG) == pid)
 			return WIFEXITED(status) ? WEXITSTATUS(status)
 						 : 128 + WTERMSIG(status);
 		nanosleep(&tick, NULL);
 	}
-	kill(pid, SIGKILL);
+	kill(pid, sig);
 	waitpid(pid, &status, 0);
 	return -1;
+}
+
+/* The example's exit status; -1 when it outlived the timeout. */
+static int run_example(const struct harness_daemon *d, const struct run *r)
+{
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		exec_example(d, r);
+	return wait_child(pid, SIGKILL);
 }
 
 /* INT64_MIN on error, which no assertion below accepts. */
@@ -400,11 +411,261 @@ START_TEST(test_auth_pool_observe)
 }
 END_TEST
 
+/* ---------------------------------------------------------------- demo */
+
+/*
+ * examples/demo.sh itself, at REQUESTS per run: its closing table comes
+ * from one run per example, each with the storage it would use, and its
+ * what-if columns must say what the same example gives when really run
+ * under that backend.
+ */
+
+#define DEMO_ROWS 16
+
+/* A row of the demo's closing table. */
+struct demo_row {
+	char run[64];	  /* example/storage, as the run reported */
+	long long ran;	  /* findings of the storage it ran with */
+	long long thread; /* what-if totals of the library's backends */
+	long long global;
+	long long task;
+	char clean[64]; /* the backends with no finding, "thread, task" */
+};
+
+/* What the demo printed and left behind. */
+struct demo {
+	struct harness_daemon d; /* its directory and database; no daemon */
+	int status;		 /* the demo's exit status */
+	int nrows;
+	struct demo_row rows[DEMO_ROWS];
+};
+
+/* The build directory: where the examples are, one level up. */
+static void build_dir(char *out, size_t len)
+{
+	char *slash;
+
+	snprintf(out, len, "%s", examples_dir());
+	slash = strrchr(out, '/');
+	if (slash)
+		*slash = '\0';
+	else
+		snprintf(out, len, ".");
+}
+
+static void exec_demo(const struct demo *dm)
+{
+	char build[512], out[192], count[16];
+	int fd;
+
+	build_dir(build, sizeof(build));
+	snprintf(out, sizeof(out), "%s/demo.out", dm->d.dir);
+	snprintf(count, sizeof(count), "%d", REQUESTS);
+	fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	if (fd >= 0)
+		dup2(fd, STDOUT_FILENO);
+	setenv("DEMO_DIR", dm->d.dir, 1);
+	setenv("DEMO_REQUESTS", count, 1);
+	unsetenv("CTXLEAK_BACKEND");
+	unsetenv("CTXLEAK_DISABLE");
+	execl("/bin/sh", "sh", "examples/demo.sh", build, (char *)NULL);
+	fprintf(stderr, "exec sh examples/demo.sh: %s\n", strerror(errno));
+	_exit(127);
+}
+
+/* The rows under the table's header line, up to the blank line after. */
+static void read_table(struct demo *dm)
+{
+	char path[192], line[512];
+	int in_table = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/demo.out", dm->d.dir);
+	if ((f = fopen(path, "r")) == NULL)
+		return;
+	while (fgets(line, sizeof(line), f) && dm->nrows < DEMO_ROWS) {
+		struct demo_row *r = &dm->rows[dm->nrows];
+
+		if (strncmp(line, "run (example/storage)", 21) == 0) {
+			in_table = 1;
+			continue;
+		}
+		if (!in_table)
+			continue;
+		if (sscanf(line, "%63s %lld %lld %lld %lld %63[^\n]", r->run,
+			   &r->ran, &r->thread, &r->global, &r->task,
+			   r->clean) != 6)
+			break;
+		dm->nrows++;
+	}
+	fclose(f);
+}
+
+/* Runs the demo and reads its table; the caller reads what else it needs
+ * from the database, then calls harness_cleanup before any assertion. */
+static void run_demo(struct demo *dm)
+{
+	pid_t pid;
+
+	memset(dm, 0, sizeof(*dm));
+	ck_assert_msg(harness_prepare(&dm->d) == 0, "%s", harness_error());
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		exec_demo(dm);
+	dm->status = wait_child(pid, SIGTERM);
+	read_table(dm);
+}
+
+static const struct demo_row *demo_row(const struct demo *dm, const char *run)
+{
+	for (int i = 0; i < dm->nrows; i++)
+		if (strcmp(dm->rows[i].run, run) == 0)
+			return &dm->rows[i];
+	ck_abort_msg("no row %s in the demo's table", run);
+	return NULL;
+}
+
+/* What the demo's database holds of run's what-if for backend: per class,
+ * in the order of struct findings. */
+static void demo_what_if(const struct demo *dm, const char *run,
+			 const char *backend, struct findings *f)
+{
+	static const char *const classes[] = {"lost",	 "stale",   "bleed",
+					      "overlap", "misnest", "unclosed"};
+	int64_t *n[] = {&f->lost,    &f->stale,	  &f->bleed,
+			&f->overlap, &f->misnest, &f->unclosed};
+	char sql[320];
+
+	memset(f, 0, sizeof(*f));
+	for (size_t i = 0; i < sizeof(classes) / sizeof(classes[0]); i++) {
+		snprintf(
+		    sql, sizeof(sql),
+		    "SELECT coalesce(sum(w.count), 0) FROM what_if w JOIN "
+		    "processes p ON p.id = w.process_id WHERE p.app = '%s' "
+		    "AND w.backend = '%s' AND w.class = '%s'",
+		    run, backend, classes[i]);
+		*n[i] = harness_query_int(&dm->d, sql);
+		f->total += *n[i];
+	}
+}
+
+static void assert_same_classes(const struct findings *a,
+				const struct findings *b, const char *what)
+{
+	ck_assert_msg(
+	    a->lost == b->lost && a->stale == b->stale &&
+		a->bleed == b->bleed && a->overlap == b->overlap &&
+		a->misnest == b->misnest && a->unclosed == b->unclosed,
+	    "%s: lost/stale/bleed/overlap/misnest what-if "
+	    "%lld/%lld/%lld/%lld/%lld, run %lld/%lld/%lld/%lld/%lld",
+	    what, (long long)a->lost, (long long)a->stale, (long long)a->bleed,
+	    (long long)a->overlap, (long long)a->misnest, (long long)b->lost,
+	    (long long)b->stale, (long long)b->bleed, (long long)b->overlap,
+	    (long long)b->misnest);
+}
+
+/*
+ * The coroutines are exact (one thread, round robin, no timing): the demo
+ * ran them once, under their own storage, and its thread, global and task
+ * columns, and the what-if rows behind them class by class, must equal
+ * the findings of the example really run under each backend, for the
+ * naive scheduler and the fixed one alike (the what-if does not depend
+ * on the storage the process used).  The event loop's interleaving
+ * follows its timers, so two of its runs may differ by a finding: within
+ * its one run, the column of thread (the backend it ran with) equals the
+ * findings it had, global equals thread (one thread), and task is clean
+ * as its own task run is.  In every row, task is clean; where the run's
+ * storage was a library backend, its column is the run's own findings.
+ */
+START_TEST(test_demo_table)
+{
+	static const char *const backends[] = {"thread", "global", "task"};
+	static const char *const coroutine_runs[] = {"coroutines/custom",
+						     "coroutines/custom-fixed"};
+	struct demo dm;
+	struct findings real[3], what_if[3][2], event_task;
+	const struct demo_row *r;
+	int64_t anonymous = REQUESTS / ANON_EVERY;
+
+	run_demo(&dm);
+	for (int b = 0; b < 3; b++)
+		for (int k = 0; k < 2; k++)
+			demo_what_if(&dm, coroutine_runs[k], backends[b],
+				     &what_if[b][k]);
+	harness_cleanup(&dm.d);
+	ck_assert_msg(dm.status == 0, "demo exited %d", dm.status);
+	ck_assert_int_eq(dm.nrows, 7);
+
+	for (int b = 0; b < 3; b++) {
+		struct run run = {"coroutines", backends[b], NULL};
+		char what[64];
+
+		real[b] = run_under_daemon(&run);
+		for (int k = 0; k < 2; k++) {
+			snprintf(what, sizeof(what), "%s under %s",
+				 coroutine_runs[k], backends[b]);
+			assert_same_classes(&what_if[b][k], &real[b], what);
+		}
+	}
+	for (int k = 0; k < 2; k++) {
+		r = demo_row(&dm, coroutine_runs[k]);
+		ck_assert_int_eq(r->thread, real[0].total);
+		ck_assert_int_eq(r->global, real[1].total);
+		ck_assert_int_eq(r->task, real[2].total);
+		ck_assert_str_eq(r->clean, "task");
+	}
+	ck_assert_int_gt(real[0].total, 0);
+	ck_assert_int_eq(real[2].total, 0);
+	/* The naive scheduler's slot behaves as global; the fixed one's is
+	 * clean. */
+	ck_assert_int_eq(demo_row(&dm, "coroutines/custom")->ran,
+			 real[1].total);
+	ck_assert_int_eq(demo_row(&dm, "coroutines/custom-fixed")->ran, 0);
+
+	{
+		struct run run = {"event_loop", "task", NULL};
+
+		event_task = run_under_daemon(&run);
+	}
+	r = demo_row(&dm, "event_loop/thread");
+	ck_assert_int_gt(r->ran, 0);
+	ck_assert_int_eq(r->thread, r->ran);
+	ck_assert_int_eq(r->global, r->thread);
+	ck_assert_int_eq(r->task, event_task.total);
+	ck_assert_str_eq(r->clean, "task");
+
+	r = demo_row(&dm, "thread_pool/thread");
+	ck_assert_int_gt(r->ran, 0);
+	ck_assert_int_eq(r->thread, r->ran);
+	ck_assert_str_eq(r->clean, "task");
+
+	r = demo_row(&dm, "thread_per_request/thread");
+	ck_assert_int_eq(r->ran, 0);
+	ck_assert_int_eq(r->thread, 0);
+	ck_assert_msg(strcmp(r->clean, "thread, task") == 0 ||
+			  strcmp(r->clean, "thread, global, task") == 0,
+		      "clean under %s", r->clean);
+
+	/* The pool's own thread-local, observed: its bug, 3 findings per
+	 * anonymous request (test_auth_pool_observe); the library's
+	 * thread-local would have had none. */
+	r = demo_row(&dm, "auth_pool/observe");
+	ck_assert_int_eq(r->ran, 3 * anonymous);
+	ck_assert_int_eq(r->thread, 0);
+	ck_assert_int_eq(demo_row(&dm, "auth_pool/observe-fixed")->ran, 0);
+
+	for (int i = 0; i < dm.nrows; i++)
+		ck_assert_int_eq(dm.rows[i].task, 0);
+}
+END_TEST
+
 static Suite *demo_suite(void)
 {
 	Suite *s = suite_create("demo");
 	TCase *clean = tcase_create("clean");
 	TCase *leaky = tcase_create("leaky");
+	TCase *demo = tcase_create("demo");
 
 	tcase_set_timeout(clean, 120);
 	tcase_add_loop_test(clean, test_clean, 0,
@@ -422,6 +683,10 @@ static Suite *demo_suite(void)
 	tcase_add_test(leaky, test_coroutines_custom_naive);
 	tcase_add_test(leaky, test_auth_pool_observe);
 	suite_add_tcase(s, leaky);
+
+	tcase_set_timeout(demo, 180);
+	tcase_add_test(demo, test_demo_table);
+	suite_add_tcase(s, demo);
 	return s;
 }
 

@@ -292,10 +292,10 @@ START_TEST(test_disk_full_then_space_returns)
 				   "pid = %d",
 				   (int)during->pid),
 			 40);
-	/* No commit acknowledged them before it shut down: not known to be
-	 * stored, they are counted as dropped (the daemon counts their
-	 * rows as not stored too). */
-	ck_assert_uint_eq(during->st.dropped, 40);
+	/* No commit acknowledged them before it shut down, but the live
+	 * daemon had taken them: the daemon counts the rows it could not
+	 * store, and the client counts nothing twice. */
+	ck_assert_uint_eq(during->st.dropped, 0);
 	raw_rows = query_int(&d, "SELECT count(*) FROM processes WHERE "
 				 "app = 'raw'");
 	ck_assert_int_eq(raw_rows, 1);
