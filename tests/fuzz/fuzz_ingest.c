@@ -167,7 +167,7 @@ static void finish(struct ingest *in)
 	rules_model(in->rules, &model);
 	if (in->have_proc)
 		store_process_update(in->store, &in->proc, in->records,
-				     in->dropped, 0, NULL, &model, 1);
+				     in->dropped, 0, 0, -1, NULL, &model, 1);
 }
 
 const char *__asan_default_options(void);
