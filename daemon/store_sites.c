@@ -45,8 +45,10 @@ enum {
 };
 
 static const char *const sql[SS_NSTMT] = {
-    [SS_FIND] = "SELECT id FROM sites WHERE file = ?1 AND line = ?2 AND "
-		"func IS ?3",
+    /* In parentheses: clang takes a literal split over two lines in an
+     * array for a missing comma. */
+    [SS_FIND] = ("SELECT id FROM sites WHERE file = ?1 AND line = ?2 AND "
+		 "func IS ?3"),
     [SS_USED] = "UPDATE sites SET used = 1 WHERE id = ?1 AND used = 0",
     [SS_HELD_AGAIN] = "UPDATE sites SET released_at = NULL WHERE id = ?1",
     [SS_RELEASED] = "UPDATE sites SET released_at = ?2 WHERE id = ?1",
