@@ -375,6 +375,8 @@ void process_record(struct process *p, const struct proto_record *rec,
 		    uint64_t *skip);
 /* The committed watermark the last commit made: what ACKs say. */
 uint64_t process_committed(const struct process *p);
+/* What its rules engine holds now, within the limits it was given. */
+void process_rules_stats(const struct process *p, struct rules_stats *out);
 void process_watermark(struct process *p, uint64_t ts);
 void process_dropped(struct process *p, const struct proto_record *rec);
 /* The RECEIPT for a HELLO process_attach just took: what the daemon holds
