@@ -24,6 +24,9 @@
  * holds.  The limits are small so that evictions, forced judgements and
  * records not held happen within short inputs; the engine's are also
  * checked after every message, since bounded memory is what they promise.
+ * A stream sent again to its lingering process, from a HELLO that says
+ * where it starts, must be dropped whole: the same records twice would be
+ * counted and judged twice.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -47,6 +50,13 @@ struct config cfg;
 /* For the timer of a lingering process; never dispatched: the process is
  * continued or finalised by the end of the input. */
 static struct event_base *base;
+
+/* What one connection sent that the process keeps track of. */
+struct sent {
+	uint64_t records; /* records for the engine, duplicates or not */
+	int resumable;	  /* a HELLO with the stream position of its first
+			     record, one the daemon can count on from */
+};
 
 static void set_config(uint8_t opt0, uint8_t opt1)
 {
@@ -83,12 +93,21 @@ static void check_bounds(const struct ingest *in)
 
 /* Decode what is buffered; 0 to go on, -1 once the connection must close
  * (the decoder's error then says why, if the stream went bad). */
-static int drain(struct ingest *in, struct proto_decoder *dec)
+static int drain(struct ingest *in, struct proto_decoder *dec,
+		 struct sent *sent)
 {
 	struct proto_msg msg;
 	enum proto_status st;
 
 	while ((st = proto_decoder_next(dec, &msg)) == PROTO_OK) {
+		if (msg.is_hello)
+			/* Positions are int64_t: one past that is unknown. */
+			sent->resumable = msg.hello.has_seq &&
+					  msg.hello.seq < (UINT64_C(1) << 62);
+		else if (msg.rec.type != PROTO_SITE &&
+			 msg.rec.type != PROTO_DROPPED &&
+			 msg.rec.type != PROTO_WATERMARK)
+			sent->records++;
 		if (ingest_message(in, &msg) == INGEST_REFUSED)
 			return -1;
 		check_bounds(in);
@@ -106,9 +125,10 @@ static uint32_t next_chunk(uint32_t *state, uint32_t max)
 }
 
 /* One connection that sends the stream, then closes. */
-static void connection(struct store *store, const uint8_t *data, size_t size,
-		       uint8_t opt, uint8_t seed)
+static struct sent connection(struct store *store, const uint8_t *data,
+			      size_t size, uint8_t opt, uint8_t seed)
 {
+	struct sent sent = {0, 0};
 	struct ucred cred = {getpid(), getuid(), getgid()};
 	struct proto_decoder *dec = proto_decoder_new(&cfg.limits);
 	struct ingest *in = ingest_open(&cred);
@@ -124,7 +144,7 @@ static void connection(struct store *store, const uint8_t *data, size_t size,
 		if (n > size - off)
 			n = size - off;
 		if (proto_decoder_feed(dec, data + off, n) != 0 ||
-		    drain(in, dec) == -1) {
+		    drain(in, dec, &sent) == -1) {
 			error = proto_decoder_error(dec);
 			break;
 		}
@@ -133,6 +153,7 @@ static void connection(struct store *store, const uint8_t *data, size_t size,
 	}
 	ingest_close(in, error, proto_decoder_skipped(dec));
 	proto_decoder_free(dec);
+	return sent;
 }
 
 const char *__asan_default_options(void);
@@ -163,7 +184,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct store_config sc = {.path = ":memory:", .commit_rows = 64};
-	struct process_stats ps;
+	struct process_stats before, after;
+	struct sent again;
 	struct store *store;
 	char err[256];
 
@@ -176,14 +198,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	process_init(base, store);
 	connection(store, data + OPTION_BYTES, size - OPTION_BYTES, data[0],
 		   data[1]);
-	if (data[0] & 0x40)
-		connection(store, data + OPTION_BYTES, size - OPTION_BYTES,
-			   data[0], data[1]);
+	if (data[0] & 0x40) {
+		process_stats(&before);
+		again = connection(store, data + OPTION_BYTES,
+				   size - OPTION_BYTES, data[0], data[1]);
+		process_stats(&after);
+		if (cfg.linger != 0 && again.resumable &&
+		    after.duplicates - before.duplicates != again.records)
+			abort();
+	}
 	process_finalise_all();
 	store_close(store);
 	/* Nothing of this input stays for the next one. */
-	process_stats(&ps);
-	if (ps.live != 0)
+	process_stats(&after);
+	if (after.live != 0)
 		abort();
 	return 0;
 }
