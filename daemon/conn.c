@@ -1,7 +1,8 @@
 /*
  * conn.c: one client connection: the peer's credentials, reading and
- * decoding its stream, the HELLO that ties it to a process, the
- * connection's site IDs, and closing it on EOF or bad input.
+ * decoding its stream, what is written back to it, its timers, and closing
+ * it on EOF or bad input.  What it decodes goes to ingest.c, which turns it
+ * into its process's engine input and store rows.
  *
  * Bad input closes this connection only.  What was decoded before it stays
  * with the process and is judged like the records of any disconnect.
@@ -32,10 +33,6 @@
 #define READ_CHUNK (64 * 1024)
 /* Reads per wakeup before yielding to the other connections. */
 #define READS_PER_WAKEUP 16
-/* Client site IDs are small and dense (the library counts from 1), so a
- * plain array maps them; this bounds it to 256 KiB per connection.  A
- * client that defines more gets 0 (no site) for the rest. */
-#define MAX_SITES_PER_CONN 65536
 /* A connection that says nothing holds one of --max-connections slots;
  * the library sends HELLO as soon as it connects. */
 #define HELLO_TIMEOUT_SEC 10
@@ -49,13 +46,7 @@ struct conn {
 	uint64_t partial_at; /* stream offset of that record */
 	struct proto_decoder *dec;
 	struct ucred cred;
-	struct process *proc;
-	uint32_t *sites; /* client site ID -> sites.id (records carry 32
-			    bits) */
-	uint32_t nsites;
-	int sites_full_logged;
-	int v2;		/* a version 2 HELLO: ACKs, duplicates dropped */
-	uint64_t skip;	/* the next records are ones sent again */
+	struct ingest *in; /* the path of what it decodes */
 	uint64_t acked; /* the watermark of the last ACK sent */
 	unsigned char out[PROTO_ACK_SIZE_MAX]; /* the rest of an ACK the
 						  socket took part of */
@@ -87,9 +78,8 @@ static void conn_free(struct conn *c, const char *error)
 {
 	log_debug("pid %d: disconnected after %llu bytes%s", (int)c->cred.pid,
 		  (unsigned long long)proto_decoder_offset(c->dec),
-		  c->proc == NULL ? " and before HELLO" : "");
-	if (c->proc != NULL)
-		process_detach(c->proc, error, proto_decoder_skipped(c->dec));
+		  ingest_process(c->in) == NULL ? " and before HELLO" : "");
+	ingest_close(c->in, error, proto_decoder_skipped(c->dec));
 	LIST_REMOVE(c, entry);
 	nconns--;
 	event_free(c->ev);
@@ -99,65 +89,7 @@ static void conn_free(struct conn *c, const char *error)
 		event_free(c->partial_timer);
 	close(c->fd);
 	proto_decoder_free(c->dec);
-	free(c->sites);
 	free(c);
-}
-
-/* Record the mapping; the table grows to the highest ID seen. */
-static void map_site(struct conn *c, uint32_t client_id, int64_t db_id)
-{
-	uint32_t n;
-	uint32_t *grown;
-
-	if (client_id == 0)
-		return;
-	if (client_id >= MAX_SITES_PER_CONN) {
-		if (!c->sites_full_logged)
-			log_warn("pid %d: site ID %u over %d ignored",
-				 (int)c->cred.pid, client_id,
-				 MAX_SITES_PER_CONN);
-		c->sites_full_logged = 1;
-		return;
-	}
-	if (client_id >= c->nsites) {
-		n = c->nsites != 0 ? c->nsites : 64;
-		while (n <= client_id)
-			n *= 2;
-		grown = realloc(c->sites, n * sizeof *grown);
-		if (grown == NULL)
-			return;
-		memset(grown + c->nsites, 0, (n - c->nsites) * sizeof *grown);
-		c->sites = grown;
-		c->nsites = n;
-	}
-	c->sites[client_id] = (uint32_t)db_id;
-}
-
-static uint32_t lookup_site(const struct conn *c, uint32_t client_id)
-{
-	if (client_id >= c->nsites)
-		return 0;
-	return c->sites[client_id];
-}
-
-static void handle_record(struct conn *c, struct proto_record *rec)
-{
-	stats.records++;
-	switch (rec->type) {
-	case PROTO_SITE:
-		map_site(c, rec->site, process_site(c->proc, rec));
-		break;
-	case PROTO_DROPPED:
-		process_dropped(c->proc, rec);
-		break;
-	case PROTO_WATERMARK:
-		process_watermark(c->proc, rec->ts);
-		break;
-	default:
-		rec->site = lookup_site(c, rec->site);
-		process_record(c->proc, rec, c->v2 ? &c->skip : NULL);
-		break;
-	}
 }
 
 /* The socket is fresh, so its few bytes fit at once; a client that cannot
@@ -169,7 +101,7 @@ static void send_receipt(struct conn *c)
 	size_t len;
 	ssize_t n;
 
-	process_receipt(c->proc, &r);
+	process_receipt(ingest_process(c->in), &r);
 	len = proto_encode_receipt(buf, sizeof buf, &r);
 	n = send(c->fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
 	if (n != (ssize_t)len)
@@ -191,7 +123,7 @@ static void send_out(struct conn *c, const unsigned char *out, size_t len)
 static void send_ack(struct conn *c)
 {
 	unsigned char buf[PROTO_ACK_SIZE_MAX];
-	uint64_t w = process_committed(c->proc);
+	uint64_t w = process_committed(ingest_process(c->in));
 
 	if (c->outlen != 0)
 		send_out(c, memcpy(buf, c->out, c->outlen), c->outlen);
@@ -206,7 +138,7 @@ void conn_ack_all(void)
 	struct conn *c;
 
 	LIST_FOREACH(c, &conns, entry)
-	if (c->v2 && c->proc != NULL)
+	if (ingest_acks(c->in))
 		send_ack(c);
 }
 
@@ -215,28 +147,23 @@ void conn_ack_all(void)
 static int handle_message(struct conn *c, struct proto_msg *msg, char *error,
 			  size_t errlen)
 {
-	if (!msg->is_hello) {
-		handle_record(c, &msg->rec);
+	if (!msg->is_hello)
+		stats.records++;
+	switch (ingest_message(c->in, msg)) {
+	case INGEST_OK:
 		return 0;
-	}
-	if (msg->hello.pid != (uint32_t)c->cred.pid)
-		log_info("pid %d: HELLO claims pid %u; the kernel's is kept",
-			 (int)c->cred.pid, msg->hello.pid);
-	c->proc = process_attach(&msg->hello, &c->cred);
-	if (c->proc == NULL) {
+	case INGEST_REFUSED:
 		snprintf(error, errlen, "HELLO not accepted");
 		return -1;
+	case INGEST_ATTACHED:
+		break;
 	}
 	event_free(c->hello_timer);
 	c->hello_timer = NULL;
 	send_receipt(c);
-	if (msg->hello.version >= 2) {
-		c->v2 = 1;
-		if (msg->hello.has_seq)
-			c->skip = process_resume(c->proc, msg->hello.seq);
-		/* What a daemon before this one committed, at once. */
+	/* What a daemon before this one committed, at once. */
+	if (ingest_acks(c->in))
 		send_ack(c);
-	}
 	return 0;
 }
 
@@ -392,9 +319,11 @@ void conn_accept(struct event_base *base, int fd)
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &c->cred, &len) == -1)
 		log_warn("SO_PEERCRED: %s", strerror(errno));
 	c->dec = proto_decoder_new(&cfg.limits);
+	c->in = ingest_open(&c->cred);
 	c->ev = event_new(base, fd, EV_READ | EV_PERSIST, on_read, c);
 	c->hello_timer = evtimer_new(base, on_hello_timeout, c);
-	if (c->dec == NULL || c->ev == NULL || c->hello_timer == NULL ||
+	if (c->dec == NULL || c->in == NULL || c->ev == NULL ||
+	    c->hello_timer == NULL ||
 	    event_add(c->ev, NULL) == -1 ||
 	    evtimer_add(c->hello_timer, &hello_timeout) == -1) {
 		log_error("out of memory: connection refused");
@@ -403,6 +332,7 @@ void conn_accept(struct event_base *base, int fd)
 		if (c->hello_timer != NULL)
 			event_free(c->hello_timer);
 		proto_decoder_free(c->dec);
+		ingest_close(c->in, NULL, 0);
 		close(fd);
 		free(c);
 		return;

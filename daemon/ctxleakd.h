@@ -329,13 +329,40 @@ struct conn_stats {
 void conn_stats(struct conn_stats *out);
 void conn_count_rejected(void);
 
+/* ------------------------------------------------------------ ingest.c */
+
+/* One connection's decoded messages into its process's rules engine and
+ * store rows: the HELLO, SITE (the connection's own site IDs), DROPPED,
+ * WATERMARK and records.  No sockets: the daemon's connections and the
+ * fuzzer use it alike. */
+struct ingest;
+struct process;
+struct ucred;
+/* cred: the peer's, which the process is kept under.  NULL when out of
+ * memory. */
+struct ingest *ingest_open(const struct ucred *cred);
+enum ingest_status {
+	INGEST_OK,	 /* taken */
+	INGEST_ATTACHED, /* a HELLO, now tied to its process: the client is
+			    owed its RECEIPT, and ACKs if ingest_acks */
+	INGEST_REFUSED	 /* the HELLO was not accepted: close */
+};
+/* A record's site is translated to sites.id in place. */
+enum ingest_status ingest_message(struct ingest *in, struct proto_msg *msg);
+/* The process the HELLO tied it to; NULL before. */
+struct process *ingest_process(const struct ingest *in);
+/* Attached by a version 2 HELLO: the client is told what is committed. */
+int ingest_acks(const struct ingest *in);
+/* The connection is gone (error NULL: cleanly); skipped: records of an
+ * unknown type its decoder skipped.  The process lives on without it.
+ * NULL does nothing. */
+void ingest_close(struct ingest *in, const char *error, uint64_t skipped);
+
 /* ------------------------------------------------------------ process.c */
 
 /* A client process by instance ID: its rules engine and its store row.
  * It outlives its connections for cfg.linger so that a reconnection
- * continues it. */
-struct process;
-struct ucred;
+ * continues it.  struct process is declared with ingest.c. */
 
 /* Before the first connection: the store gives the last request id. */
 void process_init(struct event_base *base, struct store *store);
@@ -358,6 +385,8 @@ void process_record(struct process *p, const struct proto_record *rec,
 		    uint64_t *skip);
 /* The committed watermark the last commit made: what ACKs say. */
 uint64_t process_committed(const struct process *p);
+/* What its rules engine holds now, within the limits it was given. */
+void process_rules_stats(const struct process *p, struct rules_stats *out);
 void process_watermark(struct process *p, uint64_t ts);
 void process_dropped(struct process *p, const struct proto_record *rec);
 /* The RECEIPT for a HELLO process_attach just took: what the daemon holds

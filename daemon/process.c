@@ -467,6 +467,11 @@ uint64_t process_committed(const struct process *p)
 	return p->committed;
 }
 
+void process_rules_stats(const struct process *p, struct rules_stats *out)
+{
+	rules_stats(p->rules, out);
+}
+
 void process_record(struct process *p, const struct proto_record *rec,
 		    uint64_t *skip)
 {

@@ -1,128 +1,116 @@
 /*
- * fuzz_ingest.c: the libFuzzer target over ctxleakd's ingest path: the
- * streaming decoder, one rules engine and the store on an in-memory
- * SQLite database, wired as conn.c and process.c wire them (SITE IDs
- * translated by the store, WATERMARK advances the rules, DROPPED goes to
- * the store, everything judged at the end as at a disconnect).
+ * fuzz_ingest.c: the libFuzzer target over ctxleakd's ingest path, the
+ * daemon's own: the streaming decoder under the daemon's limits, then
+ * ingest.c and process.c as a connection drives them (HELLO, site map,
+ * DROPPED, WATERMARK, records, duplicates, the daemon-wide limits, the
+ * what-if), into the store on an in-memory SQLite database; everything is
+ * finalised at the end as at a disconnect.
  *
  * An input is two bytes of options, then a client stream (HELLO and
  * records, as tests/fuzz/mkseeds.c captures them):
  *
- *	byte 0, bit 7	 hold_records (--keep=leaky), else --keep=all
+ *	byte 0, bit 7	 --keep=leaky, else --keep=all
+ *	byte 0, bit 6	 the stream is sent again on a second connection,
+ *			 as a client does after a reconnection
+ *	byte 0, bit 5	 ... while the process lingers, else after it was
+ *			 finalised (its row then says what it has)
+ *	byte 0, bit 4	 --what-if=off
  *	byte 0, bits 0-3 the largest chunk fed at once is 2^n bytes
- *	byte 1		 seeds the sequence of chunk sizes
+ *	byte 1		 seeds the sequence of chunk sizes; its bit 0 also
+ *			 sets the daemon-wide scope limits under one
+ *			 process's, so that they are what trims it
  *
  * so that the fuzzer explores how the stream is cut as well as what it
- * holds.  The engine's limits are small so that evictions, forced
- * judgements and dropped tags happen within short inputs; they are also
- * checked after every record, since bounded memory is what the limits
- * promise.
+ * holds.  The limits are small so that evictions, forced judgements and
+ * records not held happen within short inputs; the engine's are also
+ * checked after every message, since bounded memory is what they promise.
+ * A stream sent again to its lingering process, from a HELLO that says
+ * where it starts, must be dropped whole: the same records twice would be
+ * counted and judged twice.
  */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <event2/event.h>
 
 #include "ctxleakd.h"
 
 #define OPTION_BYTES 2
-#define MAX_SITES    1024
+/* Scopes one engine holds, open and ended (--max-open-scopes,
+ * --max-ended-scopes): about 30 bytes each on the wire, so a few KiB of
+ * input passes them. */
+#define SCOPES 64
 
-struct ingest {
-	struct store *store;
-	struct store_proc proc;
-	int have_proc;
-	struct rules *rules;
-	struct rules_config rc;
-	uint64_t request_seq;
-	uint32_t sites[MAX_SITES]; /* client site ID -> sites.id */
-	uint64_t records, dropped;
+/* What ctxleakd.c defines for the daemon; set here per input. */
+struct config cfg;
+
+/* For the timer of a lingering process; never dispatched: the process is
+ * continued or finalised by the end of the input. */
+static struct event_base *base;
+
+/* What one connection sent that the process keeps track of. */
+struct sent {
+	uint64_t records; /* records for the engine, duplicates or not */
+	int resumable;	  /* a HELLO with the stream position of its first
+			     record, one the daemon can count on from */
 };
 
-static void sink_verdict(void *arg, const struct rules_verdict *v)
+static void set_config(uint8_t opt0, uint8_t opt1)
 {
-	struct ingest *in = arg;
+	struct rules_config rc;
 
-	store_verdict(in->store, &in->proc, v);
+	rules_config_default(&rc);
+	cfg.keep_all = (opt0 & 0x80) == 0;
+	cfg.what_if = (opt0 & 0x10) == 0;
+	cfg.max_open_scopes = SCOPES;
+	cfg.max_ended_scopes = SCOPES;
+	cfg.max_open_scopes_total = opt1 & 1 ? SCOPES / 2 : 0;
+	cfg.max_ended_scopes_total = opt1 & 1 ? SCOPES / 2 : 0;
+	cfg.max_request_age = rc.max_request_age;
+	cfg.max_held = 8192;
+	cfg.max_pending = 4096;
+	cfg.linger = opt0 & 0x20 ? 1000000000u : 0;
+	proto_limits_default(&cfg.limits);
 }
 
-static void sink_finding(void *arg, const struct rules_finding *f)
-{
-	struct ingest *in = arg;
-
-	store_finding(in->store, &in->proc, f);
-}
-
-static void sink_request(void *arg, const struct rules_request *rq)
-{
-	struct ingest *in = arg;
-
-	store_request(in->store, &in->proc, rq);
-}
-
-static void sink_update(void *arg, const struct rules_update *u)
-{
-	struct ingest *in = arg;
-
-	store_update(in->store, &in->proc, u);
-}
-
-/* The limits hold after every record, whatever the input. */
+/* The limits hold after every message, whatever the input. */
 static void check_bounds(const struct ingest *in)
 {
+	struct rules_config rc;
 	struct rules_stats st;
 
-	rules_stats(in->rules, &st);
-	if (st.pending > in->rc.max_pending ||
-	    st.open_scopes > in->rc.max_open_scopes ||
-	    st.ended_scopes > in->rc.max_ended_scopes)
+	if (ingest_process(in) == NULL)
+		return;
+	rules_config_default(&rc);
+	process_rules_stats(ingest_process(in), &st);
+	if (st.pending > rc.max_pending || st.open_scopes > SCOPES ||
+	    st.ended_scopes > SCOPES)
 		abort();
 }
 
-static void on_hello(struct ingest *in, const struct proto_hello *hello)
-{
-	struct store_process_info pi = {hello, getpid(), getuid(), getgid()};
-
-	if (store_process_open(in->store, &pi, &in->proc) == 0)
-		in->have_proc = 1;
-}
-
-static void on_record(struct ingest *in, struct proto_record *rec)
-{
-	switch (rec->type) {
-	case PROTO_SITE:
-		if (rec->site != 0 && rec->site < MAX_SITES)
-			in->sites[rec->site] =
-			    (uint32_t)store_site(in->store, &in->proc, rec);
-		break;
-	case PROTO_DROPPED:
-		in->dropped += rec->count;
-		store_dropped(in->store, &in->proc, rec);
-		break;
-	case PROTO_WATERMARK:
-		rules_advance(in->rules, rec->ts);
-		break;
-	default:
-		rec->site = rec->site < MAX_SITES ? in->sites[rec->site] : 0;
-		in->records++;
-		if (rules_add(in->rules, rec) == -1)
-			abort();
-		check_bounds(in);
-		break;
-	}
-}
-
-/* Decode what is buffered; 0 to go on, -1 once the stream went bad. */
-static int drain(struct ingest *in, struct proto_decoder *dec)
+/* Decode what is buffered; 0 to go on, -1 once the connection must close
+ * (the decoder's error then says why, if the stream went bad). */
+static int drain(struct ingest *in, struct proto_decoder *dec,
+		 struct sent *sent)
 {
 	struct proto_msg msg;
 	enum proto_status st;
 
 	while ((st = proto_decoder_next(dec, &msg)) == PROTO_OK) {
 		if (msg.is_hello)
-			on_hello(in, &msg.hello);
-		else if (in->have_proc)
-			on_record(in, &msg.rec);
+			/* Positions are int64_t: one past that is unknown. */
+			sent->resumable = msg.hello.has_seq &&
+					  msg.hello.seq < (UINT64_C(1) << 62);
+		else if (msg.rec.type != PROTO_SITE &&
+			 msg.rec.type != PROTO_DROPPED &&
+			 msg.rec.type != PROTO_WATERMARK)
+			sent->records++;
+		if (ingest_message(in, &msg) == INGEST_REFUSED)
+			return -1;
+		check_bounds(in);
 	}
 	return st == PROTO_MORE ? 0 : -1;
 }
@@ -136,41 +124,40 @@ static uint32_t next_chunk(uint32_t *state, uint32_t max)
 	return 1 + *state % max;
 }
 
-static void feed_stream(struct ingest *in, const uint8_t *data, size_t size,
-			uint8_t opt, uint8_t seed)
+/* One connection that sends the stream, then closes. */
+static struct sent connection(struct store *store, const uint8_t *data,
+			      size_t size, uint8_t opt, uint8_t seed)
 {
-	struct proto_decoder *dec = proto_decoder_new(NULL);
+	struct sent sent = {0, 0};
+	struct ucred cred = {getpid(), getuid(), getgid()};
+	struct proto_decoder *dec = proto_decoder_new(&cfg.limits);
+	struct ingest *in = ingest_open(&cred);
 	uint32_t max = 1u << (opt & 0x0f);
 	uint32_t state = 0x9e3779b9u ^ seed;
+	const char *error = NULL;
 	size_t off = 0, n;
 
-	if (dec == NULL)
+	if (dec == NULL || in == NULL)
 		abort();
 	while (off < size) {
 		n = next_chunk(&state, max);
 		if (n > size - off)
 			n = size - off;
 		if (proto_decoder_feed(dec, data + off, n) != 0 ||
-		    drain(in, dec) == -1)
+		    drain(in, dec, &sent) == -1) {
+			error = proto_decoder_error(dec);
 			break;
-		store_tick(in->store);
+		}
+		store_tick(store);
 		off += n;
 	}
+	ingest_close(in, error, proto_decoder_skipped(dec));
 	proto_decoder_free(dec);
-}
-
-static void finish(struct ingest *in)
-{
-	struct rules_model model;
-
-	rules_finish(in->rules);
-	rules_model(in->rules, &model);
-	if (in->have_proc)
-		store_process_update(in->store, &in->proc, in->records,
-				     in->dropped, 0, 0, -1, NULL, &model, 1);
+	return sent;
 }
 
 const char *__asan_default_options(void);
+int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Every input opens and closes a store: with ASan's default 256 MB
@@ -182,36 +169,49 @@ const char *__asan_default_options(void)
 	return "quarantine_size_mb=16:malloc_context_size=10";
 }
 
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc;
+	(void)argv;
+	/* The daemon's warnings, once per input, would drown the fuzzer's
+	 * own lines. */
+	log_set_level(LOG_LEVEL_ERROR);
+	if ((base = event_base_new()) == NULL)
+		abort();
+	return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct store_config sc = {.path = ":memory:", .commit_rows = 64};
-	struct rules_sink sink = {sink_verdict, sink_finding, sink_request,
-				  sink_update, NULL};
-	struct ingest *in;
+	struct process_stats before, after;
+	struct sent again;
+	struct store *store;
 	char err[256];
 
 	if (size < OPTION_BYTES)
 		return 0;
-	in = calloc(1, sizeof *in);
-	if (in == NULL ||
-	    (in->store = store_open(&sc, err, sizeof err)) == NULL)
+	set_config(data[0], data[1]);
+	sc.keep_all = cfg.keep_all;
+	if ((store = store_open(&sc, err, sizeof err)) == NULL)
 		abort();
-	rules_config_default(&in->rc);
-	in->rc.max_open_scopes = 64;
-	in->rc.max_pending = 256;
-	in->rc.max_ended_scopes = 64;
-	in->rc.max_tags = 8;
-	in->rc.hold_records = (data[0] & 0x80) != 0;
-	in->request_seq = store_last_request_id(in->store);
-	in->rc.request_seq = &in->request_seq;
-	sink.arg = in;
-	if ((in->rules = rules_new(&in->rc, &sink)) == NULL)
+	process_init(base, store);
+	connection(store, data + OPTION_BYTES, size - OPTION_BYTES, data[0],
+		   data[1]);
+	if (data[0] & 0x40) {
+		process_stats(&before);
+		again = connection(store, data + OPTION_BYTES,
+				   size - OPTION_BYTES, data[0], data[1]);
+		process_stats(&after);
+		if (cfg.linger != 0 && again.resumable &&
+		    after.duplicates - before.duplicates != again.records)
+			abort();
+	}
+	process_finalise_all();
+	store_close(store);
+	/* Nothing of this input stays for the next one. */
+	process_stats(&after);
+	if (after.live != 0)
 		abort();
-	feed_stream(in, data + OPTION_BYTES, size - OPTION_BYTES, data[0],
-		    data[1]);
-	finish(in);
-	rules_free(in->rules);
-	store_close(in->store);
-	free(in);
 	return 0;
 }

@@ -6,7 +6,8 @@
  * each backend against a socket this program listens on, and the bytes it
  * sends are saved as they came.  The malformed seeds are cut from them or
  * written by hand: what a hostile or broken peer sends.  Each file starts
- * with the two option bytes fuzz_ingest reads (chunking, --keep mode).
+ * with the two option bytes fuzz_ingest reads (chunking, --keep mode, the
+ * stream sent again on a second connection...).
  *
  * Usage: mkseeds DIR
  */
@@ -251,6 +252,11 @@ int main(int argc, char **argv)
 	    {"worked-task", CTXLEAK_BACKEND_TASK, worked_example, 0x00, 0},
 	    {"hand-off-thread", CTXLEAK_BACKEND_THREAD, hand_off, 0x86, 9},
 	    {"hand-off-task", CTXLEAK_BACKEND_TASK, hand_off, 0x0c, 3},
+	    /* Sent again on a second connection, to the process lingering
+	     * or finalised before it: the path of records sent again. */
+	    {"resent-lingering", CTXLEAK_BACKEND_THREAD, worked_example, 0x6f,
+	     0},
+	    {"resent-finalised", CTXLEAK_BACKEND_TASK, hand_off, 0xcc, 3},
 	};
 	char tmp[] = "/tmp/ctxleak-seeds-XXXXXX";
 	struct stream s, thread = {NULL, 0};
