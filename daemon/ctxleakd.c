@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
-#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,38 +229,16 @@ static void parse_retention(const char *s)
 	    comma != NULL ? parse_size("retention", comma + 1, UINT64_MAX) : 0;
 }
 
-/* As root the system paths; otherwise the XDG base directories, the same
- * the client and the CLI look at. */
+/* The defaults of --socket and --db: the rule of proto/common.h, by which
+ * the client and the CLI find them. */
 static void set_default_paths(void)
 {
-	const char *runtime = getenv("XDG_RUNTIME_DIR");
-	const char *state = getenv("XDG_STATE_HOME");
-	const char *home = getenv("HOME");
-	struct passwd *pw;
-
-	if (geteuid() == 0) {
-		snprintf(default_socket, sizeof default_socket,
-			 "/run/ctxleak/ctxleak.sock");
-		snprintf(default_db, sizeof default_db,
-			 "/var/lib/ctxleak/ctxleak.db");
-		return;
-	}
-	if (runtime != NULL && *runtime != '\0')
-		snprintf(default_socket, sizeof default_socket,
-			 "%s/ctxleak/ctxleak.sock", runtime);
-	else
-		snprintf(default_socket, sizeof default_socket,
-			 "/tmp/ctxleak-%u/ctxleak.sock", (unsigned)getuid());
-	if (home == NULL || *home == '\0') {
-		pw = getpwuid(getuid());
-		home = pw != NULL ? pw->pw_dir : "/";
-	}
-	if (state != NULL && *state != '\0')
-		snprintf(default_db, sizeof default_db, "%s/ctxleak/ctxleak.db",
-			 state);
-	else
-		snprintf(default_db, sizeof default_db,
-			 "%s/.local/state/ctxleak/ctxleak.db", home);
+	if (common_default_path(COMMON_SOCKET, default_socket,
+				sizeof default_socket) == -1 ||
+	    common_default_path(COMMON_DB, default_db, sizeof default_db) == -1)
+		fatalx("the default socket or database path is longer than "
+		       "%d bytes: pass --socket and --db",
+		       PATH_MAX - 1);
 }
 
 static void set_defaults(void)

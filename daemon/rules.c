@@ -64,6 +64,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common.h"
 #include "rules_int.h"
 
 /* A queued record, kept as compactly as a held one, its strings after
@@ -87,9 +88,13 @@ struct judgement {
 	struct iname *name_ref; /* keeps mn.scope_name alive */
 };
 
+/* The names the database stores (proto/common.h), by this enum. */
+#define CLASS_NAME(tag, name) [LEAK_##tag] = name,
 static const char *const class_names[LEAK_CLASS_COUNT] = {
-    "", "lost", "stale", "bleed", "overlap", "misnest", "unclosed",
-};
+    [LEAK_NONE] = "", COMMON_LEAK_CLASSES(CLASS_NAME)};
+#undef CLASS_NAME
+_Static_assert(LEAK_CLASS_COUNT == COMMON_CLASS_COUNT + 1,
+	       "every leak class has its name in proto/common.h");
 
 const char *leak_class_name(enum leak_class c)
 {
