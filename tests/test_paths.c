@@ -105,7 +105,7 @@ static const char *help_db(const char *help, char *buf, size_t len)
 
 	ck_assert_msg(def != NULL, "no default database in: %s", help);
 	def += strlen("default");
-	def += strspn(def, ": ");
+	def += strspn(def, ": \n"); /* --help wraps before a long path */
 	end = strchr(def, ')');
 	ck_assert_ptr_nonnull(end);
 	snprintf(buf, len, "%.*s", (int)(end - def), def);
