@@ -3,6 +3,8 @@
 #   make            build the library, the daemon and the CLI into build/
 #   make check      install missing build dependencies, build, run all tests
 #   make check SAN=1   the same under ASan + UBSan (into build/san/)
+#   make RELEASE=1  the same without the assert() checks (-DNDEBUG), into
+#                   build/release/: for packages (make RELEASE=1 install)
 #   make check-tsan    the client and daemon tests under ThreadSanitizer
 #                      (build/tsan/)
 #   make check-valgrind   the integration tests under valgrind memcheck
@@ -73,6 +75,9 @@ else ifeq ($(TSAN),1)
 B         := build/tsan
 CFLAGS    := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
 LDFLAGS   += -fsanitize=thread
+else ifeq ($(RELEASE),1)
+B         := build/release
+NDEBUG    := -DNDEBUG
 else
 B         := build
 endif
@@ -85,7 +90,10 @@ SQLITE_LIBS  = $(shell pkg-config --libs sqlite3 2>/dev/null)
 SYSTEMD_LIBS = $(shell pkg-config --libs libsystemd 2>/dev/null)
 CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
 
-ALL_CFLAGS = $(STD) $(CFLAGS) $(PKG_CFLAGS) -DCTXLEAK_BUILD_VERSION='"$(VERSION)"'
+# Every build but RELEASE=1 keeps the assert()s that state invariants:
+# the one make check tests, the sanitizers', the fuzzer's.
+ALL_CFLAGS = $(STD) $(CFLAGS) $(PKG_CFLAGS) $(NDEBUG) \
+	-DCTXLEAK_BUILD_VERSION='"$(VERSION)"'
 
 # Each part is compiled with the include paths of the parts it may use, so
 # that the compiler enforces the layering: the protocol stands alone; the

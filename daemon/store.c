@@ -20,6 +20,7 @@
  * Schema and migrations: store_schema.c; retention: store_retain.c; the
  * contract with the people and the CLI that read the file: SCHEMA.md.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -390,7 +391,10 @@ static void txn_failed(struct store *s, int rc, uint64_t extra,
 
 static int txn_begin(struct store *s)
 {
-	int rc = sqlite3_step(s->st[ST_BEGIN]);
+	int rc;
+
+	assert(!s->in_txn); /* one transaction open at a time */
+	rc = sqlite3_step(s->st[ST_BEGIN]);
 
 	sqlite3_reset(s->st[ST_BEGIN]);
 	if (rc != SQLITE_DONE) {
@@ -611,6 +615,7 @@ static int txn_commit(struct store *s)
 				 (unsigned long long)s->stats.rows_failed);
 		s->state = STORE_WRITING;
 	}
+	assert(sqlite3_get_autocommit(s->db)); /* the COMMIT closed it */
 	s->in_txn = 0;
 	s->saved_rid = rid;
 	free_held_processes(s);
@@ -636,7 +641,10 @@ static int row_begin(struct store *s)
 
 static int row_end(struct store *s, sqlite3_stmt *st)
 {
-	int rc = sqlite3_step(st);
+	int rc;
+
+	assert(s->in_txn && s->state != STORE_REFUSING); /* row_begin's */
+	rc = sqlite3_step(st);
 
 	sqlite3_reset(st);
 	if (rc == SQLITE_DONE) {
