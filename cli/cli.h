@@ -19,7 +19,7 @@
 #include "common.h"
 
 /* The version, schema version and application ID: proto/common.h. */
-#define CLI_VERSION COMMON_VERSION
+#define CLI_VERSION	   COMMON_VERSION
 #define CLI_SCHEMA_VERSION COMMON_SCHEMA_VERSION
 #define CLI_APPLICATION_ID COMMON_APPLICATION_ID
 

@@ -160,7 +160,6 @@ static void set_default_paths(void)
 		       PATH_MAX - 1);
 }
 
-
 /* ------------------------------------------------------------ options */
 
 /* How an option's argument is read into its cfg field (kinds[]). */
@@ -180,7 +179,7 @@ enum opt_kind {
 struct opt {
 	const char *name;	    /* --name */
 	const char *arg;	    /* the argument in --help; NULL: none */
-	enum opt_kind kind;
+	enum opt_kind kind;	    /* how the argument is read (kinds[]) */
 	size_t offset, size;	    /* the cfg field (FIELD); 0, 0: none */
 	const char *def;	    /* the default, read as an argument; NULL:
 				       set_defaults' (shown), or none */
@@ -190,7 +189,7 @@ struct opt {
 };
 
 #define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
-#define NO_FIELD 0, 0
+#define NO_FIELD 0, 0 /* the kind's parser knows what to set */
 /* A Unix socket's path fits in sun_path, 108 bytes with its NUL. */
 #define SOCKET_PATH_MAX 107
 
@@ -200,8 +199,7 @@ static const char *const on_off[] = {"off", "on", NULL};
 static const struct opt options[] = {
     {"socket", "PATH", K_PATH, FIELD(socket_path), NULL, 0, SOCKET_PATH_MAX,
      NULL, "listen here"},
-    {"db", "PATH", K_PATH, FIELD(db_path), NULL, 0, 0, NULL,
-     "database file"},
+    {"db", "PATH", K_PATH, FIELD(db_path), NULL, 0, 0, NULL, "database file"},
     {"keep", "leaky|all", K_CHOICE, FIELD(keep_all), "leaky", 0, 0,
      keep_choices,
      "leaky: rows and records of the requests in a finding, counts of the "
@@ -221,13 +219,14 @@ static const struct opt options[] = {
      * more, and one descriptor (the unit's LimitNOFILE=16384 leaves
      * room). */
     {"max-connections", "N", K_COUNT, FIELD(max_connections), "4096", 0, 0,
-     NULL, "client connections at once; each costs about 16K idle, 656K "
+     NULL,
+     "client connections at once; each costs about 16K idle, 656K "
      "at most"},
-    {"max-open-scopes", "N", K_COUNT, FIELD(max_open_scopes), NULL, 0, 0,
-     NULL, "open scopes per process"},
+    {"max-open-scopes", "N", K_COUNT, FIELD(max_open_scopes), NULL, 0, 0, NULL,
+     "open scopes per process"},
     /* About 200 MB of open scopes (under 200 bytes each). */
-    {"max-open-scopes-total", "N", K_COUNT, FIELD(max_open_scopes_total),
-     "1M", 0, 0, NULL,
+    {"max-open-scopes-total", "N", K_COUNT, FIELD(max_open_scopes_total), "1M",
+     0, 0, NULL,
      "open scopes of all processes together; past it, the process with the "
      "most forgets its oldest"},
     {"max-ended-scopes", "N", K_COUNT, FIELD(max_ended_scopes), NULL, 0, 0,
@@ -238,19 +237,17 @@ static const struct opt options[] = {
      "256K", 0, 0, NULL,
      "ended scopes of all processes together; past it, the process with "
      "the most forgets its oldest"},
-    {"max-request-age", "DUR", K_DURATION, FIELD(max_request_age), NULL, 0,
-     0, NULL, "report requests open longer as unclosed; 0: never"},
+    {"max-request-age", "DUR", K_DURATION, FIELD(max_request_age), NULL, 0, 0,
+     NULL, "report requests open longer as unclosed; 0: never"},
     /* Held records are those of requests still open under --keep=leaky,
      * kept in case a finding names the request: far more than the
      * in-flight requests of any service need, far less than an unbounded
      * request could take. */
-    {"max-held", "SIZE", K_SIZE, FIELD(max_held), "64M", 0, UINT64_MAX,
-     NULL,
+    {"max-held", "SIZE", K_SIZE, FIELD(max_held), "64M", 0, UINT64_MAX, NULL,
      "memory that requests hold: scope names, tags, and records under "
      "--keep=leaky"},
-    {"max-pending", "SIZE", K_SIZE, FIELD(max_pending), "64M", 0,
-     UINT64_MAX, NULL,
-     "records held in memory until a watermark orders them"},
+    {"max-pending", "SIZE", K_SIZE, FIELD(max_pending), "64M", 0, UINT64_MAX,
+     NULL, "records held in memory until a watermark orders them"},
     {"retention", "AGE[,SIZE]", K_RETENTION, NO_FIELD, NULL, 0, 0, NULL,
      "delete data older than AGE or beyond SIZE (e.g. 7d, 7d,1G or ,500M; "
      "default: keep)"},
@@ -259,17 +256,16 @@ static const struct opt options[] = {
     /* The library writes a record with one send() on a local socket, so
      * a record stays incomplete only while a client is stopped mid-write
      * or means harm: seconds are generous. */
-    {"partial-timeout", "DUR", K_DURATION, FIELD(partial_timeout), "5s", 0,
-     0, NULL,
+    {"partial-timeout", "DUR", K_DURATION, FIELD(partial_timeout), "5s", 0, 0,
+     NULL,
      "close a connection whose record stays incomplete this long, keeping "
      "what came before it; 0: never"},
     {"max-record-size", "N", K_SIZE, FIELD(limits.max_object), NULL, 64,
      64ULL << 20, NULL, "bytes in one record"},
-    {"max-string", "N", K_SIZE, FIELD(limits.max_string), NULL, 0,
-     64ULL << 20, NULL, "bytes in one string"},
+    {"max-string", "N", K_SIZE, FIELD(limits.max_string), NULL, 0, 64ULL << 20,
+     NULL, "bytes in one string"},
     {"help", NULL, K_HELP, NO_FIELD, NULL, 0, 0, NULL, "this help"},
-    {"version", NULL, K_VERSION, NO_FIELD, NULL, 0, 0, NULL,
-     "the version"},
+    {"version", NULL, K_VERSION, NO_FIELD, NULL, 0, 0, NULL, "the version"},
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
@@ -311,8 +307,8 @@ static uint64_t get_uint(const struct opt *o)
 static void parse_path(const struct opt *o, const char *arg)
 {
 	if (o->max > 0 && (*arg == '\0' || strlen(arg) > o->max))
-		bad_usage("--%s: path empty or longer than %llu bytes",
-			  o->name, (unsigned long long)o->max);
+		bad_usage("--%s: path empty or longer than %llu bytes", o->name,
+			  (unsigned long long)o->max);
 	memcpy(field(o), &arg, sizeof arg);
 }
 
@@ -405,8 +401,8 @@ static void (*const kinds[])(const struct opt *o, const char *arg) = {
 
 /* The largest unit that divides v exactly ("64M", "1h"); v itself when
  * none does. */
-static const char *with_unit(uint64_t v, const struct unit *units,
-			     char *buf, size_t len)
+static const char *with_unit(uint64_t v, const struct unit *units, char *buf,
+			     size_t len)
 {
 	const struct unit *best = NULL;
 
@@ -483,7 +479,8 @@ static void usage(FILE *out)
 		int n;
 
 		snprintf(name, sizeof name, "  --%s%s%s", o->name,
-			 o->arg != NULL ? " " : "", o->arg != NULL ? o->arg : "");
+			 o->arg != NULL ? " " : "",
+			 o->arg != NULL ? o->arg : "");
 		d = shown_default(o, def, sizeof def);
 		snprintf(text, sizeof text, "%s%s%s%s", o->help,
 			 d != NULL ? " (default " : "", d != NULL ? d : "",
@@ -496,9 +493,10 @@ static void usage(FILE *out)
 		fprintf(out, "%*s", HELP_COLUMN - n, "");
 		wrap(out, text, HELP_COLUMN, HELP_COLUMN);
 	}
-	fputs("\nDurations take a unit: ns, us, ms, s, m, h, d (0 needs none).  "
-	      "Sizes take\nan optional K, M or G (powers of 1024).\n",
-	      out);
+	fputs(
+	    "\nDurations take a unit: ns, us, ms, s, m, h, d (0 needs none).  "
+	    "Sizes take\nan optional K, M or G (powers of 1024).\n",
+	    out);
 }
 
 /* The defaults the rules engine and the protocol keep, then every

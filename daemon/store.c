@@ -13,9 +13,10 @@
  * counted as failed, the store is marked degraded (logged once per
  * episode, and at most once a minute when a nearly full disk flaps), rows are
  * refused until the next tick, and from then on writing resumes as normal; the
- * first commit of rows that succeeds ends the episode (enum store_state).  Process rows are the
- * exception: a new process's row and a finalised process's counters are held in
- * memory until a commit holds them, since nothing else could say them again.
+ * first commit of rows that succeeds ends the episode (enum store_state).
+ * Process rows are the exception: a new process's row and a finalised
+ * process's counters are held in memory until a commit holds them, since
+ * nothing else could say them again.
  *
  * Schema and migrations: store_schema.c; retention: store_retain.c; the
  * contract with the people and the CLI that read the file: SCHEMA.md.

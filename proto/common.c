@@ -43,7 +43,7 @@ int common_user_path(enum common_path which, const char *home, char *buf,
 
 	if (home == NULL)
 		xdg = absolute_env(which == COMMON_SOCKET ? "XDG_RUNTIME_DIR"
-							   : "XDG_STATE_HOME");
+							  : "XDG_STATE_HOME");
 	if (xdg != NULL)
 		n = snprintf(buf, len, "%s/ctxleak/%s", xdg,
 			     which == COMMON_SOCKET ? "ctxleak.sock"

@@ -52,7 +52,8 @@ static void help_options(struct opts *o)
 			const char *name = line + 4;
 			size_t len = strcspn(name, " \n");
 
-			add(o, name, len, name[len] == ' ' && name[len + 1] != ' ');
+			add(o, name, len,
+			    name[len] == ' ' && name[len + 1] != ' ');
 		}
 		line = strchr(line, '\n');
 		line = line != NULL ? line + 1 : NULL;
@@ -144,16 +145,17 @@ START_TEST(test_every_listed_option_parsed)
 		ck_assert_msg(strstr(out, "unrecognized") == NULL, "%s: %s",
 			      opt, out);
 		if (help.has_arg[i])
-			ck_assert_msg(st == 2 && strstr(out, "requires an "
-							     "argument") != NULL,
+			ck_assert_msg(st == 2 &&
+					  strstr(out, "requires an "
+						      "argument") != NULL,
 				      "%s: status %d: %s", opt, st, out);
 		else
-			ck_assert_msg(st == 0 || (st == 2 && strstr(out,
-								    "unexpected "
-								    "argument "
-								    "'extra'") !=
-							     NULL),
-				      "%s: status %d: %s", opt, st, out);
+			ck_assert_msg(
+			    st == 0 ||
+				(st == 2 && strstr(out, "unexpected "
+							"argument "
+							"'extra'") != NULL),
+			    "%s: status %d: %s", opt, st, out);
 		free(out);
 	}
 }

@@ -64,9 +64,9 @@ static pid_t spawn_daemon(const char *dir, const char *const *env,
 	int fd;
 	pid_t pid;
 
-	ck_assert_msg(harness_copy_for_anyone(harness_daemon_path(), bin,
-					      len) == 0,
-		      "%s", harness_error());
+	ck_assert_msg(
+	    harness_copy_for_anyone(harness_daemon_path(), bin, len) == 0, "%s",
+	    harness_error());
 	snprintf(log, sizeof log, "%s/log", dir);
 	fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
 	ck_assert_int_ge(fd, 0);
