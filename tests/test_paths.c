@@ -143,10 +143,9 @@ static const char *agreed_db(const char *const *env, char *buf, size_t len)
 	return buf;
 }
 
-/* No HOME: both take the home of the password database. */
-START_TEST(test_no_home)
+/* Both take the home of the password database under env. */
+static void assert_passwd_home(const char *const *env)
 {
-	const char *env[] = {"HOME", "XDG_STATE_HOME", NULL};
 	struct passwd *pw = getpwuid(test_uid());
 	char db[4096], want[4096];
 
@@ -155,19 +154,22 @@ START_TEST(test_no_home)
 		 pw->pw_dir);
 	ck_assert_str_eq(agreed_db(env, db, sizeof db), want);
 }
+
+/* No HOME. */
+START_TEST(test_no_home)
+{
+	const char *env[] = {"HOME", "XDG_STATE_HOME", NULL};
+
+	assert_passwd_home(env);
+}
 END_TEST
 
 /* A relative HOME is no home either. */
 START_TEST(test_relative_home)
 {
 	const char *env[] = {"HOME=home", "XDG_STATE_HOME", NULL};
-	struct passwd *pw = getpwuid(test_uid());
-	char db[4096], want[4096];
 
-	ck_assert_ptr_nonnull(pw);
-	snprintf(want, sizeof want, "%s/.local/state/ctxleak/ctxleak.db",
-		 pw->pw_dir);
-	ck_assert_str_eq(agreed_db(env, db, sizeof db), want);
+	assert_passwd_home(env);
 }
 END_TEST
 
