@@ -3,6 +3,8 @@
 #   make            build the library, the daemon and the CLI into build/
 #   make check      install missing build dependencies, build, run all tests
 #   make check SAN=1   the same under ASan + UBSan (into build/san/)
+#   make RELEASE=1  the same without the assert() checks (-DNDEBUG), into
+#                   build/release/: for packages (make RELEASE=1 install)
 #   make check-tsan    the client and daemon tests under ThreadSanitizer
 #                      (build/tsan/)
 #   make check-valgrind   the integration tests under valgrind memcheck
@@ -19,7 +21,8 @@
 #
 # Every part builds from the sources that sit in its directory, so a new
 # file needs no edit here:
-#   proto/*.c                      -> the daemon; all but decode*.c, the library
+#   proto/*.c                      -> the daemon; all but decode*.c, the library;
+#                                     common.c (shared constants), the CLI
 #   client/*.c                     -> libctxleak.so.0 and libctxleak.a
 #   cli/*.c                        -> ctxleak (the CLI)
 #   daemon/ctxleakd.c              -> main() of ctxleakd
@@ -28,8 +31,19 @@
 #   bench/bench_*.c                -> one benchmark program each
 #   examples/*.c                   -> one example worker each
 
+# The one version of the tree: compiled into every part as
+# CTXLEAK_BUILD_VERSION (proto/common.h).  The public header spells it too,
+# for its users' preprocessors; the build stops when that differs.
 VERSION   := 0.1.0
 SOVERSION := 0
+HDR_VERSION := $(shell sed -n 's/^\#define CTXLEAK_VERSION_STRING "\(.*\)"$$/\1/p' client/ctxleak.h)
+HDR_VERSION_NUMBER := $(shell sed -n 's/^\#define CTXLEAK_VERSION_NUMBER \(0x[0-9a-fA-F]*\).*/\1/p' client/ctxleak.h)
+ifneq ($(HDR_VERSION),$(VERSION))
+$(error client/ctxleak.h says CTXLEAK_VERSION_STRING "$(HDR_VERSION)", the Makefile VERSION $(VERSION))
+endif
+ifneq ($(HDR_VERSION_NUMBER),$(shell printf '0x%02x%02x%02x' $(subst ., ,$(VERSION))))
+$(error client/ctxleak.h says CTXLEAK_VERSION_NUMBER $(HDR_VERSION_NUMBER), not VERSION $(VERSION) as 0xMMmmpp)
+endif
 
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
@@ -61,6 +75,9 @@ else ifeq ($(TSAN),1)
 B         := build/tsan
 CFLAGS    := -O1 -g -fno-omit-frame-pointer -fsanitize=thread
 LDFLAGS   += -fsanitize=thread
+else ifeq ($(RELEASE),1)
+B         := build/release
+NDEBUG    := -DNDEBUG
 else
 B         := build
 endif
@@ -73,7 +90,10 @@ SQLITE_LIBS  = $(shell pkg-config --libs sqlite3 2>/dev/null)
 SYSTEMD_LIBS = $(shell pkg-config --libs libsystemd 2>/dev/null)
 CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
 
-ALL_CFLAGS = $(STD) $(CFLAGS) $(PKG_CFLAGS)
+# Every build but RELEASE=1 keeps the assert()s that state invariants:
+# the one make check tests, the sanitizers', the fuzzer's.
+ALL_CFLAGS = $(STD) $(CFLAGS) $(PKG_CFLAGS) $(NDEBUG) \
+	-DCTXLEAK_BUILD_VERSION='"$(VERSION)"'
 
 # Each part is compiled with the include paths of the parts it may use, so
 # that the compiler enforces the layering: the protocol stands alone; the
@@ -169,7 +189,9 @@ $(DCORE_A): $(call obj,$(DCORE_SRCS))
 $(CTXLEAKD): $(call obj,$(DMAIN_SRCS)) $(DCORE_A) $(PROTO_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS) $(LDLIBS_PTHREAD)
 
-$(CTXLEAK): $(call obj,$(CLI_SRCS))
+# The CLI takes proto/'s common constants only: it depends on the
+# database, not on the protocol.
+$(CTXLEAK): $(call obj,$(CLI_SRCS) proto/common.c)
 	$(CC) $(LDFLAGS) -o $@ $^ $(SQLITE_LIBS)
 
 $(B)/tests/%: $(B)/tests/%.o $(call obj,$(TSUP_SRCS)) $(DCORE_A) $(CLIENT_A) $(PROTO_A)

@@ -9,10 +9,6 @@
 
 #include "cli.h"
 
-const char *const cli_class_names[CLI_CLASS_COUNT] = {
-    "bleed", "stale", "overlap", "lost", "misnest", "unclosed",
-};
-
 const char *const cli_class_fixes[CLI_CLASS_COUNT] = {
     /* bleed */
     "the storage does not follow the work: carry the context across the "

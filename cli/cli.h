@@ -16,12 +16,12 @@
 
 #include <sqlite3.h>
 
-#define CLI_VERSION "0.1.0"
-/* The PRAGMA user_version this CLI reads: a newer file needs a newer
- * CLI, an older one a start of ctxleakd, which migrates it. */
-#define CLI_SCHEMA_VERSION 7
-/* PRAGMA application_id of every ctxleak database: "cxlk". */
-#define CLI_APPLICATION_ID 0x63786c6b
+#include "common.h"
+
+/* The version, schema version and application ID: proto/common.h. */
+#define CLI_VERSION	   COMMON_VERSION
+#define CLI_SCHEMA_VERSION COMMON_SCHEMA_VERSION
+#define CLI_APPLICATION_ID COMMON_APPLICATION_ID
 
 /* Exit codes, for scripts. */
 enum {
@@ -32,9 +32,9 @@ enum {
 	CLI_EXIT_NOT_FOUND = 4, /* show: no request matches */
 };
 
-/* Leak classes, in the order reports list them. */
-#define CLI_CLASS_COUNT 6
-extern const char *const cli_class_names[CLI_CLASS_COUNT];
+/* Leak classes, in the order reports list them (proto/common.h). */
+#define CLI_CLASS_COUNT COMMON_CLASS_COUNT
+#define cli_class_names common_class_names
 /* What to change in the code, per class (the README's class table). */
 extern const char *const cli_class_fixes[CLI_CLASS_COUNT];
 /* The fix of a class by name; NULL for a name that is none. */
@@ -117,9 +117,10 @@ int cli_parse_classes(const char *option, const char *list, unsigned *out);
 /* ------------------------------------------------------------ cli_db.c */
 
 /* The system daemon's database, which root reads by default. */
-#define CLI_SYSTEM_DB "/var/lib/ctxleak/ctxleak.db"
+#define CLI_SYSTEM_DB COMMON_SYSTEM_DB
 
-/* The daemon's default database path for this user, in buf. */
+/* The daemon's default database path for this user, in buf (the rule of
+ * proto/common.h, the daemon's). */
 const char *cli_db_default(char *buf, size_t len);
 /* Opens c->db_path read-only and checks that it is a ctxleak database
  * this CLI can read; else one line on stderr and CLI_EXIT_DB. */

@@ -21,16 +21,9 @@
 
 const char *cli_db_default(char *buf, size_t len)
 {
-	const char *state = getenv("XDG_STATE_HOME");
-	const char *home = getenv("HOME");
-
-	if (geteuid() == 0)
-		snprintf(buf, len, CLI_SYSTEM_DB);
-	else if (state && state[0] == '/')
-		snprintf(buf, len, "%s/ctxleak/ctxleak.db", state);
-	else
-		snprintf(buf, len, "%s/.local/state/ctxleak/ctxleak.db",
-			 home ? home : "");
+	/* Too long a path for buf is one no file has: opening it fails. */
+	if (common_default_path(COMMON_DB, buf, len) == -1)
+		snprintf(buf, len, "%s", "");
 	return buf;
 }
 
@@ -38,28 +31,17 @@ const char *cli_db_default(char *buf, size_t len)
  * ran sudo, in buf; NULL when there is none. */
 static const char *user_db(char *buf, size_t len)
 {
-	const char *state = getenv("XDG_STATE_HOME");
-	const char *home = getenv("HOME");
 	const char *sudo = getenv("SUDO_USER");
 	struct passwd *pw = sudo && *sudo ? getpwnam(sudo) : NULL;
 	struct stat st;
 
-	if (state && state[0] == '/') {
-		snprintf(buf, len, "%s/ctxleak/ctxleak.db", state);
-		if (stat(buf, &st) == 0)
-			return buf;
-	}
-	if (home && home[0] == '/') {
-		snprintf(buf, len, "%s/.local/state/ctxleak/ctxleak.db", home);
-		if (stat(buf, &st) == 0)
-			return buf;
-	}
-	if (pw && pw->pw_dir) {
-		snprintf(buf, len, "%s/.local/state/ctxleak/ctxleak.db",
-			 pw->pw_dir);
-		if (stat(buf, &st) == 0)
-			return buf;
-	}
+	if (common_user_path(COMMON_DB, NULL, buf, len) == 0 &&
+	    stat(buf, &st) == 0)
+		return buf;
+	if (pw && pw->pw_dir &&
+	    common_user_path(COMMON_DB, pw->pw_dir, buf, len) == 0 &&
+	    stat(buf, &st) == 0)
+		return buf;
 	return NULL;
 }
 

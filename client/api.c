@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "client.h"
+#include "common.h"
 
 /* The macros of ctxleak.h would rename the plain functions below. */
 #undef ctxleak_begin
@@ -262,22 +263,6 @@ static int copy_string(char *dst, size_t cap, const char *src)
 	return CTXLEAK_OK;
 }
 
-/* The daemon's default, shared with ctxleakd and the CLI (DESIGN.md). */
-static int default_socket(char *dst, size_t cap)
-{
-	const char *xdg = getenv("XDG_RUNTIME_DIR");
-	int n;
-
-	if (geteuid() == 0)
-		n = snprintf(dst, cap, "/run/ctxleak/ctxleak.sock");
-	else if (xdg && *xdg)
-		n = snprintf(dst, cap, "%s/ctxleak/ctxleak.sock", xdg);
-	else
-		n = snprintf(dst, cap, "/tmp/ctxleak-%u/ctxleak.sock",
-			     (unsigned)getuid());
-	return n < 0 || (size_t)n >= cap ? CTXLEAK_EINVAL : CTXLEAK_OK;
-}
-
 static const char *option_or_env(const char *value, const char *env)
 {
 	const char *s = value ? value : getenv(env);
@@ -291,10 +276,15 @@ static int configure(const struct ctxleak_options *o)
 	const char *app = option_or_env(o->app, "CTXLEAK_APP");
 	int err;
 
-	err = sock ? copy_string(cl_config.socket_path,
-				 sizeof(cl_config.socket_path), sock)
-		   : default_socket(cl_config.socket_path,
-				    sizeof(cl_config.socket_path));
+	/* The daemon's default, by the rule of proto/common.h. */
+	if (sock)
+		err = copy_string(cl_config.socket_path,
+				  sizeof(cl_config.socket_path), sock);
+	else if (common_default_path(COMMON_SOCKET, cl_config.socket_path,
+				     sizeof(cl_config.socket_path)) == -1)
+		err = CTXLEAK_EINVAL;
+	else
+		err = CTXLEAK_OK;
 	if (err)
 		return err;
 	snprintf(cl_config.app, sizeof(cl_config.app), "%s",

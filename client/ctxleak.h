@@ -27,6 +27,7 @@
 extern "C" {
 #endif
 
+/* The Makefile's VERSION: the build stops when these two say otherwise. */
 #define CTXLEAK_VERSION_STRING "0.1.0"
 #define CTXLEAK_VERSION_NUMBER 0x000100 /* 0xMMmmpp */
 

@@ -5,12 +5,18 @@
  * It runs in the foreground (systemd or the user supervises it) until
  * SIGTERM or SIGINT, then drains: nothing the kernel accepted from a
  * client is lost, and what clients send after that fails on their side.
+ *
+ * Every option is one row of options[]: its name, argument, default, help
+ * text, cfg field and kind.  --help, getopt_long's array and the parsing
+ * all come from that table; daemon/ctxleakd.8 describes each row
+ * (tests/test_options.c checks that it names them all).
  */
+#include <assert.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
-#include <pwd.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,26 +29,6 @@
 
 #define NS_PER_SEC    1000000000ULL
 #define STORE_TICK_MS 100
-/* Held records are those of requests still open under --keep=leaky, kept
- * in case a finding names the request: far more than the in-flight
- * requests of any service need, far less than an unbounded request
- * could take. */
-#define DEFAULT_MAX_HELD    (64ULL << 20)
-#define DEFAULT_MAX_PENDING (64ULL << 20)
-/* About 200 MB of open scopes (under 200 bytes each). */
-#define DEFAULT_MAX_OPEN_SCOPES_TOTAL (1ULL << 20)
-/* About 75 MB of ended scopes with their requests (under 300 bytes each):
- * sixteen processes' worth of the per-process default. */
-#define DEFAULT_MAX_ENDED_SCOPES_TOTAL (1ULL << 18)
-/* A host with several thousand instrumented workers, one connection
- * each.  Each costs the daemon about 16 KiB idle, at most one read
- * (64 KiB), one record (--max-record-size) and its sites (512 KiB) more,
- * and one descriptor (the unit's LimitNOFILE=16384 leaves room). */
-#define DEFAULT_MAX_CONNECTIONS 4096
-/* The library writes a record with one send() on a local socket, so a
- * record stays incomplete only while a client is stopped mid-write or
- * means harm: seconds are generous. */
-#define DEFAULT_PARTIAL_TIMEOUT (5 * NS_PER_SEC)
 
 struct config cfg;
 
@@ -50,74 +36,6 @@ static struct store *store;
 static struct event_base *base;
 static char default_socket[PATH_MAX];
 static char default_db[PATH_MAX];
-
-static const char usage_text[] =
-    "usage: ctxleakd [options]\n"
-    "Collect records from ctxleak clients, find context leaks, store "
-    "them in SQLite.\n"
-    "\n"
-    "  --socket PATH           listen here (default %s)\n"
-    "  --db PATH               database file (default %s)\n"
-    "  --keep leaky|all        leaky (default): rows and records of the "
-    "requests\n"
-    "                          in a finding, counts of the others; all: "
-    "every one\n"
-    "  --what-if on|off        replay every process under the thread,\n"
-    "                          global and task backends and count what\n"
-    "                          each would find (default on); --no-what-if\n"
-    "                          is off\n"
-    "  --log-level LEVEL       error, warn, info (default) or debug\n"
-    "  --log-file PATH         append the log here instead of stderr;\n"
-    "                          SIGHUP reopens it\n"
-    "  --max-connections N     client connections at once (default %u);\n"
-    "                          each costs about 16K idle, 656K at most\n"
-    "  --max-open-scopes N     open scopes per process (default %u)\n"
-    "  --max-open-scopes-total N\n"
-    "                          open scopes of all processes together\n"
-    "                          (default %llu); past it, the process with the\n"
-    "                          most forgets its oldest\n"
-    "  --max-ended-scopes N    ended scopes remembered per process, to tell\n"
-    "                          stale context (default %u)\n"
-    "  --max-ended-scopes-total N\n"
-    "                          ended scopes of all processes together\n"
-    "                          (default %llu); past it, the process with the\n"
-    "                          most forgets its oldest\n"
-    "  --max-request-age DUR   report requests open longer as unclosed\n"
-    "                          (default 1h; 0: never)\n"
-    "  --max-held SIZE         memory that requests hold: scope names,\n"
-    "                          tags, and records under --keep=leaky\n"
-    "                          (default 64M)\n"
-    "  --max-pending SIZE      records held in memory until a watermark\n"
-    "                          orders them (default 64M)\n"
-    "  --retention AGE[,SIZE]  delete data older than AGE or beyond SIZE\n"
-    "                          (e.g. 7d, 7d,1G or ,500M; default: keep)\n"
-    "  --linger DUR            wait for a reconnection this long before\n"
-    "                          finalising a process (default 1s)\n"
-    "  --partial-timeout DUR   close a connection whose record stays\n"
-    "                          incomplete this long, keeping what came\n"
-    "                          before it (default 5s; 0: never)\n"
-    "  --max-record-size N     bytes in one record (default %u)\n"
-    "  --max-string N          bytes in one string (default %u)\n"
-    "  --help, --version\n"
-    "\n"
-    "Durations take a unit: ns, us, ms, s, m, h, d (0 needs none).  "
-    "Sizes take\n"
-    "an optional K, M or G (powers of 1024).\n";
-
-static void usage(FILE *out)
-{
-	struct rules_config rc;
-	struct proto_limits lim;
-
-	rules_config_default(&rc);
-	proto_limits_default(&lim);
-	fprintf(out, usage_text, default_socket, default_db,
-		cfg.max_connections, rc.max_open_scopes,
-		(unsigned long long)DEFAULT_MAX_OPEN_SCOPES_TOTAL,
-		rc.max_ended_scopes,
-		(unsigned long long)DEFAULT_MAX_ENDED_SCOPES_TOTAL,
-		lim.max_object, lim.max_string);
-}
 
 static void __attribute__((noreturn, format(printf, 1, 2)))
 bad_usage(const char *fmt, ...)
@@ -230,40 +148,359 @@ static void parse_retention(const char *s)
 	    comma != NULL ? parse_size("retention", comma + 1, UINT64_MAX) : 0;
 }
 
-/* As root the system paths; otherwise the XDG base directories, the same
- * the client and the CLI look at. */
+/* The defaults of --socket and --db: the rule of proto/common.h, by which
+ * the client and the CLI find them. */
 static void set_default_paths(void)
 {
-	const char *runtime = getenv("XDG_RUNTIME_DIR");
-	const char *state = getenv("XDG_STATE_HOME");
-	const char *home = getenv("HOME");
-	struct passwd *pw;
-
-	if (geteuid() == 0) {
-		snprintf(default_socket, sizeof default_socket,
-			 "/run/ctxleak/ctxleak.sock");
-		snprintf(default_db, sizeof default_db,
-			 "/var/lib/ctxleak/ctxleak.db");
-		return;
-	}
-	if (runtime != NULL && *runtime != '\0')
-		snprintf(default_socket, sizeof default_socket,
-			 "%s/ctxleak/ctxleak.sock", runtime);
-	else
-		snprintf(default_socket, sizeof default_socket,
-			 "/tmp/ctxleak-%u/ctxleak.sock", (unsigned)getuid());
-	if (home == NULL || *home == '\0') {
-		pw = getpwuid(getuid());
-		home = pw != NULL ? pw->pw_dir : "/";
-	}
-	if (state != NULL && *state != '\0')
-		snprintf(default_db, sizeof default_db, "%s/ctxleak/ctxleak.db",
-			 state);
-	else
-		snprintf(default_db, sizeof default_db,
-			 "%s/.local/state/ctxleak/ctxleak.db", home);
+	if (common_default_path(COMMON_SOCKET, default_socket,
+				sizeof default_socket) == -1 ||
+	    common_default_path(COMMON_DB, default_db, sizeof default_db) == -1)
+		fatalx("the default socket or database path is longer than "
+		       "%d bytes: pass --socket and --db",
+		       PATH_MAX - 1);
 }
 
+/* ------------------------------------------------------------ options */
+
+/* How an option's argument is read into its cfg field (kinds[]). */
+enum opt_kind {
+	K_PATH,	     /* a string; max: its length limit (0: none) */
+	K_CHOICE,    /* one of choices[]: the field is its index */
+	K_OFF,	     /* no argument: the field is 0 */
+	K_LOG,	     /* a log level by name */
+	K_COUNT,     /* a positive integer (K, M, G allowed) */
+	K_SIZE,	     /* bytes, with K, M or G, min to max */
+	K_DURATION,  /* with a unit: 500ms, 10s, 7d */
+	K_RETENTION, /* AGE[,SIZE] into retention_age and retention_bytes */
+	K_HELP,	     /* no argument: --help, then exit */
+	K_VERSION,   /* no argument: the version, then exit */
+};
+
+struct opt {
+	const char *name;	    /* --name */
+	const char *arg;	    /* the argument in --help; NULL: none */
+	enum opt_kind kind;	    /* how the argument is read (kinds[]) */
+	size_t offset, size;	    /* the cfg field (FIELD); 0, 0: none */
+	const char *def;	    /* the default, read as an argument; NULL:
+				       set_defaults' (shown), or none */
+	uint64_t min, max;	    /* K_SIZE's bounds; K_PATH's max length */
+	const char *const *choices; /* K_CHOICE's values, NULL-terminated */
+	const char *help;	    /* --help's text, wrapped there */
+};
+
+#define FIELD(f) offsetof(struct config, f), sizeof(((struct config *)0)->f)
+#define NO_FIELD 0, 0 /* the kind's parser knows what to set */
+/* A Unix socket's path fits in sun_path, 108 bytes with its NUL. */
+#define SOCKET_PATH_MAX 107
+
+static const char *const keep_choices[] = {"leaky", "all", NULL};
+static const char *const on_off[] = {"off", "on", NULL};
+
+static const struct opt options[] = {
+    {"socket", "PATH", K_PATH, FIELD(socket_path), NULL, 0, SOCKET_PATH_MAX,
+     NULL, "listen here"},
+    {"db", "PATH", K_PATH, FIELD(db_path), NULL, 0, 0, NULL, "database file"},
+    {"keep", "leaky|all", K_CHOICE, FIELD(keep_all), "leaky", 0, 0,
+     keep_choices,
+     "leaky: rows and records of the requests in a finding, counts of the "
+     "others; all: every one"},
+    {"what-if", "on|off", K_CHOICE, FIELD(what_if), "on", 0, 0, on_off,
+     "replay every process under the thread, global and task backends and "
+     "count what each would find"},
+    {"no-what-if", NULL, K_OFF, FIELD(what_if), NULL, 0, 0, NULL,
+     "the same as --what-if off"},
+    {"log-level", "LEVEL", K_LOG, FIELD(log_level), "info", 0, 0, NULL,
+     "error, warn, info or debug"},
+    {"log-file", "PATH", K_PATH, FIELD(log_path), NULL, 0, 0, NULL,
+     "append the log here instead of stderr; SIGHUP reopens it"},
+    /* A host with several thousand instrumented workers, one connection
+     * each.  Each costs the daemon about 16 KiB idle, at most one read
+     * (64 KiB), one record (--max-record-size) and its sites (512 KiB)
+     * more, and one descriptor (the unit's LimitNOFILE=16384 leaves
+     * room). */
+    {"max-connections", "N", K_COUNT, FIELD(max_connections), "4096", 0, 0,
+     NULL,
+     "client connections at once; each costs about 16K idle, 656K "
+     "at most"},
+    {"max-open-scopes", "N", K_COUNT, FIELD(max_open_scopes), NULL, 0, 0, NULL,
+     "open scopes per process"},
+    /* About 200 MB of open scopes (under 200 bytes each). */
+    {"max-open-scopes-total", "N", K_COUNT, FIELD(max_open_scopes_total), "1M",
+     0, 0, NULL,
+     "open scopes of all processes together; past it, the process with the "
+     "most forgets its oldest"},
+    {"max-ended-scopes", "N", K_COUNT, FIELD(max_ended_scopes), NULL, 0, 0,
+     NULL, "ended scopes remembered per process, to tell stale context"},
+    /* About 75 MB of ended scopes with their requests (under 300 bytes
+     * each): sixteen processes' worth of the per-process default. */
+    {"max-ended-scopes-total", "N", K_COUNT, FIELD(max_ended_scopes_total),
+     "256K", 0, 0, NULL,
+     "ended scopes of all processes together; past it, the process with "
+     "the most forgets its oldest"},
+    {"max-request-age", "DUR", K_DURATION, FIELD(max_request_age), NULL, 0, 0,
+     NULL, "report requests open longer as unclosed; 0: never"},
+    /* Held records are those of requests still open under --keep=leaky,
+     * kept in case a finding names the request: far more than the
+     * in-flight requests of any service need, far less than an unbounded
+     * request could take. */
+    {"max-held", "SIZE", K_SIZE, FIELD(max_held), "64M", 0, UINT64_MAX, NULL,
+     "memory that requests hold: scope names, tags, and records under "
+     "--keep=leaky"},
+    {"max-pending", "SIZE", K_SIZE, FIELD(max_pending), "64M", 0, UINT64_MAX,
+     NULL, "records held in memory until a watermark orders them"},
+    {"retention", "AGE[,SIZE]", K_RETENTION, NO_FIELD, NULL, 0, 0, NULL,
+     "delete data older than AGE or beyond SIZE (e.g. 7d, 7d,1G or ,500M; "
+     "default: keep)"},
+    {"linger", "DUR", K_DURATION, FIELD(linger), "1s", 0, 0, NULL,
+     "wait for a reconnection this long before finalising a process"},
+    /* The library writes a record with one send() on a local socket, so
+     * a record stays incomplete only while a client is stopped mid-write
+     * or means harm: seconds are generous. */
+    {"partial-timeout", "DUR", K_DURATION, FIELD(partial_timeout), "5s", 0, 0,
+     NULL,
+     "close a connection whose record stays incomplete this long, keeping "
+     "what came before it; 0: never"},
+    {"max-record-size", "N", K_SIZE, FIELD(limits.max_object), NULL, 64,
+     64ULL << 20, NULL, "bytes in one record"},
+    {"max-string", "N", K_SIZE, FIELD(limits.max_string), NULL, 0, 64ULL << 20,
+     NULL, "bytes in one string"},
+    {"help", NULL, K_HELP, NO_FIELD, NULL, 0, 0, NULL, "this help"},
+    {"version", NULL, K_VERSION, NO_FIELD, NULL, 0, 0, NULL, "the version"},
+};
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+/* The option's cfg field. */
+static void *field(const struct opt *o)
+{
+	assert(o->size > 0 && o->offset + o->size <= sizeof cfg);
+	return (char *)&cfg + o->offset;
+}
+
+/* Integer fields are 4 or 8 bytes (unsigned, uint32_t, int, an enum,
+ * uint64_t): v is stored in the field's width. */
+static void set_uint(const struct opt *o, uint64_t v)
+{
+	uint32_t v32 = (uint32_t)v;
+
+	assert(o->size == sizeof v32 || o->size == sizeof v);
+	if (o->size == sizeof v32)
+		memcpy(field(o), &v32, sizeof v32);
+	else
+		memcpy(field(o), &v, sizeof v);
+}
+
+static uint64_t get_uint(const struct opt *o)
+{
+	uint32_t v32;
+	uint64_t v;
+
+	assert(o->size == sizeof v32 || o->size == sizeof v);
+	if (o->size == sizeof v)
+		memcpy(&v, field(o), sizeof v);
+	else {
+		memcpy(&v32, field(o), sizeof v32);
+		v = v32;
+	}
+	return v;
+}
+
+static void parse_path(const struct opt *o, const char *arg)
+{
+	if (o->max > 0 && (*arg == '\0' || strlen(arg) > o->max))
+		bad_usage("--%s: path empty or longer than %llu bytes", o->name,
+			  (unsigned long long)o->max);
+	memcpy(field(o), &arg, sizeof arg);
+}
+
+static void parse_choice(const struct opt *o, const char *arg)
+{
+	const char *const *c;
+
+	for (c = o->choices; *c != NULL; c++)
+		if (strcmp(arg, *c) == 0) {
+			set_uint(o, (uint64_t)(c - o->choices));
+			return;
+		}
+	bad_usage("--%s: '%s' is neither %s nor %s", o->name, arg,
+		  o->choices[0], o->choices[1]);
+}
+
+static void parse_off(const struct opt *o, const char *arg)
+{
+	(void)arg;
+	set_uint(o, 0);
+}
+
+static void parse_log(const struct opt *o, const char *arg)
+{
+	int level = log_level_from_name(arg);
+
+	if (level < 0)
+		bad_usage("--%s: '%s' is not one of error, warn, info, debug",
+			  o->name, arg);
+	set_uint(o, (uint64_t)level);
+}
+
+static void parse_count_opt(const struct opt *o, const char *arg)
+{
+	set_uint(o, parse_count(o->name, arg));
+}
+
+static void parse_size_opt(const struct opt *o, const char *arg)
+{
+	uint64_t v = parse_size(o->name, arg, o->max);
+
+	if (v < o->min)
+		bad_usage("--%s: at least %llu bytes", o->name,
+			  (unsigned long long)o->min);
+	set_uint(o, v);
+}
+
+static void parse_duration_opt(const struct opt *o, const char *arg)
+{
+	set_uint(o, parse_duration(o->name, arg));
+}
+
+static void parse_retention_opt(const struct opt *o, const char *arg)
+{
+	(void)o;
+	parse_retention(arg);
+}
+
+static void usage(FILE *out);
+
+static void parse_help(const struct opt *o, const char *arg)
+{
+	(void)o;
+	(void)arg;
+	usage(stdout);
+	exit(0);
+}
+
+static void parse_version(const struct opt *o, const char *arg)
+{
+	(void)o;
+	(void)arg;
+	printf("ctxleakd %s\n", CTXLEAKD_VERSION);
+	exit(0);
+}
+
+/* By enum opt_kind. */
+static void (*const kinds[])(const struct opt *o, const char *arg) = {
+    [K_PATH] = parse_path,
+    [K_CHOICE] = parse_choice,
+    [K_OFF] = parse_off,
+    [K_LOG] = parse_log,
+    [K_COUNT] = parse_count_opt,
+    [K_SIZE] = parse_size_opt,
+    [K_DURATION] = parse_duration_opt,
+    [K_RETENTION] = parse_retention_opt,
+    [K_HELP] = parse_help,
+    [K_VERSION] = parse_version,
+};
+
+/* The largest unit that divides v exactly ("64M", "1h"); v itself when
+ * none does. */
+static const char *with_unit(uint64_t v, const struct unit *units, char *buf,
+			     size_t len)
+{
+	const struct unit *best = NULL;
+
+	for (; v > 0 && units->suffix != NULL; units++)
+		if (v % units->mult == 0 &&
+		    (best == NULL || units->mult > best->mult))
+			best = units;
+	if (best == NULL || best->mult == 1)
+		snprintf(buf, len, "%llu", (unsigned long long)v);
+	else
+		snprintf(buf, len, "%llu%s",
+			 (unsigned long long)(v / best->mult), best->suffix);
+	return buf;
+}
+
+/* An option's default as --help shows it, in buf; NULL: none to show. */
+static const char *shown_default(const struct opt *o, char *buf, size_t len)
+{
+	const char *s;
+
+	if (o->def != NULL)
+		return o->def;
+	switch (o->kind) {
+	case K_PATH:
+		memcpy(&s, field(o), sizeof s);
+		return s;
+	case K_COUNT:
+		snprintf(buf, len, "%llu", (unsigned long long)get_uint(o));
+		return buf;
+	case K_SIZE:
+		return with_unit(get_uint(o), size_units, buf, len);
+	case K_DURATION:
+		return with_unit(get_uint(o), duration_units, buf, len);
+	default:
+		return NULL;
+	}
+}
+
+/* Words of text from column `col` to 79, each line after the first
+ * indented to `indent`. */
+static void wrap(FILE *out, const char *text, int col, int indent)
+{
+	while (*text != '\0') {
+		int n = (int)strcspn(text, " ");
+
+		if (col > indent && col + 1 + n > 79) {
+			fprintf(out, "\n%*s", indent, "");
+			col = indent;
+		} else if (col > indent) {
+			fputc(' ', out);
+			col++;
+		}
+		fprintf(out, "%.*s", n, text);
+		col += n;
+		text += n;
+		text += strspn(text, " ");
+	}
+	fputc('\n', out);
+}
+
+#define HELP_COLUMN 26
+
+static void usage(FILE *out)
+{
+	char name[64], def[PATH_MAX], text[PATH_MAX + 512];
+	const char *d;
+
+	fputs("usage: ctxleakd [options]\n"
+	      "Collect records from ctxleak clients, find context leaks, "
+	      "store them in SQLite.\n\n",
+	      out);
+	for (size_t i = 0; i < NOPTIONS; i++) {
+		const struct opt *o = &options[i];
+		int n;
+
+		snprintf(name, sizeof name, "  --%s%s%s", o->name,
+			 o->arg != NULL ? " " : "",
+			 o->arg != NULL ? o->arg : "");
+		d = shown_default(o, def, sizeof def);
+		snprintf(text, sizeof text, "%s%s%s%s", o->help,
+			 d != NULL ? " (default " : "", d != NULL ? d : "",
+			 d != NULL ? ")" : "");
+		n = fprintf(out, "%s", name);
+		if (n + 1 > HELP_COLUMN) {
+			fputc('\n', out);
+			n = 0;
+		}
+		fprintf(out, "%*s", HELP_COLUMN - n, "");
+		wrap(out, text, HELP_COLUMN, HELP_COLUMN);
+	}
+	fputs(
+	    "\nDurations take a unit: ns, us, ms, s, m, h, d (0 needs none).  "
+	    "Sizes take\nan optional K, M or G (powers of 1024).\n",
+	    out);
+}
+
+/* The defaults the rules engine and the protocol keep, then every
+ * option's default read as its argument would be. */
 static void set_defaults(void)
 {
 	struct rules_config rc;
@@ -272,183 +509,37 @@ static void set_defaults(void)
 	set_default_paths();
 	cfg.socket_path = default_socket;
 	cfg.db_path = default_db;
-	cfg.log_level = LOG_LEVEL_INFO;
-	cfg.max_connections = DEFAULT_MAX_CONNECTIONS;
 	cfg.max_open_scopes = rc.max_open_scopes;
-	cfg.max_open_scopes_total = DEFAULT_MAX_OPEN_SCOPES_TOTAL;
-	cfg.max_ended_scopes_total = DEFAULT_MAX_ENDED_SCOPES_TOTAL;
 	cfg.max_ended_scopes = rc.max_ended_scopes;
 	cfg.max_request_age = rc.max_request_age;
-	cfg.max_held = DEFAULT_MAX_HELD;
-	cfg.max_pending = DEFAULT_MAX_PENDING;
-	cfg.linger = NS_PER_SEC;
-	cfg.what_if = 1;
-	cfg.partial_timeout = DEFAULT_PARTIAL_TIMEOUT;
 	proto_limits_default(&cfg.limits);
+	for (size_t i = 0; i < NOPTIONS; i++)
+		if (options[i].def != NULL)
+			kinds[options[i].kind](&options[i], options[i].def);
 }
 
-enum {
-	OPT_SOCKET = 256,
-	OPT_DB,
-	OPT_KEEP,
-	OPT_WHAT_IF,
-	OPT_NO_WHAT_IF,
-	OPT_LOG_LEVEL,
-	OPT_LOG_FILE,
-	OPT_MAX_CONNECTIONS,
-	OPT_MAX_OPEN_SCOPES,
-	OPT_MAX_ENDED_SCOPES,
-	OPT_MAX_REQUEST_AGE,
-	OPT_MAX_HELD,
-	OPT_MAX_PENDING,
-	OPT_MAX_OPEN_SCOPES_TOTAL,
-	OPT_MAX_ENDED_SCOPES_TOTAL,
-	OPT_RETENTION,
-	OPT_LINGER,
-	OPT_PARTIAL_TIMEOUT,
-	OPT_MAX_RECORD_SIZE,
-	OPT_MAX_STRING,
-	OPT_HELP,
-	OPT_VERSION,
-};
-
-static const struct option long_options[] = {
-    {"socket", required_argument, NULL, OPT_SOCKET},
-    {"db", required_argument, NULL, OPT_DB},
-    {"keep", required_argument, NULL, OPT_KEEP},
-    {"what-if", required_argument, NULL, OPT_WHAT_IF},
-    {"no-what-if", no_argument, NULL, OPT_NO_WHAT_IF},
-    {"log-level", required_argument, NULL, OPT_LOG_LEVEL},
-    {"log-file", required_argument, NULL, OPT_LOG_FILE},
-    {"max-connections", required_argument, NULL, OPT_MAX_CONNECTIONS},
-    {"max-open-scopes", required_argument, NULL, OPT_MAX_OPEN_SCOPES},
-    {"max-open-scopes-total", required_argument, NULL,
-     OPT_MAX_OPEN_SCOPES_TOTAL},
-    {"max-ended-scopes", required_argument, NULL, OPT_MAX_ENDED_SCOPES},
-    {"max-ended-scopes-total", required_argument, NULL,
-     OPT_MAX_ENDED_SCOPES_TOTAL},
-    {"max-request-age", required_argument, NULL, OPT_MAX_REQUEST_AGE},
-    {"max-held", required_argument, NULL, OPT_MAX_HELD},
-    {"max-pending", required_argument, NULL, OPT_MAX_PENDING},
-    {"retention", required_argument, NULL, OPT_RETENTION},
-    {"linger", required_argument, NULL, OPT_LINGER},
-    {"partial-timeout", required_argument, NULL, OPT_PARTIAL_TIMEOUT},
-    {"max-record-size", required_argument, NULL, OPT_MAX_RECORD_SIZE},
-    {"max-string", required_argument, NULL, OPT_MAX_STRING},
-    {"help", no_argument, NULL, OPT_HELP},
-    {"version", no_argument, NULL, OPT_VERSION},
-    {NULL, 0, NULL, 0},
-};
-
-static void parse_keep(const char *s)
-{
-	if (strcmp(s, "all") == 0)
-		cfg.keep_all = 1;
-	else if (strcmp(s, "leaky") == 0)
-		cfg.keep_all = 0;
-	else
-		bad_usage("--keep: '%s' is neither leaky nor all", s);
-}
-
-static void parse_option(int opt, const char *arg)
-{
-	int level;
-
-	switch (opt) {
-	case OPT_SOCKET:
-		if (*arg == '\0' || strlen(arg) >= 108)
-			bad_usage("--socket: path empty or longer than 107 "
-				  "bytes");
-		cfg.socket_path = arg;
-		break;
-	case OPT_DB:
-		cfg.db_path = arg;
-		break;
-	case OPT_KEEP:
-		parse_keep(arg);
-		break;
-	case OPT_WHAT_IF:
-		if (strcmp(arg, "on") != 0 && strcmp(arg, "off") != 0)
-			bad_usage("--what-if: '%s' is neither on nor off", arg);
-		cfg.what_if = strcmp(arg, "on") == 0;
-		break;
-	case OPT_NO_WHAT_IF:
-		cfg.what_if = 0;
-		break;
-	case OPT_LOG_LEVEL:
-		level = log_level_from_name(arg);
-		if (level < 0)
-			bad_usage("--log-level: '%s' is not one of error, "
-				  "warn, info, debug",
-				  arg);
-		cfg.log_level = (enum log_level)level;
-		break;
-	case OPT_LOG_FILE:
-		cfg.log_path = arg;
-		break;
-	case OPT_MAX_CONNECTIONS:
-		cfg.max_connections = parse_count("max-connections", arg);
-		break;
-	case OPT_MAX_OPEN_SCOPES:
-		cfg.max_open_scopes = parse_count("max-open-scopes", arg);
-		break;
-	case OPT_MAX_OPEN_SCOPES_TOTAL:
-		cfg.max_open_scopes_total =
-		    parse_count("max-open-scopes-total", arg);
-		break;
-	case OPT_MAX_ENDED_SCOPES_TOTAL:
-		cfg.max_ended_scopes_total =
-		    parse_count("max-ended-scopes-total", arg);
-		break;
-	case OPT_MAX_ENDED_SCOPES:
-		cfg.max_ended_scopes = parse_count("max-ended-scopes", arg);
-		break;
-	case OPT_MAX_REQUEST_AGE:
-		cfg.max_request_age = parse_duration("max-request-age", arg);
-		break;
-	case OPT_MAX_HELD:
-		cfg.max_held = parse_size("max-held", arg, UINT64_MAX);
-		break;
-	case OPT_MAX_PENDING:
-		cfg.max_pending = parse_size("max-pending", arg, UINT64_MAX);
-		break;
-	case OPT_RETENTION:
-		parse_retention(arg);
-		break;
-	case OPT_LINGER:
-		cfg.linger = parse_duration("linger", arg);
-		break;
-	case OPT_PARTIAL_TIMEOUT:
-		cfg.partial_timeout = parse_duration("partial-timeout", arg);
-		break;
-	case OPT_MAX_RECORD_SIZE:
-		cfg.limits.max_object =
-		    (uint32_t)parse_size("max-record-size", arg, 64ULL << 20);
-		if (cfg.limits.max_object < 64)
-			bad_usage("--max-record-size: at least 64 bytes");
-		break;
-	case OPT_MAX_STRING:
-		cfg.limits.max_string =
-		    (uint32_t)parse_size("max-string", arg, 64ULL << 20);
-		break;
-	case OPT_HELP:
-		usage(stdout);
-		exit(0);
-	case OPT_VERSION:
-		printf("ctxleakd %s\n", CTXLEAKD_VERSION);
-		exit(0);
-	default:
-		fputs("Try 'ctxleakd --help'.\n", stderr);
-		exit(2);
-	}
-}
+/* getopt_long's array from the table: option i returns OPT_BASE + i. */
+#define OPT_BASE 256
 
 static void parse_args(int argc, char **argv)
 {
+	struct option longopts[NOPTIONS + 1];
 	int opt;
 
-	while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1)
-		parse_option(opt, optarg);
+	for (size_t i = 0; i < NOPTIONS; i++)
+		longopts[i] = (struct option){
+		    options[i].name,
+		    options[i].arg != NULL ? required_argument : no_argument,
+		    NULL, OPT_BASE + (int)i};
+	memset(&longopts[NOPTIONS], 0, sizeof longopts[NOPTIONS]);
+	while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+		if (opt < OPT_BASE || opt >= OPT_BASE + (int)NOPTIONS) {
+			fputs("Try 'ctxleakd --help'.\n", stderr);
+			exit(2);
+		}
+		kinds[options[opt - OPT_BASE].kind](&options[opt - OPT_BASE],
+						    optarg);
+	}
 	if (optind < argc)
 		bad_usage("unexpected argument '%s'", argv[optind]);
 }

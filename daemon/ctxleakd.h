@@ -11,10 +11,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common.h"
 #include "proto.h"
 #include "rules.h"
 
-#define CTXLEAKD_VERSION "0.1.0"
+#define CTXLEAKD_VERSION COMMON_VERSION
 
 /* ------------------------------------------------------------ log.c */
 
@@ -178,8 +179,8 @@ void store_limit_pages(struct store *s, int64_t extra);
  * -1 and a one-line reason when the file is not a ctxleak database or is
  * of a newer schema. */
 struct sqlite3;
-#define STORE_SCHEMA_VERSION 7
-#define STORE_APPLICATION_ID 0x63786c6b /* "cxlk" */
+#define STORE_SCHEMA_VERSION COMMON_SCHEMA_VERSION
+#define STORE_APPLICATION_ID COMMON_APPLICATION_ID
 int store_schema_open(struct sqlite3 *db, const char *path, char *err,
 		      size_t errlen);
 

@@ -61,9 +61,11 @@
  * record to that true owner, so that the concurrency model inferred from
  * one program is the same under every backend (rules_model.c).
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "common.h"
 #include "rules_int.h"
 
 /* A queued record, kept as compactly as a held one, its strings after
@@ -87,9 +89,13 @@ struct judgement {
 	struct iname *name_ref; /* keeps mn.scope_name alive */
 };
 
+/* The names the database stores (proto/common.h), by this enum. */
+#define CLASS_NAME(tag, name) [LEAK_##tag] = name,
 static const char *const class_names[LEAK_CLASS_COUNT] = {
-    "", "lost", "stale", "bleed", "overlap", "misnest", "unclosed",
-};
+    [LEAK_NONE] = "", COMMON_LEAK_CLASSES(CLASS_NAME)};
+#undef CLASS_NAME
+_Static_assert(LEAK_CLASS_COUNT == COMMON_CLASS_COUNT + 1,
+	       "every leak class has its name in proto/common.h");
 
 const char *leak_class_name(enum leak_class c)
 {
@@ -273,6 +279,7 @@ static struct pnode *pending_pop(struct rules *r)
 	const struct pending *next = pending_next(r);
 	struct pnode *n = next->n;
 
+	assert(r->npending > 0 && *r->cfg.pending_bytes >= n->size);
 	if (r->nheap > 0 && next == &r->heap[0]) {
 		r->heap[0] = r->heap[--r->nheap];
 		heap_down(r->heap, r->nheap, 0);
@@ -553,6 +560,7 @@ static void req_scope_gone(struct rules *r, struct req *q, uint64_t ts)
 		return;
 	if (ts > q->last_ts)
 		q->last_ts = ts;
+	assert(q->nopen > 0); /* the scope that is gone was open */
 	if (--q->nopen == 0)
 		done_push(r, q);
 }
@@ -1243,6 +1251,10 @@ static void retire(struct rules *r, struct req *q)
 	struct rules_tag *tags = scratch(
 	    r, ntags * sizeof(*tags) +
 		   nheld * (sizeof(*rq.held) + sizeof(struct proto_record)));
+
+	/* A request retires when it has no open scope, once. */
+	assert(q->state == REQ_LIVE && q->nopen == 0);
+	assert(r->stats.requests_live > 0);
 
 	memset(&rq, 0, sizeof(rq));
 	rq.rid = q->rid;

@@ -6,6 +6,7 @@
  * string arenas, and the block cache under all of them.  Every byte
  * allocated here is counted in stats.bytes_used.
  */
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,6 +24,7 @@ void rules_mem_add(struct rules *r, size_t n)
 
 void rules_mem_sub(struct rules *r, size_t n)
 {
+	assert(r->stats.bytes_used >= n); /* given back what was added */
 	r->stats.bytes_used -= n;
 }
 
@@ -190,6 +192,8 @@ static void ptab_place(struct ptab *t, uint64_t *entry, uint32_t h)
 	uint32_t mask = (1u << t->bits) - 1;
 	uint32_t i = ptab_home(t, h);
 
+	/* A hash is never 0 (an empty slot), and a free slot is left. */
+	assert(h != 0 && t->count < (1u << t->bits));
 	while (t->hash[i] != 0)
 		i = (i + 1) & mask;
 	t->slot[i] = entry;
@@ -219,6 +223,7 @@ static int ptab_resize(struct rules *r, struct ptab *t, uint32_t bits)
 /* The caller guarantees that the key is not in the table yet. */
 int ptab_insert(struct rules *r, struct ptab *t, uint64_t *entry)
 {
+	assert(ptab_find(t, *entry) == NULL);
 	if (t->bits == 0 || ((uint64_t)t->count + 1) * PTAB_LOAD_DEN >
 				((uint64_t)t->load << t->bits)) {
 		uint32_t bits = t->bits ? t->bits + 1 : PTAB_MIN_BITS;
@@ -239,6 +244,7 @@ void ptab_remove(struct ptab *t, uint64_t ctx)
 
 	if (hit == NULL)
 		return;
+	assert(t->count > 0);
 	mask = (1u << t->bits) - 1;
 	i = (uint32_t)(hit - t->slot);
 	for (j = (i + 1) & mask; t->hash[j] != 0; j = (j + 1) & mask) {
@@ -349,6 +355,7 @@ void scope_close(struct rules *r, struct scope *s)
 	else
 		r->newest = s->older;
 	s->older = s->newer = NULL;
+	assert(r->stats.open_scopes > 0 && *r->cfg.open_scopes_total > 0);
 	r->stats.open_scopes--;
 	(*r->cfg.open_scopes_total)--;
 }
@@ -470,6 +477,7 @@ void iname_put(struct rules *r, struct iname *n)
 {
 	struct iname **pp;
 
+	assert(n == NULL || n->refs > 0);
 	if (n == NULL || --n->refs > 0)
 		return;
 	pp = &r->names[n->hash & ((1u << r->names_bits) - 1)];
@@ -505,6 +513,7 @@ struct proto_str iname_str(const struct iname *n)
 
 void req_put(struct rules *r, struct req *q)
 {
+	assert(q->refs > 0);
 	if (--q->refs > 0)
 		return;
 	iname_put(r, q->root.name);
@@ -562,6 +571,7 @@ static void ended_evict_oldest(struct rules *r)
 {
 	struct ended *e = &r->ring[r->ring_head];
 
+	assert(r->ring_count > 0);
 	ptab_remove(&r->ended_tab, e->ctx);
 	req_put(r, e->req);
 	if (e->truth != NULL)

@@ -13,13 +13,15 @@
  * counted as failed, the store is marked degraded (logged once per
  * episode, and at most once a minute when a nearly full disk flaps), rows are
  * refused until the next tick, and from then on writing resumes as normal; the
- * first commit of rows that succeeds ends the episode.  Process rows are the
- * exception: a new process's row and a finalised process's counters are held in
- * memory until a commit holds them, since nothing else could say them again.
+ * first commit of rows that succeeds ends the episode (enum store_state).
+ * Process rows are the exception: a new process's row and a finalised
+ * process's counters are held in memory until a commit holds them, since
+ * nothing else could say them again.
  *
  * Schema and migrations: store_schema.c; retention: store_retain.c; the
  * contract with the people and the CLI that read the file: SCHEMA.md.
  */
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -139,6 +141,32 @@ static const char *const sql[NSTMT] = {
 		   "site_id, count) VALUES(?1, ?2, ?3, ?4, ?5)",
 };
 
+/*
+ * The store's failure state: an episode runs from a failed write to the
+ * first commit of rows after it.  Each transition, and the function that
+ * makes it:
+ *
+ *   WRITING  --txn_failed-->          REFUSING  rolled back; logged (at
+ *                                               most once a minute)
+ *   REFUSING --txn_failed-->          REFUSING
+ *   REFUSING --store_tick,
+ *              store_process_open-->  RETRYING  rows may be tried again
+ *   RETRYING --txn_failed-->          REFUSING  the same episode: not logged
+ *   REFUSING,
+ *   RETRYING --txn_commit of rows-->  WRITING   the disk takes writes again
+ *
+ * REFUSING counts every row as failed without trying it, so that a full
+ * disk costs one failed write per tick, not one per row.  store_stats says
+ * degraded in REFUSING and RETRYING.  Whether a transaction is open
+ * (in_txn) is apart from this: process rows and retention open one in any
+ * state.
+ */
+enum store_state {
+	STORE_WRITING,
+	STORE_REFUSING,
+	STORE_RETRYING,
+};
+
 /* A process row that could not be written when its HELLO came (a full
  * disk), with copies of its strings: written with the next transaction
  * that commits.  Meanwhile the process is served, and what it sends is
@@ -187,9 +215,9 @@ struct store {
 	uint64_t pending_deleted;
 	/* Writing a request's rows, which commit together or not at all. */
 	int in_request;
-	int hold_off; /* a write failed since the last tick */
+	enum store_state state;
 	int row_error_logged;
-	int episode_logged;	 /* the current failure episode was logged */
+	int episode_logged;	 /* the current episode was logged */
 	uint64_t episode_log_at; /* CLOCK_MONOTONIC ns of that log line */
 	unsigned episodes_quiet; /* episodes since, not logged */
 
@@ -357,10 +385,9 @@ static void txn_failed(struct store *s, int rc, uint64_t extra,
 	s->pending = 0;
 	s->pending_deleted = 0;
 	s->stats.rows_failed += lost;
-	s->hold_off = 1;
-	if (!s->stats.degraded)
+	if (s->state == STORE_WRITING)
 		episode_begins(s, rc, lost, what);
-	s->stats.degraded = 1;
+	s->state = STORE_REFUSING;
 	sites_rolled_back(s->sites);
 	if (s->hook != NULL)
 		s->hook(s, STORE_HOOK_ROLLBACK, s->hook_arg);
@@ -368,7 +395,10 @@ static void txn_failed(struct store *s, int rc, uint64_t extra,
 
 static int txn_begin(struct store *s)
 {
-	int rc = sqlite3_step(s->st[ST_BEGIN]);
+	int rc;
+
+	assert(!s->in_txn); /* one transaction open at a time */
+	rc = sqlite3_step(s->st[ST_BEGIN]);
 
 	sqlite3_reset(s->st[ST_BEGIN]);
 	if (rc != SQLITE_DONE) {
@@ -584,13 +614,14 @@ static int txn_commit(struct store *s)
 	}
 	/* Only rows prove that the disk takes writes again: a transaction
 	 * that only deleted may need no new page. */
-	if (s->stats.degraded && s->pending > 0) {
+	if (s->state != STORE_WRITING && s->pending > 0) {
 		if (s->episode_logged)
 			log_info("store: writing again; %llu rows could not be "
 				 "stored",
 				 (unsigned long long)s->stats.rows_failed);
-		s->stats.degraded = 0;
+		s->state = STORE_WRITING;
 	}
+	assert(sqlite3_get_autocommit(s->db)); /* the COMMIT closed it */
 	s->in_txn = 0;
 	s->saved_rid = rid;
 	free_held_processes(s);
@@ -607,7 +638,7 @@ static int txn_commit(struct store *s)
 /* Before binding a row: 0 when it can be written now. */
 static int row_begin(struct store *s)
 {
-	if (s->hold_off || (!s->in_txn && txn_begin(s) == -1)) {
+	if (s->state == STORE_REFUSING || (!s->in_txn && txn_begin(s) == -1)) {
 		s->stats.rows_failed++;
 		return -1;
 	}
@@ -616,7 +647,10 @@ static int row_begin(struct store *s)
 
 static int row_end(struct store *s, sqlite3_stmt *st)
 {
-	int rc = sqlite3_step(st);
+	int rc;
+
+	assert(s->in_txn && s->state != STORE_REFUSING); /* row_begin's */
+	rc = sqlite3_step(st);
 
 	sqlite3_reset(st);
 	if (rc == SQLITE_DONE) {
@@ -1004,7 +1038,8 @@ int store_process_open(struct store *s, const struct store_process_info *pi,
 		out->clock_offset = pi->hello->clock_offset;
 		return 0;
 	}
-	s->hold_off = 0;
+	if (s->state == STORE_REFUSING)
+		s->state = STORE_RETRYING;
 	if (write_process(s, id, pi, now) == -1 && id == 0) {
 		if (hold_process(s, s->last_process_id + 1, pi, now) == -1)
 			return -1;
@@ -1138,7 +1173,8 @@ void store_tick(struct store *s)
 {
 	uint64_t now = clock_ns(CLOCK_MONOTONIC);
 
-	s->hold_off = 0;
+	if (s->state == STORE_REFUSING)
+		s->state = STORE_RETRYING;
 	/* Held process rows must come even if nothing else does. */
 	if ((s->held_procs != NULL || s->held_updates != NULL) && !s->in_txn)
 		txn_begin(s);
@@ -1159,6 +1195,7 @@ void store_commit(struct store *s)
 void store_stats(const struct store *s, struct store_stats *out)
 {
 	*out = s->stats;
+	out->degraded = s->state != STORE_WRITING;
 }
 
 uint64_t store_last_request_id(struct store *s)

@@ -472,11 +472,12 @@ def watermark_bound(limit, me):
 # ---------------------------------------------------------- life cycle
 
 def _default_socket():
-    """The daemon's default, as libctxleak's default_socket()."""
+    """The daemon's default, by the rule of proto/common.h (a relative
+    XDG_RUNTIME_DIR is ignored, as the XDG specification says)."""
     if os.geteuid() == 0:
         return "/run/ctxleak/ctxleak.sock"
     xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
+    if xdg and xdg.startswith("/"):
         return os.path.join(xdg, "ctxleak", "ctxleak.sock")
     return f"/tmp/ctxleak-{os.getuid()}/ctxleak.sock"
 

@@ -1,0 +1,70 @@
+/*
+ * common.c: the constants of common.h that are data, and the one rule for
+ * the default paths, shared by the library, the daemon and the CLI.
+ */
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "common.h"
+
+#define CLASS_NAME(tag, name) name,
+const char *const common_class_names[COMMON_CLASS_COUNT] = {
+    COMMON_LEAK_CLASSES(CLASS_NAME)};
+#undef CLASS_NAME
+
+/* The variable's value when it is an absolute path, else NULL. */
+static const char *absolute_env(const char *name)
+{
+	const char *v = getenv(name);
+
+	return v != NULL && v[0] == '/' ? v : NULL;
+}
+
+/* Without HOME (a service, env -i) the password database still knows the
+ * user's home: the daemon and the CLI then agree on it. */
+static const char *this_home(void)
+{
+	const char *home = absolute_env("HOME");
+	struct passwd *pw;
+
+	if (home != NULL)
+		return home;
+	pw = getpwuid(getuid());
+	return pw != NULL && pw->pw_dir != NULL ? pw->pw_dir : "";
+}
+
+int common_user_path(enum common_path which, const char *home, char *buf,
+		     size_t len)
+{
+	const char *xdg = NULL;
+	int n;
+
+	if (home == NULL)
+		xdg = absolute_env(which == COMMON_SOCKET ? "XDG_RUNTIME_DIR"
+							  : "XDG_STATE_HOME");
+	if (xdg != NULL)
+		n = snprintf(buf, len, "%s/ctxleak/%s", xdg,
+			     which == COMMON_SOCKET ? "ctxleak.sock"
+						    : "ctxleak.db");
+	else if (which == COMMON_SOCKET)
+		n = snprintf(buf, len, "/tmp/ctxleak-%u/ctxleak.sock",
+			     (unsigned)getuid());
+	else
+		n = snprintf(buf, len, "%s/.local/state/ctxleak/ctxleak.db",
+			     home != NULL ? home : this_home());
+	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+int common_default_path(enum common_path which, char *buf, size_t len)
+{
+	const char *sys;
+	int n;
+
+	if (geteuid() != 0)
+		return common_user_path(which, NULL, buf, len);
+	sys = which == COMMON_SOCKET ? COMMON_SYSTEM_SOCKET : COMMON_SYSTEM_DB;
+	n = snprintf(buf, len, "%s", sys);
+	return n < 0 || (size_t)n >= len ? -1 : 0;
+}

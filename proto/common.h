@@ -1,0 +1,77 @@
+/*
+ * common.h: the constants that the client library, the daemon and the CLI
+ * must agree on, in one place: the version, the database's schema version
+ * and application ID, the names of the leak classes, and the default
+ * socket and database paths.  proto/common.c is compiled into each of the
+ * three programs, as the rest of proto/ is.
+ *
+ * The version comes from the Makefile (VERSION, passed as
+ * -DCTXLEAK_BUILD_VERSION); the public header client/ctxleak.h spells it
+ * too, for its users' preprocessors, and the Makefile stops the build when
+ * the two differ.
+ */
+#ifndef CTXLEAK_COMMON_H
+#define CTXLEAK_COMMON_H
+
+#include <stddef.h>
+
+#ifndef CTXLEAK_BUILD_VERSION
+#error "CTXLEAK_BUILD_VERSION comes from the Makefile's VERSION"
+#endif
+#define COMMON_VERSION CTXLEAK_BUILD_VERSION
+
+/* The PRAGMA user_version that the daemon writes (daemon/SCHEMA.md) and
+ * the CLI reads: a newer file needs a newer CLI, an older one a start of
+ * ctxleakd, which migrates it. */
+#define COMMON_SCHEMA_VERSION 7
+/* The PRAGMA application_id of every ctxleak database: "cxlk". */
+#define COMMON_APPLICATION_ID 0x63786c6b
+
+/*
+ * The leak classes (DESIGN.md), in the order reports list them: the tag of
+ * the rules engine's enum leak_class, and the name the database stores.
+ * X is a macro of (tag, name); the engine indexes its names by its enum
+ * with it, the CLI lists common_class_names.
+ */
+#define COMMON_LEAK_CLASSES(X)                                                 \
+	X(BLEED, "bleed")                                                      \
+	X(STALE, "stale")                                                      \
+	X(OVERLAP, "overlap")                                                  \
+	X(LOST, "lost")                                                        \
+	X(MISNEST, "misnest")                                                  \
+	X(UNCLOSED, "unclosed")
+#define COMMON_CLASS_COUNT 6
+extern const char *const common_class_names[COMMON_CLASS_COUNT];
+
+/* As root, the system daemon's (the systemd units' and tmpfiles.d's). */
+#define COMMON_SYSTEM_SOCKET "/run/ctxleak/ctxleak.sock"
+#define COMMON_SYSTEM_DB     "/var/lib/ctxleak/ctxleak.db"
+
+enum common_path {
+	COMMON_SOCKET, /* where the daemon listens, the library connects */
+	COMMON_DB,     /* where the daemon writes, the CLI reads */
+};
+
+/*
+ * The default path of `which` for this process, in buf: as root the
+ * system paths; otherwise those of common_user_path with no home given.
+ * 0, or -1 when it does not fit in len bytes.
+ */
+int common_default_path(enum common_path which, char *buf, size_t len);
+
+/*
+ * A user's path after the XDG base directory rule:
+ *   socket: $XDG_RUNTIME_DIR/ctxleak/ctxleak.sock, else
+ *           /tmp/ctxleak-UID/ctxleak.sock;
+ *   db:     $XDG_STATE_HOME/ctxleak/ctxleak.db, else
+ *           HOME/.local/state/ctxleak/ctxleak.db.
+ * As the XDG specification says, an XDG_* variable that is empty or not an
+ * absolute path is ignored.  home NULL: $HOME when it is absolute, else
+ * the home directory of the real uid in the password database; a home
+ * given (another user's) ignores the environment.  0, or -1 when it does
+ * not fit.
+ */
+int common_user_path(enum common_path which, const char *home, char *buf,
+		     size_t len);
+
+#endif /* CTXLEAK_COMMON_H */
