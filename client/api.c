@@ -312,24 +312,33 @@ static void fork_prepare(void)
 {
 	pthread_mutex_lock(&init_mu);
 	cl_ship_fork_prepare();
+	cl_buf_fork_prepare();
+	cl_site_fork_prepare();
 	cl_scope_fork_prepare();
+}
+
+static void fork_release(void)
+{
+	cl_scope_fork_release();
+	cl_site_fork_release();
+	cl_buf_fork_release();
+	cl_ship_fork_release();
 }
 
 static void fork_parent(void)
 {
-	cl_scope_fork_release();
-	cl_ship_fork_release();
+	fork_release();
 	pthread_mutex_unlock(&init_mu);
 }
 
 static void fork_child(void)
 {
-	cl_scope_fork_release();
-	cl_ship_fork_release();
+	fork_release();
 	if (atomic_load(&cl_enabled)) {
 		cl_scope_new_process();
 		cl_buf_after_fork();
-		cl_ship_after_fork();
+		if (cl_ship_after_fork())
+			atomic_store(&cl_enabled, 0);
 	}
 	pthread_mutex_unlock(&init_mu);
 }
@@ -362,7 +371,7 @@ int ctxleak_init(const struct ctxleak_options *opt)
 	err = started ? CTXLEAK_EALREADY : configure(&o);
 	if (!err) {
 		cl_scope_new_process();
-		cl_buf_init_process();
+		cl_buf_init_process(cl_config.buffer_limit);
 		err = cl_ship_start();
 	}
 	if (!err) {
@@ -388,7 +397,9 @@ void ctxleak_shutdown(void)
 void ctxleak_stats(struct ctxleak_stats *out)
 {
 	memset(out, 0, sizeof(*out));
+	cl_buf_stats(out);
 	cl_ship_stats(out);
+	out->evicted = atomic_load(&cl_scopes_evicted);
 }
 
 const char *ctxleak_version(void)

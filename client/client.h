@@ -143,33 +143,32 @@ static inline void cl_backend_set(uint64_t ctx)
 }
 
 uint64_t cl_now(void); /* CLOCK_MONOTONIC, ns */
-extern pthread_mutex_t cl_registry_mu;
-extern struct cl_buf *cl_registry; /* every thread's buffer */
-extern _Atomic int64_t cl_budget;  /* bytes of buffer_limit not granted */
 
 /* Emits one record; fills ts and tid. */
 void cl_emit(struct proto_record *r);
 /* The thread's first record: allocates and registers its buffer. */
 struct cl_buf *cl_buf_attach(struct cl_thread *t);
-/* Collects what b's thread has published into out; returns the bytes
- * taken; sets *complete to 0 when out of memory left some behind. */
-struct cl_bytes;
-size_t cl_buf_collect(struct cl_buf *b, struct cl_bytes *out, int *complete);
-/* Takes the drops not yet reported; returns their count. */
-uint64_t cl_buf_take_drops(struct cl_buf *b, uint64_t *since);
-void cl_buf_free(struct cl_buf *b);
+/* Appends every thread's published records to out, passes each
+ * thread's drops not yet reported to note_drops, and frees the buffers of
+ * threads that exited once they are drained; returns the watermark W
+ * (ship.c).  Sets *complete to 0 when out of memory left some behind. */
+uint64_t cl_buf_collect_all(struct proto_bytes *out, int *complete,
+			    void (*note_drops)(uint64_t n, uint64_t since));
+void cl_buf_give_back(size_t bytes); /* committed: back to the budget */
+/* While a consumer runs, exiting threads leave their buffer to it and
+ * call wake; cl_buf_consumer_stop frees what it left. */
+void cl_buf_consumer_start(void (*wake)(void));
+void cl_buf_consumer_stop(void);
 void cl_buf_reset_thread(struct cl_thread *t);
-void cl_buf_init_process(void);
-void cl_buf_after_fork(void);  /* discard every inherited buffer */
-void cl_buf_fence(void);       /* the shipper's half of the busy handshake */
-void cl_buf_forget_self(void); /* shutdown freed this thread's buffer */
+void cl_buf_init_process(size_t limit); /* limit: bytes buffered at most */
+void cl_buf_after_fork(void); /* discard every inherited buffer */
 int cl_buf_all_empty(void);
-extern _Atomic uint64_t cl_truncated;
-extern _Atomic uint64_t cl_gone_records, cl_gone_dropped; /* freed bufs */
+/* Fills records, dropped (of the threads) and truncated. */
+void cl_buf_stats(struct ctxleak_stats *out);
+void cl_buf_fork_prepare(void);
+void cl_buf_fork_release(void);
 /* Strings longer than CTXLEAK_MAX_STRING are cut; counts the cut. */
 struct proto_str cl_str(const char *s);
-/* Whether the producer needs a full fence (membarrier unavailable). */
-extern int cl_fence_producer;
 
 /* ------------------------------------------------------------ scope.c */
 
@@ -195,7 +194,6 @@ struct cl_site {
 	char *file, *func;
 	unsigned line;
 };
-extern pthread_mutex_t cl_site_mu;
 unsigned cl_site_register(struct ctxleak_site *s);
 static inline unsigned cl_site_id(struct ctxleak_site *s)
 {
@@ -209,20 +207,11 @@ static inline unsigned cl_site_id(struct ctxleak_site *s)
 	return CL_LIKELY(id) ? id : cl_site_register(s);
 }
 /* Appends SITE records for sites [from, count) to out; returns count. */
-unsigned cl_site_encode(struct cl_bytes *out, unsigned from);
+unsigned cl_site_encode(struct proto_bytes *out, unsigned from);
+void cl_site_fork_prepare(void);
+void cl_site_fork_release(void);
 
 /* ------------------------------------------------------------ ship.c */
-
-/* A growable byte array owned by the shipping thread. */
-struct cl_bytes {
-	unsigned char *p;
-	size_t len, cap;
-};
-int cl_bytes_reserve(struct cl_bytes *b, size_t more);
-/* Encodes one record at the end of b; -1 on out of memory. */
-int cl_bytes_record(struct cl_bytes *b, const struct proto_record *r);
-/* Records in p[0..n) (whole ones, watermarks aside). */
-uint64_t cl_records_in(const unsigned char *p, size_t n);
 
 int cl_ship_start(void);
 void cl_ship_stop(void);	 /* flush while the daemon takes it, stop */
@@ -230,9 +219,8 @@ void cl_ship_wake(void);	 /* a root scope ended: flush soon */
 int cl_ship_flush(void);	 /* ctxleak_flush */
 void cl_ship_fork_prepare(void); /* takes the locks fork must not split */
 void cl_ship_fork_release(void); /* and gives them back, in both */
-void cl_ship_after_fork(void);	 /* in the child */
-extern int cl_ship_running;	 /* under cl_registry_mu */
-void cl_ship_stats(struct ctxleak_stats *out);
+int cl_ship_after_fork(void);	 /* in the child; as cl_ship_start */
+void cl_ship_stats(struct ctxleak_stats *out); /* adds to the buffers' */
 extern uint64_t cl_instance;
 
 #endif /* CTXLEAK_CLIENT_H */
