@@ -7,13 +7,13 @@
  * come back to the thread (up to MAX_SPARE), so a steady stream neither
  * allocates nor faults in fresh pages.
  *
- * The bytes buffered by all threads together are bounded by
- * cl_config.buffer_limit.  Each thread takes credit from the global budget
- * in grants (so the shared counter is touched once per grant, not per
- * record) and the shipper gives the bytes back once they are sent.  A
- * record that the thread's credit plus what is left of the budget cannot
- * hold is dropped and counted exactly; the slack is at most one grant per
- * thread.
+ * The bytes buffered by all threads together are bounded by the limit
+ * given at init (ctxleak_options.buffer_limit).  Each thread takes credit
+ * from the global budget in grants (so the shared counter is touched once
+ * per grant, not per record) and the shipper gives the bytes back once
+ * they are sent.  A record that the thread's credit plus what is left of
+ * the budget cannot hold is dropped and counted exactly; the slack is at
+ * most one grant per thread.
  *
  * The registry of every thread's buffer is this file's: the shipper
  * (ship.c, the layer above) drains it through cl_buf_collect_all and
@@ -37,6 +37,47 @@
 
 #include "client.h"
 
+/*
+ * A thread's records: a chain of chunks written by the thread and read by
+ * the shipping thread (single producer, single consumer, no lock).
+ * A record never straddles two chunks.
+ */
+struct cl_chunk {
+	_Atomic(struct cl_chunk *) next; /* set once the producer moved on */
+	_Atomic uint32_t end;		 /* bytes published */
+	uint32_t cap;
+	unsigned char data[];
+};
+
+/* One thread's buffer: its chain, its credit, its drops. */
+struct cl_buf {
+	/* Producer side (its thread only, or the shipper after it exited). */
+	struct cl_chunk *wchunk;
+	struct cl_chunk *reuse;
+	int64_t credit; /* bytes of the global budget this thread holds */
+
+	/* Shared with the shipper. */
+	_Atomic int busy;	  /* between clock read and publication */
+	_Atomic uint64_t last_ts; /* ts of the last record kept or dropped */
+	_Atomic int exited;	  /* the thread is gone; drain and free */
+	_Atomic uint64_t records; /* written by the producer only */
+	/* Drained chunks to reuse: the shipper pushes onto spare, the
+	 * producer takes the whole list into its own `reuse`. */
+	_Atomic(struct cl_chunk *) spare;
+	_Atomic uint32_t nspare; /* in spare and reuse together */
+
+	/* Drops are the slow path: a mutex keeps count and since exact. */
+	pthread_mutex_t drop_mu;
+	uint64_t drop_count; /* not yet reported */
+	uint64_t drop_since;
+	uint64_t drop_total;
+
+	/* Consumer side (the shipper). */
+	struct cl_chunk *rchunk;
+	uint32_t rpos;
+	struct cl_buf *next; /* registry, under registry_mu */
+};
+
 /* Large enough for the largest record: three strings at their limit. */
 #define CHUNK_BYTES (16 * 1024)
 #define CHUNK_CAP   (CHUNK_BYTES - sizeof(struct cl_chunk))
@@ -44,7 +85,12 @@
 _Static_assert(CHUNK_CAP >= PROTO_RECORD_SIZE_MAX(3 * CTXLEAK_MAX_STRING),
 	       "a chunk holds any record");
 
-CL_TLS struct cl_thread cl_self;
+/* The thread's own: its buffer (NULL until its first record) and id. */
+static CL_TLS struct {
+	struct cl_buf *buf;
+	uint64_t tid;
+} self;
+
 static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct cl_buf *registry; /* every thread's buffer */
 /* The shipper's wakeup while it runs (under registry_mu), else NULL:
@@ -60,6 +106,8 @@ static int fence_producer = 1;
 static pthread_key_t exit_key;
 static int have_exit_key;
 static size_t buffer_limit; /* kept for the child of a fork */
+/* The layer above forgets the thread too when its buffer goes at exit. */
+static void (*_Atomic thread_gone)(void);
 static int64_t grant_bytes;
 
 uint64_t cl_now(void)
@@ -77,7 +125,7 @@ static int membarrier(int cmd)
 
 /* Called at init and in the child of a fork: membarrier registration
  * belongs to the address space. */
-void cl_buf_init_process(size_t limit)
+void cl_buf_init_process(size_t limit, void (*gone)(void))
 {
 	int cmds = membarrier(MEMBARRIER_CMD_QUERY);
 
@@ -86,6 +134,7 @@ void cl_buf_init_process(size_t limit)
 	    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0)
 		fence_producer = 0;
 	buffer_limit = limit;
+	atomic_store_explicit(&thread_gone, gone, memory_order_relaxed);
 	atomic_store(&budget, (int64_t)limit);
 	grant_bytes = (int64_t)limit / 64;
 	if (grant_bytes > 16 * 1024)
@@ -110,8 +159,7 @@ struct proto_str cl_str(const char *s)
 	len = strnlen(s, CTXLEAK_MAX_STRING + 1);
 	if (CL_UNLIKELY(len > CTXLEAK_MAX_STRING)) {
 		len = CTXLEAK_MAX_STRING;
-		atomic_fetch_add_explicit(&truncated, 1,
-					  memory_order_relaxed);
+		atomic_fetch_add_explicit(&truncated, 1, memory_order_relaxed);
 	}
 	return (struct proto_str){s, (uint32_t)len};
 }
@@ -214,11 +262,14 @@ static void unlink_buf(struct cl_buf *b)
 static void thread_exit(void *p)
 {
 	struct cl_buf *b = p;
-	struct cl_thread *t = &cl_self;
-	void (*wake)(void);
+	void (*wake)(void), (*gone)(void);
 
-	if (t->buf == b)
-		cl_buf_reset_thread(t);
+	if (self.buf == b) {
+		memset(&self, 0, sizeof(self));
+		gone = atomic_load_explicit(&thread_gone, memory_order_relaxed);
+		if (gone)
+			gone();
+	}
 	pthread_mutex_lock(&registry_mu);
 	wake = consumer_wake;
 	if (wake)
@@ -240,7 +291,8 @@ static void make_exit_key(void)
 	have_exit_key = 1;
 }
 
-struct cl_buf *cl_buf_attach(struct cl_thread *t)
+/* The thread's first record: allocates and registers its buffer. */
+static struct cl_buf *attach(void)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct cl_buf *b = calloc(1, sizeof(*b));
@@ -255,28 +307,22 @@ struct cl_buf *cl_buf_attach(struct cl_thread *t)
 	}
 	pthread_once(&once, make_exit_key);
 	pthread_setspecific(exit_key, b);
-	t->tid = (uint64_t)gettid();
+	self.tid = (uint64_t)gettid();
 	pthread_mutex_lock(&registry_mu);
 	b->next = registry;
 	registry = b;
 	pthread_mutex_unlock(&registry_mu);
-	t->buf = b;
+	self.buf = b;
 	return b;
 }
 
-/* Forgets the calling thread's state (thread exit, fork child). */
-void cl_buf_reset_thread(struct cl_thread *t)
-{
-	free(t->stack);
-	memset(t, 0, sizeof(*t));
-}
-
-/* At shutdown, which freed this thread's buffer: not again at its exit. */
+/* Shutdown or the child of a fork freed this thread's buffer: not again
+ * at its exit. */
 static void forget_self(void)
 {
 	if (have_exit_key)
 		pthread_setspecific(exit_key, NULL);
-	cl_buf_reset_thread(&cl_self);
+	memset(&self, 0, sizeof(self));
 }
 
 /* -------------------------------------------------------- producer */
@@ -292,8 +338,7 @@ static int take_credit(struct cl_buf *b, size_t need)
 		if (avail + b->credit < (int64_t)need)
 			return 0;
 		take = avail < want ? avail : want;
-	} while (
-	    !atomic_compare_exchange_weak(&budget, &avail, avail - take));
+	} while (!atomic_compare_exchange_weak(&budget, &avail, avail - take));
 	b->credit += take;
 	return 1;
 }
@@ -338,15 +383,14 @@ static size_t encode_in_new_chunk(struct cl_buf *b,
 
 void cl_emit(struct proto_record *r)
 {
-	struct cl_thread *t = &cl_self;
-	struct cl_buf *b = t->buf;
+	struct cl_buf *b = self.buf;
 	struct cl_chunk *c;
 	uint32_t pos;
 	size_t n;
 
-	if (CL_UNLIKELY(!b) && !(b = cl_buf_attach(t)))
+	if (CL_UNLIKELY(!b) && !(b = attach()))
 		return;
-	r->tid = t->tid;
+	r->tid = self.tid;
 	atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
 	if (CL_UNLIKELY(fence_producer))
 		atomic_thread_fence(memory_order_seq_cst);
@@ -468,7 +512,7 @@ void cl_buf_consumer_stop(void)
 	pthread_mutex_lock(&registry_mu);
 	consumer_wake = NULL;
 	for (pp = &registry; (b = *pp);) {
-		if (atomic_load(&b->exited) || b == cl_self.buf) {
+		if (atomic_load(&b->exited) || b == self.buf) {
 			*pp = b->next;
 			buf_free(b);
 		} else {
@@ -494,15 +538,12 @@ void cl_buf_after_fork(void)
 	}
 	registry = NULL;
 	consumer_wake = NULL;
-	cl_buf_reset_thread(&cl_self);
-	if (have_exit_key)
-		pthread_setspecific(exit_key, NULL);
+	forget_self();
 	atomic_store(&gone_records, 0);
 	atomic_store(&gone_dropped, 0);
 	atomic_store(&truncated, 0);
-	cl_buf_init_process(buffer_limit);
+	cl_buf_init_process(buffer_limit, thread_gone);
 }
-
 
 /* Whether no thread has a record or a drop that is not collected yet. */
 int cl_buf_all_empty(void)

@@ -34,8 +34,8 @@
  * ts <= W has been sent.  A thread sets its buffer's `busy` before it
  * reads the clock and clears it after publishing.  The shipper reads
  * T = now, then fences every thread (membarrier), then collects (both in
- * cl_buf_collect_all).  A record with ts < T had its busy store made before T was
- * read, so after the fence the shipper sees either busy (and then lowers W
+ * cl_buf_collect_all).  A record with ts < T had its busy store made before T
+ * was read, so after the fence the shipper sees either busy (and then lowers W
  * below that thread's last published ts, since the record in flight may
  * be as old as that) or the record itself.  So W = min(T - 1, each busy
  * thread's last ts - 1).  Only the threads pay nothing but a plain store.
@@ -135,7 +135,9 @@ static struct {
 
 static _Atomic int wake_pending;
 static _Atomic uint64_t unsent; /* records shutdown gave up on */
-uint64_t cl_instance;
+/* The settings of ctxleak_init, kept for the child of a fork. */
+static struct cl_config config;
+static uint64_t instance; /* HELLO's: random per process */
 
 /* ------------------------------------------------------- connection */
 
@@ -319,11 +321,11 @@ static int encode_hello(struct proto_bytes *out)
 {
 	struct proto_hello h = {
 	    .version = PROTO_VERSION,
-	    .instance = cl_instance,
+	    .instance = instance,
 	    .pid = (uint32_t)getpid(),
-	    .app = pstr(cl_config.app),
+	    .app = pstr(config.app),
 	    .backend = pstr(cl_backend_str(cl_backend)),
-	    .reason = pstr(cl_config.reason),
+	    .reason = pstr(config.reason),
 	    .clock_offset = clock_offset(),
 	    .client = pstr("libctxleak " CTXLEAK_VERSION_STRING),
 	    .has_seq = 1,
@@ -349,7 +351,7 @@ static void say_unreachable(int err)
 	fprintf(stderr,
 		"ctxleak: no daemon at %s (%s); records are kept, up to %zu "
 		"bytes, until one listens (CTXLEAK_QUIET=1 silences this)\n",
-		cl_config.socket_path, strerror(err), cl_config.buffer_limit);
+		config.socket_path, strerror(err), config.buffer_limit);
 }
 
 static void connect_daemon(uint64_t now)
@@ -357,8 +359,7 @@ static void connect_daemon(uint64_t now)
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	struct proto_bytes *hello = &ship.seg[SEG_HELLO].b;
 
-	memcpy(sa.sun_path, cl_config.socket_path,
-	       strlen(cl_config.socket_path));
+	memcpy(sa.sun_path, config.socket_path, strlen(config.socket_path));
 	ship.fd =
 	    socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (ship.fd < 0 ||
@@ -471,7 +472,7 @@ static void build_batch(uint64_t now)
 			ship.last_wm = w;
 	}
 	ship.last_batch = now;
-	ship.next_flush = now + cl_config.flush_interval_ms * MS;
+	ship.next_flush = now + config.flush_interval_ms * MS;
 	if (stopping)
 		ship.final_collected = 1;
 }
@@ -645,7 +646,7 @@ static void reset_state(void)
 	ship.conn_sites = 0;
 	ship.backoff = BACKOFF_MIN;
 	ship.next_connect = ship.last_batch = ship.last_wm = 0;
-	ship.next_flush = cl_now() + cl_config.flush_interval_ms * MS;
+	ship.next_flush = cl_now() + config.flush_interval_ms * MS;
 	ship.final_collected = 0;
 	ship.send_dead = 0;
 	ship.flush_req = ship.flush_done = 0;
@@ -660,7 +661,7 @@ static void reset_state(void)
 	ship.said_unreachable = 0;
 	atomic_store(&unsent, 0);
 	atomic_store(&wake_pending, 0);
-	cl_instance = proto_random64();
+	instance = proto_random64();
 }
 
 /* The shipper takes no signal meant for the host. */
@@ -679,7 +680,7 @@ static int spawn(void)
 	return CTXLEAK_OK;
 }
 
-int cl_ship_start(void)
+static int start(void)
 {
 	int err;
 
@@ -752,8 +753,8 @@ static void count_unsent(void)
 	int complete = 1;
 
 	collect(&complete);
-	atomic_fetch_add(&unsent,
-			 ship.kept_records + proto_frame_count(r->b.p, r->b.len));
+	atomic_fetch_add(&unsent, ship.kept_records +
+				      proto_frame_count(r->b.p, r->b.len));
 }
 
 void cl_ship_stop(void)
@@ -779,13 +780,19 @@ void cl_ship_fork_release(void)
 	pthread_mutex_unlock(&ship.mu);
 }
 
+int cl_ship_start(const struct cl_config *c)
+{
+	config = *c;
+	return start();
+}
+
 /* In the child: the parent's connection and batch are the parent's. */
 int cl_ship_after_fork(void)
 {
 	release_all();
 	close(ship.wake_fd);
 	ship.wake_fd = -1;
-	return cl_ship_start();
+	return start();
 }
 
 /* Adds what shutdown gave up on to the buffers' drops. */

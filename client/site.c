@@ -11,6 +11,11 @@
 
 #include "client.h"
 
+struct cl_site {
+	char *file, *func;
+	unsigned line;
+};
+
 static pthread_mutex_t site_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct cl_site *sites; /* sites[id - 1] */
 static unsigned nsites, sites_cap;

@@ -2210,11 +2210,18 @@ END_TEST
 /* A ts in each of msgpack's unsigned formats, at both ends of each. */
 START_TEST(test_frame_ts_widths)
 {
-	static const uint64_t ts[] = {
-	    0,		 1,	      127,	      128,
-	    255,	 256,	      65535,	      65536,
-	    UINT32_MAX,	 1ull << 32,  UINT64_MAX - 1, UINT64_MAX,
-	};
+	static const uint64_t ts[] = {0,
+				      1,
+				      127,
+				      128,
+				      255,
+				      256,
+				      65535,
+				      65536,
+				      UINT32_MAX,
+				      0x100000000ull,
+				      UINT64_MAX - 1,
+				      UINT64_MAX};
 	unsigned char buf[PROTO_RECORD_FIXED_MAX];
 	struct proto_record r = {.type = PROTO_END, .ctx = 5, .cur = 6};
 	size_t len;
