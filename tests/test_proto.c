@@ -2210,29 +2210,17 @@ END_TEST
 /* A ts in each of msgpack's unsigned formats, at both ends of each. */
 START_TEST(test_frame_ts_widths)
 {
-	static const uint64_t ts[] = {0,
-				      1,
-				      127,
-				      128,
-				      255,
-				      256,
-				      65535,
-				      65536,
-				      UINT32_MAX,
-				      0x100000000ull,
-				      UINT64_MAX - 1,
-				      UINT64_MAX};
 	unsigned char buf[PROTO_RECORD_FIXED_MAX];
 	struct proto_record r = {.type = PROTO_END, .ctx = 5, .cur = 6};
 	size_t len;
 
-	for (size_t i = 0; i < sizeof ts / sizeof ts[0]; i++) {
-		r.ts = ts[i];
+	for (size_t i = 0; i < N_EDGE_UINTS; i++) {
+		r.ts = edge_uints[i];
 		r.type = i % 2 ? PROTO_WATERMARK : PROTO_END;
 		len = proto_encode_record(buf, sizeof buf, &r);
 		ck_assert_uint_eq(proto_frame_size(buf, len), len);
 		ck_assert_uint_eq(proto_frame_size(buf, len - 1), 0);
-		ck_assert_uint_eq(proto_frame_ts(buf, len), ts[i]);
+		ck_assert_uint_eq(proto_frame_ts(buf, len), edge_uints[i]);
 		ck_assert_int_eq(proto_frame_is_watermark(buf, len), i % 2);
 		ck_assert_uint_eq(proto_frame_count(buf, len), !(i % 2));
 	}
