@@ -1,7 +1,7 @@
 /*
  * api.c: the public calls of libctxleak and the per-thread truth tracking
  * behind them: DESIGN.md's table "Exact effect of each call", with
- * B = the backend's slot (backend.c) and C = cl_self.cause.  Also init,
+ * B = the backend's slot (backend.c) and C = self.cause.  Also init,
  * shutdown and fork, which set up the other files.
  *
  * Each scope's saved pair (B, C at its begin) is known to the whole
@@ -10,11 +10,11 @@
  * A ctx this process did not begin, or already ended, is still reported,
  * and B and C are then left as they are.
  *
- * The thread's state is used by name (cl_self.x), never through a pointer
- * to it.  Given `t = &cl_self`, GCC 12 with -fsanitize=null tests t for
+ * The thread's state is used by name (self.x), never through a pointer
+ * to it.  Given `t = &self`, GCC 12 with -fsanitize=null tests t for
  * NULL with the flags of the `add x@gottpoff(%rip), %reg` that computes
  * it; linking an executable, ld relaxes that add to a `lea`, which sets no
- * flags, so the check read stale flags and reported a null cl_thread
+ * flags, so the check read stale flags and reported a null thread state
  * where there was none (ctxleak_end after scopes ended in begin order).
  */
 #include <errno.h>
@@ -39,8 +39,20 @@
  * grow forever.  Past it the records still go out; see stack_push. */
 #define MAX_DEPTH (1u << 16)
 
-struct cl_config cl_config;
-_Atomic int cl_enabled;
+/* 1 between init and shutdown: the one branch every call takes first. */
+static _Atomic int enabled;
+
+/* A frame of the resume stack: C and B when the resume came. */
+struct frame {
+	uint64_t c, b;
+};
+
+/* Per-thread truth (the thread's half of DESIGN.md's table, B aside). */
+static CL_TLS struct {
+	uint64_t cause;	     /* C */
+	struct frame *stack; /* the resume stack */
+	uint32_t depth, stack_cap;
+} self;
 
 static pthread_mutex_t init_mu = PTHREAD_MUTEX_INITIALIZER;
 static int started; /* once per process: init after shutdown is refused */
@@ -49,26 +61,35 @@ static int started; /* once per process: init after shutdown is refused */
 
 static void stack_push(uint64_t c, uint64_t b)
 {
-	if (cl_self.depth == cl_self.stack_cap) {
-		uint32_t cap = cl_self.stack_cap ? cl_self.stack_cap * 2 : 16;
-		struct cl_frame *grown;
+	if (self.depth == self.stack_cap) {
+		uint32_t cap = self.stack_cap ? self.stack_cap * 2 : 16;
+		struct frame *grown;
 
 		if (cap > MAX_DEPTH)
 			return;
-		grown = realloc(cl_self.stack, cap * sizeof(*grown));
+		grown = realloc(self.stack, cap * sizeof(*grown));
 		if (!grown)
 			return;
-		cl_self.stack = grown;
-		cl_self.stack_cap = cap;
+		self.stack = grown;
+		self.stack_cap = cap;
 	}
-	cl_self.stack[cl_self.depth++] = (struct cl_frame){c, b};
+	self.stack[self.depth++] = (struct frame){c, b};
+}
+
+/* The thread is gone (its buffer's exit), or shutdown or a fork's child
+ * starts it afresh: what it held goes. */
+static void thread_forget(void)
+{
+	free(self.stack);
+	memset(&self, 0, sizeof(self));
+	cl_backend_thread_reset();
 }
 
 /* ------------------------------------------------------ the calls */
 
 #define RETURN_IF_OFF(v)                                                       \
 	do {                                                                   \
-		if (CL_UNLIKELY(!atomic_load_explicit(&cl_enabled,             \
+		if (CL_UNLIKELY(!atomic_load_explicit(&enabled,                \
 						      memory_order_relaxed)))  \
 			return v;                                              \
 	} while (0)
@@ -93,14 +114,14 @@ static uint64_t begin(struct ctxleak_site *site, const char *name,
 	uint64_t x = cl_scope_new_ctx(), b = cl_backend_get();
 	struct proto_record r;
 
-	head(&r, PROTO_BEGIN, x, cl_self.cause, site);
+	head(&r, PROTO_BEGIN, x, self.cause, site);
 	r.prev = b;
 	r.kind = (uint8_t)kind;
 	r.name = cl_str(name);
 	cl_emit(&r);
-	cl_scope_open(x, b, cl_self.cause, kind == PROTO_KIND_REQUEST || !b);
+	cl_scope_open(x, b, self.cause, kind == PROTO_KIND_REQUEST || !b);
 	cl_backend_set(x);
-	cl_self.cause = x;
+	self.cause = x;
 	return x;
 }
 
@@ -124,13 +145,13 @@ void ctxleak_end_at(struct ctxleak_site *site, uint64_t ctx)
 	RETURN_IF_OFF();
 	if (!ctx)
 		return;
-	head(&r, PROTO_END, ctx, cl_self.cause, site);
+	head(&r, PROTO_END, ctx, self.cause, site);
 	r.cur = cl_backend_get();
 	cl_emit(&r);
 	if (!cl_scope_close(ctx, &saved))
 		return;
 	cl_backend_set(saved.b);
-	cl_self.cause = saved.c;
+	self.cause = saved.c;
 	if (saved.root)
 		cl_ship_wake();
 }
@@ -143,7 +164,7 @@ void ctxleak_tag_at(struct ctxleak_site *site, const char *key,
 	RETURN_IF_OFF();
 	if (!key)
 		return;
-	head(&r, PROTO_TAG, cl_backend_get(), cl_self.cause, site);
+	head(&r, PROTO_TAG, cl_backend_get(), self.cause, site);
 	r.key = cl_str(key);
 	r.value = cl_str(value);
 	cl_emit(&r);
@@ -157,7 +178,7 @@ void ctxleak_event_at(struct ctxleak_site *site, const char *name,
 	RETURN_IF_OFF();
 	if (!name)
 		return;
-	head(&r, PROTO_EVENT, cl_backend_get(), cl_self.cause, site);
+	head(&r, PROTO_EVENT, cl_backend_get(), self.cause, site);
 	r.name = cl_str(name);
 	r.message = cl_str(message);
 	cl_emit(&r);
@@ -170,33 +191,31 @@ void ctxleak_resume_at(struct ctxleak_site *site, uint64_t token)
 	RETURN_IF_OFF();
 	head(&r, PROTO_RESUME, cl_backend_get(), token, site);
 	cl_emit(&r);
-	stack_push(cl_self.cause, r.ctx);
-	cl_self.cause = token;
-	if (cl_backend == CTXLEAK_BACKEND_TASK)
-		cl_self.slot = token;
+	stack_push(self.cause, r.ctx);
+	self.cause = token;
+	cl_backend_task_switch(token);
 }
 
 /* Without a matching resume the record still goes out and B, C stay. */
 void ctxleak_suspend_at(struct ctxleak_site *site)
 {
 	struct proto_record r;
-	struct cl_frame f;
+	struct frame f;
 
 	RETURN_IF_OFF();
-	head(&r, PROTO_SUSPEND, cl_backend_get(), cl_self.cause, site);
+	head(&r, PROTO_SUSPEND, cl_backend_get(), self.cause, site);
 	cl_emit(&r);
-	if (!cl_self.depth)
+	if (!self.depth)
 		return;
-	f = cl_self.stack[--cl_self.depth];
-	cl_self.cause = f.c;
-	if (cl_backend == CTXLEAK_BACKEND_TASK)
-		cl_self.slot = f.b;
+	f = self.stack[--self.depth];
+	self.cause = f.c;
+	cl_backend_task_switch(f.b);
 }
 
 uint64_t ctxleak_capture(void)
 {
 	RETURN_IF_OFF(0);
-	return cl_self.cause;
+	return self.cause;
 }
 
 uint64_t ctxleak_current(void)
@@ -207,7 +226,7 @@ uint64_t ctxleak_current(void)
 
 int ctxleak_flush(void)
 {
-	if (!atomic_load(&cl_enabled))
+	if (!atomic_load(&enabled))
 		return CTXLEAK_ENOTINIT;
 	return cl_ship_flush();
 }
@@ -270,7 +289,7 @@ static const char *option_or_env(const char *value, const char *env)
 	return s && *s ? s : NULL;
 }
 
-static int configure(const struct ctxleak_options *o)
+static int configure(const struct ctxleak_options *o, struct cl_config *c)
 {
 	const char *sock = option_or_env(o->socket_path, "CTXLEAK_SOCKET");
 	const char *app = option_or_env(o->app, "CTXLEAK_APP");
@@ -278,22 +297,20 @@ static int configure(const struct ctxleak_options *o)
 
 	/* The daemon's default, by the rule of proto/common.h. */
 	if (sock)
-		err = copy_string(cl_config.socket_path,
-				  sizeof(cl_config.socket_path), sock);
-	else if (common_default_path(COMMON_SOCKET, cl_config.socket_path,
-				     sizeof(cl_config.socket_path)) == -1)
+		err = copy_string(c->socket_path, sizeof(c->socket_path), sock);
+	else if (common_default_path(COMMON_SOCKET, c->socket_path,
+				     sizeof(c->socket_path)) == -1)
 		err = CTXLEAK_EINVAL;
 	else
 		err = CTXLEAK_OK;
 	if (err)
 		return err;
-	snprintf(cl_config.app, sizeof(cl_config.app), "%s",
+	snprintf(c->app, sizeof(c->app), "%s",
 		 app ? app : program_invocation_short_name);
-	cl_config.buffer_limit =
-	    o->buffer_limit ? o->buffer_limit : 4 * 1024 * 1024;
-	cl_config.flush_interval_ms =
+	c->buffer_limit = o->buffer_limit ? o->buffer_limit : 4 * 1024 * 1024;
+	c->flush_interval_ms =
 	    o->flush_interval_ms ? o->flush_interval_ms : 100;
-	return cl_backend_choose(o, cl_config.reason, sizeof(cl_config.reason));
+	return cl_backend_choose(o, c->reason, sizeof(c->reason));
 }
 
 /* A child of fork reports as a new process (DESIGN.md): new instance,
@@ -302,24 +319,34 @@ static void fork_prepare(void)
 {
 	pthread_mutex_lock(&init_mu);
 	cl_ship_fork_prepare();
+	cl_buf_fork_prepare();
+	cl_site_fork_prepare();
 	cl_scope_fork_prepare();
+}
+
+static void fork_release(void)
+{
+	cl_scope_fork_release();
+	cl_site_fork_release();
+	cl_buf_fork_release();
+	cl_ship_fork_release();
 }
 
 static void fork_parent(void)
 {
-	cl_scope_fork_release();
-	cl_ship_fork_release();
+	fork_release();
 	pthread_mutex_unlock(&init_mu);
 }
 
 static void fork_child(void)
 {
-	cl_scope_fork_release();
-	cl_ship_fork_release();
-	if (atomic_load(&cl_enabled)) {
+	fork_release();
+	if (atomic_load(&enabled)) {
 		cl_scope_new_process();
 		cl_buf_after_fork();
-		cl_ship_after_fork();
+		thread_forget();
+		if (cl_ship_after_fork())
+			atomic_store(&enabled, 0);
 	}
 	pthread_mutex_unlock(&init_mu);
 }
@@ -339,6 +366,7 @@ static int disabled_by_env(void)
 int ctxleak_init(const struct ctxleak_options *opt)
 {
 	struct ctxleak_options o;
+	struct cl_config config = {0};
 	int err;
 
 	if (disabled_by_env())
@@ -349,17 +377,17 @@ int ctxleak_init(const struct ctxleak_options *opt)
 		       opt->size && opt->size < sizeof(o) ? opt->size
 							  : sizeof(o));
 	pthread_mutex_lock(&init_mu);
-	err = started ? CTXLEAK_EALREADY : configure(&o);
+	err = started ? CTXLEAK_EALREADY : configure(&o, &config);
 	if (!err) {
 		cl_scope_new_process();
-		cl_buf_init_process();
-		err = cl_ship_start();
+		cl_buf_init_process(config.buffer_limit, thread_forget);
+		err = cl_ship_start(&config);
 	}
 	if (!err) {
 		started = 1;
 		pthread_atfork(fork_prepare, fork_parent, fork_child);
 		atexit(at_exit);
-		atomic_store(&cl_enabled, 1);
+		atomic_store(&enabled, 1);
 	}
 	pthread_mutex_unlock(&init_mu);
 	return err;
@@ -368,9 +396,10 @@ int ctxleak_init(const struct ctxleak_options *opt)
 void ctxleak_shutdown(void)
 {
 	pthread_mutex_lock(&init_mu);
-	if (atomic_load(&cl_enabled)) {
-		atomic_store(&cl_enabled, 0);
+	if (atomic_load(&enabled)) {
+		atomic_store(&enabled, 0);
 		cl_ship_stop();
+		thread_forget();
 	}
 	pthread_mutex_unlock(&init_mu);
 }
@@ -378,7 +407,21 @@ void ctxleak_shutdown(void)
 void ctxleak_stats(struct ctxleak_stats *out)
 {
 	memset(out, 0, sizeof(*out));
+	cl_buf_stats(out);
 	cl_ship_stats(out);
+	out->evicted = atomic_load(&cl_scopes_evicted);
+}
+
+int ctxleak_set_scheduler(const char *name)
+{
+	return cl_backend_set_scheduler(name, atomic_load(&enabled));
+}
+
+const char *ctxleak_backend_name(void)
+{
+	if (!atomic_load_explicit(&enabled, memory_order_relaxed))
+		return "none";
+	return cl_backend_str(cl_backend);
 }
 
 const char *ctxleak_version(void)

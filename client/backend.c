@@ -1,8 +1,8 @@
 /*
  * backend.c: the propagation backends (B of DESIGN.md's table) and the
  * choice between them.  The slot of the thread and task backends is
- * cl_self.slot (buffer.c); what tells them apart is that api.c switches
- * the task slot on resume and suspend.
+ * cl_thread_slot, one per thread; what tells them apart is that api.c
+ * switches the task slot on resume and suspend (cl_backend_task_switch).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +15,8 @@ _Atomic uint64_t cl_global_slot;
 uint64_t (*cl_custom_get)(void *user);
 void (*cl_custom_set)(void *user, uint64_t ctx);
 void *cl_custom_user;
-char cl_scheduler[64];
+CL_TLS uint64_t cl_thread_slot;
+static char scheduler[64]; /* set by ctxleak_set_scheduler, "" if not */
 
 static const char *const backend_names[] = {
     [CTXLEAK_BACKEND_AUTO] = "auto",	 [CTXLEAK_BACKEND_THREAD] = "thread",
@@ -44,10 +45,10 @@ static int backend_parse(const char *s, enum ctxleak_backend *out)
 /* Why AUTO became what it did: HELLO carries this to the daemon. */
 static void resolve_auto(enum ctxleak_backend *b, char *why, size_t len)
 {
-	if (cl_scheduler[0]) {
+	if (scheduler[0]) {
 		*b = CTXLEAK_BACKEND_TASK;
 		snprintf(why, len, "auto: scheduler integration '%s' installed",
-			 cl_scheduler);
+			 scheduler);
 	} else {
 		*b = CTXLEAK_BACKEND_THREAD;
 		snprintf(why, len,
@@ -87,19 +88,12 @@ int cl_backend_choose(const struct ctxleak_options *opt, char *why, size_t len)
 	return CTXLEAK_OK;
 }
 
-int ctxleak_set_scheduler(const char *name)
+int cl_backend_set_scheduler(const char *name, int started)
 {
-	if (!name || !*name || strlen(name) >= sizeof(cl_scheduler))
+	if (!name || !*name || strlen(name) >= sizeof(scheduler))
 		return CTXLEAK_EINVAL;
-	if (atomic_load(&cl_enabled))
+	if (started)
 		return CTXLEAK_EALREADY;
-	strcpy(cl_scheduler, name);
+	strcpy(scheduler, name);
 	return CTXLEAK_OK;
-}
-
-const char *ctxleak_backend_name(void)
-{
-	if (!atomic_load_explicit(&cl_enabled, memory_order_relaxed))
-		return "none";
-	return cl_backend_str(cl_backend);
 }

@@ -7,13 +7,18 @@
  * come back to the thread (up to MAX_SPARE), so a steady stream neither
  * allocates nor faults in fresh pages.
  *
- * The bytes buffered by all threads together are bounded by
- * cl_config.buffer_limit.  Each thread takes credit from the global budget
- * in grants (so the shared counter is touched once per grant, not per
- * record) and the shipper gives the bytes back once they are sent.  A
- * record that the thread's credit plus what is left of the budget cannot
- * hold is dropped and counted exactly; the slack is at most one grant per
- * thread.
+ * The bytes buffered by all threads together are bounded by the limit
+ * given at init (ctxleak_options.buffer_limit).  Each thread takes credit
+ * from the global budget in grants (so the shared counter is touched once
+ * per grant, not per record) and the shipper gives the bytes back once
+ * they are sent.  A record that the thread's credit plus what is left of
+ * the budget cannot hold is dropped and counted exactly; the slack is at
+ * most one grant per thread.
+ *
+ * The registry of every thread's buffer is this file's: the shipper
+ * (ship.c, the layer above) drains it through cl_buf_collect_all and
+ * learns of a thread that exited through the wake callback it gave
+ * cl_buf_consumer_start; nothing here calls up into it.
  *
  * The watermark (see ship.c) needs to know which threads are between
  * reading the clock and publishing their record: that is `busy`.  The
@@ -32,6 +37,47 @@
 
 #include "client.h"
 
+/*
+ * A thread's records: a chain of chunks written by the thread and read by
+ * the shipping thread (single producer, single consumer, no lock).
+ * A record never straddles two chunks.
+ */
+struct cl_chunk {
+	_Atomic(struct cl_chunk *) next; /* set once the producer moved on */
+	_Atomic uint32_t end;		 /* bytes published */
+	uint32_t cap;
+	unsigned char data[];
+};
+
+/* One thread's buffer: its chain, its credit, its drops. */
+struct cl_buf {
+	/* Producer side (its thread only, or the shipper after it exited). */
+	struct cl_chunk *wchunk;
+	struct cl_chunk *reuse;
+	int64_t credit; /* bytes of the global budget this thread holds */
+
+	/* Shared with the shipper. */
+	_Atomic int busy;	  /* between clock read and publication */
+	_Atomic uint64_t last_ts; /* ts of the last record kept or dropped */
+	_Atomic int exited;	  /* the thread is gone; drain and free */
+	_Atomic uint64_t records; /* written by the producer only */
+	/* Drained chunks to reuse: the shipper pushes onto spare, the
+	 * producer takes the whole list into its own `reuse`. */
+	_Atomic(struct cl_chunk *) spare;
+	_Atomic uint32_t nspare; /* in spare and reuse together */
+
+	/* Drops are the slow path: a mutex keeps count and since exact. */
+	pthread_mutex_t drop_mu;
+	uint64_t drop_count; /* not yet reported */
+	uint64_t drop_since;
+	uint64_t drop_total;
+
+	/* Consumer side (the shipper). */
+	struct cl_chunk *rchunk;
+	uint32_t rpos;
+	struct cl_buf *next; /* registry, under registry_mu */
+};
+
 /* Large enough for the largest record: three strings at their limit. */
 #define CHUNK_BYTES (16 * 1024)
 #define CHUNK_CAP   (CHUNK_BYTES - sizeof(struct cl_chunk))
@@ -39,16 +85,29 @@
 _Static_assert(CHUNK_CAP >= PROTO_RECORD_SIZE_MAX(3 * CTXLEAK_MAX_STRING),
 	       "a chunk holds any record");
 
-CL_TLS struct cl_thread cl_self;
-pthread_mutex_t cl_registry_mu = PTHREAD_MUTEX_INITIALIZER;
-struct cl_buf *cl_registry;
-_Atomic int64_t cl_budget;
-_Atomic uint64_t cl_truncated;
-_Atomic uint64_t cl_gone_records, cl_gone_dropped;
-int cl_fence_producer = 1;
+/* The thread's own: its buffer (NULL until its first record) and id. */
+static CL_TLS struct {
+	struct cl_buf *buf;
+	uint64_t tid;
+} self;
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct cl_buf *registry; /* every thread's buffer */
+/* The shipper's wakeup while it runs (under registry_mu), else NULL:
+ * then a thread that exits frees its own buffer. */
+static void (*consumer_wake)(void);
+static _Atomic int64_t budget; /* bytes of the limit not granted */
+static _Atomic uint64_t truncated;
+/* The counters of buffers freed, for the stats. */
+static _Atomic uint64_t gone_records, gone_dropped;
+/* Whether the producer needs a full fence (membarrier unavailable). */
+static int fence_producer = 1;
 
 static pthread_key_t exit_key;
 static int have_exit_key;
+static size_t buffer_limit; /* kept for the child of a fork */
+/* The layer above forgets the thread too when its buffer goes at exit. */
+static void (*_Atomic thread_gone)(void);
 static int64_t grant_bytes;
 
 uint64_t cl_now(void)
@@ -66,24 +125,28 @@ static int membarrier(int cmd)
 
 /* Called at init and in the child of a fork: membarrier registration
  * belongs to the address space. */
-void cl_buf_init_process(void)
+void cl_buf_init_process(size_t limit, void (*gone)(void))
 {
 	int cmds = membarrier(MEMBARRIER_CMD_QUERY);
 
-	cl_fence_producer = 1;
+	fence_producer = 1;
 	if (cmds > 0 && (cmds & MEMBARRIER_CMD_PRIVATE_EXPEDITED) &&
 	    membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) == 0)
-		cl_fence_producer = 0;
-	atomic_store(&cl_budget, (int64_t)cl_config.buffer_limit);
-	grant_bytes = (int64_t)cl_config.buffer_limit / 64;
+		fence_producer = 0;
+	buffer_limit = limit;
+	atomic_store_explicit(&thread_gone, gone, memory_order_relaxed);
+	atomic_store(&budget, (int64_t)limit);
+	grant_bytes = (int64_t)limit / 64;
 	if (grant_bytes > 16 * 1024)
 		grant_bytes = 16 * 1024;
 }
 
-/* The shipper's side of the busy handshake. */
-void cl_buf_fence(void)
+/* The shipper's side of the busy handshake.  Out of line: inlined into
+ * its caller, GCC's -Wtsan (an error under make check-tsan) flags the
+ * fence, which ThreadSanitizer does not model. */
+static __attribute__((noinline)) void fence(void)
 {
-	if (cl_fence_producer || membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+	if (fence_producer || membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED))
 		atomic_thread_fence(memory_order_seq_cst);
 }
 
@@ -96,8 +159,7 @@ struct proto_str cl_str(const char *s)
 	len = strnlen(s, CTXLEAK_MAX_STRING + 1);
 	if (CL_UNLIKELY(len > CTXLEAK_MAX_STRING)) {
 		len = CTXLEAK_MAX_STRING;
-		atomic_fetch_add_explicit(&cl_truncated, 1,
-					  memory_order_relaxed);
+		atomic_fetch_add_explicit(&truncated, 1, memory_order_relaxed);
 	}
 	return (struct proto_str){s, (uint32_t)len};
 }
@@ -156,11 +218,41 @@ static void chunks_free(struct cl_chunk *c)
 	}
 }
 
+/* Records published and never collected: the thread emitted them after
+ * the shipper's last batch, so they count as dropped. */
+static uint64_t uncollected(struct cl_buf *b)
+{
+	uint64_t n = 0;
+	uint32_t pos = b->rpos;
+
+	for (struct cl_chunk *c = b->rchunk; c;
+	     c = atomic_load_explicit(&c->next, memory_order_acquire)) {
+		n += proto_frame_count(
+		    c->data + pos,
+		    atomic_load_explicit(&c->end, memory_order_acquire) - pos);
+		pos = 0;
+	}
+	return n;
+}
+
+/* The thread is gone: its counters and unused credit go back. */
+static void buf_free(struct cl_buf *b)
+{
+	atomic_fetch_add(&gone_records, atomic_load(&b->records));
+	atomic_fetch_add(&gone_dropped, b->drop_total + uncollected(b));
+	atomic_fetch_add(&budget, b->credit);
+	chunks_free(b->rchunk);
+	chunks_free(b->reuse);
+	chunks_free(atomic_load_explicit(&b->spare, memory_order_acquire));
+	pthread_mutex_destroy(&b->drop_mu);
+	free(b);
+}
+
 /* -------------------------------------------------------- threads */
 
 static void unlink_buf(struct cl_buf *b)
 {
-	struct cl_buf **pp = &cl_registry;
+	struct cl_buf **pp = &registry;
 
 	while (*pp != b)
 		pp = &(*pp)->next;
@@ -170,23 +262,26 @@ static void unlink_buf(struct cl_buf *b)
 static void thread_exit(void *p)
 {
 	struct cl_buf *b = p;
-	struct cl_thread *t = &cl_self;
+	void (*wake)(void), (*gone)(void);
 
-	if (t->buf == b)
-		cl_buf_reset_thread(t);
-	pthread_mutex_lock(&cl_registry_mu);
-	if (cl_ship_running) {
+	if (self.buf == b) {
+		memset(&self, 0, sizeof(self));
+		gone = atomic_load_explicit(&thread_gone, memory_order_relaxed);
+		if (gone)
+			gone();
+	}
+	pthread_mutex_lock(&registry_mu);
+	wake = consumer_wake;
+	if (wake)
 		/* The shipper sends what is left, then frees it. */
 		atomic_store_explicit(&b->exited, 1, memory_order_release);
-		b = NULL;
-	} else {
-		unlink_buf(b);
-	}
-	pthread_mutex_unlock(&cl_registry_mu);
-	if (b)
-		cl_buf_free(b);
 	else
-		cl_ship_wake();
+		unlink_buf(b);
+	pthread_mutex_unlock(&registry_mu);
+	if (wake)
+		wake();
+	else
+		buf_free(b);
 }
 
 static void make_exit_key(void)
@@ -196,7 +291,8 @@ static void make_exit_key(void)
 	have_exit_key = 1;
 }
 
-struct cl_buf *cl_buf_attach(struct cl_thread *t)
+/* The thread's first record: allocates and registers its buffer. */
+static struct cl_buf *attach(void)
 {
 	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct cl_buf *b = calloc(1, sizeof(*b));
@@ -211,50 +307,22 @@ struct cl_buf *cl_buf_attach(struct cl_thread *t)
 	}
 	pthread_once(&once, make_exit_key);
 	pthread_setspecific(exit_key, b);
-	t->tid = (uint64_t)gettid();
-	pthread_mutex_lock(&cl_registry_mu);
-	b->next = cl_registry;
-	cl_registry = b;
-	pthread_mutex_unlock(&cl_registry_mu);
-	t->buf = b;
+	self.tid = (uint64_t)gettid();
+	pthread_mutex_lock(&registry_mu);
+	b->next = registry;
+	registry = b;
+	pthread_mutex_unlock(&registry_mu);
+	self.buf = b;
 	return b;
 }
 
-/* Forgets the calling thread's state (thread exit, fork child). */
-void cl_buf_reset_thread(struct cl_thread *t)
+/* Shutdown or the child of a fork freed this thread's buffer: not again
+ * at its exit. */
+static void forget_self(void)
 {
-	free(t->stack);
-	memset(t, 0, sizeof(*t));
-}
-
-/* Records published and never collected: the thread emitted them after
- * the shipper's last batch, so they count as dropped. */
-static uint64_t uncollected(struct cl_buf *b)
-{
-	uint64_t n = 0;
-	uint32_t pos = b->rpos;
-
-	for (struct cl_chunk *c = b->rchunk; c;
-	     c = atomic_load_explicit(&c->next, memory_order_acquire)) {
-		n += cl_records_in(
-		    c->data + pos,
-		    atomic_load_explicit(&c->end, memory_order_acquire) - pos);
-		pos = 0;
-	}
-	return n;
-}
-
-/* The thread is gone: its counters and unused credit go back. */
-void cl_buf_free(struct cl_buf *b)
-{
-	atomic_fetch_add(&cl_gone_records, atomic_load(&b->records));
-	atomic_fetch_add(&cl_gone_dropped, b->drop_total + uncollected(b));
-	atomic_fetch_add(&cl_budget, b->credit);
-	chunks_free(b->rchunk);
-	chunks_free(b->reuse);
-	chunks_free(atomic_load_explicit(&b->spare, memory_order_acquire));
-	pthread_mutex_destroy(&b->drop_mu);
-	free(b);
+	if (have_exit_key)
+		pthread_setspecific(exit_key, NULL);
+	memset(&self, 0, sizeof(self));
 }
 
 /* -------------------------------------------------------- producer */
@@ -262,7 +330,7 @@ void cl_buf_free(struct cl_buf *b)
 static int take_credit(struct cl_buf *b, size_t need)
 {
 	int64_t want = (int64_t)need - b->credit, take;
-	int64_t avail = atomic_load_explicit(&cl_budget, memory_order_relaxed);
+	int64_t avail = atomic_load_explicit(&budget, memory_order_relaxed);
 
 	if (want < grant_bytes)
 		want = grant_bytes;
@@ -270,8 +338,7 @@ static int take_credit(struct cl_buf *b, size_t need)
 		if (avail + b->credit < (int64_t)need)
 			return 0;
 		take = avail < want ? avail : want;
-	} while (
-	    !atomic_compare_exchange_weak(&cl_budget, &avail, avail - take));
+	} while (!atomic_compare_exchange_weak(&budget, &avail, avail - take));
 	b->credit += take;
 	return 1;
 }
@@ -286,7 +353,8 @@ static void drop(struct cl_buf *b, uint64_t ts)
 	pthread_mutex_unlock(&b->drop_mu);
 }
 
-uint64_t cl_buf_take_drops(struct cl_buf *b, uint64_t *since)
+/* Takes the drops not yet reported; returns their count. */
+static uint64_t take_drops(struct cl_buf *b, uint64_t *since)
 {
 	uint64_t n;
 
@@ -315,17 +383,16 @@ static size_t encode_in_new_chunk(struct cl_buf *b,
 
 void cl_emit(struct proto_record *r)
 {
-	struct cl_thread *t = &cl_self;
-	struct cl_buf *b = t->buf;
+	struct cl_buf *b = self.buf;
 	struct cl_chunk *c;
 	uint32_t pos;
 	size_t n;
 
-	if (CL_UNLIKELY(!b) && !(b = cl_buf_attach(t)))
+	if (CL_UNLIKELY(!b) && !(b = attach()))
 		return;
-	r->tid = t->tid;
+	r->tid = self.tid;
 	atomic_store_explicit(&b->busy, 1, memory_order_relaxed);
-	if (CL_UNLIKELY(cl_fence_producer))
+	if (CL_UNLIKELY(fence_producer))
 		atomic_thread_fence(memory_order_seq_cst);
 	else
 		atomic_signal_fence(memory_order_seq_cst);
@@ -360,9 +427,10 @@ void cl_emit(struct proto_record *r)
 
 /* -------------------------------------------------------- consumer */
 
-size_t cl_buf_collect(struct cl_buf *b, struct cl_bytes *out, int *complete)
+/* Appends what b's thread has published to out; sets *complete to 0 when
+ * out of memory left some behind. */
+static void collect(struct cl_buf *b, struct proto_bytes *out, int *complete)
 {
-	size_t total = 0;
 	struct cl_chunk *c, *next;
 	uint32_t end;
 
@@ -372,14 +440,13 @@ size_t cl_buf_collect(struct cl_buf *b, struct cl_bytes *out, int *complete)
 		next = atomic_load_explicit(&c->next, memory_order_acquire);
 		end = atomic_load_explicit(&c->end, memory_order_acquire);
 		if (end > b->rpos) {
-			if (cl_bytes_reserve(out, end - b->rpos)) {
+			if (proto_bytes_reserve(out, end - b->rpos)) {
 				*complete = 0;
 				break;
 			}
 			memcpy(out->p + out->len, c->data + b->rpos,
 			       end - b->rpos);
 			out->len += end - b->rpos;
-			total += end - b->rpos;
 			b->rpos = end;
 		}
 		if (!next)
@@ -388,7 +455,72 @@ size_t cl_buf_collect(struct cl_buf *b, struct cl_bytes *out, int *complete)
 		b->rpos = 0;
 		chunk_recycle(b, c);
 	}
-	return total;
+}
+
+uint64_t cl_buf_collect_all(struct proto_bytes *out, int *complete,
+			    void (*note_drops)(uint64_t n, uint64_t since))
+{
+	uint64_t w, last, n, s;
+	struct cl_buf **pp, *b;
+	int exited;
+
+	w = cl_now() - 1;
+	fence();
+	pthread_mutex_lock(&registry_mu);
+	for (pp = &registry; (b = *pp);) {
+		exited = atomic_load_explicit(&b->exited, memory_order_acquire);
+		if (atomic_load_explicit(&b->busy, memory_order_acquire)) {
+			last = atomic_load_explicit(&b->last_ts,
+						    memory_order_relaxed);
+			if (!last || last - 1 < w)
+				w = last ? last - 1 : 0;
+		}
+		collect(b, out, complete);
+		n = take_drops(b, &s);
+		note_drops(n, s);
+		if (exited && *complete) {
+			*pp = b->next;
+			buf_free(b);
+		} else {
+			pp = &b->next;
+		}
+	}
+	pthread_mutex_unlock(&registry_mu);
+	return w;
+}
+
+/* Bytes of sent records that the daemon committed: the budget has them
+ * again. */
+void cl_buf_give_back(size_t bytes)
+{
+	atomic_fetch_add(&budget, (int64_t)bytes);
+}
+
+void cl_buf_consumer_start(void (*wake)(void))
+{
+	pthread_mutex_lock(&registry_mu);
+	consumer_wake = wake;
+	pthread_mutex_unlock(&registry_mu);
+}
+
+/* The shipper is gone: buffers of exited threads, and this thread's,
+ * are freed; live threads free their own when they exit. */
+void cl_buf_consumer_stop(void)
+{
+	struct cl_buf **pp, *b;
+
+	pthread_mutex_lock(&registry_mu);
+	consumer_wake = NULL;
+	for (pp = &registry; (b = *pp);) {
+		if (atomic_load(&b->exited) || b == self.buf) {
+			*pp = b->next;
+			buf_free(b);
+		} else {
+			pp = &b->next;
+		}
+	}
+	pthread_mutex_unlock(&registry_mu);
+	forget_self();
 }
 
 /*
@@ -400,26 +532,17 @@ void cl_buf_after_fork(void)
 {
 	struct cl_buf *b, *next;
 
-	for (b = cl_registry; b; b = next) {
+	for (b = registry; b; b = next) {
 		next = b->next;
-		cl_buf_free(b);
+		buf_free(b);
 	}
-	cl_registry = NULL;
-	cl_buf_reset_thread(&cl_self);
-	if (have_exit_key)
-		pthread_setspecific(exit_key, NULL);
-	atomic_store(&cl_gone_records, 0);
-	atomic_store(&cl_gone_dropped, 0);
-	atomic_store(&cl_truncated, 0);
-	cl_buf_init_process();
-}
-
-/* At shutdown, which freed this thread's buffer: not again at its exit. */
-void cl_buf_forget_self(void)
-{
-	if (have_exit_key)
-		pthread_setspecific(exit_key, NULL);
-	cl_buf_reset_thread(&cl_self);
+	registry = NULL;
+	consumer_wake = NULL;
+	forget_self();
+	atomic_store(&gone_records, 0);
+	atomic_store(&gone_dropped, 0);
+	atomic_store(&truncated, 0);
+	cl_buf_init_process(buffer_limit, thread_gone);
 }
 
 /* Whether no thread has a record or a drop that is not collected yet. */
@@ -428,14 +551,42 @@ int cl_buf_all_empty(void)
 	struct cl_buf *b;
 	int empty = 1;
 
-	pthread_mutex_lock(&cl_registry_mu);
-	for (b = cl_registry; b && empty; b = b->next) {
+	pthread_mutex_lock(&registry_mu);
+	for (b = registry; b && empty; b = b->next) {
 		empty = !atomic_load(&b->rchunk->next) &&
 			atomic_load(&b->rchunk->end) == b->rpos;
 		pthread_mutex_lock(&b->drop_mu);
 		empty = empty && !b->drop_count;
 		pthread_mutex_unlock(&b->drop_mu);
 	}
-	pthread_mutex_unlock(&cl_registry_mu);
+	pthread_mutex_unlock(&registry_mu);
 	return empty;
+}
+
+void cl_buf_stats(struct ctxleak_stats *out)
+{
+	struct cl_buf *b;
+
+	out->records = atomic_load(&gone_records);
+	out->dropped = atomic_load(&gone_dropped);
+	pthread_mutex_lock(&registry_mu);
+	for (b = registry; b; b = b->next) {
+		out->records += atomic_load(&b->records);
+		pthread_mutex_lock(&b->drop_mu);
+		out->dropped += b->drop_total;
+		pthread_mutex_unlock(&b->drop_mu);
+	}
+	pthread_mutex_unlock(&registry_mu);
+	out->truncated = atomic_load(&truncated);
+}
+
+/* fork() must not split the registry's lock from the list. */
+void cl_buf_fork_prepare(void)
+{
+	pthread_mutex_lock(&registry_mu);
+}
+
+void cl_buf_fork_release(void)
+{
+	pthread_mutex_unlock(&registry_mu);
 }

@@ -58,6 +58,10 @@ struct spill {
 static struct slot ring[RING_SIZE];
 static uint64_t id_key;
 static _Atomic uint64_t id_counter;
+/* The thread's block of counters: next to use, and the end. */
+static CL_TLS struct {
+	uint64_t next, end;
+} ids;
 
 static struct {
 	pthread_mutex_t mu;
@@ -87,12 +91,11 @@ uint64_t cl_scope_new_ctx(void)
 	uint64_t x;
 
 	do {
-		if (cl_self.id_next == cl_self.id_end) {
-			cl_self.id_next =
-			    atomic_fetch_add(&id_counter, ID_BLOCK);
-			cl_self.id_end = cl_self.id_next + ID_BLOCK;
+		if (ids.next == ids.end) {
+			ids.next = atomic_fetch_add(&id_counter, ID_BLOCK);
+			ids.end = ids.next + ID_BLOCK;
 		}
-		x = proto_mix64(id_key + cl_self.id_next++);
+		x = proto_mix64(id_key + ids.next++);
 	} while (x == 0 || x == SLOT_BUSY);
 	return x;
 }
@@ -280,5 +283,5 @@ void cl_scope_new_process(void)
 	atomic_store(&spill.count, 0);
 	pthread_mutex_unlock(&spill.mu);
 	atomic_store(&cl_scopes_evicted, 0);
-	cl_self.id_next = cl_self.id_end = 0;
+	ids.next = ids.end = 0;
 }

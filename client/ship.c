@@ -34,9 +34,9 @@
  * The watermark W promises that every record of this process with
  * ts <= W has been sent.  A thread sets its buffer's `busy` before it
  * reads the clock and clears it after publishing.  The shipper reads
- * T = now, then fences every thread (cl_buf_fence: membarrier), then
- * collects.  A record with ts < T had its busy store made before T was
- * read, so after the fence the shipper sees either busy (and then lowers W
+ * T = now, then fences every thread (membarrier), then collects (both in
+ * cl_buf_collect_all).  A record with ts < T had its busy store made before T
+ * was read, so after the fence the shipper sees either busy (and then lowers W
  * below that thread's last published ts, since the record in flight may
  * be as old as that) or the record itself.  So W = min(T - 1, each busy
  * thread's last ts - 1).  Only the threads pay nothing but a plain store.
@@ -75,7 +75,7 @@
 enum { SEG_HELLO, SEG_SITES, SEG_KEPT, SEG_DROPPED, SEG_RECORDS, NSEG };
 
 struct seg {
-	struct cl_bytes b;
+	struct proto_bytes b;
 	size_t off;
 };
 
@@ -136,85 +136,9 @@ static struct {
 
 static _Atomic int wake_pending;
 static _Atomic uint64_t unsent; /* records shutdown gave up on */
-uint64_t cl_instance;
-int cl_ship_running;
-
-/* ------------------------------------------------------------ bytes */
-
-int cl_bytes_reserve(struct cl_bytes *b, size_t more)
-{
-	size_t cap = b->cap ? b->cap : 4096;
-	unsigned char *grown;
-
-	if (b->len + more <= b->cap)
-		return 0;
-	while (cap < b->len + more)
-		cap *= 2;
-	grown = realloc(b->p, cap);
-	if (!grown)
-		return -1;
-	b->p = grown;
-	b->cap = cap;
-	return 0;
-}
-
-int cl_bytes_record(struct cl_bytes *b, const struct proto_record *r)
-{
-	size_t strings = r->name.len + r->key.len + r->value.len +
-			 r->message.len + r->file.len + r->func.len;
-
-	if (cl_bytes_reserve(b, PROTO_RECORD_SIZE_MAX(strings)))
-		return -1;
-	b->len += proto_encode_record(b->p + b->len, b->cap - b->len, r);
-	return 0;
-}
-
-static void bytes_free(struct cl_bytes *b)
-{
-	free(b->p);
-	memset(b, 0, sizeof(*b));
-}
-
-/* ---------------------------------------------------- record bounds */
-
-/* Bytes of the record at p[0..n), 0 when it does not end there.  The
- * input is our own encoder's output. */
-static size_t record_size(const unsigned char *p, size_t n)
-{
-	int64_t size = proto_object_size(p, n);
-
-	return size > 0 ? (size_t)size : 0;
-}
-
-/* A fixarray whose first element is the type. */
-static int is_watermark(const unsigned char *p, size_t size)
-{
-	return size > 1 && p[1] == PROTO_WATERMARK;
-}
-
-/* A record's ts: its second element, an unsigned integer right after the
- * fixarray header and the type. */
-static uint64_t record_ts(const unsigned char *p, size_t size)
-{
-	unsigned n = p[2] >= 0xcc && p[2] <= 0xcf ? 1u << (p[2] - 0xcc) : 0;
-	uint64_t ts = n ? 0 : p[2];
-
-	for (unsigned i = 0; i < n && 3 + i < size; i++)
-		ts = ts << 8 | p[3 + i];
-	return ts;
-}
-
-uint64_t cl_records_in(const unsigned char *p, size_t n)
-{
-	uint64_t count = 0;
-	size_t pos = 0, len;
-
-	while ((len = record_size(p + pos, n - pos))) {
-		count += len > 1 && !is_watermark(p + pos, len);
-		pos += len;
-	}
-	return count;
-}
+/* The settings of ctxleak_init, kept for the child of a fork. */
+static struct cl_config config;
+static uint64_t instance; /* HELLO's: random per process */
 
 /* ------------------------------------------------------- connection */
 
@@ -321,10 +245,10 @@ static void take_ack(uint64_t w)
 	size_t pos = 0, n, credit = 0;
 	uint64_t records = 0;
 
-	while ((n = record_size(k->b.p + pos, k->b.len - pos)) &&
+	while ((n = proto_frame_size(k->b.p + pos, k->b.len - pos)) &&
 	       pos + n <= k->off) {
-		if (!is_watermark(k->b.p + pos, n)) {
-			if (record_ts(k->b.p + pos, n) > w)
+		if (!proto_frame_is_watermark(k->b.p + pos, n)) {
+			if (proto_frame_ts(k->b.p + pos, n) > w)
 				break;
 			records++;
 			credit += n;
@@ -338,7 +262,7 @@ static void take_ack(uint64_t w)
 	k->off -= pos;
 	ship.kept_pos += records;
 	ship.kept_records -= records;
-	atomic_fetch_add(&cl_budget, (int64_t)credit);
+	cl_buf_give_back(credit);
 	ship.last_progress = cl_now();
 }
 
@@ -394,22 +318,22 @@ static struct proto_str pstr(const char *s)
 	return (struct proto_str){s, (uint32_t)strlen(s)};
 }
 
-static int encode_hello(struct cl_bytes *out)
+static int encode_hello(struct proto_bytes *out)
 {
 	struct proto_hello h = {
 	    .version = PROTO_VERSION,
-	    .instance = cl_instance,
+	    .instance = instance,
 	    .pid = (uint32_t)getpid(),
-	    .app = pstr(cl_config.app),
+	    .app = pstr(config.app),
 	    .backend = pstr(cl_backend_str(cl_backend)),
-	    .reason = pstr(cl_config.reason),
+	    .reason = pstr(config.reason),
 	    .clock_offset = clock_offset(),
 	    .client = pstr("libctxleak " CTXLEAK_VERSION_STRING),
 	    .has_seq = 1,
 	    .seq = ship.kept_pos,
 	};
 
-	if (cl_bytes_reserve(out, 1024))
+	if (proto_bytes_reserve(out, 1024))
 		return -1;
 	out->len +=
 	    proto_encode_hello(out->p + out->len, out->cap - out->len, &h);
@@ -428,16 +352,15 @@ static void say_unreachable(int err)
 	fprintf(stderr,
 		"ctxleak: no daemon at %s (%s); records are kept, up to %zu "
 		"bytes, until one listens (CTXLEAK_QUIET=1 silences this)\n",
-		cl_config.socket_path, strerror(err), cl_config.buffer_limit);
+		config.socket_path, strerror(err), config.buffer_limit);
 }
 
 static void connect_daemon(uint64_t now)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	struct cl_bytes *hello = &ship.seg[SEG_HELLO].b;
+	struct proto_bytes *hello = &ship.seg[SEG_HELLO].b;
 
-	memcpy(sa.sun_path, cl_config.socket_path,
-	       strlen(cl_config.socket_path));
+	memcpy(sa.sun_path, config.socket_path, strlen(config.socket_path));
 	ship.fd =
 	    socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (ship.fd < 0 ||
@@ -466,12 +389,12 @@ static int keep_sent(void)
 
 	if (!r->b.len)
 		return 0;
-	if (cl_bytes_reserve(&k->b, r->b.len))
+	if (proto_bytes_reserve(&k->b, r->b.len))
 		return -1;
 	memcpy(k->b.p + k->b.len, r->b.p, r->b.len);
 	k->b.len += r->b.len;
 	k->off = k->b.len;
-	ship.kept_records += cl_records_in(r->b.p, r->b.len);
+	ship.kept_records += proto_frame_count(r->b.p, r->b.len);
 	seg_clear(r);
 	return 0;
 }
@@ -512,33 +435,8 @@ static int send_pending(void)
 /* Takes every thread's published records into SEG_RECORDS; returns W. */
 static uint64_t collect(int *complete)
 {
-	uint64_t w, last, n, s;
-	struct cl_buf **pp, *b;
-	int exited;
-
-	w = cl_now() - 1;
-	cl_buf_fence();
-	pthread_mutex_lock(&cl_registry_mu);
-	for (pp = &cl_registry; (b = *pp);) {
-		exited = atomic_load_explicit(&b->exited, memory_order_acquire);
-		if (atomic_load_explicit(&b->busy, memory_order_acquire)) {
-			last = atomic_load_explicit(&b->last_ts,
-						    memory_order_relaxed);
-			if (!last || last - 1 < w)
-				w = last ? last - 1 : 0;
-		}
-		cl_buf_collect(b, &ship.seg[SEG_RECORDS].b, complete);
-		n = cl_buf_take_drops(b, &s);
-		note_drops(n, s);
-		if (exited && *complete) {
-			*pp = b->next;
-			cl_buf_free(b);
-		} else {
-			pp = &b->next;
-		}
-	}
-	pthread_mutex_unlock(&cl_registry_mu);
-	return w;
+	return cl_buf_collect_all(&ship.seg[SEG_RECORDS].b, complete,
+				  note_drops);
 }
 
 static void build_batch(uint64_t now)
@@ -562,7 +460,7 @@ static void build_batch(uint64_t now)
 		r.ts = now;
 		r.count = ship.drops;
 		r.since = ship.drop_since;
-		if (!cl_bytes_record(&ship.seg[SEG_DROPPED].b, &r)) {
+		if (!proto_bytes_record(&ship.seg[SEG_DROPPED].b, &r)) {
 			ship.seg_drops += ship.drops;
 			ship.drops = 0;
 			if (r.since < ship.since_conn)
@@ -571,11 +469,11 @@ static void build_batch(uint64_t now)
 	}
 	if (complete && w > ship.last_wm) {
 		r = (struct proto_record){.type = PROTO_WATERMARK, .ts = w};
-		if (!cl_bytes_record(&ship.seg[SEG_RECORDS].b, &r))
+		if (!proto_bytes_record(&ship.seg[SEG_RECORDS].b, &r))
 			ship.last_wm = w;
 	}
 	ship.last_batch = now;
-	ship.next_flush = now + cl_config.flush_interval_ms * MS;
+	ship.next_flush = now + config.flush_interval_ms * MS;
 	if (stopping)
 		ship.final_collected = 1;
 }
@@ -749,7 +647,7 @@ static void reset_state(void)
 	ship.conn_sites = 0;
 	ship.backoff = BACKOFF_MIN;
 	ship.next_connect = ship.last_batch = ship.last_wm = 0;
-	ship.next_flush = cl_now() + cl_config.flush_interval_ms * MS;
+	ship.next_flush = cl_now() + config.flush_interval_ms * MS;
 	ship.final_collected = 0;
 	ship.send_dead = 0;
 	ship.flush_req = ship.flush_done = 0;
@@ -764,7 +662,7 @@ static void reset_state(void)
 	ship.said_unreachable = 0;
 	atomic_store(&unsent, 0);
 	atomic_store(&wake_pending, 0);
-	cl_instance = proto_random64();
+	instance = proto_random64();
 }
 
 /* The shipper takes no signal meant for the host. */
@@ -779,13 +677,11 @@ static int spawn(void)
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (err)
 		return CTXLEAK_ESYS;
-	pthread_mutex_lock(&cl_registry_mu);
-	cl_ship_running = 1;
-	pthread_mutex_unlock(&cl_registry_mu);
+	cl_buf_consumer_start(cl_ship_wake);
 	return CTXLEAK_OK;
 }
 
-int cl_ship_start(void)
+static int start(void)
 {
 	int err;
 
@@ -844,7 +740,7 @@ static void release_all(void)
 	ship.fd = -1;
 	atomic_store(&ship.connected, 0);
 	for (int i = 0; i < NSEG; i++) {
-		bytes_free(&ship.seg[i].b);
+		proto_bytes_free(&ship.seg[i].b);
 		ship.seg[i].off = 0;
 	}
 }
@@ -852,7 +748,7 @@ static void release_all(void)
 /* Whole records of s that the kernel took on the open connection. */
 static uint64_t records_taken(const struct seg *s)
 {
-	return ship.fd >= 0 ? cl_records_in(s->b.p, s->off) : 0;
+	return ship.fd >= 0 ? proto_frame_count(s->b.p, s->off) : 0;
 }
 
 /*
@@ -875,78 +771,52 @@ static void count_unsent(void)
 	collect(&complete);
 	taken = records_taken(k) + records_taken(r);
 	atomic_fetch_add(&unsent, ship.kept_records +
-				      cl_records_in(r->b.p, r->b.len) - taken);
+				      proto_frame_count(r->b.p, r->b.len) - taken);
 }
 
 void cl_ship_stop(void)
 {
-	struct cl_buf **pp, *b;
-
 	ship.stop_at = cl_now();
 	atomic_store(&ship.stop, 1);
 	kick();
 	pthread_join(ship.thread, NULL);
 	count_unsent();
 	release_all();
-	pthread_mutex_lock(&cl_registry_mu);
-	cl_ship_running = 0;
-	/* Live threads free their own buffer when they exit. */
-	for (pp = &cl_registry; (b = *pp);) {
-		if (atomic_load(&b->exited) || b == cl_self.buf) {
-			*pp = b->next;
-			cl_buf_free(b);
-		} else {
-			pp = &b->next;
-		}
-	}
-	pthread_mutex_unlock(&cl_registry_mu);
-	cl_buf_forget_self();
+	cl_buf_consumer_stop();
 }
 
 void cl_ship_fork_prepare(void)
 {
 	pthread_mutex_lock(&ship.mu);
 	pthread_mutex_lock(&ship.flush_mu);
-	pthread_mutex_lock(&cl_registry_mu);
-	pthread_mutex_lock(&cl_site_mu);
 }
 
 void cl_ship_fork_release(void)
 {
-	pthread_mutex_unlock(&cl_site_mu);
-	pthread_mutex_unlock(&cl_registry_mu);
 	pthread_mutex_unlock(&ship.flush_mu);
 	pthread_mutex_unlock(&ship.mu);
 }
 
+int cl_ship_start(const struct cl_config *c)
+{
+	config = *c;
+	return start();
+}
+
 /* In the child: the parent's connection and batch are the parent's. */
-void cl_ship_after_fork(void)
+int cl_ship_after_fork(void)
 {
 	release_all();
 	close(ship.wake_fd);
 	ship.wake_fd = -1;
-	cl_ship_running = 0;
-	if (cl_ship_start())
-		atomic_store(&cl_enabled, 0);
+	return start();
 }
 
+/* Adds what shutdown gave up on to the buffers' drops. */
 void cl_ship_stats(struct ctxleak_stats *out)
 {
-	struct cl_buf *b;
-
-	out->records = atomic_load(&cl_gone_records);
-	out->dropped = atomic_load(&cl_gone_dropped) + atomic_load(&unsent);
-	pthread_mutex_lock(&cl_registry_mu);
-	for (b = cl_registry; b; b = b->next) {
-		out->records += atomic_load(&b->records);
-		pthread_mutex_lock(&b->drop_mu);
-		out->dropped += b->drop_total;
-		pthread_mutex_unlock(&b->drop_mu);
-	}
-	pthread_mutex_unlock(&cl_registry_mu);
+	out->dropped += atomic_load(&unsent);
 	out->sent_bytes = atomic_load(&ship.sent_bytes);
 	out->connects = atomic_load(&ship.connects);
 	out->connected = (uint64_t)atomic_load(&ship.connected);
-	out->evicted = atomic_load(&cl_scopes_evicted);
-	out->truncated = atomic_load(&cl_truncated);
 }

@@ -11,7 +11,12 @@
 
 #include "client.h"
 
-pthread_mutex_t cl_site_mu = PTHREAD_MUTEX_INITIALIZER;
+struct cl_site {
+	char *file, *func;
+	unsigned line;
+};
+
+static pthread_mutex_t site_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct cl_site *sites; /* sites[id - 1] */
 static unsigned nsites, sites_cap;
 
@@ -46,31 +51,42 @@ unsigned cl_site_register(struct ctxleak_site *s)
 	unsigned id;
 	int added;
 
-	pthread_mutex_lock(&cl_site_mu);
+	pthread_mutex_lock(&site_mu);
 	id = __atomic_load_n(&s->id, __ATOMIC_RELAXED);
 	if (!id && (added = site_append(s)) > 0) {
 		id = (unsigned)added;
 		__atomic_store_n(&s->id, id, __ATOMIC_RELEASE);
 	}
-	pthread_mutex_unlock(&cl_site_mu);
+	pthread_mutex_unlock(&site_mu);
 	return id;
 }
 
-unsigned cl_site_encode(struct cl_bytes *out, unsigned from)
+unsigned cl_site_encode(struct proto_bytes *out, unsigned from)
 {
 	struct proto_record r = {.type = PROTO_SITE};
 	unsigned id;
 
-	pthread_mutex_lock(&cl_site_mu);
+	pthread_mutex_lock(&site_mu);
 	r.ts = cl_now();
 	for (id = from + 1; id <= nsites; id++) {
 		r.site = id;
 		r.file = cl_str(sites[id - 1].file);
 		r.func = cl_str(sites[id - 1].func);
 		r.line = sites[id - 1].line;
-		if (cl_bytes_record(out, &r))
+		if (proto_bytes_record(out, &r))
 			break;
 	}
-	pthread_mutex_unlock(&cl_site_mu);
+	pthread_mutex_unlock(&site_mu);
 	return id - 1;
+}
+
+/* fork() must not split the table's lock from the table. */
+void cl_site_fork_prepare(void)
+{
+	pthread_mutex_lock(&site_mu);
+}
+
+void cl_site_fork_release(void)
+{
+	pthread_mutex_unlock(&site_mu);
 }

@@ -312,4 +312,35 @@ int64_t proto_parse_receipt(const void *buf, size_t len,
  */
 int64_t proto_object_size(const void *buf, size_t len);
 
+/* --------------------------------------------------------------- framing */
+
+/*
+ * A growable byte array that records are encoded into (proto/frame.c):
+ * the client's per-thread buffers hand their records over in one, and its
+ * shipper sends from them.  Needs no msgpack-c.
+ */
+struct proto_bytes {
+	unsigned char *p;
+	size_t len; /* bytes in use */
+	size_t cap; /* bytes allocated at p */
+};
+/* Room for `more` bytes past len (doubling from 4 KiB); -1 when memory
+ * lacks, b unchanged. */
+int proto_bytes_reserve(struct proto_bytes *b, size_t more);
+/* Encodes one record at the end of b; -1 when memory lacks. */
+int proto_bytes_record(struct proto_bytes *b, const struct proto_record *r);
+void proto_bytes_free(struct proto_bytes *b);
+
+/*
+ * Records in a run of them as proto_encode_record wrote them, one after
+ * another.  proto_frame_size: bytes of the record at p[0..n), 0 when the
+ * run ends inside it.  proto_frame_is_watermark and proto_frame_ts read
+ * the record of `size` bytes at p; proto_frame_count: the whole records in
+ * p[0..n) other than WATERMARKs.
+ */
+size_t proto_frame_size(const void *p, size_t n);
+int proto_frame_is_watermark(const void *p, size_t size);
+uint64_t proto_frame_ts(const void *p, size_t size);
+uint64_t proto_frame_count(const void *p, size_t n);
+
 #endif /* CTXLEAK_PROTO_H */

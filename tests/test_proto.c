@@ -2,7 +2,7 @@
  * test_proto.c: tests of the wire protocol in proto/: the encoder against
  * msgpack-c's packer, the decoder's round trips, chunking, limits and
  * malformed input, and the daemon's RECEIPT with the object bounds its
- * parser uses.
+ * parser uses, and the framing of records in a run of them (frame.c).
  */
 #include <check.h>
 #include <msgpack.h>
@@ -2139,6 +2139,106 @@ static Suite *receipt_suite(void)
 	return s;
 }
 
+/* ------------------------------------------------------------ framing */
+
+/* Records appended one by one are the encoder's bytes back to back, in an
+ * array that grows from 4 KiB by doubling; freeing leaves it empty. */
+START_TEST(test_bytes_append)
+{
+	struct proto_record recs[16];
+	size_t n = sample_records(recs), off = 0, len;
+	struct proto_bytes b = {0};
+	unsigned char one[1024];
+
+	ck_assert_int_eq(proto_bytes_reserve(&b, 1), 0);
+	ck_assert_uint_eq(b.cap, 4096);
+	ck_assert_uint_eq(b.len, 0);
+	ck_assert_int_eq(proto_bytes_reserve(&b, 4097), 0);
+	ck_assert_uint_eq(b.cap, 8192);
+	for (size_t i = 0; i < n; i++)
+		ck_assert_int_eq(proto_bytes_record(&b, &recs[i]), 0);
+	for (size_t i = 0; i < n; i++) {
+		len = proto_encode_record(one, sizeof one, &recs[i]);
+		ck_assert_uint_gt(len, 0);
+		ck_assert_mem_eq(b.p + off, one, len);
+		off += len;
+	}
+	ck_assert_uint_eq(b.len, off);
+	proto_bytes_free(&b);
+	ck_assert_ptr_null(b.p);
+	ck_assert_uint_eq(b.len + b.cap, 0);
+}
+END_TEST
+
+/* Every record's bounds, type and ts are found in a run of them; a run
+ * cut anywhere counts only the records wholly inside it. */
+START_TEST(test_frame_bounds)
+{
+	struct proto_record recs[16];
+	size_t n = sample_records(recs), ends[17], pos = 0, len;
+	struct proto_bytes b = {0};
+	uint64_t whole;
+
+	recs[n++] = (struct proto_record){.type = PROTO_WATERMARK, .ts = 999};
+	ends[0] = 0;
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_int_eq(proto_bytes_record(&b, &recs[i]), 0);
+		ends[i + 1] = b.len;
+	}
+	for (size_t i = 0; i < n; i++) {
+		len = proto_frame_size(b.p + pos, b.len - pos);
+		ck_assert_uint_eq(len, ends[i + 1] - ends[i]);
+		ck_assert_int_eq(proto_frame_is_watermark(b.p + pos, len),
+				 recs[i].type == PROTO_WATERMARK);
+		ck_assert_uint_eq(proto_frame_ts(b.p + pos, len), recs[i].ts);
+		pos += len;
+	}
+	ck_assert_uint_eq(proto_frame_size(b.p + pos, 0), 0);
+	/* Two watermarks: the sample's and ours. */
+	ck_assert_uint_eq(proto_frame_count(b.p, b.len), n - 2);
+	for (size_t cut = 0; cut <= b.len; cut++) {
+		whole = 0;
+		for (size_t i = 0; i < n; i++)
+			whole += ends[i + 1] <= cut &&
+				 recs[i].type != PROTO_WATERMARK;
+		ck_assert_uint_eq(proto_frame_count(b.p, cut), whole);
+	}
+	proto_bytes_free(&b);
+}
+END_TEST
+
+/* A ts in each of msgpack's unsigned formats, at both ends of each. */
+START_TEST(test_frame_ts_widths)
+{
+	unsigned char buf[PROTO_RECORD_FIXED_MAX];
+	struct proto_record r = {.type = PROTO_END, .ctx = 5, .cur = 6};
+	size_t len;
+
+	for (size_t i = 0; i < N_EDGE_UINTS; i++) {
+		r.ts = edge_uints[i];
+		r.type = i % 2 ? PROTO_WATERMARK : PROTO_END;
+		len = proto_encode_record(buf, sizeof buf, &r);
+		ck_assert_uint_eq(proto_frame_size(buf, len), len);
+		ck_assert_uint_eq(proto_frame_size(buf, len - 1), 0);
+		ck_assert_uint_eq(proto_frame_ts(buf, len), edge_uints[i]);
+		ck_assert_int_eq(proto_frame_is_watermark(buf, len), i % 2);
+		ck_assert_uint_eq(proto_frame_count(buf, len), !(i % 2));
+	}
+}
+END_TEST
+
+static Suite *framing_suite(void)
+{
+	Suite *s = suite_create("framing");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_bytes_append);
+	tcase_add_test(tc, test_frame_bounds);
+	tcase_add_test(tc, test_frame_ts_widths);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
 int main(void)
 {
 	SRunner *sr = srunner_create(encoder_suite());
@@ -2150,6 +2250,7 @@ int main(void)
 	srunner_add_suite(sr, compat_suite());
 	srunner_add_suite(sr, names_suite());
 	srunner_add_suite(sr, receipt_suite());
+	srunner_add_suite(sr, framing_suite());
 	srunner_run_all(sr, CK_NORMAL);
 	failed = srunner_ntests_failed(sr);
 	srunner_free(sr);
