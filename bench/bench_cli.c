@@ -4,7 +4,7 @@
  * in-process (what any report must at least pay).
  *
  * The database comes from the real daemon: one client runs the worked
- * example of DESIGN.md (7 findings each) ROUNDS times under the thread
+ * example of docs/DESIGN.md (7 findings each) ROUNDS times under the thread
  * backend.  Each CLI command runs as a program, output to /dev/null.
  */
 #include <fcntl.h>

@@ -1,12 +1,12 @@
 /*
  * api.c: the public calls of libctxleak and the per-thread truth tracking
- * behind them: DESIGN.md's table "Exact effect of each call", with
+ * behind them: docs/DESIGN.md's table "Exact effect of each call", with
  * B = the backend's slot (backend.c) and C = self.cause.  Also init,
  * shutdown and fork, which set up the other files.
  *
  * Each scope's saved pair (B, C at its begin) is known to the whole
  * process (scope.c): a scope begun on one thread and ended on another
- * restores its pair into the ending thread's slots, as DESIGN.md says.
+ * restores its pair into the ending thread's slots, as docs/DESIGN.md says.
  * A ctx this process did not begin, or already ended, is still reported,
  * and B and C are then left as they are.
  *
@@ -47,7 +47,7 @@ struct frame {
 	uint64_t c, b;
 };
 
-/* Per-thread truth (the thread's half of DESIGN.md's table, B aside). */
+/* Per-thread truth (the thread's half of docs/DESIGN.md's table, B aside). */
 static CL_TLS struct {
 	uint64_t cause;	     /* C */
 	struct frame *stack; /* the resume stack */
@@ -313,7 +313,7 @@ static int configure(const struct ctxleak_options *o, struct cl_config *c)
 	return cl_backend_choose(o, c->reason, sizeof(c->reason));
 }
 
-/* A child of fork reports as a new process (DESIGN.md): new instance,
+/* A child of fork reports as a new process (docs/DESIGN.md): new instance,
  * new ctx numbers, and nothing of the parent's buffers. */
 static void fork_prepare(void)
 {

@@ -1,5 +1,5 @@
 /*
- * backend.c: the propagation backends (B of DESIGN.md's table) and the
+ * backend.c: the propagation backends (B of docs/DESIGN.md's table) and the
  * choice between them.  The slot of the thread and task backends is
  * cl_thread_slot, one per thread; what tells them apart is that api.c
  * switches the task slot on resume and suspend (cl_backend_task_switch).

@@ -526,7 +526,7 @@ void cl_buf_consumer_stop(void)
 /*
  * In the child of a fork, which runs only the forking thread: the
  * parent's records are the parent's to send, so every buffer is dropped
- * and this thread starts again with nothing (DESIGN.md).
+ * and this thread starts again with nothing (docs/DESIGN.md).
  */
 void cl_buf_after_fork(void)
 {

@@ -159,7 +159,7 @@ extern _Atomic uint64_t cl_scopes_evicted;
 /* ------------------------------------------------------------ backend.c */
 
 /*
- * Layer 4: the propagation backends, B of DESIGN.md's table.  Called by
+ * Layer 4: the propagation backends, B of docs/DESIGN.md's table.  Called by
  * api.c (B, the choice) and ship.c (the name for HELLO); calls nothing.
  */
 
@@ -176,7 +176,7 @@ const char *cl_backend_str(enum ctxleak_backend b);
 /* ctxleak_set_scheduler; started: the library runs (choice made). */
 int cl_backend_set_scheduler(const char *name, int started);
 
-/* The backend's slot: B of DESIGN.md's table. */
+/* The backend's slot: B of docs/DESIGN.md's table. */
 static inline uint64_t cl_backend_get(void)
 {
 	switch (cl_backend) {

@@ -1,6 +1,6 @@
 /*
  * scope.c: ctx numbers and the process-wide table of open scopes' saved
- * pairs: what DESIGN.md's end(x) restores "if x is known", that is, if
+ * pairs: what docs/DESIGN.md's end(x) restores "if x is known", that is, if
  * this process began x and has not ended it yet, on whichever thread.
  *
  * A ctx is a counter through a per-process key and proto_mix64, which is

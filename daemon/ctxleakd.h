@@ -265,7 +265,7 @@ unsigned summaries_pending(const struct summaries *sm); /* keys counted */
 
 /* What the library-kept backends would have recorded in a process, and the
  * findings of the rules on that, counted per backend, class and site (the
- * what-if of DESIGN.md).  Pure: no I/O. */
+ * what-if of docs/DESIGN.md).  Pure: no I/O. */
 enum whatif_backend { WHATIF_THREAD, WHATIF_GLOBAL, WHATIF_TASK };
 #define WHATIF_BACKENDS 3
 struct whatif;

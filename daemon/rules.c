@@ -4,7 +4,7 @@
  * retiring it.  The tables it stands on are in rules_scope.c, the human
  * detail lines in rules_detail.c, the concurrency model in rules_model.c.
  *
- * The engine's spec (DESIGN.md "Leak classes", made precise):
+ * The engine's spec (docs/DESIGN.md "Leak classes", made precise):
  *
  * request(x) is the root ancestor of scope x.  A request BEGIN (kind 0)
  * makes a root; a child BEGIN (kind 1) has parent = its prev, and with

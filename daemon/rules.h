@@ -6,7 +6,7 @@
  * and updates of retired ones out through callbacks, no I/O, no clock, no
  * globals, so that every rule is
  * tested without sockets or SQLite.  The rules are those of "Leak classes"
- * in DESIGN.md.  Records may be added in any order; they are judged in
+ * in docs/DESIGN.md.  Records may be added in any order; they are judged in
  * timestamp order once a watermark says that nothing earlier can still
  * arrive (rules_advance), or all at once when the process is gone
  * (rules_finish).

@@ -215,7 +215,7 @@ static const char schema_v5[] =
     "ALTER TABLE processes ADD COLUMN committed_position INTEGER;";
 
 /*
- * Version 6.  The what-if (DESIGN.md): per process, the findings that each
+ * Version 6.  The what-if (docs/DESIGN.md): per process, the findings that each
  * library-kept backend would have given, counted per backend, class and
  * site, written when the process is finalised; processes.what_if says
  * that they were (0: the daemon ran with --no-what-if, or the process is

@@ -1,5 +1,5 @@
 /*
- * whatif.c: DESIGN.md's what-if.  For one process, whatever storage it ran
+ * whatif.c: docs/DESIGN.md's what-if.  For one process, whatever storage it ran
  * with, what each library-kept backend (thread, global, task) would have
  * recorded, and what the rules of rules.c find in that: the question "which
  * storage keeps this program's requests apart" answered with counts, from

@@ -28,7 +28,7 @@
 #define COMMON_APPLICATION_ID 0x63786c6b
 
 /*
- * The leak classes (DESIGN.md), in the order reports list them: the tag of
+ * The leak classes (docs/DESIGN.md), in the order reports list them: the tag of
  * the rules engine's enum leak_class, and the name the database stores.
  * X is a macro of (tag, name); the engine indexes its names by its enum
  * with it, the CLI lists common_class_names.

@@ -1,4 +1,4 @@
-"""The calls of the Python client: DESIGN.md's table "Exact effect of each
+"""The calls of the Python client: docs/DESIGN.md's table "Exact effect of each
 call", with B = the backend's slot and C = the true (causal) ctx.
 
 C and the resume stack live in ContextVars, so the truth follows the
@@ -96,7 +96,7 @@ _drops_total = 0  # dropped at the limit since init
 _evicted = 0  # scopes forgotten at MAX_SCOPES
 
 # Each scope begun by this process and not ended yet, on whichever thread:
-# ctx -> (saved B, saved C, is a root).  "x is known" of DESIGN.md.
+# ctx -> (saved B, saved C, is a root).  "x is known" of docs/DESIGN.md.
 MAX_SCOPES = 1 << 16
 _scopes = {}
 _scopes_lock = _lock()  # eviction only
@@ -624,7 +624,7 @@ def stats():
 
 
 def _after_fork():
-    """A child of fork() is a new process (DESIGN.md): a new instance on
+    """A child of fork() is a new process (docs/DESIGN.md): a new instance on
     a connection of its own, new ctx numbers, none of the parent's
     records; its threads' truth stays as it was."""
     global _q, _drops, _drop_since, _drops_total, _key, _tls, _ship
