@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -95,6 +96,27 @@ void harness_remove_copy(const char *path)
 		return;
 	snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
 	rmdir(dir);
+}
+
+int harness_raise_fd_limit(unsigned long want)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		set_error("getrlimit: %s", strerror(errno));
+		return -1;
+	}
+	if (rl.rlim_max < want) {
+		set_error("RLIMIT_NOFILE hard limit %llu is under %lu",
+			  (unsigned long long)rl.rlim_max, want);
+		return -1;
+	}
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		set_error("setrlimit: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 void harness_sleep_ms(int ms)
@@ -395,6 +417,20 @@ static int count_occurrences(const char *hay, const char *needle)
 		n++;
 		hay += strlen(needle);
 	}
+	return n;
+}
+
+int harness_log_count(const struct harness_daemon *d, const char *needle)
+{
+	char *log = harness_log(d);
+	int n;
+
+	if (log == NULL) {
+		set_error("cannot read %s", d->log);
+		return -1;
+	}
+	n = count_occurrences(log, needle);
+	free(log);
 	return n;
 }
 

@@ -54,6 +54,12 @@ void harness_sleep_ms(int ms);
 int harness_fd_count(pid_t pid);
 long harness_status_kb(pid_t pid, const char *field);
 
+/* Raise this process's soft limit of open descriptors to its hard limit,
+ * which must be at least want: a thousand connections, say, are more than
+ * some systems' default soft limit of 1,024.  A daemon started after
+ * inherits it.  0, or -1 (see harness_error()). */
+int harness_raise_fd_limit(unsigned long want);
+
 /* The daemon binary under test. */
 const char *harness_daemon_path(void);
 
@@ -97,6 +103,10 @@ void harness_cleanup(struct harness_daemon *d);
 
 /* The daemon's stderr so far, NUL-terminated; free() it. */
 char *harness_log(const struct harness_daemon *d);
+
+/* How many times the daemon's log contains needle so far; -1 when it
+ * cannot be read. */
+int harness_log_count(const struct harness_daemon *d, const char *needle);
 
 /* Poll until the daemon's log contains needle at least count times.
  * Returns 0, or -1 on timeout. */

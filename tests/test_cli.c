@@ -21,6 +21,7 @@
 
 #include <sqlite3.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
 #include "cli_run.h"
 #include "harness.h"
@@ -1563,11 +1564,5 @@ static Suite *cli_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(cli_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main(cli_suite(), NULL);
 }

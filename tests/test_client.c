@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
 #include "ctxleak_event.h"
 #include "harness.h"
@@ -2362,11 +2363,5 @@ static Suite *client_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(client_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main(client_suite(), NULL);
 }

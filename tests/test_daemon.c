@@ -24,9 +24,11 @@
 
 #include <sqlite3.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
 #include "harness_check.h"
 #include "proto.h"
+#include "raw.h"
 
 /* A daemon that does not stop cleanly says why, with its log. */
 static void stop_ok(struct harness_daemon *d)
@@ -303,54 +305,6 @@ END_TEST
 
 /* ------------------------------------------------------ raw connections */
 
-static size_t encode(unsigned char *buf, size_t cap,
-		     const struct proto_record *r)
-{
-	size_t n = proto_encode_record(buf, cap, r);
-
-	ck_assert_uint_gt(n, 0);
-	return n;
-}
-
-/* One clean request: BEGIN, TAG, EVENT, END of ctx at ts. */
-static size_t encode_request(unsigned char *buf, size_t cap, uint64_t ctx,
-			     uint64_t ts)
-{
-	struct proto_record r = {.type = PROTO_BEGIN,
-				 .ts = ts,
-				 .tid = 7,
-				 .ctx = ctx,
-				 .cause = 0,
-				 .kind = PROTO_KIND_REQUEST,
-				 .name = {"GET /raw", 8}};
-	size_t n = encode(buf, cap, &r);
-
-	r = (struct proto_record){.type = PROTO_TAG,
-				  .ts = ts + 1,
-				  .tid = 7,
-				  .ctx = ctx,
-				  .cause = ctx,
-				  .key = {"k", 1},
-				  .value = {"v", 1}};
-	n += encode(buf + n, cap - n, &r);
-	r = (struct proto_record){.type = PROTO_EVENT,
-				  .ts = ts + 2,
-				  .tid = 7,
-				  .ctx = ctx,
-				  .cause = ctx,
-				  .name = {"e", 1},
-				  .message = {"m", 1}};
-	n += encode(buf + n, cap - n, &r);
-	r = (struct proto_record){.type = PROTO_END,
-				  .ts = ts + 3,
-				  .tid = 7,
-				  .ctx = ctx,
-				  .cause = ctx,
-				  .cur = ctx};
-	n += encode(buf + n, cap - n, &r);
-	return n;
-}
-
 START_TEST(test_garbage_closes_only_its_connection)
 {
 	struct harness_daemon d;
@@ -393,7 +347,7 @@ START_TEST(test_bad_input_keeps_what_came_before)
 	fd = harness_connect(&d);
 	ck_assert_msg(fd >= 0, "%s", harness_error());
 	ck_assert_int_eq(harness_send_hello(fd, 4712, 0), 0);
-	n = encode_request(buf, sizeof buf, 99, 1000);
+	n = raw_request(buf, sizeof buf, 99, 1000);
 	buf[n++] = 0xc1; /* never used in msgpack */
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
@@ -430,8 +384,8 @@ START_TEST(test_string_limit_closes_connection)
 	fd = harness_connect(&d);
 	ck_assert_msg(fd >= 0, "%s", harness_error());
 	ck_assert_int_eq(harness_send_hello(fd, 4717, 0), 0);
-	n = encode_request(buf, sizeof buf, 99, 1000);
-	n += encode(buf + n, sizeof buf - n, &tag);
+	n = raw_request(buf, sizeof buf, 99, 1000);
+	n += raw_encode(buf + n, sizeof buf - n, &tag);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
 	close(fd);
@@ -459,11 +413,12 @@ static void open_scopes(int fd, int n, uint64_t watermark)
 		r.ts = 1000 + (uint64_t)i;
 		r.ctx = 500 + (uint64_t)i;
 		ck_assert_int_eq(
-		    harness_write_all(fd, buf, encode(buf, sizeof buf, &r)), 0);
+		    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &r)),
+		    0);
 	}
 	r = (struct proto_record){.type = PROTO_WATERMARK, .ts = watermark};
 	ck_assert_int_eq(
-	    harness_write_all(fd, buf, encode(buf, sizeof buf, &r)), 0);
+	    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &r)), 0);
 }
 
 /* Until the query says n. */
@@ -560,12 +515,12 @@ static void send_requests(int fd, uint64_t first, int n, uint64_t ts)
 	for (int i = 0; i < n; i++)
 		ck_assert_int_eq(
 		    harness_write_all(fd, buf,
-				      encode_request(buf, sizeof buf,
-						     first + (uint64_t)i,
-						     ts + 10 * (uint64_t)i)),
+				      raw_request(buf, sizeof buf,
+						  first + (uint64_t)i,
+						  ts + 10 * (uint64_t)i)),
 		    0);
 	ck_assert_int_eq(
-	    harness_write_all(fd, buf, encode(buf, sizeof buf, &wm)), 0);
+	    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &wm)), 0);
 }
 
 /* A TAG of a new request (ctx 1000) under the context of an ended one. */
@@ -580,11 +535,10 @@ static void send_probe(int fd, uint64_t ended_ctx, uint64_t ts)
 				   .key = {"probe", 5}};
 
 	ck_assert_int_eq(
-	    harness_write_all(fd, buf,
-			      encode_request(buf, sizeof buf, 1000, ts)),
+	    harness_write_all(fd, buf, raw_request(buf, sizeof buf, 1000, ts)),
 	    0);
 	ck_assert_int_eq(
-	    harness_write_all(fd, buf, encode(buf, sizeof buf, &tag)), 0);
+	    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &tag)), 0);
 }
 
 /* The class of the finding of process `instance` under ctx. */
@@ -677,10 +631,10 @@ START_TEST(test_dropped_and_unknown_counted)
 	fd = harness_connect(&d);
 	ck_assert_msg(fd >= 0, "%s", harness_error());
 	ck_assert_int_eq(harness_send_hello(fd, 4722, 0), 0);
-	n = encode_request(buf, sizeof buf, 99, 1000);
+	n = raw_request(buf, sizeof buf, 99, 1000);
 	memcpy(buf + n, unknown, sizeof unknown);
 	n += sizeof unknown;
-	n += encode(buf + n, sizeof buf - n, &dropped);
+	n += raw_encode(buf + n, sizeof buf - n, &dropped);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	close(fd);
 	ck_assert_msg(harness_wait_int(&d,
@@ -709,7 +663,7 @@ START_TEST(test_record_before_hello)
 	START(&d, "--keep", "all");
 	fd = harness_connect(&d);
 	ck_assert_msg(fd >= 0, "%s", harness_error());
-	n = encode_request(buf, sizeof buf, 5, 1000);
+	n = raw_request(buf, sizeof buf, 5, 1000);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
 	close(fd);
@@ -736,7 +690,7 @@ START_TEST(test_kernel_pid_wins)
 	fd = harness_connect(&d);
 	ck_assert_msg(fd >= 0, "%s", harness_error());
 	ck_assert_int_eq(harness_send_hello(fd, 4713, 1), 0);
-	n = encode_request(buf, sizeof buf, 5, 1000);
+	n = raw_request(buf, sizeof buf, 5, 1000);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	close(fd);
 	ck_assert_msg(harness_wait_int(&d,
@@ -771,8 +725,8 @@ START_TEST(test_reconnection_continues_process)
 		fd = harness_connect(&d);
 		ck_assert_msg(fd >= 0, "%s", harness_error());
 		ck_assert_int_eq(harness_send_hello(fd, 4714, 0), 0);
-		n = encode_request(buf, sizeof buf, 10 + (uint64_t)i,
-				   1000 + 100 * (uint64_t)i);
+		n = raw_request(buf, sizeof buf, 10 + (uint64_t)i,
+				1000 + 100 * (uint64_t)i);
 		ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 		close(fd);
 	}
@@ -841,7 +795,7 @@ START_TEST(test_sigterm_drains)
 	ck_assert_ptr_nonnull(buf);
 	START(&d, "--keep", "all");
 	for (uint64_t i = 0; i < N; i++)
-		n += encode_request(buf + n, cap - n, 1000 + i, 10 * (i + 1));
+		n += raw_request(buf + n, cap - n, 1000 + i, 10 * (i + 1));
 	fd = harness_connect(&d);
 	ck_assert_msg(fd >= 0, "%s", harness_error());
 	ck_assert_int_eq(harness_send_hello(fd, 4715, 0), 0);
@@ -974,8 +928,8 @@ START_TEST(test_sigterm_accepts_the_backlog)
 
 	START(&d, "--keep", "all");
 	for (uint64_t i = 0; i < REQUESTS; i++)
-		n += encode_request(buf + n, sizeof buf - n, 1000 + i,
-				    10 * (i + 1));
+		n += raw_request(buf + n, sizeof buf - n, 1000 + i,
+				 10 * (i + 1));
 	/* Stopped, it accepts nothing: the connections wait in the
 	 * listener's backlog with all they sent. */
 	ck_assert_int_eq(kill(d.pid, SIGSTOP), 0);
@@ -1532,18 +1486,6 @@ static double cpu_seconds(pid_t pid)
 	return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
-static int count_in_log(const struct harness_daemon *d, const char *needle)
-{
-	char *log = harness_log(d);
-	int n = 0;
-
-	for (char *p = strstr(log, needle); p != NULL;
-	     p = strstr(p + 1, needle))
-		n++;
-	free(log);
-	return n;
-}
-
 #define REFUSED 20
 
 /* A burst of refusals: one line when it begins, one with its total when
@@ -1576,7 +1518,7 @@ START_TEST(test_refusals_logged_per_burst)
 		      harness_error());
 	assert_log_has(&d, "--max-connections 2 reached; those clients got "
 			   "no RECEIPT");
-	ck_assert_int_eq(count_in_log(&d, "refused"), 2);
+	ck_assert_int_eq(harness_log_count(&d, "refused"), 2);
 	close(fds[0]);
 	close(fds[1]);
 	STOP_OK(&d);
@@ -1618,7 +1560,7 @@ START_TEST(test_out_of_descriptors)
 	cpu = cpu_seconds(d.pid) - cpu;
 	/* A spinning loop burns the whole second and logs each turn. */
 	ck_assert_msg(cpu < 0.5, "%.2f s of CPU in 1 s", cpu);
-	ck_assert_int_eq(count_in_log(&d, "Too many open files"), 1);
+	ck_assert_int_eq(harness_log_count(&d, "Too many open files"), 1);
 
 	for (int i = 0; i < FD_STORM; i++)
 		close(fds[i]);
@@ -1986,11 +1928,5 @@ static Suite *daemon_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(daemon_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_main(daemon_suite(), NULL);
 }

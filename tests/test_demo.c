@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "harness.h"
 
 /* Enough for several bursts, batches and rounds of every example. */
@@ -427,11 +428,5 @@ static Suite *demo_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(demo_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main(demo_suite(), NULL);
 }

@@ -27,6 +27,7 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "ctxleak_event.h"
 #include "harness_check.h"
 
@@ -923,11 +924,5 @@ static Suite *event_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(event_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main(event_suite(), NULL);
 }

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
 #include "harness_check.h"
 
@@ -165,17 +166,6 @@ static int64_t rows_of(const struct harness_daemon *d, pid_t pid)
 
 /* ------------------------------------------------------------ disk full */
 
-static int count_in_log(const struct harness_daemon *d, const char *needle)
-{
-	char *log = harness_log(d);
-	int n = 0;
-
-	for (const char *p = log; (p = strstr(p, needle)) != NULL; p++)
-		n++;
-	free(log);
-	return n;
-}
-
 /* The number that follows the last `before` in the daemon's log. */
 static uint64_t number_in_log(const struct harness_daemon *d,
 			      const char *before)
@@ -240,7 +230,7 @@ START_TEST(test_disk_full_then_space_returns)
 	/* os_unix.c retries a short write, and the retry's EFBIG becomes
 	 * SQLITE_IOERR_WRITE, not SQLITE_FULL (test_store has that one):
 	 * an I/O error must not be fatal either. */
-	ck_assert_int_eq(count_in_log(&d, "failed: disk I/O error"), 1);
+	ck_assert_int_eq(harness_log_count(&d, "failed: disk I/O error"), 1);
 	at_failure = atomic_load(&busy->produced);
 	wait_produced(busy, at_failure + RECORDS_WHILE_FULL / 2);
 	hello_while_full(&d);
@@ -249,8 +239,8 @@ START_TEST(test_disk_full_then_space_returns)
 	    harness_client(&d, CTXLEAK_BACKEND_TASK, emit_batch, during), 0);
 	wait_produced(busy, at_failure + RECORDS_WHILE_FULL);
 	assert_running(&d);
-	ck_assert_int_eq(count_in_log(&d, failed_line), 1);
-	ck_assert_int_eq(count_in_log(&d, recovered_line), 0);
+	ck_assert_int_eq(harness_log_count(&d, failed_line), 1);
+	ck_assert_int_eq(harness_log_count(&d, recovered_line), 0);
 
 	raised = now_ms();
 	set_fsize_limit(d.pid, RLIM_INFINITY);
@@ -268,8 +258,8 @@ START_TEST(test_disk_full_then_space_returns)
 	atomic_store(&busy->stop, 1);
 	ck_assert_int_eq(harness_client_wait(pid), 0);
 	ck_assert_int_eq(harness_stop(&d), 0);
-	ck_assert_int_eq(count_in_log(&d, failed_line), 1);
-	ck_assert_int_eq(count_in_log(&d, recovered_line), 1);
+	ck_assert_int_eq(harness_log_count(&d, failed_line), 1);
+	ck_assert_int_eq(harness_log_count(&d, recovered_line), 1);
 	ck_assert_int_eq(stored_of(&d, after->pid), 40);
 	ck_assert_int_eq(query_int(&d,
 				   "SELECT count(*) FROM requests WHERE "
@@ -456,11 +446,5 @@ static Suite *faults_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(faults_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_main(faults_suite(), NULL);
 }

@@ -24,9 +24,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
 #include "harness_check.h"
 #include "proto.h"
+#include "raw.h"
 
 /* Resident memory the daemon may gain in any storm here.  1,000 open
  * connections cost it about 16 MiB; the rest is head room for the
@@ -207,52 +209,6 @@ static void send_and_expect_close(const struct harness_daemon *d, int hello,
 	close(fd);
 }
 
-static size_t encode(unsigned char *buf, size_t cap,
-		     const struct proto_record *r)
-{
-	size_t n = proto_encode_record(buf, cap, r);
-
-	ck_assert_uint_gt(n, 0);
-	return n;
-}
-
-/* A clean request: BEGIN, TAG, EVENT, END of ctx; 4 records. */
-static size_t encode_request(unsigned char *buf, size_t cap, uint64_t ctx)
-{
-	struct proto_record r[] = {
-	    {.type = PROTO_BEGIN,
-	     .ts = 1000,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .kind = PROTO_KIND_REQUEST,
-	     .name = {"GET /raw", 8}},
-	    {.type = PROTO_TAG,
-	     .ts = 1001,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .cause = ctx,
-	     .key = {"k", 1},
-	     .value = {"v", 1}},
-	    {.type = PROTO_EVENT,
-	     .ts = 1002,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .cause = ctx,
-	     .name = {"e", 1}},
-	    {.type = PROTO_END,
-	     .ts = 1003,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .cause = ctx,
-	     .cur = ctx},
-	};
-	size_t n = 0;
-
-	for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
-		n += encode(buf + n, cap - n, &r[i]);
-	return n;
-}
-
 static int raw_hello(const struct harness_daemon *d, uint64_t instance)
 {
 	int fd = connect_raw(d);
@@ -311,13 +267,13 @@ START_TEST(test_truncated_objects_then_close)
 				 .cause = 5,
 				 .key = {"cut", 3},
 				 .value = {"somewhere in here", 17}};
-	size_t n, tlen = encode(tag, sizeof tag, &r);
+	size_t n, tlen = raw_encode(tag, sizeof tag, &r);
 	int fd, fds;
 
 	START(&d, "--keep", "all");
 	companion_start(&d, &c);
 	fds = daemon_fds(d.pid);
-	n = encode_request(buf, sizeof buf, 5);
+	n = raw_request(buf, sizeof buf, 5, 1000);
 	/* Every cut of the fifth record: the four before it are kept. */
 	for (size_t cut = 1; cut < tlen; cut++) {
 		fd = raw_hello(&d, 1000 + cut);
@@ -356,7 +312,7 @@ START_TEST(test_partial_record_times_out)
 				 .cause = 5,
 				 .key = {"held", 4},
 				 .value = {"open for ever", 13}};
-	size_t n, tlen = encode(tag, sizeof tag, &r);
+	size_t n, tlen = raw_encode(tag, sizeof tag, &r);
 	char want[160];
 	int fd, quiet;
 
@@ -365,7 +321,7 @@ START_TEST(test_partial_record_times_out)
 	ck_assert_msg(harness_read_receipt(quiet, &receipt) == 0, "%s",
 		      harness_error());
 	fd = raw_hello(&d, 4101);
-	n = encode_request(buf, sizeof buf, 5);
+	n = raw_request(buf, sizeof buf, 5, 1000);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	ck_assert_int_eq(harness_write_all(fd, tag, tlen / 2), 0);
 	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
@@ -421,7 +377,7 @@ START_TEST(test_partial_record_dripped_times_out)
 	int fd;
 
 	memset(value, 'd', sizeof value);
-	tlen = encode(tag, sizeof tag, &r);
+	tlen = raw_encode(tag, sizeof tag, &r);
 	START(&d, "--partial-timeout", "500ms");
 	fd = raw_hello(&d, 4200);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -596,7 +552,7 @@ START_TEST(test_hello_claims_another_pid)
 	companion_start(&d, &c);
 	fd = connect_raw(&d);
 	ck_assert_int_eq(harness_send_hello(fd, 4242, (uint32_t)c.pid), 0);
-	n = encode_request(buf, sizeof buf, 77);
+	n = raw_request(buf, sizeof buf, 77, 1000);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	close(fd);
 	ck_assert_msg(harness_wait_int(&d,
@@ -785,7 +741,7 @@ START_TEST(test_connection_churn)
 	struct harness_daemon d;
 	struct companion c;
 	unsigned char buf[512];
-	size_t n = encode_request(buf, sizeof buf, 9);
+	size_t n = raw_request(buf, sizeof buf, 9, 1000);
 	long rss;
 	int fd, fds;
 
@@ -816,20 +772,6 @@ START_TEST(test_connection_churn)
 END_TEST
 
 /* The test's own descriptor limit, inherited by the daemon it starts. */
-static void raise_fd_limit(rlim_t want)
-{
-	struct rlimit rl;
-
-	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
-	ck_assert_msg(
-	    rl.rlim_max >= want, "RLIMIT_NOFILE hard limit %llu is under %llu",
-	    (unsigned long long)rl.rlim_max, (unsigned long long)want);
-	if (rl.rlim_cur < want) {
-		rl.rlim_cur = want;
-		ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
-	}
-}
-
 START_TEST(test_thousand_concurrent_connections)
 {
 	struct harness_daemon d;
@@ -841,13 +783,15 @@ START_TEST(test_thousand_concurrent_connections)
 	long rss;
 	int fds;
 
-	raise_fd_limit(2 * CONCURRENT_CONNECTIONS + 256);
+	ck_assert_msg(
+	    harness_raise_fd_limit(2 * CONCURRENT_CONNECTIONS + 256) == 0, "%s",
+	    harness_error());
 	START(&d, "--keep", "all", "--max-connections", "2000");
 	companion_start(&d, &c);
 	fds = daemon_fds(d.pid);
 	rss = daemon_status_kb(d.pid, "VmRSS");
-	n = encode_request(buf, sizeof buf, 11);
-	n += encode(buf + n, sizeof buf - n, &wm);
+	n = raw_request(buf, sizeof buf, 11, 1000);
+	n += raw_encode(buf + n, sizeof buf - n, &wm);
 	for (int i = 0; i < CONCURRENT_CONNECTIONS; i++) {
 		fd[i] = raw_hello(&d, 20000 + (uint64_t)i);
 		ck_assert_int_eq(harness_write_all(fd[i], buf, n), 0);
@@ -893,13 +837,15 @@ START_TEST(test_default_limits_take_many_workers)
 
 	/* Started from a shell's usual soft limit of 1,024 files: the
 	 * daemon raises its own to what its connections need. */
-	raise_fd_limit(MANY_WORKERS + 256);
+	ck_assert_msg(harness_raise_fd_limit(MANY_WORKERS + 256) == 0, "%s",
+		      harness_error());
 	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
 	rl.rlim_cur = 1024;
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
 	START(&d, "--keep", "all");
-	raise_fd_limit(MANY_WORKERS + 256);
-	n = encode_request(buf, sizeof buf, 11);
+	ck_assert_msg(harness_raise_fd_limit(MANY_WORKERS + 256) == 0, "%s",
+		      harness_error());
+	n = raw_request(buf, sizeof buf, 11, 1000);
 	for (int i = 0; i < MANY_WORKERS; i++) {
 		fd[i] = raw_hello(&d, 40000 + (uint64_t)i);
 		ck_assert_msg(harness_read_receipt(fd[i], &receipt) == 0,
@@ -942,7 +888,7 @@ static int flood_sites_held(const struct harness_daemon *d, int flooder)
 
 		r.file.len = (size_t)snprintf(file, sizeof file,
 					      "flood/%d/%0150d.c", flooder, i);
-		n += encode(buf + n, sizeof buf - n, &r);
+		n += raw_encode(buf + n, sizeof buf - n, &r);
 	}
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	return fd;
@@ -1259,17 +1205,11 @@ static Suite *hostile_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(hostile_suite());
-	int failed;
-
 	/* Peers that the daemon hangs up on must not kill the test. */
 	signal(SIGPIPE, SIG_IGN);
 	/* A daemon built with ASan keeps up to 256 MB of freed memory in
 	 * quarantine; the RSS bound is about the daemon's memory, not that.
 	 * Ignored by a daemon without ASan. */
 	setenv("ASAN_OPTIONS", "quarantine_size_mb=8", 0);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_main(hostile_suite(), NULL);
 }

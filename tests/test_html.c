@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "cli_run.h"
 #include "ctxleak.h"
 #include "harness_check.h"
@@ -363,11 +364,5 @@ static Suite *html_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(html_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main(html_suite(), NULL);
 }

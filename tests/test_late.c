@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
 #include "harness_check.h"
 #include "proto.h"
@@ -349,11 +350,5 @@ static Suite *late_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(late_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_main(late_suite(), NULL);
 }

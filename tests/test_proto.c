@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "proto.h"
 
 /* ------------------------------------------------------------ helpers */
@@ -2141,17 +2142,7 @@ static Suite *receipt_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(encoder_suite());
-	int failed;
-
-	srunner_add_suite(sr, round_trip_suite());
-	srunner_add_suite(sr, chunking_suite());
-	srunner_add_suite(sr, malformed_suite());
-	srunner_add_suite(sr, compat_suite());
-	srunner_add_suite(sr, names_suite());
-	srunner_add_suite(sr, receipt_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main(encoder_suite(), round_trip_suite(), chunking_suite(),
+			  malformed_suite(), compat_suite(), names_suite(),
+			  receipt_suite(), NULL);
 }

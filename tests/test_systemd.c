@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
 #include "harness.h"
 
@@ -1077,16 +1078,9 @@ static Suite *systemd_suite(void)
 
 int main(void)
 {
-	SRunner *sr;
-	int failed;
-
 	if (access("systemd/ctxleakd.service", R_OK) != 0) {
 		fprintf(stderr, "test_systemd: run from the top of the tree\n");
 		return 1;
 	}
-	sr = srunner_create(systemd_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_main(systemd_suite(), NULL);
 }

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
 #include "harness.h"
 
@@ -164,11 +165,5 @@ static Suite *truth_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(truth_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_main(truth_suite(), NULL);
 }

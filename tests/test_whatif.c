@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "ctxleakd.h"
 #include "harness.h"
 
@@ -1025,11 +1026,5 @@ static Suite *whatif_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(whatif_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main(whatif_suite(), NULL);
 }

@@ -1,0 +1,25 @@
+/*
+ * check_main.c: one runner for a test program's suites (see
+ * check_main.h).
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+
+#include "check_main.h"
+
+int check_main(Suite *first, ...)
+{
+	SRunner *sr = srunner_create(first);
+	va_list ap;
+	Suite *s;
+	int failed;
+
+	va_start(ap, first);
+	while ((s = va_arg(ap, Suite *)) != NULL)
+		srunner_add_suite(sr, s);
+	va_end(ap);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
