@@ -597,11 +597,13 @@ int harness_client(const struct harness_daemon *d, enum ctxleak_backend backend,
 
 int harness_worked_example(void *arg)
 {
-	const struct harness_example *ex = arg;
+	struct harness_example *ex = arg;
 	uint64_t a, b, c, token_a, token_b;
 
 	ctxleak_resume(0); /* accept callback */
 	a = ctxleak_begin("GET /a");
+	if (ex)
+		ex->id[1] = a;
 	ctxleak_tag("user", "alice");
 	if (ex && ex->tag_a)
 		ex->tag_a();
@@ -610,6 +612,8 @@ int harness_worked_example(void *arg)
 
 	ctxleak_resume(0); /* accept callback */
 	b = ctxleak_begin("GET /b");
+	if (ex)
+		ex->id[2] = b;
 	ctxleak_tag("user", "bob");
 	token_b = ctxleak_capture();
 	ctxleak_suspend();
@@ -633,6 +637,8 @@ int harness_worked_example(void *arg)
 
 	ctxleak_resume(0); /* accept callback */
 	c = ctxleak_begin("GET /c");
+	if (ex)
+		ex->id[3] = c;
 	ctxleak_end(c);
 	ctxleak_suspend();
 	return 0;

@@ -156,7 +156,8 @@ int harness_client_wait(pid_t pid);
  * The worked example of DESIGN.md as a client function: one thread runs an
  * event loop whose callbacks are wrapped (resume of the registering token
  * on entry, suspend on exit); requests GET /a, GET /b, GET /c; 21 records.
- * arg may point at a struct harness_example to add tags to request A.
+ * arg may point at a struct harness_example to add tags to request A, to
+ * pause between its steps, or to learn the requests' ctx IDs.
  */
 #define HARNESS_EXAMPLE_RECORDS 21
 struct harness_example {
@@ -165,6 +166,10 @@ struct harness_example {
 	 * callback yet); a nonzero return ends the scenario with it. */
 	int (*between)(void *arg);
 	void *arg;
+	/* Filled in: id[1], id[2], id[3] the ctx of GET /a, /b and /c as
+	 * each begins; id[0] is left alone (0 in a zeroed struct: "no
+	 * request", for tables indexed by request). */
+	uint64_t id[4];
 };
 int harness_worked_example(void *arg);
 

@@ -26,6 +26,7 @@
 
 #include "check_main.h"
 #include "ctxleak.h"
+#include "emitter.h"
 #include "harness_check.h"
 #include "proto.h"
 #include "raw.h"
@@ -814,75 +815,20 @@ START_TEST(test_sigterm_drains)
 }
 END_TEST
 
-/* A client of the drain tests: what it produced (counted by the test: the
- * library's records leave out those dropped at the buffer limit) and what
- * the library says it dropped. */
-struct drain_report {
-	pid_t pid;
-	uint64_t produced, dropped, recorded;
-};
-
-struct drain_pipes {
-	int stop_rd, stop_wr; /* closed by the parent: stop emitting */
-	int report_wr;
-};
-
-static int stop_asked(int fd)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-
-	return poll(&p, 1, 0) != 0;
-}
-
-/* Emits steadily until told to stop, then shuts the library down and
- * reports its own figures: the daemon is gone by then. */
-static int emit_until_stopped(void *arg)
-{
-	struct drain_pipes *p = arg;
-	struct drain_report r = {.pid = getpid()};
-	struct ctxleak_stats st;
-	uint64_t ctx;
-
-	close(p->stop_wr);
-	while (!stop_asked(p->stop_rd)) {
-		ctx = ctxleak_begin("drain");
-		ctxleak_tag("i", "v");
-		ctxleak_end(ctx);
-		r.produced += 3;
-		/* Busy, but within what the daemon ingests, even under ASan
-		 * or valgrind (make check-valgrind sets CTXLEAK_TEST_SLOW): a
-		 * flood would only test how long the drain of a backlog takes,
-		 * not whether it loses anything. */
-		usleep(getenv("CTXLEAK_TEST_SLOW") ? 20000 : 500);
-	}
-	ctxleak_shutdown();
-	ctxleak_stats(&st);
-	r.recorded = st.records;
-	r.dropped = st.dropped;
-	return write(p->report_wr, &r, sizeof r) == sizeof r ? 0 : 1;
-}
-
 START_TEST(test_sigterm_loses_nothing_of_busy_clients)
 {
 	enum { CLIENTS = 4 };
+	/* Busy, but within what the daemon ingests, even under ASan or
+	 * valgrind: a flood would only test how long the drain of a backlog
+	 * takes, not whether it loses anything. */
+	struct emitters *e = emitters_new(CLIENTS, 500, 0);
 	struct harness_daemon d;
-	struct drain_pipes p;
-	struct drain_report r;
 	pid_t pids[CLIENTS];
-	int stop[2], report[2];
 	int64_t stored;
 
 	START(&d, "--keep", "all");
-	ck_assert_int_eq(pipe(stop), 0);
-	ck_assert_int_eq(pipe(report), 0);
-	p = (struct drain_pipes){stop[0], stop[1], report[1]};
-	for (int i = 0; i < CLIENTS; i++) {
-		pids[i] = harness_client_spawn(&d, CTXLEAK_BACKEND_THREAD,
-					       emit_until_stopped, &p);
-		ck_assert_int_gt(pids[i], 0);
-	}
-	close(stop[0]);
-	close(report[1]);
+	for (int i = 0; i < CLIENTS; i++)
+		pids[i] = emitters_spawn(&d, e, i, CTXLEAK_BACKEND_THREAD);
 	/* Every client connected and its batches flowing. */
 	ck_assert_msg(harness_wait_int(&d,
 				       "SELECT count(DISTINCT process_id) "
@@ -890,27 +836,28 @@ START_TEST(test_sigterm_loses_nothing_of_busy_clients)
 				       CLIENTS) == 0,
 		      "%s", harness_error());
 	STOP_OK(&d);
-	close(stop[1]);
+	/* The clients shut down with the daemon gone: their own figures. */
+	e->stop = 1;
 	for (int i = 0; i < CLIENTS; i++) {
-		ck_assert_int_eq(read(report[0], &r, sizeof r), sizeof r);
+		const struct emitter *r = &e->e[i];
+
+		ck_assert_int_eq(harness_client_wait(pids[i]), 0);
 		stored = query_int(&d,
 				   "SELECT count(*) FROM records r JOIN "
 				   "processes p ON p.id = r.process_id "
 				   "WHERE p.pid = %d",
-				   (int)r.pid);
-		ck_assert_msg((uint64_t)stored + r.dropped == r.produced,
+				   (int)r->pid);
+		ck_assert_msg((uint64_t)stored + r->st.dropped == r->produced,
 			      "pid %d: %lld stored + %llu dropped != %llu "
 			      "produced (%llu recorded)",
-			      (int)r.pid, (long long)stored,
-			      (unsigned long long)r.dropped,
-			      (unsigned long long)r.produced,
-			      (unsigned long long)r.recorded);
+			      (int)r->pid, (long long)stored,
+			      (unsigned long long)r->st.dropped,
+			      (unsigned long long)r->produced,
+			      (unsigned long long)r->st.records);
 		/* The library counts what it was given, kept or dropped. */
-		ck_assert_uint_eq(r.recorded, r.produced);
+		ck_assert_uint_eq(r->st.records, r->produced);
 	}
-	for (int i = 0; i < CLIENTS; i++)
-		ck_assert_int_eq(harness_client_wait(pids[i]), 0);
-	close(report[0]);
+	emitters_free(e);
 	harness_cleanup(&d);
 }
 END_TEST

@@ -26,6 +26,7 @@
 
 #include "check_main.h"
 #include "ctxleak.h"
+#include "emitter.h"
 #include "harness_check.h"
 #include "proto.h"
 #include "raw.h"
@@ -1018,45 +1019,6 @@ END_TEST
 
 #define LOAD_CLIENTS 8
 
-/* What each emitting client saw, in memory shared with the test. */
-struct load_slot {
-	pid_t pid;
-	uint64_t produced; /* the library's records leave out the drops */
-	struct ctxleak_stats st;
-};
-
-struct load {
-	_Atomic int stop;
-	pid_t test; /* a client whose test died stops too */
-	struct load_slot slot[LOAD_CLIENTS];
-};
-
-struct load_arg {
-	struct load *load;
-	int index;
-};
-
-/* Requests until told to stop, then shut down and report the counters. */
-static int emit_until_stopped(void *arg)
-{
-	struct load_arg *a = arg;
-	struct load_slot *slot = &a->load->slot[a->index];
-	uint64_t ctx;
-
-	while (!a->load->stop && getppid() == a->load->test) {
-		ctx = ctxleak_begin("GET /load");
-		ctxleak_tag("k", "v");
-		ctxleak_event("e", NULL);
-		ctxleak_end(ctx);
-		slot->produced += 4;
-		harness_sleep_ms(1);
-	}
-	ctxleak_shutdown();
-	ctxleak_stats(&slot->st);
-	slot->pid = getpid();
-	return 0;
-}
-
 /* The bytes the daemon consumed from pid's connection, from its debug
  * log ("pid N: disconnected after B bytes"); -1 when not logged. */
 static long long bytes_read_from(const char *log, pid_t pid)
@@ -1084,22 +1046,14 @@ static long long bytes_read_from(const char *log, pid_t pid)
 START_TEST(test_sigterm_under_load)
 {
 	struct harness_daemon d;
-	struct load *load = mmap(NULL, sizeof *load, PROT_READ | PROT_WRITE,
-				 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	struct load_arg args[LOAD_CLIENTS];
+	struct emitters *load = emitters_new(LOAD_CLIENTS, 1000, 0);
 	pid_t pid[LOAD_CLIENTS];
 	int64_t received, stored;
 	char *log;
 
-	ck_assert_ptr_ne(load, MAP_FAILED);
-	load->test = getpid();
 	START(&d, "--keep", "all", "--log-level", "debug");
-	for (int i = 0; i < LOAD_CLIENTS; i++) {
-		args[i] = (struct load_arg){load, i};
-		pid[i] = harness_client_spawn(&d, CTXLEAK_BACKEND_THREAD,
-					      emit_until_stopped, &args[i]);
-		ck_assert_msg(pid[i] > 0, "%s", harness_error());
-	}
+	for (int i = 0; i < LOAD_CLIENTS; i++)
+		pid[i] = emitters_spawn(&d, load, i, CTXLEAK_BACKEND_THREAD);
 	ck_assert_msg(harness_wait_int(&d,
 				       "SELECT count(*) FROM records r JOIN "
 				       "processes p ON p.id = r.process_id "
@@ -1117,7 +1071,7 @@ START_TEST(test_sigterm_under_load)
 	printf("SIGTERM under load: pid, produced, dropped, received, stored, "
 	       "lost; bytes the kernel took, bytes the daemon read\n");
 	for (int i = 0; i < LOAD_CLIENTS; i++) {
-		struct load_slot *sl = &load->slot[i];
+		struct emitter *sl = &load->e[i];
 
 		received = query_int(&d,
 				     "SELECT records FROM processes WHERE "
@@ -1141,7 +1095,7 @@ START_TEST(test_sigterm_under_load)
 				  sl->produced);
 	}
 	free(log);
-	munmap(load, sizeof *load);
+	emitters_free(load);
 	harness_cleanup(&d);
 }
 END_TEST
