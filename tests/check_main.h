@@ -12,4 +12,8 @@
  * output; EXIT_SUCCESS when every test passed, else EXIT_FAILURE. */
 int check_main(Suite *first, ...);
 
+/* A test case named name with these tests (NULL-terminated), and Check's
+ * timeout raised to timeout_sec when that is not 0. */
+TCase *check_tcase(const char *name, int timeout_sec, ...);
+
 #endif /* CTXLEAK_CHECK_MAIN_H */

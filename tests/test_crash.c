@@ -1033,31 +1033,29 @@ END_TEST
 static Suite *crash_suite(void)
 {
 	Suite *s = suite_create("crash");
-	TCase *kill9 = tcase_create("sigkill");
-	TCase *raw = tcase_create("raw");
-	TCase *client = tcase_create("client");
+	TCase *tc;
 
-	tcase_set_timeout(kill9, 120);
-	tcase_add_loop_test(kill9, test_sigkill_twice_loses_nothing_uncounted,
-			    0, 2);
-	tcase_add_test(kill9, test_sigterm_restart_counts_no_loss);
-	tcase_add_loop_test(kill9, test_sigkill_after_clean_exit, 0, 2);
-	tcase_add_test(kill9, test_sigkill_until_clients_exit);
-	tcase_add_test(kill9, test_refused_client_delivers_later);
-	tcase_set_timeout(raw, 60);
-	tcase_add_loop_test(raw, test_raw_reconnections_live_daemon, 0, 2);
-	tcase_add_test(raw, test_raw_receipt_after_kill_is_committed);
-	tcase_add_test(raw, test_raw_v1_receipt_only_v2_acks);
-	tcase_add_test(raw, test_raw_ack_waits_for_open_request);
-	tcase_add_test(raw, test_raw_resend_to_live_daemon);
-	tcase_add_test(raw, test_raw_resend_after_kill);
-	tcase_add_loop_test(raw, test_raw_resend_after_stop, 0, 2);
-	tcase_set_timeout(client, 60);
-	tcase_add_test(client, test_client_sends_again_what_no_ack_covered);
-	tcase_add_test(client, test_client_without_acks);
-	suite_add_tcase(s, kill9);
-	suite_add_tcase(s, raw);
-	suite_add_tcase(s, client);
+	tc = check_tcase("sigkill", 120, NULL);
+	tcase_add_loop_test(tc, test_sigkill_twice_loses_nothing_uncounted, 0,
+			    2);
+	tcase_add_test(tc, test_sigterm_restart_counts_no_loss);
+	tcase_add_loop_test(tc, test_sigkill_after_clean_exit, 0, 2);
+	tcase_add_test(tc, test_sigkill_until_clients_exit);
+	tcase_add_test(tc, test_refused_client_delivers_later);
+	suite_add_tcase(s, tc);
+	tc = check_tcase("raw", 60, NULL);
+	tcase_add_loop_test(tc, test_raw_reconnections_live_daemon, 0, 2);
+	tcase_add_test(tc, test_raw_receipt_after_kill_is_committed);
+	tcase_add_test(tc, test_raw_v1_receipt_only_v2_acks);
+	tcase_add_test(tc, test_raw_ack_waits_for_open_request);
+	tcase_add_test(tc, test_raw_resend_to_live_daemon);
+	tcase_add_test(tc, test_raw_resend_after_kill);
+	tcase_add_loop_test(tc, test_raw_resend_after_stop, 0, 2);
+	suite_add_tcase(s, tc);
+	suite_add_tcase(s,
+			check_tcase("client", 60,
+				    test_client_sends_again_what_no_ack_covered,
+				    test_client_without_acks, NULL));
 	return s;
 }
 

@@ -1811,65 +1811,41 @@ END_TEST
 static Suite *daemon_suite(void)
 {
 	Suite *s = suite_create("daemon");
-	TCase *findings = tcase_create("findings");
-	TCase *input = tcase_create("input");
-	TCase *lifecycle = tcase_create("lifecycle");
-	TCase *cli = tcase_create("command line");
-	TCase *slow = tcase_create("slow");
 
-	tcase_set_timeout(findings, 60);
-	tcase_set_timeout(input, 60);
-	tcase_set_timeout(lifecycle, 60);
-	tcase_set_timeout(cli, 60);
-	tcase_set_timeout(slow, 60);
-	tcase_add_test(findings, test_worked_example_thread);
-	tcase_add_test(findings, test_worked_example_global);
-	tcase_add_test(findings, test_worked_example_task);
-	tcase_add_test(findings, test_two_clients_at_once);
-	tcase_add_test(findings, test_killed_client_gives_unclosed);
-	tcase_add_test(findings, test_keep_leaky);
-	tcase_add_test(findings, test_max_held);
-	tcase_add_test(findings, test_no_secrets_in_logs);
-	tcase_add_test(input, test_garbage_closes_only_its_connection);
-	tcase_add_test(input, test_bad_input_keeps_what_came_before);
-	tcase_add_test(input, test_record_before_hello);
-	tcase_add_test(input, test_dropped_and_unknown_counted);
-	tcase_add_test(input, test_string_limit_closes_connection);
-	tcase_add_test(input, test_max_open_scopes);
-	tcase_add_test(input, test_max_open_scopes_total);
-	tcase_add_test(input, test_max_ended_scopes_total);
-	tcase_add_test(input, test_max_request_age);
-	tcase_add_test(input, test_instance_of_another_uid_refused);
-	tcase_add_test(input, test_kernel_pid_wins);
-	tcase_add_test(input, test_reconnection_continues_process);
-	tcase_add_test(lifecycle, test_sigterm_drains);
-	tcase_add_test(lifecycle, test_sigterm_loses_nothing_of_busy_clients);
-	tcase_add_test(lifecycle, test_sigterm_accepts_the_backlog);
-	tcase_add_test(lifecycle, test_second_daemon_refused);
-	tcase_add_test(lifecycle, test_second_daemon_on_the_database_refused);
-	tcase_add_test(lifecycle, test_two_daemons_start_at_once);
-	tcase_add_test(lifecycle, test_damaged_database_warned);
-	tcase_add_test(lifecycle, test_stale_socket_replaced);
-	tcase_add_test(lifecycle, test_unwritable_db);
-	tcase_add_test(lifecycle, test_db_error_said_once);
-	tcase_add_test(lifecycle, test_db_directories_0750);
-	tcase_add_test(lifecycle, test_foreign_socket_directory);
-	tcase_add_test(lifecycle, test_max_connections);
-	tcase_add_test(lifecycle, test_refusals_logged_per_burst);
-	tcase_add_test(lifecycle, test_out_of_descriptors);
-	tcase_add_test(lifecycle, test_sighup_reopens_log_file);
-	tcase_add_test(lifecycle, test_sd_notify);
-	tcase_add_test(lifecycle, test_sd_notify_never_blocks);
-	tcase_add_test(lifecycle, test_journal_prefixes);
-	tcase_add_test(cli, test_help_and_version);
-	tcase_add_test(cli, test_bad_options);
-	tcase_add_test(cli, test_every_option_accepted);
-	tcase_add_test(slow, test_silent_connection_closed);
-	suite_add_tcase(s, findings);
-	suite_add_tcase(s, input);
-	suite_add_tcase(s, lifecycle);
-	suite_add_tcase(s, cli);
-	suite_add_tcase(s, slow);
+	suite_add_tcase(
+	    s, check_tcase("findings", 60, test_worked_example_thread,
+			   test_worked_example_global, test_worked_example_task,
+			   test_two_clients_at_once,
+			   test_killed_client_gives_unclosed, test_keep_leaky,
+			   test_max_held, test_no_secrets_in_logs, NULL));
+	suite_add_tcase(
+	    s, check_tcase(
+		   "input", 60, test_garbage_closes_only_its_connection,
+		   test_bad_input_keeps_what_came_before,
+		   test_record_before_hello, test_dropped_and_unknown_counted,
+		   test_string_limit_closes_connection, test_max_open_scopes,
+		   test_max_open_scopes_total, test_max_ended_scopes_total,
+		   test_max_request_age, test_instance_of_another_uid_refused,
+		   test_kernel_pid_wins, test_reconnection_continues_process,
+		   NULL));
+	suite_add_tcase(
+	    s, check_tcase(
+		   "lifecycle", 60, test_sigterm_drains,
+		   test_sigterm_loses_nothing_of_busy_clients,
+		   test_sigterm_accepts_the_backlog, test_second_daemon_refused,
+		   test_second_daemon_on_the_database_refused,
+		   test_two_daemons_start_at_once, test_damaged_database_warned,
+		   test_stale_socket_replaced, test_unwritable_db,
+		   test_db_error_said_once, test_db_directories_0750,
+		   test_foreign_socket_directory, test_max_connections,
+		   test_refusals_logged_per_burst, test_out_of_descriptors,
+		   test_sighup_reopens_log_file, test_sd_notify,
+		   test_sd_notify_never_blocks, test_journal_prefixes, NULL));
+	suite_add_tcase(s, check_tcase("command line", 60,
+				       test_help_and_version, test_bad_options,
+				       test_every_option_accepted, NULL));
+	suite_add_tcase(
+	    s, check_tcase("slow", 60, test_silent_connection_closed, NULL));
 	return s;
 }
 

@@ -404,25 +404,19 @@ END_TEST
 static Suite *demo_suite(void)
 {
 	Suite *s = suite_create("demo");
-	TCase *clean = tcase_create("clean");
-	TCase *leaky = tcase_create("leaky");
+	TCase *tc;
 
-	tcase_set_timeout(clean, 120);
-	tcase_add_loop_test(clean, test_clean, 0,
+	tc = check_tcase("clean", 120, NULL);
+	tcase_add_loop_test(tc, test_clean, 0,
 			    sizeof(clean_runs) / sizeof(clean_runs[0]));
-	suite_add_tcase(s, clean);
-
-	tcase_set_timeout(leaky, 120);
-	tcase_add_test(leaky, test_thread_per_request_global);
-	tcase_add_test(leaky, test_thread_pool_thread);
-	tcase_add_test(leaky, test_thread_pool_global);
-	tcase_add_test(leaky, test_event_loop_thread);
-	tcase_add_test(leaky, test_event_loop_global);
-	tcase_add_test(leaky, test_coroutines_thread);
-	tcase_add_test(leaky, test_coroutines_global);
-	tcase_add_test(leaky, test_coroutines_custom_naive);
-	tcase_add_test(leaky, test_auth_pool_observe);
-	suite_add_tcase(s, leaky);
+	suite_add_tcase(s, tc);
+	suite_add_tcase(
+	    s, check_tcase("leaky", 120, test_thread_per_request_global,
+			   test_thread_pool_thread, test_thread_pool_global,
+			   test_event_loop_thread, test_event_loop_global,
+			   test_coroutines_thread, test_coroutines_global,
+			   test_coroutines_custom_naive, test_auth_pool_observe,
+			   NULL));
 	return s;
 }
 

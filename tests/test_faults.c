@@ -360,15 +360,13 @@ END_TEST
 static Suite *faults_suite(void)
 {
 	Suite *s = suite_create("faults");
-	TCase *disk = tcase_create("disk");
-	TCase *start = tcase_create("start");
 
-	tcase_set_timeout(disk, 120);
-	tcase_add_test(disk, test_disk_full_then_space_returns);
-	suite_add_tcase(s, disk);
-	tcase_add_test(start, test_database_directory_not_writable);
-	tcase_add_test(start, test_database_file_read_only);
-	suite_add_tcase(s, start);
+	suite_add_tcase(
+	    s,
+	    check_tcase("disk", 120, test_disk_full_then_space_returns, NULL));
+	suite_add_tcase(s, check_tcase("start", 0,
+				       test_database_directory_not_writable,
+				       test_database_file_read_only, NULL));
 	return s;
 }
 

@@ -1124,36 +1124,28 @@ END_TEST
 static Suite *hostile_suite(void)
 {
 	Suite *s = suite_create("hostile");
-	TCase *input = tcase_create("input");
-	TCase *storms = tcase_create("storms");
-	TCase *modes = tcase_create("modes");
-	TCase *faults = tcase_create("faults");
 
-	tcase_set_timeout(input, 60);
-	tcase_set_timeout(storms, 120);
-	tcase_add_test(input, test_random_bytes);
-	tcase_add_test(input, test_truncated_objects_then_close);
-	tcase_add_test(input, test_partial_record_times_out);
-	tcase_add_test(input, test_partial_record_dripped_times_out);
-	tcase_add_test(input, test_four_gib_prefixes);
-	tcase_add_test(input, test_huge_arrays_and_deep_nesting);
-	tcase_add_test(input, test_wrong_types_and_order);
-	tcase_add_test(input, test_hello_claims_another_pid);
-	tcase_add_test(input, test_long_strings_without_watermark);
-	tcase_add_test(input, test_long_tags_on_open_requests);
-	tcase_add_test(input, test_long_names_on_open_requests);
-	tcase_add_test(storms, test_connection_churn);
-	tcase_add_test(storms, test_thousand_concurrent_connections);
-	tcase_add_test(storms, test_default_limits_take_many_workers);
-	tcase_add_test(storms, test_site_flood_under_size_retention);
-	tcase_add_test(storms, test_held_sites_do_not_empty_the_findings);
-	tcase_add_test(modes, test_socket_and_database_modes);
-	suite_add_tcase(s, input);
-	suite_add_tcase(s, storms);
-	tcase_set_timeout(faults, 60);
-	tcase_add_test(faults, test_sigterm_under_load);
-	suite_add_tcase(s, modes);
-	suite_add_tcase(s, faults);
+	suite_add_tcase(s, check_tcase("input", 60, test_random_bytes,
+				       test_truncated_objects_then_close,
+				       test_partial_record_times_out,
+				       test_partial_record_dripped_times_out,
+				       test_four_gib_prefixes,
+				       test_huge_arrays_and_deep_nesting,
+				       test_wrong_types_and_order,
+				       test_hello_claims_another_pid,
+				       test_long_strings_without_watermark,
+				       test_long_tags_on_open_requests,
+				       test_long_names_on_open_requests, NULL));
+	suite_add_tcase(
+	    s, check_tcase("storms", 120, test_connection_churn,
+			   test_thousand_concurrent_connections,
+			   test_default_limits_take_many_workers,
+			   test_site_flood_under_size_retention,
+			   test_held_sites_do_not_empty_the_findings, NULL));
+	suite_add_tcase(
+	    s, check_tcase("modes", 0, test_socket_and_database_modes, NULL));
+	suite_add_tcase(
+	    s, check_tcase("faults", 60, test_sigterm_under_load, NULL));
 	return s;
 }
 

@@ -351,11 +351,11 @@ END_TEST
 static Suite *html_suite(void)
 {
 	Suite *s = suite_create("html");
-	TCase *tc = tcase_create("chromium");
+	TCase *tc;
 
-	tcase_add_unchecked_fixture(tc, setup, teardown);
 	/* A browser's start on a loaded machine: generous. */
-	tcase_set_timeout(tc, 120);
+	tc = check_tcase("chromium", 120, NULL);
+	tcase_add_unchecked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_html_self_contained);
 	tcase_add_test(tc, test_html_in_chromium);
 	suite_add_tcase(s, tc);

@@ -338,11 +338,11 @@ END_TEST
 static Suite *late_suite(void)
 {
 	Suite *s = suite_create("late");
-	TCase *tc = tcase_create("late");
+	TCase *tc;
 
-	tcase_add_test(tc, test_late_work_under_task);
-	tcase_add_test(tc, test_late_findings_on_rows);
-	tcase_add_test(tc, test_clean_source_gets_row);
+	tc = check_tcase("late", 0, test_late_work_under_task,
+			 test_late_findings_on_rows, test_clean_source_gets_row,
+			 NULL);
 	tcase_add_loop_test(tc, test_observe_end_cleared, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;

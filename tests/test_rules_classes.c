@@ -351,26 +351,17 @@ END_TEST
 static Suite *rules_classes_suite(void)
 {
 	Suite *s = suite_create("rules_classes");
-	TCase *tc;
 
-	tc = tcase_create("classes");
-	tcase_add_test(tc, test_lost);
-	tcase_add_test(tc, test_stale);
-	tcase_add_test(tc, test_bleed);
-	tcase_add_test(tc, test_bleed_background);
-	tcase_add_test(tc, test_overlap);
-	tcase_add_test(tc, test_unclosed_at_finish);
-	tcase_add_test(tc, test_unclosed_at_age);
-	tcase_add_test(tc, test_unclosed_at_limit);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("precedence");
-	tcase_add_test(tc, test_precedence_work);
-	tcase_add_test(tc, test_precedence_request_begin);
-	tcase_add_test(tc, test_misnest_conditions);
-	tcase_add_test(tc, test_end_unknown_without_cause);
-	tcase_add_test(tc, test_unknown_ctx_is_stable);
-	suite_add_tcase(s, tc);
+	suite_add_tcase(s, check_tcase("classes", 0, test_lost, test_stale,
+				       test_bleed, test_bleed_background,
+				       test_overlap, test_unclosed_at_finish,
+				       test_unclosed_at_age,
+				       test_unclosed_at_limit, NULL));
+	suite_add_tcase(s, check_tcase("precedence", 0, test_precedence_work,
+				       test_precedence_request_begin,
+				       test_misnest_conditions,
+				       test_end_unknown_without_cause,
+				       test_unknown_ctx_is_stable, NULL));
 	return s;
 }
 

@@ -212,15 +212,11 @@ END_TEST
 static Suite *rules_example_suite(void)
 {
 	Suite *s = suite_create("rules_example");
-	TCase *tc;
 
-	tc = tcase_create("example");
-	tcase_add_test(tc, test_example_thread);
-	tcase_add_test(tc, test_example_global);
-	tcase_add_test(tc, test_example_task);
-	tcase_add_test(tc, test_held_only_when_involved);
-	tcase_add_test(tc, test_stats_and_names);
-	suite_add_tcase(s, tc);
+	suite_add_tcase(s, check_tcase("example", 0, test_example_thread,
+				       test_example_global, test_example_task,
+				       test_held_only_when_involved,
+				       test_stats_and_names, NULL));
 	return s;
 }
 

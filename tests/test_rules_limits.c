@@ -515,26 +515,15 @@ END_TEST
 static Suite *rules_limits_suite(void)
 {
 	Suite *s = suite_create("rules_limits");
-	TCase *tc;
 
-	tc = tcase_create("limits");
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_held_bounded);
-	tcase_add_test(tc, test_memory_open_requests);
-	tcase_add_test(tc, test_memory_open_children);
-	tcase_add_test(tc, test_memory_steady_state);
-	tcase_add_test(tc, test_max_pending);
-	tcase_add_test(tc, test_max_pending_retires);
-	tcase_add_test(tc, test_max_pending_bytes);
-	tcase_add_test(tc, test_tags_bounded);
-	tcase_add_test(tc, test_names_bounded);
-	tcase_add_test(tc, test_forget_open);
-	tcase_add_test(tc, test_forget_ended);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("tables");
-	tcase_add_test(tc, test_table_spread);
-	suite_add_tcase(s, tc);
+	suite_add_tcase(
+	    s, check_tcase("limits", 60, test_held_bounded,
+			   test_memory_open_requests, test_memory_open_children,
+			   test_memory_steady_state, test_max_pending,
+			   test_max_pending_retires, test_max_pending_bytes,
+			   test_tags_bounded, test_names_bounded,
+			   test_forget_open, test_forget_ended, NULL));
+	suite_add_tcase(s, check_tcase("tables", 0, test_table_spread, NULL));
 	return s;
 }
 

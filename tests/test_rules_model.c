@@ -259,19 +259,15 @@ END_TEST
 static Suite *rules_model_suite(void)
 {
 	Suite *s = suite_create("rules_model");
-	TCase *tc;
 
-	tc = tcase_create("model");
-	tcase_add_test(tc, test_model_thread_per_request);
-	tcase_add_test(tc, test_model_event_loop);
-	tcase_add_test(tc, test_model_thread_pool);
-	tcase_add_test(tc, test_model_ignores_backend);
-	tcase_add_test(tc, test_model_child_without_backend);
-	tcase_add_test(tc, test_model_unknown);
-	tcase_add_test(tc, test_model_no_requests_no_advice);
-	tcase_add_test(tc, test_model_backend_already_isolates);
-	tcase_add_test(tc, test_model_tie_lowest_tid);
-	suite_add_tcase(s, tc);
+	suite_add_tcase(
+	    s, check_tcase("model", 0, test_model_thread_per_request,
+			   test_model_event_loop, test_model_thread_pool,
+			   test_model_ignores_backend,
+			   test_model_child_without_backend, test_model_unknown,
+			   test_model_no_requests_no_advice,
+			   test_model_backend_already_isolates,
+			   test_model_tie_lowest_tid, NULL));
 	return s;
 }
 

@@ -326,15 +326,11 @@ END_TEST
 static Suite *rules_order_suite(void)
 {
 	Suite *s = suite_create("rules_order");
-	TCase *tc;
 
-	tc = tcase_create("order");
-	tcase_add_test(tc, test_arrival_order);
-	tcase_add_test(tc, test_random_streams);
-	tcase_add_test(tc, test_random_limits);
-	tcase_add_test(tc, test_reversed_batch);
-	tcase_add_test(tc, test_watermark_holds_back);
-	suite_add_tcase(s, tc);
+	suite_add_tcase(s, check_tcase("order", 0, test_arrival_order,
+				       test_random_streams, test_random_limits,
+				       test_reversed_batch,
+				       test_watermark_holds_back, NULL));
 	return s;
 }
 

@@ -535,20 +535,13 @@ static Suite *rules_requests_suite(void)
 	Suite *s = suite_create("rules_requests");
 	TCase *tc;
 
-	tc = tcase_create("reassembly");
-	tcase_add_test(tc, test_verdict_rids);
-	tcase_add_test(tc, test_request_seq);
-	tcase_add_test(tc, test_request_context);
-	tcase_add_test(tc, test_retire_after_watermark);
-	tcase_add_test(tc, test_hold_records);
-	tcase_add_test(tc, test_hold_copies_strings);
-	tcase_add_test(tc, test_stale_after_retirement);
-	tcase_add_test(tc, test_ended_table_bound);
-	tcase_add_test(tc, test_detail_quotes_user_data);
-	suite_add_tcase(s, tc);
-
-	tc = tcase_create("late");
-	tcase_add_test(tc, test_late_work);
+	suite_add_tcase(
+	    s, check_tcase("reassembly", 0, test_verdict_rids, test_request_seq,
+			   test_request_context, test_retire_after_watermark,
+			   test_hold_records, test_hold_copies_strings,
+			   test_stale_after_retirement, test_ended_table_bound,
+			   test_detail_quotes_user_data, NULL));
+	tc = check_tcase("late", 0, test_late_work, NULL);
 	tcase_add_loop_test(tc, test_observe_end, 0, 2);
 	tcase_add_test(tc, test_late_findings_update_rows);
 	suite_add_tcase(s, tc);

@@ -153,13 +153,10 @@ END_TEST
 static Suite *truth_suite(void)
 {
 	Suite *s = suite_create("truth");
-	TCase *handoff = tcase_create("hand-off");
 
-	tcase_set_timeout(handoff, 60);
-	tcase_add_test(handoff, test_handoff_global);
-	tcase_add_test(handoff, test_handoff_thread);
-	tcase_add_test(handoff, test_handoff_task);
-	suite_add_tcase(s, handoff);
+	suite_add_tcase(s, check_tcase("hand-off", 60, test_handoff_global,
+				       test_handoff_thread, test_handoff_task,
+				       NULL));
 	return s;
 }
 

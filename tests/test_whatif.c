@@ -999,28 +999,23 @@ END_TEST
 static Suite *whatif_suite(void)
 {
 	Suite *s = suite_create("whatif");
-	TCase *model = tcase_create("model");
-	TCase *live = tcase_create("live");
-	TCase *ex = tcase_create("examples");
+	TCase *tc;
 
-	tcase_add_test(model, test_random_programs_model);
-	tcase_add_test(model, test_forgetting);
-	tcase_add_test(model, test_one_record_off_is_caught);
-	tcase_add_test(model, test_worked_example_replayed);
-	tcase_add_test(model, test_model_counts_late_hand_off);
-	suite_add_tcase(s, model);
-
-	tcase_set_timeout(live, 60);
-	tcase_add_loop_test(live, test_random_programs_live, 0, LIVE_PROGRAMS);
-	tcase_add_test(live, test_worked_example_live);
-	tcase_add_test(live, test_off);
-	tcase_add_test(live, test_summary);
-	suite_add_tcase(s, live);
-
-	tcase_set_timeout(ex, 120);
-	tcase_add_loop_test(ex, test_examples, 0,
+	suite_add_tcase(s, check_tcase("model", 0, test_random_programs_model,
+				       test_forgetting,
+				       test_one_record_off_is_caught,
+				       test_worked_example_replayed,
+				       test_model_counts_late_hand_off, NULL));
+	tc = check_tcase("live", 60, NULL);
+	tcase_add_loop_test(tc, test_random_programs_live, 0, LIVE_PROGRAMS);
+	tcase_add_test(tc, test_worked_example_live);
+	tcase_add_test(tc, test_off);
+	tcase_add_test(tc, test_summary);
+	suite_add_tcase(s, tc);
+	tc = check_tcase("examples", 120, NULL);
+	tcase_add_loop_test(tc, test_examples, 0,
 			    sizeof(examples) / sizeof(examples[0]));
-	suite_add_tcase(s, ex);
+	suite_add_tcase(s, tc);
 	return s;
 }
 
