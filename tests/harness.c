@@ -53,6 +53,13 @@ const char *harness_daemon_path(void)
 	return bin != NULL && *bin != '\0' ? bin : "build/ctxleakd";
 }
 
+const char *harness_cli_path(void)
+{
+	const char *bin = getenv("CTXLEAK_BIN");
+
+	return bin != NULL && *bin != '\0' ? bin : "build/ctxleak";
+}
+
 int harness_copy_for_anyone(const char *src, char *out, size_t len)
 {
 	char dir[] = "/tmp/ctxleak-bin-XXXXXX", buf[65536];

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "check_main.h"
+#include "cli_run.h"
 #include "ctxleak.h"
 #include "harness_check.h"
 #include "proto.h"
@@ -22,21 +23,14 @@
 /* `ctxleak --db DB show ID`: its stdout, or fail. */
 static char *show(const struct harness_daemon *d, int64_t id)
 {
-	const char *bin = getenv("CTXLEAK_BIN");
-	char cmd[512], *out = malloc(65536);
-	size_t len = 0, n;
-	FILE *f;
+	char ids[24];
+	struct run r;
 
-	ck_assert_ptr_nonnull(out);
-	snprintf(cmd, sizeof cmd, "'%s' --db '%s' show %lld",
-		 bin && *bin ? bin : "build/ctxleak", d->db, (long long)id);
-	f = popen(cmd, "r");
-	ck_assert_ptr_nonnull(f);
-	while ((n = fread(out + len, 1, 65535 - len, f)) > 0)
-		len += n;
-	out[len] = '\0';
-	ck_assert_int_eq(pclose(f), 0);
-	return out;
+	snprintf(ids, sizeof ids, "%lld", (long long)id);
+	r = run("--db", d->db, "show", ids);
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	free(r.err);
+	return r.out;
 }
 
 /* Columns of request id's row, as one string, are want. */

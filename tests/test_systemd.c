@@ -557,13 +557,6 @@ END_TEST
 #define DAEMON_UID "61234"
 #define READER_UID "61235"
 
-static const char *cli_path(void)
-{
-	const char *bin = getenv("CTXLEAK_BIN");
-
-	return bin != NULL && *bin != '\0' ? bin : "build/ctxleak";
-}
-
 /* Exit status of `ctxleak processes` on db as READER_UID, with the
  * daemon's group as a supplementary group (member) or none. */
 static int read_as_reader(const char *cli, const char *db, int member,
@@ -623,8 +616,8 @@ START_TEST(test_sandboxed_daemon)
 	path_join(daemon, d.dir, "ctxleakd");
 	path_join(cli, d.dir, "ctxleak");
 	{
-		const char *argv[] = {"cp", harness_daemon_path(), cli_path(),
-				      d.dir, NULL};
+		const char *argv[] = {"cp", harness_daemon_path(),
+				      harness_cli_path(), d.dir, NULL};
 
 		run_ok(argv, NULL, log);
 	}

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "check_main.h"
+#include "cli_run.h"
 #include "ctxleakd.h"
 #include "harness.h"
 
@@ -793,22 +794,16 @@ START_TEST(test_worked_example_live)
 }
 END_TEST
 
-/* `ctxleak summary` over d's database (args after "summary"); its
- * output, which the caller frees. */
-static char *summary(const struct harness_daemon *d, const char *args)
+/* `ctxleak summary` over d's database, with arg after "summary" unless it
+ * is NULL; its output, which the caller frees. */
+static char *summary(const struct harness_daemon *d, const char *arg)
 {
-	const char *bin = getenv("CTXLEAK_BIN");
-	char cmd[512], *out = NULL;
-	size_t len = 0;
-	FILE *f;
+	static const char *const env[] = {"NO_COLOR=1", NULL};
+	struct run r = run_env(env, "--db", d->db, "summary", arg, NULL);
 
-	snprintf(cmd, sizeof(cmd), "NO_COLOR=1 %s --db %s summary %s",
-		 bin && *bin ? bin : "build/ctxleak", d->db, args);
-	f = popen(cmd, "r");
-	ck_assert_ptr_nonnull(f);
-	ck_assert_int_ge(getdelim(&out, &len, '\0', f), 0);
-	ck_assert_int_eq(pclose(f), 0);
-	return out;
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	free(r.err);
+	return r.out;
 }
 
 /* Runs of blanks to one, so that a table reads independently of its
@@ -847,7 +842,7 @@ START_TEST(test_summary)
 			 0);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	json = summary(&d, "--json");
-	text = summary(&d, "");
+	text = summary(&d, NULL);
 	harness_cleanup(&d);
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
 		ck_assert_msg(strstr(json, want[i]) != NULL, "no %s in %s",
