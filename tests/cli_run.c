@@ -24,13 +24,6 @@ void run_free(struct run *r)
 	free(r->err);
 }
 
-static const char *cli_path(void)
-{
-	const char *bin = getenv("CTXLEAK_BIN");
-
-	return bin && *bin ? bin : "build/ctxleak";
-}
-
 char *read_all_fd(int fd)
 {
 	size_t len = 0, cap = 4096;
@@ -92,7 +85,7 @@ static void exec_cli(const char *const *env, char **argv)
 			unsetenv(*env);
 		}
 	}
-	argv[0] = (char *)cli_path();
+	argv[0] = (char *)harness_cli_path();
 	execv(argv[0], argv);
 	_exit(127);
 }
@@ -112,7 +105,7 @@ struct run run_argv(const char *const *env, char **argv, uid_t uid)
 	ck_assert_int_ge(efd, 0);
 	/* Another user may not reach the build directory. */
 	if (uid)
-		ck_assert_msg(harness_copy_for_anyone(cli_path(), bin,
+		ck_assert_msg(harness_copy_for_anyone(harness_cli_path(), bin,
 						      sizeof bin) == 0,
 			      "%s", harness_error());
 	pid = fork();

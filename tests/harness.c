@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -50,6 +51,13 @@ const char *harness_daemon_path(void)
 	const char *bin = getenv("CTXLEAKD_BIN");
 
 	return bin != NULL && *bin != '\0' ? bin : "build/ctxleakd";
+}
+
+const char *harness_cli_path(void)
+{
+	const char *bin = getenv("CTXLEAK_BIN");
+
+	return bin != NULL && *bin != '\0' ? bin : "build/ctxleak";
 }
 
 int harness_copy_for_anyone(const char *src, char *out, size_t len)
@@ -95,6 +103,27 @@ void harness_remove_copy(const char *path)
 		return;
 	snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
 	rmdir(dir);
+}
+
+int harness_raise_fd_limit(unsigned long want)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		set_error("getrlimit: %s", strerror(errno));
+		return -1;
+	}
+	if (rl.rlim_max < want) {
+		set_error("RLIMIT_NOFILE hard limit %llu is under %lu",
+			  (unsigned long long)rl.rlim_max, want);
+		return -1;
+	}
+	rl.rlim_cur = rl.rlim_max;
+	if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		set_error("setrlimit: %s", strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 void harness_sleep_ms(int ms)
@@ -398,6 +427,20 @@ static int count_occurrences(const char *hay, const char *needle)
 	return n;
 }
 
+int harness_log_count(const struct harness_daemon *d, const char *needle)
+{
+	char *log = harness_log(d);
+	int n;
+
+	if (log == NULL) {
+		set_error("cannot read %s", d->log);
+		return -1;
+	}
+	n = count_occurrences(log, needle);
+	free(log);
+	return n;
+}
+
 int harness_wait_log(const struct harness_daemon *d, const char *needle,
 		     int count)
 {
@@ -561,11 +604,13 @@ int harness_client(const struct harness_daemon *d, enum ctxleak_backend backend,
 
 int harness_worked_example(void *arg)
 {
-	const struct harness_example *ex = arg;
+	struct harness_example *ex = arg;
 	uint64_t a, b, c, token_a, token_b;
 
 	ctxleak_resume(0); /* accept callback */
 	a = ctxleak_begin("GET /a");
+	if (ex)
+		ex->id[1] = a;
 	ctxleak_tag("user", "alice");
 	if (ex && ex->tag_a)
 		ex->tag_a();
@@ -574,6 +619,8 @@ int harness_worked_example(void *arg)
 
 	ctxleak_resume(0); /* accept callback */
 	b = ctxleak_begin("GET /b");
+	if (ex)
+		ex->id[2] = b;
 	ctxleak_tag("user", "bob");
 	token_b = ctxleak_capture();
 	ctxleak_suspend();
@@ -597,6 +644,8 @@ int harness_worked_example(void *arg)
 
 	ctxleak_resume(0); /* accept callback */
 	c = ctxleak_begin("GET /c");
+	if (ex)
+		ex->id[3] = c;
 	ctxleak_end(c);
 	ctxleak_suspend();
 	return 0;

@@ -54,8 +54,16 @@ void harness_sleep_ms(int ms);
 int harness_fd_count(pid_t pid);
 long harness_status_kb(pid_t pid, const char *field);
 
-/* The daemon binary under test. */
+/* Raise this process's soft limit of open descriptors to its hard limit,
+ * which must be at least want: a thousand connections, say, are more than
+ * some systems' default soft limit of 1,024.  A daemon started after
+ * inherits it.  0, or -1 (see harness_error()). */
+int harness_raise_fd_limit(unsigned long want);
+
+/* The daemon binary under test ($CTXLEAKD_BIN), and the CLI
+ * ($CTXLEAK_BIN); set by tests/run, else build/. */
 const char *harness_daemon_path(void);
+const char *harness_cli_path(void);
 
 /*
  * Another user (nobody, for tests run as root) may not reach the build
@@ -97,6 +105,10 @@ void harness_cleanup(struct harness_daemon *d);
 
 /* The daemon's stderr so far, NUL-terminated; free() it. */
 char *harness_log(const struct harness_daemon *d);
+
+/* How many times the daemon's log contains needle so far; -1 when it
+ * cannot be read. */
+int harness_log_count(const struct harness_daemon *d, const char *needle);
 
 /* Poll until the daemon's log contains needle at least count times.
  * Returns 0, or -1 on timeout. */
@@ -143,10 +155,11 @@ pid_t harness_client_spawn(const struct harness_daemon *d,
 int harness_client_wait(pid_t pid);
 
 /*
- * The worked example of DESIGN.md as a client function: one thread runs an
+ * The worked example of docs/DESIGN.md as a client function: one thread runs an
  * event loop whose callbacks are wrapped (resume of the registering token
  * on entry, suspend on exit); requests GET /a, GET /b, GET /c; 21 records.
- * arg may point at a struct harness_example to add tags to request A.
+ * arg may point at a struct harness_example to add tags to request A, to
+ * pause between its steps, or to learn the requests' ctx IDs.
  */
 #define HARNESS_EXAMPLE_RECORDS 21
 struct harness_example {
@@ -155,6 +168,10 @@ struct harness_example {
 	 * callback yet); a nonzero return ends the scenario with it. */
 	int (*between)(void *arg);
 	void *arg;
+	/* Filled in: id[1], id[2], id[3] the ctx of GET /a, /b and /c as
+	 * each begins; id[0] is left alone (0 in a zeroed struct: "no
+	 * request", for tables indexed by request). */
+	uint64_t id[4];
 };
 int harness_worked_example(void *arg);
 

@@ -4,7 +4,7 @@
  * that are not such databases.
  *
  * The "report" suite builds one database for all its tests: the worked
- * example of DESIGN.md under the thread backend (1 overlap, 2 bleed,
+ * example of docs/DESIGN.md under the thread backend (1 overlap, 2 bleed,
  * 2 misnest, 1 lost, 1 stale) and again under the task backend (none), with
  * one tag of control characters and invalid UTF-8.  Every --json line is
  * checked by a strict JSON parser below, every table by its width.
@@ -21,6 +21,7 @@
 
 #include <sqlite3.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
 #include "cli_run.h"
 #include "harness.h"
@@ -1563,11 +1564,5 @@ static Suite *cli_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(cli_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main(cli_suite(), NULL);
 }

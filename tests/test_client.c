@@ -25,6 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
 #include "ctxleak_event.h"
 #include "harness.h"
@@ -554,35 +555,14 @@ struct expect {
 	int ctx, cause, extra; /* extra: BEGIN's prev, END's cur */
 };
 
-/* DESIGN.md's worked example, one thread, every callback wrapped. */
+/* docs/DESIGN.md's worked example, one thread, every callback wrapped (the
+ * harness's), in this process; id[] its requests' ctx IDs. */
 static void worked_example(uint64_t id[4])
 {
-	uint64_t token_a, token_b;
+	struct harness_example ex = {0};
 
-	id[NONE] = 0;
-	ctxleak_resume(0);
-	id[A] = ctxleak_begin("GET /a");
-	ctxleak_tag("user", "alice");
-	token_a = ctxleak_capture();
-	ctxleak_suspend();
-	ctxleak_resume(0);
-	id[B] = ctxleak_begin("GET /b");
-	ctxleak_tag("user", "bob");
-	token_b = ctxleak_capture();
-	ctxleak_suspend();
-	ctxleak_resume(token_a);
-	ctxleak_event("db.done", NULL);
-	ctxleak_tag("status", "200");
-	ctxleak_end(id[A]);
-	ctxleak_suspend();
-	ctxleak_resume(token_b);
-	ctxleak_event("db.done", NULL);
-	ctxleak_end(id[B]);
-	ctxleak_suspend();
-	ctxleak_resume(0);
-	id[C] = ctxleak_begin("GET /c");
-	ctxleak_end(id[C]);
-	ctxleak_suspend();
+	ck_assert_int_eq(harness_worked_example(&ex), 0);
+	memcpy(id, ex.id, sizeof ex.id);
 }
 
 /* thread and global: the slot is never switched by resume/suspend. */
@@ -984,7 +964,7 @@ END_TEST
 /* ------------------------------------------------------ truth, randomized */
 
 /*
- * Random multi-threaded programs against a reference model of DESIGN.md's
+ * Random multi-threaded programs against a reference model of docs/DESIGN.md's
  * per-call table.  The program's calls run one at a time, each on the
  * thread the generator picked (a baton passed through a mailbox per
  * thread), so the model's order is the order of the calls.  The model
@@ -2362,11 +2342,5 @@ static Suite *client_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(client_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main(client_suite(), NULL);
 }

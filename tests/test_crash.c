@@ -25,9 +25,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
+#include "emitter.h"
 #include "harness_check.h"
 #include "proto.h"
+#include "raw.h"
 
 #define CLIENTS 8
 /* Records each client must have stored before a kill, and after each
@@ -41,96 +44,29 @@ static void expect_receipt(int fd, uint64_t records, uint64_t dropped);
 
 /* ------------------------------------------------------ emitting clients */
 
-/* What each client saw, in memory shared with the test. */
-struct slot {
-	pid_t pid;
-	uint64_t produced;
-	_Atomic uint64_t sent_bytes; /* published as it goes */
-	_Atomic int idle;	     /* stopped emitting, flushed */
-	struct ctxleak_stats st;     /* after shutdown */
-};
-
-/* Clients stop emitting at `stop`, and shut down at `quit`: in between,
- * the test waits for the daemon to have what they sent, so that no
- * shutdown gives up on a daemon that is only slow. */
-struct fleet {
-	_Atomic int stop, quit;
-	pid_t test; /* a client whose test died stops too */
-	int n;
-	struct slot slot[CLIENTS];
-};
-
-struct client_arg {
-	struct fleet *fleet;
-	int index;
-};
-
-static int told(const struct fleet *f, const _Atomic int *flag)
+/* n clients of the thread backend that hold between stop and quit (see
+ * emitter.h), their pids in pids. */
+static struct emitters *fleet_start(const struct harness_daemon *d, int n,
+				    pid_t *pids)
 {
-	return *flag || getppid() != f->test;
-}
+	struct emitters *f = emitters_new(n, 2000, 1);
 
-/* Requests until told to stop, then shut down and report the counters. */
-static int emit_until_stopped(void *arg)
-{
-	struct client_arg *a = arg;
-	struct fleet *f = a->fleet;
-	struct slot *slot = &f->slot[a->index];
-	struct ctxleak_stats st;
-	/* Under valgrind (make check-valgrind sets CTXLEAK_TEST_SLOW) at a
-	 * pace its daemon keeps up with. */
-	int pause_ms = getenv("CTXLEAK_TEST_SLOW") ? 20 : 2;
-	uint64_t ctx;
-
-	while (!told(f, &f->stop)) {
-		ctx = ctxleak_begin("GET /crash");
-		ctxleak_tag("k", "v");
-		ctxleak_event("e", NULL);
-		ctxleak_end(ctx);
-		slot->produced += 4;
-		ctxleak_stats(&st);
-		slot->sent_bytes = st.sent_bytes;
-		harness_sleep_ms(pause_ms);
-	}
-	ctxleak_flush();
-	slot->idle = 1;
-	while (!told(f, &f->quit))
-		harness_sleep_ms(1);
-	ctxleak_shutdown();
-	ctxleak_stats(&slot->st);
-	slot->pid = getpid();
-	return 0;
-}
-
-static struct fleet *fleet_start(const struct harness_daemon *d, int n,
-				 struct client_arg *args, pid_t *pids)
-{
-	struct fleet *f = mmap(NULL, sizeof *f, PROT_READ | PROT_WRITE,
-			       MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	ck_assert_ptr_ne(f, MAP_FAILED);
-	f->test = getpid();
-	f->n = n;
-	for (int i = 0; i < n; i++) {
-		args[i] = (struct client_arg){f, i};
-		pids[i] = harness_client_spawn(d, CTXLEAK_BACKEND_THREAD,
-					       emit_until_stopped, &args[i]);
-		ck_assert_msg(pids[i] > 0, "%s", harness_error());
-	}
+	for (int i = 0; i < n; i++)
+		pids[i] = emitters_spawn(d, f, i, CTXLEAK_BACKEND_THREAD);
 	return f;
 }
 
 /* Every client has sent everything, and the daemon has it: stored, or
  * counted as dropped. */
-static void fleet_stop(const struct harness_daemon *d, struct fleet *f,
+static void fleet_stop(const struct harness_daemon *d, struct emitters *f,
 		       const pid_t *pids)
 {
-	struct slot *sl;
+	struct emitter *sl;
 	char sql[128];
 
 	f->stop = 1;
 	for (int i = 0; i < f->n; i++) {
-		sl = &f->slot[i];
+		sl = &f->e[i];
 		for (int r = 0; !sl->idle && r < HARNESS_TIMEOUT_SEC * 100; r++)
 			harness_sleep_ms(10);
 		ck_assert_msg(sl->idle, "client %d did not stop", (int)pids[i]);
@@ -190,7 +126,7 @@ static char process_state(pid_t pid)
 /* Stop the daemon and let every client hand its socket more bytes than a
  * record, which the daemon will never read. */
 static void freeze_with_bytes_in_flight(const struct harness_daemon *d,
-					struct fleet *f)
+					struct emitters *f)
 {
 	uint64_t before[CLIENTS];
 	int behind;
@@ -203,12 +139,12 @@ static void freeze_with_bytes_in_flight(const struct harness_daemon *d,
 		harness_sleep_ms(10);
 	}
 	for (int i = 0; i < f->n; i++)
-		before[i] = f->slot[i].sent_bytes;
+		before[i] = f->e[i].sent_bytes;
 	for (int round = 0; round < HARNESS_TIMEOUT_SEC * 100; round++) {
 		behind = 0;
 		for (int i = 0; i < f->n; i++)
-			behind += f->slot[i].sent_bytes <
-				  before[i] + HANDED_TO_STOPPED;
+			behind +=
+			    f->e[i].sent_bytes < before[i] + HANDED_TO_STOPPED;
 		if (behind == 0)
 			return;
 		harness_sleep_ms(10);
@@ -224,7 +160,7 @@ static void restart(struct harness_daemon *d, const char *const *args)
 /* For every client: its row, its records rows (one per record stored
  * when keep_all), its own counters. */
 static uint64_t check_counts(const struct harness_daemon *d,
-			     const struct fleet *f, int min_connections,
+			     const struct emitters *f, int min_connections,
 			     int keep_all)
 {
 	uint64_t lost_total = 0;
@@ -232,7 +168,7 @@ static uint64_t check_counts(const struct harness_daemon *d,
 	printf("pid, produced, lost or dropped (client), records, dropped, "
 	       "records rows, connections\n");
 	for (int i = 0; i < f->n; i++) {
-		const struct slot *sl = &f->slot[i];
+		const struct emitter *sl = &f->e[i];
 		const char *row = "FROM processes WHERE pid = %d";
 		char q[128];
 		int64_t records, dropped, rows, conns;
@@ -275,13 +211,12 @@ START_TEST(test_sigkill_twice_loses_nothing_uncounted)
 {
 	const char *args[] = {"--keep", _i ? "leaky" : "all", NULL};
 	struct harness_daemon d;
-	struct client_arg cargs[CLIENTS];
 	pid_t pids[CLIENTS];
-	struct fleet *f;
+	struct emitters *f;
 	uint64_t lost;
 
 	ck_assert_msg(harness_start(&d, args) == 0, "%s", harness_error());
-	f = fleet_start(&d, CLIENTS, cargs, pids);
+	f = fleet_start(&d, CLIENTS, pids);
 	wait_all_storing(&d, CLIENTS, pids, 1);
 	freeze_with_bytes_in_flight(&d, f);
 	harness_kill(&d);
@@ -298,7 +233,7 @@ START_TEST(test_sigkill_twice_loses_nothing_uncounted)
 	       (unsigned long long)lost);
 	/* What the stopped daemon never read, the clients sent again. */
 	ck_assert_uint_eq(lost, 0);
-	munmap(f, sizeof *f);
+	emitters_free(f);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -309,12 +244,11 @@ START_TEST(test_sigkill_after_clean_exit)
 {
 	const char *args[] = {"--keep", _i ? "leaky" : "all", NULL};
 	struct harness_daemon d;
-	struct client_arg cargs[4];
 	pid_t pids[4];
-	struct fleet *f;
+	struct emitters *f;
 
 	ck_assert_msg(harness_start(&d, args) == 0, "%s", harness_error());
-	f = fleet_start(&d, 4, cargs, pids);
+	f = fleet_start(&d, 4, pids);
 	wait_all_storing(&d, 4, pids, 1);
 	f->stop = 1;
 	f->quit = 1;
@@ -326,7 +260,7 @@ START_TEST(test_sigkill_after_clean_exit)
 	ck_assert_int_eq(harness_stop(&d), 0);
 	printf("SIGKILL 0.1 s after a clean exit, --keep=%s:\n", args[1]);
 	ck_assert_uint_eq(check_counts(&d, f, 1, !_i), 0);
-	munmap(f, sizeof *f);
+	emitters_free(f);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -339,13 +273,12 @@ START_TEST(test_sigkill_until_clients_exit)
 {
 	const char *args[] = {"--keep", "all", NULL};
 	struct harness_daemon d;
-	struct client_arg cargs[4];
 	pid_t pids[4];
-	struct fleet *f;
+	struct emitters *f;
 	int64_t records;
 
 	ck_assert_msg(harness_start(&d, args) == 0, "%s", harness_error());
-	f = fleet_start(&d, 4, cargs, pids);
+	f = fleet_start(&d, 4, pids);
 	wait_all_storing(&d, 4, pids, 1);
 	harness_kill(&d);
 	f->stop = 1;
@@ -357,7 +290,7 @@ START_TEST(test_sigkill_until_clients_exit)
 	printf("SIGKILL, no daemon until the clients exit: pid, produced, "
 	       "dropped (client), records\n");
 	for (int i = 0; i < 4; i++) {
-		const struct slot *sl = &f->slot[i];
+		const struct emitter *sl = &f->e[i];
 
 		records = query_int(&d,
 				    "SELECT records FROM processes WHERE "
@@ -370,7 +303,7 @@ START_TEST(test_sigkill_until_clients_exit)
 		ck_assert_uint_eq((uint64_t)records + sl->st.dropped,
 				  sl->produced);
 	}
-	munmap(f, sizeof *f);
+	emitters_free(f);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -382,9 +315,8 @@ START_TEST(test_refused_client_delivers_later)
 {
 	const char *args[] = {"--keep", "all", "--max-connections", "1", NULL};
 	struct harness_daemon d;
-	struct client_arg cargs[1];
 	pid_t pids[1];
-	struct fleet *f;
+	struct emitters *f;
 	struct proto_receipt r;
 	int fd;
 
@@ -400,9 +332,9 @@ START_TEST(test_refused_client_delivers_later)
 		close(fd);
 		harness_sleep_ms(100);
 	}
-	f = fleet_start(&d, 1, cargs, pids);
+	f = fleet_start(&d, 1, pids);
 	/* Refused while it sends: connections come and go, nothing stays. */
-	for (int i = 0; f->slot[0].sent_bytes < 4 * HANDED_TO_STOPPED; i++) {
+	for (int i = 0; f->e[0].sent_bytes < 4 * HANDED_TO_STOPPED; i++) {
 		ck_assert_int_lt(i, HARNESS_TIMEOUT_SEC * 100);
 		harness_sleep_ms(10);
 	}
@@ -418,7 +350,7 @@ START_TEST(test_refused_client_delivers_later)
 	ck_assert_int_eq(harness_stop(&d), 0);
 	printf("refused over --max-connections, then served:\n");
 	ck_assert_uint_eq(check_counts(&d, f, 1, 1), 0);
-	munmap(f, sizeof *f);
+	emitters_free(f);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -429,12 +361,11 @@ START_TEST(test_sigterm_restart_counts_no_loss)
 {
 	const char *args[] = {"--keep", "all", NULL};
 	struct harness_daemon d;
-	struct client_arg cargs[2];
 	pid_t pids[2];
-	struct fleet *f;
+	struct emitters *f;
 
 	ck_assert_msg(harness_start(&d, args) == 0, "%s", harness_error());
-	f = fleet_start(&d, 2, cargs, pids);
+	f = fleet_start(&d, 2, pids);
 	wait_all_storing(&d, 2, pids, 1);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	restart(&d, args);
@@ -443,53 +374,23 @@ START_TEST(test_sigterm_restart_counts_no_loss)
 	ck_assert_int_eq(harness_stop(&d), 0);
 	printf("SIGTERM and restart under load:\n");
 	ck_assert_uint_eq(check_counts(&d, f, 2, 1), 0);
-	munmap(f, sizeof *f);
+	emitters_free(f);
 	harness_cleanup(&d);
 }
 END_TEST
 
 /* ------------------------------------------------------- raw peers */
 
-/* BEGIN, TAG, EVENT, END of one request at ts .. ts + 3: four records;
- * then, when `judge`, a watermark past them. */
+/* raw_request at ts, then, when `judge`, a watermark past it. */
 static size_t encode_request(unsigned char *buf, size_t cap, uint64_t ctx,
 			     uint64_t ts, int judge)
 {
-	struct proto_record r[] = {
-	    {.type = PROTO_BEGIN,
-	     .ts = ts,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .kind = PROTO_KIND_REQUEST,
-	     .name = {"GET /raw", 8}},
-	    {.type = PROTO_TAG,
-	     .ts = ts + 1,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .cause = ctx,
-	     .key = {"k", 1},
-	     .value = {"v", 1}},
-	    {.type = PROTO_EVENT,
-	     .ts = ts + 2,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .cause = ctx,
-	     .name = {"e", 1}},
-	    {.type = PROTO_END,
-	     .ts = ts + 3,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .cause = ctx,
-	     .cur = ctx},
-	    {.type = PROTO_WATERMARK, .ts = ts + 1000},
-	};
-	size_t n = 0, one;
+	const struct proto_record wm = {.type = PROTO_WATERMARK,
+					.ts = ts + 1000};
+	size_t n = raw_request(buf, cap, ctx, ts);
 
-	for (int i = 0; i < 4 + !!judge; i++) {
-		one = proto_encode_record(buf + n, cap - n, &r[i]);
-		ck_assert_uint_gt(one, 0);
-		n += one;
-	}
+	if (judge)
+		n += raw_encode(buf + n, cap - n, &wm);
 	return n;
 }
 
@@ -497,10 +398,7 @@ static size_t encode_dropped(unsigned char *buf, size_t cap, uint64_t count)
 {
 	struct proto_record r = {
 	    .type = PROTO_DROPPED, .ts = 3000, .count = count, .since = 2500};
-	size_t n = proto_encode_record(buf, cap, &r);
-
-	ck_assert_uint_gt(n, 0);
-	return n;
+	return raw_encode(buf, cap, &r);
 }
 
 static int hello(const struct harness_daemon *d, uint64_t instance)
@@ -1004,7 +902,7 @@ static void peer_close(struct peer *p)
 
 struct scripted {
 	int go[2];
-	struct slot *slot;
+	struct emitter *slot;
 };
 
 /* 100 records, then wait for the test's go, then 4 more. */
@@ -1139,45 +1037,37 @@ END_TEST
 static Suite *crash_suite(void)
 {
 	Suite *s = suite_create("crash");
-	TCase *kill9 = tcase_create("sigkill");
-	TCase *raw = tcase_create("raw");
-	TCase *client = tcase_create("client");
+	TCase *tc;
 
-	tcase_set_timeout(kill9, 120);
-	tcase_add_loop_test(kill9, test_sigkill_twice_loses_nothing_uncounted,
-			    0, 2);
-	tcase_add_test(kill9, test_sigterm_restart_counts_no_loss);
-	tcase_add_loop_test(kill9, test_sigkill_after_clean_exit, 0, 2);
-	tcase_add_test(kill9, test_sigkill_until_clients_exit);
-	tcase_add_test(kill9, test_refused_client_delivers_later);
-	tcase_set_timeout(raw, 60);
-	tcase_add_loop_test(raw, test_raw_reconnections_live_daemon, 0, 2);
-	tcase_add_test(raw, test_raw_receipt_after_kill_is_committed);
-	tcase_add_test(raw, test_raw_v1_receipt_only_v2_acks);
-	tcase_add_test(raw, test_raw_ack_waits_for_open_request);
-	tcase_add_test(raw, test_raw_resend_to_live_daemon);
-	tcase_add_test(raw, test_raw_resend_after_kill);
-	tcase_add_loop_test(raw, test_raw_resend_after_stop, 0, 2);
-	tcase_set_timeout(client, 60);
-	tcase_add_test(client, test_client_sends_again_what_no_ack_covered);
-	tcase_add_test(client, test_client_without_acks);
-	suite_add_tcase(s, kill9);
-	suite_add_tcase(s, raw);
-	suite_add_tcase(s, client);
+	tc = check_tcase("sigkill", 120, NULL);
+	tcase_add_loop_test(tc, test_sigkill_twice_loses_nothing_uncounted, 0,
+			    2);
+	tcase_add_test(tc, test_sigterm_restart_counts_no_loss);
+	tcase_add_loop_test(tc, test_sigkill_after_clean_exit, 0, 2);
+	tcase_add_test(tc, test_sigkill_until_clients_exit);
+	tcase_add_test(tc, test_refused_client_delivers_later);
+	suite_add_tcase(s, tc);
+	tc = check_tcase("raw", 60, NULL);
+	tcase_add_loop_test(tc, test_raw_reconnections_live_daemon, 0, 2);
+	tcase_add_test(tc, test_raw_receipt_after_kill_is_committed);
+	tcase_add_test(tc, test_raw_v1_receipt_only_v2_acks);
+	tcase_add_test(tc, test_raw_ack_waits_for_open_request);
+	tcase_add_test(tc, test_raw_resend_to_live_daemon);
+	tcase_add_test(tc, test_raw_resend_after_kill);
+	tcase_add_loop_test(tc, test_raw_resend_after_stop, 0, 2);
+	suite_add_tcase(s, tc);
+	suite_add_tcase(s,
+			check_tcase("client", 60,
+				    test_client_sends_again_what_no_ack_covered,
+				    test_client_without_acks, NULL));
 	return s;
 }
 
 int main(void)
 {
-	SRunner *sr = srunner_create(crash_suite());
-	int failed;
-
 	/* Peers that the daemon hangs up on must not kill the test. */
 	signal(SIGPIPE, SIG_IGN);
 	/* The figures of a test that fails are printed all the same. */
 	setvbuf(stdout, NULL, _IOLBF, 0);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_main(crash_suite(), NULL);
 }

@@ -24,9 +24,12 @@
 
 #include <sqlite3.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
+#include "emitter.h"
 #include "harness_check.h"
 #include "proto.h"
+#include "raw.h"
 
 /* A daemon that does not stop cleanly says why, with its log. */
 static void stop_ok(struct harness_daemon *d)
@@ -303,54 +306,6 @@ END_TEST
 
 /* ------------------------------------------------------ raw connections */
 
-static size_t encode(unsigned char *buf, size_t cap,
-		     const struct proto_record *r)
-{
-	size_t n = proto_encode_record(buf, cap, r);
-
-	ck_assert_uint_gt(n, 0);
-	return n;
-}
-
-/* One clean request: BEGIN, TAG, EVENT, END of ctx at ts. */
-static size_t encode_request(unsigned char *buf, size_t cap, uint64_t ctx,
-			     uint64_t ts)
-{
-	struct proto_record r = {.type = PROTO_BEGIN,
-				 .ts = ts,
-				 .tid = 7,
-				 .ctx = ctx,
-				 .cause = 0,
-				 .kind = PROTO_KIND_REQUEST,
-				 .name = {"GET /raw", 8}};
-	size_t n = encode(buf, cap, &r);
-
-	r = (struct proto_record){.type = PROTO_TAG,
-				  .ts = ts + 1,
-				  .tid = 7,
-				  .ctx = ctx,
-				  .cause = ctx,
-				  .key = {"k", 1},
-				  .value = {"v", 1}};
-	n += encode(buf + n, cap - n, &r);
-	r = (struct proto_record){.type = PROTO_EVENT,
-				  .ts = ts + 2,
-				  .tid = 7,
-				  .ctx = ctx,
-				  .cause = ctx,
-				  .name = {"e", 1},
-				  .message = {"m", 1}};
-	n += encode(buf + n, cap - n, &r);
-	r = (struct proto_record){.type = PROTO_END,
-				  .ts = ts + 3,
-				  .tid = 7,
-				  .ctx = ctx,
-				  .cause = ctx,
-				  .cur = ctx};
-	n += encode(buf + n, cap - n, &r);
-	return n;
-}
-
 START_TEST(test_garbage_closes_only_its_connection)
 {
 	struct harness_daemon d;
@@ -393,7 +348,7 @@ START_TEST(test_bad_input_keeps_what_came_before)
 	fd = harness_connect(&d);
 	ck_assert_msg(fd >= 0, "%s", harness_error());
 	ck_assert_int_eq(harness_send_hello(fd, 4712, 0), 0);
-	n = encode_request(buf, sizeof buf, 99, 1000);
+	n = raw_request(buf, sizeof buf, 99, 1000);
 	buf[n++] = 0xc1; /* never used in msgpack */
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
@@ -430,8 +385,8 @@ START_TEST(test_string_limit_closes_connection)
 	fd = harness_connect(&d);
 	ck_assert_msg(fd >= 0, "%s", harness_error());
 	ck_assert_int_eq(harness_send_hello(fd, 4717, 0), 0);
-	n = encode_request(buf, sizeof buf, 99, 1000);
-	n += encode(buf + n, sizeof buf - n, &tag);
+	n = raw_request(buf, sizeof buf, 99, 1000);
+	n += raw_encode(buf + n, sizeof buf - n, &tag);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
 	close(fd);
@@ -459,11 +414,12 @@ static void open_scopes(int fd, int n, uint64_t watermark)
 		r.ts = 1000 + (uint64_t)i;
 		r.ctx = 500 + (uint64_t)i;
 		ck_assert_int_eq(
-		    harness_write_all(fd, buf, encode(buf, sizeof buf, &r)), 0);
+		    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &r)),
+		    0);
 	}
 	r = (struct proto_record){.type = PROTO_WATERMARK, .ts = watermark};
 	ck_assert_int_eq(
-	    harness_write_all(fd, buf, encode(buf, sizeof buf, &r)), 0);
+	    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &r)), 0);
 }
 
 /* Until the query says n. */
@@ -560,12 +516,12 @@ static void send_requests(int fd, uint64_t first, int n, uint64_t ts)
 	for (int i = 0; i < n; i++)
 		ck_assert_int_eq(
 		    harness_write_all(fd, buf,
-				      encode_request(buf, sizeof buf,
-						     first + (uint64_t)i,
-						     ts + 10 * (uint64_t)i)),
+				      raw_request(buf, sizeof buf,
+						  first + (uint64_t)i,
+						  ts + 10 * (uint64_t)i)),
 		    0);
 	ck_assert_int_eq(
-	    harness_write_all(fd, buf, encode(buf, sizeof buf, &wm)), 0);
+	    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &wm)), 0);
 }
 
 /* A TAG of a new request (ctx 1000) under the context of an ended one. */
@@ -580,11 +536,10 @@ static void send_probe(int fd, uint64_t ended_ctx, uint64_t ts)
 				   .key = {"probe", 5}};
 
 	ck_assert_int_eq(
-	    harness_write_all(fd, buf,
-			      encode_request(buf, sizeof buf, 1000, ts)),
+	    harness_write_all(fd, buf, raw_request(buf, sizeof buf, 1000, ts)),
 	    0);
 	ck_assert_int_eq(
-	    harness_write_all(fd, buf, encode(buf, sizeof buf, &tag)), 0);
+	    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &tag)), 0);
 }
 
 /* The class of the finding of process `instance` under ctx. */
@@ -677,10 +632,10 @@ START_TEST(test_dropped_and_unknown_counted)
 	fd = harness_connect(&d);
 	ck_assert_msg(fd >= 0, "%s", harness_error());
 	ck_assert_int_eq(harness_send_hello(fd, 4722, 0), 0);
-	n = encode_request(buf, sizeof buf, 99, 1000);
+	n = raw_request(buf, sizeof buf, 99, 1000);
 	memcpy(buf + n, unknown, sizeof unknown);
 	n += sizeof unknown;
-	n += encode(buf + n, sizeof buf - n, &dropped);
+	n += raw_encode(buf + n, sizeof buf - n, &dropped);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	close(fd);
 	ck_assert_msg(harness_wait_int(&d,
@@ -709,7 +664,7 @@ START_TEST(test_record_before_hello)
 	START(&d, "--keep", "all");
 	fd = harness_connect(&d);
 	ck_assert_msg(fd >= 0, "%s", harness_error());
-	n = encode_request(buf, sizeof buf, 5, 1000);
+	n = raw_request(buf, sizeof buf, 5, 1000);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
 	close(fd);
@@ -736,7 +691,7 @@ START_TEST(test_kernel_pid_wins)
 	fd = harness_connect(&d);
 	ck_assert_msg(fd >= 0, "%s", harness_error());
 	ck_assert_int_eq(harness_send_hello(fd, 4713, 1), 0);
-	n = encode_request(buf, sizeof buf, 5, 1000);
+	n = raw_request(buf, sizeof buf, 5, 1000);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	close(fd);
 	ck_assert_msg(harness_wait_int(&d,
@@ -771,8 +726,8 @@ START_TEST(test_reconnection_continues_process)
 		fd = harness_connect(&d);
 		ck_assert_msg(fd >= 0, "%s", harness_error());
 		ck_assert_int_eq(harness_send_hello(fd, 4714, 0), 0);
-		n = encode_request(buf, sizeof buf, 10 + (uint64_t)i,
-				   1000 + 100 * (uint64_t)i);
+		n = raw_request(buf, sizeof buf, 10 + (uint64_t)i,
+				1000 + 100 * (uint64_t)i);
 		ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 		close(fd);
 	}
@@ -841,7 +796,7 @@ START_TEST(test_sigterm_drains)
 	ck_assert_ptr_nonnull(buf);
 	START(&d, "--keep", "all");
 	for (uint64_t i = 0; i < N; i++)
-		n += encode_request(buf + n, cap - n, 1000 + i, 10 * (i + 1));
+		n += raw_request(buf + n, cap - n, 1000 + i, 10 * (i + 1));
 	fd = harness_connect(&d);
 	ck_assert_msg(fd >= 0, "%s", harness_error());
 	ck_assert_int_eq(harness_send_hello(fd, 4715, 0), 0);
@@ -860,75 +815,20 @@ START_TEST(test_sigterm_drains)
 }
 END_TEST
 
-/* A client of the drain tests: what it produced (counted by the test: the
- * library's records leave out those dropped at the buffer limit) and what
- * the library says it dropped. */
-struct drain_report {
-	pid_t pid;
-	uint64_t produced, dropped, recorded;
-};
-
-struct drain_pipes {
-	int stop_rd, stop_wr; /* closed by the parent: stop emitting */
-	int report_wr;
-};
-
-static int stop_asked(int fd)
-{
-	struct pollfd p = {.fd = fd, .events = POLLIN};
-
-	return poll(&p, 1, 0) != 0;
-}
-
-/* Emits steadily until told to stop, then shuts the library down and
- * reports its own figures: the daemon is gone by then. */
-static int emit_until_stopped(void *arg)
-{
-	struct drain_pipes *p = arg;
-	struct drain_report r = {.pid = getpid()};
-	struct ctxleak_stats st;
-	uint64_t ctx;
-
-	close(p->stop_wr);
-	while (!stop_asked(p->stop_rd)) {
-		ctx = ctxleak_begin("drain");
-		ctxleak_tag("i", "v");
-		ctxleak_end(ctx);
-		r.produced += 3;
-		/* Busy, but within what the daemon ingests, even under ASan
-		 * or valgrind (make check-valgrind sets CTXLEAK_TEST_SLOW): a
-		 * flood would only test how long the drain of a backlog takes,
-		 * not whether it loses anything. */
-		usleep(getenv("CTXLEAK_TEST_SLOW") ? 20000 : 500);
-	}
-	ctxleak_shutdown();
-	ctxleak_stats(&st);
-	r.recorded = st.records;
-	r.dropped = st.dropped;
-	return write(p->report_wr, &r, sizeof r) == sizeof r ? 0 : 1;
-}
-
 START_TEST(test_sigterm_loses_nothing_of_busy_clients)
 {
 	enum { CLIENTS = 4 };
+	/* Busy, but within what the daemon ingests, even under ASan or
+	 * valgrind: a flood would only test how long the drain of a backlog
+	 * takes, not whether it loses anything. */
+	struct emitters *e = emitters_new(CLIENTS, 500, 0);
 	struct harness_daemon d;
-	struct drain_pipes p;
-	struct drain_report r;
 	pid_t pids[CLIENTS];
-	int stop[2], report[2];
 	int64_t stored;
 
 	START(&d, "--keep", "all");
-	ck_assert_int_eq(pipe(stop), 0);
-	ck_assert_int_eq(pipe(report), 0);
-	p = (struct drain_pipes){stop[0], stop[1], report[1]};
-	for (int i = 0; i < CLIENTS; i++) {
-		pids[i] = harness_client_spawn(&d, CTXLEAK_BACKEND_THREAD,
-					       emit_until_stopped, &p);
-		ck_assert_int_gt(pids[i], 0);
-	}
-	close(stop[0]);
-	close(report[1]);
+	for (int i = 0; i < CLIENTS; i++)
+		pids[i] = emitters_spawn(&d, e, i, CTXLEAK_BACKEND_THREAD);
 	/* Every client connected and its batches flowing. */
 	ck_assert_msg(harness_wait_int(&d,
 				       "SELECT count(DISTINCT process_id) "
@@ -936,27 +836,28 @@ START_TEST(test_sigterm_loses_nothing_of_busy_clients)
 				       CLIENTS) == 0,
 		      "%s", harness_error());
 	STOP_OK(&d);
-	close(stop[1]);
+	/* The clients shut down with the daemon gone: their own figures. */
+	e->stop = 1;
 	for (int i = 0; i < CLIENTS; i++) {
-		ck_assert_int_eq(read(report[0], &r, sizeof r), sizeof r);
+		const struct emitter *r = &e->e[i];
+
+		ck_assert_int_eq(harness_client_wait(pids[i]), 0);
 		stored = query_int(&d,
 				   "SELECT count(*) FROM records r JOIN "
 				   "processes p ON p.id = r.process_id "
 				   "WHERE p.pid = %d",
-				   (int)r.pid);
-		ck_assert_msg((uint64_t)stored + r.dropped == r.produced,
+				   (int)r->pid);
+		ck_assert_msg((uint64_t)stored + r->st.dropped == r->produced,
 			      "pid %d: %lld stored + %llu dropped != %llu "
 			      "produced (%llu recorded)",
-			      (int)r.pid, (long long)stored,
-			      (unsigned long long)r.dropped,
-			      (unsigned long long)r.produced,
-			      (unsigned long long)r.recorded);
+			      (int)r->pid, (long long)stored,
+			      (unsigned long long)r->st.dropped,
+			      (unsigned long long)r->produced,
+			      (unsigned long long)r->st.records);
 		/* The library counts what it was given, kept or dropped. */
-		ck_assert_uint_eq(r.recorded, r.produced);
+		ck_assert_uint_eq(r->st.records, r->produced);
 	}
-	for (int i = 0; i < CLIENTS; i++)
-		ck_assert_int_eq(harness_client_wait(pids[i]), 0);
-	close(report[0]);
+	emitters_free(e);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -974,8 +875,8 @@ START_TEST(test_sigterm_accepts_the_backlog)
 
 	START(&d, "--keep", "all");
 	for (uint64_t i = 0; i < REQUESTS; i++)
-		n += encode_request(buf + n, sizeof buf - n, 1000 + i,
-				    10 * (i + 1));
+		n += raw_request(buf + n, sizeof buf - n, 1000 + i,
+				 10 * (i + 1));
 	/* Stopped, it accepts nothing: the connections wait in the
 	 * listener's backlog with all they sent. */
 	ck_assert_int_eq(kill(d.pid, SIGSTOP), 0);
@@ -1532,18 +1433,6 @@ static double cpu_seconds(pid_t pid)
 	return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
 }
 
-static int count_in_log(const struct harness_daemon *d, const char *needle)
-{
-	char *log = harness_log(d);
-	int n = 0;
-
-	for (char *p = strstr(log, needle); p != NULL;
-	     p = strstr(p + 1, needle))
-		n++;
-	free(log);
-	return n;
-}
-
 #define REFUSED 20
 
 /* A burst of refusals: one line when it begins, one with its total when
@@ -1576,7 +1465,7 @@ START_TEST(test_refusals_logged_per_burst)
 		      harness_error());
 	assert_log_has(&d, "--max-connections 2 reached; those clients got "
 			   "no RECEIPT");
-	ck_assert_int_eq(count_in_log(&d, "refused"), 2);
+	ck_assert_int_eq(harness_log_count(&d, "refused"), 2);
 	close(fds[0]);
 	close(fds[1]);
 	STOP_OK(&d);
@@ -1618,7 +1507,7 @@ START_TEST(test_out_of_descriptors)
 	cpu = cpu_seconds(d.pid) - cpu;
 	/* A spinning loop burns the whole second and logs each turn. */
 	ck_assert_msg(cpu < 0.5, "%.2f s of CPU in 1 s", cpu);
-	ck_assert_int_eq(count_in_log(&d, "Too many open files"), 1);
+	ck_assert_int_eq(harness_log_count(&d, "Too many open files"), 1);
 
 	for (int i = 0; i < FD_STORM; i++)
 		close(fds[i]);
@@ -1922,75 +1811,45 @@ END_TEST
 static Suite *daemon_suite(void)
 {
 	Suite *s = suite_create("daemon");
-	TCase *findings = tcase_create("findings");
-	TCase *input = tcase_create("input");
-	TCase *lifecycle = tcase_create("lifecycle");
-	TCase *cli = tcase_create("command line");
-	TCase *slow = tcase_create("slow");
 
-	tcase_set_timeout(findings, 60);
-	tcase_set_timeout(input, 60);
-	tcase_set_timeout(lifecycle, 60);
-	tcase_set_timeout(cli, 60);
-	tcase_set_timeout(slow, 60);
-	tcase_add_test(findings, test_worked_example_thread);
-	tcase_add_test(findings, test_worked_example_global);
-	tcase_add_test(findings, test_worked_example_task);
-	tcase_add_test(findings, test_two_clients_at_once);
-	tcase_add_test(findings, test_killed_client_gives_unclosed);
-	tcase_add_test(findings, test_keep_leaky);
-	tcase_add_test(findings, test_max_held);
-	tcase_add_test(findings, test_no_secrets_in_logs);
-	tcase_add_test(input, test_garbage_closes_only_its_connection);
-	tcase_add_test(input, test_bad_input_keeps_what_came_before);
-	tcase_add_test(input, test_record_before_hello);
-	tcase_add_test(input, test_dropped_and_unknown_counted);
-	tcase_add_test(input, test_string_limit_closes_connection);
-	tcase_add_test(input, test_max_open_scopes);
-	tcase_add_test(input, test_max_open_scopes_total);
-	tcase_add_test(input, test_max_ended_scopes_total);
-	tcase_add_test(input, test_max_request_age);
-	tcase_add_test(input, test_instance_of_another_uid_refused);
-	tcase_add_test(input, test_kernel_pid_wins);
-	tcase_add_test(input, test_reconnection_continues_process);
-	tcase_add_test(lifecycle, test_sigterm_drains);
-	tcase_add_test(lifecycle, test_sigterm_loses_nothing_of_busy_clients);
-	tcase_add_test(lifecycle, test_sigterm_accepts_the_backlog);
-	tcase_add_test(lifecycle, test_second_daemon_refused);
-	tcase_add_test(lifecycle, test_second_daemon_on_the_database_refused);
-	tcase_add_test(lifecycle, test_two_daemons_start_at_once);
-	tcase_add_test(lifecycle, test_damaged_database_warned);
-	tcase_add_test(lifecycle, test_stale_socket_replaced);
-	tcase_add_test(lifecycle, test_unwritable_db);
-	tcase_add_test(lifecycle, test_db_error_said_once);
-	tcase_add_test(lifecycle, test_db_directories_0750);
-	tcase_add_test(lifecycle, test_foreign_socket_directory);
-	tcase_add_test(lifecycle, test_max_connections);
-	tcase_add_test(lifecycle, test_refusals_logged_per_burst);
-	tcase_add_test(lifecycle, test_out_of_descriptors);
-	tcase_add_test(lifecycle, test_sighup_reopens_log_file);
-	tcase_add_test(lifecycle, test_sd_notify);
-	tcase_add_test(lifecycle, test_sd_notify_never_blocks);
-	tcase_add_test(lifecycle, test_journal_prefixes);
-	tcase_add_test(cli, test_help_and_version);
-	tcase_add_test(cli, test_bad_options);
-	tcase_add_test(cli, test_every_option_accepted);
-	tcase_add_test(slow, test_silent_connection_closed);
-	suite_add_tcase(s, findings);
-	suite_add_tcase(s, input);
-	suite_add_tcase(s, lifecycle);
-	suite_add_tcase(s, cli);
-	suite_add_tcase(s, slow);
+	suite_add_tcase(
+	    s, check_tcase("findings", 60, test_worked_example_thread,
+			   test_worked_example_global, test_worked_example_task,
+			   test_two_clients_at_once,
+			   test_killed_client_gives_unclosed, test_keep_leaky,
+			   test_max_held, test_no_secrets_in_logs, NULL));
+	suite_add_tcase(
+	    s, check_tcase(
+		   "input", 60, test_garbage_closes_only_its_connection,
+		   test_bad_input_keeps_what_came_before,
+		   test_record_before_hello, test_dropped_and_unknown_counted,
+		   test_string_limit_closes_connection, test_max_open_scopes,
+		   test_max_open_scopes_total, test_max_ended_scopes_total,
+		   test_max_request_age, test_instance_of_another_uid_refused,
+		   test_kernel_pid_wins, test_reconnection_continues_process,
+		   NULL));
+	suite_add_tcase(
+	    s, check_tcase(
+		   "lifecycle", 60, test_sigterm_drains,
+		   test_sigterm_loses_nothing_of_busy_clients,
+		   test_sigterm_accepts_the_backlog, test_second_daemon_refused,
+		   test_second_daemon_on_the_database_refused,
+		   test_two_daemons_start_at_once, test_damaged_database_warned,
+		   test_stale_socket_replaced, test_unwritable_db,
+		   test_db_error_said_once, test_db_directories_0750,
+		   test_foreign_socket_directory, test_max_connections,
+		   test_refusals_logged_per_burst, test_out_of_descriptors,
+		   test_sighup_reopens_log_file, test_sd_notify,
+		   test_sd_notify_never_blocks, test_journal_prefixes, NULL));
+	suite_add_tcase(s, check_tcase("command line", 60,
+				       test_help_and_version, test_bad_options,
+				       test_every_option_accepted, NULL));
+	suite_add_tcase(
+	    s, check_tcase("slow", 60, test_silent_connection_closed, NULL));
 	return s;
 }
 
 int main(void)
 {
-	SRunner *sr = srunner_create(daemon_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_main(daemon_suite(), NULL);
 }

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "harness.h"
 
 /* Enough for several bursts, batches and rounds of every example. */
@@ -315,7 +316,7 @@ END_TEST
  * With 16 connections in flight, a request begins while another waits for
  * its database (overlap), and a database reply runs while a later request
  * is in the loop's slot (bleed) and ends its request with that one current
- * (misnest): the worked example of DESIGN.md, many times over.  global
+ * (misnest): the worked example of docs/DESIGN.md, many times over.  global
  * behaves as thread on one thread.
  */
 static void assert_event_loop_leaks(const char *backend)
@@ -663,40 +664,24 @@ END_TEST
 static Suite *demo_suite(void)
 {
 	Suite *s = suite_create("demo");
-	TCase *clean = tcase_create("clean");
-	TCase *leaky = tcase_create("leaky");
-	TCase *demo = tcase_create("demo");
+	TCase *tc;
 
-	tcase_set_timeout(clean, 120);
-	tcase_add_loop_test(clean, test_clean, 0,
+	tc = check_tcase("clean", 120, NULL);
+	tcase_add_loop_test(tc, test_clean, 0,
 			    sizeof(clean_runs) / sizeof(clean_runs[0]));
-	suite_add_tcase(s, clean);
-
-	tcase_set_timeout(leaky, 120);
-	tcase_add_test(leaky, test_thread_per_request_global);
-	tcase_add_test(leaky, test_thread_pool_thread);
-	tcase_add_test(leaky, test_thread_pool_global);
-	tcase_add_test(leaky, test_event_loop_thread);
-	tcase_add_test(leaky, test_event_loop_global);
-	tcase_add_test(leaky, test_coroutines_thread);
-	tcase_add_test(leaky, test_coroutines_global);
-	tcase_add_test(leaky, test_coroutines_custom_naive);
-	tcase_add_test(leaky, test_auth_pool_observe);
-	suite_add_tcase(s, leaky);
-
-	tcase_set_timeout(demo, 180);
-	tcase_add_test(demo, test_demo_table);
-	suite_add_tcase(s, demo);
+	suite_add_tcase(s, tc);
+	suite_add_tcase(
+	    s, check_tcase("leaky", 120, test_thread_per_request_global,
+			   test_thread_pool_thread, test_thread_pool_global,
+			   test_event_loop_thread, test_event_loop_global,
+			   test_coroutines_thread, test_coroutines_global,
+			   test_coroutines_custom_naive, test_auth_pool_observe,
+			   NULL));
+	suite_add_tcase(s, check_tcase("demo", 180, test_demo_table, NULL));
 	return s;
 }
 
 int main(void)
 {
-	SRunner *sr = srunner_create(demo_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main(demo_suite(), NULL);
 }

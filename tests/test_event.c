@@ -27,6 +27,7 @@
 #include <netinet/in.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "ctxleak_event.h"
 #include "harness_check.h"
 
@@ -901,33 +902,25 @@ END_TEST
 static Suite *event_suite(void)
 {
 	Suite *s = suite_create("event");
-	TCase *foreign = tcase_create("foreign");
-	TCase *servers = tcase_create("servers");
+	TCase *tc;
 
-	tcase_add_test(foreign, test_foreign_event_uninitialised);
-	tcase_add_test(foreign, test_foreign_event_disabled);
-	tcase_add_test(foreign, test_timers_signals_task);
-	suite_add_tcase(s, foreign);
-	tcase_add_test(servers, test_listener_task);
-	tcase_add_test(servers, test_listener_unwrapped_task);
-	tcase_add_test(servers, test_listener_thread);
-	tcase_add_test(servers, test_evhttp_task);
-	tcase_add_loop_test(servers, test_evhttp_leaky, 0,
+	suite_add_tcase(s, check_tcase("foreign", 0,
+				       test_foreign_event_uninitialised,
+				       test_foreign_event_disabled,
+				       test_timers_signals_task, NULL));
+	tc = check_tcase("servers", 0, test_listener_task,
+			 test_listener_unwrapped_task, test_listener_thread,
+			 test_evhttp_task, NULL);
+	tcase_add_loop_test(tc, test_evhttp_leaky, 0,
 			    sizeof(leaky_backends) / sizeof(leaky_backends[0]));
-	tcase_add_test(servers, test_registrations);
-	tcase_add_test(servers, test_servers_uninitialised);
-	tcase_add_test(servers, test_servers_disabled);
-	suite_add_tcase(s, servers);
+	tcase_add_test(tc, test_registrations);
+	tcase_add_test(tc, test_servers_uninitialised);
+	tcase_add_test(tc, test_servers_disabled);
+	suite_add_tcase(s, tc);
 	return s;
 }
 
 int main(void)
 {
-	SRunner *sr = srunner_create(event_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main(event_suite(), NULL);
 }

@@ -27,7 +27,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
+#include "emitter.h"
 #include "harness_check.h"
 
 /* Records emitted after the first failure before the limit is raised:
@@ -68,79 +70,6 @@ static void assert_running(const struct harness_daemon *d)
 
 /* ------------------------------------------------------------ clients */
 
-/* A client's view, in memory shared with the test. */
-struct emitter {
-	_Atomic int stop;
-	_Atomic uint64_t produced; /* records; the library's own count
-				      leaves out what it dropped */
-	pid_t test;		   /* a client whose test died stops too */
-	pid_t pid;
-	struct ctxleak_stats st; /* after shutdown */
-};
-
-static struct emitter *emitter_new(void)
-{
-	struct emitter *e = mmap(NULL, sizeof *e, PROT_READ | PROT_WRITE,
-				 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-
-	ck_assert_ptr_ne(e, MAP_FAILED);
-	memset(e, 0, sizeof *e);
-	e->test = getpid();
-	return e;
-}
-
-/* One correct request (task backend: no finding): 4 records. */
-static void one_request(struct emitter *e)
-{
-	uint64_t ctx = ctxleak_begin("GET /full");
-
-	ctxleak_tag("k", "v");
-	ctxleak_event("e", NULL);
-	ctxleak_end(ctx);
-	atomic_fetch_add(&e->produced, 4);
-}
-
-static void report(struct emitter *e)
-{
-	ctxleak_shutdown();
-	ctxleak_stats(&e->st);
-	e->pid = getpid();
-}
-
-/* Steadily, within what even a sanitized daemon ingests, until told. */
-static int emit_until_stopped(void *arg)
-{
-	struct emitter *e = arg;
-
-	while (!atomic_load(&e->stop) && getppid() == e->test) {
-		one_request(e);
-		usleep(getenv("CTXLEAK_TEST_SLOW") ? 5000 : 500);
-	}
-	report(e);
-	return 0;
-}
-
-/* A batch of requests, shipped: 40 records. */
-static int emit_batch(void *arg)
-{
-	for (int i = 0; i < 10; i++)
-		one_request(arg);
-	report(arg);
-	return 0;
-}
-
-static void wait_produced(struct emitter *e, uint64_t want)
-{
-	for (int i = 0; i < HARNESS_TIMEOUT_SEC * 100; i++) {
-		if (atomic_load(&e->produced) >= want)
-			return;
-		harness_sleep_ms(10);
-	}
-	ck_abort_msg("the client produced %llu records, not %llu",
-		     (unsigned long long)atomic_load(&e->produced),
-		     (unsigned long long)want);
-}
-
 static int64_t stored_of(const struct harness_daemon *d, pid_t pid)
 {
 	return query_int(d,
@@ -164,17 +93,6 @@ static int64_t rows_of(const struct harness_daemon *d, pid_t pid)
 }
 
 /* ------------------------------------------------------------ disk full */
-
-static int count_in_log(const struct harness_daemon *d, const char *needle)
-{
-	char *log = harness_log(d);
-	int n = 0;
-
-	for (const char *p = log; (p = strstr(p, needle)) != NULL; p++)
-		n++;
-	free(log);
-	return n;
-}
 
 /* The number that follows the last `before` in the daemon's log. */
 static uint64_t number_in_log(const struct harness_daemon *d,
@@ -206,7 +124,7 @@ static void hello_while_full(const struct harness_daemon *d)
 	close(fd);
 }
 
-/* The rows of a client of one_request()s: its 4 sites, a record row each,
+/* The rows of an emitter (emitter.h): its 4 sites, a record row each,
  * and per request (4 records) its requests row and one tag row. */
 static int64_t rows_of_client(int64_t records)
 {
@@ -216,8 +134,8 @@ static int64_t rows_of_client(int64_t records)
 START_TEST(test_disk_full_then_space_returns)
 {
 	struct harness_daemon d;
-	struct emitter *busy = emitter_new(), *after = emitter_new();
-	struct emitter *during = emitter_new();
+	struct emitter *busy = emitter_new(500), *after = emitter_new(500);
+	struct emitter *during = emitter_new(500);
 	char wal[160];
 	int64_t received, stored, raw_rows;
 	uint64_t at_failure, raised, failed;
@@ -240,17 +158,17 @@ START_TEST(test_disk_full_then_space_returns)
 	/* os_unix.c retries a short write, and the retry's EFBIG becomes
 	 * SQLITE_IOERR_WRITE, not SQLITE_FULL (test_store has that one):
 	 * an I/O error must not be fatal either. */
-	ck_assert_int_eq(count_in_log(&d, "failed: disk I/O error"), 1);
+	ck_assert_int_eq(harness_log_count(&d, "failed: disk I/O error"), 1);
 	at_failure = atomic_load(&busy->produced);
-	wait_produced(busy, at_failure + RECORDS_WHILE_FULL / 2);
+	emitter_wait_produced(busy, at_failure + RECORDS_WHILE_FULL / 2);
 	hello_while_full(&d);
 	/* A client that comes while the disk is full is served too. */
 	ck_assert_int_eq(
 	    harness_client(&d, CTXLEAK_BACKEND_TASK, emit_batch, during), 0);
-	wait_produced(busy, at_failure + RECORDS_WHILE_FULL);
+	emitter_wait_produced(busy, at_failure + RECORDS_WHILE_FULL);
 	assert_running(&d);
-	ck_assert_int_eq(count_in_log(&d, failed_line), 1);
-	ck_assert_int_eq(count_in_log(&d, recovered_line), 0);
+	ck_assert_int_eq(harness_log_count(&d, failed_line), 1);
+	ck_assert_int_eq(harness_log_count(&d, recovered_line), 0);
 
 	raised = now_ms();
 	set_fsize_limit(d.pid, RLIM_INFINITY);
@@ -265,11 +183,11 @@ START_TEST(test_disk_full_then_space_returns)
 	/* A client that comes after the episode is stored whole. */
 	ck_assert_int_eq(
 	    harness_client(&d, CTXLEAK_BACKEND_TASK, emit_batch, after), 0);
-	atomic_store(&busy->stop, 1);
+	atomic_store(&busy->set->stop, 1);
 	ck_assert_int_eq(harness_client_wait(pid), 0);
 	ck_assert_int_eq(harness_stop(&d), 0);
-	ck_assert_int_eq(count_in_log(&d, failed_line), 1);
-	ck_assert_int_eq(count_in_log(&d, recovered_line), 1);
+	ck_assert_int_eq(harness_log_count(&d, failed_line), 1);
+	ck_assert_int_eq(harness_log_count(&d, recovered_line), 1);
 	ck_assert_int_eq(stored_of(&d, after->pid), 40);
 	ck_assert_int_eq(query_int(&d,
 				   "SELECT count(*) FROM requests WHERE "
@@ -315,9 +233,9 @@ START_TEST(test_disk_full_then_space_returns)
 	ck_assert_uint_eq(failed, (uint64_t)(rows_of_client(received) +
 					     rows_of_client(40) - stored));
 	ck_assert_uint_eq(number_in_log(&d, "rows stored, "), failed);
-	munmap(busy, sizeof *busy);
-	munmap(after, sizeof *after);
-	munmap(during, sizeof *during);
+	emitters_free(busy->set);
+	emitters_free(after->set);
+	emitters_free(during->set);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -442,25 +360,17 @@ END_TEST
 static Suite *faults_suite(void)
 {
 	Suite *s = suite_create("faults");
-	TCase *disk = tcase_create("disk");
-	TCase *start = tcase_create("start");
 
-	tcase_set_timeout(disk, 120);
-	tcase_add_test(disk, test_disk_full_then_space_returns);
-	suite_add_tcase(s, disk);
-	tcase_add_test(start, test_database_directory_not_writable);
-	tcase_add_test(start, test_database_file_read_only);
-	suite_add_tcase(s, start);
+	suite_add_tcase(
+	    s,
+	    check_tcase("disk", 120, test_disk_full_then_space_returns, NULL));
+	suite_add_tcase(s, check_tcase("start", 0,
+				       test_database_directory_not_writable,
+				       test_database_file_read_only, NULL));
 	return s;
 }
 
 int main(void)
 {
-	SRunner *sr = srunner_create(faults_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_main(faults_suite(), NULL);
 }

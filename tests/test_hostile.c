@@ -4,7 +4,7 @@
  * prefixes, deep nesting, wrong types, lying HELLOs, connection storms.
  *
  * In every test a well-behaved client (the real library in a forked child)
- * is connected alongside: it sends the first half of DESIGN.md's worked
+ * is connected alongside: it sends the first half of docs/DESIGN.md's worked
  * example, waits while the hostile peers do their worst, sends the second
  * half, and its findings must come out exactly as the worked example says.
  * The daemon's open descriptors are counted before and after each storm
@@ -24,9 +24,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
+#include "emitter.h"
 #include "harness_check.h"
 #include "proto.h"
+#include "raw.h"
 
 /* Resident memory the daemon may gain in any storm here.  1,000 open
  * connections cost it about 16 MiB; the rest is head room for the
@@ -89,7 +92,7 @@ static int wait_for_go(void *arg)
 	return read(comp->go[0], &byte, 1) == 1 ? 0 : 3;
 }
 
-/* The worked example of DESIGN.md in two halves. */
+/* The worked example of docs/DESIGN.md in two halves. */
 static int worked_example_in_halves(void *arg)
 {
 	struct companion *comp = arg;
@@ -207,52 +210,6 @@ static void send_and_expect_close(const struct harness_daemon *d, int hello,
 	close(fd);
 }
 
-static size_t encode(unsigned char *buf, size_t cap,
-		     const struct proto_record *r)
-{
-	size_t n = proto_encode_record(buf, cap, r);
-
-	ck_assert_uint_gt(n, 0);
-	return n;
-}
-
-/* A clean request: BEGIN, TAG, EVENT, END of ctx; 4 records. */
-static size_t encode_request(unsigned char *buf, size_t cap, uint64_t ctx)
-{
-	struct proto_record r[] = {
-	    {.type = PROTO_BEGIN,
-	     .ts = 1000,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .kind = PROTO_KIND_REQUEST,
-	     .name = {"GET /raw", 8}},
-	    {.type = PROTO_TAG,
-	     .ts = 1001,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .cause = ctx,
-	     .key = {"k", 1},
-	     .value = {"v", 1}},
-	    {.type = PROTO_EVENT,
-	     .ts = 1002,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .cause = ctx,
-	     .name = {"e", 1}},
-	    {.type = PROTO_END,
-	     .ts = 1003,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .cause = ctx,
-	     .cur = ctx},
-	};
-	size_t n = 0;
-
-	for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
-		n += encode(buf + n, cap - n, &r[i]);
-	return n;
-}
-
 static int raw_hello(const struct harness_daemon *d, uint64_t instance)
 {
 	int fd = connect_raw(d);
@@ -311,13 +268,13 @@ START_TEST(test_truncated_objects_then_close)
 				 .cause = 5,
 				 .key = {"cut", 3},
 				 .value = {"somewhere in here", 17}};
-	size_t n, tlen = encode(tag, sizeof tag, &r);
+	size_t n, tlen = raw_encode(tag, sizeof tag, &r);
 	int fd, fds;
 
 	START(&d, "--keep", "all");
 	companion_start(&d, &c);
 	fds = daemon_fds(d.pid);
-	n = encode_request(buf, sizeof buf, 5);
+	n = raw_request(buf, sizeof buf, 5, 1000);
 	/* Every cut of the fifth record: the four before it are kept. */
 	for (size_t cut = 1; cut < tlen; cut++) {
 		fd = raw_hello(&d, 1000 + cut);
@@ -356,7 +313,7 @@ START_TEST(test_partial_record_times_out)
 				 .cause = 5,
 				 .key = {"held", 4},
 				 .value = {"open for ever", 13}};
-	size_t n, tlen = encode(tag, sizeof tag, &r);
+	size_t n, tlen = raw_encode(tag, sizeof tag, &r);
 	char want[160];
 	int fd, quiet;
 
@@ -365,7 +322,7 @@ START_TEST(test_partial_record_times_out)
 	ck_assert_msg(harness_read_receipt(quiet, &receipt) == 0, "%s",
 		      harness_error());
 	fd = raw_hello(&d, 4101);
-	n = encode_request(buf, sizeof buf, 5);
+	n = raw_request(buf, sizeof buf, 5, 1000);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	ck_assert_int_eq(harness_write_all(fd, tag, tlen / 2), 0);
 	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
@@ -421,7 +378,7 @@ START_TEST(test_partial_record_dripped_times_out)
 	int fd;
 
 	memset(value, 'd', sizeof value);
-	tlen = encode(tag, sizeof tag, &r);
+	tlen = raw_encode(tag, sizeof tag, &r);
 	START(&d, "--partial-timeout", "500ms");
 	fd = raw_hello(&d, 4200);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -596,7 +553,7 @@ START_TEST(test_hello_claims_another_pid)
 	companion_start(&d, &c);
 	fd = connect_raw(&d);
 	ck_assert_int_eq(harness_send_hello(fd, 4242, (uint32_t)c.pid), 0);
-	n = encode_request(buf, sizeof buf, 77);
+	n = raw_request(buf, sizeof buf, 77, 1000);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	close(fd);
 	ck_assert_msg(harness_wait_int(&d,
@@ -785,7 +742,7 @@ START_TEST(test_connection_churn)
 	struct harness_daemon d;
 	struct companion c;
 	unsigned char buf[512];
-	size_t n = encode_request(buf, sizeof buf, 9);
+	size_t n = raw_request(buf, sizeof buf, 9, 1000);
 	long rss;
 	int fd, fds;
 
@@ -816,20 +773,6 @@ START_TEST(test_connection_churn)
 END_TEST
 
 /* The test's own descriptor limit, inherited by the daemon it starts. */
-static void raise_fd_limit(rlim_t want)
-{
-	struct rlimit rl;
-
-	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
-	ck_assert_msg(
-	    rl.rlim_max >= want, "RLIMIT_NOFILE hard limit %llu is under %llu",
-	    (unsigned long long)rl.rlim_max, (unsigned long long)want);
-	if (rl.rlim_cur < want) {
-		rl.rlim_cur = want;
-		ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
-	}
-}
-
 START_TEST(test_thousand_concurrent_connections)
 {
 	struct harness_daemon d;
@@ -841,13 +784,15 @@ START_TEST(test_thousand_concurrent_connections)
 	long rss;
 	int fds;
 
-	raise_fd_limit(2 * CONCURRENT_CONNECTIONS + 256);
+	ck_assert_msg(
+	    harness_raise_fd_limit(2 * CONCURRENT_CONNECTIONS + 256) == 0, "%s",
+	    harness_error());
 	START(&d, "--keep", "all", "--max-connections", "2000");
 	companion_start(&d, &c);
 	fds = daemon_fds(d.pid);
 	rss = daemon_status_kb(d.pid, "VmRSS");
-	n = encode_request(buf, sizeof buf, 11);
-	n += encode(buf + n, sizeof buf - n, &wm);
+	n = raw_request(buf, sizeof buf, 11, 1000);
+	n += raw_encode(buf + n, sizeof buf - n, &wm);
 	for (int i = 0; i < CONCURRENT_CONNECTIONS; i++) {
 		fd[i] = raw_hello(&d, 20000 + (uint64_t)i);
 		ck_assert_int_eq(harness_write_all(fd[i], buf, n), 0);
@@ -893,13 +838,15 @@ START_TEST(test_default_limits_take_many_workers)
 
 	/* Started from a shell's usual soft limit of 1,024 files: the
 	 * daemon raises its own to what its connections need. */
-	raise_fd_limit(MANY_WORKERS + 256);
+	ck_assert_msg(harness_raise_fd_limit(MANY_WORKERS + 256) == 0, "%s",
+		      harness_error());
 	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
 	rl.rlim_cur = 1024;
 	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
 	START(&d, "--keep", "all");
-	raise_fd_limit(MANY_WORKERS + 256);
-	n = encode_request(buf, sizeof buf, 11);
+	ck_assert_msg(harness_raise_fd_limit(MANY_WORKERS + 256) == 0, "%s",
+		      harness_error());
+	n = raw_request(buf, sizeof buf, 11, 1000);
 	for (int i = 0; i < MANY_WORKERS; i++) {
 		fd[i] = raw_hello(&d, 40000 + (uint64_t)i);
 		ck_assert_msg(harness_read_receipt(fd[i], &receipt) == 0,
@@ -942,7 +889,7 @@ static int flood_sites_held(const struct harness_daemon *d, int flooder)
 
 		r.file.len = (size_t)snprintf(file, sizeof file,
 					      "flood/%d/%0150d.c", flooder, i);
-		n += encode(buf + n, sizeof buf - n, &r);
+		n += raw_encode(buf + n, sizeof buf - n, &r);
 	}
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	return fd;
@@ -1072,45 +1019,6 @@ END_TEST
 
 #define LOAD_CLIENTS 8
 
-/* What each emitting client saw, in memory shared with the test. */
-struct load_slot {
-	pid_t pid;
-	uint64_t produced; /* the library's records leave out the drops */
-	struct ctxleak_stats st;
-};
-
-struct load {
-	_Atomic int stop;
-	pid_t test; /* a client whose test died stops too */
-	struct load_slot slot[LOAD_CLIENTS];
-};
-
-struct load_arg {
-	struct load *load;
-	int index;
-};
-
-/* Requests until told to stop, then shut down and report the counters. */
-static int emit_until_stopped(void *arg)
-{
-	struct load_arg *a = arg;
-	struct load_slot *slot = &a->load->slot[a->index];
-	uint64_t ctx;
-
-	while (!a->load->stop && getppid() == a->load->test) {
-		ctx = ctxleak_begin("GET /load");
-		ctxleak_tag("k", "v");
-		ctxleak_event("e", NULL);
-		ctxleak_end(ctx);
-		slot->produced += 4;
-		harness_sleep_ms(1);
-	}
-	ctxleak_shutdown();
-	ctxleak_stats(&slot->st);
-	slot->pid = getpid();
-	return 0;
-}
-
 /* The bytes the daemon consumed from pid's connection, from its debug
  * log ("pid N: disconnected after B bytes"); -1 when not logged. */
 static long long bytes_read_from(const char *log, pid_t pid)
@@ -1138,22 +1046,14 @@ static long long bytes_read_from(const char *log, pid_t pid)
 START_TEST(test_sigterm_under_load)
 {
 	struct harness_daemon d;
-	struct load *load = mmap(NULL, sizeof *load, PROT_READ | PROT_WRITE,
-				 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	struct load_arg args[LOAD_CLIENTS];
+	struct emitters *load = emitters_new(LOAD_CLIENTS, 1000, 0);
 	pid_t pid[LOAD_CLIENTS];
 	int64_t received, stored;
 	char *log;
 
-	ck_assert_ptr_ne(load, MAP_FAILED);
-	load->test = getpid();
 	START(&d, "--keep", "all", "--log-level", "debug");
-	for (int i = 0; i < LOAD_CLIENTS; i++) {
-		args[i] = (struct load_arg){load, i};
-		pid[i] = harness_client_spawn(&d, CTXLEAK_BACKEND_THREAD,
-					      emit_until_stopped, &args[i]);
-		ck_assert_msg(pid[i] > 0, "%s", harness_error());
-	}
+	for (int i = 0; i < LOAD_CLIENTS; i++)
+		pid[i] = emitters_spawn(&d, load, i, CTXLEAK_BACKEND_THREAD);
 	ck_assert_msg(harness_wait_int(&d,
 				       "SELECT count(*) FROM records r JOIN "
 				       "processes p ON p.id = r.process_id "
@@ -1171,7 +1071,7 @@ START_TEST(test_sigterm_under_load)
 	printf("SIGTERM under load: pid, produced, dropped, received, stored, "
 	       "lost; bytes the kernel took, bytes the daemon read\n");
 	for (int i = 0; i < LOAD_CLIENTS; i++) {
-		struct load_slot *sl = &load->slot[i];
+		struct emitter *sl = &load->e[i];
 
 		received = query_int(&d,
 				     "SELECT records FROM processes WHERE "
@@ -1195,7 +1095,7 @@ START_TEST(test_sigterm_under_load)
 				  sl->produced);
 	}
 	free(log);
-	munmap(load, sizeof *load);
+	emitters_free(load);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -1224,52 +1124,38 @@ END_TEST
 static Suite *hostile_suite(void)
 {
 	Suite *s = suite_create("hostile");
-	TCase *input = tcase_create("input");
-	TCase *storms = tcase_create("storms");
-	TCase *modes = tcase_create("modes");
-	TCase *faults = tcase_create("faults");
 
-	tcase_set_timeout(input, 60);
-	tcase_set_timeout(storms, 120);
-	tcase_add_test(input, test_random_bytes);
-	tcase_add_test(input, test_truncated_objects_then_close);
-	tcase_add_test(input, test_partial_record_times_out);
-	tcase_add_test(input, test_partial_record_dripped_times_out);
-	tcase_add_test(input, test_four_gib_prefixes);
-	tcase_add_test(input, test_huge_arrays_and_deep_nesting);
-	tcase_add_test(input, test_wrong_types_and_order);
-	tcase_add_test(input, test_hello_claims_another_pid);
-	tcase_add_test(input, test_long_strings_without_watermark);
-	tcase_add_test(input, test_long_tags_on_open_requests);
-	tcase_add_test(input, test_long_names_on_open_requests);
-	tcase_add_test(storms, test_connection_churn);
-	tcase_add_test(storms, test_thousand_concurrent_connections);
-	tcase_add_test(storms, test_default_limits_take_many_workers);
-	tcase_add_test(storms, test_site_flood_under_size_retention);
-	tcase_add_test(storms, test_held_sites_do_not_empty_the_findings);
-	tcase_add_test(modes, test_socket_and_database_modes);
-	suite_add_tcase(s, input);
-	suite_add_tcase(s, storms);
-	tcase_set_timeout(faults, 60);
-	tcase_add_test(faults, test_sigterm_under_load);
-	suite_add_tcase(s, modes);
-	suite_add_tcase(s, faults);
+	suite_add_tcase(s, check_tcase("input", 60, test_random_bytes,
+				       test_truncated_objects_then_close,
+				       test_partial_record_times_out,
+				       test_partial_record_dripped_times_out,
+				       test_four_gib_prefixes,
+				       test_huge_arrays_and_deep_nesting,
+				       test_wrong_types_and_order,
+				       test_hello_claims_another_pid,
+				       test_long_strings_without_watermark,
+				       test_long_tags_on_open_requests,
+				       test_long_names_on_open_requests, NULL));
+	suite_add_tcase(
+	    s, check_tcase("storms", 120, test_connection_churn,
+			   test_thousand_concurrent_connections,
+			   test_default_limits_take_many_workers,
+			   test_site_flood_under_size_retention,
+			   test_held_sites_do_not_empty_the_findings, NULL));
+	suite_add_tcase(
+	    s, check_tcase("modes", 0, test_socket_and_database_modes, NULL));
+	suite_add_tcase(
+	    s, check_tcase("faults", 60, test_sigterm_under_load, NULL));
 	return s;
 }
 
 int main(void)
 {
-	SRunner *sr = srunner_create(hostile_suite());
-	int failed;
-
 	/* Peers that the daemon hangs up on must not kill the test. */
 	signal(SIGPIPE, SIG_IGN);
 	/* A daemon built with ASan keeps up to 256 MB of freed memory in
 	 * quarantine; the RSS bound is about the daemon's memory, not that.
 	 * Ignored by a daemon without ASan. */
 	setenv("ASAN_OPTIONS", "quarantine_size_mb=8", 0);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_main(hostile_suite(), NULL);
 }

@@ -1,7 +1,7 @@
 /*
  * test_html.c: `ctxleak show REQUEST --html FILE`, rendered by a real
  * browser.  The real ctxleakd (--keep=all) records the worked example of
- * DESIGN.md under the thread backend while three other threads run
+ * docs/DESIGN.md under the thread backend while three other threads run
  * thousands of clean requests in the middle of it; the page of GET /b is
  * then loaded in headless Chromium (Debian's chromium, which .ci/deps
  * installs), and the DOM it built must hold exactly what the database
@@ -22,6 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "cli_run.h"
 #include "ctxleak.h"
 #include "harness_check.h"
@@ -350,11 +351,11 @@ END_TEST
 static Suite *html_suite(void)
 {
 	Suite *s = suite_create("html");
-	TCase *tc = tcase_create("chromium");
+	TCase *tc;
 
-	tcase_add_unchecked_fixture(tc, setup, teardown);
 	/* A browser's start on a loaded machine: generous. */
-	tcase_set_timeout(tc, 120);
+	tc = check_tcase("chromium", 120, NULL);
+	tcase_add_unchecked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_html_self_contained);
 	tcase_add_test(tc, test_html_in_chromium);
 	suite_add_tcase(s, tc);
@@ -363,11 +364,5 @@ static Suite *html_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(html_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main(html_suite(), NULL);
 }

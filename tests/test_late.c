@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check_main.h"
+#include "cli_run.h"
 #include "ctxleak.h"
 #include "harness_check.h"
 #include "proto.h"
@@ -21,21 +23,14 @@
 /* `ctxleak --db DB show ID`: its stdout, or fail. */
 static char *show(const struct harness_daemon *d, int64_t id)
 {
-	const char *bin = getenv("CTXLEAK_BIN");
-	char cmd[512], *out = malloc(65536);
-	size_t len = 0, n;
-	FILE *f;
+	char ids[24];
+	struct run r;
 
-	ck_assert_ptr_nonnull(out);
-	snprintf(cmd, sizeof cmd, "'%s' --db '%s' show %lld",
-		 bin && *bin ? bin : "build/ctxleak", d->db, (long long)id);
-	f = popen(cmd, "r");
-	ck_assert_ptr_nonnull(f);
-	while ((n = fread(out + len, 1, 65535 - len, f)) > 0)
-		len += n;
-	out[len] = '\0';
-	ck_assert_int_eq(pclose(f), 0);
-	return out;
+	snprintf(ids, sizeof ids, "%lld", (long long)id);
+	r = run("--db", d->db, "show", ids);
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	free(r.err);
+	return r.out;
 }
 
 /* Columns of request id's row, as one string, are want. */
@@ -337,11 +332,11 @@ END_TEST
 static Suite *late_suite(void)
 {
 	Suite *s = suite_create("late");
-	TCase *tc = tcase_create("late");
+	TCase *tc;
 
-	tcase_add_test(tc, test_late_work_under_task);
-	tcase_add_test(tc, test_late_findings_on_rows);
-	tcase_add_test(tc, test_clean_source_gets_row);
+	tc = check_tcase("late", 0, test_late_work_under_task,
+			 test_late_findings_on_rows, test_clean_source_gets_row,
+			 NULL);
 	tcase_add_loop_test(tc, test_observe_end_cleared, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
@@ -349,11 +344,5 @@ static Suite *late_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(late_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_main(late_suite(), NULL);
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cli_run.h"
+#include "check_main.h"
 #include "harness.h"
 
 #define MAX_OPTS 64
@@ -161,25 +162,12 @@ START_TEST(test_every_listed_option_parsed)
 }
 END_TEST
 
-static Suite *options_suite(void)
-{
-	Suite *s = suite_create("options");
-	TCase *tc = tcase_create("table");
-
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_help_and_man_page_agree);
-	tcase_add_test(tc, test_every_listed_option_parsed);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
 int main(void)
 {
-	SRunner *sr = srunner_create(options_suite());
-	int failed;
+	Suite *s = suite_create("options");
 
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	suite_add_tcase(s, check_tcase("table", 60,
+				       test_help_and_man_page_agree,
+				       test_every_listed_option_parsed, NULL));
+	return check_main(s, NULL);
 }

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "cli_run.h"
 #include "ctxleak.h"
 #include "harness.h"
@@ -108,17 +109,8 @@ END_TEST
 int main(void)
 {
 	Suite *s = suite_create("outage");
-	TCase *tc = tcase_create("runs");
-	SRunner *sr;
-	int failed;
 
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_dead_daemon_reported);
-	tcase_add_test(tc, test_orderly_restart_complete);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	suite_add_tcase(s, check_tcase("runs", 60, test_dead_daemon_reported,
+				       test_orderly_restart_complete, NULL));
+	return check_main(s, NULL);
 }

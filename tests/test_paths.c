@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli_run.h"
+#include "check_main.h"
 #include "harness.h"
 
 #define NOBODY 65534
@@ -227,27 +228,13 @@ START_TEST(test_relative_state_home)
 }
 END_TEST
 
-static Suite *paths_suite(void)
-{
-	Suite *s = suite_create("paths");
-	TCase *tc = tcase_create("default database");
-
-	tcase_set_timeout(tc, 60);
-	tcase_add_test(tc, test_no_home);
-	tcase_add_test(tc, test_relative_home);
-	tcase_add_test(tc, test_absolute_state_home);
-	tcase_add_test(tc, test_relative_state_home);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
 int main(void)
 {
-	SRunner *sr = srunner_create(paths_suite());
-	int failed;
+	Suite *s = suite_create("paths");
 
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	suite_add_tcase(s, check_tcase("default database", 60, test_no_home,
+				       test_relative_home,
+				       test_absolute_state_home,
+				       test_relative_state_home, NULL));
+	return check_main(s, NULL);
 }

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "proto.h"
 
 /* ------------------------------------------------------------ helpers */
@@ -554,16 +555,14 @@ END_TEST
 static Suite *encoder_suite(void)
 {
 	Suite *s = suite_create("encoder");
-	TCase *tc = tcase_create("core");
 
-	tcase_add_test(tc, test_encode_uints_match_msgpack_c);
-	tcase_add_test(tc, test_encode_strings_match_msgpack_c);
-	tcase_add_test(tc, test_encode_hello_matches_msgpack_c);
-	tcase_add_test(tc, test_encode_cap_too_small);
-	tcase_add_test(tc, test_encode_size_bound);
-	tcase_add_test(tc, test_encode_unknown_type_writes_nothing);
-	tcase_add_test(tc, test_encode_null_strings);
-	suite_add_tcase(s, tc);
+	suite_add_tcase(
+	    s, check_tcase("core", 0, test_encode_uints_match_msgpack_c,
+			   test_encode_strings_match_msgpack_c,
+			   test_encode_hello_matches_msgpack_c,
+			   test_encode_cap_too_small, test_encode_size_bound,
+			   test_encode_unknown_type_writes_nothing,
+			   test_encode_null_strings, NULL));
 	return s;
 }
 
@@ -753,15 +752,13 @@ END_TEST
 static Suite *round_trip_suite(void)
 {
 	Suite *s = suite_create("round trip");
-	TCase *tc = tcase_create("core");
 
-	tcase_add_test(tc, test_round_trip_every_type);
-	tcase_add_test(tc, test_round_trip_edge_integers);
-	tcase_add_test(tc, test_round_trip_strings);
-	tcase_add_test(tc, test_round_trip_max_string);
-	tcase_add_test(tc, test_round_trip_hello_edges);
-	tcase_add_test(tc, test_decode_any_int_format);
-	suite_add_tcase(s, tc);
+	suite_add_tcase(s, check_tcase("core", 0, test_round_trip_every_type,
+				       test_round_trip_edge_integers,
+				       test_round_trip_strings,
+				       test_round_trip_max_string,
+				       test_round_trip_hello_edges,
+				       test_decode_any_int_format, NULL));
 	return s;
 }
 
@@ -1032,14 +1029,12 @@ END_TEST
 static Suite *chunking_suite(void)
 {
 	Suite *s = suite_create("chunking");
-	TCase *tc = tcase_create("core");
 
-	tcase_add_test(tc, test_chunking_whole);
-	tcase_add_test(tc, test_chunking_one_byte);
-	tcase_add_test(tc, test_chunking_random);
-	tcase_add_test(tc, test_chunking_feed_all_then_drain);
-	tcase_add_test(tc, test_truncated_everywhere);
-	suite_add_tcase(s, tc);
+	suite_add_tcase(s, check_tcase("core", 0, test_chunking_whole,
+				       test_chunking_one_byte,
+				       test_chunking_random,
+				       test_chunking_feed_all_then_drain,
+				       test_truncated_everywhere, NULL));
 	return s;
 }
 
@@ -1622,26 +1617,18 @@ END_TEST
 static Suite *malformed_suite(void)
 {
 	Suite *s = suite_create("malformed");
-	TCase *tc = tcase_create("core");
 
-	tcase_add_test(tc, test_not_msgpack);
-	tcase_add_test(tc, test_too_big);
-	tcase_add_test(tc, test_too_big_incomplete);
-	tcase_add_test(tc, test_string_too_long);
-	tcase_add_test(tc, test_string_limit_default_when_zero);
-	tcase_add_test(tc, test_array_too_long);
-	tcase_add_test(tc, test_too_deep);
-	tcase_add_test(tc, test_wrong_field_type);
-	tcase_add_test(tc, test_negative_int);
-	tcase_add_test(tc, test_short_record);
-	tcase_add_test(tc, test_record_before_hello);
-	tcase_add_test(tc, test_second_hello);
-	tcase_add_test(tc, test_hello_missing_key);
-	tcase_add_test(tc, test_hello_newer_version);
-	tcase_add_test(tc, test_error_offset_after_records);
-	tcase_add_test(tc, test_mutated_streams);
-	tcase_add_test(tc, test_mutated_records_read_as_msgpack_c);
-	suite_add_tcase(s, tc);
+	suite_add_tcase(
+	    s,
+	    check_tcase(
+		"core", 0, test_not_msgpack, test_too_big,
+		test_too_big_incomplete, test_string_too_long,
+		test_string_limit_default_when_zero, test_array_too_long,
+		test_too_deep, test_wrong_field_type, test_negative_int,
+		test_short_record, test_record_before_hello, test_second_hello,
+		test_hello_missing_key, test_hello_newer_version,
+		test_error_offset_after_records, test_mutated_streams,
+		test_mutated_records_read_as_msgpack_c, NULL));
 	return s;
 }
 
@@ -1770,13 +1757,11 @@ END_TEST
 static Suite *compat_suite(void)
 {
 	Suite *s = suite_create("compatibility");
-	TCase *tc = tcase_create("core");
 
-	tcase_add_test(tc, test_unknown_type_skipped);
-	tcase_add_test(tc, test_unknown_type_within_limits);
-	tcase_add_test(tc, test_trailing_elements_ignored);
-	tcase_add_test(tc, test_hello_lenient);
-	suite_add_tcase(s, tc);
+	suite_add_tcase(s, check_tcase("core", 0, test_unknown_type_skipped,
+				       test_unknown_type_within_limits,
+				       test_trailing_elements_ignored,
+				       test_hello_lenient, NULL));
 	return s;
 }
 
@@ -1818,11 +1803,9 @@ END_TEST
 static Suite *names_suite(void)
 {
 	Suite *s = suite_create("names");
-	TCase *tc = tcase_create("core");
 
-	tcase_add_test(tc, test_status_names);
-	tcase_add_test(tc, test_type_names);
-	suite_add_tcase(s, tc);
+	suite_add_tcase(s, check_tcase("core", 0, test_status_names,
+				       test_type_names, NULL));
 	return s;
 }
 
@@ -2125,17 +2108,13 @@ END_TEST
 static Suite *receipt_suite(void)
 {
 	Suite *s = suite_create("receipt");
-	TCase *tc = tcase_create("core");
 
-	tcase_add_test(tc, test_receipt_bytes);
-	tcase_add_test(tc, test_receipt_round_trip);
-	tcase_add_test(tc, test_receipt_trailing_elements);
-	tcase_add_test(tc, test_receipt_malformed);
-	tcase_add_test(tc, test_ack_bytes);
-	tcase_add_test(tc, test_reply_stream);
-	tcase_add_test(tc, test_hello_seq);
-	tcase_add_test(tc, test_object_size);
-	suite_add_tcase(s, tc);
+	suite_add_tcase(s, check_tcase("core", 0, test_receipt_bytes,
+				       test_receipt_round_trip,
+				       test_receipt_trailing_elements,
+				       test_receipt_malformed, test_ack_bytes,
+				       test_reply_stream, test_hello_seq,
+				       test_object_size, NULL));
 	return s;
 }
 
@@ -2241,18 +2220,7 @@ static Suite *framing_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(encoder_suite());
-	int failed;
-
-	srunner_add_suite(sr, round_trip_suite());
-	srunner_add_suite(sr, chunking_suite());
-	srunner_add_suite(sr, malformed_suite());
-	srunner_add_suite(sr, compat_suite());
-	srunner_add_suite(sr, names_suite());
-	srunner_add_suite(sr, receipt_suite());
-	srunner_add_suite(sr, framing_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main(encoder_suite(), round_trip_suite(), chunking_suite(),
+			  malformed_suite(), compat_suite(), names_suite(),
+			  receipt_suite(), framing_suite(), NULL);
 }

@@ -17,6 +17,7 @@
 
 #include <sqlite3.h>
 
+#include "check_main.h"
 #include "ctxleakd.h"
 
 #define NS   1000000000LL
@@ -1676,11 +1677,5 @@ static Suite *store_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(store_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_main(store_suite(), NULL);
 }

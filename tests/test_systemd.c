@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
 #include "harness.h"
 
@@ -556,13 +557,6 @@ END_TEST
 #define DAEMON_UID "61234"
 #define READER_UID "61235"
 
-static const char *cli_path(void)
-{
-	const char *bin = getenv("CTXLEAK_BIN");
-
-	return bin != NULL && *bin != '\0' ? bin : "build/ctxleak";
-}
-
 /* Exit status of `ctxleak processes` on db as READER_UID, with the
  * daemon's group as a supplementary group (member) or none. */
 static int read_as_reader(const char *cli, const char *db, int member,
@@ -622,8 +616,8 @@ START_TEST(test_sandboxed_daemon)
 	path_join(daemon, d.dir, "ctxleakd");
 	path_join(cli, d.dir, "ctxleak");
 	{
-		const char *argv[] = {"cp", harness_daemon_path(), cli_path(),
-				      d.dir, NULL};
+		const char *argv[] = {"cp", harness_daemon_path(),
+				      harness_cli_path(), d.dir, NULL};
 
 		run_ok(argv, NULL, log);
 	}
@@ -1077,16 +1071,9 @@ static Suite *systemd_suite(void)
 
 int main(void)
 {
-	SRunner *sr;
-	int failed;
-
 	if (access("systemd/ctxleakd.service", R_OK) != 0) {
 		fprintf(stderr, "test_systemd: run from the top of the tree\n");
 		return 1;
 	}
-	sr = srunner_create(systemd_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_main(systemd_suite(), NULL);
 }

@@ -2,7 +2,7 @@
  * test_truth.c: findings from the real daemon for programs whose scopes
  * end on another thread than the one that began them.
  *
- * DESIGN.md: "x is known" is process-wide, and end(x) restores x's saved
+ * docs/DESIGN.md: "x is known" is process-wide, and end(x) restores x's saved
  * pair into the slots of the thread that calls end.  A dispatcher that
  * begins each request and hands it to a worker that ends it is correct
  * under a process global (the worker's end clears the one slot), and
@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "ctxleak.h"
 #include "harness.h"
 
@@ -152,23 +153,14 @@ END_TEST
 static Suite *truth_suite(void)
 {
 	Suite *s = suite_create("truth");
-	TCase *handoff = tcase_create("hand-off");
 
-	tcase_set_timeout(handoff, 60);
-	tcase_add_test(handoff, test_handoff_global);
-	tcase_add_test(handoff, test_handoff_thread);
-	tcase_add_test(handoff, test_handoff_task);
-	suite_add_tcase(s, handoff);
+	suite_add_tcase(s, check_tcase("hand-off", 60, test_handoff_global,
+				       test_handoff_thread, test_handoff_task,
+				       NULL));
 	return s;
 }
 
 int main(void)
 {
-	SRunner *sr = srunner_create(truth_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_main(truth_suite(), NULL);
 }

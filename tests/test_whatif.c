@@ -1,6 +1,6 @@
 /*
  * test_whatif.c: the daemon's what-if (daemon/whatif.c) against what the
- * backends really give.  Its contract (DESIGN.md "What-if"): for any
+ * backends really give.  Its contract (docs/DESIGN.md "What-if"): for any
  * program, the counts the replay gives for backend X equal, class by class,
  * the findings of the same program run under CTXLEAK_BACKEND=X.
  *
@@ -18,7 +18,7 @@
  *     the leaks rows of the run under that backend.
  * - A stream one record off (one TAG under the wrong ctx) fails the
  *   comparison: it can tell.
- * - The worked example of DESIGN.md and the example workers
+ * - The worked example of docs/DESIGN.md and the example workers
  *   (examples/), each run under thread, global and task.
  */
 #include <check.h>
@@ -32,6 +32,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "check_main.h"
+#include "cli_run.h"
 #include "ctxleakd.h"
 #include "harness.h"
 
@@ -780,7 +782,7 @@ START_TEST(test_worked_example_live)
 				 0);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	assert_runs_agree(&d, "worked example");
-	/* The table of DESIGN.md: 7 findings under thread and global. */
+	/* The table of docs/DESIGN.md: 7 findings under thread and global. */
 	ck_assert_int_eq(harness_query_int(&d, "SELECT sum(count) FROM what_if "
 					       "WHERE backend = 'thread'"),
 			 7 * NB);
@@ -792,22 +794,16 @@ START_TEST(test_worked_example_live)
 }
 END_TEST
 
-/* `ctxleak summary` over d's database (args after "summary"); its
- * output, which the caller frees. */
-static char *summary(const struct harness_daemon *d, const char *args)
+/* `ctxleak summary` over d's database, with arg after "summary" unless it
+ * is NULL; its output, which the caller frees. */
+static char *summary(const struct harness_daemon *d, const char *arg)
 {
-	const char *bin = getenv("CTXLEAK_BIN");
-	char cmd[512], *out = NULL;
-	size_t len = 0;
-	FILE *f;
+	static const char *const env[] = {"NO_COLOR=1", NULL};
+	struct run r = run_env(env, "--db", d->db, "summary", arg, NULL);
 
-	snprintf(cmd, sizeof(cmd), "NO_COLOR=1 %s --db %s summary %s",
-		 bin && *bin ? bin : "build/ctxleak", d->db, args);
-	f = popen(cmd, "r");
-	ck_assert_ptr_nonnull(f);
-	ck_assert_int_ge(getdelim(&out, &len, '\0', f), 0);
-	ck_assert_int_eq(pclose(f), 0);
-	return out;
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	free(r.err);
+	return r.out;
 }
 
 /* Runs of blanks to one, so that a table reads independently of its
@@ -846,7 +842,7 @@ START_TEST(test_summary)
 			 0);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	json = summary(&d, "--json");
-	text = summary(&d, "");
+	text = summary(&d, NULL);
 	harness_cleanup(&d);
 	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
 		ck_assert_msg(strstr(json, want[i]) != NULL, "no %s in %s",
@@ -998,38 +994,27 @@ END_TEST
 static Suite *whatif_suite(void)
 {
 	Suite *s = suite_create("whatif");
-	TCase *model = tcase_create("model");
-	TCase *live = tcase_create("live");
-	TCase *ex = tcase_create("examples");
+	TCase *tc;
 
-	tcase_add_test(model, test_random_programs_model);
-	tcase_add_test(model, test_forgetting);
-	tcase_add_test(model, test_one_record_off_is_caught);
-	tcase_add_test(model, test_worked_example_replayed);
-	tcase_add_test(model, test_model_counts_late_hand_off);
-	suite_add_tcase(s, model);
-
-	tcase_set_timeout(live, 60);
-	tcase_add_loop_test(live, test_random_programs_live, 0, LIVE_PROGRAMS);
-	tcase_add_test(live, test_worked_example_live);
-	tcase_add_test(live, test_off);
-	tcase_add_test(live, test_summary);
-	suite_add_tcase(s, live);
-
-	tcase_set_timeout(ex, 120);
-	tcase_add_loop_test(ex, test_examples, 0,
+	suite_add_tcase(s, check_tcase("model", 0, test_random_programs_model,
+				       test_forgetting,
+				       test_one_record_off_is_caught,
+				       test_worked_example_replayed,
+				       test_model_counts_late_hand_off, NULL));
+	tc = check_tcase("live", 60, NULL);
+	tcase_add_loop_test(tc, test_random_programs_live, 0, LIVE_PROGRAMS);
+	tcase_add_test(tc, test_worked_example_live);
+	tcase_add_test(tc, test_off);
+	tcase_add_test(tc, test_summary);
+	suite_add_tcase(s, tc);
+	tc = check_tcase("examples", 120, NULL);
+	tcase_add_loop_test(tc, test_examples, 0,
 			    sizeof(examples) / sizeof(examples[0]));
-	suite_add_tcase(s, ex);
+	suite_add_tcase(s, tc);
 	return s;
 }
 
 int main(void)
 {
-	SRunner *sr = srunner_create(whatif_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_main(whatif_suite(), NULL);
 }

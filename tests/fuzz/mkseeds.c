@@ -2,7 +2,7 @@
  * mkseeds.c: writes the seed corpus of fuzz_ingest (make fuzz-seeds).
  *
  * The well-formed seeds are real: the client library, in a forked child,
- * runs the worked example of DESIGN.md (and a two-thread hand-off) under
+ * runs the worked example of docs/DESIGN.md (and a two-thread hand-off) under
  * each backend against a socket this program listens on, and the bytes it
  * sends are saved as they came.  The malformed seeds are cut from them or
  * written by hand: what a hostile or broken peer sends.  Each file starts

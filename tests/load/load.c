@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "../harness_check.h"
+#include "check_main.h"
 #include "ctxleak.h"
 #include "proto.h"
 
@@ -133,26 +134,12 @@ struct run {
 	double started, secs;
 };
 
-/* 1,000 connections and the daemon's: more than some systems' default
- * soft limit of 1,024 descriptors.  The daemon inherits it. */
-static void raise_fd_limit(void)
-{
-	struct rlimit rl;
-
-	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
-	ck_assert_msg(rl.rlim_max >= CLIENTS + 100,
-		      "the hard descriptor limit %llu is too low for %d "
-		      "connections",
-		      (unsigned long long)rl.rlim_max, CLIENTS);
-	rl.rlim_cur = rl.rlim_max;
-	ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
-}
-
 static void run_start(struct run *r, const char *what, long pending_per_client)
 {
 	char conns[16], scopes[16], record[16];
 
-	raise_fd_limit();
+	ck_assert_msg(harness_raise_fd_limit(CLIENTS + 100) == 0, "%s",
+		      harness_error());
 	snprintf(conns, sizeof conns, "%d", MAX_CONNECTIONS);
 	snprintf(scopes, sizeof scopes, "%d", MAX_OPEN_SCOPES);
 	snprintf(record, sizeof record, "%d", MAX_RECORD_SIZE);
@@ -587,16 +574,10 @@ int main(void)
 {
 	Suite *s = suite_create("load");
 	TCase *tc = tcase_create("load");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 2 * WAIT_SEC);
 	tcase_add_test(tc, test_raw_connections);
 	tcase_add_test(tc, test_library_clients);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_main(s, NULL);
 }

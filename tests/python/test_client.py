@@ -267,7 +267,7 @@ class WithDaemon(unittest.TestCase):
 
     def test_end_restores_on_any_thread_of_the_process(self):
         """end(x) from a thread that did not begin x restores x's saved
-        pair into that thread's slots (DESIGN.md: known to the
+        pair into that thread's slots (docs/DESIGN.md: known to the
         process)."""
         with Daemon("--keep", "all") as d:
             st = run_client(d, """

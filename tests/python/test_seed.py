@@ -12,7 +12,7 @@ measured by the daemon's what-if (the backends with no findings).
                                               requests come one at a time)
   thread pool, context carried                clean
 
-The interleaved cases replay DESIGN.md's worked example: requests a and b
+The interleaved cases replay docs/DESIGN.md's worked example: requests a and b
 interleave on one thread (a yields after its begin, b begins, then a
 records an event and a tag and ends, then b does), and c begins after
 both: with a storage shared by the two, 1 overlap (b begins over a),

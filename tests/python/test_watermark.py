@@ -39,10 +39,10 @@ class InFlight(unittest.TestCase):
         ctxleak.shutdown()
 
     def stop_thread_at(self, line):
-        """A thread calling event(), stopped before `line` of it runs;
+        """A thread calling event(), stopped before `line` of _note runs;
         returns (thread, release, its frame's locals at the stop)."""
         reached, release, seen = threading.Event(), threading.Event(), {}
-        code = _core.event.__code__
+        code = _core._note.__code__
 
         def trace(frame, what, arg):
             if frame.f_code is not code:
@@ -64,7 +64,7 @@ class InFlight(unittest.TestCase):
 
     def test_kept_ts_lowers_the_watermark(self):
         t, release, seen = self.stop_thread_at(
-            line_of(_core.event, "_q.append("))
+            line_of(_core._note, "_q.append("))
         try:
             ts = seen["ts"]
             time.sleep(0.01)
@@ -83,7 +83,7 @@ class InFlight(unittest.TestCase):
 
     def test_clock_being_read_means_no_watermark(self):
         t, release, seen = self.stop_thread_at(
-            line_of(_core.event, "ts = _mono()"))
+            line_of(_core._note, "ts = _mono()"))
         try:
             self.assertNotIn("ts", seen)
             self.assertIsNone(_core.watermark_bound(time.monotonic_ns(),
@@ -94,7 +94,7 @@ class InFlight(unittest.TestCase):
 
     def test_before_the_clock_nothing_to_wait_for(self):
         t, release, _ = self.stop_thread_at(
-            line_of(_core.event, "if len(_q) >= _limit:"))
+            line_of(_core._note, "if len(_q) >= _limit:"))
         try:
             now = time.monotonic_ns()
             self.assertEqual(_core.watermark_bound(now,

@@ -357,11 +357,9 @@ def end(ctx):
     _end(ctx, _getframe(1))
 
 
-def tag(key, value):
-    """Set tag key = value on the current scope (value None: no value)."""
-    if not _on or key is None:
-        return
-    f = _getframe(1)
+def _note(kind, f, a, v):
+    """A TAG or EVENT from frame f's call: key and value, or name and
+    message."""
     s = _sites.get((f.f_code, f.f_lasti)) or _site(f)
     b = _get_b()
     c = _cause.get()
@@ -373,27 +371,20 @@ def tag(key, value):
         _drop()
         return
     ts = _mono()
-    _q.append((TAG, ts, tid, b, c, s, key, value))
+    _q.append((kind, ts, tid, b, c, s, a, v))
+
+
+def tag(key, value):
+    """Set tag key = value on the current scope (value None: no value)."""
+    if _on and key is not None:
+        _note(TAG, _getframe(1), key, value)
 
 
 def event(name, message=None):
     """Record event name (with an optional message) in the current
     scope."""
-    if not _on or name is None:
-        return
-    f = _getframe(1)
-    s = _sites.get((f.f_code, f.f_lasti)) or _site(f)
-    b = _get_b()
-    c = _cause.get()
-    try:
-        tid = _tls.tid
-    except AttributeError:
-        tid = _tid()
-    if len(_q) >= _limit:
-        _drop()
-        return
-    ts = _mono()
-    _q.append((EVENT, ts, tid, b, c, s, name, message))
+    if _on and name is not None:
+        _note(EVENT, _getframe(1), name, message)
 
 
 def capture():
@@ -439,7 +430,7 @@ def _window(fn):
 
 
 _WINDOWS = {fn.__code__: _window(fn)
-            for fn in (_begin, _end, _resume, _suspend, tag, event)}
+            for fn in (_begin, _end, _resume, _suspend, _note)}
 
 
 def watermark_bound(limit, me):

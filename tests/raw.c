@@ -1,0 +1,50 @@
+/*
+ * raw.c: records written as bytes for raw-socket tests (see raw.h).
+ */
+#include <check.h>
+
+#include "raw.h"
+
+size_t raw_encode(unsigned char *buf, size_t cap, const struct proto_record *r)
+{
+	size_t n = proto_encode_record(buf, cap, r);
+
+	ck_assert_uint_gt(n, 0);
+	return n;
+}
+
+size_t raw_request(unsigned char *buf, size_t cap, uint64_t ctx, uint64_t ts)
+{
+	const struct proto_record r[RAW_REQUEST_RECORDS] = {
+	    {.type = PROTO_BEGIN,
+	     .ts = ts,
+	     .tid = 7,
+	     .ctx = ctx,
+	     .kind = PROTO_KIND_REQUEST,
+	     .name = {"GET /raw", 8}},
+	    {.type = PROTO_TAG,
+	     .ts = ts + 1,
+	     .tid = 7,
+	     .ctx = ctx,
+	     .cause = ctx,
+	     .key = {"k", 1},
+	     .value = {"v", 1}},
+	    {.type = PROTO_EVENT,
+	     .ts = ts + 2,
+	     .tid = 7,
+	     .ctx = ctx,
+	     .cause = ctx,
+	     .name = {"e", 1}},
+	    {.type = PROTO_END,
+	     .ts = ts + 3,
+	     .tid = 7,
+	     .ctx = ctx,
+	     .cause = ctx,
+	     .cur = ctx},
+	};
+	size_t n = 0;
+
+	for (size_t i = 0; i < RAW_REQUEST_RECORDS; i++)
+		n += raw_encode(buf + n, cap - n, &r[i]);
+	return n;
+}
