@@ -269,6 +269,8 @@ check-load: all $(LOAD_TEST)
 
 bench: all $(BENCHES)
 	@for b in $(BENCHES); do echo "== $$b"; $$b || exit 1; done
+	@echo "== bench/bench_python.py"
+	@CTXLEAKD_BIN=$(CURDIR)/$(CTXLEAKD) $(PYTHON) bench/bench_python.py
 
 # Runs each example once against a private daemon under demo/ and prints
 # the leak report, what-if table included.
