@@ -44,6 +44,12 @@
 #define BREAK_PX    56	 /* px such a stretch is drawn as */
 
 /* Request colours; red and orange stay for findings and roles. */
+/* "s" after a count of anything but one. */
+static const char *plural(long n)
+{
+	return n == 1 ? "" : "s";
+}
+
 static const char *const palette[] = {
     "#3b6fb6", "#2e9e5b", "#8c5fc0", "#9c6b3c", "#d45fa8",
     "#1aa3b8", "#a8a31f", "#6f6f6f", "#7fa6db", "#72c48a",
@@ -1106,9 +1112,11 @@ static void head(struct page *pg)
 	fprintf(out, "</title>\n<style>%s</style></head>\n<body>\n<h1>", style);
 	html_req(out, pg->id, q ? q->name : NULL);
 	fprintf(out,
-		"</h1>\n<p class=\"meta\">%d findings involve it; %d "
-		"requests involved, %d records drawn on %d threads",
-		pg->nfinds, pg->nreqs, pg->nrecs, pg->nlanes - folded);
+		"</h1>\n<p class=\"meta\">%d finding%s involve%s it; %d "
+		"request%s involved, %d record%s drawn on %d thread%s",
+		pg->nfinds, plural(pg->nfinds), pg->nfinds == 1 ? "s" : "",
+		pg->nreqs, plural(pg->nreqs), pg->nrecs, plural(pg->nrecs),
+		pg->nlanes - folded, plural(pg->nlanes - folded));
 	if (others)
 		fprintf(out,
 			"; %ld records of other requests in the same time "
@@ -1200,8 +1208,8 @@ int cli_html(struct cli *c, int64_t id)
 	}
 	if (rc == 0)
 		fprintf(c->out, "wrote %s: %d lane%s, %d finding%s\n",
-			c->html, pg.nlanes, pg.nlanes == 1 ? "" : "s",
-			pg.nfinds, pg.nfinds == 1 ? "" : "s");
+			c->html, pg.nlanes, plural(pg.nlanes), pg.nfinds,
+			plural(pg.nfinds));
 	free_page(&pg);
 	return rc;
 }
