@@ -537,6 +537,61 @@ static void outage_json(struct cli_json *j, sqlite3_stmt *st)
 	cli_json_end(j);
 }
 
+/* Version 2 processes that ended without CLOSE, among the selected. */
+static const char vanished_sql[] =
+    "SELECT p.pid, p.app, p.disconnected_at FROM processes p"
+    " WHERE p.vanished = 1%s"
+    " AND (:since = 0 OR p.disconnected_at >= :since)"
+    " AND (:until = 0 OR p.connected_at <= :until) ORDER BY p.id";
+
+static void vanished_line(struct cli *c, sqlite3_stmt *st)
+{
+	char at[64], line[320];
+
+	snprintf(line, sizeof(line),
+		 "pid %lld (%s) ended without closing the library (killed?) "
+		 "at %s: records and drops it still held are lost uncounted, "
+		 "so counts may be incomplete",
+		 sqlite3_column_int64(st, 0),
+		 sqlite3_column_text(st, 1)
+		     ? (const char *)sqlite3_column_text(st, 1)
+		     : "?",
+		 cli_time_rfc3339(sqlite3_column_int64(st, 2), at, 64));
+	cli_print_wrapped(c, CLI_STYLE_YELLOW, 0, line);
+}
+
+static void vanished_json(struct cli_json *j, sqlite3_stmt *st)
+{
+	cli_json_object(j);
+	cli_json_kcol(j, "pid", st, 0);
+	cli_json_kcol(j, "app", st, 1);
+	cli_json_kbool(j, "vanished", 1);
+	cli_json_kts(j, "until", sqlite3_column_int64(st, 2));
+	cli_json_end(j);
+}
+
+/* Prints them into the open "incomplete" list; adds them to *n. */
+static int print_vanished(struct cli *c, struct cli_json *j,
+			  const char *where, int *n)
+{
+	char sql[sizeof(vanished_sql) + 512];
+	sqlite3_stmt *st;
+	int rc;
+
+	snprintf(sql, sizeof(sql), vanished_sql, where);
+	if ((st = cli_db_prepare(c, sql)) == NULL)
+		return CLI_EXIT_DB;
+	cli_db_bind_filter(st, &c->filter);
+	for (; (rc = sqlite3_step(st)) == SQLITE_ROW; ++*n) {
+		if (j)
+			vanished_json(j, st);
+		else
+			vanished_line(c, st);
+	}
+	sqlite3_finalize(st);
+	return cli_db_done(c, rc);
+}
+
 /* Prints the outages into the open "incomplete" list; adds them to *n. */
 static int print_outages(struct cli *c, struct cli_json *j, int *n)
 {
@@ -582,6 +637,8 @@ static int print_drops(struct cli *c, struct cli_json *j, const char *where,
 	rc = cli_db_done(c, rc);
 	if (rc == 0)
 		rc = print_outages(c, j, n);
+	if (rc == 0)
+		rc = print_vanished(c, j, where, n);
 	if (j)
 		cli_json_end(j);
 	return rc;
@@ -624,8 +681,8 @@ static int summary_body(struct cli *c, struct cli_json *j, const char *where)
 	if (rc == 0)
 		rc = print_drops(c, j, pwhere, &ndrops);
 	if (rc == 0 && !j && ndrops == 0)
-		fputs("no records were dropped and no daemon died: the counts "
-		      "are complete\n",
+		fputs("nothing dropped, no daemon died, no process vanished: "
+		      "the counts are complete\n",
 		      c->out);
 	return rc;
 }

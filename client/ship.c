@@ -247,7 +247,7 @@ static void take_ack(uint64_t w)
 
 	while ((n = proto_frame_size(k->b.p + pos, k->b.len - pos)) &&
 	       pos + n <= k->off) {
-		if (!proto_frame_is_watermark(k->b.p + pos, n)) {
+		if (!proto_frame_is_mark(k->b.p + pos, n)) {
 			if (proto_frame_ts(k->b.p + pos, n) > w)
 				break;
 			records++;
@@ -471,6 +471,15 @@ static void build_batch(uint64_t now)
 		r = (struct proto_record){.type = PROTO_WATERMARK, .ts = w};
 		if (!proto_bytes_record(&ship.seg[SEG_RECORDS].b, &r))
 			ship.last_wm = w;
+	}
+	/* The first batch of a shutdown says so (CLOSE): a process that
+	 * ends without one vanished, and the daemon cannot vouch for what
+	 * it still held.  What follows it (threads inside a call then) is
+	 * still taken; kept and sent again like a record, it reaches a
+	 * restarted daemon too. */
+	if (stopping && !ship.final_collected) {
+		r = (struct proto_record){.type = PROTO_CLOSE, .ts = now};
+		proto_bytes_record(&ship.seg[SEG_RECORDS].b, &r);
 	}
 	ship.last_batch = now;
 	ship.next_flush = now + config.flush_interval_ms * MS;

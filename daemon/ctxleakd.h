@@ -163,6 +163,9 @@ void store_dropped(struct store *s, const struct store_proc *p,
 struct whatif;
 void store_what_if(struct store *s, const struct store_proc *p,
 		   const struct whatif *w);
+/* A finalised process ended without CLOSE, right after its
+ * store_process_update: processes.vanished = 1 with that update. */
+void store_process_vanished(struct store *s, const struct store_proc *p);
 /* Commit when due; retention now and then.  Called from a timer. */
 void store_tick(struct store *s);
 void store_commit(struct store *s);
@@ -389,6 +392,9 @@ uint64_t process_committed(const struct process *p);
 /* What its rules engine holds now, within the limits it was given. */
 void process_rules_stats(const struct process *p, struct rules_stats *out);
 void process_watermark(struct process *p, uint64_t ts);
+/* The process said CLOSE: it shuts down cleanly.  A version 2 process
+ * finalised without it vanished (store_process_vanished). */
+void process_closed(struct process *p);
 void process_dropped(struct process *p, const struct proto_record *rec);
 /* The RECEIPT for a HELLO process_attach just took: what the daemon holds
  * of the process from before this connection (received while it runs;

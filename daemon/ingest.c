@@ -109,6 +109,9 @@ static void ingest_record(struct ingest *in, struct proto_record *rec)
 	case PROTO_WATERMARK:
 		process_watermark(in->proc, rec->ts);
 		break;
+	case PROTO_CLOSE:
+		process_closed(in->proc);
+		break;
 	default:
 		rec->site = lookup_site(in, rec->site);
 		process_record(in->proc, rec, in->v2 ? &in->skip : NULL);

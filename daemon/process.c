@@ -60,6 +60,8 @@ struct process {
 			   known (restored after a crash, until a HELLO with
 			   seq) */
 	uint64_t duplicates; /* records received again and dropped */
+	int acks;   /* a version 2 client: it says CLOSE when it shuts down */
+	int closed; /* it said CLOSE */
 	int dirty;   /* counters changed since the store last had them */
 	char *error; /* the last protocol error that closed a connection */
 	int held_warned;
@@ -355,6 +357,7 @@ struct process *process_attach(const struct proto_hello *hello,
 	}
 	p->pid = cred->pid;
 	p->uid = cred->uid;
+	p->acks = hello->version >= 2;
 	p->conns++;
 	log_debug("pid %d: %s process %llu", (int)cred->pid,
 		  fresh ? "new" : "continues", (unsigned long long)p->sp.id);
@@ -517,6 +520,11 @@ static void warn_limits(struct process *p)
 	}
 }
 
+void process_closed(struct process *p)
+{
+	p->closed = 1;
+}
+
 void process_watermark(struct process *p, uint64_t ts)
 {
 	if (ts > p->watermark)
@@ -569,6 +577,13 @@ static void process_finalise(struct process *p)
 			     1);
 	if (p->whatif != NULL)
 		store_what_if(process_store, &p->sp, p->whatif);
+	if (p->acks && !p->closed) {
+		log_info("pid %d: process %llu ended without closing (killed, "
+			 "or it never shut the library down): what it still "
+			 "held is lost uncounted",
+			 (int)p->pid, (unsigned long long)p->sp.id);
+		store_process_vanished(process_store, &p->sp);
+	}
 	log_debug("pid %d: process %llu finalised: %llu records (%llu late "
 		  "work), %s",
 		  (int)p->pid, (unsigned long long)p->sp.id,

@@ -132,7 +132,8 @@ static const char *const sql[NSTMT] = {
 		       "max(committed_watermark, ?10), "
 		       "committed_position = "
 		       "coalesce(?11, committed_position), "
-		       "what_if = max(what_if, ?12) "
+		       "what_if = max(what_if, ?12), "
+		       "vanished = max(vanished, ?13) "
 		       "WHERE id = ?1",
     [ST_SAVE_RID] = "INSERT OR REPLACE INTO meta(key, value) "
 		    "VALUES('last_request_id', ?1)",
@@ -193,7 +194,8 @@ struct process_update {
 	uint64_t watermark; /* committed_watermark; it only grows */
 	int64_t position;   /* committed_position; -1: the row's stays */
 	char *error, *model, *recommend, *evidence;
-	int what_if; /* its what_if rows are written */
+	int what_if;  /* its what_if rows are written */
+	int vanished; /* it ended without CLOSE (store_process_vanished) */
 };
 
 struct store {
@@ -561,6 +563,7 @@ static int write_process_update(struct store *s, const struct process_update *u)
 	else
 		sqlite3_bind_null(st, 11);
 	sqlite3_bind_int(st, 12, u->what_if);
+	sqlite3_bind_int(st, 13, u->vanished);
 	return step_once(st);
 }
 
@@ -955,6 +958,15 @@ void store_what_if(struct store *s, const struct store_proc *p,
 	     u = u->next)
 		if (u->id == p->id)
 			u->what_if = 1;
+}
+
+void store_process_vanished(struct store *s, const struct store_proc *p)
+{
+	/* Rides with the process's final update, as the what-if mark. */
+	for (struct process_update *u = s->held_updates; u != NULL;
+	     u = u->next)
+		if (u->id == p->id)
+			u->vanished = 1;
 }
 
 /* A site seen before, by this process or any other, keeps its row and id

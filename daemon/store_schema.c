@@ -245,6 +245,14 @@ static const char schema_v7[] =
     " stopped_at INTEGER,"
     " unclean INTEGER NOT NULL DEFAULT 0);";
 
+/*
+ * Version 8.  processes.vanished: a version 2 process that ended without
+ * CLOSE (killed, or it never shut the library down); what it still held
+ * is lost uncounted, and reports say so.
+ */
+static const char schema_v8[] =
+    "ALTER TABLE processes ADD COLUMN vanished INTEGER NOT NULL DEFAULT 0;";
+
 /* Pages of a new file.  Four times SQLite's default: the insert rate under
  * --keep=all goes up by about 45%, for about 4x the bytes of a 200 ms
  * commit when ingestion is slow (a few pages per table). */
@@ -259,6 +267,7 @@ static const char *const migrations[STORE_SCHEMA_VERSION] = {
     schema_v5,
     schema_v6,
     schema_v7,
+    schema_v8,
 };
 
 static int pragma_int(sqlite3 *db, const char *sql, int64_t *out)

@@ -23,7 +23,7 @@
 /* The PRAGMA user_version that the daemon writes (daemon/SCHEMA.md) and
  * the CLI reads: a newer file needs a newer CLI, an older one a start of
  * ctxleakd, which migrates it. */
-#define COMMON_SCHEMA_VERSION 7
+#define COMMON_SCHEMA_VERSION 8
 /* The PRAGMA application_id of every ctxleak database: "cxlk". */
 #define COMMON_APPLICATION_ID 0x63786c6b
 

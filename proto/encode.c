@@ -197,18 +197,20 @@ static inline size_t field_str_size(const struct proto_str *s)
 }
 
 /*
- * SITE, DROPPED and WATERMARK describe no scope: their ctx and cause (and
- * the site of the last two) are 0 on the wire whatever the struct holds.
+ * SITE, DROPPED, WATERMARK and CLOSE describe no scope: their ctx and
+ * cause (and the site of the last three) are 0 on the wire whatever the
+ * struct holds.
  */
 static inline int has_scope(unsigned type)
 {
 	return type != PROTO_SITE && type != PROTO_DROPPED &&
-	       type != PROTO_WATERMARK;
+	       type != PROTO_WATERMARK && type != PROTO_CLOSE;
 }
 
 static inline int has_site(unsigned type)
 {
-	return type != PROTO_DROPPED && type != PROTO_WATERMARK;
+	return type != PROTO_DROPPED && type != PROTO_WATERMARK &&
+	       type != PROTO_CLOSE;
 }
 
 static inline uint8_t *put_head(uint8_t *p, const struct proto_record *r)

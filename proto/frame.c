@@ -56,9 +56,11 @@ size_t proto_frame_size(const void *p, size_t n)
 	return size > 0 ? (size_t)size : 0;
 }
 
-int proto_frame_is_watermark(const void *p, size_t size)
+int proto_frame_is_mark(const void *p, size_t size)
 {
-	return size > 1 && ((const uint8_t *)p)[1] == PROTO_WATERMARK;
+	const uint8_t *b = p;
+
+	return size > 1 && (b[1] == PROTO_WATERMARK || b[1] == PROTO_CLOSE);
 }
 
 /* The ts right after the fixarray header and the type: a positive fixint
@@ -85,7 +87,7 @@ uint64_t proto_frame_count(const void *p, size_t n)
 	size_t pos = 0, len;
 
 	while ((len = proto_frame_size(b + pos, n - pos))) {
-		count += len > 1 && !proto_frame_is_watermark(b + pos, len);
+		count += len > 1 && !proto_frame_is_mark(b + pos, len);
 		pos += len;
 	}
 	return count;

@@ -42,6 +42,7 @@ const uint8_t proto_type_fields[PROTO_TYPE_MAX + 1] = {
     [PROTO_SITE] = 9,	 [PROTO_BEGIN] = 9,   [PROTO_END] = 7,
     [PROTO_TAG] = 8,	 [PROTO_EVENT] = 8,   [PROTO_RESUME] = 6,
     [PROTO_SUSPEND] = 6, [PROTO_DROPPED] = 8, [PROTO_WATERMARK] = 6,
+    [PROTO_CLOSE] = 6,
 };
 
 void proto_limits_default(struct proto_limits *lim)
@@ -64,6 +65,7 @@ const char *proto_type_name(unsigned type)
 	    [PROTO_SUSPEND] = "SUSPEND",
 	    [PROTO_DROPPED] = "DROPPED",
 	    [PROTO_WATERMARK] = "WATERMARK",
+	    [PROTO_CLOSE] = "CLOSE",
 	};
 
 	if (type == 0 || type > PROTO_TYPE_MAX)

@@ -40,8 +40,11 @@ enum proto_type {
 	PROTO_DROPPED = 8,   /* count records were dropped since `since` */
 	PROTO_WATERMARK = 9, /* every record of this process with ts <= this
 				ts has been sent */
+	PROTO_CLOSE = 10,    /* version 2: the process shuts down cleanly
+				(what it still sends follows; a process
+				that ends without one vanished) */
 };
-#define PROTO_TYPE_MAX PROTO_WATERMARK
+#define PROTO_TYPE_MAX PROTO_CLOSE
 
 /* Elements in a record of each type (index: enum proto_type; 0 for 0).
  * A decoder accepts more (a later version may append fields), never
@@ -334,12 +337,13 @@ void proto_bytes_free(struct proto_bytes *b);
 /*
  * Records in a run of them as proto_encode_record wrote them, one after
  * another.  proto_frame_size: bytes of the record at p[0..n), 0 when the
- * run ends inside it.  proto_frame_is_watermark and proto_frame_ts read
+ * run ends inside it.  proto_frame_is_mark (a WATERMARK or a CLOSE,
+ * which mark the stream and count as no record) and proto_frame_ts read
  * the record of `size` bytes at p; proto_frame_count: the whole records in
- * p[0..n) other than WATERMARKs.
+ * p[0..n) other than marks.
  */
 size_t proto_frame_size(const void *p, size_t n);
-int proto_frame_is_watermark(const void *p, size_t size);
+int proto_frame_is_mark(const void *p, size_t size);
 uint64_t proto_frame_ts(const void *p, size_t size);
 uint64_t proto_frame_count(const void *p, size_t n);
 

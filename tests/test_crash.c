@@ -836,7 +836,7 @@ static void peer_take(struct peer *p, const struct proto_msg *m)
 	} else if (m->rec.type == PROTO_WATERMARK) {
 		if (p->ack_all)
 			peer_ack(p, m->rec.ts);
-	} else if (m->rec.type != PROTO_SITE) {
+	} else if (m->rec.type != PROTO_SITE && m->rec.type != PROTO_CLOSE) {
 		if (p->records < sizeof p->ts / sizeof p->ts[0])
 			p->ts[p->records] = m->rec.ts;
 		p->records++;

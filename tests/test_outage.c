@@ -7,7 +7,9 @@
  * while no daemon listens can report neither its records nor its drops.
  * So the daemon notes its own run in the database (daemon/store_runs.c),
  * its successor marks a run that never finished, and `ctxleak summary`
- * names the window instead of saying "the counts are complete".
+ * names the window instead of saying "the counts are complete".  Likewise
+ * a process that ended without saying CLOSE (killed): what it still held
+ * is lost, and the report names it.
  */
 #include <check.h>
 #include <signal.h>
@@ -83,6 +85,52 @@ START_TEST(test_dead_daemon_reported)
 }
 END_TEST
 
+/* A process killed before it shut the library down: its last records
+ * may have been in its buffers, so it is named, and the counts are not
+ * called complete.  A process that shut down is not. */
+static int killed_after_one(void *arg)
+{
+	(void)arg;
+	one_request(NULL);
+	ctxleak_flush();
+	harness_sleep_ms(300); /* the daemon reads the batch */
+	raise(SIGKILL);
+	return 1;
+}
+
+START_TEST(test_vanished_process_reported)
+{
+	struct harness_daemon d;
+	struct run r;
+
+	ck_assert_msg(harness_start(&d, NULL) == 0, "%s", harness_error());
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					one_request, NULL),
+			 0);
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
+					killed_after_one, NULL),
+			 128 + SIGKILL);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_int_eq(harness_query_int(&d, "SELECT count(*) FROM processes"),
+			 2);
+	ck_assert_int_eq(
+	    harness_query_int(&d, "SELECT sum(vanished) FROM processes"), 1);
+	ck_assert_int_eq(harness_query_int(&d, "SELECT records FROM processes "
+					       "WHERE vanished = 1"),
+			 3);
+	r = summary(&d, NULL);
+	ck_assert_msg(r.status == 0, "%s", r.err);
+	ck_assert_msg(strstr(r.out, "ended without closing") != NULL, "%s",
+		      r.out);
+	ck_assert_ptr_null(strstr(r.out, "counts are complete"));
+	run_free(&r);
+	r = summary(&d, "--json");
+	ck_assert_msg(strstr(r.out, "\"vanished\":true") != NULL, "%s", r.out);
+	run_free(&r);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* An orderly stop and a restart leave nothing to report. */
 START_TEST(test_orderly_restart_complete)
 {
@@ -111,6 +159,7 @@ int main(void)
 	Suite *s = suite_create("outage");
 
 	suite_add_tcase(s, check_tcase("runs", 60, test_dead_daemon_reported,
-				       test_orderly_restart_complete, NULL));
+				       test_orderly_restart_complete,
+				       test_vanished_process_reported, NULL));
 	return check_main(s, NULL);
 }

@@ -238,8 +238,9 @@ static void pk_pstr(struct pk *p, struct proto_str s, int nil_ok)
 static void pk_record(struct pk *p, const struct proto_record *r)
 {
 	int scoped = r->type != PROTO_SITE && r->type != PROTO_DROPPED &&
-		     r->type != PROTO_WATERMARK;
-	int sited = r->type != PROTO_DROPPED && r->type != PROTO_WATERMARK;
+		     r->type != PROTO_WATERMARK && r->type != PROTO_CLOSE;
+	int sited = r->type != PROTO_DROPPED && r->type != PROTO_WATERMARK &&
+		    r->type != PROTO_CLOSE;
 
 	msgpack_pack_array(&p->pk, proto_type_fields[r->type]);
 	msgpack_pack_uint64(&p->pk, r->type);
@@ -629,12 +630,12 @@ START_TEST(test_round_trip_edge_integers)
 
 			r.ts = r.tid = x;
 			if (r.type != PROTO_SITE && r.type != PROTO_DROPPED &&
-			    r.type != PROTO_WATERMARK)
+			    r.type != PROTO_WATERMARK && r.type != PROTO_CLOSE)
 				r.ctx = r.cause = x;
 			if (r.type == PROTO_SITE)
 				r.line = (uint32_t)x;
 			if (r.type != PROTO_DROPPED &&
-			    r.type != PROTO_WATERMARK)
+			    r.type != PROTO_WATERMARK && r.type != PROTO_CLOSE)
 				r.site = (uint32_t)x;
 			r.prev = r.type == PROTO_BEGIN ? x : 0;
 			r.cur = r.type == PROTO_END ? x : 0;
@@ -842,6 +843,7 @@ static void rnd_record(uint64_t *state, struct proto_record *r)
 		r->since = rnd_value(state);
 		return;
 	case PROTO_WATERMARK:
+	case PROTO_CLOSE:
 		return;
 	}
 	r->ctx = rnd_value(state);
@@ -1791,6 +1793,7 @@ START_TEST(test_type_names)
 	static const char *const want[] = {
 	    "?",     "SITE",   "BEGIN",	  "END",     "TAG",
 	    "EVENT", "RESUME", "SUSPEND", "DROPPED", "WATERMARK",
+	    "CLOSE",
 	};
 
 	for (unsigned t = 0; t <= PROTO_TYPE_MAX; t++)
@@ -2159,6 +2162,7 @@ START_TEST(test_frame_bounds)
 	uint64_t whole;
 
 	recs[n++] = (struct proto_record){.type = PROTO_WATERMARK, .ts = 999};
+	recs[n++] = (struct proto_record){.type = PROTO_CLOSE, .ts = 1000};
 	ends[0] = 0;
 	for (size_t i = 0; i < n; i++) {
 		ck_assert_int_eq(proto_bytes_record(&b, &recs[i]), 0);
@@ -2167,19 +2171,21 @@ START_TEST(test_frame_bounds)
 	for (size_t i = 0; i < n; i++) {
 		len = proto_frame_size(b.p + pos, b.len - pos);
 		ck_assert_uint_eq(len, ends[i + 1] - ends[i]);
-		ck_assert_int_eq(proto_frame_is_watermark(b.p + pos, len),
-				 recs[i].type == PROTO_WATERMARK);
+		ck_assert_int_eq(proto_frame_is_mark(b.p + pos, len),
+				 recs[i].type == PROTO_WATERMARK ||
+				     recs[i].type == PROTO_CLOSE);
 		ck_assert_uint_eq(proto_frame_ts(b.p + pos, len), recs[i].ts);
 		pos += len;
 	}
 	ck_assert_uint_eq(proto_frame_size(b.p + pos, 0), 0);
-	/* Two watermarks: the sample's and ours. */
-	ck_assert_uint_eq(proto_frame_count(b.p, b.len), n - 2);
+	/* Three marks: the sample's watermark, ours, and a CLOSE. */
+	ck_assert_uint_eq(proto_frame_count(b.p, b.len), n - 3);
 	for (size_t cut = 0; cut <= b.len; cut++) {
 		whole = 0;
 		for (size_t i = 0; i < n; i++)
 			whole += ends[i + 1] <= cut &&
-				 recs[i].type != PROTO_WATERMARK;
+				 recs[i].type != PROTO_WATERMARK &&
+				 recs[i].type != PROTO_CLOSE;
 		ck_assert_uint_eq(proto_frame_count(b.p, cut), whole);
 	}
 	proto_bytes_free(&b);
@@ -2200,7 +2206,7 @@ START_TEST(test_frame_ts_widths)
 		ck_assert_uint_eq(proto_frame_size(buf, len), len);
 		ck_assert_uint_eq(proto_frame_size(buf, len - 1), 0);
 		ck_assert_uint_eq(proto_frame_ts(buf, len), edge_uints[i]);
-		ck_assert_int_eq(proto_frame_is_watermark(buf, len), i % 2);
+		ck_assert_int_eq(proto_frame_is_mark(buf, len), i % 2);
 		ck_assert_uint_eq(proto_frame_count(buf, len), !(i % 2));
 	}
 }

@@ -1384,7 +1384,8 @@ START_TEST(test_migrates_version_1)
 		      "ALTER TABLE processes DROP COLUMN committed_watermark; "
 		      "ALTER TABLE processes DROP COLUMN committed_position; "
 		      "DROP TABLE what_if; ALTER TABLE processes DROP "
-		      "COLUMN what_if; DROP TABLE runs; "
+		      "COLUMN what_if; DROP TABLE runs; ALTER TABLE "
+		      "processes DROP COLUMN vanished; "
 		      "PRAGMA user_version = 1");
 	s = open_default(0);
 	p = add_process(s, 1, 0);
@@ -1421,7 +1422,8 @@ START_TEST(test_migrates_version_2_merges_sites)
 		"ALTER TABLE processes DROP COLUMN committed_watermark; "
 		"ALTER TABLE processes DROP COLUMN committed_position; "
 		"DROP TABLE what_if; ALTER TABLE processes DROP COLUMN "
-		"what_if; DROP TABLE runs; "
+		"what_if; DROP TABLE runs; ALTER TABLE processes DROP "
+		"COLUMN vanished; "
 		"INSERT INTO sites VALUES (1, 1, 'a.c', 1, 'f'), "
 		"(2, 2, 'a.c', 1, 'f'), (3, 2, 'a.c', 1, NULL), "
 		"(4, 3, 'a.c', 1, NULL), (5, 3, 'a.c', 2, 'f'); "
