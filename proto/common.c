@@ -5,6 +5,7 @@
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -66,5 +67,42 @@ int common_default_path(enum common_path which, char *buf, size_t len)
 		return common_user_path(which, NULL, buf, len);
 	sys = which == COMMON_SOCKET ? COMMON_SYSTEM_SOCKET : COMMON_SYSTEM_DB;
 	n = snprintf(buf, len, "%s", sys);
+	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+/* machine-id(5): 32 lower-case hex digits and a newline. */
+#define MACHINE_ID_LEN 32
+
+int common_machine_id(char *buf, size_t len)
+{
+	char id[MACHINE_ID_LEN + 2];
+	FILE *f = fopen("/etc/machine-id", "r");
+	size_t n = 0;
+
+	if (f == NULL)
+		return -1;
+	if (fgets(id, sizeof(id), f) != NULL)
+		n = strspn(id, "0123456789abcdef");
+	fclose(f);
+	if (n != MACHINE_ID_LEN || len <= MACHINE_ID_LEN)
+		return -1;
+	memcpy(buf, id, MACHINE_ID_LEN);
+	buf[MACHINE_ID_LEN] = '\0';
+	return 0;
+}
+
+int common_host_name(char *buf, size_t len)
+{
+	char name[256] = "", id[MACHINE_ID_LEN + 1];
+	int n;
+
+	if (gethostname(name, sizeof(name) - 1) != 0)
+		name[0] = '\0';
+	if (name[0] != '\0' && strcmp(name, "localhost") != 0)
+		n = snprintf(buf, len, "%s", name);
+	else if (common_machine_id(id, sizeof(id)) == 0)
+		n = snprintf(buf, len, "machine-%s", id);
+	else
+		return -1;
 	return n < 0 || (size_t)n >= len ? -1 : 0;
 }

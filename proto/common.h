@@ -74,4 +74,16 @@ int common_default_path(enum common_path which, char *buf, size_t len);
 int common_user_path(enum common_path which, const char *home, char *buf,
 		     size_t len);
 
+/*
+ * Which host this is, for what leaves it (ctxleakd --findings-log, ctxleak
+ * forward): fleets key their rows by it.  common_machine_id gives the 32
+ * hex digits of /etc/machine-id (systemd's stable identity of an
+ * installation: machine-id(5)); common_host_name gives the host name
+ * (gethostname), or, when that is empty or "localhost" (an unconfigured
+ * container), "machine-" and the machine ID.  0, or -1 when there is
+ * none or it does not fit in len bytes.
+ */
+int common_machine_id(char *buf, size_t len);
+int common_host_name(char *buf, size_t len);
+
 #endif /* CTXLEAK_COMMON_H */
