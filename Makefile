@@ -82,13 +82,15 @@ else
 B         := build
 endif
 
-PKGS        := libevent msgpack sqlite3 check libsystemd
+PKGS        := libevent msgpack sqlite3 check libsystemd libpq
 PKG_CFLAGS   = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 EVENT_LIBS   = $(shell pkg-config --libs libevent 2>/dev/null)
 MSGPACK_LIBS = $(shell pkg-config --libs msgpack 2>/dev/null)
 SQLITE_LIBS  = $(shell pkg-config --libs sqlite3 2>/dev/null)
 SYSTEMD_LIBS = $(shell pkg-config --libs libsystemd 2>/dev/null)
 CHECK_LIBS   = $(shell pkg-config --libs check 2>/dev/null)
+# The CLI's central database (docs/CENTRAL.md): PostgreSQL's client library.
+PQ_LIBS      = $(shell pkg-config --libs libpq 2>/dev/null)
 
 # Every build but RELEASE=1 keeps the assert()s that state invariants:
 # the one make check tests, the sanitizers', the fuzzer's.
@@ -142,7 +144,7 @@ BENCHES   := $(patsubst bench/%.c,$(B)/bench/%,$(BENCH_SRCS))
 EXAMPLES  := $(patsubst examples/%.c,$(B)/examples/%,$(EXAMPLE_SRCS))
 
 DAEMON_LIBS = $(EVENT_LIBS) $(MSGPACK_LIBS) $(SQLITE_LIBS) $(SYSTEMD_LIBS) -lm
-TEST_LIBS   = $(DCORE_A) $(CLIENT_A) $(PROTO_A) $(DAEMON_LIBS) $(CHECK_LIBS) $(LDLIBS_PTHREAD)
+TEST_LIBS   = $(DCORE_A) $(CLIENT_A) $(PROTO_A) $(DAEMON_LIBS) $(CHECK_LIBS) $(PQ_LIBS) $(LDLIBS_PTHREAD)
 
 .PHONY: all deps check check-tsan check-valgrind check-load bench install \
 	uninstall clean
@@ -190,9 +192,9 @@ $(CTXLEAKD): $(call obj,$(DMAIN_SRCS)) $(DCORE_A) $(PROTO_A)
 	$(CC) $(LDFLAGS) -o $@ $^ $(DAEMON_LIBS) $(LDLIBS_PTHREAD)
 
 # The CLI takes proto/'s common constants only: it depends on the
-# database, not on the protocol.
+# database (the host's, or the fleet's central one), not on the protocol.
 $(CTXLEAK): $(call obj,$(CLI_SRCS) proto/common.c)
-	$(CC) $(LDFLAGS) -o $@ $^ $(SQLITE_LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(SQLITE_LIBS) $(PQ_LIBS)
 
 $(B)/tests/%: $(B)/tests/%.o $(call obj,$(TSUP_SRCS)) $(DCORE_A) $(CLIENT_A) $(PROTO_A)
 	$(CC) $(LDFLAGS) -o $@ $< $(call obj,$(TSUP_SRCS)) $(TEST_LIBS)
