@@ -35,7 +35,8 @@
  * END(x): misnest when cur != x (under observe, not when cur = 0: the
  * service cleared its storage first), or when it is on another thread than
  * BEGIN(x) while request(t) != request(x) (victim request(x)); or when x
- * already ended or was never begun (victim request(t), if any).
+ * already ended (victim request(x), whatever code ended it again) or was
+ * never begun (victim request(t), if any: x has no request of its own).
  * unclosed: an open scope at rules_finish (DISCONNECT), older than
  * max_request_age at the watermark (AGE), or the oldest open scope when a
  * new one would exceed max_open_scopes (LIMIT); victim request(x), the
@@ -969,7 +970,15 @@ static void judge_end(struct rules *r, const struct proto_record *rec,
 		j->owner = resolve(r, rec->ctx);
 		j->said = pin(j->owner);
 		j->leak = LEAK_MISNEST;
-		j->victim = resolve_pair(r, rec->cause, &j->truth);
+		by = resolve_pair(r, rec->cause, &j->truth);
+		/* The victim of an END is its scope's request; one never
+		 * begun has none, and the code that ended it stands in. */
+		if (j->mn.why == MISNEST_ENDED) {
+			j->victim = pin(j->owner);
+			unpin(r, by);
+		} else {
+			j->victim = by;
+		}
 		return;
 	}
 	q = s->req;

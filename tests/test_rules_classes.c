@@ -305,6 +305,34 @@ START_TEST(test_misnest_conditions)
 }
 END_TEST
 
+/*
+ * An END of a scope already ended names the scope's request as victim,
+ * whatever code ended it again: its first END restored the cause (0
+ * here), and another request's code may hold the stale ctx.  One never
+ * begun has no request: request(t) stands in.
+ */
+START_TEST(test_end_twice_victim)
+{
+	struct rules *r = engine(NULL);
+	const struct proto_record recs[] = {
+	    BEGIN(1, 1, A, 0, 0, "a"),
+	    END(2, 1, A, A, A),
+	    END(3, 1, A, 0, 0),	    /* again, in no request */
+	    BEGIN(4, 1, B, 0, 0, "b"),
+	    END(5, 1, A, B, B),	    /* again, in B's code */
+	    END(6, 1, 0xee, B, B),  /* never begun */
+	    END(7, 1, B, B, B),
+	};
+
+	RUN(r, recs);
+	ck_assert_uint_eq(got.nfindings, 3);
+	check_finding(0, LEAK_MISNEST, A, 0);
+	check_finding(1, LEAK_MISNEST, A, 0);
+	check_finding(2, LEAK_MISNEST, B, 0);
+	rules_free(r);
+}
+END_TEST
+
 START_TEST(test_end_unknown_without_cause)
 {
 	struct rules *r = engine(NULL);
@@ -360,6 +388,7 @@ static Suite *rules_classes_suite(void)
 	suite_add_tcase(s, check_tcase("precedence", 0, test_precedence_work,
 				       test_precedence_request_begin,
 				       test_misnest_conditions,
+				       test_end_twice_victim,
 				       test_end_unknown_without_cause,
 				       test_unknown_ctx_is_stable, NULL));
 	return s;
