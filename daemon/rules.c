@@ -32,9 +32,11 @@
  * finding; the verdict is marked late and the request counts it.
  * Request BEGIN with prev != 0: stale when request(prev) ended, else
  * overlap; victim the new request, source request(prev).
- * END(x): misnest when cur != x (under observe, not when cur = 0: the
- * service cleared its storage first), or when it is on another thread than
- * BEGIN(x) while request(t) != request(x) (victim request(x)); or when x
+ * END(x): misnest when cur != x (under observe, not when cur = 0, the
+ * service cleared its storage first, nor when cur is a scope of x's own
+ * request: the service's storage names requests, or it put the parent
+ * back first), or when it is on another thread than BEGIN(x) while
+ * request(t) != request(x) (victim request(x)); or when x
  * already ended (victim request(x), whatever code ended it again) or was
  * never begun (victim request(t), if any: x has no request of its own).
  * unclosed: an open scope at rules_finish (DISCONNECT), older than
@@ -956,6 +958,32 @@ static void judge_begin(struct rules *r, const struct proto_record *rec,
 	}
 }
 
+/*
+ * Whether END(x) of request q is misnest by its cur.  An observed storage
+ * is the service's own, set and cleared in its own order: holding nothing
+ * (cleared before the END), or a scope of x's own request (a storage that
+ * names requests, not their child scopes, or one that put the parent back
+ * before the child's END) is no misnest; another request, live or ended,
+ * is (docs/DESIGN.md 2.2).  A library-kept storage must hold x itself.
+ */
+static int end_cur_misnest(struct rules *r, const struct proto_record *rec,
+			   struct req *q)
+{
+	struct req *held;
+	int other;
+
+	if (rec->cur == rec->ctx)
+		return 0;
+	if (!r->cfg.observe)
+		return 1;
+	if (rec->cur == 0)
+		return 0;
+	held = resolve(r, rec->cur);
+	other = held != q;
+	unpin(r, held);
+	return other;
+}
+
 static void judge_end(struct rules *r, const struct proto_record *rec,
 		      struct judgement *j)
 {
@@ -989,9 +1017,7 @@ static void judge_end(struct rules *r, const struct proto_record *rec,
 	/* request(t): most ENDs run under the scope they end, found once. */
 	by = rec->cause == rec->ctx ? pin_pair(q, scope_truth(s), &j->truth)
 				    : resolve_pair(r, rec->cause, &j->truth);
-	/* An observed storage that the service cleared before the END
-	 * holds nothing: its order, not a misnest. */
-	if (rec->cur != rec->ctx && !(rec->cur == 0 && r->cfg.observe))
+	if (end_cur_misnest(r, rec, q))
 		j->mn.why = MISNEST_CUR;
 	else if (rec->tid != s->tid && by != q)
 		j->mn.why = MISNEST_THREAD;

@@ -408,6 +408,45 @@ START_TEST(test_observe_end)
 END_TEST
 
 /*
+ * An observed storage that names requests, not their child scopes, still
+ * holds the parent when a child ends; one that tracks scopes may put the
+ * parent back before the child's END.  Either way the storage names the
+ * child's own request: no misnest under observe (every child END of a
+ * correct service was one).  A scope of another request, live or ended,
+ * current at the END still is; without observe cur must be x itself.
+ */
+START_TEST(test_observe_end_own_request)
+{
+	struct rules *r = engine(_i ? observe : NULL);
+	const struct proto_record recs[] = {
+	    BEGIN(1, 1, A, 0, 0, "a"),
+	    CHILD(2, 1, 0xa2, A, A, "db"),
+	    END(3, 1, 0xa2, 0xa2, A), /* the storage names A */
+	    CHILD(4, 1, 0xa3, A, A, "db"),
+	    CHILD(5, 1, 0xa4, 0xa3, 0xa3, "row"),
+	    END(6, 1, 0xa4, 0xa4, 0xa3), /* the parent put back first */
+	    END(7, 1, 0xa3, 0xa3, 0xa3),
+	    BEGIN(8, 2, B, 0, 0, "b"),
+	    CHILD(9, 2, 0xb2, B, B, "db"),
+	    END(10, 1, A, A, 0xb2), /* a scope of B: misnest */
+	    END(11, 2, 0xb2, 0xb2, A), /* A, ended: misnest */
+	    END(12, 2, B, B, B),
+	};
+
+	RUN(r, recs);
+	ck_assert_uint_eq(got.nfindings, _i ? 2 : 4);
+	ck_assert_uint_eq(count(LEAK_MISNEST), got.nfindings);
+	check_finding(_i ? 0 : 2, LEAK_MISNEST, A, 0);
+	check_finding(_i ? 1 : 3, LEAK_MISNEST, B, 0);
+	if (!_i) {
+		check_finding(0, LEAK_MISNEST, A, 0);
+		check_finding(1, LEAK_MISNEST, A, 0);
+	}
+	rules_free(r);
+}
+END_TEST
+
+/*
  * Findings and records judged after their request retired reach it: an
  * update of its counts, and, for a request that retired clean (counted,
  * no row, under hold_records), its row once a finding names it as victim
@@ -543,6 +582,7 @@ static Suite *rules_requests_suite(void)
 			   test_detail_quotes_user_data, NULL));
 	tc = check_tcase("late", 0, test_late_work, NULL);
 	tcase_add_loop_test(tc, test_observe_end, 0, 2);
+	tcase_add_loop_test(tc, test_observe_end_own_request, 0, 2);
 	tcase_add_test(tc, test_late_findings_update_rows);
 	suite_add_tcase(s, tc);
 	return s;
