@@ -317,10 +317,10 @@ START_TEST(test_end_twice_victim)
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"),
 	    END(2, 1, A, A, A),
-	    END(3, 1, A, 0, 0),	    /* again, in no request */
+	    END(3, 1, A, 0, 0), /* again, in no request */
 	    BEGIN(4, 1, B, 0, 0, "b"),
-	    END(5, 1, A, B, B),	    /* again, in B's code */
-	    END(6, 1, 0xee, B, B),  /* never begun */
+	    END(5, 1, A, B, B),	   /* again, in B's code */
+	    END(6, 1, 0xee, B, B), /* never begun */
 	    END(7, 1, B, B, B),
 	};
 

@@ -428,7 +428,7 @@ START_TEST(test_observe_end_own_request)
 	    END(7, 1, 0xa3, 0xa3, 0xa3),
 	    BEGIN(8, 2, B, 0, 0, "b"),
 	    CHILD(9, 2, 0xb2, B, B, "db"),
-	    END(10, 1, A, A, 0xb2), /* a scope of B: misnest */
+	    END(10, 1, A, A, 0xb2),    /* a scope of B: misnest */
 	    END(11, 2, 0xb2, 0xb2, A), /* A, ended: misnest */
 	    END(12, 2, B, B, B),
 	};
