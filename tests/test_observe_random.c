@@ -15,7 +15,9 @@
  * concurrent threads, a worker that ends a request without its context).
  *
  * The service runs for real in a forked child under the library in observe
- * mode (the getter reads the storage, no setter) against the real daemon.
+ * mode (the getter reads the storage, no setter) against the real daemon,
+ * which judges while it runs (a flush interval of 1 ms, or explicit
+ * flushes) or mostly at its end (100 ms), as the seed says.
  * Its threads interleave freely between calls, but each library call (and
  * each write of the storage) runs under one mutex together with its log
  * entry, after the clock has moved past the previous call: the log is the
@@ -155,12 +157,18 @@ struct req_plan {
 };
 
 struct program {
-	uint64_t seed; /* what made it, and its process's app name */
-	int nthreads;  /* 2 to MAX_THREADS */
-	int nreqs;     /* requests, in the order they may arrive */
-	int global;    /* the storage: one process global, else __thread */
-	int correct;   /* written without the bugs: a thread-local, set
-			  and cleared around every piece of work */
+	uint64_t seed;	    /* what made it, and its process's app name */
+	int nthreads;	    /* 2 to MAX_THREADS */
+	int nreqs;	    /* requests, in the order they may arrive */
+	int global;	    /* the storage: one process global, else __thread */
+	int correct;	    /* written without the bugs: a thread-local, set
+			       and cleared around every piece of work */
+	unsigned flush_ms;  /* the library's flush interval: 1 ms makes the
+			       daemon judge and retire requests while the
+			       service runs, 100 (the default) mostly at
+			       its end */
+	unsigned flush_pct; /* jobs after which the thread calls
+			       ctxleak_flush(), in percent */
 	struct req_plan req[MAX_REQS];
 };
 
@@ -192,6 +200,8 @@ static void make_program(uint64_t seed, struct program *p)
 	p->nthreads = 2 + (int)rnd(&s, MAX_THREADS - 1);
 	p->nreqs = 16 + (int)rnd(&s, MAX_REQS - 15);
 	p->global = !correct && chance(&s, 35);
+	p->flush_ms = (unsigned[]){1, 5, 100}[rnd(&s, 3)];
+	p->flush_pct = rnd(&s, 3) * 5;
 	r.handoff = 10 + rnd(&s, 50);
 	if (!correct) {
 		static const unsigned level[] = {0, 0, 10, 30};
@@ -696,6 +706,8 @@ static void *thread_main(void *arg)
 		}
 		pthread_mutex_unlock(&svc.mu);
 		run_job(&s, t, &j);
+		if (chance(&s, svc.p->flush_pct))
+			ctxleak_flush();
 		pthread_mutex_lock(&svc.mu);
 		svc.pending--;
 		pthread_cond_broadcast(&svc.cv);
@@ -722,6 +734,7 @@ static void service_main(const struct harness_daemon *d,
 	opt.backend = CTXLEAK_BACKEND_OBSERVE;
 	opt.custom_get = observe_storage;
 	opt.app = app;
+	opt.flush_interval_ms = p->flush_ms;
 	if (ctxleak_init(&opt) != CTXLEAK_OK)
 		_exit(125);
 	for (int t = 0; t < p->nthreads; t++)
@@ -767,8 +780,9 @@ enum flip {
 	FLIP_COUNT
 };
 
-static const char *const flip_names[] = {"none",      "observe END rule",
-					 "late work", "END thread rule",
+/* As "the model with its ... rule changed" says them. */
+static const char *const flip_names[] = {"no",	      "cleared-storage END",
+					 "late work", "END thread",
 					 "overlap",   "own request's END"};
 
 enum cls {
