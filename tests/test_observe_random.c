@@ -74,6 +74,9 @@
 #define QUEUE_LEN     256 /* > MAX_REQS * (1 + MAX_CBS + 1): every job */
 #define DEFAULT_SEEDS 30
 #define BATCH	      6 /* clients run at once */
+/* Ends of a ctx never begun name BOGUS_CTX + the request: no ctx the
+ * library makes is one of them but by a 2^-50 chance. */
+#define BOGUS_CTX 0xbad0bad0bad00000ull
 
 /* ------------------------------------------------------------ random */
 
@@ -150,6 +153,9 @@ struct req_plan {
 	uint8_t worker_sets;	/* handed off: the worker sets its storage */
 	uint8_t unclosed;	/* never ended */
 	uint8_t end_twice;	/* ended twice */
+	uint8_t end_wrong;	/* bug: ends request `wrong` instead (a
+				   stale pointer), leaving itself open */
+	uint8_t end_bogus;	/* bug: ends a ctx never begun first */
 	uint8_t nwork;		/* tags and events in the handler */
 	uint8_t nchildren, ncbs;
 	struct child_plan child[MAX_CHILDREN];
@@ -182,6 +188,8 @@ struct rates {
 	unsigned no_resume;	   /* a worker runs without the token */
 	unsigned unclosed;	   /* a request or child never ended */
 	unsigned end_twice;	   /* ended twice; a child after its parent */
+	unsigned end_wrong;	   /* ends another request, or a ctx never
+				      begun */
 	unsigned handoff;	   /* ended by a continuation */
 	unsigned dispatch_forgets; /* the dispatcher keeps its storage set */
 };
@@ -213,6 +221,7 @@ static void make_program(uint64_t seed, struct program *p)
 		r.no_resume = level[rnd(&s, 4)] / 3;
 		r.unclosed = level[rnd(&s, 4)] / 3;
 		r.end_twice = level[rnd(&s, 4)] / 3;
+		r.end_wrong = level[rnd(&s, 4)] / 3;
 		r.dispatch_forgets = level[rnd(&s, 4)];
 	}
 	for (int i = 0; i < p->nreqs; i++) {
@@ -233,6 +242,8 @@ static void make_program(uint64_t seed, struct program *p)
 		q->worker_sets = q->set != SET_NONE || chance(&s, 50);
 		q->unclosed = chance(&s, r.unclosed);
 		q->end_twice = !q->unclosed && chance(&s, r.end_twice);
+		q->end_wrong = chance(&s, r.end_wrong);
+		q->end_bogus = chance(&s, r.end_wrong);
 		q->nwork = (uint8_t)rnd(&s, 4);
 		q->nchildren = (uint8_t)rnd(&s, MAX_CHILDREN + 1);
 		for (int k = 0; k < q->nchildren; k++) {
@@ -273,6 +284,7 @@ enum site {
 	S_CHILD_END,
 	S_END,
 	S_END_AGAIN,
+	S_END_BOGUS,
 	S_WORKER_TAG,
 	S_CB_TAG,
 	S_CB_EVENT,
@@ -286,21 +298,14 @@ enum site {
 
 static struct ctxleak_site sites[S_COUNT] = {
 #define SITE(s, fn) [s] = {"observe_random_service.c", fn, SITE_LINE(s), 0}
-    SITE(S_JOB_RESUME, "run_job"),
-    SITE(S_JOB_SUSPEND, "run_job"),
-    SITE(S_BEGIN, "handler"),
-    SITE(S_TAG, "handler"),
-    SITE(S_EVENT, "handler"),
-    SITE(S_CHILD, "child"),
-    SITE(S_CHILD_EVENT, "child"),
-    SITE(S_CHILD_END, "child"),
-    SITE(S_END, "finish"),
-    SITE(S_END_AGAIN, "finish"),
-    SITE(S_WORKER_TAG, "worker"),
-    SITE(S_CB_TAG, "callback"),
-    SITE(S_CB_EVENT, "callback"),
-    SITE(S_CB_CHILD, "callback"),
-    SITE(S_CB_CHILD_END, "callback"),
+    SITE(S_JOB_RESUME, "run_job"),  SITE(S_JOB_SUSPEND, "run_job"),
+    SITE(S_BEGIN, "handler"),	    SITE(S_TAG, "handler"),
+    SITE(S_EVENT, "handler"),	    SITE(S_CHILD, "child"),
+    SITE(S_CHILD_EVENT, "child"),   SITE(S_CHILD_END, "child"),
+    SITE(S_END, "finish"),	    SITE(S_END_AGAIN, "finish"),
+    SITE(S_END_BOGUS, "finish"),    SITE(S_WORKER_TAG, "worker"),
+    SITE(S_CB_TAG, "callback"),	    SITE(S_CB_EVENT, "callback"),
+    SITE(S_CB_CHILD, "callback"),   SITE(S_CB_CHILD_END, "callback"),
     SITE(S_BG_EVENT, "background"),
 #undef SITE
 };
@@ -517,6 +522,17 @@ static void store(int thread, int req, const uint64_t *to)
 	pthread_mutex_unlock(&svc.mu);
 }
 
+/* A ctx another thread may be writing (a request's, as it begins). */
+static uint64_t ctx_now(const uint64_t *ctx)
+{
+	uint64_t v;
+
+	pthread_mutex_lock(&svc.mu);
+	v = *ctx;
+	pthread_mutex_unlock(&svc.mu);
+	return v;
+}
+
 /* What the storage holds now, to put back later. */
 static const uint64_t *storage_now(void)
 {
@@ -558,10 +574,19 @@ static void finish(uint64_t *s, int t, int i, const uint64_t *at_start)
 
 	if (q->clear == CLEAR_BEFORE)
 		store(t, i, NULL);
+	if (q->end_bogus)
+		call(s, t, OP_END, S_END_BOGUS, i, BOGUS_CTX + (uint64_t)i,
+		     NULL);
 	if (!q->unclosed) {
-		call(s, t, OP_END, S_END, i, rs->ctx, NULL);
+		uint64_t x = rs->ctx;
+
+		/* end(0) records nothing: a request not begun yet is no
+		 * wrong one to end. */
+		if (q->end_wrong && ctx_now(&svc.rs[q->wrong].ctx))
+			x = ctx_now(&svc.rs[q->wrong].ctx);
+		call(s, t, OP_END, S_END, i, x, NULL);
 		if (q->end_twice)
-			call(s, t, OP_END, S_END_AGAIN, i, rs->ctx, NULL);
+			call(s, t, OP_END, S_END_AGAIN, i, x, NULL);
 	}
 	for (int k = 0; k < q->nchildren; k++)
 		if (q->child[k].after_parent)
@@ -1031,8 +1056,13 @@ static void model_rules(struct result *r, enum flip flip)
 		}
 		case PROTO_END:
 			sc = scope_of(&st, m->ctx);
+			/* The victim of an END is its scope's request; a
+			 * ctx never begun has none, so the request whose
+			 * code ended it stands in (docs/DESIGN.md 4). */
 			if (!sc || sc->ended) {
-				add_finding(r, C_MISNEST, i, sc ? sc->root : 0,
+				add_finding(r, C_MISNEST, i,
+					    sc ? sc->root
+					       : request_of(&st, m->cause),
 					    0);
 				break;
 			}
