@@ -3,8 +3,11 @@
  * that ctxleakd writes (daemon/SCHEMA.md).  Every cli*.c file includes it,
  * and only it, for the declarations of the others.  One section per file.
  *
- * The CLI links SQLite and nothing of the daemon: it depends on the schema
- * alone, so that it can be shipped and upgraded on its own.
+ * The CLI links SQLite and libpq and nothing of the daemon: it depends on
+ * the schema alone (a host's, daemon/SCHEMA.md, or the fleet's central one,
+ * docs/CENTRAL.md, which has the same tables), so that it can be shipped
+ * and upgraded on its own.  Commands run their SQL through cli_stmt.c,
+ * never through sqlite3_* or PQ* directly.
  */
 #ifndef CTXLEAK_CLI_H
 #define CTXLEAK_CLI_H
@@ -14,6 +17,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "common.h"
@@ -68,13 +72,19 @@ struct cli {
 	struct cli_filter filter;
 	int nargs; /* positional arguments after the subcommand */
 	char **args;
-	sqlite3 *db;
+	sqlite3 *db;	     /* the host's database, or NULL */
+	PGconn *pg;	     /* the central database, or NULL */
+	unsigned pg_cursors; /* cursors declared: each gets a new name */
+	char pg_error[512];  /* the last PostgreSQL statement's error */
 	FILE *out;
 	struct cli_root *roots; /* every request's root ctx, sorted, once
 				   cli_db_ctx_request needs them */
 	size_t nroots;
 	int roots_loaded;
 };
+
+/* A statement on either database (SQLite or PostgreSQL): cli_stmt.c. */
+struct cli_stmt;
 
 /* A request's root ctx in its process. */
 struct cli_root {
@@ -135,9 +145,6 @@ void cli_db_say_where(const struct cli *c);
 int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t hint,
 			   int64_t ctx);
 void cli_db_close(struct cli *c);
-/* Prepares sql; a failure (a schema we do not know) is reported on stderr
- * and gives NULL. */
-sqlite3_stmt *cli_db_prepare(struct cli *c, const char *sql);
 /* The condition on drops d that its window overlaps --since/--until. */
 #define CLI_DROPS_IN_RANGE                                                     \
 	" AND (:since = 0 OR d.until_ts >= :since)"                            \
@@ -149,20 +156,46 @@ long long cli_db_dropped(struct cli *c);
 /* The filter's process conditions alone (--app, --pid), as below. */
 void cli_db_process_sql(const struct cli_filter *f, char *buf, size_t len);
 /* Binds the filter's values to the named parameters the statement has. */
-void cli_db_bind_filter(sqlite3_stmt *st, const struct cli_filter *f);
+void cli_db_bind_filter(struct cli_stmt *st, const struct cli_filter *f);
 /* " AND ..." conditions on leaks l JOIN processes p for the filter, into
  * buf (bound by cli_db_bind_filter). */
 void cli_db_filter_sql(const struct cli_filter *f, char *buf, size_t len);
 /* The exit code for a command whose selection is where: CLI_EXIT_MATCH when
  * --fail-on is set and matches, else CLI_EXIT_OK (CLI_EXIT_DB on error). */
 int cli_db_fail_exit(struct cli *c, const char *where);
-/* sqlite3_step's end: 0 when rc is SQLITE_DONE, else a message on stderr
- * and CLI_EXIT_DB (a locked or damaged file). */
+/* cli_stmt_step's end: 0 when rc is CLI_STEP_DONE, else a message on
+ * stderr and CLI_EXIT_DB (a locked or damaged file, a lost server). */
 int cli_db_done(struct cli *c, int rc);
-/* Text of a column (NULL when SQL NULL). */
-const char *cli_db_str(sqlite3_stmt *st, int col);
-/* Text of a column with its length (NULL when SQL NULL). */
-const char *cli_db_text(sqlite3_stmt *st, int col, int *len);
+
+/* ------------------------------------------------------------ cli_stmt.c */
+
+/* What cli_stmt_step gives. */
+enum { CLI_STEP_ROW, CLI_STEP_DONE, CLI_STEP_ERROR };
+/* What a column holds (cli_stmt_type). */
+enum { CLI_TYPE_NULL, CLI_TYPE_INT, CLI_TYPE_TEXT };
+
+/* Whether c reads the central PostgreSQL database. */
+int cli_db_is_pg(const struct cli *c);
+/* Prepares sql, with SQLite's parameters (?N, ?, :name); a failure (a
+ * schema we do not know) is reported on stderr and gives NULL.  On
+ * PostgreSQL errors show at the first step instead. */
+struct cli_stmt *cli_db_prepare(struct cli *c, const char *sql);
+/* The index of a named parameter (":app"); 0 when the statement has none. */
+int cli_stmt_param(struct cli_stmt *st, const char *name);
+/* The highest parameter index. */
+int cli_stmt_nparams(struct cli_stmt *st);
+void cli_stmt_bind_int(struct cli_stmt *st, int i, int64_t v);
+/* s must outlive the statement; NULL binds NULL. */
+void cli_stmt_bind_text(struct cli_stmt *st, int i, const char *s);
+/* The next row: CLI_STEP_ROW, CLI_STEP_DONE or CLI_STEP_ERROR. */
+int cli_stmt_step(struct cli_stmt *st);
+void cli_stmt_finalize(struct cli_stmt *st);
+/* A column of the current row: its CLI_TYPE_*, as an integer (0 for
+ * NULL), as text (NULL when SQL NULL), as text with its length. */
+int cli_stmt_type(struct cli_stmt *st, int col);
+long long cli_stmt_int(struct cli_stmt *st, int col);
+const char *cli_db_str(struct cli_stmt *st, int col);
+const char *cli_db_text(struct cli_stmt *st, int col, int *len);
 
 /* ------------------------------------------------------------ cli_time.c */
 
@@ -257,7 +290,7 @@ void cli_json_kts(struct cli_json *j, const char *key, int64_t ns);
 /* A span of ns as a number of microseconds, exactly: "1.250" for 1250. */
 void cli_json_kusec(struct cli_json *j, const char *key, int64_t ns);
 /* A column as it is: null, integer, or string. */
-void cli_json_kcol(struct cli_json *j, const char *key, sqlite3_stmt *st,
+void cli_json_kcol(struct cli_json *j, const char *key, struct cli_stmt *st,
 		   int col);
 
 /* ------------------------------------------------------------ commands */

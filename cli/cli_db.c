@@ -263,26 +263,25 @@ static int cmp_root(const void *a, const void *b)
  * scan it (no index on ctx) once each. */
 static void load_roots(struct cli *c)
 {
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	size_t cap = 0;
 
 	c->roots_loaded = 1;
-	if (sqlite3_prepare_v2(c->db,
-			       "SELECT process_id, ctx, id FROM requests", -1,
-			       &st, NULL) != SQLITE_OK)
+	st = cli_db_prepare(c, "SELECT process_id, ctx, id FROM requests");
+	if (st == NULL)
 		return;
-	while (sqlite3_step(st) == SQLITE_ROW) {
+	while (cli_stmt_step(st) == CLI_STEP_ROW) {
 		if (c->nroots == cap) {
 			cap = cap ? 2 * cap : 1024;
 			c->roots = realloc(c->roots, cap * sizeof(*c->roots));
 			if (c->roots == NULL)
 				abort();
 		}
-		c->roots[c->nroots].process = sqlite3_column_int64(st, 0);
-		c->roots[c->nroots].ctx = sqlite3_column_int64(st, 1);
-		c->roots[c->nroots++].id = sqlite3_column_int64(st, 2);
+		c->roots[c->nroots].process = cli_stmt_int(st, 0);
+		c->roots[c->nroots].ctx = cli_stmt_int(st, 1);
+		c->roots[c->nroots++].id = cli_stmt_int(st, 2);
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	qsort(c->roots, c->nroots, sizeof(*c->roots), cmp_root);
 }
 
@@ -292,17 +291,16 @@ int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t hint,
 	static const char sql[] = "SELECT 1 FROM records WHERE request_id = ?1"
 				  " AND ctx = ?2 AND type = 'BEGIN'";
 	struct cli_root key = {process_id, ctx, 0}, *found;
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	int mine = 0;
 
 	if (ctx == 0)
 		return 0;
-	if (hint &&
-	    sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_int64(st, 1, hint);
-		sqlite3_bind_int64(st, 2, ctx);
-		mine = sqlite3_step(st) == SQLITE_ROW;
-		sqlite3_finalize(st);
+	if (hint && (st = cli_db_prepare(c, sql)) != NULL) {
+		cli_stmt_bind_int(st, 1, hint);
+		cli_stmt_bind_int(st, 2, ctx);
+		mine = cli_stmt_step(st) == CLI_STEP_ROW;
+		cli_stmt_finalize(st);
 		if (mine)
 			return hint;
 	}
@@ -314,38 +312,12 @@ int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t hint,
 	return found ? found->id : 0;
 }
 
-sqlite3_stmt *cli_db_prepare(struct cli *c, const char *sql)
-{
-	sqlite3_stmt *st;
-
-	if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK) {
-		cli_error(CLI_EXIT_DB, "%s: unexpected schema: %s", c->db_path,
-			  sqlite3_errmsg(c->db));
-		return NULL;
-	}
-	return st;
-}
-
 int cli_db_done(struct cli *c, int rc)
 {
-	if (rc == SQLITE_DONE)
+	if (rc == CLI_STEP_DONE)
 		return 0;
 	return cli_error(CLI_EXIT_DB, "cannot read %s: %s", c->db_path,
-			 sqlite3_errmsg(c->db));
-}
-
-const char *cli_db_str(sqlite3_stmt *st, int col)
-{
-	return (const char *)sqlite3_column_text(st, col);
-}
-
-const char *cli_db_text(sqlite3_stmt *st, int col, int *len)
-{
-	/* Text before bytes: sqlite3_column_bytes may convert the value. */
-	const char *s = (const char *)sqlite3_column_text(st, col);
-
-	*len = s ? sqlite3_column_bytes(st, col) : 0;
-	return s;
+			 c->pg ? c->pg_error : sqlite3_errmsg(c->db));
 }
 
 /* " AND l.class IN ('bleed','lost')" for a class mask. */
@@ -397,23 +369,23 @@ void cli_db_process_sql(const struct cli_filter *f, char *buf, size_t len)
 	cli_db_filter_sql(&pf, buf, len);
 }
 
-static void bind_text(sqlite3_stmt *st, const char *name, const char *v)
+static void bind_text(struct cli_stmt *st, const char *name, const char *v)
 {
-	int i = sqlite3_bind_parameter_index(st, name);
+	int i = cli_stmt_param(st, name);
 
 	if (i > 0)
-		sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+		cli_stmt_bind_text(st, i, v);
 }
 
-static void bind_int(sqlite3_stmt *st, const char *name, int64_t v)
+static void bind_int(struct cli_stmt *st, const char *name, int64_t v)
 {
-	int i = sqlite3_bind_parameter_index(st, name);
+	int i = cli_stmt_param(st, name);
 
 	if (i > 0)
-		sqlite3_bind_int64(st, i, v);
+		cli_stmt_bind_int(st, i, v);
 }
 
-void cli_db_bind_filter(sqlite3_stmt *st, const struct cli_filter *f)
+void cli_db_bind_filter(struct cli_stmt *st, const struct cli_filter *f)
 {
 	bind_text(st, ":app", f->app);
 	bind_int(st, ":pid", f->pid);
@@ -428,15 +400,15 @@ void cli_db_bind_filter(sqlite3_stmt *st, const struct cli_filter *f)
  * query fails. */
 static long long filtered_number(struct cli *c, const char *sql)
 {
-	sqlite3_stmt *st = cli_db_prepare(c, sql);
+	struct cli_stmt *st = cli_db_prepare(c, sql);
 	long long n = -1;
 
 	if (st == NULL)
 		return -1;
 	cli_db_bind_filter(st, &c->filter);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	if (cli_stmt_step(st) == CLI_STEP_ROW)
+		n = cli_stmt_int(st, 0);
+	cli_stmt_finalize(st);
 	return n;
 }
 

@@ -11,8 +11,8 @@ struct listing {
 	const char *sql; /* with a %s for the filter's conditions */
 	const struct cli_col *cols;
 	int ncols;
-	void (*json_row)(struct cli_json *j, sqlite3_stmt *st);
-	void (*table_row)(struct cli_table *t, sqlite3_stmt *st);
+	void (*json_row)(struct cli_json *j, struct cli_stmt *st);
+	void (*table_row)(struct cli_table *t, struct cli_stmt *st);
 	const char *empty;
 };
 
@@ -21,7 +21,7 @@ static int run_listing(struct cli *c, const struct listing *l)
 	char where[512], sql[2048];
 	struct cli_table *t = NULL;
 	struct cli_json *j = NULL;
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	int rc, n = 0;
 
 	cli_db_filter_sql(&c->filter, where, sizeof(where));
@@ -33,13 +33,13 @@ static int run_listing(struct cli *c, const struct listing *l)
 		j = cli_json_new(c->out);
 	else
 		t = cli_table_new(c, l->cols, l->ncols);
-	for (; (rc = sqlite3_step(st)) == SQLITE_ROW; n++) {
+	for (; (rc = cli_stmt_step(st)) == CLI_STEP_ROW; n++) {
 		if (j)
 			l->json_row(j, st);
 		else
 			l->table_row(t, st);
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	cli_json_free(j);
 	if (n == 0)
 		cli_db_say_where(c);
@@ -94,7 +94,7 @@ static const char processes_sql[] =
     " WHERE s.process_id = p.id)"
     " FROM processes p WHERE 1%s ORDER BY p.connected_at DESC, p.id DESC";
 
-static void json_process(struct cli_json *j, sqlite3_stmt *st)
+static void json_process(struct cli_json *j, struct cli_stmt *st)
 {
 	static const struct {
 		const char *key;
@@ -124,10 +124,10 @@ static void json_process(struct cli_json *j, sqlite3_stmt *st)
 	cli_json_object(j);
 	for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++)
 		cli_json_kcol(j, cols[i].key, st, cols[i].col);
-	cli_json_kctx(j, "instance", sqlite3_column_int64(st, P_INSTANCE));
-	cli_json_kts(j, "connected_at", sqlite3_column_int64(st, P_CONNECTED));
+	cli_json_kctx(j, "instance", cli_stmt_int(st, P_INSTANCE));
+	cli_json_kts(j, "connected_at", cli_stmt_int(st, P_CONNECTED));
 	cli_json_kts(j, "disconnected_at",
-		     sqlite3_column_int64(st, P_DISCONNECTED));
+		     cli_stmt_int(st, P_DISCONNECTED));
 	cli_json_end(j);
 }
 
@@ -143,7 +143,7 @@ static const struct cli_col process_cols[] = {
     {"CONNECTED", 0},
 };
 
-static void table_process(struct cli_table *t, sqlite3_stmt *st)
+static void table_process(struct cli_table *t, struct cli_stmt *st)
 {
 	char buf[32];
 	const char *recommend = cli_db_str(st, P_RECOMMEND);
@@ -159,7 +159,7 @@ static void table_process(struct cli_table *t, sqlite3_stmt *st)
 			      recommend);
 	for (int col = P_RECORDS; col <= P_LEAKS; col++)
 		cli_table_cell(t, cli_db_str(st, col));
-	cli_table_cell(t, cli_time_short(sqlite3_column_int64(st, P_CONNECTED),
+	cli_table_cell(t, cli_time_short(cli_stmt_int(st, P_CONNECTED),
 					 buf, sizeof(buf)));
 }
 
@@ -192,7 +192,7 @@ static const char sites_sql[] =
     " GROUP BY s.file, s.line, s.func"
     " ORDER BY count(l.id) DESC, s.file, s.line";
 
-static void json_site(struct cli_json *j, sqlite3_stmt *st)
+static void json_site(struct cli_json *j, struct cli_stmt *st)
 {
 	cli_json_object(j);
 	cli_json_kcol(j, "file", st, S_FILE);
@@ -204,7 +204,7 @@ static void json_site(struct cli_json *j, sqlite3_stmt *st)
 	cli_json_object(j);
 	for (int i = 0; i < CLI_CLASS_COUNT; i++)
 		cli_json_kint(j, cli_class_names[i],
-			      sqlite3_column_int64(st, S_CLASS0 + i));
+			      cli_stmt_int(st, S_CLASS0 + i));
 	cli_json_end(j);
 	cli_json_end(j);
 }
@@ -215,18 +215,18 @@ static const struct cli_col site_cols[] = {
     {"CLASSES", CLI_COL_SHRINK},
 };
 
-static void table_site(struct cli_table *t, sqlite3_stmt *st)
+static void table_site(struct cli_table *t, struct cli_stmt *st)
 {
 	char classes[256] = "";
 	size_t n = 0;
 
-	cli_table_cellf(t, "%s:%d", sqlite3_column_text(st, S_FILE),
-			sqlite3_column_int(st, S_LINE));
+	cli_table_cellf(t, "%s:%d", cli_db_str(st, S_FILE),
+			(int)cli_stmt_int(st, S_LINE));
 	cli_table_cell(t, cli_db_str(st, S_FUNC));
 	cli_table_cell(t, cli_db_str(st, S_PROCS));
 	cli_table_cell(t, cli_db_str(st, S_LEAKS));
 	for (int i = 0; i < CLI_CLASS_COUNT; i++) {
-		long long k = sqlite3_column_int64(st, S_CLASS0 + i);
+		long long k = cli_stmt_int(st, S_CLASS0 + i);
 
 		if (k && n < sizeof(classes))
 			n += snprintf(classes + n, sizeof(classes) - n,

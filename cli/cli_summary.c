@@ -35,11 +35,11 @@ static const struct breakdown breakdowns[] = {
 };
 
 /* SELECT what over the selection's findings, then tail (GROUP BY...). */
-static sqlite3_stmt *prepare_filtered(struct cli *c, const char *what,
+static struct cli_stmt *prepare_filtered(struct cli *c, const char *what,
 				      const char *where, const char *tail)
 {
 	char sql[2048];
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 
 	snprintf(sql, sizeof(sql), "SELECT %s%s%s%s", what, leaks_from, where,
 		 tail);
@@ -56,7 +56,7 @@ static int print_breakdown(struct cli *c, struct cli_json *j,
 				       {"FINDINGS", CLI_COL_RIGHT}};
 	char what[256], tail[256];
 	struct cli_table *t = NULL;
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	int rc;
 
 	snprintf(what, sizeof(what), "%s, count(*)", b->expr);
@@ -70,7 +70,7 @@ static int print_breakdown(struct cli *c, struct cli_json *j,
 	} else {
 		t = cli_table_new(c, cols, 2);
 	}
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW) {
 		if (j) {
 			cli_json_object(j);
 			cli_json_kcol(j, b->key, st, 0);
@@ -85,7 +85,7 @@ static int print_breakdown(struct cli *c, struct cli_json *j,
 			cli_table_cell(t, cli_db_str(st, 1));
 		}
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	if (j) {
 		cli_json_end(j);
 	} else {
@@ -98,12 +98,12 @@ static int print_breakdown(struct cli *c, struct cli_json *j,
 
 static long long count_of(struct cli *c, const char *what, const char *where)
 {
-	sqlite3_stmt *st = prepare_filtered(c, what, where, "");
+	struct cli_stmt *st = prepare_filtered(c, what, where, "");
 	long long n = -1;
 
-	if (st && sqlite3_step(st) == SQLITE_ROW)
-		n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	if (st && cli_stmt_step(st) == CLI_STEP_ROW)
+		n = cli_stmt_int(st, 0);
+	cli_stmt_finalize(st);
 	return n;
 }
 
@@ -161,16 +161,16 @@ static const char what_if_sites_sql[] =
     " ON s.id = w.site_id WHERE w.process_id = ?1 AND w.backend = ?2"
     " GROUP BY w.site_id ORDER BY 2 DESC, 1 LIMIT 2";
 
-static sqlite3_stmt *prepare_storage(struct cli *c, const char *sql,
+static struct cli_stmt *prepare_storage(struct cli *c, const char *sql,
 				     long long id, const char *backend)
 {
-	sqlite3_stmt *st = cli_db_prepare(c, sql);
+	struct cli_stmt *st = cli_db_prepare(c, sql);
 
 	if (st == NULL)
 		return NULL;
-	sqlite3_bind_int64(st, 1, id);
+	cli_stmt_bind_int(st, 1, id);
 	if (backend)
-		sqlite3_bind_text(st, 2, backend, -1, SQLITE_STATIC);
+		cli_stmt_bind_text(st, 2, backend);
 	return st;
 }
 
@@ -178,7 +178,7 @@ static sqlite3_stmt *prepare_storage(struct cli *c, const char *sql,
 static int read_storage(struct cli *c, long long id, const char *backend,
 			struct storage *out)
 {
-	sqlite3_stmt *st = prepare_storage(
+	struct cli_stmt *st = prepare_storage(
 	    c, backend ? what_if_sql : counts_sql, id, backend);
 	size_t len = 0;
 	int rc, k;
@@ -186,23 +186,23 @@ static int read_storage(struct cli *c, long long id, const char *backend,
 	memset(out, 0, sizeof(*out));
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW)
 		if ((k = class_index(cli_db_str(st, 0))) >= 0)
-			out->n[k] = sqlite3_column_int64(st, 1);
-	sqlite3_finalize(st);
+			out->n[k] = cli_stmt_int(st, 1);
+	cli_stmt_finalize(st);
 	if ((rc = cli_db_done(c, rc)) != 0)
 		return rc;
 	st = prepare_storage(c, backend ? what_if_sites_sql : sites_sql, id,
 			     backend);
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && len < sizeof(out->sites))
+	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW && len < sizeof(out->sites))
 		len += (size_t)snprintf(out->sites + len,
 					sizeof(out->sites) - len, "%s%s (%lld)",
 					len ? ", " : "", cli_db_str(st, 0),
-					sqlite3_column_int64(st, 1));
-	sqlite3_finalize(st);
-	return cli_db_done(c, rc == SQLITE_ROW ? SQLITE_DONE : rc);
+					cli_stmt_int(st, 1));
+	cli_stmt_finalize(st);
+	return cli_db_done(c, rc == CLI_STEP_ROW ? CLI_STEP_DONE : rc);
 }
 
 static void storage_row(struct cli_table *t, const char *name,
@@ -360,21 +360,21 @@ static void recommend_line(struct cli *c, const char *ran,
 	cli_print_wrapped(c, clean ? CLI_STYLE_GREEN : CLI_STYLE_RED, 2, line);
 }
 
-static int model_lines(struct cli *c, sqlite3_stmt *st)
+static int model_lines(struct cli *c, struct cli_stmt *st)
 {
-	long long id = sqlite3_column_int64(st, 0);
+	long long id = cli_stmt_int(st, 0);
 	const char *app = cli_db_str(st, 2);
 	const char *backend = cli_db_str(st, 3);
 	const char *model = cli_db_str(st, 4);
 	const char *recommend = cli_db_str(st, 5);
 	const char *evidence = cli_db_str(st, 6);
-	int what_if = sqlite3_column_int(st, 7);
+	int what_if = (int)cli_stmt_int(st, 7);
 	struct storage own;
 	char line[512];
 	int rc;
 
 	snprintf(line, sizeof(line), "pid %lld (%s): ran with %s, model %s",
-		 sqlite3_column_int64(st, 1), app ? app : "-",
+		 cli_stmt_int(st, 1), app ? app : "-",
 		 backend ? backend : "unknown",
 		 model ? model : "not inferred yet");
 	cli_print_wrapped(c, CLI_STYLE_BOLD, 0, line);
@@ -403,10 +403,10 @@ static void json_classes(struct cli_json *j, const char *key,
 	cli_json_end(j);
 }
 
-static int model_json(struct cli *c, struct cli_json *j, sqlite3_stmt *st)
+static int model_json(struct cli *c, struct cli_json *j, struct cli_stmt *st)
 {
 	static const char *const keys[] = {"pid", "app", "backend", "model"};
-	long long id = sqlite3_column_int64(st, 0);
+	long long id = cli_stmt_int(st, 0);
 	const char *recommend = cli_db_str(st, 5);
 	struct storage sg;
 	int rc;
@@ -418,7 +418,7 @@ static int model_json(struct cli *c, struct cli_json *j, sqlite3_stmt *st)
 		return rc;
 	json_classes(j, "observed", &sg);
 	cli_json_key(j, "what_if");
-	if (sqlite3_column_int(st, 7)) {
+	if ((int)cli_stmt_int(st, 7)) {
 		cli_json_object(j);
 		for (int b = 0; b < BACKENDS; b++) {
 			if ((rc = read_storage(c, id, backend_names[b],
@@ -445,7 +445,7 @@ static int model_json(struct cli *c, struct cli_json *j, sqlite3_stmt *st)
 static int print_models(struct cli *c, struct cli_json *j, const char *where)
 {
 	char sql[sizeof(models_sql) + 512];
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	int rc, n = 0, err = 0;
 
 	snprintf(sql, sizeof(sql), models_sql, where);
@@ -456,9 +456,9 @@ static int print_models(struct cli *c, struct cli_json *j, const char *where)
 		cli_json_key(j, "processes");
 		cli_json_array(j);
 	}
-	for (; !err && (rc = sqlite3_step(st)) == SQLITE_ROW; n++)
+	for (; !err && (rc = cli_stmt_step(st)) == CLI_STEP_ROW; n++)
 		err = j ? model_json(c, j, st) : model_lines(c, st);
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	if (err)
 		return err;
 	if (j)
@@ -478,27 +478,27 @@ static const char drops_sql[] =
     " AND (:until = 0 OR d.since_ts <= :until)"
     " ORDER BY d.since_ts";
 
-static void drop_line(struct cli *c, sqlite3_stmt *st)
+static void drop_line(struct cli *c, struct cli_stmt *st)
 {
 	char since[64], until[64], line[256];
 
 	snprintf(line, sizeof(line),
 		 "pid %lld dropped %lld records between %s and %s: counts "
 		 "may be incomplete",
-		 sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 2),
-		 cli_time_rfc3339(sqlite3_column_int64(st, 3), since, 64),
-		 cli_time_rfc3339(sqlite3_column_int64(st, 4), until, 64));
+		 cli_stmt_int(st, 0), cli_stmt_int(st, 2),
+		 cli_time_rfc3339(cli_stmt_int(st, 3), since, 64),
+		 cli_time_rfc3339(cli_stmt_int(st, 4), until, 64));
 	cli_print_wrapped(c, CLI_STYLE_YELLOW, 0, line);
 }
 
-static void drop_json(struct cli_json *j, sqlite3_stmt *st)
+static void drop_json(struct cli_json *j, struct cli_stmt *st)
 {
 	cli_json_object(j);
 	cli_json_kcol(j, "pid", st, 0);
 	cli_json_kcol(j, "app", st, 1);
 	cli_json_kcol(j, "dropped", st, 2);
-	cli_json_kts(j, "since", sqlite3_column_int64(st, 3));
-	cli_json_kts(j, "until", sqlite3_column_int64(st, 4));
+	cli_json_kts(j, "since", cli_stmt_int(st, 3));
+	cli_json_kts(j, "until", cli_stmt_int(st, 4));
 	cli_json_end(j);
 }
 
@@ -513,7 +513,7 @@ static const char outages_sql[] =
     " AND (:until = 0 OR r.stopped_at <= :until)"
     " ORDER BY r.stopped_at";
 
-static void outage_line(struct cli *c, sqlite3_stmt *st)
+static void outage_line(struct cli *c, struct cli_stmt *st)
 {
 	char since[64], until[64], line[320];
 
@@ -522,18 +522,18 @@ static void outage_line(struct cli *c, sqlite3_stmt *st)
 		 "daemon listened until %s: clients that ended then may have "
 		 "lost records and drops uncounted, so counts may be "
 		 "incomplete",
-		 sqlite3_column_int64(st, 0),
-		 cli_time_rfc3339(sqlite3_column_int64(st, 1), since, 64),
-		 cli_time_rfc3339(sqlite3_column_int64(st, 2), until, 64));
+		 cli_stmt_int(st, 0),
+		 cli_time_rfc3339(cli_stmt_int(st, 1), since, 64),
+		 cli_time_rfc3339(cli_stmt_int(st, 2), until, 64));
 	cli_print_wrapped(c, CLI_STYLE_YELLOW, 0, line);
 }
 
-static void outage_json(struct cli_json *j, sqlite3_stmt *st)
+static void outage_json(struct cli_json *j, struct cli_stmt *st)
 {
 	cli_json_object(j);
 	cli_json_kcol(j, "daemon_pid", st, 0);
-	cli_json_kts(j, "since", sqlite3_column_int64(st, 1));
-	cli_json_kts(j, "until", sqlite3_column_int64(st, 2));
+	cli_json_kts(j, "since", cli_stmt_int(st, 1));
+	cli_json_kts(j, "until", cli_stmt_int(st, 2));
 	cli_json_end(j);
 }
 
@@ -544,7 +544,7 @@ static const char vanished_sql[] =
     " AND (:since = 0 OR p.disconnected_at >= :since)"
     " AND (:until = 0 OR p.connected_at <= :until) ORDER BY p.id";
 
-static void vanished_line(struct cli *c, sqlite3_stmt *st)
+static void vanished_line(struct cli *c, struct cli_stmt *st)
 {
 	char at[64], line[320];
 
@@ -552,21 +552,21 @@ static void vanished_line(struct cli *c, sqlite3_stmt *st)
 		 "pid %lld (%s) ended without closing the library (killed?) "
 		 "at %s: records and drops it still held are lost uncounted, "
 		 "so counts may be incomplete",
-		 sqlite3_column_int64(st, 0),
-		 sqlite3_column_text(st, 1)
-		     ? (const char *)sqlite3_column_text(st, 1)
+		 cli_stmt_int(st, 0),
+		 cli_db_str(st, 1)
+		     ? (const char *)cli_db_str(st, 1)
 		     : "?",
-		 cli_time_rfc3339(sqlite3_column_int64(st, 2), at, 64));
+		 cli_time_rfc3339(cli_stmt_int(st, 2), at, 64));
 	cli_print_wrapped(c, CLI_STYLE_YELLOW, 0, line);
 }
 
-static void vanished_json(struct cli_json *j, sqlite3_stmt *st)
+static void vanished_json(struct cli_json *j, struct cli_stmt *st)
 {
 	cli_json_object(j);
 	cli_json_kcol(j, "pid", st, 0);
 	cli_json_kcol(j, "app", st, 1);
 	cli_json_kbool(j, "vanished", 1);
-	cli_json_kts(j, "until", sqlite3_column_int64(st, 2));
+	cli_json_kts(j, "until", cli_stmt_int(st, 2));
 	cli_json_end(j);
 }
 
@@ -575,39 +575,39 @@ static int print_vanished(struct cli *c, struct cli_json *j,
 			  const char *where, int *n)
 {
 	char sql[sizeof(vanished_sql) + 512];
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	int rc;
 
 	snprintf(sql, sizeof(sql), vanished_sql, where);
 	if ((st = cli_db_prepare(c, sql)) == NULL)
 		return CLI_EXIT_DB;
 	cli_db_bind_filter(st, &c->filter);
-	for (; (rc = sqlite3_step(st)) == SQLITE_ROW; ++*n) {
+	for (; (rc = cli_stmt_step(st)) == CLI_STEP_ROW; ++*n) {
 		if (j)
 			vanished_json(j, st);
 		else
 			vanished_line(c, st);
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	return cli_db_done(c, rc);
 }
 
 /* Prints the outages into the open "incomplete" list; adds them to *n. */
 static int print_outages(struct cli *c, struct cli_json *j, int *n)
 {
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	int rc;
 
 	if ((st = cli_db_prepare(c, outages_sql)) == NULL)
 		return CLI_EXIT_DB;
 	cli_db_bind_filter(st, &c->filter);
-	for (; (rc = sqlite3_step(st)) == SQLITE_ROW; ++*n) {
+	for (; (rc = cli_stmt_step(st)) == CLI_STEP_ROW; ++*n) {
 		if (j)
 			outage_json(j, st);
 		else
 			outage_line(c, st);
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	return cli_db_done(c, rc);
 }
 
@@ -616,7 +616,7 @@ static int print_drops(struct cli *c, struct cli_json *j, const char *where,
 		       int *n)
 {
 	char sql[sizeof(drops_sql) + 512];
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	int rc;
 
 	snprintf(sql, sizeof(sql), drops_sql, where);
@@ -627,13 +627,13 @@ static int print_drops(struct cli *c, struct cli_json *j, const char *where,
 		cli_json_key(j, "incomplete");
 		cli_json_array(j);
 	}
-	for (*n = 0; (rc = sqlite3_step(st)) == SQLITE_ROW; ++*n) {
+	for (*n = 0; (rc = cli_stmt_step(st)) == CLI_STEP_ROW; ++*n) {
 		if (j)
 			drop_json(j, st);
 		else
 			drop_line(c, st);
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	rc = cli_db_done(c, rc);
 	if (rc == 0)
 		rc = print_outages(c, j, n);
