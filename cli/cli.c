@@ -130,6 +130,25 @@ static const struct cli_cmd commands[] = {
      CLI_OPT_FORMAT | CLI_OPT_CLASS | CLI_OPT_APP | CLI_OPT_PID |
 	 CLI_OPT_REQUEST | CLI_OPT_SITE | CLI_OPT_TIME,
      0, 0, cli_export},
+    {"forward", "copy findings to a central PostgreSQL database",
+     "usage: ctxleak [OPTIONS] forward --to URL [--once] [--host NAME]\n"
+     "                                 [--interval SEC]\n"
+     "\n"
+     "Copies what a fleet needs from the local database (--db, read-only)\n"
+     "into a PostgreSQL database shared by many hosts: processes,\n"
+     "findings, the requests and sites they name, clean-request counts,\n"
+     "what-if counts, drop windows and daemon runs.  Each batch commits\n"
+     "with its cursor, so that a restart or a lost connection neither\n"
+     "loses nor repeats a row.  Creates and migrates the central schema.\n"
+     "\n"
+     "  --to URL               the central database: postgresql://... or\n"
+     "                         libpq's \"key=value ...\" form\n"
+     "  --once                 forward what is there, then exit (else poll\n"
+     "                         until stopped)\n"
+     "  --host NAME            the name this host's rows carry (default:\n"
+     "                         the host name)\n"
+     "  --interval SEC         seconds between passes (default 5)\n",
+     CLI_OPT_FORWARD | CLI_OPT_HOST, 0, 0, cli_forward},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -254,6 +273,10 @@ enum {
 	OPT_ALL,
 	OPT_HTML,
 	OPT_FORMAT,
+	OPT_HOST,
+	OPT_TO,
+	OPT_ONCE,
+	OPT_INTERVAL,
 };
 
 static const struct option long_options[] = {
@@ -276,6 +299,10 @@ static const struct option long_options[] = {
     {"all", no_argument, NULL, OPT_ALL},
     {"html", required_argument, NULL, OPT_HTML},
     {"format", required_argument, NULL, OPT_FORMAT},
+    {"host", required_argument, NULL, OPT_HOST},
+    {"to", required_argument, NULL, OPT_TO},
+    {"once", no_argument, NULL, OPT_ONCE},
+    {"interval", required_argument, NULL, OPT_INTERVAL},
     {NULL, 0, NULL, 0},
 };
 
@@ -304,6 +331,12 @@ static unsigned option_bit(int opt)
 		return CLI_OPT_HTML;
 	case OPT_FORMAT:
 		return CLI_OPT_FORMAT;
+	case OPT_HOST:
+		return CLI_OPT_HOST;
+	case OPT_TO:
+	case OPT_ONCE:
+	case OPT_INTERVAL:
+		return CLI_OPT_FORWARD;
 	}
 	return 0;
 }
@@ -407,6 +440,25 @@ static int parse_filter_option(struct cli *c, int opt, char *arg)
 			    "chrome-trace",
 			    arg);
 		c->format = arg;
+		return 0;
+	case OPT_HOST:
+		if (*arg == '\0')
+			return cli_error(CLI_EXIT_USAGE, "empty --host");
+		f->host = arg;
+		return 0;
+	case OPT_TO:
+		c->to = arg;
+		return 0;
+	case OPT_ONCE:
+		c->once = 1;
+		return 0;
+	case OPT_INTERVAL:
+		if (parse_number(arg, 1, &n) < 0 || n > 86400)
+			return cli_error(CLI_EXIT_USAGE,
+					 "bad --interval '%s' (1 to 86400 "
+					 "seconds)",
+					 arg);
+		c->interval = (int)n;
 		return 0;
 	}
 	return CLI_EXIT_USAGE;

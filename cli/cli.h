@@ -57,6 +57,7 @@ struct cli_filter {
 	long site_line;	      /* 0: any */
 	int64_t since, until; /* wall-clock ns; 0: unbounded */
 	long limit;	      /* -1: the subcommand's default */
+	const char *host;     /* --host NAME: forward's name for this host */
 };
 
 struct cli {
@@ -70,7 +71,10 @@ struct cli {
 	enum cli_color color_mode;
 	int color; /* resolved: emit escape codes */
 	struct cli_filter filter;
-	int nargs; /* positional arguments after the subcommand */
+	const char *to; /* forward --to: the central database */
+	int once;	/* forward --once: one pass, then exit */
+	int interval;	/* forward --interval: seconds between passes */
+	int nargs;	/* positional arguments after the subcommand */
 	char **args;
 	sqlite3 *db;	     /* the host's database, or NULL */
 	PGconn *pg;	     /* the central database, or NULL */
@@ -114,6 +118,8 @@ enum {
 	CLI_OPT_ALL = 1 << 7,	 /* --all */
 	CLI_OPT_HTML = 1 << 8,	 /* --html FILE */
 	CLI_OPT_FORMAT = 1 << 9, /* --format NAME */
+	CLI_OPT_HOST = 1 << 10,	 /* --host NAME */
+	CLI_OPT_FORWARD = 1 << 11, /* --to URL, --once, --interval SEC */
 };
 
 /* "ctxleak: ..." on stderr; returns code so that callers can return it. */
@@ -293,6 +299,35 @@ void cli_json_kusec(struct cli_json *j, const char *key, int64_t ns);
 void cli_json_kcol(struct cli_json *j, const char *key, struct cli_stmt *st,
 		   int col);
 
+/* ------------------------------------------------------------ cli_pg.c */
+
+/* The central schema version this CLI writes and reads
+ * (docs/CENTRAL.md). */
+#define CLI_PG_SCHEMA_VERSION 1
+/* A central id is source_id * CLI_PG_ID_SPAN + the local id. */
+#define CLI_PG_ID_SPAN 1000000000000ll
+
+/* Whether s names a PostgreSQL database rather than a file: a
+ * postgresql:// (or postgres://) URL, or libpq's "key=value ..." form. */
+int cli_pg_is_url(const char *s);
+/* Connects to conninfo (a URL or key=value string) with timeouts that
+ * notice a server gone within a minute; check PQstatus. */
+PGconn *cli_pg_connect(const char *conninfo, const char *application);
+/* Creates or migrates the central schema to CLI_PG_SCHEMA_VERSION, in one
+ * transaction; refuses a newer one.  0, or -1 with the reason in err. */
+int cli_pg_migrate(PGconn *pg, char *err, size_t len);
+/* For readers: 0 when the schema is the one this CLI reads, else one line
+ * on stderr naming where, and CLI_EXIT_DB. */
+int cli_pg_check_schema(PGconn *pg, const char *where);
+/* Runs sql (no parameters, any number of statements): 0 or -1. */
+int cli_pg_exec(PGconn *pg, const char *sql);
+/* Runs sql with n text parameters; the result, or NULL on failure
+ * (cli_pg_message says why). */
+PGresult *cli_pg_query(PGconn *pg, const char *sql, int n,
+		       const char *const *params);
+/* The connection's last error on one line (a static buffer). */
+const char *cli_pg_message(PGconn *pg);
+
 /* ------------------------------------------------------------ commands */
 
 int cli_leaks(struct cli *c);	  /* cli_leaks.c */
@@ -301,6 +336,7 @@ int cli_summary(struct cli *c);	  /* cli_summary.c */
 int cli_processes(struct cli *c); /* cli_list.c */
 int cli_sites(struct cli *c);	  /* cli_list.c */
 int cli_export(struct cli *c);	  /* cli_export.c */
+int cli_forward(struct cli *c);	  /* cli_forward.c */
 
 /* The ids of the requests involved with request ?1, itself included: the
  * other side of its findings, those whose context its records carried or
