@@ -78,6 +78,7 @@ struct cli {
 	char **args;
 	sqlite3 *db;	     /* the host's database, or NULL */
 	PGconn *pg;	     /* the central database, or NULL */
+	const char *pg_url;  /* its connection string, password and all */
 	unsigned pg_cursors; /* cursors declared: each gets a new name */
 	char pg_error[512];  /* the last PostgreSQL statement's error */
 	FILE *out;
@@ -159,7 +160,8 @@ void cli_db_close(struct cli *c);
  * in its time range: when nonzero, no count over it is complete.  -1 on
  * error. */
 long long cli_db_dropped(struct cli *c);
-/* The filter's process conditions alone (--app, --pid), as below. */
+/* The filter's process conditions alone (--app, --pid, --host), as
+ * below. */
 void cli_db_process_sql(const struct cli_filter *f, char *buf, size_t len);
 /* Binds the filter's values to the named parameters the statement has. */
 void cli_db_bind_filter(struct cli_stmt *st, const struct cli_filter *f);
@@ -180,8 +182,24 @@ enum { CLI_STEP_ROW, CLI_STEP_DONE, CLI_STEP_ERROR };
 /* What a column holds (cli_stmt_type). */
 enum { CLI_TYPE_NULL, CLI_TYPE_INT, CLI_TYPE_TEXT };
 
+/* A central id is source_id * 10^12 + the local id (docs/CENTRAL.md): the
+ * first id past the source of id, in SQL, on both databases (a local id is
+ * under 10^12). */
+#define CLI_ID_SPAN_SQL "1000000000000"
+#define CLI_SOURCE_END_SQL(id)                                                 \
+	"((" id ") / " CLI_ID_SPAN_SQL " + 1) * " CLI_ID_SPAN_SQL
+
 /* Whether c reads the central PostgreSQL database. */
 int cli_db_is_pg(const struct cli *c);
+/* SQL for the name of the host of processes p: a subquery on the central
+ * database, NULL on a host's own. */
+#define CLI_HOST_OF_P "(SELECT hp.name FROM hosts hp WHERE hp.id = p.host_id)"
+const char *cli_db_host_sql(const struct cli *c);
+/* The --host condition on a source id column (central only). */
+#define CLI_HOST_SOURCES(col)                                                  \
+	" AND " col " IN (SELECT hs.id FROM sources hs JOIN hosts hh ON"       \
+	" hh.id = hs.host_id WHERE hh.name = ANY(string_to_array(:host,"       \
+	" ',')))"
 /* Prepares sql, with SQLite's parameters (?N, ?, :name); a failure (a
  * schema we do not know) is reported on stderr and gives NULL.  On
  * PostgreSQL errors show at the first step instead. */
@@ -335,6 +353,7 @@ int cli_show(struct cli *c);	  /* cli_show.c */
 int cli_summary(struct cli *c);	  /* cli_summary.c */
 int cli_processes(struct cli *c); /* cli_list.c */
 int cli_sites(struct cli *c);	  /* cli_list.c */
+int cli_hosts(struct cli *c);	  /* cli_hosts.c */
 int cli_export(struct cli *c);	  /* cli_export.c */
 int cli_forward(struct cli *c);	  /* cli_forward.c */
 

@@ -200,6 +200,47 @@ static int open_db(struct cli *c, const char *name, int flags)
 	return err;
 }
 
+/* The URL without its password ("postgresql://u:secret@h/db" as
+ * "postgresql://u@h/db"), for every message that names the database. */
+static const char *shown_url(const char *url, char *buf, size_t len)
+{
+	const char *user = strstr(url, "://");
+	const char *at = user ? strchr(user + 3, '@') : NULL;
+	const char *colon = user ? strchr(user + 3, ':') : NULL;
+
+	if (at == NULL || colon == NULL || colon > at)
+		return url;
+	snprintf(buf, len, "%.*s%s", (int)(colon - url), url, at);
+	return buf;
+}
+
+/*
+ * The central database (docs/CENTRAL.md): connected with the forwarder's
+ * settings, its schema version checked, then one read-only transaction for
+ * the whole command, REPEATABLE READ: every statement sees the same
+ * snapshot, as a reader of the SQLite file does while the daemon writes
+ * (and as cursors need).
+ */
+static int open_pg(struct cli *c)
+{
+	static char shown[4096];
+	int rc;
+
+	c->db_path = shown_url(c->db_path, shown, sizeof(shown));
+	c->pg = cli_pg_connect(c->pg_url, "ctxleak");
+	if (PQstatus(c->pg) != CONNECTION_OK)
+		rc = cli_error(CLI_EXIT_DB, "cannot connect to %s: %s",
+			       c->db_path, cli_pg_message(c->pg));
+	else if ((rc = cli_pg_check_schema(c->pg, c->db_path)) == 0 &&
+		 cli_pg_exec(c->pg, "BEGIN ISOLATION LEVEL REPEATABLE READ,"
+				    " READ ONLY") < 0)
+		rc = cli_error(CLI_EXIT_DB, "cannot read %s: %s", c->db_path,
+			       cli_pg_message(c->pg));
+	if (rc)
+		cli_db_close(c);
+	return rc;
+}
+
 /*
  * A reader of a WAL database needs its -shm file, and to create it when
  * it is missing: a user allowed to read the file but not to write in its
@@ -211,9 +252,13 @@ int cli_db_open(struct cli *c)
 {
 	char uri[8192];
 	long long tables = 0;
-	int rc = check_file(c->db_path), err;
+	int rc, err;
 
-	if (rc)
+	if (cli_pg_is_url(c->db_path)) {
+		c->pg_url = c->db_path;
+		return open_pg(c);
+	}
+	if ((rc = check_file(c->db_path)) != 0)
 		return rc;
 	err = open_db(c, c->db_path, 0);
 	if (err == SQLITE_OK)
@@ -244,6 +289,9 @@ void cli_db_close(struct cli *c)
 {
 	sqlite3_close(c->db);
 	c->db = NULL;
+	/* The transaction only read: ending the session ends it. */
+	PQfinish(c->pg);
+	c->pg = NULL;
 	free(c->roots);
 	c->roots = NULL;
 	c->nroots = 0;
@@ -352,11 +400,16 @@ void cli_db_filter_sql(const struct cli_filter *f, char *buf, size_t len)
 	ADD(f->pid, " AND p.pid = :pid");
 	ADD(f->request,
 	    " AND (l.victim_name = :request OR l.source_name = :request)");
-	/* FILE matches the whole path or its last components. */
+	/* FILE matches the whole path or its last components (a start
+	 * counted from the left: PostgreSQL's substr takes no negative
+	 * one). */
 	ADD(f->site_file,
 	    " AND l.site_id IN (SELECT id FROM sites WHERE (file = :file OR "
-	    "substr(file, -length(:file) - 1) = '/' || :file) AND (:line = 0 "
-	    "OR line = :line))");
+	    "substr(file, length(file) - length(:file)) = '/' || :file) AND "
+	    "(:line = 0 OR line = :line))");
+	/* A comma list of names; only the central database has hosts. */
+	ADD(f->host, " AND p.host_id IN (SELECT hf.id FROM hosts hf WHERE"
+		     " hf.name = ANY(string_to_array(:host, ',')))");
 	ADD(f->since, " AND l.ts >= :since");
 	ADD(f->until, " AND l.ts <= :until");
 #undef ADD
@@ -364,7 +417,7 @@ void cli_db_filter_sql(const struct cli_filter *f, char *buf, size_t len)
 
 void cli_db_process_sql(const struct cli_filter *f, char *buf, size_t len)
 {
-	struct cli_filter pf = {.app = f->app, .pid = f->pid};
+	struct cli_filter pf = {.app = f->app, .pid = f->pid, .host = f->host};
 
 	cli_db_filter_sql(&pf, buf, len);
 }
@@ -390,6 +443,7 @@ void cli_db_bind_filter(struct cli_stmt *st, const struct cli_filter *f)
 	bind_text(st, ":app", f->app);
 	bind_int(st, ":pid", f->pid);
 	bind_text(st, ":request", f->request);
+	bind_text(st, ":host", f->host);
 	bind_text(st, ":file", f->site_file);
 	bind_int(st, ":line", f->site_line);
 	bind_int(st, ":since", f->since);
@@ -420,7 +474,7 @@ static long long fail_count(struct cli *c, const char *where)
 	class_sql(c->fail_on, classes, sizeof(classes));
 	snprintf(sql, sizeof(sql),
 		 "SELECT count(*) FROM leaks l JOIN processes p ON p.id = "
-		 "l.process_id WHERE 1%s%s",
+		 "l.process_id WHERE 1 = 1%s%s",
 		 where, classes);
 	return filtered_number(c, sql);
 }
@@ -432,7 +486,7 @@ long long cli_db_dropped(struct cli *c)
 	cli_db_process_sql(&c->filter, where, sizeof(where));
 	snprintf(sql, sizeof(sql),
 		 "SELECT coalesce(sum(d.count), 0) FROM drops d JOIN processes"
-		 " p ON p.id = d.process_id WHERE 1%s" CLI_DROPS_IN_RANGE,
+		 " p ON p.id = d.process_id WHERE 1 = 1%s" CLI_DROPS_IN_RANGE,
 		 where);
 	return filtered_number(c, sql);
 }

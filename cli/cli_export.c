@@ -157,8 +157,8 @@ static void request_args(struct export *x, struct cli_stmt *st)
 	cli_json_key(x->j, "args");
 	cli_json_object(x->j);
 	cli_json_kstr(x->j, "request",
-		      cli_request_label(cli_stmt_int(st, B_REQ), name,
-					len, label, sizeof(label)));
+		      cli_request_label(cli_stmt_int(st, B_REQ), name, len,
+					label, sizeof(label)));
 	cli_json_kcol(x->j, "request_id", st, B_REQ);
 	cli_json_kctx(x->j, "ctx", cli_stmt_int(st, B_CTX));
 }
@@ -179,8 +179,7 @@ static void scope_event(struct export *x, struct cli_stmt *st)
 	cli_json_kusec(x->j, "dur", end > begin ? end - begin : 0);
 	request_args(x, st);
 	cli_json_kbool(x->j, "ended", ended);
-	if (ended && cli_stmt_int(st, B_END_TID) !=
-			 cli_stmt_int(st, B_TID))
+	if (ended && cli_stmt_int(st, B_END_TID) != cli_stmt_int(st, B_TID))
 		cli_json_kcol(x->j, "end_tid", st, B_END_TID);
 	cli_json_end(x->j);
 	cli_json_end(x->j);
@@ -192,16 +191,16 @@ static void mark_event(struct export *x, struct cli_stmt *st)
 
 	cli_record_str(cli_db_str(st, B_TYPE), cli_db_str(st, B_NAME),
 		       cli_db_str(st, B_VALUE), what, sizeof(what));
-	event_head(x, what, "record", "i", cli_stmt_int(st, B_TS), st,
-		   B_PID, B_TID);
+	event_head(x, what, "record", "i", cli_stmt_int(st, B_TS), st, B_PID,
+		   B_TID);
 	cli_json_kstr(x->j, "s", "t");
 	request_args(x, st);
 	cli_json_end(x->j);
 	cli_json_end(x->j);
 }
 
-static void request_member(struct export *x, const char *key, struct cli_stmt *st,
-			   int col)
+static void request_member(struct export *x, const char *key,
+			   struct cli_stmt *st, int col)
 {
 	char label[512], idkey[32];
 	int len;
@@ -211,9 +210,8 @@ static void request_member(struct export *x, const char *key, struct cli_stmt *s
 		cli_json_kstr(x->j, key, NULL);
 	} else {
 		cli_json_kstr(x->j, key,
-			      cli_request_label(cli_stmt_int(st, col),
-						name, len, label,
-						sizeof(label)));
+			      cli_request_label(cli_stmt_int(st, col), name,
+						len, label, sizeof(label)));
 	}
 	snprintf(idkey, sizeof(idkey), "%s_request", key);
 	cli_json_kcol(x->j, idkey, st, col);
@@ -227,8 +225,8 @@ static void finding_event(struct export *x, struct cli_stmt *st)
 	cli_record_str(cli_db_str(st, F_RECORD), cli_db_str(st, F_NAME),
 		       cli_db_str(st, F_VALUE), what, sizeof(what));
 	snprintf(name, sizeof(name), "%s: %s", cls ? cls : "?", what);
-	event_head(x, name, "finding", "i", cli_stmt_int(st, F_TS), st,
-		   F_PID, F_TID);
+	event_head(x, name, "finding", "i", cli_stmt_int(st, F_TS), st, F_PID,
+		   F_TID);
 	/* Process scope: a finding is drawn across its whole process, so
 	 * that it stands out among the scopes. */
 	cli_json_kstr(x->j, "s", "p");
@@ -243,13 +241,13 @@ static void finding_event(struct export *x, struct cli_stmt *st)
 	snprintf(site, sizeof(site), "%s:%d", cli_db_str(st, F_FILE),
 		 (int)cli_stmt_int(st, F_LINE));
 	cli_json_kstr(x->j, "site", cli_db_str(st, F_FILE) ? site : NULL);
-	cli_json_kstr(
-	    x->j, "detail",
-	    cli_db_str(st, F_DETAIL)
-		? cli_detail(x->c, cli_stmt_int(st, F_PROCESS),
-			     cli_stmt_int(st, F_VICTIM),
-			     cli_db_str(st, F_DETAIL), detail, sizeof(detail))
-		: NULL);
+	cli_json_kstr(x->j, "detail",
+		      cli_db_str(st, F_DETAIL)
+			  ? cli_detail(x->c, cli_stmt_int(st, F_PROCESS),
+				       cli_stmt_int(st, F_VICTIM),
+				       cli_db_str(st, F_DETAIL), detail,
+				       sizeof(detail))
+			  : NULL);
 	cli_json_kstr(x->j, "fix", cli_class_fix(cls));
 	cli_json_end(x->j);
 	cli_json_end(x->j);
@@ -317,6 +315,11 @@ int cli_export(struct cli *c)
 	long found = 0, scopes = 0;
 	int rc;
 
+	/* Its scopes are records, which never leave their host. */
+	if (cli_db_is_pg(c))
+		return cli_error(CLI_EXIT_USAGE,
+				 "export draws records, which stay on their "
+				 "host: run it there, on its local database");
 	cli_db_filter_sql(f, x.where, sizeof(x.where));
 	cli_db_process_sql(f, x.process, sizeof(x.process));
 	if (f->classes || f->request || f->site_file)

@@ -33,15 +33,16 @@ enum {
 	L_FUNC,
 	L_DETAIL,
 	L_PROCESS,
+	L_HOST, /* NULL on a host's own database */
 };
 
 static const char leaks_sql[] =
     "SELECT l.id, l.class, p.app, p.pid, l.tid, l.ts, l.victim_request_id,"
     " l.victim_ctx, l.victim_name, l.source_request_id, l.source_ctx,"
     " l.source_name, l.record, l.name, l.value, l.ctx, l.cause, l.other,"
-    " s.file, s.line, s.func, l.detail, l.process_id"
+    " s.file, s.line, s.func, l.detail, l.process_id, %s"
     " FROM leaks l JOIN processes p ON p.id = l.process_id"
-    " LEFT JOIN sites s ON s.id = l.site_id WHERE 1%s"
+    " LEFT JOIN sites s ON s.id = l.site_id WHERE 1 = 1%s"
     " ORDER BY l.ts DESC, l.id DESC LIMIT :limit";
 
 /* "server.c:142 on_db_reply", or NULL without a site. */
@@ -58,8 +59,9 @@ static const char *site_str(struct cli_stmt *st, char *buf, size_t len)
 	return buf;
 }
 
-static void json_request(struct cli_json *j, struct cli_stmt *st, const char *side,
-			 int id_col, int ctx_col, int name_col)
+static void json_request(struct cli_json *j, struct cli_stmt *st,
+			 const char *side, int id_col, int ctx_col,
+			 int name_col)
 {
 	char key[32];
 
@@ -81,6 +83,8 @@ static void json_leak(struct cli *c, struct cli_json *j, struct cli_stmt *st)
 	cli_json_kint(j, "id", cli_stmt_int(st, L_ID));
 	cli_json_kcol(j, "class", st, L_CLASS);
 	cli_json_kcol(j, "app", st, L_APP);
+	if (cli_db_is_pg(c))
+		cli_json_kcol(j, "host", st, L_HOST);
 	cli_json_kcol(j, "pid", st, L_PID);
 	cli_json_kcol(j, "tid", st, L_TID);
 	cli_json_kts(j, "ts", cli_stmt_int(st, L_TS));
@@ -112,6 +116,7 @@ static void json_leak(struct cli *c, struct cli_json *j, struct cli_stmt *st)
 static const struct cli_col leak_cols[] = {
     {"TIME", 0},
     {"CLASS", 0},
+    {"HOST", 0}, /* on the central database only */
     {"PID", CLI_COL_RIGHT},
     {"VICTIM", CLI_COL_SHRINK},
     {"SOURCE", CLI_COL_SHRINK},
@@ -119,25 +124,25 @@ static const struct cli_col leak_cols[] = {
     {"SITE", CLI_COL_SHRINK},
 };
 
-static void table_leak(struct cli_table *t, struct cli_stmt *st)
+static void table_leak(struct cli *c, struct cli_table *t, struct cli_stmt *st)
 {
 	char buf[1024], tbuf[32];
 	int len;
 	const char *s;
 
-	cli_table_cell(t, cli_time_short(cli_stmt_int(st, L_TS), tbuf,
-					 sizeof(tbuf)));
+	cli_table_cell(
+	    t, cli_time_short(cli_stmt_int(st, L_TS), tbuf, sizeof(tbuf)));
 	cli_table_cell_styled(t, cli_class_style(cli_db_str(st, L_CLASS)),
 			      cli_db_str(st, L_CLASS));
+	if (cli_db_is_pg(c))
+		cli_table_cell(t, cli_db_str(st, L_HOST));
 	cli_table_cell(t, cli_db_str(st, L_PID));
 	s = cli_db_text(st, L_VICTIM_NAME, &len);
-	cli_table_cell(t,
-		       cli_request_label(cli_stmt_int(st, L_VICTIM_ID),
-					 s, len, buf, sizeof(buf)));
+	cli_table_cell(t, cli_request_label(cli_stmt_int(st, L_VICTIM_ID), s,
+					    len, buf, sizeof(buf)));
 	s = cli_db_text(st, L_SOURCE_NAME, &len);
-	cli_table_cell(t,
-		       cli_request_label(cli_stmt_int(st, L_SOURCE_ID),
-					 s, len, buf, sizeof(buf)));
+	cli_table_cell(t, cli_request_label(cli_stmt_int(st, L_SOURCE_ID), s,
+					    len, buf, sizeof(buf)));
 	cli_table_cell(
 	    t, cli_record_str(cli_db_str(st, L_RECORD), cli_db_str(st, L_NAME),
 			      cli_db_str(st, L_VALUE), buf, sizeof(buf)));
@@ -151,10 +156,22 @@ static void table_leak(struct cli_table *t, struct cli_stmt *st)
 	}
 }
 
+/* The table, with HOST only where there are hosts; cols holds its 8
+ * columns at most. */
+static struct cli_table *leak_table(struct cli *c, struct cli_col *cols)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < sizeof(leak_cols) / sizeof(leak_cols[0]); i++)
+		if (strcmp(leak_cols[i].header, "HOST") != 0 || cli_db_is_pg(c))
+			cols[n++] = leak_cols[i];
+	return cli_table_new(c, cols, n);
+}
+
 static int filtered(const struct cli_filter *f)
 {
 	return f->classes || f->app || f->pid || f->request || f->site_file ||
-	       f->since || f->until;
+	       f->since || f->until || f->host;
 }
 
 /* The footer of a table: why there are no more rows, and never a bare "no
@@ -182,7 +199,8 @@ static void table_footer(struct cli *c, long shown, int more, long limit)
 
 int cli_leaks(struct cli *c)
 {
-	char where[1024], sql[sizeof(leaks_sql) + sizeof(where)];
+	char where[1024], sql[sizeof(leaks_sql) + sizeof(where) + 128];
+	struct cli_col cols[8];
 	long limit = c->filter.limit, shown = 0;
 	struct cli_table *t = NULL;
 	struct cli_json *j = NULL;
@@ -192,19 +210,20 @@ int cli_leaks(struct cli *c)
 	if (limit < 0)
 		limit = c->json ? 0 : DEFAULT_TABLE_LIMIT;
 	cli_db_filter_sql(&c->filter, where, sizeof(where));
-	snprintf(sql, sizeof(sql), leaks_sql, where);
+	snprintf(sql, sizeof(sql), leaks_sql, cli_db_host_sql(c), where);
 	st = cli_db_prepare(c, sql);
 	if (st == NULL)
 		return CLI_EXIT_DB;
 	cli_db_bind_filter(st, &c->filter);
-	/* One more than shown, to know whether there are more (no limit past
-	 * LONG_MAX - 1: that many rows cannot exist anyway). */
+	/* One more than shown, to know whether there are more (no limit: the
+	 * largest, as PostgreSQL takes no negative LIMIT; past LONG_MAX - 1
+	 * that many rows cannot exist anyway). */
 	cli_stmt_bind_int(st, cli_stmt_param(st, ":limit"),
-			   limit && limit < LONG_MAX ? limit + 1 : -1);
+			  limit && limit < LONG_MAX ? limit + 1 : INT64_MAX);
 	if (c->json)
 		j = cli_json_new(c->out);
 	else
-		t = cli_table_new(c, leak_cols, 7);
+		t = leak_table(c, cols);
 	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW) {
 		if (limit && shown == limit) {
 			more = 1;
@@ -215,7 +234,7 @@ int cli_leaks(struct cli *c)
 		if (j)
 			json_leak(c, j, st);
 		else
-			table_leak(t, st);
+			table_leak(c, t, st);
 	}
 	cli_stmt_finalize(st);
 	cli_json_free(j);

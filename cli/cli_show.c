@@ -32,14 +32,26 @@ static struct cli_stmt *prepare_id(struct cli *c, const char *sql, int64_t id)
 
 /* ------------------------------------------------------------ lookup */
 
-static int64_t first_id(struct cli *c, const char *sql, const char *arg,
+/* The first id sql (with a %s for --host's condition) gives for arg, or
+ * for num when arg is NULL. */
+static int64_t first_id(struct cli *c, const char *fmt, const char *arg,
 			int64_t num)
 {
-	struct cli_stmt *st = cli_db_prepare(c, sql);
+	struct cli_filter hf = {.host = c->filter.host};
+	char where[512], in_hosts[768], sql[1024];
+	struct cli_stmt *st;
 	int64_t id = 0;
 
-	if (st == NULL)
+	cli_db_filter_sql(&hf, where, sizeof(where));
+	snprintf(in_hosts, sizeof(in_hosts),
+		 hf.host ? " AND process_id IN (SELECT p.id FROM processes p"
+			   " WHERE 1 = 1%s)"
+			 : "%.0s",
+		 where);
+	snprintf(sql, sizeof(sql), fmt, in_hosts);
+	if ((st = cli_db_prepare(c, sql)) == NULL)
 		return -1;
+	cli_db_bind_filter(st, &c->filter);
 	if (arg)
 		cli_stmt_bind_text(st, 1, arg);
 	else
@@ -68,17 +80,17 @@ int64_t cli_show_resolve(struct cli *c, const char *arg)
 
 	if (!numeric)
 		return first_id(c,
-				"SELECT id FROM requests WHERE name = ?"
+				"SELECT id FROM requests WHERE name = ?1%s"
 				" ORDER BY begin_ts DESC, id DESC LIMIT 1",
 				arg, 0);
-	id = first_id(c, "SELECT id FROM requests WHERE id = ?", NULL,
+	id = first_id(c, "SELECT id FROM requests WHERE id = ?1%s", NULL,
 		      (int64_t)n);
 	if (id == 0)
 		id = first_id(c, unretired_sql, NULL, (int64_t)n);
 	if (id != 0 || arg[0] == '#')
 		return id;
 	return first_id(c,
-			"SELECT id FROM requests WHERE ctx = ?"
+			"SELECT id FROM requests WHERE ctx = ?1%s"
 			" ORDER BY begin_ts DESC, id DESC LIMIT 1",
 			NULL, (int64_t)n);
 }
@@ -181,8 +193,7 @@ static void header_times(struct cli *c, struct cli_stmt *st)
 		fprintf(
 		    c->out, "%s, after %s\n",
 		    cli_time_rfc3339(cli_stmt_int(st, H_END), a, 64),
-		    cli_time_duration(cli_stmt_int(st, H_END) - begin,
-				      b, 64));
+		    cli_time_duration(cli_stmt_int(st, H_END) - begin, b, 64));
 }
 
 static void header_findings(struct cli *c, struct cli_stmt *st)
@@ -229,12 +240,10 @@ static void header_text(struct cli *c, struct cli_stmt *st)
 		       strlen(cli_db_str(st, H_THREADS)));
 	fprintf(c->out, "\n");
 	header_field(c, "scopes");
-	fprintf(c->out, "%lld, %lld records",
-		cli_stmt_int(st, H_SCOPES),
+	fprintf(c->out, "%lld, %lld records", cli_stmt_int(st, H_SCOPES),
 		cli_stmt_int(st, H_RECORDS));
 	if (cli_stmt_int(st, H_LATE) != 0)
-		fprintf(c->out, " (%lld late work)",
-			cli_stmt_int(st, H_LATE));
+		fprintf(c->out, " (%lld late work)", cli_stmt_int(st, H_LATE));
 	fputc('\n', c->out);
 	header_findings(c, st);
 }
@@ -242,12 +251,12 @@ static void header_text(struct cli *c, struct cli_stmt *st)
 /* The header of a request without a row: what its records say. */
 static int unretired_header(struct cli *c, struct cli_json *j, struct shown *r)
 {
-	struct cli_stmt *st =
-	    prepare_id(c,
-		       "SELECT min(ts) FROM (SELECT ts FROM records WHERE"
-		       " request_id = ?1 UNION ALL SELECT ts FROM leaks WHERE"
-		       " victim_request_id = ?1 OR source_request_id = ?1)",
-		       r->id);
+	struct cli_stmt *st = prepare_id(
+	    c,
+	    "SELECT min(ts) FROM (SELECT ts FROM records WHERE"
+	    " request_id = ?1 UNION ALL SELECT ts FROM leaks WHERE"
+	    " victim_request_id = ?1 OR source_request_id = ?1) AS u",
+	    r->id);
 	char ts[64];
 
 	if (st == NULL)
@@ -314,8 +323,8 @@ struct section {
 	void (*json_row)(struct cli_json *j, struct cli_stmt *st,
 			 const struct shown *r);
 	/* Puts the row in the table; returns 0 when it folded it instead. */
-	int (*table_row)(struct cli *c, struct cli_table *t, struct cli_stmt *st,
-			 const struct shown *r);
+	int (*table_row)(struct cli *c, struct cli_table *t,
+			 struct cli_stmt *st, const struct shown *r);
 	/* Without cols: prints the row as a paragraph of its own. */
 	void (*text_row)(struct cli *c, struct cli_stmt *st,
 			 const struct shown *r);
@@ -375,8 +384,8 @@ static void request_cell(struct cli_table *t, struct cli_stmt *st, int col,
 	const char *name = cli_db_text(st, col + 1, &len);
 
 	cli_table_cell_styled(t, style,
-			      cli_request_label(cli_stmt_int(st, col),
-						name, len, buf, sizeof(buf)));
+			      cli_request_label(cli_stmt_int(st, col), name,
+						len, buf, sizeof(buf)));
 }
 
 /* Time since the request began: "+1.25ms". */
@@ -411,7 +420,7 @@ static const char tags_sql[] =
     " t.setter_ctx, s.file, s.line FROM tags t"
     " LEFT JOIN requests sr ON sr.id = t.setter_request_id"
     " LEFT JOIN sites s ON s.id = t.site_id"
-    " WHERE t.request_id = ? ORDER BY t.ts, t.rowid";
+    " WHERE t.request_id = ? ORDER BY t.ts, t.key COLLATE BINARY";
 
 static int foreign_setter(struct cli_stmt *st, const struct shown *r)
 {
@@ -562,9 +571,8 @@ static void held_cell(struct cli *c, struct cli_table *t, struct cli_stmt *st)
 {
 	int64_t cur = cli_stmt_int(st, R_OTHER);
 	int64_t held = cli_stmt_int(st, R_HELD);
-	enum cli_style style = held == cli_stmt_int(st, R_TRUE)
-				   ? CLI_STYLE_NONE
-				   : CLI_STYLE_RED;
+	enum cli_style style =
+	    held == cli_stmt_int(st, R_TRUE) ? CLI_STYLE_NONE : CLI_STYLE_RED;
 	char buf[512];
 
 	if (cur == 0) {
@@ -572,9 +580,8 @@ static void held_cell(struct cli *c, struct cli_table *t, struct cli_stmt *st)
 		return;
 	}
 	if (held == 0)
-		held =
-		    cli_db_ctx_request(c, cli_stmt_int(st, R_PROCESS),
-				       cli_stmt_int(st, R_TRUE), cur);
+		held = cli_db_ctx_request(c, cli_stmt_int(st, R_PROCESS),
+					  cli_stmt_int(st, R_TRUE), cur);
 	if (held == 0) {
 		cli_table_cell_styled(t, CLI_STYLE_RED,
 				      cli_ctx_str(cur, buf, sizeof(buf)));
@@ -594,8 +601,8 @@ static int folded(const struct cli *c, struct cli_stmt *st)
 {
 	const char *type = cli_db_str(st, R_TYPE);
 
-	return !c->all && cli_stmt_type(st, R_LEAK) == CLI_TYPE_NULL &&
-	       type && (!strcmp(type, "RESUME") || !strcmp(type, "SUSPEND"));
+	return !c->all && cli_stmt_type(st, R_LEAK) == CLI_TYPE_NULL && type &&
+	       (!strcmp(type, "RESUME") || !strcmp(type, "SUSPEND"));
 }
 
 static int record_row(struct cli *c, struct cli_table *t, struct cli_stmt *st,
@@ -680,7 +687,7 @@ static void finding_json(struct cli_json *j, struct cli_stmt *st,
 	cli_json_kcol(j, "class", st, F_CLASS);
 	cli_json_kstr(j, "role",
 		      cli_stmt_int(st, F_VICTIM) == r->id ? "victim"
-								  : "source");
+							  : "source");
 	cli_json_kts(j, "ts", cli_stmt_int(st, F_TS));
 	cli_json_kcol(j, "tid", st, F_TID);
 	cli_json_kcol(j, "victim_request", st, F_VICTIM);
@@ -689,20 +696,21 @@ static void finding_json(struct cli_json *j, struct cli_stmt *st,
 	cli_json_kcol(j, "source_name", st, F_SOURCE_NAME);
 	cli_json_kcol(j, "record", st, F_RECORD);
 	cli_json_kcol(j, "name", st, F_NAME);
-	cli_json_kstr(
-	    j, "detail",
-	    cli_db_str(st, F_DETAIL)
-		? cli_detail(r->c, cli_stmt_int(st, F_PROCESS),
-			     cli_stmt_int(st, F_VICTIM),
-			     cli_db_str(st, F_DETAIL), detail, sizeof(detail))
-		: NULL);
+	cli_json_kstr(j, "detail",
+		      cli_db_str(st, F_DETAIL)
+			  ? cli_detail(r->c, cli_stmt_int(st, F_PROCESS),
+				       cli_stmt_int(st, F_VICTIM),
+				       cli_db_str(st, F_DETAIL), detail,
+				       sizeof(detail))
+			  : NULL);
 	cli_json_kstr(j, "fix", cli_class_fix(cli_db_str(st, F_CLASS)));
 	cli_json_end(j);
 }
 
 /* A paragraph each, not a table row: the detail and the fix are
  * sentences, which a table would cut. */
-static void finding_text(struct cli *c, struct cli_stmt *st, const struct shown *r)
+static void finding_text(struct cli *c, struct cli_stmt *st,
+			 const struct shown *r)
 {
 	int victim = cli_stmt_int(st, F_VICTIM) == r->id;
 	const char *cls = cli_db_str(st, F_CLASS);
@@ -721,19 +729,18 @@ static void finding_text(struct cli *c, struct cli_stmt *st, const struct shown 
 		cli_style_end(c, cli_class_style(cls)),
 		victim ? "victim" : "source");
 	if (cli_stmt_type(st, other) != CLI_TYPE_NULL) {
-		cli_request_label(cli_stmt_int(st, other), name, len,
-				  who, sizeof(who));
+		cli_request_label(cli_stmt_int(st, other), name, len, who,
+				  sizeof(who));
 		fprintf(c->out, ", %s ", victim ? "source" : "victim");
 		cli_print_safe(c->out, who, strlen(who));
 	}
 	fprintf(c->out, ", thread %lld\n", cli_stmt_int(st, F_TID));
 	if (cli_db_str(st, F_DETAIL))
-		cli_print_wrapped(
-		    c, CLI_STYLE_NONE, 4,
-		    cli_detail(c, cli_stmt_int(st, F_PROCESS),
-			       cli_stmt_int(st, F_VICTIM),
-			       cli_db_str(st, F_DETAIL), detail,
-			       sizeof(detail)));
+		cli_print_wrapped(c, CLI_STYLE_NONE, 4,
+				  cli_detail(c, cli_stmt_int(st, F_PROCESS),
+					     cli_stmt_int(st, F_VICTIM),
+					     cli_db_str(st, F_DETAIL), detail,
+					     sizeof(detail)));
 	if (cli_class_fix(cls)) {
 		snprintf(fix, sizeof(fix), "fix: %s", cli_class_fix(cls));
 		cli_print_wrapped(c, CLI_STYLE_GREEN, 4, fix);
@@ -803,6 +810,52 @@ static const struct section related_section = {
     .empty = "none",
 };
 
+/* ------------------------------------------------------------ elsewhere */
+
+/* The host and the local database of a central request id: its source's
+ * (docs/CENTRAL.md), with the id there. */
+static const char elsewhere_sql[] =
+    "SELECT h.name, so.path, ?1 % " CLI_ID_SPAN_SQL " FROM sources so"
+    " JOIN hosts h ON h.id = so.host_id WHERE so.id = ?1 / " CLI_ID_SPAN_SQL;
+
+/* On the central database, instead of a timeline: records never leave
+ * their host, so say once where they are rather than show none. */
+static int records_elsewhere(struct cli *c, struct cli_json *j,
+			     const struct shown *r)
+{
+	struct cli_stmt *st = prepare_id(c, elsewhere_sql, r->id);
+	int rc;
+
+	if (st == NULL)
+		return CLI_EXIT_DB;
+	rc = cli_stmt_step(st);
+	if (j) {
+		cli_json_key(j, "timeline");
+		cli_json_null(j);
+		cli_json_key(j, "records");
+		cli_json_object(j);
+		cli_json_kstr(j, "host", cli_db_str(st, 0));
+		cli_json_kstr(j, "db", cli_db_str(st, 1));
+		cli_json_kcol(j, "id", st, 2);
+		cli_json_end(j);
+	} else if (rc == CLI_STEP_ROW) {
+		fprintf(c->out, "\n%stimeline%s\n",
+			cli_style_start(c, CLI_STYLE_BOLD),
+			cli_style_end(c, CLI_STYLE_BOLD));
+		fputs("records stay on their host: on ", c->out);
+		cli_print_safe(c->out, cli_db_str(st, 0),
+			       strlen(cli_db_str(st, 0)));
+		fputs(", ctxleak --db ", c->out);
+		cli_print_safe(c->out, cli_db_str(st, 1),
+			       strlen(cli_db_str(st, 1)));
+		fprintf(c->out, " show '#%lld'\n", cli_stmt_int(st, 2));
+	}
+	if (rc == CLI_STEP_ROW)
+		rc = CLI_STEP_DONE;
+	cli_stmt_finalize(st);
+	return cli_db_done(c, rc);
+}
+
 /* ------------------------------------------------------------ show */
 
 static int show_sections(struct cli *c, struct cli_json *j, struct shown *r)
@@ -816,7 +869,9 @@ static int show_sections(struct cli *c, struct cli_json *j, struct shown *r)
 	int rc = show_header(c, j, r);
 
 	for (size_t i = 0; i < 4 && rc == 0; i++)
-		rc = show_section(c, j, r, sections[i]);
+		rc = sections[i] == &records_section && cli_db_is_pg(c)
+			 ? records_elsewhere(c, j, r)
+			 : show_section(c, j, r, sections[i]);
 	return rc;
 }
 
@@ -826,6 +881,10 @@ static int show(struct cli *c, struct shown *r)
 	struct cli_json *j;
 	int rc;
 
+	if (c->html && cli_db_is_pg(c))
+		return cli_error(CLI_EXIT_USAGE,
+				 "show --html draws a request's records, which "
+				 "stay on their host: run it there");
 	if (c->html)
 		return cli_html(c, r->id);
 	if (!c->json)

@@ -394,3 +394,8 @@ const char *cli_db_text(struct cli_stmt *st, int col, int *len)
 	*len = s ? PQgetlength(st->res, st->row, col) : 0;
 	return s;
 }
+
+const char *cli_db_host_sql(const struct cli *c)
+{
+	return c->pg ? CLI_HOST_OF_P : "NULL";
+}

@@ -16,7 +16,7 @@
 
 static const char leaks_from[] =
     " FROM leaks l JOIN processes p ON p.id = l.process_id"
-    " LEFT JOIN sites s ON s.id = l.site_id WHERE 1";
+    " LEFT JOIN sites s ON s.id = l.site_id WHERE 1 = 1";
 
 /* A breakdown of the selection's findings by one expression. */
 struct breakdown {
@@ -36,7 +36,7 @@ static const struct breakdown breakdowns[] = {
 
 /* SELECT what over the selection's findings, then tail (GROUP BY...). */
 static struct cli_stmt *prepare_filtered(struct cli *c, const char *what,
-				      const char *where, const char *tail)
+					 const char *where, const char *tail)
 {
 	char sql[2048];
 	struct cli_stmt *st;
@@ -54,14 +54,18 @@ static int print_breakdown(struct cli *c, struct cli_json *j,
 {
 	const struct cli_col cols[] = {{b->title, CLI_COL_SHRINK},
 				       {"FINDINGS", CLI_COL_RIGHT}};
-	char what[256], tail[256];
+	char what[256], tail[512];
 	struct cli_table *t = NULL;
 	struct cli_stmt *st;
 	int rc;
 
 	snprintf(what, sizeof(what), "%s, count(*)", b->expr);
-	snprintf(tail, sizeof(tail), " GROUP BY %s ORDER BY 2 DESC, 1 LIMIT %d",
-		 b->expr, TOP);
+	/* NULL first and bytewise, as SQLite orders (PostgreSQL's default
+	 * puts NULL last and follows the locale). */
+	snprintf(tail, sizeof(tail),
+		 " GROUP BY %s ORDER BY count(*) DESC, (%s) IS NOT NULL,"
+		 " (%s) COLLATE BINARY LIMIT %d",
+		 b->expr, b->expr, b->expr, TOP);
 	if ((st = prepare_filtered(c, what, where, tail)) == NULL)
 		return CLI_EXIT_DB;
 	if (j) {
@@ -120,12 +124,11 @@ static long long count_of(struct cli *c, const char *what, const char *where)
 
 #define BACKENDS 3
 
-static const char *const backend_names[BACKENDS] = {"thread", "global",
-						    "task"};
+static const char *const backend_names[BACKENDS] = {"thread", "global", "task"};
 
 static const char models_sql[] =
     "SELECT p.id, p.pid, p.app, p.backend, p.model, p.recommend,"
-    " p.model_evidence, p.what_if FROM processes p WHERE 1%s"
+    " p.model_evidence, p.what_if, %s FROM processes p WHERE 1 = 1%s"
     " ORDER BY p.connected_at, p.id";
 
 /* Findings of one storage: its own (backend NULL) or a what-if's. */
@@ -133,6 +136,24 @@ struct storage {
 	long long n[CLI_CLASS_COUNT];
 	char sites[256]; /* its two top sites, "file.c:12 fn (n), ..." */
 };
+
+/* " on host NAME" for a host column, "" where there are no hosts (a
+ * host's own database), in buf. */
+static const char *on_host(struct cli_stmt *st, int col, char *buf, size_t len)
+{
+	const char *host = cli_db_str(st, col);
+
+	snprintf(buf, len, "%s%s", host ? " on host " : "", host ? host : "");
+	return buf;
+}
+
+/* The host member, on the central database only. */
+static void json_host(struct cli *c, struct cli_json *j, struct cli_stmt *st,
+		      int col)
+{
+	if (cli_db_is_pg(c))
+		cli_json_kcol(j, "host", st, col);
+}
 
 static int class_index(const char *name)
 {
@@ -152,17 +173,20 @@ static const char counts_sql[] =
 static const char what_if_sql[] =
     "SELECT class, sum(count) FROM what_if WHERE process_id = ?1"
     " AND backend = ?2 GROUP BY 1";
+/* The top two sites of a process's findings or of a what-if's: grouped
+ * by site id, with the site's columns that name it. */
+#define TOP_SITES(from, where, count)                                          \
+	"SELECT name, n FROM (SELECT coalesce(" SITE_NAME ", '(no site)')"     \
+	" AS name, " count " AS n FROM " from " LEFT JOIN sites s ON s.id ="   \
+	" site_id WHERE " where " GROUP BY site_id, s.file, s.line, s.func)"   \
+	" AS g ORDER BY n DESC, name COLLATE BINARY LIMIT 2"
 static const char sites_sql[] =
-    "SELECT coalesce(" SITE_NAME ", '(no site)'), count(*) FROM leaks l LEFT JOIN sites s"
-    " ON s.id = l.site_id WHERE l.process_id = ?1 AND ?2 IS NULL"
-    " GROUP BY l.site_id ORDER BY 2 DESC, 1 LIMIT 2";
-static const char what_if_sites_sql[] =
-    "SELECT coalesce(" SITE_NAME ", '(no site)'), sum(w.count) FROM what_if w LEFT JOIN sites s"
-    " ON s.id = w.site_id WHERE w.process_id = ?1 AND w.backend = ?2"
-    " GROUP BY w.site_id ORDER BY 2 DESC, 1 LIMIT 2";
+    TOP_SITES("leaks l", "l.process_id = ?1 AND ?2 IS NULL", "count(*)");
+static const char what_if_sites_sql[] = TOP_SITES(
+    "what_if w", "w.process_id = ?1 AND w.backend = ?2", "sum(w.count)");
 
 static struct cli_stmt *prepare_storage(struct cli *c, const char *sql,
-				     long long id, const char *backend)
+					long long id, const char *backend)
 {
 	struct cli_stmt *st = cli_db_prepare(c, sql);
 
@@ -178,8 +202,8 @@ static struct cli_stmt *prepare_storage(struct cli *c, const char *sql,
 static int read_storage(struct cli *c, long long id, const char *backend,
 			struct storage *out)
 {
-	struct cli_stmt *st = prepare_storage(
-	    c, backend ? what_if_sql : counts_sql, id, backend);
+	struct cli_stmt *st =
+	    prepare_storage(c, backend ? what_if_sql : counts_sql, id, backend);
 	size_t len = 0;
 	int rc, k;
 
@@ -196,11 +220,11 @@ static int read_storage(struct cli *c, long long id, const char *backend,
 			     backend);
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW && len < sizeof(out->sites))
-		len += (size_t)snprintf(out->sites + len,
-					sizeof(out->sites) - len, "%s%s (%lld)",
-					len ? ", " : "", cli_db_str(st, 0),
-					cli_stmt_int(st, 1));
+	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW &&
+	       len < sizeof(out->sites))
+		len += (size_t)snprintf(
+		    out->sites + len, sizeof(out->sites) - len, "%s%s (%lld)",
+		    len ? ", " : "", cli_db_str(st, 0), cli_stmt_int(st, 1));
 	cli_stmt_finalize(st);
 	return cli_db_done(c, rc == CLI_STEP_ROW ? CLI_STEP_DONE : rc);
 }
@@ -257,9 +281,12 @@ static int storage_table(struct cli *c, long long id, const char *ran,
 			 int what_if)
 {
 	static const struct cli_col cols[] = {
-	    {"STORAGE", 0},	       {"BLEED", CLI_COL_RIGHT},
-	    {"STALE", CLI_COL_RIGHT},  {"OVERLAP", CLI_COL_RIGHT},
-	    {"LOST", CLI_COL_RIGHT},   {"MISNEST", CLI_COL_RIGHT},
+	    {"STORAGE", 0},
+	    {"BLEED", CLI_COL_RIGHT},
+	    {"STALE", CLI_COL_RIGHT},
+	    {"OVERLAP", CLI_COL_RIGHT},
+	    {"LOST", CLI_COL_RIGHT},
+	    {"MISNEST", CLI_COL_RIGHT},
 	    {"UNCLOSED", CLI_COL_RIGHT},
 	};
 	struct cli_table *t = cli_table_new(c, cols, 7);
@@ -296,7 +323,7 @@ static const char *either(const char *list, char *buf, size_t len)
 	for (int b = 0; b < BACKENDS && n < len; b++)
 		if (listed(list, backend_names[b]))
 			n += (size_t)snprintf(buf + n, len - n, "%s%s",
-					      k++ == 0	       ? ""
+					      k++ == 0	   ? ""
 					      : k == total ? " or "
 							   : ", ",
 					      backend_names[b]);
@@ -341,10 +368,9 @@ static void recommend_line(struct cli *c, const char *ran,
 		for (int b = 0; b < BACKENDS; b++)
 			if (listed(recommend, backend_names[b]) &&
 			    strcmp(backend_names[b], ran) != 0)
-				k += (size_t)snprintf(others + k,
-						      sizeof(others) - k, "%s%s",
-						      k ? "," : "",
-						      backend_names[b]);
+				k += (size_t)snprintf(
+				    others + k, sizeof(others) - k, "%s%s",
+				    k ? "," : "", backend_names[b]);
 		others[k] = '\0';
 		snprintf(line, sizeof(line),
 			 "%s keeps the requests apart%s%s: no findings", ran,
@@ -370,11 +396,12 @@ static int model_lines(struct cli *c, struct cli_stmt *st)
 	const char *evidence = cli_db_str(st, 6);
 	int what_if = (int)cli_stmt_int(st, 7);
 	struct storage own;
-	char line[512];
+	char line[512], host[256];
 	int rc;
 
-	snprintf(line, sizeof(line), "pid %lld (%s): ran with %s, model %s",
+	snprintf(line, sizeof(line), "pid %lld (%s)%s: ran with %s, model %s",
 		 cli_stmt_int(st, 1), app ? app : "-",
+		 on_host(st, 8, host, sizeof(host)),
 		 backend ? backend : "unknown",
 		 model ? model : "not inferred yet");
 	cli_print_wrapped(c, CLI_STYLE_BOLD, 0, line);
@@ -412,6 +439,7 @@ static int model_json(struct cli *c, struct cli_json *j, struct cli_stmt *st)
 	int rc;
 
 	cli_json_object(j);
+	json_host(c, j, st, 8);
 	for (int i = 0; i < 4; i++)
 		cli_json_kcol(j, keys[i], st, i + 1);
 	if ((rc = read_storage(c, id, NULL, &sg)) != 0)
@@ -421,8 +449,8 @@ static int model_json(struct cli *c, struct cli_json *j, struct cli_stmt *st)
 	if ((int)cli_stmt_int(st, 7)) {
 		cli_json_object(j);
 		for (int b = 0; b < BACKENDS; b++) {
-			if ((rc = read_storage(c, id, backend_names[b],
-					       &sg)) != 0)
+			if ((rc = read_storage(c, id, backend_names[b], &sg)) !=
+			    0)
 				return rc;
 			json_classes(j, backend_names[b], &sg);
 		}
@@ -448,7 +476,7 @@ static int print_models(struct cli *c, struct cli_json *j, const char *where)
 	struct cli_stmt *st;
 	int rc, n = 0, err = 0;
 
-	snprintf(sql, sizeof(sql), models_sql, where);
+	snprintf(sql, sizeof(sql), models_sql, cli_db_host_sql(c), where);
 	if ((st = cli_db_prepare(c, sql)) == NULL)
 		return CLI_EXIT_DB;
 	cli_db_bind_filter(st, &c->filter);
@@ -472,28 +500,30 @@ static int print_models(struct cli *c, struct cli_json *j, const char *where)
 
 /* Windows that overlap the selection's time range. */
 static const char drops_sql[] =
-    "SELECT p.pid, p.app, d.count, d.since_ts, d.until_ts"
-    " FROM drops d JOIN processes p ON p.id = d.process_id WHERE 1%s"
+    "SELECT p.pid, p.app, d.count, d.since_ts, d.until_ts, %s"
+    " FROM drops d JOIN processes p ON p.id = d.process_id WHERE 1 = 1%s"
     " AND (:since = 0 OR d.until_ts >= :since)"
     " AND (:until = 0 OR d.since_ts <= :until)"
-    " ORDER BY d.since_ts";
+    " ORDER BY d.since_ts, d.process_id";
 
 static void drop_line(struct cli *c, struct cli_stmt *st)
 {
-	char since[64], until[64], line[256];
+	char since[64], until[64], line[512], host[256];
 
 	snprintf(line, sizeof(line),
-		 "pid %lld dropped %lld records between %s and %s: counts "
+		 "pid %lld%s dropped %lld records between %s and %s: counts "
 		 "may be incomplete",
-		 cli_stmt_int(st, 0), cli_stmt_int(st, 2),
+		 cli_stmt_int(st, 0), on_host(st, 5, host, sizeof(host)),
+		 cli_stmt_int(st, 2),
 		 cli_time_rfc3339(cli_stmt_int(st, 3), since, 64),
 		 cli_time_rfc3339(cli_stmt_int(st, 4), until, 64));
 	cli_print_wrapped(c, CLI_STYLE_YELLOW, 0, line);
 }
 
-static void drop_json(struct cli_json *j, struct cli_stmt *st)
+static void drop_json(struct cli *c, struct cli_json *j, struct cli_stmt *st)
 {
 	cli_json_object(j);
+	json_host(c, j, st, 5);
 	cli_json_kcol(j, "pid", st, 0);
 	cli_json_kcol(j, "app", st, 1);
 	cli_json_kcol(j, "dropped", st, 2);
@@ -506,31 +536,35 @@ static void drop_json(struct cli_json *j, struct cli_stmt *st)
  * commit to its successor's start (or now), overlapping the selection's
  * time range.  Clients that ended then could report nothing. */
 static const char outages_sql[] =
-    "SELECT r.pid, r.stopped_at, coalesce((SELECT min(n.started_at) FROM"
-    " runs n WHERE n.id > r.id), 0) AS until_ts FROM runs r"
-    " WHERE r.unclean = 1"
-    " AND (:since = 0 OR until_ts = 0 OR until_ts >= :since)"
-    " AND (:until = 0 OR r.stopped_at <= :until)"
-    " ORDER BY r.stopped_at";
+    "SELECT pid, stopped_at, until_ts, host FROM (SELECT r.id, r.pid,"
+    " r.stopped_at, %s AS host, coalesce((SELECT min(n.started_at) FROM runs n "
+    "WHERE"
+    " n.id > r.id AND n.id < " CLI_SOURCE_END_SQL(
+	"r.id") "), 0) AS until_ts"
+		" FROM runs r WHERE r.unclean = 1%s) AS o"
+		" WHERE (:since = 0 OR until_ts = 0 OR until_ts >= :since)"
+		" AND (:until = 0 OR stopped_at <= :until)"
+		" ORDER BY stopped_at, id";
 
 static void outage_line(struct cli *c, struct cli_stmt *st)
 {
-	char since[64], until[64], line[320];
+	char since[64], until[64], line[512], host[256];
 
 	snprintf(line, sizeof(line),
-		 "ctxleakd (pid %lld) died after its commit of %s and no "
+		 "ctxleakd (pid %lld)%s died after its commit of %s and no "
 		 "daemon listened until %s: clients that ended then may have "
 		 "lost records and drops uncounted, so counts may be "
 		 "incomplete",
-		 cli_stmt_int(st, 0),
+		 cli_stmt_int(st, 0), on_host(st, 3, host, sizeof(host)),
 		 cli_time_rfc3339(cli_stmt_int(st, 1), since, 64),
 		 cli_time_rfc3339(cli_stmt_int(st, 2), until, 64));
 	cli_print_wrapped(c, CLI_STYLE_YELLOW, 0, line);
 }
 
-static void outage_json(struct cli_json *j, struct cli_stmt *st)
+static void outage_json(struct cli *c, struct cli_json *j, struct cli_stmt *st)
 {
 	cli_json_object(j);
+	json_host(c, j, st, 3);
 	cli_json_kcol(j, "daemon_pid", st, 0);
 	cli_json_kts(j, "since", cli_stmt_int(st, 1));
 	cli_json_kts(j, "until", cli_stmt_int(st, 2));
@@ -539,30 +573,31 @@ static void outage_json(struct cli_json *j, struct cli_stmt *st)
 
 /* Version 2 processes that ended without CLOSE, among the selected. */
 static const char vanished_sql[] =
-    "SELECT p.pid, p.app, p.disconnected_at FROM processes p"
+    "SELECT p.pid, p.app, p.disconnected_at, %s FROM processes p"
     " WHERE p.vanished = 1%s"
     " AND (:since = 0 OR p.disconnected_at >= :since)"
     " AND (:until = 0 OR p.connected_at <= :until) ORDER BY p.id";
 
 static void vanished_line(struct cli *c, struct cli_stmt *st)
 {
-	char at[64], line[320];
+	char at[64], line[512], host[256];
 
 	snprintf(line, sizeof(line),
-		 "pid %lld (%s) ended without closing the library (killed?) "
+		 "pid %lld (%s)%s ended without closing the library (killed?) "
 		 "at %s: records and drops it still held are lost uncounted, "
 		 "so counts may be incomplete",
 		 cli_stmt_int(st, 0),
-		 cli_db_str(st, 1)
-		     ? (const char *)cli_db_str(st, 1)
-		     : "?",
+		 cli_db_str(st, 1) ? (const char *)cli_db_str(st, 1) : "?",
+		 on_host(st, 3, host, sizeof(host)),
 		 cli_time_rfc3339(cli_stmt_int(st, 2), at, 64));
 	cli_print_wrapped(c, CLI_STYLE_YELLOW, 0, line);
 }
 
-static void vanished_json(struct cli_json *j, struct cli_stmt *st)
+static void vanished_json(struct cli *c, struct cli_json *j,
+			  struct cli_stmt *st)
 {
 	cli_json_object(j);
+	json_host(c, j, st, 3);
 	cli_json_kcol(j, "pid", st, 0);
 	cli_json_kcol(j, "app", st, 1);
 	cli_json_kbool(j, "vanished", 1);
@@ -571,20 +606,20 @@ static void vanished_json(struct cli_json *j, struct cli_stmt *st)
 }
 
 /* Prints them into the open "incomplete" list; adds them to *n. */
-static int print_vanished(struct cli *c, struct cli_json *j,
-			  const char *where, int *n)
+static int print_vanished(struct cli *c, struct cli_json *j, const char *where,
+			  int *n)
 {
 	char sql[sizeof(vanished_sql) + 512];
 	struct cli_stmt *st;
 	int rc;
 
-	snprintf(sql, sizeof(sql), vanished_sql, where);
+	snprintf(sql, sizeof(sql), vanished_sql, cli_db_host_sql(c), where);
 	if ((st = cli_db_prepare(c, sql)) == NULL)
 		return CLI_EXIT_DB;
 	cli_db_bind_filter(st, &c->filter);
 	for (; (rc = cli_stmt_step(st)) == CLI_STEP_ROW; ++*n) {
 		if (j)
-			vanished_json(j, st);
+			vanished_json(c, j, st);
 		else
 			vanished_line(c, st);
 	}
@@ -595,15 +630,24 @@ static int print_vanished(struct cli *c, struct cli_json *j,
 /* Prints the outages into the open "incomplete" list; adds them to *n. */
 static int print_outages(struct cli *c, struct cli_json *j, int *n)
 {
+	char sql[sizeof(outages_sql) + 512];
 	struct cli_stmt *st;
 	int rc;
 
-	if ((st = cli_db_prepare(c, outages_sql)) == NULL)
+	/* runs have no process: their host is their source's. */
+	snprintf(sql, sizeof(sql), outages_sql,
+		 cli_db_is_pg(c)
+		     ? "(SELECT hh.name FROM sources hs JOIN hosts hh"
+		       " ON hh.id = hs.host_id WHERE hs.id ="
+		       " r.source_id)"
+		     : "NULL",
+		 c->filter.host ? CLI_HOST_SOURCES("r.source_id") : "");
+	if ((st = cli_db_prepare(c, sql)) == NULL)
 		return CLI_EXIT_DB;
 	cli_db_bind_filter(st, &c->filter);
 	for (; (rc = cli_stmt_step(st)) == CLI_STEP_ROW; ++*n) {
 		if (j)
-			outage_json(j, st);
+			outage_json(c, j, st);
 		else
 			outage_line(c, st);
 	}
@@ -619,7 +663,7 @@ static int print_drops(struct cli *c, struct cli_json *j, const char *where,
 	struct cli_stmt *st;
 	int rc;
 
-	snprintf(sql, sizeof(sql), drops_sql, where);
+	snprintf(sql, sizeof(sql), drops_sql, cli_db_host_sql(c), where);
 	if ((st = cli_db_prepare(c, sql)) == NULL)
 		return CLI_EXIT_DB;
 	cli_db_bind_filter(st, &c->filter);
@@ -629,7 +673,7 @@ static int print_drops(struct cli *c, struct cli_json *j, const char *where,
 	}
 	for (*n = 0; (rc = cli_stmt_step(st)) == CLI_STEP_ROW; ++*n) {
 		if (j)
-			drop_json(j, st);
+			drop_json(c, j, st);
 		else
 			drop_line(c, st);
 	}
