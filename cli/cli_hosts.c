@@ -22,8 +22,17 @@ enum {
 	H_CLASS0, /* then one per class, in cli_class_names order */
 };
 
+/* Findings by class per host, in cli_class_names order, as f.bleed ... */
 #define CLASS_SUM(cls)                                                         \
 	", sum(CASE WHEN l.class = '" cls "' THEN 1 ELSE 0 END) AS " cls
+#define CLASS_SUMS                                                             \
+	CLASS_SUM("bleed")                                                     \
+	CLASS_SUM("stale")                                                     \
+	CLASS_SUM("overlap")                                                   \
+	CLASS_SUM("lost") CLASS_SUM("misnest") CLASS_SUM("unclosed")
+#define FINDINGS_BY_HOST                                                       \
+	"SELECT p.host_id, count(*) AS n" CLASS_SUMS " FROM leaks l JOIN"      \
+	" processes p ON p.id = l.process_id GROUP BY p.host_id"
 
 /* Findings counted once per host (one scan of leaks), the rest per host by
  * index (processes.host_id). */
@@ -39,15 +48,9 @@ static const char hosts_sql[] =
     " p.vanished = 1),"
     " coalesce(f.bleed, 0), coalesce(f.stale, 0), coalesce(f.overlap, 0),"
     " coalesce(f.lost, 0), coalesce(f.misnest, 0), coalesce(f.unclosed, 0)"
-    " FROM hosts h LEFT JOIN (SELECT p.host_id, count(*) AS n" CLASS_SUM(
-	"bleed") CLASS_SUM("stale") CLASS_SUM("overlap") CLASS_SUM("lost")
-	CLASS_SUM("misnest")
-	    CLASS_SUM("unclosed") " FROM leaks l JOIN processes p ON p.id = "
-				  "l.process_id GROUP BY"
-				  " p.host_id) f ON f.host_id = h.id"
-				  " WHERE :host IS NULL OR h.name = "
-				  "ANY(string_to_array(:host, ','))"
-				  " ORDER BY h.name COLLATE BINARY";
+    " FROM hosts h LEFT JOIN (" FINDINGS_BY_HOST ") f ON f.host_id = h.id"
+    " WHERE :host IS NULL OR h.name = ANY(string_to_array(:host, ','))"
+    " ORDER BY h.name COLLATE BINARY";
 
 static void host_json(struct cli_json *j, struct cli_stmt *st)
 {

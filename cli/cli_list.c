@@ -200,64 +200,29 @@ int cli_processes(struct cli *c)
 
 enum { S_FILE, S_LINE, S_FUNC, S_PROCS, S_LEAKS, S_CLASS0 };
 
-/* The findings of class cls in the group (a comparison is no number in
- * PostgreSQL). */
-#define CLASS_COUNT(cls) " sum(CASE WHEN l.class = '" cls "' THEN 1 ELSE 0 END)"
+/* The findings of each class in the group, in cli_class_names order (a
+ * comparison is no number in PostgreSQL: CASE, not sum(l.class = ...)). */
+#define CLASS_COUNT(cls)                                                       \
+	", sum(CASE WHEN l.class = '" cls "' THEN 1 ELSE 0 END)"
+#define CLASS_COUNTS                                                           \
+	CLASS_COUNT("bleed")                                                   \
+	CLASS_COUNT("stale")                                                   \
+	CLASS_COUNT("overlap")                                                 \
+	CLASS_COUNT("lost") CLASS_COUNT("misnest") CLASS_COUNT("unclosed")
 
-/* Per-class counts follow S_LEAKS, in cli_class_names order.  A site row
+/* Per-class counts follow S_LEAKS.  A site row
  * is shared by every process that defines it (sites.process_id is the
  * first): the processes counted and filtered are those of its findings,
  * or that first one when it has none. */
 static const char sites_sql[] =
-    "SELECT s.file, s.line, s.func, count(DISTINCT p.id),"
-    " count(l.id)," CLASS_COUNT("bleed") "," CLASS_COUNT("stale") "," CLASS_COUNT("overlap") "," CLASS_COUNT(
-	"lost") "," CLASS_COUNT("misnest") "," CLASS_COUNT("unclosed") " FROM "
-								       "sites "
-								       "s LEFT "
-								       "JOIN "
-								       "leaks "
-								       "l ON "
-								       "l.site_"
-								       "id = "
-								       "s.id"
-								       " JOIN "
-								       "process"
-								       "es p "
-								       "ON "
-								       "p.id = "
-								       "coalesc"
-								       "e(l."
-								       "process"
-								       "_id, "
-								       "s."
-								       "process"
-								       "_id)"
-								       " WHERE "
-								       "1 = 1%s"
-								       " GROUP "
-								       "BY "
-								       "s.file,"
-								       " s."
-								       "line, "
-								       "s.func"
-								       " ORDER "
-								       "BY "
-								       "count("
-								       "l.id) "
-								       "DESC, "
-								       "s.file "
-								       "COLLATE"
-								       " BINARY"
-								       ", "
-								       "s.line,"
-								       " s."
-								       "func "
-								       "IS NOT "
-								       "NULL, "
-								       "s.func "
-								       "COLLATE"
-								       " BINAR"
-								       "Y";
+    "SELECT s.file, s.line, s.func, count(DISTINCT p.id), "
+    "count(l.id)" CLASS_COUNTS
+    " FROM sites s LEFT JOIN leaks l ON l.site_id = s.id"
+    " JOIN processes p ON p.id = coalesce(l.process_id, s.process_id)"
+    " WHERE 1 = 1%s"
+    " GROUP BY s.file, s.line, s.func"
+    " ORDER BY count(l.id) DESC, s.file COLLATE BINARY, s.line,"
+    " s.func IS NOT NULL, s.func COLLATE BINARY";
 
 static void json_site(struct cli *c, struct cli_json *j, struct cli_stmt *st)
 {

@@ -534,17 +534,18 @@ static void drop_json(struct cli *c, struct cli_json *j, struct cli_stmt *st)
 
 /* The windows of a daemon that died (daemon/store_runs.c): from its last
  * commit to its successor's start (or now), overlapping the selection's
- * time range.  Clients that ended then could report nothing. */
+ * time range.  Clients that ended then could report nothing.  Its
+ * successor is the next run of the same database (source). */
+#define NEXT_RUN_START                                                         \
+	"coalesce((SELECT min(n.started_at) FROM runs n WHERE n.id > r.id"     \
+	" AND n.id < " CLI_SOURCE_END_SQL("r.id") "), 0)"
 static const char outages_sql[] =
     "SELECT pid, stopped_at, until_ts, host FROM (SELECT r.id, r.pid,"
-    " r.stopped_at, %s AS host, coalesce((SELECT min(n.started_at) FROM runs n "
-    "WHERE"
-    " n.id > r.id AND n.id < " CLI_SOURCE_END_SQL(
-	"r.id") "), 0) AS until_ts"
-		" FROM runs r WHERE r.unclean = 1%s) AS o"
-		" WHERE (:since = 0 OR until_ts = 0 OR until_ts >= :since)"
-		" AND (:until = 0 OR stopped_at <= :until)"
-		" ORDER BY stopped_at, id";
+    " r.stopped_at, %s AS host, " NEXT_RUN_START " AS until_ts"
+    " FROM runs r WHERE r.unclean = 1%s) AS o"
+    " WHERE (:since = 0 OR until_ts = 0 OR until_ts >= :since)"
+    " AND (:until = 0 OR stopped_at <= :until)"
+    " ORDER BY stopped_at, id";
 
 static void outage_line(struct cli *c, struct cli_stmt *st)
 {
