@@ -7,7 +7,10 @@
  * table cursors, written in the same transaction as the rows they cover,
  * so that a batch and its cursor commit together or not at all):
  *
- *   sites, leaks    append-only, by id: cursor = the highest id sent
+ *   leaks           append-only, by id: cursor = the highest id sent
+ *   sites           new ones by id as leaks (cursor = the highest id
+ *                   sent); those sent before again each pass, upserted
+ *                   (used and released_at change; a site table is small)
  *   drops           append-only, by rowid: cursor = the highest rowid
  *   processes       updated until finalised (committed_position set):
  *                   every row from the lowest id not yet final is sent
@@ -626,9 +629,9 @@ static int write_cursors(struct fwd *f)
 /* ------------------------------------------------------------ a batch */
 
 /*
- * What changes in place (processes, runs, request_stats, what_if, the
- * requests of processes just finalised): once per pass, in its first
- * batch.
+ * What changes in place (processes, runs, sites sent before,
+ * request_stats, what_if, the requests of processes just finalised): once
+ * per pass, in its first batch.
  */
 static int forward_mutable(struct fwd *f)
 {
@@ -730,6 +733,14 @@ static int forward_mutable(struct fwd *f)
 		if (send_plain(f, T_REQUESTS, NULL) == -1)
 			return -1;
 	}
+
+	/* sites already sent: used and released_at change */
+	if ((st = select_rows(f, T_SITES, "", "WHERE id <= ?1")) == NULL)
+		return -1;
+	n = copy_bound(f, st, T_SITES, 0, f->cur_sites, 0, NULL);
+	sqlite3_finalize(st);
+	if (n < 0 || send_plain(f, T_SITES, NULL) == -1)
+		return -1;
 
 	/* runs */
 	if ((st = select_rows(f, T_RUNS, "", "")) == NULL)

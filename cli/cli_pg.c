@@ -31,6 +31,15 @@ int cli_pg_is_url(const char *s)
 	return p != s && *p == '=';
 }
 
+/* The server's notices (a WARNING as it shuts down, a NOTICE of an
+ * IF NOT EXISTS) are not the CLI's to print: its own messages say what
+ * matters. */
+static void ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
 PGconn *cli_pg_connect(const char *conninfo, const char *application)
 {
 	/* libpq's defaults wait forever for a server that does not answer
@@ -44,7 +53,11 @@ PGconn *cli_pg_connect(const char *conninfo, const char *application)
 	const char *const values[] = {"10", "30", "10",		   "3",
 				      application, conninfo, NULL};
 
-	return PQconnectdbParams(keys, values, 1);
+	PGconn *pg = PQconnectdbParams(keys, values, 1);
+
+	if (pg != NULL)
+		PQsetNoticeProcessor(pg, ignore_notice, NULL);
+	return pg;
 }
 
 int cli_pg_exec(PGconn *pg, const char *sql)
@@ -78,7 +91,7 @@ const char *cli_pg_message(PGconn *pg)
 	while (len && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
 		buf[--len] = '\0';
 	for (char *p = buf; *p; p++)
-		if (*p == '\n')
+		if (*p == '\n' || *p == '\t')
 			*p = ' ';
 	return *buf ? buf : "no connection";
 }
