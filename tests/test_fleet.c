@@ -8,8 +8,9 @@
  * the requests (with their tags) that findings name.  So "the union of
  * the hosts' findings, exactly" is: two sources, each equal to its file.
  *
- * - Two hosts forwarded once each: exact; forwarded again: no central row
- *   is written again (the data tables' xmin do not move).
+ * - Two hosts forwarded once each: exact; forwarded again, and again with
+ *   the cursors deleted (every row sent again): no central row is written
+ *   again (the data tables' xmin do not move).
  * - A forwarder that runs while the workers run (rows that change after
  *   they were forwarded, request rows that come after their findings):
  *   exact once it has caught up.
@@ -516,6 +517,13 @@ START_TEST(test_two_hosts)
 	before = fingerprint(c);
 	forward_once_ok(&a, &pg, "a");
 	forward_once_ok(&b, &pg, "b");
+	after = fingerprint(c);
+	ck_assert_str_eq(before, after);
+	free(after);
+	/* Cursors lost: every row is sent again, and still none is
+	 * written twice or again. */
+	central_exec(c, "DELETE FROM cursors");
+	forward_once_ok(&a, &pg, "a");
 	after = fingerprint(c);
 	ck_assert_str_eq(before, after);
 	free(before);
