@@ -7,7 +7,10 @@
  * table cursors, written in the same transaction as the rows they cover,
  * so that a batch and its cursor commit together or not at all):
  *
- *   sites, leaks    append-only, by id: cursor = the highest id sent
+ *   leaks           append-only, by id: cursor = the highest id sent
+ *   sites           new ones by id as leaks (cursor = the highest id
+ *                   sent); those sent before again each pass, upserted
+ *                   (used and released_at change; a site table is small)
  *   drops           append-only, by rowid: cursor = the highest rowid
  *   processes       updated until finalised (committed_position set):
  *                   every row from the lowest id not yet final is sent
@@ -378,49 +381,54 @@ static void build_upsert(struct fwd *f, int t)
 }
 
 /*
- * Sends the COPY text gathered for table t: COPY into its temporary
- * table, then the upsert, then after (SQL that reads the temporary
- * table, or NULL), then empties it.  The upsert's result (RETURNING), or
- * NULL on failure; an empty text sends nothing and gives an empty result.
+ * COPY of the gathered text into table (t's columns).  0; or -1 with the
+ * failure's SQLSTATE in state (8 bytes), the text kept.
  */
-static PGresult *send_rows(struct fwd *f, int t, const char *after)
+static int copy_in(struct fwd *f, int t, const char *table, char *state)
 {
 	char sql[2200];
+	PGresult *r;
+	int ok;
+
+	snprintf(state, 8, "%s", "");
+	snprintf(sql, sizeof sql, "COPY %s (%s, source_id%s) FROM STDIN", table,
+		 tables[t].cols, t == T_PROCESSES ? ", host_id" : "");
+	r = PQexec(f->pg, sql);
+	ok = PQresultStatus(r) == PGRES_COPY_IN;
+	PQclear(r);
+	if (!ok || PQputCopyData(f->pg, f->buf, (int)f->len) != 1 ||
+	    PQputCopyEnd(f->pg, NULL) != 1)
+		return pg_fail(f, "COPY");
+	r = PQgetResult(f->pg);
+	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+	if (!ok && PQresultErrorField(r, PG_DIAG_SQLSTATE))
+		snprintf(state, 8, "%s", PQresultErrorField(r, PG_DIAG_SQLSTATE));
+	PQclear(r);
+	while ((r = PQgetResult(f->pg)) != NULL)
+		PQclear(r);
+	return ok ? 0 : pg_fail(f, table);
+}
+
+/*
+ * Sends the COPY text gathered for table t: COPY into its temporary
+ * table, then the upsert, then empties it.  The upsert's result
+ * (RETURNING), or NULL on failure; an empty text sends nothing and gives
+ * an empty result.
+ */
+static PGresult *send_rows(struct fwd *f, int t)
+{
+	char tmp[64], sql[128], state[8];
 	PGresult *r;
 
 	if (f->len == 0)
 		return PQmakeEmptyPGresult(f->pg, PGRES_TUPLES_OK);
-	snprintf(sql, sizeof sql, "COPY fw_%s (%s, source_id%s) FROM STDIN",
-		 tables[t].name, tables[t].cols,
-		 t == T_PROCESSES ? ", host_id" : "");
-	r = PQexec(f->pg, sql);
-	if (PQresultStatus(r) != PGRES_COPY_IN) {
-		PQclear(r);
-		pg_fail(f, "COPY");
+	snprintf(tmp, sizeof tmp, "fw_%s", tables[t].name);
+	if (copy_in(f, t, tmp, state) == -1)
 		return NULL;
-	}
-	PQclear(r);
-	if (PQputCopyData(f->pg, f->buf, (int)f->len) != 1 ||
-	    PQputCopyEnd(f->pg, NULL) != 1) {
-		pg_fail(f, "COPY");
-		return NULL;
-	}
 	f->len = 0;
-	r = PQgetResult(f->pg);
-	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-		PQclear(r);
-		while ((r = PQgetResult(f->pg)) != NULL)
-			PQclear(r);
-		pg_fail(f, tables[t].name);
-		return NULL;
-	}
-	PQclear(r);
-	while ((r = PQgetResult(f->pg)) != NULL)
-		PQclear(r);
 	r = cli_pg_query(f->pg, f->upsert[t], 0, NULL);
-	snprintf(sql, sizeof sql, "TRUNCATE fw_%s", tables[t].name);
-	if (r == NULL || (after && cli_pg_exec(f->pg, after) == -1) ||
-	    cli_pg_exec(f->pg, sql) == -1) {
+	snprintf(sql, sizeof sql, "TRUNCATE %s", tmp);
+	if (r == NULL || cli_pg_exec(f->pg, sql) == -1) {
 		PQclear(r);
 		pg_fail(f, tables[t].name);
 		return NULL;
@@ -429,13 +437,43 @@ static PGresult *send_rows(struct fwd *f, int t, const char *after)
 }
 
 /* send_rows without a result to look at: 0 or -1. */
-static int send_plain(struct fwd *f, int t, const char *after)
+static int send_plain(struct fwd *f, int t)
 {
-	PGresult *r = send_rows(f, t, after);
+	PGresult *r = send_rows(f, t);
 
 	PQclear(r);
 	return r ? 0 : -1;
 }
+
+/*
+ * Rows that the central table should not have yet (findings after the
+ * cursor, requests it has no row of): COPY straight into it, several
+ * times faster than through the temporary table (COPY inserts rows in
+ * bulk; INSERT ... SELECT one at a time).  Should one be there after all
+ * (a unique key violated), the COPY is undone to a savepoint and the
+ * rows go the upsert's way.  0 or -1.
+ */
+static int send_new(struct fwd *f, int t)
+{
+	char state[8];
+
+	if (f->len == 0)
+		return 0;
+	if (cli_pg_exec(f->pg, "SAVEPOINT fw_new") == -1)
+		return pg_fail(f, "SAVEPOINT");
+	if (copy_in(f, t, tables[t].name, state) == 0) {
+		f->len = 0;
+		return cli_pg_exec(f->pg, "RELEASE SAVEPOINT fw_new") == -1
+			   ? pg_fail(f, "RELEASE SAVEPOINT")
+			   : 0;
+	}
+	if (strcmp(state, "23505") != 0)
+		return -1;
+	if (cli_pg_exec(f->pg, "ROLLBACK TO SAVEPOINT fw_new") == -1)
+		return pg_fail(f, "ROLLBACK TO SAVEPOINT");
+	return send_plain(f, t);
+}
+
 
 /* Binds v to ?1 (and w to ?2 when st has it) and copies the rows. */
 static long copy_bound(struct fwd *f, sqlite3_stmt *st, int t, int skip,
@@ -626,9 +664,9 @@ static int write_cursors(struct fwd *f)
 /* ------------------------------------------------------------ a batch */
 
 /*
- * What changes in place (processes, runs, request_stats, what_if, the
- * requests of processes just finalised): once per pass, in its first
- * batch.
+ * What changes in place (processes, runs, sites sent before,
+ * request_stats, what_if, the requests of processes just finalised): once
+ * per pass, in its first batch.
  */
 static int forward_mutable(struct fwd *f)
 {
@@ -643,7 +681,7 @@ static int forward_mutable(struct fwd *f)
 		return -1;
 	n = copy_bound(f, st, T_PROCESSES, 0, f->cur_processes, 0, NULL);
 	sqlite3_finalize(st);
-	if (n < 0 || (r = send_rows(f, T_PROCESSES, NULL)) == NULL)
+	if (n < 0 || (r = send_rows(f, T_PROCESSES)) == NULL)
 		return -1;
 	f->finals.n = 0;
 	for (int i = 0; i < PQntuples(r); i++)
@@ -669,7 +707,7 @@ static int forward_mutable(struct fwd *f)
 			return -1;
 		}
 	sqlite3_finalize(st);
-	if (send_plain(f, T_WHAT_IF, NULL) == -1)
+	if (send_plain(f, T_WHAT_IF) == -1)
 		return -1;
 	/* Rows from cur_stats on of every unfinished process, and the older
 	 * rows of those just finalised: no row twice. */
@@ -691,7 +729,7 @@ static int forward_mutable(struct fwd *f)
 			return -1;
 		}
 	sqlite3_finalize(st);
-	if (send_plain(f, T_STATS, NULL) == -1)
+	if (send_plain(f, T_STATS) == -1)
 		return -1;
 	if (local_int(f, "SELECT max(minute) FROM request_stats", 0, 0,
 		      &newest) == -1)
@@ -727,22 +765,29 @@ static int forward_mutable(struct fwd *f)
 			}
 		sqlite3_finalize(st);
 		PQclear(r);
-		if (send_plain(f, T_REQUESTS, NULL) == -1)
+		if (send_plain(f, T_REQUESTS) == -1)
 			return -1;
 	}
+
+	/* sites already sent: used and released_at change */
+	if ((st = select_rows(f, T_SITES, "", "WHERE id <= ?1")) == NULL)
+		return -1;
+	n = copy_bound(f, st, T_SITES, 0, f->cur_sites, 0, NULL);
+	sqlite3_finalize(st);
+	if (n < 0 || send_plain(f, T_SITES) == -1)
+		return -1;
 
 	/* runs */
 	if ((st = select_rows(f, T_RUNS, "", "")) == NULL)
 		return -1;
 	n = copy_rows(f, st, T_RUNS, 0, NULL);
 	sqlite3_finalize(st);
-	return n < 0 ? -1 : send_plain(f, T_RUNS, NULL);
+	return n < 0 ? -1 : send_plain(f, T_RUNS);
 }
 
 /* An append-only table from its cursor: rows after it, at most a batch.
  * The number of rows, or -1. */
-static long forward_appended(struct fwd *f, int t, int64_t *cursor,
-			     const char *after)
+static long forward_appended(struct fwd *f, int t, int64_t *cursor)
 {
 	char tail[128];
 	sqlite3_stmt *st;
@@ -756,21 +801,65 @@ static long forward_appended(struct fwd *f, int t, int64_t *cursor,
 		return -1;
 	n = copy_bound(f, st, t, by_rowid, *cursor, 0, cursor);
 	sqlite3_finalize(st);
-	if (n < 0 || send_plain(f, t, after) == -1)
+	if (n < 0 || (t == T_SITES ? send_plain(f, t) : send_new(f, t)) == -1)
 		return -1;
 	return n;
 }
 
-/* The pending requests whose row is there, with their tags; those of a
- * final process that never got one are given up. */
-static int forward_pending(struct fwd *f)
+/* A request a finding names: its local id and process. */
+struct named {
+	int64_t id, process;
+	int pending; /* it is a row of the central pending_requests */
+	int known;   /* the central requests has its row */
+};
+
+/* Named requests, gathered from the central pending ones and from the
+ * findings of the batch. */
+struct named_set {
+	struct named *v;
+	size_t n, cap;
+};
+
+static void named_add(struct named_set *s, int64_t id, int64_t process,
+		      int pending)
+{
+	if (s->n == s->cap) {
+		s->cap = s->cap ? 2 * s->cap : 1024;
+		s->v = realloc(s->v, s->cap * sizeof *s->v);
+		if (s->v == NULL)
+			abort();
+	}
+	s->v[s->n++] = (struct named){id, process, pending, 0};
+}
+
+static int by_id(const void *a, const void *b)
+{
+	const struct named *x = a, *y = b;
+
+	if (x->id != y->id)
+		return x->id < y->id ? -1 : 1;
+	return y->pending - x->pending; /* the pending one first */
+}
+
+/* Sorted by id, one entry per id (the pending one where there are two):
+ * an upsert may not meet a row twice. */
+static void named_unique(struct named_set *s)
+{
+	size_t out = 0;
+
+	qsort(s->v, s->n, sizeof *s->v, by_id);
+	for (size_t i = 0; i < s->n; i++)
+		if (out == 0 || s->v[out - 1].id != s->v[i].id)
+			s->v[out++] = s->v[i];
+	s->n = out;
+}
+
+/* The central pending requests of the source. */
+static int gather_pending(struct fwd *f, struct named_set *s)
 {
 	char sid[24], span[24];
-	const char *p[] = {sid, span, NULL};
-	struct ids sent = {0}, done = {0};
-	sqlite3_stmt *req = NULL, *tags = NULL, *final = NULL;
+	const char *p[] = {sid, span};
 	PGresult *r;
-	int rc = -1;
 
 	snprintf(sid, sizeof sid, "%" PRId64, f->source_id);
 	snprintf(span, sizeof span, "%" PRId64, f->span);
@@ -780,78 +869,203 @@ static int forward_pending(struct fwd *f)
 			 2, p);
 	if (r == NULL)
 		return pg_fail(f, "pending_requests");
-	if ((req = select_rows(f, T_REQUESTS, "", "WHERE id = ?1")) == NULL ||
+	for (int i = 0; i < PQntuples(r); i++)
+		named_add(s, atoll(PQgetvalue(r, i, 0)),
+			  atoll(PQgetvalue(r, i, 1)), 1);
+	PQclear(r);
+	return 0;
+}
+
+/* The requests the findings after id from, up to to, name. */
+static int gather_named(struct fwd *f, int64_t from, int64_t to,
+			struct named_set *s)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (to <= from)
+		return 0;
+	if (sqlite3_prepare_v2(f->c->db,
+			       "SELECT victim_request_id, process_id FROM leaks "
+			       "WHERE id > ?1 AND id <= ?2 AND "
+			       "victim_request_id IS NOT NULL UNION "
+			       "SELECT source_request_id, process_id FROM leaks "
+			       "WHERE id > ?1 AND id <= ?2 AND "
+			       "source_request_id IS NOT NULL",
+			       -1, &st, NULL) != SQLITE_OK)
+		return local_fail(f, "unexpected schema");
+	sqlite3_bind_int64(st, 1, from);
+	sqlite3_bind_int64(st, 2, to);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		named_add(s, sqlite3_column_int64(st, 0),
+			  sqlite3_column_int64(st, 1), 0);
+	sqlite3_finalize(st);
+	return rc == SQLITE_DONE ? 0 : local_fail(f, "leaks");
+}
+
+/* Runs sql with $1 the source and $2, $3 central id arrays of a and b
+ * (b may be NULL). */
+static int pending_change(struct fwd *f, const char *sql, const struct ids *a,
+			  const struct ids *b)
+{
+	char sid[24], *x = id_array(a, f->span),
+		      *y = b ? id_array(b, f->span) : NULL;
+	const char *p[] = {sid, x, y};
+	PGresult *r;
+
+	snprintf(sid, sizeof sid, "%" PRId64, f->source_id);
+	r = cli_pg_query(f->pg, sql, b ? 3 : 2, p);
+	free(x);
+	free(y);
+	if (r == NULL)
+		return pg_fail(f, "pending_requests");
+	PQclear(r);
+	return 0;
+}
+
+/* Marks the named requests whose row the central database has. */
+static int mark_known(struct fwd *f, struct named_set *s)
+{
+	struct ids all = {0};
+	char *arr, span[24];
+	const char *p[2];
+	PGresult *r;
+	size_t j = 0;
+
+	if (s->n == 0)
+		return 0;
+	for (size_t i = 0; i < s->n; i++)
+		ids_add(&all, s->v[i].id);
+	arr = id_array(&all, f->span);
+	free(all.v);
+	snprintf(span, sizeof span, "%" PRId64, f->span);
+	p[0] = arr;
+	p[1] = span;
+	r = cli_pg_query(f->pg,
+			 "SELECT id - $2 FROM requests WHERE id = "
+			 "ANY($1::bigint[]) ORDER BY id",
+			 2, p);
+	free(arr);
+	if (r == NULL)
+		return pg_fail(f, "requests");
+	for (int i = 0; i < PQntuples(r); i++) {
+		int64_t id = atoll(PQgetvalue(r, i, 0));
+
+		while (j < s->n && s->v[j].id < id)
+			j++;
+		if (j < s->n && s->v[j].id == id)
+			s->v[j].known = 1;
+	}
+	PQclear(r);
+	return 0;
+}
+
+/* The lists forward_requests fills. */
+struct request_lists {
+	struct ids sent_new; /* rows sent that were not central: tags too */
+	struct ids gone;     /* pending ones to drop */
+	struct ids absent;   /* named, no row yet, process running */
+	struct ids absent_proc;
+};
+
+/*
+ * Gathers the rows of the named requests whose known is as given, and
+ * files each request in lists.  0 or -1.
+ */
+static int gather_requests(struct fwd *f, const struct named_set *s, int known,
+			   sqlite3_stmt *req, sqlite3_stmt *running,
+			   struct request_lists *l)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		const struct named *q = &s->v[i];
+		long n;
+		int step;
+
+		if (q->known != known)
+			continue;
+		if ((n = copy_bound(f, req, T_REQUESTS, 0, q->id, 0, NULL)) < 0)
+			return -1;
+		if (n && !known)
+			ids_add(&l->sent_new, q->id);
+		if (n || known) { /* known, no row: retention took it */
+			if (q->pending)
+				ids_add(&l->gone, q->id);
+			continue;
+		}
+		sqlite3_reset(running);
+		sqlite3_bind_int64(running, 1, q->process);
+		step = sqlite3_step(running);
+		if (step != SQLITE_ROW && step != SQLITE_DONE)
+			return local_fail(f, "processes");
+		if (step == SQLITE_DONE && q->pending)
+			ids_add(&l->gone, q->id);
+		else if (step == SQLITE_ROW && !q->pending) {
+			ids_add(&l->absent, q->id);
+			ids_add(&l->absent_proc, q->process);
+		}
+	}
+	return 0;
+}
+
+/*
+ * The requests that the batch's findings (ids from, to] and the pending
+ * ones name: each whose row is there is sent (with its tags the first
+ * time: they do not change); one whose row is not is pending (until a
+ * batch finds it), unless its process is final (it never will be).
+ */
+static int forward_requests(struct fwd *f, int64_t from, int64_t to)
+{
+	struct named_set s = {0};
+	struct request_lists l = {0};
+	sqlite3_stmt *req = NULL, *tags = NULL, *running = NULL;
+	int rc = -1;
+
+	if (gather_pending(f, &s) == -1 ||
+	    gather_named(f, from, to, &s) == -1)
+		goto out;
+	named_unique(&s);
+	if (mark_known(f, &s) == -1 ||
+	    (req = select_rows(f, T_REQUESTS, "", "WHERE id = ?1")) == NULL ||
 	    (tags = select_rows(f, T_TAGS, "", "WHERE request_id = ?1")) ==
 		NULL ||
 	    sqlite3_prepare_v2(f->c->db,
 			       "SELECT 1 FROM processes WHERE id = ?1 AND "
 			       "committed_position IS NULL",
-			       -1, &final, NULL) != SQLITE_OK)
+			       -1, &running, NULL) != SQLITE_OK)
 		goto out;
-	for (int i = 0; i < PQntuples(r); i++) {
-		int64_t id = atoll(PQgetvalue(r, i, 0));
-		int64_t proc = atoll(PQgetvalue(r, i, 1));
-		long n = copy_bound(f, req, T_REQUESTS, 0, id, 0, NULL);
-		int step;
-
-		if (n < 0)
-			goto out;
-		if (n) {
-			ids_add(&sent, id);
-			ids_add(&done, id);
-			continue;
-		}
-		sqlite3_reset(final);
-		sqlite3_bind_int64(final, 1, proc);
-		step = sqlite3_step(final);
-		if (step == SQLITE_DONE)
-			ids_add(&done, id);
-		else if (step != SQLITE_ROW) {
-			local_fail(f, "processes");
-			goto out;
-		}
-	}
-	if (send_plain(f, T_REQUESTS, NULL) == -1)
+	if (gather_requests(f, &s, 0, req, running, &l) == -1 ||
+	    send_new(f, T_REQUESTS) == -1 ||
+	    gather_requests(f, &s, 1, req, running, &l) == -1 ||
+	    send_plain(f, T_REQUESTS) == -1)
 		goto out;
-	for (size_t i = 0; i < sent.n; i++)
-		if (copy_bound(f, tags, T_TAGS, 0, sent.v[i], 0, NULL) < 0)
+	for (size_t i = 0; i < l.sent_new.n; i++)
+		if (copy_bound(f, tags, T_TAGS, 0, l.sent_new.v[i], 0, NULL) <
+		    0)
 			goto out;
-	if (send_plain(f, T_TAGS, NULL) == -1)
+	if (send_new(f, T_TAGS) == -1 ||
+	    (l.gone.n && pending_change(f,
+					"DELETE FROM pending_requests WHERE "
+					"source_id = $1 AND request_id = "
+					"ANY($2::bigint[])",
+					&l.gone, NULL) == -1) ||
+	    (l.absent.n &&
+	     pending_change(f,
+			    "INSERT INTO pending_requests SELECT $1, "
+			    "unnest($2::bigint[]), unnest($3::bigint[])",
+			    &l.absent, &l.absent_proc) == -1))
 		goto out;
-	if (done.n) {
-		char *arr = id_array(&done, f->span);
-		PGresult *d;
-
-		p[1] = arr;
-		d = cli_pg_query(f->pg,
-				 "DELETE FROM pending_requests WHERE source_id "
-				 "= $1 AND request_id = ANY($2::bigint[])",
-				 2, p);
-		free(arr);
-		if (d == NULL) {
-			pg_fail(f, "pending_requests");
-			goto out;
-		}
-		PQclear(d);
-	}
 	rc = 0;
 out:
-	PQclear(r);
 	sqlite3_finalize(req);
 	sqlite3_finalize(tags);
-	sqlite3_finalize(final);
-	free(sent.v);
-	free(done.v);
+	sqlite3_finalize(running);
+	free(s.v);
+	free(l.sent_new.v);
+	free(l.gone.v);
+	free(l.absent.v);
+	free(l.absent_proc.v);
 	return rc;
 }
-
-/* The requests each finding of fw_leaks names, pending in its
- * transaction. */
-static const char pend_named[] =
-    "INSERT INTO pending_requests SELECT DISTINCT source_id, r, process_id"
-    " FROM (SELECT source_id, victim_request_id r, process_id FROM fw_leaks"
-    " UNION ALL SELECT source_id, source_request_id, process_id FROM"
-    " fw_leaks) n WHERE r IS NOT NULL ON CONFLICT DO NOTHING";
 
 /*
  * One batch in one central transaction: the mutable tables when first,
@@ -861,16 +1075,19 @@ static const char pend_named[] =
 static int batch(struct fwd *f, int first)
 {
 	long sites, leaks, drops;
+	int64_t leaks_from;
 
 	f->len = 0;
 	if (cli_pg_exec(f->pg, "BEGIN") == -1)
 		return pg_fail(f, "BEGIN");
-	if (read_cursors(f) == -1 || (first && forward_mutable(f) == -1) ||
-	    (sites = forward_appended(f, T_SITES, &f->cur_sites, NULL)) < 0 ||
-	    (leaks = forward_appended(f, T_LEAKS, &f->cur_leaks,
-				      pend_named)) < 0 ||
-	    (drops = forward_appended(f, T_DROPS, &f->cur_drops, NULL)) < 0 ||
-	    forward_pending(f) == -1 || write_cursors(f) == -1)
+	if (read_cursors(f) == -1 || (first && forward_mutable(f) == -1))
+		goto failed;
+	leaks_from = f->cur_leaks;
+	if ((sites = forward_appended(f, T_SITES, &f->cur_sites)) < 0 ||
+	    (leaks = forward_appended(f, T_LEAKS, &f->cur_leaks)) < 0 ||
+	    (drops = forward_appended(f, T_DROPS, &f->cur_drops)) < 0 ||
+	    forward_requests(f, leaks_from, f->cur_leaks) == -1 ||
+	    write_cursors(f) == -1)
 		goto failed;
 	if (cli_pg_exec(f->pg, "COMMIT") == -1) {
 		pg_fail(f, "COMMIT");

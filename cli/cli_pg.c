@@ -31,6 +31,15 @@ int cli_pg_is_url(const char *s)
 	return p != s && *p == '=';
 }
 
+/* The server's notices (a WARNING as it shuts down, a NOTICE of an
+ * IF NOT EXISTS) are not the CLI's to print: its own messages say what
+ * matters. */
+static void ignore_notice(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
 PGconn *cli_pg_connect(const char *conninfo, const char *application)
 {
 	/* libpq's defaults wait forever for a server that does not answer
@@ -44,7 +53,11 @@ PGconn *cli_pg_connect(const char *conninfo, const char *application)
 	const char *const values[] = {"10", "30", "10",		   "3",
 				      application, conninfo, NULL};
 
-	return PQconnectdbParams(keys, values, 1);
+	PGconn *pg = PQconnectdbParams(keys, values, 1);
+
+	if (pg != NULL)
+		PQsetNoticeProcessor(pg, ignore_notice, NULL);
+	return pg;
 }
 
 int cli_pg_exec(PGconn *pg, const char *sql)
@@ -78,7 +91,7 @@ const char *cli_pg_message(PGconn *pg)
 	while (len && (buf[len - 1] == '\n' || buf[len - 1] == ' '))
 		buf[--len] = '\0';
 	for (char *p = buf; *p; p++)
-		if (*p == '\n')
+		if (*p == '\n' || *p == '\t')
 			*p = ' ';
 	return *buf ? buf : "no connection";
 }
@@ -87,7 +100,11 @@ const char *cli_pg_message(PGconn *pg)
  * Version 1: the local tables of daemon/SCHEMA.md version 8 with
  * source_id (and host_id on processes), hosts, sources, the forwarder's
  * cursors and its pending requests.  Types: INTEGER is bigint, TEXT text.
- * The unique keys are the ones the forwarder upserts on; NULLS NOT
+ * Only hosts, sources, cursors and processes declare their references:
+ * a foreign key check on every row of the tables that take a row per
+ * finding would halve the forwarder's insert rate, and the forwarder is
+ * the one writer of source_id.  The unique keys are the ones the
+ * forwarder upserts on; NULLS NOT
  * DISTINCT (PostgreSQL 15) makes a NULL site or name one key value, as
  * the daemon's own "IS ?" matching does.
  */
@@ -103,8 +120,8 @@ static const char schema_v1[] =
     "CREATE TABLE cursors (source_id bigint NOT NULL REFERENCES"
     " sources(id), tbl text NOT NULL, position bigint NOT NULL,"
     " PRIMARY KEY (source_id, tbl));"
-    "CREATE TABLE pending_requests (source_id bigint NOT NULL REFERENCES"
-    " sources(id), request_id bigint NOT NULL, process_id bigint NOT NULL,"
+    "CREATE TABLE pending_requests (source_id bigint NOT NULL,"
+    " request_id bigint NOT NULL, process_id bigint NOT NULL,"
     " PRIMARY KEY (source_id, request_id));"
     "CREATE TABLE processes (id bigint PRIMARY KEY,"
     " instance bigint NOT NULL, pid bigint NOT NULL, hello_pid bigint,"
@@ -124,7 +141,7 @@ static const char schema_v1[] =
     " process_id bigint NOT NULL, file text NOT NULL,"
     " line bigint NOT NULL, func text, used bigint NOT NULL DEFAULT 0,"
     " released_at bigint,"
-    " source_id bigint NOT NULL REFERENCES sources(id));"
+    " source_id bigint NOT NULL);"
     "CREATE TABLE requests (id bigint PRIMARY KEY,"
     " process_id bigint NOT NULL, ctx bigint NOT NULL, name text,"
     " site_id bigint, begin_ts bigint NOT NULL, end_ts bigint,"
@@ -136,12 +153,12 @@ static const char schema_v1[] =
     " tags_dropped bigint NOT NULL DEFAULT 0,"
     " records_not_kept bigint NOT NULL DEFAULT 0,"
     " late bigint NOT NULL DEFAULT 0,"
-    " source_id bigint NOT NULL REFERENCES sources(id));"
+    " source_id bigint NOT NULL);"
     "CREATE INDEX requests_process ON requests(process_id);"
     "CREATE TABLE tags (request_id bigint NOT NULL, key text NOT NULL,"
     " value text, ts bigint NOT NULL, tid bigint, site_id bigint,"
     " setter_request_id bigint, setter_ctx bigint,"
-    " source_id bigint NOT NULL REFERENCES sources(id),"
+    " source_id bigint NOT NULL,"
     " UNIQUE (request_id, key));"
     "CREATE TABLE leaks (id bigint PRIMARY KEY,"
     " process_id bigint NOT NULL, class text NOT NULL, ts bigint NOT NULL,"
@@ -149,7 +166,7 @@ static const char schema_v1[] =
     " victim_name text, source_request_id bigint, source_ctx bigint,"
     " source_name text, record text NOT NULL, ctx bigint, cause bigint,"
     " other bigint, name text, value text, site_id bigint, detail text,"
-    " source_id bigint NOT NULL REFERENCES sources(id));"
+    " source_id bigint NOT NULL);"
     "CREATE INDEX leaks_ts ON leaks(ts);"
     "CREATE INDEX leaks_victim ON leaks(victim_request_id);"
     "CREATE INDEX leaks_source ON leaks(source_request_id);"
@@ -159,12 +176,12 @@ static const char schema_v1[] =
     " tid bigint NOT NULL, ctx bigint NOT NULL, cause bigint NOT NULL,"
     " other bigint, site_id bigint, name text, value text, leak text,"
     " late bigint,"
-    " source_id bigint NOT NULL REFERENCES sources(id));"
+    " source_id bigint NOT NULL);"
     "CREATE INDEX records_request ON records(request_id);"
     "CREATE TABLE drops (process_id bigint NOT NULL,"
     " since_ts bigint NOT NULL, until_ts bigint NOT NULL,"
     " count bigint NOT NULL,"
-    " source_id bigint NOT NULL REFERENCES sources(id),"
+    " source_id bigint NOT NULL,"
     " UNIQUE (process_id, since_ts, until_ts));"
     "CREATE TABLE request_stats (process_id bigint NOT NULL,"
     " minute bigint NOT NULL, name text, site_id bigint,"
@@ -172,17 +189,17 @@ static const char schema_v1[] =
     " scopes bigint NOT NULL, tags bigint NOT NULL,"
     " handed_off bigint NOT NULL, duration_sum bigint NOT NULL,"
     " duration_max bigint NOT NULL, late bigint NOT NULL DEFAULT 0,"
-    " source_id bigint NOT NULL REFERENCES sources(id),"
+    " source_id bigint NOT NULL,"
     " UNIQUE NULLS NOT DISTINCT (process_id, minute, name, site_id));"
     "CREATE TABLE what_if (process_id bigint NOT NULL,"
     " backend text NOT NULL, class text NOT NULL, site_id bigint,"
     " count bigint NOT NULL,"
-    " source_id bigint NOT NULL REFERENCES sources(id),"
+    " source_id bigint NOT NULL,"
     " UNIQUE NULLS NOT DISTINCT (process_id, backend, class, site_id));"
     "CREATE TABLE runs (id bigint PRIMARY KEY, pid bigint NOT NULL,"
     " started_at bigint NOT NULL, last_commit_at bigint,"
     " stopped_at bigint, unclean bigint NOT NULL DEFAULT 0,"
-    " source_id bigint NOT NULL REFERENCES sources(id));"
+    " source_id bigint NOT NULL);"
     "INSERT INTO meta VALUES ('schema_version', 1);";
 
 /* migrations[v]: from version v - 1 to v; never changed once released. */
