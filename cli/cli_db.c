@@ -344,7 +344,9 @@ int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t hint,
 
 	if (ctx == 0)
 		return 0;
-	if (hint && (st = cli_db_prepare(c, sql)) != NULL) {
+	/* Records never leave their host: the central table is empty, and a
+	 * lookup there would cost a round trip per finding for nothing. */
+	if (hint && !c->pg && (st = cli_db_prepare(c, sql)) != NULL) {
 		cli_stmt_bind_int(st, 1, hint);
 		cli_stmt_bind_int(st, 2, ctx);
 		mine = cli_stmt_step(st) == CLI_STEP_ROW;
