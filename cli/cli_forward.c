@@ -25,24 +25,26 @@
  *                   becomes final
  *   requests, tags  a request's id is assigned when it begins, its row
  *                   written when it retires (after the findings that name
- *                   it, often) and updated as later findings name it: the
- *                   ids each forwarded finding names go into the central
- *                   pending_requests, in the finding's transaction; each
- *                   batch sends the pending ones whose row is there (with
- *                   its tags) and drops them, and drops those of a final
- *                   process that never got a row.  A request named again
- *                   by a later finding is pending again; when its process
+ *                   it, often) and updated as later findings name it:
+ *                   each batch sends the rows of the requests its
+ *                   findings name (the tags too, the first time: they do
+ *                   not change); a named request with no row yet goes
+ *                   into the central pending_requests, in the findings'
+ *                   transaction, and each batch sends (and drops) the
+ *                   pending ones whose row has come, and drops those of
+ *                   a final process that never got one.  When a process
  *                   is finalised every request of it that is central is
  *                   sent once more (late work changes counts without a
  *                   finding)
  *   runs            few rows: all of them each pass, upserted
  *
  * Each pass reads the local database in one read transaction, a
- * consistent snapshot while the daemon writes.  Rows go by COPY into a
- * temporary table and from there by INSERT ... ON CONFLICT into the
- * central one, so that a batch replayed after a crash writes nothing
- * twice even without its cursor (two forwarders of one source also take
- * turns on an advisory lock).
+ * consistent snapshot while the daemon writes.  Rows the central database
+ * cannot have yet go by COPY straight into their table; the others by
+ * COPY into a temporary table and from there by INSERT ... ON CONFLICT,
+ * so that a batch replayed after a crash writes nothing twice even
+ * without its cursor (two forwarders of one source also take turns on
+ * an advisory lock).
  */
 #include <errno.h>
 #include <inttypes.h>
