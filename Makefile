@@ -208,7 +208,7 @@ $(B)/examples/%: $(B)/examples/%.o $(CLIENT_A)
 # Fills the install directories into a template (.pc file, service unit).
 SUBST_DIRS = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 	-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@SBINDIR@|$(SBINDIR)|g' \
-	-e 's|@VERSION@|$(VERSION)|g'
+	-e 's|@BINDIR@|$(BINDIR)|g' -e 's|@VERSION@|$(VERSION)|g'
 
 $(B)/libctxleak.pc: client/libctxleak.pc.in
 	@mkdir -p $(B)
@@ -337,6 +337,7 @@ INSTALLED = $(addprefix $(INCLUDEDIR)/,$(notdir $(PUBLIC_HEADERS))) \
 	$(PKGCONFIGDIR)/libctxleak.pc \
 	$(SBINDIR)/ctxleakd $(BINDIR)/ctxleak \
 	$(UNITDIR)/ctxleakd.service $(UNITDIR)/ctxleakd.socket \
+	$(UNITDIR)/ctxleak-forward.service \
 	$(SYSUSERSDIR)/ctxleak.conf $(TMPFILESDIR)/ctxleak.conf \
 	$(foreach m,$(MAN_PAGES),$(MANDIR)/man$(subst .,,$(suffix $(m)))/$(notdir $(m))) \
 	$(addprefix $(PYTHONDIR)/ctxleak/,$(notdir $(PY_SRCS)))
@@ -362,6 +363,8 @@ install: all
 	install -m 0755 $(CTXLEAK) $(DESTDIR)$(BINDIR)/
 	$(SUBST_DIRS) systemd/ctxleakd.service > $(DESTDIR)$(UNITDIR)/ctxleakd.service
 	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/libctxleak.pc $(DESTDIR)$(UNITDIR)/ctxleakd.service
+	$(SUBST_DIRS) systemd/ctxleak-forward.service > $(DESTDIR)$(UNITDIR)/ctxleak-forward.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/ctxleak-forward.service
 	install -m 0644 systemd/ctxleakd.socket $(DESTDIR)$(UNITDIR)/
 	install -m 0644 systemd/ctxleak.conf $(DESTDIR)$(SYSUSERSDIR)/
 	install -m 0644 systemd/ctxleak-tmpfiles.conf $(DESTDIR)$(TMPFILESDIR)/ctxleak.conf

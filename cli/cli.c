@@ -44,7 +44,9 @@ const char *cli_class_fix(const char *cls)
 	"                         misnest unclosed\n"
 #define FILTER_HELP_PROC                                                       \
 	"  --app NAME             only processes of this application\n"        \
-	"  --pid PID              only this process id\n"
+	"  --pid PID              only this process id\n"                      \
+	"  --host NAME[,NAME]     only these hosts (a central database; may\n" \
+	"                         be repeated)\n"
 #define FILTER_HELP_REQUEST                                                    \
 	"  --request NAME         only findings whose victim or source "       \
 	"request\n"                                                            \
@@ -69,8 +71,8 @@ static const struct cli_cmd commands[] = {
      "  --limit N              at most N findings (default 50 in a "
      "table,\n"
      "                         all with --json; 0: all)\n",
-     CLI_OPT_CLASS | CLI_OPT_APP | CLI_OPT_PID | CLI_OPT_REQUEST |
-	 CLI_OPT_SITE | CLI_OPT_TIME | CLI_OPT_LIMIT,
+     CLI_OPT_CLASS | CLI_OPT_APP | CLI_OPT_PID | CLI_OPT_HOST |
+	 CLI_OPT_REQUEST | CLI_OPT_SITE | CLI_OPT_TIME | CLI_OPT_LIMIT,
      0, 0, cli_leaks},
     {"show", "one request: header, tags, timeline, findings",
      "usage: ctxleak [OPTIONS] show REQUEST [--all] [--html FILE]\n"
@@ -87,8 +89,10 @@ static const struct cli_cmd commands[] = {
      "  --html FILE            write the timeline as one self-contained "
      "HTML\n"
      "                         page instead: a lane per thread, the\n"
-     "                         findings linked to their evidence\n",
-     CLI_OPT_ALL | CLI_OPT_HTML, 1, 1, cli_show},
+     "                         findings linked to their evidence\n"
+     "  --host NAME[,NAME]     a request of these hosts (a central\n"
+     "                         database)\n",
+     CLI_OPT_ALL | CLI_OPT_HTML | CLI_OPT_HOST, 1, 1, cli_show},
     {"summary", "counts by class, app, request and site; models; gaps",
      "usage: ctxleak [OPTIONS] summary [FILTERS]\n"
      "\n"
@@ -100,21 +104,21 @@ static const struct cli_cmd commands[] = {
      "records (counts over them may be incomplete).\n"
      "\n" FILTER_HELP_CLASS FILTER_HELP_PROC FILTER_HELP_REQUEST
 	 FILTER_HELP_SITE FILTER_HELP_TIME,
-     CLI_OPT_CLASS | CLI_OPT_APP | CLI_OPT_PID | CLI_OPT_REQUEST |
-	 CLI_OPT_SITE | CLI_OPT_TIME,
+     CLI_OPT_CLASS | CLI_OPT_APP | CLI_OPT_PID | CLI_OPT_HOST |
+	 CLI_OPT_REQUEST | CLI_OPT_SITE | CLI_OPT_TIME,
      0, 0, cli_summary},
     {"processes", "client processes, their backend, model and counts",
      "usage: ctxleak [OPTIONS] processes [--app NAME] [--pid PID]\n"
      "\n"
      "Lists the client processes the daemon has seen.\n"
      "\n" FILTER_HELP_PROC,
-     CLI_OPT_APP | CLI_OPT_PID, 0, 0, cli_processes},
+     CLI_OPT_APP | CLI_OPT_PID | CLI_OPT_HOST, 0, 0, cli_processes},
     {"sites", "call sites and the findings at each",
      "usage: ctxleak [OPTIONS] sites [--app NAME] [--pid PID]\n"
      "\n"
      "Lists call sites, the most findings first.\n"
      "\n" FILTER_HELP_PROC,
-     CLI_OPT_APP | CLI_OPT_PID, 0, 0, cli_sites},
+     CLI_OPT_APP | CLI_OPT_PID | CLI_OPT_HOST, 0, 0, cli_sites},
     {"export", "findings and scopes as a trace for Perfetto",
      "usage: ctxleak [OPTIONS] export --format chrome-trace [FILTERS]\n"
      "\n"
@@ -128,8 +132,36 @@ static const struct cli_cmd commands[] = {
      "  --format chrome-trace  the format (the only one)\n" FILTER_HELP_CLASS
 	 FILTER_HELP_PROC FILTER_HELP_REQUEST FILTER_HELP_SITE FILTER_HELP_TIME,
      CLI_OPT_FORMAT | CLI_OPT_CLASS | CLI_OPT_APP | CLI_OPT_PID |
-	 CLI_OPT_REQUEST | CLI_OPT_SITE | CLI_OPT_TIME,
+	 CLI_OPT_HOST | CLI_OPT_REQUEST | CLI_OPT_SITE | CLI_OPT_TIME,
      0, 0, cli_export},
+    {"hosts", "the hosts of a central database and their counts",
+     "usage: ctxleak --db postgresql://... [OPTIONS] hosts [--host NAME]\n"
+     "\n"
+     "Lists the hosts that forwarded to a central database: when each was\n"
+     "last seen, its databases (sources), processes and findings by class,\n"
+     "and the windows over which its counts are incomplete.\n"
+     "\n"
+     "  --host NAME[,NAME]     only these hosts (may be repeated)\n",
+     CLI_OPT_HOST, 0, 0, cli_hosts},
+    {"forward", "copy findings to a central PostgreSQL database",
+     "usage: ctxleak [OPTIONS] forward --to URL [--once] [--host NAME]\n"
+     "                                 [--interval SEC]\n"
+     "\n"
+     "Copies what a fleet needs from the local database (--db, read-only)\n"
+     "into a PostgreSQL database shared by many hosts: processes,\n"
+     "findings, the requests and sites they name, clean-request counts,\n"
+     "what-if counts, drop windows and daemon runs.  Each batch commits\n"
+     "with its cursor, so that a restart or a lost connection neither\n"
+     "loses nor repeats a row.  Creates and migrates the central schema.\n"
+     "\n"
+     "  --to URL               the central database: postgresql://... or\n"
+     "                         libpq's \"key=value ...\" form\n"
+     "  --once                 forward what is there, then exit (else poll\n"
+     "                         until stopped)\n"
+     "  --host NAME            the name this host's rows carry (default:\n"
+     "                         the host name)\n"
+     "  --interval SEC         seconds between passes (default 5)\n",
+     CLI_OPT_FORWARD | CLI_OPT_HOST, 0, 0, cli_forward},
 };
 #define NCOMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -254,6 +286,10 @@ enum {
 	OPT_ALL,
 	OPT_HTML,
 	OPT_FORMAT,
+	OPT_HOST,
+	OPT_TO,
+	OPT_ONCE,
+	OPT_INTERVAL,
 };
 
 static const struct option long_options[] = {
@@ -276,6 +312,10 @@ static const struct option long_options[] = {
     {"all", no_argument, NULL, OPT_ALL},
     {"html", required_argument, NULL, OPT_HTML},
     {"format", required_argument, NULL, OPT_FORMAT},
+    {"host", required_argument, NULL, OPT_HOST},
+    {"to", required_argument, NULL, OPT_TO},
+    {"once", no_argument, NULL, OPT_ONCE},
+    {"interval", required_argument, NULL, OPT_INTERVAL},
     {NULL, 0, NULL, 0},
 };
 
@@ -304,6 +344,12 @@ static unsigned option_bit(int opt)
 		return CLI_OPT_HTML;
 	case OPT_FORMAT:
 		return CLI_OPT_FORMAT;
+	case OPT_HOST:
+		return CLI_OPT_HOST;
+	case OPT_TO:
+	case OPT_ONCE:
+	case OPT_INTERVAL:
+		return CLI_OPT_FORWARD;
 	}
 	return 0;
 }
@@ -359,6 +405,25 @@ static int parse_color(struct cli *c, const char *arg)
 	return 0;
 }
 
+/* --host again adds to the list: "a,b" and "--host a --host b" are one. */
+static int add_host(struct cli_filter *f, const char *arg)
+{
+	static char hosts[4096];
+	size_t n = strlen(hosts);
+
+	if (f->host == NULL) {
+		f->host = arg;
+		return 0;
+	}
+	if (f->host != hosts)
+		n = (size_t)snprintf(hosts, sizeof(hosts), "%s", f->host);
+	if (n + 1 + strlen(arg) >= sizeof(hosts))
+		return cli_error(CLI_EXIT_USAGE, "too many --host");
+	snprintf(hosts + n, sizeof(hosts) - n, ",%s", arg);
+	f->host = hosts;
+	return 0;
+}
+
 static int parse_filter_option(struct cli *c, int opt, char *arg)
 {
 	struct cli_filter *f = &c->filter;
@@ -407,6 +472,24 @@ static int parse_filter_option(struct cli *c, int opt, char *arg)
 			    "chrome-trace",
 			    arg);
 		c->format = arg;
+		return 0;
+	case OPT_HOST:
+		if (*arg == '\0')
+			return cli_error(CLI_EXIT_USAGE, "empty --host");
+		return add_host(f, arg);
+	case OPT_TO:
+		c->to = arg;
+		return 0;
+	case OPT_ONCE:
+		c->once = 1;
+		return 0;
+	case OPT_INTERVAL:
+		if (parse_number(arg, 1, &n) < 0 || n > 86400)
+			return cli_error(CLI_EXIT_USAGE,
+					 "bad --interval '%s' (1 to 86400 "
+					 "seconds)",
+					 arg);
+		c->interval = (int)n;
 		return 0;
 	}
 	return CLI_EXIT_USAGE;
@@ -538,7 +621,16 @@ static int run(struct cli *c, const struct cli_cmd *cmd)
 	rc = cli_db_open(c);
 	if (rc)
 		return rc;
-	rc = cmd->run(c);
+	/* Only a central database has hosts (forward names its own). */
+	if (c->filter.host && !cli_db_is_pg(c) &&
+	    !(cmd->options & CLI_OPT_FORWARD))
+		rc = cli_error(CLI_EXIT_USAGE,
+			       "--host: %s is one host's database; --host "
+			       "selects hosts of a central one (--db "
+			       "postgresql://...)",
+			       c->db_path);
+	else
+		rc = cmd->run(c);
 	cli_db_close(c);
 	if (fflush(c->out) != 0 || ferror(c->out))
 		return cli_error(CLI_EXIT_DB, "write error: %s",

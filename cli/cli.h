@@ -3,8 +3,11 @@
  * that ctxleakd writes (daemon/SCHEMA.md).  Every cli*.c file includes it,
  * and only it, for the declarations of the others.  One section per file.
  *
- * The CLI links SQLite and nothing of the daemon: it depends on the schema
- * alone, so that it can be shipped and upgraded on its own.
+ * The CLI links SQLite and libpq and nothing of the daemon: it depends on
+ * the schema alone (a host's, daemon/SCHEMA.md, or the fleet's central one,
+ * docs/CENTRAL.md, which has the same tables), so that it can be shipped
+ * and upgraded on its own.  Commands run their SQL through cli_stmt.c,
+ * never through sqlite3_* or PQ* directly.
  */
 #ifndef CTXLEAK_CLI_H
 #define CTXLEAK_CLI_H
@@ -14,6 +17,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "common.h"
@@ -53,6 +57,7 @@ struct cli_filter {
 	long site_line;	      /* 0: any */
 	int64_t since, until; /* wall-clock ns; 0: unbounded */
 	long limit;	      /* -1: the subcommand's default */
+	const char *host;     /* --host NAME: forward's name for this host */
 };
 
 struct cli {
@@ -66,15 +71,25 @@ struct cli {
 	enum cli_color color_mode;
 	int color; /* resolved: emit escape codes */
 	struct cli_filter filter;
-	int nargs; /* positional arguments after the subcommand */
+	const char *to; /* forward --to: the central database */
+	int once;	/* forward --once: one pass, then exit */
+	int interval;	/* forward --interval: seconds between passes */
+	int nargs;	/* positional arguments after the subcommand */
 	char **args;
-	sqlite3 *db;
+	sqlite3 *db;	     /* the host's database, or NULL */
+	PGconn *pg;	     /* the central database, or NULL */
+	const char *pg_url;  /* its connection string, password and all */
+	unsigned pg_cursors; /* cursors declared: each gets a new name */
+	char pg_error[512];  /* the last PostgreSQL statement's error */
 	FILE *out;
 	struct cli_root *roots; /* every request's root ctx, sorted, once
 				   cli_db_ctx_request needs them */
 	size_t nroots;
 	int roots_loaded;
 };
+
+/* A statement on either database (SQLite or PostgreSQL): cli_stmt.c. */
+struct cli_stmt;
 
 /* A request's root ctx in its process. */
 struct cli_root {
@@ -104,6 +119,8 @@ enum {
 	CLI_OPT_ALL = 1 << 7,	 /* --all */
 	CLI_OPT_HTML = 1 << 8,	 /* --html FILE */
 	CLI_OPT_FORMAT = 1 << 9, /* --format NAME */
+	CLI_OPT_HOST = 1 << 10,	 /* --host NAME */
+	CLI_OPT_FORWARD = 1 << 11, /* --to URL, --once, --interval SEC */
 };
 
 /* "ctxleak: ..." on stderr; returns code so that callers can return it. */
@@ -135,9 +152,6 @@ void cli_db_say_where(const struct cli *c);
 int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t hint,
 			   int64_t ctx);
 void cli_db_close(struct cli *c);
-/* Prepares sql; a failure (a schema we do not know) is reported on stderr
- * and gives NULL. */
-sqlite3_stmt *cli_db_prepare(struct cli *c, const char *sql);
 /* The condition on drops d that its window overlaps --since/--until. */
 #define CLI_DROPS_IN_RANGE                                                     \
 	" AND (:since = 0 OR d.until_ts >= :since)"                            \
@@ -146,23 +160,66 @@ sqlite3_stmt *cli_db_prepare(struct cli *c, const char *sql);
  * in its time range: when nonzero, no count over it is complete.  -1 on
  * error. */
 long long cli_db_dropped(struct cli *c);
-/* The filter's process conditions alone (--app, --pid), as below. */
+/* The filter's process conditions alone (--app, --pid, --host), as
+ * below. */
 void cli_db_process_sql(const struct cli_filter *f, char *buf, size_t len);
 /* Binds the filter's values to the named parameters the statement has. */
-void cli_db_bind_filter(sqlite3_stmt *st, const struct cli_filter *f);
+void cli_db_bind_filter(struct cli_stmt *st, const struct cli_filter *f);
 /* " AND ..." conditions on leaks l JOIN processes p for the filter, into
  * buf (bound by cli_db_bind_filter). */
 void cli_db_filter_sql(const struct cli_filter *f, char *buf, size_t len);
 /* The exit code for a command whose selection is where: CLI_EXIT_MATCH when
  * --fail-on is set and matches, else CLI_EXIT_OK (CLI_EXIT_DB on error). */
 int cli_db_fail_exit(struct cli *c, const char *where);
-/* sqlite3_step's end: 0 when rc is SQLITE_DONE, else a message on stderr
- * and CLI_EXIT_DB (a locked or damaged file). */
+/* cli_stmt_step's end: 0 when rc is CLI_STEP_DONE, else a message on
+ * stderr and CLI_EXIT_DB (a locked or damaged file, a lost server). */
 int cli_db_done(struct cli *c, int rc);
-/* Text of a column (NULL when SQL NULL). */
-const char *cli_db_str(sqlite3_stmt *st, int col);
-/* Text of a column with its length (NULL when SQL NULL). */
-const char *cli_db_text(sqlite3_stmt *st, int col, int *len);
+
+/* ------------------------------------------------------------ cli_stmt.c */
+
+/* What cli_stmt_step gives. */
+enum { CLI_STEP_ROW, CLI_STEP_DONE, CLI_STEP_ERROR };
+/* What a column holds (cli_stmt_type). */
+enum { CLI_TYPE_NULL, CLI_TYPE_INT, CLI_TYPE_TEXT };
+
+/* A central id is source_id * 10^12 + the local id (docs/CENTRAL.md): the
+ * first id past the source of id, in SQL, on both databases (a local id is
+ * under 10^12). */
+#define CLI_ID_SPAN_SQL "1000000000000"
+#define CLI_SOURCE_END_SQL(id)                                                 \
+	"((" id ") / " CLI_ID_SPAN_SQL " + 1) * " CLI_ID_SPAN_SQL
+
+/* Whether c reads the central PostgreSQL database. */
+int cli_db_is_pg(const struct cli *c);
+/* SQL for the name of the host of processes p: a subquery on the central
+ * database, NULL on a host's own. */
+#define CLI_HOST_OF_P "(SELECT hp.name FROM hosts hp WHERE hp.id = p.host_id)"
+const char *cli_db_host_sql(const struct cli *c);
+/* The --host condition on a source id column (central only). */
+#define CLI_HOST_SOURCES(col)                                                  \
+	" AND " col " IN (SELECT hs.id FROM sources hs JOIN hosts hh ON"       \
+	" hh.id = hs.host_id WHERE hh.name = ANY(string_to_array(:host,"       \
+	" ',')))"
+/* Prepares sql, with SQLite's parameters (?N, ?, :name); a failure (a
+ * schema we do not know) is reported on stderr and gives NULL.  On
+ * PostgreSQL errors show at the first step instead. */
+struct cli_stmt *cli_db_prepare(struct cli *c, const char *sql);
+/* The index of a named parameter (":app"); 0 when the statement has none. */
+int cli_stmt_param(struct cli_stmt *st, const char *name);
+/* The highest parameter index. */
+int cli_stmt_nparams(struct cli_stmt *st);
+void cli_stmt_bind_int(struct cli_stmt *st, int i, int64_t v);
+/* s must outlive the statement; NULL binds NULL. */
+void cli_stmt_bind_text(struct cli_stmt *st, int i, const char *s);
+/* The next row: CLI_STEP_ROW, CLI_STEP_DONE or CLI_STEP_ERROR. */
+int cli_stmt_step(struct cli_stmt *st);
+void cli_stmt_finalize(struct cli_stmt *st);
+/* A column of the current row: its CLI_TYPE_*, as an integer (0 for
+ * NULL), as text (NULL when SQL NULL), as text with its length. */
+int cli_stmt_type(struct cli_stmt *st, int col);
+long long cli_stmt_int(struct cli_stmt *st, int col);
+const char *cli_db_str(struct cli_stmt *st, int col);
+const char *cli_db_text(struct cli_stmt *st, int col, int *len);
 
 /* ------------------------------------------------------------ cli_time.c */
 
@@ -257,8 +314,37 @@ void cli_json_kts(struct cli_json *j, const char *key, int64_t ns);
 /* A span of ns as a number of microseconds, exactly: "1.250" for 1250. */
 void cli_json_kusec(struct cli_json *j, const char *key, int64_t ns);
 /* A column as it is: null, integer, or string. */
-void cli_json_kcol(struct cli_json *j, const char *key, sqlite3_stmt *st,
+void cli_json_kcol(struct cli_json *j, const char *key, struct cli_stmt *st,
 		   int col);
+
+/* ------------------------------------------------------------ cli_pg.c */
+
+/* The central schema version this CLI writes and reads
+ * (docs/CENTRAL.md). */
+#define CLI_PG_SCHEMA_VERSION 1
+/* A central id is source_id * CLI_PG_ID_SPAN + the local id. */
+#define CLI_PG_ID_SPAN 1000000000000ll
+
+/* Whether s names a PostgreSQL database rather than a file: a
+ * postgresql:// (or postgres://) URL, or libpq's "key=value ..." form. */
+int cli_pg_is_url(const char *s);
+/* Connects to conninfo (a URL or key=value string) with timeouts that
+ * notice a server gone within a minute; check PQstatus. */
+PGconn *cli_pg_connect(const char *conninfo, const char *application);
+/* Creates or migrates the central schema to CLI_PG_SCHEMA_VERSION, in one
+ * transaction; refuses a newer one.  0, or -1 with the reason in err. */
+int cli_pg_migrate(PGconn *pg, char *err, size_t len);
+/* For readers: 0 when the schema is the one this CLI reads, else one line
+ * on stderr naming where, and CLI_EXIT_DB. */
+int cli_pg_check_schema(PGconn *pg, const char *where);
+/* Runs sql (no parameters, any number of statements): 0 or -1. */
+int cli_pg_exec(PGconn *pg, const char *sql);
+/* Runs sql with n text parameters; the result, or NULL on failure
+ * (cli_pg_message says why). */
+PGresult *cli_pg_query(PGconn *pg, const char *sql, int n,
+		       const char *const *params);
+/* The connection's last error on one line (a static buffer). */
+const char *cli_pg_message(PGconn *pg);
 
 /* ------------------------------------------------------------ commands */
 
@@ -267,7 +353,9 @@ int cli_show(struct cli *c);	  /* cli_show.c */
 int cli_summary(struct cli *c);	  /* cli_summary.c */
 int cli_processes(struct cli *c); /* cli_list.c */
 int cli_sites(struct cli *c);	  /* cli_list.c */
+int cli_hosts(struct cli *c);	  /* cli_hosts.c */
 int cli_export(struct cli *c);	  /* cli_export.c */
+int cli_forward(struct cli *c);	  /* cli_forward.c */
 
 /* The ids of the requests involved with request ?1, itself included: the
  * other side of its findings, those whose context its records carried or

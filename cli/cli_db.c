@@ -200,6 +200,47 @@ static int open_db(struct cli *c, const char *name, int flags)
 	return err;
 }
 
+/* The URL without its password ("postgresql://u:secret@h/db" as
+ * "postgresql://u@h/db"), for every message that names the database. */
+static const char *shown_url(const char *url, char *buf, size_t len)
+{
+	const char *user = strstr(url, "://");
+	const char *at = user ? strchr(user + 3, '@') : NULL;
+	const char *colon = user ? strchr(user + 3, ':') : NULL;
+
+	if (at == NULL || colon == NULL || colon > at)
+		return url;
+	snprintf(buf, len, "%.*s%s", (int)(colon - url), url, at);
+	return buf;
+}
+
+/*
+ * The central database (docs/CENTRAL.md): connected with the forwarder's
+ * settings, its schema version checked, then one read-only transaction for
+ * the whole command, REPEATABLE READ: every statement sees the same
+ * snapshot, as a reader of the SQLite file does while the daemon writes
+ * (and as cursors need).
+ */
+static int open_pg(struct cli *c)
+{
+	static char shown[4096];
+	int rc;
+
+	c->db_path = shown_url(c->db_path, shown, sizeof(shown));
+	c->pg = cli_pg_connect(c->pg_url, "ctxleak");
+	if (PQstatus(c->pg) != CONNECTION_OK)
+		rc = cli_error(CLI_EXIT_DB, "cannot connect to %s: %s",
+			       c->db_path, cli_pg_message(c->pg));
+	else if ((rc = cli_pg_check_schema(c->pg, c->db_path)) == 0 &&
+		 cli_pg_exec(c->pg, "BEGIN ISOLATION LEVEL REPEATABLE READ,"
+				    " READ ONLY") < 0)
+		rc = cli_error(CLI_EXIT_DB, "cannot read %s: %s", c->db_path,
+			       cli_pg_message(c->pg));
+	if (rc)
+		cli_db_close(c);
+	return rc;
+}
+
 /*
  * A reader of a WAL database needs its -shm file, and to create it when
  * it is missing: a user allowed to read the file but not to write in its
@@ -211,9 +252,13 @@ int cli_db_open(struct cli *c)
 {
 	char uri[8192];
 	long long tables = 0;
-	int rc = check_file(c->db_path), err;
+	int rc, err;
 
-	if (rc)
+	if (cli_pg_is_url(c->db_path)) {
+		c->pg_url = c->db_path;
+		return open_pg(c);
+	}
+	if ((rc = check_file(c->db_path)) != 0)
 		return rc;
 	err = open_db(c, c->db_path, 0);
 	if (err == SQLITE_OK)
@@ -244,6 +289,9 @@ void cli_db_close(struct cli *c)
 {
 	sqlite3_close(c->db);
 	c->db = NULL;
+	/* The transaction only read: ending the session ends it. */
+	PQfinish(c->pg);
+	c->pg = NULL;
 	free(c->roots);
 	c->roots = NULL;
 	c->nroots = 0;
@@ -263,26 +311,25 @@ static int cmp_root(const void *a, const void *b)
  * scan it (no index on ctx) once each. */
 static void load_roots(struct cli *c)
 {
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	size_t cap = 0;
 
 	c->roots_loaded = 1;
-	if (sqlite3_prepare_v2(c->db,
-			       "SELECT process_id, ctx, id FROM requests", -1,
-			       &st, NULL) != SQLITE_OK)
+	st = cli_db_prepare(c, "SELECT process_id, ctx, id FROM requests");
+	if (st == NULL)
 		return;
-	while (sqlite3_step(st) == SQLITE_ROW) {
+	while (cli_stmt_step(st) == CLI_STEP_ROW) {
 		if (c->nroots == cap) {
 			cap = cap ? 2 * cap : 1024;
 			c->roots = realloc(c->roots, cap * sizeof(*c->roots));
 			if (c->roots == NULL)
 				abort();
 		}
-		c->roots[c->nroots].process = sqlite3_column_int64(st, 0);
-		c->roots[c->nroots].ctx = sqlite3_column_int64(st, 1);
-		c->roots[c->nroots++].id = sqlite3_column_int64(st, 2);
+		c->roots[c->nroots].process = cli_stmt_int(st, 0);
+		c->roots[c->nroots].ctx = cli_stmt_int(st, 1);
+		c->roots[c->nroots++].id = cli_stmt_int(st, 2);
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	qsort(c->roots, c->nroots, sizeof(*c->roots), cmp_root);
 }
 
@@ -292,17 +339,18 @@ int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t hint,
 	static const char sql[] = "SELECT 1 FROM records WHERE request_id = ?1"
 				  " AND ctx = ?2 AND type = 'BEGIN'";
 	struct cli_root key = {process_id, ctx, 0}, *found;
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	int mine = 0;
 
 	if (ctx == 0)
 		return 0;
-	if (hint &&
-	    sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) == SQLITE_OK) {
-		sqlite3_bind_int64(st, 1, hint);
-		sqlite3_bind_int64(st, 2, ctx);
-		mine = sqlite3_step(st) == SQLITE_ROW;
-		sqlite3_finalize(st);
+	/* Records never leave their host: the central table is empty, and a
+	 * lookup there would cost a round trip per finding for nothing. */
+	if (hint && !c->pg && (st = cli_db_prepare(c, sql)) != NULL) {
+		cli_stmt_bind_int(st, 1, hint);
+		cli_stmt_bind_int(st, 2, ctx);
+		mine = cli_stmt_step(st) == CLI_STEP_ROW;
+		cli_stmt_finalize(st);
 		if (mine)
 			return hint;
 	}
@@ -314,38 +362,12 @@ int64_t cli_db_ctx_request(struct cli *c, int64_t process_id, int64_t hint,
 	return found ? found->id : 0;
 }
 
-sqlite3_stmt *cli_db_prepare(struct cli *c, const char *sql)
-{
-	sqlite3_stmt *st;
-
-	if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK) {
-		cli_error(CLI_EXIT_DB, "%s: unexpected schema: %s", c->db_path,
-			  sqlite3_errmsg(c->db));
-		return NULL;
-	}
-	return st;
-}
-
 int cli_db_done(struct cli *c, int rc)
 {
-	if (rc == SQLITE_DONE)
+	if (rc == CLI_STEP_DONE)
 		return 0;
 	return cli_error(CLI_EXIT_DB, "cannot read %s: %s", c->db_path,
-			 sqlite3_errmsg(c->db));
-}
-
-const char *cli_db_str(sqlite3_stmt *st, int col)
-{
-	return (const char *)sqlite3_column_text(st, col);
-}
-
-const char *cli_db_text(sqlite3_stmt *st, int col, int *len)
-{
-	/* Text before bytes: sqlite3_column_bytes may convert the value. */
-	const char *s = (const char *)sqlite3_column_text(st, col);
-
-	*len = s ? sqlite3_column_bytes(st, col) : 0;
-	return s;
+			 c->pg ? c->pg_error : sqlite3_errmsg(c->db));
 }
 
 /* " AND l.class IN ('bleed','lost')" for a class mask. */
@@ -380,11 +402,16 @@ void cli_db_filter_sql(const struct cli_filter *f, char *buf, size_t len)
 	ADD(f->pid, " AND p.pid = :pid");
 	ADD(f->request,
 	    " AND (l.victim_name = :request OR l.source_name = :request)");
-	/* FILE matches the whole path or its last components. */
+	/* FILE matches the whole path or its last components (a start
+	 * counted from the left: PostgreSQL's substr takes no negative
+	 * one). */
 	ADD(f->site_file,
 	    " AND l.site_id IN (SELECT id FROM sites WHERE (file = :file OR "
-	    "substr(file, -length(:file) - 1) = '/' || :file) AND (:line = 0 "
-	    "OR line = :line))");
+	    "substr(file, length(file) - length(:file)) = '/' || :file) AND "
+	    "(:line = 0 OR line = :line))");
+	/* A comma list of names; only the central database has hosts. */
+	ADD(f->host, " AND p.host_id IN (SELECT hf.id FROM hosts hf WHERE"
+		     " hf.name = ANY(string_to_array(:host, ',')))");
 	ADD(f->since, " AND l.ts >= :since");
 	ADD(f->until, " AND l.ts <= :until");
 #undef ADD
@@ -392,32 +419,33 @@ void cli_db_filter_sql(const struct cli_filter *f, char *buf, size_t len)
 
 void cli_db_process_sql(const struct cli_filter *f, char *buf, size_t len)
 {
-	struct cli_filter pf = {.app = f->app, .pid = f->pid};
+	struct cli_filter pf = {.app = f->app, .pid = f->pid, .host = f->host};
 
 	cli_db_filter_sql(&pf, buf, len);
 }
 
-static void bind_text(sqlite3_stmt *st, const char *name, const char *v)
+static void bind_text(struct cli_stmt *st, const char *name, const char *v)
 {
-	int i = sqlite3_bind_parameter_index(st, name);
+	int i = cli_stmt_param(st, name);
 
 	if (i > 0)
-		sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+		cli_stmt_bind_text(st, i, v);
 }
 
-static void bind_int(sqlite3_stmt *st, const char *name, int64_t v)
+static void bind_int(struct cli_stmt *st, const char *name, int64_t v)
 {
-	int i = sqlite3_bind_parameter_index(st, name);
+	int i = cli_stmt_param(st, name);
 
 	if (i > 0)
-		sqlite3_bind_int64(st, i, v);
+		cli_stmt_bind_int(st, i, v);
 }
 
-void cli_db_bind_filter(sqlite3_stmt *st, const struct cli_filter *f)
+void cli_db_bind_filter(struct cli_stmt *st, const struct cli_filter *f)
 {
 	bind_text(st, ":app", f->app);
 	bind_int(st, ":pid", f->pid);
 	bind_text(st, ":request", f->request);
+	bind_text(st, ":host", f->host);
 	bind_text(st, ":file", f->site_file);
 	bind_int(st, ":line", f->site_line);
 	bind_int(st, ":since", f->since);
@@ -428,15 +456,15 @@ void cli_db_bind_filter(sqlite3_stmt *st, const struct cli_filter *f)
  * query fails. */
 static long long filtered_number(struct cli *c, const char *sql)
 {
-	sqlite3_stmt *st = cli_db_prepare(c, sql);
+	struct cli_stmt *st = cli_db_prepare(c, sql);
 	long long n = -1;
 
 	if (st == NULL)
 		return -1;
 	cli_db_bind_filter(st, &c->filter);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	if (cli_stmt_step(st) == CLI_STEP_ROW)
+		n = cli_stmt_int(st, 0);
+	cli_stmt_finalize(st);
 	return n;
 }
 
@@ -448,7 +476,7 @@ static long long fail_count(struct cli *c, const char *where)
 	class_sql(c->fail_on, classes, sizeof(classes));
 	snprintf(sql, sizeof(sql),
 		 "SELECT count(*) FROM leaks l JOIN processes p ON p.id = "
-		 "l.process_id WHERE 1%s%s",
+		 "l.process_id WHERE 1 = 1%s%s",
 		 where, classes);
 	return filtered_number(c, sql);
 }
@@ -460,7 +488,7 @@ long long cli_db_dropped(struct cli *c)
 	cli_db_process_sql(&c->filter, where, sizeof(where));
 	snprintf(sql, sizeof(sql),
 		 "SELECT coalesce(sum(d.count), 0) FROM drops d JOIN processes"
-		 " p ON p.id = d.process_id WHERE 1%s" CLI_DROPS_IN_RANGE,
+		 " p ON p.id = d.process_id WHERE 1 = 1%s" CLI_DROPS_IN_RANGE,
 		 where);
 	return filtered_number(c, sql);
 }

@@ -120,10 +120,10 @@ struct export
 	int64_t first, last; /* wall-clock ns of the earliest and latest */
 };
 
-static sqlite3_stmt *prepare(struct export *x, const char *fmt)
+static struct cli_stmt *prepare(struct export *x, const char *fmt)
 {
 	char sql[16384];
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 
 	snprintf(sql, sizeof(sql), fmt, x->process, x->involved, x->where);
 	st = cli_db_prepare(x->c, sql);
@@ -136,7 +136,7 @@ static sqlite3_stmt *prepare(struct export *x, const char *fmt)
 
 /* The members every event on a thread has. */
 static void event_head(struct export *x, const char *name, const char *cat,
-		       const char *ph, int64_t ts, sqlite3_stmt *st, int pid,
+		       const char *ph, int64_t ts, struct cli_stmt *st, int pid,
 		       int tid)
 {
 	cli_json_object(x->j);
@@ -144,11 +144,11 @@ static void event_head(struct export *x, const char *name, const char *cat,
 	cli_json_kstr(x->j, "cat", cat);
 	cli_json_kstr(x->j, "ph", ph);
 	cli_json_kusec(x->j, "ts", ts - x->first);
-	cli_json_kint(x->j, "pid", sqlite3_column_int64(st, pid));
-	cli_json_kint(x->j, "tid", sqlite3_column_int64(st, tid));
+	cli_json_kint(x->j, "pid", cli_stmt_int(st, pid));
+	cli_json_kint(x->j, "tid", cli_stmt_int(st, tid));
 }
 
-static void request_args(struct export *x, sqlite3_stmt *st)
+static void request_args(struct export *x, struct cli_stmt *st)
 {
 	char label[512];
 	int len;
@@ -157,19 +157,19 @@ static void request_args(struct export *x, sqlite3_stmt *st)
 	cli_json_key(x->j, "args");
 	cli_json_object(x->j);
 	cli_json_kstr(x->j, "request",
-		      cli_request_label(sqlite3_column_int64(st, B_REQ), name,
-					len, label, sizeof(label)));
+		      cli_request_label(cli_stmt_int(st, B_REQ), name, len,
+					label, sizeof(label)));
 	cli_json_kcol(x->j, "request_id", st, B_REQ);
-	cli_json_kctx(x->j, "ctx", sqlite3_column_int64(st, B_CTX));
+	cli_json_kctx(x->j, "ctx", cli_stmt_int(st, B_CTX));
 }
 
 /* A scope whose END was not kept (unclosed, or the daemon stopped first)
  * lasts to the end of the trace. */
-static void scope_event(struct export *x, sqlite3_stmt *st)
+static void scope_event(struct export *x, struct cli_stmt *st)
 {
-	int ended = sqlite3_column_type(st, B_END) != SQLITE_NULL;
-	int64_t begin = sqlite3_column_int64(st, B_TS);
-	int64_t end = ended ? sqlite3_column_int64(st, B_END) : x->last;
+	int ended = cli_stmt_type(st, B_END) != CLI_TYPE_NULL;
+	int64_t begin = cli_stmt_int(st, B_TS);
+	int64_t end = ended ? cli_stmt_int(st, B_END) : x->last;
 	const char *name = cli_db_str(st, B_NAME);
 
 	event_head(x, name ? name : "(unnamed scope)", "scope", "X", begin, st,
@@ -179,47 +179,45 @@ static void scope_event(struct export *x, sqlite3_stmt *st)
 	cli_json_kusec(x->j, "dur", end > begin ? end - begin : 0);
 	request_args(x, st);
 	cli_json_kbool(x->j, "ended", ended);
-	if (ended && sqlite3_column_int64(st, B_END_TID) !=
-			 sqlite3_column_int64(st, B_TID))
+	if (ended && cli_stmt_int(st, B_END_TID) != cli_stmt_int(st, B_TID))
 		cli_json_kcol(x->j, "end_tid", st, B_END_TID);
 	cli_json_end(x->j);
 	cli_json_end(x->j);
 }
 
-static void mark_event(struct export *x, sqlite3_stmt *st)
+static void mark_event(struct export *x, struct cli_stmt *st)
 {
 	char what[1024];
 
 	cli_record_str(cli_db_str(st, B_TYPE), cli_db_str(st, B_NAME),
 		       cli_db_str(st, B_VALUE), what, sizeof(what));
-	event_head(x, what, "record", "i", sqlite3_column_int64(st, B_TS), st,
-		   B_PID, B_TID);
+	event_head(x, what, "record", "i", cli_stmt_int(st, B_TS), st, B_PID,
+		   B_TID);
 	cli_json_kstr(x->j, "s", "t");
 	request_args(x, st);
 	cli_json_end(x->j);
 	cli_json_end(x->j);
 }
 
-static void request_member(struct export *x, const char *key, sqlite3_stmt *st,
-			   int col)
+static void request_member(struct export *x, const char *key,
+			   struct cli_stmt *st, int col)
 {
 	char label[512], idkey[32];
 	int len;
 	const char *name = cli_db_text(st, col + 1, &len);
 
-	if (sqlite3_column_type(st, col) == SQLITE_NULL && name == NULL) {
+	if (cli_stmt_type(st, col) == CLI_TYPE_NULL && name == NULL) {
 		cli_json_kstr(x->j, key, NULL);
 	} else {
 		cli_json_kstr(x->j, key,
-			      cli_request_label(sqlite3_column_int64(st, col),
-						name, len, label,
-						sizeof(label)));
+			      cli_request_label(cli_stmt_int(st, col), name,
+						len, label, sizeof(label)));
 	}
 	snprintf(idkey, sizeof(idkey), "%s_request", key);
 	cli_json_kcol(x->j, idkey, st, col);
 }
 
-static void finding_event(struct export *x, sqlite3_stmt *st)
+static void finding_event(struct export *x, struct cli_stmt *st)
 {
 	const char *cls = cli_db_str(st, F_CLASS);
 	char what[1024], name[1100], detail[2048], site[1024];
@@ -227,8 +225,8 @@ static void finding_event(struct export *x, sqlite3_stmt *st)
 	cli_record_str(cli_db_str(st, F_RECORD), cli_db_str(st, F_NAME),
 		       cli_db_str(st, F_VALUE), what, sizeof(what));
 	snprintf(name, sizeof(name), "%s: %s", cls ? cls : "?", what);
-	event_head(x, name, "finding", "i", sqlite3_column_int64(st, F_TS), st,
-		   F_PID, F_TID);
+	event_head(x, name, "finding", "i", cli_stmt_int(st, F_TS), st, F_PID,
+		   F_TID);
 	/* Process scope: a finding is drawn across its whole process, so
 	 * that it stands out among the scopes. */
 	cli_json_kstr(x->j, "s", "p");
@@ -241,22 +239,22 @@ static void finding_event(struct export *x, sqlite3_stmt *st)
 	request_member(x, "source", st, F_SOURCE);
 	cli_json_kstr(x->j, "record", what);
 	snprintf(site, sizeof(site), "%s:%d", cli_db_str(st, F_FILE),
-		 sqlite3_column_int(st, F_LINE));
+		 (int)cli_stmt_int(st, F_LINE));
 	cli_json_kstr(x->j, "site", cli_db_str(st, F_FILE) ? site : NULL);
-	cli_json_kstr(
-	    x->j, "detail",
-	    cli_db_str(st, F_DETAIL)
-		? cli_detail(x->c, sqlite3_column_int64(st, F_PROCESS),
-			     sqlite3_column_int64(st, F_VICTIM),
-			     cli_db_str(st, F_DETAIL), detail, sizeof(detail))
-		: NULL);
+	cli_json_kstr(x->j, "detail",
+		      cli_db_str(st, F_DETAIL)
+			  ? cli_detail(x->c, cli_stmt_int(st, F_PROCESS),
+				       cli_stmt_int(st, F_VICTIM),
+				       cli_db_str(st, F_DETAIL), detail,
+				       sizeof(detail))
+			  : NULL);
 	cli_json_kstr(x->j, "fix", cli_class_fix(cls));
 	cli_json_end(x->j);
 	cli_json_end(x->j);
 }
 
 /* process_name metadata: "app (backend)" in Perfetto's process list. */
-static void process_event(struct export *x, sqlite3_stmt *st)
+static void process_event(struct export *x, struct cli_stmt *st)
 {
 	char name[512];
 
@@ -266,7 +264,7 @@ static void process_event(struct export *x, sqlite3_stmt *st)
 	cli_json_object(x->j);
 	cli_json_kstr(x->j, "name", "process_name");
 	cli_json_kstr(x->j, "ph", "M");
-	cli_json_kint(x->j, "pid", sqlite3_column_int64(st, 0));
+	cli_json_kint(x->j, "pid", cli_stmt_int(st, 0));
 	cli_json_kint(x->j, "tid", 0);
 	cli_json_key(x->j, "args");
 	cli_json_object(x->j);
@@ -277,35 +275,35 @@ static void process_event(struct export *x, sqlite3_stmt *st)
 
 /* Runs one query and writes an event per row; the count in *n. */
 static int events(struct export *x, const char *fmt,
-		  void (*event)(struct export *x, sqlite3_stmt *st), long *n)
+		  void (*event)(struct export *x, struct cli_stmt *st), long *n)
 {
-	sqlite3_stmt *st = prepare(x, fmt);
+	struct cli_stmt *st = prepare(x, fmt);
 	int rc;
 
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW) {
 		event(x, st);
 		if (n)
 			(*n)++;
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	return cli_db_done(x->c, rc);
 }
 
 static int bounds(struct export *x)
 {
-	sqlite3_stmt *st = prepare(x, bounds_sql);
+	struct cli_stmt *st = prepare(x, bounds_sql);
 	int rc;
 
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		x->first = sqlite3_column_int64(st, 0);
-		x->last = sqlite3_column_int64(st, 1);
-		rc = SQLITE_DONE;
+	if ((rc = cli_stmt_step(st)) == CLI_STEP_ROW) {
+		x->first = cli_stmt_int(st, 0);
+		x->last = cli_stmt_int(st, 1);
+		rc = CLI_STEP_DONE;
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	return cli_db_done(x->c, rc);
 }
 
@@ -317,6 +315,11 @@ int cli_export(struct cli *c)
 	long found = 0, scopes = 0;
 	int rc;
 
+	/* Its scopes are records, which never leave their host. */
+	if (cli_db_is_pg(c))
+		return cli_error(CLI_EXIT_USAGE,
+				 "export draws records, which stay on their "
+				 "host: run it there, on its local database");
 	cli_db_filter_sql(f, x.where, sizeof(x.where));
 	cli_db_process_sql(f, x.process, sizeof(x.process));
 	if (f->classes || f->request || f->site_file)

@@ -164,7 +164,7 @@ static void html(FILE *out, const char *s)
 		html_n(out, s, strlen(s));
 }
 
-static char *dup_col(sqlite3_stmt *st, int col)
+static char *dup_col(struct cli_stmt *st, int col)
 {
 	const char *s = cli_db_str(st, col);
 	char *d = s ? strdup(s) : NULL;
@@ -273,65 +273,65 @@ static const char other_reqs_sql[] =
 		 " WHERE d.process_id = ?2 AND d.ts BETWEEN ?3 AND ?4"
 		 " AND NOT coalesce(" DRAWN ", 0) GROUP BY 1";
 
-static sqlite3_stmt *query(struct page *pg, const char *sql)
+static struct cli_stmt *query(struct page *pg, const char *sql)
 {
-	sqlite3_stmt *st = cli_db_prepare(pg->c, sql);
+	struct cli_stmt *st = cli_db_prepare(pg->c, sql);
 
 	if (st == NULL)
 		return NULL;
 	/* ?1 the request; the window queries also ?2 its process, ?3 and
 	 * ?4 the window, ?5 the columns of a strip. */
-	sqlite3_bind_int64(st, 1, pg->id);
-	if (sqlite3_bind_parameter_count(st) >= 4) {
-		sqlite3_bind_int64(st, 2, pg->process);
-		sqlite3_bind_int64(st, 3, pg->t0);
-		sqlite3_bind_int64(st, 4, pg->t1);
-		sqlite3_bind_int(st, 5, FINE);
+	cli_stmt_bind_int(st, 1, pg->id);
+	if (cli_stmt_nparams(st) >= 4) {
+		cli_stmt_bind_int(st, 2, pg->process);
+		cli_stmt_bind_int(st, 3, pg->t0);
+		cli_stmt_bind_int(st, 4, pg->t1);
+		cli_stmt_bind_int(st, 5, FINE);
 	}
 	return st;
 }
 
 static int load_reqs(struct page *pg)
 {
-	sqlite3_stmt *st = query(pg, reqs_sql);
+	struct cli_stmt *st = query(pg, reqs_sql);
 	int rc;
 
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW) {
 		struct hreq *q;
 
 		pg->reqs = grow(pg->reqs, pg->nreqs, sizeof(*pg->reqs));
 		q = &pg->reqs[pg->nreqs];
 		memset(q, 0, sizeof(*q));
-		q->id = sqlite3_column_int64(st, 0);
+		q->id = cli_stmt_int(st, 0);
 		q->name = dup_col(st, 1);
-		q->begin = sqlite3_column_int64(st, 2);
+		q->begin = cli_stmt_int(st, 2);
 		q->color = palette[pg->nreqs++ % NCOLORS];
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	return cli_db_done(pg->c, rc);
 }
 
 static int load_finds(struct page *pg)
 {
-	sqlite3_stmt *st = query(pg, finds_sql);
+	struct cli_stmt *st = query(pg, finds_sql);
 	int rc;
 
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW) {
 		struct hfind *f;
 		struct hreq *q;
 
 		pg->finds = grow(pg->finds, pg->nfinds, sizeof(*pg->finds));
 		f = &pg->finds[pg->nfinds++];
-		f->id = sqlite3_column_int64(st, 0);
-		f->ts = sqlite3_column_int64(st, 1);
-		f->tid = sqlite3_column_int64(st, 2);
-		f->victim = sqlite3_column_int64(st, 3);
-		f->source = sqlite3_column_int64(st, 4);
-		f->process = sqlite3_column_int64(st, 5);
+		f->id = cli_stmt_int(st, 0);
+		f->ts = cli_stmt_int(st, 1);
+		f->tid = cli_stmt_int(st, 2);
+		f->victim = cli_stmt_int(st, 3);
+		f->source = cli_stmt_int(st, 4);
+		f->process = cli_stmt_int(st, 5);
 		f->cls = dup_col(st, 6);
 		f->victim_name = dup_col(st, 7);
 		f->source_name = dup_col(st, 8);
@@ -346,35 +346,35 @@ static int load_finds(struct page *pg)
 			q->source++;
 		pg->process = f->process;
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	return cli_db_done(pg->c, rc);
 }
 
 static int load_recs(struct page *pg)
 {
-	sqlite3_stmt *st = query(pg, recs_sql);
+	struct cli_stmt *st = query(pg, recs_sql);
 	int rc;
 
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW) {
 		struct hrec *d;
 
 		pg->recs = grow(pg->recs, pg->nrecs, sizeof(*pg->recs));
 		d = &pg->recs[pg->nrecs++];
 		memset(d, 0, sizeof(*d));
-		d->id = sqlite3_column_int64(st, 0);
-		d->ts = sqlite3_column_int64(st, 1);
-		d->tid = sqlite3_column_int64(st, 2);
-		d->ctx = sqlite3_column_int64(st, 3);
-		d->req = sqlite3_column_int64(st, 4);
-		d->said = sqlite3_column_int64(st, 5);
+		d->id = cli_stmt_int(st, 0);
+		d->ts = cli_stmt_int(st, 1);
+		d->tid = cli_stmt_int(st, 2);
+		d->ctx = cli_stmt_int(st, 3);
+		d->req = cli_stmt_int(st, 4);
+		d->said = cli_stmt_int(st, 5);
 		d->type = dup_col(st, 6);
 		d->name = dup_col(st, 7);
 		d->value = dup_col(st, 8);
-		pg->process = sqlite3_column_int64(st, 9);
+		pg->process = cli_stmt_int(st, 9);
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	return cli_db_done(pg->c, rc);
 }
 
@@ -543,15 +543,15 @@ static void find_breaks(struct page *pg)
 
 static int load_others(struct page *pg)
 {
-	sqlite3_stmt *st = query(pg, others_sql);
+	struct cli_stmt *st = query(pg, others_sql);
 	int rc;
 
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct hlane *l = add_lane(pg, sqlite3_column_int64(st, 0), 0);
-		int64_t slice = sqlite3_column_int64(st, 1);
-		int n = sqlite3_column_int(st, 2);
+	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW) {
+		struct hlane *l = add_lane(pg, cli_stmt_int(st, 0), 0);
+		int64_t slice = cli_stmt_int(st, 1);
+		int n = (int)cli_stmt_int(st, 2);
 		/* The slice's middle, placed as the axis places it. */
 		double x =
 		    x_of(pg, pg->t0 + (int64_t)((slice + 0.5) *
@@ -561,19 +561,19 @@ static int load_others(struct page *pg)
 		l->hist[b < 0 ? 0 : b >= BUCKETS ? BUCKETS - 1 : b] += n;
 		l->others += n;
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	if ((rc = cli_db_done(pg->c, rc)))
 		return rc;
 	st = query(pg, other_reqs_sql);
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		struct hlane *l = find_lane(pg, sqlite3_column_int64(st, 0));
+	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW) {
+		struct hlane *l = find_lane(pg, cli_stmt_int(st, 0));
 
 		if (l)
-			l->other_reqs = sqlite3_column_int64(st, 1);
+			l->other_reqs = cli_stmt_int(st, 1);
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	return cli_db_done(pg->c, rc);
 }
 

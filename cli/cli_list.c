@@ -8,38 +8,55 @@
 
 /* A listing: one query filtered by --app/--pid, one row per line. */
 struct listing {
-	const char *sql; /* with a %s for the filter's conditions */
-	const struct cli_col *cols;
+	const char *sql; /* with a %s for the filter's conditions, then may
+			    take %2$s, the host's name (cli_db_host_sql) */
+	const struct cli_col *cols; /* a HOST column is shown on the central
+				       database only */
 	int ncols;
-	void (*json_row)(struct cli_json *j, sqlite3_stmt *st);
-	void (*table_row)(struct cli_table *t, sqlite3_stmt *st);
+	void (*json_row)(struct cli *c, struct cli_json *j,
+			 struct cli_stmt *st);
+	void (*table_row)(struct cli *c, struct cli_table *t,
+			  struct cli_stmt *st);
 	const char *empty;
 };
+
+/* The listing's table; cols holds its columns (16 at most). */
+static struct cli_table *listing_table(struct cli *c, const struct listing *l,
+				       struct cli_col *cols)
+{
+	int n = 0;
+
+	for (int i = 0; i < l->ncols && n < 16; i++)
+		if (strcmp(l->cols[i].header, "HOST") != 0 || cli_db_is_pg(c))
+			cols[n++] = l->cols[i];
+	return cli_table_new(c, cols, n);
+}
 
 static int run_listing(struct cli *c, const struct listing *l)
 {
 	char where[512], sql[2048];
+	struct cli_col cols[16];
 	struct cli_table *t = NULL;
 	struct cli_json *j = NULL;
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	int rc, n = 0;
 
 	cli_db_filter_sql(&c->filter, where, sizeof(where));
-	snprintf(sql, sizeof(sql), l->sql, where);
+	snprintf(sql, sizeof(sql), l->sql, where, cli_db_host_sql(c));
 	if ((st = cli_db_prepare(c, sql)) == NULL)
 		return CLI_EXIT_DB;
 	cli_db_bind_filter(st, &c->filter);
 	if (c->json)
 		j = cli_json_new(c->out);
 	else
-		t = cli_table_new(c, l->cols, l->ncols);
-	for (; (rc = sqlite3_step(st)) == SQLITE_ROW; n++) {
+		t = listing_table(c, l, cols);
+	for (; (rc = cli_stmt_step(st)) == CLI_STEP_ROW; n++) {
 		if (j)
-			l->json_row(j, st);
+			l->json_row(c, j, st);
 		else
-			l->table_row(t, st);
+			l->table_row(c, t, st);
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	cli_json_free(j);
 	if (n == 0)
 		cli_db_say_where(c);
@@ -81,6 +98,7 @@ enum {
 	P_ERROR,
 	P_EVIDENCE,
 	P_REQUESTS,
+	P_HOST, /* NULL on a host's own database */
 };
 
 static const char processes_sql[] =
@@ -91,10 +109,10 @@ static const char processes_sql[] =
     " p.connections, p.unknown_skipped, p.error, p.model_evidence,"
     " (SELECT count(*) FROM requests r WHERE r.process_id = p.id) +"
     " (SELECT coalesce(sum(requests), 0) FROM request_stats s"
-    " WHERE s.process_id = p.id)"
-    " FROM processes p WHERE 1%s ORDER BY p.connected_at DESC, p.id DESC";
+    " WHERE s.process_id = p.id), %2$s"
+    " FROM processes p WHERE 1 = 1%1$s ORDER BY p.connected_at DESC, p.id DESC";
 
-static void json_process(struct cli_json *j, sqlite3_stmt *st)
+static void json_process(struct cli *c, struct cli_json *j, struct cli_stmt *st)
 {
 	static const struct {
 		const char *key;
@@ -122,16 +140,18 @@ static void json_process(struct cli_json *j, sqlite3_stmt *st)
 	};
 
 	cli_json_object(j);
+	if (cli_db_is_pg(c))
+		cli_json_kcol(j, "host", st, P_HOST);
 	for (size_t i = 0; i < sizeof(cols) / sizeof(cols[0]); i++)
 		cli_json_kcol(j, cols[i].key, st, cols[i].col);
-	cli_json_kctx(j, "instance", sqlite3_column_int64(st, P_INSTANCE));
-	cli_json_kts(j, "connected_at", sqlite3_column_int64(st, P_CONNECTED));
-	cli_json_kts(j, "disconnected_at",
-		     sqlite3_column_int64(st, P_DISCONNECTED));
+	cli_json_kctx(j, "instance", cli_stmt_int(st, P_INSTANCE));
+	cli_json_kts(j, "connected_at", cli_stmt_int(st, P_CONNECTED));
+	cli_json_kts(j, "disconnected_at", cli_stmt_int(st, P_DISCONNECTED));
 	cli_json_end(j);
 }
 
 static const struct cli_col process_cols[] = {
+    {"HOST", 0},
     {"PID", CLI_COL_RIGHT},
     {"APP", CLI_COL_SHRINK},
     {"BACKEND", 0},
@@ -143,12 +163,15 @@ static const struct cli_col process_cols[] = {
     {"CONNECTED", 0},
 };
 
-static void table_process(struct cli_table *t, sqlite3_stmt *st)
+static void table_process(struct cli *c, struct cli_table *t,
+			  struct cli_stmt *st)
 {
 	char buf[32];
 	const char *recommend = cli_db_str(st, P_RECOMMEND);
 	const char *backend = cli_db_str(st, P_BACKEND);
 
+	if (cli_db_is_pg(c))
+		cli_table_cell(t, cli_db_str(st, P_HOST));
 	for (int col = P_PID; col <= P_MODEL; col++)
 		cli_table_cell(t, cli_db_str(st, col));
 	/* The advice stands out when it differs from what is in use. */
@@ -159,14 +182,14 @@ static void table_process(struct cli_table *t, sqlite3_stmt *st)
 			      recommend);
 	for (int col = P_RECORDS; col <= P_LEAKS; col++)
 		cli_table_cell(t, cli_db_str(st, col));
-	cli_table_cell(t, cli_time_short(sqlite3_column_int64(st, P_CONNECTED),
-					 buf, sizeof(buf)));
+	cli_table_cell(
+	    t, cli_time_short(cli_stmt_int(st, P_CONNECTED), buf, sizeof(buf)));
 }
 
 int cli_processes(struct cli *c)
 {
 	static const struct listing processes = {
-	    processes_sql, process_cols,  9,
+	    processes_sql, process_cols,  10,
 	    json_process,  table_process, "no processes",
 	};
 
@@ -177,23 +200,33 @@ int cli_processes(struct cli *c)
 
 enum { S_FILE, S_LINE, S_FUNC, S_PROCS, S_LEAKS, S_CLASS0 };
 
-/* Per-class counts follow S_LEAKS, in cli_class_names order.  A site row
+/* The findings of each class in the group, in cli_class_names order (a
+ * comparison is no number in PostgreSQL: CASE, not sum(l.class = ...)). */
+#define CLASS_COUNT(cls)                                                       \
+	", sum(CASE WHEN l.class = '" cls "' THEN 1 ELSE 0 END)"
+#define CLASS_COUNTS                                                           \
+	CLASS_COUNT("bleed")                                                   \
+	CLASS_COUNT("stale")                                                   \
+	CLASS_COUNT("overlap")                                                 \
+	CLASS_COUNT("lost") CLASS_COUNT("misnest") CLASS_COUNT("unclosed")
+
+/* Per-class counts follow S_LEAKS.  A site row
  * is shared by every process that defines it (sites.process_id is the
  * first): the processes counted and filtered are those of its findings,
  * or that first one when it has none. */
 static const char sites_sql[] =
-    "SELECT s.file, s.line, s.func, count(DISTINCT p.id),"
-    " count(l.id), sum(l.class = 'bleed'), sum(l.class = 'stale'),"
-    " sum(l.class = 'overlap'), sum(l.class = 'lost'),"
-    " sum(l.class = 'misnest'), sum(l.class = 'unclosed')"
+    "SELECT s.file, s.line, s.func, count(DISTINCT p.id), "
+    "count(l.id)" CLASS_COUNTS
     " FROM sites s LEFT JOIN leaks l ON l.site_id = s.id"
     " JOIN processes p ON p.id = coalesce(l.process_id, s.process_id)"
-    " WHERE 1%s"
+    " WHERE 1 = 1%s"
     " GROUP BY s.file, s.line, s.func"
-    " ORDER BY count(l.id) DESC, s.file, s.line";
+    " ORDER BY count(l.id) DESC, s.file COLLATE BINARY, s.line,"
+    " s.func IS NOT NULL, s.func COLLATE BINARY";
 
-static void json_site(struct cli_json *j, sqlite3_stmt *st)
+static void json_site(struct cli *c, struct cli_json *j, struct cli_stmt *st)
 {
+	(void)c;
 	cli_json_object(j);
 	cli_json_kcol(j, "file", st, S_FILE);
 	cli_json_kcol(j, "line", st, S_LINE);
@@ -204,7 +237,7 @@ static void json_site(struct cli_json *j, sqlite3_stmt *st)
 	cli_json_object(j);
 	for (int i = 0; i < CLI_CLASS_COUNT; i++)
 		cli_json_kint(j, cli_class_names[i],
-			      sqlite3_column_int64(st, S_CLASS0 + i));
+			      cli_stmt_int(st, S_CLASS0 + i));
 	cli_json_end(j);
 	cli_json_end(j);
 }
@@ -215,18 +248,19 @@ static const struct cli_col site_cols[] = {
     {"CLASSES", CLI_COL_SHRINK},
 };
 
-static void table_site(struct cli_table *t, sqlite3_stmt *st)
+static void table_site(struct cli *c, struct cli_table *t, struct cli_stmt *st)
 {
 	char classes[256] = "";
 	size_t n = 0;
 
-	cli_table_cellf(t, "%s:%d", sqlite3_column_text(st, S_FILE),
-			sqlite3_column_int(st, S_LINE));
+	(void)c;
+	cli_table_cellf(t, "%s:%d", cli_db_str(st, S_FILE),
+			(int)cli_stmt_int(st, S_LINE));
 	cli_table_cell(t, cli_db_str(st, S_FUNC));
 	cli_table_cell(t, cli_db_str(st, S_PROCS));
 	cli_table_cell(t, cli_db_str(st, S_LEAKS));
 	for (int i = 0; i < CLI_CLASS_COUNT; i++) {
-		long long k = sqlite3_column_int64(st, S_CLASS0 + i);
+		long long k = cli_stmt_int(st, S_CLASS0 + i);
 
 		if (k && n < sizeof(classes))
 			n += snprintf(classes + n, sizeof(classes) - n,

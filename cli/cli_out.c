@@ -592,19 +592,19 @@ void cli_json_kusec(struct cli_json *j, const char *key, int64_t ns)
 		(ns < 0 ? -ns : ns) / 1000, (ns < 0 ? -ns : ns) % 1000);
 }
 
-void cli_json_kcol(struct cli_json *j, const char *key, sqlite3_stmt *st,
+void cli_json_kcol(struct cli_json *j, const char *key, struct cli_stmt *st,
 		   int col)
 {
 	int len;
 	const char *s;
 
 	cli_json_key(j, key);
-	switch (sqlite3_column_type(st, col)) {
-	case SQLITE_NULL:
+	switch (cli_stmt_type(st, col)) {
+	case CLI_TYPE_NULL:
 		cli_json_null(j);
 		break;
-	case SQLITE_INTEGER:
-		cli_json_int(j, sqlite3_column_int64(st, col));
+	case CLI_TYPE_INT:
+		cli_json_int(j, cli_stmt_int(st, col));
 		break;
 	default:
 		s = cli_db_text(st, col, &len);

@@ -21,32 +21,44 @@ struct shown {
 	int64_t begin_ts; /* offsets in the timeline are from here */
 };
 
-static sqlite3_stmt *prepare_id(struct cli *c, const char *sql, int64_t id)
+static struct cli_stmt *prepare_id(struct cli *c, const char *sql, int64_t id)
 {
-	sqlite3_stmt *st = cli_db_prepare(c, sql);
+	struct cli_stmt *st = cli_db_prepare(c, sql);
 
 	if (st)
-		sqlite3_bind_int64(st, 1, id);
+		cli_stmt_bind_int(st, 1, id);
 	return st;
 }
 
 /* ------------------------------------------------------------ lookup */
 
-static int64_t first_id(struct cli *c, const char *sql, const char *arg,
+/* The first id sql (with a %s for --host's condition) gives for arg, or
+ * for num when arg is NULL. */
+static int64_t first_id(struct cli *c, const char *fmt, const char *arg,
 			int64_t num)
 {
-	sqlite3_stmt *st = cli_db_prepare(c, sql);
+	struct cli_filter hf = {.host = c->filter.host};
+	char where[512], in_hosts[768], sql[1024];
+	struct cli_stmt *st;
 	int64_t id = 0;
 
-	if (st == NULL)
+	cli_db_filter_sql(&hf, where, sizeof(where));
+	snprintf(in_hosts, sizeof(in_hosts),
+		 hf.host ? " AND process_id IN (SELECT p.id FROM processes p"
+			   " WHERE 1 = 1%s)"
+			 : "%.0s",
+		 where);
+	snprintf(sql, sizeof(sql), fmt, in_hosts);
+	if ((st = cli_db_prepare(c, sql)) == NULL)
 		return -1;
+	cli_db_bind_filter(st, &c->filter);
 	if (arg)
-		sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+		cli_stmt_bind_text(st, 1, arg);
 	else
-		sqlite3_bind_int64(st, 1, num);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		id = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+		cli_stmt_bind_int(st, 1, num);
+	if (cli_stmt_step(st) == CLI_STEP_ROW)
+		id = cli_stmt_int(st, 0);
+	cli_stmt_finalize(st);
 	return id;
 }
 
@@ -68,17 +80,17 @@ int64_t cli_show_resolve(struct cli *c, const char *arg)
 
 	if (!numeric)
 		return first_id(c,
-				"SELECT id FROM requests WHERE name = ?"
+				"SELECT id FROM requests WHERE name = ?1%s"
 				" ORDER BY begin_ts DESC, id DESC LIMIT 1",
 				arg, 0);
-	id = first_id(c, "SELECT id FROM requests WHERE id = ?", NULL,
+	id = first_id(c, "SELECT id FROM requests WHERE id = ?1%s", NULL,
 		      (int64_t)n);
 	if (id == 0)
 		id = first_id(c, unretired_sql, NULL, (int64_t)n);
 	if (id != 0 || arg[0] == '#')
 		return id;
 	return first_id(c,
-			"SELECT id FROM requests WHERE ctx = ?"
+			"SELECT id FROM requests WHERE ctx = ?1%s"
 			" ORDER BY begin_ts DESC, id DESC LIMIT 1",
 			NULL, (int64_t)n);
 }
@@ -115,22 +127,22 @@ static const char header_sql[] =
     " FROM requests r JOIN processes p ON p.id = r.process_id"
     " LEFT JOIN sites s ON s.id = r.site_id WHERE r.id = ?";
 
-static void header_json(struct cli_json *j, sqlite3_stmt *st)
+static void header_json(struct cli_json *j, struct cli_stmt *st)
 {
 	char site[1024];
 
-	cli_json_kint(j, "id", sqlite3_column_int64(st, H_ID));
-	cli_json_kctx(j, "ctx", sqlite3_column_int64(st, H_CTX));
+	cli_json_kint(j, "id", cli_stmt_int(st, H_ID));
+	cli_json_kctx(j, "ctx", cli_stmt_int(st, H_CTX));
 	cli_json_kcol(j, "name", st, H_NAME);
 	cli_json_kcol(j, "pid", st, H_PID);
 	cli_json_kcol(j, "app", st, H_APP);
 	cli_json_kcol(j, "backend", st, H_BACKEND);
-	cli_json_kts(j, "begin", sqlite3_column_int64(st, H_BEGIN));
-	cli_json_kts(j, "end", sqlite3_column_int64(st, H_END));
+	cli_json_kts(j, "begin", cli_stmt_int(st, H_BEGIN));
+	cli_json_kts(j, "end", cli_stmt_int(st, H_END));
 	cli_json_kcol(j, "begin_tid", st, H_TID);
 	cli_json_kcol(j, "threads", st, H_THREADS);
 	snprintf(site, sizeof(site), "%s:%d %s", cli_db_str(st, H_FILE),
-		 sqlite3_column_int(st, H_LINE),
+		 (int)cli_stmt_int(st, H_LINE),
 		 cli_db_str(st, H_FUNC) ? cli_db_str(st, H_FUNC) : "");
 	cli_json_kstr(j, "site", cli_db_str(st, H_FILE) ? site : NULL);
 	cli_json_kcol(j, "scopes", st, H_SCOPES);
@@ -143,7 +155,7 @@ static void header_json(struct cli_json *j, sqlite3_stmt *st)
 	cli_json_object(j);
 	for (int i = 0; i < CLI_CLASS_COUNT; i++)
 		cli_json_kint(j, cli_class_names[i],
-			      sqlite3_column_int64(st, H_CLASS0 + i));
+			      cli_stmt_int(st, H_CLASS0 + i));
 	cli_json_end(j);
 }
 
@@ -153,17 +165,17 @@ static void header_field(struct cli *c, const char *label)
 		cli_style_end(c, CLI_STYLE_BOLD));
 }
 
-static void header_times(struct cli *c, sqlite3_stmt *st)
+static void header_times(struct cli *c, struct cli_stmt *st)
 {
 	char a[64], b[64];
-	int64_t begin = sqlite3_column_int64(st, H_BEGIN);
+	int64_t begin = cli_stmt_int(st, H_BEGIN);
 
 	header_field(c, "begin");
 	fprintf(c->out, "%s on thread %lld\n", cli_time_rfc3339(begin, a, 64),
-		sqlite3_column_int64(st, H_TID));
+		cli_stmt_int(st, H_TID));
 	if (cli_db_str(st, H_FILE)) {
 		header_field(c, "site");
-		snprintf(b, sizeof(b), ":%d ", sqlite3_column_int(st, H_LINE));
+		snprintf(b, sizeof(b), ":%d ", (int)cli_stmt_int(st, H_LINE));
 		cli_print_safe(c->out, cli_db_str(st, H_FILE),
 			       strlen(cli_db_str(st, H_FILE)));
 		fputs(b, c->out);
@@ -173,26 +185,25 @@ static void header_times(struct cli *c, sqlite3_stmt *st)
 		fputc('\n', c->out);
 	}
 	header_field(c, "end");
-	if (sqlite3_column_type(st, H_END) == SQLITE_NULL)
+	if (cli_stmt_type(st, H_END) == CLI_TYPE_NULL)
 		fprintf(c->out, "%snever (unclosed)%s\n",
 			cli_style_start(c, CLI_STYLE_RED),
 			cli_style_end(c, CLI_STYLE_RED));
 	else
 		fprintf(
 		    c->out, "%s, after %s\n",
-		    cli_time_rfc3339(sqlite3_column_int64(st, H_END), a, 64),
-		    cli_time_duration(sqlite3_column_int64(st, H_END) - begin,
-				      b, 64));
+		    cli_time_rfc3339(cli_stmt_int(st, H_END), a, 64),
+		    cli_time_duration(cli_stmt_int(st, H_END) - begin, b, 64));
 }
 
-static void header_findings(struct cli *c, sqlite3_stmt *st)
+static void header_findings(struct cli *c, struct cli_stmt *st)
 {
 	const char *sep = " (";
 
 	header_field(c, "findings");
-	fprintf(c->out, "%lld as victim", sqlite3_column_int64(st, H_LEAKS));
+	fprintf(c->out, "%lld as victim", cli_stmt_int(st, H_LEAKS));
 	for (int i = 0; i < CLI_CLASS_COUNT; i++) {
-		long long n = sqlite3_column_int64(st, H_CLASS0 + i);
+		long long n = cli_stmt_int(st, H_CLASS0 + i);
 
 		if (n == 0)
 			continue;
@@ -203,22 +214,22 @@ static void header_findings(struct cli *c, sqlite3_stmt *st)
 		sep = ", ";
 	}
 	fprintf(c->out, "%s, %lld as source\n", *sep == ',' ? ")" : "",
-		sqlite3_column_int64(st, H_SOURCE_OF));
+		cli_stmt_int(st, H_SOURCE_OF));
 }
 
-static void header_text(struct cli *c, sqlite3_stmt *st)
+static void header_text(struct cli *c, struct cli_stmt *st)
 {
 	char ctx[24];
 	int len;
 	const char *s = cli_db_text(st, H_NAME, &len);
 
 	fprintf(c->out, "%srequest #%lld ", cli_style_start(c, CLI_STYLE_BOLD),
-		sqlite3_column_int64(st, H_ID));
+		cli_stmt_int(st, H_ID));
 	cli_print_safe(c->out, s ? s : "(unnamed)", s ? (size_t)len : 9);
 	fprintf(c->out, "%s  ctx %s\n", cli_style_end(c, CLI_STYLE_BOLD),
-		cli_ctx_str(sqlite3_column_int64(st, H_CTX), ctx, sizeof(ctx)));
+		cli_ctx_str(cli_stmt_int(st, H_CTX), ctx, sizeof(ctx)));
 	header_field(c, "process");
-	fprintf(c->out, "pid %lld, app ", sqlite3_column_int64(st, H_PID));
+	fprintf(c->out, "pid %lld, app ", cli_stmt_int(st, H_PID));
 	s = cli_db_text(st, H_APP, &len);
 	cli_print_safe(c->out, s ? s : "-", s ? (size_t)len : 1);
 	fprintf(c->out, ", backend %s\n",
@@ -229,12 +240,10 @@ static void header_text(struct cli *c, sqlite3_stmt *st)
 		       strlen(cli_db_str(st, H_THREADS)));
 	fprintf(c->out, "\n");
 	header_field(c, "scopes");
-	fprintf(c->out, "%lld, %lld records",
-		sqlite3_column_int64(st, H_SCOPES),
-		sqlite3_column_int64(st, H_RECORDS));
-	if (sqlite3_column_int64(st, H_LATE) != 0)
-		fprintf(c->out, " (%lld late work)",
-			sqlite3_column_int64(st, H_LATE));
+	fprintf(c->out, "%lld, %lld records", cli_stmt_int(st, H_SCOPES),
+		cli_stmt_int(st, H_RECORDS));
+	if (cli_stmt_int(st, H_LATE) != 0)
+		fprintf(c->out, " (%lld late work)", cli_stmt_int(st, H_LATE));
 	fputc('\n', c->out);
 	header_findings(c, st);
 }
@@ -242,19 +251,19 @@ static void header_text(struct cli *c, sqlite3_stmt *st)
 /* The header of a request without a row: what its records say. */
 static int unretired_header(struct cli *c, struct cli_json *j, struct shown *r)
 {
-	sqlite3_stmt *st =
-	    prepare_id(c,
-		       "SELECT min(ts) FROM (SELECT ts FROM records WHERE"
-		       " request_id = ?1 UNION ALL SELECT ts FROM leaks WHERE"
-		       " victim_request_id = ?1 OR source_request_id = ?1)",
-		       r->id);
+	struct cli_stmt *st = prepare_id(
+	    c,
+	    "SELECT min(ts) FROM (SELECT ts FROM records WHERE"
+	    " request_id = ?1 UNION ALL SELECT ts FROM leaks WHERE"
+	    " victim_request_id = ?1 OR source_request_id = ?1) AS u",
+	    r->id);
 	char ts[64];
 
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		r->begin_ts = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	if (cli_stmt_step(st) == CLI_STEP_ROW)
+		r->begin_ts = cli_stmt_int(st, 0);
+	cli_stmt_finalize(st);
 	if (j) {
 		cli_json_key(j, "request");
 		cli_json_object(j);
@@ -276,17 +285,17 @@ static int unretired_header(struct cli *c, struct cli_json *j, struct shown *r)
 
 static int show_header(struct cli *c, struct cli_json *j, struct shown *r)
 {
-	sqlite3_stmt *st = prepare_id(c, header_sql, r->id);
+	struct cli_stmt *st = prepare_id(c, header_sql, r->id);
 	int rc;
 
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	if ((rc = sqlite3_step(st)) == SQLITE_DONE) {
-		sqlite3_finalize(st);
+	if ((rc = cli_stmt_step(st)) == CLI_STEP_DONE) {
+		cli_stmt_finalize(st);
 		return unretired_header(c, j, r);
 	}
-	if (rc == SQLITE_ROW) {
-		r->begin_ts = sqlite3_column_int64(st, H_BEGIN);
+	if (rc == CLI_STEP_ROW) {
+		r->begin_ts = cli_stmt_int(st, H_BEGIN);
 		if (j) {
 			cli_json_key(j, "request");
 			cli_json_object(j);
@@ -295,9 +304,9 @@ static int show_header(struct cli *c, struct cli_json *j, struct shown *r)
 		} else {
 			header_text(c, st);
 		}
-		rc = SQLITE_DONE;
+		rc = CLI_STEP_DONE;
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	return cli_db_done(c, rc);
 }
 
@@ -311,13 +320,13 @@ struct section {
 	const char *sql;   /* ? is the request id */
 	const struct cli_col *cols;
 	int ncols;
-	void (*json_row)(struct cli_json *j, sqlite3_stmt *st,
+	void (*json_row)(struct cli_json *j, struct cli_stmt *st,
 			 const struct shown *r);
 	/* Puts the row in the table; returns 0 when it folded it instead. */
-	int (*table_row)(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
-			 const struct shown *r);
+	int (*table_row)(struct cli *c, struct cli_table *t,
+			 struct cli_stmt *st, const struct shown *r);
 	/* Without cols: prints the row as a paragraph of its own. */
-	void (*text_row)(struct cli *c, sqlite3_stmt *st,
+	void (*text_row)(struct cli *c, struct cli_stmt *st,
 			 const struct shown *r);
 	const char *empty;  /* said in a table when there are no rows */
 	const char *folded; /* printf format of the note on folded rows */
@@ -326,7 +335,7 @@ struct section {
 static int show_section(struct cli *c, struct cli_json *j,
 			const struct shown *r, const struct section *s)
 {
-	sqlite3_stmt *st = prepare_id(c, s->sql, r->id);
+	struct cli_stmt *st = prepare_id(c, s->sql, r->id);
 	struct cli_table *t = NULL;
 	int rc, n = 0, shown = 0;
 
@@ -342,7 +351,7 @@ static int show_section(struct cli *c, struct cli_json *j,
 		if (s->cols)
 			t = cli_table_new(c, s->cols, s->ncols);
 	}
-	for (; (rc = sqlite3_step(st)) == SQLITE_ROW; n++) {
+	for (; (rc = cli_stmt_step(st)) == CLI_STEP_ROW; n++) {
 		if (j)
 			s->json_row(j, st, r);
 		else if (t)
@@ -350,7 +359,7 @@ static int show_section(struct cli *c, struct cli_json *j,
 		else
 			s->text_row(c, st, r);
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	if (j) {
 		cli_json_end(j);
 	} else {
@@ -367,7 +376,7 @@ static int show_section(struct cli *c, struct cli_json *j,
 }
 
 /* "#3 GET /a" from an id column followed by its name column. */
-static void request_cell(struct cli_table *t, sqlite3_stmt *st, int col,
+static void request_cell(struct cli_table *t, struct cli_stmt *st, int col,
 			 enum cli_style style)
 {
 	char buf[512];
@@ -375,8 +384,8 @@ static void request_cell(struct cli_table *t, sqlite3_stmt *st, int col,
 	const char *name = cli_db_text(st, col + 1, &len);
 
 	cli_table_cell_styled(t, style,
-			      cli_request_label(sqlite3_column_int64(st, col),
-						name, len, buf, sizeof(buf)));
+			      cli_request_label(cli_stmt_int(st, col), name,
+						len, buf, sizeof(buf)));
 }
 
 /* Time since the request began: "+1.25ms". */
@@ -411,24 +420,24 @@ static const char tags_sql[] =
     " t.setter_ctx, s.file, s.line FROM tags t"
     " LEFT JOIN requests sr ON sr.id = t.setter_request_id"
     " LEFT JOIN sites s ON s.id = t.site_id"
-    " WHERE t.request_id = ? ORDER BY t.ts, t.rowid";
+    " WHERE t.request_id = ? ORDER BY t.ts, t.key COLLATE BINARY";
 
-static int foreign_setter(sqlite3_stmt *st, const struct shown *r)
+static int foreign_setter(struct cli_stmt *st, const struct shown *r)
 {
-	return sqlite3_column_int64(st, T_SETTER) != r->id;
+	return cli_stmt_int(st, T_SETTER) != r->id;
 }
 
-static void tag_json(struct cli_json *j, sqlite3_stmt *st,
+static void tag_json(struct cli_json *j, struct cli_stmt *st,
 		     const struct shown *r)
 {
 	cli_json_object(j);
 	cli_json_kcol(j, "key", st, T_KEY);
 	cli_json_kcol(j, "value", st, T_VALUE);
-	cli_json_kts(j, "ts", sqlite3_column_int64(st, T_TS));
+	cli_json_kts(j, "ts", cli_stmt_int(st, T_TS));
 	cli_json_kcol(j, "tid", st, T_TID);
 	cli_json_kcol(j, "setter_request", st, T_SETTER);
 	cli_json_kcol(j, "setter_name", st, T_SETTER_NAME);
-	cli_json_kctx(j, "setter_ctx", sqlite3_column_int64(st, T_SETTER_CTX));
+	cli_json_kctx(j, "setter_ctx", cli_stmt_int(st, T_SETTER_CTX));
 	cli_json_kbool(j, "foreign", foreign_setter(st, r));
 	cli_json_kcol(j, "file", st, T_FILE);
 	cli_json_kcol(j, "line", st, T_LINE);
@@ -442,13 +451,13 @@ static const struct cli_col tag_cols[] = {
     {"SITE", CLI_COL_SHRINK},
 };
 
-static int tag_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
+static int tag_row(struct cli *c, struct cli_table *t, struct cli_stmt *st,
 		   const struct shown *r)
 {
 	(void)c;
 	cli_table_cell(t, cli_db_str(st, T_KEY));
 	cli_table_cell(t, cli_db_str(st, T_VALUE));
-	if (sqlite3_column_type(st, T_SETTER) == SQLITE_NULL)
+	if (cli_stmt_type(st, T_SETTER) == CLI_TYPE_NULL)
 		cli_table_cell_styled(t, CLI_STYLE_RED, "no request");
 	else if (!foreign_setter(st, r))
 		cli_table_cell(t, "this request");
@@ -456,7 +465,7 @@ static int tag_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
 		request_cell(t, st, T_SETTER, CLI_STYLE_RED);
 	if (cli_db_str(st, T_FILE))
 		cli_table_cellf(t, "%s:%d", cli_db_str(st, T_FILE),
-				sqlite3_column_int(st, T_LINE));
+				(int)cli_stmt_int(st, T_LINE));
 	else
 		cli_table_cell(t, NULL);
 	return 1;
@@ -520,23 +529,23 @@ static const char records_sql[] =
     " d.ctx_request_id IS NOT d.request_id)"
     " ORDER BY d.tid, d.ts, d.id";
 
-static int is_end(sqlite3_stmt *st)
+static int is_end(struct cli_stmt *st)
 {
 	return cli_db_str(st, R_TYPE) && !strcmp(cli_db_str(st, R_TYPE), "END");
 }
 
-static void record_json(struct cli_json *j, sqlite3_stmt *st,
+static void record_json(struct cli_json *j, struct cli_stmt *st,
 			const struct shown *r)
 {
 	(void)r;
 	cli_json_object(j);
 	cli_json_kcol(j, "id", st, R_ID);
 	cli_json_kcol(j, "type", st, R_TYPE);
-	cli_json_kts(j, "ts", sqlite3_column_int64(st, R_TS));
+	cli_json_kts(j, "ts", cli_stmt_int(st, R_TS));
 	cli_json_kcol(j, "tid", st, R_TID);
-	cli_json_kctx(j, "ctx", sqlite3_column_int64(st, R_CTX));
-	cli_json_kctx(j, "cause", sqlite3_column_int64(st, R_CAUSE));
-	cli_json_kctx(j, "other", sqlite3_column_int64(st, R_OTHER));
+	cli_json_kctx(j, "ctx", cli_stmt_int(st, R_CTX));
+	cli_json_kctx(j, "cause", cli_stmt_int(st, R_CAUSE));
+	cli_json_kctx(j, "other", cli_stmt_int(st, R_OTHER));
 	cli_json_kcol(j, "name", st, R_NAME);
 	cli_json_kcol(j, "value", st, R_VALUE);
 	cli_json_kcol(j, "request", st, R_TRUE);
@@ -544,7 +553,7 @@ static void record_json(struct cli_json *j, sqlite3_stmt *st,
 	if (is_end(st))
 		cli_json_kcol(j, "cur_request", st, R_HELD);
 	cli_json_kcol(j, "leak", st, R_LEAK);
-	cli_json_kbool(j, "late", sqlite3_column_int(st, R_LATE) != 0);
+	cli_json_kbool(j, "late", (int)cli_stmt_int(st, R_LATE) != 0);
 	cli_json_kcol(j, "file", st, R_FILE);
 	cli_json_kcol(j, "line", st, R_LINE);
 	cli_json_end(j);
@@ -558,13 +567,12 @@ static const struct cli_col record_cols[] = {
 
 /* An END's BACKEND SAID: what the backend held then (its cur), which is
  * not the scope being ended (that is the record's ctx). */
-static void held_cell(struct cli *c, struct cli_table *t, sqlite3_stmt *st)
+static void held_cell(struct cli *c, struct cli_table *t, struct cli_stmt *st)
 {
-	int64_t cur = sqlite3_column_int64(st, R_OTHER);
-	int64_t held = sqlite3_column_int64(st, R_HELD);
-	enum cli_style style = held == sqlite3_column_int64(st, R_TRUE)
-				   ? CLI_STYLE_NONE
-				   : CLI_STYLE_RED;
+	int64_t cur = cli_stmt_int(st, R_OTHER);
+	int64_t held = cli_stmt_int(st, R_HELD);
+	enum cli_style style =
+	    held == cli_stmt_int(st, R_TRUE) ? CLI_STYLE_NONE : CLI_STYLE_RED;
 	char buf[512];
 
 	if (cur == 0) {
@@ -572,15 +580,14 @@ static void held_cell(struct cli *c, struct cli_table *t, sqlite3_stmt *st)
 		return;
 	}
 	if (held == 0)
-		held =
-		    cli_db_ctx_request(c, sqlite3_column_int64(st, R_PROCESS),
-				       sqlite3_column_int64(st, R_TRUE), cur);
+		held = cli_db_ctx_request(c, cli_stmt_int(st, R_PROCESS),
+					  cli_stmt_int(st, R_TRUE), cur);
 	if (held == 0) {
 		cli_table_cell_styled(t, CLI_STYLE_RED,
 				      cli_ctx_str(cur, buf, sizeof(buf)));
 		return;
 	}
-	if (sqlite3_column_int64(st, R_HELD) == held) {
+	if (cli_stmt_int(st, R_HELD) == held) {
 		request_cell(t, st, R_HELD, style);
 		return;
 	}
@@ -590,15 +597,15 @@ static void held_cell(struct cli *c, struct cli_table *t, sqlite3_stmt *st)
 
 /* RESUME and SUSPEND wrap every callback: about half the rows, and only
  * the ones that carry a finding say anything unless --all. */
-static int folded(const struct cli *c, sqlite3_stmt *st)
+static int folded(const struct cli *c, struct cli_stmt *st)
 {
 	const char *type = cli_db_str(st, R_TYPE);
 
-	return !c->all && sqlite3_column_type(st, R_LEAK) == SQLITE_NULL &&
-	       type && (!strcmp(type, "RESUME") || !strcmp(type, "SUSPEND"));
+	return !c->all && cli_stmt_type(st, R_LEAK) == CLI_TYPE_NULL && type &&
+	       (!strcmp(type, "RESUME") || !strcmp(type, "SUSPEND"));
 }
 
-static int record_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
+static int record_row(struct cli *c, struct cli_table *t, struct cli_stmt *st,
 		      const struct shown *r)
 {
 	const char *leak = cli_db_str(st, R_LEAK);
@@ -607,7 +614,7 @@ static int record_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
 	if (folded(c, st))
 		return 0;
 	cli_table_cell(t, cli_db_str(st, R_TID));
-	offset_cell(t, sqlite3_column_int64(st, R_TS), r);
+	offset_cell(t, cli_stmt_int(st, R_TS), r);
 	cli_table_cell(
 	    t, cli_record_str(cli_db_str(st, R_TYPE), cli_db_str(st, R_NAME),
 			      cli_db_str(st, R_VALUE), what, sizeof(what)));
@@ -615,14 +622,14 @@ static int record_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
 		held_cell(c, t, st);
 	else
 		request_cell(t, st, R_SAID,
-			     sqlite3_column_int64(st, R_SAID) !=
-				     sqlite3_column_int64(st, R_TRUE)
+			     cli_stmt_int(st, R_SAID) !=
+				     cli_stmt_int(st, R_TRUE)
 				 ? CLI_STYLE_RED
 				 : CLI_STYLE_NONE);
 	request_cell(t, st, R_TRUE, CLI_STYLE_NONE);
 	/* Late work is no finding: said, so that it is not taken for a
 	 * stale storage. */
-	if (leak == NULL && sqlite3_column_int(st, R_LATE) != 0) {
+	if (leak == NULL && (int)cli_stmt_int(st, R_LATE) != 0) {
 		cli_table_cell(t, "late work");
 		return 1;
 	}
@@ -670,7 +677,7 @@ static const char findings_sql[] =
     " WHERE l.victim_request_id = ?1 OR l.source_request_id = ?1"
     " ORDER BY l.ts, l.id";
 
-static void finding_json(struct cli_json *j, sqlite3_stmt *st,
+static void finding_json(struct cli_json *j, struct cli_stmt *st,
 			 const struct shown *r)
 {
 	char detail[2048];
@@ -679,9 +686,9 @@ static void finding_json(struct cli_json *j, sqlite3_stmt *st,
 	cli_json_kcol(j, "id", st, F_ID);
 	cli_json_kcol(j, "class", st, F_CLASS);
 	cli_json_kstr(j, "role",
-		      sqlite3_column_int64(st, F_VICTIM) == r->id ? "victim"
-								  : "source");
-	cli_json_kts(j, "ts", sqlite3_column_int64(st, F_TS));
+		      cli_stmt_int(st, F_VICTIM) == r->id ? "victim"
+							  : "source");
+	cli_json_kts(j, "ts", cli_stmt_int(st, F_TS));
 	cli_json_kcol(j, "tid", st, F_TID);
 	cli_json_kcol(j, "victim_request", st, F_VICTIM);
 	cli_json_kcol(j, "victim_name", st, F_VICTIM_NAME);
@@ -689,51 +696,51 @@ static void finding_json(struct cli_json *j, sqlite3_stmt *st,
 	cli_json_kcol(j, "source_name", st, F_SOURCE_NAME);
 	cli_json_kcol(j, "record", st, F_RECORD);
 	cli_json_kcol(j, "name", st, F_NAME);
-	cli_json_kstr(
-	    j, "detail",
-	    cli_db_str(st, F_DETAIL)
-		? cli_detail(r->c, sqlite3_column_int64(st, F_PROCESS),
-			     sqlite3_column_int64(st, F_VICTIM),
-			     cli_db_str(st, F_DETAIL), detail, sizeof(detail))
-		: NULL);
+	cli_json_kstr(j, "detail",
+		      cli_db_str(st, F_DETAIL)
+			  ? cli_detail(r->c, cli_stmt_int(st, F_PROCESS),
+				       cli_stmt_int(st, F_VICTIM),
+				       cli_db_str(st, F_DETAIL), detail,
+				       sizeof(detail))
+			  : NULL);
 	cli_json_kstr(j, "fix", cli_class_fix(cli_db_str(st, F_CLASS)));
 	cli_json_end(j);
 }
 
 /* A paragraph each, not a table row: the detail and the fix are
  * sentences, which a table would cut. */
-static void finding_text(struct cli *c, sqlite3_stmt *st, const struct shown *r)
+static void finding_text(struct cli *c, struct cli_stmt *st,
+			 const struct shown *r)
 {
-	int victim = sqlite3_column_int64(st, F_VICTIM) == r->id;
+	int victim = cli_stmt_int(st, F_VICTIM) == r->id;
 	const char *cls = cli_db_str(st, F_CLASS);
 	int other = victim ? F_SOURCE : F_VICTIM, len;
 	const char *name = cli_db_text(st, other + 1, &len);
 	char at[40], who[512], detail[2048], fix[1024];
 
-	if (sqlite3_column_int64(st, F_TS) < r->begin_ts)
+	if (cli_stmt_int(st, F_TS) < r->begin_ts)
 		snprintf(at, 8, "-");
 	else
 		at[0] = '+';
-	cli_time_duration(sqlite3_column_int64(st, F_TS) - r->begin_ts, at + 1,
+	cli_time_duration(cli_stmt_int(st, F_TS) - r->begin_ts, at + 1,
 			  sizeof(at) - 1);
 	fprintf(c->out, "%s  %s%s%s  as %s", at,
 		cli_style_start(c, cli_class_style(cls)), cls ? cls : "?",
 		cli_style_end(c, cli_class_style(cls)),
 		victim ? "victim" : "source");
-	if (sqlite3_column_type(st, other) != SQLITE_NULL) {
-		cli_request_label(sqlite3_column_int64(st, other), name, len,
-				  who, sizeof(who));
+	if (cli_stmt_type(st, other) != CLI_TYPE_NULL) {
+		cli_request_label(cli_stmt_int(st, other), name, len, who,
+				  sizeof(who));
 		fprintf(c->out, ", %s ", victim ? "source" : "victim");
 		cli_print_safe(c->out, who, strlen(who));
 	}
-	fprintf(c->out, ", thread %lld\n", sqlite3_column_int64(st, F_TID));
+	fprintf(c->out, ", thread %lld\n", cli_stmt_int(st, F_TID));
 	if (cli_db_str(st, F_DETAIL))
-		cli_print_wrapped(
-		    c, CLI_STYLE_NONE, 4,
-		    cli_detail(c, sqlite3_column_int64(st, F_PROCESS),
-			       sqlite3_column_int64(st, F_VICTIM),
-			       cli_db_str(st, F_DETAIL), detail,
-			       sizeof(detail)));
+		cli_print_wrapped(c, CLI_STYLE_NONE, 4,
+				  cli_detail(c, cli_stmt_int(st, F_PROCESS),
+					     cli_stmt_int(st, F_VICTIM),
+					     cli_db_str(st, F_DETAIL), detail,
+					     sizeof(detail)));
 	if (cli_class_fix(cls)) {
 		snprintf(fix, sizeof(fix), "fix: %s", cli_class_fix(cls));
 		cli_print_wrapped(c, CLI_STYLE_GREEN, 4, fix);
@@ -756,16 +763,16 @@ static const char related_sql[] =
     " WHERE r.id <> ?1 AND r.id IN (" CLI_INVOLVED_SQL ")"
     " ORDER BY r.begin_ts, r.id";
 
-static void related_json(struct cli_json *j, sqlite3_stmt *st,
+static void related_json(struct cli_json *j, struct cli_stmt *st,
 			 const struct shown *r)
 {
 	(void)r;
 	cli_json_object(j);
 	cli_json_kcol(j, "id", st, 0);
 	cli_json_kcol(j, "name", st, 1);
-	cli_json_kctx(j, "ctx", sqlite3_column_int64(st, 2));
-	cli_json_kts(j, "begin", sqlite3_column_int64(st, 3));
-	cli_json_kts(j, "end", sqlite3_column_int64(st, 4));
+	cli_json_kctx(j, "ctx", cli_stmt_int(st, 2));
+	cli_json_kts(j, "begin", cli_stmt_int(st, 3));
+	cli_json_kts(j, "end", cli_stmt_int(st, 4));
 	cli_json_end(j);
 }
 
@@ -776,19 +783,19 @@ static const struct cli_col related_cols[] = {
     {"CTX", 0},
 };
 
-static int related_row(struct cli *c, struct cli_table *t, sqlite3_stmt *st,
+static int related_row(struct cli *c, struct cli_table *t, struct cli_stmt *st,
 		       const struct shown *r)
 {
 	char ctx[24];
 
 	(void)c;
 	request_cell(t, st, 0, CLI_STYLE_NONE);
-	offset_cell(t, sqlite3_column_int64(st, 3), r);
-	if (sqlite3_column_type(st, 4) == SQLITE_NULL)
+	offset_cell(t, cli_stmt_int(st, 3), r);
+	if (cli_stmt_type(st, 4) == CLI_TYPE_NULL)
 		cli_table_cell(t, "never");
 	else
-		offset_cell(t, sqlite3_column_int64(st, 4), r);
-	cli_table_cell(t, cli_ctx_str(sqlite3_column_int64(st, 2), ctx, 24));
+		offset_cell(t, cli_stmt_int(st, 4), r);
+	cli_table_cell(t, cli_ctx_str(cli_stmt_int(st, 2), ctx, 24));
 	return 1;
 }
 
@@ -803,6 +810,52 @@ static const struct section related_section = {
     .empty = "none",
 };
 
+/* ------------------------------------------------------------ elsewhere */
+
+/* The host and the local database of a central request id: its source's
+ * (docs/CENTRAL.md), with the id there. */
+static const char elsewhere_sql[] =
+    "SELECT h.name, so.path, ?1 % " CLI_ID_SPAN_SQL " FROM sources so"
+    " JOIN hosts h ON h.id = so.host_id WHERE so.id = ?1 / " CLI_ID_SPAN_SQL;
+
+/* On the central database, instead of a timeline: records never leave
+ * their host, so say once where they are rather than show none. */
+static int records_elsewhere(struct cli *c, struct cli_json *j,
+			     const struct shown *r)
+{
+	struct cli_stmt *st = prepare_id(c, elsewhere_sql, r->id);
+	int rc;
+
+	if (st == NULL)
+		return CLI_EXIT_DB;
+	rc = cli_stmt_step(st);
+	if (j) {
+		cli_json_key(j, "timeline");
+		cli_json_null(j);
+		cli_json_key(j, "records");
+		cli_json_object(j);
+		cli_json_kstr(j, "host", cli_db_str(st, 0));
+		cli_json_kstr(j, "db", cli_db_str(st, 1));
+		cli_json_kcol(j, "id", st, 2);
+		cli_json_end(j);
+	} else if (rc == CLI_STEP_ROW) {
+		fprintf(c->out, "\n%stimeline%s\n",
+			cli_style_start(c, CLI_STYLE_BOLD),
+			cli_style_end(c, CLI_STYLE_BOLD));
+		fputs("records stay on their host: on ", c->out);
+		cli_print_safe(c->out, cli_db_str(st, 0),
+			       strlen(cli_db_str(st, 0)));
+		fputs(", ctxleak --db ", c->out);
+		cli_print_safe(c->out, cli_db_str(st, 1),
+			       strlen(cli_db_str(st, 1)));
+		fprintf(c->out, " show '#%lld'\n", cli_stmt_int(st, 2));
+	}
+	if (rc == CLI_STEP_ROW)
+		rc = CLI_STEP_DONE;
+	cli_stmt_finalize(st);
+	return cli_db_done(c, rc);
+}
+
 /* ------------------------------------------------------------ show */
 
 static int show_sections(struct cli *c, struct cli_json *j, struct shown *r)
@@ -816,7 +869,9 @@ static int show_sections(struct cli *c, struct cli_json *j, struct shown *r)
 	int rc = show_header(c, j, r);
 
 	for (size_t i = 0; i < 4 && rc == 0; i++)
-		rc = show_section(c, j, r, sections[i]);
+		rc = sections[i] == &records_section && cli_db_is_pg(c)
+			 ? records_elsewhere(c, j, r)
+			 : show_section(c, j, r, sections[i]);
 	return rc;
 }
 
@@ -826,6 +881,10 @@ static int show(struct cli *c, struct shown *r)
 	struct cli_json *j;
 	int rc;
 
+	if (c->html && cli_db_is_pg(c))
+		return cli_error(CLI_EXIT_USAGE,
+				 "show --html draws a request's records, which "
+				 "stay on their host: run it there");
 	if (c->html)
 		return cli_html(c, r->id);
 	if (!c->json)

@@ -16,7 +16,7 @@
 
 static const char leaks_from[] =
     " FROM leaks l JOIN processes p ON p.id = l.process_id"
-    " LEFT JOIN sites s ON s.id = l.site_id WHERE 1";
+    " LEFT JOIN sites s ON s.id = l.site_id WHERE 1 = 1";
 
 /* A breakdown of the selection's findings by one expression. */
 struct breakdown {
@@ -35,11 +35,11 @@ static const struct breakdown breakdowns[] = {
 };
 
 /* SELECT what over the selection's findings, then tail (GROUP BY...). */
-static sqlite3_stmt *prepare_filtered(struct cli *c, const char *what,
-				      const char *where, const char *tail)
+static struct cli_stmt *prepare_filtered(struct cli *c, const char *what,
+					 const char *where, const char *tail)
 {
 	char sql[2048];
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 
 	snprintf(sql, sizeof(sql), "SELECT %s%s%s%s", what, leaks_from, where,
 		 tail);
@@ -54,14 +54,18 @@ static int print_breakdown(struct cli *c, struct cli_json *j,
 {
 	const struct cli_col cols[] = {{b->title, CLI_COL_SHRINK},
 				       {"FINDINGS", CLI_COL_RIGHT}};
-	char what[256], tail[256];
+	char what[256], tail[512];
 	struct cli_table *t = NULL;
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	int rc;
 
 	snprintf(what, sizeof(what), "%s, count(*)", b->expr);
-	snprintf(tail, sizeof(tail), " GROUP BY %s ORDER BY 2 DESC, 1 LIMIT %d",
-		 b->expr, TOP);
+	/* NULL first and bytewise, as SQLite orders (PostgreSQL's default
+	 * puts NULL last and follows the locale). */
+	snprintf(tail, sizeof(tail),
+		 " GROUP BY %s ORDER BY count(*) DESC, (%s) IS NOT NULL,"
+		 " (%s) COLLATE BINARY LIMIT %d",
+		 b->expr, b->expr, b->expr, TOP);
 	if ((st = prepare_filtered(c, what, where, tail)) == NULL)
 		return CLI_EXIT_DB;
 	if (j) {
@@ -70,7 +74,7 @@ static int print_breakdown(struct cli *c, struct cli_json *j,
 	} else {
 		t = cli_table_new(c, cols, 2);
 	}
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW) {
 		if (j) {
 			cli_json_object(j);
 			cli_json_kcol(j, b->key, st, 0);
@@ -85,7 +89,7 @@ static int print_breakdown(struct cli *c, struct cli_json *j,
 			cli_table_cell(t, cli_db_str(st, 1));
 		}
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	if (j) {
 		cli_json_end(j);
 	} else {
@@ -98,12 +102,12 @@ static int print_breakdown(struct cli *c, struct cli_json *j,
 
 static long long count_of(struct cli *c, const char *what, const char *where)
 {
-	sqlite3_stmt *st = prepare_filtered(c, what, where, "");
+	struct cli_stmt *st = prepare_filtered(c, what, where, "");
 	long long n = -1;
 
-	if (st && sqlite3_step(st) == SQLITE_ROW)
-		n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	if (st && cli_stmt_step(st) == CLI_STEP_ROW)
+		n = cli_stmt_int(st, 0);
+	cli_stmt_finalize(st);
 	return n;
 }
 
@@ -120,12 +124,11 @@ static long long count_of(struct cli *c, const char *what, const char *where)
 
 #define BACKENDS 3
 
-static const char *const backend_names[BACKENDS] = {"thread", "global",
-						    "task"};
+static const char *const backend_names[BACKENDS] = {"thread", "global", "task"};
 
 static const char models_sql[] =
     "SELECT p.id, p.pid, p.app, p.backend, p.model, p.recommend,"
-    " p.model_evidence, p.what_if FROM processes p WHERE 1%s"
+    " p.model_evidence, p.what_if, %s FROM processes p WHERE 1 = 1%s"
     " ORDER BY p.connected_at, p.id";
 
 /* Findings of one storage: its own (backend NULL) or a what-if's. */
@@ -133,6 +136,24 @@ struct storage {
 	long long n[CLI_CLASS_COUNT];
 	char sites[256]; /* its two top sites, "file.c:12 fn (n), ..." */
 };
+
+/* " on host NAME" for a host column, "" where there are no hosts (a
+ * host's own database), in buf. */
+static const char *on_host(struct cli_stmt *st, int col, char *buf, size_t len)
+{
+	const char *host = cli_db_str(st, col);
+
+	snprintf(buf, len, "%s%s", host ? " on host " : "", host ? host : "");
+	return buf;
+}
+
+/* The host member, on the central database only. */
+static void json_host(struct cli *c, struct cli_json *j, struct cli_stmt *st,
+		      int col)
+{
+	if (cli_db_is_pg(c))
+		cli_json_kcol(j, "host", st, col);
+}
 
 static int class_index(const char *name)
 {
@@ -152,25 +173,28 @@ static const char counts_sql[] =
 static const char what_if_sql[] =
     "SELECT class, sum(count) FROM what_if WHERE process_id = ?1"
     " AND backend = ?2 GROUP BY 1";
+/* The top two sites of a process's findings or of a what-if's: grouped
+ * by site id, with the site's columns that name it. */
+#define TOP_SITES(from, where, count)                                          \
+	"SELECT name, n FROM (SELECT coalesce(" SITE_NAME ", '(no site)')"     \
+	" AS name, " count " AS n FROM " from " LEFT JOIN sites s ON s.id ="   \
+	" site_id WHERE " where " GROUP BY site_id, s.file, s.line, s.func)"   \
+	" AS g ORDER BY n DESC, name COLLATE BINARY LIMIT 2"
 static const char sites_sql[] =
-    "SELECT coalesce(" SITE_NAME ", '(no site)'), count(*) FROM leaks l LEFT JOIN sites s"
-    " ON s.id = l.site_id WHERE l.process_id = ?1 AND ?2 IS NULL"
-    " GROUP BY l.site_id ORDER BY 2 DESC, 1 LIMIT 2";
-static const char what_if_sites_sql[] =
-    "SELECT coalesce(" SITE_NAME ", '(no site)'), sum(w.count) FROM what_if w LEFT JOIN sites s"
-    " ON s.id = w.site_id WHERE w.process_id = ?1 AND w.backend = ?2"
-    " GROUP BY w.site_id ORDER BY 2 DESC, 1 LIMIT 2";
+    TOP_SITES("leaks l", "l.process_id = ?1 AND ?2 IS NULL", "count(*)");
+static const char what_if_sites_sql[] = TOP_SITES(
+    "what_if w", "w.process_id = ?1 AND w.backend = ?2", "sum(w.count)");
 
-static sqlite3_stmt *prepare_storage(struct cli *c, const char *sql,
-				     long long id, const char *backend)
+static struct cli_stmt *prepare_storage(struct cli *c, const char *sql,
+					long long id, const char *backend)
 {
-	sqlite3_stmt *st = cli_db_prepare(c, sql);
+	struct cli_stmt *st = cli_db_prepare(c, sql);
 
 	if (st == NULL)
 		return NULL;
-	sqlite3_bind_int64(st, 1, id);
+	cli_stmt_bind_int(st, 1, id);
 	if (backend)
-		sqlite3_bind_text(st, 2, backend, -1, SQLITE_STATIC);
+		cli_stmt_bind_text(st, 2, backend);
 	return st;
 }
 
@@ -178,31 +202,31 @@ static sqlite3_stmt *prepare_storage(struct cli *c, const char *sql,
 static int read_storage(struct cli *c, long long id, const char *backend,
 			struct storage *out)
 {
-	sqlite3_stmt *st = prepare_storage(
-	    c, backend ? what_if_sql : counts_sql, id, backend);
+	struct cli_stmt *st =
+	    prepare_storage(c, backend ? what_if_sql : counts_sql, id, backend);
 	size_t len = 0;
 	int rc, k;
 
 	memset(out, 0, sizeof(*out));
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW)
 		if ((k = class_index(cli_db_str(st, 0))) >= 0)
-			out->n[k] = sqlite3_column_int64(st, 1);
-	sqlite3_finalize(st);
+			out->n[k] = cli_stmt_int(st, 1);
+	cli_stmt_finalize(st);
 	if ((rc = cli_db_done(c, rc)) != 0)
 		return rc;
 	st = prepare_storage(c, backend ? what_if_sites_sql : sites_sql, id,
 			     backend);
 	if (st == NULL)
 		return CLI_EXIT_DB;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW && len < sizeof(out->sites))
-		len += (size_t)snprintf(out->sites + len,
-					sizeof(out->sites) - len, "%s%s (%lld)",
-					len ? ", " : "", cli_db_str(st, 0),
-					sqlite3_column_int64(st, 1));
-	sqlite3_finalize(st);
-	return cli_db_done(c, rc == SQLITE_ROW ? SQLITE_DONE : rc);
+	while ((rc = cli_stmt_step(st)) == CLI_STEP_ROW &&
+	       len < sizeof(out->sites))
+		len += (size_t)snprintf(
+		    out->sites + len, sizeof(out->sites) - len, "%s%s (%lld)",
+		    len ? ", " : "", cli_db_str(st, 0), cli_stmt_int(st, 1));
+	cli_stmt_finalize(st);
+	return cli_db_done(c, rc == CLI_STEP_ROW ? CLI_STEP_DONE : rc);
 }
 
 static void storage_row(struct cli_table *t, const char *name,
@@ -257,9 +281,12 @@ static int storage_table(struct cli *c, long long id, const char *ran,
 			 int what_if)
 {
 	static const struct cli_col cols[] = {
-	    {"STORAGE", 0},	       {"BLEED", CLI_COL_RIGHT},
-	    {"STALE", CLI_COL_RIGHT},  {"OVERLAP", CLI_COL_RIGHT},
-	    {"LOST", CLI_COL_RIGHT},   {"MISNEST", CLI_COL_RIGHT},
+	    {"STORAGE", 0},
+	    {"BLEED", CLI_COL_RIGHT},
+	    {"STALE", CLI_COL_RIGHT},
+	    {"OVERLAP", CLI_COL_RIGHT},
+	    {"LOST", CLI_COL_RIGHT},
+	    {"MISNEST", CLI_COL_RIGHT},
 	    {"UNCLOSED", CLI_COL_RIGHT},
 	};
 	struct cli_table *t = cli_table_new(c, cols, 7);
@@ -296,7 +323,7 @@ static const char *either(const char *list, char *buf, size_t len)
 	for (int b = 0; b < BACKENDS && n < len; b++)
 		if (listed(list, backend_names[b]))
 			n += (size_t)snprintf(buf + n, len - n, "%s%s",
-					      k++ == 0	       ? ""
+					      k++ == 0	   ? ""
 					      : k == total ? " or "
 							   : ", ",
 					      backend_names[b]);
@@ -341,10 +368,9 @@ static void recommend_line(struct cli *c, const char *ran,
 		for (int b = 0; b < BACKENDS; b++)
 			if (listed(recommend, backend_names[b]) &&
 			    strcmp(backend_names[b], ran) != 0)
-				k += (size_t)snprintf(others + k,
-						      sizeof(others) - k, "%s%s",
-						      k ? "," : "",
-						      backend_names[b]);
+				k += (size_t)snprintf(
+				    others + k, sizeof(others) - k, "%s%s",
+				    k ? "," : "", backend_names[b]);
 		others[k] = '\0';
 		snprintf(line, sizeof(line),
 			 "%s keeps the requests apart%s%s: no findings", ran,
@@ -360,21 +386,22 @@ static void recommend_line(struct cli *c, const char *ran,
 	cli_print_wrapped(c, clean ? CLI_STYLE_GREEN : CLI_STYLE_RED, 2, line);
 }
 
-static int model_lines(struct cli *c, sqlite3_stmt *st)
+static int model_lines(struct cli *c, struct cli_stmt *st)
 {
-	long long id = sqlite3_column_int64(st, 0);
+	long long id = cli_stmt_int(st, 0);
 	const char *app = cli_db_str(st, 2);
 	const char *backend = cli_db_str(st, 3);
 	const char *model = cli_db_str(st, 4);
 	const char *recommend = cli_db_str(st, 5);
 	const char *evidence = cli_db_str(st, 6);
-	int what_if = sqlite3_column_int(st, 7);
+	int what_if = (int)cli_stmt_int(st, 7);
 	struct storage own;
-	char line[512];
+	char line[512], host[256];
 	int rc;
 
-	snprintf(line, sizeof(line), "pid %lld (%s): ran with %s, model %s",
-		 sqlite3_column_int64(st, 1), app ? app : "-",
+	snprintf(line, sizeof(line), "pid %lld (%s)%s: ran with %s, model %s",
+		 cli_stmt_int(st, 1), app ? app : "-",
+		 on_host(st, 8, host, sizeof(host)),
 		 backend ? backend : "unknown",
 		 model ? model : "not inferred yet");
 	cli_print_wrapped(c, CLI_STYLE_BOLD, 0, line);
@@ -403,26 +430,27 @@ static void json_classes(struct cli_json *j, const char *key,
 	cli_json_end(j);
 }
 
-static int model_json(struct cli *c, struct cli_json *j, sqlite3_stmt *st)
+static int model_json(struct cli *c, struct cli_json *j, struct cli_stmt *st)
 {
 	static const char *const keys[] = {"pid", "app", "backend", "model"};
-	long long id = sqlite3_column_int64(st, 0);
+	long long id = cli_stmt_int(st, 0);
 	const char *recommend = cli_db_str(st, 5);
 	struct storage sg;
 	int rc;
 
 	cli_json_object(j);
+	json_host(c, j, st, 8);
 	for (int i = 0; i < 4; i++)
 		cli_json_kcol(j, keys[i], st, i + 1);
 	if ((rc = read_storage(c, id, NULL, &sg)) != 0)
 		return rc;
 	json_classes(j, "observed", &sg);
 	cli_json_key(j, "what_if");
-	if (sqlite3_column_int(st, 7)) {
+	if ((int)cli_stmt_int(st, 7)) {
 		cli_json_object(j);
 		for (int b = 0; b < BACKENDS; b++) {
-			if ((rc = read_storage(c, id, backend_names[b],
-					       &sg)) != 0)
+			if ((rc = read_storage(c, id, backend_names[b], &sg)) !=
+			    0)
 				return rc;
 			json_classes(j, backend_names[b], &sg);
 		}
@@ -445,10 +473,10 @@ static int model_json(struct cli *c, struct cli_json *j, sqlite3_stmt *st)
 static int print_models(struct cli *c, struct cli_json *j, const char *where)
 {
 	char sql[sizeof(models_sql) + 512];
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	int rc, n = 0, err = 0;
 
-	snprintf(sql, sizeof(sql), models_sql, where);
+	snprintf(sql, sizeof(sql), models_sql, cli_db_host_sql(c), where);
 	if ((st = cli_db_prepare(c, sql)) == NULL)
 		return CLI_EXIT_DB;
 	cli_db_bind_filter(st, &c->filter);
@@ -456,9 +484,9 @@ static int print_models(struct cli *c, struct cli_json *j, const char *where)
 		cli_json_key(j, "processes");
 		cli_json_array(j);
 	}
-	for (; !err && (rc = sqlite3_step(st)) == SQLITE_ROW; n++)
+	for (; !err && (rc = cli_stmt_step(st)) == CLI_STEP_ROW; n++)
 		err = j ? model_json(c, j, st) : model_lines(c, st);
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	if (err)
 		return err;
 	if (j)
@@ -472,142 +500,159 @@ static int print_models(struct cli *c, struct cli_json *j, const char *where)
 
 /* Windows that overlap the selection's time range. */
 static const char drops_sql[] =
-    "SELECT p.pid, p.app, d.count, d.since_ts, d.until_ts"
-    " FROM drops d JOIN processes p ON p.id = d.process_id WHERE 1%s"
+    "SELECT p.pid, p.app, d.count, d.since_ts, d.until_ts, %s"
+    " FROM drops d JOIN processes p ON p.id = d.process_id WHERE 1 = 1%s"
     " AND (:since = 0 OR d.until_ts >= :since)"
     " AND (:until = 0 OR d.since_ts <= :until)"
-    " ORDER BY d.since_ts";
+    " ORDER BY d.since_ts, d.process_id";
 
-static void drop_line(struct cli *c, sqlite3_stmt *st)
+static void drop_line(struct cli *c, struct cli_stmt *st)
 {
-	char since[64], until[64], line[256];
+	char since[64], until[64], line[512], host[256];
 
 	snprintf(line, sizeof(line),
-		 "pid %lld dropped %lld records between %s and %s: counts "
+		 "pid %lld%s dropped %lld records between %s and %s: counts "
 		 "may be incomplete",
-		 sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 2),
-		 cli_time_rfc3339(sqlite3_column_int64(st, 3), since, 64),
-		 cli_time_rfc3339(sqlite3_column_int64(st, 4), until, 64));
+		 cli_stmt_int(st, 0), on_host(st, 5, host, sizeof(host)),
+		 cli_stmt_int(st, 2),
+		 cli_time_rfc3339(cli_stmt_int(st, 3), since, 64),
+		 cli_time_rfc3339(cli_stmt_int(st, 4), until, 64));
 	cli_print_wrapped(c, CLI_STYLE_YELLOW, 0, line);
 }
 
-static void drop_json(struct cli_json *j, sqlite3_stmt *st)
+static void drop_json(struct cli *c, struct cli_json *j, struct cli_stmt *st)
 {
 	cli_json_object(j);
+	json_host(c, j, st, 5);
 	cli_json_kcol(j, "pid", st, 0);
 	cli_json_kcol(j, "app", st, 1);
 	cli_json_kcol(j, "dropped", st, 2);
-	cli_json_kts(j, "since", sqlite3_column_int64(st, 3));
-	cli_json_kts(j, "until", sqlite3_column_int64(st, 4));
+	cli_json_kts(j, "since", cli_stmt_int(st, 3));
+	cli_json_kts(j, "until", cli_stmt_int(st, 4));
 	cli_json_end(j);
 }
 
 /* The windows of a daemon that died (daemon/store_runs.c): from its last
  * commit to its successor's start (or now), overlapping the selection's
- * time range.  Clients that ended then could report nothing. */
+ * time range.  Clients that ended then could report nothing.  Its
+ * successor is the next run of the same database (source). */
+#define NEXT_RUN_START                                                         \
+	"coalesce((SELECT min(n.started_at) FROM runs n WHERE n.id > r.id"     \
+	" AND n.id < " CLI_SOURCE_END_SQL("r.id") "), 0)"
 static const char outages_sql[] =
-    "SELECT r.pid, r.stopped_at, coalesce((SELECT min(n.started_at) FROM"
-    " runs n WHERE n.id > r.id), 0) AS until_ts FROM runs r"
-    " WHERE r.unclean = 1"
-    " AND (:since = 0 OR until_ts = 0 OR until_ts >= :since)"
-    " AND (:until = 0 OR r.stopped_at <= :until)"
-    " ORDER BY r.stopped_at";
+    "SELECT pid, stopped_at, until_ts, host FROM (SELECT r.id, r.pid,"
+    " r.stopped_at, %s AS host, " NEXT_RUN_START " AS until_ts"
+    " FROM runs r WHERE r.unclean = 1%s) AS o"
+    " WHERE (:since = 0 OR until_ts = 0 OR until_ts >= :since)"
+    " AND (:until = 0 OR stopped_at <= :until)"
+    " ORDER BY stopped_at, id";
 
-static void outage_line(struct cli *c, sqlite3_stmt *st)
+static void outage_line(struct cli *c, struct cli_stmt *st)
 {
-	char since[64], until[64], line[320];
+	char since[64], until[64], line[512], host[256];
 
 	snprintf(line, sizeof(line),
-		 "ctxleakd (pid %lld) died after its commit of %s and no "
+		 "ctxleakd (pid %lld)%s died after its commit of %s and no "
 		 "daemon listened until %s: clients that ended then may have "
 		 "lost records and drops uncounted, so counts may be "
 		 "incomplete",
-		 sqlite3_column_int64(st, 0),
-		 cli_time_rfc3339(sqlite3_column_int64(st, 1), since, 64),
-		 cli_time_rfc3339(sqlite3_column_int64(st, 2), until, 64));
+		 cli_stmt_int(st, 0), on_host(st, 3, host, sizeof(host)),
+		 cli_time_rfc3339(cli_stmt_int(st, 1), since, 64),
+		 cli_time_rfc3339(cli_stmt_int(st, 2), until, 64));
 	cli_print_wrapped(c, CLI_STYLE_YELLOW, 0, line);
 }
 
-static void outage_json(struct cli_json *j, sqlite3_stmt *st)
+static void outage_json(struct cli *c, struct cli_json *j, struct cli_stmt *st)
 {
 	cli_json_object(j);
+	json_host(c, j, st, 3);
 	cli_json_kcol(j, "daemon_pid", st, 0);
-	cli_json_kts(j, "since", sqlite3_column_int64(st, 1));
-	cli_json_kts(j, "until", sqlite3_column_int64(st, 2));
+	cli_json_kts(j, "since", cli_stmt_int(st, 1));
+	cli_json_kts(j, "until", cli_stmt_int(st, 2));
 	cli_json_end(j);
 }
 
 /* Version 2 processes that ended without CLOSE, among the selected. */
 static const char vanished_sql[] =
-    "SELECT p.pid, p.app, p.disconnected_at FROM processes p"
+    "SELECT p.pid, p.app, p.disconnected_at, %s FROM processes p"
     " WHERE p.vanished = 1%s"
     " AND (:since = 0 OR p.disconnected_at >= :since)"
     " AND (:until = 0 OR p.connected_at <= :until) ORDER BY p.id";
 
-static void vanished_line(struct cli *c, sqlite3_stmt *st)
+static void vanished_line(struct cli *c, struct cli_stmt *st)
 {
-	char at[64], line[320];
+	char at[64], line[512], host[256];
 
 	snprintf(line, sizeof(line),
-		 "pid %lld (%s) ended without closing the library (killed?) "
+		 "pid %lld (%s)%s ended without closing the library (killed?) "
 		 "at %s: records and drops it still held are lost uncounted, "
 		 "so counts may be incomplete",
-		 sqlite3_column_int64(st, 0),
-		 sqlite3_column_text(st, 1)
-		     ? (const char *)sqlite3_column_text(st, 1)
-		     : "?",
-		 cli_time_rfc3339(sqlite3_column_int64(st, 2), at, 64));
+		 cli_stmt_int(st, 0),
+		 cli_db_str(st, 1) ? (const char *)cli_db_str(st, 1) : "?",
+		 on_host(st, 3, host, sizeof(host)),
+		 cli_time_rfc3339(cli_stmt_int(st, 2), at, 64));
 	cli_print_wrapped(c, CLI_STYLE_YELLOW, 0, line);
 }
 
-static void vanished_json(struct cli_json *j, sqlite3_stmt *st)
+static void vanished_json(struct cli *c, struct cli_json *j,
+			  struct cli_stmt *st)
 {
 	cli_json_object(j);
+	json_host(c, j, st, 3);
 	cli_json_kcol(j, "pid", st, 0);
 	cli_json_kcol(j, "app", st, 1);
 	cli_json_kbool(j, "vanished", 1);
-	cli_json_kts(j, "until", sqlite3_column_int64(st, 2));
+	cli_json_kts(j, "until", cli_stmt_int(st, 2));
 	cli_json_end(j);
 }
 
 /* Prints them into the open "incomplete" list; adds them to *n. */
-static int print_vanished(struct cli *c, struct cli_json *j,
-			  const char *where, int *n)
+static int print_vanished(struct cli *c, struct cli_json *j, const char *where,
+			  int *n)
 {
 	char sql[sizeof(vanished_sql) + 512];
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	int rc;
 
-	snprintf(sql, sizeof(sql), vanished_sql, where);
+	snprintf(sql, sizeof(sql), vanished_sql, cli_db_host_sql(c), where);
 	if ((st = cli_db_prepare(c, sql)) == NULL)
 		return CLI_EXIT_DB;
 	cli_db_bind_filter(st, &c->filter);
-	for (; (rc = sqlite3_step(st)) == SQLITE_ROW; ++*n) {
+	for (; (rc = cli_stmt_step(st)) == CLI_STEP_ROW; ++*n) {
 		if (j)
-			vanished_json(j, st);
+			vanished_json(c, j, st);
 		else
 			vanished_line(c, st);
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	return cli_db_done(c, rc);
 }
 
 /* Prints the outages into the open "incomplete" list; adds them to *n. */
 static int print_outages(struct cli *c, struct cli_json *j, int *n)
 {
-	sqlite3_stmt *st;
+	char sql[sizeof(outages_sql) + 512];
+	struct cli_stmt *st;
 	int rc;
 
-	if ((st = cli_db_prepare(c, outages_sql)) == NULL)
+	/* runs have no process: their host is their source's. */
+	snprintf(sql, sizeof(sql), outages_sql,
+		 cli_db_is_pg(c)
+		     ? "(SELECT hh.name FROM sources hs JOIN hosts hh"
+		       " ON hh.id = hs.host_id WHERE hs.id ="
+		       " r.source_id)"
+		     : "NULL",
+		 c->filter.host ? CLI_HOST_SOURCES("r.source_id") : "");
+	if ((st = cli_db_prepare(c, sql)) == NULL)
 		return CLI_EXIT_DB;
 	cli_db_bind_filter(st, &c->filter);
-	for (; (rc = sqlite3_step(st)) == SQLITE_ROW; ++*n) {
+	for (; (rc = cli_stmt_step(st)) == CLI_STEP_ROW; ++*n) {
 		if (j)
-			outage_json(j, st);
+			outage_json(c, j, st);
 		else
 			outage_line(c, st);
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	return cli_db_done(c, rc);
 }
 
@@ -616,10 +661,10 @@ static int print_drops(struct cli *c, struct cli_json *j, const char *where,
 		       int *n)
 {
 	char sql[sizeof(drops_sql) + 512];
-	sqlite3_stmt *st;
+	struct cli_stmt *st;
 	int rc;
 
-	snprintf(sql, sizeof(sql), drops_sql, where);
+	snprintf(sql, sizeof(sql), drops_sql, cli_db_host_sql(c), where);
 	if ((st = cli_db_prepare(c, sql)) == NULL)
 		return CLI_EXIT_DB;
 	cli_db_bind_filter(st, &c->filter);
@@ -627,13 +672,13 @@ static int print_drops(struct cli *c, struct cli_json *j, const char *where,
 		cli_json_key(j, "incomplete");
 		cli_json_array(j);
 	}
-	for (*n = 0; (rc = sqlite3_step(st)) == SQLITE_ROW; ++*n) {
+	for (*n = 0; (rc = cli_stmt_step(st)) == CLI_STEP_ROW; ++*n) {
 		if (j)
-			drop_json(j, st);
+			drop_json(c, j, st);
 		else
 			drop_line(c, st);
 	}
-	sqlite3_finalize(st);
+	cli_stmt_finalize(st);
 	rc = cli_db_done(c, rc);
 	if (rc == 0)
 		rc = print_outages(c, j, n);

@@ -197,10 +197,10 @@ static void scratch(struct harness_daemon *d)
 	ck_assert_msg(harness_prepare(d) == 0, "%s", harness_error());
 }
 
-/* The service unit as the tests run it: ExecStart= on the built binary. */
+/* The units as the tests run them: ExecStart= on the built binaries. */
 static void write_test_units(const char *dir)
 {
-	char path[PATH_MAX], bin[PATH_MAX], *unit, *fixed;
+	char path[PATH_MAX], bin[PATH_MAX], exec[PATH_MAX + 8], *unit, *fixed;
 
 	/* ExecStart= takes only an absolute path. */
 	ck_assert_msg(realpath(harness_daemon_path(), bin) != NULL, "%s: %s",
@@ -216,6 +216,16 @@ static void write_test_units(const char *dir)
 	path_join(path, dir, "ctxleakd.socket");
 	write_text(path, unit);
 	free(unit);
+	ck_assert_msg(realpath(harness_cli_path(), bin) != NULL, "%s: %s",
+		      harness_cli_path(), strerror(errno));
+	unit = slurp("systemd/ctxleak-forward.service");
+	ck_assert_ptr_nonnull(strstr(unit, "@BINDIR@/ctxleak --db"));
+	snprintf(exec, sizeof exec, "%s --db", bin);
+	fixed = replace_all(unit, "@BINDIR@/ctxleak --db", exec);
+	path_join(path, dir, "ctxleak-forward.service");
+	write_text(path, fixed);
+	free(unit);
+	free(fixed);
 }
 
 /* ------------------------------------------------------------- units */
@@ -246,7 +256,7 @@ START_TEST(test_units_verify)
 {
 	struct harness_daemon d;
 	char service[PATH_MAX], socket_unit[PATH_MAX], log[PATH_MAX];
-	char manpath[PATH_MAX + 16];
+	char forward[PATH_MAX], manpath[PATH_MAX + 16];
 	char *out;
 
 	scratch(&d);
@@ -254,6 +264,7 @@ START_TEST(test_units_verify)
 	make_man_tree(d.dir, manpath, sizeof manpath);
 	path_join(service, d.dir, "ctxleakd.service");
 	path_join(socket_unit, d.dir, "ctxleakd.socket");
+	path_join(forward, d.dir, "ctxleak-forward.service");
 	path_join(log, d.dir, "verify.log");
 	{
 		/* Without man(1) (a minimal container) the pages cannot be
@@ -264,6 +275,7 @@ START_TEST(test_units_verify)
 		    have_cmd("man") ? "--man=yes" : "--man=no",
 		    service,
 		    socket_unit,
+		    forward,
 		    NULL};
 		const char *env[] = {manpath, NULL};
 
@@ -774,6 +786,7 @@ static char *expected_files(const char *log)
 	    "    echo /usr/lib/$f; done;"
 	    "  echo /usr/bin/ctxleak; echo /usr/sbin/ctxleakd;"
 	    "  echo $1/ctxleakd.service; echo $1/ctxleakd.socket;"
+	    "  echo $1/ctxleak-forward.service;"
 	    "  echo $2/ctxleak.conf; echo $3/ctxleak.conf;"
 	    "  echo /usr/share/man/man1/ctxleak.1;"
 	    "  echo /usr/share/man/man3/libctxleak.3;"
