@@ -139,13 +139,17 @@ class Delivery(unittest.TestCase):
         with Daemon("--keep", "all") as d:
             c = Client(d, PRODUCER)
             c.expect("producing")
+            had = 0
             for _ in range(2):
-                d.wait_scalar("SELECT records FROM processes", 300)
+                # This daemon has the worker's new records.
+                had = d.wait_scalar("SELECT records FROM processes",
+                                    had + 300)
                 time.sleep(0.15)  # records received since the last commit
                 d.kill()
                 time.sleep(0.1)  # the worker produces with no daemon
                 d.start()
-            time.sleep(0.3)
+                had = d.scalar("SELECT records FROM processes")
+            d.wait_scalar("SELECT records FROM processes", had + 300)
             c.go()
             requests = json.loads(c.proc.stdout.readline())["requests"]
             st = c.finish()

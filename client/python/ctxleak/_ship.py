@@ -34,6 +34,8 @@ progress, for the ACK of its last records; what stays unacknowledged then
 and no live daemon took is counted as dropped (_count_unsent).
 """
 
+import array
+import bisect
 import collections
 import fcntl
 import itertools
@@ -63,9 +65,35 @@ SEND_CHUNK = 256 * 1024  # bytes offered to one send()
 # What the daemon sent that is not parsed yet never needs more: its
 # messages are a few bytes each.
 REPLY_MAX = 4096
-_MARKS = (WATERMARK, CLOSE)  # kept and sent again, but no record
 _MAX = (1 << 64) - 1
 _INT = struct.Struct("i")
+
+
+class _Batch:
+    """One batch's records, then its marks (WATERMARK, CLOSE), encoded
+    and kept until the daemon acknowledges them.  Kept per batch, not per
+    record: a record costs its bytes and 16 more, and an ACK that covers
+    a batch frees it at once."""
+
+    __slots__ = ("data", "ends", "ts", "nrec", "max_ts", "start")
+
+    def __init__(self, data, ends, ts):
+        self.data = data  # the items' bytes, one after the other
+        self.ends = ends  # array('Q'): where each item ends in data
+        self.ts = ts  # array('Q'): each record's ts (the marks have none)
+        self.nrec = len(ts)  # records: the first nrec items
+        self.max_ts = max(ts, default=0)
+        self.start = 0  # items freed at the front (records only: the
+        #                 marks go with the batch)
+
+    def offset(self, i):
+        """Where item i starts in data."""
+        return self.ends[i - 1] if i else 0
+
+    def record_bytes(self, i):
+        """Bytes of the records from item i on."""
+        return self.offset(self.nrec) - self.offset(i) if i < self.nrec \
+            else 0
 
 
 def _clock_offset():
@@ -86,19 +114,19 @@ class Shipper:
         self.instance = _core._random64()  # the same on every connection
         self.sock = None
         # The records (and WATERMARKs, CLOSE) encoded and not yet
-        # acknowledged, in stream order: items (type, bytes, ts).
+        # acknowledged, in stream order: _Batch each.
         self.kept = collections.deque()
         self.kept_pos = 0  # stream position of the first record kept
         self.kept_records = 0  # records in kept (marks aside)
         self.held = 0  # bytes of the records in kept: the budget's account
-        # Items at the front of kept that went out whole on this
+        # Batches at the front of kept that went out whole on this
         # connection; while `wire` is being sent, the index in kept of
-        # its first kept item.
+        # its first batch.
         self.kept_out = 0
         self.acked = 0  # the highest ACK of this connection
         # The outgoing bytes: `wire`, of which the kernel took `off`;
         # HELLO, SITEs and a DROPPED take its first `wire_pre` bytes, the
-        # kept items from kept_out on the rest.  The DROPPED (ending at
+        # kept batches from kept_out on the rest.  The DROPPED (ending at
         # `drop_end`) reports `wire_drops` since `wire_drop_since`.
         self.wire = b""
         self.off = 0
@@ -486,43 +514,52 @@ class Shipper:
         self.last_progress = _mono()
 
     def _take_ack(self, w):
-        """Every record of ts <= w is committed: the kept items that went
-        out whole on this connection are freed from the first up to the
-        first record of a later ts (the marks among them with them), and
+        """Every record of ts <= w is committed: the kept records that
+        went out whole on this connection are freed from the first up to
+        the first of a later ts (the marks among them with them), and
         their bytes go back to the budget.  The others wait for the wire
         they are in, then the highest ACK is taken again."""
         if w > self.acked:
             self.acked = w
         kept = self.kept
-        records = freed = nbytes = 0
-        while freed < self.kept_out:
-            kind, b, ts = kept[0]
-            if kind not in _MARKS:
-                if ts > w:
-                    break
-                records += 1
-                nbytes += len(b)
-            kept.popleft()
-            freed += 1
-        if not freed:
-            return
-        self.kept_out -= freed
+        records = nbytes = 0
+        while self.kept_out:
+            b = kept[0]
+            if b.max_ts <= w:
+                records += b.nrec - b.start
+                nbytes += b.record_bytes(b.start)
+                kept.popleft()
+                self.kept_out -= 1
+                continue
+            # A record of this batch is later than w: up to it.
+            i, ts, nrec = b.start, b.ts, b.nrec
+            while i < nrec and ts[i] <= w:
+                i += 1
+            records += i - b.start
+            nbytes += b.record_bytes(b.start) - b.record_bytes(i)
+            b.start = i
+            break
         self.kept_pos += records
         self.kept_records -= records
         self.held -= nbytes
-        self.last_progress = _mono()
+        if records:
+            self.last_progress = _mono()
 
     # ------------------------------------------------------ sending
 
     def _set_wire(self, pre, drops=0, drop_since=0):
         """The next bytes out: pre (HELLO, SITEs, a DROPPED of `drops`
-        last), then the kept items from kept_out on."""
+        last), then what is kept from batch kept_out on."""
         self.wire_pre = sum(map(len, pre))
         self.drop_end = self.wire_pre if drops else 0
         self.wire_drops = drops
         self.wire_drop_since = drop_since
-        self.wire = b"".join(pre + [it[1] for it in itertools.islice(
-            self.kept, self.kept_out, None)])
+        rest = [memoryview(b.data)[b.offset(b.start):] if b.start else b.data
+                for b in itertools.islice(self.kept, self.kept_out, None)]
+        if not pre and len(rest) == 1:
+            self.wire = rest[0]
+        else:
+            self.wire = b"".join(pre + rest)
         self.off = 0
 
     def _pending(self):
@@ -568,17 +605,21 @@ class Shipper:
         if self.sock is None:
             return 0
         kept = self.kept
-        if self._pending():
-            end, n = self.wire_pre, self.kept_out
-            for it in itertools.islice(kept, self.kept_out, None):
-                end += len(it[1])
-                if end > self.off:
-                    break
-                n += 1
-        else:
-            n = len(kept)
-        return sum(1 for it in itertools.islice(kept, n)
-                   if it[0] not in _MARKS)
+        if not self._pending():
+            return self.kept_records
+        n = sum(b.nrec - b.start for b in
+                itertools.islice(kept, self.kept_out))
+        end = self.wire_pre
+        for b in itertools.islice(kept, self.kept_out, None):
+            first = b.offset(b.start)
+            size = len(b.data) - first
+            if end + size > self.off:
+                # Items of b that end within what the kernel took.
+                whole = bisect.bisect_right(b.ends, first + self.off - end)
+                return n + max(min(whole, b.nrec) - b.start, 0)
+            n += b.nrec - b.start
+            end += size
+        return n
 
     # ------------------------------------------------------ batches
 
@@ -613,11 +654,11 @@ class Shipper:
         data = [encode(r) for r in recs]
         size = sum(map(len, data))
         if self.held + size <= self.budget:
-            new = list(zip([r[0] for r in recs], data, [r[1] for r in recs]))
+            ts = [r[1] for r in recs]
         else:
-            new, size = self._fit(recs, data)
+            data, ts, size = self._fit(recs, data)
         self.held += size
-        self.kept_records += len(new)
+        self.kept_records += len(data)
         count, since = _core.take_drops()
         self._note_drops(count, since)
         drops = self.drops
@@ -626,15 +667,19 @@ class Shipper:
             self.since_conn = min(self.since_conn, self.drop_since)
             self.drops = 0
         if w is not None and w > self.last_wm:
-            new.append((WATERMARK, _wire.watermark(w, 0), w))
+            data.append(_wire.watermark(w, 0))
             self.last_wm = w
         # The first batch of a shutdown says so: a process that ends
         # without CLOSE vanished, and the daemon cannot vouch for what it
         # still held.  Kept and sent again like a record, it reaches a
         # restarted daemon too.
         if stopping and not self.final_collected:
-            new.append((CLOSE, _wire.close(now, 0), now))
-        self.kept.extend(new)
+            data.append(_wire.close(now, 0))
+        if data:
+            self.kept.append(_Batch(
+                b"".join(data),
+                array.array("Q", itertools.accumulate(map(len, data))),
+                array.array("Q", ts)))
         self._set_wire(pre, drops, self.drop_since)
         self.last_batch = now
         self.next_batch = now + self.interval
@@ -642,19 +687,20 @@ class Shipper:
             self.final_collected = True
 
     def _fit(self, recs, data):
-        """The records that fit the budget, as kept items, and their
-        bytes; the others are dropped and counted (their DROPPED goes out
-        with this batch)."""
+        """The records that fit the budget (their bytes, their ts, the
+        sum of their sizes); the others are dropped and counted (their
+        DROPPED goes out with this batch)."""
         room = self.budget - self.held
-        new, size = [], 0
+        kept, ts, size = [], [], 0
         for r, b in zip(recs, data):
             if size + len(b) > room:
                 self.over += 1
                 self._note_drops(1, r[1])
                 continue
             size += len(b)
-            new.append((r[0], b, r[1]))
-        return new, size
+            kept.append(b)
+            ts.append(r[1])
+        return kept, ts, size
 
     def _count_unsent(self):
         """The thread gave up, or records came after its last batch: what
