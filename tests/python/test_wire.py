@@ -156,17 +156,19 @@ class TestDumps(unittest.TestCase):
 
     def test_receipt_dump(self):
         (want,) = [v for k, v in dumps().items() if k.startswith("RECEIPT")]
-        self.assertEqual(_wire.parse_receipt(want), (300, 0, 6))
+        self.assertEqual(_wire.parse_reply(want),
+                         (_wire.RECEIPT, (300, 0), 6))
 
     def test_receipt_any_uint_format_and_trailing(self):
         # 300 as uint 32, dropped as uint 64, one trailing integer.
         buf = bytes.fromhex("94 01 ce 00 00 01 2c cf 00 00 00 00 00 00 00 05"
                             " 07")
-        self.assertEqual(_wire.parse_receipt(buf), (300, 5, len(buf)))
+        self.assertEqual(_wire.parse_reply(buf),
+                         (_wire.RECEIPT, (300, 5), len(buf)))
         with self.assertRaises(_wire.Incomplete):
-            _wire.parse_receipt(buf[:5])
+            _wire.parse_reply(buf[:5])
         with self.assertRaises(ValueError):
-            _wire.parse_receipt(bytes.fromhex("93 02 00 00"))
+            _wire.parse_reply(bytes.fromhex("92 01 00"))  # short RECEIPT
 
 
 class TestFormats(unittest.TestCase):

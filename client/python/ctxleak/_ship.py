@@ -47,7 +47,7 @@ import termios
 import time
 
 from . import _core, _wire
-from ._wire import ACK, CLOSE, DROPPED, RECEIPT, WATERMARK
+from ._wire import ACK, RECEIPT
 
 _mono = time.monotonic_ns
 MS = 1000000

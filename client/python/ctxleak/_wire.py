@@ -271,16 +271,6 @@ def parse_reply(buf, pos=0):
     return kind, tuple(fields), _skip_n(buf, at, n - 1 - want, 0)
 
 
-def parse_receipt(buf):
-    """(records, dropped, size) of the RECEIPT at the start of buf;
-    Incomplete or ValueError as parse_reply, ValueError too when it is
-    another message."""
-    kind, fields, size = parse_reply(buf)
-    if kind != RECEIPT:
-        raise ValueError("not a RECEIPT")
-    return fields + (size,)
-
-
 # ------------------------------------------------- the shipper's encoder
 
 class Encoder:
