@@ -1,8 +1,8 @@
 """test_client.py: what the Python client promises, against the real
 ctxleakd: no exception and no hang without a daemon or with a hostile one,
 drops counted and shipped as DROPPED, the same instance after a daemon
-restart, a new one after fork(), what a killed daemon lost counted through
-its RECEIPT, watermarks that let the daemon judge while the process runs,
+restart, a new one after fork(), nothing a killed daemon lost left
+uncounted (tests/python/test_delivery.py: sent again), watermarks that let the daemon judge while the process runs,
 the caller's call sites, and the per-call table's corner cases (end from
 another thread, suspend without resume)."""
 

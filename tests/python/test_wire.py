@@ -1,7 +1,9 @@
 """test_wire.py: the hand-written msgpack encoder of the Python client
-against every hex dump of proto/PROTOCOL.md section 10, byte for byte, and
-the RECEIPT reader against the daemon's.  The dumps are read from the spec
-itself, so a dump that changes (or a new one without a case here) fails."""
+against every hex dump of proto/PROTOCOL.md section 10 and of section 2.3
+(version 2's HELLO and the ACK), byte for byte, and the reader of the
+daemon's messages (RECEIPT, ACK, kinds it skips) against the daemon's.
+The dumps are read from the spec itself, so a dump that changes (or a new
+one without a case here) fails."""
 
 import os
 import re
@@ -20,7 +22,7 @@ T = 5000000000  # ts around 5 s of CLOCK_MONOTONIC
 CASES = {
     "HELLO": lambda: _wire.hello(INSTANCE, 4242, "worker", "thread",
                                  "default", 1764000000000000000,
-                                 "libctxleak 0.1.0"),
+                                 "libctxleak 0.1.0", version=1),
     "TAG user=alice": lambda: _wire.tag(T + 200, 4242, A, A, 1, "user",
                                         "alice"),
     "SITE 1": lambda: _wire.site(T, 4242, 1, "server.c", 142,
@@ -49,6 +51,21 @@ def dumps():
                           part)
         if block:
             out[heading] = bytes.fromhex(block.group(1).replace("\n", " "))
+    return out
+
+
+def dumps_v2():
+    """(HELLO, ACK) of section 2.3: the hex block after the sentence that
+    introduces each."""
+    with open(os.path.join(ROOT, "proto", "PROTOCOL.md")) as f:
+        text = f.read()
+    section = text[text.index("### 2.3"):text.index("## 3. Encoding")]
+    out = []
+    for intro in ("A version 2 HELLO", "An ACK of 5000009000"):
+        part = section[section.index(intro):]
+        block = re.search(r"\n\n((?:    [0-9a-f]{2}(?: [0-9a-f]{2})*\n)+)",
+                          part)
+        out.append(bytes.fromhex(block.group(1).replace("\n", " ")))
     return out
 
 
@@ -99,19 +116,59 @@ class TestDumps(unittest.TestCase):
         self.assertEqual(enc.record(r), _wire.tag(*r[1:]))
         self.assertEqual(enc.truncated, 1)
 
+    def test_version_2_dumps(self):
+        """Section 2.3: the HELLO with seq 300, as the shipper writes it
+        (version 2 by default), and the ACK it reads."""
+        hello, ack = dumps_v2()
+        got = _wire.hello(INSTANCE, 4242, "worker", "thread", "default",
+                          1764000000000000000, "libctxleak 0.1.0", seq=300)
+        self.assertEqual(got.hex(" "), hello.hex(" "))
+        self.assertEqual(len(got), 129)
+        self.assertEqual(_wire.parse_reply(ack), (_wire.ACK, (T + 9000,),
+                                                  11))
+        self.assertEqual(_wire.parse_reply(bytes.fromhex("92 02 00")),
+                         (_wire.ACK, (0,), 3))
+        self.assertEqual(_wire.close(T, 4242).hex(" "),
+                         "96 0a cf 00 00 00 01 2a 05 f2 00 cd 10 92 00 00 00")
+
+    def test_replies_in_a_stream(self):
+        """A RECEIPT with trailing elements of every type, an ACK, a kind
+        this client does not know (skipped whole), another ACK."""
+        # [1, 300, 5, nil, "hi", 0.0, [true, {1: 2}], bin "\xab\xcd"]
+        receipt = bytes.fromhex("98 01 cd 01 2c 05 c0 a2 68 69 cb" + " 00" * 8
+                                + " 92 c3 81 01 02 c4 02 ab cd")
+        unknown = bytes.fromhex("93 07 dc 00 02 01 02 d9 03 61 62 63")
+        buf = receipt + bytes.fromhex("92 02 cd 01 00") + unknown + \
+            bytes.fromhex("92 02 ce 00 01 00 00")
+        got, pos = [], 0
+        while pos < len(buf):
+            kind, fields, pos = _wire.parse_reply(buf, pos)
+            got.append((kind, fields))
+        self.assertEqual(got, [(_wire.RECEIPT, (300, 5)), (_wire.ACK, (256,)),
+                               (7, ()), (_wire.ACK, (65536,))])
+        for cut in range(1, len(unknown)):
+            with self.assertRaises(_wire.Incomplete):
+                _wire.parse_reply(unknown[:cut])
+        with self.assertRaises(ValueError):
+            _wire.parse_reply(b"\xc1")
+        with self.assertRaises(ValueError):
+            _wire.parse_reply(bytes.fromhex("91 02"))  # an ACK without W
+
     def test_receipt_dump(self):
         (want,) = [v for k, v in dumps().items() if k.startswith("RECEIPT")]
-        self.assertEqual(_wire.parse_receipt(want), (300, 0, 6))
+        self.assertEqual(_wire.parse_reply(want),
+                         (_wire.RECEIPT, (300, 0), 6))
 
     def test_receipt_any_uint_format_and_trailing(self):
         # 300 as uint 32, dropped as uint 64, one trailing integer.
         buf = bytes.fromhex("94 01 ce 00 00 01 2c cf 00 00 00 00 00 00 00 05"
                             " 07")
-        self.assertEqual(_wire.parse_receipt(buf), (300, 5, len(buf)))
+        self.assertEqual(_wire.parse_reply(buf),
+                         (_wire.RECEIPT, (300, 5), len(buf)))
         with self.assertRaises(_wire.Incomplete):
-            _wire.parse_receipt(buf[:5])
+            _wire.parse_reply(buf[:5])
         with self.assertRaises(ValueError):
-            _wire.parse_receipt(bytes.fromhex("93 02 00 00"))
+            _wire.parse_reply(bytes.fromhex("92 01 00"))  # short RECEIPT
 
 
 class TestFormats(unittest.TestCase):

@@ -30,9 +30,12 @@ CTXLEAK_BACKEND; CTXLEAK_DISABLE=1 turns every call into a no-op.
 
 Every call is cheap (it appends one tuple to a bounded buffer), never
 blocks on the daemon and never raises because of it: a background OS
-thread batches the records to the daemon's socket, reconnects with the
-same process instance after a daemon restart, counts what it had to drop
-and tells the daemon.  A child of fork() reports as a new process.  Call
+thread batches the records to the daemon's socket (protocol version 2),
+keeps what the daemon has not acknowledged as committed (up to
+``buffer_limit`` bytes, 4 MiB) and sends it again after a reconnection,
+with the same process instance, to a restarted daemon; it counts what it
+had to drop and tells the daemon, and at shutdown (or exit) it says the
+process ended in order.  A child of fork() reports as a new process.  Call
 sites (file, line, function of the caller) group the findings.
 
 Adapters: ``ctxleak.wsgi.Middleware`` and ``ctxleak.asgi.Middleware`` (a

@@ -511,7 +511,8 @@ def _app_name(app):
 
 
 def init(socket=None, app=None, backend=None, observe=None, *,
-         max_buffered=65536, flush_interval=0.1):
+         max_buffered=65536, buffer_limit=4 * 1024 * 1024,
+         flush_interval=0.1):
     """Start the library; returns True, or False when CTXLEAK_DISABLE=1
     or it already started in this process (it starts once: after
     shutdown() it stays off, as libctxleak does).
@@ -524,8 +525,11 @@ def init(socket=None, app=None, backend=None, observe=None, *,
     task).  observe: a callable that returns the ctx the service's own
     storage names (0 or None: none); the main mode, which checks the
     service's own code.  max_buffered: records held while the daemon is
-    slow or away before they are dropped (and counted).  flush_interval:
-    seconds between batches.
+    slow or away before they are dropped (and counted).  buffer_limit:
+    bytes of encoded records kept until the daemon acknowledges them
+    (sent again to a restarted daemon), 4 MiB as libctxleak's
+    ctxleak_options.buffer_limit; a record past it is dropped (and
+    counted).  flush_interval: seconds between batches.
 
     Under gevent, call it after monkey.patch_all(): the thread backend
     then models the per-greenlet threading.local the service gets.
@@ -539,6 +543,8 @@ def init(socket=None, app=None, backend=None, observe=None, *,
     backend, reason = _choose_backend(backend, observe)
     if not (isinstance(max_buffered, int) and max_buffered > 0):
         raise ValueError("max_buffered must be a positive int")
+    if not (isinstance(buffer_limit, int) and buffer_limit > 0):
+        raise ValueError("buffer_limit must be a positive int")
     if not flush_interval > 0:
         raise ValueError("flush_interval must be positive")
     path = socket or os.environ.get("CTXLEAK_SOCKET") or _default_socket()
@@ -560,7 +566,7 @@ def init(socket=None, app=None, backend=None, observe=None, *,
     _limit = max_buffered
     _key = _random64()
     _ship = ship_mod.Shipper(path, _app_name(app), backend, reason,
-                             flush_interval)
+                             flush_interval, buffer_limit)
     _on = True
     try:
         _ship.start()
@@ -575,8 +581,8 @@ def init(socket=None, app=None, backend=None, observe=None, *,
 def flush():
     """Ship what is buffered now: returns once the shipping thread has
     taken it into a batch and offered it to the socket (or found no
-    daemon), or after 1 s.  It never waits for the daemon to read.
-    Returns False when the library is off."""
+    daemon), or after 1 s.  It never waits for the daemon to read or to
+    acknowledge.  Returns False when the library is off."""
     if not _on:
         return False
     _ship.flush()
@@ -584,9 +590,11 @@ def flush():
 
 
 def shutdown():
-    """Ship what is buffered (waiting while the daemon takes it, giving
-    up after 1 s without progress: the rest counts as dropped), close,
-    stop the shipping thread.  Idempotent; also run at exit."""
+    """Ship what is buffered with a CLOSE (the daemon then knows the
+    process ended in order, not vanished), wait until the daemon
+    acknowledges it all (giving up after 1 s without progress: what no
+    live daemon took then counts as dropped), close, stop the shipping
+    thread.  Idempotent; also run at exit."""
     global _on
     if not _on:
         return
@@ -595,14 +603,17 @@ def shutdown():
 
 
 def stats():
-    """Counters since init: records (produced), dropped (at the buffer
-    limit, unsent at shutdown, or lost with a killed daemon: records -
-    dropped is what the daemon stores for this process), buffered,
-    sent_bytes, connects, connected, truncated (strings cut to 4096
-    bytes), evicted (open scopes forgotten at the bound on scopes that
-    never end), backend, instance."""
+    """Counters since init: records (produced), dropped (at max_buffered
+    or buffer_limit, or given up at shutdown with no live daemon to take
+    them: records - dropped is what the daemon stores for this process),
+    buffered (records not yet taken by the shipping thread), kept_bytes
+    (bytes of records kept until the daemon acknowledges them, at most
+    buffer_limit), sent_bytes, connects, connected, truncated (strings
+    cut to 4096 bytes), evicted (open scopes forgotten at the bound on
+    scopes that never end), backend, instance."""
     if _ship is None:
-        return {"records": 0, "dropped": 0, "buffered": 0, "sent_bytes": 0,
+        return {"records": 0, "dropped": 0, "buffered": 0, "kept_bytes": 0,
+                "sent_bytes": 0,
                 "connects": 0, "connected": 0, "truncated": 0,
                 "evicted": 0, "backend": "none", "instance": 0}
     out = _ship.stats()

@@ -1,5 +1,6 @@
-"""The wire protocol of proto/PROTOCOL.md, version 1: a msgpack encoder for
-HELLO and the nine record types, and the reader of the daemon's RECEIPT.
+"""The wire protocol of proto/PROTOCOL.md, version 2: a msgpack encoder for
+HELLO and the ten record types, and the reader of what the daemon sends
+back (its RECEIPT, then ACKs; kinds it does not know are skipped).
 
 Written by hand so that the package needs only the standard library.
 Integers take msgpack's smallest format and strings the smallest str
@@ -10,11 +11,12 @@ to that, byte for byte.
 
 import struct
 
-VERSION = 1
+VERSION = 2
 
-SITE, BEGIN, END, TAG, EVENT, RESUME, SUSPEND, DROPPED, WATERMARK = range(1, 10)
+(SITE, BEGIN, END, TAG, EVENT, RESUME, SUSPEND, DROPPED, WATERMARK,
+ CLOSE) = range(1, 11)
 KIND_REQUEST, KIND_CHILD = 0, 1
-RECEIPT = 1
+RECEIPT, ACK = 1, 2  # kinds of the daemon's messages
 
 # Strings are cut to this many bytes, as libctxleak cuts them
 # (CTXLEAK_MAX_STRING): the daemon refuses a str over 16384.
@@ -89,10 +91,11 @@ def cut(s):
 
 
 def hello(instance, pid, app=None, backend=None, reason=None,
-          clock_offset=0, client=None):
-    """The HELLO map, keys in libctxleak's order; absent optional strings
-    are left out."""
-    out = [string("version"), uint(VERSION), string("instance"),
+          clock_offset=0, client=None, seq=None, version=VERSION):
+    """The HELLO map, keys in libctxleak's order; absent optional values
+    are left out.  seq: the stream position of the connection's first
+    record (version 2, PROTOCOL.md 2.3)."""
+    out = [string("version"), uint(version), string("instance"),
            uint(instance), string("pid"), uint(pid)]
     for key, value in (("app", app), ("backend", backend),
                        ("reason", reason)):
@@ -101,6 +104,8 @@ def hello(instance, pid, app=None, backend=None, reason=None,
     out += (string("clock_offset"), sint(clock_offset))
     if client is not None:
         out += (string("client"), string(client))
+    if seq is not None:
+        out += (string("seq"), uint(seq))
     return bytes((0x80 | (len(out) // 2),)) + b"".join(out)
 
 
@@ -149,7 +154,11 @@ def watermark(ts, tid):
     return _head(6, WATERMARK, ts, tid, 0, 0, 0)
 
 
-# ------------------------------------------------------------- RECEIPT
+def close(ts, tid):
+    return _head(6, CLOSE, ts, tid, 0, 0, 0)
+
+
+# ------------------------------------------- what the daemon sends back
 
 class Incomplete(Exception):
     """More bytes are needed."""
@@ -163,40 +172,103 @@ def _read_uint(buf, pos):
     b = buf[pos]
     if b < 0x80:
         return b, pos + 1
-    sizes = {0xCC: _U8, 0xCD: _U16, 0xCE: _U32, 0xCF: _U64}
-    if b not in sizes:
+    s = _UINTS.get(b)
+    if s is None:
         raise ValueError("not an unsigned integer")
-    s = sizes[b]
     if pos + 1 + s.size > len(buf):
         raise Incomplete
     return s.unpack_from(buf, pos + 1)[0], pos + 1 + s.size
 
 
-def parse_receipt(buf):
-    """(records, dropped, size) of the RECEIPT at the start of buf.
-    Raises Incomplete when it is not all there yet, ValueError when the
-    bytes are not a RECEIPT.  Trailing elements are skipped only when they
-    are integers or nil: a later revision's other types are left unread,
-    which is harmless, since nothing else ever follows (section 2.2)."""
-    if not buf:
+_UINTS = {0xCC: _U8, 0xCD: _U16, 0xCE: _U32, 0xCF: _U64}
+# Objects of a fixed size, by first byte: nil, false, true, the other
+# integers, floats and fixext (0xC1 is never used: not msgpack).
+_FIXED = {0xC0: 1, 0xC2: 1, 0xC3: 1, 0xCA: 5, 0xCB: 9, 0xCC: 2, 0xCD: 3,
+          0xCE: 5, 0xCF: 9, 0xD0: 2, 0xD1: 3, 0xD2: 5, 0xD3: 9, 0xD4: 3,
+          0xD5: 4, 0xD6: 6, 0xD7: 10, 0xD8: 18}
+# First byte of a length-prefixed object -> (width of the length, bytes
+# after the length before the payload): bin, ext (its type byte), str.
+_PREFIXED = {0xC4: (_U8, 0), 0xC5: (_U16, 0), 0xC6: (_U32, 0),
+             0xC7: (_U8, 1), 0xC8: (_U16, 1), 0xC9: (_U32, 1),
+             0xD9: (_U8, 0), 0xDA: (_U16, 0), 0xDB: (_U32, 0)}
+
+
+def skip(buf, pos, depth=0):
+    """The position after the msgpack object at pos, whatever its type
+    (a later revision's trailing elements, a message of a kind this
+    client does not know).  Incomplete when it is not all there,
+    ValueError when it is not msgpack or nests over 8 deep."""
+    if pos >= len(buf):
         raise Incomplete
-    head = buf[0]
-    if head & 0xF0 != 0x90 or head & 0x0F < 3:
-        raise ValueError("not a RECEIPT")
-    kind, pos = _read_uint(buf, 1)
-    if kind != RECEIPT:
-        raise ValueError("not a RECEIPT")
-    records, pos = _read_uint(buf, pos)
-    dropped_, pos = _read_uint(buf, pos)
-    for _ in range((head & 0x0F) - 3):
-        if pos < len(buf) and buf[pos] == 0xC0:
-            pos += 1
-        else:
-            try:
-                _, pos = _read_uint(buf, pos)
-            except ValueError:
-                break
-    return records, dropped_, pos
+    b = buf[pos]
+    if b < 0x80 or b >= 0xE0:  # positive and negative fixint
+        end = pos + 1
+    elif b <= 0x9F:  # fixmap, fixarray
+        n = b & 0x0F
+        end = pos + 1
+        if b <= 0x8F:
+            n *= 2
+        return _skip_n(buf, end, n, depth)
+    elif b <= 0xBF:  # fixstr
+        end = pos + 1 + (b & 0x1F)
+    elif b in _FIXED:
+        end = pos + _FIXED[b]
+    elif b in _PREFIXED:
+        width, extra = _PREFIXED[b]
+        if pos + 1 + width.size > len(buf):
+            raise Incomplete
+        end = pos + 1 + width.size + extra + \
+            width.unpack_from(buf, pos + 1)[0]
+    elif 0xDC <= b <= 0xDF:  # array 16/32, map 16/32
+        width = _U16 if b in (0xDC, 0xDE) else _U32
+        if pos + 1 + width.size > len(buf):
+            raise Incomplete
+        n = width.unpack_from(buf, pos + 1)[0]
+        if b >= 0xDE:
+            n *= 2
+        return _skip_n(buf, pos + 1 + width.size, n, depth)
+    else:
+        raise ValueError("not msgpack")
+    if end > len(buf):
+        raise Incomplete
+    return end
+
+
+def _skip_n(buf, pos, n, depth):
+    if depth >= 8:
+        raise ValueError("nested too deep")
+    for _ in range(n):
+        pos = skip(buf, pos, depth + 1)
+    return pos
+
+
+def parse_reply(buf, pos=0):
+    """The daemon's message at pos: (kind, fields, next position), fields
+    being (records, dropped) of a RECEIPT, (watermark,) of an ACK, () of
+    a kind this client does not know (skipped whole, PROTOCOL.md 7).
+    Trailing elements of any type are skipped.  Raises Incomplete when it
+    is not all there yet, ValueError when the bytes are not a message."""
+    if pos >= len(buf):
+        raise Incomplete
+    head = buf[pos]
+    if 0x91 <= head <= 0x9F:
+        n, at = head & 0x0F, pos + 1
+    elif head == 0xDC or head == 0xDD:
+        width = _U16 if head == 0xDC else _U32
+        if pos + 1 + width.size > len(buf):
+            raise Incomplete
+        n, at = width.unpack_from(buf, pos + 1)[0], pos + 1 + width.size
+    else:
+        raise ValueError("not a message of the daemon")
+    kind, at = _read_uint(buf, at)
+    want = {RECEIPT: 2, ACK: 1}.get(kind, 0)
+    if n - 1 < want:
+        raise ValueError("short message")
+    fields = []
+    for _ in range(want):
+        v, at = _read_uint(buf, at)
+        fields.append(v)
+    return kind, tuple(fields), _skip_n(buf, at, n - 1 - want, 0)
 
 
 # ------------------------------------------------- the shipper's encoder
