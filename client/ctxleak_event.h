@@ -35,6 +35,8 @@
  *	evhttp_set_gencb(http, cb, arg)
  *	    -> ctxleak_evhttp_set_gencb(http, cb, arg)
  *	evhttp_free(http)            -> ctxleak_evhttp_free(http)
+ *	evhttp_connection_set_closecb(evcon, cb, arg)
+ *	    -> ctxleak_evhttp_connection_set_closecb(evcon, cb, arg)
  *
  * What each callback runs in:
  *
@@ -50,15 +52,20 @@
  *   such as the connection's bufferevent.
  * - An evhttp handler: a request of its own, begun before the handler in
  *   no request and named "METHOD /path" (the path without its query),
- *   with tags method and path, and ended when libevent completes the
- *   request (its reply written, through the request's on-complete
- *   callback, which is the wrapper's: do not set your own), whether the
- *   handler replies at once or later from another callback.  Handlers
- *   need no begin/end.  A deferred reply runs in the request when the
- *   handler registers it through these wrappers (ctxleak_evtimer_new,
- *   ctxleak_event_base_once, ...); a reply made from elsewhere (a shared
- *   upstream connection) enters the request with the token the handler
- *   took with ctxleak_capture():
+ *   with tags method and path, and ended when evhttp is done with the
+ *   request, whichever way, exactly once, on evhttp's loop: when its
+ *   reply is written (the request's on-complete callback), or when evhttp
+ *   frees the request's connection first (the connection's close
+ *   callback): the client closed or reset it, a read or write timed out
+ *   (evhttp_set_timeout), writing the reply failed, evhttp_free.  Both
+ *   callbacks are the adapter's; the application sets a close callback
+ *   of its own with ctxleak_evhttp_connection_set_closecb, which runs
+ *   (in the context current where it was set) before the open request's
+ *   scope ends.  Handlers need no begin/end.  A deferred reply runs in
+ *   the request when the handler registers it through these wrappers
+ *   (ctxleak_evtimer_new, ctxleak_event_base_once, ...); a reply made
+ *   from elsewhere (a shared upstream connection) enters the request
+ *   with the token the handler took with ctxleak_capture():
  *
  *	job->token = ctxleak_capture();		// in the handler
  *	...
@@ -66,9 +73,33 @@
  *	evhttp_send_reply(job->req, 200, "OK", body);
  *	ctxleak_suspend();
  *
- *   libevent 2.1 completes no request whose client went away before the
- *   reply was written, nor those evhttp_free drops: their scopes stay
- *   open and the daemon reports them unclosed.
+ *   A client gone while the handler holds its reply: libevent 2.1.8
+ *   still reads the connection then, sees the EOF, reset or timeout, and
+ *   frees the connection but not the request, which it detaches
+ *   (evhttp_request_get_connection(req) is then NULL) and leaves to the
+ *   handler; 2.1.9 and later stop reading once the handler has the
+ *   request (libevent commit 5ff8eb26), so they learn of it from the
+ *   reply.  Either way libevent's rule holds: a deferred handler replies
+ *   (evhttp_send_reply, or evhttp_send_reply_end after a start) to every
+ *   request it was given, gone client or not, unless evhttp_free (or
+ *   evhttp_connection_free of its connection) freed the request first.
+ *   The reply frees a detached request and sends nothing; to a reset
+ *   client it fails, and libevent frees the request and its connection;
+ *   to a closed one it may still be written, and the request completes.
+ *   The scope ends at the first of these, once, and what the handler's
+ *   callbacks record in the request after that is its late work, no
+ *   finding.  A request the handler never replies to stays open as long
+ *   as libevent keeps its connection (with 2.1.9 and later, until
+ *   evhttp_free), and is reported unclosed when the process ends first:
+ *   the service's own leak.  The adapter
+ *   never touches a request after its handler returns.  An on-complete
+ *   callback of the application's own (evhttp_request_set_on_complete_cb)
+ *   replaces the adapter's: the scope then ends when the connection's
+ *   next request arrives (evhttp reads it only once this one completed)
+ *   or when the connection goes.  evhttp_connection_set_closecb on such
+ *   a connection replaces the adapter's close callback: a request whose
+ *   client goes is then reported unclosed, and the connection's record
+ *   is never freed; use ctxleak_evhttp_connection_set_closecb.
  *
  * The wrappers recognise what they made (by the callback libevent holds)
  * and pass anything else straight to libevent: ctxleak_event_add and
@@ -112,9 +143,11 @@
  * ctxleak_evhttp_del_cb (or the next ctxleak_evhttp_set_gencb) and by
  * ctxleak_evhttp_free, which frees all of the evhttp's.  These last two
  * kinds sit in one registry per program (libevent cannot say a listener's
- * or evhttp's callback argument), so free them with these functions.  An
- * evhttp request's scope needs no memory of its own: its ctx travels as
- * the on-complete callback's argument.  Each callback may free its own
+ * or evhttp's callback argument), so free them with these functions.  A
+ * connection evhttp serves a wrapped handler's request on has a record
+ * of its own (its open request, the application's close callback), in
+ * one table per program, freed by the connection's close callback, which
+ * libevent calls once for each connection it frees.  Each callback may free its own
  * event, bufferevent or listener: a trampoline does not touch its wrapper
  * after the callback returns.  Replace or free callbacks on the loop's
  * thread, or while none of them runs, as libevent's own arguments ask.
@@ -164,6 +197,10 @@ CTXLEAK_EV_ONE void ctxleak_lev_run(struct evconnlistener *lev,
 				    evutil_socket_t fd, struct sockaddr *sa,
 				    int len, void *p);
 CTXLEAK_EV_ONE void ctxleak_http_run(struct evhttp_request *req, void *p);
+struct ctxleak_http_conns;
+CTXLEAK_EV_ONE struct ctxleak_http_conns *ctxleak_http_conns(void);
+CTXLEAK_EV_ONE void ctxleak_http_closed(struct evhttp_connection *evcon,
+					void *p);
 
 /* Use ctxleak_libevent_setup() before ctxleak_init(). */
 static inline int ctxleak_libevent_setup(void)
@@ -593,78 +630,246 @@ static inline const char *ctxleak_http_method(struct evhttp_request *req)
 }
 
 /*
- * A request's ctx as the on-complete callback's argument: the pointer
- * itself where it holds 64 bits; elsewhere a copy on the heap, lost with
- * a request libevent never completes.
+ * The connections the adapter follows.  libevent 2.1 completes a request
+ * (calls its on-complete callback) only once its reply is written; a
+ * request whose client goes away first (EOF or reset while the handler
+ * defers its reply, a read or write timeout, a failed write of the reply)
+ * or that evhttp_free drops never completes.  In every one of those cases
+ * libevent frees the request's connection, and evhttp_connection_free
+ * calls the connection's close callback first, once: that is where the
+ * scope of the request still open on it ends.  evhttp serves one request
+ * at a time per connection (the next is read only once the previous one
+ * completed), so one connection has at most one open request:
+ *
+ *	handler runs ──> open = ctx ──┬─ reply written: on-complete ─> end
+ *	                              └─ connection freed: close cb ─> end
+ *
+ * Whichever comes first ends the scope and clears open; the close
+ * callback also frees the record.  libevent 2.1 has no way back from a
+ * connection to its close callback's argument, hence this table.
  */
-#if UINTPTR_MAX >= UINT64_MAX
-static inline void *ctxleak_http_box(uint64_t ctx)
+struct ctxleak_http_conn {
+	const struct evhttp_connection *evcon; /* the connection: the key */
+	uint64_t open; /* ctx of the request open on it; 0: none */
+	void (*closecb)(struct evhttp_connection *,
+			void *);	   /* the application's close callback,
+					      set through
+					      ctxleak_evhttp_connection_set_closecb */
+	void *closecb_arg;		   /* and its argument */
+	uint64_t closecb_token;		   /* the context it runs in */
+	struct ctxleak_http_conn *next;	   /* its bucket's chain */
+};
+
+struct ctxleak_http_conns {
+	pthread_mutex_t lock; /* evhttp servers may run on several loops */
+	struct ctxleak_http_conn **bucket; /* nbucket chains; NULL when empty */
+	size_t nbucket;			   /* a power of two, or 0 */
+	size_t count;			   /* connections in the table */
+};
+
+CTXLEAK_EV_ONE struct ctxleak_http_conns *ctxleak_http_conns(void)
 {
-	return (void *)(uintptr_t)ctx;
+	static struct ctxleak_http_conns t = {PTHREAD_MUTEX_INITIALIZER, NULL,
+					      0, 0};
+
+	return &t;
 }
 
-static inline uint64_t ctxleak_http_unbox(void *p)
+static inline size_t ctxleak_http_conn_hash(const void *evcon, size_t nbucket)
 {
-	return (uint64_t)(uintptr_t)p;
-}
-#else
-static inline void *ctxleak_http_box(uint64_t ctx)
-{
-	uint64_t *p = (uint64_t *)malloc(sizeof(*p));
+	/* Fibonacci hashing of the address, whose low bits are alignment. */
+	uint64_t h = (uint64_t)(uintptr_t)evcon * 0x9e3779b97f4a7c15ULL;
 
-	if (p)
-		*p = ctx;
-	return p;
+	return (size_t)(h >> 32) & (nbucket - 1);
 }
 
-static inline uint64_t ctxleak_http_unbox(void *p)
+/* Double the buckets (from 64) once the chains average two; 0, or -1
+ * when out of memory (the table then stays as it was).  Lock held. */
+static inline int ctxleak_http_conns_grow(struct ctxleak_http_conns *t)
 {
-	uint64_t ctx = p ? *(uint64_t *)p : 0;
+	size_t n = t->nbucket ? 2 * t->nbucket : 64, i, h;
+	struct ctxleak_http_conn **b, *c;
 
-	free(p);
-	return ctx;
+	if (t->count < 2 * t->nbucket)
+		return 0;
+	b = (struct ctxleak_http_conn **)calloc(n, sizeof(*b));
+	if (!b)
+		return t->nbucket ? 0 : -1;
+	for (i = 0; i < t->nbucket; i++)
+		while ((c = t->bucket[i])) {
+			t->bucket[i] = c->next;
+			h = ctxleak_http_conn_hash(c->evcon, n);
+			c->next = b[h];
+			b[h] = c;
+		}
+	free(t->bucket);
+	t->bucket = b;
+	t->nbucket = n;
+	return 0;
 }
-#endif
 
-/* The request is complete (its reply written): its scope ends, in it. */
-static inline void ctxleak_http_done(struct evhttp_request *req, void *p)
+/*
+ * evcon's record, made (and the close callback armed) when there is none
+ * and create is set; NULL when there is none or out of memory.
+ */
+static inline struct ctxleak_http_conn *
+ctxleak_http_conn_get(struct evhttp_connection *evcon, int create)
 {
-	uint64_t ctx = ctxleak_http_unbox(p);
+	struct ctxleak_http_conns *t = ctxleak_http_conns();
+	struct ctxleak_http_conn *c = NULL;
+	size_t h;
 
-	(void)req;
+	pthread_mutex_lock(&t->lock);
+	if (t->nbucket)
+		for (c = t->bucket[ctxleak_http_conn_hash(evcon, t->nbucket)];
+		     c && c->evcon != evcon; c = c->next)
+			;
+	if (!c && create && !ctxleak_http_conns_grow(t) &&
+	    (c = (struct ctxleak_http_conn *)calloc(1, sizeof(*c)))) {
+		c->evcon = evcon;
+		h = ctxleak_http_conn_hash(evcon, t->nbucket);
+		c->next = t->bucket[h];
+		t->bucket[h] = c;
+		t->count++;
+		evhttp_connection_set_closecb(evcon, ctxleak_http_closed, c);
+	}
+	pthread_mutex_unlock(&t->lock);
+	return c;
+}
+
+/* Take c out of the table (the buckets go with the last one). */
+static inline void ctxleak_http_conn_drop(struct ctxleak_http_conn *c)
+{
+	struct ctxleak_http_conns *t = ctxleak_http_conns();
+	struct ctxleak_http_conn **pp;
+
+	pthread_mutex_lock(&t->lock);
+	for (pp = &t->bucket[ctxleak_http_conn_hash(c->evcon, t->nbucket)];
+	     *pp != c; pp = &(*pp)->next)
+		;
+	*pp = c->next;
+	if (--t->count == 0) {
+		free(t->bucket);
+		t->bucket = NULL;
+		t->nbucket = 0;
+	}
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* The scope of the request open on c, if any, ends, in it; exactly once,
+ * whoever calls first. */
+static inline void ctxleak_http_end_open(struct ctxleak_http_conn *c)
+{
+	uint64_t ctx = c->open;
+
+	if (!ctx)
+		return;
+	c->open = 0;
 	(ctxleak_resume)(ctx);
 	(ctxleak_end)(ctx);
 	(ctxleak_suspend)();
+}
+
+/* The request is complete (its reply written): its scope ends.  The
+ * request is libevent's, and not touched. */
+static inline void ctxleak_http_done(struct evhttp_request *req, void *p)
+{
+	(void)req;
+	ctxleak_http_end_open((struct ctxleak_http_conn *)p);
+}
+
+/*
+ * libevent is freeing the connection: the application's close callback
+ * runs (in the context it was set in), then the scope of the request
+ * still open on it ends: libevent will never complete that request.  The
+ * record goes, and the connection forgets it, so that nothing reaches it
+ * again.
+ */
+CTXLEAK_EV_ONE void ctxleak_http_closed(struct evhttp_connection *evcon,
+					void *p)
+{
+	struct ctxleak_http_conn *c = (struct ctxleak_http_conn *)p;
+
+	if (c->closecb) {
+		(ctxleak_resume)(c->closecb_token);
+		c->closecb(evcon, c->closecb_arg);
+		(ctxleak_suspend)();
+	}
+	ctxleak_http_conn_drop(c);
+	evhttp_connection_set_closecb(evcon, NULL, NULL);
+	ctxleak_http_end_open(c);
+	free(c);
+}
+
+/*
+ * evhttp_connection_set_closecb for a connection whose requests the
+ * adapter serves (from a handler: evhttp_request_get_connection(req)),
+ * which holds the connection's one close callback: cb runs from it, in
+ * the context current here, before the open request's scope ends.  cb
+ * NULL removes it.  Returns 0, or -1 when out of memory (the old callback
+ * then stays).
+ */
+static inline int ctxleak_evhttp_connection_set_closecb(
+    struct evhttp_connection *evcon,
+    void (*cb)(struct evhttp_connection *, void *), void *arg)
+{
+	struct ctxleak_http_conn *c = ctxleak_http_conn_get(evcon, 1);
+
+	if (!c)
+		return -1;
+	c->closecb = cb;
+	c->closecb_arg = arg;
+	c->closecb_token = ctxleak_capture();
+	return 0;
 }
 
 /*
  * A handler runs in a request of its own, begun in no request (what the
  * loop's thread held before is no part of it) and left current for the
  * handler only: the request goes on in the callbacks it registers and
- * ends when libevent completes it, which may be inside the handler
- * already.
+ * ends when libevent is done with it (above), which may be inside the
+ * handler already.  A request still open on the connection when the next
+ * one arrives has ended: evhttp completed it (an on-complete callback of
+ * the application's own replaced the adapter's).  With no memory for the
+ * connection's record, the request ends with its handler rather than
+ * stay open for ever.
  */
 CTXLEAK_EV_ONE void ctxleak_http_run(struct evhttp_request *req, void *p)
 {
 	struct ctxleak_ev_reg *w = (struct ctxleak_ev_reg *)p;
 	const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	const char *method = ctxleak_http_method(req);
 	const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+	struct ctxleak_http_conn *c;
 	char name[256];
 	uint64_t ctx;
+	int followed; /* the connection's record ends the scope */
 
 	if (!path || !*path)
 		path = "/";
 	snprintf(name, sizeof(name), "%s %s", method, path);
 	(ctxleak_resume)(0);
+	c = evcon ? ctxleak_http_conn_get(evcon, 0) : NULL;
+	if (c)
+		ctxleak_http_end_open(c);
 	ctx = (ctxleak_begin)(name);
+	if (ctx && !c && evcon)
+		c = ctxleak_http_conn_get(evcon, 1);
+	followed = ctx && c;
 	if (ctx) {
 		(ctxleak_tag)("method", method);
 		(ctxleak_tag)("path", path);
-		evhttp_request_set_on_complete_cb(req, ctxleak_http_done,
-						  ctxleak_http_box(ctx));
 	}
+	if (followed) {
+		c->open = ctx;
+		evhttp_request_set_on_complete_cb(req, ctxleak_http_done, c);
+	}
+	/* c may be gone when the handler returns: a reply made in it can
+	 * complete the request and free its connection. */
 	w->fn.http(req, w->arg);
+	if (ctx && !followed)
+		(ctxleak_end)(ctx);
 	(ctxleak_suspend)();
 }
 
