@@ -91,15 +91,15 @@
  *   finding.  A request the handler never replies to stays open as long
  *   as libevent keeps its connection (with 2.1.9 and later, until
  *   evhttp_free), and is reported unclosed when the process ends first:
- *   the service's own leak.  The adapter
- *   never touches a request after its handler returns.  An on-complete
- *   callback of the application's own (evhttp_request_set_on_complete_cb)
- *   replaces the adapter's: the scope then ends when the connection's
- *   next request arrives (evhttp reads it only once this one completed)
- *   or when the connection goes.  evhttp_connection_set_closecb on such
- *   a connection replaces the adapter's close callback: a request whose
- *   client goes is then reported unclosed, and the connection's record
- *   is never freed; use ctxleak_evhttp_connection_set_closecb.
+ *   the service's own leak.  The adapter never touches a request after
+ *   its handler returns.  An on-complete callback of the application's
+ *   own (evhttp_request_set_on_complete_cb) replaces the adapter's: the
+ *   scope then ends when the connection's next request arrives (evhttp
+ *   reads it only once this one completed) or when the connection goes.
+ *   evhttp_connection_set_closecb on such a connection replaces the
+ *   adapter's close callback: a request whose client goes is then
+ *   reported unclosed, and the connection's record is never freed; use
+ *   ctxleak_evhttp_connection_set_closecb.
  *
  * The wrappers recognise what they made (by the callback libevent holds)
  * and pass anything else straight to libevent: ctxleak_event_add and
@@ -147,10 +147,11 @@
  * connection evhttp serves a wrapped handler's request on has a record
  * of its own (its open request, the application's close callback), in
  * one table per program, freed by the connection's close callback, which
- * libevent calls once for each connection it frees.  Each callback may free its own
- * event, bufferevent or listener: a trampoline does not touch its wrapper
- * after the callback returns.  Replace or free callbacks on the loop's
- * thread, or while none of them runs, as libevent's own arguments ask.
+ * libevent calls once for each connection it frees.  Each callback may
+ * free its own event, bufferevent or listener: a trampoline does not
+ * touch its wrapper after the callback returns.  Replace or free
+ * callbacks on the loop's thread, or while none of them runs, as
+ * libevent's own arguments ask.
  */
 #ifndef CTXLEAK_EVENT_H
 #define CTXLEAK_EVENT_H
@@ -651,13 +652,13 @@ static inline const char *ctxleak_http_method(struct evhttp_request *req)
 struct ctxleak_http_conn {
 	const struct evhttp_connection *evcon; /* the connection: the key */
 	uint64_t open; /* ctx of the request open on it; 0: none */
-	void (*closecb)(struct evhttp_connection *,
-			void *);	   /* the application's close callback,
-					      set through
-					      ctxleak_evhttp_connection_set_closecb */
-	void *closecb_arg;		   /* and its argument */
-	uint64_t closecb_token;		   /* the context it runs in */
-	struct ctxleak_http_conn *next;	   /* its bucket's chain */
+	/* The application's close callback (NULL: none), set through
+	 * ctxleak_evhttp_connection_set_closecb, its argument, and the
+	 * context it runs in. */
+	void (*closecb)(struct evhttp_connection *, void *);
+	void *closecb_arg;
+	uint64_t closecb_token;
+	struct ctxleak_http_conn *next; /* its bucket's chain */
 };
 
 struct ctxleak_http_conns {

@@ -11,6 +11,10 @@
  * whose handlers know nothing of ctxleak, with several requests open at
  * once and deferred replies.  Under thread and global the same evhttp
  * server gives findings: the truth is carried, the loop's slot is not.
+ * evhttp requests whose client goes away before a deferred reply (closed,
+ * reset, timed out, a POST reset, evhttp_free with replies held), and
+ * those of a handler with an on-complete callback of its own, each end
+ * exactly once, and none is reported unclosed.
  */
 #include <check.h>
 #include <errno.h>
@@ -1329,12 +1333,19 @@ START_TEST(test_registrations)
 END_TEST
 
 /* Disabled or not initialised, the servers run as they would without the
- * adapter (their own checks hold), with no daemon to talk to. */
+ * adapter (their own checks hold: the application's close callbacks run,
+ * once each), with no daemon to talk to. */
 static int servers_quiet(void)
 {
 	int rc = lserver_run(NULL);
+	size_t i;
 
-	return rc ? rc : hserver_run(NULL);
+	if (!rc)
+		rc = hserver_run(NULL);
+	for (i = 0; !rc && i < sizeof(gone_cases) / sizeof(gone_cases[0]);
+	     i++)
+		rc = gserver_run((void *)&gone_cases[i]);
+	return rc ? rc : own_run(NULL);
 }
 
 START_TEST(test_servers_uninitialised)
