@@ -808,7 +808,9 @@ CTXLEAK_EV_ONE void ctxleak_http_closed(struct evhttp_connection *evcon,
  * which holds the connection's one close callback: cb runs from it, in
  * the context current here, before the open request's scope ends.  cb
  * NULL removes it.  Returns 0, or -1 when out of memory (the old callback
- * then stays).
+ * then stays).  Not for a client's outgoing connection, which libevent
+ * may close and connect again: its close callback runs at each close,
+ * and this one only at the first; use evhttp_connection_set_closecb.
  */
 static inline int ctxleak_evhttp_connection_set_closecb(
     struct evhttp_connection *evcon,
