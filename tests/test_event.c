@@ -806,8 +806,9 @@ END_TEST
  * evhttp frees the connection and the request; to a client that reads
  * nothing it times out, the same.  Either way each request is to end
  * exactly once.  The handler of every case but GONE_FREE sets a close
- * callback through ctxleak_evhttp_connection_set_closecb, which says when
- * evhttp is done with the connection.
+ * callback through ctxleak_evhttp_connection_set_closecb (after one it
+ * replaces and removes), which says when evhttp is done with the
+ * connection.
  */
 enum gone_how {
 	GONE_CLOSE,
@@ -864,6 +865,15 @@ static void ghold_closed(struct evhttp_connection *evcon, void *arg)
 	gserver_maybe_stop(h->srv);
 }
 
+/* A close callback replaced or removed before the connection closes:
+ * never runs. */
+static void ghold_closed_never(struct evhttp_connection *evcon, void *arg)
+{
+	(void)evcon;
+	(void)arg;
+	abort();
+}
+
 /* The deferred reply, once the client has gone: libevent sends it, fails
  * to, or (the request detached) frees the request; the request is
  * libevent's after it. */
@@ -895,6 +905,7 @@ static void on_hold(struct evhttp_request *req, void *arg)
 {
 	struct gserver *srv = arg;
 	struct ghold *h = calloc(1, sizeof(*h));
+	struct evhttp_connection *evcon;
 
 	if (!h || srv->nhold == HOLDS)
 		abort();
@@ -906,8 +917,15 @@ static void on_hold(struct evhttp_request *req, void *arg)
 		if (srv->nhold == HOLDS)
 			event_base_loopbreak(srv->base);
 	} else {
+		/* Set, replaced, removed and set again: only the last runs. */
+		evcon = evhttp_request_get_connection(req);
 		if (ctxleak_evhttp_connection_set_closecb(
-			evhttp_request_get_connection(req), ghold_closed, h))
+			evcon, ghold_closed_never, h) ||
+		    ctxleak_evhttp_connection_set_closecb(
+			evcon, ghold_closed_never, srv) ||
+		    ctxleak_evhttp_connection_set_closecb(evcon, NULL, NULL) ||
+		    ctxleak_evhttp_connection_set_closecb(evcon, ghold_closed,
+							  h))
 			abort();
 		/* The byte stays in the pipe: each request's event fires
 		 * once. */
