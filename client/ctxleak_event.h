@@ -28,6 +28,8 @@
  *					       sa, len)
  *	evconnlistener_set_cb(lev, cb, arg)
  *	    -> ctxleak_evconnlistener_set_cb(lev, cb, arg)
+ *	evconnlistener_set_error_cb(lev, cb)
+ *	    -> ctxleak_evconnlistener_set_error_cb(lev, cb)
  *	evconnlistener_free(lev)     -> ctxleak_evconnlistener_free(lev)
  *	evhttp_set_cb(http, path, cb, arg)
  *	    -> ctxleak_evhttp_set_cb(http, path, cb, arg)
@@ -49,7 +51,11 @@
  *   it begins stops being current when it returns.  A request begun there
  *   (one per connection) stays open until the application ends it, in a
  *   callback that runs in it: one registered from the accept callback,
- *   such as the connection's bufferevent.
+ *   such as the connection's bufferevent.  A listener's error callback:
+ *   no request either, given the application's argument; set it with
+ *   ctxleak_evconnlistener_set_error_cb, since libevent hands the error
+ *   callback the accept callback's argument, which on a wrapped listener
+ *   is the adapter's wrapper.
  * - An evhttp handler: a request of its own, begun before the handler in
  *   no request and named "METHOD /path" (the path without its query),
  *   with tags method and path, and ended when evhttp is done with the
@@ -139,9 +145,11 @@
  * replaced by the next ctxleak_bufferevent_setcb and freed by
  * ctxleak_bufferevent_free.  The wrapper of a listener is replaced by the
  * next ctxleak_evconnlistener_set_cb and freed by
- * ctxleak_evconnlistener_free; that of an evhttp callback by
- * ctxleak_evhttp_del_cb (or the next ctxleak_evhttp_set_gencb) and by
- * ctxleak_evhttp_free, which frees all of the evhttp's.  These last two
+ * ctxleak_evconnlistener_free (which frees that of its error callback,
+ * replaced by the next ctxleak_evconnlistener_set_error_cb, too); that of
+ * an evhttp callback by ctxleak_evhttp_del_cb (or the next
+ * ctxleak_evhttp_set_gencb) and by ctxleak_evhttp_free, which frees all
+ * of the evhttp's.  These last two
  * kinds sit in one registry per program (libevent cannot say a listener's
  * or evhttp's callback argument), so free them with these functions.  A
  * connection evhttp serves a wrapped handler's request on has a record
@@ -197,6 +205,7 @@ CTXLEAK_EV_ONE struct ctxleak_ev_registry *ctxleak_ev_registry(void);
 CTXLEAK_EV_ONE void ctxleak_lev_run(struct evconnlistener *lev,
 				    evutil_socket_t fd, struct sockaddr *sa,
 				    int len, void *p);
+CTXLEAK_EV_ONE void ctxleak_lev_error(struct evconnlistener *lev, void *p);
 CTXLEAK_EV_ONE void ctxleak_http_run(struct evhttp_request *req, void *p);
 struct ctxleak_http_conns;
 CTXLEAK_EV_ONE struct ctxleak_http_conns *ctxleak_http_conns(void);
@@ -429,9 +438,11 @@ struct ctxleak_ev_reg {
 			      for an evhttp's generic callback */
 	union {
 		evconnlistener_cb accept;
+		evconnlistener_errorcb error;
 		ctxleak_evhttp_cb http;
 	} fn;			     /* the application's callback */
-	void *arg;		     /* and its argument */
+	void *arg;		     /* and its argument (none for error) */
+	int error;		     /* fn is a listener's error callback */
 	struct ctxleak_ev_reg *next; /* the registry's list */
 };
 
@@ -484,12 +495,13 @@ static inline void ctxleak_ev_reg_add(struct ctxleak_ev_reg *w,
 }
 
 /*
- * Take owner's wrappers out of the registry and free them: the one for
- * path (NULL: the listener's, or the evhttp's generic callback), or with
- * all set, every one of owner's.
+ * Take owner's wrappers out of the registry and free them: with error
+ * set, the listener's error callback; else the one for path (NULL: the
+ * listener's accept callback, or the evhttp's generic one); or with all
+ * set, every one of owner's.
  */
 static inline void ctxleak_ev_reg_drop(const void *owner, const char *path,
-				       int all)
+				       int error, int all)
 {
 	struct ctxleak_ev_registry *r = ctxleak_ev_registry();
 	struct ctxleak_ev_reg **pp, *w, *gone = NULL;
@@ -497,8 +509,11 @@ static inline void ctxleak_ev_reg_drop(const void *owner, const char *path,
 	pthread_mutex_lock(&r->lock);
 	for (pp = &r->head; (w = *pp);) {
 		if (w->owner == owner &&
-		    (all ||
-		     (path ? w->path && !strcmp(w->path, path) : !w->path))) {
+		    (all || (error ? w->error
+				   : !w->error &&
+					 (path ? w->path &&
+						     !strcmp(w->path, path)
+					       : !w->path)))) {
 			*pp = w->next;
 			w->next = gone;
 			gone = w;
@@ -591,7 +606,58 @@ static inline int ctxleak_evconnlistener_set_cb(struct evconnlistener *lev,
 		return -1;
 	evconnlistener_set_cb(lev, w ? ctxleak_lev_run : NULL,
 			      w ? (void *)w : arg);
-	ctxleak_ev_reg_drop(lev, NULL, 0);
+	ctxleak_ev_reg_drop(lev, NULL, 0, 0);
+	if (w)
+		ctxleak_ev_reg_add(w, lev);
+	return 0;
+}
+
+/*
+ * libevent gives a listener's error callback the argument it gives the
+ * accept callback, which for a wrapped one is the wrapper: the
+ * application's error callback would be handed the adapter's memory.  It
+ * is registered here instead, and this trampoline gives it the
+ * application's argument (the wrapper's when the accept callback is
+ * wrapped, else libevent's own), in no request, as an accept callback.
+ */
+CTXLEAK_EV_ONE void ctxleak_lev_error(struct evconnlistener *lev, void *p)
+{
+	struct ctxleak_ev_registry *r = ctxleak_ev_registry();
+	evconnlistener_errorcb fn = NULL;
+	struct ctxleak_ev_reg *w;
+	void *arg = p;
+
+	pthread_mutex_lock(&r->lock);
+	for (w = r->head; w; w = w->next)
+		if (w->owner == lev && w->error)
+			fn = w->fn.error;
+		else if (w->owner == lev && w == p)
+			arg = w->arg;
+	pthread_mutex_unlock(&r->lock);
+	if (!fn)
+		return; /* removed meanwhile, from another thread */
+	(ctxleak_resume)(0);
+	fn(lev, arg);
+	(ctxleak_suspend)();
+}
+
+/* evconnlistener_set_error_cb, for any listener (wrapped accept callback
+ * or not); errorcb NULL removes it.  Returns 0, or -1 when out of memory
+ * (the old callback then stays). */
+static inline int
+ctxleak_evconnlistener_set_error_cb(struct evconnlistener *lev,
+				    evconnlistener_errorcb errorcb)
+{
+	struct ctxleak_ev_reg *w = NULL;
+
+	if (errorcb) {
+		if (!(w = ctxleak_ev_reg_new(NULL, NULL)))
+			return -1;
+		w->fn.error = errorcb;
+		w->error = 1;
+	}
+	evconnlistener_set_error_cb(lev, w ? ctxleak_lev_error : NULL);
+	ctxleak_ev_reg_drop(lev, NULL, 1, 0);
 	if (w)
 		ctxleak_ev_reg_add(w, lev);
 	return 0;
@@ -600,7 +666,7 @@ static inline int ctxleak_evconnlistener_set_cb(struct evconnlistener *lev,
 static inline void ctxleak_evconnlistener_free(struct evconnlistener *lev)
 {
 	evconnlistener_free(lev);
-	ctxleak_ev_reg_drop(lev, NULL, 1);
+	ctxleak_ev_reg_drop(lev, NULL, 0, 1);
 }
 
 /* -------------------------------------------------------------- evhttp */
@@ -911,7 +977,7 @@ static inline int ctxleak_evhttp_del_cb(struct evhttp *http, const char *path)
 	int rc = evhttp_del_cb(http, path);
 
 	if (rc == 0)
-		ctxleak_ev_reg_drop(http, path, 0);
+		ctxleak_ev_reg_drop(http, path, 0, 0);
 	return rc;
 }
 
@@ -926,7 +992,7 @@ static inline int ctxleak_evhttp_set_gencb(struct evhttp *http,
 		return -1;
 	evhttp_set_gencb(http, w ? ctxleak_http_run : NULL,
 			 w ? (void *)w : arg);
-	ctxleak_ev_reg_drop(http, NULL, 0);
+	ctxleak_ev_reg_drop(http, NULL, 0, 0);
 	if (w)
 		ctxleak_ev_reg_add(w, http);
 	return 0;
@@ -935,7 +1001,7 @@ static inline int ctxleak_evhttp_set_gencb(struct evhttp *http,
 static inline void ctxleak_evhttp_free(struct evhttp *http)
 {
 	evhttp_free(http);
-	ctxleak_ev_reg_drop(http, NULL, 1);
+	ctxleak_ev_reg_drop(http, NULL, 0, 1);
 }
 
 #endif /* CTXLEAK_EVENT_H */

@@ -11,6 +11,7 @@
  * whose handlers know nothing of ctxleak, with several requests open at
  * once and deferred replies.  Under thread and global the same evhttp
  * server gives findings: the truth is carried, the loop's slot is not.
+ * A listener's error callback is given the application's argument.
  * evhttp requests whose client goes away before a deferred reply (closed,
  * reset, timed out, a POST reset, evhttp_free with replies held), and
  * those of a handler with an on-complete callback of its own, each end
@@ -25,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -1350,6 +1353,94 @@ START_TEST(test_registrations)
 }
 END_TEST
 
+/* What the listener's error callback was given, and how often it ran. */
+static void *accept_error_arg;
+static int accept_errors;
+
+static void accept_error(struct evconnlistener *lev, void *arg)
+{
+	accept_error_arg = arg;
+	accept_errors++;
+	event_base_loopbreak(evconnlistener_get_base(lev));
+}
+
+/* An error callback replaced before any error: never runs. */
+static void accept_error_never(struct evconnlistener *lev, void *arg)
+{
+	(void)lev;
+	(void)arg;
+	abort();
+}
+
+/* Descriptors this process may hold in listener_error. */
+#define FD_LIMIT 64
+
+/*
+ * An accept that fails (EMFILE: every descriptor below the limit is
+ * taken) on a listener whose accept callback is wrapped: the error
+ * callback, set through ctxleak_evconnlistener_set_error_cb (after one it
+ * replaces), runs and is given the application's argument, not the
+ * adapter's wrapper; the accept callback does not run; the wrappers go
+ * with the listener.  0 when all held.
+ */
+static int listener_error(void)
+{
+	struct event_base *base = event_base_new();
+	struct small accepted = {0};
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	struct rlimit old, lim;
+	struct evconnlistener *lev;
+	int fill[FD_LIMIT], nfill = 0, fd, client, len, rc = 0;
+	socklen_t addrlen;
+
+	len = snprintf(addr.sun_path + 1, sizeof(addr.sun_path) - 1,
+		       "ctxleak-test-event-err-%ld", (long)getpid());
+	addrlen = offsetof(struct sockaddr_un, sun_path) + 1 + len;
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (!base || fd < 0 || bind(fd, (struct sockaddr *)&addr, addrlen) ||
+	    evutil_make_socket_nonblocking(fd))
+		return 90;
+	lev = ctxleak_evconnlistener_new(base, accept_count, &accepted,
+					 LEV_OPT_CLOSE_ON_FREE, 4, fd);
+	if (!lev ||
+	    ctxleak_evconnlistener_set_error_cb(lev, accept_error_never) ||
+	    ctxleak_evconnlistener_set_error_cb(lev, accept_error) ||
+	    registered() != 2)
+		return 91;
+	client = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (client < 0 || client >= FD_LIMIT - 1 ||
+	    connect(client, (struct sockaddr *)&addr, addrlen) ||
+	    getrlimit(RLIMIT_NOFILE, &old))
+		return 92;
+	lim = old;
+	lim.rlim_cur = FD_LIMIT;
+	if (setrlimit(RLIMIT_NOFILE, &lim))
+		return 93;
+	while (nfill < FD_LIMIT &&
+	       (fill[nfill] = open("/dev/null", O_RDONLY)) >= 0)
+		nfill++;
+	if (errno != EMFILE)
+		rc = 94;
+	else
+		event_base_dispatch(base);
+	while (nfill > 0)
+		close(fill[--nfill]);
+	setrlimit(RLIMIT_NOFILE, &old);
+	if (!rc && (accept_errors != 1 || accept_error_arg != &accepted ||
+		    accepted.fired != 0))
+		rc = 95;
+	ctxleak_evconnlistener_free(lev);
+	close(client);
+	event_base_free(base);
+	return rc ? rc : registered() ? 96 : 0;
+}
+
+START_TEST(test_listener_error)
+{
+	ck_assert_int_eq(in_child(listener_error), 0);
+}
+END_TEST
+
 /* Disabled or not initialised, the servers run as they would without the
  * adapter (their own checks hold: the application's close callbacks run,
  * once each), with no daemon to talk to. */
@@ -1404,6 +1495,7 @@ static Suite *event_suite(void)
 			    sizeof(gone_cases) / sizeof(gone_cases[0]));
 	tcase_add_test(tc, test_evhttp_own_on_complete);
 	tcase_add_test(tc, test_registrations);
+	tcase_add_test(tc, test_listener_error);
 	tcase_add_test(tc, test_servers_uninitialised);
 	tcase_add_test(tc, test_servers_disabled);
 	suite_add_tcase(s, tc);
