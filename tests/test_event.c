@@ -11,6 +11,11 @@
  * whose handlers know nothing of ctxleak, with several requests open at
  * once and deferred replies.  Under thread and global the same evhttp
  * server gives findings: the truth is carried, the loop's slot is not.
+ * A listener's error callback is given the application's argument.
+ * evhttp requests whose client goes away before a deferred reply (closed,
+ * reset, timed out, a POST reset, evhttp_free with replies held), and
+ * those of a handler with an on-complete callback of its own, each end
+ * exactly once, and none is reported unclosed.
  */
 #include <check.h>
 #include <errno.h>
@@ -21,6 +26,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -775,6 +782,482 @@ START_TEST(test_evhttp_leaky)
 }
 END_TEST
 
+/* ------------------------------------------------ clients that go away */
+
+/*
+ * Requests whose client goes away before the reply, in each way evhttp
+ * has of dropping one, on a server whose handler /hold defers its reply
+ * (HOLDS requests, each on a connection of its own) until the load says
+ * the clients have gone:
+ *
+ * - GONE_CLOSE: the client closes (FIN) while the reply is held;
+ * - GONE_RESET: the client resets (SO_LINGER 0) while it is held;
+ * - GONE_TIMEOUT: the client stays but reads nothing, and evhttp's
+ *   timeout drops the connection;
+ * - GONE_POST_RESET: a POST, reset; evhttp stops reading a connection
+ *   once the body is in, so it learns of the reset from the reply;
+ * - GONE_FREE: evhttp_free while the replies are held, with a kept-alive
+ *   connection beside them whose request completed.
+ *
+ * What evhttp makes of it depends on its version.  libevent 2.1.8 reads
+ * the connection while the reply is held: it sees the EOF, the reset or
+ * the timeout at once, frees the connection and leaves the request to
+ * the handler, detached; the deferred evhttp_send_reply then frees it and
+ * sends nothing.  2.1.9 and later stop reading once the handler has the
+ * request (libevent commit 5ff8eb26) and learn of it from the reply:
+ * written to a closed client it completes; to a reset one it fails, and
+ * evhttp frees the connection and the request; to a client that reads
+ * nothing it times out, the same.  Either way each request is to end
+ * exactly once.  The handler of every case but GONE_FREE sets a close
+ * callback through ctxleak_evhttp_connection_set_closecb (after one it
+ * replaces and removes), which says when evhttp is done with the
+ * connection.
+ */
+enum gone_how {
+	GONE_CLOSE,
+	GONE_RESET,
+	GONE_TIMEOUT,
+	GONE_POST_RESET,
+	GONE_FREE,
+};
+
+/* Requests held at once in each case. */
+#define HOLDS 3
+/* GONE_TIMEOUT's reply: more than a client that reads nothing and the
+ * server's socket can hold between them. */
+#define BIG_REPLY (8 << 20)
+
+struct gserver {
+	struct event_base *base; /* the loop, on the process's main thread */
+	struct evhttp *http;	 /* the server */
+	int port;		 /* its port on 127.0.0.1 */
+	enum gone_how how;	 /* the case */
+	int held[2]; /* the handler writes a byte per request it holds */
+	int go[2];   /* the load writes a byte once its clients have gone */
+	int client[HOLDS];	   /* the load's sockets (GONE_TIMEOUT: closed
+				      once the loop is done) */
+	struct ghold *hold[HOLDS]; /* the held requests, in arrival order */
+	int nhold;		   /* how many have come */
+	int replied;		   /* deferred replies made */
+	int closed;		   /* close callbacks run */
+};
+
+struct ghold {
+	struct gserver *srv;	    /* its server */
+	struct evhttp_request *req; /* NULL once replied to: libevent's */
+	struct event *reply;	    /* the reply's event, made in the request */
+	char id[16];		    /* the request's id */
+};
+
+/* Every reply made and every connection closed: the case is over. */
+static void gserver_maybe_stop(struct gserver *srv)
+{
+	if (srv->replied == HOLDS && srv->closed == HOLDS)
+		event_base_loopbreak(srv->base);
+}
+
+/* The application's close callback: once per connection, in the request
+ * that set it. */
+static void ghold_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct ghold *h = arg;
+
+	(void)evcon;
+	ctxleak_tag("gone", h->id);
+	h->srv->closed++;
+	gserver_maybe_stop(h->srv);
+}
+
+/* A close callback replaced or removed before the connection closes:
+ * never runs. */
+static void ghold_closed_never(struct evhttp_connection *evcon, void *arg)
+{
+	(void)evcon;
+	(void)arg;
+	abort();
+}
+
+/* The deferred reply, once the client has gone: libevent sends it, fails
+ * to, or (the request detached) frees the request; the request is
+ * libevent's after it. */
+static void ghold_reply(evutil_socket_t fd, short what, void *arg)
+{
+	struct ghold *h = arg;
+	struct evbuffer *body;
+
+	(void)fd;
+	(void)what;
+	ctxleak_tag("reply", h->id);
+	if (h->srv->how == GONE_TIMEOUT) {
+		if (!(body = evbuffer_new()) ||
+		    evbuffer_expand(body, BIG_REPLY))
+			abort();
+		while (evbuffer_get_length(body) < BIG_REPLY)
+			evbuffer_add(body, "0123456789abcdef", 16);
+		evhttp_send_reply(h->req, 200, "OK", body);
+		evbuffer_free(body);
+	} else {
+		send_text(h->req, 200, h->id);
+	}
+	h->req = NULL;
+	h->srv->replied++;
+	gserver_maybe_stop(h->srv);
+}
+
+static void on_hold(struct evhttp_request *req, void *arg)
+{
+	struct gserver *srv = arg;
+	struct ghold *h = calloc(1, sizeof(*h));
+	struct evhttp_connection *evcon;
+
+	if (!h || srv->nhold == HOLDS)
+		abort();
+	h->srv = srv;
+	h->req = req;
+	tag_id(req, h->id, sizeof(h->id));
+	srv->hold[srv->nhold++] = h;
+	if (srv->how == GONE_FREE) {
+		if (srv->nhold == HOLDS)
+			event_base_loopbreak(srv->base);
+	} else {
+		/* Set, replaced, removed and set again: only the last runs. */
+		evcon = evhttp_request_get_connection(req);
+		if (ctxleak_evhttp_connection_set_closecb(
+			evcon, ghold_closed_never, h) ||
+		    ctxleak_evhttp_connection_set_closecb(
+			evcon, ghold_closed_never, srv) ||
+		    ctxleak_evhttp_connection_set_closecb(evcon, NULL, NULL) ||
+		    ctxleak_evhttp_connection_set_closecb(evcon, ghold_closed,
+							  h))
+			abort();
+		/* The byte stays in the pipe: each request's event fires
+		 * once. */
+		h->reply = ctxleak_event_new(srv->base, srv->go[0], EV_READ,
+					     ghold_reply, h);
+		if (!h->reply || event_add(h->reply, NULL))
+			abort();
+	}
+	if (write(srv->held[1], "", 1) != 1)
+		abort();
+}
+
+static int gload_connect(const struct gserver *srv)
+{
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	sin.sin_port = htons(srv->port);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sin, sizeof(sin)))
+		abort();
+	return fd;
+}
+
+/* Read fd to its end; how many bytes came (the load aborts on an
+ * error). */
+static ssize_t gload_drain(int fd, char *buf, size_t size)
+{
+	ssize_t n, got = 0;
+
+	while ((n = read(fd, buf + got, size - 1 - got)) > 0)
+		got += n;
+	if (n < 0)
+		abort();
+	buf[got] = '\0';
+	return got;
+}
+
+/* Close fd with a reset rather than a FIN. */
+static void gload_reset(int fd)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)))
+		abort();
+	close(fd);
+}
+
+static void *gload(void *arg)
+{
+	struct gserver *srv = arg;
+	int kept = -1, i, n;
+	char buf[2048], c;
+	const char *end;
+
+	if (srv->how == GONE_FREE) {
+		/* One request completed on a connection that stays. */
+		kept = gload_connect(srv);
+		n = snprintf(buf, sizeof(buf),
+			     "GET /fast?id=%d HTTP/1.1\r\nHost: localhost\r\n"
+			     "\r\n",
+			     HOLDS);
+		if (write(kept, buf, n) != n)
+			abort();
+		for (n = 0; !(end = strstr(buf, "\r\n\r\n3\n")); n += i) {
+			if ((i = read(kept, buf + n, sizeof(buf) - 1 - n)) <=
+			    0)
+				abort();
+			buf[n + i] = '\0';
+		}
+	}
+	for (i = 0; i < HOLDS; i++) {
+		srv->client[i] = gload_connect(srv);
+		if (srv->how == GONE_TIMEOUT) {
+			/* A small window, soon full. */
+			n = 4096;
+			if (setsockopt(srv->client[i], SOL_SOCKET, SO_RCVBUF,
+				       &n, sizeof(n)))
+				abort();
+		}
+		if (srv->how == GONE_POST_RESET)
+			n = snprintf(buf, sizeof(buf),
+				     "POST /hold?id=%d HTTP/1.0\r\n"
+				     "Host: localhost\r\nContent-Length: 4\r\n"
+				     "\r\nbody",
+				     i);
+		else
+			n = snprintf(buf, sizeof(buf),
+				     "GET /hold?id=%d HTTP/1.0\r\n"
+				     "Host: localhost\r\n\r\n",
+				     i);
+		if (write(srv->client[i], buf, n) != n ||
+		    read(srv->held[0], &c, 1) != 1)
+			abort();
+	}
+	for (i = 0; i < HOLDS; i++) {
+		switch (srv->how) {
+		case GONE_CLOSE:
+			close(srv->client[i]);
+			break;
+		case GONE_RESET:
+		case GONE_POST_RESET:
+			gload_reset(srv->client[i]);
+			break;
+		case GONE_TIMEOUT:
+			break;
+		case GONE_FREE:
+			/* The server closes, with no reply. */
+			if (gload_drain(srv->client[i], buf, sizeof(buf)))
+				abort();
+			close(srv->client[i]);
+			break;
+		}
+	}
+	if (srv->how != GONE_FREE && write(srv->go[1], "", 1) != 1)
+		abort();
+	if (kept >= 0) {
+		gload_drain(kept, buf, sizeof(buf));
+		close(kept);
+	}
+	return NULL;
+}
+
+static int gserver_run(void *arg)
+{
+	struct gserver srv = {.how = *(const enum gone_how *)arg};
+	struct evhttp_bound_socket *bound;
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	pthread_t load;
+	int i;
+
+	/* A write to a reset connection fails with EPIPE, not a signal. */
+	signal(SIGPIPE, SIG_IGN);
+	if (!(srv.base = event_base_new()) ||
+	    !(srv.http = evhttp_new(srv.base)) || pipe(srv.held) ||
+	    pipe(srv.go))
+		return 70;
+	if (ctxleak_evhttp_set_cb(srv.http, "/hold", on_hold, &srv) ||
+	    ctxleak_evhttp_set_cb(srv.http, "/fast", on_fast, &srv))
+		return 71;
+	if (srv.how == GONE_TIMEOUT)
+		evhttp_set_timeout_tv(srv.http, &(struct timeval){0, 200000});
+	bound = evhttp_bind_socket_with_handle(srv.http, "127.0.0.1", 0);
+	if (!bound || getsockname(evhttp_bound_socket_get_fd(bound),
+				  (struct sockaddr *)&sin, &len))
+		return 72;
+	srv.port = ntohs(sin.sin_port);
+	if (pthread_create(&load, NULL, gload, &srv))
+		return 73;
+	event_base_dispatch(srv.base);
+	/* GONE_FREE: the requests are held yet; the others are gone. */
+	ctxleak_evhttp_free(srv.http);
+	pthread_join(load, NULL);
+	for (i = 0; srv.how == GONE_TIMEOUT && i < HOLDS; i++)
+		close(srv.client[i]);
+	for (i = 0; i < srv.nhold; i++) {
+		if (srv.hold[i]->reply)
+			ctxleak_event_free(srv.hold[i]->reply);
+		free(srv.hold[i]);
+	}
+	event_base_free(srv.base);
+	for (i = 0; i < 2; i++) {
+		close(srv.held[i]);
+		close(srv.go[i]);
+	}
+	if (srv.nhold != HOLDS)
+		return 74;
+	if (srv.how != GONE_FREE && (srv.replied != HOLDS || srv.closed != HOLDS))
+		return 75;
+	return 0;
+}
+
+static const enum gone_how gone_cases[] = {
+    GONE_CLOSE, GONE_RESET, GONE_TIMEOUT, GONE_POST_RESET, GONE_FREE,
+};
+
+/*
+ * Under task, each case: every request the handler saw is one request,
+ * ended exactly once (one END each, no misnest), none unclosed, and no
+ * finding at all: what the application's close callback tags lands in
+ * the request, and the reply made after the request ended is its late
+ * work.
+ */
+START_TEST(test_evhttp_client_gone)
+{
+	struct harness_daemon d;
+	int want = HOLDS + (gone_cases[_i] == GONE_FREE);
+
+	START(&d, "--keep", "all");
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_TASK, gserver_run,
+					(void *)&gone_cases[_i]),
+			 0);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests"), want);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests WHERE "
+				       "name = 'GET /hold' OR name = "
+				       "'POST /hold'"),
+			 HOLDS);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks WHERE "
+				       "class = 'unclosed'"),
+			 0);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests WHERE "
+				       "end_ts IS NOT NULL"),
+			 want);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records WHERE "
+				       "type = 'END'"),
+			 want);
+	ck_assert_int_eq(
+	    query_int(&d, "SELECT count(DISTINCT ctx) FROM records WHERE "
+			  "type = 'END'"),
+	    want);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 0);
+	/* The close callback's tag, once per request, in it (a record: the
+	 * tags table may leave out a tag that comes after the END). */
+	if (gone_cases[_i] != GONE_FREE)
+		ck_assert_int_eq(
+		    query_int(&d, "SELECT count(DISTINCT request_id) FROM "
+				  "records WHERE type = 'TAG' AND name = "
+				  "'gone' AND ctx = cause"),
+		    HOLDS);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/*
+ * A handler that sets an on-complete callback of its own, replacing the
+ * adapter's, on a kept-alive connection with two requests: the first
+ * one's scope ends when the second arrives (evhttp reads it only once
+ * the first completed), the second's when evhttp closes the connection
+ * after it.
+ */
+static void own_complete(struct evhttp_request *req, void *arg)
+{
+	(void)req;
+	++*(int *)arg;
+}
+
+static void on_own(struct evhttp_request *req, void *arg)
+{
+	struct gserver *srv = arg;
+	char id[16];
+
+	tag_id(req, id, sizeof(id));
+	evhttp_request_set_on_complete_cb(req, own_complete, &srv->replied);
+	send_text(req, 200, id);
+}
+
+static void *own_load(void *arg)
+{
+	struct gserver *srv = arg;
+	int fd = gload_connect(srv), n;
+	char buf[2048];
+	const char *rest;
+
+	n = snprintf(buf, sizeof(buf), "%s",
+		     "GET /own?id=0 HTTP/1.1\r\nHost: localhost\r\n\r\n"
+		     "GET /own?id=1 HTTP/1.1\r\nHost: localhost\r\n"
+		     "Connection: close\r\n\r\n");
+	if (write(fd, buf, n) != n)
+		abort();
+	gload_drain(fd, buf, sizeof(buf));
+	rest = load_reply(buf, "HTTP/1.1 200 OK\r\n", 0);
+	if (*load_reply(rest, "HTTP/1.1 200 OK\r\n", 1))
+		abort();
+	close(fd);
+	if (write(srv->go[1], "", 1) != 1)
+		abort();
+	return NULL;
+}
+
+static int own_run(void *unused)
+{
+	struct gserver srv = {.how = GONE_CLOSE};
+	struct evhttp_bound_socket *bound;
+	struct sockaddr_in sin;
+	socklen_t len = sizeof(sin);
+	struct event *stop;
+	pthread_t load;
+
+	(void)unused;
+	if (!(srv.base = event_base_new()) ||
+	    !(srv.http = evhttp_new(srv.base)) || pipe(srv.go) ||
+	    ctxleak_evhttp_set_cb(srv.http, "/own", on_own, &srv))
+		return 80;
+	bound = evhttp_bind_socket_with_handle(srv.http, "127.0.0.1", 0);
+	if (!bound || getsockname(evhttp_bound_socket_get_fd(bound),
+				  (struct sockaddr *)&sin, &len))
+		return 81;
+	srv.port = ntohs(sin.sin_port);
+	if (!(stop = ctxleak_event_new(srv.base, srv.go[0], EV_READ, on_stop,
+				       srv.base)) ||
+	    event_add(stop, NULL) ||
+	    pthread_create(&load, NULL, own_load, &srv))
+		return 82;
+	event_base_dispatch(srv.base);
+	pthread_join(load, NULL);
+	ctxleak_event_free(stop);
+	ctxleak_evhttp_free(srv.http);
+	event_base_free(srv.base);
+	close(srv.go[0]);
+	close(srv.go[1]);
+	return srv.replied == 2 ? 0 : 83;
+}
+
+START_TEST(test_evhttp_own_on_complete)
+{
+	struct harness_daemon d;
+
+	START(&d, "--keep", "all");
+	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_TASK, own_run, NULL),
+			 0);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests WHERE "
+				       "name = 'GET /own' AND end_ts IS NOT "
+				       "NULL"),
+			 2);
+	ck_assert_int_eq(
+	    query_int(&d, "SELECT count(DISTINCT ctx) FROM records WHERE "
+			  "type = 'END'"),
+	    2);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records WHERE "
+				       "type = 'END'"),
+			 2);
+	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 0);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* ------------------------------------------------------- registrations */
 
 static void accept_count(struct evconnlistener *lev, evutil_socket_t fd,
@@ -870,13 +1353,108 @@ START_TEST(test_registrations)
 }
 END_TEST
 
+/* What the listener's error callback was given, and how often it ran. */
+static void *accept_error_arg;
+static int accept_errors;
+
+static void accept_error(struct evconnlistener *lev, void *arg)
+{
+	accept_error_arg = arg;
+	accept_errors++;
+	event_base_loopbreak(evconnlistener_get_base(lev));
+}
+
+/* An error callback replaced before any error: never runs. */
+static void accept_error_never(struct evconnlistener *lev, void *arg)
+{
+	(void)lev;
+	(void)arg;
+	abort();
+}
+
+/* Descriptors this process may hold in listener_error. */
+#define FD_LIMIT 64
+
+/*
+ * An accept that fails (EMFILE: every descriptor below the limit is
+ * taken) on a listener whose accept callback is wrapped: the error
+ * callback, set through ctxleak_evconnlistener_set_error_cb (after one it
+ * replaces), runs and is given the application's argument, not the
+ * adapter's wrapper; the accept callback does not run; the wrappers go
+ * with the listener.  0 when all held.
+ */
+static int listener_error(void)
+{
+	struct event_base *base = event_base_new();
+	struct small accepted = {0};
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	struct rlimit old, lim;
+	struct evconnlistener *lev;
+	int fill[FD_LIMIT], nfill = 0, fd, client, len, rc = 0;
+	socklen_t addrlen;
+
+	len = snprintf(addr.sun_path + 1, sizeof(addr.sun_path) - 1,
+		       "ctxleak-test-event-err-%ld", (long)getpid());
+	addrlen = offsetof(struct sockaddr_un, sun_path) + 1 + len;
+	fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (!base || fd < 0 || bind(fd, (struct sockaddr *)&addr, addrlen) ||
+	    evutil_make_socket_nonblocking(fd))
+		return 90;
+	lev = ctxleak_evconnlistener_new(base, accept_count, &accepted,
+					 LEV_OPT_CLOSE_ON_FREE, 4, fd);
+	if (!lev ||
+	    ctxleak_evconnlistener_set_error_cb(lev, accept_error_never) ||
+	    ctxleak_evconnlistener_set_error_cb(lev, accept_error) ||
+	    registered() != 2)
+		return 91;
+	client = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (client < 0 || client >= FD_LIMIT - 1 ||
+	    connect(client, (struct sockaddr *)&addr, addrlen) ||
+	    getrlimit(RLIMIT_NOFILE, &old))
+		return 92;
+	lim = old;
+	lim.rlim_cur = FD_LIMIT;
+	if (setrlimit(RLIMIT_NOFILE, &lim))
+		return 93;
+	while (nfill < FD_LIMIT &&
+	       (fill[nfill] = open("/dev/null", O_RDONLY)) >= 0)
+		nfill++;
+	if (errno != EMFILE)
+		rc = 94;
+	else
+		event_base_dispatch(base);
+	while (nfill > 0)
+		close(fill[--nfill]);
+	setrlimit(RLIMIT_NOFILE, &old);
+	if (!rc && (accept_errors != 1 || accept_error_arg != &accepted ||
+		    accepted.fired != 0))
+		rc = 95;
+	ctxleak_evconnlistener_free(lev);
+	close(client);
+	event_base_free(base);
+	return rc ? rc : registered() ? 96 : 0;
+}
+
+START_TEST(test_listener_error)
+{
+	ck_assert_int_eq(in_child(listener_error), 0);
+}
+END_TEST
+
 /* Disabled or not initialised, the servers run as they would without the
- * adapter (their own checks hold), with no daemon to talk to. */
+ * adapter (their own checks hold: the application's close callbacks run,
+ * once each), with no daemon to talk to. */
 static int servers_quiet(void)
 {
 	int rc = lserver_run(NULL);
+	size_t i;
 
-	return rc ? rc : hserver_run(NULL);
+	if (!rc)
+		rc = hserver_run(NULL);
+	for (i = 0; !rc && i < sizeof(gone_cases) / sizeof(gone_cases[0]);
+	     i++)
+		rc = gserver_run((void *)&gone_cases[i]);
+	return rc ? rc : own_run(NULL);
 }
 
 START_TEST(test_servers_uninitialised)
@@ -913,7 +1491,11 @@ static Suite *event_suite(void)
 			 test_evhttp_task, NULL);
 	tcase_add_loop_test(tc, test_evhttp_leaky, 0,
 			    sizeof(leaky_backends) / sizeof(leaky_backends[0]));
+	tcase_add_loop_test(tc, test_evhttp_client_gone, 0,
+			    sizeof(gone_cases) / sizeof(gone_cases[0]));
+	tcase_add_test(tc, test_evhttp_own_on_complete);
 	tcase_add_test(tc, test_registrations);
+	tcase_add_test(tc, test_listener_error);
 	tcase_add_test(tc, test_servers_uninitialised);
 	tcase_add_test(tc, test_servers_disabled);
 	suite_add_tcase(s, tc);
