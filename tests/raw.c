@@ -2,7 +2,9 @@
  * raw.c: records written as bytes for raw-socket tests (see raw.h).
  */
 #include <check.h>
+#include <unistd.h>
 
+#include "harness.h"
 #include "raw.h"
 
 size_t raw_encode(unsigned char *buf, size_t cap, const struct proto_record *r)
@@ -47,4 +49,44 @@ size_t raw_request(unsigned char *buf, size_t cap, uint64_t ctx, uint64_t ts)
 	for (size_t i = 0; i < RAW_REQUEST_RECORDS; i++)
 		n += raw_encode(buf + n, cap - n, &r[i]);
 	return n;
+}
+
+void raw_send(int fd, const struct proto_record *r)
+{
+	unsigned char buf[1024];
+
+	ck_assert_int_eq(
+	    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, r)), 0);
+}
+
+void raw_send_request(int fd, uint64_t ctx, uint64_t ts)
+{
+	unsigned char buf[1024];
+
+	ck_assert_int_eq(
+	    harness_write_all(fd, buf, raw_request(buf, sizeof buf, ctx, ts)),
+	    0);
+}
+
+int raw_connect(const struct harness_daemon *d)
+{
+	int fd = harness_connect(d);
+
+	ck_assert_msg(fd >= 0, "%s", harness_error());
+	return fd;
+}
+
+int raw_hello(const struct harness_daemon *d, uint64_t instance, uint32_t pid)
+{
+	int fd = raw_connect(d);
+
+	ck_assert_int_eq(harness_send_hello(fd, instance, pid), 0);
+	return fd;
+}
+
+void raw_send_until_closed(int fd, const void *buf, size_t len)
+{
+	ck_assert_int_eq(harness_write_all(fd, buf, len), 0);
+	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
+	close(fd);
 }

@@ -1,7 +1,8 @@
 /*
- * raw.h: records written as bytes, for tests that speak the protocol to
- * the daemon over a raw socket (harness_connect, harness_send_hello)
- * instead of through the client library.
+ * raw.h: records written as bytes, and the raw connections that carry
+ * them, for tests that speak the protocol to the daemon over a raw socket
+ * instead of through the client library.  Every function here fails the
+ * test (Check) rather than return an error.
  */
 #ifndef CTXLEAK_RAW_H
 #define CTXLEAK_RAW_H
@@ -10,6 +11,8 @@
 #include <stdint.h>
 
 #include "proto.h"
+
+struct harness_daemon;
 
 /* The records raw_request writes. */
 #define RAW_REQUEST_RECORDS 4
@@ -20,5 +23,22 @@ size_t raw_encode(unsigned char *buf, size_t cap, const struct proto_record *r);
 /* One clean request of ctx on thread 7, at ts .. ts + 3: BEGIN 'GET /raw',
  * TAG k=v, EVENT e, END; RAW_REQUEST_RECORDS records, their length. */
 size_t raw_request(unsigned char *buf, size_t cap, uint64_t ctx, uint64_t ts);
+
+/* Encodes r and writes it on fd. */
+void raw_send(int fd, const struct proto_record *r);
+/* Writes raw_request's records (ctx, from ts) on fd. */
+void raw_send_request(int fd, uint64_t ctx, uint64_t ts);
+
+/* A blocking connection to d's socket (harness_connect). */
+int raw_connect(const struct harness_daemon *d);
+
+/* raw_connect, then a HELLO of app "raw" with this instance and claimed
+ * pid (harness_send_hello). */
+int raw_hello(const struct harness_daemon *d, uint64_t instance, uint32_t pid);
+
+/* Writes len bytes of buf on fd, waits until the daemon closes the
+ * connection (harness_wait_closed: input it refuses ends the connection
+ * at once, not after a timeout), and closes fd. */
+void raw_send_until_closed(int fd, const void *buf, size_t len);
 
 #endif /* CTXLEAK_RAW_H */

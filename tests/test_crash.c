@@ -401,15 +401,6 @@ static size_t encode_dropped(unsigned char *buf, size_t cap, uint64_t count)
 	return raw_encode(buf, cap, &r);
 }
 
-static int hello(const struct harness_daemon *d, uint64_t instance)
-{
-	int fd = harness_connect(d);
-
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, instance, 0), 0);
-	return fd;
-}
-
 static void expect_receipt(int fd, uint64_t records, uint64_t dropped)
 {
 	struct proto_receipt r;
@@ -451,7 +442,7 @@ START_TEST(test_raw_reconnections_live_daemon)
 	char *log;
 
 	START(&d, "--keep", "all", "--linger", linger, "--log-level", "debug");
-	fd = hello(&d, 0x5eed);
+	fd = raw_hello(&d, 0x5eed, 0);
 	n = encode_request(buf, sizeof buf, 11, 1000, 1);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	/* The records are in when the request is. */
@@ -461,7 +452,7 @@ START_TEST(test_raw_reconnections_live_daemon)
 	close(fd);
 	if (!_i)
 		wait_disconnected(&d, 1);
-	fd = hello(&d, 0x5eed);
+	fd = raw_hello(&d, 0x5eed, 0);
 	expect_receipt(fd, 4, 0);
 	n = encode_dropped(buf, sizeof buf, 3);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
@@ -470,11 +461,11 @@ START_TEST(test_raw_reconnections_live_daemon)
 	ck_assert_msg(harness_wait_int(&d, "SELECT count(*) FROM drops", 1) ==
 			  0,
 		      "%s", harness_error());
-	fd = hello(&d, 0x5eed);
+	fd = raw_hello(&d, 0x5eed, 0);
 	expect_receipt(fd, 4, 3);
 	close(fd);
 	/* A new instance holds nothing. */
-	fd = hello(&d, 0xf00d);
+	fd = raw_hello(&d, 0xf00d, 0);
 	expect_receipt(fd, 0, 0);
 	close(fd);
 	ck_assert_int_eq(harness_stop(&d), 0);
@@ -508,7 +499,7 @@ START_TEST(test_raw_receipt_after_kill_is_committed)
 	int fd;
 
 	ck_assert_msg(harness_start(&d, args) == 0, "%s", harness_error());
-	fd = hello(&d, 0xbeef);
+	fd = raw_hello(&d, 0xbeef, 0);
 	n = encode_request(buf, sizeof buf, 12, 1000, 1);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	ck_assert_msg(harness_wait_int(&d,
@@ -528,7 +519,7 @@ START_TEST(test_raw_receipt_after_kill_is_committed)
 	harness_kill(&d);
 	close(fd);
 	restart(&d, args);
-	fd = hello(&d, 0xbeef);
+	fd = raw_hello(&d, 0xbeef, 0);
 	ck_assert_msg(harness_read_receipt(fd, &r) == 0, "%s", harness_error());
 	close(fd);
 	ck_assert_int_eq(harness_stop(&d), 0);
@@ -550,9 +541,8 @@ static int hello_v(const struct harness_daemon *d, uint64_t instance,
 				.seq = seq};
 	unsigned char buf[256];
 	size_t n = proto_encode_hello(buf, sizeof buf, &h);
-	int fd = harness_connect(d);
+	int fd = raw_connect(d);
 
-	ck_assert_msg(fd >= 0, "%s", harness_error());
 	ck_assert_uint_gt(n, 0);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	expect_receipt(fd, records, 0);

@@ -57,6 +57,22 @@ static void assert_log_has(const struct harness_daemon *d, const char *s)
 	free(log);
 }
 
+/* Until the query says n. */
+static void wait_for_int(const struct harness_daemon *d, const char *sql,
+			 int64_t n)
+{
+	ck_assert_msg(harness_wait_int(d, sql, n) == 0, "%s", harness_error());
+}
+
+/* Until n connections have closed and their processes are finalised. */
+static void wait_disconnected(const struct harness_daemon *d, int64_t n)
+{
+	wait_for_int(d,
+		     "SELECT count(*) FROM processes WHERE "
+		     "disconnected_at IS NOT NULL",
+		     n);
+}
+
 /* ------------------------------------------------------ client scenarios */
 
 static int64_t leaks_of(const struct harness_daemon *d, const char *cls,
@@ -286,11 +302,10 @@ START_TEST(test_killed_client_gives_unclosed)
 				   NULL);
 	ck_assert(pid > 0);
 	/* --keep=all stores each record once a watermark covers it. */
-	ck_assert_msg(harness_wait_int(&d,
-				       "SELECT count(*) FROM records WHERE "
-				       "type = 'BEGIN' AND name = 'GET /hang'",
-				       1) == 0,
-		      "%s", harness_error());
+	wait_for_int(&d,
+		     "SELECT count(*) FROM records WHERE "
+		     "type = 'BEGIN' AND name = 'GET /hang'",
+		     1);
 	kill(pid, SIGKILL);
 	ck_assert_int_eq(harness_client_wait(pid), 128 + SIGKILL);
 	STOP_OK(&d);
@@ -313,12 +328,8 @@ START_TEST(test_garbage_closes_only_its_connection)
 	int fd;
 
 	START(&d, "--keep", "all");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4711, (uint32_t)getpid()), 0);
-	ck_assert_int_eq(harness_write_all(fd, junk, sizeof junk), 0);
-	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
-	close(fd);
+	fd = raw_hello(&d, 4711, (uint32_t)getpid());
+	raw_send_until_closed(fd, junk, sizeof junk);
 
 	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
 					harness_worked_example, NULL),
@@ -345,14 +356,10 @@ START_TEST(test_bad_input_keeps_what_came_before)
 	int fd;
 
 	START(&d, "--keep", "all");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4712, 0), 0);
+	fd = raw_hello(&d, 4712, 0);
 	n = raw_request(buf, sizeof buf, 99, 1000);
 	buf[n++] = 0xc1; /* never used in msgpack */
-	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
-	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
-	close(fd);
+	raw_send_until_closed(fd, buf, n);
 	STOP_OK(&d);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
 				       "processes p ON p.id = r.process_id "
@@ -382,14 +389,10 @@ START_TEST(test_string_limit_closes_connection)
 
 	memset(big, 'x', sizeof big);
 	START(&d, "--keep", "all", "--max-string", "64");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4717, 0), 0);
+	fd = raw_hello(&d, 4717, 0);
 	n = raw_request(buf, sizeof buf, 99, 1000);
 	n += raw_encode(buf + n, sizeof buf - n, &tag);
-	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
-	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
-	close(fd);
+	raw_send_until_closed(fd, buf, n);
 	STOP_OK(&d);
 	assert_log_has(&d, "closing connection: ");
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records"), 4);
@@ -404,7 +407,6 @@ END_TEST
  * watermark at ts `watermark`. */
 static void open_scopes(int fd, int n, uint64_t watermark)
 {
-	unsigned char buf[256];
 	struct proto_record r = {.type = PROTO_BEGIN,
 				 .tid = 7,
 				 .kind = PROTO_KIND_REQUEST,
@@ -413,20 +415,10 @@ static void open_scopes(int fd, int n, uint64_t watermark)
 	for (int i = 0; i < n; i++) {
 		r.ts = 1000 + (uint64_t)i;
 		r.ctx = 500 + (uint64_t)i;
-		ck_assert_int_eq(
-		    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &r)),
-		    0);
+		raw_send(fd, &r);
 	}
 	r = (struct proto_record){.type = PROTO_WATERMARK, .ts = watermark};
-	ck_assert_int_eq(
-	    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &r)), 0);
-}
-
-/* Until the query says n. */
-static void wait_for_int(const struct harness_daemon *d, const char *sql,
-			 int64_t n)
-{
-	ck_assert_msg(harness_wait_int(d, sql, n) == 0, "%s", harness_error());
+	raw_send(fd, &r);
 }
 
 /* Until the leaks table holds n unclosed findings. */
@@ -442,9 +434,7 @@ START_TEST(test_max_open_scopes)
 	int fd;
 
 	START(&d, "--keep", "all", "--max-open-scopes", "10");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4718, 0), 0);
+	fd = raw_hello(&d, 4718, 0);
 	open_scopes(fd, 25, 2000);
 	/* While connected only the scopes evicted over the limit are
 	 * unclosed; the rest follow at the disconnect. */
@@ -463,11 +453,8 @@ END_TEST
 static void connect_two(const struct harness_daemon *d, uint64_t instance,
 			int *a, int *b)
 {
-	*a = harness_connect(d);
-	*b = harness_connect(d);
-	ck_assert_msg(*a >= 0 && *b >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(*a, instance, 0), 0);
-	ck_assert_int_eq(harness_send_hello(*b, instance + 1, 0), 0);
+	*a = raw_hello(d, instance, 0);
+	*b = raw_hello(d, instance + 1, 0);
 }
 
 /* Scopes of the process of that instance forgotten over a limit. */
@@ -509,25 +496,18 @@ END_TEST
 /* n complete requests from ctx first on, then a watermark past them. */
 static void send_requests(int fd, uint64_t first, int n, uint64_t ts)
 {
-	unsigned char buf[1024];
 	struct proto_record wm = {.type = PROTO_WATERMARK,
 				  .ts = ts + 10 * (uint64_t)n};
 
 	for (int i = 0; i < n; i++)
-		ck_assert_int_eq(
-		    harness_write_all(fd, buf,
-				      raw_request(buf, sizeof buf,
-						  first + (uint64_t)i,
-						  ts + 10 * (uint64_t)i)),
-		    0);
-	ck_assert_int_eq(
-	    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &wm)), 0);
+		raw_send_request(fd, first + (uint64_t)i,
+				 ts + 10 * (uint64_t)i);
+	raw_send(fd, &wm);
 }
 
 /* A TAG of a new request (ctx 1000) under the context of an ended one. */
 static void send_probe(int fd, uint64_t ended_ctx, uint64_t ts)
 {
-	unsigned char buf[1024];
 	struct proto_record tag = {.type = PROTO_TAG,
 				   .ts = ts + 5,
 				   .tid = 7,
@@ -535,11 +515,8 @@ static void send_probe(int fd, uint64_t ended_ctx, uint64_t ts)
 				   .cause = 1000,
 				   .key = {"probe", 5}};
 
-	ck_assert_int_eq(
-	    harness_write_all(fd, buf, raw_request(buf, sizeof buf, 1000, ts)),
-	    0);
-	ck_assert_int_eq(
-	    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &tag)), 0);
+	raw_send_request(fd, 1000, ts);
+	raw_send(fd, &tag);
 }
 
 /* The class of the finding of process `instance` under ctx. */
@@ -598,9 +575,7 @@ START_TEST(test_max_request_age)
 	int fd;
 
 	START(&d, "--keep", "all", "--max-request-age", "1s");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4719, 0), 0);
+	fd = raw_hello(&d, 4719, 0);
 	/* The watermark is 2 s of client time later: every scope is too
 	 * old, with the connection still open. */
 	open_scopes(fd, 3, 1000 + 2000000000ULL);
@@ -629,20 +604,14 @@ START_TEST(test_dropped_and_unknown_counted)
 	int fd;
 
 	START(&d, "--keep", "all");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4722, 0), 0);
+	fd = raw_hello(&d, 4722, 0);
 	n = raw_request(buf, sizeof buf, 99, 1000);
 	memcpy(buf + n, unknown, sizeof unknown);
 	n += sizeof unknown;
 	n += raw_encode(buf + n, sizeof buf - n, &dropped);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	close(fd);
-	ck_assert_msg(harness_wait_int(&d,
-				       "SELECT count(*) FROM processes WHERE "
-				       "disconnected_at IS NOT NULL",
-				       1) == 0,
-		      "%s", harness_error());
+	wait_disconnected(&d, 1);
 	STOP_OK(&d);
 	ck_assert_int_eq(query_int(&d, "SELECT dropped FROM processes"), 42);
 	ck_assert_int_eq(query_int(&d, "SELECT unknown_skipped FROM processes"),
@@ -662,12 +631,9 @@ START_TEST(test_record_before_hello)
 	int fd;
 
 	START(&d, "--keep", "all");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
+	fd = raw_connect(&d);
 	n = raw_request(buf, sizeof buf, 5, 1000);
-	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
-	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
-	close(fd);
+	raw_send_until_closed(fd, buf, n);
 	/* Only that connection: the daemon still serves clients. */
 	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
 					harness_worked_example, NULL),
@@ -683,22 +649,13 @@ END_TEST
 START_TEST(test_kernel_pid_wins)
 {
 	struct harness_daemon d;
-	unsigned char buf[512];
-	size_t n;
 	int fd;
 
 	START(&d, "--keep", "all");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4713, 1), 0);
-	n = raw_request(buf, sizeof buf, 5, 1000);
-	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	fd = raw_hello(&d, 4713, 1);
+	raw_send_request(fd, 5, 1000);
 	close(fd);
-	ck_assert_msg(harness_wait_int(&d,
-				       "SELECT count(*) FROM processes WHERE "
-				       "disconnected_at IS NOT NULL",
-				       1) == 0,
-		      "%s", harness_error());
+	wait_disconnected(&d, 1);
 	STOP_OK(&d);
 	ck_assert_int_eq(query_int(&d, "SELECT pid FROM processes WHERE "
 				       "instance = 4713"),
@@ -716,19 +673,14 @@ END_TEST
 START_TEST(test_reconnection_continues_process)
 {
 	struct harness_daemon d;
-	unsigned char buf[512];
-	size_t n;
 	int fd;
 
 	/* Long enough that the second connection comes within it. */
 	START(&d, "--keep", "all", "--linger", "60s");
 	for (int i = 0; i < 2; i++) {
-		fd = harness_connect(&d);
-		ck_assert_msg(fd >= 0, "%s", harness_error());
-		ck_assert_int_eq(harness_send_hello(fd, 4714, 0), 0);
-		n = raw_request(buf, sizeof buf, 10 + (uint64_t)i,
-				1000 + 100 * (uint64_t)i);
-		ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+		fd = raw_hello(&d, 4714, 0);
+		raw_send_request(fd, 10 + (uint64_t)i,
+				 1000 + 100 * (uint64_t)i);
 		close(fd);
 	}
 	STOP_OK(&d);
@@ -766,9 +718,7 @@ START_TEST(test_instance_of_another_uid_refused)
 	START(&d, "--keep", "all", "--log-level", "debug");
 	ck_assert_int_eq(chmod(d.dir, 0755), 0);
 	ck_assert_int_eq(chmod(d.socket, 0666), 0);
-	fd = harness_connect(&d);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(harness_send_hello(fd, 4721, 0), 0);
+	fd = raw_hello(&d, 4721, 0);
 	ck_assert_msg(harness_wait_log(&d, "new process", 1) == 0, "%s",
 		      harness_error());
 	pid = fork();
@@ -797,9 +747,7 @@ START_TEST(test_sigterm_drains)
 	START(&d, "--keep", "all");
 	for (uint64_t i = 0; i < N; i++)
 		n += raw_request(buf + n, cap - n, 1000 + i, 10 * (i + 1));
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4715, 0), 0);
+	fd = raw_hello(&d, 4715, 0);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	/* At once, with the connection still open: what the kernel took
 	 * must all be stored. */
@@ -830,11 +778,8 @@ START_TEST(test_sigterm_loses_nothing_of_busy_clients)
 	for (int i = 0; i < CLIENTS; i++)
 		pids[i] = emitters_spawn(&d, e, i, CTXLEAK_BACKEND_THREAD);
 	/* Every client connected and its batches flowing. */
-	ck_assert_msg(harness_wait_int(&d,
-				       "SELECT count(DISTINCT process_id) "
-				       "FROM records",
-				       CLIENTS) == 0,
-		      "%s", harness_error());
+	wait_for_int(&d, "SELECT count(DISTINCT process_id) FROM records",
+		     CLIENTS);
 	STOP_OK(&d);
 	/* The clients shut down with the daemon gone: their own figures. */
 	e->stop = 1;
@@ -883,9 +828,7 @@ START_TEST(test_sigterm_accepts_the_backlog)
 	ck_assert_int_eq(waitpid(d.pid, &st, WUNTRACED), d.pid);
 	ck_assert(WIFSTOPPED(st));
 	for (int i = 0; i < CONNS; i++) {
-		fds[i] = harness_connect(&d);
-		ck_assert_msg(fds[i] >= 0, "%s", harness_error());
-		ck_assert_int_eq(harness_send_hello(fds[i], 9000 + i, 0), 0);
+		fds[i] = raw_hello(&d, 9000 + i, 0);
 		ck_assert_int_eq(harness_write_all(fds[i], buf, n), 0);
 	}
 	ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
@@ -1365,17 +1308,13 @@ START_TEST(test_max_connections)
 
 	START(&d, "--max-connections", "2", "--log-level", "debug");
 	for (int i = 0; i < 2; i++) {
-		fds[i] = harness_connect(&d);
-		ck_assert_msg(fds[i] >= 0, "%s", harness_error());
-		ck_assert_int_eq(
-		    harness_send_hello(fds[i], 100 + (uint64_t)i, 0), 0);
+		fds[i] = raw_hello(&d, 100 + (uint64_t)i, 0);
 		/* Once the daemon has handled this HELLO, the harness's
 		 * readiness probe is long closed and uncounted. */
 		ck_assert_msg(harness_wait_log(&d, "new process", i + 1) == 0,
 			      "%s", harness_error());
 	}
-	fds[2] = harness_connect(&d);
-	ck_assert_msg(fds[2] >= 0, "%s", harness_error());
+	fds[2] = raw_connect(&d);
 	ck_assert_msg(harness_wait_closed(fds[2]) == 0, "%s", harness_error());
 	assert_log_has(&d, "--max-connections");
 	/* A slot frees up when a client leaves. */
@@ -1383,8 +1322,7 @@ START_TEST(test_max_connections)
 	ck_assert_msg(harness_wait_log(&d, "finalised", 1) == 0, "%s",
 		      harness_error());
 	close(fds[2]);
-	fds[2] = harness_connect(&d);
-	ck_assert_int_eq(harness_send_hello(fds[2], 102, 0), 0);
+	fds[2] = raw_hello(&d, 102, 0);
 	ck_assert_msg(harness_wait_log(&d, "new process", 3) == 0, "%s",
 		      harness_error());
 	close(fds[1]);
@@ -1445,16 +1383,12 @@ START_TEST(test_refusals_logged_per_burst)
 
 	START(&d, "--max-connections", "2", "--log-level", "debug");
 	for (int i = 0; i < 2; i++) {
-		fds[i] = harness_connect(&d);
-		ck_assert_msg(fds[i] >= 0, "%s", harness_error());
-		ck_assert_int_eq(
-		    harness_send_hello(fds[i], 200 + (uint64_t)i, 0), 0);
+		fds[i] = raw_hello(&d, 200 + (uint64_t)i, 0);
 		ck_assert_msg(harness_wait_log(&d, "new process", i + 1) == 0,
 			      "%s", harness_error());
 	}
 	for (int i = 0; i < REFUSED; i++) {
-		fd = harness_connect(&d);
-		ck_assert_msg(fd >= 0, "%s", harness_error());
+		fd = raw_connect(&d);
 		ck_assert_msg(harness_wait_closed(fd) == 0, "%s",
 			      harness_error());
 		close(fd);
@@ -1496,10 +1430,8 @@ START_TEST(test_out_of_descriptors)
 	/* Room for three more descriptors at most. */
 	rl.rlim_cur = rl.rlim_max = (rlim_t)lowest_free_fd(d.pid) + 3;
 	ck_assert_int_eq(prlimit(d.pid, RLIMIT_NOFILE, &rl, NULL), 0);
-	for (int i = 0; i < FD_STORM; i++) {
-		fds[i] = harness_connect(&d);
-		ck_assert_msg(fds[i] >= 0, "%s", harness_error());
-	}
+	for (int i = 0; i < FD_STORM; i++)
+		fds[i] = raw_connect(&d);
 	ck_assert_msg(harness_wait_log(&d, "Too many open files", 1) == 0, "%s",
 		      harness_error());
 	cpu = cpu_seconds(d.pid);
@@ -1518,11 +1450,7 @@ START_TEST(test_out_of_descriptors)
 		      "%s", harness_error());
 	/* The client waited in the backlog: its process row says it got
 	 * through. */
-	ck_assert_msg(harness_wait_int(&d,
-				       "SELECT count(*) FROM processes "
-				       "WHERE disconnected_at IS NOT NULL",
-				       1) == 0,
-		      "%s", harness_error());
+	wait_disconnected(&d, 1);
 	STOP_OK(&d);
 	assert_worked_example_leaks(&d);
 	harness_cleanup(&d);
@@ -1551,9 +1479,7 @@ START_TEST(test_sighup_reopens_log_file)
 	snprintf(d.log, sizeof d.log, "%s", path);
 	ck_assert_msg(harness_wait_log(&d, "log file reopened", 1) == 0, "%s",
 		      harness_error());
-	fd = harness_connect(&d);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(harness_send_hello(fd, 4716, 0), 0);
+	fd = raw_hello(&d, 4716, 0);
 	ck_assert_msg(harness_wait_log(&d, "new process", 1) == 0, "%s",
 		      harness_error());
 	close(fd);
@@ -1691,11 +1617,7 @@ START_TEST(test_sd_notify_never_blocks)
 	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
 					harness_worked_example, NULL),
 			 0);
-	ck_assert_msg(harness_wait_int(&d,
-				       "SELECT count(*) FROM processes "
-				       "WHERE disconnected_at IS NOT NULL",
-				       1) == 0,
-		      "%s", harness_error());
+	wait_disconnected(&d, 1);
 
 	ck_assert(wait_notify(fd, "WATCHDOG=1", msg, sizeof msg));
 	STOP_OK(&d);
@@ -1716,13 +1638,10 @@ START_TEST(test_silent_connection_closed)
 	int talker, silent;
 
 	START(&d, "--log-level", "debug");
-	talker = harness_connect(&d);
-	ck_assert_msg(talker >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(talker, 4723, 0), 0);
+	talker = raw_hello(&d, 4723, 0);
 	ck_assert_msg(harness_wait_log(&d, "new process", 1) == 0, "%s",
 		      harness_error());
-	silent = harness_connect(&d);
-	ck_assert_msg(silent >= 0, "%s", harness_error());
+	silent = raw_connect(&d);
 	ck_assert_msg(harness_wait_closed(silent) == 0, "%s", harness_error());
 	assert_log_has(&d, "closing connection: no HELLO within 10 s");
 	/* The one that said HELLO earlier is still open: past its RECEIPT,

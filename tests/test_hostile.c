@@ -187,35 +187,15 @@ static void stop_and_check_companion(struct harness_daemon *d)
 
 /* ------------------------------------------------------ hostile peers */
 
-static int connect_raw(const struct harness_daemon *d)
-{
-	int fd = harness_connect(d);
-
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	return fd;
-}
-
 /* The daemon must close the connection by itself: bad input is refused
  * at once, not waited out. */
 static void send_and_expect_close(const struct harness_daemon *d, int hello,
 				  const void *buf, size_t len)
 {
 	static uint64_t instance = 1u << 20;
-	int fd = connect_raw(d);
+	int fd = hello ? raw_hello(d, ++instance, 0) : raw_connect(d);
 
-	if (hello)
-		ck_assert_int_eq(harness_send_hello(fd, ++instance, 0), 0);
-	ck_assert_int_eq(harness_write_all(fd, buf, len), 0);
-	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
-	close(fd);
-}
-
-static int raw_hello(const struct harness_daemon *d, uint64_t instance)
-{
-	int fd = connect_raw(d);
-
-	ck_assert_int_eq(harness_send_hello(fd, instance, 0), 0);
-	return fd;
+	raw_send_until_closed(fd, buf, len);
 }
 
 static uint32_t xorshift(uint32_t *s)
@@ -244,7 +224,8 @@ START_TEST(test_random_bytes)
 	for (int i = 0; i < 200; i++) {
 		for (size_t j = 0; j < sizeof junk; j++)
 			junk[j] = (unsigned char)xorshift(&seed);
-		fd = i % 2 ? raw_hello(&d, 100 + (uint64_t)i) : connect_raw(&d);
+		fd = i % 2 ? raw_hello(&d, 100 + (uint64_t)i, 0)
+			   : raw_connect(&d);
 		harness_write_all(fd, junk, 1 + xorshift(&seed) % sizeof junk);
 		close(fd);
 	}
@@ -277,7 +258,7 @@ START_TEST(test_truncated_objects_then_close)
 	n = raw_request(buf, sizeof buf, 5, 1000);
 	/* Every cut of the fifth record: the four before it are kept. */
 	for (size_t cut = 1; cut < tlen; cut++) {
-		fd = raw_hello(&d, 1000 + cut);
+		fd = raw_hello(&d, 1000 + cut, 0);
 		ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 		ck_assert_int_eq(harness_write_all(fd, tag, cut), 0);
 		close(fd);
@@ -318,15 +299,13 @@ START_TEST(test_partial_record_times_out)
 	int fd, quiet;
 
 	START(&d, "--keep", "all", "--partial-timeout", "500ms");
-	quiet = raw_hello(&d, 4100);
+	quiet = raw_hello(&d, 4100, 0);
 	ck_assert_msg(harness_read_receipt(quiet, &receipt) == 0, "%s",
 		      harness_error());
-	fd = raw_hello(&d, 4101);
+	fd = raw_hello(&d, 4101, 0);
 	n = raw_request(buf, sizeof buf, 5, 1000);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
-	ck_assert_int_eq(harness_write_all(fd, tag, tlen / 2), 0);
-	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
-	close(fd);
+	raw_send_until_closed(fd, tag, tlen / 2);
 	snprintf(want, sizeof want,
 		 "pid %d: closing connection: a record left incomplete for "
 		 "500 ms (%zu bytes of it came; --partial-timeout)",
@@ -380,7 +359,7 @@ START_TEST(test_partial_record_dripped_times_out)
 	memset(value, 'd', sizeof value);
 	tlen = raw_encode(tag, sizeof tag, &r);
 	START(&d, "--partial-timeout", "500ms");
-	fd = raw_hello(&d, 4200);
+	fd = raw_hello(&d, 4200, 0);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	/* 100 ms a byte: the whole record would take over 10 s. */
 	while (sent < tlen && harness_write_all(fd, tag + sent, 1) == 0) {
@@ -545,16 +524,12 @@ START_TEST(test_hello_claims_another_pid)
 {
 	struct harness_daemon d;
 	struct companion c;
-	unsigned char buf[512];
-	size_t n;
 	int fd;
 
 	START(&d, "--keep", "all");
 	companion_start(&d, &c);
-	fd = connect_raw(&d);
-	ck_assert_int_eq(harness_send_hello(fd, 4242, (uint32_t)c.pid), 0);
-	n = raw_request(buf, sizeof buf, 77, 1000);
-	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	fd = raw_hello(&d, 4242, (uint32_t)c.pid);
+	raw_send_request(fd, 77, 1000);
 	close(fd);
 	ck_assert_msg(harness_wait_int(&d,
 				       "SELECT count(*) FROM processes WHERE "
@@ -593,14 +568,10 @@ static char long_text[LONG_STRING];
 static int start_with_limit(struct harness_daemon *d, const char *limit,
 			    const char *value, uint64_t instance, long *rss)
 {
-	int fd;
-
 	memset(long_text, 'x', sizeof long_text);
 	START(d, limit, value);
 	*rss = daemon_status_kb(d->pid, "VmRSS");
-	fd = connect_raw(d);
-	ck_assert_int_eq(harness_send_hello(fd, instance, 0), 0);
-	return fd;
+	return raw_hello(d, instance, 0);
 }
 
 static void send_record(int fd, const struct proto_record *r)
@@ -753,7 +724,7 @@ START_TEST(test_connection_churn)
 	/* Most connect and leave at once; every tenth says HELLO and sends
 	 * one request first. */
 	for (int i = 0; i < CHURN_CONNECTIONS; i++) {
-		fd = connect_raw(&d);
+		fd = raw_connect(&d);
 		if (i % 10 == 0) {
 			ck_assert_int_eq(harness_send_hello(fd, 10000 + i, 0),
 					 0);
@@ -794,7 +765,7 @@ START_TEST(test_thousand_concurrent_connections)
 	n = raw_request(buf, sizeof buf, 11, 1000);
 	n += raw_encode(buf + n, sizeof buf - n, &wm);
 	for (int i = 0; i < CONCURRENT_CONNECTIONS; i++) {
-		fd[i] = raw_hello(&d, 20000 + (uint64_t)i);
+		fd[i] = raw_hello(&d, 20000 + (uint64_t)i, 0);
 		ck_assert_int_eq(harness_write_all(fd[i], buf, n), 0);
 	}
 	/* All of them at once: the watermark retires each request while
@@ -848,7 +819,7 @@ START_TEST(test_default_limits_take_many_workers)
 		      harness_error());
 	n = raw_request(buf, sizeof buf, 11, 1000);
 	for (int i = 0; i < MANY_WORKERS; i++) {
-		fd[i] = raw_hello(&d, 40000 + (uint64_t)i);
+		fd[i] = raw_hello(&d, 40000 + (uint64_t)i, 0);
 		ck_assert_msg(harness_read_receipt(fd[i], &receipt) == 0,
 			      "connection %d: %s", i, harness_error());
 		ck_assert_int_eq(harness_write_all(fd[i], buf, n), 0);
@@ -878,7 +849,7 @@ static int flood_sites_held(const struct harness_daemon *d, int flooder)
 	static unsigned char buf[FLOOD_SITES * 256];
 	char file[200];
 	size_t n = 0;
-	int fd = raw_hello(d, 50000 + (uint64_t)flooder);
+	int fd = raw_hello(d, 50000 + (uint64_t)flooder, 0);
 
 	for (int i = 0; i < FLOOD_SITES; i++) {
 		struct proto_record r = {.type = PROTO_SITE,

@@ -19,6 +19,7 @@
 #include "ctxleak.h"
 #include "harness_check.h"
 #include "proto.h"
+#include "raw.h"
 
 /* `ctxleak --db DB show ID`: its stdout, or fail. */
 static char *show(const struct harness_daemon *d, int64_t id)
@@ -212,14 +213,8 @@ static void send_hello(int fd, uint64_t instance, const char *backend)
 
 static void send_records(int fd, const struct proto_record *recs, size_t n)
 {
-	unsigned char buf[512];
-
-	for (size_t i = 0; i < n; i++) {
-		size_t len = proto_encode_record(buf, sizeof buf, &recs[i]);
-
-		ck_assert_uint_gt(len, 0);
-		ck_assert_int_eq(harness_write_all(fd, buf, len), 0);
-	}
+	for (size_t i = 0; i < n; i++)
+		raw_send(fd, &recs[i]);
 }
 
 #define REQ_BEGIN(ts_, tid_, ctx_, prev_, name_)                               \
@@ -259,8 +254,7 @@ START_TEST(test_clean_source_gets_row)
 	int fd;
 
 	START(&d, "--keep", "leaky");
-	fd = harness_connect(&d);
-	ck_assert_int_ge(fd, 0);
+	fd = raw_connect(&d);
 	send_hello(fd, 77, "thread");
 	send_records(fd, recs, sizeof recs / sizeof recs[0]);
 	close(fd);
@@ -308,8 +302,7 @@ START_TEST(test_observe_end_cleared)
 	int fd;
 
 	START(&d, "--keep", "all");
-	fd = harness_connect(&d);
-	ck_assert_int_ge(fd, 0);
+	fd = raw_connect(&d);
 	send_hello(fd, 78, backend);
 	send_records(fd, recs, sizeof recs / sizeof recs[0]);
 	close(fd);
