@@ -75,6 +75,24 @@ static void wait_disconnected(const struct harness_daemon *d, int64_t n)
 
 /* ------------------------------------------------------ client scenarios */
 
+/* The worked example in one client under backend, which exits 0. */
+static void example_client(const struct harness_daemon *d,
+			   enum ctxleak_backend backend)
+{
+	ck_assert_int_eq(
+	    harness_client(d, backend, harness_worked_example, NULL), 0);
+}
+
+/* Rows of table (leaks, requests, records) of processes of backend. */
+static int64_t rows_of_backend(const struct harness_daemon *d,
+			       const char *table, const char *backend)
+{
+	return query_int(d,
+			 "SELECT count(*) FROM %s x JOIN processes p ON "
+			 "p.id = x.process_id WHERE p.backend = '%s'",
+			 table, backend);
+}
+
 static int64_t leaks_of(const struct harness_daemon *d, const char *cls,
 			const char *victim, const char *source)
 {
@@ -123,8 +141,7 @@ static void run_worked_example(enum ctxleak_backend backend, const char *name)
 	struct harness_daemon d;
 
 	START(&d, "--keep", "all");
-	ck_assert_int_eq(
-	    harness_client(&d, backend, harness_worked_example, NULL), 0);
+	example_client(&d, backend);
 	STOP_OK(&d);
 	ck_assert_int_eq(query_int(&d,
 				   "SELECT count(*) FROM processes "
@@ -153,9 +170,7 @@ START_TEST(test_worked_example_task)
 	struct harness_daemon d;
 
 	START(&d, "--keep", "all");
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_TASK,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_TASK);
 	STOP_OK(&d);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 0);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests WHERE "
@@ -260,14 +275,8 @@ START_TEST(test_two_clients_at_once)
 	ck_assert_int_eq(query_int(&d, "SELECT pid FROM processes WHERE "
 				       "backend = 'task'"),
 			 task_pid);
-	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks l JOIN "
-				       "processes p ON p.id = l.process_id "
-				       "WHERE p.backend = 'thread'"),
-			 7);
-	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks l JOIN "
-				       "processes p ON p.id = l.process_id "
-				       "WHERE p.backend = 'task'"),
-			 0);
+	ck_assert_int_eq(rows_of_backend(&d, "leaks", "thread"), 7);
+	ck_assert_int_eq(rows_of_backend(&d, "leaks", "task"), 0);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests r JOIN "
 				       "processes p ON p.id = r.process_id "
 				       "GROUP BY p.id ORDER BY 1 LIMIT 1"),
@@ -331,9 +340,7 @@ START_TEST(test_garbage_closes_only_its_connection)
 	fd = raw_hello(&d, 4711, (uint32_t)getpid());
 	raw_send_until_closed(fd, junk, sizeof junk);
 
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	STOP_OK(&d);
 	assert_log_has(&d, "closing connection");
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
@@ -635,9 +642,7 @@ START_TEST(test_record_before_hello)
 	n = raw_request(buf, sizeof buf, 5, 1000);
 	raw_send_until_closed(fd, buf, n);
 	/* Only that connection: the daemon still serves clients. */
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	STOP_OK(&d);
 	assert_log_has(&d, "closing connection");
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes"), 1);
@@ -895,19 +900,12 @@ START_TEST(test_keep_leaky)
 	struct harness_daemon d;
 
 	START(&d, "--keep", "leaky");
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_TASK,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
+	example_client(&d, CTXLEAK_BACKEND_TASK);
 	STOP_OK(&d);
 	/* Rows and records of the leaky requests (all three under thread),
 	 * counts of the clean ones (all three under task). */
-	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests r JOIN "
-				       "processes p ON p.id = r.process_id "
-				       "WHERE p.backend = 'thread'"),
-			 3);
+	ck_assert_int_eq(rows_of_backend(&d, "requests", "thread"), 3);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests"), 3);
 	ck_assert_int_eq(query_int(&d, "SELECT sum(s.requests) FROM "
 				       "request_stats s JOIN processes p ON "
@@ -917,14 +915,8 @@ START_TEST(test_keep_leaky)
 	ck_assert_int_eq(query_int(&d, "SELECT sum(requests) FROM "
 				       "request_stats"),
 			 3);
-	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
-				       "processes p ON p.id = r.process_id "
-				       "WHERE p.backend = 'task'"),
-			 0);
-	ck_assert_int_gt(query_int(&d, "SELECT count(*) FROM records r JOIN "
-				       "processes p ON p.id = r.process_id "
-				       "WHERE p.backend = 'thread'"),
-			 0);
+	ck_assert_int_eq(rows_of_backend(&d, "records", "task"), 0);
+	ck_assert_int_gt(rows_of_backend(&d, "records", "thread"), 0);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
 				       "requests q ON q.id = r.request_id "
 				       "WHERE q.leaks = 0 AND q.source_of = 0"),
@@ -954,9 +946,7 @@ START_TEST(test_second_daemon_refused)
 		      "%s", out);
 	free(out);
 	/* The first one is untouched. */
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	STOP_OK(&d);
 	assert_worked_example_leaks(&d);
 	harness_cleanup(&d);
@@ -985,9 +975,7 @@ START_TEST(test_second_daemon_on_the_database_refused)
 	ck_assert_msg(strstr(out, want) != NULL, "%s", out);
 	free(out);
 	ck_assert_int_eq(access(sock2, F_OK), -1);
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	STOP_OK(&d);
 	assert_worked_example_leaks(&d);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes"), 1);
@@ -1131,9 +1119,7 @@ START_TEST(test_damaged_database_warned)
 	ck_assert_msg(harness_launch(&d, NULL) == 0, "%s", harness_error());
 	assert_log_has(&d, "is damaged: PRAGMA quick_check found");
 	assert_log_has(&d, want);
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	STOP_OK(&d);
 	assert_worked_example_leaks(&d);
 	harness_cleanup(&d);
@@ -1443,9 +1429,7 @@ START_TEST(test_out_of_descriptors)
 
 	for (int i = 0; i < FD_STORM; i++)
 		close(fds[i]);
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	ck_assert_msg(harness_wait_log(&d, "accepting again after", 1) == 0,
 		      "%s", harness_error());
 	/* The client waited in the backlog: its process row says it got
@@ -1540,9 +1524,12 @@ static int wait_notify(int fd, const char *needle, char *msg, size_t len)
 }
 
 /* Starts the daemon as systemd would under Type=notify with a 200 ms
- * watchdog; returns the notify socket, bound at *sun in its directory. */
+ * watchdog; returns the notify socket, bound at *sun in its directory,
+ * once READY=1 came on it.  READY=1 is first: the store is open and the
+ * socket listens, which harness_launch has seen. */
 static int launch_notified(struct harness_daemon *d, struct sockaddr_un *sun)
 {
+	char msg[512];
 	int fd;
 
 	ck_assert_int_eq(harness_prepare(d), 0);
@@ -1554,6 +1541,8 @@ static int launch_notified(struct harness_daemon *d, struct sockaddr_un *sun)
 	ck_assert_msg(harness_launch(d, NULL) == 0, "%s", harness_error());
 	unsetenv("NOTIFY_SOCKET");
 	unsetenv("WATCHDOG_USEC");
+	read_notify(fd, msg, sizeof msg);
+	ck_assert_msg(strstr(msg, "READY=1") != NULL, "%s", msg);
 	return fd;
 }
 
@@ -1565,11 +1554,6 @@ START_TEST(test_sd_notify)
 	int fd;
 
 	fd = launch_notified(&d, &sun);
-
-	/* READY=1 first: the store is open and the socket listens, which
-	 * harness_launch has seen. */
-	read_notify(fd, msg, sizeof msg);
-	ck_assert_msg(strstr(msg, "READY=1") != NULL, "%s", msg);
 	ck_assert(wait_notify(fd, "WATCHDOG=1", msg, sizeof msg));
 	ck_assert_msg(wait_notify(fd, "STATUS=0 connections, 0 processes", msg,
 				  sizeof msg),
@@ -1609,14 +1593,10 @@ START_TEST(test_sd_notify_never_blocks)
 	int fd;
 
 	fd = launch_notified(&d, &sun);
-	read_notify(fd, msg, sizeof msg);
-	ck_assert_msg(strstr(msg, "READY=1") != NULL, "%s", msg);
 
 	/* The next watchdog ping, 100 ms away, finds the queue full. */
 	fill_notify_queue(&sun);
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	wait_disconnected(&d, 1);
 
 	ck_assert(wait_notify(fd, "WATCHDOG=1", msg, sizeof msg));
@@ -1692,9 +1672,7 @@ START_TEST(test_every_option_accepted)
 	      "--max-held", "1M", "--max-pending", "2M", "--retention", "7d,1G",
 	      "--linger", "250ms", "--partial-timeout", "2s",
 	      "--max-record-size", "64K", "--max-string", "4096");
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	STOP_OK(&d);
 	assert_worked_example_leaks(&d);
 	harness_cleanup(&d);
