@@ -176,13 +176,7 @@ static void stop_and_check_companion(struct harness_daemon *d)
 					   proc, expected[i].class),
 				 expected[i].count);
 	/* B's rebuilt context holds status=200, set by A's code. */
-	ck_assert_int_eq(
-	    query_int(d, "SELECT count(*) FROM tags t "
-			 "JOIN requests r ON r.id = t.request_id "
-			 "JOIN requests s ON s.id = t.setter_request_id "
-			 "WHERE r.name = 'GET /b' AND t.key = 'status' AND "
-			 "t.value = '200' AND s.name = 'GET /a'"),
-	    1);
+	ck_assert_int_eq(query_int(d, HARNESS_EXAMPLE_BLED_TAG_SQL), 1);
 }
 
 /* ------------------------------------------------------ hostile peers */
@@ -595,7 +589,6 @@ START_TEST(test_long_strings_without_watermark)
 				 .message = {long_text, LONG_STRING}};
 	struct harness_daemon d;
 	long rss;
-	char *log;
 	int fd;
 
 	fd = start_with_limit(&d, "--max-pending", "4M", 4343, &rss);
@@ -609,9 +602,7 @@ START_TEST(test_long_strings_without_watermark)
 	ck_assert_int_eq(query_int(&d, "SELECT records FROM processes WHERE "
 				       "instance = 4343"),
 			 RECORDS);
-	log = harness_log(&d);
-	ck_assert_ptr_nonnull(strstr(log, "judged before a watermark"));
-	free(log);
+	ck_assert_int_ge(harness_log_count(&d, "judged before a watermark"), 1);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -679,7 +670,6 @@ START_TEST(test_long_names_on_open_requests)
 	struct proto_record wm = {.type = PROTO_WATERMARK};
 	struct harness_daemon d;
 	long rss;
-	char *log;
 	int fd;
 
 	fd = start_with_limit(&d, "--max-held", "4M", 4545, &rss);
@@ -699,9 +689,7 @@ START_TEST(test_long_names_on_open_requests)
 	ck_assert_int_gt(query_int(&d, "SELECT count(*) FROM requests WHERE "
 				       "name IS NULL"),
 			 REQUESTS / 2);
-	log = harness_log(&d);
-	ck_assert_ptr_nonnull(strstr(log, "kept without their names"));
-	free(log);
+	ck_assert_int_ge(harness_log_count(&d, "kept without their names"), 1);
 	harness_cleanup(&d);
 }
 END_TEST
