@@ -410,11 +410,17 @@ static void init_client(const char *path, enum ctxleak_backend backend,
 	ck_assert_int_eq(ctxleak_init(&o), CTXLEAK_OK);
 }
 
-static void start(struct listener *l, enum ctxleak_backend backend)
+/* A zeroed listener on a new socket path, started. */
+static void listen_fresh(struct listener *l)
 {
 	memset(l, 0, sizeof(*l));
 	socket_path(l);
 	listener_start(l);
+}
+
+static void start(struct listener *l, enum ctxleak_backend backend)
+{
+	listen_fresh(l);
 	init_client(l->path, backend, 0, 0);
 }
 
@@ -720,6 +726,29 @@ static void app_set(void *user, uint64_t ctx)
 	s->ctx = ctx;
 }
 
+/* A fresh listener (listen_fresh), and options that point at it. */
+static void listen_with_options(struct listener *l, struct ctxleak_options *o)
+{
+	listen_fresh(l);
+	ctxleak_options_init(o);
+	o->socket_path = l->path;
+}
+
+/* After one request of BEGIN, EVENT, END: flush, stop l once the END is
+ * in, and its three records in r. */
+static void shipped_begin_event_end(struct listener *l,
+				    struct proto_record *r[4])
+{
+	ctxleak_flush();
+	ck_assert(wait_records(l, PROTO_END, NULL, 1));
+	listener_stop(l);
+	ck_assert_uint_eq(select_records(l,
+					 1u << PROTO_BEGIN | 1u << PROTO_EVENT |
+					     1u << PROTO_END,
+					 r, 4),
+			  3);
+}
+
 START_TEST(test_custom_backend)
 {
 	struct listener l;
@@ -728,11 +757,7 @@ START_TEST(test_custom_backend)
 	struct proto_record *r[4];
 	uint64_t ctx;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
-	ctxleak_options_init(&o);
-	o.socket_path = l.path;
+	listen_with_options(&l, &o);
 	o.backend = CTXLEAK_BACKEND_CUSTOM;
 	o.custom_set = app_set;
 	o.custom_user = &st;
@@ -752,14 +777,7 @@ START_TEST(test_custom_backend)
 	ctxleak_end(ctx);
 	ck_assert_uint_eq(st.ctx, 77); /* restored to what it was before */
 	ck_assert_int_gt(st.gets, 0);
-	ctxleak_flush();
-	ck_assert(wait_records(&l, PROTO_END, NULL, 1));
-	listener_stop(&l);
-	ck_assert_uint_eq(select_records(&l,
-					 1u << PROTO_BEGIN | 1u << PROTO_EVENT |
-					     1u << PROTO_END,
-					 r, 4),
-			  3);
+	shipped_begin_event_end(&l, r);
 	ck_assert_uint_eq(r[0]->prev, 77);
 	ck_assert_uint_eq(r[1]->ctx, 5);
 	ck_assert_uint_eq(r[1]->cause, ctx);
@@ -779,11 +797,7 @@ START_TEST(test_observe_backend)
 	struct proto_record *r[4];
 	uint64_t ctx;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
-	ctxleak_options_init(&o);
-	o.socket_path = l.path;
+	listen_with_options(&l, &o);
 	o.backend = _i ? CTXLEAK_BACKEND_OBSERVE : CTXLEAK_BACKEND_CUSTOM;
 	o.custom_get = app_get;
 	o.custom_user = &st;
@@ -798,14 +812,7 @@ START_TEST(test_observe_backend)
 	ctxleak_end(ctx);
 	ck_assert_uint_eq(st.ctx, ctx); /* and clears it, or not */
 	ck_assert_int_eq(st.sets, 0);
-	ctxleak_flush();
-	ck_assert(wait_records(&l, PROTO_END, NULL, 1));
-	listener_stop(&l);
-	ck_assert_uint_eq(select_records(&l,
-					 1u << PROTO_BEGIN | 1u << PROTO_EVENT |
-					     1u << PROTO_END,
-					 r, 4),
-			  3);
+	shipped_begin_event_end(&l, r);
 	ck_assert_uint_eq(r[0]->prev, 0);
 	ck_assert_uint_eq(r[1]->ctx, ctx);
 	ck_assert_uint_eq(r[1]->cause, ctx);
@@ -855,9 +862,7 @@ START_TEST(test_environment)
 {
 	struct listener l;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	setenv("CTXLEAK_SOCKET", l.path, 1);
 	setenv("CTXLEAK_BACKEND", "global", 1);
 	setenv("CTXLEAK_APP", "from-env", 1);
@@ -940,9 +945,7 @@ START_TEST(test_threads)
 	pthread_t t[THREADS];
 	struct ctxleak_stats st;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	init_client(l.path, CTXLEAK_BACKEND_THREAD, 64 << 20, 0);
 	for (int i = 0; i < THREADS; i++)
 		pthread_create(&t[i], NULL, emit_numbered, NULL);
@@ -1466,9 +1469,7 @@ START_TEST(test_fork)
 	pid_t child;
 	int status, pc, cc;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	/* A long interval: the parent's events stay buffered over fork. */
 	init_client(l.path, CTXLEAK_BACKEND_THREAD, 0, 60000);
 	ctxleak_event("e", "hello");
@@ -1578,9 +1579,7 @@ START_TEST(test_exit_flushes)
 	int status;
 	pid_t pid;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	pid = emit_and_exit_child(l.path);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -1785,9 +1784,7 @@ START_TEST(test_shutdown_while_emitting)
 	struct ctxleak_stats st;
 	struct listener l;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	init_client(l.path, CTXLEAK_BACKEND_THREAD, 64 << 20, 0);
 	for (int i = 0; i < BURST_THREADS; i++)
 		pthread_create(&emit[i], NULL, emit_until_done, NULL);
@@ -1991,9 +1988,7 @@ START_TEST(test_disabled)
 {
 	struct listener l;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	setenv("CTXLEAK_DISABLE", "1", 1);
 	setenv("CTXLEAK_SOCKET", l.path, 1);
 	ck_assert_int_eq(ctxleak_init(NULL), CTXLEAK_EDISABLED);
@@ -2010,9 +2005,7 @@ START_TEST(test_shutdown)
 	struct ctxleak_stats st;
 
 	/* Slow flushes: only shutdown sends the event. */
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	init_client(l.path, CTXLEAK_BACKEND_THREAD, 0, 60000);
 	ctxleak_event("last", NULL);
 	ctxleak_shutdown();
@@ -2096,9 +2089,7 @@ START_TEST(test_watermark)
 	pthread_t t[4];
 	size_t marks = 0;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	init_client(l.path, CTXLEAK_BACKEND_THREAD, 0, 1);
 	atomic_store(&keep_emitting, 1);
 	for (int i = 0; i < 4; i++)
