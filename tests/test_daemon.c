@@ -1699,48 +1699,42 @@ START_TEST(test_bad_options)
 }
 END_TEST
 
-static Suite *daemon_suite(void)
-{
-	Suite *s = suite_create("daemon");
-
-	suite_add_tcase(
-	    s, check_tcase("findings", 60, test_worked_example_thread,
-			   test_worked_example_global, test_worked_example_task,
-			   test_two_clients_at_once,
-			   test_killed_client_gives_unclosed, test_keep_leaky,
-			   test_max_held, test_no_secrets_in_logs, NULL));
-	suite_add_tcase(
-	    s, check_tcase(
-		   "input", 60, test_garbage_closes_only_its_connection,
-		   test_bad_input_keeps_what_came_before,
-		   test_record_before_hello, test_dropped_and_unknown_counted,
-		   test_string_limit_closes_connection, test_max_open_scopes,
-		   test_max_open_scopes_total, test_max_ended_scopes_total,
-		   test_max_request_age, test_instance_of_another_uid_refused,
-		   test_kernel_pid_wins, test_reconnection_continues_process,
-		   NULL));
-	suite_add_tcase(
-	    s, check_tcase(
-		   "lifecycle", 60, test_sigterm_drains,
-		   test_sigterm_loses_nothing_of_busy_clients,
-		   test_sigterm_accepts_the_backlog, test_second_daemon_refused,
-		   test_second_daemon_on_the_database_refused,
-		   test_two_daemons_start_at_once, test_damaged_database_warned,
-		   test_stale_socket_replaced, test_unwritable_db,
-		   test_db_error_said_once, test_db_directories_0750,
-		   test_foreign_socket_directory, test_max_connections,
-		   test_refusals_logged_per_burst, test_out_of_descriptors,
-		   test_sighup_reopens_log_file, test_sd_notify,
-		   test_sd_notify_never_blocks, test_journal_prefixes, NULL));
-	suite_add_tcase(s, check_tcase("command line", 60,
-				       test_help_and_version, test_bad_options,
-				       test_every_option_accepted, NULL));
-	suite_add_tcase(
-	    s, check_tcase("slow", 60, test_silent_connection_closed, NULL));
-	return s;
-}
-
 int main(void)
 {
-	return check_main(daemon_suite(), NULL);
+	return check_main(
+	    check_suite(
+		"daemon",
+		check_tcase("findings", 60, test_worked_example_thread,
+			    test_worked_example_global,
+			    test_worked_example_task, test_two_clients_at_once,
+			    test_killed_client_gives_unclosed, test_keep_leaky,
+			    test_max_held, test_no_secrets_in_logs, NULL),
+		check_tcase(
+		    "input", 60, test_garbage_closes_only_its_connection,
+		    test_bad_input_keeps_what_came_before,
+		    test_record_before_hello, test_dropped_and_unknown_counted,
+		    test_string_limit_closes_connection, test_max_open_scopes,
+		    test_max_open_scopes_total, test_max_ended_scopes_total,
+		    test_max_request_age, test_instance_of_another_uid_refused,
+		    test_kernel_pid_wins, test_reconnection_continues_process,
+		    NULL),
+		check_tcase(
+		    "lifecycle", 60, test_sigterm_drains,
+		    test_sigterm_loses_nothing_of_busy_clients,
+		    test_sigterm_accepts_the_backlog,
+		    test_second_daemon_refused,
+		    test_second_daemon_on_the_database_refused,
+		    test_two_daemons_start_at_once,
+		    test_damaged_database_warned, test_stale_socket_replaced,
+		    test_unwritable_db, test_db_error_said_once,
+		    test_db_directories_0750, test_foreign_socket_directory,
+		    test_max_connections, test_refusals_logged_per_burst,
+		    test_out_of_descriptors, test_sighup_reopens_log_file,
+		    test_sd_notify, test_sd_notify_never_blocks,
+		    test_journal_prefixes, NULL),
+		check_tcase("command line", 60, test_help_and_version,
+			    test_bad_options, test_every_option_accepted, NULL),
+		check_tcase("slow", 60, test_silent_connection_closed, NULL),
+		NULL),
+	    NULL);
 }

@@ -661,27 +661,21 @@ START_TEST(test_demo_table)
 }
 END_TEST
 
-static Suite *demo_suite(void)
-{
-	Suite *s = suite_create("demo");
-	TCase *tc;
-
-	tc = check_tcase("clean", 120, NULL);
-	tcase_add_loop_test(tc, test_clean, 0,
-			    sizeof(clean_runs) / sizeof(clean_runs[0]));
-	suite_add_tcase(s, tc);
-	suite_add_tcase(
-	    s, check_tcase("leaky", 120, test_thread_per_request_global,
-			   test_thread_pool_thread, test_thread_pool_global,
-			   test_event_loop_thread, test_event_loop_global,
-			   test_coroutines_thread, test_coroutines_global,
-			   test_coroutines_custom_naive, test_auth_pool_observe,
-			   NULL));
-	suite_add_tcase(s, check_tcase("demo", 180, test_demo_table, NULL));
-	return s;
-}
-
 int main(void)
 {
-	return check_main(demo_suite(), NULL);
+	TCase *clean = check_tcase("clean", 120, NULL);
+
+	tcase_add_loop_test(clean, test_clean, 0,
+			    sizeof(clean_runs) / sizeof(clean_runs[0]));
+	return check_main(
+	    check_suite(
+		"demo", clean,
+		check_tcase("leaky", 120, test_thread_per_request_global,
+			    test_thread_pool_thread, test_thread_pool_global,
+			    test_event_loop_thread, test_event_loop_global,
+			    test_coroutines_thread, test_coroutines_global,
+			    test_coroutines_custom_naive,
+			    test_auth_pool_observe, NULL),
+		check_tcase("demo", 180, test_demo_table, NULL), NULL),
+	    NULL);
 }

@@ -1082,30 +1082,25 @@ END_TEST
 
 static Suite *hostile_suite(void)
 {
-	Suite *s = suite_create("hostile");
-
-	suite_add_tcase(s, check_tcase("input", 60, test_random_bytes,
-				       test_truncated_objects_then_close,
-				       test_partial_record_times_out,
-				       test_partial_record_dripped_times_out,
-				       test_four_gib_prefixes,
-				       test_huge_arrays_and_deep_nesting,
-				       test_wrong_types_and_order,
-				       test_hello_claims_another_pid,
-				       test_long_strings_without_watermark,
-				       test_long_tags_on_open_requests,
-				       test_long_names_on_open_requests, NULL));
-	suite_add_tcase(
-	    s, check_tcase("storms", 120, test_connection_churn,
-			   test_thousand_concurrent_connections,
-			   test_default_limits_take_many_workers,
-			   test_site_flood_under_size_retention,
-			   test_held_sites_do_not_empty_the_findings, NULL));
-	suite_add_tcase(
-	    s, check_tcase("modes", 0, test_socket_and_database_modes, NULL));
-	suite_add_tcase(
-	    s, check_tcase("faults", 60, test_sigterm_under_load, NULL));
-	return s;
+	return check_suite(
+	    "hostile",
+	    check_tcase(
+		"input", 60, test_random_bytes,
+		test_truncated_objects_then_close,
+		test_partial_record_times_out,
+		test_partial_record_dripped_times_out, test_four_gib_prefixes,
+		test_huge_arrays_and_deep_nesting, test_wrong_types_and_order,
+		test_hello_claims_another_pid,
+		test_long_strings_without_watermark,
+		test_long_tags_on_open_requests,
+		test_long_names_on_open_requests, NULL),
+	    check_tcase("storms", 120, test_connection_churn,
+			test_thousand_concurrent_connections,
+			test_default_limits_take_many_workers,
+			test_site_flood_under_size_retention,
+			test_held_sites_do_not_empty_the_findings, NULL),
+	    check_tcase("modes", 0, test_socket_and_database_modes, NULL),
+	    check_tcase("faults", 60, test_sigterm_under_load, NULL), NULL);
 }
 
 int main(void)

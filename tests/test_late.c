@@ -322,20 +322,12 @@ START_TEST(test_observe_end_cleared)
 }
 END_TEST
 
-static Suite *late_suite(void)
-{
-	Suite *s = suite_create("late");
-	TCase *tc;
-
-	tc = check_tcase("late", 0, test_late_work_under_task,
-			 test_late_findings_on_rows, test_clean_source_gets_row,
-			 NULL);
-	tcase_add_loop_test(tc, test_observe_end_cleared, 0, 2);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
 int main(void)
 {
-	return check_main(late_suite(), NULL);
+	TCase *tc = check_tcase("late", 0, test_late_work_under_task,
+				test_late_findings_on_rows,
+				test_clean_source_gets_row, NULL);
+
+	tcase_add_loop_test(tc, test_observe_end_cleared, 0, 2);
+	return check_main(check_suite("late", tc, NULL), NULL);
 }

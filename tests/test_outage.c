@@ -156,10 +156,11 @@ END_TEST
 
 int main(void)
 {
-	Suite *s = suite_create("outage");
-
-	suite_add_tcase(s, check_tcase("runs", 60, test_dead_daemon_reported,
-				       test_orderly_restart_complete,
-				       test_vanished_process_reported, NULL));
-	return check_main(s, NULL);
+	return check_main(
+	    check_suite("outage",
+			check_tcase("runs", 60, test_dead_daemon_reported,
+				    test_orderly_restart_complete,
+				    test_vanished_process_reported, NULL),
+			NULL),
+	    NULL);
 }

@@ -348,24 +348,20 @@ START_TEST(test_unknown_ctx_is_stable)
 }
 END_TEST
 
-static Suite *rules_classes_suite(void)
-{
-	Suite *s = suite_create("rules_classes");
-
-	suite_add_tcase(s, check_tcase("classes", 0, test_lost, test_stale,
-				       test_bleed, test_bleed_background,
-				       test_overlap, test_unclosed_at_finish,
-				       test_unclosed_at_age,
-				       test_unclosed_at_limit, NULL));
-	suite_add_tcase(s, check_tcase("precedence", 0, test_precedence_work,
-				       test_precedence_request_begin,
-				       test_misnest_conditions,
-				       test_end_unknown_without_cause,
-				       test_unknown_ctx_is_stable, NULL));
-	return s;
-}
-
 int main(void)
 {
-	return check_main(rules_classes_suite(), NULL);
+	return check_main(
+	    check_suite("rules_classes",
+			check_tcase("classes", 0, test_lost, test_stale,
+				    test_bleed, test_bleed_background,
+				    test_overlap, test_unclosed_at_finish,
+				    test_unclosed_at_age,
+				    test_unclosed_at_limit, NULL),
+			check_tcase("precedence", 0, test_precedence_work,
+				    test_precedence_request_begin,
+				    test_misnest_conditions,
+				    test_end_unknown_without_cause,
+				    test_unknown_ctx_is_stable, NULL),
+			NULL),
+	    NULL);
 }

@@ -256,22 +256,19 @@ START_TEST(test_model_backend_already_isolates)
 }
 END_TEST
 
-static Suite *rules_model_suite(void)
-{
-	Suite *s = suite_create("rules_model");
-
-	suite_add_tcase(
-	    s, check_tcase("model", 0, test_model_thread_per_request,
-			   test_model_event_loop, test_model_thread_pool,
-			   test_model_ignores_backend,
-			   test_model_child_without_backend, test_model_unknown,
-			   test_model_no_requests_no_advice,
-			   test_model_backend_already_isolates,
-			   test_model_tie_lowest_tid, NULL));
-	return s;
-}
-
 int main(void)
 {
-	return check_main(rules_model_suite(), NULL);
+	return check_main(
+	    check_suite("rules_model",
+			check_tcase("model", 0, test_model_thread_per_request,
+				    test_model_event_loop,
+				    test_model_thread_pool,
+				    test_model_ignores_backend,
+				    test_model_child_without_backend,
+				    test_model_unknown,
+				    test_model_no_requests_no_advice,
+				    test_model_backend_already_isolates,
+				    test_model_tie_lowest_tid, NULL),
+			NULL),
+	    NULL);
 }

@@ -530,25 +530,21 @@ START_TEST(test_late_findings_update_rows)
 }
 END_TEST
 
-static Suite *rules_requests_suite(void)
-{
-	Suite *s = suite_create("rules_requests");
-	TCase *tc;
-
-	suite_add_tcase(
-	    s, check_tcase("reassembly", 0, test_verdict_rids, test_request_seq,
-			   test_request_context, test_retire_after_watermark,
-			   test_hold_records, test_hold_copies_strings,
-			   test_stale_after_retirement, test_ended_table_bound,
-			   test_detail_quotes_user_data, NULL));
-	tc = check_tcase("late", 0, test_late_work, NULL);
-	tcase_add_loop_test(tc, test_observe_end, 0, 2);
-	tcase_add_test(tc, test_late_findings_update_rows);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
 int main(void)
 {
-	return check_main(rules_requests_suite(), NULL);
+	TCase *late = check_tcase("late", 0, test_late_work, NULL);
+
+	tcase_add_loop_test(late, test_observe_end, 0, 2);
+	tcase_add_test(late, test_late_findings_update_rows);
+	return check_main(
+	    check_suite("rules_requests",
+			check_tcase("reassembly", 0, test_verdict_rids,
+				    test_request_seq, test_request_context,
+				    test_retire_after_watermark,
+				    test_hold_records, test_hold_copies_strings,
+				    test_stale_after_retirement,
+				    test_ended_table_bound,
+				    test_detail_quotes_user_data, NULL),
+			late, NULL),
+	    NULL);
 }
