@@ -179,6 +179,37 @@ static void stop_and_check_companion(struct harness_daemon *d)
 	ck_assert_int_eq(query_int(d, HARNESS_EXAMPLE_BLED_TAG_SQL), 1);
 }
 
+/* A storm of hostile peers beside the companion, and what the daemon held
+ * before it. */
+struct storm {
+	struct companion c;
+	int fds;  /* the daemon's open descriptors before */
+	long rss; /* its VmRSS before (KiB); -1: its growth is not bounded */
+};
+
+/* Starts the companion and counts the daemon's descriptors, and with
+ * bound_rss its RSS too. */
+static void storm_begin(const struct harness_daemon *d, struct storm *s,
+			int bound_rss)
+{
+	companion_start(d, &s->c);
+	s->fds = daemon_fds(d->pid);
+	s->rss = bound_rss ? daemon_status_kb(d->pid, "VmRSS") : -1;
+}
+
+/* After the storm (`after` names it): the descriptors are back, the RSS
+ * is within the bound when one was asked, and the companion's data came
+ * through whole once the daemon stopped. */
+static void storm_end(struct harness_daemon *d, struct storm *s,
+		      const char *after)
+{
+	assert_fds_return_to(d, s->fds);
+	if (s->rss >= 0)
+		assert_alive_and_small(d, s->rss, after);
+	companion_finish(&s->c);
+	stop_and_check_companion(d);
+}
+
 /* ------------------------------------------------------ hostile peers */
 
 /* The daemon must close the connection by itself: bad input is refused
@@ -203,16 +234,13 @@ static uint32_t xorshift(uint32_t *s)
 START_TEST(test_random_bytes)
 {
 	struct harness_daemon d;
-	struct companion c;
+	struct storm storm;
 	unsigned char junk[4096];
 	uint32_t seed = 0x2545f491;
-	long rss;
-	int fd, fds;
+	int fd;
 
 	START(&d, "--keep", "all");
-	companion_start(&d, &c);
-	fds = daemon_fds(d.pid);
-	rss = daemon_status_kb(d.pid, "VmRSS");
+	storm_begin(&d, &storm, 1);
 	/* Random bytes may stop inside an object the daemon then waits
 	 * for, so the peer closes; half of them come after a HELLO. */
 	for (int i = 0; i < 200; i++) {
@@ -223,10 +251,7 @@ START_TEST(test_random_bytes)
 		harness_write_all(fd, junk, 1 + xorshift(&seed) % sizeof junk);
 		close(fd);
 	}
-	assert_fds_return_to(&d, fds);
-	assert_alive_and_small(&d, rss, "random bytes");
-	companion_finish(&c);
-	stop_and_check_companion(&d);
+	storm_end(&d, &storm, "random bytes");
 	harness_cleanup(&d);
 }
 END_TEST
@@ -234,7 +259,7 @@ END_TEST
 START_TEST(test_truncated_objects_then_close)
 {
 	struct harness_daemon d;
-	struct companion c;
+	struct storm storm;
 	unsigned char buf[1024], tag[256];
 	struct proto_record r = {.type = PROTO_TAG,
 				 .ts = 1004,
@@ -244,11 +269,10 @@ START_TEST(test_truncated_objects_then_close)
 				 .key = {"cut", 3},
 				 .value = {"somewhere in here", 17}};
 	size_t n, tlen = raw_encode(tag, sizeof tag, &r);
-	int fd, fds;
+	int fd;
 
 	START(&d, "--keep", "all");
-	companion_start(&d, &c);
-	fds = daemon_fds(d.pid);
+	storm_begin(&d, &storm, 0);
 	n = raw_request(buf, sizeof buf, 5, 1000);
 	/* Every cut of the fifth record: the four before it are kept. */
 	for (size_t cut = 1; cut < tlen; cut++) {
@@ -257,9 +281,7 @@ START_TEST(test_truncated_objects_then_close)
 		ck_assert_int_eq(harness_write_all(fd, tag, cut), 0);
 		close(fd);
 	}
-	assert_fds_return_to(&d, fds);
-	companion_finish(&c);
-	stop_and_check_companion(&d);
+	storm_end(&d, &storm, NULL);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
 				       "app = 'raw' AND records = 4"),
 			 (int64_t)tlen - 1);
@@ -386,14 +408,10 @@ START_TEST(test_four_gib_prefixes)
 	static const unsigned char ext32[] = {0xc9, 0xff, 0xff, 0xff,
 					      0xff, 0x01, 'x'};
 	struct harness_daemon d;
-	struct companion c;
-	long rss;
-	int fds;
+	struct storm storm;
 
 	START(&d, "--keep", "all");
-	companion_start(&d, &c);
-	fds = daemon_fds(d.pid);
-	rss = daemon_status_kb(d.pid, "VmRSS");
+	storm_begin(&d, &storm, 1);
 	send_and_expect_close(&d, 1, str32, sizeof str32);
 	send_and_expect_close(&d, 1, bin32, sizeof bin32);
 	send_and_expect_close(&d, 1, ext32, sizeof ext32);
@@ -403,10 +421,7 @@ START_TEST(test_four_gib_prefixes)
 			      "app"
 			      "\xdb\xff\xff\xff\xff",
 			      10);
-	assert_fds_return_to(&d, fds);
-	assert_alive_and_small(&d, rss, "4 GiB prefixes");
-	companion_finish(&c);
-	stop_and_check_companion(&d);
+	storm_end(&d, &storm, "4 GiB prefixes");
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
 				       "app = 'raw' AND error LIKE "
 				       "'%%4294967295 bytes exceeds%%'"),
@@ -421,17 +436,13 @@ START_TEST(test_huge_arrays_and_deep_nesting)
 	static const unsigned char map32[] = {0xdf, 0xff, 0xff, 0xff, 0xff};
 	static const unsigned char array16[] = {0xdc, 0xff, 0xff};
 	struct harness_daemon d;
-	struct companion c;
+	struct storm storm;
 	/* Far deeper than the limit, and small enough to be written whole
 	 * before the daemon hangs up. */
 	unsigned char deep[4096];
-	long rss;
-	int fds;
 
 	START(&d, "--keep", "all");
-	companion_start(&d, &c);
-	fds = daemon_fds(d.pid);
-	rss = daemon_status_kb(d.pid, "VmRSS");
+	storm_begin(&d, &storm, 1);
 	send_and_expect_close(&d, 1, array32, sizeof array32);
 	send_and_expect_close(&d, 1, map32, sizeof map32);
 	send_and_expect_close(&d, 1, array16, sizeof array16);
@@ -441,10 +452,7 @@ START_TEST(test_huge_arrays_and_deep_nesting)
 	send_and_expect_close(&d, 1, deep, sizeof deep);
 	memset(deep, 0x81, sizeof deep);
 	send_and_expect_close(&d, 0, deep, sizeof deep);
-	assert_fds_return_to(&d, fds);
-	assert_alive_and_small(&d, rss, "huge arrays, deep nesting");
-	companion_finish(&c);
-	stop_and_check_companion(&d);
+	storm_end(&d, &storm, "huge arrays, deep nesting");
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
 				       "app = 'raw' AND error LIKE "
 				       "'%%exceeds the limit%%'"),
@@ -488,18 +496,14 @@ START_TEST(test_wrong_types_and_order)
 	};
 #undef BYTES
 	struct harness_daemon d;
-	struct companion c;
-	int fds;
+	struct storm storm;
 
 	START(&d, "--keep", "all");
-	companion_start(&d, &c);
-	fds = daemon_fds(d.pid);
+	storm_begin(&d, &storm, 0);
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		send_and_expect_close(&d, cases[i].hello, cases[i].bytes,
 				      cases[i].len);
-	assert_fds_return_to(&d, fds);
-	companion_finish(&c);
-	stop_and_check_companion(&d);
+	storm_end(&d, &storm, NULL);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
 				       "processes p ON p.id = r.process_id "
 				       "WHERE p.app = 'raw'"),
@@ -699,16 +703,13 @@ END_TEST
 START_TEST(test_connection_churn)
 {
 	struct harness_daemon d;
-	struct companion c;
+	struct storm storm;
 	unsigned char buf[512];
 	size_t n = raw_request(buf, sizeof buf, 9, 1000);
-	long rss;
-	int fd, fds;
+	int fd;
 
 	START(&d, "--keep", "all");
-	companion_start(&d, &c);
-	fds = daemon_fds(d.pid);
-	rss = daemon_status_kb(d.pid, "VmRSS");
+	storm_begin(&d, &storm, 1);
 	/* Most connect and leave at once; every tenth says HELLO and sends
 	 * one request first. */
 	for (int i = 0; i < CHURN_CONNECTIONS; i++) {
@@ -720,10 +721,7 @@ START_TEST(test_connection_churn)
 		}
 		close(fd);
 	}
-	assert_fds_return_to(&d, fds);
-	assert_alive_and_small(&d, rss, "the connection churn");
-	companion_finish(&c);
-	stop_and_check_companion(&d);
+	storm_end(&d, &storm, "the connection churn");
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
 				       "app = 'raw' AND records = 4"),
 			 CHURN_CONNECTIONS / 10);
@@ -735,21 +733,17 @@ END_TEST
 START_TEST(test_thousand_concurrent_connections)
 {
 	struct harness_daemon d;
-	struct companion c;
+	struct storm storm;
 	unsigned char buf[512];
 	struct proto_record wm = {.type = PROTO_WATERMARK, .ts = 2000};
 	int fd[CONCURRENT_CONNECTIONS];
 	size_t n;
-	long rss;
-	int fds;
 
 	ck_assert_msg(
 	    harness_raise_fd_limit(2 * CONCURRENT_CONNECTIONS + 256) == 0, "%s",
 	    harness_error());
 	START(&d, "--keep", "all", "--max-connections", "2000");
-	companion_start(&d, &c);
-	fds = daemon_fds(d.pid);
-	rss = daemon_status_kb(d.pid, "VmRSS");
+	storm_begin(&d, &storm, 1);
 	n = raw_request(buf, sizeof buf, 11, 1000);
 	n += raw_encode(buf + n, sizeof buf - n, &wm);
 	for (int i = 0; i < CONCURRENT_CONNECTIONS; i++) {
@@ -765,13 +759,10 @@ START_TEST(test_thousand_concurrent_connections)
 				       "p.disconnected_at IS NULL",
 				       CONCURRENT_CONNECTIONS) == 0,
 		      "%s", harness_error());
-	ck_assert_int_eq(daemon_fds(d.pid), fds + CONCURRENT_CONNECTIONS);
+	ck_assert_int_eq(daemon_fds(d.pid), storm.fds + CONCURRENT_CONNECTIONS);
 	for (int i = 0; i < CONCURRENT_CONNECTIONS; i++)
 		close(fd[i]);
-	assert_fds_return_to(&d, fds);
-	assert_alive_and_small(&d, rss, "the concurrent connections");
-	companion_finish(&c);
-	stop_and_check_companion(&d);
+	storm_end(&d, &storm, "the concurrent connections");
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
 				       "processes p ON p.id = r.process_id "
 				       "WHERE p.app = 'raw'"),
