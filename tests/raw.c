@@ -1,5 +1,6 @@
 /*
- * raw.c: records written as bytes for raw-socket tests (see raw.h).
+ * raw.c: records written as bytes, and raw connections to the daemon
+ * (see raw.h).
  */
 #include <check.h>
 #include <unistd.h>
@@ -18,31 +19,10 @@ size_t raw_encode(unsigned char *buf, size_t cap, const struct proto_record *r)
 size_t raw_request(unsigned char *buf, size_t cap, uint64_t ctx, uint64_t ts)
 {
 	const struct proto_record r[RAW_REQUEST_RECORDS] = {
-	    {.type = PROTO_BEGIN,
-	     .ts = ts,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .kind = PROTO_KIND_REQUEST,
-	     .name = {"GET /raw", 8}},
-	    {.type = PROTO_TAG,
-	     .ts = ts + 1,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .cause = ctx,
-	     .key = {"k", 1},
-	     .value = {"v", 1}},
-	    {.type = PROTO_EVENT,
-	     .ts = ts + 2,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .cause = ctx,
-	     .name = {"e", 1}},
-	    {.type = PROTO_END,
-	     .ts = ts + 3,
-	     .tid = 7,
-	     .ctx = ctx,
-	     .cause = ctx,
-	     .cur = ctx},
+	    BEGIN(ts, 7, ctx, 0, 0, "GET /raw"),
+	    TAG(ts + 1, 7, ctx, ctx, "k", "v"),
+	    EVENT(ts + 2, 7, ctx, ctx, "e"),
+	    END(ts + 3, 7, ctx, ctx, ctx),
 	};
 	size_t n = 0;
 

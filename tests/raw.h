@@ -1,8 +1,10 @@
 /*
- * raw.h: records written as bytes, and the raw connections that carry
- * them, for tests that speak the protocol to the daemon over a raw socket
- * instead of through the client library.  Every function here fails the
- * test (Check) rather than return an error.
+ * raw.h: records built by hand and written as bytes, and the raw
+ * connections that carry them, for tests that speak the protocol to the
+ * daemon over a raw socket instead of through the client library, and
+ * for the rules engine's tests (rules_feed.h), which feed it records
+ * directly.  Every function here fails the test (Check) rather than
+ * return an error.
  */
 #ifndef CTXLEAK_RAW_H
 #define CTXLEAK_RAW_H
@@ -13,6 +15,57 @@
 #include "proto.h"
 
 struct harness_daemon;
+
+/*
+ * Record builders.  They expand to initializers so that streams can be
+ * static tables; a record assigned at run time is cast to a compound
+ * literal, e.g. rec = AS END(3, 1, 0xa1, 0xa1, 0xa1).
+ */
+#define S(s)                                                                   \
+	{                                                                      \
+		(s), (uint32_t)__builtin_strlen(s)                             \
+	}
+#define REC(ty, ts_, tid_, ctx_, cause_)                                       \
+	.type = (ty), .ts = (ts_), .tid = (tid_), .ctx = (ctx_),               \
+	.cause = (cause_)
+#define BEGIN(ts, tid, ctx, cause, prev_, name_)                               \
+	{                                                                      \
+		REC(PROTO_BEGIN, ts, tid, ctx, cause),                         \
+		    .prev = (prev_), .kind = PROTO_KIND_REQUEST,               \
+		    .name = S(name_)                                           \
+	}
+#define CHILD(ts, tid, ctx, cause, prev_, name_)                               \
+	{                                                                      \
+		REC(PROTO_BEGIN, ts, tid, ctx, cause),                         \
+		    .prev = (prev_), .kind = PROTO_KIND_CHILD,                 \
+		    .name = S(name_)                                           \
+	}
+#define END(ts, tid, ctx, cause, cur_)                                         \
+	{                                                                      \
+		REC(PROTO_END, ts, tid, ctx, cause), .cur = (cur_)             \
+	}
+#define TAG(ts, tid, ctx, cause, key_, value_)                                 \
+	{                                                                      \
+		REC(PROTO_TAG, ts, tid, ctx, cause), .key = S(key_),           \
+						     .value = S(value_)        \
+	}
+#define EVENT(ts, tid, ctx, cause, name_)                                      \
+	{                                                                      \
+		REC(PROTO_EVENT, ts, tid, ctx, cause), .name = S(name_)        \
+	}
+#define RESUME(ts, tid, ctx, cause)                                            \
+	{                                                                      \
+		REC(PROTO_RESUME, ts, tid, ctx, cause)                         \
+	}
+#define SUSPEND(ts, tid, ctx, cause)                                           \
+	{                                                                      \
+		REC(PROTO_SUSPEND, ts, tid, ctx, cause)                        \
+	}
+#define WATERMARK(ts_)                                                         \
+	{                                                                      \
+		.type = PROTO_WATERMARK, .ts = (ts_)                           \
+	}
+#define AS (struct proto_record)
 
 /* The records raw_request writes. */
 #define RAW_REQUEST_RECORDS 4

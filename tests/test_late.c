@@ -217,25 +217,6 @@ static void send_records(int fd, const struct proto_record *recs, size_t n)
 		raw_send(fd, &recs[i]);
 }
 
-#define REQ_BEGIN(ts_, tid_, ctx_, prev_, name_)                               \
-	{                                                                      \
-		.type = PROTO_BEGIN, .ts = (ts_), .tid = (tid_),               \
-		.ctx = (ctx_), .prev = (prev_), .kind = PROTO_KIND_REQUEST,    \
-		.name = {                                                      \
-			(name_),                                               \
-			sizeof(name_) - 1                                      \
-		}                                                              \
-	}
-#define REQ_END(ts_, tid_, ctx_, cause_, cur_)                                 \
-	{                                                                      \
-		.type = PROTO_END, .ts = (ts_), .tid = (tid_), .ctx = (ctx_),  \
-		.cause = (cause_), .cur = (cur_)                               \
-	}
-#define WATERMARK(ts_)                                                         \
-	{                                                                      \
-		.type = PROTO_WATERMARK, .ts = (ts_)                           \
-	}
-
 /*
  * C ends clean and retires (the watermark); then D begins while the
  * storage still holds C: stale, victim D, source C.  C gets its row then,
@@ -245,11 +226,11 @@ START_TEST(test_clean_source_gets_row)
 {
 	struct harness_daemon d;
 	const struct proto_record recs[] = {
-	    REQ_BEGIN(100, 7, 0xc1, 0, "GET /c"),
-	    REQ_END(101, 7, 0xc1, 0xc1, 0xc1),
+	    BEGIN(100, 7, 0xc1, 0, 0, "GET /c"),
+	    END(101, 7, 0xc1, 0xc1, 0xc1),
 	    WATERMARK(150),
-	    REQ_BEGIN(200, 7, 0xd1, 0xc1, "GET /d"),
-	    REQ_END(201, 7, 0xd1, 0xd1, 0xd1),
+	    BEGIN(200, 7, 0xd1, 0, 0xc1, "GET /d"),
+	    END(201, 7, 0xd1, 0xd1, 0xd1),
 	};
 	int fd;
 
@@ -291,12 +272,12 @@ START_TEST(test_observe_end_cleared)
 {
 	struct harness_daemon d;
 	const struct proto_record recs[] = {
-	    REQ_BEGIN(100, 7, 0xa1, 0, "GET /a"),
-	    REQ_END(101, 7, 0xa1, 0xa1, 0),
-	    REQ_BEGIN(200, 7, 0xb1, 0, "GET /b"),
-	    REQ_BEGIN(201, 8, 0xc1, 0, "GET /c"),
-	    REQ_END(202, 7, 0xb1, 0xb1, 0xc1),
-	    REQ_END(203, 8, 0xc1, 0xc1, 0xc1),
+	    BEGIN(100, 7, 0xa1, 0, 0, "GET /a"),
+	    END(101, 7, 0xa1, 0xa1, 0),
+	    BEGIN(200, 7, 0xb1, 0, 0, "GET /b"),
+	    BEGIN(201, 8, 0xc1, 0, 0, "GET /c"),
+	    END(202, 7, 0xb1, 0xb1, 0xc1),
+	    END(203, 8, 0xc1, 0xc1, 0xc1),
 	};
 	const char *backend = _i ? "observe" : "thread";
 	int fd;
