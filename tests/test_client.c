@@ -2260,46 +2260,28 @@ END_TEST
 
 /* --------------------------------------------------------------- main */
 
-static Suite *client_suite(void)
+int main(void)
 {
-	Suite *s = suite_create("client");
-	TCase *api = tcase_create("api");
-	TCase *example = tcase_create("worked example");
-	TCase *backends = tcase_create("backends");
-	TCase *ship = tcase_create("shipping");
-	TCase *robust = tcase_create("robustness");
-	TCase *libevent = tcase_create("libevent");
-	TCase *slow_daemon = tcase_create("slow daemon");
-
+	TCase *backends =
+	    check_tcase("backends", 0, test_global_is_shared,
+			test_thread_is_per_thread, test_custom_backend, NULL);
 	/* The shipping tests move a few hundred thousand records. */
-	tcase_set_timeout(ship, 30);
-	tcase_set_timeout(robust, 30);
-	tcase_set_timeout(slow_daemon, 60);
-	tcase_add_test(api, test_every_call);
-	tcase_add_test(api, test_hello);
-	tcase_add_test(api, test_shutdown);
-	tcase_add_test(api, test_uninitialised);
-	tcase_add_test(api, test_disabled);
-	tcase_add_test(example, test_example_thread);
-	tcase_add_test(example, test_example_global);
-	tcase_add_test(example, test_example_task);
-	tcase_add_test(backends, test_global_is_shared);
-	tcase_add_test(backends, test_thread_is_per_thread);
-	tcase_add_test(backends, test_custom_backend);
+	TCase *ship = check_tcase("shipping", 30, test_threads,
+				  test_thread_exit, test_daemon_appears, NULL);
+	TCase *robust = check_tcase("robustness", 30, test_reconnect, NULL);
+	TCase *slow_daemon = check_tcase("slow daemon", 60,
+					 test_shutdown_no_daemon_counts, NULL);
+
 	tcase_add_loop_test(backends, test_observe_backend, 0, 2);
 	tcase_add_test(backends, test_auto_without_scheduler);
 	tcase_add_test(backends, test_auto_with_scheduler);
 	tcase_add_test(backends, test_environment);
 	tcase_add_test(backends, test_bad_backend);
 	tcase_add_loop_test(backends, test_truth_random, 0, 6);
-	tcase_add_test(ship, test_threads);
-	tcase_add_test(ship, test_thread_exit);
-	tcase_add_test(ship, test_daemon_appears);
 	tcase_add_loop_test(ship, test_says_unreachable, 0, 2);
 	tcase_add_test(ship, test_stats_connected);
 	tcase_add_test(ship, test_buffer_limit);
 	tcase_add_test(ship, test_watermark);
-	tcase_add_test(robust, test_reconnect);
 #ifndef __SANITIZE_THREAD__
 	/* The child starts the library's thread again, as a real child
 	 * does, and ThreadSanitizer cannot follow threads made after a
@@ -2312,26 +2294,22 @@ static Suite *client_suite(void)
 	tcase_add_test(robust, test_scopes_never_ended);
 	tcase_add_test(robust, test_scope_outlives_the_ring);
 	tcase_add_test(robust, test_scopes_ended_in_begin_order);
-	tcase_add_test(slow_daemon, test_shutdown_no_daemon_counts);
 	tcase_add_loop_test(slow_daemon, test_shutdown_while_emitting, 0,
 			    BURST_RUNS);
 	tcase_add_loop_test(slow_daemon, test_shutdown_slow_daemon, 0,
 			    BURST_RUNS);
 	tcase_add_test(slow_daemon, test_full_socket_no_spin);
-	tcase_add_test(libevent, test_libevent_task);
-	tcase_add_test(libevent, test_libevent_thread);
-	tcase_add_test(libevent, test_libevent_bufferevent);
-	suite_add_tcase(s, api);
-	suite_add_tcase(s, libevent);
-	suite_add_tcase(s, example);
-	suite_add_tcase(s, backends);
-	suite_add_tcase(s, ship);
-	suite_add_tcase(s, robust);
-	suite_add_tcase(s, slow_daemon);
-	return s;
-}
-
-int main(void)
-{
-	return check_main(client_suite(), NULL);
+	return check_main(
+	    check_suite("client",
+			check_tcase("api", 0, test_every_call, test_hello,
+				    test_shutdown, test_uninitialised,
+				    test_disabled, NULL),
+			check_tcase("libevent", 0, test_libevent_task,
+				    test_libevent_thread,
+				    test_libevent_bufferevent, NULL),
+			check_tcase("worked example", 0, test_example_thread,
+				    test_example_global, test_example_task,
+				    NULL),
+			backends, ship, robust, slow_daemon, NULL),
+	    NULL);
 }

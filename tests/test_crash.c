@@ -169,21 +169,10 @@ static uint64_t check_counts(const struct harness_daemon *d,
 	       "records rows, connections\n");
 	for (int i = 0; i < f->n; i++) {
 		const struct emitter *sl = &f->e[i];
-		const char *row = "FROM processes WHERE pid = %d";
-		char q[128];
-		int64_t records, dropped, rows, conns;
-
-		snprintf(q, sizeof q, "SELECT records %s", row);
-		records = query_int(d, q, (int)sl->pid);
-		snprintf(q, sizeof q, "SELECT dropped %s", row);
-		dropped = query_int(d, q, (int)sl->pid);
-		snprintf(q, sizeof q, "SELECT connections %s", row);
-		conns = query_int(d, q, (int)sl->pid);
-		rows = query_int(d,
-				 "SELECT count(*) FROM records WHERE "
-				 "process_id = (SELECT id FROM processes "
-				 "WHERE pid = %d)",
-				 (int)sl->pid);
+		int64_t records = emitter_process(d, sl, "records");
+		int64_t dropped = emitter_process(d, sl, "dropped");
+		int64_t conns = emitter_process(d, sl, "connections");
+		int64_t rows = emitter_stored(d, sl);
 		printf("  %d: %llu, %llu, %lld, %lld, %lld, %lld\n",
 		       (int)sl->pid, (unsigned long long)sl->produced,
 		       (unsigned long long)sl->st.dropped, (long long)records,

@@ -786,11 +786,7 @@ START_TEST(test_sigterm_loses_nothing_of_busy_clients)
 		const struct emitter *r = &e->e[i];
 
 		ck_assert_int_eq(harness_client_wait(pids[i]), 0);
-		stored = query_int(&d,
-				   "SELECT count(*) FROM records r JOIN "
-				   "processes p ON p.id = r.process_id "
-				   "WHERE p.pid = %d",
-				   (int)r->pid);
+		stored = emitter_stored(&d, r);
 		ck_assert_msg((uint64_t)stored + r->st.dropped == r->produced,
 			      "pid %d: %lld stored + %llu dropped != %llu "
 			      "produced (%llu recorded)",

@@ -1023,15 +1023,8 @@ START_TEST(test_sigterm_under_load)
 	for (int i = 0; i < LOAD_CLIENTS; i++) {
 		struct emitter *sl = &load->e[i];
 
-		received = query_int(&d,
-				     "SELECT records FROM processes WHERE "
-				     "pid = %d",
-				     (int)sl->pid);
-		stored = query_int(&d,
-				   "SELECT count(*) FROM records WHERE "
-				   "process_id = (SELECT id FROM processes "
-				   "WHERE pid = %d)",
-				   (int)sl->pid);
+		received = emitter_process(&d, sl, "records");
+		stored = emitter_stored(&d, sl);
 		printf("  %d: %llu, %llu, %lld, %lld, %lld; %llu, %lld\n",
 		       (int)sl->pid, (unsigned long long)sl->produced,
 		       (unsigned long long)sl->st.dropped, (long long)received,
