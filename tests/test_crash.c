@@ -624,18 +624,8 @@ static void send_one(int fd, const struct proto_record *r, uint64_t wm)
 START_TEST(test_raw_ack_waits_for_open_request)
 {
 	const uint64_t s = 1000000000;
-	struct proto_record begin = {.type = PROTO_BEGIN,
-				     .ts = 10 * s,
-				     .tid = 7,
-				     .ctx = 61,
-				     .kind = PROTO_KIND_REQUEST,
-				     .name = {"GET /open", 9}};
-	struct proto_record end = {.type = PROTO_END,
-				   .ts = 10 * s + 500,
-				   .tid = 7,
-				   .ctx = 61,
-				   .cause = 61,
-				   .cur = 61};
+	struct proto_record begin = BEGIN(10 * s, 7, 61, 0, 0, "GET /open");
+	struct proto_record end = END(10 * s + 500, 7, 61, 61, 61);
 	struct harness_daemon d;
 	int fd;
 
@@ -879,9 +869,14 @@ static void peer_close(struct peer *p)
 	proto_decoder_free(p->dec);
 }
 
+/* A client of the library scripted against a fake daemon the test
+ * plays by hand (struct peer). */
 struct scripted {
-	int go[2];
-	struct emitter *slot;
+	struct harness_daemon fake; /* its directory and socket path only */
+	int lfd;		    /* the fake daemon's listening socket */
+	pid_t pid;		    /* the client */
+	int go[2];		    /* the test's go, after the first 100 */
+	struct emitter *slot;	    /* the client's ctxleak_stats, shared */
 };
 
 /* 100 records, then wait for the test's go, then 4 more. */
@@ -906,20 +901,18 @@ static int hundred_then_four(void *arg)
 	return 0;
 }
 
-static pid_t scripted_start(const struct harness_daemon *fake,
-			    struct scripted *sc)
+/* The fake daemon listening, and the client started against it. */
+static void scripted_start(struct scripted *sc)
 {
-	pid_t pid;
-
+	sc->lfd = script_listen(&sc->fake);
 	sc->slot = mmap(NULL, sizeof *sc->slot, PROT_READ | PROT_WRITE,
 			MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	ck_assert_ptr_ne(sc->slot, MAP_FAILED);
 	ck_assert_int_eq(pipe(sc->go), 0);
-	pid = harness_client_spawn(fake, CTXLEAK_BACKEND_THREAD,
-				   hundred_then_four, sc);
-	ck_assert_int_gt(pid, 0);
+	sc->pid = harness_client_spawn(&sc->fake, CTXLEAK_BACKEND_THREAD,
+				       hundred_then_four, sc);
+	ck_assert_int_gt(sc->pid, 0);
 	close(sc->go[0]);
-	return pid;
 }
 
 static void scripted_go(struct scripted *sc)
@@ -928,14 +921,17 @@ static void scripted_go(struct scripted *sc)
 	close(sc->go[1]);
 }
 
-/* The client exits cleanly, with these counts in its ctxleak_stats. */
-static void scripted_end(struct scripted *sc, pid_t pid, uint64_t records,
+/* The client exits cleanly, with these counts in its ctxleak_stats;
+ * then the fake daemon goes. */
+static void scripted_end(struct scripted *sc, uint64_t records,
 			 uint64_t dropped)
 {
-	ck_assert_int_eq(harness_client_wait(pid), 0);
+	ck_assert_int_eq(harness_client_wait(sc->pid), 0);
 	ck_assert_uint_eq(sc->slot->st.records, records);
 	ck_assert_uint_eq(sc->slot->st.dropped, dropped);
 	munmap(sc->slot, sizeof *sc->slot);
+	close(sc->lfd);
+	harness_cleanup(&sc->fake);
 }
 
 /*
@@ -946,17 +942,16 @@ static void scripted_end(struct scripted *sc, pid_t pid, uint64_t records,
  */
 START_TEST(test_client_sends_again_what_no_ack_covered)
 {
-	struct harness_daemon fake;
 	struct scripted sc;
 	struct peer p;
-	int lfd = script_listen(&fake);
-	pid_t pid = scripted_start(&fake, &sc);
 
-	peer_accept(&p, lfd);
+	scripted_start(&sc);
+
+	peer_accept(&p, sc.lfd);
 	peer_until(&p, 0, 0, 0);
 	peer_close(&p);
 
-	peer_accept(&p, lfd);
+	peer_accept(&p, sc.lfd);
 	peer_until(&p, 0, 0, 0);
 	ck_assert(p.h.has_seq);
 	ck_assert_uint_eq(p.h.seq, 0);
@@ -968,7 +963,7 @@ START_TEST(test_client_sends_again_what_no_ack_covered)
 	harness_sleep_ms(100);
 	peer_close(&p);
 
-	peer_accept(&p, lfd);
+	peer_accept(&p, sc.lfd);
 	peer_until(&p, 0, 0, 0);
 	ck_assert_uint_eq(p.h.seq, 40);
 	peer_receipt(&p, 100, 0, 0);
@@ -980,9 +975,7 @@ START_TEST(test_client_sends_again_what_no_ack_covered)
 	ck_assert_uint_eq(p.dropped, 0);
 	peer_close(&p);
 
-	scripted_end(&sc, pid, 104, 0);
-	close(lfd);
-	harness_cleanup(&fake);
+	scripted_end(&sc, 104, 0);
 }
 END_TEST
 
@@ -994,22 +987,19 @@ END_TEST
  * daemon took is counted: test_sigkill_until_clients_exit. */
 START_TEST(test_client_without_acks)
 {
-	struct harness_daemon fake;
 	struct scripted sc;
 	struct peer p;
-	int lfd = script_listen(&fake);
-	pid_t pid = scripted_start(&fake, &sc);
 
-	peer_accept(&p, lfd);
+	scripted_start(&sc);
+
+	peer_accept(&p, sc.lfd);
 	peer_until(&p, 0, 0, 0);
 	peer_receipt(&p, 0, 0, 0);
 	peer_until(&p, 100, 0, 0);
 	scripted_go(&sc);
 	peer_until(&p, 104, 0, 1);
 	peer_close(&p);
-	scripted_end(&sc, pid, 104, 0);
-	close(lfd);
-	harness_cleanup(&fake);
+	scripted_end(&sc, 104, 0);
 }
 END_TEST
 

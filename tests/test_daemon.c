@@ -408,10 +408,7 @@ END_TEST
  * watermark at ts `watermark`. */
 static void open_scopes(int fd, int n, uint64_t watermark)
 {
-	struct proto_record r = {.type = PROTO_BEGIN,
-				 .tid = 7,
-				 .kind = PROTO_KIND_REQUEST,
-				 .name = {"GET /open", 9}};
+	struct proto_record r = BEGIN(0, 7, 0, 0, 0, "GET /open");
 
 	for (int i = 0; i < n; i++) {
 		r.ts = 1000 + (uint64_t)i;

@@ -261,13 +261,7 @@ START_TEST(test_truncated_objects_then_close)
 	struct harness_daemon d;
 	struct storm storm;
 	unsigned char buf[1024], tag[256];
-	struct proto_record r = {.type = PROTO_TAG,
-				 .ts = 1004,
-				 .tid = 7,
-				 .ctx = 5,
-				 .cause = 5,
-				 .key = {"cut", 3},
-				 .value = {"somewhere in here", 17}};
+	struct proto_record r = TAG(1004, 7, 5, 5, "cut", "somewhere in here");
 	size_t n, tlen = raw_encode(tag, sizeof tag, &r);
 	int fd;
 
@@ -303,13 +297,7 @@ START_TEST(test_partial_record_times_out)
 	struct proto_receipt receipt;
 	struct pollfd pfd = {.events = POLLIN};
 	unsigned char buf[1024], tag[256];
-	struct proto_record r = {.type = PROTO_TAG,
-				 .ts = 1004,
-				 .tid = 7,
-				 .ctx = 5,
-				 .cause = 5,
-				 .key = {"held", 4},
-				 .value = {"open for ever", 13}};
+	struct proto_record r = TAG(1004, 7, 5, 5, "held", "open for ever");
 	size_t n, tlen = raw_encode(tag, sizeof tag, &r);
 	char want[160];
 	int fd, quiet;
@@ -617,10 +605,7 @@ END_TEST
 START_TEST(test_long_tags_on_open_requests)
 {
 	enum { REQUESTS = 100, TAGS = 64 };
-	struct proto_record begin = {.type = PROTO_BEGIN,
-				     .tid = 5,
-				     .kind = PROTO_KIND_REQUEST,
-				     .name = {"GET /", 5}};
+	struct proto_record begin = BEGIN(0, 5, 0, 0, 0, "GET /");
 	struct proto_record tag = {
 	    .type = PROTO_TAG, .tid = 5, .value = {long_text, LONG_STRING}};
 	struct proto_record wm = {.type = PROTO_WATERMARK};

@@ -211,10 +211,17 @@ static void send_hello(int fd, uint64_t instance, const char *backend)
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 }
 
-static void send_records(int fd, const struct proto_record *recs, size_t n)
+/* One raw connection under backend: HELLO, the n records, close. */
+static void send_stream(const struct harness_daemon *d, uint64_t instance,
+			const char *backend, const struct proto_record *recs,
+			size_t n)
 {
+	int fd = raw_connect(d);
+
+	send_hello(fd, instance, backend);
 	for (size_t i = 0; i < n; i++)
 		raw_send(fd, &recs[i]);
+	close(fd);
 }
 
 /*
@@ -232,13 +239,9 @@ START_TEST(test_clean_source_gets_row)
 	    BEGIN(200, 7, 0xd1, 0, 0xc1, "GET /d"),
 	    END(201, 7, 0xd1, 0xd1, 0xd1),
 	};
-	int fd;
 
 	START(&d, "--keep", "leaky");
-	fd = raw_connect(&d);
-	send_hello(fd, 77, "thread");
-	send_records(fd, recs, sizeof recs / sizeof recs[0]);
-	close(fd);
+	send_stream(&d, 77, "thread", recs, sizeof recs / sizeof recs[0]);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks WHERE "
 				       "class = 'stale'"),
@@ -280,13 +283,9 @@ START_TEST(test_observe_end_cleared)
 	    END(203, 8, 0xc1, 0xc1, 0xc1),
 	};
 	const char *backend = _i ? "observe" : "thread";
-	int fd;
 
 	START(&d, "--keep", "all");
-	fd = raw_connect(&d);
-	send_hello(fd, 78, backend);
-	send_records(fd, recs, sizeof recs / sizeof recs[0]);
-	close(fd);
+	send_stream(&d, 78, backend, recs, sizeof recs / sizeof recs[0]);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"),
 			 _i ? 1 : 2);
