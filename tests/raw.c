@@ -5,7 +5,7 @@
 #include <check.h>
 #include <unistd.h>
 
-#include "harness.h"
+#include "harness_check.h"
 #include "raw.h"
 
 size_t raw_encode(unsigned char *buf, size_t cap, const struct proto_record *r)
@@ -69,4 +69,18 @@ void raw_send_until_closed(int fd, const void *buf, size_t len)
 	ck_assert_int_eq(harness_write_all(fd, buf, len), 0);
 	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
 	close(fd);
+}
+
+int64_t raw_records(const struct harness_daemon *d)
+{
+	return query_int(d, "SELECT count(*) FROM records r JOIN processes p "
+			    "ON p.id = r.process_id WHERE p.app = 'raw'");
+}
+
+int64_t raw_records_of(const struct harness_daemon *d, uint64_t instance)
+{
+	return query_int(d,
+			 "SELECT count(*) FROM records r JOIN processes p ON "
+			 "p.id = r.process_id WHERE p.instance = %llu",
+			 (unsigned long long)instance);
 }

@@ -94,4 +94,9 @@ int raw_hello(const struct harness_daemon *d, uint64_t instance, uint32_t pid);
  * at once, not after a timeout), and closes fd. */
 void raw_send_until_closed(int fd, const void *buf, size_t len);
 
+/* The records the daemon stored from raw peers (app "raw"): all of them,
+ * and those of the process of one instance. */
+int64_t raw_records(const struct harness_daemon *d);
+int64_t raw_records_of(const struct harness_daemon *d, uint64_t instance);
+
 #endif /* CTXLEAK_RAW_H */

@@ -362,10 +362,7 @@ START_TEST(test_bad_input_keeps_what_came_before)
 	buf[n++] = 0xc1; /* never used in msgpack */
 	raw_send_until_closed(fd, buf, n);
 	STOP_OK(&d);
-	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
-				       "processes p ON p.id = r.process_id "
-				       "WHERE p.instance = 4712"),
-			 4);
+	ck_assert_int_eq(raw_records_of(&d, 4712), 4);
 	ck_assert_int_eq(query_int(&d, "SELECT records FROM processes WHERE "
 				       "instance = 4712"),
 			 4);
@@ -1533,6 +1530,17 @@ static int launch_notified(struct harness_daemon *d, struct sockaddr_un *sun)
 	return fd;
 }
 
+/* Stops the daemon of launch_notified, which says STOPPING=1 on fd. */
+static void stop_notified(struct harness_daemon *d, int fd)
+{
+	char msg[512];
+
+	STOP_OK(d);
+	ck_assert_msg(wait_notify(fd, "STOPPING=1", msg, sizeof msg), "%s",
+		      msg);
+	close(fd);
+}
+
 START_TEST(test_sd_notify)
 {
 	struct harness_daemon d;
@@ -1545,10 +1553,7 @@ START_TEST(test_sd_notify)
 	ck_assert_msg(wait_notify(fd, "STATUS=0 connections, 0 processes", msg,
 				  sizeof msg),
 		      "%s", msg);
-	STOP_OK(&d);
-	ck_assert_msg(wait_notify(fd, "STOPPING=1", msg, sizeof msg), "%s",
-		      msg);
-	close(fd);
+	stop_notified(&d, fd);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -1587,10 +1592,7 @@ START_TEST(test_sd_notify_never_blocks)
 	wait_disconnected(&d, 1);
 
 	ck_assert(wait_notify(fd, "WATCHDOG=1", msg, sizeof msg));
-	STOP_OK(&d);
-	ck_assert_msg(wait_notify(fd, "STOPPING=1", msg, sizeof msg), "%s",
-		      msg);
-	close(fd);
+	stop_notified(&d, fd);
 	assert_worked_example_leaks(&d);
 	harness_cleanup(&d);
 }
