@@ -103,6 +103,11 @@ void add_all(struct rules *r, const struct proto_record *recs, size_t n);
 void run(struct rules *r, const struct proto_record *recs, size_t n);
 
 #define RUN(r, recs) run(r, recs, sizeof(recs) / sizeof(recs[0]))
+/* run() on a fresh engine (engine(NULL)), then freed: what it said of
+ * the stream stays in got. */
+void judge(const struct proto_record *recs, size_t n);
+
+#define JUDGE(recs) judge(recs, sizeof(recs) / sizeof(recs[0]))
 
 /* Findings of this class in got. */
 size_t count(enum leak_class leak);

@@ -282,7 +282,6 @@ END_TEST
 
 START_TEST(test_detail_quotes_user_data)
 {
-	struct rules *r = engine(NULL);
 	char value[200];
 	struct proto_record recs[3];
 
@@ -292,14 +291,13 @@ START_TEST(test_detail_quotes_user_data)
 	recs[0] = AS BEGIN(1, 1, A, 0, 0, "a");
 	recs[1] = AS TAG(2, 1, 0, A, "k", value);
 	recs[2] = AS END(3, 1, A, A, A);
-	RUN(r, recs);
+	JUDGE(recs);
 	ck_assert_uint_eq(got.nfindings, 1);
 	ck_assert_ptr_nonnull(strstr(got.findings[0].detail, "tag k=vvv?vvvv"));
 	ck_assert_ptr_null(strchr(got.findings[0].detail, '\n'));
 	/* 64 bytes of the value, then an ellipsis. */
 	ck_assert_ptr_nonnull(strstr(got.findings[0].detail, "v... of"));
 	ck_assert_uint_lt(strlen(got.findings[0].detail), 200);
-	rules_free(r);
 }
 END_TEST
 
