@@ -162,14 +162,6 @@ int harness_client_wait(pid_t pid);
  * pause between its steps, or to learn the requests' ctx IDs.
  */
 #define HARNESS_EXAMPLE_RECORDS 21
-/* The example's bleed in the database: B's rebuilt context holds
- * status=200, set by A's code (one row under thread). */
-#define HARNESS_EXAMPLE_BLED_TAG_SQL                                           \
-	"SELECT count(*) FROM tags t "                                         \
-	"JOIN requests r ON r.id = t.request_id "                              \
-	"JOIN requests s ON s.id = t.setter_request_id "                       \
-	"WHERE r.name = 'GET /b' AND t.key = 'status' AND "                    \
-	"t.value = '200' AND s.name = 'GET /a'"
 struct harness_example {
 	void (*tag_a)(void); /* called in A's accept callback, after user */
 	/* Called between step 2 and step 3 (both requests begun, no DB
@@ -182,6 +174,15 @@ struct harness_example {
 	uint64_t id[4];
 };
 int harness_worked_example(void *arg);
+
+/* The example's bleed in the database: B's rebuilt context holds
+ * status=200, set by A's code (one row under thread). */
+#define HARNESS_EXAMPLE_BLED_TAG_SQL                                           \
+	"SELECT count(*) FROM tags t "                                         \
+	"JOIN requests r ON r.id = t.request_id "                              \
+	"JOIN requests s ON s.id = t.setter_request_id "                       \
+	"WHERE r.name = 'GET /b' AND t.key = 'status' AND "                    \
+	"t.value = '200' AND s.name = 'GET /a'"
 
 /* ----------------------------------------------------- raw connections */
 
