@@ -60,10 +60,12 @@ long harness_status_kb(pid_t pid, const char *field);
  * inherits it.  0, or -1 (see harness_error()). */
 int harness_raise_fd_limit(unsigned long want);
 
-/* The daemon binary under test ($CTXLEAKD_BIN), and the CLI
- * ($CTXLEAK_BIN); set by tests/run, else build/. */
+/* The daemon binary under test ($CTXLEAKD_BIN), the CLI ($CTXLEAK_BIN)
+ * and the directory of the example workers ($CTXLEAK_EXAMPLES); set by
+ * tests/run, else under build/. */
 const char *harness_daemon_path(void);
 const char *harness_cli_path(void);
+const char *harness_examples_path(void);
 
 /*
  * Another user (nobody, for tests run as root) may not reach the build

@@ -68,13 +68,6 @@ static int64_t records_expected(const char *example)
 	return 13 * REQUESTS;
 }
 
-static const char *examples_dir(void)
-{
-	const char *dir = getenv("CTXLEAK_EXAMPLES");
-
-	return dir && *dir ? dir : "build/examples";
-}
-
 static void exec_example(const struct harness_daemon *d, const struct run *r)
 {
 	char path[512], count[16];
@@ -82,7 +75,8 @@ static void exec_example(const struct harness_daemon *d, const struct run *r)
 
 	if (null >= 0)
 		dup2(null, STDOUT_FILENO);
-	snprintf(path, sizeof(path), "%s/%s", examples_dir(), r->example);
+	snprintf(path, sizeof(path), "%s/%s", harness_examples_path(),
+		 r->example);
 	snprintf(count, sizeof(count), "%d", REQUESTS);
 	setenv("CTXLEAK_SOCKET", d->socket, 1);
 	setenv("CTXLEAK_BACKEND", r->backend, 1);
@@ -446,7 +440,7 @@ static void build_dir(char *out, size_t len)
 {
 	char *slash;
 
-	snprintf(out, len, "%s", examples_dir());
+	snprintf(out, len, "%s", harness_examples_path());
 	slash = strrchr(out, '/');
 	if (slash)
 		*slash = '\0';
