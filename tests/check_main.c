@@ -1,6 +1,6 @@
 /*
- * check_main.c: one runner for a test program's suites, and test cases
- * built from lists (see check_main.h).
+ * check_main.c: one runner for a test program's suites, and suites and
+ * test cases built from lists (see check_main.h).
  */
 #include <stdarg.h>
 #include <stdlib.h>
@@ -37,4 +37,17 @@ TCase *check_tcase(const char *name, int timeout_sec, ...)
 		tcase_add_test(tc, t);
 	va_end(ap);
 	return tc;
+}
+
+Suite *check_suite(const char *name, TCase *first, ...)
+{
+	Suite *s = suite_create(name);
+	va_list ap;
+	TCase *tc;
+
+	va_start(ap, first);
+	for (tc = first; tc != NULL; tc = va_arg(ap, TCase *))
+		suite_add_tcase(s, tc);
+	va_end(ap);
+	return s;
 }

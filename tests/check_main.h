@@ -12,6 +12,9 @@
  * output; EXIT_SUCCESS when every test passed, else EXIT_FAILURE. */
 int check_main(Suite *first, ...);
 
+/* A suite named name with these test cases (NULL-terminated). */
+Suite *check_suite(const char *name, TCase *first, ...);
+
 /* A test case named name with these tests (NULL-terminated), and Check's
  * timeout raised to timeout_sec when that is not 0. */
 TCase *check_tcase(const char *name, int timeout_sec, ...);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "emitter.h"
+#include "harness_check.h"
 
 struct emitters *emitters_new(int n, int pause_us, int hold)
 {
@@ -111,4 +112,19 @@ void emitter_wait_produced(struct emitter *e, uint64_t want)
 	ck_abort_msg("the client produced %llu records, not %llu",
 		     (unsigned long long)atomic_load(&e->produced),
 		     (unsigned long long)want);
+}
+
+int64_t emitter_process(const struct harness_daemon *d, const struct emitter *e,
+			const char *column)
+{
+	return query_int(d, "SELECT %s FROM processes WHERE pid = %d", column,
+			 (int)e->pid);
+}
+
+int64_t emitter_stored(const struct harness_daemon *d, const struct emitter *e)
+{
+	return query_int(d,
+			 "SELECT count(*) FROM records WHERE process_id = "
+			 "(SELECT id FROM processes WHERE pid = %d)",
+			 (int)e->pid);
 }

@@ -68,4 +68,11 @@ int emit_batch(void *arg);
 /* Until e produced want records, or fail. */
 void emitter_wait_produced(struct emitter *e, uint64_t want);
 
+/* What the daemon of d says of e's process, found by its pid (once it
+ * shut down), or the test fails: a column of its processes row (records,
+ * dropped, connections), and the rows of the records table it stored. */
+int64_t emitter_process(const struct harness_daemon *d, const struct emitter *e,
+			const char *column);
+int64_t emitter_stored(const struct harness_daemon *d, const struct emitter *e);
+
 #endif /* CTXLEAK_EMITTER_H */

@@ -60,6 +60,13 @@ const char *harness_cli_path(void)
 	return bin != NULL && *bin != '\0' ? bin : "build/ctxleak";
 }
 
+const char *harness_examples_path(void)
+{
+	const char *dir = getenv("CTXLEAK_EXAMPLES");
+
+	return dir != NULL && *dir != '\0' ? dir : "build/examples";
+}
+
 int harness_copy_for_anyone(const char *src, char *out, size_t len)
 {
 	char dir[] = "/tmp/ctxleak-bin-XXXXXX", buf[65536];

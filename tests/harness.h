@@ -60,10 +60,12 @@ long harness_status_kb(pid_t pid, const char *field);
  * inherits it.  0, or -1 (see harness_error()). */
 int harness_raise_fd_limit(unsigned long want);
 
-/* The daemon binary under test ($CTXLEAKD_BIN), and the CLI
- * ($CTXLEAK_BIN); set by tests/run, else build/. */
+/* The daemon binary under test ($CTXLEAKD_BIN), the CLI ($CTXLEAK_BIN)
+ * and the directory of the example workers ($CTXLEAK_EXAMPLES); set by
+ * tests/run, else under build/. */
 const char *harness_daemon_path(void);
 const char *harness_cli_path(void);
+const char *harness_examples_path(void);
 
 /*
  * Another user (nobody, for tests run as root) may not reach the build
@@ -174,6 +176,15 @@ struct harness_example {
 	uint64_t id[4];
 };
 int harness_worked_example(void *arg);
+
+/* The example's bleed in the database: B's rebuilt context holds
+ * status=200, set by A's code (one row under thread). */
+#define HARNESS_EXAMPLE_BLED_TAG_SQL                                           \
+	"SELECT count(*) FROM tags t "                                         \
+	"JOIN requests r ON r.id = t.request_id "                              \
+	"JOIN requests s ON s.id = t.setter_request_id "                       \
+	"WHERE r.name = 'GET /b' AND t.key = 'status' AND "                    \
+	"t.value = '200' AND s.name = 'GET /a'"
 
 /* ----------------------------------------------------- raw connections */
 

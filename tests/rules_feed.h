@@ -2,9 +2,9 @@
  * rules_feed.h: hand-written record streams for the rules engine
  * (daemon/rules*.c) and what it says of them, shared by the
  * test_rules_*.c programs.  engine() makes an engine whose sink copies
- * every verdict, finding, retired request and update into `got`; the
- * builders below write records as static initializers.  No sockets, no
- * SQLite: records in, findings out.
+ * every verdict, finding, retired request and update into `got`; streams
+ * are written with raw.h's record builders.  No sockets, no SQLite:
+ * records in, findings out.
  */
 #ifndef CTXLEAK_RULES_FEED_H
 #define CTXLEAK_RULES_FEED_H
@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "raw.h"
 #include "rules.h"
 
 /* ------------------------------------------------------------ collector */
@@ -89,53 +90,6 @@ struct rules *engine(void (*tune)(struct rules_config *));
 /* A tune for engine(): hold_records on. */
 void hold(struct rules_config *cfg);
 
-/*
- * Record builders.  They expand to initializers so that streams can be
- * static tables; a record assigned at run time is cast to a compound
- * literal, e.g. rec = (struct proto_record)END(3, 1, A, A, A).
- */
-#define S(s)                                                                   \
-	{                                                                      \
-		(s), (uint32_t)__builtin_strlen(s)                             \
-	}
-#define REC(ty, ts_, tid_, ctx_, cause_)                                       \
-	.type = (ty), .ts = (ts_), .tid = (tid_), .ctx = (ctx_),               \
-	.cause = (cause_)
-#define BEGIN(ts, tid, ctx, cause, prev_, name_)                               \
-	{                                                                      \
-		REC(PROTO_BEGIN, ts, tid, ctx, cause),                         \
-		    .prev = (prev_), .kind = PROTO_KIND_REQUEST,               \
-		    .name = S(name_)                                           \
-	}
-#define CHILD(ts, tid, ctx, cause, prev_, name_)                               \
-	{                                                                      \
-		REC(PROTO_BEGIN, ts, tid, ctx, cause),                         \
-		    .prev = (prev_), .kind = PROTO_KIND_CHILD,                 \
-		    .name = S(name_)                                           \
-	}
-#define END(ts, tid, ctx, cause, cur_)                                         \
-	{                                                                      \
-		REC(PROTO_END, ts, tid, ctx, cause), .cur = (cur_)             \
-	}
-#define TAG(ts, tid, ctx, cause, key_, value_)                                 \
-	{                                                                      \
-		REC(PROTO_TAG, ts, tid, ctx, cause), .key = S(key_),           \
-						     .value = S(value_)        \
-	}
-#define EVENT(ts, tid, ctx, cause, name_)                                      \
-	{                                                                      \
-		REC(PROTO_EVENT, ts, tid, ctx, cause), .name = S(name_)        \
-	}
-#define RESUME(ts, tid, ctx, cause)                                            \
-	{                                                                      \
-		REC(PROTO_RESUME, ts, tid, ctx, cause)                         \
-	}
-#define SUSPEND(ts, tid, ctx, cause)                                           \
-	{                                                                      \
-		REC(PROTO_SUSPEND, ts, tid, ctx, cause)                        \
-	}
-#define AS (struct proto_record)
-
 /* The threads and requests of docs/DESIGN.md's worked example, and of most
  * streams here. */
 #define T 100 /* the event loop's thread */
@@ -149,6 +103,11 @@ void add_all(struct rules *r, const struct proto_record *recs, size_t n);
 void run(struct rules *r, const struct proto_record *recs, size_t n);
 
 #define RUN(r, recs) run(r, recs, sizeof(recs) / sizeof(recs[0]))
+/* run() on a fresh engine (engine(NULL)), then freed: what it said of
+ * the stream stays in got. */
+void judge(const struct proto_record *recs, size_t n);
+
+#define JUDGE(recs) judge(recs, sizeof(recs) / sizeof(recs[0]))
 
 /* Findings of this class in got. */
 size_t count(enum leak_class leak);

@@ -410,11 +410,17 @@ static void init_client(const char *path, enum ctxleak_backend backend,
 	ck_assert_int_eq(ctxleak_init(&o), CTXLEAK_OK);
 }
 
-static void start(struct listener *l, enum ctxleak_backend backend)
+/* A zeroed listener on a new socket path, started. */
+static void listen_fresh(struct listener *l)
 {
 	memset(l, 0, sizeof(*l));
 	socket_path(l);
 	listener_start(l);
+}
+
+static void start(struct listener *l, enum ctxleak_backend backend)
+{
+	listen_fresh(l);
 	init_client(l->path, backend, 0, 0);
 }
 
@@ -720,6 +726,29 @@ static void app_set(void *user, uint64_t ctx)
 	s->ctx = ctx;
 }
 
+/* A fresh listener (listen_fresh), and options that point at it. */
+static void listen_with_options(struct listener *l, struct ctxleak_options *o)
+{
+	listen_fresh(l);
+	ctxleak_options_init(o);
+	o->socket_path = l->path;
+}
+
+/* After one request of BEGIN, EVENT, END: flush, stop l once the END is
+ * in, and its three records in r. */
+static void shipped_begin_event_end(struct listener *l,
+				    struct proto_record *r[4])
+{
+	ctxleak_flush();
+	ck_assert(wait_records(l, PROTO_END, NULL, 1));
+	listener_stop(l);
+	ck_assert_uint_eq(select_records(l,
+					 1u << PROTO_BEGIN | 1u << PROTO_EVENT |
+					     1u << PROTO_END,
+					 r, 4),
+			  3);
+}
+
 START_TEST(test_custom_backend)
 {
 	struct listener l;
@@ -728,11 +757,7 @@ START_TEST(test_custom_backend)
 	struct proto_record *r[4];
 	uint64_t ctx;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
-	ctxleak_options_init(&o);
-	o.socket_path = l.path;
+	listen_with_options(&l, &o);
 	o.backend = CTXLEAK_BACKEND_CUSTOM;
 	o.custom_set = app_set;
 	o.custom_user = &st;
@@ -752,14 +777,7 @@ START_TEST(test_custom_backend)
 	ctxleak_end(ctx);
 	ck_assert_uint_eq(st.ctx, 77); /* restored to what it was before */
 	ck_assert_int_gt(st.gets, 0);
-	ctxleak_flush();
-	ck_assert(wait_records(&l, PROTO_END, NULL, 1));
-	listener_stop(&l);
-	ck_assert_uint_eq(select_records(&l,
-					 1u << PROTO_BEGIN | 1u << PROTO_EVENT |
-					     1u << PROTO_END,
-					 r, 4),
-			  3);
+	shipped_begin_event_end(&l, r);
 	ck_assert_uint_eq(r[0]->prev, 77);
 	ck_assert_uint_eq(r[1]->ctx, 5);
 	ck_assert_uint_eq(r[1]->cause, ctx);
@@ -779,11 +797,7 @@ START_TEST(test_observe_backend)
 	struct proto_record *r[4];
 	uint64_t ctx;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
-	ctxleak_options_init(&o);
-	o.socket_path = l.path;
+	listen_with_options(&l, &o);
 	o.backend = _i ? CTXLEAK_BACKEND_OBSERVE : CTXLEAK_BACKEND_CUSTOM;
 	o.custom_get = app_get;
 	o.custom_user = &st;
@@ -798,14 +812,7 @@ START_TEST(test_observe_backend)
 	ctxleak_end(ctx);
 	ck_assert_uint_eq(st.ctx, ctx); /* and clears it, or not */
 	ck_assert_int_eq(st.sets, 0);
-	ctxleak_flush();
-	ck_assert(wait_records(&l, PROTO_END, NULL, 1));
-	listener_stop(&l);
-	ck_assert_uint_eq(select_records(&l,
-					 1u << PROTO_BEGIN | 1u << PROTO_EVENT |
-					     1u << PROTO_END,
-					 r, 4),
-			  3);
+	shipped_begin_event_end(&l, r);
 	ck_assert_uint_eq(r[0]->prev, 0);
 	ck_assert_uint_eq(r[1]->ctx, ctx);
 	ck_assert_uint_eq(r[1]->cause, ctx);
@@ -855,9 +862,7 @@ START_TEST(test_environment)
 {
 	struct listener l;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	setenv("CTXLEAK_SOCKET", l.path, 1);
 	setenv("CTXLEAK_BACKEND", "global", 1);
 	setenv("CTXLEAK_APP", "from-env", 1);
@@ -940,9 +945,7 @@ START_TEST(test_threads)
 	pthread_t t[THREADS];
 	struct ctxleak_stats st;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	init_client(l.path, CTXLEAK_BACKEND_THREAD, 64 << 20, 0);
 	for (int i = 0; i < THREADS; i++)
 		pthread_create(&t[i], NULL, emit_numbered, NULL);
@@ -1466,9 +1469,7 @@ START_TEST(test_fork)
 	pid_t child;
 	int status, pc, cc;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	/* A long interval: the parent's events stay buffered over fork. */
 	init_client(l.path, CTXLEAK_BACKEND_THREAD, 0, 60000);
 	ctxleak_event("e", "hello");
@@ -1578,9 +1579,7 @@ START_TEST(test_exit_flushes)
 	int status;
 	pid_t pid;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	pid = emit_and_exit_child(l.path);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
@@ -1785,9 +1784,7 @@ START_TEST(test_shutdown_while_emitting)
 	struct ctxleak_stats st;
 	struct listener l;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	init_client(l.path, CTXLEAK_BACKEND_THREAD, 64 << 20, 0);
 	for (int i = 0; i < BURST_THREADS; i++)
 		pthread_create(&emit[i], NULL, emit_until_done, NULL);
@@ -1991,9 +1988,7 @@ START_TEST(test_disabled)
 {
 	struct listener l;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	setenv("CTXLEAK_DISABLE", "1", 1);
 	setenv("CTXLEAK_SOCKET", l.path, 1);
 	ck_assert_int_eq(ctxleak_init(NULL), CTXLEAK_EDISABLED);
@@ -2010,9 +2005,7 @@ START_TEST(test_shutdown)
 	struct ctxleak_stats st;
 
 	/* Slow flushes: only shutdown sends the event. */
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	init_client(l.path, CTXLEAK_BACKEND_THREAD, 0, 60000);
 	ctxleak_event("last", NULL);
 	ctxleak_shutdown();
@@ -2096,9 +2089,7 @@ START_TEST(test_watermark)
 	pthread_t t[4];
 	size_t marks = 0;
 
-	memset(&l, 0, sizeof(l));
-	socket_path(&l);
-	listener_start(&l);
+	listen_fresh(&l);
 	init_client(l.path, CTXLEAK_BACKEND_THREAD, 0, 1);
 	atomic_store(&keep_emitting, 1);
 	for (int i = 0; i < 4; i++)
@@ -2269,46 +2260,28 @@ END_TEST
 
 /* --------------------------------------------------------------- main */
 
-static Suite *client_suite(void)
+int main(void)
 {
-	Suite *s = suite_create("client");
-	TCase *api = tcase_create("api");
-	TCase *example = tcase_create("worked example");
-	TCase *backends = tcase_create("backends");
-	TCase *ship = tcase_create("shipping");
-	TCase *robust = tcase_create("robustness");
-	TCase *libevent = tcase_create("libevent");
-	TCase *slow_daemon = tcase_create("slow daemon");
-
+	TCase *backends =
+	    check_tcase("backends", 0, test_global_is_shared,
+			test_thread_is_per_thread, test_custom_backend, NULL);
 	/* The shipping tests move a few hundred thousand records. */
-	tcase_set_timeout(ship, 30);
-	tcase_set_timeout(robust, 30);
-	tcase_set_timeout(slow_daemon, 60);
-	tcase_add_test(api, test_every_call);
-	tcase_add_test(api, test_hello);
-	tcase_add_test(api, test_shutdown);
-	tcase_add_test(api, test_uninitialised);
-	tcase_add_test(api, test_disabled);
-	tcase_add_test(example, test_example_thread);
-	tcase_add_test(example, test_example_global);
-	tcase_add_test(example, test_example_task);
-	tcase_add_test(backends, test_global_is_shared);
-	tcase_add_test(backends, test_thread_is_per_thread);
-	tcase_add_test(backends, test_custom_backend);
+	TCase *ship = check_tcase("shipping", 30, test_threads,
+				  test_thread_exit, test_daemon_appears, NULL);
+	TCase *robust = check_tcase("robustness", 30, test_reconnect, NULL);
+	TCase *slow_daemon = check_tcase("slow daemon", 60,
+					 test_shutdown_no_daemon_counts, NULL);
+
 	tcase_add_loop_test(backends, test_observe_backend, 0, 2);
 	tcase_add_test(backends, test_auto_without_scheduler);
 	tcase_add_test(backends, test_auto_with_scheduler);
 	tcase_add_test(backends, test_environment);
 	tcase_add_test(backends, test_bad_backend);
 	tcase_add_loop_test(backends, test_truth_random, 0, 6);
-	tcase_add_test(ship, test_threads);
-	tcase_add_test(ship, test_thread_exit);
-	tcase_add_test(ship, test_daemon_appears);
 	tcase_add_loop_test(ship, test_says_unreachable, 0, 2);
 	tcase_add_test(ship, test_stats_connected);
 	tcase_add_test(ship, test_buffer_limit);
 	tcase_add_test(ship, test_watermark);
-	tcase_add_test(robust, test_reconnect);
 #ifndef __SANITIZE_THREAD__
 	/* The child starts the library's thread again, as a real child
 	 * does, and ThreadSanitizer cannot follow threads made after a
@@ -2321,26 +2294,22 @@ static Suite *client_suite(void)
 	tcase_add_test(robust, test_scopes_never_ended);
 	tcase_add_test(robust, test_scope_outlives_the_ring);
 	tcase_add_test(robust, test_scopes_ended_in_begin_order);
-	tcase_add_test(slow_daemon, test_shutdown_no_daemon_counts);
 	tcase_add_loop_test(slow_daemon, test_shutdown_while_emitting, 0,
 			    BURST_RUNS);
 	tcase_add_loop_test(slow_daemon, test_shutdown_slow_daemon, 0,
 			    BURST_RUNS);
 	tcase_add_test(slow_daemon, test_full_socket_no_spin);
-	tcase_add_test(libevent, test_libevent_task);
-	tcase_add_test(libevent, test_libevent_thread);
-	tcase_add_test(libevent, test_libevent_bufferevent);
-	suite_add_tcase(s, api);
-	suite_add_tcase(s, libevent);
-	suite_add_tcase(s, example);
-	suite_add_tcase(s, backends);
-	suite_add_tcase(s, ship);
-	suite_add_tcase(s, robust);
-	suite_add_tcase(s, slow_daemon);
-	return s;
-}
-
-int main(void)
-{
-	return check_main(client_suite(), NULL);
+	return check_main(
+	    check_suite("client",
+			check_tcase("api", 0, test_every_call, test_hello,
+				    test_shutdown, test_uninitialised,
+				    test_disabled, NULL),
+			check_tcase("libevent", 0, test_libevent_task,
+				    test_libevent_thread,
+				    test_libevent_bufferevent, NULL),
+			check_tcase("worked example", 0, test_example_thread,
+				    test_example_global, test_example_task,
+				    NULL),
+			backends, ship, robust, slow_daemon, NULL),
+	    NULL);
 }

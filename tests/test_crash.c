@@ -169,21 +169,10 @@ static uint64_t check_counts(const struct harness_daemon *d,
 	       "records rows, connections\n");
 	for (int i = 0; i < f->n; i++) {
 		const struct emitter *sl = &f->e[i];
-		const char *row = "FROM processes WHERE pid = %d";
-		char q[128];
-		int64_t records, dropped, rows, conns;
-
-		snprintf(q, sizeof q, "SELECT records %s", row);
-		records = query_int(d, q, (int)sl->pid);
-		snprintf(q, sizeof q, "SELECT dropped %s", row);
-		dropped = query_int(d, q, (int)sl->pid);
-		snprintf(q, sizeof q, "SELECT connections %s", row);
-		conns = query_int(d, q, (int)sl->pid);
-		rows = query_int(d,
-				 "SELECT count(*) FROM records WHERE "
-				 "process_id = (SELECT id FROM processes "
-				 "WHERE pid = %d)",
-				 (int)sl->pid);
+		int64_t records = emitter_process(d, sl, "records");
+		int64_t dropped = emitter_process(d, sl, "dropped");
+		int64_t conns = emitter_process(d, sl, "connections");
+		int64_t rows = emitter_stored(d, sl);
 		printf("  %d: %llu, %llu, %lld, %lld, %lld, %lld\n",
 		       (int)sl->pid, (unsigned long long)sl->produced,
 		       (unsigned long long)sl->st.dropped, (long long)records,
@@ -401,15 +390,6 @@ static size_t encode_dropped(unsigned char *buf, size_t cap, uint64_t count)
 	return raw_encode(buf, cap, &r);
 }
 
-static int hello(const struct harness_daemon *d, uint64_t instance)
-{
-	int fd = harness_connect(d);
-
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, instance, 0), 0);
-	return fd;
-}
-
 static void expect_receipt(int fd, uint64_t records, uint64_t dropped)
 {
 	struct proto_receipt r;
@@ -451,7 +431,7 @@ START_TEST(test_raw_reconnections_live_daemon)
 	char *log;
 
 	START(&d, "--keep", "all", "--linger", linger, "--log-level", "debug");
-	fd = hello(&d, 0x5eed);
+	fd = raw_hello(&d, 0x5eed, 0);
 	n = encode_request(buf, sizeof buf, 11, 1000, 1);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	/* The records are in when the request is. */
@@ -461,7 +441,7 @@ START_TEST(test_raw_reconnections_live_daemon)
 	close(fd);
 	if (!_i)
 		wait_disconnected(&d, 1);
-	fd = hello(&d, 0x5eed);
+	fd = raw_hello(&d, 0x5eed, 0);
 	expect_receipt(fd, 4, 0);
 	n = encode_dropped(buf, sizeof buf, 3);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
@@ -470,11 +450,11 @@ START_TEST(test_raw_reconnections_live_daemon)
 	ck_assert_msg(harness_wait_int(&d, "SELECT count(*) FROM drops", 1) ==
 			  0,
 		      "%s", harness_error());
-	fd = hello(&d, 0x5eed);
+	fd = raw_hello(&d, 0x5eed, 0);
 	expect_receipt(fd, 4, 3);
 	close(fd);
 	/* A new instance holds nothing. */
-	fd = hello(&d, 0xf00d);
+	fd = raw_hello(&d, 0xf00d, 0);
 	expect_receipt(fd, 0, 0);
 	close(fd);
 	ck_assert_int_eq(harness_stop(&d), 0);
@@ -508,7 +488,7 @@ START_TEST(test_raw_receipt_after_kill_is_committed)
 	int fd;
 
 	ck_assert_msg(harness_start(&d, args) == 0, "%s", harness_error());
-	fd = hello(&d, 0xbeef);
+	fd = raw_hello(&d, 0xbeef, 0);
 	n = encode_request(buf, sizeof buf, 12, 1000, 1);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	ck_assert_msg(harness_wait_int(&d,
@@ -528,7 +508,7 @@ START_TEST(test_raw_receipt_after_kill_is_committed)
 	harness_kill(&d);
 	close(fd);
 	restart(&d, args);
-	fd = hello(&d, 0xbeef);
+	fd = raw_hello(&d, 0xbeef, 0);
 	ck_assert_msg(harness_read_receipt(fd, &r) == 0, "%s", harness_error());
 	close(fd);
 	ck_assert_int_eq(harness_stop(&d), 0);
@@ -550,9 +530,8 @@ static int hello_v(const struct harness_daemon *d, uint64_t instance,
 				.seq = seq};
 	unsigned char buf[256];
 	size_t n = proto_encode_hello(buf, sizeof buf, &h);
-	int fd = harness_connect(d);
+	int fd = raw_connect(d);
 
-	ck_assert_msg(fd >= 0, "%s", harness_error());
 	ck_assert_uint_gt(n, 0);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	expect_receipt(fd, records, 0);
@@ -645,18 +624,8 @@ static void send_one(int fd, const struct proto_record *r, uint64_t wm)
 START_TEST(test_raw_ack_waits_for_open_request)
 {
 	const uint64_t s = 1000000000;
-	struct proto_record begin = {.type = PROTO_BEGIN,
-				     .ts = 10 * s,
-				     .tid = 7,
-				     .ctx = 61,
-				     .kind = PROTO_KIND_REQUEST,
-				     .name = {"GET /open", 9}};
-	struct proto_record end = {.type = PROTO_END,
-				   .ts = 10 * s + 500,
-				   .tid = 7,
-				   .ctx = 61,
-				   .cause = 61,
-				   .cur = 61};
+	struct proto_record begin = BEGIN(10 * s, 7, 61, 0, 0, "GET /open");
+	struct proto_record end = END(10 * s + 500, 7, 61, 61, 61);
 	struct harness_daemon d;
 	int fd;
 
@@ -900,9 +869,14 @@ static void peer_close(struct peer *p)
 	proto_decoder_free(p->dec);
 }
 
+/* A client of the library scripted against a fake daemon the test
+ * plays by hand (struct peer). */
 struct scripted {
-	int go[2];
-	struct emitter *slot;
+	struct harness_daemon fake; /* its directory and socket path only */
+	int lfd;		    /* the fake daemon's listening socket */
+	pid_t pid;		    /* the client */
+	int go[2];		    /* the test's go, after the first 100 */
+	struct emitter *slot;	    /* the client's ctxleak_stats, shared */
 };
 
 /* 100 records, then wait for the test's go, then 4 more. */
@@ -927,20 +901,18 @@ static int hundred_then_four(void *arg)
 	return 0;
 }
 
-static pid_t scripted_start(const struct harness_daemon *fake,
-			    struct scripted *sc)
+/* The fake daemon listening, and the client started against it. */
+static void scripted_start(struct scripted *sc)
 {
-	pid_t pid;
-
+	sc->lfd = script_listen(&sc->fake);
 	sc->slot = mmap(NULL, sizeof *sc->slot, PROT_READ | PROT_WRITE,
 			MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	ck_assert_ptr_ne(sc->slot, MAP_FAILED);
 	ck_assert_int_eq(pipe(sc->go), 0);
-	pid = harness_client_spawn(fake, CTXLEAK_BACKEND_THREAD,
-				   hundred_then_four, sc);
-	ck_assert_int_gt(pid, 0);
+	sc->pid = harness_client_spawn(&sc->fake, CTXLEAK_BACKEND_THREAD,
+				       hundred_then_four, sc);
+	ck_assert_int_gt(sc->pid, 0);
 	close(sc->go[0]);
-	return pid;
 }
 
 static void scripted_go(struct scripted *sc)
@@ -949,14 +921,17 @@ static void scripted_go(struct scripted *sc)
 	close(sc->go[1]);
 }
 
-/* The client exits cleanly, with these counts in its ctxleak_stats. */
-static void scripted_end(struct scripted *sc, pid_t pid, uint64_t records,
+/* The client exits cleanly, with these counts in its ctxleak_stats;
+ * then the fake daemon goes. */
+static void scripted_end(struct scripted *sc, uint64_t records,
 			 uint64_t dropped)
 {
-	ck_assert_int_eq(harness_client_wait(pid), 0);
+	ck_assert_int_eq(harness_client_wait(sc->pid), 0);
 	ck_assert_uint_eq(sc->slot->st.records, records);
 	ck_assert_uint_eq(sc->slot->st.dropped, dropped);
 	munmap(sc->slot, sizeof *sc->slot);
+	close(sc->lfd);
+	harness_cleanup(&sc->fake);
 }
 
 /*
@@ -967,17 +942,16 @@ static void scripted_end(struct scripted *sc, pid_t pid, uint64_t records,
  */
 START_TEST(test_client_sends_again_what_no_ack_covered)
 {
-	struct harness_daemon fake;
 	struct scripted sc;
 	struct peer p;
-	int lfd = script_listen(&fake);
-	pid_t pid = scripted_start(&fake, &sc);
 
-	peer_accept(&p, lfd);
+	scripted_start(&sc);
+
+	peer_accept(&p, sc.lfd);
 	peer_until(&p, 0, 0, 0);
 	peer_close(&p);
 
-	peer_accept(&p, lfd);
+	peer_accept(&p, sc.lfd);
 	peer_until(&p, 0, 0, 0);
 	ck_assert(p.h.has_seq);
 	ck_assert_uint_eq(p.h.seq, 0);
@@ -989,7 +963,7 @@ START_TEST(test_client_sends_again_what_no_ack_covered)
 	harness_sleep_ms(100);
 	peer_close(&p);
 
-	peer_accept(&p, lfd);
+	peer_accept(&p, sc.lfd);
 	peer_until(&p, 0, 0, 0);
 	ck_assert_uint_eq(p.h.seq, 40);
 	peer_receipt(&p, 100, 0, 0);
@@ -1001,9 +975,7 @@ START_TEST(test_client_sends_again_what_no_ack_covered)
 	ck_assert_uint_eq(p.dropped, 0);
 	peer_close(&p);
 
-	scripted_end(&sc, pid, 104, 0);
-	close(lfd);
-	harness_cleanup(&fake);
+	scripted_end(&sc, 104, 0);
 }
 END_TEST
 
@@ -1015,22 +987,19 @@ END_TEST
  * daemon took is counted: test_sigkill_until_clients_exit. */
 START_TEST(test_client_without_acks)
 {
-	struct harness_daemon fake;
 	struct scripted sc;
 	struct peer p;
-	int lfd = script_listen(&fake);
-	pid_t pid = scripted_start(&fake, &sc);
 
-	peer_accept(&p, lfd);
+	scripted_start(&sc);
+
+	peer_accept(&p, sc.lfd);
 	peer_until(&p, 0, 0, 0);
 	peer_receipt(&p, 0, 0, 0);
 	peer_until(&p, 100, 0, 0);
 	scripted_go(&sc);
 	peer_until(&p, 104, 0, 1);
 	peer_close(&p);
-	scripted_end(&sc, pid, 104, 0);
-	close(lfd);
-	harness_cleanup(&fake);
+	scripted_end(&sc, 104, 0);
 }
 END_TEST
 

@@ -57,7 +57,41 @@ static void assert_log_has(const struct harness_daemon *d, const char *s)
 	free(log);
 }
 
+/* Until the query says n. */
+static void wait_for_int(const struct harness_daemon *d, const char *sql,
+			 int64_t n)
+{
+	ck_assert_msg(harness_wait_int(d, sql, n) == 0, "%s", harness_error());
+}
+
+/* Until n connections have closed and their processes are finalised. */
+static void wait_disconnected(const struct harness_daemon *d, int64_t n)
+{
+	wait_for_int(d,
+		     "SELECT count(*) FROM processes WHERE "
+		     "disconnected_at IS NOT NULL",
+		     n);
+}
+
 /* ------------------------------------------------------ client scenarios */
+
+/* The worked example in one client under backend, which exits 0. */
+static void example_client(const struct harness_daemon *d,
+			   enum ctxleak_backend backend)
+{
+	ck_assert_int_eq(
+	    harness_client(d, backend, harness_worked_example, NULL), 0);
+}
+
+/* Rows of table (leaks, requests, records) of processes of backend. */
+static int64_t rows_of_backend(const struct harness_daemon *d,
+			       const char *table, const char *backend)
+{
+	return query_int(d,
+			 "SELECT count(*) FROM %s x JOIN processes p ON "
+			 "p.id = x.process_id WHERE p.backend = '%s'",
+			 table, backend);
+}
 
 static int64_t leaks_of(const struct harness_daemon *d, const char *cls,
 			const char *victim, const char *source)
@@ -93,13 +127,7 @@ static void assert_worked_example_leaks(const struct harness_daemon *d)
 				      "name = 'status'"),
 			 1);
 	/* B's rebuilt context holds status=200, set by A's code. */
-	ck_assert_int_eq(
-	    query_int(d, "SELECT count(*) FROM tags t "
-			 "JOIN requests r ON r.id = t.request_id "
-			 "JOIN requests s ON s.id = t.setter_request_id "
-			 "WHERE r.name = 'GET /b' AND t.key = 'status' AND "
-			 "t.value = '200' AND s.name = 'GET /a'"),
-	    1);
+	ck_assert_int_eq(query_int(d, HARNESS_EXAMPLE_BLED_TAG_SQL), 1);
 }
 
 static void run_worked_example(enum ctxleak_backend backend, const char *name)
@@ -107,8 +135,7 @@ static void run_worked_example(enum ctxleak_backend backend, const char *name)
 	struct harness_daemon d;
 
 	START(&d, "--keep", "all");
-	ck_assert_int_eq(
-	    harness_client(&d, backend, harness_worked_example, NULL), 0);
+	example_client(&d, backend);
 	STOP_OK(&d);
 	ck_assert_int_eq(query_int(&d,
 				   "SELECT count(*) FROM processes "
@@ -137,9 +164,7 @@ START_TEST(test_worked_example_task)
 	struct harness_daemon d;
 
 	START(&d, "--keep", "all");
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_TASK,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_TASK);
 	STOP_OK(&d);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"), 0);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests WHERE "
@@ -244,14 +269,8 @@ START_TEST(test_two_clients_at_once)
 	ck_assert_int_eq(query_int(&d, "SELECT pid FROM processes WHERE "
 				       "backend = 'task'"),
 			 task_pid);
-	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks l JOIN "
-				       "processes p ON p.id = l.process_id "
-				       "WHERE p.backend = 'thread'"),
-			 7);
-	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks l JOIN "
-				       "processes p ON p.id = l.process_id "
-				       "WHERE p.backend = 'task'"),
-			 0);
+	ck_assert_int_eq(rows_of_backend(&d, "leaks", "thread"), 7);
+	ck_assert_int_eq(rows_of_backend(&d, "leaks", "task"), 0);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests r JOIN "
 				       "processes p ON p.id = r.process_id "
 				       "GROUP BY p.id ORDER BY 1 LIMIT 1"),
@@ -286,11 +305,10 @@ START_TEST(test_killed_client_gives_unclosed)
 				   NULL);
 	ck_assert(pid > 0);
 	/* --keep=all stores each record once a watermark covers it. */
-	ck_assert_msg(harness_wait_int(&d,
-				       "SELECT count(*) FROM records WHERE "
-				       "type = 'BEGIN' AND name = 'GET /hang'",
-				       1) == 0,
-		      "%s", harness_error());
+	wait_for_int(&d,
+		     "SELECT count(*) FROM records WHERE "
+		     "type = 'BEGIN' AND name = 'GET /hang'",
+		     1);
 	kill(pid, SIGKILL);
 	ck_assert_int_eq(harness_client_wait(pid), 128 + SIGKILL);
 	STOP_OK(&d);
@@ -313,16 +331,10 @@ START_TEST(test_garbage_closes_only_its_connection)
 	int fd;
 
 	START(&d, "--keep", "all");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4711, (uint32_t)getpid()), 0);
-	ck_assert_int_eq(harness_write_all(fd, junk, sizeof junk), 0);
-	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
-	close(fd);
+	fd = raw_hello(&d, 4711, (uint32_t)getpid());
+	raw_send_until_closed(fd, junk, sizeof junk);
 
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	STOP_OK(&d);
 	assert_log_has(&d, "closing connection");
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes WHERE "
@@ -345,19 +357,12 @@ START_TEST(test_bad_input_keeps_what_came_before)
 	int fd;
 
 	START(&d, "--keep", "all");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4712, 0), 0);
+	fd = raw_hello(&d, 4712, 0);
 	n = raw_request(buf, sizeof buf, 99, 1000);
 	buf[n++] = 0xc1; /* never used in msgpack */
-	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
-	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
-	close(fd);
+	raw_send_until_closed(fd, buf, n);
 	STOP_OK(&d);
-	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
-				       "processes p ON p.id = r.process_id "
-				       "WHERE p.instance = 4712"),
-			 4);
+	ck_assert_int_eq(raw_records_of(&d, 4712), 4);
 	ck_assert_int_eq(query_int(&d, "SELECT records FROM processes WHERE "
 				       "instance = 4712"),
 			 4);
@@ -382,14 +387,10 @@ START_TEST(test_string_limit_closes_connection)
 
 	memset(big, 'x', sizeof big);
 	START(&d, "--keep", "all", "--max-string", "64");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4717, 0), 0);
+	fd = raw_hello(&d, 4717, 0);
 	n = raw_request(buf, sizeof buf, 99, 1000);
 	n += raw_encode(buf + n, sizeof buf - n, &tag);
-	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
-	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
-	close(fd);
+	raw_send_until_closed(fd, buf, n);
 	STOP_OK(&d);
 	assert_log_has(&d, "closing connection: ");
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records"), 4);
@@ -404,29 +405,15 @@ END_TEST
  * watermark at ts `watermark`. */
 static void open_scopes(int fd, int n, uint64_t watermark)
 {
-	unsigned char buf[256];
-	struct proto_record r = {.type = PROTO_BEGIN,
-				 .tid = 7,
-				 .kind = PROTO_KIND_REQUEST,
-				 .name = {"GET /open", 9}};
+	struct proto_record r = BEGIN(0, 7, 0, 0, 0, "GET /open");
 
 	for (int i = 0; i < n; i++) {
 		r.ts = 1000 + (uint64_t)i;
 		r.ctx = 500 + (uint64_t)i;
-		ck_assert_int_eq(
-		    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &r)),
-		    0);
+		raw_send(fd, &r);
 	}
 	r = (struct proto_record){.type = PROTO_WATERMARK, .ts = watermark};
-	ck_assert_int_eq(
-	    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &r)), 0);
-}
-
-/* Until the query says n. */
-static void wait_for_int(const struct harness_daemon *d, const char *sql,
-			 int64_t n)
-{
-	ck_assert_msg(harness_wait_int(d, sql, n) == 0, "%s", harness_error());
+	raw_send(fd, &r);
 }
 
 /* Until the leaks table holds n unclosed findings. */
@@ -442,9 +429,7 @@ START_TEST(test_max_open_scopes)
 	int fd;
 
 	START(&d, "--keep", "all", "--max-open-scopes", "10");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4718, 0), 0);
+	fd = raw_hello(&d, 4718, 0);
 	open_scopes(fd, 25, 2000);
 	/* While connected only the scopes evicted over the limit are
 	 * unclosed; the rest follow at the disconnect. */
@@ -463,11 +448,8 @@ END_TEST
 static void connect_two(const struct harness_daemon *d, uint64_t instance,
 			int *a, int *b)
 {
-	*a = harness_connect(d);
-	*b = harness_connect(d);
-	ck_assert_msg(*a >= 0 && *b >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(*a, instance, 0), 0);
-	ck_assert_int_eq(harness_send_hello(*b, instance + 1, 0), 0);
+	*a = raw_hello(d, instance, 0);
+	*b = raw_hello(d, instance + 1, 0);
 }
 
 /* Scopes of the process of that instance forgotten over a limit. */
@@ -509,25 +491,18 @@ END_TEST
 /* n complete requests from ctx first on, then a watermark past them. */
 static void send_requests(int fd, uint64_t first, int n, uint64_t ts)
 {
-	unsigned char buf[1024];
 	struct proto_record wm = {.type = PROTO_WATERMARK,
 				  .ts = ts + 10 * (uint64_t)n};
 
 	for (int i = 0; i < n; i++)
-		ck_assert_int_eq(
-		    harness_write_all(fd, buf,
-				      raw_request(buf, sizeof buf,
-						  first + (uint64_t)i,
-						  ts + 10 * (uint64_t)i)),
-		    0);
-	ck_assert_int_eq(
-	    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &wm)), 0);
+		raw_send_request(fd, first + (uint64_t)i,
+				 ts + 10 * (uint64_t)i);
+	raw_send(fd, &wm);
 }
 
 /* A TAG of a new request (ctx 1000) under the context of an ended one. */
 static void send_probe(int fd, uint64_t ended_ctx, uint64_t ts)
 {
-	unsigned char buf[1024];
 	struct proto_record tag = {.type = PROTO_TAG,
 				   .ts = ts + 5,
 				   .tid = 7,
@@ -535,11 +510,8 @@ static void send_probe(int fd, uint64_t ended_ctx, uint64_t ts)
 				   .cause = 1000,
 				   .key = {"probe", 5}};
 
-	ck_assert_int_eq(
-	    harness_write_all(fd, buf, raw_request(buf, sizeof buf, 1000, ts)),
-	    0);
-	ck_assert_int_eq(
-	    harness_write_all(fd, buf, raw_encode(buf, sizeof buf, &tag)), 0);
+	raw_send_request(fd, 1000, ts);
+	raw_send(fd, &tag);
 }
 
 /* The class of the finding of process `instance` under ctx. */
@@ -598,9 +570,7 @@ START_TEST(test_max_request_age)
 	int fd;
 
 	START(&d, "--keep", "all", "--max-request-age", "1s");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4719, 0), 0);
+	fd = raw_hello(&d, 4719, 0);
 	/* The watermark is 2 s of client time later: every scope is too
 	 * old, with the connection still open. */
 	open_scopes(fd, 3, 1000 + 2000000000ULL);
@@ -629,20 +599,14 @@ START_TEST(test_dropped_and_unknown_counted)
 	int fd;
 
 	START(&d, "--keep", "all");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4722, 0), 0);
+	fd = raw_hello(&d, 4722, 0);
 	n = raw_request(buf, sizeof buf, 99, 1000);
 	memcpy(buf + n, unknown, sizeof unknown);
 	n += sizeof unknown;
 	n += raw_encode(buf + n, sizeof buf - n, &dropped);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	close(fd);
-	ck_assert_msg(harness_wait_int(&d,
-				       "SELECT count(*) FROM processes WHERE "
-				       "disconnected_at IS NOT NULL",
-				       1) == 0,
-		      "%s", harness_error());
+	wait_disconnected(&d, 1);
 	STOP_OK(&d);
 	ck_assert_int_eq(query_int(&d, "SELECT dropped FROM processes"), 42);
 	ck_assert_int_eq(query_int(&d, "SELECT unknown_skipped FROM processes"),
@@ -662,16 +626,11 @@ START_TEST(test_record_before_hello)
 	int fd;
 
 	START(&d, "--keep", "all");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
+	fd = raw_connect(&d);
 	n = raw_request(buf, sizeof buf, 5, 1000);
-	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
-	ck_assert_msg(harness_wait_closed(fd) == 0, "%s", harness_error());
-	close(fd);
+	raw_send_until_closed(fd, buf, n);
 	/* Only that connection: the daemon still serves clients. */
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	STOP_OK(&d);
 	assert_log_has(&d, "closing connection");
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes"), 1);
@@ -683,22 +642,13 @@ END_TEST
 START_TEST(test_kernel_pid_wins)
 {
 	struct harness_daemon d;
-	unsigned char buf[512];
-	size_t n;
 	int fd;
 
 	START(&d, "--keep", "all");
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4713, 1), 0);
-	n = raw_request(buf, sizeof buf, 5, 1000);
-	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	fd = raw_hello(&d, 4713, 1);
+	raw_send_request(fd, 5, 1000);
 	close(fd);
-	ck_assert_msg(harness_wait_int(&d,
-				       "SELECT count(*) FROM processes WHERE "
-				       "disconnected_at IS NOT NULL",
-				       1) == 0,
-		      "%s", harness_error());
+	wait_disconnected(&d, 1);
 	STOP_OK(&d);
 	ck_assert_int_eq(query_int(&d, "SELECT pid FROM processes WHERE "
 				       "instance = 4713"),
@@ -716,19 +666,14 @@ END_TEST
 START_TEST(test_reconnection_continues_process)
 {
 	struct harness_daemon d;
-	unsigned char buf[512];
-	size_t n;
 	int fd;
 
 	/* Long enough that the second connection comes within it. */
 	START(&d, "--keep", "all", "--linger", "60s");
 	for (int i = 0; i < 2; i++) {
-		fd = harness_connect(&d);
-		ck_assert_msg(fd >= 0, "%s", harness_error());
-		ck_assert_int_eq(harness_send_hello(fd, 4714, 0), 0);
-		n = raw_request(buf, sizeof buf, 10 + (uint64_t)i,
-				1000 + 100 * (uint64_t)i);
-		ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+		fd = raw_hello(&d, 4714, 0);
+		raw_send_request(fd, 10 + (uint64_t)i,
+				 1000 + 100 * (uint64_t)i);
 		close(fd);
 	}
 	STOP_OK(&d);
@@ -766,9 +711,7 @@ START_TEST(test_instance_of_another_uid_refused)
 	START(&d, "--keep", "all", "--log-level", "debug");
 	ck_assert_int_eq(chmod(d.dir, 0755), 0);
 	ck_assert_int_eq(chmod(d.socket, 0666), 0);
-	fd = harness_connect(&d);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(harness_send_hello(fd, 4721, 0), 0);
+	fd = raw_hello(&d, 4721, 0);
 	ck_assert_msg(harness_wait_log(&d, "new process", 1) == 0, "%s",
 		      harness_error());
 	pid = fork();
@@ -797,9 +740,7 @@ START_TEST(test_sigterm_drains)
 	START(&d, "--keep", "all");
 	for (uint64_t i = 0; i < N; i++)
 		n += raw_request(buf + n, cap - n, 1000 + i, 10 * (i + 1));
-	fd = harness_connect(&d);
-	ck_assert_msg(fd >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(fd, 4715, 0), 0);
+	fd = raw_hello(&d, 4715, 0);
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 	/* At once, with the connection still open: what the kernel took
 	 * must all be stored. */
@@ -830,11 +771,8 @@ START_TEST(test_sigterm_loses_nothing_of_busy_clients)
 	for (int i = 0; i < CLIENTS; i++)
 		pids[i] = emitters_spawn(&d, e, i, CTXLEAK_BACKEND_THREAD);
 	/* Every client connected and its batches flowing. */
-	ck_assert_msg(harness_wait_int(&d,
-				       "SELECT count(DISTINCT process_id) "
-				       "FROM records",
-				       CLIENTS) == 0,
-		      "%s", harness_error());
+	wait_for_int(&d, "SELECT count(DISTINCT process_id) FROM records",
+		     CLIENTS);
 	STOP_OK(&d);
 	/* The clients shut down with the daemon gone: their own figures. */
 	e->stop = 1;
@@ -842,11 +780,7 @@ START_TEST(test_sigterm_loses_nothing_of_busy_clients)
 		const struct emitter *r = &e->e[i];
 
 		ck_assert_int_eq(harness_client_wait(pids[i]), 0);
-		stored = query_int(&d,
-				   "SELECT count(*) FROM records r JOIN "
-				   "processes p ON p.id = r.process_id "
-				   "WHERE p.pid = %d",
-				   (int)r->pid);
+		stored = emitter_stored(&d, r);
 		ck_assert_msg((uint64_t)stored + r->st.dropped == r->produced,
 			      "pid %d: %lld stored + %llu dropped != %llu "
 			      "produced (%llu recorded)",
@@ -883,9 +817,7 @@ START_TEST(test_sigterm_accepts_the_backlog)
 	ck_assert_int_eq(waitpid(d.pid, &st, WUNTRACED), d.pid);
 	ck_assert(WIFSTOPPED(st));
 	for (int i = 0; i < CONNS; i++) {
-		fds[i] = harness_connect(&d);
-		ck_assert_msg(fds[i] >= 0, "%s", harness_error());
-		ck_assert_int_eq(harness_send_hello(fds[i], 9000 + i, 0), 0);
+		fds[i] = raw_hello(&d, 9000 + i, 0);
 		ck_assert_int_eq(harness_write_all(fds[i], buf, n), 0);
 	}
 	ck_assert_int_eq(kill(d.pid, SIGTERM), 0);
@@ -952,19 +884,12 @@ START_TEST(test_keep_leaky)
 	struct harness_daemon d;
 
 	START(&d, "--keep", "leaky");
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_TASK,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
+	example_client(&d, CTXLEAK_BACKEND_TASK);
 	STOP_OK(&d);
 	/* Rows and records of the leaky requests (all three under thread),
 	 * counts of the clean ones (all three under task). */
-	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests r JOIN "
-				       "processes p ON p.id = r.process_id "
-				       "WHERE p.backend = 'thread'"),
-			 3);
+	ck_assert_int_eq(rows_of_backend(&d, "requests", "thread"), 3);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM requests"), 3);
 	ck_assert_int_eq(query_int(&d, "SELECT sum(s.requests) FROM "
 				       "request_stats s JOIN processes p ON "
@@ -974,14 +899,8 @@ START_TEST(test_keep_leaky)
 	ck_assert_int_eq(query_int(&d, "SELECT sum(requests) FROM "
 				       "request_stats"),
 			 3);
-	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
-				       "processes p ON p.id = r.process_id "
-				       "WHERE p.backend = 'task'"),
-			 0);
-	ck_assert_int_gt(query_int(&d, "SELECT count(*) FROM records r JOIN "
-				       "processes p ON p.id = r.process_id "
-				       "WHERE p.backend = 'thread'"),
-			 0);
+	ck_assert_int_eq(rows_of_backend(&d, "records", "task"), 0);
+	ck_assert_int_gt(rows_of_backend(&d, "records", "thread"), 0);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM records r JOIN "
 				       "requests q ON q.id = r.request_id "
 				       "WHERE q.leaks = 0 AND q.source_of = 0"),
@@ -1011,9 +930,7 @@ START_TEST(test_second_daemon_refused)
 		      "%s", out);
 	free(out);
 	/* The first one is untouched. */
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	STOP_OK(&d);
 	assert_worked_example_leaks(&d);
 	harness_cleanup(&d);
@@ -1042,9 +959,7 @@ START_TEST(test_second_daemon_on_the_database_refused)
 	ck_assert_msg(strstr(out, want) != NULL, "%s", out);
 	free(out);
 	ck_assert_int_eq(access(sock2, F_OK), -1);
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	STOP_OK(&d);
 	assert_worked_example_leaks(&d);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM processes"), 1);
@@ -1188,9 +1103,7 @@ START_TEST(test_damaged_database_warned)
 	ck_assert_msg(harness_launch(&d, NULL) == 0, "%s", harness_error());
 	assert_log_has(&d, "is damaged: PRAGMA quick_check found");
 	assert_log_has(&d, want);
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	STOP_OK(&d);
 	assert_worked_example_leaks(&d);
 	harness_cleanup(&d);
@@ -1365,17 +1278,13 @@ START_TEST(test_max_connections)
 
 	START(&d, "--max-connections", "2", "--log-level", "debug");
 	for (int i = 0; i < 2; i++) {
-		fds[i] = harness_connect(&d);
-		ck_assert_msg(fds[i] >= 0, "%s", harness_error());
-		ck_assert_int_eq(
-		    harness_send_hello(fds[i], 100 + (uint64_t)i, 0), 0);
+		fds[i] = raw_hello(&d, 100 + (uint64_t)i, 0);
 		/* Once the daemon has handled this HELLO, the harness's
 		 * readiness probe is long closed and uncounted. */
 		ck_assert_msg(harness_wait_log(&d, "new process", i + 1) == 0,
 			      "%s", harness_error());
 	}
-	fds[2] = harness_connect(&d);
-	ck_assert_msg(fds[2] >= 0, "%s", harness_error());
+	fds[2] = raw_connect(&d);
 	ck_assert_msg(harness_wait_closed(fds[2]) == 0, "%s", harness_error());
 	assert_log_has(&d, "--max-connections");
 	/* A slot frees up when a client leaves. */
@@ -1383,8 +1292,7 @@ START_TEST(test_max_connections)
 	ck_assert_msg(harness_wait_log(&d, "finalised", 1) == 0, "%s",
 		      harness_error());
 	close(fds[2]);
-	fds[2] = harness_connect(&d);
-	ck_assert_int_eq(harness_send_hello(fds[2], 102, 0), 0);
+	fds[2] = raw_hello(&d, 102, 0);
 	ck_assert_msg(harness_wait_log(&d, "new process", 3) == 0, "%s",
 		      harness_error());
 	close(fds[1]);
@@ -1445,16 +1353,12 @@ START_TEST(test_refusals_logged_per_burst)
 
 	START(&d, "--max-connections", "2", "--log-level", "debug");
 	for (int i = 0; i < 2; i++) {
-		fds[i] = harness_connect(&d);
-		ck_assert_msg(fds[i] >= 0, "%s", harness_error());
-		ck_assert_int_eq(
-		    harness_send_hello(fds[i], 200 + (uint64_t)i, 0), 0);
+		fds[i] = raw_hello(&d, 200 + (uint64_t)i, 0);
 		ck_assert_msg(harness_wait_log(&d, "new process", i + 1) == 0,
 			      "%s", harness_error());
 	}
 	for (int i = 0; i < REFUSED; i++) {
-		fd = harness_connect(&d);
-		ck_assert_msg(fd >= 0, "%s", harness_error());
+		fd = raw_connect(&d);
 		ck_assert_msg(harness_wait_closed(fd) == 0, "%s",
 			      harness_error());
 		close(fd);
@@ -1496,10 +1400,8 @@ START_TEST(test_out_of_descriptors)
 	/* Room for three more descriptors at most. */
 	rl.rlim_cur = rl.rlim_max = (rlim_t)lowest_free_fd(d.pid) + 3;
 	ck_assert_int_eq(prlimit(d.pid, RLIMIT_NOFILE, &rl, NULL), 0);
-	for (int i = 0; i < FD_STORM; i++) {
-		fds[i] = harness_connect(&d);
-		ck_assert_msg(fds[i] >= 0, "%s", harness_error());
-	}
+	for (int i = 0; i < FD_STORM; i++)
+		fds[i] = raw_connect(&d);
 	ck_assert_msg(harness_wait_log(&d, "Too many open files", 1) == 0, "%s",
 		      harness_error());
 	cpu = cpu_seconds(d.pid);
@@ -1511,18 +1413,12 @@ START_TEST(test_out_of_descriptors)
 
 	for (int i = 0; i < FD_STORM; i++)
 		close(fds[i]);
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	ck_assert_msg(harness_wait_log(&d, "accepting again after", 1) == 0,
 		      "%s", harness_error());
 	/* The client waited in the backlog: its process row says it got
 	 * through. */
-	ck_assert_msg(harness_wait_int(&d,
-				       "SELECT count(*) FROM processes "
-				       "WHERE disconnected_at IS NOT NULL",
-				       1) == 0,
-		      "%s", harness_error());
+	wait_disconnected(&d, 1);
 	STOP_OK(&d);
 	assert_worked_example_leaks(&d);
 	harness_cleanup(&d);
@@ -1551,9 +1447,7 @@ START_TEST(test_sighup_reopens_log_file)
 	snprintf(d.log, sizeof d.log, "%s", path);
 	ck_assert_msg(harness_wait_log(&d, "log file reopened", 1) == 0, "%s",
 		      harness_error());
-	fd = harness_connect(&d);
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(harness_send_hello(fd, 4716, 0), 0);
+	fd = raw_hello(&d, 4716, 0);
 	ck_assert_msg(harness_wait_log(&d, "new process", 1) == 0, "%s",
 		      harness_error());
 	close(fd);
@@ -1614,9 +1508,12 @@ static int wait_notify(int fd, const char *needle, char *msg, size_t len)
 }
 
 /* Starts the daemon as systemd would under Type=notify with a 200 ms
- * watchdog; returns the notify socket, bound at *sun in its directory. */
+ * watchdog; returns the notify socket, bound at *sun in its directory,
+ * once READY=1 came on it.  READY=1 is first: the store is open and the
+ * socket listens, which harness_launch has seen. */
 static int launch_notified(struct harness_daemon *d, struct sockaddr_un *sun)
 {
+	char msg[512];
 	int fd;
 
 	ck_assert_int_eq(harness_prepare(d), 0);
@@ -1628,7 +1525,20 @@ static int launch_notified(struct harness_daemon *d, struct sockaddr_un *sun)
 	ck_assert_msg(harness_launch(d, NULL) == 0, "%s", harness_error());
 	unsetenv("NOTIFY_SOCKET");
 	unsetenv("WATCHDOG_USEC");
+	read_notify(fd, msg, sizeof msg);
+	ck_assert_msg(strstr(msg, "READY=1") != NULL, "%s", msg);
 	return fd;
+}
+
+/* Stops the daemon of launch_notified, which says STOPPING=1 on fd. */
+static void stop_notified(struct harness_daemon *d, int fd)
+{
+	char msg[512];
+
+	STOP_OK(d);
+	ck_assert_msg(wait_notify(fd, "STOPPING=1", msg, sizeof msg), "%s",
+		      msg);
+	close(fd);
 }
 
 START_TEST(test_sd_notify)
@@ -1639,19 +1549,11 @@ START_TEST(test_sd_notify)
 	int fd;
 
 	fd = launch_notified(&d, &sun);
-
-	/* READY=1 first: the store is open and the socket listens, which
-	 * harness_launch has seen. */
-	read_notify(fd, msg, sizeof msg);
-	ck_assert_msg(strstr(msg, "READY=1") != NULL, "%s", msg);
 	ck_assert(wait_notify(fd, "WATCHDOG=1", msg, sizeof msg));
 	ck_assert_msg(wait_notify(fd, "STATUS=0 connections, 0 processes", msg,
 				  sizeof msg),
 		      "%s", msg);
-	STOP_OK(&d);
-	ck_assert_msg(wait_notify(fd, "STOPPING=1", msg, sizeof msg), "%s",
-		      msg);
-	close(fd);
+	stop_notified(&d, fd);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -1683,25 +1585,14 @@ START_TEST(test_sd_notify_never_blocks)
 	int fd;
 
 	fd = launch_notified(&d, &sun);
-	read_notify(fd, msg, sizeof msg);
-	ck_assert_msg(strstr(msg, "READY=1") != NULL, "%s", msg);
 
 	/* The next watchdog ping, 100 ms away, finds the queue full. */
 	fill_notify_queue(&sun);
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
-	ck_assert_msg(harness_wait_int(&d,
-				       "SELECT count(*) FROM processes "
-				       "WHERE disconnected_at IS NOT NULL",
-				       1) == 0,
-		      "%s", harness_error());
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
+	wait_disconnected(&d, 1);
 
 	ck_assert(wait_notify(fd, "WATCHDOG=1", msg, sizeof msg));
-	STOP_OK(&d);
-	ck_assert_msg(wait_notify(fd, "STOPPING=1", msg, sizeof msg), "%s",
-		      msg);
-	close(fd);
+	stop_notified(&d, fd);
 	assert_worked_example_leaks(&d);
 	harness_cleanup(&d);
 }
@@ -1716,13 +1607,10 @@ START_TEST(test_silent_connection_closed)
 	int talker, silent;
 
 	START(&d, "--log-level", "debug");
-	talker = harness_connect(&d);
-	ck_assert_msg(talker >= 0, "%s", harness_error());
-	ck_assert_int_eq(harness_send_hello(talker, 4723, 0), 0);
+	talker = raw_hello(&d, 4723, 0);
 	ck_assert_msg(harness_wait_log(&d, "new process", 1) == 0, "%s",
 		      harness_error());
-	silent = harness_connect(&d);
-	ck_assert_msg(silent >= 0, "%s", harness_error());
+	silent = raw_connect(&d);
 	ck_assert_msg(harness_wait_closed(silent) == 0, "%s", harness_error());
 	assert_log_has(&d, "closing connection: no HELLO within 10 s");
 	/* The one that said HELLO earlier is still open: past its RECEIPT,
@@ -1773,9 +1661,7 @@ START_TEST(test_every_option_accepted)
 	      "--max-held", "1M", "--max-pending", "2M", "--retention", "7d,1G",
 	      "--linger", "250ms", "--partial-timeout", "2s",
 	      "--max-record-size", "64K", "--max-string", "4096");
-	ck_assert_int_eq(harness_client(&d, CTXLEAK_BACKEND_THREAD,
-					harness_worked_example, NULL),
-			 0);
+	example_client(&d, CTXLEAK_BACKEND_THREAD);
 	STOP_OK(&d);
 	assert_worked_example_leaks(&d);
 	harness_cleanup(&d);
@@ -1808,48 +1694,42 @@ START_TEST(test_bad_options)
 }
 END_TEST
 
-static Suite *daemon_suite(void)
-{
-	Suite *s = suite_create("daemon");
-
-	suite_add_tcase(
-	    s, check_tcase("findings", 60, test_worked_example_thread,
-			   test_worked_example_global, test_worked_example_task,
-			   test_two_clients_at_once,
-			   test_killed_client_gives_unclosed, test_keep_leaky,
-			   test_max_held, test_no_secrets_in_logs, NULL));
-	suite_add_tcase(
-	    s, check_tcase(
-		   "input", 60, test_garbage_closes_only_its_connection,
-		   test_bad_input_keeps_what_came_before,
-		   test_record_before_hello, test_dropped_and_unknown_counted,
-		   test_string_limit_closes_connection, test_max_open_scopes,
-		   test_max_open_scopes_total, test_max_ended_scopes_total,
-		   test_max_request_age, test_instance_of_another_uid_refused,
-		   test_kernel_pid_wins, test_reconnection_continues_process,
-		   NULL));
-	suite_add_tcase(
-	    s, check_tcase(
-		   "lifecycle", 60, test_sigterm_drains,
-		   test_sigterm_loses_nothing_of_busy_clients,
-		   test_sigterm_accepts_the_backlog, test_second_daemon_refused,
-		   test_second_daemon_on_the_database_refused,
-		   test_two_daemons_start_at_once, test_damaged_database_warned,
-		   test_stale_socket_replaced, test_unwritable_db,
-		   test_db_error_said_once, test_db_directories_0750,
-		   test_foreign_socket_directory, test_max_connections,
-		   test_refusals_logged_per_burst, test_out_of_descriptors,
-		   test_sighup_reopens_log_file, test_sd_notify,
-		   test_sd_notify_never_blocks, test_journal_prefixes, NULL));
-	suite_add_tcase(s, check_tcase("command line", 60,
-				       test_help_and_version, test_bad_options,
-				       test_every_option_accepted, NULL));
-	suite_add_tcase(
-	    s, check_tcase("slow", 60, test_silent_connection_closed, NULL));
-	return s;
-}
-
 int main(void)
 {
-	return check_main(daemon_suite(), NULL);
+	return check_main(
+	    check_suite(
+		"daemon",
+		check_tcase("findings", 60, test_worked_example_thread,
+			    test_worked_example_global,
+			    test_worked_example_task, test_two_clients_at_once,
+			    test_killed_client_gives_unclosed, test_keep_leaky,
+			    test_max_held, test_no_secrets_in_logs, NULL),
+		check_tcase(
+		    "input", 60, test_garbage_closes_only_its_connection,
+		    test_bad_input_keeps_what_came_before,
+		    test_record_before_hello, test_dropped_and_unknown_counted,
+		    test_string_limit_closes_connection, test_max_open_scopes,
+		    test_max_open_scopes_total, test_max_ended_scopes_total,
+		    test_max_request_age, test_instance_of_another_uid_refused,
+		    test_kernel_pid_wins, test_reconnection_continues_process,
+		    NULL),
+		check_tcase(
+		    "lifecycle", 60, test_sigterm_drains,
+		    test_sigterm_loses_nothing_of_busy_clients,
+		    test_sigterm_accepts_the_backlog,
+		    test_second_daemon_refused,
+		    test_second_daemon_on_the_database_refused,
+		    test_two_daemons_start_at_once,
+		    test_damaged_database_warned, test_stale_socket_replaced,
+		    test_unwritable_db, test_db_error_said_once,
+		    test_db_directories_0750, test_foreign_socket_directory,
+		    test_max_connections, test_refusals_logged_per_burst,
+		    test_out_of_descriptors, test_sighup_reopens_log_file,
+		    test_sd_notify, test_sd_notify_never_blocks,
+		    test_journal_prefixes, NULL),
+		check_tcase("command line", 60, test_help_and_version,
+			    test_bad_options, test_every_option_accepted, NULL),
+		check_tcase("slow", 60, test_silent_connection_closed, NULL),
+		NULL),
+	    NULL);
 }

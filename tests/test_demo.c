@@ -68,13 +68,6 @@ static int64_t records_expected(const char *example)
 	return 13 * REQUESTS;
 }
 
-static const char *examples_dir(void)
-{
-	const char *dir = getenv("CTXLEAK_EXAMPLES");
-
-	return dir && *dir ? dir : "build/examples";
-}
-
 static void exec_example(const struct harness_daemon *d, const struct run *r)
 {
 	char path[512], count[16];
@@ -82,7 +75,8 @@ static void exec_example(const struct harness_daemon *d, const struct run *r)
 
 	if (null >= 0)
 		dup2(null, STDOUT_FILENO);
-	snprintf(path, sizeof(path), "%s/%s", examples_dir(), r->example);
+	snprintf(path, sizeof(path), "%s/%s", harness_examples_path(),
+		 r->example);
 	snprintf(count, sizeof(count), "%d", REQUESTS);
 	setenv("CTXLEAK_SOCKET", d->socket, 1);
 	setenv("CTXLEAK_BACKEND", r->backend, 1);
@@ -446,7 +440,7 @@ static void build_dir(char *out, size_t len)
 {
 	char *slash;
 
-	snprintf(out, len, "%s", examples_dir());
+	snprintf(out, len, "%s", harness_examples_path());
 	slash = strrchr(out, '/');
 	if (slash)
 		*slash = '\0';
@@ -661,27 +655,21 @@ START_TEST(test_demo_table)
 }
 END_TEST
 
-static Suite *demo_suite(void)
-{
-	Suite *s = suite_create("demo");
-	TCase *tc;
-
-	tc = check_tcase("clean", 120, NULL);
-	tcase_add_loop_test(tc, test_clean, 0,
-			    sizeof(clean_runs) / sizeof(clean_runs[0]));
-	suite_add_tcase(s, tc);
-	suite_add_tcase(
-	    s, check_tcase("leaky", 120, test_thread_per_request_global,
-			   test_thread_pool_thread, test_thread_pool_global,
-			   test_event_loop_thread, test_event_loop_global,
-			   test_coroutines_thread, test_coroutines_global,
-			   test_coroutines_custom_naive, test_auth_pool_observe,
-			   NULL));
-	suite_add_tcase(s, check_tcase("demo", 180, test_demo_table, NULL));
-	return s;
-}
-
 int main(void)
 {
-	return check_main(demo_suite(), NULL);
+	TCase *clean = check_tcase("clean", 120, NULL);
+
+	tcase_add_loop_test(clean, test_clean, 0,
+			    sizeof(clean_runs) / sizeof(clean_runs[0]));
+	return check_main(
+	    check_suite(
+		"demo", clean,
+		check_tcase("leaky", 120, test_thread_per_request_global,
+			    test_thread_pool_thread, test_thread_pool_global,
+			    test_event_loop_thread, test_event_loop_global,
+			    test_coroutines_thread, test_coroutines_global,
+			    test_coroutines_custom_naive,
+			    test_auth_pool_observe, NULL),
+		check_tcase("demo", 180, test_demo_table, NULL), NULL),
+	    NULL);
 }

@@ -19,6 +19,7 @@
 #include "ctxleak.h"
 #include "harness_check.h"
 #include "proto.h"
+#include "raw.h"
 
 /* `ctxleak --db DB show ID`: its stdout, or fail. */
 static char *show(const struct harness_daemon *d, int64_t id)
@@ -210,36 +211,18 @@ static void send_hello(int fd, uint64_t instance, const char *backend)
 	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
 }
 
-static void send_records(int fd, const struct proto_record *recs, size_t n)
+/* One raw connection under backend: HELLO, the n records, close. */
+static void send_stream(const struct harness_daemon *d, uint64_t instance,
+			const char *backend, const struct proto_record *recs,
+			size_t n)
 {
-	unsigned char buf[512];
+	int fd = raw_connect(d);
 
-	for (size_t i = 0; i < n; i++) {
-		size_t len = proto_encode_record(buf, sizeof buf, &recs[i]);
-
-		ck_assert_uint_gt(len, 0);
-		ck_assert_int_eq(harness_write_all(fd, buf, len), 0);
-	}
+	send_hello(fd, instance, backend);
+	for (size_t i = 0; i < n; i++)
+		raw_send(fd, &recs[i]);
+	close(fd);
 }
-
-#define REQ_BEGIN(ts_, tid_, ctx_, prev_, name_)                               \
-	{                                                                      \
-		.type = PROTO_BEGIN, .ts = (ts_), .tid = (tid_),               \
-		.ctx = (ctx_), .prev = (prev_), .kind = PROTO_KIND_REQUEST,    \
-		.name = {                                                      \
-			(name_),                                               \
-			sizeof(name_) - 1                                      \
-		}                                                              \
-	}
-#define REQ_END(ts_, tid_, ctx_, cause_, cur_)                                 \
-	{                                                                      \
-		.type = PROTO_END, .ts = (ts_), .tid = (tid_), .ctx = (ctx_),  \
-		.cause = (cause_), .cur = (cur_)                               \
-	}
-#define WATERMARK(ts_)                                                         \
-	{                                                                      \
-		.type = PROTO_WATERMARK, .ts = (ts_)                           \
-	}
 
 /*
  * C ends clean and retires (the watermark); then D begins while the
@@ -250,20 +233,15 @@ START_TEST(test_clean_source_gets_row)
 {
 	struct harness_daemon d;
 	const struct proto_record recs[] = {
-	    REQ_BEGIN(100, 7, 0xc1, 0, "GET /c"),
-	    REQ_END(101, 7, 0xc1, 0xc1, 0xc1),
+	    BEGIN(100, 7, 0xc1, 0, 0, "GET /c"),
+	    END(101, 7, 0xc1, 0xc1, 0xc1),
 	    WATERMARK(150),
-	    REQ_BEGIN(200, 7, 0xd1, 0xc1, "GET /d"),
-	    REQ_END(201, 7, 0xd1, 0xd1, 0xd1),
+	    BEGIN(200, 7, 0xd1, 0, 0xc1, "GET /d"),
+	    END(201, 7, 0xd1, 0xd1, 0xd1),
 	};
-	int fd;
 
 	START(&d, "--keep", "leaky");
-	fd = harness_connect(&d);
-	ck_assert_int_ge(fd, 0);
-	send_hello(fd, 77, "thread");
-	send_records(fd, recs, sizeof recs / sizeof recs[0]);
-	close(fd);
+	send_stream(&d, 77, "thread", recs, sizeof recs / sizeof recs[0]);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks WHERE "
 				       "class = 'stale'"),
@@ -297,22 +275,17 @@ START_TEST(test_observe_end_cleared)
 {
 	struct harness_daemon d;
 	const struct proto_record recs[] = {
-	    REQ_BEGIN(100, 7, 0xa1, 0, "GET /a"),
-	    REQ_END(101, 7, 0xa1, 0xa1, 0),
-	    REQ_BEGIN(200, 7, 0xb1, 0, "GET /b"),
-	    REQ_BEGIN(201, 8, 0xc1, 0, "GET /c"),
-	    REQ_END(202, 7, 0xb1, 0xb1, 0xc1),
-	    REQ_END(203, 8, 0xc1, 0xc1, 0xc1),
+	    BEGIN(100, 7, 0xa1, 0, 0, "GET /a"),
+	    END(101, 7, 0xa1, 0xa1, 0),
+	    BEGIN(200, 7, 0xb1, 0, 0, "GET /b"),
+	    BEGIN(201, 8, 0xc1, 0, 0, "GET /c"),
+	    END(202, 7, 0xb1, 0xb1, 0xc1),
+	    END(203, 8, 0xc1, 0xc1, 0xc1),
 	};
 	const char *backend = _i ? "observe" : "thread";
-	int fd;
 
 	START(&d, "--keep", "all");
-	fd = harness_connect(&d);
-	ck_assert_int_ge(fd, 0);
-	send_hello(fd, 78, backend);
-	send_records(fd, recs, sizeof recs / sizeof recs[0]);
-	close(fd);
+	send_stream(&d, 78, backend, recs, sizeof recs / sizeof recs[0]);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks"),
 			 _i ? 1 : 2);
@@ -329,20 +302,12 @@ START_TEST(test_observe_end_cleared)
 }
 END_TEST
 
-static Suite *late_suite(void)
-{
-	Suite *s = suite_create("late");
-	TCase *tc;
-
-	tc = check_tcase("late", 0, test_late_work_under_task,
-			 test_late_findings_on_rows, test_clean_source_gets_row,
-			 NULL);
-	tcase_add_loop_test(tc, test_observe_end_cleared, 0, 2);
-	suite_add_tcase(s, tc);
-	return s;
-}
-
 int main(void)
 {
-	return check_main(late_suite(), NULL);
+	TCase *tc = check_tcase("late", 0, test_late_work_under_task,
+				test_late_findings_on_rows,
+				test_clean_source_gets_row, NULL);
+
+	tcase_add_loop_test(tc, test_observe_end_cleared, 0, 2);
+	return check_main(check_suite("late", tc, NULL), NULL);
 }

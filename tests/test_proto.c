@@ -555,16 +555,15 @@ END_TEST
 
 static Suite *encoder_suite(void)
 {
-	Suite *s = suite_create("encoder");
-
-	suite_add_tcase(
-	    s, check_tcase("core", 0, test_encode_uints_match_msgpack_c,
-			   test_encode_strings_match_msgpack_c,
-			   test_encode_hello_matches_msgpack_c,
-			   test_encode_cap_too_small, test_encode_size_bound,
-			   test_encode_unknown_type_writes_nothing,
-			   test_encode_null_strings, NULL));
-	return s;
+	return check_suite(
+	    "encoder",
+	    check_tcase("core", 0, test_encode_uints_match_msgpack_c,
+			test_encode_strings_match_msgpack_c,
+			test_encode_hello_matches_msgpack_c,
+			test_encode_cap_too_small, test_encode_size_bound,
+			test_encode_unknown_type_writes_nothing,
+			test_encode_null_strings, NULL),
+	    NULL);
 }
 
 /* ------------------------------------------------------ round trips */
@@ -752,15 +751,13 @@ END_TEST
 
 static Suite *round_trip_suite(void)
 {
-	Suite *s = suite_create("round trip");
-
-	suite_add_tcase(s, check_tcase("core", 0, test_round_trip_every_type,
-				       test_round_trip_edge_integers,
-				       test_round_trip_strings,
-				       test_round_trip_max_string,
-				       test_round_trip_hello_edges,
-				       test_decode_any_int_format, NULL));
-	return s;
+	return check_suite(
+	    "round trip",
+	    check_tcase("core", 0, test_round_trip_every_type,
+			test_round_trip_edge_integers, test_round_trip_strings,
+			test_round_trip_max_string, test_round_trip_hello_edges,
+			test_decode_any_int_format, NULL),
+	    NULL);
 }
 
 /* ---------------------------------------------------------- chunking */
@@ -1030,14 +1027,12 @@ END_TEST
 
 static Suite *chunking_suite(void)
 {
-	Suite *s = suite_create("chunking");
-
-	suite_add_tcase(s, check_tcase("core", 0, test_chunking_whole,
-				       test_chunking_one_byte,
-				       test_chunking_random,
-				       test_chunking_feed_all_then_drain,
-				       test_truncated_everywhere, NULL));
-	return s;
+	return check_suite(
+	    "chunking",
+	    check_tcase("core", 0, test_chunking_whole, test_chunking_one_byte,
+			test_chunking_random, test_chunking_feed_all_then_drain,
+			test_truncated_everywhere, NULL),
+	    NULL);
 }
 
 /* --------------------------------------------------------- malformed */
@@ -1618,10 +1613,8 @@ END_TEST
 
 static Suite *malformed_suite(void)
 {
-	Suite *s = suite_create("malformed");
-
-	suite_add_tcase(
-	    s,
+	return check_suite(
+	    "malformed",
 	    check_tcase(
 		"core", 0, test_not_msgpack, test_too_big,
 		test_too_big_incomplete, test_string_too_long,
@@ -1630,8 +1623,8 @@ static Suite *malformed_suite(void)
 		test_short_record, test_record_before_hello, test_second_hello,
 		test_hello_missing_key, test_hello_newer_version,
 		test_error_offset_after_records, test_mutated_streams,
-		test_mutated_records_read_as_msgpack_c, NULL));
-	return s;
+		test_mutated_records_read_as_msgpack_c, NULL),
+	    NULL);
 }
 
 /* ------------------------------------------------------ compatibility */
@@ -1758,13 +1751,12 @@ END_TEST
 
 static Suite *compat_suite(void)
 {
-	Suite *s = suite_create("compatibility");
-
-	suite_add_tcase(s, check_tcase("core", 0, test_unknown_type_skipped,
+	return check_suite("compatibility",
+			   check_tcase("core", 0, test_unknown_type_skipped,
 				       test_unknown_type_within_limits,
 				       test_trailing_elements_ignored,
-				       test_hello_lenient, NULL));
-	return s;
+				       test_hello_lenient, NULL),
+			   NULL);
 }
 
 /* -------------------------------------------------------------- names */
@@ -1805,11 +1797,10 @@ END_TEST
 
 static Suite *names_suite(void)
 {
-	Suite *s = suite_create("names");
-
-	suite_add_tcase(s, check_tcase("core", 0, test_status_names,
-				       test_type_names, NULL));
-	return s;
+	return check_suite(
+	    "names",
+	    check_tcase("core", 0, test_status_names, test_type_names, NULL),
+	    NULL);
 }
 
 /* ------------------------------------------------------------ receipt */
@@ -2110,15 +2101,13 @@ END_TEST
 
 static Suite *receipt_suite(void)
 {
-	Suite *s = suite_create("receipt");
-
-	suite_add_tcase(s, check_tcase("core", 0, test_receipt_bytes,
-				       test_receipt_round_trip,
-				       test_receipt_trailing_elements,
-				       test_receipt_malformed, test_ack_bytes,
-				       test_reply_stream, test_hello_seq,
-				       test_object_size, NULL));
-	return s;
+	return check_suite(
+	    "receipt",
+	    check_tcase("core", 0, test_receipt_bytes, test_receipt_round_trip,
+			test_receipt_trailing_elements, test_receipt_malformed,
+			test_ack_bytes, test_reply_stream, test_hello_seq,
+			test_object_size, NULL),
+	    NULL);
 }
 
 /* ------------------------------------------------------------ framing */

@@ -13,25 +13,22 @@
 
 START_TEST(test_lost)
 {
-	struct rules *r = engine(NULL);
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"),
 	    EVENT(2, 2, 0, A, "on worker"),
 	    END(3, 1, A, A, A),
 	};
 
-	RUN(r, recs);
+	JUDGE(recs);
 	ck_assert_uint_eq(got.nfindings, 1);
 	check_finding(0, LEAK_LOST, A, 0);
 	ck_assert_uint_eq(got.findings[0].source_rid, 0);
 	ck_assert_ptr_nonnull(strstr(got.findings[0].detail, "no backend ctx"));
-	rules_free(r);
 }
 END_TEST
 
 START_TEST(test_stale)
 {
-	struct rules *r = engine(NULL);
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"),
 	    END(2, 1, A, A, A),
@@ -40,33 +37,29 @@ START_TEST(test_stale)
 	    END(5, 1, B, B, B),
 	};
 
-	RUN(r, recs);
+	JUDGE(recs);
 	ck_assert_uint_eq(got.nfindings, 1);
 	check_finding(0, LEAK_STALE, B, A);
-	rules_free(r);
 }
 END_TEST
 
 START_TEST(test_bleed)
 {
-	struct rules *r = engine(NULL);
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"), BEGIN(2, 2, B, 0, 0, "b"),
 	    EVENT(3, 2, A, B, "x"),    END(4, 1, A, A, A),
 	    END(5, 2, B, B, B),
 	};
 
-	RUN(r, recs);
+	JUDGE(recs);
 	ck_assert_uint_eq(got.nfindings, 1);
 	check_finding(0, LEAK_BLEED, B, A);
 	ck_assert_uint_eq(got.findings[0].type, PROTO_EVENT);
-	rules_free(r);
 }
 END_TEST
 
 START_TEST(test_bleed_background)
 {
-	struct rules *r = engine(NULL);
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"),
 	    TAG(2, 1, A, 0, "cache", "warm"), /* no true request */
@@ -74,7 +67,7 @@ START_TEST(test_bleed_background)
 	    END(4, 1, A, A, A),
 	};
 
-	RUN(r, recs);
+	JUDGE(recs);
 	ck_assert_uint_eq(got.nfindings, 1);
 	check_finding(0, LEAK_BLEED, 0, A);
 	ck_assert_uint_eq(got.findings[0].victim_rid, 0);
@@ -83,13 +76,11 @@ START_TEST(test_bleed_background)
 				     "request #1 'a' (background"));
 	/* The tag still lands in A's context, set by no request. */
 	ck_assert_uint_eq(tag_of(request_of(A), "cache")->setter_rid, 0);
-	rules_free(r);
 }
 END_TEST
 
 START_TEST(test_overlap)
 {
-	struct rules *r = engine(NULL);
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"),
 	    BEGIN(2, 1, B, 0, A, "b"),
@@ -97,25 +88,23 @@ START_TEST(test_overlap)
 	    END(4, 1, A, A, A),
 	};
 
-	RUN(r, recs);
+	JUDGE(recs);
 	ck_assert_uint_eq(got.nfindings, 1);
 	check_finding(0, LEAK_OVERLAP, B, A);
 	ck_assert_str_eq(got.findings[0].detail,
 			 "request #2 'b' began while request #1 'a' was still "
 			 "current (it would inherit its context)");
-	rules_free(r);
 }
 END_TEST
 
 START_TEST(test_unclosed_at_finish)
 {
-	struct rules *r = engine(NULL);
 	const struct proto_record recs[] = {
 	    BEGIN(1, 7, A, 0, 0, "a"),
 	    CHILD(2, 7, 0xa2, A, A, "db"),
 	};
 
-	RUN(r, recs);
+	JUDGE(recs);
 	ck_assert_uint_eq(got.nfindings, 2);
 	check_finding(0, LEAK_UNCLOSED, A, 0);
 	check_finding(1, LEAK_UNCLOSED, A, 0);
@@ -131,7 +120,6 @@ START_TEST(test_unclosed_at_finish)
 	ck_assert_uint_eq(got.requests[0].end_ts, 0);
 	ck_assert_uint_eq(got.requests[0].nscopes, 2);
 	ck_assert_uint_eq(got.requests[0].victim_of[LEAK_UNCLOSED], 2);
-	rules_free(r);
 }
 END_TEST
 
@@ -202,7 +190,6 @@ END_TEST
 
 START_TEST(test_precedence_work)
 {
-	struct rules *r = engine(NULL);
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"),
 	    END(2, 1, A, A, A),
@@ -225,7 +212,7 @@ START_TEST(test_precedence_work)
 	    END(13, 1, B, B, B),
 	};
 
-	RUN(r, recs);
+	JUDGE(recs);
 	ck_assert_uint_eq(got.nfindings, 5);
 	check_finding(0, LEAK_LOST, B, 0);
 	check_finding(1, LEAK_STALE, B, A);
@@ -235,13 +222,11 @@ START_TEST(test_precedence_work)
 	ck_assert_ptr_nonnull(strstr(got.findings[3].detail,
 				     "child scope 'db2' of request #1 'a' was "
 				     "begun under request #2 'b'"));
-	rules_free(r);
 }
 END_TEST
 
 START_TEST(test_precedence_request_begin)
 {
-	struct rules *r = engine(NULL);
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"),
 	    END(2, 1, A, A, A),
@@ -254,20 +239,18 @@ START_TEST(test_precedence_request_begin)
 	    END(7, 3, 0xd1, 0xd1, 0xd1),
 	};
 
-	RUN(r, recs);
+	JUDGE(recs);
 	ck_assert_uint_eq(got.nfindings, 3);
 	check_finding(0, LEAK_STALE, B, A);
 	check_finding(1, LEAK_OVERLAP, C, B);
 	check_finding(2, LEAK_OVERLAP, 0xd1, B);
 	ck_assert_ptr_nonnull(
 	    strstr(got.findings[0].detail, "began while ended request #1 'a'"));
-	rules_free(r);
 }
 END_TEST
 
 START_TEST(test_misnest_conditions)
 {
-	struct rules *r = engine(NULL);
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"),
 	    BEGIN(2, 2, B, 0, 0, "b"),
@@ -284,7 +267,7 @@ START_TEST(test_misnest_conditions)
 	    END(8, 1, 0xee, B, 0xee),
 	};
 
-	RUN(r, recs);
+	JUDGE(recs);
 	ck_assert_uint_eq(got.nfindings, 4);
 	check_finding(0, LEAK_MISNEST, A, 0);
 	check_finding(1, LEAK_MISNEST, C, 0);
@@ -301,7 +284,6 @@ START_TEST(test_misnest_conditions)
 	    strstr(got.findings[3].detail, "was never begun"));
 	/* A's first END still ended it. */
 	ck_assert_uint_eq(request_of(A)->end_ts, 4);
-	rules_free(r);
 }
 END_TEST
 
@@ -335,25 +317,22 @@ END_TEST
 
 START_TEST(test_end_unknown_without_cause)
 {
-	struct rules *r = engine(NULL);
 	const struct proto_record recs[] = {
 	    END(1, 1, 0xee, 0, 0xee),
 	};
 
-	RUN(r, recs);
+	JUDGE(recs);
 	ck_assert_uint_eq(got.nfindings, 1);
 	check_finding(0, LEAK_MISNEST, 0, 0);
 	ck_assert_uint_eq(got.findings[0].victim_rid, 0);
 	/* Its record still resolves to a stable pseudo request. */
 	ck_assert_uint_eq(got.nverdicts, 1);
 	ck_assert_uint_ne(got.verdicts[0].rid, 0);
-	rules_free(r);
 }
 END_TEST
 
 START_TEST(test_unknown_ctx_is_stable)
 {
-	struct rules *r = engine(NULL);
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"),
 	    TAG(2, 1, 0x5eed, A, "k", "1"),	 /* bleed from unknown */
@@ -362,7 +341,7 @@ START_TEST(test_unknown_ctx_is_stable)
 	    END(5, 1, A, A, A),
 	};
 
-	RUN(r, recs);
+	JUDGE(recs);
 	ck_assert_uint_eq(got.nfindings, 2);
 	check_finding(0, LEAK_BLEED, A, 0x5eed);
 	check_finding(1, LEAK_BLEED, A, 0x5eed);
@@ -372,29 +351,23 @@ START_TEST(test_unknown_ctx_is_stable)
 	ck_assert_int_eq(got.findings[0].source_named, 0);
 	ck_assert_ptr_nonnull(
 	    strstr(got.findings[0].detail, "unknown request #2 (ctx 0x5eed"));
-	rules_free(r);
 }
 END_TEST
 
-static Suite *rules_classes_suite(void)
-{
-	Suite *s = suite_create("rules_classes");
-
-	suite_add_tcase(s, check_tcase("classes", 0, test_lost, test_stale,
-				       test_bleed, test_bleed_background,
-				       test_overlap, test_unclosed_at_finish,
-				       test_unclosed_at_age,
-				       test_unclosed_at_limit, NULL));
-	suite_add_tcase(s, check_tcase("precedence", 0, test_precedence_work,
-				       test_precedence_request_begin,
-				       test_misnest_conditions,
-				       test_end_twice_victim,
-				       test_end_unknown_without_cause,
-				       test_unknown_ctx_is_stable, NULL));
-	return s;
-}
-
 int main(void)
 {
-	return check_main(rules_classes_suite(), NULL);
+	return check_main(
+	    check_suite(
+		"rules_classes",
+		check_tcase("classes", 0, test_lost, test_stale, test_bleed,
+			    test_bleed_background, test_overlap,
+			    test_unclosed_at_finish, test_unclosed_at_age,
+			    test_unclosed_at_limit, NULL),
+		check_tcase("precedence", 0, test_precedence_work,
+			    test_precedence_request_begin,
+			    test_misnest_conditions, test_end_twice_victim,
+			    test_end_unknown_without_cause,
+			    test_unknown_ctx_is_stable, NULL),
+		NULL),
+	    NULL);
 }

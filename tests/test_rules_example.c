@@ -209,18 +209,14 @@ START_TEST(test_stats_and_names)
 }
 END_TEST
 
-static Suite *rules_example_suite(void)
-{
-	Suite *s = suite_create("rules_example");
-
-	suite_add_tcase(s, check_tcase("example", 0, test_example_thread,
-				       test_example_global, test_example_task,
-				       test_held_only_when_involved,
-				       test_stats_and_names, NULL));
-	return s;
-}
-
 int main(void)
 {
-	return check_main(rules_example_suite(), NULL);
+	return check_main(
+	    check_suite("rules_example",
+			check_tcase("example", 0, test_example_thread,
+				    test_example_global, test_example_task,
+				    test_held_only_when_involved,
+				    test_stats_and_names, NULL),
+			NULL),
+	    NULL);
 }

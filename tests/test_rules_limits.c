@@ -512,22 +512,18 @@ START_TEST(test_table_spread)
 }
 END_TEST
 
-static Suite *rules_limits_suite(void)
-{
-	Suite *s = suite_create("rules_limits");
-
-	suite_add_tcase(
-	    s, check_tcase("limits", 60, test_held_bounded,
-			   test_memory_open_requests, test_memory_open_children,
-			   test_memory_steady_state, test_max_pending,
-			   test_max_pending_retires, test_max_pending_bytes,
-			   test_tags_bounded, test_names_bounded,
-			   test_forget_open, test_forget_ended, NULL));
-	suite_add_tcase(s, check_tcase("tables", 0, test_table_spread, NULL));
-	return s;
-}
-
 int main(void)
 {
-	return check_main(rules_limits_suite(), NULL);
+	return check_main(
+	    check_suite(
+		"rules_limits",
+		check_tcase("limits", 60, test_held_bounded,
+			    test_memory_open_requests,
+			    test_memory_open_children, test_memory_steady_state,
+			    test_max_pending, test_max_pending_retires,
+			    test_max_pending_bytes, test_tags_bounded,
+			    test_names_bounded, test_forget_open,
+			    test_forget_ended, NULL),
+		check_tcase("tables", 0, test_table_spread, NULL), NULL),
+	    NULL);
 }

@@ -11,10 +11,23 @@
 
 /* ------------------------------------------------------------ model */
 
-START_TEST(test_model_thread_per_request)
+/* The model a fresh engine infers from recs, judged whole; what the
+ * engine's sink was given stays in got. */
+static struct rules_model model_of(const struct proto_record *recs, size_t n)
 {
 	struct rules *r = engine(NULL);
 	struct rules_model m;
+
+	run(r, recs, n);
+	rules_model(r, &m);
+	rules_free(r);
+	return m;
+}
+
+#define MODEL_OF(recs) model_of(recs, sizeof(recs) / sizeof(recs[0]))
+
+START_TEST(test_model_thread_per_request)
+{
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"), TAG(2, 1, A, A, "k", "v"),
 	    END(3, 1, A, A, A),	       BEGIN(4, 1, B, 0, 0, "b"),
@@ -22,16 +35,14 @@ START_TEST(test_model_thread_per_request)
 	    EVENT(7, 1, B, B, "e"),    END(8, 1, B, B, B),
 	    END(9, 2, C, C, C),
 	};
+	struct rules_model m = MODEL_OF(recs);
 
-	RUN(r, recs);
 	ck_assert_uint_eq(got.nfindings, 0);
-	rules_model(r, &m);
 	ck_assert_str_eq(m.model, "thread-per-request");
 	ck_assert_str_eq(m.recommend, "thread");
 	ck_assert_uint_eq(m.requests, 3);
 	ck_assert_uint_eq(m.interleaved, 0);
 	ck_assert_uint_eq(m.handed_off, 0);
-	rules_free(r);
 }
 END_TEST
 
@@ -70,8 +81,6 @@ END_TEST
 
 START_TEST(test_model_event_loop)
 {
-	struct rules *r = engine(NULL);
-	struct rules_model m;
 	const struct proto_record recs[] = {
 	    BEGIN(1, 5, A, 0, 0, "a"), BEGIN(2, 5, B, 0, 0, "b"),
 	    BEGIN(3, 5, C, 0, 0, "c"), EVENT(4, 5, A, A, "e"),
@@ -79,9 +88,8 @@ START_TEST(test_model_event_loop)
 	    END(7, 5, A, A, A),	       END(8, 5, B, B, B),
 	    END(9, 5, C, C, C),
 	};
+	struct rules_model m = MODEL_OF(recs);
 
-	RUN(r, recs);
-	rules_model(r, &m);
 	ck_assert_str_eq(m.model, "event-loop");
 	ck_assert_str_eq(m.recommend, "task");
 	ck_assert_uint_eq(m.interleaved, 3);
@@ -92,14 +100,11 @@ START_TEST(test_model_event_loop)
 				     "the current backend already isolates "
 				     "them (task is the recommended backend "
 				     "for this model)");
-	rules_free(r);
 }
 END_TEST
 
 START_TEST(test_model_thread_pool)
 {
-	struct rules *r = engine(NULL);
-	struct rules_model m;
 	/* An acceptor (thread 1) hands each request to a worker. */
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"), BEGIN(2, 1, B, 0, 0, "b"),
@@ -107,9 +112,8 @@ START_TEST(test_model_thread_pool)
 	    END(5, 2, A, A, A),	       RESUME(6, 3, 0, B),
 	    EVENT(7, 3, B, B, "work"), END(8, 3, B, B, B),
 	};
+	struct rules_model m = MODEL_OF(recs);
 
-	RUN(r, recs);
-	rules_model(r, &m);
 	ck_assert_str_eq(m.model, "thread-pool");
 	ck_assert_str_eq(m.recommend, "task");
 	ck_assert_uint_eq(m.handed_off, 2);
@@ -119,7 +123,6 @@ START_TEST(test_model_thread_pool)
 				     "them (task is the recommended backend "
 				     "for this model)");
 	ck_assert_uint_eq(request_of(A)->nthreads, 2);
-	rules_free(r);
 }
 END_TEST
 
@@ -128,8 +131,6 @@ END_TEST
  * thread-per-request, not B handed between threads. */
 START_TEST(test_model_ignores_backend)
 {
-	struct rules *r = engine(NULL);
-	struct rules_model m;
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"),
 	    BEGIN(2, 2, B, 0, A, "b"),	   /* overlap */
@@ -140,17 +141,15 @@ START_TEST(test_model_ignores_backend)
 	    END(7, 2, B, B, B),
 	    END(8, 1, A, A, A),
 	};
+	struct rules_model m = MODEL_OF(recs);
 
-	RUN(r, recs);
 	ck_assert_uint_eq(got.nfindings, 2);
 	/* The rules follow the backend's tree: db's records are B's. */
 	ck_assert_uint_eq(request_of(B)->nthreads, 2);
 	ck_assert_str_eq(tag_of(request_of(B), "rows")->value, "1");
-	rules_model(r, &m);
 	ck_assert_str_eq(m.model, "thread-per-request");
 	ck_assert_str_eq(m.recommend, "thread");
 	ck_assert_uint_eq(m.handed_off, 0);
-	rules_free(r);
 }
 END_TEST
 
@@ -160,8 +159,6 @@ END_TEST
  * interleaving. */
 START_TEST(test_model_child_without_backend)
 {
-	struct rules *r = engine(NULL);
-	struct rules_model m;
 	const struct proto_record recs[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"),
 	    RESUME(2, 2, 0, A),
@@ -172,48 +169,38 @@ START_TEST(test_model_child_without_backend)
 	    END(7, 2, A, A, 0),		      /* misnest */
 	    SUSPEND(8, 2, 0, A),
 	};
+	struct rules_model m = MODEL_OF(recs);
 
-	RUN(r, recs);
 	ck_assert_uint_eq(got.nfindings, 3);
 	check_finding(0, LEAK_LOST, A, 0);
 	check_finding(1, LEAK_LOST, A, 0);
 	check_finding(2, LEAK_MISNEST, A, 0);
 	ck_assert_uint_eq(got.nrequests, 2);
 	ck_assert_str_eq(request_of(0xa2)->name, "db");
-	rules_model(r, &m);
 	ck_assert_str_eq(m.model, "thread-pool");
 	ck_assert_uint_eq(m.requests, 1);
 	ck_assert_uint_eq(m.interleaved, 0);
 	ck_assert_uint_eq(m.handed_off, 1);
-	rules_free(r);
 }
 END_TEST
 
 START_TEST(test_model_unknown)
 {
-	struct rules *r = engine(NULL);
-	struct rules_model m;
+	struct rules_model m = model_of(NULL, 0);
 
-	rules_finish(r);
-	rules_model(r, &m);
 	ck_assert_str_eq(m.model, "unknown");
 	ck_assert_uint_eq(m.requests, 0);
-	rules_free(r);
 }
 END_TEST
 
 /* With no requests there is no evidence for any backend. */
 START_TEST(test_model_no_requests_no_advice)
 {
-	struct rules *r = engine(NULL);
-	struct rules_model m;
+	struct rules_model m = model_of(NULL, 0);
 
-	rules_finish(r);
-	rules_model(r, &m);
 	ck_assert_str_eq(m.model, "unknown");
 	ck_assert_ptr_null(m.recommend);
 	ck_assert_str_eq(m.evidence, "no requests seen; nothing to recommend");
-	rules_free(r);
 }
 END_TEST
 
@@ -222,7 +209,6 @@ END_TEST
  * application switches, or task) is told it already isolates them. */
 START_TEST(test_model_backend_already_isolates)
 {
-	struct rules *r = engine(NULL);
 	struct rules_model m;
 	const struct proto_record lossy[] = {
 	    BEGIN(1, 1, A, 0, 0, "a"), RESUME(2, 2, 0, A),
@@ -235,43 +221,35 @@ START_TEST(test_model_backend_already_isolates)
 	    END(5, 1, A, A, A),
 	};
 
-	RUN(r, lossy);
+	m = MODEL_OF(lossy);
 	ck_assert_uint_eq(got.nfindings, 1);
-	rules_model(r, &m);
 	ck_assert_str_eq(m.model, "thread-pool");
 	ck_assert_str_eq(m.recommend, "task");
 	ck_assert_str_eq(m.evidence, "1 of 1 requests handed between threads; "
 				     "thread backend loses them on hand-off; "
 				     "use task");
-	rules_free(r);
 
-	r = engine(NULL);
-	RUN(r, carried);
+	m = MODEL_OF(carried);
 	ck_assert_uint_eq(got.nfindings, 0);
-	rules_model(r, &m);
 	ck_assert_str_eq(m.model, "thread-pool");
 	ck_assert_str_eq(m.recommend, "task");
 	ck_assert_ptr_nonnull(strstr(m.evidence, "already isolates them"));
-	rules_free(r);
 }
 END_TEST
 
-static Suite *rules_model_suite(void)
-{
-	Suite *s = suite_create("rules_model");
-
-	suite_add_tcase(
-	    s, check_tcase("model", 0, test_model_thread_per_request,
-			   test_model_event_loop, test_model_thread_pool,
-			   test_model_ignores_backend,
-			   test_model_child_without_backend, test_model_unknown,
-			   test_model_no_requests_no_advice,
-			   test_model_backend_already_isolates,
-			   test_model_tie_lowest_tid, NULL));
-	return s;
-}
-
 int main(void)
 {
-	return check_main(rules_model_suite(), NULL);
+	return check_main(
+	    check_suite("rules_model",
+			check_tcase("model", 0, test_model_thread_per_request,
+				    test_model_event_loop,
+				    test_model_thread_pool,
+				    test_model_ignores_backend,
+				    test_model_child_without_backend,
+				    test_model_unknown,
+				    test_model_no_requests_no_advice,
+				    test_model_backend_already_isolates,
+				    test_model_tie_lowest_tid, NULL),
+			NULL),
+	    NULL);
 }

@@ -323,18 +323,14 @@ START_TEST(test_watermark_holds_back)
 }
 END_TEST
 
-static Suite *rules_order_suite(void)
-{
-	Suite *s = suite_create("rules_order");
-
-	suite_add_tcase(s, check_tcase("order", 0, test_arrival_order,
-				       test_random_streams, test_random_limits,
-				       test_reversed_batch,
-				       test_watermark_holds_back, NULL));
-	return s;
-}
-
 int main(void)
 {
-	return check_main(rules_order_suite(), NULL);
+	return check_main(
+	    check_suite("rules_order",
+			check_tcase("order", 0, test_arrival_order,
+				    test_random_streams, test_random_limits,
+				    test_reversed_batch,
+				    test_watermark_holds_back, NULL),
+			NULL),
+	    NULL);
 }

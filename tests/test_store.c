@@ -1103,23 +1103,30 @@ static int64_t used_bytes(void)
 	       q("PRAGMA page_size");
 }
 
+/* Closes s and reopens its file under cfg with retention_bytes half of
+ * what the file uses; retention must bring the file to 90% of that or
+ * less (past the limit it trims down to 90%, not to just under it). */
+static void retain_to_half(struct store *s, struct store_config *cfg)
+{
+	store_close(s);
+	cfg->retention_bytes = (uint64_t)used_bytes() / 2;
+	s = open_store(cfg);
+	tick_until_retained(s);
+	store_close(s);
+	ck_assert_int_le(used_bytes(), (int64_t)cfg->retention_bytes / 10 * 9);
+}
+
 START_TEST(test_retention_by_size)
 {
 	struct store *s = open_default(1);
 	struct store_proc p = add_process(s, 1, 0);
 	struct store_config cfg = {
 	    .path = path, .keep_all = 1, .commit_ms = 1, .retention_ms = 1};
-	int64_t used, records = 30000, left;
+	int64_t records = 30000, left;
 
 	for (int i = 0; i < 3; i++)
 		write_aged(s, &p, (int)records / 3, (uint64_t)(10 * i + 1));
-	store_close(s);
-	used = used_bytes();
-	cfg.retention_bytes = (uint64_t)used / 2;
-	s = open_store(&cfg);
-	tick_until_retained(s);
-	store_close(s);
-	ck_assert_int_le(used_bytes(), (int64_t)cfg.retention_bytes / 10 * 9);
+	retain_to_half(s, &cfg);
 	/* The oldest records went, the newest stayed, nothing else did. */
 	left = q("SELECT count(*) FROM records");
 	ck_assert_int_gt(left, 0);
@@ -1161,12 +1168,7 @@ START_TEST(test_retention_by_size_without_records)
 		store_request(s, &p, &rq);
 		store_finding(s, &p, &f);
 	}
-	store_close(s);
-	cfg.retention_bytes = (uint64_t)used_bytes() / 2;
-	s = open_store(&cfg);
-	tick_until_retained(s);
-	store_close(s);
-	ck_assert_int_le(used_bytes(), (int64_t)cfg.retention_bytes / 10 * 9);
+	retain_to_half(s, &cfg);
 	left = q("SELECT count(*) FROM requests");
 	ck_assert_int_gt(left, 0);
 	ck_assert_int_lt(left, n);

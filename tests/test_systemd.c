@@ -369,6 +369,20 @@ static void assert_dir(const char *root, const char *path, mode_t mode,
 	ck_assert_uint_eq(st.st_gid, gid);
 }
 
+/* Copies the file src into root/dir (made) as ctxleak.conf, where
+ * systemd-sysusers and systemd-tmpfiles look for it. */
+static void install_conf(const char *root, const char *dir, const char *src)
+{
+	char to[PATH_MAX], path[PATH_MAX];
+	char *text = slurp(src);
+
+	path_join(to, root, dir);
+	make_dirs(to);
+	path_join(path, to, "ctxleak.conf");
+	write_text(path, text);
+	free(text);
+}
+
 /* The sysusers.d and tmpfiles.d files, applied to an empty root, make the
  * user, the group and the directories with the modes the units ask for. */
 START_TEST(test_sysusers_tmpfiles)
@@ -386,18 +400,9 @@ START_TEST(test_sysusers_tmpfiles)
 	/* sysusers writes etc/passwd and etc/group, but makes no etc/. */
 	path_join(dir, root, "etc");
 	make_dirs(dir);
-	path_join(dir, root, "usr/lib/sysusers.d");
-	make_dirs(dir);
-	path_join(path, dir, "ctxleak.conf");
-	text = slurp("systemd/ctxleak.conf");
-	write_text(path, text);
-	free(text);
-	path_join(dir, root, "usr/lib/tmpfiles.d");
-	make_dirs(dir);
-	path_join(path, dir, "ctxleak.conf");
-	text = slurp("systemd/ctxleak-tmpfiles.conf");
-	write_text(path, text);
-	free(text);
+	install_conf(root, "usr/lib/sysusers.d", "systemd/ctxleak.conf");
+	install_conf(root, "usr/lib/tmpfiles.d",
+		     "systemd/ctxleak-tmpfiles.conf");
 	{
 		const char *sysusers[] = {"systemd-sysusers", rootopt, NULL};
 		const char *tmpfiles[] = {"systemd-tmpfiles", "--create",
