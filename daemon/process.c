@@ -527,9 +527,12 @@ void process_closed(struct process *p)
 
 void process_watermark(struct process *p, uint64_t ts)
 {
+	/* The engine judges and stores what ts releases first: a commit
+	 * made meanwhile (every 10000 rows) acknowledges p->watermark, which
+	 * must not yet cover records still in the engine's queue. */
+	rules_advance(p->rules, ts);
 	if (ts > p->watermark)
 		p->watermark = ts;
-	rules_advance(p->rules, ts);
 	enforce_total_limits();
 	warn_limits(p);
 }

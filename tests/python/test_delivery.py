@@ -18,16 +18,14 @@ import threading
 import time
 import unittest
 
-from harness import STATS, Client, Daemon, run_client
+from harness import PACKAGE, STATS, Client, Daemon, run_client
+import sys
+sys.path.insert(0, PACKAGE)
+from ctxleak import _wire  # noqa: E402
 
 # A worker that keeps producing in a thread of its own, a request (three
 # records) a millisecond at most, until the test lets its main thread go
-# on.  Slow on purpose: what a restarted daemon gets at once (what the
-# worker kept, and made meanwhile) stays far below the 10000 rows at
-# which the daemon commits in the middle of judging a watermark's
-# records, and that commit acknowledges the whole watermark before the
-# rest of them is stored: a SIGKILL right then loses them (a daemon bug,
-# daemon/process.c process_watermark with daemon/store.c row_end).
+# on.
 PRODUCER = """
 import json, threading, time, ctxleak
 ctxleak.init(backend="thread", flush_interval=0.005)
@@ -135,6 +133,51 @@ class Proxy:
 
 
 class Delivery(unittest.TestCase):
+    def test_ack_covers_only_what_is_stored(self):
+        """One watermark over more records than the daemon commits at once
+        (10000 rows): a commit made while it judges them must not
+        acknowledge the watermark.  Killed right after its first ACK, the
+        daemon has stored every record that ACK covers."""
+        requests = 4000  # 12000 records
+        with Daemon("--keep", "all") as d:
+            s = socket.socket(socket.AF_UNIX)
+            s.connect(d.socket)
+            out = [_wire.hello(0x5EED, os.getpid(), "ack", "thread", None,
+                               0, "test_delivery", seq=0)]
+            ts, sent = time.monotonic_ns(), []
+            for i in range(requests):
+                x = i + 1
+                out += [_wire.begin(ts, 1, x, 0, 0, 0, 0, "GET /r"),
+                        _wire.tag(ts + 1, 1, x, x, 0, "i", str(i)),
+                        _wire.end(ts + 2, 1, x, x, 0, x)]
+                sent += [ts, ts + 1, ts + 2]
+                ts += 10
+            out.append(_wire.watermark(ts, 1))
+            s.sendall(b"".join(out))
+            s.settimeout(20)
+            acked, buf = 0, b""
+            while not acked:
+                buf += s.recv(4096)
+                pos = 0
+                while True:
+                    try:
+                        kind, f, pos = _wire.parse_reply(buf, pos)
+                    except _wire.Incomplete:
+                        break
+                    if kind == _wire.ACK:
+                        acked = f[0]
+                buf = buf[pos:]
+            d.kill()
+            s.close()
+            d.start()
+            d.stop()
+            covered = sum(1 for t in sent if t <= acked)
+            self.assertGreater(covered, 0)
+            self.assertEqual(
+                d.scalar("SELECT count(*) FROM records WHERE ts <= ?",
+                         acked), covered,
+                "the first ACK covered records the daemon had not stored")
+
     def test_daemon_killed_twice_while_producing(self):
         """SIGKILL loses what the daemon had not committed; the client
         kept it and sends it to the next daemon, which drops what the
