@@ -75,11 +75,15 @@ struct store_proc {
 	struct site_holds *site_holds; /* the sites it was given, let go
 					  when it is finalised */
 	/* The row's committed_watermark then: every record of the process
-	 * with ts <= it was in the file; and its committed_position: the
-	 * records of its stream before it were all in the file (-1: not
-	 * known; 0 for a new row). */
+	 * with ts <= it was in the file, or in the update held for the row
+	 * (a process finalised since the last commit); and its
+	 * committed_position: the records of its stream before it were all
+	 * there (-1: not known; 0 for a new row). */
 	uint64_t base_watermark;
 	int64_t base_position;
+	/* How much of base_watermark is in the file now: what an ACK may
+	 * say before the next commit (0: none known). */
+	uint64_t base_acked;
 };
 
 struct store_process_info {
@@ -105,9 +109,11 @@ struct store *store_open(const struct store_config *cfg, char *err,
 			 size_t errlen);
 void store_close(struct store *s); /* commits what is pending */
 
-/* A HELLO arrived.  A known instance continues its row (connections+1).
- * Commits at once, so that the row exists before anything refers to it;
- * -1 when that fails. */
+/* A HELLO arrived.  A known instance continues its row (connections+1),
+ * as the update held for it says if it has one.  Commits at once, so
+ * that the row exists before anything refers to it; when that fails, the
+ * row (or its update) is held until a commit takes it; -1 when even that
+ * fails for a new row. */
 int store_process_open(struct store *s, const struct store_process_info *pi,
 		       struct store_proc *out);
 /* The process is gone (or its connection is): counters, model, error,

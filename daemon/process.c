@@ -314,10 +314,15 @@ static void process_free(struct process *p)
 	free(p);
 }
 
-/* A process new to this daemon: what its row says is stored already. */
+/* A process new to this daemon, or finalised and back: what its row
+ * says is stored already.  What is not in the file yet is acknowledged
+ * after the commit that writes it. */
 static void restore(struct process *p)
 {
-	p->watermark = p->committing = p->committed = p->sp.base_watermark;
+	p->watermark = p->committing = p->sp.base_watermark;
+	p->committed = p->sp.base_acked;
+	if (p->committing > p->committed)
+		acks_pending = 1;
 	p->pos = p->sp.base_position;
 	/* Finalised in order, its position says all; after a crash, the
 	 * committed watermark does. */
