@@ -384,15 +384,16 @@ struct process *process_attach(const struct proto_hello *hello,
  * unknown type the connection's decoder skipped. */
 void process_detach(struct process *p, const char *error, uint64_t skipped);
 int64_t process_site(struct process *p, const struct proto_record *site);
-/* A version 2 HELLO's seq: how many of the connection's first records the
- * process has already (sent again after a reconnection). */
+/* A version 2 HELLO's seq: the connection's cursor for process_record,
+ * 1 + the stream position of its next record. */
 uint64_t process_resume(struct process *p, uint64_t seq);
-/* A record.  skip: NULL for a version 1 connection, whose records are
- * all new; else the connection's count of records known to be sent again,
- * which this takes one from, and then a record the process has already
- * stored (by ts) is dropped too. */
+/* A record.  next: NULL for a version 1 connection, whose records are
+ * all new; else the connection's cursor (0: it gave no seq), which this
+ * advances: a record at a position the process has received already, on
+ * this connection or on another one still being read, is dropped, and so
+ * is one the process has already stored (by ts). */
 void process_record(struct process *p, const struct proto_record *rec,
-		    uint64_t *skip);
+		    uint64_t *next);
 /* The committed watermark the last commit made: what ACKs say. */
 uint64_t process_committed(const struct process *p);
 /* What its rules engine holds now, within the limits it was given. */

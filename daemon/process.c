@@ -452,22 +452,22 @@ static void enforce_total_limits(void)
 		enforce(&total_limits[i], 1u << i);
 }
 
+/* Positions, not a count of records to skip: the connection before may
+ * still hold records not read yet when the next one says HELLO, and they
+ * come between its records. */
 uint64_t process_resume(struct process *p, uint64_t seq)
 {
-	uint64_t skip = 0;
-
 	if (p->pos > (int64_t)seq)
-		skip = (uint64_t)p->pos - seq;
+		log_debug("pid %d: its next %llu records are sent again",
+			  (int)p->pid, (unsigned long long)p->pos - seq);
 	else if (p->pos >= 0 && p->pos < (int64_t)seq)
 		log_info("pid %d: the client resumes at record %llu, %llu "
 			 "after the last one received",
 			 (int)p->pid, (unsigned long long)seq,
 			 (unsigned long long)(seq - (uint64_t)p->pos));
-	p->pos = (int64_t)seq;
-	if (skip != 0)
-		log_debug("pid %d: its next %llu records are sent again",
-			  (int)p->pid, (unsigned long long)skip);
-	return skip;
+	if (p->pos < (int64_t)seq)
+		p->pos = (int64_t)seq;
+	return seq + 1;
 }
 
 uint64_t process_committed(const struct process *p)
@@ -481,13 +481,21 @@ void process_rules_stats(const struct process *p, struct rules_stats *out)
 }
 
 void process_record(struct process *p, const struct proto_record *rec,
-		    uint64_t *skip)
+		    uint64_t *next)
 {
-	if (p->pos >= 0)
+	int again = 0;
+
+	if (next != NULL && *next != 0) {
+		/* process_resume made pos at least the cursor. */
+		int64_t at = (int64_t)(*next)++ - 1;
+
+		again = at < p->pos;
+		if (!again)
+			p->pos = at + 1;
+	} else if (p->pos >= 0) {
 		p->pos++;
-	if (skip != NULL &&
-	    (*skip > 0 || (p->floor != 0 && rec->ts <= p->floor))) {
-		*skip -= *skip > 0;
+	}
+	if (next != NULL && (again || (p->floor != 0 && rec->ts <= p->floor))) {
 		p->duplicates++;
 		stats.duplicates++;
 		return;

@@ -4,8 +4,9 @@
  * the moments where the daemon's view of the process is in flux: right
  * after it finalised the previous connection, before the commit that
  * writes the process's row (200 ms at most); while the disk refuses
- * writes (the row's update, or the row itself, held in memory); and
- * across a crash of the daemon in that window.  Every record must be
+ * writes (the row's update, or the row itself, held in memory); across
+ * a crash of the daemon in that window; and while the connection given
+ * up still holds records the daemon has not read.  Every record must be
  * stored exactly once, and the process's row must count it once.
  *
  * The peers are raw version 2 clients written here, so that each test
@@ -50,8 +51,11 @@ struct peer {
 	uint64_t made;	      /* records produced: positions 0 .. made-1 */
 	uint64_t sent;	      /* positions below it were sent at least once */
 	uint64_t kept;	      /* the first position no ACK covered */
+	uint64_t seq;	      /* the connection's first position: its HELLO's
+				 seq, whatever ACKs free after it */
 	uint64_t acked;	      /* the highest ACK read */
 	unsigned connections; /* HELLOs the daemon accepted */
+	int close_at_ack;     /* the connection ends at the next ACK */
 	struct proto_receipt receipt; /* the last connection's */
 	unsigned char in[64];	      /* daemon bytes not parsed yet */
 	size_t inlen;
@@ -158,9 +162,9 @@ static void peer_send(struct peer *p, uint64_t from, uint64_t to, int wm)
 		p->sent = to;
 }
 
-/* A new connection: HELLO with seq the first position kept, and its
- * RECEIPT read.  Nothing is sent again yet (peer_resend). */
-static void peer_hello(struct peer *p, const struct harness_daemon *d)
+/* A new connection: HELLO with seq the first position kept; its
+ * RECEIPT is read by peer_hello_receipt. */
+static void peer_hello_send(struct peer *p, const struct harness_daemon *d)
 {
 	struct proto_hello h = {.version = 2,
 				.instance = p->instance,
@@ -170,28 +174,42 @@ static void peer_hello(struct peer *p, const struct harness_daemon *d)
 				.seq = p->kept};
 	unsigned char buf[256];
 	size_t n = proto_encode_hello(buf, sizeof buf, &h);
-	int msgs = 0;
 
 	ck_assert_uint_gt(n, 0);
+	p->seq = p->kept;
 	p->fd = harness_connect(d);
 	ck_assert_msg(p->fd >= 0, "%s", harness_error());
 	ck_assert_int_eq(harness_write_all(p->fd, buf, n), 0);
 	p->inlen = 0;
 	p->receipt = (struct proto_receipt){UINT64_MAX, UINT64_MAX};
+}
+
+static void peer_hello_receipt(struct peer *p)
+{
 	for (int waited = 0; p->receipt.records == UINT64_MAX; waited += 10) {
 		ck_assert_msg(waited < HARNESS_TIMEOUT_SEC * 1000,
 			      "no RECEIPT for %" PRIx64, p->instance);
-		msgs = peer_read(p, 10);
-		ck_assert_msg(msgs >= 0, "%" PRIx64 " refused", p->instance);
+		ck_assert_msg(peer_read(p, 10) >= 0, "%" PRIx64 " refused",
+			      p->instance);
 	}
 	p->connections++;
 }
 
-/* Everything kept, sent again in the order first sent, with a
- * WATERMARK of the last. */
+/* A new connection, its RECEIPT read.  Nothing is sent again yet
+ * (peer_resend). */
+static void peer_hello(struct peer *p, const struct harness_daemon *d)
+{
+	peer_hello_send(p, d);
+	peer_hello_receipt(p);
+}
+
+/* Everything kept at the HELLO, sent again in the order first sent, with
+ * a WATERMARK of the last.  An ACK read with the RECEIPT may have freed
+ * some of it since: the connection carries them all the same, from the
+ * seq it announced. */
 static void peer_resend(struct peer *p)
 {
-	peer_send(p, p->kept, p->sent, 1);
+	peer_send(p, p->seq, p->sent, 1);
 }
 
 static void peer_produce(struct peer *p, uint64_t n, int wm)
@@ -223,9 +241,9 @@ static void peer_disconnect(struct peer *p)
 	p->inlen = 0;
 }
 
-/* Shutting down as libctxleak does: what was never sent, CLOSE, and the
- * ACK that covers everything. */
-static void peer_finish(struct peer *p, const struct harness_daemon *d)
+/* Shutting down as libctxleak does: what was never sent, CLOSE, then
+ * (peer_finish_wait) the ACK that covers everything. */
+static void peer_finish_send(struct peer *p, const struct harness_daemon *d)
 {
 	unsigned char buf[64];
 
@@ -239,8 +257,18 @@ static void peer_finish(struct peer *p, const struct harness_daemon *d)
 			      encode_mark(PROTO_CLOSE, ts_of(p->made - 1) + 1,
 					  buf, sizeof buf)),
 	    0);
+}
+
+static void peer_finish_wait(struct peer *p)
+{
 	peer_wait_acked(p);
 	peer_disconnect(p);
+}
+
+static void peer_finish(struct peer *p, const struct harness_daemon *d)
+{
+	peer_finish_send(p, d);
+	peer_finish_wait(p);
 }
 
 /* ------------------------------------------------------------ checks */
@@ -285,12 +313,12 @@ static void check_once(const struct harness_daemon *d, const struct peer *p,
 	       what, p->instance, p->made, (long long)rows, (long long)distinct,
 	       (long long)procs, (long long)records, (long long)dropped,
 	       (long long)conns, p->connections);
-	ck_assert_int_eq(procs, 1);
-	ck_assert_int_eq(distinct, (int64_t)p->made);
-	ck_assert_int_eq(rows, (int64_t)p->made);
-	ck_assert_int_eq(records, (int64_t)p->made);
-	ck_assert_int_eq(dropped, 0);
-	ck_assert_int_eq(conns, (int64_t)p->connections);
+	ck_assert_msg(procs == 1 && distinct == (int64_t)p->made &&
+			  rows == (int64_t)p->made &&
+			  records == (int64_t)p->made && dropped == 0 &&
+			  conns == (int64_t)p->connections,
+		      "%s: instance %" PRIx64 " not stored exactly once", what,
+		      p->instance);
 }
 
 /* ------------------------------------------------ the commit window */
@@ -522,6 +550,184 @@ START_TEST(test_reconnect_while_row_held)
 }
 END_TEST
 
+/* Records a connection holds for the daemon to read when the next one
+ * says HELLO: more than the daemon reads of one connection per wakeup
+ * (1 MiB), so that the two are read in turns. */
+#define UNREAD 120000
+
+/* Room in the kernel for UNREAD records and more, while the daemon does
+ * not read. */
+static void big_send_buffer(int fd)
+{
+	int size = 4 << 20;
+	struct timeval limit = {HARNESS_TIMEOUT_SEC, 0};
+
+	ck_assert_int_eq(
+	    setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, sizeof size), 0);
+	/* A buffer too small fails the test instead of hanging it. */
+	ck_assert_int_eq(
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit), 0);
+}
+
+/*
+ * A client gives up on a connection (closes it) with records still in
+ * the kernel for the daemon to read, and says HELLO on a new one that
+ * sends them again.  The daemon reads the two connections in turns: the
+ * old one's records come between the new one's, and each record is
+ * still stored once, by its position.
+ */
+START_TEST(test_reconnect_before_old_is_read)
+{
+	struct harness_daemon d;
+	struct peer p;
+
+	START(&d, "--keep", "all");
+	peer_init(&p, 0x7e5000);
+	peer_hello(&p, &d);
+	big_send_buffer(p.fd);
+	peer_produce(&p, 10, 1);
+	peer_wait_acked(&p);
+	ck_assert_int_eq(kill(d.pid, SIGSTOP), 0);
+	peer_produce(&p, UNREAD, 1);
+	peer_disconnect(&p);
+	peer_hello_send(&p, &d);
+	big_send_buffer(p.fd);
+	peer_resend(&p);
+	ck_assert_int_eq(kill(d.pid, SIGCONT), 0);
+	peer_hello_receipt(&p);
+	peer_finish(&p, &d);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	check_once(&d, &p, "reconnect before the old one is read");
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* ------------------------------------------------------- randomized */
+
+/* Peers against one daemon, and the steps they take in all. */
+#define RANDOM_PEERS 6
+#define RANDOM_STEPS 1000
+
+/* xorshift64*: the run is the seed's, whatever the libc. */
+static uint64_t rng_next(uint64_t *state)
+{
+	*state ^= *state >> 12;
+	*state ^= *state << 25;
+	*state ^= *state >> 27;
+	return *state * 2685821657736338717ull;
+}
+
+static unsigned rng_below(uint64_t *state, unsigned n)
+{
+	return (unsigned)(rng_next(state) % n);
+}
+
+/* CTXLEAK_SEED, else the clock's. */
+static uint64_t random_seed(void)
+{
+	const char *env = getenv("CTXLEAK_SEED");
+	struct timespec ts;
+
+	if (env != NULL && *env != '\0')
+		return strtoull(env, NULL, 0);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
+	       (uint64_t)getpid();
+}
+
+/* The connection breaks inside the record it was writing, a new one: the
+ * client keeps that record (no ACK covers it) and sends it again. */
+static void peer_cut(struct peer *p)
+{
+	unsigned char buf[128];
+	size_t n = encode_at(p, p->made, buf, sizeof buf);
+
+	p->made++;
+	p->sent = p->made;
+	ck_assert_int_eq(harness_write_all(p->fd, buf, n / 2), 0);
+	peer_disconnect(p);
+}
+
+/* One step of a connected peer: a batch (with a WATERMARK or not), ACKs
+ * read, or the end of its connection at some point of its exchange. */
+static void connected_step(struct peer *p, uint64_t *rng)
+{
+	unsigned what = rng_below(rng, 100);
+
+	if (what < 45) {
+		peer_produce(p, 1 + rng_below(rng, 40), rng_below(rng, 4) != 0);
+	} else if (what < 75) {
+		ck_assert_int_ge(peer_read(p, (int)rng_below(rng, 3)), 0);
+	} else if (what < 83) {
+		/* Right after the next ACK (read at its next steps). */
+		peer_produce(p, 1 + rng_below(rng, 10), 1);
+		p->close_at_ack = 1;
+	} else if (what < 91) {
+		/* Before an ACK: what it sent may be judged or not. */
+		peer_disconnect(p);
+	} else {
+		peer_cut(p);
+	}
+}
+
+/*
+ * Several peers that produce, read ACKs, and lose their connections at
+ * random points (mid-batch, mid-record, right after an ACK, before one)
+ * with random pauses, so that reconnections fall before, across and after
+ * the daemon's commits and finalises.  In the end every record must be
+ * stored exactly once (a peer keeps everything, so none is dropped).  _i
+ * 0: each disconnect finalises the process (--linger 0); 1: a process
+ * waits 20 ms for its reconnection.
+ */
+START_TEST(test_random_reconnections)
+{
+	uint64_t seed = random_seed(), rng = seed | 1;
+	struct harness_daemon d;
+	struct peer peers[RANDOM_PEERS];
+	char what[64];
+
+	printf("random reconnections %d: seed %" PRIu64
+	       " (CTXLEAK_SEED=%" PRIu64 " repeats it)\n",
+	       _i, seed, seed);
+	START(&d, "--keep", "all", "--linger", _i ? "20ms" : "0");
+	for (int i = 0; i < RANDOM_PEERS; i++)
+		peer_init(&peers[i], 0x7f0000 + (uint64_t)(_i * 64 + i));
+	for (int step = 0; step < RANDOM_STEPS; step++) {
+		struct peer *p = &peers[rng_below(&rng, RANDOM_PEERS)];
+
+		/* About a millisecond a step, now and then much more: the
+		 * run spans several commits, and the steps fall at every
+		 * point between them. */
+		harness_sleep_ms(rng_below(&rng, 50) == 0
+				     ? (int)rng_below(&rng, 30)
+				     : (int)rng_below(&rng, 3));
+		if (p->close_at_ack) {
+			uint64_t acked = p->acked;
+
+			ck_assert_int_ge(peer_read(p, 0), 0);
+			if (p->acked != acked) {
+				p->close_at_ack = 0;
+				peer_disconnect(p);
+			}
+		} else if (p->fd < 0) {
+			peer_hello(p, &d);
+			peer_resend(p);
+		} else {
+			connected_step(p, &rng);
+		}
+	}
+	for (int i = 0; i < RANDOM_PEERS; i++)
+		peer_finish_send(&peers[i], &d);
+	for (int i = 0; i < RANDOM_PEERS; i++)
+		peer_finish_wait(&peers[i]);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	snprintf(what, sizeof what, "seed %" PRIu64, seed);
+	for (int i = 0; i < RANDOM_PEERS; i++)
+		check_once(&d, &peers[i], what);
+	harness_cleanup(&d);
+}
+END_TEST
+
 static Suite *redeliver_suite(void)
 {
 	Suite *s = suite_create("redeliver");
@@ -532,6 +738,10 @@ static Suite *redeliver_suite(void)
 	tcase_add_test(tc, test_crash_before_commit);
 	tcase_add_test(tc, test_reconnect_while_disk_refuses);
 	tcase_add_test(tc, test_reconnect_while_row_held);
+	tcase_add_test(tc, test_reconnect_before_old_is_read);
+	suite_add_tcase(s, tc);
+	tc = check_tcase("random", 60, NULL);
+	tcase_add_loop_test(tc, test_random_reconnections, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
 }
