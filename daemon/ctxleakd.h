@@ -75,11 +75,15 @@ struct store_proc {
 	struct site_holds *site_holds; /* the sites it was given, let go
 					  when it is finalised */
 	/* The row's committed_watermark then: every record of the process
-	 * with ts <= it was in the file; and its committed_position: the
-	 * records of its stream before it were all in the file (-1: not
-	 * known; 0 for a new row). */
+	 * with ts <= it was in the file, or in the update held for the row
+	 * (a process finalised since the last commit); and its
+	 * committed_position: the records of its stream before it were all
+	 * there (-1: not known; 0 for a new row). */
 	uint64_t base_watermark;
 	int64_t base_position;
+	/* How much of base_watermark is in the file now: what an ACK may
+	 * say before the next commit (0: none known). */
+	uint64_t base_acked;
 };
 
 struct store_process_info {
@@ -105,9 +109,11 @@ struct store *store_open(const struct store_config *cfg, char *err,
 			 size_t errlen);
 void store_close(struct store *s); /* commits what is pending */
 
-/* A HELLO arrived.  A known instance continues its row (connections+1).
- * Commits at once, so that the row exists before anything refers to it;
- * -1 when that fails. */
+/* A HELLO arrived.  A known instance continues its row (connections+1),
+ * as the update held for it says if it has one.  Commits at once, so
+ * that the row exists before anything refers to it; when that fails, the
+ * row (or its update) is held until a commit takes it; -1 when even that
+ * fails for a new row. */
 int store_process_open(struct store *s, const struct store_process_info *pi,
 		       struct store_proc *out);
 /* The process is gone (or its connection is): counters, model, error,
@@ -378,15 +384,16 @@ struct process *process_attach(const struct proto_hello *hello,
  * unknown type the connection's decoder skipped. */
 void process_detach(struct process *p, const char *error, uint64_t skipped);
 int64_t process_site(struct process *p, const struct proto_record *site);
-/* A version 2 HELLO's seq: how many of the connection's first records the
- * process has already (sent again after a reconnection). */
+/* A version 2 HELLO's seq: the connection's cursor for process_record,
+ * 1 + the stream position of its next record. */
 uint64_t process_resume(struct process *p, uint64_t seq);
-/* A record.  skip: NULL for a version 1 connection, whose records are
- * all new; else the connection's count of records known to be sent again,
- * which this takes one from, and then a record the process has already
- * stored (by ts) is dropped too. */
+/* A record.  next: NULL for a version 1 connection, whose records are
+ * all new; else the connection's cursor (0: it gave no seq), which this
+ * advances: a record at a position the process has received already, on
+ * this connection or on another one still being read, is dropped, and so
+ * is one the process has already stored (by ts). */
 void process_record(struct process *p, const struct proto_record *rec,
-		    uint64_t *skip);
+		    uint64_t *next);
 /* The committed watermark the last commit made: what ACKs say. */
 uint64_t process_committed(const struct process *p);
 /* What its rules engine holds now, within the limits it was given. */

@@ -28,7 +28,8 @@ struct ingest {
 	uint32_t nsites;
 	int sites_full_logged;
 	int v2;	       /* a version 2 HELLO: ACKs, duplicates dropped */
-	uint64_t skip; /* the next records are ones sent again */
+	uint64_t next; /* its seq: 1 + the stream position of its next record
+			  (process_resume); 0: no seq */
 };
 
 struct ingest *ingest_open(const struct ucred *cred)
@@ -114,7 +115,7 @@ static void ingest_record(struct ingest *in, struct proto_record *rec)
 		break;
 	default:
 		rec->site = lookup_site(in, rec->site);
-		process_record(in->proc, rec, in->v2 ? &in->skip : NULL);
+		process_record(in->proc, rec, in->v2 ? &in->next : NULL);
 		break;
 	}
 }
@@ -131,7 +132,7 @@ static enum ingest_status ingest_hello(struct ingest *in,
 	if (hello->version >= 2) {
 		in->v2 = 1;
 		if (hello->has_seq)
-			in->skip = process_resume(in->proc, hello->seq);
+			in->next = process_resume(in->proc, hello->seq);
 	}
 	return INGEST_ATTACHED;
 }

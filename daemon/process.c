@@ -314,10 +314,15 @@ static void process_free(struct process *p)
 	free(p);
 }
 
-/* A process new to this daemon: what its row says is stored already. */
+/* A process new to this daemon, or finalised and back: what its row
+ * says is stored already.  What is not in the file yet is acknowledged
+ * after the commit that writes it. */
 static void restore(struct process *p)
 {
-	p->watermark = p->committing = p->committed = p->sp.base_watermark;
+	p->watermark = p->committing = p->sp.base_watermark;
+	p->committed = p->sp.base_acked;
+	if (p->committing > p->committed)
+		acks_pending = 1;
 	p->pos = p->sp.base_position;
 	/* Finalised in order, its position says all; after a crash, the
 	 * committed watermark does. */
@@ -447,22 +452,22 @@ static void enforce_total_limits(void)
 		enforce(&total_limits[i], 1u << i);
 }
 
+/* Positions, not a count of records to skip: the connection before may
+ * still hold records not read yet when the next one says HELLO, and they
+ * come between its records. */
 uint64_t process_resume(struct process *p, uint64_t seq)
 {
-	uint64_t skip = 0;
-
 	if (p->pos > (int64_t)seq)
-		skip = (uint64_t)p->pos - seq;
+		log_debug("pid %d: its next %llu records are sent again",
+			  (int)p->pid, (unsigned long long)p->pos - seq);
 	else if (p->pos >= 0 && p->pos < (int64_t)seq)
 		log_info("pid %d: the client resumes at record %llu, %llu "
 			 "after the last one received",
 			 (int)p->pid, (unsigned long long)seq,
 			 (unsigned long long)(seq - (uint64_t)p->pos));
-	p->pos = (int64_t)seq;
-	if (skip != 0)
-		log_debug("pid %d: its next %llu records are sent again",
-			  (int)p->pid, (unsigned long long)skip);
-	return skip;
+	if (p->pos < (int64_t)seq)
+		p->pos = (int64_t)seq;
+	return seq + 1;
 }
 
 uint64_t process_committed(const struct process *p)
@@ -476,13 +481,21 @@ void process_rules_stats(const struct process *p, struct rules_stats *out)
 }
 
 void process_record(struct process *p, const struct proto_record *rec,
-		    uint64_t *skip)
+		    uint64_t *next)
 {
-	if (p->pos >= 0)
+	int again = 0;
+
+	if (next != NULL && *next != 0) {
+		/* process_resume made pos at least the cursor. */
+		int64_t at = (int64_t)(*next)++ - 1;
+
+		again = at < p->pos;
+		if (!again)
+			p->pos = at + 1;
+	} else if (p->pos >= 0) {
 		p->pos++;
-	if (skip != NULL &&
-	    (*skip > 0 || (p->floor != 0 && rec->ts <= p->floor))) {
-		*skip -= *skip > 0;
+	}
+	if (next != NULL && (again || (p->floor != 0 && rec->ts <= p->floor))) {
 		p->duplicates++;
 		stats.duplicates++;
 		return;

@@ -14,9 +14,12 @@
  * episode, and at most once a minute when a nearly full disk flaps), rows are
  * refused until the next tick, and from then on writing resumes as normal; the
  * first commit of rows that succeeds ends the episode (enum store_state).
- * Process rows are the exception: a new process's row and a finalised
- * process's counters are held in memory until a commit holds them, since
- * nothing else could say them again.
+ * Process rows are the exception: a new process's row, a reconnection's
+ * update of it and a finalised process's counters are held in memory until
+ * a commit holds them, since nothing else could say them again.  What is
+ * held of a row is the row's truth until then: a process that connects
+ * again reads its row through it (store_process_open), so that it
+ * continues from what it sent, not from the last commit.
  *
  * Schema and migrations: store_schema.c; retention: store_retain.c; the
  * contract with the people and the CLI that read the file: SCHEMA.md.
@@ -160,7 +163,8 @@ static const char *const sql[NSTMT] = {
  * disk costs one failed write per tick, not one per row.  store_stats says
  * degraded in REFUSING and RETRYING.  Whether a transaction is open
  * (in_txn) is apart from this: process rows and retention open one in any
- * state.
+ * state.  A process row or update that cannot be written stays held, in
+ * any state, until a commit takes it.
  */
 enum store_state {
 	STORE_WRITING,
@@ -170,12 +174,18 @@ enum store_state {
 
 /* A process row that could not be written when its HELLO came (a full
  * disk), with copies of its strings: written with the next transaction
- * that commits.  Meanwhile the process is served, and what it sends is
- * stored or counted as failed like everyone else's rows: refusing its
- * HELLO lost what it sent without a count on either side. */
+ * that commits, in the order the HELLOs came.  Meanwhile the process is
+ * served, and what it sends is stored or counted as failed like everyone
+ * else's rows: refusing its HELLO lost what it sent without a count on
+ * either side.  A reconnection's update of its row is held the same way:
+ * without it the row would say, once the finalised process's update is
+ * written, that a live process is disconnected with a committed position,
+ * which a restarted daemon would take for where its stream ended. */
 struct held_process {
 	struct held_process *next;
 	int64_t id, connected_at;
+	int reconnect; /* ST_PROC_RECONNECT of a row written before (or
+			  held before it); else ST_PROC_INSERT */
 	struct proto_hello hello;
 	pid_t pid;
 	uid_t uid;
@@ -186,7 +196,11 @@ struct held_process {
 /* What ST_PROC_UPDATE writes: counters always, the rest when not NULL
  * (0).  A finalised process's is held until a commit holds it, because
  * the process is gone and cannot say it again; it is written at commit,
- * after the rows it counts. */
+ * after the rows it counts.  One per process: a later one is merged into
+ * it as the row would take both, in order.  Until it is written it is the
+ * row's truth, which store_process_open reads through it: a process that
+ * reconnects within the commit interval continues from what it sent, not
+ * from the last commit (else what it sends again is stored twice). */
 struct process_update {
 	struct process_update *next;
 	int64_t id, disconnected_at; /* 0: still connected */
@@ -472,16 +486,20 @@ static void bind_process(sqlite3_stmt *st, int64_t id,
 	bind_str(st, 10, h->client);
 }
 
-static struct held_process *held_process_find(struct store *s, int64_t id)
+/* The held new row of an instance, or NULL. */
+static struct held_process *held_insert_of(struct store *s, uint64_t instance)
 {
 	struct held_process *h;
 
-	for (h = s->held_procs; h != NULL && h->id != id; h = h->next)
+	for (h = s->held_procs;
+	     h != NULL && (h->reconnect || h->hello.instance != instance);
+	     h = h->next)
 		;
 	return h;
 }
 
-static int hold_process(struct store *s, int64_t id,
+/* Appended: a reconnection's update comes after the insert it updates. */
+static int hold_process(struct store *s, int64_t id, int reconnect,
 			const struct store_process_info *pi,
 			int64_t connected_at)
 {
@@ -489,11 +507,13 @@ static int hold_process(struct store *s, int64_t id,
 	struct held_process *p =
 	    malloc(sizeof(*p) + h->app.len + h->backend.len + h->reason.len +
 		   h->client.len);
+	struct held_process **tail;
 	char *at;
 
 	if (p == NULL)
 		return -1;
 	p->id = id;
+	p->reconnect = reconnect;
 	p->connected_at = connected_at;
 	p->hello = *h;
 	at = p->strings;
@@ -504,23 +524,28 @@ static int hold_process(struct store *s, int64_t id,
 	p->pid = pi->pid;
 	p->uid = pi->uid;
 	p->gid = pi->gid;
-	p->next = s->held_procs;
-	s->held_procs = p;
+	p->next = NULL;
+	for (tail = &s->held_procs; *tail != NULL; tail = &(*tail)->next)
+		;
+	*tail = p;
 	return 0;
 }
 
+/* The held process rows, new ones and reconnections, in their order. */
 static int write_held_inserts(struct store *s)
 {
-	sqlite3_stmt *st = s->st[ST_PROC_INSERT];
 	struct held_process *h;
 	int rc;
 
 	for (h = s->held_procs; h != NULL; h = h->next) {
 		struct store_process_info pi = {&h->hello, h->pid, h->uid,
 						h->gid};
+		sqlite3_stmt *st =
+		    s->st[h->reconnect ? ST_PROC_RECONNECT : ST_PROC_INSERT];
 
 		bind_process(st, h->id, &pi);
-		sqlite3_bind_int64(st, 11, h->connected_at);
+		if (!h->reconnect)
+			sqlite3_bind_int64(st, 11, h->connected_at);
 		if ((rc = step_once(st)) != SQLITE_OK)
 			return rc;
 	}
@@ -539,6 +564,48 @@ static void process_update_free(struct process_update *u)
 	free(u->recommend);
 	free(u->evidence);
 	free(u);
+}
+
+/* The update held for a process row, or NULL. */
+static struct process_update *pending_update_of(struct store *s, int64_t id)
+{
+	struct process_update *u;
+
+	for (u = s->held_updates; u != NULL && u->id != id; u = u->next)
+		;
+	return u;
+}
+
+/* A string of a later update replaces the earlier one's; NULL keeps it,
+ * as coalesce() in ST_PROC_UPDATE does. */
+static void merge_str(char **to, char **from)
+{
+	if (*from == NULL)
+		return;
+	free(*to);
+	*to = *from;
+	*from = NULL;
+}
+
+/* The later update `from` merged into `to`, held before it: what the row
+ * would hold after both.  from keeps no string. */
+static void merge_update(struct process_update *to, struct process_update *from)
+{
+	to->records = from->records;
+	to->dropped = from->dropped;
+	to->skipped = from->skipped;
+	if (from->watermark > to->watermark)
+		to->watermark = from->watermark;
+	if (from->position >= 0)
+		to->position = from->position;
+	if (from->disconnected_at != 0)
+		to->disconnected_at = from->disconnected_at;
+	merge_str(&to->error, &from->error);
+	merge_str(&to->model, &from->model);
+	merge_str(&to->recommend, &from->recommend);
+	merge_str(&to->evidence, &from->evidence);
+	to->what_if |= from->what_if;
+	to->vanished |= from->vanished;
 }
 
 static int write_process_update(struct store *s, const struct process_update *u)
@@ -950,23 +1017,22 @@ void store_what_if(struct store *s, const struct store_proc *p,
 		   const struct whatif *w)
 {
 	struct what_if_dest d = {s, p};
+	struct process_update *u;
 
 	whatif_rows(w, write_what_if, &d);
 	/* The mark rides with the process's final update, held like it
 	 * until a commit holds it. */
-	for (struct process_update *u = s->held_updates; u != NULL;
-	     u = u->next)
-		if (u->id == p->id)
-			u->what_if = 1;
+	if ((u = pending_update_of(s, p->id)) != NULL)
+		u->what_if = 1;
 }
 
 void store_process_vanished(struct store *s, const struct store_proc *p)
 {
+	struct process_update *u = pending_update_of(s, p->id);
+
 	/* Rides with the process's final update, as the what-if mark. */
-	for (struct process_update *u = s->held_updates; u != NULL;
-	     u = u->next)
-		if (u->id == p->id)
-			u->vanished = 1;
+	if (u != NULL)
+		u->vanished = 1;
 }
 
 /* A site seen before, by this process or any other, keeps its row and id
@@ -1037,25 +1103,56 @@ static int write_process(struct store *s, int64_t id,
 	return 0;
 }
 
+/* What the row of process id holds once the update held for it is
+ * written: it supersedes the row's counters, watermark and position.
+ * The process connects again, so the update no longer ends it: its
+ * disconnected_at and committed position are dropped, which the
+ * reconnection's update of the row sets to NULL before it is written. */
+static void read_pending_update(struct store *s, int64_t id,
+				struct store_proc *row)
+{
+	struct process_update *u = pending_update_of(s, id);
+
+	if (u == NULL)
+		return;
+	row->base_records = u->records;
+	row->base_dropped = u->dropped;
+	row->base_skipped = u->skipped;
+	if (u->watermark > row->base_watermark)
+		row->base_watermark = u->watermark;
+	if (u->position >= 0)
+		row->base_position = u->position;
+	u->position = -1;
+	u->disconnected_at = 0;
+}
+
 int store_process_open(struct store *s, const struct store_process_info *pi,
 		       struct store_proc *out)
 {
-	struct store_proc found = {0};
+	struct store_proc found = {.base_position = -1};
 	int64_t id = find_process(s, pi->hello->instance, &found);
 	int64_t now = (int64_t)clock_ns(CLOCK_REALTIME);
-
 	/* A reconnection of a process whose row is still held: the row
-	 * comes, with everything else, at the next commit. */
-	if (id == 0 && out->id != 0 && held_process_find(s, out->id)) {
-		out->clock_offset = pi->hello->clock_offset;
-		return 0;
-	}
-	if (s->state == STORE_REFUSING)
+	 * comes, with everything else, at the next commit, and this
+	 * connection's update of it after it. */
+	struct held_process *held =
+	    id == 0 ? held_insert_of(s, pi->hello->instance) : NULL;
+	int written = 0;
+
+	if (held != NULL)
+		id = held->id;
+	if (id != 0)
+		read_pending_update(s, id, &found);
+	if (held == NULL && s->state == STORE_REFUSING)
 		s->state = STORE_RETRYING;
-	if (write_process(s, id, pi, now) == -1 && id == 0) {
-		if (hold_process(s, s->last_process_id + 1, pi, now) == -1)
-			return -1;
-		s->stats.rows_failed--; /* held, not lost */
+	if (held == NULL && write_process(s, id, pi, now) == 0) {
+		written = 1;
+	} else if (hold_process(s, id ? id : s->last_process_id + 1, id != 0,
+				pi, now) == 0) {
+		if (held == NULL)
+			s->stats.rows_failed--; /* held, not lost */
+	} else if (id == 0) {
+		return -1;
 	}
 	if (id == 0) {
 		id = ++s->last_process_id;
@@ -1067,6 +1164,8 @@ int store_process_open(struct store *s, const struct store_process_info *pi,
 		out->base_skipped = found.base_skipped;
 		out->base_watermark = found.base_watermark;
 		out->base_position = found.base_position;
+		/* Written, the row's commit took what was held with it. */
+		out->base_acked = written ? found.base_watermark : 0;
 	}
 	out->id = id;
 	out->clock_offset = pi->hello->clock_offset;
@@ -1079,7 +1178,7 @@ void store_process_update(struct store *s, struct store_proc *p,
 			  int64_t position, const char *error,
 			  const struct rules_model *model, int disconnected)
 {
-	struct process_update *u = calloc(1, sizeof(*u));
+	struct process_update *u = calloc(1, sizeof(*u)), *held;
 
 	if (u == NULL) {
 		s->stats.rows_failed++;
@@ -1100,8 +1199,13 @@ void store_process_update(struct store *s, struct store_proc *p,
 		u->evidence =
 		    dup_or_null(model->evidence[0] ? model->evidence : NULL);
 	}
-	u->next = s->held_updates;
-	s->held_updates = u;
+	if ((held = pending_update_of(s, p->id)) != NULL) {
+		merge_update(held, u);
+		process_update_free(u);
+	} else {
+		u->next = s->held_updates;
+		s->held_updates = u;
+	}
 	if (!s->in_txn)
 		txn_begin(s);
 	if (disconnected)
@@ -1124,7 +1228,12 @@ int store_process_counts(struct store *s, const struct store_proc *p,
 				   .skipped = p->base_skipped + unknown_skipped,
 				   .watermark = watermark,
 				   .position = -1};
+	struct process_update *held = pending_update_of(s, p->id);
 
+	/* A process that reconnected before its update was written: that
+	 * update is written after these counters, and must say them. */
+	if (held != NULL)
+		merge_update(held, &u);
 	if (!s->in_txn && txn_begin(s) == -1)
 		return SQLITE_ERROR;
 	return write_process_update(s, &u);
