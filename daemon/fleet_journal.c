@@ -15,12 +15,15 @@
  * libsystemd sends one.  $CTXLEAKD_JOURNAL_SOCKET names another socket
  * (the tests listen on their own).
  *
- * Tag values and event messages are not sent: the journal is read more
- * widely than the database (the findings log and the CLI show them).
+ * The TAG value and EVENT message fields are not sent: the journal is read
+ * more widely than the database, where they are (the findings log and the
+ * CLI show them).  The detail line, as the database has it, quotes the
+ * first bytes of a tag value (daemon/rules_detail.c).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +44,8 @@
 #define QUEUE_MAX_BYTES	  (16u << 20)
 /* An absent journal is tried again at most this often. */
 #define RECONNECT_NS (1000000000ull)
+/* At exit, how long the queue may take to go through. */
+#define CLOSE_WAIT_MS 1000
 
 struct entry {
 	struct entry *next;
@@ -398,9 +403,22 @@ void fleet_journal_add(const struct store_finding_row *f, const char *host)
 
 void fleet_journal_close(void)
 {
+	uint64_t deadline = mono_ns() + CLOSE_WAIT_MS * 1000000ull;
+	uint64_t now;
+
 	if (jn.base == NULL)
 		return;
+	/* The loop is ending: the last commit's entries may wait a moment
+	 * for a journal that is merely busy. */
 	flush();
+	while (jn.head != NULL && jn.fd >= 0 &&
+	       (now = mono_ns()) < deadline) {
+		struct pollfd pfd = {jn.fd, POLLOUT, 0};
+
+		if (poll(&pfd, 1, (int)((deadline - now) / 1000000) + 1) <= 0)
+			break;
+		flush();
+	}
 	while (jn.head != NULL)
 		pop(0);
 	disconnect();

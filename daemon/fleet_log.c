@@ -330,16 +330,17 @@ void fleet_finding_json(struct fleet_buf *b, const struct store_finding_row *f,
 
 static int open_file(void)
 {
-	int fd = open(flog.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
-		      0640);
-	struct stat st;
+	int fd = open(flog.path,
+		      O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
 
+	/* A file created here is 0640 whatever the umask; one that exists
+	 * keeps the mode its owner gave it. */
+	if (fd >= 0)
+		fchmod(fd, 0640);
+	else if (errno == EEXIST)
+		fd = open(flog.path, O_WRONLY | O_APPEND | O_CLOEXEC);
 	if (fd == -1)
 		return -1;
-	/* A file we create is 0640 whatever the umask; one that exists
-	 * keeps the mode its owner gave it. */
-	if (fstat(fd, &st) == 0 && st.st_size == 0)
-		fchmod(fd, 0640);
 	flog.fd = fd;
 	return 0;
 }
