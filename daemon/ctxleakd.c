@@ -266,8 +266,8 @@ static const struct opt options[] = {
     {"max-string", "N", K_SIZE, FIELD(limits.max_string), NULL, 0, 64ULL << 20,
      NULL, "bytes in one string"},
     /* Fleets: findings and metrics where log pipelines and Prometheus
-     * look (fleet.c).  64M and 5 files: a week of a busy service's
-     * findings in at most 384M. */
+     * look (fleet.c).  Files of 64M, five kept: the log never takes more
+     * than 384M of disk, however many findings come. */
     {"findings-log", "FILE", K_PATH, FIELD(findings_log), NULL, 0, 0, NULL,
      "append each committed finding to FILE as one JSON line: the fields "
      "of ctxleak leaks --json, and host"},

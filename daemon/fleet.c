@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -207,6 +208,10 @@ static void write_metrics(void)
 	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", cfg.metrics_file,
 		 (long)getpid());
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	/* 0644 whatever the umask: node_exporter runs as another user, and
+	 * the file holds counts only. */
+	if (fd != -1)
+		fchmod(fd, 0644);
 	if (fd == -1 || (f = fdopen(fd, "w")) == NULL) {
 		if (fd != -1)
 			close(fd);
