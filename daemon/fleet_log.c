@@ -167,6 +167,11 @@ void fleet_buf_json_str(struct fleet_buf *b, const char *s, size_t len)
 
 	fleet_buf_put(b, "\"", 1);
 	while (i < len) {
+		/* Printable ASCII, nearly all of it, without decoding. */
+		if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\') {
+			i++;
+			continue;
+		}
 		n = fleet_utf8_next(p + i, len - i, &cp);
 		if (n && cp != '"' && cp != '\\' && cp >= 0x20 && cp != 0x7f) {
 			i += n;

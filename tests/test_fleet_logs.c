@@ -2,10 +2,12 @@
  * test_fleet_logs.c: ctxleakd's outputs for fleets, against the real daemon
  * with real clients: --findings-log (one JSON line per leaks row, byte for
  * byte the CLI's `leaks --json` line after "host" and "machine_id"; size
- * rotation; a disk that refuses writes), --metrics-file (the textfile
- * format checked by a strict validator, values equal to the database's)
- * and --findings-journal (datagrams of journald's native protocol, caught
- * on a socket of the test's own through $CTXLEAKD_JOURNAL_SOCKET).
+ * rotation; SIGHUP's reopen; a disk that refuses writes), --metrics-file
+ * (the textfile format checked by a strict validator, values equal to the
+ * database's, across a daemon that died) and --findings-journal (datagrams
+ * of journald's native protocol, and the memfd of an entry too large for
+ * one, caught on a socket of the test's own through
+ * $CTXLEAKD_JOURNAL_SOCKET).
  */
 #include <check.h>
 #include <ctype.h>
@@ -15,6 +17,7 @@
 #include <stdarg.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +30,7 @@
 #include "common.h"
 #include "cli_run.h"
 #include "harness_check.h"
+#include "raw.h"
 
 /* The documented MESSAGE_ID (ctxleakd(8)): it must never change. */
 #define MESSAGE_ID "378e9d4ef4324d278d4f741892a5677a"
@@ -308,6 +312,52 @@ START_TEST(test_log_appends_across_restarts)
 	ck_assert_int_eq(assert_lines_match_cli(&d, text),
 			 query_int(&d, "SELECT count(*) FROM leaks"));
 	free(text);
+	free(log_path);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* SIGHUP reopens the file: after an outside rotation (a rename), the
+ * lines of later commits go to a new FILE. */
+START_TEST(test_log_reopen_on_hangup)
+{
+	struct harness_daemon d;
+	char *log_path, moved[512], *old_text, *new_text, *all;
+	const char *args[] = {"--findings-log", NULL, "--host", HOST, NULL};
+	int64_t before;
+
+	ck_assert_int_eq(harness_prepare(&d), 0);
+	log_path = strdup(path_in(&d, "findings.log"));
+	args[1] = log_path;
+	ck_assert_msg(harness_launch(&d, args) == 0, "%s", harness_error());
+	run_client(&d, 3);
+	ck_assert_int_eq(harness_wait_int(&d,
+					  "SELECT count(*) FROM processes "
+					  "WHERE disconnected_at IS NOT NULL",
+					  1),
+			 0);
+	before = query_int(&d, "SELECT count(*) FROM leaks");
+	snprintf(moved, sizeof moved, "%s.moved", log_path);
+	ck_assert_int_eq(rename(log_path, moved), 0);
+	ck_assert_int_eq(kill(d.pid, SIGHUP), 0);
+	/* The signal is handled before the next client's records. */
+	harness_sleep_ms(200);
+	run_client(&d, 3);
+	stop_ok(&d);
+	old_text = slurp(moved);
+	new_text = slurp(log_path);
+	ck_assert_ptr_nonnull(new_text);
+	ck_assert_int_eq(count_lines(old_text), before);
+	ck_assert_int_eq(count_lines(new_text),
+			 query_int(&d, "SELECT count(*) FROM leaks") - before);
+	all = malloc(strlen(old_text) + strlen(new_text) + 1);
+	strcpy(all, old_text);
+	strcat(all, new_text);
+	ck_assert_int_eq(assert_lines_match_cli(&d, all),
+			 query_int(&d, "SELECT count(*) FROM leaks"));
+	free(all);
+	free(old_text);
+	free(new_text);
 	free(log_path);
 	harness_cleanup(&d);
 }
@@ -970,6 +1020,102 @@ START_TEST(test_journal_entries)
 }
 END_TEST
 
+/* A request named by 300 KiB of bytes, whose event is recorded with no
+ * context: a finding whose journal entry is larger than a datagram.  The
+ * library cuts strings to 4 KiB, so it is written raw. */
+#define HUGE_NAME (300 * 1024)
+static void send_huge_name(const struct harness_daemon *d)
+{
+	size_t cap = 2 * HUGE_NAME, n = 0;
+	unsigned char *buf = malloc(cap);
+	char *name = malloc(HUGE_NAME);
+	int fd = harness_connect(d);
+	const struct proto_record r[] = {
+	    {.type = PROTO_BEGIN,
+	     .ts = 1000,
+	     .tid = 7,
+	     .ctx = 77,
+	     .kind = PROTO_KIND_REQUEST,
+	     .name = {name, HUGE_NAME}},
+	    {.type = PROTO_EVENT,
+	     .ts = 1001,
+	     .tid = 7,
+	     .ctx = 0,
+	     .cause = 77,
+	     .name = {"e", 1}},
+	    {.type = PROTO_END,
+	     .ts = 1002,
+	     .tid = 7,
+	     .ctx = 77,
+	     .cause = 77,
+	     .cur = 77},
+	};
+
+	memset(name, 'n', HUGE_NAME);
+	ck_assert_msg(fd >= 0, "%s", harness_error());
+	ck_assert_int_eq(harness_send_hello(fd, 4343, 0), 0);
+	for (size_t i = 0; i < sizeof r / sizeof r[0]; i++)
+		n += raw_encode(buf + n, cap - n, &r[i]);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	close(fd);
+	free(name);
+	free(buf);
+}
+
+START_TEST(test_journal_memfd)
+{
+	struct harness_daemon d;
+	struct journal_rx *rx = calloc(1, sizeof *rx);
+	struct sockaddr_un addr = {.sun_family = AF_UNIX};
+	const char *args[] = {"--findings-journal", "--max-string", "1M",
+			      "--max-record-size", "4M", NULL};
+	pthread_t reader;
+	char *v = malloc(400 * 1024);
+	int huge = 0;
+
+	ck_assert_int_eq(harness_prepare(&d), 0);
+	snprintf(addr.sun_path, sizeof addr.sun_path, "%s/journal.sock",
+		 d.dir);
+	rx->fd = socket(AF_UNIX, SOCK_DGRAM, 0);
+	ck_assert_int_eq(bind(rx->fd, (struct sockaddr *)&addr, sizeof addr),
+			 0);
+	ck_assert_int_eq(pthread_create(&reader, NULL, journal_reader, rx), 0);
+	setenv("CTXLEAKD_JOURNAL_SOCKET", addr.sun_path, 1);
+	ck_assert_msg(harness_launch(&d, args) == 0, "%s", harness_error());
+	unsetenv("CTXLEAKD_JOURNAL_SOCKET");
+	send_huge_name(&d);
+	ck_assert_int_eq(harness_wait_int(&d,
+					  "SELECT count(*) FROM processes "
+					  "WHERE disconnected_at IS NOT NULL",
+					  1),
+			 0);
+	ck_assert_int_ge(query_int(&d, "SELECT count(*) FROM leaks WHERE "
+				       "length(victim_name) = %d",
+				       HUGE_NAME),
+			 1);
+	stop_ok(&d);
+	rx->stop = 1;
+	pthread_join(reader, NULL);
+	ck_assert_int_eq(rx->n, query_int(&d, "SELECT count(*) FROM leaks"));
+	for (int i = 0; i < rx->n; i++) {
+		if (field_of(rx->dgram[i], rx->len[i], "CTXLEAK_VICTIM_NAME", v,
+			     400 * 1024) != NULL &&
+		    strlen(v) == HUGE_NAME) {
+			huge++;
+			ck_assert_str_eq(field_of(rx->dgram[i], rx->len[i],
+						  "MESSAGE_ID", v, 400 * 1024),
+					 MESSAGE_ID);
+		}
+		free(rx->dgram[i]);
+	}
+	ck_assert_int_ge(huge, 1);
+	free(v);
+	close(rx->fd);
+	free(rx);
+	harness_cleanup(&d);
+}
+END_TEST
+
 /* No journal listens: entries are dropped and counted, the daemon goes
  * on. */
 START_TEST(test_journal_absent)
@@ -1012,11 +1158,13 @@ static Suite *fleet_suite(void)
 	suite_add_tcase(s, check_tcase("findings_log", 120,
 				       test_log_lines_are_the_cli_lines,
 				       test_log_appends_across_restarts,
+				       test_log_reopen_on_hangup,
 				       test_log_rotation, test_log_write_failure,
 				       NULL));
 	suite_add_tcase(s, check_tcase("metrics", 120, test_metrics_file, NULL));
 	suite_add_tcase(s, check_tcase("journal", 120, test_journal_entries,
-				       test_journal_absent, NULL));
+				       test_journal_memfd, test_journal_absent,
+				       NULL));
 	return s;
 }
 
