@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -488,6 +489,70 @@ START_TEST(test_log_write_failure)
 	    strstr(text, "\nctxleak_findings_log_lines_written_total 0\n"));
 	free(text);
 	free(metrics);
+	harness_cleanup(&d);
+}
+END_TEST
+
+/* A write that comes up short (the file-size limit reached mid-chunk) is
+ * cut back to its last whole line; the lines after it are counted as
+ * failed, and a reader never sees half a line. */
+#define FSIZE_LIMIT (16 << 20)
+#define FSIZE_ROOM  1500 /* bytes left under the limit: a line or two */
+START_TEST(test_log_short_write)
+{
+	struct harness_daemon d;
+	char *log_path, *metrics, *text, want[160];
+	const char *args[] = {"--findings-log",	  NULL,
+			      "--findings-log-max-size", "1G",
+			      "--metrics-file",		  NULL,
+			      "--metrics-interval",	  "0",
+			      "--host",			  HOST,
+			      NULL};
+	struct rlimit rl = {FSIZE_LIMIT, FSIZE_LIMIT};
+	size_t prefix = FSIZE_LIMIT - FSIZE_ROOM;
+	int64_t leaks, after = 0;
+	FILE *f;
+
+	ck_assert_int_eq(harness_prepare(&d), 0);
+	log_path = strdup(path_in(&d, "findings.log"));
+	metrics = strdup(path_in(&d, "ctxleak.prom"));
+	args[1] = log_path;
+	args[5] = metrics;
+	/* Lines of an earlier run, "{}", up to FSIZE_ROOM under the
+	 * limit. */
+	f = fopen(log_path, "w");
+	for (size_t i = 0; i < prefix / 3; i++)
+		fputs("{}\n", f);
+	fclose(f);
+	prefix = prefix / 3 * 3;
+	ck_assert_msg(harness_launch(&d, args) == 0, "%s", harness_error());
+	ck_assert_int_eq(prlimit(d.pid, RLIMIT_FSIZE, &rl, NULL), 0);
+	run_client(&d, 5);
+	stop_ok(&d);
+	leaks = query_int(&d, "SELECT count(*) FROM leaks");
+	text = slurp(log_path);
+	ck_assert_uint_le(strlen(text), FSIZE_LIMIT);
+	ck_assert_msg(text[strlen(text) - 1] == '\n', "half a line at the end");
+	/* What came after the old lines: whole lines of findings, in order,
+	 * each the CLI's. */
+	after = assert_lines_match_cli(&d, text + prefix);
+	ck_assert_int_gt(after, 0);
+	ck_assert_int_lt(after, leaks);
+	ck_assert_int_eq(harness_log_count(&d, "findings log: cannot write"),
+			 1);
+	free(text);
+	text = slurp(metrics);
+	snprintf(want, sizeof want,
+		 "\nctxleak_findings_log_lines_written_total %" PRId64 "\n",
+		 after);
+	ck_assert_msg(strstr(text, want) != NULL, "%s", text);
+	snprintf(want, sizeof want,
+		 "\nctxleak_findings_log_lines_failed_total %" PRId64 "\n",
+		 leaks - after);
+	ck_assert_msg(strstr(text, want) != NULL, "%s", text);
+	free(text);
+	free(metrics);
+	free(log_path);
 	harness_cleanup(&d);
 }
 END_TEST
@@ -1160,6 +1225,7 @@ static Suite *fleet_suite(void)
 				       test_log_appends_across_restarts,
 				       test_log_reopen_on_hangup,
 				       test_log_rotation, test_log_write_failure,
+				       test_log_short_write,
 				       NULL));
 	suite_add_tcase(s, check_tcase("metrics", 120, test_metrics_file, NULL));
 	suite_add_tcase(s, check_tcase("journal", 120, test_journal_entries,
