@@ -276,8 +276,7 @@ static const struct opt options[] = {
      "rotate the findings log before it grows past SIZE"},
     {"findings-log-keep", "N", K_COUNT, FIELD(findings_log_keep), "5", 0, 0,
      NULL, "rotated findings logs kept: FILE.1 (the newest) to FILE.N"},
-    {"findings-journal", NULL, K_ON, FIELD(findings_journal), NULL, 0, 0,
-     NULL,
+    {"findings-journal", NULL, K_ON, FIELD(findings_journal), NULL, 0, 0, NULL,
      "send each committed finding to the systemd journal, with "
      "MESSAGE_ID=" FLEET_MESSAGE_ID},
     {"host", "NAME", K_PATH, FIELD(host), NULL, 0, 0, NULL,

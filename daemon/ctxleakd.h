@@ -243,18 +243,17 @@ int store_committed_findings(struct store *s, int64_t first,
 /* The file's totals that survive restarts, read cheaply (processes, runs
  * and drops are small tables): what the metrics report. */
 struct store_totals {
-	uint64_t records_stored;   /* sum of processes.records */
-	uint64_t records_dropped;  /* sum of processes.dropped */
-	uint64_t drop_windows;	   /* drops rows */
-	uint64_t unclean_runs;	   /* runs.unclean */
-	uint64_t vanished;	   /* processes.vanished */
+	uint64_t records_stored;	       /* sum of processes.records */
+	uint64_t records_dropped;	       /* sum of processes.dropped */
+	uint64_t drop_windows;		       /* drops rows */
+	uint64_t unclean_runs;		       /* runs.unclean */
+	uint64_t vanished;		       /* processes.vanished */
 	uint64_t findings[COMMON_CLASS_COUNT]; /* leaks by class, in the
 						  order of common_class_names */
 };
 /* With findings counted (a scan of leaks: at start only, then the
  * caller adds what each commit stored) when with_findings. */
-int store_totals(struct store *s, struct store_totals *out,
-		 int with_findings);
+int store_totals(struct store *s, struct store_totals *out, int with_findings);
 struct feed;
 struct sqlite3;
 struct feed *feed_new(struct sqlite3 *db);

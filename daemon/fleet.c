@@ -40,10 +40,9 @@
 /* ctxleak_commit_duration_seconds's buckets: a commit takes about a
  * millisecond on an idle disk, 10-100 ms with a full batch of rows, and
  * seconds when the disk stalls. */
-static const double commit_buckets[] = {0.0005, 0.001, 0.0025, 0.005,
-					0.01,	0.025, 0.05,   0.1,
-					0.25,	0.5,   1,      2.5,
-					5,	10};
+static const double commit_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
+					0.025,	0.05,  0.1,    0.25,  0.5,
+					1,	2.5,   5,      10};
 #define NBUCKETS (sizeof commit_buckets / sizeof commit_buckets[0])
 
 static struct {
@@ -311,17 +310,17 @@ void fleet_open(struct event_base *base, struct store *store)
 		snprintf(fl.host, sizeof fl.host, "unknown");
 	fl.have_machine_id =
 	    common_machine_id(fl.machine_id, sizeof fl.machine_id) == 0;
-	if (fl.log && fleet_log_open(cfg.findings_log,
-				     cfg.findings_log_max_size,
-				     cfg.findings_log_keep) == -1)
+	if (fl.log &&
+	    fleet_log_open(cfg.findings_log, cfg.findings_log_max_size,
+			   cfg.findings_log_keep) == -1)
 		fatal("cannot open the findings log %s", cfg.findings_log);
 	if (fl.journal)
 		fleet_journal_open(base);
 	if (cfg.metrics_file != NULL) {
 		/* --metrics-interval 0 writes after every commit; an idle
 		 * daemon's file is still written every second. */
-		uint64_t every = cfg.metrics_interval ? cfg.metrics_interval
-						      : NS_PER_SEC;
+		uint64_t every =
+		    cfg.metrics_interval ? cfg.metrics_interval : NS_PER_SEC;
 		struct timeval tv = {(time_t)(every / NS_PER_SEC),
 				     (suseconds_t)(every % NS_PER_SEC / 1000)};
 

@@ -271,8 +271,8 @@ static int send_memfd(const struct entry *e)
 	} control;
 	struct msghdr mh = {0};
 	struct cmsghdr *cmsg;
-	int fd = memfd_create("ctxleakd-journal", MFD_ALLOW_SEALING |
-						      MFD_CLOEXEC);
+	int fd =
+	    memfd_create("ctxleakd-journal", MFD_ALLOW_SEALING | MFD_CLOEXEC);
 	int rc = -1;
 
 	if (fd == -1)
@@ -411,8 +411,7 @@ void fleet_journal_close(void)
 	/* The loop is ending: the last commit's entries may wait a moment
 	 * for a journal that is merely busy. */
 	flush();
-	while (jn.head != NULL && jn.fd >= 0 &&
-	       (now = mono_ns()) < deadline) {
+	while (jn.head != NULL && jn.fd >= 0 && (now = mono_ns()) < deadline) {
 		struct pollfd pfd = {jn.fd, POLLOUT, 0};
 
 		if (poll(&pfd, 1, (int)((deadline - now) / 1000000) + 1) <= 0)

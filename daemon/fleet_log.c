@@ -60,9 +60,9 @@ static const char *const class_fixes[COMMON_CLASS_COUNT] = {
 /* The open log: its file and what the current commit adds to it. */
 static struct {
 	char *path;
-	int fd;		   /* -1: none open (a reopen failed) */
-	uint64_t max_size; /* rotate before passing it */
-	uint32_t keep;	   /* FILE.1 .. FILE.keep */
+	int fd;		       /* -1: none open (a reopen failed) */
+	uint64_t max_size;     /* rotate before passing it */
+	uint32_t keep;	       /* FILE.1 .. FILE.keep */
 	struct fleet_buf line; /* the commit's lines, '\n'-terminated */
 	uint64_t pending;      /* lines in it */
 	int failing;	       /* the last write failed: not logged again */
@@ -168,7 +168,8 @@ void fleet_buf_json_str(struct fleet_buf *b, const char *s, size_t len)
 	fleet_buf_put(b, "\"", 1);
 	while (i < len) {
 		/* Printable ASCII, nearly all of it, without decoding. */
-		if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\') {
+		if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' &&
+		    p[i] != '\\') {
 			i++;
 			continue;
 		}
@@ -248,7 +249,8 @@ static void kint(struct fleet_buf *b, const char *k, int64_t v)
 }
 
 /* A column as cli_json_kcol writes it. */
-static void kcol(struct fleet_buf *b, const char *k, const struct store_value *v)
+static void kcol(struct fleet_buf *b, const char *k,
+		 const struct store_value *v)
 {
 	switch (v->type) {
 	case STORE_NULL:
@@ -264,7 +266,8 @@ static void kcol(struct fleet_buf *b, const char *k, const struct store_value *v
 }
 
 /* A ctx as the CLI writes it: unsigned decimal in a string; 0 is null. */
-static void kctx(struct fleet_buf *b, const char *k, const struct store_value *v)
+static void kctx(struct fleet_buf *b, const char *k,
+		 const struct store_value *v)
 {
 	char num[24];
 
@@ -294,7 +297,8 @@ void fleet_finding_json(struct fleet_buf *b, const struct store_finding_row *f,
 			const char *host, const char *machine_id)
 {
 	const struct store_value *record = &f->col[SF_RECORD];
-	int is_tag = text_is(record, "TAG"), is_event = text_is(record, "EVENT");
+	int is_tag = text_is(record, "TAG"),
+	    is_event = text_is(record, "EVENT");
 	char ts[64], cls[16] = "";
 
 	fleet_buf_put(b, "{", 1);
@@ -409,8 +413,8 @@ static uint64_t count_lines(const char *p, size_t len)
 {
 	uint64_t n = 0;
 
-	for (const char *end = p + len; (p = memchr(p, '\n', (size_t)(end - p)));
-	     p++)
+	for (const char *end = p + len;
+	     (p = memchr(p, '\n', (size_t)(end - p))); p++)
 		n++;
 	return n;
 }
@@ -496,7 +500,8 @@ void fleet_log_flush(void)
 			q = memchr(p, '\n', (size_t)(end - p)) + 1;
 		}
 		if (append(p, (size_t)(q - p), size) == -1) {
-			flog.stats.lines_failed += count_lines(q, (size_t)(end - q));
+			flog.stats.lines_failed +=
+			    count_lines(q, (size_t)(end - q));
 			break;
 		}
 		size += q - p;

@@ -1238,8 +1238,7 @@ int store_committed_findings(struct store *s, int64_t first,
 	return feed_findings(s->feed, first, fn, arg);
 }
 
-int store_totals(struct store *s, struct store_totals *out,
-		 int with_findings)
+int store_totals(struct store *s, struct store_totals *out, int with_findings)
 {
 	return feed_totals(s->feed, out, with_findings);
 }

@@ -79,7 +79,7 @@ struct feed {
 	sqlite3_stmt *st[NFEED];
 	struct root *roots; /* the recent requests, sorted for bsearch */
 	size_t nroots, cap;
-	int roots_loaded;   /* in this feed_findings call */
+	int roots_loaded; /* in this feed_findings call */
 };
 
 struct feed *feed_new(struct sqlite3 *db)
@@ -211,9 +211,9 @@ static int64_t ctx_request(struct feed *f, int64_t process, int64_t victim,
 	}
 	if (!f->roots_loaded)
 		load_roots(f);
-	found = f->nroots ? bsearch(&key, f->roots, f->nroots, sizeof key,
-				    cmp_root)
-			  : NULL;
+	found = f->nroots
+		    ? bsearch(&key, f->roots, f->nroots, sizeof key, cmp_root)
+		    : NULL;
 	return found != NULL ? found->id : 0;
 }
 
@@ -248,8 +248,7 @@ static const char *detail_str(struct feed *f, const char *detail,
 	return buf;
 }
 
-int feed_findings(struct feed *f, int64_t first, store_finding_fn fn,
-		  void *arg)
+int feed_findings(struct feed *f, int64_t first, store_finding_fn fn, void *arg)
 {
 	sqlite3_stmt *st = f->st[ST_FINDINGS];
 	struct store_finding_row row;

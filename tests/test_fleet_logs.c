@@ -210,8 +210,8 @@ static char *expected_line(const char *cli_line, size_t len)
 static int assert_lines_match_cli(const struct harness_daemon *d,
 				  const char *text)
 {
-	struct run r = run("--db", (char *)d->db, "leaks", "--json", "--limit",
-			   "0");
+	struct run r =
+	    run("--db", (char *)d->db, "leaks", "--json", "--limit", "0");
 	int64_t last = 0;
 	int n = 0;
 
@@ -232,10 +232,11 @@ static int assert_lines_match_cli(const struct harness_daemon *d,
 		c = strstr(r.out, key);
 		ck_assert_msg(c != NULL, "id %" PRId64 " not in the CLI's", id);
 		want = expected_line(c, strcspn(c, "\n"));
-		ck_assert_msg(strlen(want) == (size_t)(nl - p) &&
-				  memcmp(want, p, (size_t)(nl - p)) == 0,
-			      "the log's line:\n%.*s\nthe CLI's, with host:\n%s",
-			      (int)(nl - p), p, want);
+		ck_assert_msg(
+		    strlen(want) == (size_t)(nl - p) &&
+			memcmp(want, p, (size_t)(nl - p)) == 0,
+		    "the log's line:\n%.*s\nthe CLI's, with host:\n%s",
+		    (int)(nl - p), p, want);
 		free(want);
 		n++;
 		p = nl + 1;
@@ -263,9 +264,8 @@ START_TEST(test_log_lines_are_the_cli_lines)
 	}
 	run_client(&d, 20);
 	/* Lines come after commits, with the daemon still running. */
-	ck_assert_int_eq(harness_wait_int(&d, "SELECT count(*) > 0 FROM leaks",
-					  1),
-			 0);
+	ck_assert_int_eq(
+	    harness_wait_int(&d, "SELECT count(*) > 0 FROM leaks", 1), 0);
 	stop_ok(&d);
 	leaks = query_int(&d, "SELECT count(*) FROM leaks");
 	ck_assert_int_gt(leaks, 60);
@@ -463,8 +463,13 @@ START_TEST(test_log_write_failure)
 {
 	struct harness_daemon d;
 	char *metrics;
-	const char *args[] = {"--findings-log", "/dev/full", "--metrics-file",
-			      NULL, "--metrics-interval", "0", NULL};
+	const char *args[] = {"--findings-log",
+			      "/dev/full",
+			      "--metrics-file",
+			      NULL,
+			      "--metrics-interval",
+			      "0",
+			      NULL};
 	int64_t leaks;
 	char want[128], *text;
 
@@ -502,11 +507,16 @@ START_TEST(test_log_short_write)
 {
 	struct harness_daemon d;
 	char *log_path, *metrics, *text, want[160];
-	const char *args[] = {"--findings-log",	  NULL,
-			      "--findings-log-max-size", "1G",
-			      "--metrics-file",		  NULL,
-			      "--metrics-interval",	  "0",
-			      "--host",			  HOST,
+	const char *args[] = {"--findings-log",
+			      NULL,
+			      "--findings-log-max-size",
+			      "1G",
+			      "--metrics-file",
+			      NULL,
+			      "--metrics-interval",
+			      "0",
+			      "--host",
+			      HOST,
 			      NULL};
 	struct rlimit rl = {FSIZE_LIMIT, FSIZE_LIMIT};
 	size_t prefix = FSIZE_LIMIT - FSIZE_ROOM;
@@ -590,8 +600,8 @@ static int parse_value(const char *s, double *out)
 	char *end;
 
 	if (!strcmp(s, "+Inf") || !strcmp(s, "-Inf") || !strcmp(s, "NaN")) {
-		*out = !strcmp(s, "NaN") ? NAN : (s[0] == '+' ? INFINITY
-							     : -INFINITY);
+		*out = !strcmp(s, "NaN") ? NAN
+					 : (s[0] == '+' ? INFINITY : -INFINITY);
 		return 0;
 	}
 	if (*s == '\0' || isspace((unsigned char)*s))
@@ -617,8 +627,8 @@ static int parse_labels(const char *p, char *copy, size_t len)
 		while (*p != '"') {
 			if (*p == '\0' || *p == '\n')
 				return -1;
-			if (*p == '\\' && !(p[1] == '\\' || p[1] == '"' ||
-					    p[1] == 'n'))
+			if (*p == '\\' &&
+			    !(p[1] == '\\' || p[1] == '"' || p[1] == 'n'))
 				return -1;
 			p += *p == '\\' ? 2 : 1;
 		}
@@ -634,8 +644,7 @@ static int parse_labels(const char *p, char *copy, size_t len)
 
 /* The family a sample name belongs to, by its TYPE: histograms own
  * _bucket, _sum and _count. */
-static int in_family(const char *sample, const char *family,
-		     const char *type)
+static int in_family(const char *sample, const char *family, const char *type)
 {
 	size_t n = strlen(family);
 
@@ -693,13 +702,13 @@ static void parse_exposition(const char *text, struct exposition *e)
 			snprintf(family, sizeof family, "%.*s", (int)n,
 				 line + 7);
 			ck_assert_msg(!strcmp(family, help_of),
-				      "TYPE %s without its HELP before", family);
-			ck_assert_msg(!strcmp(t, "counter") ||
-					  !strcmp(t, "gauge") ||
-					  !strcmp(t, "histogram") ||
-					  !strcmp(t, "summary") ||
-					  !strcmp(t, "untyped"),
-				      "%s", line);
+				      "TYPE %s without its HELP before",
+				      family);
+			ck_assert_msg(
+			    !strcmp(t, "counter") || !strcmp(t, "gauge") ||
+				!strcmp(t, "histogram") ||
+				!strcmp(t, "summary") || !strcmp(t, "untyped"),
+			    "%s", line);
 			snprintf(type, sizeof type, "%s", t);
 			ck_assert_int_lt(nseen, 64);
 			snprintf(seen[nseen++], sizeof seen[0], "%s", family);
@@ -720,7 +729,8 @@ static void parse_exposition(const char *text, struct exposition *e)
 			ck_assert_int_lt(e->n, 256);
 			ck_assert_msg(is_name(line, n, 1), "%s", line);
 			snprintf(s->name, sizeof s->name, "%.*s", (int)n, line);
-			ck_assert_msg(*family && in_family(s->name, family, type),
+			ck_assert_msg(*family &&
+					  in_family(s->name, family, type),
 				      "sample %s outside its family (%s)",
 				      s->name, family);
 			s->labels[0] = '\0';
@@ -734,10 +744,10 @@ static void parse_exposition(const char *text, struct exposition *e)
 			ck_assert_msg(parse_value(v + 1, &s->value) == 0,
 				      "bad value: %s", line);
 			for (int i = 0; i < e->n; i++)
-				ck_assert_msg(strcmp(e->s[i].name, s->name) ||
-						  strcmp(e->s[i].labels,
-							 s->labels),
-					      "%s twice", line);
+				ck_assert_msg(
+				    strcmp(e->s[i].name, s->name) ||
+					strcmp(e->s[i].labels, s->labels),
+				    "%s twice", line);
 			if (strstr(s->name, "_bucket") != NULL &&
 			    !strcmp(type, "histogram")) {
 				ck_assert_msg(!strncmp(s->labels, "le=\"", 4),
@@ -801,9 +811,9 @@ static void assert_metrics_match_db(const struct harness_daemon *d,
 	ck_assert_double_eq(value_of(&e, "ctxleak_connections", ""), 0);
 	ck_assert_double_eq(value_of(&e, "ctxleak_rows_not_stored_total", ""),
 			    0);
-	ck_assert_double_eq(
-	    value_of(&e, "ctxleak_build_info", "version=\"" COMMON_VERSION "\""),
-	    1);
+	ck_assert_double_eq(value_of(&e, "ctxleak_build_info",
+				     "version=\"" COMMON_VERSION "\""),
+			    1);
 	/* Commits were timed: +Inf is the count, and the last one ended
 	 * after the test began. */
 	ck_assert_double_gt(
@@ -822,8 +832,8 @@ START_TEST(test_metrics_file)
 {
 	struct harness_daemon d;
 	char *metrics, *text;
-	const char *args[] = {"--metrics-file", NULL, "--metrics-interval",
-			      "0", NULL};
+	const char *args[] = {"--metrics-file", NULL, "--metrics-interval", "0",
+			      NULL};
 	struct exposition e;
 
 	ck_assert_int_eq(harness_prepare(&d), 0);
@@ -951,7 +961,7 @@ static const char *field_of(const char *p, size_t len, const char *key,
 		if (p[k] == '=') {
 			v = p + k + 1;
 			n = (uint64_t)((const char *)memchr(v, '\n',
-							   (size_t)(end - v)) -
+							    (size_t)(end - v)) -
 				       v);
 		} else {
 			for (int i = 0; i < 8; i++)
@@ -999,8 +1009,7 @@ START_TEST(test_journal_entries)
 	int64_t leaks;
 
 	ck_assert_int_eq(harness_prepare(&d), 0);
-	snprintf(addr.sun_path, sizeof addr.sun_path, "%s/journal.sock",
-		 d.dir);
+	snprintf(addr.sun_path, sizeof addr.sun_path, "%s/journal.sock", d.dir);
 	rx->fd = socket(AF_UNIX, SOCK_DGRAM, 0);
 	ck_assert_int_ge(rx->fd, 0);
 	ck_assert_int_eq(bind(rx->fd, (struct sockaddr *)&addr, sizeof addr),
@@ -1028,7 +1037,8 @@ START_TEST(test_journal_entries)
 		ck_assert_str_eq(field_of(e, len, "CTXLEAK_HOST", v, sizeof v),
 				 HOST);
 		ck_assert_ptr_nonnull(field_of(e, len, "MESSAGE", v, sizeof v));
-		ck_assert_ptr_nonnull(field_of(e, len, "CTXLEAK_ID", v, sizeof v));
+		ck_assert_ptr_nonnull(
+		    field_of(e, len, "CTXLEAK_ID", v, sizeof v));
 		id = strtoll(v, NULL, 10);
 		/* In commit order, each finding once. */
 		ck_assert_int_eq(id, query_int(&d,
@@ -1074,7 +1084,8 @@ START_TEST(test_journal_entries)
 		/* Event messages and the value field stay out of the
 		 * journal. */
 		ck_assert_ptr_null(memmem(e, len, "\x1b[31m", 5));
-		ck_assert_ptr_null(field_of(e, len, "CTXLEAK_VALUE", v, sizeof v));
+		ck_assert_ptr_null(
+		    field_of(e, len, "CTXLEAK_VALUE", v, sizeof v));
 		ck_assert_ptr_null(
 		    field_of(e, len, "CTXLEAK_MESSAGE", v, sizeof v));
 		free(rx->dgram[i]);
@@ -1133,14 +1144,13 @@ START_TEST(test_journal_memfd)
 	struct journal_rx *rx = calloc(1, sizeof *rx);
 	struct sockaddr_un addr = {.sun_family = AF_UNIX};
 	const char *args[] = {"--findings-journal", "--max-string", "1M",
-			      "--max-record-size", "4M", NULL};
+			      "--max-record-size",  "4M",	    NULL};
 	pthread_t reader;
 	char *v = malloc(400 * 1024);
 	int huge = 0;
 
 	ck_assert_int_eq(harness_prepare(&d), 0);
-	snprintf(addr.sun_path, sizeof addr.sun_path, "%s/journal.sock",
-		 d.dir);
+	snprintf(addr.sun_path, sizeof addr.sun_path, "%s/journal.sock", d.dir);
 	rx->fd = socket(AF_UNIX, SOCK_DGRAM, 0);
 	ck_assert_int_eq(bind(rx->fd, (struct sockaddr *)&addr, sizeof addr),
 			 0);
@@ -1154,9 +1164,10 @@ START_TEST(test_journal_memfd)
 					  "WHERE disconnected_at IS NOT NULL",
 					  1),
 			 0);
-	ck_assert_int_ge(query_int(&d, "SELECT count(*) FROM leaks WHERE "
-				       "length(victim_name) = %d",
-				       HUGE_NAME),
+	ck_assert_int_ge(query_int(&d,
+				   "SELECT count(*) FROM leaks WHERE "
+				   "length(victim_name) = %d",
+				   HUGE_NAME),
 			 1);
 	stop_ok(&d);
 	rx->stop = 1;
@@ -1220,14 +1231,14 @@ static Suite *fleet_suite(void)
 {
 	Suite *s = suite_create("fleet_logs");
 
-	suite_add_tcase(s, check_tcase("findings_log", 120,
-				       test_log_lines_are_the_cli_lines,
-				       test_log_appends_across_restarts,
-				       test_log_reopen_on_hangup,
-				       test_log_rotation, test_log_write_failure,
-				       test_log_short_write,
-				       NULL));
-	suite_add_tcase(s, check_tcase("metrics", 120, test_metrics_file, NULL));
+	suite_add_tcase(
+	    s,
+	    check_tcase("findings_log", 120, test_log_lines_are_the_cli_lines,
+			test_log_appends_across_restarts,
+			test_log_reopen_on_hangup, test_log_rotation,
+			test_log_write_failure, test_log_short_write, NULL));
+	suite_add_tcase(s,
+			check_tcase("metrics", 120, test_metrics_file, NULL));
 	suite_add_tcase(s, check_tcase("journal", 120, test_journal_entries,
 				       test_journal_memfd, test_journal_absent,
 				       NULL));
