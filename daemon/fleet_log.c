@@ -419,32 +419,40 @@ static uint64_t count_lines(const char *p, size_t len)
 	return n;
 }
 
-/* Appends len bytes of whole lines; 0, or -1 when they were not all
- * written (the file is cut back to the last whole line). */
-static int append(const char *p, size_t len, off_t size)
+/* Appends len bytes of whole lines, the rest of a short write after it
+ * (a signal); 0, or -1 when they were not all written: the file is then
+ * cut back to its last whole line. */
+static int append(const char *p, size_t len)
 {
-	ssize_t n = flog.fd >= 0 ? write(flog.fd, p, len) : -1;
-	int err = flog.fd >= 0 ? errno : EBADF;
-	size_t whole;
+	size_t done = 0, whole;
+	ssize_t n = -1;
+	int err = EBADF;
+	const char *nl;
+	struct stat st;
 
-	if (n == (ssize_t)len) {
+	while (flog.fd >= 0 && done < len) {
+		if ((n = write(flog.fd, p + done, len - done)) > 0)
+			done += (size_t)n;
+		else if (n == -1 && errno == EINTR)
+			continue;
+		else {
+			err = n == -1 ? errno : EIO;
+			break;
+		}
+	}
+	if (done == len) {
 		flog.stats.lines_written += count_lines(p, len);
 		if (flog.failing)
 			log_info("findings log: writing again");
 		flog.failing = 0;
 		return 0;
 	}
-	/* Short: keep the whole lines written, cut the partial one. */
-	whole = 0;
-	if (n > 0) {
-		const char *nl = memrchr(p, '\n', (size_t)n);
-
-		whole = nl != NULL ? (size_t)(nl - p) + 1 : 0;
-		if (ftruncate(flog.fd, size + (off_t)whole) == -1)
-			err = errno;
-		else
-			err = ENOSPC;
-	}
+	nl = done > 0 ? memrchr(p, '\n', done) : NULL;
+	whole = nl != NULL ? (size_t)(nl - p) + 1 : 0;
+	if (done > whole &&
+	    (fstat(flog.fd, &st) == -1 ||
+	     ftruncate(flog.fd, st.st_size - (off_t)(done - whole)) == -1))
+		err = errno; /* half a line stays: say why */
 	flog.stats.lines_written += count_lines(p, whole);
 	flog.stats.lines_failed += count_lines(p + whole, len - whole);
 	if (!flog.failing)
@@ -499,7 +507,7 @@ void fleet_log_flush(void)
 			/* Rotation failed: write past the limit. */
 			q = memchr(p, '\n', (size_t)(end - p)) + 1;
 		}
-		if (append(p, (size_t)(q - p), size) == -1) {
+		if (append(p, (size_t)(q - p)) == -1) {
 			flog.stats.lines_failed +=
 			    count_lines(q, (size_t)(end - q));
 			break;
