@@ -223,10 +223,10 @@ struct store_value {
 	enum store_value_type type;
 	int64_t i;     /* STORE_INT */
 	const char *s; /* STORE_TEXT: len bytes, any of them (client text) */
-	size_t len;
+	size_t len;    /* STORE_TEXT: s's bytes */
 };
 struct store_finding_row {
-	struct store_value col[SF_COLS];
+	struct store_value col[SF_COLS]; /* by enum store_finding_col */
 	const char *site;   /* "file:line func" as the CLI prints it; NULL:
 			       none */
 	const char *detail; /* the detail line, contexts named as below;
@@ -539,9 +539,9 @@ char *fleet_rfc3339(int64_t ns, char *buf, size_t len);
 void fleet_finding_json(struct fleet_buf *b, const struct store_finding_row *f,
 			const char *host, const char *machine_id);
 struct fleet_log_stats {
-	uint64_t lines_written;
-	uint64_t lines_failed; /* not written: disk full, out of memory */
-	uint64_t rotations;
+	uint64_t lines_written; /* whole lines appended */
+	uint64_t lines_failed;	/* not written: disk full, out of memory */
+	uint64_t rotations;	/* FILE renamed to FILE.1 */
 };
 /* -1 (errno) when FILE cannot be opened. */
 int fleet_log_open(const char *path, uint64_t max_size, uint32_t keep);
@@ -563,7 +563,7 @@ void fleet_journal_open(struct event_base *base);
 void fleet_journal_add(const struct store_finding_row *f, const char *host);
 void fleet_journal_close(void); /* sends what it can without waiting */
 struct fleet_journal_stats {
-	uint64_t sent;
+	uint64_t sent;	  /* entries the journal's socket took */
 	uint64_t dropped; /* the queue was full, or the journal absent */
 };
 void fleet_journal_stats(struct fleet_journal_stats *out);

@@ -46,12 +46,12 @@ static const double commit_buckets[] = {0.0005, 0.001, 0.0025, 0.005, 0.01,
 #define NBUCKETS (sizeof commit_buckets / sizeof commit_buckets[0])
 
 static struct {
-	struct store *store;
-	struct event *metrics_timer;
-	char host[256];
-	char machine_id[64];
-	int have_machine_id;
-	int log, journal; /* the outputs on */
+	struct store *store;	     /* NULL: no output on */
+	struct event *metrics_timer; /* writes the metrics when idle */
+	char host[256];		     /* --host, or the system's */
+	char machine_id[64];	     /* /etc/machine-id's */
+	int have_machine_id;	     /* ... when it has one */
+	int log, journal;	     /* the outputs on */
 	/* Commits since start: how long they took, and the last one. */
 	uint64_t commits;
 	uint64_t commit_bucket[NBUCKETS]; /* per bucket, not cumulative */
@@ -178,6 +178,10 @@ static void write_metrics_to(FILE *f, const struct store_totals *t)
 	       "Findings whose --findings-log line could not be written: "
 	       "full disk (its counter since start).",
 	       ls.lines_failed);
+	metric(f, "ctxleak_findings_log_rotations_total", "counter",
+	       "Times --findings-log was rotated by size (its counter since "
+	       "start).",
+	       ls.rotations);
 	metric(f, "ctxleak_findings_journal_entries_sent_total", "counter",
 	       "Findings sent to the journal (its counter since start).",
 	       js.sent);

@@ -48,22 +48,22 @@
 #define CLOSE_WAIT_MS 1000
 
 struct entry {
-	struct entry *next;
-	size_t len;
-	char data[]; /* the native protocol's fields */
+	struct entry *next; /* the next queued; NULL: the last */
+	size_t len;	    /* bytes of data */
+	char data[];	    /* the native protocol's fields */
 };
 
 static struct {
-	struct event_base *base;
-	struct event *writable; /* armed while the queue waits */
-	int fd;			/* connected; -1: not */
-	struct sockaddr_un addr;
-	uint64_t next_connect; /* CLOCK_MONOTONIC ns */
-	int absent_logged;     /* the journal's absence was logged */
-	int full_logged;       /* a full queue was logged */
-	struct entry *head, **tail;
-	unsigned queued;
-	size_t queued_bytes;
+	struct event_base *base;    /* NULL: not open */
+	struct event *writable;	    /* armed while the queue waits */
+	int fd;			    /* connected; -1: not */
+	struct sockaddr_un addr;    /* the journal's socket */
+	uint64_t next_connect;	    /* CLOCK_MONOTONIC ns of the next try */
+	int absent_logged;	    /* the journal's absence was logged */
+	int full_logged;	    /* a full queue was logged */
+	struct entry *head, **tail; /* the queue, oldest first */
+	unsigned queued;	    /* entries in it */
+	size_t queued_bytes;	    /* and their bytes */
 	struct fleet_journal_stats stats;
 } jn = {.fd = -1};
 

@@ -59,7 +59,7 @@ static const char *const class_fixes[COMMON_CLASS_COUNT] = {
 
 /* The open log: its file and what the current commit adds to it. */
 static struct {
-	char *path;
+	char *path;	       /* FILE; NULL: no log */
 	int fd;		       /* -1: none open (a reopen failed) */
 	uint64_t max_size;     /* rotate before passing it */
 	uint32_t keep;	       /* FILE.1 .. FILE.keep */
