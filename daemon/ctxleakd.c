@@ -167,6 +167,7 @@ enum opt_kind {
 	K_PATH,	     /* a string; max: its length limit (0: none) */
 	K_CHOICE,    /* one of choices[]: the field is its index */
 	K_OFF,	     /* no argument: the field is 0 */
+	K_ON,	     /* no argument: the field is 1 */
 	K_LOG,	     /* a log level by name */
 	K_COUNT,     /* a positive integer (K, M, G allowed) */
 	K_SIZE,	     /* bytes, with K, M or G, min to max */
@@ -264,6 +265,27 @@ static const struct opt options[] = {
      64ULL << 20, NULL, "bytes in one record"},
     {"max-string", "N", K_SIZE, FIELD(limits.max_string), NULL, 0, 64ULL << 20,
      NULL, "bytes in one string"},
+    /* Fleets: findings and metrics where log pipelines and Prometheus
+     * look (fleet.c).  Files of 64M, five kept: the log never takes more
+     * than 384M of disk, however many findings come. */
+    {"findings-log", "FILE", K_PATH, FIELD(findings_log), NULL, 0, 0, NULL,
+     "append each committed finding to FILE as one JSON line: the fields "
+     "of ctxleak leaks --json, and host"},
+    {"findings-log-max-size", "SIZE", K_SIZE, FIELD(findings_log_max_size),
+     "64M", 1, UINT64_MAX, NULL,
+     "rotate the findings log before it grows past SIZE"},
+    {"findings-log-keep", "N", K_COUNT, FIELD(findings_log_keep), "5", 0, 0,
+     NULL, "rotated findings logs kept: FILE.1 (the newest) to FILE.N"},
+    {"findings-journal", NULL, K_ON, FIELD(findings_journal), NULL, 0, 0, NULL,
+     "send each committed finding to the systemd journal, with "
+     "MESSAGE_ID=" FLEET_MESSAGE_ID},
+    {"host", "NAME", K_PATH, FIELD(host), NULL, 0, 0, NULL,
+     "the host name findings carry (default: the system's, or machine-ID "
+     "when that is localhost)"},
+    {"metrics-file", "FILE", K_PATH, FIELD(metrics_file), NULL, 0, 0, NULL,
+     "write metrics to FILE for node_exporter's textfile collector"},
+    {"metrics-interval", "DUR", K_DURATION, FIELD(metrics_interval), "15s", 0,
+     0, NULL, "write the metrics file after commits at most this often"},
     {"help", NULL, K_HELP, NO_FIELD, NULL, 0, 0, NULL, "this help"},
     {"version", NULL, K_VERSION, NO_FIELD, NULL, 0, 0, NULL, "the version"},
 };
@@ -331,6 +353,12 @@ static void parse_off(const struct opt *o, const char *arg)
 	set_uint(o, 0);
 }
 
+static void parse_on(const struct opt *o, const char *arg)
+{
+	(void)arg;
+	set_uint(o, 1);
+}
+
 static void parse_log(const struct opt *o, const char *arg)
 {
 	int level = log_level_from_name(arg);
@@ -390,6 +418,7 @@ static void (*const kinds[])(const struct opt *o, const char *arg) = {
     [K_PATH] = parse_path,
     [K_CHOICE] = parse_choice,
     [K_OFF] = parse_off,
+    [K_ON] = parse_on,
     [K_LOG] = parse_log,
     [K_COUNT] = parse_count_opt,
     [K_SIZE] = parse_size_opt,
@@ -583,6 +612,7 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	server_drain();
 	server_status(status, sizeof status);
 	store_commit(store);
+	fleet_close(); /* the last lines and metrics, after the last commit */
 	store_stats(store, &ss);
 	store_close(store);
 	store = NULL;
@@ -600,6 +630,7 @@ static void on_hangup(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	(void)arg;
 	log_reopen();
+	fleet_reopen();
 }
 
 static struct event *add_event(int fd, short what, event_callback_fn cb,
@@ -641,6 +672,7 @@ int main(int argc, char **argv)
 	events[2] = add_event(SIGHUP, EV_SIGNAL | EV_PERSIST, on_hangup, NULL);
 	server_prepare();
 	open_store();
+	fleet_open(base, store);
 	process_init(base, store);
 	server_listen(base);
 	events[3] = add_event(-1, EV_PERSIST, on_store_tick, &tick);

@@ -184,6 +184,90 @@ uint64_t store_last_request_id(struct store *s);
  * disk full. */
 void store_limit_pages(struct store *s, int64_t extra);
 
+/* After each commit, ctxleakd's fleet outputs (fleet.c) are told what it
+ * stored: the first leaks.id it wrote (0: no finding), how long it took
+ * (its hook rows, summaries and the COMMIT) and when it ended. */
+struct store_commit_info {
+	int64_t first_finding; /* leaks.id; the commit's findings are those
+				  from it on */
+	uint64_t duration_ns;  /* CLOCK_MONOTONIC */
+	int64_t wall_ns;       /* wall-clock ns at its end */
+};
+typedef void (*store_commit_observer)(struct store *s,
+				      const struct store_commit_info *ci,
+				      void *arg);
+void store_set_commit_observer(struct store *s, store_commit_observer fn,
+			       void *arg);
+
+/* store_feed.c: what the fleet outputs read of the file.  A committed
+ * finding as `ctxleak leaks --json` reads it (cli/cli_leaks.c): the leaks
+ * row joined with its process and site, column by column. */
+enum store_finding_col {
+	SF_ID,
+	SF_CLASS,
+	SF_APP,
+	SF_PID,
+	SF_TID,
+	SF_TS,
+	SF_VICTIM_ID,
+	SF_VICTIM_CTX,
+	SF_VICTIM_NAME,
+	SF_SOURCE_ID,
+	SF_SOURCE_CTX,
+	SF_SOURCE_NAME,
+	SF_RECORD,
+	SF_NAME,
+	SF_VALUE,
+	SF_CTX,
+	SF_CAUSE,
+	SF_OTHER,
+	SF_PROCESS,
+	SF_COLS
+};
+enum store_value_type { STORE_NULL, STORE_INT, STORE_TEXT };
+struct store_value {
+	enum store_value_type type;
+	int64_t i;     /* STORE_INT */
+	const char *s; /* STORE_TEXT: len bytes, any of them (client text) */
+	size_t len;    /* STORE_TEXT: s's bytes */
+};
+struct store_finding_row {
+	struct store_value col[SF_COLS]; /* by enum store_finding_col */
+	const char *site;   /* "file:line func" as the CLI prints it; NULL:
+			       none */
+	const char *detail; /* the detail line, contexts named as below;
+			       NULL: none */
+};
+/* Each finding with leaks.id >= first, in id order (commit order), to fn;
+ * the row's strings last until fn returns.  The detail names a context
+ * as the CLI does ("#ID" of its request, else its unsigned decimal
+ * value), looking among the requests that began last rather than all of
+ * them (store_feed.c).  An SQLite result code. */
+typedef void (*store_finding_fn)(void *arg, const struct store_finding_row *f);
+int store_committed_findings(struct store *s, int64_t first,
+			     store_finding_fn fn, void *arg);
+/* The file's totals that survive restarts, read cheaply (processes, runs
+ * and drops are small tables): what the metrics report. */
+struct store_totals {
+	uint64_t records_stored;	       /* sum of processes.records */
+	uint64_t records_dropped;	       /* sum of processes.dropped */
+	uint64_t drop_windows;		       /* drops rows */
+	uint64_t unclean_runs;		       /* runs.unclean */
+	uint64_t vanished;		       /* processes.vanished */
+	uint64_t findings[COMMON_CLASS_COUNT]; /* leaks by class, in the
+						  order of common_class_names */
+};
+/* With findings counted (a scan of leaks: at start only, then the
+ * caller adds what each commit stored) when with_findings. */
+int store_totals(struct store *s, struct store_totals *out, int with_findings);
+struct feed;
+struct sqlite3;
+struct feed *feed_new(struct sqlite3 *db);
+void feed_free(struct feed *f);
+int feed_findings(struct feed *f, int64_t first, store_finding_fn fn,
+		  void *arg);
+int feed_totals(struct feed *f, struct store_totals *out, int with_findings);
+
 /* store_schema.c: creates or migrates the schema of an open connection.
  * -1 and a one-line reason when the file is not a ctxleak database or is
  * of a newer schema. */
@@ -429,6 +513,68 @@ void sdnotify_start(struct event_base *base); /* watchdog, STATUS= timers */
 void sdnotify_ready(void);
 void sdnotify_stopping(void);
 
+/* ------------------------------------------------------------ fleet.c */
+
+/* What fleets already run gets the daemon's findings: --findings-log
+ * (fleet_log.c), --findings-journal (fleet_journal.c) and --metrics-file,
+ * all fed after each commit from what it stored.  fleet_open after the
+ * store opens; fleet_close after the last commit, before store_close. */
+void fleet_open(struct event_base *base, struct store *store);
+void fleet_close(void);
+void fleet_reopen(void); /* SIGHUP: reopen the findings log */
+
+/* fleet_log.c: a growing buffer, the CLI's JSON string escaping, the JSON
+ * line of a finding, and the findings log file with its rotation. */
+struct fleet_buf {
+	char *p;	 /* NUL-terminated; NULL until something is put */
+	size_t len, cap; /* bytes used (without the NUL), allocated */
+	int oom;	 /* an allocation failed: what came after is lost */
+};
+void fleet_buf_put(struct fleet_buf *b, const char *s, size_t n);
+void fleet_buf_puts(struct fleet_buf *b, const char *s);
+void fleet_buf_free(struct fleet_buf *b);
+/* The length of the valid UTF-8 character at s (n bytes left) and its
+ * code point; 0 when the bytes there are not one. */
+size_t fleet_utf8_next(const unsigned char *s, size_t n, uint32_t *cp);
+/* s as valid UTF-8: each invalid byte as U+FFFD. */
+void fleet_buf_utf8(struct fleet_buf *b, const char *s, size_t len);
+/* s as a quoted JSON string, as cli/cli_out.c writes one. */
+void fleet_buf_json_str(struct fleet_buf *b, const char *s, size_t len);
+const char *fleet_class_fix(const char *cls); /* NULL: no such class */
+char *fleet_rfc3339(int64_t ns, char *buf, size_t len);
+/* One line, '\n' included; machine_id NULL: not known. */
+void fleet_finding_json(struct fleet_buf *b, const struct store_finding_row *f,
+			const char *host, const char *machine_id);
+struct fleet_log_stats {
+	uint64_t lines_written; /* whole lines appended */
+	uint64_t lines_failed;	/* not written: disk full, out of memory */
+	uint64_t rotations;	/* FILE renamed to FILE.1 */
+};
+/* -1 (errno) when FILE cannot be opened. */
+int fleet_log_open(const char *path, uint64_t max_size, uint32_t keep);
+void fleet_log_reopen(void);
+void fleet_log_add(const struct store_finding_row *f, const char *host,
+		   const char *machine_id);
+void fleet_log_flush(void); /* appends what the commit added */
+void fleet_log_close(void);
+void fleet_log_stats(struct fleet_log_stats *out);
+
+/* fleet_journal.c: each finding as a structured journal entry, spoken
+ * in journald's native protocol on a non-blocking socket, with a bounded
+ * queue, so that a slow journal never stops the event loop. */
+#define FLEET_JOURNAL_SOCKET "/run/systemd/journal/socket"
+#define FLEET_JOURNAL_ENV    "CTXLEAKD_JOURNAL_SOCKET" /* overrides it */
+/* The MESSAGE_ID of every finding's entry (journalctl MESSAGE_ID=...). */
+#define FLEET_MESSAGE_ID "378e9d4ef4324d278d4f741892a5677a"
+void fleet_journal_open(struct event_base *base);
+void fleet_journal_add(const struct store_finding_row *f, const char *host);
+void fleet_journal_close(void); /* sends what it can without waiting */
+struct fleet_journal_stats {
+	uint64_t sent;	  /* entries the journal's socket took */
+	uint64_t dropped; /* the queue was full, or the journal absent */
+};
+void fleet_journal_stats(struct fleet_journal_stats *out);
+
 /* ------------------------------------------------------------ ctxleakd.c */
 
 struct config {
@@ -457,6 +603,14 @@ struct config {
 				     before its connection is closed;
 				     0: for ever */
 	struct proto_limits limits;
+	/* fleet.c's outputs */
+	const char *findings_log;	/* NULL: none */
+	uint64_t findings_log_max_size; /* bytes; rotate before passing */
+	uint32_t findings_log_keep;	/* rotated files kept */
+	int findings_journal;		/* send each finding to the journal */
+	const char *host;		/* NULL: common_host_name */
+	const char *metrics_file;	/* NULL: none */
+	uint64_t metrics_interval;	/* ns between metrics writes, at most */
 };
 
 extern struct config cfg;

@@ -249,6 +249,13 @@ struct store {
 	int64_t run_id; /* this daemon's row in runs (store_runs.c) */
 	store_commit_hook hook;
 	void *hook_arg;
+	/* Told of each commit (ctxleakd's --findings-log, --metrics-file):
+	 * store_feed.c reads what it stored. */
+	store_commit_observer observer;
+	void *observer_arg;
+	struct feed *feed;
+	/* leaks.id of the open transaction's first finding; 0: none yet. */
+	int64_t txn_first_leak;
 	struct held_process *held_procs; /* rows the disk refused at HELLO */
 	struct process_update *held_updates; /* finalised processes' counters */
 
@@ -400,6 +407,7 @@ static void txn_failed(struct store *s, int rc, uint64_t extra,
 	s->in_txn = 0;
 	s->pending = 0;
 	s->pending_deleted = 0;
+	s->txn_first_leak = 0;
 	s->stats.rows_failed += lost;
 	if (s->state == STORE_WRITING)
 		episode_begins(s, rc, lost, what);
@@ -664,6 +672,8 @@ static void free_held_processes(struct store *s)
 static int txn_commit(struct store *s)
 {
 	uint64_t rid = s->last_rid;
+	uint64_t start = clock_ns(CLOCK_MONOTONIC);
+	struct store_commit_info ci;
 	int rc;
 
 	if (!s->in_txn)
@@ -702,6 +712,13 @@ static int txn_commit(struct store *s)
 	s->stats.retention_deleted += s->pending_deleted;
 	s->pending = 0;
 	s->pending_deleted = 0;
+	ci.first_finding = s->txn_first_leak;
+	s->txn_first_leak = 0;
+	if (s->observer != NULL) {
+		ci.duration_ns = clock_ns(CLOCK_MONOTONIC) - start;
+		ci.wall_ns = (int64_t)clock_ns(CLOCK_REALTIME);
+		s->observer(s, &ci, s->observer_arg);
+	}
 	return 0;
 }
 
@@ -724,6 +741,10 @@ static int row_end(struct store *s, sqlite3_stmt *st)
 
 	sqlite3_reset(st);
 	if (rc == SQLITE_DONE) {
+		/* Before a commit this row may make: that commit's observer
+		 * reads the transaction's findings from here on. */
+		if (st == s->st[ST_LEAK] && s->txn_first_leak == 0)
+			s->txn_first_leak = sqlite3_last_insert_rowid(s->db);
 		if (++s->pending >= s->commit_rows && !s->in_request)
 			txn_commit(s);
 		return 0;
@@ -1313,6 +1334,24 @@ void store_commit(struct store *s)
 	txn_commit(s);
 }
 
+void store_set_commit_observer(struct store *s, store_commit_observer fn,
+			       void *arg)
+{
+	s->observer = fn;
+	s->observer_arg = arg;
+}
+
+int store_committed_findings(struct store *s, int64_t first,
+			     store_finding_fn fn, void *arg)
+{
+	return feed_findings(s->feed, first, fn, arg);
+}
+
+int store_totals(struct store *s, struct store_totals *out, int with_findings)
+{
+	return feed_totals(s->feed, out, with_findings);
+}
+
 void store_stats(const struct store *s, struct store_stats *out)
 {
 	*out = s->stats;
@@ -1462,7 +1501,8 @@ static int configure(struct store *s, const char *path, char *err,
 	/* Sites first: retention's statements call site_held(). */
 	if ((s->sites = sites_new(s->db)) == NULL ||
 	    (s->retention = retention_new(s->db)) == NULL ||
-	    (s->summaries = summaries_new(s->db)) == NULL)
+	    (s->summaries = summaries_new(s->db)) == NULL ||
+	    (s->feed = feed_new(s->db)) == NULL)
 		goto fail;
 	return 0;
 fail:
@@ -1555,6 +1595,7 @@ void store_close(struct store *s)
 	free_held_processes(s);
 	retention_free(s->retention);
 	summaries_free(s->summaries);
+	feed_free(s->feed);
 	for (int i = 0; i < NSTMT; i++)
 		sqlite3_finalize(s->st[i]);
 	sites_free(s->sites);
