@@ -61,6 +61,8 @@
  * small enough that a replay after a cut is short. */
 #define BATCH_ROWS 20000
 #define DEFAULT_INTERVAL_SEC 5
+/* Bytes of COPY text a streamed COPY is given at a time. */
+#define STREAM_CHUNK (256 * 1024)
 /* The longest wait between attempts while the server is away. */
 #define BACKOFF_MAX_SEC 60
 /* How far back the daemon may still take requests back from a minute of
@@ -183,6 +185,8 @@ struct fwd {
 	struct ids finals;   /* processes that became final in this pass */
 	char *buf;	     /* COPY text of the rows to send */
 	size_t len, cap;
+	int streaming;	     /* a COPY straight into a table is under way */
+	size_t pushed;	     /* of buf, what that COPY has */
 	int local_error;     /* the failure was the local database's */
 	char err[1200];	     /* why the last pass failed */
 	char upsert[NTABLES][8192]; /* INSERT ... ON CONFLICT per table */
@@ -259,6 +263,17 @@ static void put_text(struct fwd *f, const unsigned char *s, int n)
 	}
 }
 
+/* Gives the COPY under way what the buffer gained since last time. */
+static int stream_push(struct fwd *f)
+{
+	if (f->len > f->pushed &&
+	    PQputCopyData(f->pg, f->buf + f->pushed, (int)(f->len - f->pushed)) !=
+		1)
+		return pg_fail(f, "COPY");
+	f->pushed = f->len;
+	return 0;
+}
+
 /*
  * Steps st to the end, appending each row to the COPY text: its columns
  * from skip on, ids translated, then source_id (and host_id for
@@ -311,6 +326,9 @@ static long copy_rows(struct fwd *f, sqlite3_stmt *st, int t, int skip,
 		if (last)
 			*last = sqlite3_column_int64(st, 0);
 		rows++;
+		if (f->streaming && f->len - f->pushed >= STREAM_CHUNK &&
+		    stream_push(f) == -1)
+			return -1;
 	}
 	if (rc != SQLITE_DONE)
 		return local_fail(f, tables[t].name);
@@ -449,21 +467,63 @@ static int send_plain(struct fwd *f, int t)
 
 /*
  * Rows that the central table should not have yet (findings after the
- * cursor, requests it has no row of): COPY straight into it, several
- * times faster than through the temporary table (COPY inserts rows in
- * bulk; INSERT ... SELECT one at a time).  Should one be there after all
- * (a unique key violated), the COPY is undone to a savepoint and the
- * rows go the upsert's way.  0 or -1.
+ * cursor, requests it has no row of, their tags) go by COPY straight into
+ * it, several times faster than through the temporary table (COPY inserts
+ * rows in bulk, INSERT ... SELECT one at a time), and streamed: the COPY
+ * is begun before the rows are read from SQLite and takes them a chunk
+ * at a time, so that the server inserts while the next are read.  Should
+ * one be there after all (a unique key violated), the COPY is undone to a
+ * savepoint and the rows, all still in the buffer, go the upsert's way.
  */
-static int send_new(struct fwd *f, int t)
+static int stream_begin(struct fwd *f, int t)
+{
+	char sql[2200];
+	PGresult *r;
+	int ok;
+
+	f->len = f->pushed = 0;
+	if (cli_pg_exec(f->pg, "SAVEPOINT fw_new") == -1)
+		return pg_fail(f, "SAVEPOINT");
+	snprintf(sql, sizeof sql, "COPY %s (%s, source_id%s) FROM STDIN",
+		 tables[t].name, tables[t].cols,
+		 t == T_PROCESSES ? ", host_id" : "");
+	r = PQexec(f->pg, sql);
+	ok = PQresultStatus(r) == PGRES_COPY_IN;
+	PQclear(r);
+	if (!ok)
+		return pg_fail(f, "COPY");
+	f->streaming = 1;
+	return 0;
+}
+
+/* Ends the COPY under way, or aborts it when why is not NULL.  0; or -1
+ * with the failure's SQLSTATE in state (8 bytes). */
+static int stream_finish(struct fwd *f, const char *why, char *state)
+{
+	PGresult *r;
+	int ok;
+
+	f->streaming = 0;
+	state[0] = '\0';
+	if (PQputCopyEnd(f->pg, why) != 1)
+		return pg_fail(f, "COPY");
+	r = PQgetResult(f->pg);
+	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+	if (!ok && PQresultErrorField(r, PG_DIAG_SQLSTATE))
+		snprintf(state, 8, "%s", PQresultErrorField(r, PG_DIAG_SQLSTATE));
+	PQclear(r);
+	while ((r = PQgetResult(f->pg)) != NULL)
+		PQclear(r);
+	return ok ? 0 : pg_fail(f, "COPY");
+}
+
+static int stream_end(struct fwd *f, int t)
 {
 	char state[8];
 
-	if (f->len == 0)
-		return 0;
-	if (cli_pg_exec(f->pg, "SAVEPOINT fw_new") == -1)
-		return pg_fail(f, "SAVEPOINT");
-	if (copy_in(f, t, tables[t].name, state) == 0) {
+	if (stream_push(f) == -1)
+		return -1;
+	if (stream_finish(f, NULL, state) == 0) {
 		f->len = 0;
 		return cli_pg_exec(f->pg, "RELEASE SAVEPOINT fw_new") == -1
 			   ? pg_fail(f, "RELEASE SAVEPOINT")
@@ -475,7 +535,6 @@ static int send_new(struct fwd *f, int t)
 		return pg_fail(f, "ROLLBACK TO SAVEPOINT");
 	return send_plain(f, t);
 }
-
 
 /* Binds v to ?1 (and w to ?2 when st has it) and copies the rows. */
 static long copy_bound(struct fwd *f, sqlite3_stmt *st, int t, int skip,
@@ -799,11 +858,14 @@ static long forward_appended(struct fwd *f, int t, int64_t *cursor)
 	snprintf(tail, sizeof tail, "WHERE %s > ?1 ORDER BY %s LIMIT %d",
 		 by_rowid ? "rowid" : "id", by_rowid ? "rowid" : "id",
 		 BATCH_ROWS);
-	if ((st = select_rows(f, t, by_rowid ? "rowid, " : "", tail)) == NULL)
+	if ((st = select_rows(f, t, by_rowid ? "rowid, " : "", tail)) == NULL ||
+	    (t != T_SITES && stream_begin(f, t) == -1)) {
+		sqlite3_finalize(st);
 		return -1;
+	}
 	n = copy_bound(f, st, t, by_rowid, *cursor, 0, cursor);
 	sqlite3_finalize(st);
-	if (n < 0 || (t == T_SITES ? send_plain(f, t) : send_new(f, t)) == -1)
+	if (n < 0 || (t == T_SITES ? send_plain(f, t) : stream_end(f, t)) == -1)
 		return -1;
 	return n;
 }
@@ -1035,16 +1097,17 @@ static int forward_requests(struct fwd *f, int64_t from, int64_t to)
 			       "committed_position IS NULL",
 			       -1, &running, NULL) != SQLITE_OK)
 		goto out;
-	if (gather_requests(f, &s, 0, req, running, &l) == -1 ||
-	    send_new(f, T_REQUESTS) == -1 ||
+	if (stream_begin(f, T_REQUESTS) == -1 ||
+	    gather_requests(f, &s, 0, req, running, &l) == -1 ||
+	    stream_end(f, T_REQUESTS) == -1 ||
 	    gather_requests(f, &s, 1, req, running, &l) == -1 ||
-	    send_plain(f, T_REQUESTS) == -1)
+	    send_plain(f, T_REQUESTS) == -1 || stream_begin(f, T_TAGS) == -1)
 		goto out;
 	for (size_t i = 0; i < l.sent_new.n; i++)
 		if (copy_bound(f, tags, T_TAGS, 0, l.sent_new.v[i], 0, NULL) <
 		    0)
 			goto out;
-	if (send_new(f, T_TAGS) == -1 ||
+	if (stream_end(f, T_TAGS) == -1 ||
 	    (l.gone.n && pending_change(f,
 					"DELETE FROM pending_requests WHERE "
 					"source_id = $1 AND request_id = "
@@ -1098,6 +1161,11 @@ static int batch(struct fwd *f, int first)
 	return sites == BATCH_ROWS || leaks == BATCH_ROWS ||
 	       drops == BATCH_ROWS;
 failed:
+	if (f->streaming) {
+		char state[8];
+
+		stream_finish(f, "the batch failed", state);
+	}
 	cli_pg_exec(f->pg, "ROLLBACK");
 	return -1;
 }
