@@ -911,6 +911,8 @@ static void named_unique(struct named_set *s)
 {
 	size_t out = 0;
 
+	if (s->n == 0)
+		return;
 	qsort(s->v, s->n, sizeof *s->v, by_id);
 	for (size_t i = 0; i < s->n; i++)
 		if (out == 0 || s->v[out - 1].id != s->v[i].id)

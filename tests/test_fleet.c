@@ -373,8 +373,10 @@ static void assert_exact(PGconn *c, long long source, const char *db)
 
 		local_lines(db, &compared[i], &local);
 		central_lines(c, source, &compared[i], &cen);
-		qsort(local.v, local.n, sizeof *local.v, by_str);
-		qsort(cen.v, cen.n, sizeof *cen.v, by_str);
+		if (local.n)
+			qsort(local.v, local.n, sizeof *local.v, by_str);
+		if (cen.n)
+			qsort(cen.v, cen.n, sizeof *cen.v, by_str);
 		ck_assert_msg(local.n == cen.n,
 			      "%s: %zu rows locally, %zu centrally (source "
 			      "%lld)",
@@ -417,17 +419,22 @@ static int caught_up(PGconn *c, long long source, long long leaks)
 	return central_int(c, sql) == 1;
 }
 
+/* Polls until the forwarder fw (its stderr in log) has caught up. */
 static void wait_caught_up(PGconn *c, const char *host,
-			   const struct harness_daemon *d)
+			   const struct harness_daemon *d, pid_t fw,
+			   const char *log)
 {
 	long long leaks = local_count(d, "leaks");
 
 	for (int i = 0; i < CATCH_UP_SEC * 20; i++) {
 		PGresult *r = PQexec(c, "SELECT 1");
-		int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+		int ok = PQresultStatus(r) == PGRES_TUPLES_OK, st;
 
 		PQclear(r);
 		ck_assert_msg(ok, "central: %s", PQerrorMessage(c));
+		ck_assert_msg(waitpid(fw, &st, WNOHANG) == 0,
+			      "the forwarder exited (status 0x%x): %s", st,
+			      read_file_at(log));
 		if (caught_up(c, source_of(c, host), leaks))
 			return;
 		harness_sleep_ms(50);
@@ -557,7 +564,7 @@ START_TEST(test_live)
 	run_example(&d, "auth_pool", "observe", NULL, 1000);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	c = central(&pg);
-	wait_caught_up(c, "live", &d);
+	wait_caught_up(c, "live", &d, fw, log);
 	stop_forwarder(fw);
 	assert_exact(c, source_of(c, "live"), d.db);
 	PQfinish(c);
@@ -640,7 +647,7 @@ START_TEST(test_server_away)
 	harness_sleep_ms(1500);
 	ck_assert_msg(pg_restart(&pg) == 0, "%s", pg_error());
 	c = central(&pg);
-	wait_caught_up(c, "away", &d);
+	wait_caught_up(c, "away", &d, fw, log);
 	stop_forwarder(fw);
 	assert_exact(c, source_of(c, "away"), d.db);
 	text = read_file_at(log);
