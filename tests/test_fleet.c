@@ -19,12 +19,15 @@
  *   once that the server was away and once that it was back.
  * - A forwarder killed with SIGKILL in the middle of its backlog, then
  *   run again: exact.
+ * - Findings forwarded while the requests they name are open (no row
+ *   yet): pending, then forwarded once the requests retire.
  * - A central schema newer than this ctxleak, and a server that is not
  *   there: --once fails with a message.  A database file made anew is a
  *   new source.
  */
 #include <check.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -781,6 +784,109 @@ START_TEST(test_new_file)
 }
 END_TEST
 
+/* Two requests open on two threads under the process-global backend:
+ * the first one's tag lands in the second (a finding that names both),
+ * then both stay open until the parent closes the pipe. */
+struct open_pair {
+	int *pipefd;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int step; /* 1: A begun; 2: B begun */
+};
+
+static void step_to(struct open_pair *p, int step)
+{
+	pthread_mutex_lock(&p->lock);
+	p->step = step;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void wait_step(struct open_pair *p, int step)
+{
+	pthread_mutex_lock(&p->lock);
+	while (p->step < step)
+		pthread_cond_wait(&p->cond, &p->lock);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void *second_request(void *arg)
+{
+	struct open_pair *p = arg;
+	uint64_t b;
+	char ch;
+
+	wait_step(p, 1);
+	b = ctxleak_begin("GET /b");
+	step_to(p, 2);
+	if (read(p->pipefd[0], &ch, 1) != 0)
+		return (void *)1;
+	ctxleak_end(b);
+	return NULL;
+}
+
+static int open_pair(void *arg)
+{
+	struct open_pair p = {arg, PTHREAD_MUTEX_INITIALIZER,
+			      PTHREAD_COND_INITIALIZER, 0};
+	pthread_t t;
+	void *rc;
+	uint64_t a;
+
+	close(p.pipefd[1]);
+	if (pthread_create(&t, NULL, second_request, &p) != 0)
+		return 1;
+	a = ctxleak_begin("GET /a");
+	step_to(&p, 1);
+	wait_step(&p, 2);
+	ctxleak_tag("user", "carol"); /* the global holds B now */
+	ctxleak_flush();
+	pthread_join(t, &rc);
+	ctxleak_end(a);
+	return rc != NULL;
+}
+
+/* Findings forwarded while the requests they name are still open (no
+ * row yet): pending centrally, then forwarded once they retire. */
+START_TEST(test_pending)
+{
+	struct harness_daemon d;
+	struct pg_server pg;
+	int pipefd[2];
+	pid_t child;
+	PGconn *c;
+
+	ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
+	start_pg(&pg);
+	START(&d, "--log-level", "warn");
+	child = harness_client_spawn(&d, CTXLEAK_BACKEND_GLOBAL, open_pair,
+				     pipefd);
+	ck_assert_int_gt(child, 0);
+	close(pipefd[0]);
+	ck_assert_int_eq(harness_wait_int(&d, "SELECT count(*) FROM leaks", 1),
+			 0);
+	ck_assert_int_eq(local_count(&d, "requests"), 0);
+	forward_once_ok(&d, &pg, "p");
+	c = central(&pg);
+	ck_assert_int_eq(central_int(c, "SELECT count(*) FROM leaks"),
+			 local_count(&d, "leaks"));
+	ck_assert_int_eq(central_int(c, "SELECT count(*) FROM requests"), 0);
+	ck_assert_int_ge(
+	    central_int(c, "SELECT count(*) FROM pending_requests"), 1);
+	close(pipefd[1]);
+	ck_assert_int_eq(harness_client_wait(child), 0);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_int_ge(local_count(&d, "requests"), 1);
+	forward_once_ok(&d, &pg, "p");
+	ck_assert_int_eq(
+	    central_int(c, "SELECT count(*) FROM pending_requests"), 0);
+	assert_exact(c, source_of(c, "p"), d.db);
+	PQfinish(c);
+	harness_cleanup(&d);
+	pg_cleanup(&pg);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("fleet");
@@ -788,6 +894,6 @@ int main(void)
 	suite_add_tcase(s, check_tcase("forward", 240, test_two_hosts,
 				       test_live, test_server_away,
 				       test_killed, test_refusals,
-				       test_new_file, NULL));
+				       test_new_file, test_pending, NULL));
 	return check_main(s, NULL);
 }
