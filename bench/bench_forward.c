@@ -48,10 +48,10 @@
 #include "../tests/pg.h"
 #include "proto.h"
 
-#define ROUNDS	       5
-#define OPEN_AT_ONCE   8    /* requests interleaved in the stream */
-#define STEPS	       5    /* records per request */
-#define INGEST_LEAKY   100  /* (c): one request in this many bleeds */
+#define ROUNDS		5
+#define OPEN_AT_ONCE	8    /* requests interleaved in the stream */
+#define STEPS		5    /* records per request */
+#define INGEST_LEAKY	100  /* (c): one request in this many bleeds */
 #define WATERMARK_EVERY 4096 /* records between watermarks, as a flush */
 
 static void die(const char *what)
@@ -138,8 +138,8 @@ static void build_stream(struct stream *s, size_t requests,
 	s->len = proto_encode_hello(s->bytes, cap, &h);
 	s->records = 0;
 	for (size_t g = 0; g < requests; g += OPEN_AT_ONCE) {
-		size_t in_group = requests - g < OPEN_AT_ONCE ? requests - g
-							      : OPEN_AT_ONCE;
+		size_t in_group =
+		    requests - g < OPEN_AT_ONCE ? requests - g : OPEN_AT_ONCE;
 
 		for (int step = 0; step < STEPS; step++)
 			for (size_t k = 0; k < in_group; k++) {
@@ -169,8 +169,8 @@ static void build_stream(struct stream *s, size_t requests,
 						    g + (k + 1) % in_group);
 				} else if (step == 2) {
 					r.type = PROTO_EVENT;
-					r.name = (struct proto_str){"db.query",
-								    8};
+					r.name =
+					    (struct proto_str){"db.query", 8};
 					r.message = (struct proto_str){
 					    "SELECT items", 12};
 				} else {
@@ -250,8 +250,7 @@ static long long central_count(const struct pg_server *pg, const char *sql)
 }
 
 /* The CLI's forward on db, --once or continuous; its pid. */
-static pid_t spawn_forward(const char *db, const struct pg_server *pg,
-			   int once)
+static pid_t spawn_forward(const char *db, const struct pg_server *pg, int once)
 {
 	pid_t pid = fork();
 	int null;
@@ -318,8 +317,10 @@ static void put_value(char **buf, size_t *len, size_t *cap, sqlite3_stmt *st,
 
 		if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
 			(*buf)[(*len)++] = '\\';
-			c = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r'
-									  : c;
+			c = c == '\t'	? 't'
+			    : c == '\n' ? 'n'
+			    : c == '\r' ? 'r'
+					: c;
 		}
 		(*buf)[(*len)++] = c;
 	}

@@ -59,7 +59,7 @@
 /* Rows of an append-only table per batch (one transaction): big enough
  * that a transaction's cost is spread (about 0.4 s at 50,000 findings/s),
  * small enough that a replay after a cut is short. */
-#define BATCH_ROWS 20000
+#define BATCH_ROWS	     20000
 #define DEFAULT_INTERVAL_SEC 5
 /* Bytes of COPY text a streamed COPY is given at a time. */
 #define STREAM_CHUNK (256 * 1024)
@@ -102,9 +102,8 @@ static const struct table tables[NTABLES] = {
 		     "model, recommend, model_evidence, committed_watermark, "
 		     "committed_position, what_if, vanished",
 		     "id", 1},
-    [T_SITES] = {"sites",
-		 "id, process_id, file, line, func, used, released_at", "id",
-		 1},
+    [T_SITES] = {"sites", "id, process_id, file, line, func, used, released_at",
+		 "id", 1},
     [T_RUNS] = {"runs",
 		"id, pid, started_at, last_commit_at, stopped_at, unclean",
 		"id", 1},
@@ -137,10 +136,15 @@ static const struct table tables[NTABLES] = {
 /* The columns that hold a local id, translated to central ones. */
 static int is_id_column(const char *name)
 {
-	static const char *const ids[] = {
-	    "id",		 "process_id",	      "request_id",
-	    "ctx_request_id",	 "victim_request_id", "source_request_id",
-	    "setter_request_id", "site_id",	      NULL};
+	static const char *const ids[] = {"id",
+					  "process_id",
+					  "request_id",
+					  "ctx_request_id",
+					  "victim_request_id",
+					  "source_request_id",
+					  "setter_request_id",
+					  "site_id",
+					  NULL};
 
 	for (int i = 0; ids[i]; i++)
 		if (strcmp(name, ids[i]) == 0)
@@ -168,27 +172,27 @@ static void ids_add(struct ids *l, int64_t id)
 /* The forwarder's state over its passes. */
 struct fwd {
 	struct cli *c;
-	PGconn *pg;	    /* NULL: not connected */
-	int away;	    /* the server was unreachable; said once */
-	int said_start;	    /* the first success was logged */
-	char host[256];	    /* the name this host forwards under */
+	PGconn *pg;	     /* NULL: not connected */
+	int away;	     /* the server was unreachable; said once */
+	int said_start;	     /* the first success was logged */
+	char host[256];	     /* the name this host forwards under */
 	char machine_id[64]; /* "" when there is none */
-	char path[4096];    /* the local database, as an absolute path */
-	dev_t dev;	    /* the local file open now: a file made anew */
-	ino_t ino;	    /* is opened again */
-	int64_t created_at; /* the source's first run's started_at */
+	char path[4096];     /* the local database, as an absolute path */
+	dev_t dev;	     /* the local file open now: a file made anew */
+	ino_t ino;	     /* is opened again */
+	int64_t created_at;  /* the source's first run's started_at */
 	int64_t host_id;
-	int64_t source_id;  /* 0: not known for this connection */
-	int64_t span;	    /* source_id * CLI_PG_ID_SPAN */
+	int64_t source_id; /* 0: not known for this connection */
+	int64_t span;	   /* source_id * CLI_PG_ID_SPAN */
 	/* Cursors, read under the source's lock at each batch. */
 	int64_t cur_sites, cur_leaks, cur_drops, cur_processes, cur_stats;
-	struct ids finals;   /* processes that became final in this pass */
-	char *buf;	     /* COPY text of the rows to send */
+	struct ids finals; /* processes that became final in this pass */
+	char *buf;	   /* COPY text of the rows to send */
 	size_t len, cap;
-	int streaming;	     /* a COPY straight into a table is under way */
-	size_t pushed;	     /* of buf, what that COPY has */
-	int local_error;     /* the failure was the local database's */
-	char err[1200];	     /* why the last pass failed */
+	int streaming;	 /* a COPY straight into a table is under way */
+	size_t pushed;	 /* of buf, what that COPY has */
+	int local_error; /* the failure was the local database's */
+	char err[1200];	 /* why the last pass failed */
 	char upsert[NTABLES][8192]; /* INSERT ... ON CONFLICT per table */
 };
 
@@ -219,8 +223,7 @@ static int pg_fail(struct fwd *f, const char *what)
 static int local_fail(struct fwd *f, const char *what)
 {
 	f->local_error = 1;
-	return fail(f, "%s: %s: %s", f->path, what,
-		    sqlite3_errmsg(f->c->db));
+	return fail(f, "%s: %s: %s", f->path, what, sqlite3_errmsg(f->c->db));
 }
 
 /* ------------------------------------------------------------ COPY text */
@@ -266,9 +269,8 @@ static void put_text(struct fwd *f, const unsigned char *s, int n)
 /* Gives the COPY under way what the buffer gained since last time. */
 static int stream_push(struct fwd *f)
 {
-	if (f->len > f->pushed &&
-	    PQputCopyData(f->pg, f->buf + f->pushed, (int)(f->len - f->pushed)) !=
-		1)
+	if (f->len > f->pushed && PQputCopyData(f->pg, f->buf + f->pushed,
+						(int)(f->len - f->pushed)) != 1)
 		return pg_fail(f, "COPY");
 	f->pushed = f->len;
 	return 0;
@@ -422,7 +424,8 @@ static int copy_in(struct fwd *f, int t, const char *table, char *state)
 	r = PQgetResult(f->pg);
 	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 	if (!ok && PQresultErrorField(r, PG_DIAG_SQLSTATE))
-		snprintf(state, 8, "%s", PQresultErrorField(r, PG_DIAG_SQLSTATE));
+		snprintf(state, 8, "%s",
+			 PQresultErrorField(r, PG_DIAG_SQLSTATE));
 	PQclear(r);
 	while ((r = PQgetResult(f->pg)) != NULL)
 		PQclear(r);
@@ -510,7 +513,8 @@ static int stream_finish(struct fwd *f, const char *why, char *state)
 	r = PQgetResult(f->pg);
 	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 	if (!ok && PQresultErrorField(r, PG_DIAG_SQLSTATE))
-		snprintf(state, 8, "%s", PQresultErrorField(r, PG_DIAG_SQLSTATE));
+		snprintf(state, 8, "%s",
+			 PQresultErrorField(r, PG_DIAG_SQLSTATE));
 	PQclear(r);
 	while ((r = PQgetResult(f->pg)) != NULL)
 		PQclear(r);
@@ -776,16 +780,15 @@ static int forward_mutable(struct fwd *f)
 			      "WHERE process_id >= ?1 AND minute >= ?2")) ==
 	    NULL)
 		return -1;
-	n = copy_bound(f, st, T_STATS, 0, f->cur_processes, f->cur_stats,
-		       NULL);
+	n = copy_bound(f, st, T_STATS, 0, f->cur_processes, f->cur_stats, NULL);
 	sqlite3_finalize(st);
 	if (n < 0 || (st = select_rows(f, T_STATS, "",
 				       "WHERE process_id = ?1 AND "
 				       "minute < ?2")) == NULL)
 		return -1;
 	for (size_t i = 0; i < f->finals.n; i++)
-		if (copy_bound(f, st, T_STATS, 0, f->finals.v[i],
-			       f->cur_stats, NULL) < 0) {
+		if (copy_bound(f, st, T_STATS, 0, f->finals.v[i], f->cur_stats,
+			       NULL) < 0) {
 			sqlite3_finalize(st);
 			return -1;
 		}
@@ -818,8 +821,8 @@ static int forward_mutable(struct fwd *f)
 		}
 		for (int i = 0; i < PQntuples(r); i++)
 			if (copy_bound(f, st, T_REQUESTS, 0,
-				       atoll(PQgetvalue(r, i, 0)) - f->span,
-				       0, NULL) < 0) {
+				       atoll(PQgetvalue(r, i, 0)) - f->span, 0,
+				       NULL) < 0) {
 				sqlite3_finalize(st);
 				PQclear(r);
 				return -1;
@@ -951,14 +954,15 @@ static int gather_named(struct fwd *f, int64_t from, int64_t to,
 
 	if (to <= from)
 		return 0;
-	if (sqlite3_prepare_v2(f->c->db,
-			       "SELECT victim_request_id, process_id FROM leaks "
-			       "WHERE id > ?1 AND id <= ?2 AND "
-			       "victim_request_id IS NOT NULL UNION "
-			       "SELECT source_request_id, process_id FROM leaks "
-			       "WHERE id > ?1 AND id <= ?2 AND "
-			       "source_request_id IS NOT NULL",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(
+		f->c->db,
+		"SELECT victim_request_id, process_id FROM leaks "
+		"WHERE id > ?1 AND id <= ?2 AND "
+		"victim_request_id IS NOT NULL UNION "
+		"SELECT source_request_id, process_id FROM leaks "
+		"WHERE id > ?1 AND id <= ?2 AND "
+		"source_request_id IS NOT NULL",
+		-1, &st, NULL) != SQLITE_OK)
 		return local_fail(f, "unexpected schema");
 	sqlite3_bind_int64(st, 1, from);
 	sqlite3_bind_int64(st, 2, to);
@@ -1086,8 +1090,7 @@ static int forward_requests(struct fwd *f, int64_t from, int64_t to)
 	sqlite3_stmt *req = NULL, *tags = NULL, *running = NULL;
 	int rc = -1;
 
-	if (gather_pending(f, &s) == -1 ||
-	    gather_named(f, from, to, &s) == -1)
+	if (gather_pending(f, &s) == -1 || gather_named(f, from, to, &s) == -1)
 		goto out;
 	named_unique(&s);
 	if (mark_known(f, &s) == -1 ||
@@ -1301,9 +1304,8 @@ int cli_forward(struct cli *c)
 		rc = pass(&f);
 		if (rc == 0) {
 			if (f.away)
-				cli_error(0,
-					  "forward: the central database is "
-					  "back; forwarding again");
+				cli_error(0, "forward: the central database is "
+					     "back; forwarding again");
 			else if (!f.said_start && !c->once)
 				cli_error(0,
 					  "forward: %s to the central "

@@ -103,8 +103,7 @@ static void report_drop(const struct harness_daemon *d, uint64_t instance)
 				       .ts = 2000000000,
 				       .since = 1000000000,
 				       .count = 120};
-	struct proto_record close_rec = {.type = PROTO_CLOSE,
-					 .ts = 2000000001};
+	struct proto_record close_rec = {.type = PROTO_CLOSE, .ts = 2000000001};
 	unsigned char buf[128];
 	size_t n = proto_encode_record(buf, sizeof buf, &dropped);
 	int fd = harness_connect(d);
@@ -131,8 +130,7 @@ static void forward_once_ok(const struct harness_daemon *d,
 {
 	struct run r = forward_once(d, pg, host);
 
-	ck_assert_msg(r.status == 0, "forward --once: %d: %s", r.status,
-		      r.err);
+	ck_assert_msg(r.status == 0, "forward --once: %d: %s", r.status, r.err);
 	run_free(&r);
 }
 
@@ -257,10 +255,15 @@ static const struct compared compared[] = {
 
 static int is_id(const char *col)
 {
-	static const char *const ids[] = {
-	    "id",		 "process_id",	      "request_id",
-	    "ctx_request_id",	 "victim_request_id", "source_request_id",
-	    "setter_request_id", "site_id",	      NULL};
+	static const char *const ids[] = {"id",
+					  "process_id",
+					  "request_id",
+					  "ctx_request_id",
+					  "victim_request_id",
+					  "source_request_id",
+					  "setter_request_id",
+					  "site_id",
+					  NULL};
 
 	for (int i = 0; ids[i]; i++)
 		if (strcmp(col, ids[i]) == 0)
@@ -330,8 +333,8 @@ static void local_lines(const char *db, const struct compared *t,
 	sqlite3_close(s);
 }
 
-static void central_lines(PGconn *c, long long source,
-			  const struct compared *t, struct lines *out)
+static void central_lines(PGconn *c, long long source, const struct compared *t,
+			  struct lines *out)
 {
 	char sql[2048], line[65536], num[24];
 	PGresult *r;
@@ -344,9 +347,8 @@ static void central_lines(PGconn *c, long long source,
 	for (int i = 0; i < PQntuples(r); i++) {
 		line[0] = '\0';
 		for (int j = 0; j < PQnfields(r); j++) {
-			const char *v = PQgetisnull(r, i, j)
-					    ? NULL
-					    : PQgetvalue(r, i, j);
+			const char *v =
+			    PQgetisnull(r, i, j) ? NULL : PQgetvalue(r, i, j);
 
 			if (v && is_id(PQfname(r, j)) && atoll(v) > 0) {
 				long long id = atoll(v);
@@ -450,8 +452,8 @@ static void wait_caught_up(PGconn *c, const char *host,
 static char *fingerprint(PGconn *c)
 {
 	static const char *const t[] = {
-	    "processes",     "sites",	"runs",	   "leaks", "requests", "tags",
-	    "request_stats", "what_if", "drops", NULL};
+	    "processes", "sites",	  "runs",    "leaks", "requests",
+	    "tags",	 "request_stats", "what_if", "drops", NULL};
 	char *out = calloc(1, 4096), sql[256];
 
 	ck_assert_ptr_nonnull(out);
@@ -511,10 +513,10 @@ START_TEST(test_two_hosts)
 	forward_once_ok(&b, &pg, "b");
 	c = central(&pg);
 	ck_assert_int_eq(central_int(c, "SELECT count(*) FROM sources"), 2);
-	ck_assert_int_eq(
-	    central_int(c, "SELECT count(*) FROM hosts WHERE name IN "
-			   "('a', 'b')"),
-	    2);
+	ck_assert_int_eq(central_int(c,
+				     "SELECT count(*) FROM hosts WHERE name IN "
+				     "('a', 'b')"),
+			 2);
 	assert_exact(c, source_of(c, "a"), a.db);
 	assert_exact(c, source_of(c, "b"), b.db);
 	ck_assert_int_eq(central_int(c, "SELECT count(*) FROM leaks"),
@@ -859,8 +861,8 @@ START_TEST(test_pending)
 	ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
 	start_pg(&pg);
 	START(&d, "--log-level", "warn");
-	child = harness_client_spawn(&d, CTXLEAK_BACKEND_GLOBAL, open_pair,
-				     pipefd);
+	child =
+	    harness_client_spawn(&d, CTXLEAK_BACKEND_GLOBAL, open_pair, pipefd);
 	ck_assert_int_gt(child, 0);
 	close(pipefd[0]);
 	ck_assert_int_eq(harness_wait_int(&d, "SELECT count(*) FROM leaks", 1),
@@ -892,8 +894,8 @@ int main(void)
 	Suite *s = suite_create("fleet");
 
 	suite_add_tcase(s, check_tcase("forward", 240, test_two_hosts,
-				       test_live, test_server_away,
-				       test_killed, test_refusals,
-				       test_new_file, test_pending, NULL));
+				       test_live, test_server_away, test_killed,
+				       test_refusals, test_new_file,
+				       test_pending, NULL));
 	return check_main(s, NULL);
 }
