@@ -996,19 +996,35 @@ static int pending_change(struct fwd *f, const char *sql, const struct ids *a,
 /* Marks the named requests whose row the central database has. */
 static int mark_known(struct fwd *f, struct named_set *s)
 {
-	struct ids all = {0};
-	char *arr, span[24];
-	const char *p[2];
+	struct ids asked = {0};
+	char *arr, span[24], end[24];
+	const char *p[] = {span, end};
 	PGresult *r;
+	int64_t highest;
 	size_t j = 0;
 
 	if (s->n == 0)
 		return 0;
-	for (size_t i = 0; i < s->n; i++)
-		ids_add(&all, s->v[i].id);
-	arr = id_array(&all, f->span);
-	free(all.v);
+	/* Request ids grow: those above the highest the central database
+	 * has of this source are not there, and need no lookup (in a
+	 * backlog, nearly all). */
 	snprintf(span, sizeof span, "%" PRId64, f->span);
+	snprintf(end, sizeof end, "%" PRId64,
+		 f->span + (int64_t)CLI_PG_ID_SPAN);
+	r = cli_pg_query(f->pg,
+			 "SELECT coalesce(max(id) - $1, 0) FROM requests WHERE "
+			 "id > $1 AND id < $2",
+			 2, p);
+	if (r == NULL)
+		return pg_fail(f, "requests");
+	highest = atoll(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	for (size_t i = 0; i < s->n && s->v[i].id <= highest; i++)
+		ids_add(&asked, s->v[i].id);
+	if (asked.n == 0)
+		return 0;
+	arr = id_array(&asked, f->span);
+	free(asked.v);
 	p[0] = arr;
 	p[1] = span;
 	r = cli_pg_query(f->pg,
