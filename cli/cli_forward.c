@@ -60,7 +60,11 @@
  * that a transaction's cost is spread (about 0.4 s at 50,000 findings/s),
  * small enough that a replay after a cut is short. */
 #define BATCH_ROWS 20000
+/* Findings reach the fleet within seconds; an idle pass costs the server
+ * a few index reads and one small transaction. */
 #define DEFAULT_INTERVAL_SEC 5
+/* Bytes of COPY text a streamed COPY is given at a time. */
+#define STREAM_CHUNK (256 * 1024)
 /* The longest wait between attempts while the server is away. */
 #define BACKOFF_MAX_SEC 60
 /* How far back the daemon may still take requests back from a minute of
@@ -100,9 +104,8 @@ static const struct table tables[NTABLES] = {
 		     "model, recommend, model_evidence, committed_watermark, "
 		     "committed_position, what_if, vanished",
 		     "id", 1},
-    [T_SITES] = {"sites",
-		 "id, process_id, file, line, func, used, released_at", "id",
-		 1},
+    [T_SITES] = {"sites", "id, process_id, file, line, func, used, released_at",
+		 "id", 1},
     [T_RUNS] = {"runs",
 		"id, pid, started_at, last_commit_at, stopped_at, unclean",
 		"id", 1},
@@ -135,10 +138,15 @@ static const struct table tables[NTABLES] = {
 /* The columns that hold a local id, translated to central ones. */
 static int is_id_column(const char *name)
 {
-	static const char *const ids[] = {
-	    "id",		 "process_id",	      "request_id",
-	    "ctx_request_id",	 "victim_request_id", "source_request_id",
-	    "setter_request_id", "site_id",	      NULL};
+	static const char *const ids[] = {"id",
+					  "process_id",
+					  "request_id",
+					  "ctx_request_id",
+					  "victim_request_id",
+					  "source_request_id",
+					  "setter_request_id",
+					  "site_id",
+					  NULL};
 
 	for (int i = 0; ids[i]; i++)
 		if (strcmp(name, ids[i]) == 0)
@@ -166,25 +174,27 @@ static void ids_add(struct ids *l, int64_t id)
 /* The forwarder's state over its passes. */
 struct fwd {
 	struct cli *c;
-	PGconn *pg;	    /* NULL: not connected */
-	int away;	    /* the server was unreachable; said once */
-	int said_start;	    /* the first success was logged */
-	char host[256];	    /* the name this host forwards under */
+	PGconn *pg;	     /* NULL: not connected */
+	int away;	     /* the server was unreachable; said once */
+	int said_start;	     /* the first success was logged */
+	char host[256];	     /* the name this host forwards under */
 	char machine_id[64]; /* "" when there is none */
-	char path[4096];    /* the local database, as an absolute path */
-	dev_t dev;	    /* the local file open now: a file made anew */
-	ino_t ino;	    /* is opened again */
-	int64_t created_at; /* the source's first run's started_at */
+	char path[4096];     /* the local database, as an absolute path */
+	dev_t dev;	     /* the local file open now: a file made anew */
+	ino_t ino;	     /* is opened again */
+	int64_t created_at;  /* the source's first run's started_at */
 	int64_t host_id;
-	int64_t source_id;  /* 0: not known for this connection */
-	int64_t span;	    /* source_id * CLI_PG_ID_SPAN */
+	int64_t source_id; /* 0: not known for this connection */
+	int64_t span;	   /* source_id * CLI_PG_ID_SPAN */
 	/* Cursors, read under the source's lock at each batch. */
 	int64_t cur_sites, cur_leaks, cur_drops, cur_processes, cur_stats;
-	struct ids finals;   /* processes that became final in this pass */
-	char *buf;	     /* COPY text of the rows to send */
+	struct ids finals; /* processes that became final in this pass */
+	char *buf;	   /* COPY text of the rows to send */
 	size_t len, cap;
-	int local_error;     /* the failure was the local database's */
-	char err[1200];	     /* why the last pass failed */
+	int streaming;	 /* a COPY straight into a table is under way */
+	size_t pushed;	 /* of buf, what that COPY has */
+	int local_error; /* the failure was the local database's */
+	char err[1200];	 /* why the last pass failed */
 	char upsert[NTABLES][8192]; /* INSERT ... ON CONFLICT per table */
 };
 
@@ -215,8 +225,7 @@ static int pg_fail(struct fwd *f, const char *what)
 static int local_fail(struct fwd *f, const char *what)
 {
 	f->local_error = 1;
-	return fail(f, "%s: %s: %s", f->path, what,
-		    sqlite3_errmsg(f->c->db));
+	return fail(f, "%s: %s: %s", f->path, what, sqlite3_errmsg(f->c->db));
 }
 
 /* ------------------------------------------------------------ COPY text */
@@ -257,6 +266,16 @@ static void put_text(struct fwd *f, const unsigned char *s, int n)
 		else
 			put(f, (const char *)s + i, 1);
 	}
+}
+
+/* Gives the COPY under way what the buffer gained since last time. */
+static int stream_push(struct fwd *f)
+{
+	if (f->len > f->pushed && PQputCopyData(f->pg, f->buf + f->pushed,
+						(int)(f->len - f->pushed)) != 1)
+		return pg_fail(f, "COPY");
+	f->pushed = f->len;
+	return 0;
 }
 
 /*
@@ -311,6 +330,9 @@ static long copy_rows(struct fwd *f, sqlite3_stmt *st, int t, int skip,
 		if (last)
 			*last = sqlite3_column_int64(st, 0);
 		rows++;
+		if (f->streaming && f->len - f->pushed >= STREAM_CHUNK &&
+		    stream_push(f) == -1)
+			return -1;
 	}
 	if (rc != SQLITE_DONE)
 		return local_fail(f, tables[t].name);
@@ -404,7 +426,8 @@ static int copy_in(struct fwd *f, int t, const char *table, char *state)
 	r = PQgetResult(f->pg);
 	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
 	if (!ok && PQresultErrorField(r, PG_DIAG_SQLSTATE))
-		snprintf(state, 8, "%s", PQresultErrorField(r, PG_DIAG_SQLSTATE));
+		snprintf(state, 8, "%s",
+			 PQresultErrorField(r, PG_DIAG_SQLSTATE));
 	PQclear(r);
 	while ((r = PQgetResult(f->pg)) != NULL)
 		PQclear(r);
@@ -449,21 +472,64 @@ static int send_plain(struct fwd *f, int t)
 
 /*
  * Rows that the central table should not have yet (findings after the
- * cursor, requests it has no row of): COPY straight into it, several
- * times faster than through the temporary table (COPY inserts rows in
- * bulk; INSERT ... SELECT one at a time).  Should one be there after all
- * (a unique key violated), the COPY is undone to a savepoint and the
- * rows go the upsert's way.  0 or -1.
+ * cursor, requests it has no row of, their tags) go by COPY straight into
+ * it, several times faster than through the temporary table (COPY inserts
+ * rows in bulk, INSERT ... SELECT one at a time), and streamed: the COPY
+ * is begun before the rows are read from SQLite and takes them a chunk
+ * at a time, so that the server inserts while the next are read.  Should
+ * one be there after all (a unique key violated), the COPY is undone to a
+ * savepoint and the rows, all still in the buffer, go the upsert's way.
  */
-static int send_new(struct fwd *f, int t)
+static int stream_begin(struct fwd *f, int t)
+{
+	char sql[2200];
+	PGresult *r;
+	int ok;
+
+	f->len = f->pushed = 0;
+	if (cli_pg_exec(f->pg, "SAVEPOINT fw_new") == -1)
+		return pg_fail(f, "SAVEPOINT");
+	snprintf(sql, sizeof sql, "COPY %s (%s, source_id%s) FROM STDIN",
+		 tables[t].name, tables[t].cols,
+		 t == T_PROCESSES ? ", host_id" : "");
+	r = PQexec(f->pg, sql);
+	ok = PQresultStatus(r) == PGRES_COPY_IN;
+	PQclear(r);
+	if (!ok)
+		return pg_fail(f, "COPY");
+	f->streaming = 1;
+	return 0;
+}
+
+/* Ends the COPY under way, or aborts it when why is not NULL.  0; or -1
+ * with the failure's SQLSTATE in state (8 bytes). */
+static int stream_finish(struct fwd *f, const char *why, char *state)
+{
+	PGresult *r;
+	int ok;
+
+	f->streaming = 0;
+	state[0] = '\0';
+	if (PQputCopyEnd(f->pg, why) != 1)
+		return pg_fail(f, "COPY");
+	r = PQgetResult(f->pg);
+	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+	if (!ok && PQresultErrorField(r, PG_DIAG_SQLSTATE))
+		snprintf(state, 8, "%s",
+			 PQresultErrorField(r, PG_DIAG_SQLSTATE));
+	PQclear(r);
+	while ((r = PQgetResult(f->pg)) != NULL)
+		PQclear(r);
+	return ok ? 0 : pg_fail(f, "COPY");
+}
+
+static int stream_end(struct fwd *f, int t)
 {
 	char state[8];
 
-	if (f->len == 0)
-		return 0;
-	if (cli_pg_exec(f->pg, "SAVEPOINT fw_new") == -1)
-		return pg_fail(f, "SAVEPOINT");
-	if (copy_in(f, t, tables[t].name, state) == 0) {
+	if (stream_push(f) == -1)
+		return -1;
+	if (stream_finish(f, NULL, state) == 0) {
 		f->len = 0;
 		return cli_pg_exec(f->pg, "RELEASE SAVEPOINT fw_new") == -1
 			   ? pg_fail(f, "RELEASE SAVEPOINT")
@@ -475,7 +541,6 @@ static int send_new(struct fwd *f, int t)
 		return pg_fail(f, "ROLLBACK TO SAVEPOINT");
 	return send_plain(f, t);
 }
-
 
 /* Binds v to ?1 (and w to ?2 when st has it) and copies the rows. */
 static long copy_bound(struct fwd *f, sqlite3_stmt *st, int t, int skip,
@@ -717,16 +782,15 @@ static int forward_mutable(struct fwd *f)
 			      "WHERE process_id >= ?1 AND minute >= ?2")) ==
 	    NULL)
 		return -1;
-	n = copy_bound(f, st, T_STATS, 0, f->cur_processes, f->cur_stats,
-		       NULL);
+	n = copy_bound(f, st, T_STATS, 0, f->cur_processes, f->cur_stats, NULL);
 	sqlite3_finalize(st);
 	if (n < 0 || (st = select_rows(f, T_STATS, "",
 				       "WHERE process_id = ?1 AND "
 				       "minute < ?2")) == NULL)
 		return -1;
 	for (size_t i = 0; i < f->finals.n; i++)
-		if (copy_bound(f, st, T_STATS, 0, f->finals.v[i],
-			       f->cur_stats, NULL) < 0) {
+		if (copy_bound(f, st, T_STATS, 0, f->finals.v[i], f->cur_stats,
+			       NULL) < 0) {
 			sqlite3_finalize(st);
 			return -1;
 		}
@@ -759,8 +823,8 @@ static int forward_mutable(struct fwd *f)
 		}
 		for (int i = 0; i < PQntuples(r); i++)
 			if (copy_bound(f, st, T_REQUESTS, 0,
-				       atoll(PQgetvalue(r, i, 0)) - f->span,
-				       0, NULL) < 0) {
+				       atoll(PQgetvalue(r, i, 0)) - f->span, 0,
+				       NULL) < 0) {
 				sqlite3_finalize(st);
 				PQclear(r);
 				return -1;
@@ -799,11 +863,14 @@ static long forward_appended(struct fwd *f, int t, int64_t *cursor)
 	snprintf(tail, sizeof tail, "WHERE %s > ?1 ORDER BY %s LIMIT %d",
 		 by_rowid ? "rowid" : "id", by_rowid ? "rowid" : "id",
 		 BATCH_ROWS);
-	if ((st = select_rows(f, t, by_rowid ? "rowid, " : "", tail)) == NULL)
+	if ((st = select_rows(f, t, by_rowid ? "rowid, " : "", tail)) == NULL ||
+	    (t != T_SITES && stream_begin(f, t) == -1)) {
+		sqlite3_finalize(st);
 		return -1;
+	}
 	n = copy_bound(f, st, t, by_rowid, *cursor, 0, cursor);
 	sqlite3_finalize(st);
-	if (n < 0 || (t == T_SITES ? send_plain(f, t) : send_new(f, t)) == -1)
+	if (n < 0 || (t == T_SITES ? send_plain(f, t) : stream_end(f, t)) == -1)
 		return -1;
 	return n;
 }
@@ -849,6 +916,8 @@ static void named_unique(struct named_set *s)
 {
 	size_t out = 0;
 
+	if (s->n == 0)
+		return;
 	qsort(s->v, s->n, sizeof *s->v, by_id);
 	for (size_t i = 0; i < s->n; i++)
 		if (out == 0 || s->v[out - 1].id != s->v[i].id)
@@ -887,14 +956,15 @@ static int gather_named(struct fwd *f, int64_t from, int64_t to,
 
 	if (to <= from)
 		return 0;
-	if (sqlite3_prepare_v2(f->c->db,
-			       "SELECT victim_request_id, process_id FROM leaks "
-			       "WHERE id > ?1 AND id <= ?2 AND "
-			       "victim_request_id IS NOT NULL UNION "
-			       "SELECT source_request_id, process_id FROM leaks "
-			       "WHERE id > ?1 AND id <= ?2 AND "
-			       "source_request_id IS NOT NULL",
-			       -1, &st, NULL) != SQLITE_OK)
+	if (sqlite3_prepare_v2(
+		f->c->db,
+		"SELECT victim_request_id, process_id FROM leaks "
+		"WHERE id > ?1 AND id <= ?2 AND "
+		"victim_request_id IS NOT NULL UNION "
+		"SELECT source_request_id, process_id FROM leaks "
+		"WHERE id > ?1 AND id <= ?2 AND "
+		"source_request_id IS NOT NULL",
+		-1, &st, NULL) != SQLITE_OK)
 		return local_fail(f, "unexpected schema");
 	sqlite3_bind_int64(st, 1, from);
 	sqlite3_bind_int64(st, 2, to);
@@ -928,19 +998,35 @@ static int pending_change(struct fwd *f, const char *sql, const struct ids *a,
 /* Marks the named requests whose row the central database has. */
 static int mark_known(struct fwd *f, struct named_set *s)
 {
-	struct ids all = {0};
-	char *arr, span[24];
-	const char *p[2];
+	struct ids asked = {0};
+	char *arr, span[24], end[24];
+	const char *p[] = {span, end};
 	PGresult *r;
+	int64_t highest;
 	size_t j = 0;
 
 	if (s->n == 0)
 		return 0;
-	for (size_t i = 0; i < s->n; i++)
-		ids_add(&all, s->v[i].id);
-	arr = id_array(&all, f->span);
-	free(all.v);
+	/* Request ids grow: those above the highest the central database
+	 * has of this source are not there, and need no lookup (in a
+	 * backlog, nearly all). */
 	snprintf(span, sizeof span, "%" PRId64, f->span);
+	snprintf(end, sizeof end, "%" PRId64,
+		 f->span + (int64_t)CLI_PG_ID_SPAN);
+	r = cli_pg_query(f->pg,
+			 "SELECT coalesce(max(id) - $1, 0) FROM requests WHERE "
+			 "id > $1 AND id < $2",
+			 2, p);
+	if (r == NULL)
+		return pg_fail(f, "requests");
+	highest = atoll(PQgetvalue(r, 0, 0));
+	PQclear(r);
+	for (size_t i = 0; i < s->n && s->v[i].id <= highest; i++)
+		ids_add(&asked, s->v[i].id);
+	if (asked.n == 0)
+		return 0;
+	arr = id_array(&asked, f->span);
+	free(asked.v);
 	p[0] = arr;
 	p[1] = span;
 	r = cli_pg_query(f->pg,
@@ -1022,8 +1108,7 @@ static int forward_requests(struct fwd *f, int64_t from, int64_t to)
 	sqlite3_stmt *req = NULL, *tags = NULL, *running = NULL;
 	int rc = -1;
 
-	if (gather_pending(f, &s) == -1 ||
-	    gather_named(f, from, to, &s) == -1)
+	if (gather_pending(f, &s) == -1 || gather_named(f, from, to, &s) == -1)
 		goto out;
 	named_unique(&s);
 	if (mark_known(f, &s) == -1 ||
@@ -1035,16 +1120,17 @@ static int forward_requests(struct fwd *f, int64_t from, int64_t to)
 			       "committed_position IS NULL",
 			       -1, &running, NULL) != SQLITE_OK)
 		goto out;
-	if (gather_requests(f, &s, 0, req, running, &l) == -1 ||
-	    send_new(f, T_REQUESTS) == -1 ||
+	if (stream_begin(f, T_REQUESTS) == -1 ||
+	    gather_requests(f, &s, 0, req, running, &l) == -1 ||
+	    stream_end(f, T_REQUESTS) == -1 ||
 	    gather_requests(f, &s, 1, req, running, &l) == -1 ||
-	    send_plain(f, T_REQUESTS) == -1)
+	    send_plain(f, T_REQUESTS) == -1 || stream_begin(f, T_TAGS) == -1)
 		goto out;
 	for (size_t i = 0; i < l.sent_new.n; i++)
 		if (copy_bound(f, tags, T_TAGS, 0, l.sent_new.v[i], 0, NULL) <
 		    0)
 			goto out;
-	if (send_new(f, T_TAGS) == -1 ||
+	if (stream_end(f, T_TAGS) == -1 ||
 	    (l.gone.n && pending_change(f,
 					"DELETE FROM pending_requests WHERE "
 					"source_id = $1 AND request_id = "
@@ -1098,6 +1184,11 @@ static int batch(struct fwd *f, int first)
 	return sites == BATCH_ROWS || leaks == BATCH_ROWS ||
 	       drops == BATCH_ROWS;
 failed:
+	if (f->streaming) {
+		char state[8];
+
+		stream_finish(f, "the batch failed", state);
+	}
 	cli_pg_exec(f->pg, "ROLLBACK");
 	return -1;
 }
@@ -1231,9 +1322,8 @@ int cli_forward(struct cli *c)
 		rc = pass(&f);
 		if (rc == 0) {
 			if (f.away)
-				cli_error(0,
-					  "forward: the central database is "
-					  "back; forwarding again");
+				cli_error(0, "forward: the central database is "
+					     "back; forwarding again");
 			else if (!f.said_start && !c->once)
 				cli_error(0,
 					  "forward: %s to the central "

@@ -46,11 +46,14 @@ PGconn *cli_pg_connect(const char *conninfo, const char *application)
 	 * and notice a cut connection only when TCP gives up (minutes):
 	 * these say so within a minute.  dbname comes last and is expanded,
 	 * so that what the string says overrides them. */
-	const char *const keys[] = {"connect_timeout",	   "keepalives_idle",
-				    "keepalives_interval", "keepalives_count",
-				    "application_name",	   "dbname",
+	const char *const keys[] = {"connect_timeout",
+				    "keepalives_idle",
+				    "keepalives_interval",
+				    "keepalives_count",
+				    "application_name",
+				    "dbname",
 				    NULL};
-	const char *const values[] = {"10", "30", "10",		   "3",
+	const char *const values[] = {"10",	   "30",     "10", "3",
 				      application, conninfo, NULL};
 
 	PGconn *pg = PQconnectdbParams(keys, values, 1);
@@ -213,8 +216,8 @@ _Static_assert(LATEST == CLI_PG_SCHEMA_VERSION,
  * error. */
 static long long schema_version(PGconn *pg)
 {
-	PGresult *r = cli_pg_query(pg, "SELECT to_regclass('meta') IS NULL",
-				   0, NULL);
+	PGresult *r =
+	    cli_pg_query(pg, "SELECT to_regclass('meta') IS NULL", 0, NULL);
 	long long v = -1;
 
 	if (r == NULL)
@@ -224,9 +227,8 @@ static long long schema_version(PGconn *pg)
 		return 0;
 	}
 	PQclear(r);
-	r = cli_pg_query(pg,
-			 "SELECT value FROM meta WHERE key = 'schema_version'",
-			 0, NULL);
+	r = cli_pg_query(
+	    pg, "SELECT value FROM meta WHERE key = 'schema_version'", 0, NULL);
 	if (r != NULL && PQntuples(r) == 1)
 		v = atoll(PQgetvalue(r, 0, 0));
 	PQclear(r);

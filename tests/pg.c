@@ -26,8 +26,8 @@
 
 static char error_buf[8192];
 
-static void __attribute__((format(printf, 1, 2))) set_error(const char *fmt,
-							     ...)
+static void __attribute__((format(printf, 1, 2)))
+set_error(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -155,9 +155,8 @@ static pid_t spawn(const struct pg_server *s, char *const *argv)
 	dup2(fd, STDOUT_FILENO);
 	dup2(fd, STDERR_FILENO);
 	close(fd);
-	if (geteuid() == 0 &&
-	    (setgroups(0, NULL) == -1 || setgid(s->gid) == -1 ||
-	     setuid(s->uid) == -1)) {
+	if (geteuid() == 0 && (setgroups(0, NULL) == -1 ||
+			       setgid(s->gid) == -1 || setuid(s->uid) == -1)) {
 		fprintf(stderr, "cannot become uid %d: %s\n", (int)s->uid,
 			strerror(errno));
 		_exit(126);
@@ -195,10 +194,20 @@ static int wait_exit(pid_t pid)
 
 static int initdb(struct pg_server *s)
 {
-	char *argv[] = {"initdb",    "-D",	 s->data,    "-U",
-			s->user,     "-A",	 "trust",    "-E",
-			"UTF8",	     "--locale", "C",	     "--no-sync",
-			"--no-instructions",	 NULL};
+	char *argv[] = {"initdb",
+			"-D",
+			s->data,
+			"-U",
+			s->user,
+			"-A",
+			"trust",
+			"-E",
+			"UTF8",
+			"--locale",
+			"C",
+			"--no-sync",
+			"--no-instructions",
+			NULL};
 	pid_t pid = spawn(s, argv);
 	int st = pid == -1 ? -1 : wait_exit(pid);
 
@@ -232,8 +241,7 @@ static int launch(struct pg_server *s)
 				     NULL};
 	int st;
 
-	snprintf(sockdir, sizeof sockdir, "unix_socket_directories=%s",
-		 s->dir);
+	snprintf(sockdir, sizeof sockdir, "unix_socket_directories=%s", s->dir);
 	s->pid = spawn(s, argv);
 	if (s->pid == -1) {
 		s->pid = 0;

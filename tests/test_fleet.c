@@ -19,12 +19,15 @@
  *   once that the server was away and once that it was back.
  * - A forwarder killed with SIGKILL in the middle of its backlog, then
  *   run again: exact.
+ * - Findings forwarded while the requests they name are open (no row
+ *   yet): pending, then forwarded once the requests retire.
  * - A central schema newer than this ctxleak, and a server that is not
  *   there: --once fails with a message.  A database file made anew is a
  *   new source.
  */
 #include <check.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
@@ -100,8 +103,7 @@ static void report_drop(const struct harness_daemon *d, uint64_t instance)
 				       .ts = 2000000000,
 				       .since = 1000000000,
 				       .count = 120};
-	struct proto_record close_rec = {.type = PROTO_CLOSE,
-					 .ts = 2000000001};
+	struct proto_record close_rec = {.type = PROTO_CLOSE, .ts = 2000000001};
 	unsigned char buf[128];
 	size_t n = proto_encode_record(buf, sizeof buf, &dropped);
 	int fd = harness_connect(d);
@@ -128,8 +130,7 @@ static void forward_once_ok(const struct harness_daemon *d,
 {
 	struct run r = forward_once(d, pg, host);
 
-	ck_assert_msg(r.status == 0, "forward --once: %d: %s", r.status,
-		      r.err);
+	ck_assert_msg(r.status == 0, "forward --once: %d: %s", r.status, r.err);
 	run_free(&r);
 }
 
@@ -254,10 +255,15 @@ static const struct compared compared[] = {
 
 static int is_id(const char *col)
 {
-	static const char *const ids[] = {
-	    "id",		 "process_id",	      "request_id",
-	    "ctx_request_id",	 "victim_request_id", "source_request_id",
-	    "setter_request_id", "site_id",	      NULL};
+	static const char *const ids[] = {"id",
+					  "process_id",
+					  "request_id",
+					  "ctx_request_id",
+					  "victim_request_id",
+					  "source_request_id",
+					  "setter_request_id",
+					  "site_id",
+					  NULL};
 
 	for (int i = 0; ids[i]; i++)
 		if (strcmp(col, ids[i]) == 0)
@@ -327,8 +333,8 @@ static void local_lines(const char *db, const struct compared *t,
 	sqlite3_close(s);
 }
 
-static void central_lines(PGconn *c, long long source,
-			  const struct compared *t, struct lines *out)
+static void central_lines(PGconn *c, long long source, const struct compared *t,
+			  struct lines *out)
 {
 	char sql[2048], line[65536], num[24];
 	PGresult *r;
@@ -341,9 +347,8 @@ static void central_lines(PGconn *c, long long source,
 	for (int i = 0; i < PQntuples(r); i++) {
 		line[0] = '\0';
 		for (int j = 0; j < PQnfields(r); j++) {
-			const char *v = PQgetisnull(r, i, j)
-					    ? NULL
-					    : PQgetvalue(r, i, j);
+			const char *v =
+			    PQgetisnull(r, i, j) ? NULL : PQgetvalue(r, i, j);
 
 			if (v && is_id(PQfname(r, j)) && atoll(v) > 0) {
 				long long id = atoll(v);
@@ -373,8 +378,10 @@ static void assert_exact(PGconn *c, long long source, const char *db)
 
 		local_lines(db, &compared[i], &local);
 		central_lines(c, source, &compared[i], &cen);
-		qsort(local.v, local.n, sizeof *local.v, by_str);
-		qsort(cen.v, cen.n, sizeof *cen.v, by_str);
+		if (local.n)
+			qsort(local.v, local.n, sizeof *local.v, by_str);
+		if (cen.n)
+			qsort(cen.v, cen.n, sizeof *cen.v, by_str);
 		ck_assert_msg(local.n == cen.n,
 			      "%s: %zu rows locally, %zu centrally (source "
 			      "%lld)",
@@ -417,17 +424,22 @@ static int caught_up(PGconn *c, long long source, long long leaks)
 	return central_int(c, sql) == 1;
 }
 
+/* Polls until the forwarder fw (its stderr in log) has caught up. */
 static void wait_caught_up(PGconn *c, const char *host,
-			   const struct harness_daemon *d)
+			   const struct harness_daemon *d, pid_t fw,
+			   const char *log)
 {
 	long long leaks = local_count(d, "leaks");
 
 	for (int i = 0; i < CATCH_UP_SEC * 20; i++) {
 		PGresult *r = PQexec(c, "SELECT 1");
-		int ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+		int ok = PQresultStatus(r) == PGRES_TUPLES_OK, st;
 
 		PQclear(r);
 		ck_assert_msg(ok, "central: %s", PQerrorMessage(c));
+		ck_assert_msg(waitpid(fw, &st, WNOHANG) == 0,
+			      "the forwarder exited (status 0x%x): %s", st,
+			      read_file_at(log));
 		if (caught_up(c, source_of(c, host), leaks))
 			return;
 		harness_sleep_ms(50);
@@ -440,8 +452,8 @@ static void wait_caught_up(PGconn *c, const char *host,
 static char *fingerprint(PGconn *c)
 {
 	static const char *const t[] = {
-	    "processes",     "sites",	"runs",	   "leaks", "requests", "tags",
-	    "request_stats", "what_if", "drops", NULL};
+	    "processes", "sites",	  "runs",    "leaks", "requests",
+	    "tags",	 "request_stats", "what_if", "drops", NULL};
 	char *out = calloc(1, 4096), sql[256];
 
 	ck_assert_ptr_nonnull(out);
@@ -501,10 +513,10 @@ START_TEST(test_two_hosts)
 	forward_once_ok(&b, &pg, "b");
 	c = central(&pg);
 	ck_assert_int_eq(central_int(c, "SELECT count(*) FROM sources"), 2);
-	ck_assert_int_eq(
-	    central_int(c, "SELECT count(*) FROM hosts WHERE name IN "
-			   "('a', 'b')"),
-	    2);
+	ck_assert_int_eq(central_int(c,
+				     "SELECT count(*) FROM hosts WHERE name IN "
+				     "('a', 'b')"),
+			 2);
 	assert_exact(c, source_of(c, "a"), a.db);
 	assert_exact(c, source_of(c, "b"), b.db);
 	ck_assert_int_eq(central_int(c, "SELECT count(*) FROM leaks"),
@@ -557,7 +569,7 @@ START_TEST(test_live)
 	run_example(&d, "auth_pool", "observe", NULL, 1000);
 	ck_assert_int_eq(harness_stop(&d), 0);
 	c = central(&pg);
-	wait_caught_up(c, "live", &d);
+	wait_caught_up(c, "live", &d, fw, log);
 	stop_forwarder(fw);
 	assert_exact(c, source_of(c, "live"), d.db);
 	PQfinish(c);
@@ -640,7 +652,7 @@ START_TEST(test_server_away)
 	harness_sleep_ms(1500);
 	ck_assert_msg(pg_restart(&pg) == 0, "%s", pg_error());
 	c = central(&pg);
-	wait_caught_up(c, "away", &d);
+	wait_caught_up(c, "away", &d, fw, log);
 	stop_forwarder(fw);
 	assert_exact(c, source_of(c, "away"), d.db);
 	text = read_file_at(log);
@@ -774,13 +786,116 @@ START_TEST(test_new_file)
 }
 END_TEST
 
+/* Two requests open on two threads under the process-global backend:
+ * the first one's tag lands in the second (a finding that names both),
+ * then both stay open until the parent closes the pipe. */
+struct open_pair {
+	int *pipefd;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int step; /* 1: A begun; 2: B begun */
+};
+
+static void step_to(struct open_pair *p, int step)
+{
+	pthread_mutex_lock(&p->lock);
+	p->step = step;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void wait_step(struct open_pair *p, int step)
+{
+	pthread_mutex_lock(&p->lock);
+	while (p->step < step)
+		pthread_cond_wait(&p->cond, &p->lock);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void *second_request(void *arg)
+{
+	struct open_pair *p = arg;
+	uint64_t b;
+	char ch;
+
+	wait_step(p, 1);
+	b = ctxleak_begin("GET /b");
+	step_to(p, 2);
+	if (read(p->pipefd[0], &ch, 1) != 0)
+		return (void *)1;
+	ctxleak_end(b);
+	return NULL;
+}
+
+static int open_pair(void *arg)
+{
+	struct open_pair p = {arg, PTHREAD_MUTEX_INITIALIZER,
+			      PTHREAD_COND_INITIALIZER, 0};
+	pthread_t t;
+	void *rc;
+	uint64_t a;
+
+	close(p.pipefd[1]);
+	if (pthread_create(&t, NULL, second_request, &p) != 0)
+		return 1;
+	a = ctxleak_begin("GET /a");
+	step_to(&p, 1);
+	wait_step(&p, 2);
+	ctxleak_tag("user", "carol"); /* the global holds B now */
+	ctxleak_flush();
+	pthread_join(t, &rc);
+	ctxleak_end(a);
+	return rc != NULL;
+}
+
+/* Findings forwarded while the requests they name are still open (no
+ * row yet): pending centrally, then forwarded once they retire. */
+START_TEST(test_pending)
+{
+	struct harness_daemon d;
+	struct pg_server pg;
+	int pipefd[2];
+	pid_t child;
+	PGconn *c;
+
+	ck_assert_int_eq(pipe2(pipefd, O_CLOEXEC), 0);
+	start_pg(&pg);
+	START(&d, "--log-level", "warn");
+	child =
+	    harness_client_spawn(&d, CTXLEAK_BACKEND_GLOBAL, open_pair, pipefd);
+	ck_assert_int_gt(child, 0);
+	close(pipefd[0]);
+	ck_assert_int_eq(harness_wait_int(&d, "SELECT count(*) FROM leaks", 1),
+			 0);
+	ck_assert_int_eq(local_count(&d, "requests"), 0);
+	forward_once_ok(&d, &pg, "p");
+	c = central(&pg);
+	ck_assert_int_eq(central_int(c, "SELECT count(*) FROM leaks"),
+			 local_count(&d, "leaks"));
+	ck_assert_int_eq(central_int(c, "SELECT count(*) FROM requests"), 0);
+	ck_assert_int_ge(
+	    central_int(c, "SELECT count(*) FROM pending_requests"), 1);
+	close(pipefd[1]);
+	ck_assert_int_eq(harness_client_wait(child), 0);
+	ck_assert_int_eq(harness_stop(&d), 0);
+	ck_assert_int_ge(local_count(&d, "requests"), 1);
+	forward_once_ok(&d, &pg, "p");
+	ck_assert_int_eq(
+	    central_int(c, "SELECT count(*) FROM pending_requests"), 0);
+	assert_exact(c, source_of(c, "p"), d.db);
+	PQfinish(c);
+	harness_cleanup(&d);
+	pg_cleanup(&pg);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("fleet");
 
 	suite_add_tcase(s, check_tcase("forward", 240, test_two_hosts,
-				       test_live, test_server_away,
-				       test_killed, test_refusals,
-				       test_new_file, NULL));
+				       test_live, test_server_away, test_killed,
+				       test_refusals, test_new_file,
+				       test_pending, NULL));
 	return check_main(s, NULL);
 }
