@@ -788,11 +788,11 @@ static uint64_t records_taken(const struct seg *s)
  * daemon can have is counted as dropped, so that stored + dropped =
  * recorded.  That is every record not yet acknowledged, but for those
  * the kernel took on a connection still open when the shipper gave up,
- * whose RECEIPT came: a live daemon has them, busy as it may be (a thousand clients at once
- * can keep its ACK past the shutdown bound), and counting them too would
- * count them twice.  Should that daemon die before it commits them, its
- * successor reports the window as incomplete (daemon/store_runs.c).  The
- * shipper is gone; its state is ours.
+ * whose RECEIPT came: a live daemon has them, busy as it may be (a
+ * thousand clients at once can keep its ACK past the shutdown bound),
+ * and counting them too would count them twice.  Should that daemon die
+ * before it commits them, its successor reports the window as incomplete
+ * (daemon/store_runs.c).  The shipper is gone; its state is ours.
  */
 static void count_unsent(void)
 {

@@ -245,10 +245,11 @@ START_TEST(test_close_acknowledges_open_request)
 	ck_assert_int_eq(query_int(&d, "SELECT records FROM processes "
 				       "WHERE app = 'harness'"),
 			 (int64_t)r->produced);
-	ck_assert_int_eq(query_int(&d, "SELECT count(*) FROM leaks l JOIN "
-				       "requests q ON q.id = l.victim_request_id "
-				       "WHERE l.class = 'unclosed' AND "
-				       "q.name = 'GET /open'"),
+	ck_assert_int_eq(query_int(&d,
+				   "SELECT count(*) FROM leaks l JOIN "
+				   "requests q ON q.id = l.victim_request_id "
+				   "WHERE l.class = 'unclosed' AND "
+				   "q.name = 'GET /open'"),
 			 1);
 	ck_assert_int_eq(query_int(&d, "SELECT vanished FROM processes "
 				       "WHERE app = 'harness'"),
@@ -307,8 +308,9 @@ static void one_connection(const struct harness_daemon *d, uint64_t seq,
 
 static int64_t vanished(const struct harness_daemon *d)
 {
-	return query_int(d, "SELECT vanished FROM processes WHERE "
-			    "instance = %d",
+	return query_int(d,
+			 "SELECT vanished FROM processes WHERE "
+			 "instance = %d",
 			 0x7a7a);
 }
 
@@ -362,10 +364,9 @@ static Suite *shutdown_suite(void)
 	tcase_add_loop_test(tc, test_shutdown_bounded_against_no_daemon,
 			    PEER_JUNK, PEER_DEAF + 1);
 	suite_add_tcase(s, tc);
-	suite_add_tcase(s, check_tcase("close", 60,
-				       test_close_acknowledges_open_request,
-				       test_vanished_cleared_by_close_after_return,
-				       NULL));
+	suite_add_tcase(
+	    s, check_tcase("close", 60, test_close_acknowledges_open_request,
+			   test_vanished_cleared_by_close_after_return, NULL));
 	return s;
 }
 
