@@ -26,7 +26,11 @@
  * process from before the connection (its RECEIPT).  Of it the shipper
  * uses the drops: DROPPED counts a daemon crash lost go out again, so that
  * for every process the records stored plus the drops reported make the
- * records produced.  Shutting down, the shipper waits, within STOP_STALL
+ * records produced.  The RECEIPT is also what shows a daemon: until it
+ * came, whatever listens on the socket may be anything (a daemon that
+ * refuses, a stale program that writes junk and hangs up), so nothing
+ * the peer does counts as progress, no ACK is believed, and nothing sent
+ * counts as taken.  Shutting down, the shipper waits, within STOP_STALL
  * of the last progress, for the ACK of its final batch; what stays
  * unacknowledged then and no live daemon took is counted as dropped
  * (count_unsent).
@@ -101,6 +105,10 @@ static struct {
 	int final_collected;
 	uint64_t send_dead; /* when a send failed (0: none): the connection
 			       is only read, until it ends or SEND_DEAD_WAIT */
+	/* The last connection closed before its RECEIPT: the next one waits
+	 * for the backoff, shutting down too (a peer that accepts and hangs
+	 * up at once would be called again and again). */
+	int refused;
 	int outq; /* bytes sent that the daemon had not read, when last
 		     looked at (SIOCOUTQ) */
 
@@ -190,6 +198,7 @@ static void disconnect(uint64_t now)
 	ship.fd = -1;
 	ship.send_dead = 0;
 	atomic_store(&ship.connected, 0);
+	ship.refused = ship.receipt.due;
 	ship.receipt.due = 0;
 	ship.in_len = 0;
 	/* The next connection starts with its own HELLO and all SITEs, and
@@ -221,7 +230,9 @@ static void expect_receipt(void)
 }
 
 /* DROPPED counts the daemon lacks died with it: they go out again.  The
- * daemon took the connection: reconnections are quick again. */
+ * daemon took the connection: reconnections are quick again, and a
+ * daemon is there, which is progress for a shutdown that waited for
+ * one. */
 static void take_receipt(const struct proto_receipt *r)
 {
 	uint64_t want = ship.receipt.drops, since = ship.receipt.since;
@@ -232,6 +243,13 @@ static void take_receipt(const struct proto_receipt *r)
 	note_drops(drops, since != UINT64_MAX ? since : cl_now());
 	ship.since_old = UINT64_MAX;
 	ship.backoff = BACKOFF_MIN;
+	ship.last_progress = cl_now();
+}
+
+/* A daemon took this connection (its RECEIPT came). */
+static int daemon_took(void)
+{
+	return ship.fd >= 0 && !ship.receipt.due;
 }
 
 /* Every record of ts <= w is committed: the kept records are freed from
@@ -267,7 +285,8 @@ static void take_ack(uint64_t w)
 }
 
 /* What the daemon said: a RECEIPT, then ACKs.  Anything else is
- * discarded. */
+ * discarded, an ACK before the RECEIPT too: no daemon sends one, and
+ * junk read as one would free records that nothing stored. */
 static void read_replies(void)
 {
 	struct proto_reply r;
@@ -279,7 +298,7 @@ static void read_replies(void)
 		pos += (size_t)n;
 		if (r.kind == PROTO_MSG_RECEIPT && ship.receipt.due)
 			take_receipt(&r.receipt);
-		else if (r.kind == PROTO_MSG_ACK)
+		else if (r.kind == PROTO_MSG_ACK && !ship.receipt.due)
 			take_ack(r.watermark);
 	}
 	if (n < 0 || (pos == 0 && ship.in_len == sizeof(ship.in)))
@@ -415,7 +434,8 @@ static int send_pending(void)
 			if (n < 0)
 				return errno == EAGAIN ? 0 : -1;
 			s->off += (size_t)n;
-			ship.last_progress = cl_now();
+			if (daemon_took())
+				ship.last_progress = cl_now();
 			atomic_fetch_add_explicit(&ship.sent_bytes, (uint64_t)n,
 						  memory_order_relaxed);
 		}
@@ -570,11 +590,12 @@ static void wait_events(uint64_t now)
 /* One round; returns whether the flush request req has been served. */
 static int ship_once(uint64_t now, uint64_t req)
 {
-	/* Shutting down, the daemon has only STOP_WAIT to appear. */
 	if (ship.send_dead && now >= ship.send_dead + SEND_DEAD_WAIT)
 		disconnect(now);
-	if (ship.fd < 0 &&
-	    (now >= ship.next_connect || atomic_load(&ship.stop)))
+	/* Shutting down, a daemon has only STOP_STALL to appear: no
+	 * backoff then, but after a refusal. */
+	if (ship.fd < 0 && (now >= ship.next_connect ||
+			    (atomic_load(&ship.stop) && !ship.refused)))
 		connect_daemon(now);
 	if (ship.fd >= 0 && !ship.send_dead && send_pending())
 		send_failed(now);
@@ -604,7 +625,7 @@ static void note_peer_reading(void)
 
 	if (ship.fd < 0 || ioctl(ship.fd, SIOCOUTQ, &n) == -1)
 		return;
-	if (n < ship.outq)
+	if (n < ship.outq && daemon_took())
 		ship.last_progress = cl_now();
 	ship.outq = n;
 }
@@ -659,6 +680,7 @@ static void reset_state(void)
 	ship.next_flush = cl_now() + config.flush_interval_ms * MS;
 	ship.final_collected = 0;
 	ship.send_dead = 0;
+	ship.refused = 0;
 	ship.flush_req = ship.flush_done = 0;
 	ship.kept_pos = ship.kept_records = 0;
 	ship.drops_handed = ship.seg_drops = 0;
@@ -754,22 +776,23 @@ static void release_all(void)
 	}
 }
 
-/* Whole records of s that the kernel took on the open connection. */
+/* Whole records of s that the kernel took on the open connection, once a
+ * daemon took it. */
 static uint64_t records_taken(const struct seg *s)
 {
-	return ship.fd >= 0 ? proto_frame_count(s->b.p, s->off) : 0;
+	return daemon_took() ? proto_frame_count(s->b.p, s->off) : 0;
 }
 
 /*
  * The shipper gave up, or records came after its last batch: what no
  * daemon can have is counted as dropped, so that stored + dropped =
  * recorded.  That is every record not yet acknowledged, but for those
- * the kernel took on a connection still open when the shipper gave up:
- * a live daemon has them, busy as it may be (a thousand clients at once
- * can keep its ACK past the shutdown bound), and counting them too would
- * count them twice.  Should that daemon die before it commits them, its
- * successor reports the window as incomplete (daemon/store_runs.c).  The
- * shipper is gone; its state is ours.
+ * the kernel took on a connection still open when the shipper gave up,
+ * whose RECEIPT came: a live daemon has them, busy as it may be (a
+ * thousand clients at once can keep its ACK past the shutdown bound),
+ * and counting them too would count them twice.  Should that daemon die
+ * before it commits them, its successor reports the window as incomplete
+ * (daemon/store_runs.c).  The shipper is gone; its state is ours.
  */
 static void count_unsent(void)
 {

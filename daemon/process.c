@@ -23,7 +23,9 @@
  * request older than that.  Records judged early (a queue over its limit)
  * do not raise it: records of lower ts may still come.  Once the commit is
  * done, every version 2 connection of the process is told it (an ACK), and
- * its client frees what it kept for sending again.  A client that
+ * its client frees what it kept for sending again.  A process that says
+ * CLOSE is settled at once (settle_closed), so that its last ACK comes
+ * within a commit interval of it.  A client that
  * reconnects sends again everything not acknowledged; the daemon drops
  * what it already has (duplicates): by stream position when it knows it
  * (the process was live in memory, or finalised in order), by ts against
@@ -533,9 +535,28 @@ static void warn_limits(struct process *p)
 	}
 }
 
+/*
+ * A process that said CLOSE is shutting down, and its client waits for
+ * the ACK of its last records before it returns: the stream is settled
+ * as at its end (everything queued judged, open scopes unclosed, every
+ * request retired, so that --keep=leaky holds nothing back), and the
+ * committed watermark may reach the highest ts received.  Else a request
+ * still open would hold the ACK back HELD_ACK_LAG (1 s), and the client
+ * wait that long for nothing.  What comes after CLOSE (threads that were
+ * inside a call) is settled at its batch's WATERMARK the same way.
+ */
+static void settle_closed(struct process *p)
+{
+	rules_finish(p->rules);
+	if (p->max_ts > p->watermark)
+		p->watermark = p->max_ts;
+	mark_dirty(p);
+}
+
 void process_closed(struct process *p)
 {
 	p->closed = 1;
+	settle_closed(p);
 }
 
 void process_watermark(struct process *p, uint64_t ts)
@@ -546,6 +567,8 @@ void process_watermark(struct process *p, uint64_t ts)
 	rules_advance(p->rules, ts);
 	if (ts > p->watermark)
 		p->watermark = ts;
+	if (p->closed)
+		settle_closed(p);
 	enforce_total_limits();
 	warn_limits(p);
 }

@@ -121,7 +121,8 @@ static const char *const sql[NSTMT] = {
     [ST_PROC_RECONNECT] = "UPDATE processes SET "
 			  "connections = connections + 1, "
 			  "disconnected_at = NULL, "
-			  "committed_position = NULL, pid = ?3, "
+			  "committed_position = NULL, vanished = 0, "
+			  "pid = ?3, "
 			  "hello_pid = ?4, uid = ?5, gid = ?6, app = ?7, "
 			  "backend = ?8, backend_reason = ?9, client = ?10 "
 			  "WHERE id = ?1 AND instance = ?2",
@@ -1128,7 +1129,9 @@ static int write_process(struct store *s, int64_t id,
  * written: it supersedes the row's counters, watermark and position.
  * The process connects again, so the update no longer ends it: its
  * disconnected_at and committed position are dropped, which the
- * reconnection's update of the row sets to NULL before it is written. */
+ * reconnection's update of the row sets to NULL before it is written,
+ * and its vanished mark, which that update clears (a process that comes
+ * back did not vanish; its next end says again whether it closed). */
 static void read_pending_update(struct store *s, int64_t id,
 				struct store_proc *row)
 {
@@ -1145,6 +1148,7 @@ static void read_pending_update(struct store *s, int64_t id,
 		row->base_position = u->position;
 	u->position = -1;
 	u->disconnected_at = 0;
+	u->vanished = 0;
 }
 
 int store_process_open(struct store *s, const struct store_process_info *pi,

@@ -649,7 +649,7 @@ START_TEST(test_raw_ack_waits_for_open_request)
 END_TEST
 
 /* A live process: a reconnection that sends records again from seq on
- * has the first (received - seq) dropped. */
+ * has those whose positions the daemon took already dropped. */
 START_TEST(test_raw_resend_to_live_daemon)
 {
 	struct harness_daemon d;
