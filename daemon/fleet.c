@@ -11,8 +11,9 @@
  * gives them again).
  *
  * The metrics file is Prometheus's text exposition format 0.0.4, written
- * to FILE.tmp.PID in FILE's directory and renamed over FILE (a reader
- * never sees half of it) after a commit when the last write is at least
+ * to FILE.tmp in FILE's directory and renamed over FILE (a reader
+ * never sees half of it; a fixed name, so that what a killed daemon left
+ * half written is its successor's to overwrite, not litter) after a commit when the last write is at least
  * --metrics-interval old, on a timer of that interval when no commit
  * comes, and at exit.  Totals that must survive restarts come from the
  * file (processes, runs, drops: small tables), the findings by class from
@@ -191,7 +192,7 @@ static void write_metrics_to(FILE *f, const struct store_totals *t)
 	       js.dropped);
 }
 
-/* FILE.tmp.PID beside FILE, renamed over it. */
+/* FILE.tmp beside FILE, renamed over it. */
 static void write_metrics(void)
 {
 	struct store_totals t;
@@ -208,8 +209,7 @@ static void write_metrics(void)
 		fl.metrics_failing = 1;
 		return;
 	}
-	snprintf(tmp, sizeof tmp, "%s.tmp.%ld", cfg.metrics_file,
-		 (long)getpid());
+	snprintf(tmp, sizeof tmp, "%s.tmp", cfg.metrics_file);
 	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	/* 0644 whatever the umask: node_exporter runs as another user, and
 	 * the file holds counts only. */
