@@ -12,10 +12,14 @@
  *                   sent); those sent before again each pass, upserted
  *                   (used and released_at change; a site table is small)
  *   drops           append-only, by rowid: cursor = the highest rowid
- *   processes       updated until finalised (committed_position set):
- *                   every row from the lowest id not yet final is sent
- *                   each pass, upserted (a row that did not change is not
- *                   written); cursor = that lowest id
+ *   processes       updated until finalised (committed_position set),
+ *                   and again when a client reconnects after that (the
+ *                   daemon reopens the row): every row is read each pass
+ *                   and a digest of its COPY text compared with the one
+ *                   last committed; a row whose digest differs (or that
+ *                   this forwarder has not sent yet) is sent, upserted
+ *                   (a row that did not change is not written); cursor =
+ *                   the lowest id not final, for request_stats
  *   what_if         written when its process is finalised: sent in the
  *                   pass whose upsert saw the process become final
  *   request_stats   added to and taken back from while its process runs:
@@ -171,6 +175,55 @@ static void ids_add(struct ids *l, int64_t id)
 	l->v[l->n++] = id;
 }
 
+/* A process row as last sent: its local id and a digest of its text. */
+struct row_digest {
+	int64_t id;
+	uint64_t digest; /* FNV-1a 64 of the row's COPY text */
+};
+
+/* Digests of process rows, ascending by id (rows are read ORDER BY id). */
+struct digests {
+	struct row_digest *v;
+	size_t n, cap;
+};
+
+static void digests_add(struct digests *l, int64_t id, uint64_t digest)
+{
+	if (l->n == l->cap) {
+		l->cap = l->cap ? 2 * l->cap : 256;
+		l->v = realloc(l->v, l->cap * sizeof *l->v);
+		if (l->v == NULL)
+			abort();
+	}
+	l->v[l->n++] = (struct row_digest){id, digest};
+}
+
+/* The digest committed for id, or 0 (taken as "not sent": a text whose
+ * FNV-1a is 0 is sent each pass, which costs nothing but the upsert). */
+static uint64_t digests_find(const struct digests *l, int64_t id)
+{
+	size_t lo = 0, hi = l->n;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (l->v[mid].id < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < l->n && l->v[lo].id == id ? l->v[lo].digest : 0;
+}
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+	uint64_t h = 14695981039346656037ull;
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+	return h;
+}
+
 /* The forwarder's state over its passes. */
 struct fwd {
 	struct cli *c;
@@ -189,7 +242,11 @@ struct fwd {
 	/* Cursors, read under the source's lock at each batch. */
 	int64_t cur_sites, cur_leaks, cur_drops, cur_processes, cur_stats;
 	struct ids finals; /* processes that became final in this pass */
-	char *buf;	   /* COPY text of the rows to send */
+	/* Process rows as committed centrally by this forwarder since it
+	 * connected (sent), and as read in this pass (read): read becomes
+	 * sent when the pass's first batch commits. */
+	struct digests sent, read;
+	char *buf; /* COPY text of the rows to send */
 	size_t len, cap;
 	int streaming;	 /* a COPY straight into a table is under way */
 	size_t pushed;	 /* of buf, what that COPY has */
@@ -294,6 +351,8 @@ static long copy_rows(struct fwd *f, sqlite3_stmt *st, int t, int skip,
 	for (int i = 0; i < n && i < 64; i++)
 		id[i] = is_id_column(sqlite3_column_name(st, i));
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		size_t start = f->len;
+
 		for (int i = skip; i < n; i++) {
 			int type = sqlite3_column_type(st, i);
 			int64_t v;
@@ -327,6 +386,17 @@ static long copy_rows(struct fwd *f, sqlite3_stmt *st, int t, int skip,
 			put_int(f, f->host_id);
 		}
 		put(f, "\n", 1);
+		if (t == T_PROCESSES) {
+			/* A row as sent before is not sent again. */
+			int64_t id = sqlite3_column_int64(st, 0);
+			uint64_t d = fnv1a(f->buf + start, f->len - start);
+
+			digests_add(&f->read, id, d);
+			if (digests_find(&f->sent, id) == d) {
+				f->len = start;
+				continue;
+			}
+		}
 		if (last)
 			*last = sqlite3_column_int64(st, 0);
 		rows++;
@@ -655,6 +725,9 @@ static int register_source(struct fwd *f)
 	f->source_id = atoll(PQgetvalue(r, 0, 0));
 	f->span = f->source_id * CLI_PG_ID_SPAN;
 	PQclear(r);
+	/* Another connection, perhaps another database: nothing is known
+	 * to be there. */
+	f->sent.n = 0;
 	return 0;
 }
 
@@ -742,11 +815,13 @@ static int forward_mutable(struct fwd *f)
 	int64_t low, newest;
 	long n;
 
-	/* processes */
-	if ((st = select_rows(f, T_PROCESSES, "",
-			      "WHERE id >= ?1 ORDER BY id")) == NULL)
+	/* processes: all of them, each one that changed (a table of
+	 * hundreds to thousands of rows: a pass of 5,000 that sends none
+	 * costs about 10 ms of CPU) */
+	if ((st = select_rows(f, T_PROCESSES, "", "ORDER BY id")) == NULL)
 		return -1;
-	n = copy_bound(f, st, T_PROCESSES, 0, f->cur_processes, 0, NULL);
+	f->read.n = 0;
+	n = copy_rows(f, st, T_PROCESSES, 0, NULL);
 	sqlite3_finalize(st);
 	if (n < 0 || (r = send_rows(f, T_PROCESSES)) == NULL)
 		return -1;
@@ -756,10 +831,11 @@ static int forward_mutable(struct fwd *f)
 			ids_add(&f->finals,
 				atoll(PQgetvalue(r, i, 0)) - f->span);
 	PQclear(r);
+	/* Below the cursor too: a reopened row is not final again. */
 	if (local_int(f,
 		      "SELECT coalesce((SELECT min(id) FROM processes WHERE "
-		      "id >= ?1 AND committed_position IS NULL), (SELECT "
-		      "max(id) + 1 FROM processes))",
+		      "committed_position IS NULL), (SELECT max(id) + 1 FROM "
+		      "processes))",
 		      f->cur_processes, f->cur_processes, &low) == -1)
 		return -1;
 
@@ -1181,6 +1257,12 @@ static int batch(struct fwd *f, int first)
 		pg_fail(f, "COMMIT");
 		goto failed;
 	}
+	if (first) { /* the process rows read are central now */
+		struct digests t = f->sent;
+
+		f->sent = f->read;
+		f->read = t;
+	}
 	return sites == BATCH_ROWS || leaks == BATCH_ROWS ||
 	       drops == BATCH_ROWS;
 failed:
@@ -1354,5 +1436,7 @@ int cli_forward(struct cli *c)
 	disconnect(&f);
 	free(f.buf);
 	free(f.finals.v);
+	free(f.sent.v);
+	free(f.read.v);
 	return rc;
 }

@@ -21,6 +21,10 @@
  *   run again: exact.
  * - Findings forwarded while the requests they name are open (no row
  *   yet): pending, then forwarded once the requests retire.
+ * - A process finalised without CLOSE (vanished), forwarded, whose client
+ *   reconnects (the daemon reopens its row: running again, not vanished)
+ *   and ends with CLOSE, forwarded while it runs and after: the central
+ *   row follows the local one each time.
  * - A central schema newer than this ctxleak, and a server that is not
  *   there: --once fails with a message.  A database file made anew is a
  *   new source.
@@ -45,6 +49,7 @@
 #include "harness_check.h"
 #include "proto.h"
 #include "pg.h"
+#include "raw.h"
 
 #define SPAN 1000000000000ll
 /* Seconds a continuous forwarder gets to catch up. */
@@ -889,6 +894,108 @@ START_TEST(test_pending)
 }
 END_TEST
 
+/* ------------------------------------------------------------ reopened */
+
+/* The instance of the raw peer whose process is reopened. */
+#define REOPENED 0x7a7b
+
+/* A version 2 HELLO of REOPENED with seq (the records it has sent
+ * before), its RECEIPT read; the connection. */
+static int hello_reopened(const struct harness_daemon *d, uint64_t seq)
+{
+	struct proto_hello h = {.version = 2,
+				.instance = REOPENED,
+				.app = {"raw", 3},
+				.has_seq = 1,
+				.seq = seq};
+	struct proto_receipt rc;
+	unsigned char buf[256];
+	size_t n = proto_encode_hello(buf, sizeof buf, &h);
+	int fd = raw_connect(d);
+
+	ck_assert_uint_gt(n, 0);
+	ck_assert_int_eq(harness_write_all(fd, buf, n), 0);
+	ck_assert_msg(harness_read_receipt(fd, &rc) == 0, "%s",
+		      harness_error());
+	return fd;
+}
+
+/* Waits until the local row of REOPENED is as cond says. */
+static void wait_reopened(const struct harness_daemon *d, const char *cond)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof sql,
+		 "SELECT count(*) FROM processes WHERE instance = %d AND %s",
+		 REOPENED, cond);
+	ck_assert_msg(harness_wait_int(d, sql, 1) == 0, "%s: %s", cond,
+		      harness_error());
+}
+
+/* A column of the central row of REOPENED. */
+static long long central_reopened(PGconn *c, const char *col)
+{
+	char sql[160];
+
+	snprintf(sql, sizeof sql,
+		 "SELECT %s FROM processes WHERE instance = %d", col, REOPENED);
+	return central_int(c, sql);
+}
+
+/*
+ * A process ends without CLOSE (finalised, vanished) and is forwarded;
+ * its client reconnects, the daemon reopens the row (connections 2,
+ * disconnected_at NULL, vanished 0, committed_position NULL): forwarded,
+ * the central row runs again; it ends with CLOSE: forwarded, the central
+ * row is final, not vanished, with both connections' records.
+ */
+START_TEST(test_reopened)
+{
+	struct harness_daemon d;
+	struct pg_server pg;
+	struct proto_record wm = {.type = PROTO_WATERMARK, .ts = 1010};
+	struct proto_record cl = {.type = PROTO_CLOSE, .ts = 2020};
+	PGconn *c;
+	int fd;
+
+	start_pg(&pg);
+	START(&d, "--keep", "all", "--linger", "0", "--log-level", "warn");
+	fd = hello_reopened(&d, 0);
+	raw_send_request(fd, 71, 1000);
+	raw_send(fd, &wm);
+	close(fd);
+	wait_reopened(&d, "connections = 1 AND vanished = 1 AND "
+			  "committed_position IS NOT NULL");
+	forward_once_ok(&d, &pg, "r");
+	c = central(&pg);
+	ck_assert_int_eq(central_reopened(c, "vanished"), 1);
+	assert_exact(c, source_of(c, "r"), d.db);
+
+	fd = hello_reopened(&d, RAW_REQUEST_RECORDS);
+	raw_send_request(fd, 72, 2000);
+	wait_reopened(&d, "connections = 2 AND disconnected_at IS NULL AND "
+			  "committed_position IS NULL");
+	forward_once_ok(&d, &pg, "r");
+	ck_assert_int_eq(central_reopened(c, "connections"), 2);
+	ck_assert_int_eq(central_reopened(c, "(disconnected_at IS NULL)::int"),
+			 1);
+	raw_send(fd, &cl);
+	close(fd);
+	wait_reopened(&d, "connections = 2 AND vanished = 0 AND "
+			  "committed_position IS NOT NULL");
+	ck_assert_int_eq(harness_stop(&d), 0);
+	forward_once_ok(&d, &pg, "r");
+	ck_assert_int_eq(central_reopened(c, "vanished"), 0);
+	ck_assert_int_eq(central_reopened(c, "connections"), 2);
+	ck_assert_int_eq(central_reopened(c, "records"),
+			 2 * RAW_REQUEST_RECORDS);
+	assert_exact(c, source_of(c, "r"), d.db);
+	PQfinish(c);
+	harness_cleanup(&d);
+	pg_cleanup(&pg);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("fleet");
@@ -896,6 +1003,6 @@ int main(void)
 	suite_add_tcase(s, check_tcase("forward", 240, test_two_hosts,
 				       test_live, test_server_away, test_killed,
 				       test_refusals, test_new_file,
-				       test_pending, NULL));
+				       test_pending, test_reopened, NULL));
 	return check_main(s, NULL);
 }
