@@ -9,35 +9,6 @@
 
 #include "cli.h"
 
-const char *const cli_class_fixes[CLI_CLASS_COUNT] = {
-    /* bleed */
-    "the storage does not follow the work: carry the context across the "
-    "callback or queue (capture/resume, or the libevent wrapper) or move "
-    "to task-local storage",
-    /* stale */
-    "clear the storage when a request ends (or restore what was there "
-    "before it began), and on every exit path",
-    /* overlap */
-    "one storage slot is shared by concurrent requests (a process global, "
-    "one event-loop thread): give each request its own",
-    /* lost */
-    "the same boundary, where the storage was empty: capture where the "
-    "work is created, resume where it runs",
-    /* misnest */
-    "end scopes in reverse order of beginning, once, in the request they "
-    "belong to",
-    /* unclosed */
-    "an error path skips ctxleak_end: end it on every path",
-};
-
-const char *cli_class_fix(const char *cls)
-{
-	for (int i = 0; cls && i < CLI_CLASS_COUNT; i++)
-		if (strcmp(cls, cli_class_names[i]) == 0)
-			return cli_class_fixes[i];
-	return NULL;
-}
-
 #define FILTER_HELP_CLASS                                                      \
 	"  --class CLASS[,CLASS]  only these classes: bleed stale overlap "    \
 	"lost\n"                                                               \

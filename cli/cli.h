@@ -39,11 +39,10 @@ enum {
 /* Leak classes, in the order reports list them (proto/common.h). */
 #define CLI_CLASS_COUNT COMMON_CLASS_COUNT
 #define cli_class_names common_class_names
-/* What to change in the code, per class (the README's class table). */
-extern const char *const cli_class_fixes[CLI_CLASS_COUNT];
-/* The fix of a class by name; NULL for a name that is none. */
-const char *cli_class_fix(const char *cls);
-#define CLI_CLASS_ALL ((1u << CLI_CLASS_COUNT) - 1)
+/* What to change in the code, per class: proto/common.h. */
+#define cli_class_fixes common_class_fixes
+#define cli_class_fix	common_class_fix
+#define CLI_CLASS_ALL	((1u << CLI_CLASS_COUNT) - 1)
 
 enum cli_color { CLI_COLOR_AUTO, CLI_COLOR_ALWAYS, CLI_COLOR_NEVER };
 
@@ -245,9 +244,8 @@ enum cli_style {
 	CLI_STYLE_DIM,
 };
 
-/* Decodes one UTF-8 sequence at s (n bytes left) into *cp; returns its
- * length, or 0 when it is invalid (overlong, surrogate, truncated...). */
-size_t cli_utf8_next(const unsigned char *s, size_t n, uint32_t *cp);
+/* One UTF-8 sequence: proto/common.h. */
+#define cli_utf8_next common_utf8_next
 /* Whether the output should be coloured, from --color, NO_COLOR and
  * whether out is a terminal. */
 int cli_color_wanted(enum cli_color mode, FILE *out);

@@ -533,14 +533,10 @@ struct fleet_buf {
 void fleet_buf_put(struct fleet_buf *b, const char *s, size_t n);
 void fleet_buf_puts(struct fleet_buf *b, const char *s);
 void fleet_buf_free(struct fleet_buf *b);
-/* The length of the valid UTF-8 character at s (n bytes left) and its
- * code point; 0 when the bytes there are not one. */
-size_t fleet_utf8_next(const unsigned char *s, size_t n, uint32_t *cp);
 /* s as valid UTF-8: each invalid byte as U+FFFD. */
 void fleet_buf_utf8(struct fleet_buf *b, const char *s, size_t len);
 /* s as a quoted JSON string, as cli/cli_out.c writes one. */
 void fleet_buf_json_str(struct fleet_buf *b, const char *s, size_t len);
-const char *fleet_class_fix(const char *cls); /* NULL: no such class */
 char *fleet_rfc3339(int64_t ns, char *buf, size_t len);
 /* One line, '\n' included; machine_id NULL: not known. */
 void fleet_finding_json(struct fleet_buf *b, const struct store_finding_row *f,

@@ -204,7 +204,7 @@ static void build(struct fleet_buf *b, const struct store_finding_row *f,
 
 		if (f->col[SF_CLASS].len < sizeof cls)
 			memcpy(cls, f->col[SF_CLASS].s, f->col[SF_CLASS].len);
-		field_str(b, "CTXLEAK_FIX", fleet_class_fix(cls));
+		field_str(b, "CTXLEAK_FIX", common_class_fix(cls));
 	}
 	field_str(b, "CTXLEAK_DETAIL", f->detail);
 }

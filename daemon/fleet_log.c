@@ -33,30 +33,6 @@
 #define REPLACEMENT "\xef\xbf\xbd" /* U+FFFD */
 #define NS_PER_SEC  1000000000LL
 
-/* The advice `ctxleak leaks --json` prints as "fix", by class in the
- * order of common_class_names: the text of cli/cli.c's cli_class_fixes,
- * which the CLI keeps for itself (tests/test_fleet_logs.c compares). */
-static const char *const class_fixes[COMMON_CLASS_COUNT] = {
-    /* bleed */
-    "the storage does not follow the work: carry the context across the "
-    "callback or queue (capture/resume, or the libevent wrapper) or move "
-    "to task-local storage",
-    /* stale */
-    "clear the storage when a request ends (or restore what was there "
-    "before it began), and on every exit path",
-    /* overlap */
-    "one storage slot is shared by concurrent requests (a process global, "
-    "one event-loop thread): give each request its own",
-    /* lost */
-    "the same boundary, where the storage was empty: capture where the "
-    "work is created, resume where it runs",
-    /* misnest */
-    "end scopes in reverse order of beginning, once, in the request they "
-    "belong to",
-    /* unclosed */
-    "an error path skips ctxleak_end: end it on every path",
-};
-
 /* The open log: its file and what the current commit adds to it. */
 static struct {
 	char *path;	       /* FILE; NULL: no log */
@@ -105,38 +81,6 @@ void fleet_buf_free(struct fleet_buf *b)
 	*b = (struct fleet_buf){0};
 }
 
-size_t fleet_utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
-{
-	static const uint32_t min_for_len[] = {0, 0, 0x80, 0x800, 0x10000};
-	size_t len;
-	uint32_t v;
-
-	if (s[0] < 0x80) {
-		*cp = s[0];
-		return 1;
-	}
-	if ((s[0] & 0xe0) == 0xc0)
-		len = 2, v = s[0] & 0x1f;
-	else if ((s[0] & 0xf0) == 0xe0)
-		len = 3, v = s[0] & 0x0f;
-	else if ((s[0] & 0xf8) == 0xf0)
-		len = 4, v = s[0] & 0x07;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		v = (v << 6) | (s[i] & 0x3f);
-	}
-	if (v < min_for_len[len] || v > 0x10ffff ||
-	    (v >= 0xd800 && v <= 0xdfff))
-		return 0;
-	*cp = v;
-	return len;
-}
-
 void fleet_buf_utf8(struct fleet_buf *b, const char *s, size_t len)
 {
 	const unsigned char *p = (const unsigned char *)s;
@@ -144,7 +88,7 @@ void fleet_buf_utf8(struct fleet_buf *b, const char *s, size_t len)
 	uint32_t cp;
 
 	while (i < len) {
-		if ((n = fleet_utf8_next(p + i, len - i, &cp)) != 0) {
+		if ((n = common_utf8_next(p + i, len - i, &cp)) != 0) {
 			i += n;
 			continue;
 		}
@@ -173,7 +117,7 @@ void fleet_buf_json_str(struct fleet_buf *b, const char *s, size_t len)
 			i++;
 			continue;
 		}
-		n = fleet_utf8_next(p + i, len - i, &cp);
+		n = common_utf8_next(p + i, len - i, &cp);
 		if (n && cp != '"' && cp != '\\' && cp >= 0x20 && cp != 0x7f) {
 			i += n;
 			continue;
@@ -195,14 +139,6 @@ void fleet_buf_json_str(struct fleet_buf *b, const char *s, size_t len)
 }
 
 /* ------------------------------------------------------------ fields */
-
-const char *fleet_class_fix(const char *cls)
-{
-	for (int i = 0; cls != NULL && i < COMMON_CLASS_COUNT; i++)
-		if (strcmp(cls, common_class_names[i]) == 0)
-			return class_fixes[i];
-	return NULL;
-}
 
 char *fleet_rfc3339(int64_t ns, char *buf, size_t len)
 {
@@ -330,7 +266,7 @@ void fleet_finding_json(struct fleet_buf *b, const struct store_finding_row *f,
 	    f->col[SF_CLASS].len < sizeof cls)
 		memcpy(cls, f->col[SF_CLASS].s, f->col[SF_CLASS].len);
 	/* "detail" stays last, as in the CLI's. */
-	kstr(b, "fix", fleet_class_fix(cls));
+	kstr(b, "fix", common_class_fix(cls));
 	kstr(b, "detail", f->detail);
 	fleet_buf_put(b, "}\n", 2);
 }

@@ -15,6 +15,67 @@ const char *const common_class_names[COMMON_CLASS_COUNT] = {
     COMMON_LEAK_CLASSES(CLASS_NAME)};
 #undef CLASS_NAME
 
+const char *const common_class_fixes[COMMON_CLASS_COUNT] = {
+    /* bleed */
+    "the storage does not follow the work: carry the context across the "
+    "callback or queue (capture/resume, or the libevent wrapper) or move "
+    "to task-local storage",
+    /* stale */
+    "clear the storage when a request ends (or restore what was there "
+    "before it began), and on every exit path",
+    /* overlap */
+    "one storage slot is shared by concurrent requests (a process global, "
+    "one event-loop thread): give each request its own",
+    /* lost */
+    "the same boundary, where the storage was empty: capture where the "
+    "work is created, resume where it runs",
+    /* misnest */
+    "end scopes in reverse order of beginning, once, in the request they "
+    "belong to",
+    /* unclosed */
+    "an error path skips ctxleak_end: end it on every path",
+};
+
+const char *common_class_fix(const char *cls)
+{
+	for (int i = 0; cls != NULL && i < COMMON_CLASS_COUNT; i++)
+		if (strcmp(cls, common_class_names[i]) == 0)
+			return common_class_fixes[i];
+	return NULL;
+}
+
+size_t common_utf8_next(const unsigned char *s, size_t n, uint32_t *cp)
+{
+	static const uint32_t min_for_len[] = {0, 0, 0x80, 0x800, 0x10000};
+	size_t len;
+	uint32_t v;
+
+	if (s[0] < 0x80) {
+		*cp = s[0];
+		return 1;
+	}
+	if ((s[0] & 0xe0) == 0xc0)
+		len = 2, v = s[0] & 0x1f;
+	else if ((s[0] & 0xf0) == 0xe0)
+		len = 3, v = s[0] & 0x0f;
+	else if ((s[0] & 0xf8) == 0xf0)
+		len = 4, v = s[0] & 0x07;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (size_t i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		v = (v << 6) | (s[i] & 0x3f);
+	}
+	if (v < min_for_len[len] || v > 0x10ffff ||
+	    (v >= 0xd800 && v <= 0xdfff))
+		return 0;
+	*cp = v;
+	return len;
+}
+
 /* The variable's value when it is an absolute path, else NULL. */
 static const char *absolute_env(const char *name)
 {

@@ -14,6 +14,7 @@
 #define CTXLEAK_COMMON_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifndef CTXLEAK_BUILD_VERSION
 #error "CTXLEAK_BUILD_VERSION comes from the Makefile's VERSION"
@@ -42,6 +43,18 @@
 	X(UNCLOSED, "unclosed")
 #define COMMON_CLASS_COUNT 6
 extern const char *const common_class_names[COMMON_CLASS_COUNT];
+/* What to change in the code, per class in the same order (the README's
+ * class table): the "fix" of `ctxleak leaks` and of ctxleakd's findings
+ * log, which must say the same. */
+extern const char *const common_class_fixes[COMMON_CLASS_COUNT];
+/* The fix of a class by name; NULL for a name that is none. */
+const char *common_class_fix(const char *cls);
+
+/* Decodes one UTF-8 sequence at s (n bytes left) into *cp; returns its
+ * length, or 0 when it is invalid (overlong, surrogate, truncated...).
+ * What the CLI and the daemon's findings log print of client strings is
+ * valid UTF-8 by it. */
+size_t common_utf8_next(const unsigned char *s, size_t n, uint32_t *cp);
 
 /* As root, the system daemon's (the systemd units' and tmpfiles.d's). */
 #define COMMON_SYSTEM_SOCKET "/run/ctxleak/ctxleak.sock"
