@@ -475,6 +475,24 @@ static void build_upsert(struct fwd *f, int t)
 }
 
 /*
+ * The outcome of a COPY whose end was sent: 0; or -1 (pg_fail naming
+ * what) with the failure's SQLSTATE in state (8 bytes).
+ */
+static int copy_result(struct fwd *f, const char *what, char *state)
+{
+	PGresult *r = PQgetResult(f->pg);
+	int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+
+	if (!ok && PQresultErrorField(r, PG_DIAG_SQLSTATE))
+		snprintf(state, 8, "%s",
+			 PQresultErrorField(r, PG_DIAG_SQLSTATE));
+	PQclear(r);
+	while ((r = PQgetResult(f->pg)) != NULL)
+		PQclear(r);
+	return ok ? 0 : pg_fail(f, what);
+}
+
+/*
  * COPY of the gathered text into table (t's columns).  0; or -1 with the
  * failure's SQLSTATE in state (8 bytes), the text kept.
  */
@@ -493,15 +511,7 @@ static int copy_in(struct fwd *f, int t, const char *table, char *state)
 	if (!ok || PQputCopyData(f->pg, f->buf, (int)f->len) != 1 ||
 	    PQputCopyEnd(f->pg, NULL) != 1)
 		return pg_fail(f, "COPY");
-	r = PQgetResult(f->pg);
-	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-	if (!ok && PQresultErrorField(r, PG_DIAG_SQLSTATE))
-		snprintf(state, 8, "%s",
-			 PQresultErrorField(r, PG_DIAG_SQLSTATE));
-	PQclear(r);
-	while ((r = PQgetResult(f->pg)) != NULL)
-		PQclear(r);
-	return ok ? 0 : pg_fail(f, table);
+	return copy_result(f, table, state);
 }
 
 /*
@@ -575,22 +585,11 @@ static int stream_begin(struct fwd *f, int t)
  * with the failure's SQLSTATE in state (8 bytes). */
 static int stream_finish(struct fwd *f, const char *why, char *state)
 {
-	PGresult *r;
-	int ok;
-
 	f->streaming = 0;
 	state[0] = '\0';
 	if (PQputCopyEnd(f->pg, why) != 1)
 		return pg_fail(f, "COPY");
-	r = PQgetResult(f->pg);
-	ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-	if (!ok && PQresultErrorField(r, PG_DIAG_SQLSTATE))
-		snprintf(state, 8, "%s",
-			 PQresultErrorField(r, PG_DIAG_SQLSTATE));
-	PQclear(r);
-	while ((r = PQgetResult(f->pg)) != NULL)
-		PQclear(r);
-	return ok ? 0 : pg_fail(f, "COPY");
+	return copy_result(f, "COPY", state);
 }
 
 static int stream_end(struct fwd *f, int t)

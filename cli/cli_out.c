@@ -8,7 +8,6 @@
  * colours), and JSON never holds invalid UTF-8, which strict parsers
  * reject; both show an invalid byte as U+FFFD.
  */
-#include <ctype.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdlib.h>
@@ -133,16 +132,6 @@ char *cli_request_label(int64_t id, const char *name, int namelen, char *buf,
 	return buf;
 }
 
-/* Whether a hex ctx the daemon wrote starts at p: "ctx 0x2a" or "ctx was
- * 0x2a" (rules_detail.c), not client text that looks like one. */
-static int hex_ctx_at(const char *detail, const char *p)
-{
-	if (!(p[0] == '0' && p[1] == 'x' && isxdigit((unsigned char)p[2])))
-		return 0;
-	return (p - detail >= 4 && !strncmp(p - 4, "ctx ", 4)) ||
-	       (p - detail >= 8 && !strncmp(p - 8, "ctx was ", 8));
-}
-
 char *cli_detail(struct cli *c, int64_t process_id, int64_t victim,
 		 const char *detail, char *buf, size_t len)
 {
@@ -155,7 +144,7 @@ char *cli_detail(struct cli *c, int64_t process_id, int64_t victim,
 		uint64_t ctx;
 		int64_t id;
 
-		if (!hex_ctx_at(detail, p)) {
+		if (!common_detail_ctx_at(detail, p)) {
 			buf[n++] = *p++;
 			continue;
 		}

@@ -10,7 +10,6 @@
  * values.  The CLI cannot be linked into the daemon; tests/test_fleet_logs.c
  * compares the two outputs field by field.
  */
-#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -144,16 +143,6 @@ static const char *site_str(sqlite3_stmt *st, char *buf, size_t len)
 	return buf;
 }
 
-/* Whether a hex ctx the daemon wrote starts at p: "ctx 0x2a" or "ctx was
- * 0x2a" (rules_detail.c), not client text that looks like one. */
-static int hex_ctx_at(const char *detail, const char *p)
-{
-	if (!(p[0] == '0' && p[1] == 'x' && isxdigit((unsigned char)p[2])))
-		return 0;
-	return (p - detail >= 4 && !strncmp(p - 4, "ctx ", 4)) ||
-	       (p - detail >= 8 && !strncmp(p - 8, "ctx was ", 8));
-}
-
 static int cmp_root(const void *a, const void *b)
 {
 	const struct root *x = a, *y = b;
@@ -232,7 +221,7 @@ static const char *detail_str(struct feed *f, const char *detail,
 		uint64_t ctx;
 		int64_t id;
 
-		if (!hex_ctx_at(detail, p)) {
+		if (!common_detail_ctx_at(detail, p)) {
 			buf[n++] = *p++;
 			continue;
 		}

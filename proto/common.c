@@ -2,6 +2,7 @@
  * common.c: the constants of common.h that are data, and the one rule for
  * the default paths, shared by the library, the daemon and the CLI.
  */
+#include <ctype.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -166,4 +167,12 @@ int common_host_name(char *buf, size_t len)
 	else
 		return -1;
 	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+int common_detail_ctx_at(const char *detail, const char *p)
+{
+	if (!(p[0] == '0' && p[1] == 'x' && isxdigit((unsigned char)p[2])))
+		return 0;
+	return (p - detail >= 4 && !strncmp(p - 4, "ctx ", 4)) ||
+	       (p - detail >= 8 && !strncmp(p - 8, "ctx was ", 8));
 }

@@ -56,6 +56,12 @@ const char *common_class_fix(const char *cls);
  * valid UTF-8 by it. */
 size_t common_utf8_next(const unsigned char *s, size_t n, uint32_t *cp);
 
+/* Whether a hex ctx the daemon wrote into a finding's detail starts at p
+ * (within detail): "ctx 0x2a" or "ctx was 0x2a" (daemon/rules_detail.c),
+ * not client text that looks like one.  The CLI and the findings log name
+ * its request instead. */
+int common_detail_ctx_at(const char *detail, const char *p);
+
 /* As root, the system daemon's (the systemd units' and tmpfiles.d's). */
 #define COMMON_SYSTEM_SOCKET "/run/ctxleak/ctxleak.sock"
 #define COMMON_SYSTEM_DB     "/var/lib/ctxleak/ctxleak.db"
